@@ -1,0 +1,3 @@
+//! Generates the EWS operation surface from `wsdl/services.wsdl`.
+
+fn main() {}

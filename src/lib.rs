@@ -1,0 +1,1 @@
+//! taskbridge: keeps project-management assignments and Exchange mailbox tasks in step over EWS.

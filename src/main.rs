@@ -1,0 +1,3 @@
+//! The `taskbridge` command line.
+
+fn main() {}
