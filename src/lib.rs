@@ -1,1 +1,10 @@
-//! taskbridge: keeps project-management assignments and Exchange mailbox tasks in step over EWS.
+//! taskbridge keeps the tasks of a project-management (PM) server and the task lists in
+//! Exchange mailboxes in step, over EWS.
+//!
+//! # Layout
+//! Each layer is a module that depends only on those listed before it.
+//! - [`ews`]: the EWS wire format (SOAP envelope, typed operations, response codes) and the
+//!   transport (HTTP, authentication, throttling back-off).
+#![warn(missing_docs)]
+
+pub mod ews;

@@ -1,0 +1,18 @@
+//! The EWS protocol layer: SOAP envelope and headers, typed operations, response codes.
+//!
+//! Owns everything about the wire and nothing about projects or sync. Wire types are
+//! hand-written over quick-xml (see [`xml`] for why not serde or yaserde), one module per
+//! operation under [`ops`], shared types under [`types`]. The transport (HTTP, authentication,
+//! throttling) builds on these.
+
+pub mod error;
+pub mod ops;
+pub mod soap;
+pub mod types;
+pub mod xml;
+
+pub use error::{DecodeError, Error};
+pub use ops::{Operation, OperationResponse};
+pub use soap::{
+    ExchangeVersion, Fault, Impersonation, RequestHeader, ServerVersionInfo, TimeZoneContext,
+};

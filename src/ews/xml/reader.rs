@@ -1,0 +1,309 @@
+//! A pull reader over quick-xml's `NsReader` that hands out elements by namespace and local name.
+//!
+//! Everything that parses EWS goes through [`XmlReader`]: it resolves prefixes (so `s:`, `soap:`,
+//! `SOAP-ENV:` and default namespaces all read the same), skips comments, processing instructions
+//! and whitespace, refuses any DOCTYPE (so no entity expansion can happen), and turns every
+//! quick-xml failure into a [`DecodeError`] with a line and column.
+
+use std::borrow::Cow;
+
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::name::ResolveResult;
+use quick_xml::reader::NsReader;
+
+use super::Ns;
+use crate::ews::error::DecodeError;
+
+/// Upper bound on namespace declarations in scope; real EWS messages use fewer than ten.
+const MAX_NAMESPACE_BINDINGS: usize = 256;
+
+/// One start tag, with the namespace it resolved to.
+#[derive(Debug)]
+pub struct Element<'i> {
+    ns: Ns,
+    start: BytesStart<'i>,
+    empty: bool,
+}
+
+impl<'i> Element<'i> {
+    /// The namespace of the element name.
+    pub fn ns(&self) -> Ns {
+        self.ns
+    }
+
+    /// The local part of the element name.
+    pub fn local_name(&self) -> &str {
+        self.start.local_name().into_inner()
+    }
+
+    /// The local name, owned, for messages.
+    pub fn name_lossy(&self) -> String {
+        self.local_name().to_string()
+    }
+
+    /// Whether this element is `local` in namespace `ns`.
+    pub fn is(&self, ns: Ns, local: &str) -> bool {
+        self.ns == ns && self.local_name() == local
+    }
+
+    /// Whether the element was written as `<x/>`.
+    pub fn is_empty(&self) -> bool {
+        self.empty
+    }
+
+    /// The unescaped value of the unqualified attribute `name`, if present.
+    ///
+    /// EWS attributes (`Id`, `ChangeKey`, `ResponseClass`, ...) are unqualified, so only attributes
+    /// without a prefix match; `xmlns` declarations never do.
+    pub fn attr(&self, name: &str) -> Result<Option<String>, DecodeError> {
+        for attr in self.start.attributes() {
+            let attr = attr.map_err(|e| self.bad_attribute(e))?;
+            let key = attr.key;
+            if key.prefix().is_none() && key.local_name().into_inner() == name {
+                let value = attr
+                    .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                    .map_err(|e| self.bad_attribute(e))?;
+                return Ok(Some(value.into_owned()));
+            }
+        }
+        Ok(None)
+    }
+
+    fn bad_attribute(&self, err: impl std::fmt::Display) -> DecodeError {
+        DecodeError::InvalidValue {
+            path: self.name_lossy(),
+            value: err.to_string(),
+            expected: "well-formed attributes",
+        }
+    }
+
+    /// Like [`Element::attr`] but the attribute must be present.
+    pub fn required_attr(&self, name: &'static str) -> Result<String, DecodeError> {
+        self.attr(name)?
+            .ok_or_else(|| DecodeError::MissingAttribute {
+                element: self.name_lossy(),
+                attribute: name,
+            })
+    }
+}
+
+/// A streaming reader over an in-memory EWS message.
+pub struct XmlReader<'i> {
+    inner: NsReader<&'i [u8]>,
+    input: &'i [u8],
+}
+
+impl<'i> XmlReader<'i> {
+    /// Starts reading `input`, which must be the whole message.
+    pub fn new(input: &'i [u8]) -> Self {
+        let mut inner = NsReader::from_reader(input);
+        let config = inner.config_mut();
+        config.trim_text(false);
+        config.check_end_names = true;
+        config.expand_empty_elements = false;
+        inner
+            .resolver_mut()
+            .set_max_namespace_bindings(MAX_NAMESPACE_BINDINGS);
+        Self { inner, input }
+    }
+
+    /// Line and column (both from 1) of a byte offset in the input.
+    pub fn line_col(&self, offset: u64) -> (usize, usize) {
+        line_col(self.input, offset)
+    }
+
+    fn error(&self, err: impl std::fmt::Display) -> DecodeError {
+        let offset = self
+            .inner
+            .error_position()
+            .max(self.inner.buffer_position());
+        let (line, column) = self.line_col(offset);
+        DecodeError::Malformed {
+            line,
+            column,
+            message: err.to_string(),
+        }
+    }
+
+    fn read(&mut self) -> Result<(Ns, Event<'i>), DecodeError> {
+        let (ns, event) = match self.inner.read_resolved_event() {
+            Ok((res, ev)) => (Ns::of(&res), ev),
+            Err(e) => return Err(self.error(e)),
+        };
+        if let Event::DocType(_) = event {
+            return Err(DecodeError::DocTypeRefused);
+        }
+        Ok((ns, event))
+    }
+
+    /// Reads up to the document element and returns it.
+    pub fn root(&mut self) -> Result<Element<'i>, DecodeError> {
+        loop {
+            match self.read()? {
+                (ns, Event::Start(start)) => {
+                    return Ok(Element {
+                        ns,
+                        start,
+                        empty: false,
+                    });
+                }
+                (ns, Event::Empty(start)) => {
+                    return Ok(Element {
+                        ns,
+                        start,
+                        empty: true,
+                    });
+                }
+                (_, Event::Text(t)) if t.trim().is_empty() => {}
+                (_, Event::Decl(_) | Event::Comment(_) | Event::PI(_)) => {}
+                (_, Event::Eof) => return Err(DecodeError::Empty),
+                (_, other) => {
+                    return Err(self.error(format!(
+                        "unexpected content before the document element: {other:?}"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Returns the next child element of `parent`, or `None` once `parent` is closed.
+    ///
+    /// Text between child elements is ignored: EWS element-only content never carries any, and
+    /// a server that pretty-prints must not confuse us.
+    pub fn next_child(&mut self, parent: &Element<'_>) -> Result<Option<Element<'i>>, DecodeError> {
+        if parent.empty {
+            return Ok(None);
+        }
+        loop {
+            match self.read()? {
+                (ns, Event::Start(start)) => {
+                    return Ok(Some(Element {
+                        ns,
+                        start,
+                        empty: false,
+                    }));
+                }
+                (ns, Event::Empty(start)) => {
+                    return Ok(Some(Element {
+                        ns,
+                        start,
+                        empty: true,
+                    }));
+                }
+                (_, Event::End(_)) => return Ok(None),
+                (_, Event::Eof) => return Err(self.truncated()),
+                _ => {}
+            }
+        }
+    }
+
+    fn truncated(&self) -> DecodeError {
+        let (line, column) = self.line_col(self.inner.buffer_position());
+        DecodeError::Truncated { line, column }
+    }
+
+    /// Skips `element` and everything inside it.
+    pub fn skip(&mut self, element: Element<'_>) -> Result<(), DecodeError> {
+        if element.empty {
+            return Ok(());
+        }
+        let mut depth = 0usize;
+        loop {
+            match self.read()? {
+                (_, Event::Start(_)) => depth += 1,
+                (_, Event::End(_)) if depth == 0 => return Ok(()),
+                (_, Event::End(_)) => depth -= 1,
+                (_, Event::Eof) => return Err(self.truncated()),
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads the text content of `element`, unescaped, up to its end tag.
+    ///
+    /// Child elements inside (which a simple-typed EWS element never has) are skipped. Only the
+    /// five predefined entities and character references are known; anything else is an error,
+    /// since without a DTD no other entity can be declared.
+    pub fn text(&mut self, element: Element<'_>) -> Result<Cow<'i, str>, DecodeError> {
+        if element.empty {
+            return Ok(Cow::Borrowed(""));
+        }
+        let mut out: Option<Cow<'i, str>> = None;
+        let mut depth = 0usize;
+        loop {
+            match self.read()? {
+                (_, Event::Text(t)) if depth == 0 => push_text(&mut out, t.xml10_content()),
+                (_, Event::CData(c)) if depth == 0 => push_text(&mut out, c.xml10_content()),
+                (_, Event::GeneralRef(r)) if depth == 0 => {
+                    let ch = match r.resolve_char_ref() {
+                        Ok(Some(ch)) => ch,
+                        Ok(None) => match &*r {
+                            "amp" => '&',
+                            "lt" => '<',
+                            "gt" => '>',
+                            "apos" => '\'',
+                            "quot" => '"',
+                            other => return Err(DecodeError::UnknownEntity(other.to_string())),
+                        },
+                        Err(e) => return Err(self.error(e)),
+                    };
+                    let mut buf = [0u8; 4];
+                    push_text(&mut out, Cow::Owned(ch.encode_utf8(&mut buf).to_string()));
+                }
+                (_, Event::Start(_)) => depth += 1,
+                (_, Event::End(_)) if depth == 0 => return Ok(out.unwrap_or(Cow::Borrowed(""))),
+                (_, Event::End(_)) => depth -= 1,
+                (_, Event::Eof) => return Err(self.truncated()),
+                _ => {}
+            }
+        }
+    }
+
+    /// Requires that nothing but whitespace, comments and processing instructions follow the
+    /// document element.
+    pub fn finish(&mut self) -> Result<(), DecodeError> {
+        loop {
+            match self.read()? {
+                (_, Event::Eof) => return Ok(()),
+                (_, Event::Text(t)) if t.trim().is_empty() => {}
+                (_, Event::Comment(_) | Event::PI(_)) => {}
+                (_, other) => {
+                    return Err(self.error(format!(
+                        "unexpected content after the document element: {other:?}"
+                    )));
+                }
+            }
+        }
+    }
+}
+
+fn push_text<'i>(out: &mut Option<Cow<'i, str>>, piece: Cow<'i, str>) {
+    match out {
+        None => *out = Some(piece),
+        Some(existing) => existing.to_mut().push_str(&piece),
+    }
+}
+
+/// Line and column (from 1) of `offset` in `input`.
+pub fn line_col(input: &[u8], offset: u64) -> (usize, usize) {
+    let end = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(input.len());
+    let before = &input[..end];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let column = match before.iter().rposition(|&b| b == b'\n') {
+        Some(nl) => end - nl,
+        None => end + 1,
+    };
+    (line, column)
+}
+
+impl Ns {
+    fn of(res: &ResolveResult<'_>) -> Ns {
+        match res {
+            ResolveResult::Bound(ns) => Ns::from_uri(ns.into_inner().as_bytes()),
+            ResolveResult::Unbound => Ns::None,
+            ResolveResult::Unknown(_) => Ns::Unknown,
+        }
+    }
+}
