@@ -18,6 +18,7 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
 xml_enum! {
     /// `t:ExchangeVersionType`: the schema version a request asks for.
     /// See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/requestserverversion>.
+    #[derive(Default)]
     pub enum ExchangeVersion {
         /// Exchange 2007.
         Exchange2007 = "Exchange2007",
@@ -32,6 +33,7 @@ xml_enum! {
         /// Exchange 2013.
         Exchange2013 = "Exchange2013",
         /// Exchange 2013 SP1 (taskbridge's default).
+        #[default]
         Exchange2013Sp1 = "Exchange2013_SP1",
         /// Exchange 2016.
         Exchange2016 = "Exchange2016",
@@ -39,12 +41,6 @@ xml_enum! {
         V2017_07_11 = "V2017_07_11",
         /// Exchange Online, 2018 schema.
         V2018_01_08 = "V2018_01_08",
-    }
-}
-
-impl Default for ExchangeVersion {
-    fn default() -> Self {
-        ExchangeVersion::Exchange2013Sp1
     }
 }
 
@@ -404,17 +400,15 @@ pub fn read_envelope<'i, T>(
             read_header(&mut r, child, &mut header)?;
         } else if child.is(Ns::Soap, "Body") && content.is_none() {
             let body_el = child;
-            let first = loop {
-                match r.next_child(&body_el)? {
-                    Some(el) if el.ns() == Ns::Soap && el.local_name() == "Fault" => {
-                        break Some(Body::Fault(Box::new(Fault::read(&mut r, el)?)));
-                    }
-                    Some(el) => {
-                        let f = body_fn.take().expect("the body is decoded once");
-                        break Some(Body::Content(f(&mut r, el)?));
-                    }
-                    None => break None,
+            let first = match r.next_child(&body_el)? {
+                Some(el) if el.ns() == Ns::Soap && el.local_name() == "Fault" => {
+                    Some(Body::Fault(Box::new(Fault::read(&mut r, el)?)))
                 }
+                Some(el) => {
+                    let f = body_fn.take().expect("the body is decoded once");
+                    Some(Body::Content(f(&mut r, el)?))
+                }
+                None => None,
             };
             let Some(first) = first else {
                 return Err(DecodeError::MissingElement {
@@ -491,10 +485,10 @@ fn read_header<'i>(
             }
             "TimeZoneContext" => {
                 while let Some(def) = r.next_child(&child)? {
-                    if def.is(Ns::Types, "TimeZoneDefinition") {
-                        if let Some(id) = def.attr("Id")? {
-                            header.time_zone = Some(TimeZoneContext { id });
-                        }
+                    if def.is(Ns::Types, "TimeZoneDefinition")
+                        && let Some(id) = def.attr("Id")?
+                    {
+                        header.time_zone = Some(TimeZoneContext { id });
                     }
                     r.skip(def)?;
                 }

@@ -140,6 +140,8 @@ impl XmlElement for SyncChanges {
     }
 }
 
+impl crate::ews::xml::Absent for SyncChanges {}
+
 xml_struct! {
     /// What a SyncFolderItems message carries.
     #[derive(Clone, Debug, PartialEq, Default)]
@@ -207,5 +209,3 @@ mod tests {
         assert_round_trip(&resp, "m:SyncFolderItemsResponse");
     }
 }
-
-impl crate::ews::xml::Absent for SyncChanges {}

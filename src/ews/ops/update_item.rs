@@ -27,7 +27,7 @@ pub enum ItemUpdate {
         /// The property.
         path: Path,
         /// An item holding the new value.
-        item: Item,
+        item: Box<Item>,
     },
     /// Remove the property at `path`.
     DeleteItemField {
@@ -75,7 +75,7 @@ impl XmlElement for Updates {
             updates.push(if set {
                 ItemUpdate::SetItemField {
                     path,
-                    item: item.ok_or_else(|| missing("Task"))?,
+                    item: Box::new(item.ok_or_else(|| missing("Task"))?),
                 }
             } else {
                 ItemUpdate::DeleteItemField { path }
@@ -102,6 +102,8 @@ impl XmlElement for Updates {
         });
     }
 }
+
+impl crate::ews::xml::Absent for Updates {}
 
 xml_struct! {
     /// The changes to one item (`t:ItemChangeType`).
@@ -177,10 +179,10 @@ mod tests {
     fn request() -> UpdateItem {
         let set_percent = ItemUpdate::SetItemField {
             path: Path::field(field_uri::PERCENT_COMPLETE),
-            item: Item::task(Task {
+            item: Box::new(Item::task(Task {
                 percent_complete: Some(60.0),
                 ..Task::default()
-            }),
+            })),
         };
         let drop_start = ItemUpdate::DeleteItemField {
             path: Path::field(field_uri::START_DATE),
@@ -230,5 +232,3 @@ mod tests {
         assert_round_trip(&resp, "m:UpdateItemResponse");
     }
 }
-
-impl crate::ews::xml::Absent for Updates {}
