@@ -7,4 +7,6 @@
 //!   transport (HTTP, authentication, throttling back-off).
 #![warn(missing_docs)]
 
+#[doc(hidden)]
+pub mod codegen;
 pub mod ews;

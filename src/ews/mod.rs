@@ -6,13 +6,18 @@
 //! throttling) builds on these.
 
 pub mod error;
+pub mod generated;
 pub mod ops;
+pub mod service;
 pub mod soap;
 pub mod types;
 pub mod xml;
 
 pub use error::{DecodeError, Error};
+
+pub use generated::EwsOperations;
 pub use ops::{Operation, OperationResponse};
+pub use service::{CallContext, EwsService};
 pub use soap::{
     ExchangeVersion, Fault, Impersonation, RequestHeader, ServerVersionInfo, TimeZoneContext,
 };

@@ -1,0 +1,5 @@
+//! Code generated from `wsdl/`; never edited by hand (see [`crate::codegen`]).
+
+mod operations;
+
+pub use operations::{EwsOperations, OPERATIONS, OperationInfo};
