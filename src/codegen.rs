@@ -61,9 +61,9 @@ pub fn read_operations(wsdl: &str, port_type: &str) -> Result<Vec<WsdlOperation>
                         if let (Some(msg), Some(element)) = (&current_message, attr("element")) {
                             let element = local_part(&element).to_string();
                             let entry = messages.entry(msg.clone()).or_default();
-                            if attr("name").as_deref() == Some("request") {
-                                entry.0 = Some(element);
-                            } else if entry.0.is_none() && element.ends_with("Response") {
+                            let is_body = attr("name").as_deref() == Some("request")
+                                || (entry.0.is_none() && element.ends_with("Response"));
+                            if is_body {
                                 entry.0 = Some(element);
                             } else {
                                 entry.1.push(element);
