@@ -1,3 +1,15 @@
-//! The `taskbridge` command line.
+//! The `taskbridge` command line; see `taskbridge --help`.
 
-fn main() {}
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    match cli::run(args) {
+        Ok(code) => code,
+        Err(err) => cli::report(&err),
+    }
+}

@@ -5,6 +5,7 @@
 //! operation under [`ops`], shared types under [`types`]. The transport (HTTP, authentication,
 //! throttling) builds on these.
 
+pub mod decode;
 pub mod error;
 pub mod generated;
 pub mod ops;
