@@ -51,6 +51,18 @@ pub enum DecodeError {
         /// What was found (namespace and local name).
         found: String,
     },
+    /// A known element stands where the schema does not allow it (strict reading only).
+    #[error("{parent}: element {element} is out of schema order (line {line}, column {column})")]
+    OutOfOrder {
+        /// The parent element.
+        parent: String,
+        /// The misplaced element.
+        element: String,
+        /// Line of the element's end, from 1.
+        line: usize,
+        /// Column, from 1.
+        column: usize,
+    },
     /// A required element is missing.
     #[error("{path}: required element {element} is missing")]
     MissingElement {

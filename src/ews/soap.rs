@@ -381,6 +381,16 @@ pub fn read_envelope<'i, T>(
     max_bytes: usize,
     body: impl FnOnce(&mut XmlReader<'i>, Element<'i>) -> Result<T, DecodeError>,
 ) -> Result<Envelope<T>, DecodeError> {
+    read_envelope_with(input, max_bytes, false, body)
+}
+
+/// Like [`read_envelope`], optionally in strict mode (see [`XmlReader::set_strict`]).
+pub fn read_envelope_with<'i, T>(
+    input: &'i [u8],
+    max_bytes: usize,
+    strict: bool,
+    body: impl FnOnce(&mut XmlReader<'i>, Element<'i>) -> Result<T, DecodeError>,
+) -> Result<Envelope<T>, DecodeError> {
     if input.len() > max_bytes {
         return Err(DecodeError::TooLarge {
             size: input.len(),
@@ -388,6 +398,7 @@ pub fn read_envelope<'i, T>(
         });
     }
     let mut r = XmlReader::new(input);
+    r.set_strict(strict);
     let root = r.root()?;
     if !root.is(Ns::Soap, "Envelope") {
         return Err(unexpected("a SOAP Envelope", &root));

@@ -123,3 +123,23 @@ mod tests {
         assert_round_trip(&resp, "m:GetItemResponse");
     }
 }
+
+#[cfg(test)]
+mod strict_tests {
+    use super::*;
+    use crate::ews::error::DecodeError;
+    use crate::ews::ops::{decode_request, decode_request_strict};
+
+    const OUT_OF_ORDER: &str = r#"<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/" xmlns:m="http://schemas.microsoft.com/exchange/services/2006/messages" xmlns:t="http://schemas.microsoft.com/exchange/services/2006/types"><soap:Body><m:GetItem><m:ItemIds><t:ItemId Id="A"/></m:ItemIds><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape></m:ItemShape></m:GetItem></soap:Body></soap:Envelope>"#;
+
+    #[test]
+    fn get_item_strict_refuses_out_of_order_and_lenient_reads_it() {
+        match decode_request_strict::<GetItem>(OUT_OF_ORDER.as_bytes(), 1 << 20) {
+            Err(DecodeError::OutOfOrder { element, .. }) => assert_eq!(element, "ItemShape"),
+            other => panic!("expected OutOfOrder, got {other:?}"),
+        }
+        let (_, req) =
+            decode_request::<GetItem>(OUT_OF_ORDER.as_bytes(), 1 << 20).expect("lenient");
+        assert_eq!(req.item_ids.item_ids.len(), 1);
+    }
+}

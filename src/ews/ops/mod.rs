@@ -204,3 +204,20 @@ pub fn encode_response<O: Operation>(
 ) -> Vec<u8> {
     soap::write_response(server, <O::Response as OperationResponse>::BODY, response)
 }
+
+/// Decodes a request envelope for operation `O` in strict mode: known elements out of schema
+/// order are refused, as Exchange refuses them with ErrorSchemaValidation.
+pub fn decode_request_strict<O: Operation>(
+    input: &[u8],
+    max_bytes: usize,
+) -> Result<(Header, O), DecodeError> {
+    let env =
+        soap::read_envelope_with(input, max_bytes, true, |r, e| read_body::<O>(r, e, O::NAME))?;
+    match env.body {
+        Body::Content(body) => Ok((env.header, body)),
+        Body::Fault(_) => Err(DecodeError::Unexpected {
+            expected: O::NAME,
+            found: "Soap:Fault".into(),
+        }),
+    }
+}

@@ -355,9 +355,17 @@ macro_rules! xml_struct {
                     let $afield: Option<$aty> = $crate::ews::xml::read_attr_value(&e, $aname)?;
                 )*)?
                 $( let mut $field: $crate::ews::xml::xml_struct!(@builder $kind $fty) = Default::default(); )*
+                // Index of the last known field read, for the strict order check.
+                let mut last = 0usize;
                 while let Some(child) = r.next_child(&e)? {
+                    let mut index = 0usize;
                     $(
+                        index += 1;
                         if child.is($crate::ews::xml::xml_struct!(@ns $prefix), $ename) {
+                            if index < last && r.is_strict() {
+                                return Err(r.out_of_order(&e, &child));
+                            }
+                            last = index;
                             let value = <$fty as $crate::ews::xml::XmlElement>::read(r, child)
                                 .map_err(|err| err.within(&e.name_lossy()))?;
                             $crate::ews::xml::xml_struct!(@set $kind $field value);

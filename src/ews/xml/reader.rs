@@ -91,6 +91,7 @@ impl<'i> Element<'i> {
 pub struct XmlReader<'i> {
     inner: NsReader<&'i [u8]>,
     input: &'i [u8],
+    strict: bool,
 }
 
 impl<'i> XmlReader<'i> {
@@ -104,7 +105,34 @@ impl<'i> XmlReader<'i> {
         inner
             .resolver_mut()
             .set_max_namespace_bindings(MAX_NAMESPACE_BINDINGS);
-        Self { inner, input }
+        Self {
+            inner,
+            input,
+            strict: false,
+        }
+    }
+
+    /// In strict mode, known child elements must come in schema order (as Exchange's own
+    /// validator demands); the simulator reads requests this way. Unknown elements are still
+    /// skipped: the schema allows many that taskbridge does not model.
+    pub fn set_strict(&mut self, strict: bool) {
+        self.strict = strict;
+    }
+
+    /// Whether strict mode is on.
+    pub fn is_strict(&self) -> bool {
+        self.strict
+    }
+
+    /// The error for a known element that comes after one the schema puts later.
+    pub fn out_of_order(&self, parent: &Element<'_>, child: &Element<'_>) -> DecodeError {
+        let (line, column) = self.line_col(self.inner.buffer_position());
+        DecodeError::OutOfOrder {
+            parent: parent.name_lossy(),
+            element: child.name_lossy(),
+            line,
+            column,
+        }
     }
 
     /// Line and column (both from 1) of a byte offset in the input.
