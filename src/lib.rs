@@ -5,8 +5,11 @@
 //! Each layer is a module that depends only on those listed before it.
 //! - [`ews`]: the EWS wire format (SOAP envelope, typed operations, response codes) and the
 //!   transport (HTTP, authentication, throttling back-off).
+//! - [`pm`]: the PM side: the project model (projects, tasks, resources, assignments) and
+//!   project import (MSPDI, JSON).
 #![warn(missing_docs)]
 
 #[doc(hidden)]
 pub mod codegen;
 pub mod ews;
+pub mod pm;

@@ -1,0 +1,15 @@
+//! The PM side of taskbridge: the project model (projects, tasks, resources, assignments with
+//! Microsoft Project's MSPDI meaning) and reading projects from MSPDI XML and JSON files.
+//!
+//! This layer knows nothing of EWS or mailboxes; the `mapping` layer turns its assignments into
+//! mailbox tasks.
+
+pub mod import;
+mod model;
+
+pub use import::{ImportError, ImportOptions, import_file};
+pub use model::{
+    Assignment, AssignmentField, AssignmentKey, AssignmentUid, FieldTimes, ModelError, Percent,
+    Project, ProjectGuid, Resource, ResourceUid, SyncUnit, Task, TaskUid, Work, local_to_utc,
+    percent_of,
+};
