@@ -4,9 +4,14 @@
 //! This layer knows nothing of EWS or mailboxes; the `mapping` layer turns its assignments into
 //! mailbox tasks.
 
+pub mod host;
 pub mod import;
 mod model;
 
+pub use host::{
+    FieldChange, FieldValue, HostError, HostEvent, PmHost, StatusUpdate, StatusUpdateId,
+    UpdateOutcome, UpdateSource,
+};
 pub use import::{ImportError, ImportOptions, import_file};
 pub use model::{
     Assignment, AssignmentField, AssignmentKey, AssignmentUid, FieldTimes, ModelError, Percent,

@@ -391,7 +391,7 @@ impl fmt::Display for Percent {
 }
 
 /// A project as published by the PM side.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Project {
     /// The project's GUID, the first half of every mailbox item's key.
     pub guid: ProjectGuid,
@@ -417,7 +417,7 @@ pub struct Project {
 /// A task.
 ///
 /// See <https://learn.microsoft.com/office-project/xml-data-interchange/task-element>.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Task {
     /// MSPDI `UID`.
     pub uid: TaskUid,
@@ -453,7 +453,7 @@ impl Task {
 /// A resource: a person with a mailbox, or a material, cost or placeholder resource without one.
 ///
 /// See <https://learn.microsoft.com/office-project/xml-data-interchange/resource-element>.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resource {
     /// MSPDI `UID`. UID 0 is a placeholder that Project writes in every file.
     pub uid: ResourceUid,
@@ -549,7 +549,7 @@ impl FieldTimes {
 /// One resource's share of one task: the unit that becomes one mailbox task.
 ///
 /// See <https://learn.microsoft.com/office-project/xml-data-interchange/assignment-element>.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Assignment {
     /// MSPDI `UID`.
     pub uid: AssignmentUid,
