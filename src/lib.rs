@@ -7,9 +7,13 @@
 //!   transport (HTTP, authentication, throttling back-off).
 //! - [`pm`]: the PM side: the project model (projects, tasks, resources, assignments) and
 //!   project import (MSPDI, JSON).
+//! - [`mapping`]: PM assignments to Exchange tasks and back: the field table, the conversions
+//!   (work minutes, dates in the mailbox owner's zone, status and percent), hashes of mapped
+//!   values.
 #![warn(missing_docs)]
 
 #[doc(hidden)]
 pub mod codegen;
 pub mod ews;
+pub mod mapping;
 pub mod pm;
