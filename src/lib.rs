@@ -17,3 +17,4 @@ pub mod codegen;
 pub mod ews;
 pub mod mapping;
 pub mod pm;
+pub mod state;
