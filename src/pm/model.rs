@@ -794,6 +794,11 @@ impl Project {
     /// a person nobody entered an address for). Milestones qualify: they have no work, but the
     /// resource still has to mark them done.
     pub fn sync_units(&self) -> Vec<SyncUnit<'_>> {
+        // Indexed once: a project of tens of thousands of assignments must not be quadratic.
+        let tasks: std::collections::HashMap<TaskUid, &Task> =
+            self.tasks.iter().map(|t| (t.uid, t)).collect();
+        let resources: std::collections::HashMap<ResourceUid, &Resource> =
+            self.resources.iter().map(|r| (r.uid, r)).collect();
         self.assignments
             .iter()
             .filter_map(|assignment| {
@@ -802,8 +807,11 @@ impl Project {
                 {
                     return None;
                 }
-                let task = self.task(assignment.task_uid).filter(|t| !t.summary)?;
-                let resource = self.resource(assignment.resource_uid)?;
+                let task = tasks
+                    .get(&assignment.task_uid)
+                    .copied()
+                    .filter(|t| !t.summary)?;
+                let resource = resources.get(&assignment.resource_uid).copied()?;
                 let email = resource.email.as_deref().map(str::trim)?;
                 if email.is_empty() {
                     return None;
