@@ -320,13 +320,46 @@ impl Default for MappingConfig {
 
 /// One entry under `[mapping.fields]`: a direction (`"pm-to-mail"`, `"both"`, or `"off"` to
 /// drop the field), or a table with `direction` and/or `source`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum FieldSetting {
     /// Only the direction.
     Direction(String),
     /// Direction and source.
     Entry(FieldSpec),
+}
+
+// By hand rather than `untagged`, whose error ("data did not match any variant") says neither
+// what is expected nor which key of the table is wrong.
+impl<'de> Deserialize<'de> for FieldSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = FieldSetting;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a direction (\"pm-to-mail\", \"both\" or \"off\") or a table with \
+                     `direction` and `source`",
+                )
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<FieldSetting, E> {
+                Ok(FieldSetting::Direction(v.to_owned()))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<FieldSetting, A::Error> {
+                FieldSpec::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(FieldSetting::Entry)
+            }
+        }
+
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// The table form of a [`FieldSetting`].
@@ -917,11 +950,18 @@ mod tests {
 
     #[test]
     fn field_table_unknown_setting_key_is_refused_by_toml() {
-        let parsed = toml::from_str::<MappingConfig>("subject = \"x\"");
-        assert!(parsed.is_err());
-        let parsed =
-            toml::from_str::<MappingConfig>("[fields]\nbody = { direction = \"off\", sauce = 1 }");
-        assert!(parsed.is_err());
+        let message = |text: &str| match toml::from_str::<MappingConfig>(text) {
+            Ok(c) => panic!("accepted: {c:?}"),
+            Err(e) => e.to_string(),
+        };
+        let m = message("subjekt_template = \"x\"");
+        assert!(m.contains("unknown field `subjekt_template`"), "{m}");
+        let m = message("[fields]\nbody = { direction = \"off\", sauce = 1 }");
+        assert!(m.contains("unknown field `sauce`"), "{m}");
+        let m = message("[fields]\nbody = 3");
+        assert!(m.contains("expected a direction"), "{m}");
+        let m = message("importance_low_below = -1");
+        assert!(m.contains("expected u16"), "{m}");
     }
 
     #[test]

@@ -470,3 +470,512 @@ fn back(
         _ => Back::Same,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+    use chrono_tz::{Europe, Pacific};
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::ews::types::{ChangeKey, Importance, ItemId, TaskStatus};
+    use crate::mapping::{MappingConfig, changed_fields};
+    use crate::pm::{
+        Assignment, AssignmentField, AssignmentUid, FieldTimes, ProjectGuid, Resource, ResourceUid,
+        Task as PmTask, TaskUid, Work,
+    };
+
+    fn at(y: i32, m: u32, d: u32, h: u32, mi: u32) -> NaiveDateTime {
+        NaiveDate::from_ymd_opt(y, m, d)
+            .and_then(|d| d.and_hms_opt(h, mi, 0))
+            .expect("valid test time")
+    }
+
+    fn date(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).expect("valid test date")
+    }
+
+    fn utc(y: i32, m: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
+        Utc.from_utc_datetime(&at(y, m, d, h, mi))
+    }
+
+    fn project(zone: Tz) -> Project {
+        Project {
+            guid: ProjectGuid(Uuid::from_u128(0x6f9619ff_8b86_d011_b42d_00c04fc964ff)),
+            name: "Apollo".into(),
+            time_zone: zone,
+            minutes_per_day: 480,
+            minutes_per_week: 2400,
+            start: None,
+            tasks: vec![PmTask {
+                uid: TaskUid(1),
+                name: "Design review".into(),
+                notes: "Check the draft\r\n".into(),
+                start: at(2026, 3, 2, 8, 0),
+                finish: at(2026, 3, 6, 17, 0),
+                work: Work::from_hours(16),
+                priority: 700,
+                percent_work_complete: Percent::ZERO,
+                summary: false,
+                milestone: false,
+                outline_level: 1,
+            }],
+            resources: vec![Resource {
+                uid: ResourceUid(1),
+                name: "Ann".into(),
+                email: Some("ann@example.com".into()),
+                time_zone: None,
+            }],
+            assignments: vec![Assignment {
+                uid: AssignmentUid(12),
+                task_uid: TaskUid(1),
+                resource_uid: ResourceUid(1),
+                start: at(2026, 3, 2, 8, 0),
+                finish: at(2026, 3, 6, 17, 0),
+                work: Work::from_minutes(450),
+                actual_work: Work::from_minutes(90),
+                remaining_work: Work::from_minutes(360),
+                percent_work_complete: Percent::new(20).expect("in range"),
+                modified: FieldTimes::new(),
+            }],
+        }
+    }
+
+    fn source() -> UpdateSource {
+        UpdateSource {
+            mailbox: "ann@example.com".into(),
+            item_id: "AAMk1".into(),
+            change_key: "CK2".into(),
+            modified_at: utc(2026, 3, 4, 9, 0),
+        }
+    }
+
+    fn table(toml_text: &str) -> FieldTable {
+        let config: MappingConfig = toml::from_str(toml_text).expect("test TOML parses");
+        FieldTable::from_config(&config).expect("valid test table")
+    }
+
+    fn desired(t: &FieldTable, p: &Project) -> MailValues {
+        let units = p.sync_units();
+        t.to_mail(p, &units[0], owner_zone(p, &units[0]))
+    }
+
+    #[test]
+    fn to_mail_default_table_fills_every_field() {
+        let p = project(Europe::Berlin);
+        let v = desired(&FieldTable::default(), &p);
+        assert_eq!(v.zone, Europe::Berlin);
+        assert_eq!(v.subject.as_deref(), Some("Apollo: Design review"));
+        assert_eq!(v.body.as_deref(), Some("Check the draft"));
+        assert_eq!(v.importance, Some(MailImportance::High));
+        assert_eq!(v.start_date, Some(date(2026, 3, 2)));
+        assert_eq!(v.due_date, Some(date(2026, 3, 6)));
+        assert_eq!(v.total_work, Some(450));
+        assert_eq!(v.actual_work, Some(90));
+        assert_eq!(v.percent_complete.map(Percent::get), Some(20));
+        assert_eq!(v.status(), Some(TaskStatus::InProgress));
+        assert_eq!(v.status_note, None);
+        assert_eq!(v.categories, vec!["Apollo".to_owned()]);
+        assert_eq!(v.read, None);
+    }
+
+    #[test]
+    fn to_mail_resource_zone_takes_dates_there() {
+        // Berlin 17:00 on Friday is 05:00 on Saturday in Auckland.
+        let mut p = project(Europe::Berlin);
+        p.resources[0].time_zone = Some(Pacific::Auckland);
+        let v = desired(&FieldTable::default(), &p);
+        assert_eq!(v.zone, Pacific::Auckland);
+        assert_eq!(v.due_date, Some(date(2026, 3, 7)));
+        assert_eq!(v.start_date, Some(date(2026, 3, 2)));
+    }
+
+    #[test]
+    fn to_mail_dropped_fields_stay_empty() {
+        let t = table("[fields]\nbody = \"off\"\ncategories = \"off\"\nsubject = \"off\"");
+        let v = desired(&t, &project(Tz::UTC));
+        assert_eq!(v.body, None);
+        assert_eq!(v.subject, None);
+        assert!(v.categories.is_empty());
+        assert!(v.due_date.is_some());
+    }
+
+    #[test]
+    fn to_mail_task_sources_use_task_values() {
+        let t = table(
+            "[fields]\nstart_date = { source = \"task.start\" }\n\
+             percent_complete = { direction = \"pm-to-mail\", source = \"task.percent_work_complete\" }",
+        );
+        let mut p = project(Tz::UTC);
+        p.tasks[0].start = at(2026, 2, 20, 8, 0);
+        p.tasks[0].percent_work_complete = Percent::new(75).expect("in range");
+        let v = desired(&t, &p);
+        assert_eq!(v.start_date, Some(date(2026, 2, 20)));
+        assert_eq!(v.percent_complete.map(Percent::get), Some(75));
+    }
+
+    #[test]
+    fn from_task_reads_mapped_fields_and_read_info() {
+        let task = Task {
+            item_id: Some(ItemId::new("AAMk1", Some(ChangeKey::from("CK2")))),
+            subject: Some("  Apollo: Design review ".into()),
+            body: Some(Body::text("Line one\r\nLine two\r\n\r\n")),
+            importance: Some(Importance::Low),
+            categories: Some(Strings::from(vec!["Apollo".to_owned(), "Red".to_owned()])),
+            last_modified_time: Some(utc(2026, 3, 4, 9, 0)),
+            actual_work: Some(-5),
+            total_work: Some(450),
+            start_date: Some(utc(2026, 3, 1, 23, 0)),
+            due_date: Some(utc(2026, 3, 5, 23, 0)),
+            percent_complete: Some(40.0),
+            status: Some(TaskStatus::WaitingOnOthers),
+            ..Task::default()
+        };
+        let v = FieldTable::default().from_task(&task, Europe::Berlin);
+        assert_eq!(v.subject.as_deref(), Some("Apollo: Design review"));
+        assert_eq!(v.body.as_deref(), Some("Line one\nLine two"));
+        assert_eq!(v.importance, Some(MailImportance::Low));
+        assert_eq!(v.start_date, Some(date(2026, 3, 2)));
+        assert_eq!(v.due_date, Some(date(2026, 3, 6)));
+        assert_eq!(v.total_work, Some(450));
+        assert_eq!(v.actual_work, Some(0));
+        assert_eq!(v.percent_complete.map(Percent::get), Some(40));
+        assert_eq!(v.status_note, Some(StatusNote::WaitingOnOthers));
+        assert_eq!(v.categories, vec!["Apollo".to_owned(), "Red".to_owned()]);
+        let read = v.read.expect("read info");
+        assert_eq!(read.item_id, task.item_id);
+        assert_eq!(read.last_modified_time, task.last_modified_time);
+        assert_eq!(read.status, Some(TaskStatus::WaitingOnOthers));
+    }
+
+    #[test]
+    fn from_task_unmapped_fields_are_not_read() {
+        let t = table("[fields]\nbody = \"off\"\nactual_work = \"off\"");
+        let task = Task {
+            body: Some(Body::text("notes")),
+            actual_work: Some(30),
+            ..Task::default()
+        };
+        let v = t.from_task(&task, Tz::UTC);
+        assert_eq!(v.body, None);
+        assert_eq!(v.actual_work, None);
+    }
+
+    #[test]
+    fn new_task_writes_percent_only_and_the_key() {
+        let t = FieldTable::default();
+        let p = project(Pacific::Tongatapu);
+        let v = desired(&t, &p);
+        let key = p.key(AssignmentUid(12));
+        let task = t.new_task(&v, &key);
+        assert_eq!(task.percent_complete, Some(20.0));
+        assert_eq!(task.status, None);
+        assert_eq!(task.complete_date, None);
+        assert_eq!(task.is_complete, None);
+        // Local midnight in Tonga (UTC+13) is 11:00 UTC the day before.
+        assert_eq!(task.due_date, Some(utc(2026, 3, 5, 11, 0)));
+        assert_eq!(task.start_date, Some(utc(2026, 3, 1, 11, 0)));
+        assert_eq!(task.total_work, Some(450));
+        assert_eq!(task.body, Some(Body::text("Check the draft")));
+        assert_eq!(task.importance, Some(Importance::High));
+        assert_eq!(t.read_key(&task), Some(key));
+        assert_eq!(task.extended_properties.len(), 1);
+        assert_eq!(
+            task.extended_properties[0].value.as_deref(),
+            Some("6f9619ff-8b86-d011-b42d-00c04fc964ff:12")
+        );
+    }
+
+    #[test]
+    fn updates_unchanged_values_write_nothing() {
+        let t = FieldTable::default();
+        let v = desired(&t, &project(Europe::Berlin));
+        assert!(t.updates(&v, &v).is_empty());
+    }
+
+    #[test]
+    fn updates_one_changed_field_is_one_set() {
+        let t = FieldTable::default();
+        let p = project(Pacific::Honolulu);
+        let from = desired(&t, &p);
+        let mut to = from.clone();
+        to.due_date = Some(date(2026, 3, 9));
+        let updates = t.updates(&from, &to);
+        let expected = ItemUpdate::SetItemField {
+            path: Path::field(field_uri::DUE_DATE),
+            item: Box::new(Item::task(Task {
+                due_date: Some(utc(2026, 3, 9, 10, 0)),
+                ..Task::default()
+            })),
+        };
+        assert_eq!(updates, vec![expected]);
+    }
+
+    #[test]
+    fn updates_cleared_value_is_delete() {
+        let t = FieldTable::default();
+        let from = desired(&t, &project(Tz::UTC));
+        let mut to = from.clone();
+        to.start_date = None;
+        to.body = None;
+        assert_eq!(
+            t.updates(&from, &to),
+            vec![
+                ItemUpdate::DeleteItemField {
+                    path: Path::field(field_uri::BODY)
+                },
+                ItemUpdate::DeleteItemField {
+                    path: Path::field(field_uri::START_DATE)
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn updates_percent_never_writes_status_or_complete_date() {
+        let t = FieldTable::default();
+        let from = desired(&t, &project(Tz::UTC));
+        let mut to = from.clone();
+        to.percent_complete = Some(Percent::FULL);
+        let updates = t.updates(&from, &to);
+        assert_eq!(updates.len(), 1);
+        let ItemUpdate::SetItemField { path, item } = &updates[0] else {
+            panic!("expected a set: {updates:?}");
+        };
+        assert_eq!(path, &Path::field(field_uri::PERCENT_COMPLETE));
+        assert_eq!(
+            item.fields,
+            Task {
+                percent_complete: Some(100.0),
+                ..Task::default()
+            }
+        );
+    }
+
+    #[test]
+    fn updates_status_note_is_not_overwritten() {
+        let t = FieldTable::default();
+        let to = desired(&t, &project(Tz::UTC));
+        let mut from = to.clone();
+        from.status_note = Some(StatusNote::Deferred);
+        assert_eq!(changed_fields(&from, &to), vec![MailField::PercentComplete]);
+        assert!(t.updates(&from, &to).is_empty());
+    }
+
+    #[test]
+    fn updates_categories_are_added_never_removed() {
+        let t = FieldTable::default();
+        let to = desired(&t, &project(Tz::UTC));
+        // The user added a category: nothing to write.
+        let mut from = to.clone();
+        from.categories = vec!["Red".into(), "Apollo".into()];
+        assert!(t.updates(&from, &to).is_empty());
+        // The user removed ours: it comes back, theirs stays.
+        from.categories = vec!["Red".into()];
+        let updates = t.updates(&from, &to);
+        let expected = ItemUpdate::SetItemField {
+            path: Path::field(field_uri::CATEGORIES),
+            item: Box::new(Item::task(Task {
+                categories: Some(Strings::from(vec!["Red".to_owned(), "Apollo".to_owned()])),
+                ..Task::default()
+            })),
+        };
+        assert_eq!(updates, vec![expected]);
+        // No project category wanted: nothing is deleted.
+        let mut none = to.clone();
+        none.categories.clear();
+        assert!(t.updates(&from, &none).is_empty());
+    }
+
+    #[test]
+    fn status_update_pm_only_field_is_reported_not_updated() {
+        let t = FieldTable::default();
+        let p = project(Tz::UTC);
+        let units = p.sync_units();
+        let mut observed = desired(&t, &p);
+        observed.subject = Some("My own subject".into());
+        let fields = changed_fields(&desired(&t, &p), &observed);
+        let inbound = t.status_update(&p, &units[0], Tz::UTC, &observed, &fields, source());
+        assert_eq!(inbound.update, None);
+        assert_eq!(inbound.overwritten, vec![MailField::Subject]);
+    }
+
+    #[test]
+    fn status_update_two_way_fields_become_pm_changes() {
+        let t = FieldTable::default();
+        let p = project(Tz::UTC);
+        let units = p.sync_units();
+        let mut observed = desired(&t, &p);
+        observed.actual_work = Some(240);
+        observed.percent_complete = Some(Percent::new(50).expect("in range"));
+        let fields = changed_fields(&desired(&t, &p), &observed);
+        let inbound = t.status_update(&p, &units[0], Tz::UTC, &observed, &fields, source());
+        let update = inbound.update.expect("an update");
+        assert_eq!(update.key, p.key(AssignmentUid(12)));
+        assert_eq!(update.source, source());
+        assert_eq!(
+            update.changes,
+            vec![
+                FieldChange {
+                    field: AssignmentField::ActualWork,
+                    old: FieldValue::Work(Work::from_minutes(90)),
+                    new: FieldValue::Work(Work::from_hours(4)),
+                },
+                FieldChange {
+                    field: AssignmentField::PercentWorkComplete,
+                    old: FieldValue::Percent(Percent::new(20).expect("in range")),
+                    new: FieldValue::Percent(Percent::new(50).expect("in range")),
+                },
+            ]
+        );
+        assert!(inbound.overwritten.is_empty());
+    }
+
+    #[test]
+    fn status_update_sub_minute_pm_work_is_not_a_change() {
+        let t = FieldTable::default();
+        let mut p = project(Tz::UTC);
+        p.assignments[0].actual_work = Work::from_seconds(7 * 3600 + 30 * 60 + 10);
+        let units = p.sync_units();
+        let mut observed = desired(&t, &p);
+        observed.actual_work = Some(450);
+        let inbound = t.status_update(
+            &p,
+            &units[0],
+            Tz::UTC,
+            &observed,
+            &[MailField::ActualWork],
+            source(),
+        );
+        assert_eq!(inbound.update, None);
+        assert!(inbound.overwritten.is_empty());
+    }
+
+    #[test]
+    fn status_update_due_date_keeps_pm_time_of_day() {
+        let t = table("[fields]\ndue_date = \"both\"");
+        let p = project(Europe::Berlin);
+        let units = p.sync_units();
+        let mut observed = desired(&t, &p);
+        observed.due_date = Some(date(2026, 3, 30));
+        let inbound = t.status_update(
+            &p,
+            &units[0],
+            Europe::Berlin,
+            &observed,
+            &[MailField::DueDate],
+            source(),
+        );
+        let update = inbound.update.expect("an update");
+        assert_eq!(
+            update.changes,
+            vec![FieldChange {
+                field: AssignmentField::Finish,
+                old: FieldValue::DateTime(at(2026, 3, 6, 17, 0)),
+                new: FieldValue::DateTime(at(2026, 3, 30, 17, 0)),
+            }]
+        );
+    }
+
+    #[test]
+    fn status_update_cleared_two_way_field_is_overwritten() {
+        let t = FieldTable::default();
+        let p = project(Tz::UTC);
+        let units = p.sync_units();
+        let mut observed = desired(&t, &p);
+        observed.actual_work = None;
+        let inbound = t.status_update(
+            &p,
+            &units[0],
+            Tz::UTC,
+            &observed,
+            &[MailField::ActualWork],
+            source(),
+        );
+        assert_eq!(inbound.update, None);
+        assert_eq!(inbound.overwritten, vec![MailField::ActualWork]);
+    }
+
+    #[test]
+    fn status_update_deferred_keeps_pm_percent_and_reports_note() {
+        let t = FieldTable::default();
+        let p = project(Tz::UTC);
+        let units = p.sync_units();
+        let mut observed = desired(&t, &p);
+        observed.status_note = Some(StatusNote::Deferred);
+        let fields = changed_fields(&desired(&t, &p), &observed);
+        assert_eq!(fields, vec![MailField::PercentComplete]);
+        let inbound = t.status_update(&p, &units[0], Tz::UTC, &observed, &fields, source());
+        assert_eq!(inbound.update, None);
+        assert!(inbound.overwritten.is_empty());
+        assert_eq!(inbound.status_note, Some(StatusNote::Deferred));
+        // Without a percentage at all, the PM percentage is kept too.
+        observed.percent_complete = None;
+        let inbound = t.status_update(&p, &units[0], Tz::UTC, &observed, &fields, source());
+        assert_eq!(inbound.update, None);
+        assert!(inbound.overwritten.is_empty());
+    }
+
+    #[test]
+    fn read_key_foreign_or_garbled_tag_is_none() {
+        let t = FieldTable::default();
+        let key = project(Tz::UTC).key(AssignmentUid(12));
+        let mut task = Task::default();
+        assert_eq!(t.read_key(&task), None);
+        task.extended_properties.push(ExtendedProperty {
+            extended_field_uri: ExtendedFieldUri::named_string(
+                "00000000-0000-0000-0000-000000000001",
+                "taskbridge-key",
+            ),
+            value: Some(key.to_string()),
+            values: None,
+        });
+        assert_eq!(t.read_key(&task), None);
+        let mut garbled = t.key_property(&key);
+        garbled.value = Some("not a key".into());
+        task.extended_properties.push(garbled);
+        assert_eq!(t.read_key(&task), None);
+        // The set GUID compares case-insensitively, as Exchange returns it upper-case.
+        let mut upper = t.key_property(&key);
+        upper.extended_field_uri.property_set_id =
+            Some(crate::mapping::DEFAULT_KEY_PROPERTY_SET_ID.to_uppercase());
+        task.extended_properties = vec![upper];
+        assert_eq!(t.read_key(&task), Some(key));
+    }
+
+    #[test]
+    fn key_update_sets_the_tag() {
+        let t = FieldTable::default();
+        let key = project(Tz::UTC).key(AssignmentUid(12));
+        let ItemUpdate::SetItemField { path, item } = t.key_update(&key) else {
+            panic!("expected a set");
+        };
+        assert_eq!(path, t.key_path());
+        assert_eq!(t.read_key(&item.fields), Some(key));
+    }
+
+    #[test]
+    fn item_shape_fetches_what_from_task_reads() {
+        let shape = FieldTable::default().item_shape();
+        assert_eq!(shape.base_shape, BaseShape::IdOnly);
+        assert_eq!(shape.body_type, Some(BodyType::Text));
+        let paths = shape.additional_properties.expect("paths").0;
+        for uri in [
+            field_uri::SUBJECT,
+            field_uri::BODY,
+            field_uri::DUE_DATE,
+            field_uri::PERCENT_COMPLETE,
+            field_uri::STATUS,
+            field_uri::IS_COMPLETE,
+            field_uri::COMPLETE_DATE,
+            field_uri::LAST_MODIFIED_TIME,
+        ] {
+            assert!(paths.contains(&Path::field(uri)), "{uri}");
+        }
+        assert!(paths.contains(&FieldTable::default().key_path()));
+        let shape = table("[fields]\nbody = \"off\"\npercent_complete = \"off\"").item_shape();
+        let paths = shape.additional_properties.expect("paths").0;
+        assert!(!paths.contains(&Path::field(field_uri::STATUS)));
+        assert_eq!(shape.body_type, None);
+    }
+}

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use super::config::MailField;
 use super::convert::{MailImportance, StatusNote, status_for_percent};
 use crate::ews::types::{ItemId, TaskStatus};
-use crate::pm::Percent;
+use crate::pm::{Percent, UpdateSource};
 
 /// The values of one mailbox task, in mailbox terms.
 ///
@@ -63,6 +63,22 @@ pub struct ReadInfo {
     pub last_modified_time: Option<DateTime<Utc>>,
     /// `Status` exactly as read (WaitingOnOthers and Deferred included).
     pub status: Option<TaskStatus>,
+}
+
+impl ReadInfo {
+    /// Where a status update built from these values comes from, for
+    /// [`super::FieldTable::status_update`]; `None` when the item was read without its id,
+    /// change key or LastModifiedTime (the shape of [`super::FieldTable::item_shape`] has all
+    /// three).
+    pub fn update_source(&self, mailbox: &str) -> Option<UpdateSource> {
+        let item_id = self.item_id.as_ref()?;
+        Some(UpdateSource {
+            mailbox: mailbox.to_owned(),
+            item_id: item_id.id.as_str().to_owned(),
+            change_key: item_id.change_key.as_ref()?.as_str().to_owned(),
+            modified_at: self.last_modified_time?,
+        })
+    }
 }
 
 impl MailValues {
@@ -366,6 +382,34 @@ mod tests {
         assert_eq!(serde_json::from_str::<ValueHash>(&json).ok(), Some(h));
         assert!("abc".parse::<ValueHash>().is_err());
         assert!("zz".repeat(32).parse::<ValueHash>().is_err());
+    }
+
+    #[test]
+    fn read_info_update_source_needs_id_key_and_time() {
+        use chrono::TimeZone;
+        let at = Utc
+            .with_ymd_and_hms(2026, 3, 4, 9, 0, 0)
+            .single()
+            .expect("valid");
+        let mut read = ReadInfo {
+            item_id: Some(ItemId::new("AAMk1", Some("CK2".into()))),
+            last_modified_time: Some(at),
+            status: None,
+        };
+        assert_eq!(
+            read.update_source("ann@example.com"),
+            Some(UpdateSource {
+                mailbox: "ann@example.com".into(),
+                item_id: "AAMk1".into(),
+                change_key: "CK2".into(),
+                modified_at: at,
+            })
+        );
+        read.last_modified_time = None;
+        assert_eq!(read.update_source("ann@example.com"), None);
+        read.last_modified_time = Some(at);
+        read.item_id = Some(ItemId::new("AAMk1", None));
+        assert_eq!(read.update_source("ann@example.com"), None);
     }
 
     #[test]
