@@ -18,3 +18,4 @@ pub mod ews;
 pub mod mapping;
 pub mod pm;
 pub mod state;
+pub mod sync;
