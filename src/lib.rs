@@ -5,8 +5,10 @@
 //! Each layer is a module that depends only on those listed before it.
 //! - [`ews`]: the EWS wire format (SOAP envelope, typed operations, response codes) and the
 //!   transport (HTTP, authentication, throttling back-off).
+//! - [`secret`]: the [`secret::Secret`] newtype that keeps passwords and tokens out of logs.
 #![warn(missing_docs)]
 
 #[doc(hidden)]
 pub mod codegen;
 pub mod ews;
+pub mod secret;

@@ -11,6 +11,7 @@ pub mod generated;
 pub mod ops;
 pub mod service;
 pub mod soap;
+pub mod transport;
 pub mod types;
 pub mod xml;
 
