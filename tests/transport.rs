@@ -721,3 +721,109 @@ async fn check_names_each_failure() {
         "{report:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The `taskbridge check` command
+
+async fn taskbridge_check(args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_taskbridge"))
+        .arg("check")
+        .args(args)
+        .env("TB_TEST_PASSWORD", support::NTLM_PASSWORD)
+        .env("TB_TEST_WRONG", "wrong-password")
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn cli_check_reports_and_exits_with_a_code_per_failure() {
+    let server = Server::start(ServerAuth::Ntlm).await;
+    let user = format!("{}\\{}", support::NTLM_DOMAIN, support::NTLM_USER);
+    let base = [
+        "--url",
+        server.url.as_str(),
+        "--auth",
+        "ntlm",
+        "--user",
+        user.as_str(),
+    ];
+
+    let (code, out, err) = taskbridge_check(
+        &[
+            &base[..],
+            &[
+                "--password-env",
+                "TB_TEST_PASSWORD",
+                "--mailbox",
+                "bob@contoso.com",
+                "--json",
+            ],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["tasks_folder_id"], "AQMkTasks-bob@contoso.com");
+    assert_eq!(json["impersonation"], true);
+    assert_eq!(json["auth_scheme"], "ntlm");
+    assert_eq!(json["server_version_text"], "15.1.2507.6 (V2017_07_11)");
+
+    let (code, _, err) =
+        taskbridge_check(&[&base[..], &["--password-env", "TB_TEST_WRONG"]].concat()).await;
+    assert_eq!(code, 6, "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error: ")).count(),
+        1,
+        "{err}"
+    );
+    assert!(!err.contains("wrong-password"), "{err}");
+
+    let (code, _, err) = taskbridge_check(
+        &[
+            &base[..],
+            &[
+                "--password-env",
+                "TB_TEST_PASSWORD",
+                "--mailbox",
+                support::DENIED_MAILBOX,
+            ],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(code, 7, "{err}");
+
+    let (code, _, err) = taskbridge_check(&base).await;
+    assert_eq!(code, 2, "missing password is a usage error: {err}");
+
+    let tls = Server::start_tls(ServerAuth::None).await;
+    let (code, _, err) = taskbridge_check(&["--url", &tls.url, "--auth", "none"]).await;
+    assert_eq!(code, 5, "{err}");
+    let ca = ca_file();
+    let (code, out, err) = taskbridge_check(&[
+        "--url",
+        &tls.url,
+        "--auth",
+        "none",
+        "--ca-file",
+        ca.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("server version:  15.1.2507.6"), "{out}");
+
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{port}/EWS/Exchange.asmx");
+    let (code, _, err) = taskbridge_check(&["--url", &url, "--auth", "none"]).await;
+    assert_eq!(code, 3, "{err}");
+}
