@@ -1,11 +1,11 @@
 //! HTTP/1.1 plumbing: TLS settings, the pooled reqwest client, dedicated connections for
 //! connection-bound authentication (NTLM), and the mapping of low-level errors to
-//! [`Error`](crate::ews::Error).
+//! [`Error`].
 //!
-//! Two ways to send, one response shape ([`HttpResponse`]):
-//! - [`Wire::send_pooled`] goes through reqwest's connection pool (Basic, bearer, none), where
+//! Two ways to send, one response shape (`HttpResponse`):
+//! - `Wire::send_pooled` goes through reqwest's connection pool (Basic, bearer, none), where
 //!   any connection will do;
-//! - [`DedicatedConnection`] is one hyper HTTP/1.1 connection that we own. NTLM authenticates a
+//! - `DedicatedConnection` is one hyper HTTP/1.1 connection that we own. NTLM authenticates a
 //!   TCP connection, and reqwest neither exposes nor pins the connection a request goes out on
 //!   (its pool may open a second connection while the first is still being returned), so the
 //!   handshake and the requests after it run on a connection we hold ourselves.

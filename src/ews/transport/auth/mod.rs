@@ -1,8 +1,8 @@
 //! Authentication: the configured scheme ([`Auth`]) and how each one puts a request on the wire.
 //!
 //! - Basic and bearer add an `Authorization` header to each request over the pooled client.
-//! - NTLM authenticates dedicated connections ([`ntlm`]).
-//! - OAuth client credentials fetches and refreshes bearer tokens ([`oauth`]).
+//! - NTLM authenticates dedicated connections (`ntlm`).
+//! - OAuth client credentials fetches and refreshes bearer tokens (`oauth`).
 //!
 //! A 401 is final for every scheme except two one-time repairs: NTLM redoes the handshake once
 //! on a connection it had authenticated before, and OAuth fetches a new token once when a cached
