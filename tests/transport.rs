@@ -88,7 +88,9 @@ fn gap_after(server: &Server, i: usize) -> Duration {
         reqs.len() > i + 1,
         "expected a request after #{i}: {reqs:#?}"
     );
-    reqs[i + 1].arrived.duration_since(reqs[i].answered)
+    let gap = reqs[i + 1].arrived.duration_since(reqs[i].answered);
+    eprintln!("server-side gap after request #{i}: {gap:?}");
+    gap
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -346,6 +348,7 @@ async fn busy_some_messages_returns_ok_and_holds_every_caller() {
     assert_eq!(reqs.len(), 4);
     for later in &reqs[1..] {
         let gap = later.arrived.duration_since(reqs[0].answered);
+        eprintln!("server-side gap after the partly busy response: {gap:?}");
         assert!(gap >= BACK_OFF, "gap {gap:?} < {BACK_OFF:?}");
     }
 }
@@ -475,6 +478,7 @@ async fn ntlm_concurrent_calls_authenticate_one_connection_per_slot() {
     run_concurrently(&client, &MAILBOXES).await;
     let st = &server.state;
     let handshakes = st.ntlm_authenticates.load(Ordering::SeqCst);
+    eprintln!("NTLM handshakes for 24 calls with total_in_flight = 3: {handshakes}");
     assert!((1..=3).contains(&handshakes), "{handshakes} handshakes");
     assert_eq!(st.ntlm_failures.load(Ordering::SeqCst), 0);
     assert!(st.max_in_flight_total.load(Ordering::SeqCst) <= 3);
