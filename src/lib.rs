@@ -3,13 +3,18 @@
 //!
 //! # Layout
 //! Each layer is a module that depends only on those listed before it.
+//! - [`secret`]: the [`secret::Secret`] newtype that keeps passwords and tokens out of logs.
 //! - [`ews`]: the EWS wire format (SOAP envelope, typed operations, response codes) and the
 //!   transport (HTTP, authentication, throttling back-off).
-//! - [`pm`]: the PM side: the project model (projects, tasks, resources, assignments) and
-//!   project import (MSPDI, JSON).
+//! - [`pm`]: the PM side: the project model (projects, tasks, resources, assignments), project
+//!   import (MSPDI, JSON) and the [`pm::PmHost`] boundary.
 //! - [`mapping`]: PM assignments to Exchange tasks and back: the field table, the conversions
 //!   (work minutes, dates in the mailbox owner's zone, status and percent), hashes of mapped
 //!   values.
+//! - [`state`]: what was synced (item ids, change keys, baselines, subscriptions, journal,
+//!   audit log); SQLite by default.
+//! - [`sync`]: the engine: publish, mailbox changes, decisions, status updates, map back,
+//!   reconciliation.
 #![warn(missing_docs)]
 
 #[doc(hidden)]
@@ -17,5 +22,6 @@ pub mod codegen;
 pub mod ews;
 pub mod mapping;
 pub mod pm;
+pub mod secret;
 pub mod state;
 pub mod sync;

@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 runtime failure (including a run that finished with failed items),
 //! 2 usage or configuration error. Data goes to stdout, messages and progress to stderr.
 
+mod check;
 mod ews;
 
 use std::process::ExitCode;
@@ -44,6 +45,10 @@ pub enum Command {
     /// Work with raw EWS messages.
     #[command(subcommand)]
     Ews(ews::EwsCommand),
+    /// Test EWS settings against the server: reachability, certificate, credentials, server
+    /// version, and the Tasks folder and impersonation of --mailbox. Each failure has its own
+    /// exit code (see --help).
+    Check(Box<check::CheckArgs>),
 }
 
 /// An error that maps to an exit code.
@@ -59,6 +64,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     init_logging(cli.log_format, &cli.log)?;
     match cli.command {
         Command::Ews(cmd) => ews::run(cmd),
+        Command::Check(args) => check::run(*args),
     }
 }
 
@@ -84,5 +90,14 @@ pub fn report(err: &anyhow::Error) -> ExitCode {
         ExitCode::from(EXIT_USAGE)
     } else {
         ExitCode::from(EXIT_FAILURE)
+    }
+}
+
+/// A closed stdout (`| head`) is not a failure.
+pub(crate) fn ignore_broken_pipe(err: std::io::Error) -> std::io::Result<()> {
+    if err.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(err)
     }
 }
