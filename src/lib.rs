@@ -20,6 +20,7 @@
 #[doc(hidden)]
 pub mod codegen;
 pub mod ews;
+pub mod exchange;
 pub mod mapping;
 pub mod pm;
 pub mod secret;

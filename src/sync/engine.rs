@@ -202,7 +202,9 @@ pub fn copy_field(dst: &mut MailValues, src: &MailValues, field: MailField) {
 /// A short text of one field's value, for the audit log.
 pub fn field_text(values: &MailValues, field: MailField) -> String {
     fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
-        v.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+        v.as_ref()
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "-".into())
     }
     match field {
         MailField::Subject => opt(&values.subject),

@@ -18,7 +18,9 @@ use super::decide::{Verdict, decide};
 use super::engine::{
     Engine, Metrics, ProjectCache, SyncError, copy_field, field_text, pm_modified,
 };
-use super::mailbox::{ItemFailure, ItemWrite, MailboxError, MailboxItem, MailboxStore};
+use super::mailbox::{
+    FetchRequest, ItemFailure, ItemWrite, MailboxError, MailboxItem, MailboxStore,
+};
 use super::publish::{item_error, journal_entries};
 use super::report::InboundReport;
 use crate::mapping::{MailField, changed_fields, owner_zone};
@@ -182,16 +184,27 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         let mut cache = ProjectCache::default();
         let batch = self.inner.mailboxes.limits().fetch.max(1);
         for chunk in rows.chunks(batch) {
-            let ids: Vec<String> = chunk
+            let requests: Vec<FetchRequest> = chunk
                 .iter()
-                .filter_map(|r| Some(r.item.as_ref()?.item_id.clone()))
+                .filter_map(|r| {
+                    Some(FetchRequest {
+                        item_id: r.item.as_ref()?.item_id.clone(),
+                        zone: r
+                            .baseline
+                            .as_ref()
+                            .map(|b| b.values.zone)
+                            .unwrap_or(chrono_tz::UTC),
+                    })
+                })
                 .collect();
-            let results = match self.inner.mailboxes.fetch(mailbox, &ids).await {
+            let results = match self.inner.mailboxes.fetch(mailbox, &requests).await {
                 Ok(r) => r,
                 Err(e) => {
                     for r in chunk {
                         report.failed += 1;
-                        report.errors.push(item_error(&r.key, mailbox, &e.to_string()));
+                        report
+                            .errors
+                            .push(item_error(&r.key, mailbox, &e.to_string()));
                     }
                     continue;
                 }
@@ -207,7 +220,9 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     }
                     Err(f) => {
                         report.failed += 1;
-                        report.errors.push(item_error(&row.key, mailbox, &f.to_string()));
+                        report
+                            .errors
+                            .push(item_error(&row.key, mailbox, &f.to_string()));
                     }
                 }
             }
@@ -384,7 +399,9 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                                 .await?;
                             return Ok(());
                         }
-                        UpdateOutcome::Rejected { assignment, reason, .. } => {
+                        UpdateOutcome::Rejected {
+                            assignment, reason, ..
+                        } => {
                             report.rejected += 1;
                             Metrics::add(&self.inner.metrics.updates_rejected, 1);
                             info!(key = %row.key, %reason, "status update rejected; restoring PM values");
@@ -428,7 +445,10 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     .update(mailbox, std::slice::from_ref(&write))
                     .await
                     .map_err(|e| SyncError::mailbox(mailbox, e))
-                    .map(|mut r| r.pop().unwrap_or(Err(ItemFailure::Transient("no answer".into()))));
+                    .map(|mut r| {
+                        r.pop()
+                            .unwrap_or(Err(ItemFailure::Transient("no answer".into())))
+                    });
                 match result {
                     Ok(Ok(new_ref)) => {
                         item_ref = new_ref;
@@ -445,7 +465,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                                 ..Commit::default()
                             })
                             .await?;
-                        match self.refetch(mailbox, &item.item.item_id).await? {
+                        match self.refetch(mailbox, &item.item.item_id, zone).await? {
                             Some(fresh) => {
                                 item = fresh;
                                 // After an applied update the PM values already hold the
@@ -476,7 +496,9 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                             Metrics::add(&self.inner.metrics.parked, 1);
                         }
                         report.failed += 1;
-                        report.errors.push(item_error(&row.key, mailbox, &f.to_string()));
+                        report
+                            .errors
+                            .push(item_error(&row.key, mailbox, &f.to_string()));
                         self.inner
                             .state
                             .commit(Commit {
@@ -490,7 +512,9 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     Err(e) => {
                         // The call failed as a whole: keep the journal open and try next pass.
                         report.failed += 1;
-                        report.errors.push(item_error(&row.key, mailbox, &e.to_string()));
+                        report
+                            .errors
+                            .push(item_error(&row.key, mailbox, &e.to_string()));
                         return Ok(());
                     }
                 }
@@ -546,11 +570,16 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         &self,
         mailbox: &MailboxAddress,
         item_id: &str,
+        zone: chrono_tz::Tz,
     ) -> Result<Option<MailboxItem>, SyncError> {
+        let request = FetchRequest {
+            item_id: item_id.to_string(),
+            zone,
+        };
         let mut r = self
             .inner
             .mailboxes
-            .fetch(mailbox, &[item_id.to_string()])
+            .fetch(mailbox, std::slice::from_ref(&request))
             .await
             .map_err(|e| SyncError::mailbox(mailbox, e))?;
         match r.pop() {
@@ -588,7 +617,11 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     }],
                     source: UpdateSource {
                         mailbox: mailbox.to_string(),
-                        item_id: row.item.as_ref().map(|i| i.item_id.clone()).unwrap_or_default(),
+                        item_id: row
+                            .item
+                            .as_ref()
+                            .map(|i| i.item_id.clone())
+                            .unwrap_or_default(),
                         change_key: row
                             .item
                             .as_ref()

@@ -157,6 +157,15 @@ pub struct PulledEvents {
     pub more: bool,
 }
 
+/// One item to read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchRequest {
+    /// The item's id.
+    pub item_id: String,
+    /// The owner's time zone.
+    pub zone: chrono_tz::Tz,
+}
+
 /// Batch sizes the store works best with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchLimits {
@@ -206,11 +215,12 @@ pub trait MailboxStore: Send + Sync + 'static {
         items: &[ItemRef],
     ) -> impl Future<Output = Result<Vec<Result<(), ItemFailure>>, MailboxError>> + Send;
 
-    /// Reads items.
+    /// Reads items; dates are read as calendar dates in each request's zone (the mailbox
+    /// owner's).
     fn fetch(
         &self,
         mailbox: &MailboxAddress,
-        item_ids: &[String],
+        items: &[FetchRequest],
     ) -> impl Future<Output = Result<Vec<Result<MailboxItem, ItemFailure>>, MailboxError>> + Send;
 
     /// The changes since `sync_state` (all items when `None`).

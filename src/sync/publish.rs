@@ -67,7 +67,11 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             let mut state = known.remove(&unit.key);
             // The resource's address changed: the old task goes, a new one comes.
             if let Some(old) = state.take_if(|s| s.mailbox != mailbox) {
-                plans.entry(old.mailbox.clone()).or_default().leaving.push(old);
+                plans
+                    .entry(old.mailbox.clone())
+                    .or_default()
+                    .leaving
+                    .push(old);
             }
             plans
                 .entry(mailbox)
@@ -150,9 +154,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     match base {
                         // The inbound side owns items waiting for a decision.
                         _ if blocked => report.unchanged += 1,
-                        Some(b) if changed_fields(b, &desired).is_empty() => {
-                            report.unchanged += 1
-                        }
+                        Some(b) if changed_fields(b, &desired).is_empty() => report.unchanged += 1,
                         _ => updates.push((key, desired, s)),
                     }
                 }
@@ -242,7 +244,10 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             .partition(|(key, _, _)| tagged.contains_key(key));
         if !adopt.is_empty() {
             report.adopted += adopt.len();
-            info!(count = adopt.len(), "found tasks created before a crash; taking them over");
+            info!(
+                count = adopt.len(),
+                "found tasks created before a crash; taking them over"
+            );
             let rows = adopt
                 .into_iter()
                 .map(|(key, desired, mut s)| {
@@ -265,7 +270,11 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             let journal = self
                 .inner
                 .state
-                .open_journal(journal_entries(mailbox, chunk.iter().map(|c| c.0), WriteKind::Create))
+                .open_journal(journal_entries(
+                    mailbox,
+                    chunk.iter().map(|c| c.0),
+                    WriteKind::Create,
+                ))
                 .await?;
             let items: Vec<(AssignmentKey, MailValues)> =
                 chunk.iter().map(|(k, v, _)| (*k, v.clone())).collect();
@@ -356,7 +365,11 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             let journal = self
                 .inner
                 .state
-                .open_journal(journal_entries(mailbox, writes.iter().map(|w| w.key), WriteKind::Update))
+                .open_journal(journal_entries(
+                    mailbox,
+                    writes.iter().map(|w| w.key),
+                    WriteKind::Update,
+                ))
                 .await?;
             let results = match store.update(mailbox, &writes).await {
                 Ok(r) => r,
@@ -364,7 +377,9 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     warn!(error = %e, "update batch failed");
                     for w in &writes {
                         report.failed += 1;
-                        report.errors.push(item_error(&w.key, mailbox, &e.to_string()));
+                        report
+                            .errors
+                            .push(item_error(&w.key, mailbox, &e.to_string()));
                     }
                     continue;
                 }
@@ -444,7 +459,11 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             let journal = self
                 .inner
                 .state
-                .open_journal(journal_entries(mailbox, chunk.iter().map(|s| s.key), WriteKind::Delete))
+                .open_journal(journal_entries(
+                    mailbox,
+                    chunk.iter().map(|s| s.key),
+                    WriteKind::Delete,
+                ))
                 .await?;
             let items: Vec<_> = chunk.iter().filter_map(|s| s.item.clone()).collect();
             let results = match store.delete(mailbox, &items).await {
@@ -452,7 +471,9 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 Err(e) => {
                     for s in chunk {
                         report.failed += 1;
-                        report.errors.push(item_error(&s.key, mailbox, &e.to_string()));
+                        report
+                            .errors
+                            .push(item_error(&s.key, mailbox, &e.to_string()));
                     }
                     continue;
                 }
@@ -473,7 +494,9 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                         s.attempts += 1;
                         s.last_error = Some(f.to_string());
                         report.failed += 1;
-                        report.errors.push(item_error(&s.key, mailbox, &f.to_string()));
+                        report
+                            .errors
+                            .push(item_error(&s.key, mailbox, &f.to_string()));
                         commit.put.push(s);
                     }
                 }

@@ -203,7 +203,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             .map(|p| p.status_frequency)
             .unwrap_or(Duration::from_secs(60));
         let mut watchdog = tokio::time::interval_at(Instant::now() + watch_every, watch_every);
-        let tick = (config.debounce / 4).clamp(Duration::from_millis(5), Duration::from_millis(250));
+        let tick =
+            (config.debounce / 4).clamp(Duration::from_millis(5), Duration::from_millis(250));
         let mut debounce_tick = tokio::time::interval(tick);
         debounce_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
@@ -323,7 +324,10 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 }
             }
         }
-        info!(in_flight = tasks.len(), "stopping: finishing work in progress");
+        info!(
+            in_flight = tasks.len(),
+            "stopping: finishing work in progress"
+        );
         while let Some(done) = tasks.join_next().await {
             if let Ok((_, Err(e))) = done {
                 warn!(error = %e, "sync work failed during shutdown");
@@ -369,7 +373,12 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             url: push.url.clone(),
             status_frequency: push.status_frequency,
         };
-        match self.inner.mailboxes.subscribe(mailbox, &delivery, None).await {
+        match self
+            .inner
+            .mailboxes
+            .subscribe(mailbox, &delivery, None)
+            .await
+        {
             Ok(sub) => {
                 let mut state = self.inner.state.mailbox(mailbox).await?.unwrap_or_default();
                 state.mailbox = Some(mailbox.clone());
