@@ -403,6 +403,43 @@ async fn busy_on_every_attempt_gives_up_after_max_attempts() {
     assert_eq!(server.state.ews_requests().len(), 3);
 }
 
+#[tokio::test]
+async fn request_metrics_count_each_exchange_by_outcome_and_the_back_off_waited() {
+    let server = Server::start(ServerAuth::None).await;
+    server.state.push([
+        Reply::BusyFault(BACK_OFF.as_millis() as u64),
+        Reply::Ok,
+        Reply::BusyMessages(vec![10]),
+        Reply::Status(502),
+        Reply::Ok,
+        Reply::Fault(Fault::client(
+            ResponseCode::ErrorInternalServerError,
+            "boom",
+        )),
+    ]);
+    let mut cfg = config(&server, Auth::None);
+    cfg.retry.base_delay = Duration::from_millis(20);
+    let client = EwsClient::new(cfg).unwrap();
+    get_tasks(&client, None).await.unwrap(); // throttled, then success
+    client
+        .get_folder(&CallContext::default(), &tasks_request(2))
+        .await
+        .unwrap(); // one busy message of two: item error
+    get_tasks(&client, None).await.unwrap(); // 502 (transport error), then success
+    get_tasks(&client, None).await.unwrap_err(); // fault
+    use taskbridge::ews::transport::RequestOutcome as O;
+    let m = client.request_metrics();
+    eprintln!("{m:?}");
+    assert_eq!(m.count("GetFolder", O::Throttled), 1);
+    assert_eq!(m.count("GetFolder", O::Success), 2);
+    assert_eq!(m.count("GetFolder", O::ItemError), 1);
+    assert_eq!(m.count("GetFolder", O::TransportError), 1);
+    assert_eq!(m.count("GetFolder", O::Fault), 1);
+    assert_eq!(m.requests.values().sum::<u64>(), 6);
+    assert!(m.back_off_waited >= BACK_OFF, "{m:?}");
+    assert!(m.retry_delay >= Duration::from_millis(10), "{m:?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Limits
 

@@ -26,6 +26,7 @@ use crate::ews::transport::auth::{Auth, Authenticator};
 use crate::ews::transport::backoff::{BackoffGate, RetryPolicy};
 use crate::ews::transport::http::{self, HttpResponse, SoapRequest, Timeouts, TlsConfig, Wire};
 use crate::ews::transport::limits::{Limiter, Limits};
+use crate::ews::transport::metrics::{RequestCounters, RequestMetrics, RequestOutcome};
 
 /// Everything an [`EwsClient`] needs. `Debug` never shows a secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,6 +105,8 @@ struct Inner {
     limiter: Limiter,
     retry: RetryPolicy,
     server_version: OnceLock<ServerVersionInfo>,
+    /// Exchanges by operation and outcome, retry delays; read by [`EwsClient::request_metrics`].
+    counters: RequestCounters,
 }
 
 /// What one attempt came to.
@@ -114,6 +117,21 @@ enum Outcome<T> {
     /// Worth another attempt after a delay.
     Transient(Error),
     Fatal(Error),
+}
+
+impl<R: OperationResponse> Outcome<R> {
+    /// How this attempt counts in [`RequestMetrics`].
+    fn metric(&self) -> RequestOutcome {
+        match self {
+            Outcome::Done(response) if response.messages().iter().all(|m| m.is_success()) => {
+                RequestOutcome::Success
+            }
+            Outcome::Done(_) => RequestOutcome::ItemError,
+            Outcome::Throttled(_) => RequestOutcome::Throttled,
+            Outcome::Fatal(Error::Fault(_)) => RequestOutcome::Fault,
+            Outcome::Transient(_) | Outcome::Fatal(_) => RequestOutcome::TransportError,
+        }
+    }
 }
 
 impl EwsClient {
@@ -167,6 +185,7 @@ impl EwsClient {
                 limits: config.limits,
                 retry: config.retry,
                 server_version: OnceLock::new(),
+                counters: RequestCounters::default(),
             }),
         })
     }
@@ -199,6 +218,12 @@ impl EwsClient {
     /// NTLM handshakes run so far (AUTHENTICATE messages sent).
     pub fn ntlm_handshakes(&self) -> u64 {
         self.inner.auth.ntlm_handshakes()
+    }
+
+    /// HTTP exchanges so far by operation and outcome, and the time spent backing off; shared
+    /// by clones.
+    pub fn request_metrics(&self) -> RequestMetrics {
+        self.inner.counters.snapshot(self.inner.wire.gate.waited())
     }
 
     /// OAuth tokens fetched from the token endpoint so far.
@@ -278,6 +303,7 @@ impl Inner {
                         error = %err,
                         "transient failure; retrying"
                     );
+                    self.counters.add_retry_delay(delay);
                     tokio::time::sleep(delay).await;
                 }
             }
@@ -294,13 +320,15 @@ impl Inner {
             let _permits = self.limiter.acquire(req.mailbox).await;
             self.auth.send(&self.wire, self.scheme, req).await
         };
-        match response {
+        let outcome = match response {
             Ok(response) => self.interpret::<O>(response, throttle_round),
             Err(err @ Error::Connection(_)) => Outcome::Transient(err),
             // A token endpoint that is down is as transient as the EWS endpoint being down.
             Err(err @ Error::Http { status, .. }) if status >= 500 => Outcome::Transient(err),
             Err(err) => Outcome::Fatal(err),
-        }
+        };
+        self.counters.record(O::NAME, outcome.metric());
+        outcome
     }
 
     /// The back-off to use when the server asks for one without saying how long.

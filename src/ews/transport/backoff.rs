@@ -3,6 +3,7 @@
 //!
 //! Everything here runs on tokio time, so tests can pause and advance it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
@@ -64,6 +65,8 @@ pub struct BackoffGate {
     // A std Mutex: nothing awaits while it is held, and each critical section is one
     // comparison or assignment.
     closed_until: std::sync::Mutex<Option<Instant>>,
+    /// Time spent in [`wait_open`](Self::wait_open), summed over waiters, for the metrics.
+    waited_nanos: AtomicU64,
 }
 
 impl BackoffGate {
@@ -94,8 +97,17 @@ impl BackoffGate {
     /// closed it again meanwhile.
     pub async fn wait_open(&self) {
         while let Some(until) = self.closed_until() {
+            let start = Instant::now();
             tokio::time::sleep_until(until).await;
+            // Counted per sleep, so that a waiter cancelled later still counts what it waited.
+            self.waited_nanos
+                .fetch_add(super::metrics::nanos(start.elapsed()), Ordering::Relaxed);
         }
+    }
+
+    /// Time spent waiting for this gate to open so far, summed over all waiters.
+    pub fn waited(&self) -> Duration {
+        Duration::from_nanos(self.waited_nanos.load(Ordering::Relaxed))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
@@ -186,6 +198,7 @@ mod tests {
         gate.close_for(Duration::from_millis(300));
         gate.wait_open().await;
         assert!(Instant::now() - start >= Duration::from_millis(300));
+        assert_eq!(gate.waited(), Duration::from_millis(300));
     }
 
     #[tokio::test(start_paused = true)]

@@ -7,6 +7,7 @@
 //! - [`auth`]: Basic, NTLM, bearer and OAuth client credentials (and the NTLM acceptor).
 //! - [`backoff`]: the shared back-off gate and the retry policy.
 //! - [`limits`]: requests in flight per mailbox and in total; batch sizes.
+//! - [`metrics`]: requests by operation and outcome, time spent backing off.
 //!
 //! See `docs/TRANSPORT.md` for the behaviour as a whole.
 
@@ -14,8 +15,10 @@ pub mod auth;
 pub mod backoff;
 pub mod http;
 pub mod limits;
+pub mod metrics;
 
 pub use auth::Auth;
 pub use backoff::{BackoffGate, RetryPolicy};
 pub use http::{Timeouts, TlsConfig};
 pub use limits::Limits;
+pub use metrics::{RequestMetrics, RequestOutcome};
