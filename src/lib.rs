@@ -15,12 +15,15 @@
 //!   audit log); SQLite by default.
 //! - [`sync`]: the engine: publish, mailbox changes, decisions, status updates, map back,
 //!   reconciliation.
+//! - [`listener`]: the push-notification endpoint Exchange posts to, and the admin endpoint
+//!   (`/healthz`, `/metrics`); depends only on [`ews`].
 #![warn(missing_docs)]
 
 #[doc(hidden)]
 pub mod codegen;
 pub mod ews;
 pub mod exchange;
+pub mod listener;
 pub mod mapping;
 pub mod pm;
 pub mod secret;
