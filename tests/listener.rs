@@ -501,6 +501,39 @@ async fn doctype_entities_and_bombs_get_400() {
     assert_eq!(notify(l.addr(), &l.path, &valid).await.status, 200);
 }
 
+#[tokio::test]
+async fn garbage_and_oversized_heads_are_refused_and_counted() {
+    let l = start(&["sub-1"], 8, |_| {}).await;
+    let garbage = TcpStream::connect(l.addr()).await.unwrap();
+    let resp = exchange(
+        garbage,
+        b"\x16\x03\x01 not http at all\r\n\r\n".to_vec(),
+        Vec::new(),
+    )
+    .await
+    .expect("an answer");
+    assert_eq!(resp.status, 400);
+    let big = TcpStream::connect(l.addr()).await.unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: {}\r\n\r\n",
+        l.path,
+        "a".repeat(100 * 1024)
+    );
+    let resp = exchange(big, head.into_bytes(), Vec::new())
+        .await
+        .expect("an answer");
+    assert_eq!(resp.status, 431);
+    let m = l.handle.metrics();
+    assert_eq!(m.get(ListenerOutcome::BadRequest), 1);
+    assert_eq!(m.get(ListenerOutcome::TooLarge), 1);
+    assert_eq!(
+        notify(l.addr(), &l.path, &notification("sub-1", &["A"], "w"))
+            .await
+            .status,
+        200
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Slow clients and the connection cap
 

@@ -332,6 +332,7 @@ where
         // hyper starts this timer whenever it waits for a request head, so it also closes
         // idle keep-alive connections.
         .header_read_timeout(limits.header_timeout)
+        .max_header_size(limits.max_header_bytes)
         .max_buf_size(limits.max_header_bytes)
         .keep_alive(true);
     let conn = builder.serve_connection(TokioIo::new(io), service);
