@@ -617,7 +617,10 @@ async fn connection_cap_holds_new_connections_until_a_slot_frees() {
 
 #[tokio::test]
 async fn keep_alive_serves_several_notifications_on_one_connection() {
-    let mut l = start(&["sub-1"], 8, |_| {}).await;
+    let mut l = start(&["sub-1"], 8, |c| {
+        c.limits.header_timeout = Duration::from_secs(1)
+    })
+    .await;
     let mut stream = TcpStream::connect(l.addr()).await.unwrap();
     for i in 0..3 {
         let body = notification("sub-1", &[&format!("I{i}")], "w");
@@ -648,6 +651,15 @@ async fn keep_alive_serves_several_notifications_on_one_connection() {
         }
         assert_eq!(next_notice(&mut l.rx).await.item_ids, [format!("I{i}")]);
     }
+    // Left idle, the connection is closed after the head time-out, and that is not counted as
+    // a slow client.
+    let mut rest = Vec::new();
+    tokio::time::timeout(HANG, stream.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rest.is_empty());
+    assert_eq!(l.handle.metrics().get(ListenerOutcome::Timeout), 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -694,6 +706,101 @@ async fn tls_with_missing_files_fails_at_start_naming_the_file() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
+}
+
+#[tokio::test]
+async fn shutdown_lets_a_request_in_flight_finish() {
+    let mut l = start(&["sub-1"], 8, |_| {}).await;
+    let body = notification("sub-1", &["A"], "w").into_bytes();
+    let mut stream = TcpStream::connect(l.addr()).await.unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\
+         Expect: 100-continue\r\n\r\n",
+        l.path,
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // 100 Continue: the server is reading this request's body. Now ask it to stop.
+    let mut buf = [0u8; 25];
+    tokio::time::timeout(HANG, stream.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 100 Continue\r\n\r\n");
+    let addr = l.addr();
+    let shutdown = tokio::spawn(l.handle.shutdown());
+    let mut refused = false;
+    for _ in 0..3000 {
+        if TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(refused, "new connections are refused once shutdown began");
+    stream.write_all(&body).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(HANG, stream.read_to_end(&mut raw))
+        .await
+        .unwrap()
+        .unwrap();
+    let resp = parse_response(&raw).expect("an answer");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("connection"), Some("close"));
+    assert_eq!(next_notice(&mut l.rx).await.item_ids, ["A"]);
+    tokio::time::timeout(HANG, shutdown).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn expect_100_continue_is_honoured_and_skipped_for_refusals() {
+    let mut l = start(&["sub-1"], 8, |_| {}).await;
+    let body = notification("sub-1", &["A"], "w");
+    let head = |ct: &str| {
+        format!(
+            "POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\
+             Expect: 100-continue\r\nConnection: close\r\n\r\n",
+            l.path,
+            body.len()
+        )
+    };
+    // Accepted: 100 Continue first, then the body, then the answer.
+    let mut stream = TcpStream::connect(l.addr()).await.unwrap();
+    stream.write_all(head("text/xml").as_bytes()).await.unwrap();
+    let mut buf = [0u8; 25];
+    tokio::time::timeout(HANG, stream.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(body.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(HANG, stream.read_to_end(&mut raw))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(parse_response(&raw).unwrap().status, 200);
+    assert_eq!(next_notice(&mut l.rx).await.item_ids, ["A"]);
+    // Refused on its head: the final answer straight away, no 100, no body needed.
+    let mut stream = TcpStream::connect(l.addr()).await.unwrap();
+    stream
+        .write_all(head("application/json").as_bytes())
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(HANG, stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed before answering");
+        raw.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        raw.starts_with(b"HTTP/1.1 415 "),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hyper::body::{Body, Incoming};
@@ -235,6 +236,16 @@ pub(crate) async fn run<S, B>(
                 // Held for the connection's lifetime.
                 let _permit = permit;
                 let _ = stream.set_nodelay(true);
+                // Whether a request was served: a head time-out afterwards is an idle keep-alive
+                // connection being closed, not a slow client.
+                let served = Arc::new(AtomicBool::new(false));
+                let service = {
+                    let served = served.clone();
+                    hyper::service::service_fn(move |req| {
+                        served.store(true, Ordering::Relaxed);
+                        service.call(req)
+                    })
+                };
                 let result = match tls {
                     Some(acceptor) => {
                         match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream))
@@ -257,7 +268,9 @@ pub(crate) async fn run<S, B>(
                     None => serve_connection(stream, service, &limits, stop).await,
                 };
                 if let Err(e) = result {
-                    if e.is_timeout() {
+                    if e.is_timeout() && served.load(Ordering::Relaxed) {
+                        debug!("idle keep-alive connection closed");
+                    } else if e.is_timeout() {
                         debug!("request head timed out");
                         on_failure(ConnectionFailure::Timeout);
                     } else if e.is_parse_too_large() {
