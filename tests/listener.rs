@@ -667,7 +667,11 @@ async fn keep_alive_serves_several_notifications_on_one_connection() {
 
 #[tokio::test]
 async fn tls_with_the_test_certificate() {
-    let mut l = start(&["sub-1"], 8, |c| c.tls = Some(tls_files())).await;
+    let mut l = start(&["sub-1"], 8, |c| {
+        c.tls = Some(tls_files());
+        c.limits.header_timeout = Duration::from_millis(500);
+    })
+    .await;
     let body = notification("sub-1", &["A"], "w");
     let tcp = TcpStream::connect(l.addr()).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
@@ -690,6 +694,14 @@ async fn tls_with_the_test_certificate() {
     )
     .await;
     assert!(resp.is_none(), "{resp:?}");
+    // A client that never starts the handshake is closed after the head time-out.
+    let mut silent = TcpStream::connect(l.addr()).await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(HANG, silent.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(l.handle.metrics().get(ListenerOutcome::Timeout), 1);
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -182,18 +182,25 @@ impl Endpoint {
         started: Instant,
     ) -> Result<Bytes, BodyError> {
         let deadline = started + self.body_timeout;
-        // `declared` is at most the cap here; a body without a length starts small.
-        let mut buf = BytesMut::with_capacity((declared as usize).clamp(1024, self.max_body_bytes));
+        // `declared` is at most the cap here; a body without a length starts small. A Vec grown
+        // with `reserve_exact` never allocates past the cap (BytesMut would double).
+        let cap = self.max_body_bytes;
+        let mut buf: Vec<u8> = Vec::with_capacity((declared as usize).clamp(1024.min(cap), cap));
         loop {
             let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
                 Err(_) => return Err(BodyError::Timeout),
-                Ok(None) => return Ok(buf.freeze()),
+                Ok(None) => return Ok(Bytes::from(buf)),
                 Ok(Some(Err(e))) => return Err(BodyError::Broken(e)),
                 Ok(Some(Ok(frame))) => frame,
             };
             if let Ok(data) = frame.into_data() {
-                if buf.len() + data.len() > self.max_body_bytes {
+                let needed = buf.len() + data.len();
+                if needed > cap {
                     return Err(BodyError::TooLarge);
+                }
+                if needed > buf.capacity() {
+                    let grown = (buf.capacity() * 2).clamp(needed, cap);
+                    buf.reserve_exact(grown - buf.len());
                 }
                 buf.extend_from_slice(&data);
             }
