@@ -21,7 +21,8 @@ use taskbridge::ews::transport::Auth;
 use taskbridge::ews::{EwsClient, EwsClientConfig};
 use taskbridge::listener::admin::{self, fallback_from_service};
 use taskbridge::listener::{
-    AdminConfig, AdminRoutes, EngineCounters, ListenerOutcome, MetricsSource, Readiness,
+    AdminConfig, AdminRoutes, EngineCounters, HandlerAnswer, ListenerNotice, ListenerOutcome,
+    MetricsSource, NotificationHandler, Readiness,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -1007,4 +1008,63 @@ async fn admin_fallback_reaches_the_mounted_service() {
     // The admin routes stay the admin's.
     let resp = request(admin.local_addr(), "GET", "/healthz").await;
     assert_eq!(resp.text(), "ok");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The wiring, as docs/LISTENER.md shows it (compile-checked here; the CLI does it for real)
+
+/// The engine's notification sink as a listener handler.
+#[allow(dead_code)] // building a sink takes a whole engine; that it compiles is the point
+fn handler_for(sink: taskbridge::sync::NotificationSink) -> impl NotificationHandler {
+    use taskbridge::sync::{Notice, NotificationOutcome};
+    move |n: ListenerNotice| match sink.deliver(Notice {
+        subscription_id: n.subscription_id,
+        watermark: n.watermark,
+        item_ids: n.item_ids,
+    }) {
+        NotificationOutcome::Accepted => HandlerAnswer::Ok,
+        NotificationOutcome::UnknownSubscription => HandlerAnswer::Unsubscribe,
+        NotificationOutcome::QueueFull => HandlerAnswer::Busy,
+    }
+}
+
+/// The engine's counters as a metric source.
+fn engine_source(m: Arc<taskbridge::sync::Metrics>) -> impl MetricsSource {
+    move |out: &mut String| {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        EngineCounters {
+            notifications: n(&m.notifications),
+            events_queued: n(&m.events_queued),
+            updates_applied: n(&m.updates_applied),
+            updates_pending: n(&m.updates_pending),
+            updates_rejected: n(&m.updates_rejected),
+            conflicts: n(&m.conflicts),
+            created: n(&m.created),
+            written: n(&m.written),
+            deleted: n(&m.deleted),
+            parked: n(&m.parked),
+            reconciles: n(&m.reconciles),
+        }
+        .render(out)
+    }
+}
+
+#[test]
+fn engine_metrics_render_through_the_wiring_source() {
+    let m = Arc::new(taskbridge::sync::Metrics::default());
+    m.updates_applied.fetch_add(3, Ordering::Relaxed);
+    m.created.fetch_add(2, Ordering::Relaxed);
+    let source = engine_source(m.clone());
+    let mut out = String::new();
+    source.render(&mut out);
+    let (_, samples) = parse_metrics(&out);
+    assert_eq!(
+        samples["taskbridge_status_updates_total{outcome=\"applied\"}"],
+        3.0
+    );
+    assert_eq!(samples["taskbridge_items_created_total"], 2.0);
+    m.created.fetch_add(1, Ordering::Relaxed);
+    let mut out = String::new();
+    source.render(&mut out);
+    assert!(out.contains("taskbridge_items_created_total 3\n"));
 }
