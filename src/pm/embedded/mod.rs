@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use tokio::sync::{Notify, broadcast};
 
 use self::store::{Db, Relay};
@@ -48,6 +48,14 @@ pub use types::{
     UnknownPolicy, UnknownState, UpdateFilter, UpdateState,
 };
 pub use webhook::{SIGNATURE_HEADER, WebhookConfig, WebhookError, run_webhook, sign, verify};
+
+/// The current time at the store's precision (microseconds), so that a value returned by an
+/// operation equals the value read back later.
+fn now() -> DateTime<Utc> {
+    let now = Utc::now();
+    now.duration_trunc(TimeDelta::microseconds(1))
+        .unwrap_or(now)
+}
 
 /// Why an embedded-host operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -224,6 +232,15 @@ impl EmbeddedHost {
         &self.inner.path
     }
 
+    /// Closes the store if this is the last handle, waiting until SQLite has closed the file;
+    /// otherwise only drops this handle. Dropping the last handle also closes the store, but
+    /// without waiting, which a process about to exit should not rely on.
+    pub async fn close(self) {
+        if let Ok(inner) = Arc::try_unwrap(self.inner) {
+            inner.db.close().await;
+        }
+    }
+
     /// Imports (publishes) a project: see [`EmbeddedHost::import_with_policy`]. A new project
     /// gets the `auto` policy; a known one keeps its policy.
     pub async fn import(&self, project: Project) -> Result<ImportReport, EmbeddedError> {
@@ -243,7 +260,7 @@ impl EmbeddedHost {
     ) -> Result<ImportReport, EmbeddedError> {
         self.inner
             .db
-            .call(move |conn| ops::import(conn, project, policy, Utc::now()))
+            .call(move |conn| ops::import(conn, project, policy, now()))
             .await
     }
 
@@ -268,7 +285,7 @@ impl EmbeddedHost {
     pub async fn publish(&self, guid: ProjectGuid) -> Result<(), EmbeddedError> {
         self.inner
             .db
-            .call(move |conn| ops::publish(conn, guid, Utc::now()))
+            .call(move |conn| ops::publish(conn, guid, now()))
             .await
     }
 
@@ -318,7 +335,7 @@ impl EmbeddedHost {
     pub async fn submit(&self, update: StatusUpdate) -> Result<UpdateOutcome, EmbeddedError> {
         self.inner
             .db
-            .call(move |conn| ops::submit(conn, update, Utc::now()))
+            .call(move |conn| ops::submit(conn, update, now()))
             .await
     }
 
@@ -332,7 +349,7 @@ impl EmbeddedHost {
         let (id, decider) = (id.clone(), decider.to_owned());
         self.inner
             .db
-            .call(move |conn| ops::approve(conn, &id, &decider, Utc::now()))
+            .call(move |conn| ops::approve(conn, &id, &decider, now()))
             .await
     }
 
@@ -347,7 +364,7 @@ impl EmbeddedHost {
         let (id, decider, reason) = (id.clone(), decider.to_owned(), reason.map(str::to_owned));
         self.inner
             .db
-            .call(move |conn| ops::reject(conn, &id, &decider, reason.as_deref(), Utc::now()))
+            .call(move |conn| ops::reject(conn, &id, &decider, reason.as_deref(), now()))
             .await
     }
 

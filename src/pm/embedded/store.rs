@@ -23,8 +23,12 @@ use super::rows::ts;
 use super::schema::MIGRATIONS;
 use crate::pm::HostEvent;
 
-/// A unit of work for the SQLite thread.
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+/// A unit of work for the SQLite thread. It returns the reply to send, which the thread sends
+/// only after relaying the events the job committed: a caller that subscribes after an
+/// operation returned never sees that operation's events.
+type Job = Box<dyn FnOnce(&mut Connection) -> Reply + Send>;
+/// Sends a job's result to its caller.
+type Reply = Box<dyn FnOnce() + Send>;
 
 /// How long SQLite waits for another process's write lock before giving up with `SQLITE_BUSY`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,6 +42,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// The handle to the SQLite thread. Dropping the last handle ends the thread.
 pub(crate) struct Db {
     jobs: mpsc::Sender<Job>,
+    /// Completes when the thread has closed the connection.
+    done: oneshot::Receiver<()>,
 }
 
 /// What the SQLite thread relays to the async side.
@@ -58,21 +64,33 @@ impl Db {
     ) -> Result<Db, EmbeddedError> {
         let (jobs, jobs_rx) = mpsc::channel::<Job>();
         let (ready, ready_rx) = oneshot::channel();
+        let (done_tx, done) = oneshot::channel();
         std::thread::Builder::new()
             .name("taskbridge-pm-sqlite".into())
-            .spawn(move || match open_connection(&path, create) {
-                Ok(conn) => {
-                    let mut cursors = Cursors::at_end(&conn);
-                    let _ = ready.send(Ok(()));
-                    run(conn, jobs_rx, relay, &mut cursors, poll_interval);
+            .spawn(move || {
+                match open_connection(&path, create) {
+                    Ok(conn) => {
+                        let mut cursors = Cursors::at_end(&conn);
+                        let _ = ready.send(Ok(()));
+                        run(conn, jobs_rx, relay, &mut cursors, poll_interval);
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                    }
                 }
-                Err(e) => {
-                    let _ = ready.send(Err(e));
-                }
+                let _ = done_tx.send(());
             })
             .map_err(EmbeddedError::Io)?;
         ready_rx.await.map_err(|_| EmbeddedError::Closed)??;
-        Ok(Db { jobs })
+        Ok(Db { jobs, done })
+    }
+
+    /// Ends the thread and waits until it has closed the connection (which checkpoints the
+    /// WAL into the main file).
+    pub(crate) async fn close(self) {
+        let Db { jobs, done } = self;
+        drop(jobs);
+        let _ = done.await;
     }
 
     /// Runs `f` on the SQLite thread and returns its result.
@@ -83,7 +101,10 @@ impl Db {
     {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
-            let _ = tx.send(f(conn));
+            let result = f(conn);
+            Box::new(move || {
+                let _ = tx.send(result);
+            })
         });
         self.jobs.send(job).map_err(|_| EmbeddedError::Closed)?;
         // A dropped sender means the job panicked (a bug, caught on the thread).
@@ -128,11 +149,14 @@ fn run(
         match jobs.recv_timeout(poll_interval) {
             Ok(job) => {
                 // A panic in a job is a bug; catching it keeps the store usable for everyone
-                // else (an open transaction was rolled back when it unwound).
-                if std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn))).is_err() {
-                    tracing::error!("a PM store job panicked; its caller gets an error");
-                }
+                // else (an open transaction was rolled back when it unwound, and the caller's
+                // reply channel was dropped, which it sees as `Closed`).
+                let reply = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn)));
                 pump(&conn, &relay, cursors);
+                match reply {
+                    Ok(reply) => reply(),
+                    Err(_) => tracing::error!("a PM store job panicked; its caller gets an error"),
+                }
             }
             Err(RecvTimeoutError::Timeout) => {
                 pump(&conn, &relay, cursors);
