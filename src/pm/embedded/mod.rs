@@ -391,12 +391,6 @@ impl EmbeddedHost {
             .await
     }
 
-    /// Events for this process: from this handle's clones and, within a poll interval, from
-    /// other processes on the same file.
-    pub fn events(&self) -> broadcast::Receiver<HostEvent> {
-        self.inner.events.subscribe()
-    }
-
     /// Woken when the webhook outbox may have new rows.
     pub(crate) fn outbox_notify(&self) -> Arc<Notify> {
         self.inner.outbox.clone()
@@ -425,7 +419,10 @@ impl PmHost for EmbeddedHost {
         Ok(self.submit(update).await?)
     }
 
+    /// Events of this process's handles as soon as they are committed (before the call that
+    /// caused them returns), and of other processes on the same file within
+    /// [`HostOptions::poll_interval`].
     fn subscribe(&self) -> broadcast::Receiver<HostEvent> {
-        self.events()
+        self.inner.events.subscribe()
     }
 }

@@ -144,7 +144,8 @@ fn run(
     cursors: &mut Cursors,
     poll_interval: Duration,
 ) {
-    prune(&conn);
+    // No pruning at open: opening a store must not write to it (a failed import leaves the
+    // file byte-identical), and a short-lived CLI process has no reason to prune.
     loop {
         match jobs.recv_timeout(poll_interval) {
             Ok(job) => {

@@ -169,28 +169,59 @@ pub async fn run_webhook(
     let notify = host.outbox_notify();
     tokio::pin!(shutdown);
     loop {
-        let due = host.call(|conn| rows::outbox_due(conn, BATCH)).await?;
-        if due.is_empty() {
-            tokio::select! {
-                () = &mut shutdown => return Ok(()),
-                () = notify.notified() => {}
-                () = tokio::time::sleep(config.poll_interval) => {}
+        let idle = match pass(&host, &client, &url, &config, &mut shutdown).await {
+            Ok(Pass::Shutdown) => return Ok(()),
+            Ok(Pass::Worked) => continue,
+            Ok(Pass::Idle) => true,
+            Err(EmbeddedError::Closed) => return Err(EmbeddedError::Closed.into()),
+            // A busy or failing store: deliveries stay queued; try again later.
+            Err(e) => {
+                tracing::warn!(error = %e, "webhook outbox unavailable; retrying");
+                false
             }
-            continue;
-        }
-        for row in due {
-            match deliver(&host, &client, &url, &config, &row, &mut shutdown).await? {
-                Delivery::Delivered => {
-                    let seq = row.seq;
-                    host.call(move |conn| rows::outbox_delivered(conn, seq))
-                        .await?;
-                    tracing::info!(update = %row.update_id, "webhook delivered");
-                }
-                Delivery::GaveUp => {}
-                Delivery::Shutdown => return Ok(()),
-            }
+        };
+        tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            () = notify.notified(), if idle => {}
+            () = tokio::time::sleep(config.poll_interval) => {}
         }
     }
+}
+
+/// What one pass over the outbox came to.
+enum Pass {
+    /// Nothing was due.
+    Idle,
+    /// Some rows were delivered or given up; look again at once.
+    Worked,
+    /// Shutdown came while waiting to retry.
+    Shutdown,
+}
+
+async fn pass(
+    host: &EmbeddedHost,
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    config: &WebhookConfig,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Result<Pass, EmbeddedError> {
+    let due = host.call(|conn| rows::outbox_due(conn, BATCH)).await?;
+    if due.is_empty() {
+        return Ok(Pass::Idle);
+    }
+    for row in due {
+        match deliver(host, client, url, config, &row, shutdown).await? {
+            Delivery::Delivered => {
+                let seq = row.seq;
+                host.call(move |conn| rows::outbox_delivered(conn, seq))
+                    .await?;
+                tracing::info!(update = %row.update_id, "webhook delivered");
+            }
+            Delivery::GaveUp => {}
+            Delivery::Shutdown => return Ok(Pass::Shutdown),
+        }
+    }
+    Ok(Pass::Worked)
 }
 
 async fn deliver(
