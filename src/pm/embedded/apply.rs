@@ -677,6 +677,57 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn apply_changes_keeps_work_invariants(
+            planned in 0i64..200 * 3600,
+            done in 0i64..200 * 3600,
+            work in proptest::option::of(0i64..200 * 3600),
+            actual in proptest::option::of(0i64..200 * 3600),
+            remaining in proptest::option::of(0i64..200 * 3600),
+            percent in proptest::option::of(0u8..=100),
+        ) {
+            let mut p = project(Work::from_seconds(planned));
+            p.assignments[0]
+                .apply_actual_work(Work::from_seconds(done.min(planned)))
+                .expect("non-negative");
+            let mut changes = Vec::new();
+            let seconds = |s| FieldValue::Work(Work::from_seconds(s));
+            if let Some(w) = work {
+                changes.push(change(AssignmentField::Work, seconds(w)));
+            }
+            if let Some(a) = actual {
+                changes.push(change(AssignmentField::ActualWork, seconds(a)));
+            }
+            if let Some(r) = remaining {
+                changes.push(change(AssignmentField::RemainingWork, seconds(r)));
+            }
+            if let Some(pc) = percent {
+                changes.push(change(AssignmentField::PercentWorkComplete, FieldValue::Percent(
+                    Percent::new(pc).expect("in range"),
+                )));
+            }
+            proptest::prop_assume!(!changes.is_empty());
+            apply_changes(&mut p, AssignmentUid(1), &changes, now()).expect("valid update");
+            let a = a1(&p);
+            proptest::prop_assert_eq!(a.actual_work.saturating_add(a.remaining_work), a.work);
+            proptest::prop_assert!(a.actual_work >= Work::ZERO && a.remaining_work >= Work::ZERO);
+            if !a.work.is_zero() {
+                let full = a.percent_work_complete == Percent::FULL;
+                proptest::prop_assert_eq!(full, a.remaining_work.is_zero());
+                let none = a.percent_work_complete == Percent::ZERO;
+                proptest::prop_assert_eq!(none, a.actual_work.is_zero());
+            }
+            if a.actual_finish.is_some() {
+                proptest::prop_assert_eq!(a.percent_work_complete, Percent::FULL);
+            }
+            if percent == Some(100) {
+                proptest::prop_assert!(a.remaining_work.is_zero());
+                proptest::prop_assert_eq!(a.percent_work_complete, Percent::FULL);
+            }
+        }
+    }
+
     #[test]
     fn apply_changes_work_below_actual_keeps_actual() {
         let mut p = project(Work::from_hours(8));

@@ -743,6 +743,11 @@ pub(crate) fn list_updates(
            AND (?3 IS NULL OR su.assignment_uid = ?3)
          ORDER BY su.seq"
     );
+    if let (Some(project), Some(key)) = (filter.project, filter.key)
+        && project != key.project
+    {
+        return Ok(Vec::new());
+    }
     let project = filter
         .project
         .or(filter.key.map(|k| k.project))
