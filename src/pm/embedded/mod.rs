@@ -126,6 +126,15 @@ impl From<EmbeddedError> for HostError {
             EmbeddedError::UnknownProject(guid) => HostError::UnknownProject(guid),
             EmbeddedError::UnknownAssignment(key) => HostError::UnknownAssignment(key),
             EmbeddedError::Closed => HostError::Unavailable(e.to_string()),
+            // Another process held the write lock past the busy timeout: retry later.
+            EmbeddedError::Sqlite(ref sqlite)
+                if matches!(
+                    sqlite.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                ) =>
+            {
+                HostError::Unavailable(e.to_string())
+            }
             other => HostError::Other(Box::new(other)),
         }
     }
