@@ -4,6 +4,7 @@
 //! 2 usage or configuration error. Data goes to stdout, messages and progress to stderr.
 
 mod check;
+mod config;
 mod ews;
 mod import;
 mod projects;
@@ -29,15 +30,19 @@ pub struct Cli {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `taskbridge=debug`.
     #[arg(long, global = true, default_value = "info", env = "TASKBRIDGE_LOG")]
     pub log: String,
-    /// The data directory: the embedded PM store (`pm.sqlite`) lives here.
+    /// The configuration file (missing: built-in defaults, for the bundled simulator).
     #[arg(
         long,
         global = true,
-        value_name = "DIR",
-        default_value = "./taskbridge-data",
-        env = "TASKBRIDGE_DATA_DIR"
+        value_name = "FILE",
+        default_value = "./taskbridge.toml",
+        env = "TASKBRIDGE_CONFIG"
     )]
-    pub data_dir: PathBuf,
+    pub config: PathBuf,
+    /// The data directory (overrides `data_dir` of the configuration; default
+    /// `./taskbridge-data`): the PM store, the state store and the secrets live here.
+    #[arg(long, global = true, value_name = "DIR", env = "TASKBRIDGE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -83,13 +88,27 @@ pub enum CliError {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     init_logging(cli.log_format, &cli.log)?;
+    let settings = || settings(&cli.config, cli.data_dir.as_deref());
     match cli.command {
         Command::Ews(cmd) => ews::run(cmd),
         Command::Check(args) => check::run(*args),
-        Command::Import(args) => import::run(args, &cli.data_dir),
-        Command::Projects(args) => projects::run(args, &cli.data_dir),
-        Command::Updates(args) => updates::run(args, &cli.data_dir),
+        Command::Import(args) => import::run(args, &settings()?.data_dir),
+        Command::Projects(args) => projects::run(args, &settings()?.data_dir),
+        Command::Updates(args) => updates::run(args, &settings()?.data_dir),
     }
+}
+
+/// The configuration: the file if it exists (defaults otherwise), `TASKBRIDGE_*` overrides,
+/// and `--data-dir`.
+fn settings(
+    path: &std::path::Path,
+    data_dir: Option<&std::path::Path>,
+) -> Result<config::RawConfig, CliError> {
+    let mut raw = config::load(path, false)?;
+    if let Some(dir) = data_dir {
+        raw.data_dir = dir.to_path_buf();
+    }
+    Ok(raw)
 }
 
 /// A runtime for the commands that talk to the store: one thread is plenty for a CLI.

@@ -23,7 +23,6 @@ mod merge;
 mod ops;
 mod rows;
 mod schema;
-mod secret;
 mod store;
 mod types;
 mod webhook;
@@ -40,9 +39,9 @@ use super::host::{HostError, HostEvent, PmHost, StatusUpdate, StatusUpdateId, Up
 use super::import::{ImportError, ImportOptions};
 use super::model::{AssignmentKey, Project, ProjectGuid};
 
+pub use crate::secret::Secret;
 pub use api::{DEFAULT_MAX_BODY_BYTES, PmApi, pm_api, serve_pm_api};
 pub use apply::{Applied, ApplyError, apply_changes, field_value};
-pub use secret::Secret;
 pub use types::{
     DECIDER_AUTO, DECIDER_TASKBRIDGE, ImportReport, Policy, ProjectSummary, StatusUpdateRecord,
     UnknownPolicy, UnknownState, UpdateFilter, UpdateState,
