@@ -7,9 +7,11 @@
 //!   transport (HTTP, authentication, throttling back-off).
 //! - [`pm`]: the PM side: the project model (projects, tasks, resources, assignments) and
 //!   project import (MSPDI, JSON).
+//! - [`sim`]: an Exchange-like EWS server for tests, benchmarks and the demo.
 #![warn(missing_docs)]
 
 #[doc(hidden)]
 pub mod codegen;
 pub mod ews;
 pub mod pm;
+pub mod sim;

@@ -4,6 +4,7 @@
 //! 2 usage or configuration error. Data goes to stdout, messages and progress to stderr.
 
 mod ews;
+mod sim;
 
 use std::process::ExitCode;
 
@@ -44,6 +45,8 @@ pub enum Command {
     /// Work with raw EWS messages.
     #[command(subcommand)]
     Ews(ews::EwsCommand),
+    /// Run an Exchange-like EWS server (mailboxes with Tasks folders) for tests and demos.
+    Sim(Box<sim::SimArgs>),
 }
 
 /// An error that maps to an exit code.
@@ -59,6 +62,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     init_logging(cli.log_format, &cli.log)?;
     match cli.command {
         Command::Ews(cmd) => ews::run(cmd),
+        Command::Sim(args) => sim::run(*args),
     }
 }
 
