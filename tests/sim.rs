@@ -50,7 +50,22 @@ fn key_path() -> ExtendedFieldUri {
     ExtendedFieldUri::named_string(GUID, "taskbridge-key")
 }
 
+/// A simulator with Ann and Bob (owners) and a service account, push times x0.001. With
+/// `TASKBRIDGE_RECORD_DIR` set (CI), it records into a fresh folder below it, and CI validates
+/// every recorded message against the official schema.
 fn config() -> SimConfig {
+    let mut c = unrecorded_config();
+    if let Some(dir) = std::env::var_os("TASKBRIDGE_RECORD_DIR") {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        c.record =
+            Some(std::path::PathBuf::from(dir).join(format!("sim-{}-{n}", std::process::id())));
+    }
+    c
+}
+
+/// For tests that send invalid requests on purpose: nothing recorded.
+fn unrecorded_config() -> SimConfig {
     let mut c = SimConfig::for_tests(&["ann@example.com:ann-pw", "bob@example.com:bob-pw"]);
     c.users
         .push(UserSpec::parse("svc@example.com:svc-pw", true).expect("service"));
@@ -715,7 +730,8 @@ fn sync_req(state: Option<SyncState>, ignore: Vec<ItemId>, max: i32) -> SyncFold
 
 #[tokio::test]
 async fn sync_folder_items_pages_ignores_and_refuses_bad_states() {
-    let h = start(config()).await;
+    // Sends MaxChangesReturned out of range on purpose: not recorded.
+    let h = start(unrecorded_config()).await;
     let ews = Ews::new(&h);
     let mut ids = Vec::new();
     for i in 0..5 {
@@ -1394,7 +1410,8 @@ async fn fail_injection_gives_empty_500_or_a_dropped_connection() {
 
 #[tokio::test]
 async fn unknown_operations_and_out_of_order_requests_get_faults() {
-    let h = start(config()).await;
+    // Sends an out-of-order request on purpose: not recorded.
+    let h = start(unrecorded_config()).await;
     let ews = Ews::new(&h);
     let envelope = |body: &str| {
         format!(
@@ -1491,7 +1508,7 @@ fn validate_subset(files: &[std::path::PathBuf]) {
 #[tokio::test]
 async fn record_writes_request_response_pairs_that_validate() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut c = config();
+    let mut c = unrecorded_config();
     c.record = Some(dir.path().to_path_buf());
     let h = start(c).await;
     let ews = Ews::new(&h);
