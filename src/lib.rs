@@ -8,10 +8,12 @@
 //! - [`pm`]: the PM side: the project model (projects, tasks, resources, assignments) and
 //!   project import (MSPDI, JSON).
 //! - [`sim`]: an Exchange-like EWS server for tests, benchmarks and the demo.
+//! - [`secret`]: the [`secret::Secret`] newtype that keeps passwords and tokens out of logs.
 #![warn(missing_docs)]
 
 #[doc(hidden)]
 pub mod codegen;
 pub mod ews;
 pub mod pm;
+pub mod secret;
 pub mod sim;

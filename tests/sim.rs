@@ -13,7 +13,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use tokio::sync::mpsc;
 
-use taskbridge::ews::Operation;
 use taskbridge::ews::ops::create_item::{CreateItem, ItemsPayload, MessageDisposition};
 use taskbridge::ews::ops::delete_item::{AffectedTaskOccurrences, DeleteItem, DeleteType};
 use taskbridge::ews::ops::find_item::{FindItem, ItemTraversal};
@@ -32,13 +31,16 @@ use taskbridge::ews::ops::update_item::{
     ConflictResolution, ItemChange, ItemChanges, ItemUpdate, UpdateItem, UpdateItemPayload, Updates,
 };
 use taskbridge::ews::ops::{self, soap_action};
-use taskbridge::ews::soap::{Body, ExchangeVersion, Fault, Impersonation, RequestHeader};
+use taskbridge::ews::soap::{Body, Fault, Impersonation, RequestHeader};
+use taskbridge::ews::transport::Auth;
 use taskbridge::ews::types::{
     BaseFolderId, BasePoint, BaseShape, Event, EventType, ExtendedFieldUri, ExtendedProperty,
     FolderIds, FolderShape, IndexedPageView, Item, ItemId, ItemShape, Items, Notification, Path,
     ResponseClass, ResponseCode, ResponseMessage, Restriction, SyncState, Task, TaskStatus,
     Watermark, field_uri,
 };
+use taskbridge::ews::{CallContext, EwsClient, EwsClientConfig, EwsService, Operation};
+use taskbridge::secret::Secret;
 use taskbridge::sim::{self, AuthMode, SimConfig, SimHandle, ThrottleShape, UserSpec};
 
 const GUID: &str = "c11ff724-aa03-4555-9952-8fa248a11c3e";
@@ -77,8 +79,9 @@ async fn start(c: SimConfig) -> SimHandle {
     sim::start(c).await.expect("simulator starts")
 }
 
-/// A minimal EWS caller: the crate's typed messages over reqwest.
+/// The project's own client for typed calls, and reqwest for checking raw wire shapes.
 struct Ews {
+    client: EwsClient,
     http: reqwest::Client,
     url: String,
     basic: Option<(String, String)>,
@@ -87,19 +90,31 @@ struct Ews {
 type Answer<R> = Result<R, Box<Fault>>;
 
 impl Ews {
-    fn new(h: &SimHandle) -> Self {
+    fn with(url: &str, auth: Auth, basic: Option<(String, String)>) -> Self {
+        let mut config = EwsClientConfig::new(url, auth);
+        // Throttling and failures are asserted on the wire, not retried away.
+        config.retry.max_attempts = 1;
         Ews {
+            client: EwsClient::new(config).expect("client"),
             http: reqwest::Client::new(),
-            url: h.url.clone(),
-            basic: None,
+            url: url.to_string(),
+            basic,
         }
     }
 
+    fn new(h: &SimHandle) -> Self {
+        Ews::with(&h.url, Auth::None, None)
+    }
+
     fn login(h: &SimHandle, user: &str, password: &str) -> Self {
-        Ews {
-            basic: Some((user.into(), password.into())),
-            ..Ews::new(h)
-        }
+        Ews::with(
+            &h.url,
+            Auth::Basic {
+                user: user.into(),
+                password: Secret::new(password),
+            },
+            Some((user.into(), password.into())),
+        )
     }
 
     async fn raw(&self, body: Vec<u8>) -> reqwest::Response {
@@ -114,35 +129,21 @@ impl Ews {
         req.send().await.expect("the simulator answers")
     }
 
+    /// Calls through `EwsClient`; a SOAP fault is `Err`, anything else unexpected panics.
     async fn call<O: Operation>(&self, who: Option<&str>, request: &O) -> Answer<O::Response> {
-        let header = RequestHeader {
-            version: ExchangeVersion::Exchange2013Sp1,
-            impersonation: who.map(|m| Impersonation::PrimarySmtpAddress(m.into())),
+        let ctx = CallContext {
+            mailbox: who.map(str::to_string),
             time_zone: None,
         };
-        let resp = self.raw(ops::encode_request(&header, request)).await;
-        let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.expect("body");
-        let env = ops::decode_response::<O>(&bytes, 1 << 26).unwrap_or_else(|e| {
-            panic!(
-                "{} answer does not decode: {e}\n{}",
-                O::NAME,
-                String::from_utf8_lossy(&bytes)
-            )
-        });
+        let result = self.client.send(ctx, request).await;
         assert!(
-            env.header.server_version.is_some(),
+            self.client.server_version().is_some(),
             "ServerVersionInfo on every response"
         );
-        match env.body {
-            Body::Content(c) => {
-                assert_eq!(status, 200);
-                Ok(c)
-            }
-            Body::Fault(f) => {
-                assert_eq!(status, 500, "faults come with HTTP 500");
-                Err(f)
-            }
+        match result {
+            Ok(r) => Ok(r),
+            Err(taskbridge::ews::Error::Fault(f)) => Err(f),
+            Err(e) => panic!("{}: {e}", O::NAME),
         }
     }
 
@@ -1661,11 +1662,7 @@ async fn state_survives_sigkill_of_the_process() {
         url.starts_with("http://127.0.0.1:") && url.ends_with("/EWS/Exchange.asmx"),
         "{url}"
     );
-    let ews = Ews {
-        http: reqwest::Client::new(),
-        url,
-        basic: None,
-    };
+    let ews = Ews::with(&url, Auth::None, None);
     let mut ids = Vec::new();
     for i in 0..20 {
         ids.push(ews.create(ANN, tagged(&format!("t{i}"), "p")).await);
@@ -1673,7 +1670,7 @@ async fn state_survives_sigkill_of_the_process() {
     child.kill().expect("SIGKILL");
     let _ = child.wait();
     let (mut child, url) = spawn();
-    let ews = Ews { url, ..ews };
+    let ews = Ews::with(&url, Auth::None, None);
     let msgs = ews
         .get(ANN, ids.clone(), ItemShape::new(BaseShape::IdOnly, vec![]))
         .await;
@@ -1728,4 +1725,107 @@ async fn admin_lists_mailboxes_tasks_and_counters() {
 #[test]
 fn soap_action_names_the_operation() {
     assert!(soap_action("GetItem").ends_with("/GetItem\""));
+}
+
+#[tokio::test]
+async fn ntlm_over_tls_authenticates_the_connection_once() {
+    let tls = FsPath::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let mut c = config();
+    c.auth = AuthMode::Ntlm;
+    c.tls = Some(sim::TlsFiles {
+        cert: tls.join("server.pem"),
+        key: tls.join("server.key"),
+    });
+    let h = start(c).await;
+    assert!(h.url.starts_with("https://"), "{}", h.url);
+    let client = |user: &str, password: &str| {
+        let mut cfg = EwsClientConfig::new(
+            h.url.as_str(),
+            Auth::Ntlm {
+                user: user.into(),
+                password: Secret::new(password),
+            },
+        );
+        cfg.tls.extra_ca_file = Some(tls.join("ca.pem"));
+        cfg.retry.max_attempts = 1;
+        EwsClient::new(cfg).expect("client")
+    };
+    let svc = client("EXAMPLE\\svc", "svc-pw");
+    let gf = GetFolder {
+        folder_shape: FolderShape {
+            base_shape: BaseShape::IdOnly,
+            additional_properties: None,
+        },
+        folder_ids: tasks_of(BOB),
+    };
+    for _ in 0..3 {
+        let r = svc
+            .send(CallContext::for_mailbox(BOB), &gf)
+            .await
+            .expect("NTLM and impersonation work");
+        assert_eq!(
+            r.response_messages[0].response_class,
+            ResponseClass::Success
+        );
+    }
+    assert_eq!(
+        svc.ntlm_handshakes(),
+        1,
+        "one handshake authenticates the connection"
+    );
+    // Ann over NTLM may not impersonate; a wrong password is refused.
+    let ann = client("ann@example.com", "ann-pw");
+    match ann.send(CallContext::for_mailbox(BOB), &gf).await {
+        Err(taskbridge::ews::Error::Fault(f)) => {
+            assert_eq!(
+                f.response_code.as_ref().map(|c| c.as_str()),
+                Some("ErrorImpersonateUserDenied")
+            )
+        }
+        other => panic!("impersonation denied expected, got {other:?}"),
+    }
+    let wrong = client("ann@example.com", "nope");
+    assert!(matches!(
+        wrong.send(CallContext::default(), &gf).await,
+        Err(taskbridge::ews::Error::Unauthorized { .. })
+    ));
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_client_rides_out_seeded_throttling_in_every_shape() {
+    let mut c = config();
+    // HTTP 503 carries whole seconds in Retry-After, so keep the rate low.
+    c.faults.throttle = 0.3;
+    c.faults.back_off = Duration::from_millis(20);
+    c.faults.seed = 7;
+    let h = start(c).await;
+    let mut cfg = EwsClientConfig::new(h.url.as_str(), Auth::None);
+    cfg.retry.max_attempts = 30;
+    cfg.retry.base_delay = Duration::from_millis(5);
+    let client = EwsClient::new(cfg).expect("client");
+    let mut created = 0;
+    for i in 0..10 {
+        let r = client
+            .send(
+                CallContext::for_mailbox(ANN),
+                &CreateItem {
+                    message_disposition: Some(MessageDisposition::SaveOnly),
+                    saved_item_folder_id: None,
+                    items: Items(vec![Item::task(tagged(&format!("t{i}"), "p"))]),
+                },
+            )
+            .await
+            .expect("retried through throttling");
+        // A per-message ErrorServerBusy comes back as data: the caller retries that item.
+        if r.response_messages[0].response_class == ResponseClass::Success {
+            created += 1;
+        }
+    }
+    let counters = h.counters();
+    assert!(counters["throttled"].as_u64() > Some(0));
+    let tasks: Vec<serde_json::Value> =
+        admin(&h, "GET", &format!("mailboxes/{ANN}/tasks"), None).await;
+    assert_eq!(tasks.len(), created, "no duplicate from a retried request");
+    h.shutdown().await;
 }

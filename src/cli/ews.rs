@@ -43,17 +43,8 @@ pub fn run(cmd: EwsCommand) -> anyhow::Result<ExitCode> {
                 serde_json::to_string_pretty(&value)?
             };
             let mut out = std::io::stdout().lock();
-            writeln!(out, "{text}").or_else(ignore_broken_pipe)?;
+            writeln!(out, "{text}").or_else(super::ignore_broken_pipe)?;
             Ok(ExitCode::SUCCESS)
         }
-    }
-}
-
-/// A closed stdout (`| head`) is not a failure.
-fn ignore_broken_pipe(err: std::io::Error) -> std::io::Result<()> {
-    if err.kind() == std::io::ErrorKind::BrokenPipe {
-        Ok(())
-    } else {
-        Err(err)
     }
 }

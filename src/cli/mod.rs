@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 runtime failure (including a run that finished with failed items),
 //! 2 usage or configuration error. Data goes to stdout, messages and progress to stderr.
 
+mod check;
 mod ews;
 mod sim;
 
@@ -45,6 +46,10 @@ pub enum Command {
     /// Work with raw EWS messages.
     #[command(subcommand)]
     Ews(ews::EwsCommand),
+    /// Test EWS settings against the server: reachability, certificate, credentials, server
+    /// version, and the Tasks folder and impersonation of --mailbox. Each failure has its own
+    /// exit code (see --help).
+    Check(Box<check::CheckArgs>),
     /// Run an Exchange-like EWS server (mailboxes with Tasks folders) for tests and demos.
     Sim(Box<sim::SimArgs>),
 }
@@ -62,6 +67,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     init_logging(cli.log_format, &cli.log)?;
     match cli.command {
         Command::Ews(cmd) => ews::run(cmd),
+        Command::Check(args) => check::run(*args),
         Command::Sim(args) => sim::run(*args),
     }
 }
@@ -88,5 +94,14 @@ pub fn report(err: &anyhow::Error) -> ExitCode {
         ExitCode::from(EXIT_USAGE)
     } else {
         ExitCode::from(EXIT_FAILURE)
+    }
+}
+
+/// A closed stdout (`| head`) is not a failure.
+pub(crate) fn ignore_broken_pipe(err: std::io::Error) -> std::io::Result<()> {
+    if err.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(err)
     }
 }

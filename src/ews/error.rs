@@ -153,9 +153,12 @@ pub enum Error {
     /// The connection failed, timed out or was dropped.
     #[error("connection error: {0}")]
     Connection(String),
-    /// TLS could not be established (e.g. an untrusted certificate).
+    /// TLS could not be established for a reason other than the certificate.
     #[error("TLS error: {0}")]
     Tls(String),
+    /// The server's certificate is not trusted (unknown issuer, expired, wrong host name...).
+    #[error("untrusted server certificate: {0}")]
+    UntrustedCertificate(String),
     /// A configuration problem found when the client was built.
     #[error("invalid EWS client configuration: {0}")]
     Config(String),

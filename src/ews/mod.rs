@@ -2,18 +2,23 @@
 //!
 //! Owns everything about the wire and nothing about projects or sync. Wire types are
 //! hand-written over quick-xml (see [`xml`] for why not serde or yaserde), one module per
-//! operation under [`ops`], shared types under [`types`]. The transport (HTTP, authentication,
-//! throttling) builds on these.
+//! operation under [`ops`], shared types under [`types`]. The transport ([`transport`]: HTTP,
+//! authentication, throttling) builds on these, and [`client::EwsClient`] puts it together;
+//! [`check`] is the connection test behind `taskbridge check`.
 
+pub mod check;
+pub mod client;
 pub mod decode;
 pub mod error;
 pub mod generated;
 pub mod ops;
 pub mod service;
 pub mod soap;
+pub mod transport;
 pub mod types;
 pub mod xml;
 
+pub use client::{EwsClient, EwsClientConfig};
 pub use error::{DecodeError, Error};
 
 pub use generated::EwsOperations;

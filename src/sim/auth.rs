@@ -17,6 +17,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use subtle::ConstantTimeEq;
 
+use crate::ews::transport::auth::ntlm_server;
+
 /// How clients authenticate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -221,6 +223,82 @@ impl Users {
     }
 }
 
+/// The NTLM handshake state of one connection.
+#[derive(Debug, Default)]
+pub struct NtlmState {
+    /// The caller, once the connection is authenticated.
+    pub caller: Option<Caller>,
+    /// The CHALLENGE sent on this connection, until the AUTHENTICATE arrives.
+    pending: Option<ntlm_server::ServerChallenge>,
+}
+
+/// The `WWW-Authenticate` value that starts an NTLM handshake.
+const NTLM_OFFER: &str = "NTLM";
+
+/// One step of the NTLM handshake on a connection: the caller once authenticated, or the
+/// `WWW-Authenticate` value of the 401 to answer (`NTLM` to start, `NTLM <challenge>` after a
+/// NEGOTIATE).
+///
+/// NTLM authenticates the TCP connection: after a successful AUTHENTICATE, later requests on
+/// the same connection need no `Authorization` header. A new NEGOTIATE starts over.
+pub(crate) fn ntlm_step(
+    users: &Users,
+    conn: &crate::sim::server::ConnState,
+    authorization: Option<&str>,
+) -> Result<Caller, String> {
+    let mut state = conn.ntlm.lock().unwrap_or_else(|e| e.into_inner());
+    let token = authorization.and_then(ntlm_server::decode_authorization);
+    let Some(token) = token else {
+        return state.caller.clone().ok_or_else(|| NTLM_OFFER.to_string());
+    };
+    match ntlm_server::message_type(&token) {
+        Ok(1) => {
+            state.caller = None;
+            match ntlm_server::challenge(&token) {
+                Ok(ch) => {
+                    let header = ch.www_authenticate();
+                    state.pending = Some(ch);
+                    Err(header)
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "bad NTLM NEGOTIATE");
+                    Err(NTLM_OFFER.to_string())
+                }
+            }
+        }
+        Ok(3) => {
+            let Some(ch) = state.pending.take() else {
+                return Err(NTLM_OFFER.to_string());
+            };
+            let verified =
+                ntlm_server::verify(&ch, &token, |user, domain| users.password_of(user, domain));
+            match verified {
+                Ok(id) => {
+                    let name = if id.domain.is_empty() || id.user.contains('@') {
+                        id.user.clone()
+                    } else {
+                        format!("{}\\{}", id.domain, id.user)
+                    };
+                    let user = users.find(&name).or_else(|| users.find(&id.user));
+                    match user {
+                        Some(u) => {
+                            let caller = users.caller(u);
+                            state.caller = Some(caller.clone());
+                            Ok(caller)
+                        }
+                        None => Err(NTLM_OFFER.to_string()),
+                    }
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "NTLM authentication refused");
+                    Err(NTLM_OFFER.to_string())
+                }
+            }
+        }
+        _ => Err(NTLM_OFFER.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,25 +327,4 @@ mod tests {
         assert!(users.check_basic(&header("ann@example.com:bad")).is_none());
         assert!(users.check_basic(&header("bob@example.com:pw")).is_none());
     }
-}
-
-/// The NTLM handshake state of one connection.
-#[derive(Debug, Default)]
-pub struct NtlmState {
-    /// The caller, once the connection is authenticated.
-    pub caller: Option<Caller>,
-}
-
-/// One step of the NTLM handshake on a connection: the caller once authenticated, or the
-/// `WWW-Authenticate` value of the 401 to answer.
-pub(crate) fn ntlm_step(
-    _users: &Users,
-    conn: &crate::sim::server::ConnState,
-    _authorization: Option<&str>,
-) -> Result<Caller, String> {
-    let state = conn.ntlm.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(caller) = &state.caller {
-        return Ok(caller.clone());
-    }
-    Err("NTLM".to_string())
 }

@@ -286,12 +286,6 @@ fn validate(config: &SimConfig) -> Result<(), SimError> {
             "authentication needs at least one --user or --service".into(),
         ));
     }
-    if config.auth == AuthMode::Ntlm {
-        // TODO(#4): the NTLM acceptor arrives with the transport branch.
-        return Err(SimError::Config(
-            "--auth ntlm is not available in this build yet; use basic or none".into(),
-        ));
-    }
     if f.max_concurrency == Some(0) {
         return Err(SimError::Config(
             "--max-concurrency must be at least 1".into(),

@@ -1,0 +1,237 @@
+//! `taskbridge check`: tests EWS settings against the server and says what works.
+//!
+//! The flags become an [`EwsClientConfig`]; the work is [`run_check`] in the library, so the
+//! config file (later) and the PM host go through the same code.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use taskbridge::ews::EwsClientConfig;
+use taskbridge::ews::check::{CheckFailure, CheckReport, run_check};
+use taskbridge::ews::transport::Auth;
+use taskbridge::secret::Secret;
+
+use super::CliError;
+
+/// Exit code: the endpoint cannot be reached (DNS, refused, time-out).
+pub const EXIT_UNREACHABLE: u8 = 3;
+/// Exit code: TLS failed for a reason other than the certificate.
+pub const EXIT_TLS: u8 = 4;
+/// Exit code: the server's certificate is not trusted.
+pub const EXIT_UNTRUSTED_CERTIFICATE: u8 = 5;
+/// Exit code: the credentials were refused.
+pub const EXIT_UNAUTHORIZED: u8 = 6;
+/// Exit code: the account may not impersonate the mailbox.
+pub const EXIT_IMPERSONATION_DENIED: u8 = 7;
+/// Exit code: the mailbox does not exist.
+pub const EXIT_MAILBOX_NOT_FOUND: u8 = 8;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  everything checked works
+  1  another failure (SOAP fault, throttling, unexpected HTTP status)
+  2  usage or configuration error (bad flag, missing password, unreadable CA file)
+  3  the endpoint cannot be reached (DNS, connection refused, time-out)
+  4  TLS handshake failed (protocol or cipher mismatch)
+  5  the server's certificate is not trusted (use --ca-file with its CA)
+  6  authentication failed (wrong user or password, token refused)
+  7  the account may not impersonate --mailbox (ApplicationImpersonation role)
+  8  --mailbox does not exist";
+
+/// Authentication schemes on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthKind {
+    /// No authentication.
+    None,
+    /// HTTP Basic (--user, --password-env/--password-file).
+    Basic,
+    /// NTLMv2 (--user as DOMAIN\user or user@domain, --password-env/--password-file).
+    Ntlm,
+    /// A static OAuth bearer token (--token-env).
+    Bearer,
+    /// OAuth client credentials (--token-url, --client-id, --client-secret-env, --scope).
+    Oauth,
+}
+
+/// Flags of `taskbridge check`.
+#[derive(Debug, Args)]
+#[command(after_help = EXIT_CODES)]
+pub struct CheckArgs {
+    /// The EWS URL, e.g. https://mail.contoso.com/EWS/Exchange.asmx.
+    #[arg(long)]
+    pub url: String,
+    /// Authentication scheme.
+    #[arg(long, value_enum, default_value_t = AuthKind::Ntlm)]
+    pub auth: AuthKind,
+    /// User name for basic and ntlm: DOMAIN\user or user@domain.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Read the password from this environment variable.
+    #[arg(long, value_name = "VAR", conflicts_with = "password_file")]
+    pub password_env: Option<String>,
+    /// Read the password from the first line of this file.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Read the bearer token from this environment variable (--auth bearer).
+    #[arg(long, value_name = "VAR")]
+    pub token_env: Option<String>,
+    /// OAuth token endpoint (--auth oauth).
+    #[arg(long, value_name = "URL")]
+    pub token_url: Option<String>,
+    /// OAuth application (client) id (--auth oauth).
+    #[arg(long)]
+    pub client_id: Option<String>,
+    /// Read the OAuth client secret from this environment variable (--auth oauth).
+    #[arg(long, value_name = "VAR")]
+    pub client_secret_env: Option<String>,
+    /// OAuth scope (--auth oauth).
+    #[arg(long, default_value = "https://outlook.office365.com/.default")]
+    pub scope: String,
+    /// Mailbox to impersonate: reports its Tasks folder id and whether impersonation works.
+    #[arg(long)]
+    pub mailbox: Option<String>,
+    /// PEM file of extra CA certificates to trust besides the system's.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Accept any server certificate. Dangerous: for test servers only.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn env_secret(var: &str, what: &str) -> Result<Secret, CliError> {
+    std::env::var(var)
+        .map(Secret::new)
+        .map_err(|_| CliError::Usage(format!("{what}: environment variable {var} is not set")))
+}
+
+fn password(args: &CheckArgs) -> Result<Secret, CliError> {
+    if let Some(var) = &args.password_env {
+        return env_secret(var, "--password-env");
+    }
+    if let Some(file) = &args.password_file {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            CliError::Usage(format!(
+                "--password-file: cannot read {}: {e}",
+                file.display()
+            ))
+        })?;
+        let line = text.lines().next().unwrap_or("");
+        return Ok(Secret::new(line));
+    }
+    Err(CliError::Usage(
+        "this --auth needs --password-env or --password-file".into(),
+    ))
+}
+
+fn required<'a>(value: &'a Option<String>, flag: &str) -> Result<&'a str, CliError> {
+    value
+        .as_deref()
+        .ok_or_else(|| CliError::Usage(format!("this --auth needs {flag}")))
+}
+
+/// Builds the library configuration from the flags.
+fn config(args: &CheckArgs) -> Result<EwsClientConfig, CliError> {
+    let auth = match args.auth {
+        AuthKind::None => Auth::None,
+        AuthKind::Basic => Auth::Basic {
+            user: required(&args.user, "--user")?.to_string(),
+            password: password(args)?,
+        },
+        AuthKind::Ntlm => Auth::Ntlm {
+            user: required(&args.user, "--user")?.to_string(),
+            password: password(args)?,
+        },
+        AuthKind::Bearer => Auth::Bearer {
+            token: env_secret(required(&args.token_env, "--token-env")?, "--token-env")?,
+        },
+        AuthKind::Oauth => Auth::OAuthClientCredentials {
+            token_url: required(&args.token_url, "--token-url")?.to_string(),
+            client_id: required(&args.client_id, "--client-id")?.to_string(),
+            client_secret: env_secret(
+                required(&args.client_secret_env, "--client-secret-env")?,
+                "--client-secret-env",
+            )?,
+            scope: args.scope.clone(),
+        },
+    };
+    let mut config = EwsClientConfig::new(args.url.clone(), auth);
+    config.tls.extra_ca_file = args.ca_file.clone();
+    config.tls.accept_invalid_certs = args.insecure;
+    // A check should answer quickly: one retry, short waits.
+    config.retry.max_attempts = 2;
+    config.retry.base_delay = Duration::from_millis(500);
+    config.retry.max_server_back_off = Duration::from_secs(10);
+    Ok(config)
+}
+
+/// The exit code for a failure.
+pub fn exit_code(failure: &CheckFailure) -> u8 {
+    match failure {
+        CheckFailure::Config(_) => super::EXIT_USAGE,
+        CheckFailure::Unreachable(_) => EXIT_UNREACHABLE,
+        CheckFailure::Tls(_) => EXIT_TLS,
+        CheckFailure::UntrustedCertificate(_) => EXIT_UNTRUSTED_CERTIFICATE,
+        CheckFailure::Unauthorized(_) => EXIT_UNAUTHORIZED,
+        CheckFailure::ImpersonationDenied(_) => EXIT_IMPERSONATION_DENIED,
+        CheckFailure::MailboxNotFound(_) => EXIT_MAILBOX_NOT_FOUND,
+        _ => super::EXIT_FAILURE,
+    }
+}
+
+fn print_text(out: &mut impl Write, report: &CheckReport) -> std::io::Result<()> {
+    writeln!(out, "endpoint:        {}", report.endpoint)?;
+    let accepted = if report.authenticated {
+        "accepted"
+    } else {
+        "not confirmed"
+    };
+    writeln!(out, "auth:            {} ({accepted})", report.auth_scheme)?;
+    if let Some(v) = &report.server_version_text {
+        writeln!(out, "server version:  {v}")?;
+    }
+    if let Some(m) = &report.mailbox {
+        writeln!(out, "mailbox:         {m}")?;
+    }
+    if let Some(id) = &report.tasks_folder_id {
+        writeln!(out, "tasks folder:    {id}")?;
+    }
+    match report.impersonation {
+        Some(true) => writeln!(out, "impersonation:   works")?,
+        Some(false) => writeln!(out, "impersonation:   denied")?,
+        None => {}
+    }
+    for note in &report.notes {
+        writeln!(out, "note:            {note}")?;
+    }
+    Ok(())
+}
+
+/// Runs `taskbridge check`.
+pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let config = config(&args)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(run_check(&config, args.mailbox.as_deref()));
+    let mut out = std::io::stdout().lock();
+    let printed = if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)
+    } else {
+        print_text(&mut out, &report)
+    };
+    printed.or_else(super::ignore_broken_pipe)?;
+    match &report.failure {
+        None => Ok(ExitCode::SUCCESS),
+        Some(failure) => {
+            eprintln!("error: {failure}");
+            Ok(ExitCode::from(exit_code(failure)))
+        }
+    }
+}

@@ -1,0 +1,451 @@
+//! [`EwsClient`]: the [`EwsService`] that talks to a real EWS endpoint.
+//!
+//! One client is one endpoint + one credential: it owns that pair's back-off gate, its
+//! concurrency limits and (for NTLM) its authenticated connections. Clone it to share them;
+//! building a second client for the same endpoint and credential gives it a gate of its own.
+//!
+//! A call goes: mailbox permit -> total permit -> back-off gate -> authenticated HTTP request ->
+//! response handling. What happens with each response is in [`EwsClient`]'s documentation and
+//! `docs/TRANSPORT.md`.
+
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tracing::{Instrument, debug, info, trace, warn};
+
+use crate::ews::error::Error;
+use crate::ews::ops::{self, Operation, OperationResponse};
+use crate::ews::service::{CallContext, EwsService};
+use crate::ews::soap::{
+    Body, DEFAULT_MAX_MESSAGE_BYTES, ExchangeVersion, Fault, Impersonation, RequestHeader,
+    ServerVersionInfo,
+};
+use crate::ews::transport::auth::{Auth, Authenticator};
+use crate::ews::transport::backoff::{BackoffGate, RetryPolicy};
+use crate::ews::transport::http::{self, HttpResponse, SoapRequest, Timeouts, TlsConfig, Wire};
+use crate::ews::transport::limits::{Limiter, Limits};
+
+/// Everything an [`EwsClient`] needs. `Debug` never shows a secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EwsClientConfig {
+    /// The EWS URL, e.g. `https://mail.contoso.com/EWS/Exchange.asmx`.
+    pub endpoint: String,
+    /// `RequestServerVersion` sent with every request (default Exchange2013_SP1).
+    pub version: ExchangeVersion,
+    /// How to authenticate.
+    pub auth: Auth,
+    /// TLS trust settings.
+    pub tls: TlsConfig,
+    /// Concurrency limits and batch sizes.
+    pub limits: Limits,
+    /// Connect and request time-outs.
+    pub timeouts: Timeouts,
+    /// Automatic retries.
+    pub retry: RetryPolicy,
+    /// Largest response body read (default 64 MiB).
+    pub max_response_bytes: usize,
+}
+
+impl EwsClientConfig {
+    /// A configuration with defaults for everything but the endpoint and the credentials.
+    pub fn new(endpoint: impl Into<String>, auth: Auth) -> Self {
+        EwsClientConfig {
+            endpoint: endpoint.into(),
+            version: ExchangeVersion::default(),
+            auth,
+            tls: TlsConfig::default(),
+            limits: Limits::default(),
+            timeouts: Timeouts::default(),
+            retry: RetryPolicy::default(),
+            max_response_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+        }
+    }
+}
+
+/// A client of one EWS endpoint with one credential. Cheap to clone; clones share everything.
+///
+/// Per call, with `N` the configured `retry.max_attempts`:
+/// - **ErrorServerBusy** in any shape (SOAP fault with `BackOffMilliseconds`; HTTP 503 or 429
+///   with or without `Retry-After`; per-message errors in an HTTP 200) closes the shared back-off
+///   gate for the requested time (the largest, for several messages); no request of this client
+///   leaves before it reopens. A response throttled as a whole is retried after the gate reopens,
+///   up to `N` attempts, unless the back-off exceeds `retry.max_server_back_off`; then the call
+///   fails with [`Error::Throttled`]. A partly throttled response is returned as `Ok`: the caller
+///   retries its failed items, and the gate makes them wait.
+/// - **Connection errors, time-outs, redirects and 5xx without a SOAP body** are retried with
+///   exponential back-off and jitter, up to `N` attempts. A response that arrived is never sent
+///   again unless it said the request was not run (throttled, or a 401 that one NTLM handshake or
+///   one token refresh repairs).
+/// - **HTTP 500 with a SOAP fault** is [`Error::Fault`]; a 401 is [`Error::Unauthorized`]; TLS
+///   and certificate failures are [`Error::Tls`] / [`Error::UntrustedCertificate`]. None of these
+///   is retried.
+#[derive(Clone)]
+pub struct EwsClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for EwsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EwsClient")
+            .field("endpoint", &self.inner.wire.endpoint.as_str())
+            .field("auth", &self.inner.scheme)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    wire: Wire,
+    auth: Authenticator,
+    scheme: &'static str,
+    version: ExchangeVersion,
+    limits: Limits,
+    limiter: Limiter,
+    retry: RetryPolicy,
+    server_version: OnceLock<ServerVersionInfo>,
+}
+
+/// What one attempt came to.
+enum Outcome<T> {
+    Done(T),
+    /// Throttled as a whole; the gate is closed for this long.
+    Throttled(Duration),
+    /// Worth another attempt after a delay.
+    Transient(Error),
+    Fatal(Error),
+}
+
+impl EwsClient {
+    /// Builds a client. Fails on an invalid configuration (URL, CA file, limits); does not
+    /// contact the server.
+    pub fn new(config: EwsClientConfig) -> Result<Self, Error> {
+        let endpoint = reqwest::Url::parse(&config.endpoint).map_err(|e| {
+            Error::Config(format!("invalid endpoint URL {:?}: {e}", config.endpoint))
+        })?;
+        if !matches!(endpoint.scheme(), "http" | "https") {
+            return Err(Error::Config(format!(
+                "the endpoint must be an http or https URL, not {}",
+                endpoint.scheme()
+            )));
+        }
+        if !endpoint.username().is_empty() || endpoint.password().is_some() {
+            return Err(Error::Config(
+                "put credentials in the auth settings, not in the endpoint URL".into(),
+            ));
+        }
+        config.limits.validate().map_err(Error::Config)?;
+        if config.retry.max_attempts == 0 {
+            return Err(Error::Config(
+                "retry.max_attempts must be at least 1".into(),
+            ));
+        }
+        let tls = http::rustls_config(&config.tls)?;
+        let pooled =
+            http::reqwest_client(tls.clone(), &config.timeouts, config.limits.total_in_flight)?;
+        let auth = Authenticator::new(&config.auth, &pooled)?;
+        if endpoint.scheme() == "http" && !matches!(config.auth, Auth::None | Auth::Ntlm { .. }) {
+            warn!(
+                endpoint = %endpoint,
+                "credentials will be sent over plain HTTP; use https outside of tests"
+            );
+        }
+        Ok(EwsClient {
+            inner: Arc::new(Inner {
+                wire: Wire {
+                    endpoint,
+                    tls: Arc::new(tls),
+                    timeouts: config.timeouts,
+                    max_response_bytes: config.max_response_bytes,
+                    pooled,
+                    gate: BackoffGate::new(),
+                },
+                scheme: config.auth.scheme(),
+                auth,
+                version: config.version,
+                limiter: Limiter::new(&config.limits),
+                limits: config.limits,
+                retry: config.retry,
+                server_version: OnceLock::new(),
+            }),
+        })
+    }
+
+    /// The `ServerVersionInfo` of the first response that carried one.
+    pub fn server_version(&self) -> Option<ServerVersionInfo> {
+        self.inner.server_version.get().cloned()
+    }
+
+    /// The configured limits (batch sizes for callers).
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// The endpoint URL.
+    pub fn endpoint(&self) -> &str {
+        self.inner.wire.endpoint.as_str()
+    }
+
+    /// The authentication scheme (`none`, `basic`, `ntlm`, `bearer`, `oauth`).
+    pub fn auth_scheme(&self) -> &'static str {
+        self.inner.scheme
+    }
+
+    /// When the back-off gate reopens, if it is closed now.
+    pub fn throttled_until(&self) -> Option<tokio::time::Instant> {
+        self.inner.wire.gate.closed_until()
+    }
+
+    /// NTLM handshakes run so far (AUTHENTICATE messages sent).
+    pub fn ntlm_handshakes(&self) -> u64 {
+        self.inner.auth.ntlm_handshakes()
+    }
+
+    /// OAuth tokens fetched from the token endpoint so far.
+    pub async fn oauth_token_fetches(&self) -> u64 {
+        self.inner.auth.token_fetches().await
+    }
+}
+
+impl EwsService for EwsClient {
+    fn send<O: Operation>(
+        &self,
+        ctx: CallContext,
+        request: &O,
+    ) -> impl Future<Output = Result<O::Response, Error>> + Send {
+        let header = RequestHeader {
+            version: self.inner.version.clone(),
+            impersonation: ctx.mailbox.clone().map(Impersonation::PrimarySmtpAddress),
+            time_zone: ctx.time_zone.clone(),
+        };
+        let body = Bytes::from(ops::encode_request(&header, request));
+        let inner = self.inner.clone();
+        let span = tracing::info_span!(
+            "ews",
+            op = O::NAME,
+            mailbox = ctx.mailbox.as_deref().unwrap_or("")
+        );
+        async move { inner.call::<O>(ctx.mailbox.as_deref(), body).await }.instrument(span)
+    }
+}
+
+impl Inner {
+    async fn call<O: Operation>(
+        &self,
+        mailbox: Option<&str>,
+        body: Bytes,
+    ) -> Result<O::Response, Error> {
+        trace!(body = %String::from_utf8_lossy(&body), "request envelope");
+        let req = SoapRequest {
+            action: O::NAME,
+            mailbox,
+            body,
+        };
+        let mut transient_failures = 0u32;
+        let mut throttled = 0u32;
+        let mut attempt = 1u32;
+        loop {
+            let last = attempt >= self.retry.max_attempts;
+            match self.attempt::<O>(&req, throttled + 1).await {
+                Outcome::Done(response) => return Ok(response),
+                Outcome::Fatal(err) => return Err(err),
+                Outcome::Throttled(back_off) => {
+                    throttled += 1;
+                    if last || back_off > self.retry.max_server_back_off {
+                        warn!(
+                            attempt,
+                            back_off_ms = back_off.as_millis() as u64,
+                            "server busy; giving up on this call"
+                        );
+                        return Err(Error::Throttled { back_off });
+                    }
+                    warn!(
+                        attempt,
+                        back_off_ms = back_off.as_millis() as u64,
+                        "server busy; retrying when the back-off gate reopens"
+                    );
+                }
+                Outcome::Transient(err) => {
+                    if last {
+                        warn!(attempt, error = %err, "transient failure; out of attempts");
+                        return Err(err);
+                    }
+                    transient_failures += 1;
+                    let delay = self.retry.jittered_delay(transient_failures);
+                    warn!(
+                        attempt,
+                        delay_ms = delay.as_millis() as u64,
+                        error = %err,
+                        "transient failure; retrying"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+            }
+            attempt += 1;
+        }
+    }
+
+    async fn attempt<O: Operation>(
+        &self,
+        req: &SoapRequest<'_>,
+        throttle_round: u32,
+    ) -> Outcome<O::Response> {
+        let response = {
+            let _permits = self.limiter.acquire(req.mailbox).await;
+            self.auth.send(&self.wire, self.scheme, req).await
+        };
+        match response {
+            Ok(response) => self.interpret::<O>(response, throttle_round),
+            Err(err @ Error::Connection(_)) => Outcome::Transient(err),
+            // A token endpoint that is down is as transient as the EWS endpoint being down.
+            Err(err @ Error::Http { status, .. }) if status >= 500 => Outcome::Transient(err),
+            Err(err) => Outcome::Fatal(err),
+        }
+    }
+
+    /// The back-off to use when the server asks for one without saying how long.
+    fn default_back_off(&self, round: u32) -> Duration {
+        self.retry.jittered_delay(round)
+    }
+
+    fn close_gate(&self, back_off: Duration, shape: &'static str) -> Duration {
+        self.wire.gate.close_for(back_off);
+        warn!(
+            shape,
+            back_off_ms = back_off.as_millis() as u64,
+            "ErrorServerBusy: back-off gate closed"
+        );
+        back_off
+    }
+
+    fn record_version(&self, version: Option<ServerVersionInfo>) {
+        if let Some(version) = version
+            && self.server_version.set(version.clone()).is_ok()
+        {
+            info!(server_version = %version, endpoint = %self.wire.endpoint, "Exchange server version");
+        }
+    }
+
+    fn interpret<O: Operation>(
+        &self,
+        response: HttpResponse,
+        throttle_round: u32,
+    ) -> Outcome<O::Response> {
+        let status = response.status;
+        trace!(status, body = %String::from_utf8_lossy(&response.body), "response body");
+        match status {
+            200..=299 => {
+                match ops::decode_response::<O>(&response.body, self.wire.max_response_bytes) {
+                    Ok(envelope) => {
+                        self.record_version(envelope.header.server_version);
+                        match envelope.body {
+                            Body::Content(content) => self.per_message(content, throttle_round),
+                            Body::Fault(fault) => self.fault(fault, throttle_round),
+                        }
+                    }
+                    Err(source) => Outcome::Fatal(Error::Decode {
+                        source,
+                        body: response.body.to_vec().into_boxed_slice(),
+                    }),
+                }
+            }
+            429 | 503 => {
+                // A SOAP fault may say how long; otherwise Retry-After; otherwise our own delay.
+                let from_fault =
+                    ops::decode_response::<O>(&response.body, self.wire.max_response_bytes)
+                        .ok()
+                        .and_then(|env| match env.body {
+                            Body::Fault(f) => f.back_off(),
+                            Body::Content(_) => None,
+                        });
+                let back_off = from_fault
+                    .or_else(|| response.retry_after())
+                    .unwrap_or_else(|| self.default_back_off(throttle_round));
+                Outcome::Throttled(self.close_gate(back_off, "http-status"))
+            }
+            300..=399 => {
+                let location = response
+                    .headers
+                    .get(::http::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("(no location)");
+                Outcome::Transient(Error::Http {
+                    status,
+                    detail: format!("redirect to {location} not followed"),
+                })
+            }
+            500..=599 => {
+                match ops::decode_response::<O>(&response.body, self.wire.max_response_bytes) {
+                    Ok(envelope) => {
+                        self.record_version(envelope.header.server_version);
+                        match envelope.body {
+                            Body::Fault(fault) => self.fault(fault, throttle_round),
+                            // Content with an error status is odd, but it is the server's answer.
+                            Body::Content(content) => self.per_message(content, throttle_round),
+                        }
+                    }
+                    Err(_) => Outcome::Transient(Error::Http {
+                        status,
+                        detail: "no SOAP body".into(),
+                    }),
+                }
+            }
+            401 => Outcome::Fatal(Error::Unauthorized {
+                scheme: self.scheme,
+                detail: "HTTP 401".into(),
+            }),
+            _ => Outcome::Fatal(Error::Http {
+                status,
+                detail: short_text(&response.body),
+            }),
+        }
+    }
+
+    fn fault<T>(&self, fault: Box<Fault>, throttle_round: u32) -> Outcome<T> {
+        if fault.is_server_busy() {
+            let back_off = fault
+                .back_off()
+                .filter(|d| !d.is_zero())
+                .unwrap_or_else(|| self.default_back_off(throttle_round));
+            return Outcome::Throttled(self.close_gate(back_off, "soap-fault"));
+        }
+        debug!(fault = %fault, "SOAP fault");
+        Outcome::Fatal(Error::Fault(fault))
+    }
+
+    /// Per-message ErrorServerBusy: the largest back-off closes the gate; all messages busy
+    /// means the whole call was throttled.
+    fn per_message<R: OperationResponse>(&self, content: R, throttle_round: u32) -> Outcome<R> {
+        let messages = content.messages();
+        let busy: Vec<Duration> = messages.iter().filter_map(|m| m.back_off()).collect();
+        let Some(longest) = busy.iter().max().copied() else {
+            return Outcome::Done(content);
+        };
+        let back_off = if longest.is_zero() {
+            self.default_back_off(throttle_round)
+        } else {
+            longest
+        };
+        self.close_gate(back_off, "response-message");
+        if busy.len() == messages.len() {
+            Outcome::Throttled(back_off)
+        } else {
+            debug!(
+                busy = busy.len(),
+                messages = messages.len(),
+                "some messages are ErrorServerBusy; returning the rest"
+            );
+            Outcome::Done(content)
+        }
+    }
+}
+
+fn short_text(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    let mut short: String = text.chars().take(200).collect();
+    if text.chars().count() > 200 {
+        short.push_str("...");
+    }
+    short
+}

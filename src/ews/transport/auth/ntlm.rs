@@ -1,0 +1,342 @@
+//! NTLM (NTLMv2) client authentication over dedicated connections.
+//!
+//! NTLM authenticates a TCP connection, not a request: NEGOTIATE, CHALLENGE and AUTHENTICATE
+//! must travel on one connection, and the requests that follow are authenticated only on it.
+//! So each in-flight slot owns one [`DedicatedConnection`]; a request takes a free slot, runs the
+//! handshake on it if it is not authenticated yet, and uses it strictly alone. A slot belongs to
+//! one client, so to one credential: an authenticated connection never carries another identity.
+//!
+//! A 401 on an authenticated connection (the server forgot it, or the connection was replaced)
+//! redoes the handshake once. A 401 answering AUTHENTICATE is final: a wrong password fails
+//! after exactly one handshake, so an account is never locked out by retries.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use http::HeaderValue;
+use tracing::{debug, info};
+
+use crate::ews::error::Error;
+use crate::ews::transport::http::{DedicatedConnection, HttpResponse, SoapRequest, Wire};
+use crate::secret::Secret;
+
+/// The workstation name sent in NTLM messages.
+const WORKSTATION: &str = "TASKBRIDGE";
+
+/// NTLM credentials, split into user and domain.
+#[derive(Clone, Debug)]
+pub(crate) struct NtlmCredentials {
+    user: String,
+    domain: String,
+    password: Secret,
+}
+
+impl NtlmCredentials {
+    /// Reads `DOMAIN\user` (user and domain apart) or `user@domain` / `user` (sent whole as the
+    /// user name with an empty domain, as Windows does for user principal names).
+    pub(crate) fn new(user: &str, password: Secret) -> Result<Self, Error> {
+        let (domain, user) = match user.split_once('\\') {
+            Some((domain, user)) => (domain.to_string(), user.to_string()),
+            None => (String::new(), user.to_string()),
+        };
+        if user.is_empty() {
+            return Err(Error::Config("the NTLM user name is empty".into()));
+        }
+        Ok(NtlmCredentials {
+            user,
+            domain,
+            password,
+        })
+    }
+
+    /// `DOMAIN\user` or `user@domain`, for messages.
+    pub(crate) fn display(&self) -> String {
+        if self.domain.is_empty() {
+            self.user.clone()
+        } else {
+            format!("{}\\{}", self.domain, self.user)
+        }
+    }
+}
+
+/// The `Authorization` value carrying NEGOTIATE.
+pub(crate) fn negotiate_header() -> Result<HeaderValue, Error> {
+    let message = ntlmclient::Message::Negotiate(ntlmclient::NegotiateMessage {
+        flags: ntlmclient::Flags::NEGOTIATE_UNICODE
+            | ntlmclient::Flags::REQUEST_TARGET
+            | ntlmclient::Flags::NEGOTIATE_NTLM
+            | ntlmclient::Flags::NEGOTIATE_ALWAYS_SIGN
+            | ntlmclient::Flags::NEGOTIATE_NTLM2_KEY
+            | ntlmclient::Flags::NEGOTIATE_WORKSTATION_SUPPLIED,
+        supplied_domain: String::new(),
+        supplied_workstation: WORKSTATION.into(),
+        os_version: Default::default(),
+    });
+    let bytes = message
+        .to_bytes()
+        .map_err(|e| Error::Config(format!("cannot encode NTLM NEGOTIATE: {e}")))?;
+    token_header(&bytes)
+}
+
+/// The NTLM CHALLENGE in a 401 response's `WWW-Authenticate`, if there is one.
+pub(crate) fn challenge_of(response: &HttpResponse) -> Option<Vec<u8>> {
+    response
+        .headers
+        .get_all(http::header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            if !scheme.eq_ignore_ascii_case("NTLM") {
+                return None;
+            }
+            BASE64.decode(token.trim()).ok()
+        })
+}
+
+/// The `Authorization` value carrying AUTHENTICATE (NTLMv2) for `challenge`.
+pub(crate) fn authenticate_header(
+    creds: &NtlmCredentials,
+    challenge: &[u8],
+) -> Result<HeaderValue, Error> {
+    let challenge = match ntlmclient::Message::try_from(challenge) {
+        Ok(ntlmclient::Message::Challenge(c)) => c,
+        Ok(other) => {
+            return Err(Error::Unauthorized {
+                scheme: "ntlm",
+                detail: format!(
+                    "expected an NTLM CHALLENGE, got message type {}",
+                    other.message_number()
+                ),
+            });
+        }
+        Err(e) => {
+            return Err(Error::Unauthorized {
+                scheme: "ntlm",
+                detail: format!("unreadable NTLM CHALLENGE: {e}"),
+            });
+        }
+    };
+    let target_info: Vec<u8> = challenge
+        .target_information
+        .iter()
+        .flat_map(|entry| entry.to_bytes())
+        .collect();
+    let credentials = ntlmclient::Credentials {
+        username: creds.user.clone(),
+        password: creds.password.expose().to_string(),
+        domain: creds.domain.clone(),
+    };
+    let response = ntlmclient::respond_challenge_ntlm_v2(
+        challenge.challenge,
+        &target_info,
+        ntlmclient::get_ntlm_time(),
+        &credentials,
+    );
+    let message = response.to_message(
+        &credentials,
+        WORKSTATION,
+        ntlmclient::Flags::NEGOTIATE_UNICODE | ntlmclient::Flags::NEGOTIATE_NTLM,
+    );
+    let bytes = message
+        .to_bytes()
+        .map_err(|e| Error::Config(format!("cannot encode NTLM AUTHENTICATE: {e}")))?;
+    token_header(&bytes)
+}
+
+fn token_header(bytes: &[u8]) -> Result<HeaderValue, Error> {
+    let mut value = HeaderValue::from_str(&format!("NTLM {}", BASE64.encode(bytes)))
+        .map_err(|_| Error::Config("NTLM token is not a valid header".into()))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// One in-flight slot: a connection and whether it is authenticated.
+struct Slot {
+    conn: Option<DedicatedConnection>,
+    authenticated: bool,
+}
+
+/// The NTLM connections of one client (one credential).
+pub(crate) struct NtlmPool {
+    creds: NtlmCredentials,
+    // A std Mutex: held only to push or pop a slot, never across an await. The limiter caps
+    // requests in flight, so the number of slots never exceeds `total_in_flight`.
+    free: Mutex<Vec<Slot>>,
+    handshakes: AtomicU64,
+}
+
+impl NtlmPool {
+    pub(crate) fn new(creds: NtlmCredentials) -> Self {
+        NtlmPool {
+            creds,
+            free: Mutex::new(Vec::new()),
+            handshakes: AtomicU64::new(0),
+        }
+    }
+
+    /// Handshakes completed or attempted so far (AUTHENTICATE messages sent).
+    pub(crate) fn handshakes(&self) -> u64 {
+        self.handshakes.load(Ordering::Relaxed)
+    }
+
+    /// Sends `req` on an authenticated connection, authenticating one first if needed.
+    pub(crate) async fn send(
+        &self,
+        wire: &Wire,
+        req: &SoapRequest<'_>,
+    ) -> Result<HttpResponse, Error> {
+        let mut slot = self.take();
+        let result = self.send_on_slot(wire, &mut slot, req).await;
+        if matches!(
+            result,
+            Err(Error::Connection(_) | Error::Tls(_) | Error::UntrustedCertificate(_))
+        ) {
+            // The connection is in an unknown state; the next user of the slot starts afresh.
+            slot.conn = None;
+            slot.authenticated = false;
+        }
+        self.put_back(slot);
+        result
+    }
+
+    fn take(&self) -> Slot {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        // Authenticated slots are kept at the end, so they are used first.
+        free.pop().unwrap_or(Slot {
+            conn: None,
+            authenticated: false,
+        })
+    }
+
+    fn put_back(&self, slot: Slot) {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.authenticated {
+            free.push(slot);
+        } else {
+            free.insert(0, slot);
+        }
+    }
+
+    async fn send_on_slot(
+        &self,
+        wire: &Wire,
+        slot: &mut Slot,
+        req: &SoapRequest<'_>,
+    ) -> Result<HttpResponse, Error> {
+        if slot.conn.as_ref().is_none_or(|c| !c.is_open()) {
+            slot.conn = Some(wire.connect().await?);
+            slot.authenticated = false;
+        }
+        if slot.authenticated {
+            let conn = slot.conn.as_mut().expect("a connection was just ensured");
+            let response = wire.send_on(conn, wire.request(req, None, true)?).await?;
+            if response.status != 401 {
+                if response.closes_connection() {
+                    slot.authenticated = false;
+                }
+                return Ok(response);
+            }
+            debug!("401 on an authenticated NTLM connection; redoing the handshake once");
+            slot.authenticated = false;
+            if !conn.is_open() {
+                slot.conn = Some(wire.connect().await?);
+            }
+        }
+        self.handshake_and_send(wire, slot, req).await
+    }
+
+    /// NEGOTIATE (empty body) -> CHALLENGE -> AUTHENTICATE carrying the real request.
+    async fn handshake_and_send(
+        &self,
+        wire: &Wire,
+        slot: &mut Slot,
+        req: &SoapRequest<'_>,
+    ) -> Result<HttpResponse, Error> {
+        let conn = slot.conn.as_mut().expect("the caller ensured a connection");
+        let first = wire
+            .send_on(conn, wire.request(req, Some(negotiate_header()?), false)?)
+            .await?;
+        if first.status != 401 {
+            return Err(Error::Unauthorized {
+                scheme: "ntlm",
+                detail: format!(
+                    "the server answered the NTLM NEGOTIATE with HTTP {} instead of a challenge",
+                    first.status
+                ),
+            });
+        }
+        let Some(challenge) = challenge_of(&first) else {
+            return Err(Error::Unauthorized {
+                scheme: "ntlm",
+                detail: format!(
+                    "the server does not offer NTLM (it offers: {})",
+                    first.offered_schemes()
+                ),
+            });
+        };
+        if !conn.is_open() {
+            return Err(Error::Connection(
+                "the server closed the connection in the middle of the NTLM handshake".into(),
+            ));
+        }
+        let authenticate = authenticate_header(&self.creds, &challenge)?;
+        let n = self.handshakes.fetch_add(1, Ordering::Relaxed) + 1;
+        let response = wire
+            .send_on(conn, wire.request(req, Some(authenticate), true)?)
+            .await?;
+        if response.status == 401 {
+            return Err(Error::Unauthorized {
+                scheme: "ntlm",
+                detail: format!(
+                    "the server refused the NTLM credentials of {} (wrong password, or \
+                     locked or unknown account)",
+                    self.creds.display()
+                ),
+            });
+        }
+        if n == 1 {
+            info!(user = %self.creds.display(), "NTLM authentication succeeded");
+        } else {
+            debug!(handshakes = n, "NTLM connection authenticated");
+        }
+        slot.authenticated = !response.closes_connection();
+        Ok(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ews::transport::auth::ntlm_server;
+
+    #[test]
+    fn ntlm_credentials_split_domain_user() {
+        let c = NtlmCredentials::new("CONTOSO\\svc", Secret::new("p")).expect("creds");
+        assert_eq!((c.user.as_str(), c.domain.as_str()), ("svc", "CONTOSO"));
+        assert_eq!(c.display(), "CONTOSO\\svc");
+        let c = NtlmCredentials::new("svc@contoso.com", Secret::new("p")).expect("creds");
+        assert_eq!(
+            (c.user.as_str(), c.domain.as_str()),
+            ("svc@contoso.com", "")
+        );
+        assert!(NtlmCredentials::new("CONTOSO\\", Secret::new("p")).is_err());
+    }
+
+    #[test]
+    fn ntlm_client_messages_are_accepted_by_the_acceptor() {
+        let neg = negotiate_header().expect("negotiate");
+        let neg = ntlm_server::decode_authorization(neg.to_str().expect("ascii")).expect("token");
+        let ch = ntlm_server::challenge(&neg).expect("challenge");
+        let creds = NtlmCredentials::new("CONTOSO\\svc", Secret::new("pw")).expect("creds");
+        let auth = authenticate_header(&creds, ch.message()).expect("authenticate");
+        let auth = ntlm_server::decode_authorization(auth.to_str().expect("ascii")).expect("token");
+        let who = ntlm_server::verify(&ch, &auth, |u, d| {
+            (u == "svc" && d == "CONTOSO").then(|| "pw".to_string())
+        })
+        .expect("verified");
+        assert_eq!(who.user, "svc");
+    }
+}

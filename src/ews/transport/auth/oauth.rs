@@ -1,0 +1,219 @@
+//! OAuth 2.0 bearer tokens: a static token, or the client-credentials grant against a token
+//! endpoint, cached and refreshed before it expires.
+//!
+//! The refresh is single-flight: the cache sits behind an async mutex that is held during the
+//! token request, so many calls finding an expired token cause one request, not one each.
+//! See <https://learn.microsoft.com/en-us/exchange/client-developer/exchange-web-services/how-to-authenticate-an-ews-application-by-using-oauth>.
+
+use std::time::Duration;
+
+use http::HeaderValue;
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+use crate::ews::error::Error;
+use crate::ews::transport::http::classify;
+use crate::secret::Secret;
+
+/// Lifetime assumed when the token endpoint does not say (`expires_in` missing).
+const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
+/// Refresh at most this long before expiry...
+const MAX_MARGIN: Duration = Duration::from_secs(60);
+/// ...and at least a tenth of the lifetime before it.
+const MARGIN_DIVISOR: u32 = 10;
+/// Largest token response read.
+const MAX_TOKEN_RESPONSE: usize = 256 * 1024;
+
+/// A token as handed to a request, with the generation it came from.
+#[derive(Clone, Debug)]
+pub(crate) struct Token {
+    pub value: Secret,
+    pub generation: u64,
+    /// Whether this call fetched it (a 401 with a fresh token is final).
+    pub fresh: bool,
+}
+
+impl Token {
+    /// The `Authorization` value, marked sensitive.
+    pub(crate) fn header(&self) -> Result<HeaderValue, Error> {
+        let mut value = HeaderValue::from_str(&format!("Bearer {}", self.value.expose()))
+            .map_err(|_| Error::Config("the bearer token is not a valid header value".into()))?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+}
+
+/// Where bearer tokens come from.
+pub(crate) enum TokenSource {
+    /// A token given in the configuration, used as is.
+    Static(Secret),
+    /// The client-credentials grant.
+    ClientCredentials(Box<ClientCredentials>),
+}
+
+/// The client-credentials grant and its cached token.
+pub(crate) struct ClientCredentials {
+    token_url: reqwest::Url,
+    client_id: String,
+    client_secret: Secret,
+    scope: String,
+    http: reqwest::Client,
+    cache: tokio::sync::Mutex<Cache>,
+}
+
+#[derive(Default)]
+struct Cache {
+    token: Option<(Secret, Instant)>,
+    generation: u64,
+    fetches: u64,
+}
+
+impl TokenSource {
+    /// A token to send now.
+    pub(crate) async fn token(&self) -> Result<Token, Error> {
+        match self {
+            TokenSource::Static(value) => Ok(Token {
+                value: value.clone(),
+                generation: 0,
+                fresh: false,
+            }),
+            TokenSource::ClientCredentials(cc) => cc.token().await,
+        }
+    }
+
+    /// Forgets the token of `generation` after the server refused it, so that the next call
+    /// fetches a new one. Returns whether there is anything to refresh.
+    pub(crate) async fn invalidate(&self, generation: u64) -> bool {
+        match self {
+            TokenSource::Static(_) => false,
+            TokenSource::ClientCredentials(cc) => {
+                let mut cache = cc.cache.lock().await;
+                if cache.generation == generation {
+                    cache.token = None;
+                }
+                true
+            }
+        }
+    }
+
+    /// Tokens fetched from the token endpoint so far.
+    pub(crate) async fn fetches(&self) -> u64 {
+        match self {
+            TokenSource::Static(_) => 0,
+            TokenSource::ClientCredentials(cc) => cc.cache.lock().await.fetches,
+        }
+    }
+}
+
+impl ClientCredentials {
+    pub(crate) fn new(
+        token_url: &str,
+        client_id: String,
+        client_secret: Secret,
+        scope: String,
+        http: reqwest::Client,
+    ) -> Result<Self, Error> {
+        let token_url = reqwest::Url::parse(token_url)
+            .map_err(|e| Error::Config(format!("invalid OAuth token URL {token_url:?}: {e}")))?;
+        Ok(ClientCredentials {
+            token_url,
+            client_id,
+            client_secret,
+            scope,
+            http,
+            cache: tokio::sync::Mutex::default(),
+        })
+    }
+
+    async fn token(&self) -> Result<Token, Error> {
+        // Held across the fetch on purpose: this is what makes the refresh single-flight.
+        let mut cache = self.cache.lock().await;
+        if let Some((value, refresh_at)) = &cache.token
+            && Instant::now() < *refresh_at
+        {
+            return Ok(Token {
+                value: value.clone(),
+                generation: cache.generation,
+                fresh: false,
+            });
+        }
+        let (value, lifetime) = self.fetch().await?;
+        let margin = (lifetime / MARGIN_DIVISOR).min(MAX_MARGIN);
+        let refresh_at = Instant::now() + lifetime.saturating_sub(margin);
+        cache.generation += 1;
+        cache.fetches += 1;
+        cache.token = Some((value.clone(), refresh_at));
+        info!(
+            client_id = %self.client_id,
+            lifetime_s = lifetime.as_secs(),
+            "obtained an OAuth access token"
+        );
+        Ok(Token {
+            value,
+            generation: cache.generation,
+            fresh: true,
+        })
+    }
+
+    async fn fetch(&self) -> Result<(Secret, Duration), Error> {
+        debug!(url = %self.token_url, "requesting an OAuth token (client credentials)");
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", self.client_id.as_str()),
+            ("client_secret", self.client_secret.expose()),
+            ("scope", self.scope.as_str()),
+        ];
+        let mut response = self
+            .http
+            .post(self.token_url.clone())
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| classify(&e))?;
+        let status = response.status().as_u16();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| classify(&e))? {
+            if body.len() + chunk.len() > MAX_TOKEN_RESPONSE {
+                return Err(Error::Http {
+                    status,
+                    detail: "the token endpoint's answer is too large".into(),
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        // The body holds the access token: it is parsed, never logged.
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        if !(200..300).contains(&status) {
+            let field = |name: &str| json.get(name).and_then(|v| v.as_str()).unwrap_or("");
+            let detail = format!(
+                "the token endpoint refused the client credentials of {}: {} {}",
+                self.client_id,
+                field("error"),
+                field("error_description")
+            );
+            return Err(if (400..500).contains(&status) {
+                Error::Unauthorized {
+                    scheme: "oauth",
+                    detail: detail.trim_end().to_string(),
+                }
+            } else {
+                Error::Http { status, detail }
+            });
+        }
+        let Some(token) = json.get("access_token").and_then(|v| v.as_str()) else {
+            return Err(Error::Unauthorized {
+                scheme: "oauth",
+                detail: "the token endpoint's answer has no access_token".into(),
+            });
+        };
+        // Azure AD v1 sends expires_in as a string, v2 as a number.
+        let lifetime = match json.get("expires_in") {
+            Some(serde_json::Value::Number(n)) => n.as_u64(),
+            Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+            _ => None,
+        }
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_LIFETIME);
+        Ok((Secret::new(token), lifetime))
+    }
+}

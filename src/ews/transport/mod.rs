@@ -1,0 +1,21 @@
+//! The EWS transport: HTTP/1.1, authentication, throttling back-off and concurrency limits,
+//! under [`EwsClient`](crate::ews::client::EwsClient).
+//!
+//! Knows how to carry a SOAP envelope to Exchange and back; knows nothing of what the envelope
+//! says beyond the throttling signals (ErrorServerBusy) it must honour.
+//! - [`http`]: TLS, the pooled client, dedicated connections, error mapping.
+//! - [`auth`]: Basic, NTLM, bearer and OAuth client credentials (and the NTLM acceptor).
+//! - [`backoff`]: the shared back-off gate and the retry policy.
+//! - [`limits`]: requests in flight per mailbox and in total; batch sizes.
+//!
+//! See `docs/TRANSPORT.md` for the behaviour as a whole.
+
+pub mod auth;
+pub mod backoff;
+pub mod http;
+pub mod limits;
+
+pub use auth::Auth;
+pub use backoff::{BackoffGate, RetryPolicy};
+pub use http::{Timeouts, TlsConfig};
+pub use limits::Limits;
