@@ -17,6 +17,7 @@
 //! - [`sync`]: the engine: publish, mailbox changes, decisions, status updates, map back,
 //!   reconciliation.
 //! - [`exchange`]: the engine's mailbox side over EWS.
+//! - [`sim`]: an Exchange-like EWS server for tests, benchmarks and the demo.
 #![warn(missing_docs)]
 
 #[doc(hidden)]
@@ -26,5 +27,6 @@ pub mod exchange;
 pub mod mapping;
 pub mod pm;
 pub mod secret;
+pub mod sim;
 pub mod state;
 pub mod sync;

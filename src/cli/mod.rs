@@ -9,6 +9,7 @@ mod ews;
 mod import;
 mod projects;
 mod updates;
+mod sim;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,6 +76,8 @@ pub enum Command {
     Projects(projects::ProjectsArgs),
     /// List task status updates of the embedded PM store, or approve or reject one.
     Updates(updates::UpdatesArgs),
+    /// Run an Exchange-like EWS server (mailboxes with Tasks folders) for tests and demos.
+    Sim(Box<sim::SimArgs>),
 }
 
 /// An error that maps to an exit code.
@@ -95,6 +98,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Import(args) => import::run(args, &settings()?.data_dir),
         Command::Projects(args) => projects::run(args, &settings()?.data_dir),
         Command::Updates(args) => updates::run(args, &settings()?.data_dir),
+        Command::Sim(args) => sim::run(*args),
     }
 }
 
