@@ -8,8 +8,8 @@ mod config;
 mod ews;
 mod import;
 mod projects;
-mod updates;
 mod sim;
+mod updates;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
