@@ -318,12 +318,10 @@ pub fn apply_env(
     Ok(())
 }
 
-#[allow(dead_code)] // used by serve and init (next commits)
 fn bad(key: &str, reason: impl std::fmt::Display) -> CliError {
     CliError::Usage(format!("invalid configuration: {key}: {reason}"))
 }
 
-#[allow(dead_code)]
 impl RawConfig {
     /// A path relative to the data directory (absolute paths stay as they are).
     pub fn data_path(&self, file: &str) -> PathBuf {

@@ -7,8 +7,10 @@ mod check;
 mod config;
 mod ews;
 mod import;
+mod init;
 mod projects;
 mod sim;
+mod sync;
 mod updates;
 
 use std::path::PathBuf;
@@ -61,6 +63,9 @@ pub enum LogFormat {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Write a commented starter configuration (./taskbridge.toml) and the data directory
+    /// with its secrets; the defaults run against the bundled simulator on this machine.
+    Init(init::InitArgs),
     /// Work with raw EWS messages.
     #[command(subcommand)]
     Ews(ews::EwsCommand),
@@ -78,6 +83,14 @@ pub enum Command {
     Updates(updates::UpdatesArgs),
     /// Run an Exchange-like EWS server (mailboxes with Tasks folders) for tests and demos.
     Sim(Box<sim::SimArgs>),
+    /// Publish a project to the mailboxes: create, update and delete tasks so that they show
+    /// the PM's values. A progress bar on a terminal, a summary line otherwise.
+    Publish(sync::PublishArgs),
+    /// Each synced assignment: mailbox, item, last sync, state (synced, pending, conflict,
+    /// parked, detached).
+    Status(sync::StatusArgs),
+    /// The audit log of sync decisions: field, both values, the rule applied, the winner.
+    Audit(sync::AuditArgs),
 }
 
 /// An error that maps to an exit code.
@@ -93,12 +106,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     init_logging(cli.log_format, &cli.log)?;
     let settings = || settings(&cli.config, cli.data_dir.as_deref());
     match cli.command {
+        Command::Init(args) => init::run(args, &cli.config, cli.data_dir.as_deref()),
         Command::Ews(cmd) => ews::run(cmd),
         Command::Check(args) => check::run(*args),
         Command::Import(args) => import::run(args, &settings()?.data_dir),
         Command::Projects(args) => projects::run(args, &settings()?.data_dir),
         Command::Updates(args) => updates::run(args, &settings()?.data_dir),
         Command::Sim(args) => sim::run(*args),
+        Command::Publish(args) => sync::publish(args, &settings()?),
+        Command::Status(args) => sync::status(args, &settings()?),
+        Command::Audit(args) => sync::audit(args, &settings()?),
     }
 }
 

@@ -27,6 +27,6 @@ pub use mailbox::{
     BatchLimits, ChangePage, Delivery, FetchRequest, ItemFailure, ItemWrite, MailboxError,
     MailboxItem, MailboxStore, PulledEvents, Subscription,
 };
-pub use publish::PublishOptions;
+pub use publish::{Progress, PublishOptions};
 pub use report::{InboundReport, ItemError, PublishReport};
 pub use run::{Notice, NotificationOutcome, NotificationSink};
