@@ -391,7 +391,7 @@ impl fmt::Display for Percent {
 }
 
 /// A project as published by the PM side.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Project {
     /// The project's GUID, the first half of every mailbox item's key.
     pub guid: ProjectGuid,
@@ -417,7 +417,7 @@ pub struct Project {
 /// A task.
 ///
 /// See <https://learn.microsoft.com/office-project/xml-data-interchange/task-element>.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Task {
     /// MSPDI `UID`.
     pub uid: TaskUid,
@@ -453,7 +453,7 @@ impl Task {
 /// A resource: a person with a mailbox, or a material, cost or placeholder resource without one.
 ///
 /// See <https://learn.microsoft.com/office-project/xml-data-interchange/resource-element>.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resource {
     /// MSPDI `UID`. UID 0 is a placeholder that Project writes in every file.
     pub uid: ResourceUid,
@@ -549,7 +549,7 @@ impl FieldTimes {
 /// One resource's share of one task: the unit that becomes one mailbox task.
 ///
 /// See <https://learn.microsoft.com/office-project/xml-data-interchange/assignment-element>.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Assignment {
     /// MSPDI `UID`.
     pub uid: AssignmentUid,
@@ -569,6 +569,12 @@ pub struct Assignment {
     pub remaining_work: Work,
     /// Percent of work complete.
     pub percent_work_complete: Percent,
+    /// When the work was finished (MSPDI `ActualFinish`), local to the project's time zone;
+    /// `None` while the assignment is not complete. Set by a status update that completes the
+    /// assignment; not a mailbox field of its own (its changes go with
+    /// [`AssignmentField::PercentWorkComplete`]).
+    #[serde(default)]
+    pub actual_finish: Option<NaiveDateTime>,
     /// When each field last changed on the PM side.
     pub modified: FieldTimes,
 }
@@ -794,6 +800,11 @@ impl Project {
     /// a person nobody entered an address for). Milestones qualify: they have no work, but the
     /// resource still has to mark them done.
     pub fn sync_units(&self) -> Vec<SyncUnit<'_>> {
+        // Indexed once: a project of tens of thousands of assignments must not be quadratic.
+        let tasks: std::collections::HashMap<TaskUid, &Task> =
+            self.tasks.iter().map(|t| (t.uid, t)).collect();
+        let resources: std::collections::HashMap<ResourceUid, &Resource> =
+            self.resources.iter().map(|r| (r.uid, r)).collect();
         self.assignments
             .iter()
             .filter_map(|assignment| {
@@ -802,8 +813,11 @@ impl Project {
                 {
                     return None;
                 }
-                let task = self.task(assignment.task_uid).filter(|t| !t.summary)?;
-                let resource = self.resource(assignment.resource_uid)?;
+                let task = tasks
+                    .get(&assignment.task_uid)
+                    .copied()
+                    .filter(|t| !t.summary)?;
+                let resource = resources.get(&assignment.resource_uid).copied()?;
                 let email = resource.email.as_deref().map(str::trim)?;
                 if email.is_empty() {
                     return None;
@@ -880,6 +894,7 @@ mod tests {
             actual_work: Work::ZERO,
             remaining_work: Work::from_hours(work_hours),
             percent_work_complete: Percent::ZERO,
+            actual_finish: None,
             modified: FieldTimes::new(),
         }
     }

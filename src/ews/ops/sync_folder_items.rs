@@ -34,6 +34,7 @@ pub enum SyncChange {
     /// An item is gone.
     Delete(ItemId),
     /// An item's read flag changed.
+    #[serde(rename_all = "PascalCase")]
     ReadFlagChange {
         /// The item.
         item_id: ItemId,

@@ -23,6 +23,7 @@ xml_enum! {
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub enum ItemUpdate {
     /// Set the property at `path` to its value in `item` (which carries only that property).
+    #[serde(rename_all = "PascalCase")]
     SetItemField {
         /// The property.
         path: Path,
@@ -30,6 +31,7 @@ pub enum ItemUpdate {
         item: Box<Item>,
     },
     /// Remove the property at `path`.
+    #[serde(rename_all = "PascalCase")]
     DeleteItemField {
         /// The property.
         path: Path,

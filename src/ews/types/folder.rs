@@ -28,6 +28,7 @@ xml_struct! {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct AnyFolder {
     /// The element name.
+    #[serde(rename = "Kind")]
     pub kind: String,
     /// The fields.
     #[serde(flatten)]

@@ -342,6 +342,7 @@ xml_enum! {
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Item {
     /// Which element it came in.
+    #[serde(rename = "Kind")]
     pub kind: ItemKind,
     /// The fields.
     #[serde(flatten)]

@@ -115,6 +115,15 @@ pub fn read_text_value<'i, T: XmlText>(
     })
 }
 
+/// Parses an attribute value read from `e`.
+pub fn parse_attr<T: XmlText>(e: &Element<'_>, name: &str, text: &str) -> Result<T, DecodeError> {
+    T::from_text(text.trim()).map_err(|expected| DecodeError::InvalidValue {
+        path: format!("{}/@{name}", e.name_lossy()),
+        value: truncate_for_message(text),
+        expected,
+    })
+}
+
 /// Reads an attribute and parses it.
 pub fn read_attr_value<T: XmlText>(e: &Element<'_>, name: &str) -> Result<Option<T>, DecodeError> {
     match e.attr(name)? {
@@ -351,29 +360,48 @@ macro_rules! xml_struct {
                 e: $crate::ews::xml::Element<'i>,
                 extra: &mut $crate::ews::xml::Extra<'_, 'i>,
             ) -> Result<Self, $crate::ews::error::DecodeError> {
-                $($(
-                    let $afield: Option<$aty> = $crate::ews::xml::read_attr_value(&e, $aname)?;
-                )*)?
+                $($( let mut $afield: Option<$aty> = None; )*)?
+                $(
+                    // One pass over the attributes, whatever their number.
+                    e.for_each_attr(|key, value| {
+                        match key {
+                            $( $aname => $afield = Some($crate::ews::xml::parse_attr(&e, $aname, &value)?), )*
+                            _ => {}
+                        }
+                        Ok(())
+                    })?;
+                )?
                 $( let mut $field: $crate::ews::xml::xml_struct!(@builder $kind $fty) = Default::default(); )*
-                // Index of the last known field read, for the strict order check.
+                // The fields by position, so that dispatch is one `match` on the local name and
+                // the strict order check compares positions.
+                #[allow(non_camel_case_types, dead_code)]
+                #[derive(Clone, Copy)]
+                enum Field { $($field,)* Unknown__ }
+                // Position of the last known field read, for the strict order check.
                 let mut last = 0usize;
                 while let Some(child) = r.next_child(&e)? {
-                    let mut index = 0usize;
-                    $(
-                        index += 1;
-                        if child.is($crate::ews::xml::xml_struct!(@ns $prefix), $ename) {
-                            if index < last && r.is_strict() {
-                                return Err(r.out_of_order(&e, &child));
+                    let which = match child.local_name() {
+                        $( $ename if child.ns() == $crate::ews::xml::xml_struct!(@ns $prefix) => Field::$field, )*
+                        _ => Field::Unknown__,
+                    };
+                    match which {
+                        $(
+                            Field::$field => {
+                                let index = Field::$field as usize;
+                                if index < last && r.is_strict() {
+                                    return Err(r.out_of_order(&e, &child));
+                                }
+                                last = index;
+                                let value = <$fty as $crate::ews::xml::XmlElement>::read(r, child)
+                                    .map_err(|err| err.within(&e.name_lossy()))?;
+                                $crate::ews::xml::xml_struct!(@set $kind $field value);
                             }
-                            last = index;
-                            let value = <$fty as $crate::ews::xml::XmlElement>::read(r, child)
-                                .map_err(|err| err.within(&e.name_lossy()))?;
-                            $crate::ews::xml::xml_struct!(@set $kind $field value);
-                            continue;
+                        )*
+                        Field::Unknown__ => {
+                            if let Some(child) = extra(r, child)? {
+                                r.skip(child)?;
+                            }
                         }
-                    )*
-                    if let Some(child) = extra(r, child)? {
-                        r.skip(child)?;
                     }
                 }
                 Ok(Self {

@@ -8,8 +8,7 @@
 use std::borrow::Cow;
 
 use quick_xml::events::{BytesStart, Event};
-use quick_xml::name::ResolveResult;
-use quick_xml::reader::NsReader;
+use quick_xml::reader::Reader;
 
 use super::Ns;
 use crate::ews::error::DecodeError;
@@ -22,10 +21,22 @@ const MAX_NAMESPACE_BINDINGS: usize = 256;
 pub struct Element<'i> {
     ns: Ns,
     start: BytesStart<'i>,
+    /// Where the local part of the name starts (after `prefix:`), found once.
+    local_at: usize,
     empty: bool,
 }
 
 impl<'i> Element<'i> {
+    fn new(ns: Ns, start: BytesStart<'i>, empty: bool) -> Self {
+        let local_at = start.name().0.find(':').map_or(0, |i| i + 1);
+        Element {
+            ns,
+            start,
+            local_at,
+            empty,
+        }
+    }
+
     /// The namespace of the element name.
     pub fn ns(&self) -> Ns {
         self.ns
@@ -33,7 +44,7 @@ impl<'i> Element<'i> {
 
     /// The local part of the element name.
     pub fn local_name(&self) -> &str {
-        self.start.local_name().into_inner()
+        &self.start.name().0[self.local_at..]
     }
 
     /// The local name, owned, for messages.
@@ -51,22 +62,39 @@ impl<'i> Element<'i> {
         self.empty
     }
 
-    /// The unescaped value of the unqualified attribute `name`, if present.
+    /// Calls `each` with the name and unescaped value of every unqualified attribute.
     ///
-    /// EWS attributes (`Id`, `ChangeKey`, `ResponseClass`, ...) are unqualified, so only attributes
-    /// without a prefix match; `xmlns` declarations never do.
-    pub fn attr(&self, name: &str) -> Result<Option<String>, DecodeError> {
-        for attr in self.start.attributes() {
+    /// EWS attributes (`Id`, `ChangeKey`, `ResponseClass`, ...) are unqualified, so prefixed
+    /// attributes and `xmlns` declarations are left out.
+    pub fn for_each_attr(
+        &self,
+        mut each: impl FnMut(&str, Cow<'_, str>) -> Result<(), DecodeError>,
+    ) -> Result<(), DecodeError> {
+        // Duplicate checks allocate; a duplicated attribute is simply seen twice.
+        for attr in self.start.attributes().with_checks(false) {
             let attr = attr.map_err(|e| self.bad_attribute(e))?;
-            let key = attr.key;
-            if key.prefix().is_none() && key.local_name().into_inner() == name {
-                let value = attr
-                    .normalized_value(quick_xml::XmlVersion::Implicit1_0)
-                    .map_err(|e| self.bad_attribute(e))?;
-                return Ok(Some(value.into_owned()));
+            let key = attr.key.0;
+            if key.contains(':') || key == "xmlns" {
+                continue;
             }
+            let value = attr
+                .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                .map_err(|e| self.bad_attribute(e))?;
+            each(key, value)?;
         }
-        Ok(None)
+        Ok(())
+    }
+
+    /// The unescaped value of the unqualified attribute `name`, if present.
+    pub fn attr(&self, name: &str) -> Result<Option<String>, DecodeError> {
+        let mut found = None;
+        self.for_each_attr(|key, value| {
+            if found.is_none() && key == name {
+                found = Some(value.into_owned());
+            }
+            Ok(())
+        })?;
+        Ok(found)
     }
 
     fn bad_attribute(&self, err: impl std::fmt::Display) -> DecodeError {
@@ -87,28 +115,46 @@ impl<'i> Element<'i> {
     }
 }
 
+/// A namespace declaration in scope.
+struct Binding {
+    /// The prefix (`""` for the default namespace).
+    prefix: Box<str>,
+    ns: Ns,
+    /// Depth of the element that declared it.
+    depth: u32,
+}
+
 /// A streaming reader over an in-memory EWS message.
+///
+/// Namespaces are resolved here rather than by quick-xml's `NsReader`: EWS declares them on a
+/// handful of elements, so a start tag is only searched for declarations when its attribute text
+/// contains `xmlns`, and a lookup scans a few bindings. This halves the cost of resolution,
+/// which dominated parsing.
 pub struct XmlReader<'i> {
-    inner: NsReader<&'i [u8]>,
+    inner: Reader<&'i [u8]>,
     input: &'i [u8],
     strict: bool,
+    bindings: Vec<Binding>,
+    depth: u32,
+    /// The last element read was empty: its declarations go out of scope on the next read.
+    pop_after_empty: bool,
 }
 
 impl<'i> XmlReader<'i> {
     /// Starts reading `input`, which must be the whole message.
     pub fn new(input: &'i [u8]) -> Self {
-        let mut inner = NsReader::from_reader(input);
+        let mut inner = Reader::from_reader(input);
         let config = inner.config_mut();
         config.trim_text(false);
         config.check_end_names = true;
         config.expand_empty_elements = false;
-        inner
-            .resolver_mut()
-            .set_max_namespace_bindings(MAX_NAMESPACE_BINDINGS);
         Self {
             inner,
             input,
             strict: false,
+            bindings: Vec::new(),
+            depth: 0,
+            pop_after_empty: false,
         }
     }
 
@@ -154,14 +200,86 @@ impl<'i> XmlReader<'i> {
     }
 
     fn read(&mut self) -> Result<(Ns, Event<'i>), DecodeError> {
-        let (ns, event) = match self.inner.read_resolved_event() {
-            Ok((res, ev)) => (Ns::of(&res), ev),
+        if self.pop_after_empty {
+            self.pop_after_empty = false;
+            self.pop_bindings(self.depth + 1);
+        }
+        let event = match self.inner.read_event() {
+            Ok(ev) => ev,
             Err(e) => return Err(self.error(e)),
         };
-        if let Event::DocType(_) = event {
-            return Err(DecodeError::DocTypeRefused);
-        }
+        let ns = match &event {
+            Event::Start(start) => {
+                self.depth += 1;
+                self.declare(start, self.depth)?;
+                self.resolve(start)
+            }
+            Event::Empty(start) => {
+                self.declare(start, self.depth + 1)?;
+                self.pop_after_empty = true;
+                self.resolve(start)
+            }
+            Event::End(_) => {
+                self.pop_bindings(self.depth);
+                self.depth = self.depth.saturating_sub(1);
+                Ns::None
+            }
+            Event::DocType(_) => return Err(DecodeError::DocTypeRefused),
+            _ => Ns::None,
+        };
         Ok((ns, event))
+    }
+
+    /// Records the `xmlns` declarations of a start tag.
+    fn declare(&mut self, start: &BytesStart<'_>, depth: u32) -> Result<(), DecodeError> {
+        if !start.attributes_raw().contains("xmlns") {
+            return Ok(());
+        }
+        for attr in start.attributes().with_checks(false) {
+            let attr = attr.map_err(|e| self.error(e))?;
+            let key = attr.key.0;
+            let prefix = if key == "xmlns" {
+                ""
+            } else if let Some(p) = key.strip_prefix("xmlns:") {
+                p
+            } else {
+                continue;
+            };
+            if self.bindings.len() >= MAX_NAMESPACE_BINDINGS {
+                return Err(self.error("too many namespace declarations in scope"));
+            }
+            let uri = attr
+                .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                .map_err(|e| self.error(e))?;
+            // `xmlns=""` undeclares the default namespace.
+            let ns = if uri.is_empty() {
+                Ns::None
+            } else {
+                Ns::from_uri(uri.as_bytes())
+            };
+            self.bindings.push(Binding {
+                prefix: prefix.into(),
+                ns,
+                depth,
+            });
+        }
+        Ok(())
+    }
+
+    fn pop_bindings(&mut self, depth: u32) {
+        while self.bindings.last().is_some_and(|b| b.depth >= depth) {
+            self.bindings.pop();
+        }
+    }
+
+    fn resolve(&self, start: &BytesStart<'_>) -> Ns {
+        let name = start.name().0;
+        let prefix = name.find(':').map_or("", |i| &name[..i]);
+        match self.bindings.iter().rev().find(|b| &*b.prefix == prefix) {
+            Some(b) => b.ns,
+            None if prefix.is_empty() => Ns::None,
+            None => Ns::Unknown,
+        }
     }
 
     /// Reads up to the document element and returns it.
@@ -169,18 +287,10 @@ impl<'i> XmlReader<'i> {
         loop {
             match self.read()? {
                 (ns, Event::Start(start)) => {
-                    return Ok(Element {
-                        ns,
-                        start,
-                        empty: false,
-                    });
+                    return Ok(Element::new(ns, start, false));
                 }
                 (ns, Event::Empty(start)) => {
-                    return Ok(Element {
-                        ns,
-                        start,
-                        empty: true,
-                    });
+                    return Ok(Element::new(ns, start, true));
                 }
                 (_, Event::Text(t)) if t.trim().is_empty() => {}
                 (_, Event::Decl(_) | Event::Comment(_) | Event::PI(_)) => {}
@@ -205,18 +315,10 @@ impl<'i> XmlReader<'i> {
         loop {
             match self.read()? {
                 (ns, Event::Start(start)) => {
-                    return Ok(Some(Element {
-                        ns,
-                        start,
-                        empty: false,
-                    }));
+                    return Ok(Some(Element::new(ns, start, false)));
                 }
                 (ns, Event::Empty(start)) => {
-                    return Ok(Some(Element {
-                        ns,
-                        start,
-                        empty: true,
-                    }));
+                    return Ok(Some(Element::new(ns, start, true)));
                 }
                 (_, Event::End(_)) => return Ok(None),
                 (_, Event::Eof) => return Err(self.truncated()),
@@ -324,14 +426,4 @@ pub fn line_col(input: &[u8], offset: u64) -> (usize, usize) {
         None => end + 1,
     };
     (line, column)
-}
-
-impl Ns {
-    fn of(res: &ResolveResult<'_>) -> Ns {
-        match res {
-            ResolveResult::Bound(ns) => Ns::from_uri(ns.into_inner().as_bytes()),
-            ResolveResult::Unbound => Ns::None,
-            ResolveResult::Unknown(_) => Ns::Unknown,
-        }
-    }
 }

@@ -1,0 +1,204 @@
+//! The PM host boundary: what a project-management product implements to use taskbridge.
+//!
+//! The connector reads published projects through [`PmHost`], hands each accepted mailbox edit
+//! to it as a [`StatusUpdate`] (claim step 8: "updating the project task ... via a task status
+//! update"), and listens to [`HostEvent`]s to map the PM's resulting values back to mailboxes.
+//! The embedded host (`pm::embedded`) is one implementation; a PM server loading taskbridge as
+//! a library is another.
+
+use std::future::Future;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::model::{
+    Assignment, AssignmentField, AssignmentKey, Percent, Project, ProjectGuid, Work,
+};
+
+/// Identifies a status update within a host.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct StatusUpdateId(pub String);
+
+impl std::fmt::Display for StatusUpdateId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The value of one assignment field, in PM units.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "value", rename_all = "snake_case")]
+pub enum FieldValue {
+    /// Work or actual work.
+    Work(Work),
+    /// Percent work complete.
+    Percent(Percent),
+    /// A start or finish date-time, local to the project.
+    DateTime(NaiveDateTime),
+    /// Task name or notes.
+    Text(String),
+    /// Task priority, 0 to 1000.
+    Priority(u16),
+}
+
+impl std::fmt::Display for FieldValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FieldValue::Work(w) => write!(f, "{:.2}h", w.hours_f64()),
+            FieldValue::Percent(p) => write!(f, "{p}"),
+            FieldValue::DateTime(d) => write!(f, "{d}"),
+            FieldValue::Text(t) => write!(f, "{t:?}"),
+            FieldValue::Priority(p) => write!(f, "{p}"),
+        }
+    }
+}
+
+/// One changed field of a status update.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldChange {
+    /// Which field.
+    pub field: AssignmentField,
+    /// The PM value the change was computed against.
+    pub old: FieldValue,
+    /// The value from the mailbox.
+    pub new: FieldValue,
+}
+
+/// The mailbox item an update came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateSource {
+    /// The mailbox (SMTP address).
+    pub mailbox: String,
+    /// The item's store id in that mailbox.
+    pub item_id: String,
+    /// The item's version when it was read.
+    pub change_key: String,
+    /// When the mailbox says the item last changed.
+    pub modified_at: DateTime<Utc>,
+}
+
+/// A task status update: mailbox values that should replace PM values of one assignment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusUpdate {
+    /// The assignment.
+    pub key: AssignmentKey,
+    /// The changed fields (never empty).
+    pub changes: Vec<FieldChange>,
+    /// Where the values came from.
+    pub source: UpdateSource,
+}
+
+/// What the host did with a status update.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum UpdateOutcome {
+    /// Applied at once; `assignment` holds the PM's resulting values.
+    Applied {
+        /// The update's id.
+        id: StatusUpdateId,
+        /// The assignment after the update (recomputed remaining work and so on).
+        assignment: Assignment,
+    },
+    /// Waiting for the status manager; nothing is written back until it is decided.
+    Pending {
+        /// The update's id.
+        id: StatusUpdateId,
+    },
+    /// Refused; `assignment` holds the PM values to restore in the mailbox.
+    Rejected {
+        /// The update's id.
+        id: StatusUpdateId,
+        /// The assignment as the PM keeps it.
+        assignment: Assignment,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl UpdateOutcome {
+    /// The update's id.
+    pub fn id(&self) -> &StatusUpdateId {
+        match self {
+            UpdateOutcome::Applied { id, .. }
+            | UpdateOutcome::Pending { id }
+            | UpdateOutcome::Rejected { id, .. } => id,
+        }
+    }
+}
+
+/// Something the connector must react to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum HostEvent {
+    /// A project was published or republished, or PM values of its assignments changed other
+    /// than through the outcome of a status update (a task's name changed by an update of one
+    /// of its assignments changes what every assignment of the task shows): read the project
+    /// and publish it to the mailboxes. Publishing writes only what differs from the last-synced
+    /// baseline, so a spurious event costs reads, not writes.
+    ProjectPublished {
+        /// The project.
+        project: ProjectGuid,
+    },
+    /// A pending update was approved or rejected: map the resulting values back.
+    UpdateDecided {
+        /// The assignment.
+        key: AssignmentKey,
+        /// The decision and the resulting values.
+        outcome: UpdateOutcome,
+    },
+}
+
+/// Errors a host reports.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HostError {
+    /// The project is not known to the host.
+    #[error("unknown project {0}")]
+    UnknownProject(ProjectGuid),
+    /// The assignment is not (or no longer) in the project.
+    #[error("unknown assignment {0}")]
+    UnknownAssignment(AssignmentKey),
+    /// The host cannot be reached or failed; the connector retries later.
+    #[error("PM host unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else.
+    #[error("PM host error: {0}")]
+    Other(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// The PM side as the connector sees it.
+///
+/// Implementations must be cheap to share (`Arc` inside) and safe to call concurrently.
+pub trait PmHost: Send + Sync + 'static {
+    /// The published projects.
+    fn projects(&self) -> impl Future<Output = Result<Vec<ProjectGuid>, HostError>> + Send;
+
+    /// A published project with its tasks, resources and assignments.
+    fn project(
+        &self,
+        guid: ProjectGuid,
+    ) -> impl Future<Output = Result<Option<Project>, HostError>> + Send;
+
+    /// Accepts a task status update and says whether it was applied, is pending, or was
+    /// rejected.
+    ///
+    /// - `Applied` and `Rejected` carry the PM's assignment values after the decision; the
+    ///   connector maps them back to the mailbox. An update the host cannot apply (a value of
+    ///   the wrong kind, a finish before the start) should be answered `Rejected` with a reason,
+    ///   not `Err`: the mailbox then shows the PM values again.
+    /// - A `Pending` update is decided later; the host then emits [`HostEvent::UpdateDecided`].
+    ///   A decision returned directly from this call is not emitted again.
+    /// - The connector resubmits after a crash. A host should answer a resubmission of the same
+    ///   mailbox item version (same `key`, `source.item_id` and `source.change_key`) with the
+    ///   first submission's outcome instead of recording a second update; the embedded host does.
+    /// - `Err` means the update was not taken at all ([`HostError::Unavailable`]: retry later).
+    fn submit_status_update(
+        &self,
+        update: StatusUpdate,
+    ) -> impl Future<Output = Result<UpdateOutcome, HostError>> + Send;
+
+    /// Events the connector reacts to. A lagging receiver misses events; the connector then
+    /// reconciles every project, so nothing is lost.
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<HostEvent>;
+}

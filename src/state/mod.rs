@@ -1,0 +1,400 @@
+//! What was synced: per assignment the mailbox item, its change key and the baseline (the
+//! last-synced values of every mapped field, with when each side last changed them); per mailbox
+//! the Tasks folder, subscription, watermark and SyncFolderItems state; a journal of intended
+//! remote writes; and the audit log of sync decisions.
+//!
+//! [`StateStore`] is the boundary; [`SqliteStore`] the default implementation. The trait is kept
+//! free of SQLite-isms so that a PostgreSQL store can share state between connector instances:
+//! every write is one transaction over rows keyed by (project, assignment) or by mailbox, and
+//! mailboxes are partitioned between instances by leases ([`StateStore::acquire_lease`]).
+//!
+//! Rule of use: a state change is committed only after the remote write it records succeeded.
+//! A [`JournalEntry`] is opened before the write and closed in the same transaction that stores
+//! its result, so after a crash the open entries say which mailboxes need a look before anything
+//! is written again.
+
+mod sqlite;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::mapping::{MailField, MailValues, ValueHash};
+use crate::pm::{AssignmentKey, ProjectGuid, StatusUpdateId};
+
+pub use sqlite::SqliteStore;
+
+/// A mailbox, by its primary SMTP address (lower-cased).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MailboxAddress(String);
+
+impl MailboxAddress {
+    /// The address, normalised to lower case (SMTP addresses compare case-insensitively).
+    pub fn new(address: &str) -> Self {
+        MailboxAddress(address.trim().to_ascii_lowercase())
+    }
+
+    /// The address.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for MailboxAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The mailbox item that stands for an assignment, at the version last seen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemRef {
+    /// The item's store id.
+    pub item_id: String,
+    /// Its change key when taskbridge last wrote or read it.
+    pub change_key: String,
+}
+
+/// The last-synced state of one assignment's mapped fields.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Baseline {
+    /// The values both sides agreed on at the last sync.
+    pub values: MailValues,
+    /// When the PM side last changed each field (as the PM reported it).
+    #[serde(default)]
+    pub pm_changed: BTreeMap<MailField, DateTime<Utc>>,
+    /// When the mailbox last changed each field (the item's LastModifiedTime).
+    #[serde(default)]
+    pub mail_changed: BTreeMap<MailField, DateTime<Utc>>,
+}
+
+impl Baseline {
+    /// A baseline of `values` with no change times yet.
+    pub fn new(values: MailValues) -> Self {
+        Baseline {
+            values,
+            pm_changed: BTreeMap::new(),
+            mail_changed: BTreeMap::new(),
+        }
+    }
+}
+
+/// Where an assignment stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum SyncStatus {
+    /// Both sides agree with the baseline.
+    Synced,
+    /// A status update waits for the status manager; `observed` is the hash of the mailbox
+    /// values it carries, so the same edit is not submitted twice.
+    PendingApproval {
+        /// The update.
+        update: StatusUpdateId,
+        /// Hash of the mailbox values submitted.
+        observed: ValueHash,
+    },
+    /// Both sides changed and the policy is `manual`: a person must decide.
+    Conflict {
+        /// The fields in conflict.
+        fields: Vec<MailField>,
+    },
+    /// Given up after repeated failures; the rest of the sync goes on.
+    Parked {
+        /// Why.
+        reason: String,
+    },
+    /// The user deleted the item in the mailbox and the rule is `detach`.
+    Detached,
+}
+
+impl SyncStatus {
+    /// A short name for listings.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SyncStatus::Synced => "synced",
+            SyncStatus::PendingApproval { .. } => "pending",
+            SyncStatus::Conflict { .. } => "conflict",
+            SyncStatus::Parked { .. } => "parked",
+            SyncStatus::Detached => "detached",
+        }
+    }
+}
+
+/// Everything taskbridge remembers about one assignment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignmentState {
+    /// The assignment.
+    pub key: AssignmentKey,
+    /// The mailbox its task lives in.
+    pub mailbox: MailboxAddress,
+    /// The item, once created (or found).
+    pub item: Option<ItemRef>,
+    /// The last-synced values.
+    pub baseline: Option<Baseline>,
+    /// Hash of the PM side's mapped values at the last sync.
+    pub pm_hash: Option<ValueHash>,
+    /// Hash of the mailbox side's mapped values at the last sync.
+    pub mail_hash: Option<ValueHash>,
+    /// Where it stands.
+    pub status: SyncStatus,
+    /// Consecutive failed attempts (reset on success).
+    pub attempts: u32,
+    /// The last error, for `taskbridge status`.
+    pub last_error: Option<String>,
+    /// When it was last synced.
+    pub last_sync: Option<DateTime<Utc>>,
+}
+
+impl AssignmentState {
+    /// A new, not yet created assignment.
+    pub fn new(key: AssignmentKey, mailbox: MailboxAddress) -> Self {
+        AssignmentState {
+            key,
+            mailbox,
+            item: None,
+            baseline: None,
+            pm_hash: None,
+            mail_hash: None,
+            status: SyncStatus::Synced,
+            attempts: 0,
+            last_error: None,
+            last_sync: None,
+        }
+    }
+}
+
+/// Everything taskbridge remembers about one mailbox.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MailboxState {
+    /// The mailbox.
+    pub mailbox: Option<MailboxAddress>,
+    /// The Tasks folder's id.
+    pub folder_id: Option<String>,
+    /// The push (or pull) subscription.
+    pub subscription_id: Option<String>,
+    /// The last watermark received.
+    pub watermark: Option<String>,
+    /// When the subscription last said anything.
+    pub last_notification: Option<DateTime<Utc>>,
+    /// The SyncFolderItems state after the last pass.
+    pub sync_state: Option<String>,
+    /// When the last full reconciliation finished.
+    pub last_reconcile: Option<DateTime<Utc>>,
+}
+
+/// What a journal entry intends to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteKind {
+    /// CreateItem.
+    Create,
+    /// UpdateItem.
+    Update,
+    /// DeleteItem.
+    Delete,
+}
+
+impl WriteKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            WriteKind::Create => "create",
+            WriteKind::Update => "update",
+            WriteKind::Delete => "delete",
+        }
+    }
+
+    fn parse(s: &str) -> Option<WriteKind> {
+        match s {
+            "create" => Some(WriteKind::Create),
+            "update" => Some(WriteKind::Update),
+            "delete" => Some(WriteKind::Delete),
+            _ => None,
+        }
+    }
+}
+
+/// An intended remote write, recorded before it is sent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    /// Set by the store.
+    pub id: i64,
+    /// The mailbox written to.
+    pub mailbox: MailboxAddress,
+    /// The assignment.
+    pub key: AssignmentKey,
+    /// What is being done.
+    pub kind: WriteKind,
+    /// When it was recorded.
+    pub at: DateTime<Utc>,
+}
+
+/// The rule that decided a field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DecisionRule {
+    /// Only the mailbox changed it.
+    MailOnly,
+    /// Only the PM side changed it.
+    PmOnly,
+    /// Both changed it to the same value.
+    Converged,
+    /// Both changed it; the newer change won.
+    NewerWins,
+    /// Both changed it; the PM side wins by policy.
+    PmWins,
+    /// Both changed it; the mailbox wins by policy.
+    MailWins,
+    /// Both changed it; kept for a person to decide.
+    Manual,
+    /// The mailbox changed a field that only flows from the PM side; the PM value is restored.
+    PmOwned,
+    /// The status manager rejected the mailbox value; the PM value is restored.
+    Rejected,
+}
+
+/// Which side's value a decision kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    /// The PM side.
+    Pm,
+    /// The mailbox.
+    Mail,
+    /// Neither (a conflict kept for a person).
+    Neither,
+}
+
+/// One line of the audit log: a decision about one field of one assignment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The assignment.
+    pub key: AssignmentKey,
+    /// The mailbox.
+    pub mailbox: MailboxAddress,
+    /// The field.
+    pub field: MailField,
+    /// The PM side's value, as text.
+    pub pm_value: String,
+    /// The mailbox's value, as text.
+    pub mail_value: String,
+    /// The rule applied.
+    pub rule: DecisionRule,
+    /// The winner.
+    pub winner: Side,
+}
+
+/// Errors of the state store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// The database failed.
+    #[error("state database error: {0}")]
+    Database(String),
+    /// A stored row could not be read back.
+    #[error("corrupt state row for {what}: {detail}")]
+    Corrupt {
+        /// Which row.
+        what: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The store is closed (the process is shutting down).
+    #[error("the state store is closed")]
+    Closed,
+}
+
+/// The state store as the engine sees it.
+pub trait StateStore: Send + Sync + 'static {
+    /// One assignment.
+    fn assignment(
+        &self,
+        key: &AssignmentKey,
+    ) -> impl Future<Output = Result<Option<AssignmentState>, StateError>> + Send;
+    /// The assignments of a project.
+    fn project_assignments(
+        &self,
+        project: ProjectGuid,
+    ) -> impl Future<Output = Result<Vec<AssignmentState>, StateError>> + Send;
+    /// The assignments whose tasks live in a mailbox.
+    fn mailbox_assignments(
+        &self,
+        mailbox: &MailboxAddress,
+    ) -> impl Future<Output = Result<Vec<AssignmentState>, StateError>> + Send;
+    /// The assignment whose item this is.
+    fn assignment_by_item(
+        &self,
+        mailbox: &MailboxAddress,
+        item_id: &str,
+    ) -> impl Future<Output = Result<Option<AssignmentState>, StateError>> + Send;
+    /// Stores assignments, closes journal entries and deletes assignments, in one transaction.
+    fn commit(&self, commit: Commit) -> impl Future<Output = Result<(), StateError>> + Send;
+    /// Records intended writes; returns their ids in order.
+    fn open_journal(
+        &self,
+        entries: Vec<JournalEntry>,
+    ) -> impl Future<Output = Result<Vec<i64>, StateError>> + Send;
+    /// Journal entries never closed (the process died during the write).
+    fn unfinished_journal(
+        &self,
+    ) -> impl Future<Output = Result<Vec<JournalEntry>, StateError>> + Send;
+    /// One mailbox's state.
+    fn mailbox(
+        &self,
+        mailbox: &MailboxAddress,
+    ) -> impl Future<Output = Result<Option<MailboxState>, StateError>> + Send;
+    /// All known mailboxes.
+    fn mailboxes(&self) -> impl Future<Output = Result<Vec<MailboxState>, StateError>> + Send;
+    /// Stores one mailbox's state.
+    fn put_mailbox(
+        &self,
+        state: MailboxState,
+    ) -> impl Future<Output = Result<(), StateError>> + Send;
+    /// The mailbox a subscription belongs to.
+    fn mailbox_by_subscription(
+        &self,
+        subscription_id: &str,
+    ) -> impl Future<Output = Result<Option<MailboxState>, StateError>> + Send;
+    /// Takes (or renews) the lease on a mailbox for `owner` until `until`; false when another
+    /// owner holds an unexpired lease.
+    fn acquire_lease(
+        &self,
+        mailbox: &MailboxAddress,
+        owner: &str,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StateError>> + Send;
+    /// Appends to the audit log.
+    fn append_audit(
+        &self,
+        records: Vec<AuditRecord>,
+    ) -> impl Future<Output = Result<(), StateError>> + Send;
+    /// The audit log, oldest first, of one project or all.
+    fn audit(
+        &self,
+        project: Option<ProjectGuid>,
+    ) -> impl Future<Output = Result<Vec<AuditRecord>, StateError>> + Send;
+    /// How many assignments are tracked.
+    fn count_assignments(&self) -> impl Future<Output = Result<u64, StateError>> + Send;
+}
+
+/// One transaction of results: rows to store, rows to remove, journal entries to close.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Commit {
+    /// Assignments to insert or replace.
+    pub put: Vec<AssignmentState>,
+    /// Assignments to forget.
+    pub delete: Vec<AssignmentKey>,
+    /// Journal entries whose writes finished (whatever their outcome).
+    pub close_journal: Vec<i64>,
+}
+
+impl Commit {
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.put.is_empty() && self.delete.is_empty() && self.close_journal.is_empty()
+    }
+}

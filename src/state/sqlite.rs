@@ -1,0 +1,803 @@
+//! The SQLite state store: one file, WAL, numbered migrations, one dedicated thread.
+//!
+//! rusqlite is synchronous, so the connection lives on its own thread and the async methods send
+//! it closures; nothing blocks the tokio runtime. Structured values (the baseline, the status)
+//! are stored as JSON text, so the schema stays readable with the `sqlite3` shell.
+
+use std::path::Path;
+use std::sync::mpsc;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use tokio::sync::oneshot;
+
+use super::*;
+use crate::pm::AssignmentUid;
+
+/// Migrations in order; `PRAGMA user_version` says how many ran.
+const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema.
+    "CREATE TABLE assignment (
+        project    TEXT NOT NULL,
+        assignment INTEGER NOT NULL,
+        mailbox    TEXT NOT NULL,
+        item_id    TEXT,
+        change_key TEXT,
+        baseline   TEXT,
+        pm_hash    TEXT,
+        mail_hash  TEXT,
+        status     TEXT NOT NULL,
+        attempts   INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        last_sync  TEXT,
+        PRIMARY KEY (project, assignment)
+    );
+    CREATE INDEX assignment_mailbox ON assignment (mailbox);
+    CREATE INDEX assignment_item ON assignment (mailbox, item_id);
+    CREATE TABLE mailbox (
+        mailbox           TEXT PRIMARY KEY,
+        folder_id         TEXT,
+        subscription_id   TEXT,
+        watermark         TEXT,
+        last_notification TEXT,
+        sync_state        TEXT,
+        last_reconcile    TEXT,
+        lease_owner       TEXT,
+        lease_until       INTEGER
+    );
+    CREATE INDEX mailbox_subscription ON mailbox (subscription_id);
+    CREATE TABLE journal (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        mailbox    TEXT NOT NULL,
+        project    TEXT NOT NULL,
+        assignment INTEGER NOT NULL,
+        kind       TEXT NOT NULL,
+        at         TEXT NOT NULL
+    );
+    CREATE TABLE audit (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        at         TEXT NOT NULL,
+        project    TEXT NOT NULL,
+        assignment INTEGER NOT NULL,
+        mailbox    TEXT NOT NULL,
+        field      TEXT NOT NULL,
+        pm_value   TEXT NOT NULL,
+        mail_value TEXT NOT NULL,
+        rule       TEXT NOT NULL,
+        winner     TEXT NOT NULL
+    );
+    CREATE INDEX audit_project ON audit (project, id);",
+];
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// The SQLite [`StateStore`].
+#[derive(Clone)]
+pub struct SqliteStore {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SqliteStore")
+    }
+}
+
+fn db(e: rusqlite::Error) -> StateError {
+    StateError::Database(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path` and runs pending migrations.
+    pub fn open(path: &Path) -> Result<SqliteStore, StateError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StateError::Database(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let conn = Connection::open(path).map_err(db)?;
+        Self::start(conn)
+    }
+
+    /// A store in memory (tests).
+    pub fn in_memory() -> Result<SqliteStore, StateError> {
+        Self::start(Connection::open_in_memory().map_err(db)?)
+    }
+
+    fn start(mut conn: Connection) -> Result<SqliteStore, StateError> {
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        // WAL with NORMAL is durable across process crashes (only an OS crash can lose the
+        // last transactions), which is what the journal needs.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(db)?;
+        migrate(&mut conn)?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("taskbridge-state".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    job(&mut conn);
+                }
+            })
+            .map_err(|e| StateError::Database(format!("cannot start the state thread: {e}")))?;
+        Ok(SqliteStore { jobs: tx })
+    }
+
+    /// Runs `f` on the database thread.
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StateError> + Send + 'static,
+    ) -> Result<T, StateError> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(Box::new(move |conn| {
+                let _ = tx.send(f(conn));
+            }))
+            .map_err(|_| StateError::Closed)?;
+        rx.await.map_err(|_| StateError::Closed)?
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StateError> {
+    let done: usize = conn
+        .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+        .map_err(db)? as usize;
+    if done > MIGRATIONS.len() {
+        return Err(StateError::Database(format!(
+            "the state database has schema version {done}, newer than this taskbridge knows ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
+        let tx = conn.transaction().map_err(db)?;
+        tx.execute_batch(sql).map_err(db)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)
+            .map_err(db)?;
+        tx.commit().map_err(db)?;
+    }
+    Ok(())
+}
+
+fn to_json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("state values serialize to JSON")
+}
+
+fn from_json<T: for<'de> Deserialize<'de>>(what: &str, text: &str) -> Result<T, StateError> {
+    serde_json::from_str(text).map_err(|e| StateError::Corrupt {
+        what: what.to_string(),
+        detail: e.to_string(),
+    })
+}
+
+fn time_text(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+fn parse_time(what: &str, text: Option<String>) -> Result<Option<DateTime<Utc>>, StateError> {
+    text.map(|t| {
+        DateTime::parse_from_rfc3339(&t)
+            .map(|d| d.with_timezone(&Utc))
+            .map_err(|e| StateError::Corrupt {
+                what: what.to_string(),
+                detail: e.to_string(),
+            })
+    })
+    .transpose()
+}
+
+fn parse_hash(what: &str, text: Option<String>) -> Result<Option<ValueHash>, StateError> {
+    text.map(|t| {
+        t.parse().map_err(|e| StateError::Corrupt {
+            what: what.to_string(),
+            detail: format!("{e}"),
+        })
+    })
+    .transpose()
+}
+
+const ASSIGNMENT_COLUMNS: &str = "project, assignment, mailbox, item_id, change_key, baseline, \
+     pm_hash, mail_hash, status, attempts, last_error, last_sync";
+
+fn read_assignment(row: &Row<'_>) -> Result<AssignmentState, StateError> {
+    let project: String = row.get(0).map_err(db)?;
+    let uid: i64 = row.get(1).map_err(db)?;
+    let what = format!("{project}:{uid}");
+    let project = project.parse().map_err(|e| StateError::Corrupt {
+        what: what.clone(),
+        detail: format!("{e}"),
+    })?;
+    let item_id: Option<String> = row.get(3).map_err(db)?;
+    let change_key: Option<String> = row.get(4).map_err(db)?;
+    let baseline: Option<String> = row.get(5).map_err(db)?;
+    let status: String = row.get(8).map_err(db)?;
+    Ok(AssignmentState {
+        key: AssignmentKey {
+            project,
+            assignment: AssignmentUid(uid),
+        },
+        mailbox: MailboxAddress(row.get(2).map_err(db)?),
+        item: item_id.map(|item_id| ItemRef {
+            item_id,
+            change_key: change_key.unwrap_or_default(),
+        }),
+        baseline: baseline.map(|b| from_json(&what, &b)).transpose()?,
+        pm_hash: parse_hash(&what, row.get(6).map_err(db)?)?,
+        mail_hash: parse_hash(&what, row.get(7).map_err(db)?)?,
+        status: from_json(&what, &status)?,
+        attempts: row.get::<_, i64>(9).map_err(db)? as u32,
+        last_error: row.get(10).map_err(db)?,
+        last_sync: parse_time(&what, row.get(11).map_err(db)?)?,
+    })
+}
+
+fn query_assignments(
+    conn: &Connection,
+    filter: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<AssignmentState>, StateError> {
+    let sql = format!("SELECT {ASSIGNMENT_COLUMNS} FROM assignment WHERE {filter}");
+    let mut stmt = conn.prepare_cached(&sql).map_err(db)?;
+    let mut rows = stmt.query(args).map_err(db)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db)? {
+        out.push(read_assignment(row)?);
+    }
+    Ok(out)
+}
+
+fn read_mailbox(row: &Row<'_>) -> Result<MailboxState, StateError> {
+    let mailbox: String = row.get(0).map_err(db)?;
+    Ok(MailboxState {
+        folder_id: row.get(1).map_err(db)?,
+        subscription_id: row.get(2).map_err(db)?,
+        watermark: row.get(3).map_err(db)?,
+        last_notification: parse_time(&mailbox, row.get(4).map_err(db)?)?,
+        sync_state: row.get(5).map_err(db)?,
+        last_reconcile: parse_time(&mailbox, row.get(6).map_err(db)?)?,
+        mailbox: Some(MailboxAddress(mailbox)),
+    })
+}
+
+const MAILBOX_COLUMNS: &str =
+    "mailbox, folder_id, subscription_id, watermark, last_notification, sync_state, last_reconcile";
+
+impl StateStore for SqliteStore {
+    async fn assignment(&self, key: &AssignmentKey) -> Result<Option<AssignmentState>, StateError> {
+        let (p, a) = (key.project.to_string(), key.assignment.0);
+        self.call(move |c| {
+            Ok(query_assignments(c, "project = ?1 AND assignment = ?2", params![p, a])?.pop())
+        })
+        .await
+    }
+
+    async fn project_assignments(
+        &self,
+        project: ProjectGuid,
+    ) -> Result<Vec<AssignmentState>, StateError> {
+        let p = project.to_string();
+        self.call(move |c| query_assignments(c, "project = ?1 ORDER BY assignment", params![p]))
+            .await
+    }
+
+    async fn mailbox_assignments(
+        &self,
+        mailbox: &MailboxAddress,
+    ) -> Result<Vec<AssignmentState>, StateError> {
+        let m = mailbox.0.clone();
+        self.call(move |c| {
+            query_assignments(c, "mailbox = ?1 ORDER BY project, assignment", params![m])
+        })
+        .await
+    }
+
+    async fn assignment_by_item(
+        &self,
+        mailbox: &MailboxAddress,
+        item_id: &str,
+    ) -> Result<Option<AssignmentState>, StateError> {
+        let (m, i) = (mailbox.0.clone(), item_id.to_string());
+        self.call(move |c| {
+            Ok(query_assignments(c, "mailbox = ?1 AND item_id = ?2", params![m, i])?.pop())
+        })
+        .await
+    }
+
+    async fn commit(&self, commit: Commit) -> Result<(), StateError> {
+        if commit.is_empty() {
+            return Ok(());
+        }
+        self.call(move |c| {
+            let tx = c.transaction().map_err(db)?;
+            {
+                let mut put = tx
+                    .prepare_cached(&format!(
+                        "INSERT OR REPLACE INTO assignment ({ASSIGNMENT_COLUMNS}) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+                    ))
+                    .map_err(db)?;
+                for s in &commit.put {
+                    put.execute(params![
+                        s.key.project.to_string(),
+                        s.key.assignment.0,
+                        s.mailbox.0,
+                        s.item.as_ref().map(|i| &i.item_id),
+                        s.item.as_ref().map(|i| &i.change_key),
+                        s.baseline.as_ref().map(to_json),
+                        s.pm_hash.map(|h| h.to_string()),
+                        s.mail_hash.map(|h| h.to_string()),
+                        to_json(&s.status),
+                        s.attempts as i64,
+                        s.last_error,
+                        s.last_sync.as_ref().map(time_text),
+                    ])
+                    .map_err(db)?;
+                }
+                let mut delete = tx
+                    .prepare_cached("DELETE FROM assignment WHERE project = ?1 AND assignment = ?2")
+                    .map_err(db)?;
+                for k in &commit.delete {
+                    delete
+                        .execute(params![k.project.to_string(), k.assignment.0])
+                        .map_err(db)?;
+                }
+                let mut close = tx
+                    .prepare_cached("DELETE FROM journal WHERE id = ?1")
+                    .map_err(db)?;
+                for id in &commit.close_journal {
+                    close.execute(params![id]).map_err(db)?;
+                }
+            }
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn open_journal(&self, entries: Vec<JournalEntry>) -> Result<Vec<i64>, StateError> {
+        self.call(move |c| {
+            let tx = c.transaction().map_err(db)?;
+            let mut ids = Vec::with_capacity(entries.len());
+            {
+                let mut ins = tx
+                    .prepare_cached(
+                        "INSERT INTO journal (mailbox, project, assignment, kind, at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )
+                    .map_err(db)?;
+                for e in &entries {
+                    ins.execute(params![
+                        e.mailbox.0,
+                        e.key.project.to_string(),
+                        e.key.assignment.0,
+                        e.kind.as_str(),
+                        time_text(&e.at),
+                    ])
+                    .map_err(db)?;
+                    ids.push(tx.last_insert_rowid());
+                }
+            }
+            tx.commit().map_err(db)?;
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn unfinished_journal(&self) -> Result<Vec<JournalEntry>, StateError> {
+        self.call(|c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT id, mailbox, project, assignment, kind, at FROM journal ORDER BY id",
+                )
+                .map_err(db)?;
+            let mut rows = stmt.query([]).map_err(db)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(db)? {
+                let id: i64 = row.get(0).map_err(db)?;
+                let what = format!("journal {id}");
+                let project: String = row.get(2).map_err(db)?;
+                let kind: String = row.get(4).map_err(db)?;
+                out.push(JournalEntry {
+                    id,
+                    mailbox: MailboxAddress(row.get(1).map_err(db)?),
+                    key: AssignmentKey {
+                        project: project.parse().map_err(|e| StateError::Corrupt {
+                            what: what.clone(),
+                            detail: format!("{e}"),
+                        })?,
+                        assignment: AssignmentUid(row.get(3).map_err(db)?),
+                    },
+                    kind: WriteKind::parse(&kind).ok_or_else(|| StateError::Corrupt {
+                        what: what.clone(),
+                        detail: format!("unknown write kind {kind}"),
+                    })?,
+                    at: parse_time(&what, row.get(5).map_err(db)?)?.unwrap_or_else(Utc::now),
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn mailbox(&self, mailbox: &MailboxAddress) -> Result<Option<MailboxState>, StateError> {
+        let m = mailbox.0.clone();
+        self.call(move |c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT {MAILBOX_COLUMNS} FROM mailbox WHERE mailbox = ?1"
+                ))
+                .map_err(db)?;
+            let row = stmt
+                .query_row(params![m], |r| Ok(read_mailbox(r)))
+                .optional()
+                .map_err(db)?;
+            row.transpose()
+        })
+        .await
+    }
+
+    async fn mailboxes(&self) -> Result<Vec<MailboxState>, StateError> {
+        self.call(|c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT {MAILBOX_COLUMNS} FROM mailbox ORDER BY mailbox"
+                ))
+                .map_err(db)?;
+            let mut rows = stmt.query([]).map_err(db)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(db)? {
+                out.push(read_mailbox(row)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn put_mailbox(&self, state: MailboxState) -> Result<(), StateError> {
+        let Some(mailbox) = state.mailbox.clone() else {
+            return Err(StateError::Database(
+                "mailbox state without a mailbox".into(),
+            ));
+        };
+        self.call(move |c| {
+            c.prepare_cached(
+                "INSERT INTO mailbox (mailbox, folder_id, subscription_id, watermark, \
+                 last_notification, sync_state, last_reconcile) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                 ON CONFLICT (mailbox) DO UPDATE SET folder_id = ?2, subscription_id = ?3, \
+                 watermark = ?4, last_notification = ?5, sync_state = ?6, last_reconcile = ?7",
+            )
+            .map_err(db)?
+            .execute(params![
+                mailbox.0,
+                state.folder_id,
+                state.subscription_id,
+                state.watermark,
+                state.last_notification.as_ref().map(time_text),
+                state.sync_state,
+                state.last_reconcile.as_ref().map(time_text),
+            ])
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn mailbox_by_subscription(
+        &self,
+        subscription_id: &str,
+    ) -> Result<Option<MailboxState>, StateError> {
+        let s = subscription_id.to_string();
+        self.call(move |c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT {MAILBOX_COLUMNS} FROM mailbox WHERE subscription_id = ?1"
+                ))
+                .map_err(db)?;
+            let row = stmt
+                .query_row(params![s], |r| Ok(read_mailbox(r)))
+                .optional()
+                .map_err(db)?;
+            row.transpose()
+        })
+        .await
+    }
+
+    async fn acquire_lease(
+        &self,
+        mailbox: &MailboxAddress,
+        owner: &str,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StateError> {
+        let (m, o) = (mailbox.0.clone(), owner.to_string());
+        self.call(move |c| {
+            // Milliseconds, so that comparing expiries is comparing numbers.
+            let now = Utc::now().timestamp_millis();
+            let changed = c
+                .prepare_cached(
+                    "INSERT INTO mailbox (mailbox, lease_owner, lease_until) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (mailbox) DO UPDATE SET lease_owner = ?2, lease_until = ?3 \
+                     WHERE lease_owner IS NULL OR lease_owner = ?2 OR lease_until < ?4",
+                )
+                .map_err(db)?
+                .execute(params![m, o, until.timestamp_millis(), now])
+                .map_err(db)?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn append_audit(&self, records: Vec<AuditRecord>) -> Result<(), StateError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.call(move |c| {
+            let tx = c.transaction().map_err(db)?;
+            {
+                let mut ins = tx
+                    .prepare_cached(
+                        "INSERT INTO audit (at, project, assignment, mailbox, field, pm_value, \
+                         mail_value, rule, winner) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    )
+                    .map_err(db)?;
+                for r in &records {
+                    ins.execute(params![
+                        time_text(&r.at),
+                        r.key.project.to_string(),
+                        r.key.assignment.0,
+                        r.mailbox.0,
+                        r.field.name(),
+                        r.pm_value,
+                        r.mail_value,
+                        to_json(&r.rule).trim_matches('"'),
+                        to_json(&r.winner).trim_matches('"'),
+                    ])
+                    .map_err(db)?;
+                }
+            }
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn audit(&self, project: Option<ProjectGuid>) -> Result<Vec<AuditRecord>, StateError> {
+        let p = project.map(|p| p.to_string());
+        self.call(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT at, project, assignment, mailbox, field, pm_value, mail_value, rule, \
+                     winner FROM audit WHERE ?1 IS NULL OR project = ?1 ORDER BY id",
+                )
+                .map_err(db)?;
+            let mut rows = stmt.query(params![p]).map_err(db)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(db)? {
+                let project: String = row.get(1).map_err(db)?;
+                let what = format!("audit {project}");
+                let field: String = row.get(4).map_err(db)?;
+                let rule: String = row.get(7).map_err(db)?;
+                let winner: String = row.get(8).map_err(db)?;
+                out.push(AuditRecord {
+                    at: parse_time(&what, row.get(0).map_err(db)?)?.unwrap_or_else(Utc::now),
+                    key: AssignmentKey {
+                        project: project.parse().map_err(|e| StateError::Corrupt {
+                            what: what.clone(),
+                            detail: format!("{e}"),
+                        })?,
+                        assignment: AssignmentUid(row.get(2).map_err(db)?),
+                    },
+                    mailbox: MailboxAddress(row.get(3).map_err(db)?),
+                    field: MailField::from_name(&field).ok_or_else(|| StateError::Corrupt {
+                        what: what.clone(),
+                        detail: format!("unknown field {field}"),
+                    })?,
+                    pm_value: row.get(5).map_err(db)?,
+                    mail_value: row.get(6).map_err(db)?,
+                    rule: from_json(&what, &format!("\"{rule}\""))?,
+                    winner: from_json(&what, &format!("\"{winner}\""))?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn count_assignments(&self) -> Result<u64, StateError> {
+        self.call(|c| {
+            c.query_row("SELECT COUNT(*) FROM assignment", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n as u64)
+            .map_err(db)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pm::ProjectGuid;
+
+    fn key(uid: i64) -> AssignmentKey {
+        AssignmentKey {
+            project: ProjectGuid(uuid::Uuid::from_u128(
+                0x2f9a4c1e_7b7d_4f7a_9c55_0d3c2b1a0001,
+            )),
+            assignment: AssignmentUid(uid),
+        }
+    }
+
+    fn state(uid: i64, mailbox: &str) -> AssignmentState {
+        let mut values = MailValues::empty(chrono_tz::Europe::Berlin);
+        values.subject = Some(format!("Task {uid}"));
+        values.total_work = Some(450);
+        let mut s = AssignmentState::new(key(uid), MailboxAddress::new(mailbox));
+        s.item = Some(ItemRef {
+            item_id: format!("AAMk{uid}"),
+            change_key: "CK1".into(),
+        });
+        s.mail_hash = Some(values.hash());
+        s.pm_hash = Some(values.hash());
+        let mut baseline = Baseline::new(values);
+        baseline.pm_changed.insert(MailField::Subject, Utc::now());
+        s.baseline = Some(baseline);
+        s.last_sync = Some(Utc::now());
+        s
+    }
+
+    #[tokio::test]
+    async fn sqlite_store_assignment_round_trips_every_column() {
+        let store = SqliteStore::in_memory().expect("open");
+        let mut a = state(7, "Ann@Example.com");
+        a.status = SyncStatus::Parked {
+            reason: "stale change key 3 times".into(),
+        };
+        a.attempts = 3;
+        a.last_error = Some("ErrorIrresolvableConflict".into());
+        store
+            .commit(Commit {
+                put: vec![a.clone(), state(8, "bob@example.com")],
+                ..Commit::default()
+            })
+            .await
+            .expect("commit");
+        let back = store.assignment(&key(7)).await.expect("read").expect("row");
+        assert_eq!(back, a);
+        assert_eq!(back.mailbox.as_str(), "ann@example.com");
+        let by_item = store
+            .assignment_by_item(&MailboxAddress::new("ann@example.com"), "AAMk7")
+            .await
+            .expect("read")
+            .expect("row");
+        assert_eq!(by_item.key, key(7));
+        assert_eq!(
+            store
+                .mailbox_assignments(&MailboxAddress::new("bob@example.com"))
+                .await
+                .expect("read")
+                .len(),
+            1
+        );
+        assert_eq!(
+            store
+                .project_assignments(key(7).project)
+                .await
+                .expect("read")
+                .len(),
+            2
+        );
+        assert_eq!(store.count_assignments().await.expect("count"), 2);
+    }
+
+    #[tokio::test]
+    async fn sqlite_store_journal_stays_open_until_committed() {
+        let store = SqliteStore::in_memory().expect("open");
+        let mailbox = MailboxAddress::new("ann@example.com");
+        let entries = (1..=3)
+            .map(|uid| JournalEntry {
+                id: 0,
+                mailbox: mailbox.clone(),
+                key: key(uid),
+                kind: WriteKind::Create,
+                at: Utc::now(),
+            })
+            .collect();
+        let ids = store.open_journal(entries).await.expect("journal");
+        assert_eq!(ids.len(), 3);
+        // The process "dies" after the write of the first two: only they are closed.
+        store
+            .commit(Commit {
+                put: vec![state(1, "ann@example.com"), state(2, "ann@example.com")],
+                delete: vec![],
+                close_journal: ids[..2].to_vec(),
+            })
+            .await
+            .expect("commit");
+        let open = store.unfinished_journal().await.expect("journal");
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].key, key(3));
+        assert_eq!(open[0].kind, WriteKind::Create);
+    }
+
+    #[tokio::test]
+    async fn sqlite_store_survives_reopen_and_keeps_schema_version() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.sqlite");
+        {
+            let store = SqliteStore::open(&path).expect("open");
+            store
+                .commit(Commit {
+                    put: vec![state(1, "ann@example.com")],
+                    ..Commit::default()
+                })
+                .await
+                .expect("commit");
+            store
+                .put_mailbox(MailboxState {
+                    mailbox: Some(MailboxAddress::new("ann@example.com")),
+                    folder_id: Some("AQMkTasks".into()),
+                    subscription_id: Some("sub-1".into()),
+                    watermark: Some("wm-9".into()),
+                    ..MailboxState::default()
+                })
+                .await
+                .expect("mailbox");
+        }
+        let store = SqliteStore::open(&path).expect("reopen");
+        assert!(store.assignment(&key(1)).await.expect("read").is_some());
+        let mb = store
+            .mailbox_by_subscription("sub-1")
+            .await
+            .expect("read")
+            .expect("mailbox");
+        assert_eq!(mb.watermark.as_deref(), Some("wm-9"));
+        assert_eq!(store.mailboxes().await.expect("list").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn sqlite_store_lease_excludes_other_owners_until_expiry() {
+        let store = SqliteStore::in_memory().expect("open");
+        let mb = MailboxAddress::new("ann@example.com");
+        let soon = Utc::now() + chrono::Duration::seconds(30);
+        assert!(store.acquire_lease(&mb, "a", soon).await.expect("lease"));
+        assert!(store.acquire_lease(&mb, "a", soon).await.expect("renew"));
+        assert!(!store.acquire_lease(&mb, "b", soon).await.expect("taken"));
+        let past = Utc::now() - chrono::Duration::seconds(1);
+        assert!(store.acquire_lease(&mb, "a", past).await.expect("shorten"));
+        assert!(store.acquire_lease(&mb, "b", soon).await.expect("expired"));
+    }
+
+    #[tokio::test]
+    async fn sqlite_store_audit_filters_by_project_in_order() {
+        let store = SqliteStore::in_memory().expect("open");
+        let other = AssignmentKey {
+            project: ProjectGuid(uuid::Uuid::from_u128(9)),
+            assignment: AssignmentUid(1),
+        };
+        let rec = |k: AssignmentKey, rule| AuditRecord {
+            at: Utc::now(),
+            key: k,
+            mailbox: MailboxAddress::new("ann@example.com"),
+            field: MailField::PercentComplete,
+            pm_value: "20%".into(),
+            mail_value: "60%".into(),
+            rule,
+            winner: Side::Mail,
+        };
+        store
+            .append_audit(vec![
+                rec(key(1), DecisionRule::MailOnly),
+                rec(other, DecisionRule::PmWins),
+                rec(key(2), DecisionRule::NewerWins),
+            ])
+            .await
+            .expect("append");
+        let mine = store.audit(Some(key(1).project)).await.expect("audit");
+        assert_eq!(mine.len(), 2);
+        assert_eq!(mine[0].rule, DecisionRule::MailOnly);
+        assert_eq!(mine[1].rule, DecisionRule::NewerWins);
+        assert_eq!(store.audit(None).await.expect("all").len(), 3);
+    }
+}

@@ -1,0 +1,89 @@
+//! How the engine behaves: conflict policy, timing, guards.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::decide::Policy;
+
+/// What happens when a person deletes a task in Outlook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeletedTaskRule {
+    /// Forget the item; the assignment stays on the PM side and is reported as detached.
+    #[default]
+    Detach,
+    /// Create the task again at the next publish.
+    Recreate,
+    /// Report the assignment as complete on the PM side (a status update to 100%), then
+    /// detach.
+    CompleteOnPm,
+}
+
+impl std::str::FromStr for DeletedTaskRule {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "detach" => Ok(DeletedTaskRule::Detach),
+            "recreate" => Ok(DeletedTaskRule::Recreate),
+            "complete-on-pm" => Ok(DeletedTaskRule::CompleteOnPm),
+            other => Err(format!(
+                "unknown rule {other:?} (expected detach, recreate or complete-on-pm)"
+            )),
+        }
+    }
+}
+
+/// The engine's settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SyncConfig {
+    /// When both sides changed a field.
+    pub policy: Policy,
+    /// Quiet time after the last notification for a mailbox before its changes are read.
+    pub debounce: Duration,
+    /// Longest a mailbox waits under a stream of notifications before it is read anyway.
+    pub max_debounce: Duration,
+    /// Between reconciliation passes of every mailbox (heals lost notifications).
+    pub reconcile_interval: Duration,
+    /// A task deleted in Outlook.
+    pub deleted_task: DeletedTaskRule,
+    /// Largest share of a mailbox's tasks one publish may delete without `force`.
+    pub max_delete_share: f64,
+    /// Deletions up to this many are always allowed (a small mailbox losing one task).
+    pub max_delete_floor: usize,
+    /// Attempts of a write before the item is parked.
+    pub max_attempts: u32,
+    /// Mailboxes worked on at once.
+    pub mailbox_concurrency: usize,
+    /// Push subscriptions: where Exchange posts, and how often it says it is alive.
+    pub push: Option<PushSettings>,
+    /// Notifications queued at most before the listener answers "busy".
+    pub queue_capacity: usize,
+}
+
+/// Where push notifications go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PushSettings {
+    /// The listener's public URL, secret included.
+    pub url: String,
+    /// Between status notifications (whole minutes, 1 to 1440).
+    pub status_frequency: Duration,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            policy: Policy::NewerWins,
+            debounce: Duration::from_secs(2),
+            max_debounce: Duration::from_secs(10),
+            reconcile_interval: Duration::from_secs(15 * 60),
+            deleted_task: DeletedTaskRule::Detach,
+            max_delete_share: 0.5,
+            max_delete_floor: 10,
+            max_attempts: 3,
+            mailbox_concurrency: 8,
+            push: None,
+            queue_capacity: 4096,
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! The engine's shared parts: who it talks to, per-mailbox locks, project views, metrics.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+
+use super::config::SyncConfig;
+use super::mailbox::{MailboxError, MailboxStore};
+use crate::mapping::{FieldTable, MailField, MailValues, owner_zone};
+use crate::pm::{
+    Assignment, AssignmentField, AssignmentKey, AssignmentUid, HostError, PmHost, Project,
+    ProjectGuid, ResourceUid, SyncUnit, TaskUid,
+};
+use crate::state::{MailboxAddress, StateError, StateStore};
+
+/// Errors that stop a whole operation (item failures are counted in reports instead).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    /// The PM host failed.
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// The state store failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The mailbox store failed for a whole call.
+    #[error("mailbox {mailbox}: {source}")]
+    Mailbox {
+        /// The mailbox.
+        mailbox: String,
+        /// What failed.
+        #[source]
+        source: MailboxError,
+    },
+    /// The project is not published on the PM side.
+    #[error("project {0} is not published")]
+    UnknownProject(ProjectGuid),
+}
+
+impl SyncError {
+    pub(crate) fn mailbox(mailbox: &MailboxAddress, source: MailboxError) -> Self {
+        SyncError::Mailbox {
+            mailbox: mailbox.to_string(),
+            source,
+        }
+    }
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Push notifications received for known subscriptions.
+    pub notifications: AtomicU64,
+    /// Mailbox syncs queued by notifications.
+    pub events_queued: AtomicU64,
+    /// Status updates applied on the PM side.
+    pub updates_applied: AtomicU64,
+    /// Status updates waiting for approval.
+    pub updates_pending: AtomicU64,
+    /// Status updates rejected.
+    pub updates_rejected: AtomicU64,
+    /// Conflicts decided by policy or kept for a person.
+    pub conflicts: AtomicU64,
+    /// Items created.
+    pub created: AtomicU64,
+    /// Items updated.
+    pub written: AtomicU64,
+    /// Items deleted.
+    pub deleted: AtomicU64,
+    /// Items parked after repeated failures.
+    pub parked: AtomicU64,
+    /// Reconciliation passes.
+    pub reconciles: AtomicU64,
+}
+
+impl Metrics {
+    pub(crate) fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// A project with its sync units indexed by assignment.
+#[derive(Debug)]
+pub struct ProjectView {
+    /// The project.
+    pub project: Project,
+    /// For each assignment that is a sync unit: indices of the assignment, its task and its
+    /// resource in the project.
+    units: HashMap<AssignmentUid, (usize, usize, usize)>,
+}
+
+impl ProjectView {
+    /// Indexes the sync units of `project`.
+    pub fn new(project: Project) -> Self {
+        let task_at: HashMap<TaskUid, usize> = project
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.uid, i))
+            .collect();
+        let resource_at: HashMap<ResourceUid, usize> = project
+            .resources
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.uid, i))
+            .collect();
+        let assignment_at: HashMap<AssignmentUid, usize> = project
+            .assignments
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.uid, i))
+            .collect();
+        let units = project
+            .sync_units()
+            .iter()
+            .filter_map(|u| {
+                Some((
+                    u.assignment.uid,
+                    (
+                        *assignment_at.get(&u.assignment.uid)?,
+                        *task_at.get(&u.task.uid)?,
+                        *resource_at.get(&u.resource.uid)?,
+                    ),
+                ))
+            })
+            .collect();
+        ProjectView { project, units }
+    }
+
+    /// The sync unit of an assignment, if it is one.
+    pub fn unit(&self, uid: AssignmentUid) -> Option<SyncUnit<'_>> {
+        let &(a, t, r) = self.units.get(&uid)?;
+        let resource = &self.project.resources[r];
+        Some(SyncUnit {
+            key: self.project.key(uid),
+            assignment: &self.project.assignments[a],
+            task: &self.project.tasks[t],
+            resource,
+            email: resource.email.as_deref().map(str::trim).unwrap_or_default(),
+        })
+    }
+
+    /// Every sync unit.
+    pub fn units(&self) -> impl Iterator<Item = SyncUnit<'_>> {
+        self.units.keys().filter_map(|uid| self.unit(*uid))
+    }
+
+    /// The mailbox values the PM side wants for an assignment, with the owner's zone.
+    pub fn desired(&self, table: &FieldTable, uid: AssignmentUid) -> Option<(MailValues, Tz)> {
+        let unit = self.unit(uid)?;
+        let zone = owner_zone(&self.project, &unit);
+        Some((table.to_mail(&self.project, &unit, zone), zone))
+    }
+
+    /// The view with one assignment replaced (after the host applied a status update).
+    pub fn with_assignment(&self, assignment: Assignment) -> ProjectView {
+        let mut project = self.project.clone();
+        if let Some(a) = project.assignment_mut(assignment.uid) {
+            *a = assignment;
+        }
+        ProjectView::new(project)
+    }
+}
+
+/// The PM modification time of the field behind a mailbox field.
+pub fn pm_modified(unit: &SyncUnit<'_>, field: MailField) -> Option<DateTime<Utc>> {
+    let pm_field = match field {
+        MailField::Subject => AssignmentField::Name,
+        MailField::Body => AssignmentField::Notes,
+        MailField::Importance => AssignmentField::Priority,
+        MailField::StartDate => AssignmentField::Start,
+        MailField::DueDate => AssignmentField::Finish,
+        MailField::TotalWork => AssignmentField::Work,
+        MailField::ActualWork => AssignmentField::ActualWork,
+        MailField::PercentComplete => AssignmentField::PercentWorkComplete,
+        MailField::Categories => return None,
+    };
+    unit.assignment.modified.get(pm_field)
+}
+
+/// Copies one field's value from `src` to `dst`.
+pub fn copy_field(dst: &mut MailValues, src: &MailValues, field: MailField) {
+    match field {
+        MailField::Subject => dst.subject.clone_from(&src.subject),
+        MailField::Body => dst.body.clone_from(&src.body),
+        MailField::Importance => dst.importance = src.importance,
+        MailField::StartDate => dst.start_date = src.start_date,
+        MailField::DueDate => dst.due_date = src.due_date,
+        MailField::TotalWork => dst.total_work = src.total_work,
+        MailField::ActualWork => dst.actual_work = src.actual_work,
+        MailField::PercentComplete => {
+            dst.percent_complete = src.percent_complete;
+            dst.status_note = src.status_note;
+        }
+        MailField::Categories => dst.categories.clone_from(&src.categories),
+    }
+}
+
+/// A short text of one field's value, for the audit log.
+pub fn field_text(values: &MailValues, field: MailField) -> String {
+    fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
+        v.as_ref()
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "-".into())
+    }
+    match field {
+        MailField::Subject => opt(&values.subject),
+        MailField::Body => values
+            .body
+            .as_deref()
+            .map(|b| b.chars().take(60).collect())
+            .unwrap_or_else(|| "-".into()),
+        MailField::Importance => opt(&values.importance.map(|i| i.as_str())),
+        MailField::StartDate => opt(&values.start_date),
+        MailField::DueDate => opt(&values.due_date),
+        MailField::TotalWork => opt(&values.total_work.map(|m| format!("{m} min"))),
+        MailField::ActualWork => opt(&values.actual_work.map(|m| format!("{m} min"))),
+        MailField::PercentComplete => {
+            let mut s = opt(&values.percent_complete.map(|p| p.to_string()));
+            if let Some(note) = values.status_note {
+                s.push_str(&format!(" ({})", note.as_str()));
+            }
+            s
+        }
+        MailField::Categories => values.categories.join(", "),
+    }
+}
+
+/// The sync engine: publish, inbound changes, mapping back, reconciliation.
+///
+/// Cheap to clone; clones share everything.
+pub struct Engine<H, M, S> {
+    pub(crate) inner: Arc<Inner<H, M, S>>,
+}
+
+impl<H, M, S> Clone for Engine<H, M, S> {
+    fn clone(&self) -> Self {
+        Engine {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+pub(crate) struct Inner<H, M, S> {
+    pub host: H,
+    pub mailboxes: M,
+    pub state: S,
+    pub table: Arc<FieldTable>,
+    pub config: SyncConfig,
+    pub metrics: Arc<Metrics>,
+    /// Notification queue and subscription map.
+    pub runtime: super::run::Runtime,
+    /// One lock per mailbox: publish, inbound changes and mapping back never work on the same
+    /// mailbox at once. A std mutex guards the map (held only to look up or insert).
+    locks: Mutex<HashMap<MailboxAddress, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
+    /// An engine over a PM host, a mailbox store and a state store.
+    pub fn new(host: H, mailboxes: M, state: S, table: FieldTable, config: SyncConfig) -> Self {
+        Engine {
+            inner: Arc::new(Inner {
+                host,
+                mailboxes,
+                state,
+                table: Arc::new(table),
+                config: config.clone(),
+                metrics: Arc::new(Metrics::default()),
+                runtime: super::run::Runtime::new(config.queue_capacity),
+                locks: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.inner.metrics)
+    }
+
+    /// The PM host.
+    pub fn host(&self) -> &H {
+        &self.inner.host
+    }
+
+    /// The state store.
+    pub fn state(&self) -> &S {
+        &self.inner.state
+    }
+
+    /// The mailbox store.
+    pub fn mailboxes(&self) -> &M {
+        &self.inner.mailboxes
+    }
+
+    /// The field table.
+    pub fn table(&self) -> &FieldTable {
+        &self.inner.table
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &SyncConfig {
+        &self.inner.config
+    }
+
+    /// Locks a mailbox for the duration of the returned guard.
+    pub(crate) async fn lock(&self, mailbox: &MailboxAddress) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut map = self.inner.locks.lock().expect("mailbox lock map poisoned");
+            Arc::clone(map.entry(mailbox.clone()).or_default())
+        };
+        lock.lock_owned().await
+    }
+
+    /// Loads a project and indexes it.
+    pub(crate) async fn view(&self, project: ProjectGuid) -> Result<Arc<ProjectView>, SyncError> {
+        match self.inner.host.project(project).await? {
+            Some(p) => Ok(Arc::new(ProjectView::new(p))),
+            None => Err(SyncError::UnknownProject(project)),
+        }
+    }
+}
+
+/// Projects loaded during one pass, so each is fetched once.
+#[derive(Default)]
+pub(crate) struct ProjectCache {
+    views: HashMap<ProjectGuid, Option<Arc<ProjectView>>>,
+}
+
+impl ProjectCache {
+    pub async fn get<H: PmHost, M: MailboxStore, S: StateStore>(
+        &mut self,
+        engine: &Engine<H, M, S>,
+        key: &AssignmentKey,
+    ) -> Result<Option<Arc<ProjectView>>, SyncError> {
+        if let Some(v) = self.views.get(&key.project) {
+            return Ok(v.clone());
+        }
+        let view = match engine.view(key.project).await {
+            Ok(v) => Some(v),
+            Err(SyncError::UnknownProject(_)) => None,
+            Err(e) => return Err(e),
+        };
+        self.views.insert(key.project, view.clone());
+        Ok(view)
+    }
+
+    /// Replaces a cached project after the host changed it.
+    pub fn put(&mut self, view: Arc<ProjectView>) {
+        self.views.insert(view.project.guid, Some(view));
+    }
+}

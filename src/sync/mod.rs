@@ -1,0 +1,32 @@
+//! The sync engine: the method of the patent claim.
+//!
+//! - [`Engine::publish`] publishes a project: creates, updates and deletes mailbox tasks so
+//!   that they show the PM's values (claim steps 1 to 3).
+//! - [`Engine::sync_mailbox`] handles changes made in a mailbox: what changed, read it, decide
+//!   field by field against the baseline ([`decide`]), submit the mailbox's newer values as a
+//!   task status update, write the PM's resulting values back (steps 4 to 10).
+//! - [`Engine::map_back`] writes the values of a status update decided later by a person.
+//! - [`Engine::run`] ties them to notifications, host events, reconciliation and subscriptions.
+//!
+//! The engine knows no wire format: the mailbox side is a [`MailboxStore`], the PM side a
+//! [`crate::pm::PmHost`], and what was synced lives in a [`crate::state::StateStore`].
+
+pub mod config;
+pub mod decide;
+mod engine;
+mod inbound;
+pub mod mailbox;
+mod publish;
+mod report;
+mod run;
+
+pub use config::{DeletedTaskRule, PushSettings, SyncConfig};
+pub use decide::Policy;
+pub use engine::{Engine, Metrics, ProjectView, SyncError};
+pub use mailbox::{
+    BatchLimits, ChangePage, Delivery, FetchRequest, ItemFailure, ItemWrite, MailboxError,
+    MailboxItem, MailboxStore, PulledEvents, Subscription,
+};
+pub use publish::PublishOptions;
+pub use report::{InboundReport, ItemError, PublishReport};
+pub use run::{Notice, NotificationOutcome, NotificationSink};

@@ -1,0 +1,535 @@
+//! Publishing a project (claim steps "publishing", "mapping" and "sending task data"): create
+//! the tasks of new assignments, update only the fields the plan changed, delete the tasks of
+//! assignments that left the project.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::Utc;
+use futures::StreamExt;
+use tracing::{debug, info, instrument, warn};
+
+use super::engine::{Engine, Metrics, ProjectView, SyncError, pm_modified};
+use super::inbound::Mode;
+use super::mailbox::{ItemFailure, ItemWrite, MailboxStore};
+use super::report::{InboundReport, ItemError, PublishReport};
+use crate::mapping::{MailValues, changed_fields};
+use crate::pm::{AssignmentKey, PmHost, ProjectGuid};
+use crate::state::{
+    AssignmentState, Baseline, Commit, JournalEntry, MailboxAddress, StateStore, SyncStatus,
+    WriteKind,
+};
+
+/// Options of one publish.
+#[derive(Clone, Debug, Default)]
+pub struct PublishOptions {
+    /// Delete even beyond the mass-delete guard.
+    pub force: bool,
+}
+
+/// What one mailbox has to do.
+#[derive(Default)]
+struct MailboxPlan {
+    /// Assignments that should have a task here, with their desired values and current state.
+    desired: Vec<(AssignmentKey, MailValues, Option<AssignmentState>)>,
+    /// Assignments whose task here must go.
+    leaving: Vec<AssignmentState>,
+}
+
+impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
+    /// Publishes `project`: after this, every assignment of the project has a task in its
+    /// resource's mailbox showing the PM's values, and assignments that left have none.
+    ///
+    /// Safe to repeat: an unchanged project sends no write at all, and a publish cut short by a
+    /// crash finds the tasks it already created (they carry the assignment's key) instead of
+    /// creating them twice.
+    #[instrument(skip_all, fields(project = %project))]
+    pub async fn publish(
+        &self,
+        project: ProjectGuid,
+        options: PublishOptions,
+    ) -> Result<PublishReport, SyncError> {
+        let view = self.view(project).await?;
+        let table = &self.inner.table;
+        let mut known: HashMap<AssignmentKey, AssignmentState> = self
+            .inner
+            .state
+            .project_assignments(project)
+            .await?
+            .into_iter()
+            .map(|s| (s.key, s))
+            .collect();
+        let mut plans: BTreeMap<MailboxAddress, MailboxPlan> = BTreeMap::new();
+        for unit in view.units() {
+            let Some((values, _zone)) = view.desired(table, unit.assignment.uid) else {
+                continue;
+            };
+            let mailbox = MailboxAddress::new(unit.email);
+            let mut state = known.remove(&unit.key);
+            // The resource's address changed: the old task goes, a new one comes.
+            if let Some(old) = state.take_if(|s| s.mailbox != mailbox) {
+                plans
+                    .entry(old.mailbox.clone())
+                    .or_default()
+                    .leaving
+                    .push(old);
+            }
+            plans
+                .entry(mailbox)
+                .or_default()
+                .desired
+                .push((unit.key, values, state));
+        }
+        for (_, state) in known {
+            plans
+                .entry(state.mailbox.clone())
+                .or_default()
+                .leaving
+                .push(state);
+        }
+        let mut report = PublishReport::default();
+        let mut work = futures::stream::iter(plans.into_iter().map(|(mailbox, plan)| {
+            let view = view.clone();
+            let options = options.clone();
+            async move { self.publish_mailbox(&mailbox, plan, &view, &options).await }
+        }))
+        .buffer_unordered(self.inner.config.mailbox_concurrency.max(1));
+        while let Some(r) = work.next().await {
+            report.merge(r?);
+        }
+        info!(
+            created = report.created,
+            updated = report.updated,
+            deleted = report.deleted,
+            unchanged = report.unchanged,
+            adopted = report.adopted,
+            failed = report.failed,
+            refused_deletes = report.refused_deletes,
+            "published"
+        );
+        Ok(report)
+    }
+
+    #[instrument(skip_all, fields(mailbox = %mailbox))]
+    async fn publish_mailbox(
+        &self,
+        mailbox: &MailboxAddress,
+        plan: MailboxPlan,
+        view: &ProjectView,
+        options: &PublishOptions,
+    ) -> Result<PublishReport, SyncError> {
+        let _guard = self.lock(mailbox).await;
+        let mut report = PublishReport::default();
+        if let Err(e) = self.ensure_mailbox(mailbox).await {
+            // The mailbox cannot be reached: every task of it failed this time.
+            warn!(error = %e, "mailbox unavailable");
+            for (key, _, _) in &plan.desired {
+                report.failed += 1;
+                report.errors.push(item_error(key, mailbox, &e.to_string()));
+            }
+            return Ok(report);
+        }
+        let rule = self.inner.config.deleted_task;
+        let mut creates = Vec::new();
+        let mut updates = Vec::new();
+        let mut with_items = 0usize;
+        for (key, desired, state) in plan.desired {
+            match state {
+                None => creates.push((key, desired, AssignmentState::new(key, mailbox.clone()))),
+                Some(s) if s.item.is_none() => {
+                    if s.status == SyncStatus::Detached
+                        && rule != super::config::DeletedTaskRule::Recreate
+                    {
+                        report.unchanged += 1;
+                    } else {
+                        creates.push((key, desired, s));
+                    }
+                }
+                Some(s) => {
+                    with_items += 1;
+                    let base = s.baseline.as_ref().map(|b| &b.values);
+                    let blocked = matches!(
+                        s.status,
+                        SyncStatus::PendingApproval { .. } | SyncStatus::Conflict { .. }
+                    );
+                    match base {
+                        // The inbound side owns items waiting for a decision.
+                        _ if blocked => report.unchanged += 1,
+                        Some(b) if changed_fields(b, &desired).is_empty() => report.unchanged += 1,
+                        _ => updates.push((key, desired, s)),
+                    }
+                }
+            }
+        }
+        let mut deletes: Vec<AssignmentState> = Vec::new();
+        let mut forget = Vec::new();
+        for s in plan.leaving {
+            if s.item.is_some() {
+                deletes.push(s);
+            } else {
+                forget.push(s.key);
+            }
+        }
+        with_items += deletes.len();
+        let limit = (self.inner.config.max_delete_share * with_items as f64).floor() as usize;
+        if !options.force
+            && deletes.len() > self.inner.config.max_delete_floor
+            && deletes.len() > limit
+        {
+            warn!(
+                deletes = deletes.len(),
+                tasks = with_items,
+                "mass-delete guard: refusing to delete without --force"
+            );
+            report.refused_deletes = deletes.len();
+            deletes.clear();
+        }
+        if !creates.is_empty() {
+            self.publish_creates(mailbox, view, creates, &mut report)
+                .await?;
+        }
+        let stale = if updates.is_empty() {
+            Vec::new()
+        } else {
+            self.publish_updates(mailbox, view, updates, &mut report)
+                .await?
+        };
+        if !stale.is_empty() {
+            // Someone changed these items since we last saw them: read them and decide again.
+            let mut inbound = InboundReport::default();
+            let n = stale.len();
+            self.process_rows(mailbox, stale, Mode::Normal, &mut inbound)
+                .await?;
+            report.updated += n.saturating_sub(inbound.failed);
+            report.failed += inbound.failed;
+            report.errors.extend(inbound.errors);
+        }
+        if !deletes.is_empty() {
+            self.publish_deletes(mailbox, deletes, &mut report).await?;
+        }
+        if !forget.is_empty() {
+            self.inner
+                .state
+                .commit(Commit {
+                    delete: forget,
+                    ..Commit::default()
+                })
+                .await?;
+        }
+        Ok(report)
+    }
+
+    /// Creates tasks, after looking for tasks already tagged with their keys (left by a
+    /// publish that died before it recorded them).
+    async fn publish_creates(
+        &self,
+        mailbox: &MailboxAddress,
+        view: &ProjectView,
+        creates: Vec<(AssignmentKey, MailValues, AssignmentState)>,
+        report: &mut PublishReport,
+    ) -> Result<(), SyncError> {
+        let store = &self.inner.mailboxes;
+        let tagged: HashMap<AssignmentKey, crate::state::ItemRef> =
+            match store.find_tagged(mailbox, view.project.guid).await {
+                Ok(found) => found.into_iter().collect(),
+                Err(e) => {
+                    for (key, _, _) in &creates {
+                        report.failed += 1;
+                        report.errors.push(item_error(key, mailbox, &e.to_string()));
+                    }
+                    return Ok(());
+                }
+            };
+        let (adopt, fresh): (Vec<_>, Vec<_>) = creates
+            .into_iter()
+            .partition(|(key, _, _)| tagged.contains_key(key));
+        if !adopt.is_empty() {
+            report.adopted += adopt.len();
+            info!(
+                count = adopt.len(),
+                "found tasks created before a crash; taking them over"
+            );
+            let rows = adopt
+                .into_iter()
+                .map(|(key, desired, mut s)| {
+                    s.item = tagged.get(&key).cloned();
+                    // Nothing is known of what the item holds: read it, then write the
+                    // fields that differ.
+                    s.baseline = Some(Baseline::new(desired));
+                    s.status = SyncStatus::Synced;
+                    s
+                })
+                .collect();
+            let mut inbound = InboundReport::default();
+            self.process_rows(mailbox, rows, Mode::Adopt, &mut inbound)
+                .await?;
+            report.failed += inbound.failed;
+            report.errors.extend(inbound.errors);
+        }
+        let batch = store.limits().write.max(1);
+        for chunk in fresh.chunks(batch) {
+            let journal = self
+                .inner
+                .state
+                .open_journal(journal_entries(
+                    mailbox,
+                    chunk.iter().map(|c| c.0),
+                    WriteKind::Create,
+                ))
+                .await?;
+            let items: Vec<(AssignmentKey, MailValues)> =
+                chunk.iter().map(|(k, v, _)| (*k, v.clone())).collect();
+            let results = match store.create(mailbox, &items).await {
+                Ok(r) => r,
+                Err(e) => {
+                    // Unknown whether anything was created: the journal stays open, and the
+                    // next publish looks for tagged items before creating again.
+                    warn!(error = %e, "create batch failed");
+                    for (key, _, _) in chunk {
+                        report.failed += 1;
+                        report.errors.push(item_error(key, mailbox, &e.to_string()));
+                    }
+                    continue;
+                }
+            };
+            let now = Utc::now();
+            let mut commit = Commit {
+                close_journal: journal,
+                ..Commit::default()
+            };
+            for ((key, desired, state), result) in chunk.iter().zip(results) {
+                let mut s = state.clone();
+                match result {
+                    Ok(item) => {
+                        s.item = Some(item);
+                        let mut baseline = Baseline::new(desired.clone());
+                        if let Some(unit) = view.unit(key.assignment) {
+                            for e in self.inner.table.entries() {
+                                let at = pm_modified(&unit, e.field).unwrap_or(now);
+                                baseline.pm_changed.insert(e.field, at);
+                            }
+                        }
+                        s.baseline = Some(baseline);
+                        s.pm_hash = Some(desired.hash());
+                        s.mail_hash = Some(desired.hash());
+                        s.status = SyncStatus::Synced;
+                        s.attempts = 0;
+                        s.last_error = None;
+                        s.last_sync = Some(now);
+                        report.created += 1;
+                    }
+                    Err(f) => {
+                        s.attempts += 1;
+                        s.last_error = Some(f.to_string());
+                        report.failed += 1;
+                        report.errors.push(item_error(key, mailbox, &f.to_string()));
+                    }
+                }
+                commit.put.push(s);
+            }
+            Metrics::add(&self.inner.metrics.created, report.created);
+            self.inner.state.commit(commit).await?;
+            debug!(batch = chunk.len(), "create batch committed");
+        }
+        Ok(())
+    }
+
+    /// Sends the fields the plan changed; returns the items found changed in the mailbox
+    /// meanwhile (stale change key), to be decided again.
+    async fn publish_updates(
+        &self,
+        mailbox: &MailboxAddress,
+        view: &ProjectView,
+        updates: Vec<(AssignmentKey, MailValues, AssignmentState)>,
+        report: &mut PublishReport,
+    ) -> Result<Vec<AssignmentState>, SyncError> {
+        let store = &self.inner.mailboxes;
+        let batch = store.limits().write.max(1);
+        let mut stale = Vec::new();
+        let mut gone = Vec::new();
+        for chunk in updates.chunks(batch) {
+            let writes: Vec<ItemWrite> = chunk
+                .iter()
+                .filter_map(|(key, desired, s)| {
+                    Some(ItemWrite {
+                        key: *key,
+                        item: s.item.clone()?,
+                        from: s
+                            .baseline
+                            .as_ref()
+                            .map(|b| b.values.clone())
+                            .unwrap_or_else(|| MailValues::empty(desired.zone)),
+                        to: desired.clone(),
+                    })
+                })
+                .collect();
+            let journal = self
+                .inner
+                .state
+                .open_journal(journal_entries(
+                    mailbox,
+                    writes.iter().map(|w| w.key),
+                    WriteKind::Update,
+                ))
+                .await?;
+            let results = match store.update(mailbox, &writes).await {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(error = %e, "update batch failed");
+                    for w in &writes {
+                        report.failed += 1;
+                        report
+                            .errors
+                            .push(item_error(&w.key, mailbox, &e.to_string()));
+                    }
+                    continue;
+                }
+            };
+            let now = Utc::now();
+            let mut commit = Commit {
+                close_journal: journal,
+                ..Commit::default()
+            };
+            for ((key, desired, state), result) in chunk.iter().zip(results) {
+                let mut s = state.clone();
+                match result {
+                    Ok(item) => {
+                        let mut baseline = s
+                            .baseline
+                            .take()
+                            .unwrap_or_else(|| Baseline::new(desired.clone()));
+                        if let Some(unit) = view.unit(key.assignment) {
+                            for f in changed_fields(&baseline.values, desired) {
+                                baseline
+                                    .pm_changed
+                                    .insert(f, pm_modified(&unit, f).unwrap_or(now));
+                            }
+                        }
+                        baseline.values = desired.clone();
+                        s.baseline = Some(baseline);
+                        s.item = Some(item);
+                        s.pm_hash = Some(desired.hash());
+                        s.mail_hash = Some(desired.hash());
+                        s.attempts = 0;
+                        s.last_error = None;
+                        s.last_sync = Some(now);
+                        s.status = SyncStatus::Synced;
+                        report.updated += 1;
+                        commit.put.push(s);
+                    }
+                    Err(ItemFailure::StaleChangeKey) => stale.push(s),
+                    Err(ItemFailure::NotFound) => gone.push(s),
+                    Err(f) => {
+                        s.attempts += 1;
+                        s.last_error = Some(f.to_string());
+                        if s.attempts >= self.inner.config.max_attempts && !f.is_retryable() {
+                            s.status = SyncStatus::Parked {
+                                reason: f.to_string(),
+                            };
+                            Metrics::add(&self.inner.metrics.parked, 1);
+                        }
+                        report.failed += 1;
+                        report.errors.push(item_error(key, mailbox, &f.to_string()));
+                        commit.put.push(s);
+                    }
+                }
+            }
+            self.inner.state.commit(commit).await?;
+        }
+        Metrics::add(&self.inner.metrics.written, report.updated);
+        if !gone.is_empty() {
+            let mut inbound = InboundReport::default();
+            for s in gone {
+                self.item_deleted(mailbox, s, &mut inbound).await?;
+            }
+            report.failed += inbound.failed;
+            report.errors.extend(inbound.errors);
+        }
+        Ok(stale)
+    }
+
+    async fn publish_deletes(
+        &self,
+        mailbox: &MailboxAddress,
+        deletes: Vec<AssignmentState>,
+        report: &mut PublishReport,
+    ) -> Result<(), SyncError> {
+        let store = &self.inner.mailboxes;
+        let batch = store.limits().write.max(1);
+        for chunk in deletes.chunks(batch) {
+            let journal = self
+                .inner
+                .state
+                .open_journal(journal_entries(
+                    mailbox,
+                    chunk.iter().map(|s| s.key),
+                    WriteKind::Delete,
+                ))
+                .await?;
+            let items: Vec<_> = chunk.iter().filter_map(|s| s.item.clone()).collect();
+            let results = match store.delete(mailbox, &items).await {
+                Ok(r) => r,
+                Err(e) => {
+                    for s in chunk {
+                        report.failed += 1;
+                        report
+                            .errors
+                            .push(item_error(&s.key, mailbox, &e.to_string()));
+                    }
+                    continue;
+                }
+            };
+            let mut commit = Commit {
+                close_journal: journal,
+                ..Commit::default()
+            };
+            for (s, result) in chunk.iter().zip(results) {
+                match result {
+                    // Already gone is as good as deleted.
+                    Ok(()) | Err(ItemFailure::NotFound) => {
+                        commit.delete.push(s.key);
+                        report.deleted += 1;
+                    }
+                    Err(f) => {
+                        let mut s = s.clone();
+                        s.attempts += 1;
+                        s.last_error = Some(f.to_string());
+                        report.failed += 1;
+                        report
+                            .errors
+                            .push(item_error(&s.key, mailbox, &f.to_string()));
+                        commit.put.push(s);
+                    }
+                }
+            }
+            self.inner.state.commit(commit).await?;
+        }
+        Metrics::add(&self.inner.metrics.deleted, report.deleted);
+        Ok(())
+    }
+}
+
+pub(crate) fn item_error(key: &AssignmentKey, mailbox: &MailboxAddress, error: &str) -> ItemError {
+    ItemError {
+        key: *key,
+        mailbox: mailbox.to_string(),
+        error: error.to_string(),
+    }
+}
+
+pub(crate) fn journal_entries(
+    mailbox: &MailboxAddress,
+    keys: impl Iterator<Item = AssignmentKey>,
+    kind: WriteKind,
+) -> Vec<JournalEntry> {
+    let at = Utc::now();
+    let mut seen = HashSet::new();
+    keys.filter(|k| seen.insert(*k))
+        .map(|key| JournalEntry {
+            id: 0,
+            mailbox: mailbox.clone(),
+            key,
+            kind,
+            at,
+        })
+        .collect()
+}

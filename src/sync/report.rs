@@ -1,0 +1,97 @@
+//! What a run did, as values the CLI turns into output and exit codes.
+
+use serde::Serialize;
+
+use crate::pm::AssignmentKey;
+
+/// One item that failed, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ItemError {
+    /// The assignment.
+    pub key: AssignmentKey,
+    /// The mailbox.
+    pub mailbox: String,
+    /// What went wrong.
+    pub error: String,
+}
+
+/// The outcome of publishing a project.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PublishReport {
+    /// Tasks created.
+    pub created: usize,
+    /// Tasks updated.
+    pub updated: usize,
+    /// Tasks deleted.
+    pub deleted: usize,
+    /// Assignments whose task needed nothing.
+    pub unchanged: usize,
+    /// Tasks found already tagged (after a crash) and taken over instead of created again.
+    pub adopted: usize,
+    /// Deletions refused by the mass-delete guard.
+    pub refused_deletes: usize,
+    /// Items that failed (they are retried at the next publish).
+    pub failed: usize,
+    /// The failures, for the report.
+    pub errors: Vec<ItemError>,
+}
+
+impl PublishReport {
+    /// Adds another mailbox's numbers.
+    pub fn merge(&mut self, other: PublishReport) {
+        self.created += other.created;
+        self.updated += other.updated;
+        self.deleted += other.deleted;
+        self.unchanged += other.unchanged;
+        self.adopted += other.adopted;
+        self.refused_deletes += other.refused_deletes;
+        self.failed += other.failed;
+        self.errors.extend(other.errors);
+    }
+
+    /// Whether every item went through.
+    pub fn is_clean(&self) -> bool {
+        self.failed == 0 && self.refused_deletes == 0
+    }
+}
+
+/// The outcome of reading a mailbox's changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct InboundReport {
+    /// Items looked at.
+    pub examined: usize,
+    /// Status updates applied on the PM side.
+    pub applied: usize,
+    /// Status updates waiting for approval.
+    pub pending: usize,
+    /// Status updates the PM side rejected (values restored in the mailbox).
+    pub rejected: usize,
+    /// Items written back to the mailbox.
+    pub written: usize,
+    /// Change-key bumps and echoes of our own writes: nothing to do.
+    pub unchanged: usize,
+    /// Conflicts kept for a person.
+    pub conflicts: usize,
+    /// Tasks found deleted in the mailbox.
+    pub deleted: usize,
+    /// Items that failed.
+    pub failed: usize,
+    /// The failures.
+    pub errors: Vec<ItemError>,
+}
+
+impl InboundReport {
+    /// Adds another report's numbers.
+    pub fn merge(&mut self, other: InboundReport) {
+        self.examined += other.examined;
+        self.applied += other.applied;
+        self.pending += other.pending;
+        self.rejected += other.rejected;
+        self.written += other.written;
+        self.unchanged += other.unchanged;
+        self.conflicts += other.conflicts;
+        self.deleted += other.deleted;
+        self.failed += other.failed;
+        self.errors.extend(other.errors);
+    }
+}

@@ -1,0 +1,403 @@
+//! The engine at work: notifications in, debounced mailbox passes out; host events; periodic
+//! reconciliation; subscriptions kept alive.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::engine::{Engine, Metrics, SyncError};
+use super::mailbox::{Delivery, MailboxError, MailboxStore};
+use super::publish::PublishOptions;
+use crate::pm::{HostEvent, PmHost};
+use crate::state::{MailboxAddress, StateStore};
+
+/// A notification, in engine terms: which subscription, up to which watermark, about which
+/// items.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    /// The subscription it came on.
+    pub subscription_id: String,
+    /// The last watermark in it.
+    pub watermark: Option<String>,
+    /// Items created, changed, moved or deleted (empty for a status notification).
+    pub item_ids: Vec<String>,
+}
+
+/// What the listener should answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotificationOutcome {
+    /// Queued (or a status notification noted): answer OK.
+    Accepted,
+    /// Not a subscription of ours: answer Unsubscribe.
+    UnknownSubscription,
+    /// The queue is full: answer an HTTP error so that Exchange retries later.
+    QueueFull,
+}
+
+/// Where the listener hands notifications to the engine. Cheap to clone.
+#[derive(Clone)]
+pub struct NotificationSink {
+    tx: mpsc::Sender<(MailboxAddress, Notice)>,
+    subscriptions: Arc<RwLock<HashMap<String, MailboxAddress>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl NotificationSink {
+    /// Whether a subscription id is one of ours.
+    pub fn knows(&self, subscription_id: &str) -> bool {
+        self.subscriptions
+            .read()
+            .expect("subscription map poisoned")
+            .contains_key(subscription_id)
+    }
+
+    /// Hands a notification over without waiting.
+    pub fn deliver(&self, notice: Notice) -> NotificationOutcome {
+        let mailbox = self
+            .subscriptions
+            .read()
+            .expect("subscription map poisoned")
+            .get(&notice.subscription_id)
+            .cloned();
+        let Some(mailbox) = mailbox else {
+            return NotificationOutcome::UnknownSubscription;
+        };
+        Metrics::add(&self.metrics.notifications, 1);
+        match self.tx.try_send((mailbox, notice)) {
+            Ok(()) => {
+                Metrics::add(&self.metrics.events_queued, 1);
+                NotificationOutcome::Accepted
+            }
+            Err(_) => NotificationOutcome::QueueFull,
+        }
+    }
+}
+
+/// The running parts that belong to one engine: the notification queue and the subscriptions.
+pub(crate) struct Runtime {
+    tx: mpsc::Sender<(MailboxAddress, Notice)>,
+    rx: Mutex<Option<mpsc::Receiver<(MailboxAddress, Notice)>>>,
+    subscriptions: Arc<RwLock<HashMap<String, MailboxAddress>>>,
+}
+
+impl Runtime {
+    pub(crate) fn new(capacity: usize) -> Self {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        Runtime {
+            tx,
+            rx: Mutex::new(Some(rx)),
+            subscriptions: Arc::default(),
+        }
+    }
+}
+
+/// A mailbox waiting for its debounced pass.
+struct Pending {
+    first: Instant,
+    last: Instant,
+}
+
+impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
+    /// The sink the listener delivers notifications to.
+    pub fn notification_sink(&self) -> NotificationSink {
+        NotificationSink {
+            tx: self.inner.runtime.tx.clone(),
+            subscriptions: Arc::clone(&self.inner.runtime.subscriptions),
+            metrics: Arc::clone(&self.inner.metrics),
+        }
+    }
+
+    fn remember_subscription(&self, id: &str, mailbox: &MailboxAddress) {
+        let mut map = self
+            .inner
+            .runtime
+            .subscriptions
+            .write()
+            .expect("subscription map poisoned");
+        map.retain(|_, m| m != mailbox);
+        map.insert(id.to_string(), mailbox.clone());
+    }
+
+    /// Subscribes every known mailbox that has no live subscription (push when a listener URL
+    /// is configured). Call it once the listener accepts connections.
+    pub async fn subscribe_all(&self, renew: bool) -> Result<(), SyncError> {
+        let Some(push) = self.inner.config.push.clone() else {
+            return Ok(());
+        };
+        for mut state in self.inner.state.mailboxes().await? {
+            let Some(mailbox) = state.mailbox.clone() else {
+                continue;
+            };
+            if !renew && let Some(id) = &state.subscription_id {
+                self.remember_subscription(id, &mailbox);
+                continue;
+            }
+            let delivery = Delivery::Push {
+                url: push.url.clone(),
+                status_frequency: push.status_frequency,
+            };
+            // Resume after the last watermark when there is one: events since then are
+            // delivered and nothing is missed.
+            let result = match self
+                .inner
+                .mailboxes
+                .subscribe(&mailbox, &delivery, state.watermark.as_deref())
+                .await
+            {
+                Err(MailboxError::SubscriptionGone(_)) if state.watermark.is_some() => {
+                    self.inner
+                        .mailboxes
+                        .subscribe(&mailbox, &delivery, None)
+                        .await
+                }
+                other => other,
+            };
+            match result {
+                Ok(sub) => {
+                    self.remember_subscription(&sub.id, &mailbox);
+                    state.subscription_id = Some(sub.id);
+                    state.watermark = sub.watermark.or(state.watermark);
+                    state.last_notification = Some(chrono::Utc::now());
+                    self.inner.state.put_mailbox(state).await?;
+                }
+                Err(e) => warn!(%mailbox, error = %e, "cannot subscribe; reconciliation covers it"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs until `shutdown` resolves: debounced passes for notified mailboxes, publishes and
+    /// map-backs for host events, reconciliation every interval, and re-subscription of
+    /// mailboxes whose subscription fell silent. Work in progress finishes before it returns.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), SyncError> {
+        let Some(mut notices) = self
+            .inner
+            .runtime
+            .rx
+            .lock()
+            .expect("runtime lock poisoned")
+            .take()
+        else {
+            return Ok(()); // already running elsewhere
+        };
+        let mut host_events = self.inner.host.subscribe();
+        let config = self.inner.config.clone();
+        let mut pending: HashMap<MailboxAddress, Pending> = HashMap::new();
+        let mut running: HashSet<MailboxAddress> = HashSet::new();
+        let mut again: HashSet<MailboxAddress> = HashSet::new();
+        let mut last_heard: HashMap<MailboxAddress, Instant> = HashMap::new();
+        let mut tasks: JoinSet<(Option<MailboxAddress>, Result<(), SyncError>)> = JoinSet::new();
+        let mut reconcile = tokio::time::interval_at(
+            Instant::now() + config.reconcile_interval,
+            config.reconcile_interval,
+        );
+        let watch_every = config
+            .push
+            .as_ref()
+            .map(|p| p.status_frequency)
+            .unwrap_or(Duration::from_secs(60));
+        let mut watchdog = tokio::time::interval_at(Instant::now() + watch_every, watch_every);
+        let tick =
+            (config.debounce / 4).clamp(Duration::from_millis(5), Duration::from_millis(250));
+        let mut debounce_tick = tokio::time::interval(tick);
+        debounce_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        let start = Instant::now();
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some((mailbox, notice)) = notices.recv() => {
+                    let now = Instant::now();
+                    last_heard.insert(mailbox.clone(), now);
+                    self.note_notification(&mailbox, &notice).await?;
+                    if !notice.item_ids.is_empty() {
+                        pending
+                            .entry(mailbox)
+                            .and_modify(|p| p.last = now)
+                            .or_insert(Pending { first: now, last: now });
+                    }
+                }
+                event = host_events.recv() => match event {
+                    Ok(HostEvent::ProjectPublished { project }) => {
+                        let engine = self.clone();
+                        tasks.spawn(async move {
+                            let r = engine.publish(project, PublishOptions::default()).await;
+                            let r = match r {
+                                Ok(_) => engine.subscribe_all(false).await,
+                                Err(e) => Err(e),
+                            };
+                            (None, r)
+                        });
+                    }
+                    Ok(HostEvent::UpdateDecided { key, outcome }) => {
+                        let engine = self.clone();
+                        tasks.spawn(async move {
+                            (None, engine.map_back(key, &outcome).await.map(|_| ()))
+                        });
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        // Missed host events: every mailbox gets a pass, which maps back
+                        // whatever was decided meanwhile.
+                        warn!(missed = n, "host events missed; reconciling every mailbox");
+                        for m in self.known_mailboxes().await? {
+                            pending.entry(m).or_insert(Pending { first: start, last: start });
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        host_events = broadcast::channel(1).1;
+                    }
+                },
+                _ = debounce_tick.tick() => {
+                    let now = Instant::now();
+                    let due: Vec<MailboxAddress> = pending
+                        .iter()
+                        .filter(|(_, p)| {
+                            now >= p.last + config.debounce || now >= p.first + config.max_debounce
+                        })
+                        .map(|(m, _)| m.clone())
+                        .collect();
+                    for mailbox in due {
+                        pending.remove(&mailbox);
+                        if running.contains(&mailbox) {
+                            again.insert(mailbox);
+                            continue;
+                        }
+                        running.insert(mailbox.clone());
+                        let engine = self.clone();
+                        tasks.spawn(async move {
+                            let r = engine.sync_mailbox(&mailbox).await.map(|_| ());
+                            (Some(mailbox), r)
+                        });
+                    }
+                }
+                _ = reconcile.tick() => {
+                    Metrics::add(&self.inner.metrics.reconciles, 1);
+                    for m in self.known_mailboxes().await? {
+                        pending.entry(m).or_insert(Pending { first: start, last: start });
+                    }
+                }
+                _ = watchdog.tick() => {
+                    if let Some(push) = &config.push {
+                        let silent_after = push.status_frequency * 2;
+                        let now = Instant::now();
+                        let silent: Vec<MailboxAddress> = self
+                            .known_mailboxes()
+                            .await?
+                            .into_iter()
+                            .filter(|m| {
+                                last_heard.get(m).is_none_or(|t| now.duration_since(*t) > silent_after)
+                                    && now.duration_since(start) > silent_after
+                            })
+                            .collect();
+                        if !silent.is_empty() {
+                            warn!(count = silent.len(), "subscriptions silent for 2 x StatusFrequency; re-subscribing");
+                            for m in &silent {
+                                self.resubscribe(m).await?;
+                                last_heard.insert(m.clone(), now);
+                                pending.entry(m.clone()).or_insert(Pending { first: start, last: start });
+                            }
+                        }
+                    }
+                }
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    match done {
+                        Ok((mailbox, result)) => {
+                            if let Err(e) = result {
+                                warn!(error = %e, "sync work failed; it is retried");
+                            }
+                            if let Some(m) = mailbox {
+                                running.remove(&m);
+                                if again.remove(&m) {
+                                    let now = Instant::now();
+                                    pending.entry(m).or_insert(Pending { first: now, last: now });
+                                }
+                            }
+                        }
+                        Err(e) => warn!(error = %e, "sync task panicked or was cancelled"),
+                    }
+                }
+            }
+        }
+        info!(
+            in_flight = tasks.len(),
+            "stopping: finishing work in progress"
+        );
+        while let Some(done) = tasks.join_next().await {
+            if let Ok((_, Err(e))) = done {
+                warn!(error = %e, "sync work failed during shutdown");
+            }
+        }
+        Ok(())
+    }
+
+    async fn known_mailboxes(&self) -> Result<Vec<MailboxAddress>, SyncError> {
+        Ok(self
+            .inner
+            .state
+            .mailboxes()
+            .await?
+            .into_iter()
+            .filter_map(|m| m.mailbox)
+            .collect())
+    }
+
+    async fn note_notification(
+        &self,
+        mailbox: &MailboxAddress,
+        notice: &Notice,
+    ) -> Result<(), SyncError> {
+        if let Some(mut state) = self.inner.state.mailbox(mailbox).await? {
+            state.last_notification = Some(chrono::Utc::now());
+            if notice.watermark.is_some() {
+                state.watermark.clone_from(&notice.watermark);
+            }
+            self.inner.state.put_mailbox(state).await?;
+        }
+        debug!(%mailbox, items = notice.item_ids.len(), "notification");
+        Ok(())
+    }
+
+    /// Replaces a silent subscription with a new one (without its watermark; the pass that
+    /// follows catches up).
+    async fn resubscribe(&self, mailbox: &MailboxAddress) -> Result<(), SyncError> {
+        let Some(push) = &self.inner.config.push else {
+            return Ok(());
+        };
+        let delivery = Delivery::Push {
+            url: push.url.clone(),
+            status_frequency: push.status_frequency,
+        };
+        match self
+            .inner
+            .mailboxes
+            .subscribe(mailbox, &delivery, None)
+            .await
+        {
+            Ok(sub) => {
+                let mut state = self.inner.state.mailbox(mailbox).await?.unwrap_or_default();
+                state.mailbox = Some(mailbox.clone());
+                if let Some(old) = &state.subscription_id {
+                    self.inner
+                        .runtime
+                        .subscriptions
+                        .write()
+                        .expect("subscription map poisoned")
+                        .remove(old);
+                }
+                self.remember_subscription(&sub.id, mailbox);
+                state.subscription_id = Some(sub.id);
+                state.watermark = sub.watermark;
+                state.last_notification = Some(chrono::Utc::now());
+                self.inner.state.put_mailbox(state).await?;
+            }
+            Err(e) => warn!(%mailbox, error = %e, "re-subscription failed; retried later"),
+        }
+        Ok(())
+    }
+}
