@@ -1793,7 +1793,7 @@ async fn ntlm_over_tls_authenticates_the_connection_once() {
 }
 
 #[tokio::test]
-async fn the_client_rides_out_seeded_throttling_in_every_shape() {
+async fn the_client_rides_out_seeded_throttling() {
     let mut c = config();
     // HTTP 503 carries whole seconds in Retry-After, so keep the rate low.
     c.faults.throttle = 0.3;

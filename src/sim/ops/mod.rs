@@ -191,6 +191,8 @@ impl Ctx<'_> {
                     DistinguishedFolderName::Inbox => FolderKind::Inbox,
                     DistinguishedFolderName::MsgFolderRoot => FolderKind::Root,
                     DistinguishedFolderName::DeletedItems => FolderKind::DeletedItems,
+                    // The mailbox root and the top of the message folders are one folder here.
+                    DistinguishedFolderName::Other(name) if name == "root" => FolderKind::Root,
                     DistinguishedFolderName::Other(_) => return Err(folder_not_found()),
                 };
                 let address = d.mailbox.as_ref().and_then(|m| m.email_address.as_deref());
