@@ -440,3 +440,43 @@ async fn lost_notifications_are_healed_within_one_reconciliation_interval() {
     let _ = stop.send(());
     runner.await.expect("join").expect("run");
 }
+
+#[tokio::test]
+async fn outlook_edit_merged_into_our_write_is_still_taken() {
+    // Exchange merges a write with a stale change key into an item when the properties do not
+    // overlap, and answers with a change key of its own: the edit must not hide behind it.
+    let h = harness(3, ApprovalPolicy::Auto, quick_sync()).await;
+    h.engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    let (mailbox, task) = h.task_of(1).await;
+    h.edit(&mailbox, &id_of(&task), json!({"PercentComplete": 50}))
+        .await;
+    let mut p = h.host.load_project(h.project).await.unwrap().unwrap();
+    p.tasks.iter_mut().find(|t| t.uid.0 == 1).unwrap().name = "Renamed".into();
+    h.host.import(p).await.expect("re-import");
+    let report = h
+        .engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    assert_eq!(report.failed, 0, "{report:?}");
+    let sync = h
+        .engine
+        .sync_mailbox(&MailboxAddress::new(&mailbox))
+        .await
+        .expect("sync");
+    assert_eq!(sync.applied, 1, "{sync:?}");
+    let p = h.host.load_project(h.project).await.unwrap().unwrap();
+    assert_eq!(
+        p.assignment(AssignmentUid(1))
+            .unwrap()
+            .percent_work_complete
+            .get(),
+        50
+    );
+    let (_, task) = h.task_of(1).await;
+    assert_eq!(task["Subject"], "Harbour bridge: Renamed");
+    assert_eq!(task["PercentComplete"], 50.0);
+}

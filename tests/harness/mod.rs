@@ -461,8 +461,9 @@ impl<M: MailboxStore + Clone> MailboxStore for Spy<M> {
         &self,
         mailbox: &MailboxAddress,
         sync_state: Option<&str>,
+        zones: &std::collections::HashMap<String, chrono_tz::Tz>,
     ) -> Result<ChangePage, MailboxError> {
-        gated!(self, self.inner.changes(mailbox, sync_state))
+        gated!(self, self.inner.changes(mailbox, sync_state, zones))
     }
 
     async fn subscribe(
