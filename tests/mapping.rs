@@ -88,6 +88,7 @@ fn project(zone: Tz) -> Project {
             remaining_work: Work::from_hours(8),
             percent_work_complete: Percent::ZERO,
             modified: FieldTimes::new(),
+            actual_finish: None,
         }],
     }
 }

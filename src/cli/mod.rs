@@ -4,8 +4,16 @@
 //! 2 usage or configuration error. Data goes to stdout, messages and progress to stderr.
 
 mod check;
+mod config;
 mod ews;
+mod import;
+mod init;
+mod projects;
+mod sim;
+mod sync;
+mod updates;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -25,6 +33,19 @@ pub struct Cli {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `taskbridge=debug`.
     #[arg(long, global = true, default_value = "info", env = "TASKBRIDGE_LOG")]
     pub log: String,
+    /// The configuration file (missing: built-in defaults, for the bundled simulator).
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        default_value = "./taskbridge.toml",
+        env = "TASKBRIDGE_CONFIG"
+    )]
+    pub config: PathBuf,
+    /// The data directory (overrides `data_dir` of the configuration; default
+    /// `./taskbridge-data`): the PM store, the state store and the secrets live here.
+    #[arg(long, global = true, value_name = "DIR", env = "TASKBRIDGE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -42,6 +63,9 @@ pub enum LogFormat {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Write a commented starter configuration (./taskbridge.toml) and the data directory
+    /// with its secrets; the defaults run against the bundled simulator on this machine.
+    Init(init::InitArgs),
     /// Work with raw EWS messages.
     #[command(subcommand)]
     Ews(ews::EwsCommand),
@@ -49,6 +73,24 @@ pub enum Command {
     /// version, and the Tasks folder and impersonation of --mailbox. Each failure has its own
     /// exit code (see --help).
     Check(Box<check::CheckArgs>),
+    /// Import (publish) a project file, MSPDI XML or taskbridge JSON, into the embedded PM
+    /// store; re-importing a project updates it in place. Prints the project GUID.
+    Import(import::ImportArgs),
+    /// List the projects of the embedded PM store, show one, set its status update policy, or
+    /// publish it again.
+    Projects(projects::ProjectsArgs),
+    /// List task status updates of the embedded PM store, or approve or reject one.
+    Updates(updates::UpdatesArgs),
+    /// Run an Exchange-like EWS server (mailboxes with Tasks folders) for tests and demos.
+    Sim(Box<sim::SimArgs>),
+    /// Publish a project to the mailboxes: create, update and delete tasks so that they show
+    /// the PM's values. A progress bar on a terminal, a summary line otherwise.
+    Publish(sync::PublishArgs),
+    /// Each synced assignment: mailbox, item, last sync, state (synced, pending, conflict,
+    /// parked, detached).
+    Status(sync::StatusArgs),
+    /// The audit log of sync decisions: field, both values, the rule applied, the winner.
+    Audit(sync::AuditArgs),
 }
 
 /// An error that maps to an exit code.
@@ -62,10 +104,68 @@ pub enum CliError {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     init_logging(cli.log_format, &cli.log)?;
+    let settings = || settings(&cli.config, cli.data_dir.as_deref());
     match cli.command {
+        Command::Init(args) => init::run(args, &cli.config, cli.data_dir.as_deref()),
         Command::Ews(cmd) => ews::run(cmd),
         Command::Check(args) => check::run(*args),
+        Command::Import(args) => import::run(args, &settings()?.data_dir),
+        Command::Projects(args) => projects::run(args, &settings()?.data_dir),
+        Command::Updates(args) => updates::run(args, &settings()?.data_dir),
+        Command::Sim(args) => sim::run(*args),
+        Command::Publish(args) => sync::publish(args, &settings()?),
+        Command::Status(args) => sync::status(args, &settings()?),
+        Command::Audit(args) => sync::audit(args, &settings()?),
     }
+}
+
+/// The configuration: the file if it exists (defaults otherwise), `TASKBRIDGE_*` overrides,
+/// and `--data-dir`.
+fn settings(
+    path: &std::path::Path,
+    data_dir: Option<&std::path::Path>,
+) -> Result<config::RawConfig, CliError> {
+    let mut raw = config::load(path, false)?;
+    if let Some(dir) = data_dir {
+        raw.data_dir = dir.to_path_buf();
+    }
+    Ok(raw)
+}
+
+/// A runtime for the commands that talk to the store: one thread is plenty for a CLI.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Opens the store, which must exist: a missing store is a wrong `--data-dir` (exit 2).
+async fn open_existing_store(
+    data_dir: &std::path::Path,
+) -> anyhow::Result<taskbridge::pm::embedded::EmbeddedHost> {
+    use taskbridge::pm::embedded::{EmbeddedError, EmbeddedHost};
+    match EmbeddedHost::open_existing(data_dir).await {
+        Ok(host) => Ok(host),
+        Err(e @ (EmbeddedError::NoStore(_) | EmbeddedError::SchemaTooNew { .. })) => {
+            Err(CliError::Usage(e.to_string()).into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes `text` and a newline to stdout; a closed stdout (`| head`) is not a failure.
+fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Pretty JSON for `--json`.
+fn to_json<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(value)?)
 }
 
 fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {

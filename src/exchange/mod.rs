@@ -9,6 +9,7 @@
 //! assignment key (`project-guid:assignment-uid`) and the project GUID, so that the tasks of a
 //! project are found with one FindItem per mailbox (`IsEqualTo` on the project property).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono_tz::Tz;
@@ -37,8 +38,8 @@ use crate::mapping::{FieldTable, MailValues};
 use crate::pm::{AssignmentKey, ProjectGuid};
 use crate::state::{ItemRef, MailboxAddress};
 use crate::sync::{
-    BatchLimits, ChangePage, Delivery, FetchRequest, ItemFailure, ItemWrite, MailboxError,
-    MailboxItem, MailboxStore, PulledEvents, Subscription,
+    BatchLimits, ChangePage, ChangedItem, Delivery, FetchRequest, ItemFailure, ItemWrite,
+    MailboxError, MailboxItem, MailboxStore, PulledEvents, Subscription,
 };
 
 /// Name of the extended property holding the project GUID.
@@ -79,6 +80,19 @@ impl<C: EwsService> EwsMailboxStore<C> {
 
     fn tasks(mailbox: &MailboxAddress) -> FolderIds {
         FolderIds(vec![BaseFolderId::tasks_of(Some(mailbox.as_str()))])
+    }
+
+    /// What SyncFolderItems returns: the mapped fields without the body (which servers do not
+    /// return from folder-level calls), enough to tell our own write from a merged edit.
+    fn sync_shape(&self) -> ItemShape {
+        let mut shape = self.table.item_shape();
+        shape.body_type = None;
+        if let Some(paths) = &mut shape.additional_properties {
+            paths.0.retain(
+                |p| !matches!(p, Path::FieldUri(uri) if uri == crate::ews::types::field_uri::BODY),
+            );
+        }
+        shape
     }
 
     fn project_uri(&self) -> ExtendedFieldUri {
@@ -485,9 +499,10 @@ impl<C: EwsService + Clone + 'static> MailboxStore for EwsMailboxStore<C> {
         &self,
         mailbox: &MailboxAddress,
         sync_state: Option<&str>,
+        zones: &HashMap<String, Tz>,
     ) -> Result<ChangePage, MailboxError> {
         let request = SyncFolderItems {
-            item_shape: ItemShape::new(BaseShape::IdOnly, vec![]),
+            item_shape: self.sync_shape(),
             sync_folder_id: Self::tasks(mailbox),
             sync_state: sync_state.map(SyncState::from),
             ignore: None,
@@ -518,7 +533,14 @@ impl<C: EwsService + Clone + 'static> MailboxStore for EwsMailboxStore<C> {
             match change {
                 SyncChange::Create(item) | SyncChange::Update(item) => {
                     if let Some(id) = &item.fields.item_id {
-                        page.changed.push(item_ref(id));
+                        let values = zones
+                            .get(id.id.as_str())
+                            .filter(|_| item.as_task().is_some())
+                            .map(|zone| self.table.from_task(&item.fields, *zone));
+                        page.changed.push(ChangedItem {
+                            item: item_ref(id),
+                            values,
+                        });
                     }
                 }
                 SyncChange::Delete(id) => page.deleted.push(id.id.to_string()),

@@ -537,6 +537,7 @@ mod tests {
                 remaining_work: Work::from_minutes(360),
                 percent_work_complete: Percent::new(20).expect("in range"),
                 modified: FieldTimes::new(),
+                actual_finish: None,
             }],
         }
     }

@@ -131,7 +131,11 @@ impl UpdateOutcome {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum HostEvent {
-    /// A project was published or republished: publish it to the mailboxes.
+    /// A project was published or republished, or PM values of its assignments changed other
+    /// than through the outcome of a status update (a task's name changed by an update of one
+    /// of its assignments changes what every assignment of the task shows): read the project
+    /// and publish it to the mailboxes. Publishing writes only what differs from the last-synced
+    /// baseline, so a spurious event costs reads, not writes.
     ProjectPublished {
         /// The project.
         project: ProjectGuid,
@@ -178,6 +182,17 @@ pub trait PmHost: Send + Sync + 'static {
 
     /// Accepts a task status update and says whether it was applied, is pending, or was
     /// rejected.
+    ///
+    /// - `Applied` and `Rejected` carry the PM's assignment values after the decision; the
+    ///   connector maps them back to the mailbox. An update the host cannot apply (a value of
+    ///   the wrong kind, a finish before the start) should be answered `Rejected` with a reason,
+    ///   not `Err`: the mailbox then shows the PM values again.
+    /// - A `Pending` update is decided later; the host then emits [`HostEvent::UpdateDecided`].
+    ///   A decision returned directly from this call is not emitted again.
+    /// - The connector resubmits after a crash. A host should answer a resubmission of the same
+    ///   mailbox item version (same `key`, `source.item_id` and `source.change_key`) with the
+    ///   first submission's outcome instead of recording a second update; the embedded host does.
+    /// - `Err` means the update was not taken at all ([`HostError::Unavailable`]: retry later).
     fn submit_status_update(
         &self,
         update: StatusUpdate,

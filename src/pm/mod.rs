@@ -1,9 +1,11 @@
 //! The PM side of taskbridge: the project model (projects, tasks, resources, assignments with
-//! Microsoft Project's MSPDI meaning) and reading projects from MSPDI XML and JSON files.
+//! Microsoft Project's MSPDI meaning), reading projects from MSPDI XML and JSON files, the
+//! [`PmHost`] boundary a PM product implements, and the embedded PM host ([`embedded`]).
 //!
 //! This layer knows nothing of EWS or mailboxes; the `mapping` layer turns its assignments into
 //! mailbox tasks.
 
+pub mod embedded;
 pub mod host;
 pub mod import;
 mod model;

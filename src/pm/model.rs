@@ -569,6 +569,12 @@ pub struct Assignment {
     pub remaining_work: Work,
     /// Percent of work complete.
     pub percent_work_complete: Percent,
+    /// When the work was finished (MSPDI `ActualFinish`), local to the project's time zone;
+    /// `None` while the assignment is not complete. Set by a status update that completes the
+    /// assignment; not a mailbox field of its own (its changes go with
+    /// [`AssignmentField::PercentWorkComplete`]).
+    #[serde(default)]
+    pub actual_finish: Option<NaiveDateTime>,
     /// When each field last changed on the PM side.
     pub modified: FieldTimes,
 }
@@ -888,6 +894,7 @@ mod tests {
             actual_work: Work::ZERO,
             remaining_work: Work::from_hours(work_hours),
             percent_work_complete: Percent::ZERO,
+            actual_finish: None,
             modified: FieldTimes::new(),
         }
     }

@@ -78,6 +78,18 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         let _guard = self.lock(mailbox).await;
         let mut state = self.ensure_mailbox(mailbox).await?;
         let mut report = InboundReport::default();
+        let mut rows: HashMap<String, AssignmentState> = self
+            .inner
+            .state
+            .mailbox_assignments(mailbox)
+            .await?
+            .into_iter()
+            .filter_map(|s| Some((s.item.as_ref()?.item_id.clone(), s)))
+            .collect();
+        let zones: HashMap<String, chrono_tz::Tz> = rows
+            .iter()
+            .filter_map(|(id, r)| Some((id.clone(), r.baseline.as_ref()?.values.zone)))
+            .collect();
         let mut sync_state = state.sync_state.clone();
         let mut changed = Vec::new();
         let mut deleted = Vec::new();
@@ -86,7 +98,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             match self
                 .inner
                 .mailboxes
-                .changes(mailbox, sync_state.as_deref())
+                .changes(mailbox, sync_state.as_deref(), &zones)
                 .await
             {
                 Ok(page) => {
@@ -110,25 +122,26 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             }
         }
         let full_pass = state.sync_state.is_none() || rebased;
-        let mut rows: HashMap<String, AssignmentState> = self
-            .inner
-            .state
-            .mailbox_assignments(mailbox)
-            .await?
-            .into_iter()
-            .filter_map(|s| Some((s.item.as_ref()?.item_id.clone(), s)))
-            .collect();
         let mut todo = Vec::new();
-        for item in &changed {
-            let Some(row) = rows.remove(&item.item_id) else {
+        for change in changed {
+            let Some(row) = rows.remove(&change.item.item_id) else {
                 continue; // not ours
             };
             report.examined += 1;
             let seen = row.item.as_ref().map(|i| i.change_key.as_str());
-            if seen == Some(item.change_key.as_str()) {
-                // Our own write (or a version already handled): never echoed back.
-                report.unchanged += 1;
-                continue;
+            if seen == Some(change.item.change_key.as_str()) {
+                // The version we wrote or read last: our own write is never echoed back,
+                // unless the server merged someone's edit into it (the content says so).
+                let merged = match (&change.values, &row.baseline) {
+                    (Some(values), Some(base)) => changed_fields(&base.values, values)
+                        .into_iter()
+                        .any(|f| f != MailField::Body),
+                    _ => false,
+                };
+                if !merged {
+                    report.unchanged += 1;
+                    continue;
+                }
             }
             todo.push(row);
         }

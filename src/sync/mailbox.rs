@@ -107,11 +107,20 @@ pub struct ItemWrite {
     pub to: MailValues,
 }
 
+/// An item that changed, with its values when the caller knows its owner's zone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangedItem {
+    /// Its id and current change key.
+    pub item: ItemRef,
+    /// Its mapped values (all but the body), for items whose zone was given.
+    pub values: Option<MailValues>,
+}
+
 /// A page of changes in a Tasks folder since a sync state.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ChangePage {
     /// Items created or changed, with their current change keys.
-    pub changed: Vec<ItemRef>,
+    pub changed: Vec<ChangedItem>,
     /// Ids of items deleted.
     pub deleted: Vec<String>,
     /// The state to resume from.
@@ -223,11 +232,17 @@ pub trait MailboxStore: Send + Sync + 'static {
         items: &[FetchRequest],
     ) -> impl Future<Output = Result<Vec<Result<MailboxItem, ItemFailure>>, MailboxError>> + Send;
 
-    /// The changes since `sync_state` (all items when `None`).
+    /// The changes since `sync_state` (all items when `None`), with the values of the items
+    /// whose owner's zone `zones` gives (by item id).
+    ///
+    /// The values let a change key that taskbridge wrote be checked for content: a server that
+    /// merged someone else's edit into our write returns our change key on an item that holds
+    /// more than we wrote.
     fn changes(
         &self,
         mailbox: &MailboxAddress,
         sync_state: Option<&str>,
+        zones: &std::collections::HashMap<String, chrono_tz::Tz>,
     ) -> impl Future<Output = Result<ChangePage, MailboxError>> + Send;
 
     /// Subscribes to changes in the Tasks folder, resuming after `watermark` when given.

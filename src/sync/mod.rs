@@ -24,9 +24,9 @@ pub use config::{DeletedTaskRule, PushSettings, SyncConfig};
 pub use decide::Policy;
 pub use engine::{Engine, Metrics, ProjectView, SyncError};
 pub use mailbox::{
-    BatchLimits, ChangePage, Delivery, FetchRequest, ItemFailure, ItemWrite, MailboxError,
-    MailboxItem, MailboxStore, PulledEvents, Subscription,
+    BatchLimits, ChangePage, ChangedItem, Delivery, FetchRequest, ItemFailure, ItemWrite,
+    MailboxError, MailboxItem, MailboxStore, PulledEvents, Subscription,
 };
-pub use publish::PublishOptions;
+pub use publish::{Progress, PublishOptions};
 pub use report::{InboundReport, ItemError, PublishReport};
 pub use run::{Notice, NotificationOutcome, NotificationSink};

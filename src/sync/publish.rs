@@ -19,11 +19,25 @@ use crate::state::{
     WriteKind,
 };
 
+/// Told how far a publish is: assignments handled so far, and in all.
+pub type Progress = std::sync::Arc<dyn Fn(usize, usize) + Send + Sync>;
+
 /// Options of one publish.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct PublishOptions {
     /// Delete even beyond the mass-delete guard.
     pub force: bool,
+    /// Called as mailboxes finish (for a progress bar).
+    pub progress: Option<Progress>,
+}
+
+impl std::fmt::Debug for PublishOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublishOptions")
+            .field("force", &self.force)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
 }
 
 /// What one mailbox has to do.
@@ -87,14 +101,27 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 .push(state);
         }
         let mut report = PublishReport::default();
+        let total: usize = plans
+            .values()
+            .map(|p| p.desired.len() + p.leaving.len())
+            .sum();
+        let mut done = 0usize;
         let mut work = futures::stream::iter(plans.into_iter().map(|(mailbox, plan)| {
             let view = view.clone();
             let options = options.clone();
-            async move { self.publish_mailbox(&mailbox, plan, &view, &options).await }
+            let size = plan.desired.len() + plan.leaving.len();
+            async move {
+                let r = self.publish_mailbox(&mailbox, plan, &view, &options).await;
+                (size, r)
+            }
         }))
         .buffer_unordered(self.inner.config.mailbox_concurrency.max(1));
-        while let Some(r) = work.next().await {
+        while let Some((size, r)) = work.next().await {
             report.merge(r?);
+            done += size;
+            if let Some(progress) = &options.progress {
+                progress(done, total);
+            }
         }
         info!(
             created = report.created,

@@ -76,6 +76,7 @@ struct RawAssignment {
     actual_work: Option<String>,
     remaining_work: Option<String>,
     percent_work_complete: Option<i64>,
+    actual_finish: Option<String>,
 }
 
 /// Reads a JSON project (see `docs/PROJECT-FORMAT.md`).
@@ -250,6 +251,7 @@ fn assignment(
     let finish = optional_date(path("finish"), raw.finish.as_deref())?
         .or(task.map(|t| t.finish))
         .unwrap_or_default();
+    let actual_finish = optional_date(path("actual_finish"), raw.actual_finish.as_deref())?;
     Ok(Assignment {
         uid: AssignmentUid(raw.uid),
         task_uid: TaskUid(raw.task_uid),
@@ -260,6 +262,7 @@ fn assignment(
         actual_work,
         remaining_work,
         percent_work_complete,
+        actual_finish,
         modified: FieldTimes::new(),
     })
 }

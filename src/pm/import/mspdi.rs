@@ -42,7 +42,7 @@ pub const MSPDI_NAMESPACE: &str = "http://schemas.microsoft.com/project";
 /// and the UID 0 placeholder resource are kept without an e-mail address. An assignment without
 /// `Start`/`Finish` takes its task's; without `RemainingWork`, it is `Work - ActualWork` (never
 /// below zero); without `PercentWorkComplete`, it follows from the work as in
-/// [`percent_of`]. Empty numeric elements count as absent.
+/// [`percent_of`]; `ActualFinish` is read when present. Empty numeric elements count as absent.
 pub fn parse_mspdi(text: &str, options: &ImportOptions) -> Result<Project, ImportError> {
     check_size(text, options)?;
     // A byte order mark is not markup; dropping it keeps line 1's columns right.
@@ -158,6 +158,7 @@ struct AssignmentDraft {
     actual_work: Option<Work>,
     remaining_work: Option<Work>,
     percent_work_complete: Option<Percent>,
+    actual_finish: Option<NaiveDateTime>,
 }
 
 /// A task as read, before cross-record checks.
@@ -692,6 +693,7 @@ fn build_assignment(read: ReadAssignment, task: Option<&Task>) -> Assignment {
         percent_work_complete: draft
             .percent_work_complete
             .unwrap_or_else(|| percent_of(actual_work, work)),
+        actual_finish: draft.actual_finish,
         modified: FieldTimes::new(),
     }
 }
@@ -822,6 +824,7 @@ fn read_assignment_field(
         }
         "Start" => assignment.start = leaf.optional(parse_local_datetime)?,
         "Finish" => assignment.finish = leaf.optional(parse_local_datetime)?,
+        "ActualFinish" => assignment.actual_finish = leaf.optional(parse_local_datetime)?,
         "Work" => assignment.work = leaf.optional(parse_work)?,
         "ActualWork" => assignment.actual_work = leaf.optional(parse_work)?,
         "RemainingWork" => assignment.remaining_work = leaf.optional(parse_work)?,

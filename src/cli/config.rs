@@ -1,0 +1,588 @@
+//! `taskbridge.toml`: the raw configuration (file + `TASKBRIDGE_*` environment variables), its
+//! validation into the library's typed settings, and the starter file `taskbridge init` writes.
+//!
+//! Every key can be overridden by an environment variable named after its path:
+//! `[exchange] url` is `TASKBRIDGE_EXCHANGE_URL`, `[sync] debounce_ms` is
+//! `TASKBRIDGE_SYNC_DEBOUNCE_MS`. Passwords and tokens are never written inline: the file names
+//! an environment variable or a file that holds them.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use taskbridge::ews::ExchangeVersion;
+use taskbridge::ews::client::EwsClientConfig;
+use taskbridge::ews::transport::{Auth, Limits, TlsConfig};
+use taskbridge::mapping::{FieldTable, MappingConfig};
+use taskbridge::secret::Secret;
+use taskbridge::sync::{DeletedTaskRule, Policy, SyncConfig};
+
+use super::CliError;
+
+/// The whole file, as written (defaults filled in).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// Where the data files live (state, PM store, secrets).
+    pub data_dir: PathBuf,
+    /// The Exchange server.
+    pub exchange: RawExchange,
+    /// The push listener.
+    pub listener: RawListener,
+    /// The admin endpoint (health, metrics, PM API).
+    pub admin: RawAdmin,
+    /// The embedded PM store.
+    pub pm: RawPm,
+    /// The sync engine.
+    pub sync: RawSync,
+    /// The field table.
+    pub mapping: MappingConfig,
+}
+
+/// `[exchange]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawExchange {
+    /// The EWS endpoint URL.
+    pub url: String,
+    /// `RequestServerVersion`.
+    pub version: String,
+    /// `none`, `basic`, `ntlm`, `bearer` or `oauth`.
+    pub auth: String,
+    /// The service account (`DOMAIN\user` or `user@domain`).
+    pub user: String,
+    /// Environment variable holding the password.
+    pub password_env: String,
+    /// File holding the password (used when the variable is unset).
+    pub password_file: String,
+    /// Environment variable holding a bearer token.
+    pub token_env: String,
+    /// File holding a bearer token.
+    pub token_file: String,
+    /// OAuth token endpoint (client-credentials flow).
+    pub token_url: String,
+    /// OAuth client id.
+    pub client_id: String,
+    /// Environment variable holding the OAuth client secret.
+    pub client_secret_env: String,
+    /// File holding the OAuth client secret.
+    pub client_secret_file: String,
+    /// OAuth scope.
+    pub scope: String,
+    /// Extra trusted CA certificates (PEM).
+    pub ca_file: String,
+    /// Accept any certificate (never in production).
+    pub accept_invalid_certs: bool,
+    /// Requests in flight per mailbox.
+    pub per_mailbox_in_flight: usize,
+    /// Requests in flight in total.
+    pub total_in_flight: usize,
+    /// Items per create/update/delete batch.
+    pub batch_size: usize,
+    /// Items per GetItem batch.
+    pub get_item_batch: usize,
+}
+
+impl Default for RawExchange {
+    fn default() -> Self {
+        let limits = Limits::default();
+        RawExchange {
+            url: "http://127.0.0.1:8443/EWS/Exchange.asmx".into(),
+            version: "Exchange2013_SP1".into(),
+            auth: "basic".into(),
+            user: "taskbridge@sim.example".into(),
+            password_env: "TASKBRIDGE_EXCHANGE_PASSWORD".into(),
+            password_file: "exchange.password".into(),
+            token_env: String::new(),
+            token_file: String::new(),
+            token_url: String::new(),
+            client_id: String::new(),
+            client_secret_env: String::new(),
+            client_secret_file: String::new(),
+            scope: "https://outlook.office365.com/.default".into(),
+            ca_file: String::new(),
+            accept_invalid_certs: false,
+            per_mailbox_in_flight: limits.per_mailbox_in_flight,
+            total_in_flight: limits.total_in_flight,
+            batch_size: limits.batch_size,
+            get_item_batch: limits.get_item_batch,
+        }
+    }
+}
+
+/// `[listener]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawListener {
+    /// Whether to listen for push notifications (otherwise only reconciliation finds edits).
+    pub enabled: bool,
+    /// Address to listen on.
+    pub listen: String,
+    /// The URL Exchange posts to, without the secret (what the firewall / reverse proxy
+    /// exposes).
+    pub public_url: String,
+    /// File holding the path secret (created by `taskbridge init`).
+    pub secret_file: String,
+    /// Largest notification body accepted.
+    pub max_body_bytes: usize,
+    /// TLS certificate chain (PEM); HTTPS when set with `tls_key`.
+    pub tls_cert: String,
+    /// TLS private key (PEM).
+    pub tls_key: String,
+    /// Minutes between Exchange's status notifications.
+    pub status_frequency_minutes: u64,
+}
+
+impl Default for RawListener {
+    fn default() -> Self {
+        RawListener {
+            enabled: true,
+            listen: "127.0.0.1:8081".into(),
+            public_url: "http://127.0.0.1:8081/ews/notify".into(),
+            secret_file: "listener.secret".into(),
+            max_body_bytes: 1 << 20,
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            status_frequency_minutes: 1,
+        }
+    }
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    /// Address of `/healthz`, `/metrics` and the PM API.
+    pub listen: String,
+    /// File holding the bearer token of the PM API (created by `taskbridge init`).
+    pub token_file: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            listen: "127.0.0.1:8082".into(),
+            token_file: "admin.token".into(),
+        }
+    }
+}
+
+/// `[pm]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPm {
+    /// Status update policy of newly imported projects: `auto` or `approval`.
+    pub default_policy: String,
+    /// Outgoing webhook for applied updates (empty: none).
+    pub webhook_url: String,
+    /// File holding the webhook's HMAC secret.
+    pub webhook_secret_file: String,
+}
+
+impl Default for RawPm {
+    fn default() -> Self {
+        RawPm {
+            default_policy: "auto".into(),
+            webhook_url: String::new(),
+            webhook_secret_file: String::new(),
+        }
+    }
+}
+
+/// `[sync]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSync {
+    /// `newer-wins`, `pm-wins`, `mail-wins` or `manual`.
+    pub policy: String,
+    /// Quiet time after a notification before a mailbox is read.
+    pub debounce_ms: u64,
+    /// Longest wait under a stream of notifications.
+    pub max_debounce_ms: u64,
+    /// Seconds between reconciliation passes.
+    pub reconcile_interval_secs: u64,
+    /// `detach`, `recreate` or `complete-on-pm`.
+    pub deleted_task: String,
+    /// Largest share of a mailbox's tasks one publish may delete without `--force`.
+    pub max_delete_share: f64,
+    /// Deletions up to this many are always allowed.
+    pub max_delete_floor: usize,
+    /// Attempts of a write before the item is parked.
+    pub max_attempts: u32,
+    /// Mailboxes worked on at once.
+    pub mailbox_concurrency: usize,
+    /// Notifications queued before the listener answers "busy".
+    pub queue_capacity: usize,
+}
+
+impl Default for RawSync {
+    fn default() -> Self {
+        let d = SyncConfig::default();
+        RawSync {
+            policy: "newer-wins".into(),
+            debounce_ms: d.debounce.as_millis() as u64,
+            max_debounce_ms: d.max_debounce.as_millis() as u64,
+            reconcile_interval_secs: d.reconcile_interval.as_secs(),
+            deleted_task: "detach".into(),
+            max_delete_share: d.max_delete_share,
+            max_delete_floor: d.max_delete_floor,
+            max_attempts: d.max_attempts,
+            mailbox_concurrency: d.mailbox_concurrency,
+            queue_capacity: d.queue_capacity,
+        }
+    }
+}
+
+/// The data directory when neither the file nor `--data-dir` names one.
+pub const DEFAULT_DATA_DIR: &str = "taskbridge-data";
+
+/// Reads the file (when it exists; defaults otherwise) and applies `TASKBRIDGE_*` overrides.
+pub fn load(path: &Path, must_exist: bool) -> Result<RawConfig, CliError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => String::new(),
+        Err(e) => {
+            return Err(CliError::Usage(format!(
+                "cannot read configuration {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    let mut value: toml::Table = toml::from_str(&text)
+        .map_err(|e| CliError::Usage(format!("{}: {}", path.display(), e.message().trim())))?;
+    apply_env(&mut value, std::env::vars())?;
+    let mut raw: RawConfig = RawConfig::deserialize(value)
+        .map_err(|e| CliError::Usage(format!("{}: {}", path.display(), e.message().trim())))?;
+    if raw.data_dir.as_os_str().is_empty() {
+        raw.data_dir = PathBuf::from(DEFAULT_DATA_DIR);
+    }
+    Ok(raw)
+}
+
+/// The keys of the file, as `section.key` paths (from the defaults).
+fn known_paths() -> BTreeMap<String, Vec<String>> {
+    let mut paths = BTreeMap::new();
+    let defaults = toml::Table::try_from(RawConfig::default()).expect("defaults serialize");
+    fn walk(prefix: &[String], table: &toml::Table, out: &mut BTreeMap<String, Vec<String>>) {
+        for (k, v) in table {
+            let mut path = prefix.to_vec();
+            path.push(k.clone());
+            match v {
+                toml::Value::Table(t) if !t.is_empty() => walk(&path, t, out),
+                _ => {
+                    let env = format!("TASKBRIDGE_{}", path.join("_").to_ascii_uppercase());
+                    out.insert(env, path);
+                }
+            }
+        }
+    }
+    walk(&[], &defaults, &mut paths);
+    paths
+}
+
+/// Applies `TASKBRIDGE_<SECTION>_<KEY>` variables; a value is read as TOML when it parses as a
+/// number or a boolean, else as a string.
+pub fn apply_env(
+    table: &mut toml::Table,
+    vars: impl Iterator<Item = (String, String)>,
+) -> Result<(), CliError> {
+    // Variables that are not keys (the password variable, the log settings) are left alone.
+    let known = known_paths();
+    for (name, value) in vars {
+        let Some(path) = known.get(&name) else {
+            continue;
+        };
+        let parsed = if let Ok(i) = value.parse::<i64>() {
+            toml::Value::Integer(i)
+        } else if let Ok(f) = value.parse::<f64>() {
+            toml::Value::Float(f)
+        } else if let Ok(b) = value.parse::<bool>() {
+            toml::Value::Boolean(b)
+        } else {
+            toml::Value::String(value)
+        };
+        let mut t = &mut *table;
+        for part in &path[..path.len() - 1] {
+            let entry = t
+                .entry(part.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            t = entry.as_table_mut().ok_or_else(|| {
+                CliError::Usage(format!("{name}: [{part}] is not a table in the file"))
+            })?;
+        }
+        t.insert(path[path.len() - 1].clone(), parsed);
+    }
+    Ok(())
+}
+
+fn bad(key: &str, reason: impl std::fmt::Display) -> CliError {
+    CliError::Usage(format!("invalid configuration: {key}: {reason}"))
+}
+
+impl RawConfig {
+    /// A path relative to the data directory (absolute paths stay as they are).
+    pub fn data_path(&self, file: &str) -> PathBuf {
+        let p = Path::new(file);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.data_dir.join(p)
+        }
+    }
+
+    fn read_secret(&self, key: &str, env: &str, file: &str) -> Result<Option<Secret>, CliError> {
+        if !env.is_empty()
+            && let Ok(v) = std::env::var(env)
+            && !v.is_empty()
+        {
+            return Ok(Some(Secret::new(v)));
+        }
+        if file.is_empty() {
+            return Ok(None);
+        }
+        let path = self.data_path(file);
+        match std::fs::read_to_string(&path) {
+            Ok(v) => Ok(Some(Secret::new(
+                v.trim_end_matches(['\r', '\n']).to_string(),
+            ))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(bad(key, format!("cannot read {}: {e}", path.display()))),
+        }
+    }
+
+    /// The EWS client settings.
+    pub fn exchange(&self) -> Result<EwsClientConfig, CliError> {
+        let x = &self.exchange;
+        let url = reqwest::Url::parse(&x.url).map_err(|e| bad("exchange.url", e))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(bad("exchange.url", "must be an http or https URL"));
+        }
+        let version: ExchangeVersion = x.version.parse().unwrap_or_else(|e| match e {});
+        if let ExchangeVersion::Other(v) = &version {
+            return Err(bad("exchange.version", format!("unknown version {v:?}")));
+        }
+        let need_password = |key: &str| -> Result<Secret, CliError> {
+            self.read_secret(key, &x.password_env, &x.password_file)?
+                .ok_or_else(|| {
+                    bad(
+                        key,
+                        format!(
+                            "no password: set {} or write it to {}",
+                            if x.password_env.is_empty() {
+                                "password_env"
+                            } else {
+                                &x.password_env
+                            },
+                            self.data_path(&x.password_file).display()
+                        ),
+                    )
+                })
+        };
+        let auth = match x.auth.as_str() {
+            "none" => Auth::None,
+            "basic" | "ntlm" => {
+                if x.user.trim().is_empty() {
+                    return Err(bad("exchange.user", "required for basic and ntlm"));
+                }
+                let password = need_password("exchange.password_env")?;
+                if x.auth == "basic" {
+                    Auth::Basic {
+                        user: x.user.clone(),
+                        password,
+                    }
+                } else {
+                    Auth::Ntlm {
+                        user: x.user.clone(),
+                        password,
+                    }
+                }
+            }
+            "bearer" => Auth::Bearer {
+                token: self
+                    .read_secret("exchange.token_env", &x.token_env, &x.token_file)?
+                    .ok_or_else(|| {
+                        bad("exchange.token_env", "no token in token_env or token_file")
+                    })?,
+            },
+            "oauth" => {
+                if x.token_url.is_empty() || x.client_id.is_empty() {
+                    return Err(bad(
+                        "exchange.token_url",
+                        "oauth needs token_url and client_id",
+                    ));
+                }
+                Auth::OAuthClientCredentials {
+                    token_url: x.token_url.clone(),
+                    client_id: x.client_id.clone(),
+                    client_secret: self
+                        .read_secret(
+                            "exchange.client_secret_env",
+                            &x.client_secret_env,
+                            &x.client_secret_file,
+                        )?
+                        .ok_or_else(|| bad("exchange.client_secret_env", "no client secret"))?,
+                    scope: x.scope.clone(),
+                }
+            }
+            other => {
+                return Err(bad(
+                    "exchange.auth",
+                    format!("unknown scheme {other:?} (none, basic, ntlm, bearer, oauth)"),
+                ));
+            }
+        };
+        for (key, v) in [
+            ("exchange.per_mailbox_in_flight", x.per_mailbox_in_flight),
+            ("exchange.total_in_flight", x.total_in_flight),
+            ("exchange.batch_size", x.batch_size),
+            ("exchange.get_item_batch", x.get_item_batch),
+        ] {
+            if v == 0 {
+                return Err(bad(key, "must be at least 1"));
+            }
+        }
+        let mut config = EwsClientConfig::new(x.url.clone(), auth);
+        config.version = version;
+        config.tls = TlsConfig {
+            extra_ca_file: (!x.ca_file.is_empty()).then(|| PathBuf::from(&x.ca_file)),
+            accept_invalid_certs: x.accept_invalid_certs,
+        };
+        config.limits = Limits {
+            per_mailbox_in_flight: x.per_mailbox_in_flight,
+            total_in_flight: x.total_in_flight,
+            batch_size: x.batch_size,
+            get_item_batch: x.get_item_batch,
+        };
+        Ok(config)
+    }
+
+    /// The field table.
+    pub fn field_table(&self) -> Result<FieldTable, CliError> {
+        FieldTable::from_config(&self.mapping).map_err(|e| bad("mapping", e))
+    }
+
+    /// The engine settings (without push; the connector adds the listener URL).
+    pub fn sync(&self) -> Result<SyncConfig, CliError> {
+        let s = &self.sync;
+        let policy: Policy = s.policy.parse().map_err(|e| bad("sync.policy", e))?;
+        let deleted_task: DeletedTaskRule = s
+            .deleted_task
+            .parse()
+            .map_err(|e| bad("sync.deleted_task", e))?;
+        if !(0.0..=1.0).contains(&s.max_delete_share) {
+            return Err(bad("sync.max_delete_share", "must be between 0 and 1"));
+        }
+        if s.max_attempts == 0 {
+            return Err(bad("sync.max_attempts", "must be at least 1"));
+        }
+        if s.reconcile_interval_secs == 0 {
+            return Err(bad("sync.reconcile_interval_secs", "must be at least 1"));
+        }
+        Ok(SyncConfig {
+            policy,
+            debounce: Duration::from_millis(s.debounce_ms),
+            max_debounce: Duration::from_millis(s.max_debounce_ms.max(s.debounce_ms)),
+            reconcile_interval: Duration::from_secs(s.reconcile_interval_secs),
+            deleted_task,
+            max_delete_share: s.max_delete_share,
+            max_delete_floor: s.max_delete_floor,
+            max_attempts: s.max_attempts,
+            mailbox_concurrency: s.mailbox_concurrency.max(1),
+            push: None,
+            queue_capacity: s.queue_capacity.max(1),
+        })
+    }
+
+    /// An address key.
+    pub fn socket(&self, key: &str, value: &str) -> Result<SocketAddr, CliError> {
+        value
+            .parse()
+            .map_err(|e| bad(key, format!("{value:?} is not an address: {e}")))
+    }
+
+    /// Validates everything that can be checked without side effects.
+    pub fn validate(&self) -> Result<(), CliError> {
+        self.exchange()?;
+        self.field_table()?;
+        self.sync()?;
+        if self.listener.enabled {
+            self.socket("listener.listen", &self.listener.listen)?;
+            let url = reqwest::Url::parse(&self.listener.public_url)
+                .map_err(|e| bad("listener.public_url", e))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(bad("listener.public_url", "must be an http or https URL"));
+            }
+            if !(1..=1440).contains(&self.listener.status_frequency_minutes) {
+                return Err(bad(
+                    "listener.status_frequency_minutes",
+                    "must be 1 to 1440",
+                ));
+            }
+            if self.listener.tls_cert.is_empty() != self.listener.tls_key.is_empty() {
+                return Err(bad("listener.tls_cert", "tls_cert and tls_key go together"));
+            }
+        }
+        self.socket("admin.listen", &self.admin.listen)?;
+        if !matches!(self.pm.default_policy.as_str(), "auto" | "approval") {
+            return Err(bad("pm.default_policy", "must be auto or approval"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_override_reaches_nested_keys_with_underscores() {
+        let mut t = toml::Table::new();
+        apply_env(
+            &mut t,
+            [
+                (
+                    "TASKBRIDGE_LISTENER_PUBLIC_URL".to_string(),
+                    "https://tb.example.com/n".to_string(),
+                ),
+                ("TASKBRIDGE_SYNC_DEBOUNCE_MS".to_string(), "0".to_string()),
+                (
+                    "TASKBRIDGE_EXCHANGE_PASSWORD".to_string(),
+                    "not a key".to_string(),
+                ),
+                ("PATH".to_string(), "/bin".to_string()),
+            ]
+            .into_iter(),
+        )
+        .expect("apply");
+        let raw = RawConfig::deserialize(t).expect("deserialize");
+        assert_eq!(raw.listener.public_url, "https://tb.example.com/n");
+        assert_eq!(raw.sync.debounce_ms, 0);
+    }
+
+    #[test]
+    fn validate_names_the_bad_key() {
+        let mut raw = RawConfig::default();
+        raw.exchange.auth = "none".into();
+        raw.sync.policy = "newest".into();
+        let err = raw.validate().expect_err("bad policy");
+        assert!(err.to_string().contains("sync.policy"), "{err}");
+        raw.sync.policy = "pm-wins".into();
+        raw.listener.status_frequency_minutes = 0;
+        let err = raw.validate().expect_err("bad frequency");
+        assert!(
+            err.to_string()
+                .contains("listener.status_frequency_minutes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_its_name() {
+        let t: toml::Table = toml::from_str("[sync]\ndebounce = 5\n").expect("toml");
+        let err = RawConfig::deserialize(t).expect_err("unknown key");
+        assert!(err.to_string().contains("debounce"), "{err}");
+    }
+}

@@ -1,0 +1,207 @@
+//! `taskbridge init`: writes a commented starter configuration and the data directory with its
+//! secrets, ready to run against the bundled simulator on this machine.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Args;
+use rand::RngCore;
+
+use super::CliError;
+use super::config::{self, RawConfig};
+
+/// Arguments of `taskbridge init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Overwrite an existing configuration file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// The starter file. Every key is listed with its default; `config_template_matches_defaults`
+/// keeps it in step with the code.
+pub const TEMPLATE: &str = r#"# taskbridge configuration.
+#
+# Every key can be overridden by an environment variable named after its path, e.g.
+# TASKBRIDGE_EXCHANGE_URL or TASKBRIDGE_SYNC_DEBOUNCE_MS. Passwords and tokens never go in this
+# file: name an environment variable or a file (relative paths are inside data_dir).
+# These defaults run against the bundled simulator: `taskbridge sim --service
+# taskbridge@sim.example:$(cat taskbridge-data/exchange.password) --user ann@example.com:x ...`
+
+# Where the PM store (pm.sqlite), the sync state (state.sqlite) and the secrets live.
+data_dir = "taskbridge-data"
+
+[exchange]
+# The EWS endpoint. For Exchange on premises: https://mail.example.com/EWS/Exchange.asmx
+url = "http://127.0.0.1:8443/EWS/Exchange.asmx"
+# RequestServerVersion: Exchange2010_SP2, Exchange2013_SP1, Exchange2016, V2017_07_11, ...
+version = "Exchange2013_SP1"
+# none, basic, ntlm, bearer or oauth. On premises use ntlm (or basic over TLS).
+auth = "basic"
+# The service account with the ApplicationImpersonation role (DOMAIN\user or user@domain).
+user = "taskbridge@sim.example"
+# The password: this environment variable, else this file.
+password_env = "TASKBRIDGE_EXCHANGE_PASSWORD"
+password_file = "exchange.password"
+# bearer: the token, from a variable or a file.
+token_env = ""
+token_file = ""
+# oauth (client credentials): token endpoint, client id, secret and scope.
+token_url = ""
+client_id = ""
+client_secret_env = ""
+client_secret_file = ""
+scope = "https://outlook.office365.com/.default"
+# An extra CA certificate file (PEM) for an internal CA. Certificates are always verified
+# unless accept_invalid_certs is true (never do that in production).
+ca_file = ""
+accept_invalid_certs = false
+# Requests in flight per mailbox and in total; items per batch.
+per_mailbox_in_flight = 2
+total_in_flight = 8
+batch_size = 50
+get_item_batch = 10
+
+[listener]
+# Push notifications from Exchange. Exchange posts to public_url + "/" + the secret in
+# secret_file, so the secret must stay private; open the firewall for this URL only.
+enabled = true
+listen = "127.0.0.1:8081"
+public_url = "http://127.0.0.1:8081/ews/notify"
+secret_file = "listener.secret"
+max_body_bytes = 1048576
+# HTTPS with a certificate and key (PEM); both or neither.
+tls_cert = ""
+tls_key = ""
+# Minutes between Exchange's "still alive" notifications (1 to 1440).
+status_frequency_minutes = 1
+
+[admin]
+# /healthz, /metrics and the PM API (bearer token in token_file).
+listen = "127.0.0.1:8082"
+token_file = "admin.token"
+
+[pm]
+# Status updates of newly imported projects: auto (applied at once) or approval.
+default_policy = "auto"
+# Tell an external PM tool about applied updates (HMAC-SHA256 signed); empty: off.
+webhook_url = ""
+webhook_secret_file = ""
+
+[sync]
+# When both sides changed a field: newer-wins, pm-wins, mail-wins or manual.
+policy = "newer-wins"
+# Quiet time after a notification before the mailbox is read, and the longest wait.
+debounce_ms = 2000
+max_debounce_ms = 10000
+# Every mailbox is reconciled this often (heals lost notifications).
+reconcile_interval_secs = 900
+# A task deleted in Outlook: detach, recreate or complete-on-pm.
+deleted_task = "detach"
+# One publish deletes at most this share of a mailbox's tasks without --force, beyond
+# max_delete_floor deletions.
+max_delete_share = 0.5
+max_delete_floor = 10
+# Attempts of a write before the item is parked and reported.
+max_attempts = 3
+mailbox_concurrency = 8
+queue_capacity = 4096
+
+[mapping]
+# Subject of each task: {project}, {task}, {resource}.
+subject_template = "{project}: {task}"
+# Task priority (0 to 1000) below this is Low importance, above that is High.
+importance_low_below = 500
+importance_high_above = 500
+# The extended property that tags every task with its assignment (never change it once
+# tasks were published: existing tasks would no longer be recognised).
+key_property_set_id = "c11ff724-aa03-4555-9952-8fa248a11c3e"
+key_property_name = "taskbridge-key"
+
+[mapping.fields]
+# Per field: "pm-to-mail", "both" or "off" (see docs/MAPPING.md). Defaults: actual_work and
+# percent_complete go both ways, the rest from the PM side only. For example:
+# start_date = "both"
+# body = "off"
+"#;
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes `content` to `path` readable by the owner only, unless it exists.
+fn write_secret(path: &Path, content: &str) -> anyhow::Result<bool> {
+    if path.exists() {
+        return Ok(false);
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(path)?;
+    writeln!(f, "{content}")?;
+    Ok(true)
+}
+
+/// Runs `taskbridge init`.
+pub fn run(args: InitArgs, path: &Path, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
+    if path.exists() && !args.force {
+        return Err(CliError::Usage(format!(
+            "{} exists; use --force to overwrite it",
+            path.display()
+        ))
+        .into());
+    }
+    std::fs::write(path, TEMPLATE)?;
+    let raw = config::load(path, true)?;
+    let dir = data_dir
+        .map(Path::to_path_buf)
+        .unwrap_or(raw.data_dir.clone());
+    std::fs::create_dir_all(&dir)?;
+    let raw = RawConfig {
+        data_dir: dir.clone(),
+        ..raw
+    };
+    for (file, bytes) in [
+        (&raw.listener.secret_file, 24),
+        (&raw.admin.token_file, 24),
+        (&raw.exchange.password_file, 16),
+    ] {
+        let p = raw.data_path(file);
+        if write_secret(&p, &random_hex(bytes))? {
+            eprintln!("wrote {}", p.display());
+        }
+    }
+    eprintln!("wrote {}", path.display());
+    eprintln!(
+        "next: taskbridge sim (see the comment at the top of the file), then taskbridge serve"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[test]
+    fn config_template_matches_defaults() {
+        let table: toml::Table = toml::from_str(TEMPLATE).expect("template parses");
+        let from_template = RawConfig::deserialize(table).expect("template has known keys only");
+        let defaults = RawConfig {
+            data_dir: config::DEFAULT_DATA_DIR.into(),
+            ..RawConfig::default()
+        };
+        assert_eq!(
+            toml::to_string(&from_template).expect("serialize"),
+            toml::to_string(&defaults).expect("serialize"),
+            "the starter file and the built-in defaults differ"
+        );
+    }
+}

@@ -1,0 +1,436 @@
+//! The embedded PM host: the default PM side of the standalone connector, for teams without a
+//! PM server. It keeps projects imported from Microsoft Project XML (MSPDI) or JSON files, and
+//! the task status updates that come back from mailboxes, in its own SQLite file (`pm.sqlite`
+//! in the data directory), and implements [`PmHost`] over them.
+//!
+//! - **Import** ([`EmbeddedHost::import_file`]): importing is publishing. Re-importing a
+//!   project with the same GUID updates it in place and stamps the fields that changed (see
+//!   `merge`), so the connector's newer-wins can compare them with mailbox edits.
+//! - **Status updates** ([`PmHost::submit_status_update`], [`EmbeddedHost::approve`],
+//!   [`EmbeddedHost::reject`]): per project [`Policy`], `auto` or `approval`, with the work
+//!   arithmetic of [`apply_changes`].
+//! - **Events**: kept in the file and relayed to [`PmHost::subscribe`] receivers of every
+//!   process that has the file open, so a decision taken with the CLI reaches a running
+//!   connector.
+//! - **PM HTTP API** ([`pm_api`], [`serve_pm_api`]) and the outgoing **webhook**
+//!   ([`run_webhook`]).
+//!
+//! See `docs/PM-HOST.md`. This module knows nothing of EWS.
+
+mod api;
+mod apply;
+mod merge;
+mod ops;
+mod rows;
+mod schema;
+mod store;
+mod types;
+mod webhook;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use tokio::sync::{Notify, broadcast};
+
+use self::store::{Db, Relay};
+use super::host::{HostError, HostEvent, PmHost, StatusUpdate, StatusUpdateId, UpdateOutcome};
+use super::import::{ImportError, ImportOptions};
+use super::model::{AssignmentKey, Project, ProjectGuid};
+
+pub use crate::secret::Secret;
+pub use api::{DEFAULT_MAX_BODY_BYTES, PmApi, pm_api, serve_pm_api};
+pub use apply::{Applied, ApplyError, apply_changes, field_value};
+pub use types::{
+    DECIDER_AUTO, DECIDER_TASKBRIDGE, ImportReport, Policy, ProjectSummary, StatusUpdateRecord,
+    UnknownPolicy, UnknownState, UpdateFilter, UpdateState,
+};
+pub use webhook::{SIGNATURE_HEADER, WebhookConfig, WebhookError, run_webhook, sign, verify};
+
+/// The current time at the store's precision (microseconds), so that a value returned by an
+/// operation equals the value read back later.
+fn now() -> DateTime<Utc> {
+    let now = Utc::now();
+    now.duration_trunc(TimeDelta::microseconds(1))
+        .unwrap_or(now)
+}
+
+/// Why an embedded-host operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmbeddedError {
+    /// The project file could not be imported; the store is unchanged.
+    #[error(transparent)]
+    Import(Box<ImportError>),
+    /// No project with this GUID is stored.
+    #[error("unknown project {0}")]
+    UnknownProject(ProjectGuid),
+    /// The project has no assignment with this UID.
+    #[error("unknown assignment {0}")]
+    UnknownAssignment(AssignmentKey),
+    /// No status update with this id.
+    #[error("unknown status update {0}")]
+    UnknownUpdate(StatusUpdateId),
+    /// The update was already decided.
+    #[error("status update {id} is {state}, not pending")]
+    NotPending {
+        /// The update.
+        id: StatusUpdateId,
+        /// Its state.
+        state: UpdateState,
+    },
+    /// The update's values no longer fit the assignment; it stays pending.
+    #[error("status update {id} cannot be applied: {reason}")]
+    CannotApply {
+        /// The update.
+        id: StatusUpdateId,
+        /// Why.
+        reason: ApplyError,
+    },
+    /// There is no store at this path (and it was not to be created).
+    #[error("no PM store at {} (import a project first)", .0.display())]
+    NoStore(PathBuf),
+    /// The file was written by a newer taskbridge.
+    #[error("the PM store has schema version {found}; this taskbridge supports up to {supported}")]
+    SchemaTooNew {
+        /// The file's version.
+        found: i64,
+        /// The newest version this build knows.
+        supported: i64,
+    },
+    /// SQLite failed.
+    #[error("PM store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored value cannot be read back.
+    #[error("PM store is corrupt: {0}")]
+    Corrupt(String),
+    /// The file system failed.
+    #[error("PM store I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The store's thread has ended (or a job on it panicked).
+    #[error("the PM store has shut down")]
+    Closed,
+}
+
+impl From<ImportError> for EmbeddedError {
+    fn from(e: ImportError) -> Self {
+        EmbeddedError::Import(Box::new(e))
+    }
+}
+
+impl From<EmbeddedError> for HostError {
+    fn from(e: EmbeddedError) -> Self {
+        match e {
+            EmbeddedError::UnknownProject(guid) => HostError::UnknownProject(guid),
+            EmbeddedError::UnknownAssignment(key) => HostError::UnknownAssignment(key),
+            EmbeddedError::Closed => HostError::Unavailable(e.to_string()),
+            // Another process held the write lock past the busy timeout: retry later.
+            EmbeddedError::Sqlite(ref sqlite)
+                if matches!(
+                    sqlite.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                ) =>
+            {
+                HostError::Unavailable(e.to_string())
+            }
+            other => HostError::Other(Box::new(other)),
+        }
+    }
+}
+
+/// How to open the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostOptions {
+    /// Create the file (and its directory) when missing; otherwise a missing file is
+    /// [`EmbeddedError::NoStore`].
+    pub create: bool,
+    /// How often the store looks for events written by other processes.
+    pub poll_interval: Duration,
+    /// Events buffered per subscriber before a slow one starts missing them.
+    pub event_capacity: usize,
+}
+
+impl Default for HostOptions {
+    fn default() -> Self {
+        HostOptions {
+            create: true,
+            poll_interval: Duration::from_secs(1),
+            event_capacity: 1024,
+        }
+    }
+}
+
+/// The embedded PM host. Cheap to clone: clones share one store.
+#[derive(Clone)]
+pub struct EmbeddedHost {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    events: broadcast::Sender<HostEvent>,
+    outbox: Arc<Notify>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for EmbeddedHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedHost")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedHost {
+    /// The store's file name inside the data directory.
+    pub const FILE_NAME: &'static str = "pm.sqlite";
+
+    /// Opens the store in `data_dir`, creating the directory and the file when missing.
+    pub async fn open(data_dir: impl AsRef<Path>) -> Result<EmbeddedHost, EmbeddedError> {
+        EmbeddedHost::open_with(
+            data_dir.as_ref().join(Self::FILE_NAME),
+            HostOptions::default(),
+        )
+        .await
+    }
+
+    /// Opens the store in `data_dir`, which must exist ([`EmbeddedError::NoStore`] otherwise).
+    pub async fn open_existing(data_dir: impl AsRef<Path>) -> Result<EmbeddedHost, EmbeddedError> {
+        EmbeddedHost::open_with(
+            data_dir.as_ref().join(Self::FILE_NAME),
+            HostOptions {
+                create: false,
+                ..HostOptions::default()
+            },
+        )
+        .await
+    }
+
+    /// Opens the store file at `path`.
+    pub async fn open_with(
+        path: impl Into<PathBuf>,
+        options: HostOptions,
+    ) -> Result<EmbeddedHost, EmbeddedError> {
+        let path = path.into();
+        if options.create
+            && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        let (events, _) = broadcast::channel(options.event_capacity.max(1));
+        let outbox = Arc::new(Notify::new());
+        let relay = Relay {
+            events: events.clone(),
+            outbox: outbox.clone(),
+        };
+        let db = Db::open(path.clone(), options.create, relay, options.poll_interval).await?;
+        Ok(EmbeddedHost {
+            inner: Arc::new(Inner {
+                db,
+                events,
+                outbox,
+                path,
+            }),
+        })
+    }
+
+    /// The store file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Closes the store if this is the last handle, waiting until SQLite has closed the file;
+    /// otherwise only drops this handle. Dropping the last handle also closes the store, but
+    /// without waiting, which a process about to exit should not rely on.
+    pub async fn close(self) {
+        if let Ok(inner) = Arc::try_unwrap(self.inner) {
+            inner.db.close().await;
+        }
+    }
+
+    /// Imports (publishes) a project: see [`EmbeddedHost::import_with_policy`]. A new project
+    /// gets the `auto` policy; a known one keeps its policy.
+    pub async fn import(&self, project: Project) -> Result<ImportReport, EmbeddedError> {
+        self.import_with_policy(project, None).await
+    }
+
+    /// Imports (publishes) a project and emits [`HostEvent::ProjectPublished`].
+    ///
+    /// A project with a GUID already stored is updated in place: assignments are added,
+    /// changed or removed to match, fields whose values changed are stamped with the current
+    /// time, and pending updates of removed assignments are rejected. With `policy`, the
+    /// project's policy is set in the same transaction.
+    pub async fn import_with_policy(
+        &self,
+        project: Project,
+        policy: Option<Policy>,
+    ) -> Result<ImportReport, EmbeddedError> {
+        self.inner
+            .db
+            .call(move |conn| ops::import(conn, project, policy, now()))
+            .await
+    }
+
+    /// Reads a project file (MSPDI or JSON) and imports it. A file that cannot be read leaves
+    /// the store untouched: the file is parsed before the store is written.
+    pub async fn import_file(
+        &self,
+        path: impl Into<PathBuf>,
+        options: ImportOptions,
+        policy: Option<Policy>,
+    ) -> Result<ImportReport, EmbeddedError> {
+        let path = path.into();
+        let project =
+            tokio::task::spawn_blocking(move || super::import::import_file(path, &options))
+                .await
+                .map_err(|_| EmbeddedError::Closed)??;
+        self.import_with_policy(project, policy).await
+    }
+
+    /// Emits [`HostEvent::ProjectPublished`] again, so that the connector publishes the project
+    /// to the mailboxes again.
+    pub async fn publish(&self, guid: ProjectGuid) -> Result<(), EmbeddedError> {
+        self.inner
+            .db
+            .call(move |conn| ops::publish(conn, guid, now()))
+            .await
+    }
+
+    /// Sets how the project handles status updates. Pending updates stay pending.
+    pub async fn set_policy(&self, guid: ProjectGuid, policy: Policy) -> Result<(), EmbeddedError> {
+        self.inner
+            .db
+            .call(move |conn| ops::set_policy(conn, guid, policy))
+            .await
+    }
+
+    /// All stored projects, in name order.
+    pub async fn project_summaries(&self) -> Result<Vec<ProjectSummary>, EmbeddedError> {
+        self.inner.db.call(|conn| rows::summaries(conn)).await
+    }
+
+    /// One project's summary.
+    pub async fn project_summary(
+        &self,
+        guid: ProjectGuid,
+    ) -> Result<Option<ProjectSummary>, EmbeddedError> {
+        self.inner
+            .db
+            .call(move |conn| rows::summary(conn, guid))
+            .await
+    }
+
+    /// A stored project with its tasks, resources and assignments.
+    pub async fn load_project(&self, guid: ProjectGuid) -> Result<Option<Project>, EmbeddedError> {
+        self.inner
+            .db
+            .call(move |conn| rows::load_project(conn, guid))
+            .await
+    }
+
+    /// The GUIDs of all stored projects.
+    pub async fn project_guids(&self) -> Result<Vec<ProjectGuid>, EmbeddedError> {
+        self.inner.db.call(|conn| rows::project_guids(conn)).await
+    }
+
+    /// Accepts a status update under the project's policy (see [`PmHost::submit_status_update`]).
+    ///
+    /// An update whose values cannot be applied (wrong kind of value, a finish before the start,
+    /// no changes) is stored as rejected and answered with
+    /// [`UpdateOutcome::Rejected`]. Resubmitting the same mailbox item version (same key, item
+    /// id and change key) returns the first submission's outcome.
+    pub async fn submit(&self, update: StatusUpdate) -> Result<UpdateOutcome, EmbeddedError> {
+        self.inner
+            .db
+            .call(move |conn| ops::submit(conn, update, now()))
+            .await
+    }
+
+    /// Approves a pending update: applies it, records `decider`, and emits
+    /// [`HostEvent::UpdateDecided`].
+    pub async fn approve(
+        &self,
+        id: &StatusUpdateId,
+        decider: &str,
+    ) -> Result<UpdateOutcome, EmbeddedError> {
+        let (id, decider) = (id.clone(), decider.to_owned());
+        self.inner
+            .db
+            .call(move |conn| ops::approve(conn, &id, &decider, now()))
+            .await
+    }
+
+    /// Rejects a pending update, records `decider` and `reason`, and emits
+    /// [`HostEvent::UpdateDecided`] with the PM values the mailbox should show again.
+    pub async fn reject(
+        &self,
+        id: &StatusUpdateId,
+        decider: &str,
+        reason: Option<&str>,
+    ) -> Result<UpdateOutcome, EmbeddedError> {
+        let (id, decider, reason) = (id.clone(), decider.to_owned(), reason.map(str::to_owned));
+        self.inner
+            .db
+            .call(move |conn| ops::reject(conn, &id, &decider, reason.as_deref(), now()))
+            .await
+    }
+
+    /// Status updates matching `filter`, oldest first.
+    pub async fn status_updates(
+        &self,
+        filter: UpdateFilter,
+    ) -> Result<Vec<StatusUpdateRecord>, EmbeddedError> {
+        self.inner
+            .db
+            .call(move |conn| rows::list_updates(conn, &filter))
+            .await
+    }
+
+    /// One status update.
+    pub async fn status_update(
+        &self,
+        id: &StatusUpdateId,
+    ) -> Result<Option<StatusUpdateRecord>, EmbeddedError> {
+        let id = id.clone();
+        self.inner
+            .db
+            .call(move |conn| rows::load_update(conn, &id))
+            .await
+    }
+
+    /// Woken when the webhook outbox may have new rows.
+    pub(crate) fn outbox_notify(&self) -> Arc<Notify> {
+        self.inner.outbox.clone()
+    }
+
+    /// Runs `f` on the store's thread.
+    pub(crate) async fn call<R, F>(&self, f: F) -> Result<R, EmbeddedError>
+    where
+        F: FnOnce(&mut rusqlite::Connection) -> Result<R, EmbeddedError> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.inner.db.call(f).await
+    }
+}
+
+impl PmHost for EmbeddedHost {
+    async fn projects(&self) -> Result<Vec<ProjectGuid>, HostError> {
+        Ok(self.project_guids().await?)
+    }
+
+    async fn project(&self, guid: ProjectGuid) -> Result<Option<Project>, HostError> {
+        Ok(self.load_project(guid).await?)
+    }
+
+    async fn submit_status_update(&self, update: StatusUpdate) -> Result<UpdateOutcome, HostError> {
+        Ok(self.submit(update).await?)
+    }
+
+    /// Events of this process's handles as soon as they are committed (before the call that
+    /// caused them returns), and of other processes on the same file within
+    /// [`HostOptions::poll_interval`].
+    fn subscribe(&self) -> broadcast::Receiver<HostEvent> {
+        self.inner.events.subscribe()
+    }
+}

@@ -1,0 +1,423 @@
+//! The embedded host's operations as synchronous transactions, run on the SQLite thread. Each
+//! one is a single immediate transaction: its rows, its events and its webhook deliveries are
+//! committed together or not at all.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+use serde::Serialize;
+
+use super::EmbeddedError;
+use super::apply::{Applied, ApplyError, apply_changes};
+use super::merge::merge_import;
+use super::rows;
+use super::types::{
+    DECIDER_AUTO, DECIDER_TASKBRIDGE, ImportReport, Policy, StatusUpdateRecord, UpdateFilter,
+    UpdateState,
+};
+use crate::pm::host::{HostEvent, StatusUpdate, StatusUpdateId, UpdateOutcome};
+use crate::pm::model::{Assignment, AssignmentKey, Project, ProjectGuid};
+
+/// The reason given when a status manager rejects without saying why.
+pub(crate) const DEFAULT_REJECT_REASON: &str = "rejected by the status manager";
+/// The reason given to pending updates whose assignment a re-import removed.
+const REMOVED_REASON: &str = "the assignment was removed from the project by a re-import";
+/// How far [`outcome_of`] follows a chain of superseding updates before calling it a loop.
+const MAX_SUPERSEDE_CHAIN: usize = 10_000;
+
+/// The event name and payload of a webhook delivery.
+pub(crate) const WEBHOOK_EVENT: &str = "status_update.applied";
+
+fn begin(conn: &mut Connection) -> Result<Transaction<'_>, EmbeddedError> {
+    // Immediate: take the write lock up front, so that a concurrent writer in another process
+    // makes us wait (busy timeout) instead of failing a read-then-write upgrade.
+    Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
+}
+
+/// Stores `project`, merging it over the stored one with the same GUID, and publishes it.
+pub(crate) fn import(
+    conn: &mut Connection,
+    project: Project,
+    policy: Option<Policy>,
+    now: DateTime<Utc>,
+) -> Result<ImportReport, EmbeddedError> {
+    let tx = begin(conn)?;
+    let guid = project.guid;
+    let old = rows::load_project(&tx, guid)?;
+    let merge = merge_import(old.as_ref(), project, now);
+    let policy = rows::write_project(&tx, &merge.project, policy, now)?;
+    let mut closed_updates = 0;
+    for uid in &merge.removed {
+        let filter = UpdateFilter {
+            state: Some(UpdateState::Pending),
+            key: Some(merge.project.key(*uid)),
+            ..UpdateFilter::default()
+        };
+        for pending in rows::list_updates(&tx, &filter)? {
+            rows::decide_update(
+                &tx,
+                &pending.id,
+                UpdateState::Rejected,
+                now,
+                DECIDER_TASKBRIDGE,
+                Some(REMOVED_REASON),
+                None,
+            )?;
+            closed_updates += 1;
+        }
+    }
+    rows::emit(&tx, &HostEvent::ProjectPublished { project: guid }, now)?;
+    tx.commit()?;
+    Ok(ImportReport {
+        project: guid,
+        name: merge.project.name.clone(),
+        created: old.is_none(),
+        policy,
+        added: merge.added.len(),
+        changed: merge.changed.len(),
+        removed: merge.removed.len(),
+        unchanged: merge.unchanged,
+        mailbox_assignments: merge.project.sync_units().len(),
+        closed_updates,
+    })
+}
+
+/// Re-emits `ProjectPublished`.
+pub(crate) fn publish(
+    conn: &mut Connection,
+    guid: ProjectGuid,
+    now: DateTime<Utc>,
+) -> Result<(), EmbeddedError> {
+    let tx = begin(conn)?;
+    if !rows::touch_published(&tx, guid, now)? {
+        return Err(EmbeddedError::UnknownProject(guid));
+    }
+    rows::emit(&tx, &HostEvent::ProjectPublished { project: guid }, now)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Sets a project's policy. Pending updates stay pending under either policy.
+pub(crate) fn set_policy(
+    conn: &mut Connection,
+    guid: ProjectGuid,
+    policy: Policy,
+) -> Result<(), EmbeddedError> {
+    let tx = begin(conn)?;
+    if !rows::set_policy(&tx, guid, policy)? {
+        return Err(EmbeddedError::UnknownProject(guid));
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Accepts a status update under the project's policy.
+pub(crate) fn submit(
+    conn: &mut Connection,
+    update: StatusUpdate,
+    now: DateTime<Utc>,
+) -> Result<UpdateOutcome, EmbeddedError> {
+    let tx = begin(conn)?;
+    let key = update.key;
+    // The same mailbox item version twice is one update: the connector resubmits after a crash.
+    if let Some(id) = rows::find_update_by_source(&tx, key, &update.source)? {
+        return outcome_of(&tx, &id);
+    }
+    let meta =
+        rows::project_meta(&tx, key.project)?.ok_or(EmbeddedError::UnknownProject(key.project))?;
+    let project =
+        rows::load_project(&tx, key.project)?.ok_or(EmbeddedError::UnknownProject(key.project))?;
+    let current = project
+        .assignment(key.assignment)
+        .cloned()
+        .ok_or(EmbeddedError::UnknownAssignment(key))?;
+    let (task_name, resource_name) = names(&project, &current);
+    let id = StatusUpdateId(uuid::Uuid::new_v4().to_string());
+    let mut record = StatusUpdateRecord {
+        id: id.clone(),
+        key,
+        changes: update.changes,
+        source: update.source,
+        state: UpdateState::Pending,
+        submitted_at: now,
+        decided_at: None,
+        decider: None,
+        reason: None,
+        superseded_by: None,
+        task_name,
+        resource_name,
+    };
+    // A trial run decides validity under either policy, against today's values.
+    let mut after = project.clone();
+    let applied = match apply_changes(&mut after, key.assignment, &record.changes, now) {
+        Ok(applied) => applied,
+        Err(e) => {
+            let reason = e.to_string();
+            record.state = UpdateState::Rejected;
+            record.decided_at = Some(now);
+            record.decider = Some(DECIDER_TASKBRIDGE.to_owned());
+            record.reason = Some(reason.clone());
+            rows::insert_update(&tx, &record)?;
+            tx.commit()?;
+            tracing::info!(%id, %key, %reason, "status update refused");
+            return Ok(UpdateOutcome::Rejected {
+                id,
+                assignment: current,
+                reason,
+            });
+        }
+    };
+    let outcome = match meta.policy {
+        Policy::Auto => {
+            record.state = UpdateState::Applied;
+            record.decided_at = Some(now);
+            record.decider = Some(DECIDER_AUTO.to_owned());
+            rows::insert_update(&tx, &record)?;
+            let assignment = persist_applied(&tx, &after, &applied, &record, now)?;
+            tracing::info!(%id, %key, "status update applied");
+            UpdateOutcome::Applied { id, assignment }
+        }
+        Policy::Approval => {
+            let older = rows::list_updates(
+                &tx,
+                &UpdateFilter {
+                    state: Some(UpdateState::Pending),
+                    key: Some(key),
+                    ..UpdateFilter::default()
+                },
+            )?;
+            rows::insert_update(&tx, &record)?;
+            for old in older {
+                rows::decide_update(
+                    &tx,
+                    &old.id,
+                    UpdateState::Superseded,
+                    now,
+                    DECIDER_TASKBRIDGE,
+                    Some(&format!("superseded by {id}")),
+                    Some(&id),
+                )?;
+                tracing::info!(id = %old.id, by = %id, %key, "status update superseded");
+            }
+            tracing::info!(%id, %key, "status update pending approval");
+            UpdateOutcome::Pending { id }
+        }
+    };
+    tx.commit()?;
+    Ok(outcome)
+}
+
+/// Applies a pending update on the status manager's word.
+pub(crate) fn approve(
+    conn: &mut Connection,
+    id: &StatusUpdateId,
+    decider: &str,
+    now: DateTime<Utc>,
+) -> Result<UpdateOutcome, EmbeddedError> {
+    let tx = begin(conn)?;
+    let mut record = pending_record(&tx, id)?;
+    let key = record.key;
+    let mut project =
+        rows::load_project(&tx, key.project)?.ok_or(EmbeddedError::UnknownProject(key.project))?;
+    let applied = match apply_changes(&mut project, key.assignment, &record.changes, now) {
+        Ok(applied) => applied,
+        Err(ApplyError::UnknownAssignment(_)) => {
+            return Err(EmbeddedError::UnknownAssignment(key));
+        }
+        // Left pending: the values no longer fit the plan (a re-import moved the start, say);
+        // the status manager can still reject it.
+        Err(reason) => {
+            return Err(EmbeddedError::CannotApply {
+                id: id.clone(),
+                reason,
+            });
+        }
+    };
+    rows::decide_update(&tx, id, UpdateState::Applied, now, decider, None, None)?;
+    record.state = UpdateState::Applied;
+    record.decided_at = Some(now);
+    record.decider = Some(decider.to_owned());
+    let assignment = persist_applied(&tx, &project, &applied, &record, now)?;
+    let outcome = UpdateOutcome::Applied {
+        id: id.clone(),
+        assignment,
+    };
+    rows::emit(
+        &tx,
+        &HostEvent::UpdateDecided {
+            key,
+            outcome: outcome.clone(),
+        },
+        now,
+    )?;
+    tx.commit()?;
+    tracing::info!(%id, %key, decider, "status update approved");
+    Ok(outcome)
+}
+
+/// Refuses a pending update on the status manager's word.
+pub(crate) fn reject(
+    conn: &mut Connection,
+    id: &StatusUpdateId,
+    decider: &str,
+    reason: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<UpdateOutcome, EmbeddedError> {
+    let tx = begin(conn)?;
+    let record = pending_record(&tx, id)?;
+    let key = record.key;
+    let project =
+        rows::load_project(&tx, key.project)?.ok_or(EmbeddedError::UnknownProject(key.project))?;
+    let assignment = project
+        .assignment(key.assignment)
+        .cloned()
+        .ok_or(EmbeddedError::UnknownAssignment(key))?;
+    let reason = reason
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .unwrap_or(DEFAULT_REJECT_REASON)
+        .to_owned();
+    rows::decide_update(
+        &tx,
+        id,
+        UpdateState::Rejected,
+        now,
+        decider,
+        Some(&reason),
+        None,
+    )?;
+    let outcome = UpdateOutcome::Rejected {
+        id: id.clone(),
+        assignment,
+        reason,
+    };
+    rows::emit(
+        &tx,
+        &HostEvent::UpdateDecided {
+            key,
+            outcome: outcome.clone(),
+        },
+        now,
+    )?;
+    tx.commit()?;
+    tracing::info!(%id, %key, decider, "status update rejected");
+    Ok(outcome)
+}
+
+/// The update, which must be pending.
+fn pending_record(
+    conn: &Connection,
+    id: &StatusUpdateId,
+) -> Result<StatusUpdateRecord, EmbeddedError> {
+    let record =
+        rows::load_update(conn, id)?.ok_or_else(|| EmbeddedError::UnknownUpdate(id.clone()))?;
+    if record.state != UpdateState::Pending {
+        return Err(EmbeddedError::NotPending {
+            id: id.clone(),
+            state: record.state,
+        });
+    }
+    Ok(record)
+}
+
+/// The task and resource names shown with an update.
+fn names(project: &Project, a: &Assignment) -> (Option<String>, Option<String>) {
+    (
+        project.task(a.task_uid).map(|t| t.name.clone()),
+        project.resource(a.resource_uid).map(|r| r.name.clone()),
+    )
+}
+
+/// What the webhook receives for an applied update.
+#[derive(Serialize)]
+struct WebhookBody<'a> {
+    event: &'static str,
+    project: ProjectGuid,
+    update: &'a StatusUpdateRecord,
+    assignment: &'a Assignment,
+}
+
+/// Writes what [`apply_changes`] changed in `project`, queues the webhook delivery, and returns
+/// the updated assignment.
+fn persist_applied(
+    tx: &Transaction<'_>,
+    project: &Project,
+    applied: &Applied,
+    record: &StatusUpdateRecord,
+    now: DateTime<Utc>,
+) -> Result<Assignment, EmbeddedError> {
+    let key = record.key;
+    let assignment = project
+        .assignment(key.assignment)
+        .cloned()
+        .ok_or(EmbeddedError::UnknownAssignment(key))?;
+    rows::save_assignment(tx, key.project, &assignment)?;
+    for (uid, _) in &applied.fields {
+        if *uid != key.assignment
+            && let Some(other) = project.assignment(*uid)
+        {
+            rows::save_assignment(tx, key.project, other)?;
+        }
+    }
+    if applied.task_changed
+        && let Some(task) = project.task(assignment.task_uid)
+    {
+        rows::save_task(tx, key.project, task)?;
+    }
+    // A task-level field (name, notes, priority) changed the other assignments of the task too;
+    // the connector learns of those the way it learns of any PM-side change.
+    if applied.touches_others(key.assignment) {
+        rows::emit(
+            tx,
+            &HostEvent::ProjectPublished {
+                project: key.project,
+            },
+            now,
+        )?;
+    }
+    let body = serde_json::to_string(&WebhookBody {
+        event: WEBHOOK_EVENT,
+        project: key.project,
+        update: record,
+        assignment: &assignment,
+    })
+    .map_err(|e| EmbeddedError::Corrupt(e.to_string()))?;
+    rows::enqueue_webhook(tx, &record.id, &body, now)?;
+    Ok(assignment)
+}
+
+/// The outcome of a stored update, as a resubmission of it is answered. A superseded update
+/// answers with the outcome of the update that superseded it (following the chain).
+fn outcome_of(conn: &Connection, id: &StatusUpdateId) -> Result<UpdateOutcome, EmbeddedError> {
+    let mut id = id.clone();
+    for _ in 0..MAX_SUPERSEDE_CHAIN {
+        let record = rows::load_update(conn, &id)?
+            .ok_or_else(|| EmbeddedError::UnknownUpdate(id.clone()))?;
+        let current = |key: AssignmentKey| -> Result<Assignment, EmbeddedError> {
+            rows::load_project(conn, key.project)?
+                .and_then(|p| p.assignment(key.assignment).cloned())
+                .ok_or(EmbeddedError::UnknownAssignment(key))
+        };
+        return Ok(match record.state {
+            UpdateState::Pending => UpdateOutcome::Pending { id },
+            UpdateState::Applied => UpdateOutcome::Applied {
+                assignment: current(record.key)?,
+                id,
+            },
+            UpdateState::Rejected => UpdateOutcome::Rejected {
+                assignment: current(record.key)?,
+                id,
+                reason: record.reason.unwrap_or_default(),
+            },
+            UpdateState::Superseded => match record.superseded_by {
+                Some(next) => {
+                    id = next;
+                    continue;
+                }
+                None => UpdateOutcome::Pending { id },
+            },
+        });
+    }
+    Err(EmbeddedError::Corrupt(format!(
+        "status update {id} is superseded in a loop"
+    )))
+}

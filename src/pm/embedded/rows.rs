@@ -1,0 +1,871 @@
+//! Reading and writing the embedded host's rows. Every function takes a connection (or a
+//! transaction, which derefs to one) and is called on the SQLite thread; the caller owns the
+//! transaction.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use chrono_tz::Tz;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::EmbeddedError;
+use super::types::{Policy, ProjectSummary, StatusUpdateRecord, UpdateFilter, UpdateState};
+use crate::pm::host::{FieldChange, HostEvent, StatusUpdateId, UpdateSource};
+use crate::pm::model::{
+    Assignment, AssignmentField, AssignmentKey, AssignmentUid, FieldTimes, Percent, Project,
+    ProjectGuid, Resource, ResourceUid, Task, TaskUid, Work,
+};
+
+/// An instant as stored: RFC 3339 UTC with microseconds, so that text order is time order.
+pub(crate) fn ts(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn parse_ts(text: &str) -> Result<DateTime<Utc>, EmbeddedError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|d| d.with_timezone(&Utc))
+        .map_err(|_| corrupt("instant", text))
+}
+
+/// A zone-less project date as stored.
+fn local(at: NaiveDateTime) -> String {
+    at.format("%Y-%m-%dT%H:%M:%S%.f").to_string()
+}
+
+fn parse_local(text: &str) -> Result<NaiveDateTime, EmbeddedError> {
+    NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f").map_err(|_| corrupt("date", text))
+}
+
+fn corrupt(what: &str, text: &str) -> EmbeddedError {
+    EmbeddedError::Corrupt(format!("stored {what} {text:?} cannot be read"))
+}
+
+fn field_name(field: AssignmentField) -> &'static str {
+    match field {
+        AssignmentField::Start => "Start",
+        AssignmentField::Finish => "Finish",
+        AssignmentField::Work => "Work",
+        AssignmentField::ActualWork => "ActualWork",
+        AssignmentField::RemainingWork => "RemainingWork",
+        AssignmentField::PercentWorkComplete => "PercentWorkComplete",
+        AssignmentField::Name => "Name",
+        AssignmentField::Notes => "Notes",
+        AssignmentField::Priority => "Priority",
+    }
+}
+
+fn parse_field(text: &str) -> Result<AssignmentField, EmbeddedError> {
+    AssignmentField::ALL
+        .into_iter()
+        .find(|f| field_name(*f) == text)
+        .ok_or_else(|| corrupt("field name", text))
+}
+
+fn parse_guid(text: &str) -> Result<ProjectGuid, EmbeddedError> {
+    ProjectGuid::from_str(text).map_err(|_| corrupt("project GUID", text))
+}
+
+fn parse_zone(text: &str) -> Result<Tz, EmbeddedError> {
+    text.parse::<Tz>().map_err(|_| corrupt("time zone", text))
+}
+
+fn count(n: i64) -> usize {
+    usize::try_from(n).unwrap_or(0)
+}
+
+/// The stored project row beyond the model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ProjectMeta {
+    pub(crate) policy: Policy,
+    pub(crate) revision: i64,
+    pub(crate) imported_at: DateTime<Utc>,
+    pub(crate) published_at: DateTime<Utc>,
+}
+
+/// The GUIDs of all stored projects, in name order.
+pub(crate) fn project_guids(conn: &Connection) -> Result<Vec<ProjectGuid>, EmbeddedError> {
+    let mut stmt = conn.prepare_cached("SELECT guid FROM projects ORDER BY name, guid")?;
+    let guids = stmt
+        .query_map([], |row| row.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    guids.iter().map(|g| parse_guid(g)).collect()
+}
+
+/// The project's policy and bookkeeping, if the project is stored.
+pub(crate) fn project_meta(
+    conn: &Connection,
+    guid: ProjectGuid,
+) -> Result<Option<ProjectMeta>, EmbeddedError> {
+    let row = conn
+        .query_row(
+            "SELECT policy, revision, imported_at, published_at FROM projects WHERE guid = ?1",
+            [guid.to_string()],
+            |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                ))
+            },
+        )
+        .optional()?;
+    row.map(|(policy, revision, imported_at, published_at)| {
+        Ok(ProjectMeta {
+            policy: policy.parse().map_err(|_| corrupt("policy", &policy))?,
+            revision,
+            imported_at: parse_ts(&imported_at)?,
+            published_at: parse_ts(&published_at)?,
+        })
+    })
+    .transpose()
+}
+
+/// A stored project with all its rows.
+pub(crate) fn load_project(
+    conn: &Connection,
+    guid: ProjectGuid,
+) -> Result<Option<Project>, EmbeddedError> {
+    let key = guid.to_string();
+    let head = conn
+        .query_row(
+            "SELECT name, time_zone, minutes_per_day, minutes_per_week, start
+             FROM projects WHERE guid = ?1",
+            [&key],
+            |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, u32>(2)?,
+                    row.get::<_, u32>(3)?,
+                    row.get::<_, Option<String>>(4)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((name, zone, minutes_per_day, minutes_per_week, start)) = head else {
+        return Ok(None);
+    };
+    let mut project = Project {
+        guid,
+        name,
+        time_zone: parse_zone(&zone)?,
+        minutes_per_day,
+        minutes_per_week,
+        start: start.as_deref().map(parse_local).transpose()?,
+        tasks: load_tasks(conn, &key)?,
+        resources: load_resources(conn, &key)?,
+        assignments: Vec::new(),
+    };
+    project.assignments = load_assignments(conn, &key)?;
+    Ok(Some(project))
+}
+
+fn load_tasks(conn: &Connection, project: &str) -> Result<Vec<Task>, EmbeddedError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT uid, name, notes, start, finish, work, priority, percent_work_complete,
+                summary, milestone, outline_level
+         FROM tasks WHERE project = ?1 ORDER BY position",
+    )?;
+    let raw = stmt
+        .query_map([project], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, String>(4)?,
+                row.get::<_, i64>(5)?,
+                row.get::<_, u16>(6)?,
+                row.get::<_, i64>(7)?,
+                row.get::<_, bool>(8)?,
+                row.get::<_, bool>(9)?,
+                row.get::<_, u16>(10)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    raw.into_iter()
+        .map(
+            |(
+                uid,
+                name,
+                notes,
+                start,
+                finish,
+                work,
+                priority,
+                percent,
+                summary,
+                milestone,
+                level,
+            )| {
+                Ok(Task {
+                    uid: TaskUid(uid),
+                    name,
+                    notes,
+                    start: parse_local(&start)?,
+                    finish: parse_local(&finish)?,
+                    work: Work::from_seconds(work),
+                    priority,
+                    percent_work_complete: Percent::from_i64(percent)
+                        .map_err(|_| corrupt("percent", &percent.to_string()))?,
+                    summary,
+                    milestone,
+                    outline_level: level,
+                })
+            },
+        )
+        .collect()
+}
+
+fn load_resources(conn: &Connection, project: &str) -> Result<Vec<Resource>, EmbeddedError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT uid, name, email, time_zone FROM resources WHERE project = ?1 ORDER BY position",
+    )?;
+    let raw = stmt
+        .query_map([project], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, Option<String>>(2)?,
+                row.get::<_, Option<String>>(3)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    raw.into_iter()
+        .map(|(uid, name, email, zone)| {
+            Ok(Resource {
+                uid: ResourceUid(uid),
+                name,
+                email,
+                time_zone: zone.as_deref().map(parse_zone).transpose()?,
+            })
+        })
+        .collect()
+}
+
+fn load_assignments(conn: &Connection, project: &str) -> Result<Vec<Assignment>, EmbeddedError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT uid, task_uid, resource_uid, start, finish, work, actual_work, remaining_work,
+                percent_work_complete, actual_finish
+         FROM assignments WHERE project = ?1 ORDER BY position",
+    )?;
+    let raw = stmt
+        .query_map([project], |row| {
+            Ok((
+                (
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                ),
+                row.get::<_, String>(3)?,
+                row.get::<_, String>(4)?,
+                (
+                    row.get::<_, i64>(5)?,
+                    row.get::<_, i64>(6)?,
+                    row.get::<_, i64>(7)?,
+                ),
+                row.get::<_, i64>(8)?,
+                row.get::<_, Option<String>>(9)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut assignments = raw
+        .into_iter()
+        .map(
+            |((uid, task, resource), start, finish, (work, actual, remaining), percent, done)| {
+                Ok(Assignment {
+                    uid: AssignmentUid(uid),
+                    task_uid: TaskUid(task),
+                    resource_uid: ResourceUid(resource),
+                    start: parse_local(&start)?,
+                    finish: parse_local(&finish)?,
+                    work: Work::from_seconds(work),
+                    actual_work: Work::from_seconds(actual),
+                    remaining_work: Work::from_seconds(remaining),
+                    percent_work_complete: Percent::from_i64(percent)
+                        .map_err(|_| corrupt("percent", &percent.to_string()))?,
+                    actual_finish: done.as_deref().map(parse_local).transpose()?,
+                    modified: FieldTimes::new(),
+                })
+            },
+        )
+        .collect::<Result<Vec<_>, EmbeddedError>>()?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT assignment_uid, field, modified_at FROM assignment_field_times WHERE project = ?1",
+    )?;
+    let times = stmt
+        .query_map([project], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    for (uid, field, at) in times {
+        let field = parse_field(&field)?;
+        let at = parse_ts(&at)?;
+        if let Some(a) = assignments.iter_mut().find(|a| a.uid.0 == uid) {
+            a.modified.set(field, at);
+        }
+    }
+    Ok(assignments)
+}
+
+/// Writes `project` in full over what is stored (its tasks, resources and assignments are
+/// replaced), as imported and published `now`. A new project gets `policy` (or the default);
+/// a stored one keeps its policy unless `policy` is given.
+pub(crate) fn write_project(
+    conn: &Connection,
+    project: &Project,
+    policy: Option<Policy>,
+    now: DateTime<Utc>,
+) -> Result<Policy, EmbeddedError> {
+    let key = project.guid.to_string();
+    let stamp = ts(now);
+    conn.execute(
+        "INSERT INTO projects (guid, name, time_zone, minutes_per_day, minutes_per_week, start,
+                               policy, revision, imported_at, published_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?8)
+         ON CONFLICT (guid) DO UPDATE SET
+             name = excluded.name, time_zone = excluded.time_zone,
+             minutes_per_day = excluded.minutes_per_day,
+             minutes_per_week = excluded.minutes_per_week, start = excluded.start,
+             policy = COALESCE(?9, projects.policy), revision = projects.revision + 1,
+             imported_at = excluded.imported_at, published_at = excluded.published_at",
+        params![
+            key,
+            project.name,
+            project.time_zone.name(),
+            project.minutes_per_day,
+            project.minutes_per_week,
+            project.start.map(local),
+            policy.unwrap_or_default().as_str(),
+            stamp,
+            policy.map(Policy::as_str),
+        ],
+    )?;
+    for table in ["assignments", "tasks", "resources"] {
+        // Field times go with their assignments (ON DELETE CASCADE).
+        conn.execute(&format!("DELETE FROM {table} WHERE project = ?1"), [&key])?;
+    }
+    {
+        let mut insert = conn.prepare_cached(
+            "INSERT INTO tasks (project, uid, position, name, notes, start, finish, work,
+                                priority, percent_work_complete, summary, milestone,
+                                outline_level)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        )?;
+        for (position, t) in project.tasks.iter().enumerate() {
+            insert.execute(params![
+                key,
+                t.uid.0,
+                i64::try_from(position).unwrap_or(i64::MAX),
+                t.name,
+                t.notes,
+                local(t.start),
+                local(t.finish),
+                t.work.seconds(),
+                t.priority,
+                t.percent_work_complete.get(),
+                t.summary,
+                t.milestone,
+                t.outline_level,
+            ])?;
+        }
+    }
+    {
+        let mut insert = conn.prepare_cached(
+            "INSERT INTO resources (project, uid, position, name, email, time_zone)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for (position, r) in project.resources.iter().enumerate() {
+            insert.execute(params![
+                key,
+                r.uid.0,
+                i64::try_from(position).unwrap_or(i64::MAX),
+                r.name,
+                r.email,
+                r.time_zone.map(|z| z.name()),
+            ])?;
+        }
+    }
+    {
+        let mut insert = conn.prepare_cached(
+            "INSERT INTO assignments (project, uid, position, task_uid, resource_uid, start,
+                                      finish, work, actual_work, remaining_work,
+                                      percent_work_complete, actual_finish)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?;
+        for (position, a) in project.assignments.iter().enumerate() {
+            insert.execute(params![
+                key,
+                a.uid.0,
+                i64::try_from(position).unwrap_or(i64::MAX),
+                a.task_uid.0,
+                a.resource_uid.0,
+                local(a.start),
+                local(a.finish),
+                a.work.seconds(),
+                a.actual_work.seconds(),
+                a.remaining_work.seconds(),
+                a.percent_work_complete.get(),
+                a.actual_finish.map(local),
+            ])?;
+            write_field_times(conn, &key, a)?;
+        }
+    }
+    let meta = project_meta(conn, project.guid)?.ok_or_else(|| {
+        EmbeddedError::Corrupt(format!("project {} vanished while written", project.guid))
+    })?;
+    Ok(meta.policy)
+}
+
+fn write_field_times(
+    conn: &Connection,
+    project: &str,
+    a: &Assignment,
+) -> Result<(), EmbeddedError> {
+    let mut upsert = conn.prepare_cached(
+        "INSERT INTO assignment_field_times (project, assignment_uid, field, modified_at)
+         VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (project, assignment_uid, field) DO UPDATE SET modified_at = excluded.modified_at",
+    )?;
+    for (field, at) in a.modified.iter() {
+        upsert.execute(params![project, a.uid.0, field_name(field), ts(at)])?;
+    }
+    Ok(())
+}
+
+/// Writes the values of one assignment (not its position) and its field times.
+pub(crate) fn save_assignment(
+    conn: &Connection,
+    project: ProjectGuid,
+    a: &Assignment,
+) -> Result<(), EmbeddedError> {
+    let key = project.to_string();
+    conn.execute(
+        "UPDATE assignments SET task_uid = ?3, resource_uid = ?4, start = ?5, finish = ?6,
+                work = ?7, actual_work = ?8, remaining_work = ?9, percent_work_complete = ?10,
+                actual_finish = ?11
+         WHERE project = ?1 AND uid = ?2",
+        params![
+            key,
+            a.uid.0,
+            a.task_uid.0,
+            a.resource_uid.0,
+            local(a.start),
+            local(a.finish),
+            a.work.seconds(),
+            a.actual_work.seconds(),
+            a.remaining_work.seconds(),
+            a.percent_work_complete.get(),
+            a.actual_finish.map(local),
+        ],
+    )?;
+    write_field_times(conn, &key, a)
+}
+
+/// Writes the values of one task (not its position).
+pub(crate) fn save_task(
+    conn: &Connection,
+    project: ProjectGuid,
+    t: &Task,
+) -> Result<(), EmbeddedError> {
+    conn.execute(
+        "UPDATE tasks SET name = ?3, notes = ?4, start = ?5, finish = ?6, work = ?7,
+                priority = ?8, percent_work_complete = ?9, summary = ?10, milestone = ?11,
+                outline_level = ?12
+         WHERE project = ?1 AND uid = ?2",
+        params![
+            project.to_string(),
+            t.uid.0,
+            t.name,
+            t.notes,
+            local(t.start),
+            local(t.finish),
+            t.work.seconds(),
+            t.priority,
+            t.percent_work_complete.get(),
+            t.summary,
+            t.milestone,
+            t.outline_level,
+        ],
+    )?;
+    Ok(())
+}
+
+/// Sets the project's policy; `false` when there is no such project.
+pub(crate) fn set_policy(
+    conn: &Connection,
+    guid: ProjectGuid,
+    policy: Policy,
+) -> Result<bool, EmbeddedError> {
+    let n = conn.execute(
+        "UPDATE projects SET policy = ?2 WHERE guid = ?1",
+        params![guid.to_string(), policy.as_str()],
+    )?;
+    Ok(n > 0)
+}
+
+/// Records a (re)publication; `false` when there is no such project.
+pub(crate) fn touch_published(
+    conn: &Connection,
+    guid: ProjectGuid,
+    now: DateTime<Utc>,
+) -> Result<bool, EmbeddedError> {
+    let n = conn.execute(
+        "UPDATE projects SET published_at = ?2 WHERE guid = ?1",
+        params![guid.to_string(), ts(now)],
+    )?;
+    Ok(n > 0)
+}
+
+/// Summaries of all projects, in name order.
+pub(crate) fn summaries(conn: &Connection) -> Result<Vec<ProjectSummary>, EmbeddedError> {
+    let mut out = Vec::new();
+    for guid in project_guids(conn)? {
+        if let Some(summary) = summary(conn, guid)? {
+            out.push(summary);
+        }
+    }
+    Ok(out)
+}
+
+/// The summary of one project.
+pub(crate) fn summary(
+    conn: &Connection,
+    guid: ProjectGuid,
+) -> Result<Option<ProjectSummary>, EmbeddedError> {
+    let Some(meta) = project_meta(conn, guid)? else {
+        return Ok(None);
+    };
+    let Some(project) = load_project(conn, guid)? else {
+        return Ok(None);
+    };
+    let pending: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM status_updates WHERE project = ?1 AND state = 'pending'",
+        [guid.to_string()],
+        |row| row.get(0),
+    )?;
+    Ok(Some(ProjectSummary {
+        guid,
+        name: project.name.clone(),
+        time_zone: project.time_zone.name().to_owned(),
+        policy: meta.policy,
+        tasks: project.tasks.len(),
+        resources: project.resources.len(),
+        assignments: project.assignments.len(),
+        mailbox_assignments: project.sync_units().len(),
+        pending_updates: count(pending),
+        revision: meta.revision,
+        imported_at: meta.imported_at,
+        published_at: meta.published_at,
+    }))
+}
+
+/// Appends `event` to the event log, for every process's subscribers.
+pub(crate) fn emit(
+    conn: &Connection,
+    event: &HostEvent,
+    now: DateTime<Utc>,
+) -> Result<(), EmbeddedError> {
+    let body = serde_json::to_string(event).map_err(|e| EmbeddedError::Corrupt(e.to_string()))?;
+    conn.execute(
+        "INSERT INTO events (body, created_at) VALUES (?1, ?2)",
+        params![body, ts(now)],
+    )?;
+    Ok(())
+}
+
+/// Stores a new status update.
+pub(crate) fn insert_update(
+    conn: &Connection,
+    record: &StatusUpdateRecord,
+) -> Result<(), EmbeddedError> {
+    let changes = serde_json::to_string(&record.changes)
+        .map_err(|e| EmbeddedError::Corrupt(e.to_string()))?;
+    conn.execute(
+        "INSERT INTO status_updates (id, project, assignment_uid, changes, mailbox, item_id,
+                                     change_key, mail_modified_at, state, submitted_at,
+                                     decided_at, decider, reason, superseded_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        params![
+            record.id.0,
+            record.key.project.to_string(),
+            record.key.assignment.0,
+            changes,
+            record.source.mailbox,
+            record.source.item_id,
+            record.source.change_key,
+            ts(record.source.modified_at),
+            record.state.as_str(),
+            ts(record.submitted_at),
+            record.decided_at.map(ts),
+            record.decider,
+            record.reason,
+            record.superseded_by.as_ref().map(|id| id.0.clone()),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Records a decision on an update.
+pub(crate) fn decide_update(
+    conn: &Connection,
+    id: &StatusUpdateId,
+    state: UpdateState,
+    at: DateTime<Utc>,
+    decider: &str,
+    reason: Option<&str>,
+    superseded_by: Option<&StatusUpdateId>,
+) -> Result<(), EmbeddedError> {
+    conn.execute(
+        "UPDATE status_updates SET state = ?2, decided_at = ?3, decider = ?4, reason = ?5,
+                superseded_by = ?6
+         WHERE id = ?1",
+        params![
+            id.0,
+            state.as_str(),
+            ts(at),
+            decider,
+            reason,
+            superseded_by.map(|s| s.0.clone())
+        ],
+    )?;
+    Ok(())
+}
+
+const SELECT_UPDATES: &str = "
+    SELECT su.id, su.project, su.assignment_uid, su.changes, su.mailbox, su.item_id,
+           su.change_key, su.mail_modified_at, su.state, su.submitted_at, su.decided_at,
+           su.decider, su.reason, su.superseded_by, t.name, r.name
+    FROM status_updates su
+    LEFT JOIN assignments a ON a.project = su.project AND a.uid = su.assignment_uid
+    LEFT JOIN tasks t ON t.project = a.project AND t.uid = a.task_uid
+    LEFT JOIN resources r ON r.project = a.project AND r.uid = a.resource_uid";
+
+/// The columns of [`SELECT_UPDATES`], as read.
+type RawUpdate = (
+    (String, String, i64, String),
+    (String, String, String, String),
+    (String, String, Option<String>),
+    (Option<String>, Option<String>, Option<String>),
+    (Option<String>, Option<String>),
+);
+
+fn raw_update(row: &Row<'_>) -> rusqlite::Result<RawUpdate> {
+    Ok((
+        (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?),
+        (row.get(4)?, row.get(5)?, row.get(6)?, row.get(7)?),
+        (row.get(8)?, row.get(9)?, row.get(10)?),
+        (row.get(11)?, row.get(12)?, row.get(13)?),
+        (row.get(14)?, row.get(15)?),
+    ))
+}
+
+fn record(raw: RawUpdate) -> Result<StatusUpdateRecord, EmbeddedError> {
+    let (
+        (id, project, uid, changes),
+        (mailbox, item_id, change_key, mail_modified_at),
+        (state, submitted_at, decided_at),
+        (decider, reason, superseded_by),
+        (task_name, resource_name),
+    ) = raw;
+    Ok(StatusUpdateRecord {
+        id: StatusUpdateId(id),
+        key: AssignmentKey {
+            project: parse_guid(&project)?,
+            assignment: AssignmentUid(uid),
+        },
+        changes: serde_json::from_str::<Vec<FieldChange>>(&changes)
+            .map_err(|_| corrupt("changes", &changes))?,
+        source: UpdateSource {
+            mailbox,
+            item_id,
+            change_key,
+            modified_at: parse_ts(&mail_modified_at)?,
+        },
+        state: state.parse().map_err(|_| corrupt("state", &state))?,
+        submitted_at: parse_ts(&submitted_at)?,
+        decided_at: decided_at.as_deref().map(parse_ts).transpose()?,
+        decider,
+        reason,
+        superseded_by: superseded_by.map(StatusUpdateId),
+        task_name,
+        resource_name,
+    })
+}
+
+/// One status update by id.
+pub(crate) fn load_update(
+    conn: &Connection,
+    id: &StatusUpdateId,
+) -> Result<Option<StatusUpdateRecord>, EmbeddedError> {
+    let mut stmt = conn.prepare_cached(&format!("{SELECT_UPDATES} WHERE su.id = ?1"))?;
+    let raw = stmt.query_row([&id.0], raw_update).optional()?;
+    raw.map(record).transpose()
+}
+
+/// The update already stored for this mailbox item version, if any.
+pub(crate) fn find_update_by_source(
+    conn: &Connection,
+    key: AssignmentKey,
+    source: &UpdateSource,
+) -> Result<Option<StatusUpdateId>, EmbeddedError> {
+    Ok(conn
+        .query_row(
+            "SELECT id FROM status_updates
+             WHERE project = ?1 AND assignment_uid = ?2 AND item_id = ?3 AND change_key = ?4",
+            params![
+                key.project.to_string(),
+                key.assignment.0,
+                source.item_id,
+                source.change_key
+            ],
+            |row| row.get::<_, String>(0),
+        )
+        .optional()?
+        .map(StatusUpdateId))
+}
+
+/// Status updates matching `filter`, oldest first.
+pub(crate) fn list_updates(
+    conn: &Connection,
+    filter: &UpdateFilter,
+) -> Result<Vec<StatusUpdateRecord>, EmbeddedError> {
+    // Each condition is either on or matches everything, so one statement serves every filter.
+    let sql = format!(
+        "{SELECT_UPDATES}
+         WHERE (?1 IS NULL OR su.state = ?1)
+           AND (?2 IS NULL OR su.project = ?2)
+           AND (?3 IS NULL OR su.assignment_uid = ?3)
+         ORDER BY su.seq"
+    );
+    if let (Some(project), Some(key)) = (filter.project, filter.key)
+        && project != key.project
+    {
+        return Ok(Vec::new());
+    }
+    let project = filter
+        .project
+        .or(filter.key.map(|k| k.project))
+        .map(|g| g.to_string());
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let raw = stmt
+        .query_map(
+            params![
+                filter.state.map(UpdateState::as_str),
+                project,
+                filter.key.map(|k| k.assignment.0)
+            ],
+            raw_update,
+        )?
+        .collect::<Result<Vec<_>, _>>()?;
+    raw.into_iter().map(record).collect()
+}
+
+/// A webhook delivery waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OutboxRow {
+    pub(crate) seq: i64,
+    pub(crate) update_id: StatusUpdateId,
+    pub(crate) body: String,
+    pub(crate) attempts: u32,
+}
+
+/// Queues a webhook delivery.
+pub(crate) fn enqueue_webhook(
+    conn: &Connection,
+    update_id: &StatusUpdateId,
+    body: &str,
+    now: DateTime<Utc>,
+) -> Result<(), EmbeddedError> {
+    conn.execute(
+        "INSERT INTO webhook_outbox (update_id, body, created_at) VALUES (?1, ?2, ?3)",
+        params![update_id.0, body, ts(now)],
+    )?;
+    Ok(())
+}
+
+/// The oldest deliveries not yet delivered nor given up on.
+pub(crate) fn outbox_due(conn: &Connection, limit: usize) -> Result<Vec<OutboxRow>, EmbeddedError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, update_id, body, attempts FROM webhook_outbox
+         WHERE failed_at IS NULL ORDER BY seq LIMIT ?1",
+    )?;
+    let rows = stmt
+        .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
+            Ok(OutboxRow {
+                seq: row.get(0)?,
+                update_id: StatusUpdateId(row.get(1)?),
+                body: row.get(2)?,
+                attempts: row.get(3)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// Removes a delivered row.
+pub(crate) fn outbox_delivered(conn: &Connection, seq: i64) -> Result<(), EmbeddedError> {
+    conn.execute("DELETE FROM webhook_outbox WHERE seq = ?1", [seq])?;
+    Ok(())
+}
+
+/// Records a failed attempt; with `give_up`, the row is kept but no longer due.
+pub(crate) fn outbox_failed(
+    conn: &Connection,
+    seq: i64,
+    error: &str,
+    give_up: bool,
+    now: DateTime<Utc>,
+) -> Result<(), EmbeddedError> {
+    conn.execute(
+        "UPDATE webhook_outbox SET attempts = attempts + 1, last_error = ?2,
+                failed_at = CASE WHEN ?3 THEN ?4 ELSE NULL END
+         WHERE seq = ?1",
+        params![seq, error, give_up, ts(now)],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{NaiveDate, TimeZone};
+
+    use super::*;
+
+    #[test]
+    fn local_dates_round_trip_with_and_without_fractions() {
+        let plain = NaiveDate::from_ymd_opt(2026, 3, 2)
+            .and_then(|d| d.and_hms_opt(8, 0, 0))
+            .expect("valid");
+        let fraction = NaiveDate::from_ymd_opt(2026, 3, 2)
+            .and_then(|d| d.and_hms_milli_opt(8, 0, 0, 500))
+            .expect("valid");
+        assert_eq!(local(plain), "2026-03-02T08:00:00");
+        for at in [plain, fraction] {
+            assert_eq!(parse_local(&local(at)).ok(), Some(at));
+        }
+    }
+
+    #[test]
+    fn instants_sort_as_text_in_time_order() {
+        let a = Utc
+            .with_ymd_and_hms(2026, 3, 2, 8, 0, 0)
+            .single()
+            .expect("valid");
+        let b = a + chrono::TimeDelta::microseconds(1);
+        assert!(ts(a) < ts(b));
+        assert_eq!(parse_ts(&ts(b)).ok(), Some(b));
+    }
+
+    #[test]
+    fn field_names_round_trip() {
+        for field in AssignmentField::ALL {
+            assert_eq!(parse_field(field_name(field)).ok(), Some(field));
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The embedded host's numbered migrations. Migration *n* takes the file from version *n - 1* to
+//! *n*; `store::migrate` records each in `schema_version`. Never edit a released migration: add
+//! the next one.
+//!
+//! Conventions: GUIDs and ids are text; work is whole seconds; zone-less project dates are text
+//! `YYYY-MM-DDTHH:MM:SS[.fff]`; instants are RFC 3339 UTC text with microseconds (so that text
+//! order is time order); `position` keeps the file order of tasks, resources and assignments.
+
+/// The migrations, version 1 first.
+pub(crate) const MIGRATIONS: &[&str] = &[V1];
+
+/// Version 1: projects, their rows, status updates, the event log and the webhook outbox.
+const V1: &str = "
+CREATE TABLE projects (
+    guid TEXT PRIMARY KEY NOT NULL,
+    name TEXT NOT NULL,
+    time_zone TEXT NOT NULL,
+    minutes_per_day INTEGER NOT NULL,
+    minutes_per_week INTEGER NOT NULL,
+    start TEXT,
+    policy TEXT NOT NULL CHECK (policy IN ('auto', 'approval')),
+    -- How many times the project was imported; 1 after the first import.
+    revision INTEGER NOT NULL,
+    imported_at TEXT NOT NULL,
+    published_at TEXT NOT NULL
+);
+
+CREATE TABLE tasks (
+    project TEXT NOT NULL REFERENCES projects (guid) ON DELETE CASCADE,
+    uid INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    notes TEXT NOT NULL,
+    start TEXT NOT NULL,
+    finish TEXT NOT NULL,
+    work INTEGER NOT NULL,
+    priority INTEGER NOT NULL,
+    percent_work_complete INTEGER NOT NULL,
+    summary INTEGER NOT NULL,
+    milestone INTEGER NOT NULL,
+    outline_level INTEGER NOT NULL,
+    PRIMARY KEY (project, uid)
+);
+
+CREATE TABLE resources (
+    project TEXT NOT NULL REFERENCES projects (guid) ON DELETE CASCADE,
+    uid INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    email TEXT,
+    time_zone TEXT,
+    PRIMARY KEY (project, uid)
+);
+
+CREATE TABLE assignments (
+    project TEXT NOT NULL REFERENCES projects (guid) ON DELETE CASCADE,
+    uid INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    task_uid INTEGER NOT NULL,
+    resource_uid INTEGER NOT NULL,
+    start TEXT NOT NULL,
+    finish TEXT NOT NULL,
+    work INTEGER NOT NULL,
+    actual_work INTEGER NOT NULL,
+    remaining_work INTEGER NOT NULL,
+    percent_work_complete INTEGER NOT NULL,
+    actual_finish TEXT,
+    PRIMARY KEY (project, uid)
+);
+
+-- When each field of an assignment last changed on the PM side (FieldTimes); one row per field
+-- with a known time, none for a field never changed since the first import.
+CREATE TABLE assignment_field_times (
+    project TEXT NOT NULL,
+    assignment_uid INTEGER NOT NULL,
+    field TEXT NOT NULL,
+    modified_at TEXT NOT NULL,
+    PRIMARY KEY (project, assignment_uid, field),
+    FOREIGN KEY (project, assignment_uid)
+        REFERENCES assignments (project, uid) ON DELETE CASCADE
+);
+
+-- Kept after their assignment is gone (history for the status manager), hence no foreign key
+-- to assignments.
+CREATE TABLE status_updates (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    project TEXT NOT NULL REFERENCES projects (guid),
+    assignment_uid INTEGER NOT NULL,
+    -- JSON array of FieldChange.
+    changes TEXT NOT NULL,
+    mailbox TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    change_key TEXT NOT NULL,
+    mail_modified_at TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'applied', 'rejected', 'superseded')),
+    submitted_at TEXT NOT NULL,
+    decided_at TEXT,
+    decider TEXT,
+    reason TEXT,
+    superseded_by TEXT
+);
+CREATE INDEX status_updates_by_assignment ON status_updates (project, assignment_uid, state);
+-- One mailbox item version is one update: a resubmission after a crash finds the first.
+CREATE UNIQUE INDEX status_updates_by_source
+    ON status_updates (project, assignment_uid, item_id, change_key);
+
+-- HostEvents as JSON, relayed to every process's subscribers, then pruned.
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    body TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+
+-- Applied updates waiting for the outgoing webhook; deleted once delivered.
+CREATE TABLE webhook_outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    update_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    failed_at TEXT,
+    last_error TEXT
+);
+";

@@ -1,0 +1,341 @@
+//! The embedded host's SQLite connection: one connection, owned by one dedicated thread, fed
+//! closures over a channel, so that no SQLite call ever runs on a tokio worker.
+//!
+//! The same thread relays the durable event log (`events` table) to the in-process broadcast
+//! channel: after every job, and every `poll_interval` when idle, it reads the events committed
+//! since its cursor and broadcasts them. Events written by *another process* on the same file
+//! (a `taskbridge updates approve` next to a running `taskbridge serve`) therefore reach this
+//! process's subscribers too, at most one poll interval late. It also wakes the webhook worker
+//! when the outbox grew.
+
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use tokio::sync::{Notify, broadcast, oneshot};
+
+use super::EmbeddedError;
+use super::rows::ts;
+use super::schema::MIGRATIONS;
+use crate::pm::HostEvent;
+
+/// A unit of work for the SQLite thread. It returns the reply to send, which the thread sends
+/// only after relaying the events the job committed: a caller that subscribes after an
+/// operation returned never sees that operation's events.
+type Job = Box<dyn FnOnce(&mut Connection) -> Reply + Send>;
+/// Sends a job's result to its caller.
+type Reply = Box<dyn FnOnce() + Send>;
+
+/// How long SQLite waits for another process's write lock before giving up with `SQLITE_BUSY`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Events older than this are pruned: they only exist to reach other processes' subscribers.
+const EVENT_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(1);
+/// Outbox rows older than this are pruned, delivered or not (see `docs/PM-HOST.md`).
+pub(crate) const OUTBOX_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(7);
+/// How often the idle thread prunes.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// The handle to the SQLite thread. Dropping the last handle ends the thread.
+pub(crate) struct Db {
+    jobs: mpsc::Sender<Job>,
+    /// Completes when the thread has closed the connection.
+    done: oneshot::Receiver<()>,
+}
+
+/// What the SQLite thread relays to the async side.
+pub(crate) struct Relay {
+    /// Where host events go.
+    pub(crate) events: broadcast::Sender<HostEvent>,
+    /// Woken when the webhook outbox has new rows.
+    pub(crate) outbox: Arc<Notify>,
+}
+
+impl Db {
+    /// Opens (or, with `create`, creates) the database file, migrates it, and starts the thread.
+    pub(crate) async fn open(
+        path: PathBuf,
+        create: bool,
+        relay: Relay,
+        poll_interval: Duration,
+    ) -> Result<Db, EmbeddedError> {
+        let (jobs, jobs_rx) = mpsc::channel::<Job>();
+        let (ready, ready_rx) = oneshot::channel();
+        let (done_tx, done) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("taskbridge-pm-sqlite".into())
+            .spawn(move || {
+                match open_connection(&path, create) {
+                    Ok(conn) => {
+                        let mut cursors = Cursors::at_end(&conn);
+                        let _ = ready.send(Ok(()));
+                        run(conn, jobs_rx, relay, &mut cursors, poll_interval);
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                    }
+                }
+                let _ = done_tx.send(());
+            })
+            .map_err(EmbeddedError::Io)?;
+        ready_rx.await.map_err(|_| EmbeddedError::Closed)??;
+        Ok(Db { jobs, done })
+    }
+
+    /// Ends the thread and waits until it has closed the connection (which checkpoints the
+    /// WAL into the main file).
+    pub(crate) async fn close(self) {
+        let Db { jobs, done } = self;
+        drop(jobs);
+        let _ = done.await;
+    }
+
+    /// Runs `f` on the SQLite thread and returns its result.
+    pub(crate) async fn call<R, F>(&self, f: F) -> Result<R, EmbeddedError>
+    where
+        F: FnOnce(&mut Connection) -> Result<R, EmbeddedError> + Send + 'static,
+        R: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = f(conn);
+            Box::new(move || {
+                let _ = tx.send(result);
+            })
+        });
+        self.jobs.send(job).map_err(|_| EmbeddedError::Closed)?;
+        // A dropped sender means the job panicked (a bug, caught on the thread).
+        rx.await.map_err(|_| EmbeddedError::Closed)?
+    }
+}
+
+/// Where the relay has got to in the events and the outbox.
+struct Cursors {
+    event: i64,
+    outbox: i64,
+    last_prune: Instant,
+}
+
+impl Cursors {
+    /// Starts after everything already committed: events from before this process opened the
+    /// store are history, not news.
+    fn at_end(conn: &Connection) -> Cursors {
+        let max = |sql| {
+            conn.query_row(sql, [], |row| row.get::<_, i64>(0))
+                .unwrap_or(0)
+        };
+        Cursors {
+            event: max("SELECT COALESCE(MAX(seq), 0) FROM events"),
+            // The outbox is durable work, not news: a worker started now must see old rows, so
+            // the first pump wakes it.
+            outbox: -1,
+            last_prune: Instant::now(),
+        }
+    }
+}
+
+fn run(
+    mut conn: Connection,
+    jobs: mpsc::Receiver<Job>,
+    relay: Relay,
+    cursors: &mut Cursors,
+    poll_interval: Duration,
+) {
+    // No pruning at open: opening a store must not write to it (a failed import leaves the
+    // file byte-identical), and a short-lived CLI process has no reason to prune.
+    loop {
+        match jobs.recv_timeout(poll_interval) {
+            Ok(job) => {
+                // A panic in a job is a bug; catching it keeps the store usable for everyone
+                // else (an open transaction was rolled back when it unwound, and the caller's
+                // reply channel was dropped, which it sees as `Closed`).
+                let reply = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn)));
+                pump(&conn, &relay, cursors);
+                match reply {
+                    Ok(reply) => reply(),
+                    Err(_) => tracing::error!("a PM store job panicked; its caller gets an error"),
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                pump(&conn, &relay, cursors);
+                if cursors.last_prune.elapsed() >= PRUNE_EVERY {
+                    prune(&conn);
+                    cursors.last_prune = Instant::now();
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+}
+
+/// Broadcasts the events committed since the cursor and wakes the webhook worker on new outbox
+/// rows.
+fn pump(conn: &Connection, relay: &Relay, cursors: &mut Cursors) {
+    let result = (|| -> rusqlite::Result<()> {
+        let mut stmt =
+            conn.prepare_cached("SELECT seq, body FROM events WHERE seq > ?1 ORDER BY seq")?;
+        let rows = stmt.query_map([cursors.event], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+        })?;
+        for row in rows {
+            let (seq, body) = row?;
+            cursors.event = seq;
+            match serde_json::from_str::<HostEvent>(&body) {
+                // No receiver is not an error: nobody listens in a CLI process.
+                Ok(event) => {
+                    let _ = relay.events.send(event);
+                }
+                Err(e) => tracing::warn!(seq, error = %e, "skipping an unreadable stored event"),
+            }
+        }
+        let outbox: i64 = conn.query_row(
+            "SELECT COALESCE(MAX(seq), 0) FROM webhook_outbox",
+            [],
+            |r| r.get(0),
+        )?;
+        if outbox > cursors.outbox {
+            cursors.outbox = outbox;
+            relay.outbox.notify_one();
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "cannot read the PM event log; retrying at the next poll");
+    }
+}
+
+fn prune(conn: &Connection) {
+    let now = Utc::now();
+    let result = conn
+        .execute(
+            "DELETE FROM events WHERE created_at < ?1",
+            [ts(now - EVENT_RETENTION)],
+        )
+        .and_then(|_| {
+            conn.execute(
+                "DELETE FROM webhook_outbox WHERE created_at < ?1",
+                [ts(now - OUTBOX_RETENTION)],
+            )
+        });
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "cannot prune the PM event log");
+    }
+}
+
+/// Opens the file with the connection settings every connection needs, and migrates it.
+fn open_connection(path: &Path, create: bool) -> Result<Connection, EmbeddedError> {
+    if !create && !path.exists() {
+        return Err(EmbeddedError::NoStore(path.to_owned()));
+    }
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let mut conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // WAL lets readers (another CLI process) proceed while this one writes. Setting it again on
+    // a WAL file writes nothing, which keeps a failed import from touching the file.
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(%mode, "SQLite refused WAL mode; continuing with its journal mode");
+    }
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// The schema version the file is at: 0 for a new file.
+fn schema_version(conn: &Connection) -> Result<i64, EmbeddedError> {
+    let exists: Option<i64> = conn
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'",
+            [],
+            |row| row.get(0),
+        )
+        .optional()?;
+    if exists.is_none() {
+        return Ok(0);
+    }
+    Ok(conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+        [],
+        |row| row.get(0),
+    )?)
+}
+
+/// Applies the numbered migrations the file lacks, each version once, in one transaction.
+///
+/// A file at the latest version is only read, never written.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), EmbeddedError> {
+    let latest = i64::try_from(MIGRATIONS.len()).expect("a handful of migrations");
+    let found = schema_version(conn)?;
+    if found == latest {
+        return Ok(());
+    }
+    if found > latest {
+        return Err(EmbeddedError::SchemaTooNew {
+            found,
+            supported: latest,
+        });
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_version (
+             version INTEGER PRIMARY KEY NOT NULL,
+             applied_at TEXT NOT NULL
+         )",
+    )?;
+    // Read again under the write lock: another process may have migrated in the meantime.
+    let found = schema_version(&tx)?;
+    for (index, sql) in MIGRATIONS.iter().enumerate() {
+        let version = i64::try_from(index + 1).expect("a handful of migrations");
+        if version <= found {
+            continue;
+        }
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO schema_version (version, applied_at) VALUES (?1, ?2)",
+            rusqlite::params![version, ts(Utc::now())],
+        )?;
+        tracing::info!(version, "PM store migrated");
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrate_new_file_reaches_latest_and_is_idempotent() {
+        let mut conn = Connection::open_in_memory().expect("in-memory db");
+        migrate(&mut conn).expect("migrates");
+        let latest = i64::try_from(MIGRATIONS.len()).expect("small");
+        assert_eq!(schema_version(&conn).expect("readable"), latest);
+        migrate(&mut conn).expect("second run is a no-op");
+        let rows: i64 = conn
+            .query_row("SELECT COUNT(*) FROM schema_version", [], |r| r.get(0))
+            .expect("readable");
+        assert_eq!(rows, latest);
+    }
+
+    #[test]
+    fn migrate_newer_file_is_refused() {
+        let mut conn = Connection::open_in_memory().expect("in-memory db");
+        migrate(&mut conn).expect("migrates");
+        conn.execute(
+            "INSERT INTO schema_version (version, applied_at) VALUES (999, 'x')",
+            [],
+        )
+        .expect("insert");
+        assert!(matches!(
+            migrate(&mut conn),
+            Err(EmbeddedError::SchemaTooNew { found: 999, .. })
+        ));
+    }
+}

@@ -1,0 +1,217 @@
+//! The embedded host's public records: policies, update states, stored status updates, project
+//! summaries and import reports.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::pm::host::{FieldChange, StatusUpdateId, UpdateSource};
+use crate::pm::model::{AssignmentKey, ProjectGuid};
+
+/// Who decided automatically under the `auto` policy.
+pub const DECIDER_AUTO: &str = "auto";
+/// Who decided when taskbridge itself did (an invalid update, a superseded one, an update whose
+/// assignment a re-import removed).
+pub const DECIDER_TASKBRIDGE: &str = "taskbridge";
+
+/// What a project does with incoming status updates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// Apply each update at once.
+    #[default]
+    Auto,
+    /// Keep each update pending until a status manager approves or rejects it; a newer update
+    /// for the same assignment supersedes an older pending one.
+    Approval,
+}
+
+impl Policy {
+    /// The name used in the store, the CLI and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::Auto => "auto",
+            Policy::Approval => "approval",
+        }
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A policy name that is neither `auto` nor `approval`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown policy {0:?} (expected auto or approval)")]
+pub struct UnknownPolicy(pub String);
+
+impl FromStr for Policy {
+    type Err = UnknownPolicy;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Policy::Auto),
+            "approval" => Ok(Policy::Approval),
+            other => Err(UnknownPolicy(other.to_owned())),
+        }
+    }
+}
+
+/// Where a status update stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateState {
+    /// Waiting for the status manager.
+    Pending,
+    /// Applied to the assignment.
+    Applied,
+    /// Refused (by the status manager, or by taskbridge for an invalid update).
+    Rejected,
+    /// Replaced by a newer update for the same assignment while pending.
+    Superseded,
+}
+
+impl UpdateState {
+    /// The name used in the store, the CLI and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpdateState::Pending => "pending",
+            UpdateState::Applied => "applied",
+            UpdateState::Rejected => "rejected",
+            UpdateState::Superseded => "superseded",
+        }
+    }
+}
+
+impl fmt::Display for UpdateState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A state name that is not one of the four.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown update state {0:?} (expected pending, applied, rejected or superseded)")]
+pub struct UnknownState(pub String);
+
+impl FromStr for UpdateState {
+    type Err = UnknownState;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pending" => Ok(UpdateState::Pending),
+            "applied" => Ok(UpdateState::Applied),
+            "rejected" => Ok(UpdateState::Rejected),
+            "superseded" => Ok(UpdateState::Superseded),
+            other => Err(UnknownState(other.to_owned())),
+        }
+    }
+}
+
+/// A status update as the embedded host keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusUpdateRecord {
+    /// The update's id.
+    pub id: StatusUpdateId,
+    /// The assignment.
+    pub key: AssignmentKey,
+    /// The changed fields, old (the PM value the mailbox side saw) and new.
+    pub changes: Vec<FieldChange>,
+    /// The mailbox item the values came from.
+    pub source: UpdateSource,
+    /// Where the update stands.
+    pub state: UpdateState,
+    /// When the host received it.
+    pub submitted_at: DateTime<Utc>,
+    /// When it was applied, rejected or superseded.
+    pub decided_at: Option<DateTime<Utc>>,
+    /// Who decided: [`DECIDER_AUTO`], [`DECIDER_TASKBRIDGE`] or the status manager's name.
+    pub decider: Option<String>,
+    /// Why it was rejected or superseded.
+    pub reason: Option<String>,
+    /// The newer update that superseded it.
+    pub superseded_by: Option<StatusUpdateId>,
+    /// The task's name, while the assignment exists (for display).
+    pub task_name: Option<String>,
+    /// The resource's name, while the assignment exists (for display).
+    pub resource_name: Option<String>,
+}
+
+/// Which status updates to list; every `None` matches all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpdateFilter {
+    /// Only updates in this state.
+    pub state: Option<UpdateState>,
+    /// Only updates of this project.
+    pub project: Option<ProjectGuid>,
+    /// Only updates of this assignment.
+    pub key: Option<AssignmentKey>,
+}
+
+impl UpdateFilter {
+    /// Pending updates only.
+    pub fn pending() -> UpdateFilter {
+        UpdateFilter {
+            state: Some(UpdateState::Pending),
+            ..UpdateFilter::default()
+        }
+    }
+}
+
+/// One project in a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectSummary {
+    /// The project.
+    pub guid: ProjectGuid,
+    /// Its name.
+    pub name: String,
+    /// The zone its dates are local to (IANA name).
+    pub time_zone: String,
+    /// What it does with status updates.
+    pub policy: Policy,
+    /// Number of tasks.
+    pub tasks: usize,
+    /// Number of resources.
+    pub resources: usize,
+    /// Number of assignments.
+    pub assignments: usize,
+    /// Number of assignments that become mailbox tasks (see `Project::sync_units`).
+    pub mailbox_assignments: usize,
+    /// Number of status updates waiting for approval.
+    pub pending_updates: usize,
+    /// How many times it was imported.
+    pub revision: i64,
+    /// When it was last imported.
+    pub imported_at: DateTime<Utc>,
+    /// When it was last published (imported or re-published).
+    pub published_at: DateTime<Utc>,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportReport {
+    /// The project.
+    pub project: ProjectGuid,
+    /// Its name.
+    pub name: String,
+    /// Whether the project was new to the store.
+    pub created: bool,
+    /// The project's policy after the import.
+    pub policy: Policy,
+    /// Assignments new to the store.
+    pub added: usize,
+    /// Assignments whose values, task, resource or mailbox changed.
+    pub changed: usize,
+    /// Assignments no longer in the file, removed from the store.
+    pub removed: usize,
+    /// Assignments as they were.
+    pub unchanged: usize,
+    /// Assignments that become mailbox tasks.
+    pub mailbox_assignments: usize,
+    /// Pending status updates of removed assignments, now rejected.
+    pub closed_updates: usize,
+}

@@ -1,0 +1,74 @@
+//! CreateItem: creates items (tasks) in a folder, the Tasks folder by default.
+
+use crate::ews::ops::create_item::{CreateItem, CreateItemResponse, ItemsPayload};
+use crate::ews::soap::Fault;
+use crate::ews::types::{BaseFolderId, Item, ItemKind, Items, ResponseCode, ResponseMessage, Task};
+use crate::sim::ids::FolderKind;
+use crate::sim::ops::{Ctx, SimOp, error_message};
+
+impl SimOp for CreateItem {
+    fn count(&self) -> usize {
+        self.items.0.len()
+    }
+
+    fn error_payload() -> ItemsPayload {
+        ItemsPayload {
+            items: Some(Items::default()),
+        }
+    }
+
+    fn handle(self, ctx: &mut Ctx<'_>) -> Result<CreateItemResponse, Box<Fault>> {
+        let target = match self.saved_item_folder_id.as_ref().and_then(|f| f.0.first()) {
+            Some(id) => ctx.resolve_folder(id),
+            None => ctx.resolve_folder(&BaseFolderId::tasks_of(None)),
+        };
+        let by = ctx.modifier();
+        let mut messages = Vec::with_capacity(self.items.0.len());
+        for item in self.items.0 {
+            let msg = match &target {
+                Err(e) => error_message(e.clone(), Self::error_payload()),
+                Ok((mb, folder)) => {
+                    let kind = item.kind.clone();
+                    let mut fields = item.fields;
+                    if !matches!(kind, ItemKind::Task | ItemKind::Item | ItemKind::Message) {
+                        messages.push(error_message(
+                            (
+                                ResponseCode::ErrorInvalidRequest,
+                                format!("The simulator does not store {} items.", kind.as_str()),
+                            ),
+                            Self::error_payload(),
+                        ));
+                        continue;
+                    }
+                    if kind != ItemKind::Task {
+                        crate::sim::fields::clear_task_fields(&mut fields);
+                    }
+                    // Exchange files a task created without a folder in Tasks, whatever folder
+                    // kind a SavedItemFolderId names, the item goes where it says.
+                    let folder: FolderKind = *folder;
+                    let mut st = mb.lock();
+                    match st.create(mb, folder, kind.clone(), fields, ctx.now, &by) {
+                        Ok(no) => {
+                            let id = st.items[&no].item_id(mb.no);
+                            ctx.commit(mb, &mut st);
+                            ResponseMessage::success(ItemsPayload {
+                                items: Some(Items(vec![Item {
+                                    kind,
+                                    fields: Task {
+                                        item_id: Some(id),
+                                        ..Task::default()
+                                    },
+                                }])),
+                            })
+                        }
+                        Err(e) => error_message(e, Self::error_payload()),
+                    }
+                }
+            };
+            messages.push(msg);
+        }
+        Ok(CreateItemResponse {
+            response_messages: messages,
+        })
+    }
+}

@@ -1,0 +1,353 @@
+//! The built `taskbridge` binary against the embedded PM store: `import`, `projects` and
+//! `updates`, their `--json` output and their exit codes (0 ok, 1 failure, 2 usage).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use chrono::{TimeZone, Utc};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tempfile::TempDir;
+
+use taskbridge::pm::embedded::EmbeddedHost;
+use taskbridge::pm::{
+    AssignmentField, AssignmentKey, AssignmentUid, FieldChange, FieldValue, Percent, StatusUpdate,
+    UpdateOutcome, UpdateSource,
+};
+
+const GUID: &str = "c0ffee00-1234-4abc-8def-0123456789ab";
+
+fn fixture(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// Runs the binary with `--data-dir dir`.
+fn taskbridge(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_taskbridge"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env("TASKBRIDGE_LOG", "warn")
+        .env_remove("TASKBRIDGE_DATA_DIR")
+        .output()
+        .expect("the binary runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn json(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", stdout(output)))
+}
+
+#[track_caller]
+fn assert_code(output: &Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        stdout(output),
+        stderr(output)
+    );
+}
+
+fn store_hash(dir: &Path) -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| {
+                    let bytes = std::fs::read(e.path()).unwrap_or_default();
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        format!("{:x}", Sha256::digest(bytes)),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+fn import_edge(dir: &Path, extra: &[&str]) -> Output {
+    let file = fixture("mspdi/edge-cases.xml");
+    let mut args = vec!["import", file.as_str(), "--time-zone", "Europe/Berlin"];
+    args.extend_from_slice(extra);
+    taskbridge(dir, &args)
+}
+
+#[test]
+fn import_prints_the_guid_then_a_json_report_on_reimport() {
+    let dir = TempDir::new().expect("temp dir");
+    let data = dir.path().join("data");
+    let output = import_edge(&data, &[]);
+    assert_code(&output, 0);
+    assert_eq!(stdout(&output), format!("{GUID}\n"));
+    assert!(stderr(&output).contains("9 added"), "{}", stderr(&output));
+    assert!(data.join(EmbeddedHost::FILE_NAME).is_file());
+
+    let output = import_edge(&data, &["--json"]);
+    assert_code(&output, 0);
+    let report = json(&output);
+    assert_eq!(report["project"], GUID);
+    assert_eq!(report["created"], false);
+    assert_eq!(report["unchanged"], 9);
+    assert_eq!(report["mailbox_assignments"], 3);
+
+    // A JSON project, and a GUID-less MSPDI file with --guid.
+    let output = taskbridge(&data, &["import", &fixture("projects/sample.json")]);
+    assert_code(&output, 0);
+    let output = taskbridge(
+        &data,
+        &[
+            "import",
+            &fixture("mspdi/project2007.xml"),
+            "--guid",
+            "{A0000000-0000-4000-8000-000000000007}",
+        ],
+    );
+    assert_code(&output, 0);
+    assert_eq!(stdout(&output), "a0000000-0000-4000-8000-000000000007\n");
+}
+
+#[test]
+fn import_broken_file_fails_and_leaves_the_store_byte_identical() {
+    let dir = TempDir::new().expect("temp dir");
+    let data = dir.path().join("data");
+    assert_code(&import_edge(&data, &[]), 0);
+    let before = store_hash(&data);
+    assert!(!before.is_empty());
+    for name in [
+        "mspdi/broken-duration.xml",
+        "mspdi/broken-truncated.xml",
+        "mspdi/broken-unknown-task.xml",
+    ] {
+        let output = taskbridge(&data, &["import", &fixture(name)]);
+        assert_code(&output, 1);
+        assert!(stdout(&output).is_empty());
+        assert!(
+            stderr(&output).starts_with("error: cannot import") && stderr(&output).contains("line"),
+            "{name}: {}",
+            stderr(&output)
+        );
+        assert_eq!(store_hash(&data), before, "{name}");
+    }
+    // A broken file into a fresh directory creates no store at all.
+    let fresh = dir.path().join("fresh");
+    assert_code(
+        &taskbridge(&fresh, &["import", &fixture("mspdi/broken-doctype.xml")]),
+        1,
+    );
+    assert!(!fresh.exists());
+}
+
+#[test]
+fn usage_and_configuration_errors_exit_2() {
+    let dir = TempDir::new().expect("temp dir");
+    let data = dir.path().join("data");
+    let edge = fixture("mspdi/edge-cases.xml");
+    for args in [
+        vec!["import", edge.as_str(), "--time-zone", "Mars/Olympus_Mons"],
+        vec!["import", edge.as_str(), "--guid", "not-a-guid"],
+        vec!["import", edge.as_str(), "--policy", "sometimes"],
+        // The file has its own GUID.
+        vec![
+            "import",
+            edge.as_str(),
+            "--guid",
+            "a0000000-0000-4000-8000-000000000001",
+        ],
+        // No store yet.
+        vec!["projects"],
+        vec!["updates", "--pending"],
+        vec!["updates", "--pending", "--state", "applied"],
+    ] {
+        let output = taskbridge(&data, &args);
+        assert_code(&output, 2);
+        assert!(stdout(&output).is_empty(), "{args:?}");
+    }
+    assert!(!data.exists(), "no command above creates the store");
+    // A missing file is a failure of the run, not of the usage.
+    assert_code(&taskbridge(&data, &["import", "/no/such/file.xml"]), 1);
+}
+
+#[test]
+fn projects_lists_shows_sets_policy_and_publishes() {
+    let dir = TempDir::new().expect("temp dir");
+    let data = dir.path().join("data");
+    assert_code(&import_edge(&data, &[]), 0);
+
+    let output = taskbridge(&data, &["projects", "--json"]);
+    assert_code(&output, 0);
+    let list = json(&output);
+    assert_eq!(list[0]["guid"], GUID);
+    assert_eq!(list[0]["policy"], "auto");
+    assert_eq!(list[0]["assignments"], 9);
+
+    let output = taskbridge(&data, &["projects"]);
+    assert_code(&output, 0);
+    assert!(stdout(&output).contains(GUID));
+    assert!(stdout(&output).starts_with("GUID"));
+
+    let output = taskbridge(&data, &["projects", "set-policy", GUID, "approval"]);
+    assert_code(&output, 0);
+    assert!(stdout(&output).is_empty());
+    let output = taskbridge(&data, &["projects", "--json"]);
+    assert_eq!(json(&output)[0]["policy"], "approval");
+
+    let output = taskbridge(&data, &["projects", "show", GUID, "--json"]);
+    assert_code(&output, 0);
+    let project = json(&output);
+    assert_eq!(project["time_zone"], "Europe/Berlin");
+    assert_eq!(project["resources"][1]["name"], "佐藤 健二");
+    let output = taskbridge(&data, &["projects", "show", GUID]);
+    assert_code(&output, 0);
+    assert!(stdout(&output).contains("Zoë Müller"));
+
+    assert_code(&taskbridge(&data, &["projects", "publish", GUID]), 0);
+    let unknown = "b0000000-0000-4000-8000-000000000002";
+    for args in [
+        vec!["projects", "publish", unknown],
+        vec!["projects", "show", unknown],
+        vec!["projects", "set-policy", unknown, "auto"],
+    ] {
+        assert_code(&taskbridge(&data, &args), 1);
+    }
+}
+
+fn percent(uid: i64, change_key: &str, to: u8) -> StatusUpdate {
+    StatusUpdate {
+        key: AssignmentKey {
+            project: GUID.parse().expect("valid guid"),
+            assignment: AssignmentUid(uid),
+        },
+        changes: vec![FieldChange {
+            field: AssignmentField::PercentWorkComplete,
+            old: FieldValue::Percent(Percent::ZERO),
+            new: FieldValue::Percent(Percent::new(to).expect("in range")),
+        }],
+        source: UpdateSource {
+            mailbox: "zoe.mueller@example.de".into(),
+            item_id: format!("AAMk-{uid}"),
+            change_key: change_key.into(),
+            modified_at: Utc
+                .with_ymd_and_hms(2026, 3, 31, 9, 0, 0)
+                .single()
+                .expect("valid"),
+        },
+    }
+}
+
+/// Submits updates as the connector would, from this process.
+fn submit(data: &Path, updates: Vec<StatusUpdate>) -> Vec<String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let host = EmbeddedHost::open_existing(data).await.expect("opens");
+        let mut ids = Vec::new();
+        for update in updates {
+            match host.submit(update).await.expect("accepted") {
+                UpdateOutcome::Pending { id } => ids.push(id.0),
+                other => panic!("expected Pending, got {other:?}"),
+            }
+        }
+        host.close().await;
+        ids
+    })
+}
+
+#[test]
+fn updates_lists_approves_and_rejects_with_json() {
+    let dir = TempDir::new().expect("temp dir");
+    let data = dir.path().join("data");
+    assert_code(&import_edge(&data, &["--policy", "approval"]), 0);
+    let ids = submit(&data, vec![percent(3, "ck-1", 50), percent(1, "ck-2", 100)]);
+
+    let output = taskbridge(&data, &["updates", "--pending", "--json"]);
+    assert_code(&output, 0);
+    let pending = json(&output);
+    assert_eq!(pending.as_array().map(Vec::len), Some(2));
+    assert_eq!(pending[0]["id"], ids[0].as_str());
+    assert_eq!(pending[0]["task_name"], "Wiring");
+    let output = taskbridge(&data, &["updates"]);
+    assert_code(&output, 0);
+    assert!(stdout(&output).contains(&ids[1]));
+    assert!(stdout(&output).contains("PercentWorkComplete 0% -> 100%"));
+
+    let output = taskbridge(
+        &data,
+        &[
+            "updates",
+            "approve",
+            &ids[0],
+            "--by",
+            "Status Manager",
+            "--json",
+        ],
+    );
+    assert_code(&output, 0);
+    let outcome = json(&output);
+    assert_eq!(outcome["outcome"], "applied");
+    assert_eq!(outcome["assignment"]["actual_work"], 6 * 3600);
+    assert!(stderr(&output).contains("applied"));
+
+    let output = taskbridge(
+        &data,
+        &[
+            "updates",
+            "reject",
+            &ids[1],
+            "--reason",
+            "noch nicht fertig",
+            "--json",
+        ],
+    );
+    assert_code(&output, 0);
+    let outcome = json(&output);
+    assert_eq!(outcome["outcome"], "rejected");
+    assert_eq!(outcome["reason"], "noch nicht fertig");
+
+    let output = taskbridge(&data, &["updates", "--json"]);
+    let all = json(&output);
+    let states: Vec<&str> = all
+        .as_array()
+        .expect("an array")
+        .iter()
+        .filter_map(|u| u["state"].as_str())
+        .collect();
+    assert_eq!(states, ["applied", "rejected"]);
+    assert_eq!(all[0]["decider"], "Status Manager");
+    let output = taskbridge(&data, &["updates", "--state", "rejected", "--json"]);
+    assert_eq!(json(&output).as_array().map(Vec::len), Some(1));
+    let output = taskbridge(&data, &["updates", "--pending", "--json"]);
+    assert_eq!(json(&output), serde_json::json!([]));
+
+    // Deciding again, or an unknown id, is a failure (exit 1) with one error line.
+    for args in [
+        vec!["updates", "approve", ids[0].as_str()],
+        vec!["updates", "reject", ids[1].as_str()],
+        vec!["updates", "approve", "no-such-id"],
+    ] {
+        let output = taskbridge(&data, &args);
+        assert_code(&output, 1);
+        assert!(
+            stderr(&output).starts_with("error: "),
+            "{}",
+            stderr(&output)
+        );
+        assert_eq!(stderr(&output).lines().count(), 1, "{}", stderr(&output));
+    }
+}

@@ -1,0 +1,482 @@
+//! The sync engine end to end: the simulator over real HTTP, the embedded PM host, SQLite
+//! state. One test per promise of the engine.
+
+mod harness;
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use harness::*;
+use taskbridge::pm::embedded::Policy as ApprovalPolicy;
+use taskbridge::pm::{AssignmentKey, AssignmentUid, PmHost};
+use taskbridge::state::{DecisionRule, MailboxAddress, Side, StateStore, SyncStatus};
+use taskbridge::sync::{Policy, PublishOptions, SyncConfig};
+
+#[tokio::test]
+async fn publish_creates_one_task_per_assignment_and_republish_writes_nothing() {
+    let h = harness(20, ApprovalPolicy::Auto, quick_sync()).await;
+    let report = h
+        .engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    assert_eq!(report.created, 20, "{report:?}");
+    assert_eq!(report.failed, 0);
+    // Exactly 20 tasks, in the right mailboxes (assignment n goes to mailbox (n-1) % 3), with
+    // the mapped values.
+    let mut total = 0;
+    for (i, m) in MAILBOXES.iter().enumerate() {
+        let tasks = h.tasks(m).await;
+        total += tasks.len();
+        for t in &tasks {
+            let tag = tag_of(t).expect("tagged");
+            let uid: i64 = tag.rsplit(':').next().unwrap().parse().unwrap();
+            assert_eq!(((uid - 1) % 3) as usize, i, "assignment {uid} in {m}");
+            assert_eq!(
+                t["Subject"],
+                format!("Harbour bridge: Pour deck segment {uid}")
+            );
+            assert_eq!(t["TotalWork"], 480);
+            assert_eq!(t["PercentComplete"], 0.0);
+        }
+    }
+    assert_eq!(total, 20);
+    // One CreateItem per mailbox batch; one lookup per mailbox.
+    assert_eq!(h.count("CreateItem"), 3);
+    assert_eq!(h.count("FindItem"), 3);
+
+    // Publishing again unchanged sends no write request at all.
+    let before = h.sim.counters();
+    let again = h
+        .engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish again");
+    assert_eq!(again.unchanged, 20, "{again:?}");
+    let after = h.sim.counters();
+    for op in ["CreateItem", "UpdateItem", "DeleteItem"] {
+        assert_eq!(
+            before["operations"][op], after["operations"][op],
+            "{op} was sent on an unchanged publish"
+        );
+    }
+}
+
+#[tokio::test]
+async fn publish_after_one_pm_change_sends_one_update_with_one_field() {
+    let h = harness(20, ApprovalPolicy::Auto, quick_sync()).await;
+    h.engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    let mut p = h.host.load_project(h.project).await.unwrap().unwrap();
+    let t = p.tasks.iter_mut().find(|t| t.uid.0 == 7).expect("task 7");
+    t.name = "Pour deck segment 7 (night shift)".into();
+    h.host.import(p).await.expect("re-import");
+    let updates_before = h.count("UpdateItem");
+    let fields_before = h.spy.fields_set.load(std::sync::atomic::Ordering::SeqCst);
+    let report = h
+        .engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    assert_eq!(report.updated, 1, "{report:?}");
+    assert_eq!(h.count("UpdateItem") - updates_before, 1);
+    assert_eq!(
+        h.spy.fields_set.load(std::sync::atomic::Ordering::SeqCst) - fields_before,
+        1,
+        "exactly one SetItemField"
+    );
+    let (_, task) = h.task_of(7).await;
+    assert_eq!(
+        task["Subject"],
+        "Harbour bridge: Pour deck segment 7 (night shift)"
+    );
+}
+
+#[tokio::test]
+async fn mailbox_edit_of_percent_becomes_one_status_update_and_comes_back_without_echo() {
+    let h = harness(6, ApprovalPolicy::Auto, quick_sync()).await;
+    h.engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    let (mailbox, task) = h.task_of(4).await;
+    h.edit(&mailbox, &id_of(&task), json!({"PercentComplete": 60}))
+        .await;
+    let mb = MailboxAddress::new(&mailbox);
+    let report = h.engine.sync_mailbox(&mb).await.expect("sync");
+    assert_eq!(report.applied, 1, "{report:?}");
+    let list = updates(&h.host).await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["state"], "applied");
+    // The PM recomputed the assignment: 60% of 8 h is 4.8 h of actual work, and that comes back
+    // to the item.
+    let p = h.host.load_project(h.project).await.unwrap().unwrap();
+    let a = p.assignment(AssignmentUid(4)).expect("assignment");
+    assert_eq!(a.percent_work_complete.get(), 60);
+    assert_eq!(a.actual_work.minutes_rounded(), 288);
+    let (_, task) = h.task_of(4).await;
+    assert_eq!(task["PercentComplete"], 60.0);
+    assert_eq!(task["ActualWork"], 288);
+    // No echo: the next passes see our own write and do nothing.
+    let writes = h.spy.writes();
+    for _ in 0..2 {
+        let again = h.engine.sync_mailbox(&mb).await.expect("sync");
+        assert_eq!(again.applied, 0, "{again:?}");
+        assert_eq!(again.written, 0, "{again:?}");
+    }
+    assert_eq!(updates(&h.host).await.len(), 1, "no second status update");
+    assert_eq!(h.spy.writes(), writes, "no further write");
+}
+
+#[tokio::test]
+async fn spontaneous_change_key_bump_causes_no_update_and_no_write() {
+    let h = harness(3, ApprovalPolicy::Auto, quick_sync()).await;
+    h.engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    let (mailbox, task) = h.task_of(2).await;
+    h.bump(&mailbox, &id_of(&task)).await;
+    let writes = h.spy.writes();
+    let report = h
+        .engine
+        .sync_mailbox(&MailboxAddress::new(&mailbox))
+        .await
+        .expect("sync");
+    assert_eq!(report.examined, 1, "{report:?}");
+    assert_eq!(report.unchanged, 1, "{report:?}");
+    assert_eq!(report.applied + report.written, 0, "{report:?}");
+    assert_eq!(h.spy.writes(), writes);
+    assert!(updates(&h.host).await.is_empty());
+    // The new change key is remembered: a second pass does not even read the item.
+    let fetches = h.spy.fetches.load(std::sync::atomic::Ordering::SeqCst);
+    h.engine
+        .sync_mailbox(&MailboxAddress::new(&mailbox))
+        .await
+        .expect("sync");
+    assert_eq!(
+        h.spy.fetches.load(std::sync::atomic::Ordering::SeqCst),
+        fetches
+    );
+}
+
+/// Both sides change percent complete; returns (the PM's percent, the mailbox's percent, the
+/// audit record) after the pass.
+async fn both_sides_change(policy: Policy, pm_later: bool) -> (u8, f64, Vec<(DecisionRule, Side)>) {
+    let h = harness(
+        3,
+        ApprovalPolicy::Auto,
+        SyncConfig {
+            policy,
+            ..quick_sync()
+        },
+    )
+    .await;
+    h.engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    let (mailbox, task) = h.task_of(1).await;
+    let pm_change = async {
+        let mut p = h.host.load_project(h.project).await.unwrap().unwrap();
+        let a = p.assignment_mut(AssignmentUid(1)).expect("assignment");
+        a.apply_percent(taskbridge::pm::Percent::new(30).unwrap());
+        h.host.import(p).await.expect("re-import");
+    };
+    if pm_later {
+        h.edit(&mailbox, &id_of(&task), json!({"PercentComplete": 70}))
+            .await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        pm_change.await;
+    } else {
+        pm_change.await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        h.edit(&mailbox, &id_of(&task), json!({"PercentComplete": 70}))
+            .await;
+    }
+    h.engine
+        .sync_mailbox(&MailboxAddress::new(&mailbox))
+        .await
+        .expect("sync");
+    let p = h.host.load_project(h.project).await.unwrap().unwrap();
+    let pm = p
+        .assignment(AssignmentUid(1))
+        .unwrap()
+        .percent_work_complete
+        .get();
+    let (_, task) = h.task_of(1).await;
+    let audit = h
+        .engine
+        .state()
+        .audit(Some(h.project))
+        .await
+        .expect("audit")
+        .into_iter()
+        .filter(|a| a.field == taskbridge::mapping::MailField::PercentComplete)
+        .map(|a| (a.rule, a.winner))
+        .collect();
+    (pm, task["PercentComplete"].as_f64().unwrap_or(-1.0), audit)
+}
+
+#[tokio::test]
+async fn both_changed_newer_wins_takes_the_later_edit() {
+    let (pm, mail, audit) = both_sides_change(Policy::NewerWins, false).await;
+    assert_eq!((pm, mail), (70, 70.0), "the Outlook edit was later");
+    assert!(
+        audit.contains(&(DecisionRule::NewerWins, Side::Mail)),
+        "{audit:?}"
+    );
+    let (pm, mail, audit) = both_sides_change(Policy::NewerWins, true).await;
+    assert_eq!((pm, mail), (30, 30.0), "the plan change was later");
+    assert!(
+        audit.contains(&(DecisionRule::NewerWins, Side::Pm)),
+        "{audit:?}"
+    );
+}
+
+#[tokio::test]
+async fn both_changed_pm_wins_and_mail_wins_follow_policy() {
+    let (pm, mail, audit) = both_sides_change(Policy::PmWins, false).await;
+    assert_eq!((pm, mail), (30, 30.0));
+    assert!(
+        audit.contains(&(DecisionRule::PmWins, Side::Pm)),
+        "{audit:?}"
+    );
+    let (pm, mail, audit) = both_sides_change(Policy::MailWins, true).await;
+    assert_eq!((pm, mail), (70, 70.0));
+    assert!(
+        audit.contains(&(DecisionRule::MailWins, Side::Mail)),
+        "{audit:?}"
+    );
+}
+
+#[tokio::test]
+async fn both_changed_manual_keeps_both_and_records_a_conflict() {
+    let (pm, mail, audit) = both_sides_change(Policy::Manual, false).await;
+    assert_eq!((pm, mail), (30, 70.0), "neither side is overwritten");
+    assert!(
+        audit.contains(&(DecisionRule::Manual, Side::Neither)),
+        "{audit:?}"
+    );
+}
+
+#[tokio::test]
+async fn approval_policy_waits_then_maps_back_the_decision() {
+    let h = harness(3, ApprovalPolicy::Approval, quick_sync()).await;
+    h.engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    let (mailbox, task) = h.task_of(3).await;
+    let mb = MailboxAddress::new(&mailbox);
+    h.edit(&mailbox, &id_of(&task), json!({"PercentComplete": 100}))
+        .await;
+    let report = h.engine.sync_mailbox(&mb).await.expect("sync");
+    assert_eq!(report.pending, 1, "{report:?}");
+    let key = AssignmentKey {
+        project: h.project,
+        assignment: AssignmentUid(3),
+    };
+    let row = h.engine.state().assignment(&key).await.unwrap().unwrap();
+    assert!(matches!(row.status, SyncStatus::PendingApproval { .. }));
+    // A ChangeKey bump while pending submits nothing new.
+    h.bump(&mailbox, &id_of(&task)).await;
+    h.engine.sync_mailbox(&mb).await.expect("sync");
+    let list = updates(&h.host).await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    // The status manager rejects it: the PM values are restored in the mailbox.
+    let id = list[0]["id"].as_str().expect("id").to_string();
+    let mut events = h.host.subscribe();
+    h.host
+        .reject(&taskbridge::pm::StatusUpdateId(id), "pm", Some("not yet"))
+        .await
+        .expect("reject");
+    let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .expect("an event")
+        .expect("event");
+    let taskbridge::pm::HostEvent::UpdateDecided { key: k, outcome } = event else {
+        panic!("unexpected event {event:?}");
+    };
+    assert_eq!(k, key);
+    let back = h.engine.map_back(k, &outcome).await.expect("map back");
+    assert_eq!(back.written, 1, "{back:?}");
+    let (_, task) = h.task_of(3).await;
+    assert_eq!(task["PercentComplete"], 0.0);
+    assert_eq!(task["Status"], "NotStarted");
+    // And nothing echoes.
+    let again = h.engine.sync_mailbox(&mb).await.expect("sync");
+    assert_eq!(
+        again.applied + again.pending + again.written,
+        0,
+        "{again:?}"
+    );
+}
+
+#[tokio::test]
+async fn deleted_in_outlook_is_detached_by_default_and_not_recreated() {
+    let h = harness(3, ApprovalPolicy::Auto, quick_sync()).await;
+    h.engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    let (mailbox, task) = h.task_of(2).await;
+    h.delete(&mailbox, &id_of(&task)).await;
+    let report = h
+        .engine
+        .sync_mailbox(&MailboxAddress::new(&mailbox))
+        .await
+        .expect("sync");
+    assert_eq!(report.deleted, 1, "{report:?}");
+    let key = AssignmentKey {
+        project: h.project,
+        assignment: AssignmentUid(2),
+    };
+    let row = h.engine.state().assignment(&key).await.unwrap().unwrap();
+    assert_eq!(row.status, SyncStatus::Detached);
+    let again = h
+        .engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    assert_eq!(again.created, 0, "{again:?}");
+}
+
+#[tokio::test]
+async fn publish_killed_at_every_step_resumes_without_duplicates_or_gaps() {
+    // Count the mailbox calls of a whole publish, then kill a fresh run after each of them
+    // (with the last call reaching the server or not), restart, and finish.
+    let probe = harness(12, ApprovalPolicy::Auto, quick_sync()).await;
+    probe
+        .engine
+        .publish(probe.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    let steps = probe.count("GetFolder") + probe.count("FindItem") + probe.count("CreateItem");
+    assert!(steps >= 9, "steps {steps}");
+    for step in 0..steps as usize {
+        for send_last in [false, true] {
+            let h = harness(12, ApprovalPolicy::Auto, quick_sync()).await;
+            h.spy.crash_after(step, send_last);
+            let _ = h.engine.publish(h.project, PublishOptions::default()).await;
+            // Restart: a new engine on the same state file.
+            let (engine, _) = engine(&h.sim, &h.host, h.dir.path(), quick_sync());
+            let report = engine
+                .publish(h.project, PublishOptions::default())
+                .await
+                .expect("publish after restart");
+            assert_eq!(report.failed, 0, "step {step}: {report:?}");
+            let mut tags = Vec::new();
+            for m in MAILBOXES {
+                tags.extend(h.tasks(m).await.iter().filter_map(tag_of));
+            }
+            let mut unique = tags.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(
+                tags.len(),
+                unique.len(),
+                "step {step} ({send_last}): duplicates"
+            );
+            assert_eq!(unique.len(), 12, "step {step} ({send_last}): missing tasks");
+            // And the restarted engine knows every item: nothing more to write.
+            let again = engine
+                .publish(h.project, PublishOptions::default())
+                .await
+                .expect("publish");
+            assert_eq!(again.unchanged, 12, "step {step}: {again:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn lost_notifications_are_healed_within_one_reconciliation_interval() {
+    // No push at all: only reconciliation finds the edit.
+    let h = harness(
+        3,
+        ApprovalPolicy::Auto,
+        SyncConfig {
+            reconcile_interval: Duration::from_millis(300),
+            ..quick_sync()
+        },
+    )
+    .await;
+    h.engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    let (mailbox, task) = h.task_of(1).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let engine = h.engine.clone();
+    let runner = tokio::spawn(async move {
+        engine
+            .run(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    h.edit(&mailbox, &id_of(&task), json!({"ActualWork": 240}))
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let p = h.host.load_project(h.project).await.unwrap().unwrap();
+        if p.assignment(AssignmentUid(1))
+            .unwrap()
+            .actual_work
+            .minutes_rounded()
+            == 240
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the edit never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop.send(());
+    runner.await.expect("join").expect("run");
+}
+
+#[tokio::test]
+async fn outlook_edit_merged_into_our_write_is_still_taken() {
+    // Exchange merges a write with a stale change key into an item when the properties do not
+    // overlap, and answers with a change key of its own: the edit must not hide behind it.
+    let h = harness(3, ApprovalPolicy::Auto, quick_sync()).await;
+    h.engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    let (mailbox, task) = h.task_of(1).await;
+    h.edit(&mailbox, &id_of(&task), json!({"PercentComplete": 50}))
+        .await;
+    let mut p = h.host.load_project(h.project).await.unwrap().unwrap();
+    p.tasks.iter_mut().find(|t| t.uid.0 == 1).unwrap().name = "Renamed".into();
+    h.host.import(p).await.expect("re-import");
+    let report = h
+        .engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    assert_eq!(report.failed, 0, "{report:?}");
+    let sync = h
+        .engine
+        .sync_mailbox(&MailboxAddress::new(&mailbox))
+        .await
+        .expect("sync");
+    assert_eq!(sync.applied, 1, "{sync:?}");
+    let p = h.host.load_project(h.project).await.unwrap().unwrap();
+    assert_eq!(
+        p.assignment(AssignmentUid(1))
+            .unwrap()
+            .percent_work_complete
+            .get(),
+        50
+    );
+    let (_, task) = h.task_of(1).await;
+    assert_eq!(task["Subject"], "Harbour bridge: Renamed");
+    assert_eq!(task["PercentComplete"], 50.0);
+}

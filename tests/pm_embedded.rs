@@ -1,0 +1,910 @@
+//! The embedded PM host over a real SQLite file: import and re-import of our MSPDI/JSON
+//! fixtures, a broken file leaving the store byte-identical, and status updates under both
+//! policies with the events their decisions emit.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use sha2::{Digest, Sha256};
+use tempfile::TempDir;
+use tokio::sync::broadcast;
+
+use taskbridge::pm::embedded::{
+    DECIDER_AUTO, DECIDER_TASKBRIDGE, EmbeddedError, EmbeddedHost, HostOptions, Policy,
+    UpdateFilter, UpdateState,
+};
+use taskbridge::pm::import::import_file;
+use taskbridge::pm::{
+    AssignmentField, AssignmentKey, AssignmentUid, FieldChange, FieldValue, HostError, HostEvent,
+    ImportOptions, Percent, PmHost, Project, ProjectGuid, StatusUpdate, UpdateOutcome,
+    UpdateSource, Work,
+};
+
+const EDGE_GUID: &str = "c0ffee00-1234-4abc-8def-0123456789ab";
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+fn berlin() -> ImportOptions {
+    ImportOptions {
+        time_zone: chrono_tz::Europe::Berlin,
+        fallback_guid: Some(
+            "a0000000-0000-4000-8000-000000000001"
+                .parse()
+                .expect("valid guid"),
+        ),
+        ..ImportOptions::default()
+    }
+}
+
+fn edge_guid() -> ProjectGuid {
+    EDGE_GUID.parse().expect("valid guid")
+}
+
+fn key(uid: i64) -> AssignmentKey {
+    AssignmentKey {
+        project: edge_guid(),
+        assignment: AssignmentUid(uid),
+    }
+}
+
+async fn open(dir: &Path) -> EmbeddedHost {
+    EmbeddedHost::open(dir).await.expect("store opens")
+}
+
+/// A host on `dir` with the edge-cases fixture imported.
+async fn edge_host(dir: &Path, policy: Policy) -> EmbeddedHost {
+    let host = open(dir).await;
+    host.import_file(fixture("mspdi/edge-cases.xml"), berlin(), Some(policy))
+        .await
+        .expect("edge-cases.xml imports");
+    host
+}
+
+fn update(uid: i64, change_key: &str, changes: Vec<FieldChange>) -> StatusUpdate {
+    StatusUpdate {
+        key: key(uid),
+        changes,
+        source: UpdateSource {
+            mailbox: "zoe.mueller@example.de".into(),
+            item_id: format!("AAMk-item-{uid}"),
+            change_key: change_key.into(),
+            modified_at: Utc
+                .with_ymd_and_hms(2026, 3, 31, 9, 0, 0)
+                .single()
+                .expect("valid"),
+        },
+    }
+}
+
+fn percent_change(old: u8, new: u8) -> FieldChange {
+    FieldChange {
+        field: AssignmentField::PercentWorkComplete,
+        old: FieldValue::Percent(Percent::new(old).expect("in range")),
+        new: FieldValue::Percent(Percent::new(new).expect("in range")),
+    }
+}
+
+fn work_change(field: AssignmentField, old: Work, new: Work) -> FieldChange {
+    FieldChange {
+        field,
+        old: FieldValue::Work(old),
+        new: FieldValue::Work(new),
+    }
+}
+
+async fn assignment(host: &EmbeddedHost, uid: i64) -> taskbridge::pm::Assignment {
+    host.load_project(edge_guid())
+        .await
+        .expect("readable")
+        .and_then(|p| p.assignment(AssignmentUid(uid)).cloned())
+        .expect("assignment exists")
+}
+
+/// Receives events until one matches, failing after a generous bound (a hang is a bug).
+async fn next_event(rx: &mut broadcast::Receiver<HostEvent>) -> HostEvent {
+    match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+        Ok(Ok(event)) => event,
+        other => panic!("no event: {other:?}"),
+    }
+}
+
+/// Asserts that no event is waiting now, by publishing and seeing the publication come first.
+async fn assert_no_event_before_publish(
+    host: &EmbeddedHost,
+    rx: &mut broadcast::Receiver<HostEvent>,
+) {
+    host.publish(edge_guid()).await.expect("publishes");
+    assert_eq!(
+        next_event(rx).await,
+        HostEvent::ProjectPublished {
+            project: edge_guid()
+        }
+    );
+}
+
+fn hash_file(path: &Path) -> Option<String> {
+    std::fs::read(path)
+        .ok()
+        .map(|bytes| format!("{:x}", Sha256::digest(bytes)))
+}
+
+/// The store's bytes: the main file and the write-ahead log.
+fn store_hash(db: &Path) -> (Option<String>, Option<String>) {
+    let wal = PathBuf::from(format!("{}-wal", db.display()));
+    (hash_file(db), hash_file(&wal))
+}
+
+fn within(at: Option<DateTime<Utc>>, from: DateTime<Utc>, to: DateTime<Utc>) -> bool {
+    at.is_some_and(|at| from <= at && at <= to)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Import.
+
+#[tokio::test]
+async fn import_edge_cases_round_trips_through_the_store() {
+    let dir = TempDir::new().expect("temp dir");
+    let host = open(dir.path()).await;
+    let mut events = host.subscribe();
+    let report = host
+        .import_file(fixture("mspdi/edge-cases.xml"), berlin(), None)
+        .await
+        .expect("imports");
+    assert!(report.created);
+    assert_eq!(report.project, edge_guid());
+    assert_eq!((report.added, report.changed, report.removed), (9, 0, 0));
+    // Only Survey/Wiring/Sign-off for Zoë reach a mailbox: no resource, summary tasks, the
+    // project summary task, a resource without and one with a blank address are left out.
+    assert_eq!(report.mailbox_assignments, 3);
+    assert_eq!(report.policy, Policy::Auto);
+    assert_eq!(
+        next_event(&mut events).await,
+        HostEvent::ProjectPublished {
+            project: edge_guid()
+        }
+    );
+
+    let parsed = import_file(fixture("mspdi/edge-cases.xml"), &berlin()).expect("parses");
+    let stored = host
+        .load_project(edge_guid())
+        .await
+        .expect("readable")
+        .expect("stored");
+    assert_eq!(stored, parsed);
+    // Non-ASCII names, the summary hierarchy and the no-resource placeholder survive the store.
+    assert_eq!(
+        stored
+            .tasks
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>(),
+        [
+            "Edge cases",
+            "東京 office fit-out",
+            "Survey",
+            "Electrical",
+            "Wiring",
+            "Sign-off"
+        ]
+    );
+    assert_eq!(
+        stored
+            .resources
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>(),
+        ["Zoë Müller", "佐藤 健二", "Priya Rao"]
+    );
+    assert_eq!(
+        stored
+            .tasks
+            .iter()
+            .map(|t| t.outline_level)
+            .collect::<Vec<_>>(),
+        [0, 1, 2, 2, 3, 1]
+    );
+    let summary = host
+        .project_summary(edge_guid())
+        .await
+        .expect("readable")
+        .expect("stored");
+    assert_eq!(summary.time_zone, "Europe/Berlin");
+    assert_eq!(
+        (summary.tasks, summary.resources, summary.assignments),
+        (6, 3, 9)
+    );
+    assert_eq!(summary.revision, 1);
+    assert_eq!(
+        PmHost::projects(&host).await.expect("lists"),
+        vec![edge_guid()]
+    );
+}
+
+#[tokio::test]
+async fn import_every_fixture_round_trips_through_the_store() {
+    let dir = TempDir::new().expect("temp dir");
+    let host = open(dir.path()).await;
+    let names = [
+        "mspdi/project2007.xml",
+        "mspdi/project2019.xml",
+        "mspdi/projectlibre.xml",
+        "mspdi/ganttproject.xml",
+        "mspdi/edge-cases.xml",
+        "projects/sample.json",
+    ];
+    for name in names {
+        // Files without a GUID each get their own.
+        let options = ImportOptions {
+            fallback_guid: Some(ProjectGuid(uuid::Uuid::new_v4())),
+            ..berlin()
+        };
+        let parsed: Project = import_file(fixture(name), &options).expect(name);
+        let report = host
+            .import_file(fixture(name), options.clone(), None)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let stored = host
+            .load_project(report.project)
+            .await
+            .expect("readable")
+            .expect("stored");
+        assert_eq!(stored, parsed, "{name}");
+    }
+    let summaries = host.project_summaries().await.expect("lists");
+    assert_eq!(summaries.len(), names.len());
+}
+
+#[tokio::test]
+async fn reimport_with_changes_counts_and_stamps_changed_fields() {
+    let dir = TempDir::new().expect("temp dir");
+    let host = edge_host(dir.path(), Policy::Auto).await;
+    let original = std::fs::read_to_string(fixture("mspdi/edge-cases.xml")).expect("readable");
+    let a1 = "<Assignment><UID>1</UID><TaskUID>2</TaskUID><ResourceUID>1</ResourceUID><Work>PT7H30M0S</Work>";
+    let a9 = "\t\t<Assignment><UID>9</UID><TaskUID>0</TaskUID><ResourceUID>1</ResourceUID><Work>PT0H0M0S</Work></Assignment>\n";
+    assert!(
+        original.contains(a1) && original.contains(a9),
+        "fixture changed"
+    );
+    let changed = original
+        .replace(a1, &a1.replace("PT7H30M0S", "PT9H0M0S"))
+        .replace(
+            a9,
+            "\t\t<Assignment><UID>10</UID><TaskUID>2</TaskUID><ResourceUID>2</ResourceUID><Work>PT1H0M0S</Work></Assignment>\n",
+        )
+        .replace("<Name>Sign-off</Name>", "<Name>Abnahme ✓</Name>");
+    let file = dir.path().join("edge-cases-v2.xml");
+    std::fs::write(&file, changed).expect("writable");
+
+    let before = Utc::now();
+    let report = host
+        .import_file(&file, berlin(), None)
+        .await
+        .expect("re-imports");
+    let after = Utc::now();
+    assert!(!report.created);
+    assert_eq!(report.added, 1, "{report:?}");
+    // Assignment 1 (work) and the two Sign-off assignments (task renamed).
+    assert_eq!(report.changed, 3, "{report:?}");
+    assert_eq!(report.removed, 1, "{report:?}");
+    assert_eq!(report.unchanged, 5, "{report:?}");
+
+    let a1 = assignment(&host, 1).await;
+    assert_eq!(a1.work, Work::from_hours(9));
+    for field in [
+        AssignmentField::Work,
+        AssignmentField::RemainingWork,
+        AssignmentField::PercentWorkComplete,
+    ] {
+        assert!(within(a1.modified.get(field), before, after), "{field:?}");
+    }
+    assert_eq!(a1.modified.get(AssignmentField::ActualWork), None);
+    assert_eq!(a1.modified.get(AssignmentField::Name), None);
+    let a8 = assignment(&host, 8).await;
+    assert!(within(
+        a8.modified.get(AssignmentField::Name),
+        before,
+        after
+    ));
+    assert_eq!(a8.modified.get(AssignmentField::Work), None);
+    let project = host
+        .load_project(edge_guid())
+        .await
+        .expect("readable")
+        .expect("stored");
+    assert!(project.assignment(AssignmentUid(9)).is_none());
+    assert!(project.assignment(AssignmentUid(10)).is_some());
+    let summary = host
+        .project_summary(edge_guid())
+        .await
+        .expect("readable")
+        .expect("stored");
+    assert_eq!(summary.revision, 2);
+
+    // The times survive the store being closed and reopened.
+    host.close().await;
+    let host = open(dir.path()).await;
+    assert_eq!(assignment(&host, 1).await.modified, a1.modified);
+}
+
+#[tokio::test]
+async fn reimport_same_file_changes_nothing() {
+    let dir = TempDir::new().expect("temp dir");
+    let host = edge_host(dir.path(), Policy::Auto).await;
+    let first = host.load_project(edge_guid()).await.expect("readable");
+    let report = host
+        .import_file(fixture("mspdi/edge-cases.xml"), berlin(), None)
+        .await
+        .expect("re-imports");
+    assert_eq!(
+        (
+            report.added,
+            report.changed,
+            report.removed,
+            report.unchanged
+        ),
+        (0, 0, 0, 9)
+    );
+    assert_eq!(
+        host.load_project(edge_guid()).await.expect("readable"),
+        first
+    );
+}
+
+const BROKEN: [&str; 5] = [
+    "mspdi/broken-doctype.xml",
+    "mspdi/broken-duration.xml",
+    "mspdi/broken-truncated.xml",
+    "mspdi/broken-unknown-resource.xml",
+    "mspdi/broken-unknown-task.xml",
+];
+
+#[tokio::test]
+async fn import_broken_file_leaves_open_store_byte_identical() {
+    let dir = TempDir::new().expect("temp dir");
+    let host = edge_host(dir.path(), Policy::Auto).await;
+    let db = host.path().to_owned();
+    let before = store_hash(&db);
+    for name in BROKEN {
+        match host.import_file(fixture(name), berlin(), None).await {
+            Err(EmbeddedError::Import(e)) => {
+                let place = e
+                    .place()
+                    .unwrap_or_else(|| panic!("{name}: no place in {e}"));
+                assert!(place.line.is_some(), "{name}: {place}");
+            }
+            other => panic!("{name}: expected an import error, got {other:?}"),
+        }
+        assert_eq!(store_hash(&db), before, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn import_broken_file_leaves_closed_store_byte_identical() {
+    let dir = TempDir::new().expect("temp dir");
+    let host = edge_host(dir.path(), Policy::Auto).await;
+    let db = host.path().to_owned();
+    host.close().await;
+    let before = store_hash(&db);
+    assert!(before.0.is_some());
+    for name in BROKEN {
+        let host = open(dir.path()).await;
+        let result = host.import_file(fixture(name), berlin(), None).await;
+        assert!(matches!(result, Err(EmbeddedError::Import(_))), "{name}");
+        host.close().await;
+        assert_eq!(store_hash(&db), before, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn open_existing_without_store_is_no_store() {
+    let dir = TempDir::new().expect("temp dir");
+    let result = EmbeddedHost::open_existing(dir.path().join("nowhere")).await;
+    assert!(matches!(result, Err(EmbeddedError::NoStore(_))));
+    assert!(!dir.path().join("nowhere").exists());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Status updates.
+
+#[tokio::test]
+async fn auto_policy_applies_percent_on_seven_and_a_half_hours() {
+    let dir = TempDir::new().expect("temp dir");
+    let host = edge_host(dir.path(), Policy::Auto).await;
+    let mut events = host.subscribe();
+    let before = Utc::now();
+    let outcome = host
+        .submit_status_update(update(1, "ck-1", vec![percent_change(27, 50)]))
+        .await
+        .expect("accepted");
+    let after = Utc::now();
+    let UpdateOutcome::Applied { id, assignment: a } = outcome else {
+        panic!("expected Applied, got {outcome:?}");
+    };
+    // Half of 7.5 h.
+    assert_eq!(a.work, Work::from_minutes(450));
+    assert_eq!(a.actual_work, Work::from_minutes(225));
+    assert_eq!(a.remaining_work, Work::from_minutes(225));
+    assert_eq!(a.percent_work_complete.get(), 50);
+    assert!(within(
+        a.modified.get(AssignmentField::ActualWork),
+        before,
+        after
+    ));
+    assert_eq!(a.modified.get(AssignmentField::Work), None);
+    assert_eq!(assignment(&host, 1).await, a);
+
+    let record = host
+        .status_update(&id)
+        .await
+        .expect("readable")
+        .expect("stored");
+    assert_eq!(record.state, UpdateState::Applied);
+    assert_eq!(record.decider.as_deref(), Some(DECIDER_AUTO));
+    assert_eq!(record.task_name.as_deref(), Some("Survey"));
+    assert_eq!(record.resource_name.as_deref(), Some("Zoë Müller"));
+    // A decision returned directly is not emitted again.
+    assert_no_event_before_publish(&host, &mut events).await;
+}
+
+#[tokio::test]
+async fn auto_policy_work_arithmetic_full_hours_and_zero_work() {
+    let dir = TempDir::new().expect("temp dir");
+    let host = edge_host(dir.path(), Policy::Auto).await;
+    // 3 h of 7.5 h reported: 40 %, 4.5 h remaining.
+    let outcome = host
+        .submit(update(
+            1,
+            "ck-1",
+            vec![work_change(
+                AssignmentField::ActualWork,
+                Work::from_seconds(7201),
+                Work::from_hours(3),
+            )],
+        ))
+        .await
+        .expect("accepted");
+    let UpdateOutcome::Applied { assignment: a, .. } = outcome else {
+        panic!("expected Applied, got {outcome:?}");
+    };
+    assert_eq!(
+        (
+            a.actual_work,
+            a.remaining_work,
+            a.percent_work_complete.get()
+        ),
+        (Work::from_hours(3), Work::from_minutes(270), 40)
+    );
+    assert_eq!(a.actual_finish, None);
+
+    // Marked complete: everything done, nothing remaining, actual finish = finish.
+    let outcome = host
+        .submit(update(1, "ck-2", vec![percent_change(40, 100)]))
+        .await
+        .expect("accepted");
+    let UpdateOutcome::Applied { assignment: a, .. } = outcome else {
+        panic!("expected Applied, got {outcome:?}");
+    };
+    assert_eq!(a.actual_work, Work::from_minutes(450));
+    assert_eq!(a.remaining_work, Work::ZERO);
+    assert_eq!(a.percent_work_complete, Percent::FULL);
+    assert_eq!(a.actual_finish, Some(a.finish));
+
+    // The milestone (no work) reopened: only the percent moves, and the actual finish goes.
+    let outcome = host
+        .submit(update(8, "ck-3", vec![percent_change(100, 0)]))
+        .await
+        .expect("accepted");
+    let UpdateOutcome::Applied { assignment: m, .. } = outcome else {
+        panic!("expected Applied, got {outcome:?}");
+    };
+    assert_eq!(
+        (
+            m.work,
+            m.actual_work,
+            m.remaining_work,
+            m.percent_work_complete
+        ),
+        (Work::ZERO, Work::ZERO, Work::ZERO, Percent::ZERO)
+    );
+    assert_eq!(m.actual_finish, None);
+    // The task rolls up.
+    let project = host
+        .load_project(edge_guid())
+        .await
+        .expect("readable")
+        .expect("stored");
+    let survey = project
+        .task(taskbridge::pm::TaskUid(2))
+        .expect("Survey exists");
+    assert_eq!(survey.percent_work_complete, Percent::FULL);
+}
+
+#[tokio::test]
+async fn approval_policy_supersedes_then_approves_and_emits_decision() {
+    let dir = TempDir::new().expect("temp dir");
+    let host = edge_host(dir.path(), Policy::Approval).await;
+    let mut events = host.subscribe();
+    let untouched = assignment(&host, 3).await;
+
+    let first = host
+        .submit(update(3, "ck-1", vec![percent_change(0, 25)]))
+        .await
+        .expect("accepted");
+    let UpdateOutcome::Pending { id: first } = first else {
+        panic!("expected Pending, got {first:?}");
+    };
+    assert_eq!(
+        assignment(&host, 3).await,
+        untouched,
+        "pending changes nothing"
+    );
+    let second = host
+        .submit(update(3, "ck-2", vec![percent_change(0, 50)]))
+        .await
+        .expect("accepted");
+    let UpdateOutcome::Pending { id: second } = second else {
+        panic!("expected Pending, got {second:?}");
+    };
+
+    let old = host
+        .status_update(&first)
+        .await
+        .expect("readable")
+        .expect("stored");
+    assert_eq!(old.state, UpdateState::Superseded);
+    assert_eq!(old.superseded_by.as_ref(), Some(&second));
+    assert_eq!(old.decider.as_deref(), Some(DECIDER_TASKBRIDGE));
+    let pending = host
+        .status_updates(UpdateFilter::pending())
+        .await
+        .expect("lists");
+    assert_eq!(
+        pending.iter().map(|u| &u.id).collect::<Vec<_>>(),
+        vec![&second]
+    );
+    let summary = host
+        .project_summary(edge_guid())
+        .await
+        .expect("readable")
+        .expect("stored");
+    assert_eq!(summary.pending_updates, 1);
+
+    let outcome = host
+        .approve(&second, "status.manager")
+        .await
+        .expect("approves");
+    let UpdateOutcome::Applied { assignment: a, .. } = &outcome else {
+        panic!("expected Applied, got {outcome:?}");
+    };
+    assert_eq!(a.actual_work, Work::from_hours(6));
+    assert_eq!(a.percent_work_complete.get(), 50);
+    assert_eq!(
+        next_event(&mut events).await,
+        HostEvent::UpdateDecided {
+            key: key(3),
+            outcome: outcome.clone()
+        }
+    );
+    let record = host
+        .status_update(&second)
+        .await
+        .expect("readable")
+        .expect("stored");
+    assert_eq!(record.state, UpdateState::Applied);
+    assert_eq!(record.decider.as_deref(), Some("status.manager"));
+    assert!(record.decided_at.is_some());
+
+    // Decided updates cannot be decided again.
+    assert!(matches!(
+        host.approve(&second, "x").await,
+        Err(EmbeddedError::NotPending {
+            state: UpdateState::Applied,
+            ..
+        })
+    ));
+    assert!(matches!(
+        host.reject(&first, "x", None).await,
+        Err(EmbeddedError::NotPending {
+            state: UpdateState::Superseded,
+            ..
+        })
+    ));
+}
+
+#[tokio::test]
+async fn approval_policy_reject_keeps_plan_and_emits_pm_values() {
+    let dir = TempDir::new().expect("temp dir");
+    let host = edge_host(dir.path(), Policy::Approval).await;
+    let mut events = host.subscribe();
+    let plan = assignment(&host, 3).await;
+    let UpdateOutcome::Pending { id } = host
+        .submit(update(3, "ck-1", vec![percent_change(0, 90)]))
+        .await
+        .expect("accepted")
+    else {
+        panic!("expected Pending");
+    };
+    let outcome = host
+        .reject(&id, "status.manager", Some("not started yet, see the plan"))
+        .await
+        .expect("rejects");
+    assert_eq!(
+        outcome,
+        UpdateOutcome::Rejected {
+            id: id.clone(),
+            assignment: plan.clone(),
+            reason: "not started yet, see the plan".into()
+        }
+    );
+    assert_eq!(
+        next_event(&mut events).await,
+        HostEvent::UpdateDecided {
+            key: key(3),
+            outcome
+        }
+    );
+    assert_eq!(assignment(&host, 3).await, plan);
+    let record = host
+        .status_update(&id)
+        .await
+        .expect("readable")
+        .expect("stored");
+    assert_eq!(record.state, UpdateState::Rejected);
+    assert_eq!(
+        record.reason.as_deref(),
+        Some("not started yet, see the plan")
+    );
+
+    // Without a reason, a default one is recorded.
+    let UpdateOutcome::Pending { id } = host
+        .submit(update(3, "ck-2", vec![percent_change(0, 10)]))
+        .await
+        .expect("accepted")
+    else {
+        panic!("expected Pending");
+    };
+    let UpdateOutcome::Rejected { reason, .. } =
+        host.reject(&id, "sm", None).await.expect("rejects")
+    else {
+        panic!("expected Rejected");
+    };
+    assert_eq!(reason, "rejected by the status manager");
+}
+
+#[tokio::test]
+async fn invalid_update_is_rejected_at_once_under_either_policy() {
+    let dir = TempDir::new().expect("temp dir");
+    for policy in [Policy::Auto, Policy::Approval] {
+        let host = edge_host(&dir.path().join(policy.as_str()), policy).await;
+        let plan = assignment(&host, 1).await;
+        let outcome = host
+            .submit(update(
+                1,
+                "ck-1",
+                vec![FieldChange {
+                    field: AssignmentField::Work,
+                    old: FieldValue::Work(Work::from_minutes(450)),
+                    new: FieldValue::Text("eight hours".into()),
+                }],
+            ))
+            .await
+            .expect("answered");
+        let UpdateOutcome::Rejected {
+            id,
+            assignment: a,
+            reason,
+        } = outcome
+        else {
+            panic!("{policy}: expected Rejected, got {outcome:?}");
+        };
+        assert_eq!(a, plan);
+        assert!(reason.contains("Work"), "{reason}");
+        let record = host
+            .status_update(&id)
+            .await
+            .expect("readable")
+            .expect("stored");
+        assert_eq!(record.state, UpdateState::Rejected);
+        assert_eq!(record.decider.as_deref(), Some(DECIDER_TASKBRIDGE));
+    }
+}
+
+#[tokio::test]
+async fn resubmitting_the_same_item_version_returns_the_first_outcome() {
+    let dir = TempDir::new().expect("temp dir");
+    let host = edge_host(dir.path(), Policy::Auto).await;
+    let first = host
+        .submit(update(1, "ck-1", vec![percent_change(27, 60)]))
+        .await
+        .expect("accepted");
+    let again = host
+        .submit(update(1, "ck-1", vec![percent_change(27, 60)]))
+        .await
+        .expect("accepted");
+    assert_eq!(again, first);
+    assert_eq!(
+        host.status_updates(UpdateFilter::default())
+            .await
+            .expect("lists")
+            .len(),
+        1
+    );
+
+    // Under approval, a resubmission of a superseded update answers with its successor.
+    host.set_policy(edge_guid(), Policy::Approval)
+        .await
+        .expect("sets");
+    let UpdateOutcome::Pending { id: older } = host
+        .submit(update(3, "ck-a", vec![percent_change(0, 10)]))
+        .await
+        .expect("accepted")
+    else {
+        panic!("expected Pending");
+    };
+    let newer = host
+        .submit(update(3, "ck-b", vec![percent_change(0, 20)]))
+        .await
+        .expect("accepted");
+    let replay = host
+        .submit(update(3, "ck-a", vec![percent_change(0, 10)]))
+        .await
+        .expect("accepted");
+    assert_eq!(replay, newer);
+    assert_ne!(replay.id(), &older);
+}
+
+#[tokio::test]
+async fn unknown_project_or_assignment_is_an_error() {
+    let dir = TempDir::new().expect("temp dir");
+    let host = edge_host(dir.path(), Policy::Auto).await;
+    let result = host
+        .submit_status_update(update(99, "ck", vec![percent_change(0, 10)]))
+        .await;
+    assert!(matches!(result, Err(HostError::UnknownAssignment(k)) if k == key(99)));
+    let mut elsewhere = update(1, "ck", vec![percent_change(0, 10)]);
+    elsewhere.key.project = "b0000000-0000-4000-8000-000000000002"
+        .parse()
+        .expect("valid guid");
+    let result = host.submit_status_update(elsewhere).await;
+    assert!(matches!(result, Err(HostError::UnknownProject(_))));
+    assert!(matches!(
+        host.publish(
+            "b0000000-0000-4000-8000-000000000002"
+                .parse()
+                .expect("valid guid")
+        )
+        .await,
+        Err(EmbeddedError::UnknownProject(_))
+    ));
+    assert!(
+        PmHost::project(
+            &host,
+            "b0000000-0000-4000-8000-000000000002"
+                .parse()
+                .expect("guid")
+        )
+        .await
+        .expect("answers")
+        .is_none()
+    );
+}
+
+#[tokio::test]
+async fn task_field_change_republishes_and_stamps_sibling_assignments() {
+    let dir = TempDir::new().expect("temp dir");
+    let host = edge_host(dir.path(), Policy::Auto).await;
+    let mut events = host.subscribe();
+    let outcome = host
+        .submit(update(
+            3,
+            "ck-1",
+            vec![FieldChange {
+                field: AssignmentField::Name,
+                old: FieldValue::Text("Wiring".into()),
+                new: FieldValue::Text("Verkabelung".into()),
+            }],
+        ))
+        .await
+        .expect("accepted");
+    assert!(matches!(outcome, UpdateOutcome::Applied { .. }));
+    // Wiring's other assignments (4 and 5) show the new name too.
+    assert_eq!(
+        next_event(&mut events).await,
+        HostEvent::ProjectPublished {
+            project: edge_guid()
+        }
+    );
+    let sibling = assignment(&host, 4).await;
+    assert!(sibling.modified.get(AssignmentField::Name).is_some());
+    let project = host
+        .load_project(edge_guid())
+        .await
+        .expect("readable")
+        .expect("stored");
+    assert_eq!(
+        project
+            .task(taskbridge::pm::TaskUid(4))
+            .map(|t| t.name.as_str()),
+        Some("Verkabelung")
+    );
+}
+
+#[tokio::test]
+async fn reimport_removing_an_assignment_closes_its_pending_updates() {
+    let dir = TempDir::new().expect("temp dir");
+    let host = edge_host(dir.path(), Policy::Approval).await;
+    let UpdateOutcome::Pending { id } = host
+        .submit(update(9, "ck-1", vec![percent_change(0, 10)]))
+        .await
+        .expect("accepted")
+    else {
+        panic!("expected Pending");
+    };
+    let original = std::fs::read_to_string(fixture("mspdi/edge-cases.xml")).expect("readable");
+    let a9 = "\t\t<Assignment><UID>9</UID><TaskUID>0</TaskUID><ResourceUID>1</ResourceUID><Work>PT0H0M0S</Work></Assignment>\n";
+    let file = dir.path().join("without-9.xml");
+    std::fs::write(&file, original.replace(a9, "")).expect("writable");
+    let report = host
+        .import_file(&file, berlin(), None)
+        .await
+        .expect("re-imports");
+    assert_eq!((report.removed, report.closed_updates), (1, 1));
+    assert_eq!(
+        report.policy,
+        Policy::Approval,
+        "re-import keeps the policy"
+    );
+    let record = host
+        .status_update(&id)
+        .await
+        .expect("readable")
+        .expect("kept as history");
+    assert_eq!(record.state, UpdateState::Rejected);
+    assert_eq!(record.task_name, None);
+}
+
+#[tokio::test]
+async fn decision_in_another_process_reaches_this_ones_subscribers() {
+    let dir = TempDir::new().expect("temp dir");
+    let options = HostOptions {
+        poll_interval: Duration::from_millis(20),
+        ..HostOptions::default()
+    };
+    let db = dir.path().join(EmbeddedHost::FILE_NAME);
+    let connector = EmbeddedHost::open_with(&db, options.clone())
+        .await
+        .expect("opens");
+    connector
+        .import_file(
+            fixture("mspdi/edge-cases.xml"),
+            berlin(),
+            Some(Policy::Approval),
+        )
+        .await
+        .expect("imports");
+    let UpdateOutcome::Pending { id } = connector
+        .submit(update(3, "ck-1", vec![percent_change(0, 75)]))
+        .await
+        .expect("accepted")
+    else {
+        panic!("expected Pending");
+    };
+    let mut events = connector.subscribe();
+    // A second, independent store handle on the same file stands in for `taskbridge updates
+    // approve` run from a shell.
+    let cli = EmbeddedHost::open_with(&db, options).await.expect("opens");
+    let outcome = cli.approve(&id, "status.manager").await.expect("approves");
+    cli.close().await;
+    assert_eq!(
+        next_event(&mut events).await,
+        HostEvent::UpdateDecided {
+            key: key(3),
+            outcome
+        }
+    );
+}
