@@ -24,6 +24,7 @@
 
 #[doc(hidden)]
 pub mod codegen;
+pub mod connector;
 pub mod ews;
 pub mod exchange;
 pub mod listener;

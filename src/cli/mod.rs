@@ -5,10 +5,12 @@
 
 mod check;
 mod config;
+mod demo;
 mod ews;
 mod import;
 mod init;
 mod projects;
+mod serve;
 mod sim;
 mod sync;
 mod updates;
@@ -63,6 +65,10 @@ pub enum LogFormat {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the whole story on embedded defaults, narrated: the simulator, the sample project,
+    /// publish, people updating tasks in "Outlook", status updates, values mapped back. Exits 0
+    /// only if every step checked out.
+    Demo(demo::DemoArgs),
     /// Write a commented starter configuration (./taskbridge.toml) and the data directory
     /// with its secrets; the defaults run against the bundled simulator on this machine.
     Init(init::InitArgs),
@@ -83,6 +89,9 @@ pub enum Command {
     Updates(updates::UpdatesArgs),
     /// Run an Exchange-like EWS server (mailboxes with Tasks folders) for tests and demos.
     Sim(Box<sim::SimArgs>),
+    /// Run the connector: the push listener, the sync engine and the admin endpoint (health,
+    /// metrics, PM API) over the embedded PM store, until SIGTERM or Ctrl-C.
+    Serve(serve::ServeArgs),
     /// Publish a project to the mailboxes: create, update and delete tasks so that they show
     /// the PM's values. A progress bar on a terminal, a summary line otherwise.
     Publish(sync::PublishArgs),
@@ -103,9 +112,12 @@ pub enum CliError {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    init_logging(cli.log_format, &cli.log)?;
+    // The demo narrates on stdout; its logs stay quiet unless asked for.
+    let quiet = matches!(cli.command, Command::Demo(_)) && cli.log == "info";
+    init_logging(cli.log_format, if quiet { "warn" } else { &cli.log })?;
     let settings = || settings(&cli.config, cli.data_dir.as_deref());
     match cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::Init(args) => init::run(args, &cli.config, cli.data_dir.as_deref()),
         Command::Ews(cmd) => ews::run(cmd),
         Command::Check(args) => check::run(*args),
@@ -113,6 +125,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Projects(args) => projects::run(args, &settings()?.data_dir),
         Command::Updates(args) => updates::run(args, &settings()?.data_dir),
         Command::Sim(args) => sim::run(*args),
+        Command::Serve(args) => serve::run(args, &settings()?),
         Command::Publish(args) => sync::publish(args, &settings()?),
         Command::Status(args) => sync::status(args, &settings()?),
         Command::Audit(args) => sync::audit(args, &settings()?),

@@ -70,7 +70,7 @@ impl Sim {
     ) -> Result<Self, SimError> {
         // reqwest and tokio-rustls need a process-wide crypto provider; a second install
         // (another simulator in the same process) is refused and harmless.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::ews::transport::install_crypto_provider();
         let users = Users::new(&config.users);
         let owners: Vec<String> = users
             .mailbox_owners()

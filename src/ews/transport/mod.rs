@@ -19,6 +19,6 @@ pub mod metrics;
 
 pub use auth::Auth;
 pub use backoff::{BackoffGate, RetryPolicy};
-pub use http::{Timeouts, TlsConfig};
+pub use http::{Timeouts, TlsConfig, install_crypto_provider};
 pub use limits::Limits;
 pub use metrics::{RequestMetrics, RequestOutcome};

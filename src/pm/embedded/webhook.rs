@@ -158,7 +158,7 @@ pub async fn run_webhook(
     }
     // reqwest is built without a default crypto provider; an error here only means one is
     // installed already.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::ews::transport::install_crypto_provider();
     let client = reqwest::Client::builder()
         .timeout(config.timeout)
         // A signed POST is not followed anywhere else.

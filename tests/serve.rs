@@ -1,0 +1,215 @@
+//! `taskbridge serve` as a child process against `taskbridge sim` as another, with the
+//! configuration `taskbridge init` writes (edited only for ports): a user edit made through the
+//! simulator's admin API arrives in `taskbridge updates --json` and `taskbridge status --json`.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_taskbridge");
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn taskbridge(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run taskbridge")
+}
+
+fn json_of(dir: &Path, args: &[&str]) -> Value {
+    let out = taskbridge(dir, args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One HTTP request; `None` unless it got a 2xx answer.
+fn http(method: &str, url: &str, body: Option<&str>) -> Option<String> {
+    taskbridge::ews::transport::install_crypto_provider();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let method = reqwest::Method::from_bytes(method.as_bytes()).ok()?;
+        let mut req = client.request(method, url);
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = req.send().await.ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        resp.text().await.ok()
+    })
+}
+
+fn get(url: &str) -> Option<Value> {
+    serde_json::from_str(&http("GET", url, None)?).ok()
+}
+
+#[test]
+fn serve_against_sim_brings_a_mailbox_edit_to_updates_and_status() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let out = taskbridge(d, &["init"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Edit only the ports.
+    let (ews, listen, admin) = (free_port(), free_port(), free_port());
+    let config = std::fs::read_to_string(d.join("taskbridge.toml")).expect("config");
+    let config = config
+        .replace("127.0.0.1:8443", &format!("127.0.0.1:{ews}"))
+        .replace("127.0.0.1:8081", &format!("127.0.0.1:{listen}"))
+        .replace("127.0.0.1:8082", &format!("127.0.0.1:{admin}"));
+    std::fs::write(d.join("taskbridge.toml"), config).expect("write config");
+    let password = std::fs::read_to_string(d.join("taskbridge-data/exchange.password"))
+        .expect("password written by init");
+    let mut sim_cmd = Command::new(BIN);
+    sim_cmd
+        .current_dir(d)
+        .args([
+            "sim",
+            "--listen",
+            &format!("127.0.0.1:{ews}"),
+            "--auth",
+            "basic",
+        ])
+        .args([
+            "--service",
+            &format!("taskbridge@sim.example:{}", password.trim()),
+        ])
+        .args(["--user", "ann@example.com:a", "--user", "bob@example.com:b"])
+        .args(["--user", "chen@example.com:c"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if let Some(rec) = std::env::var_os("TASKBRIDGE_RECORD_DIR") {
+        sim_cmd
+            .arg("--record")
+            .arg(PathBuf::from(rec).join("serve-e2e"));
+    }
+    let mut sim = Kill(sim_cmd.spawn().expect("start sim"));
+    let mut first = String::new();
+    BufReader::new(sim.0.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("sim prints its URL");
+    assert!(
+        first.contains(&format!(":{ews}/EWS/Exchange.asmx")),
+        "{first}"
+    );
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sample-project.xml");
+    let out = taskbridge(
+        d,
+        &[
+            "import",
+            sample.to_str().expect("path"),
+            "--time-zone",
+            "Europe/Berlin",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let serve = Kill(
+        Command::new(BIN)
+            .current_dir(d)
+            .arg("serve")
+            .env("TASKBRIDGE_SYNC_DEBOUNCE_MS", "100")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start serve"),
+    );
+    let admin_url = format!("http://127.0.0.1:{admin}");
+    wait_until("serve to be ready", Duration::from_secs(20), || {
+        http("GET", &format!("{admin_url}/healthz"), None)
+    });
+    let sim_admin = format!("http://127.0.0.1:{ews}/sim");
+    let task = wait_until("the published task", Duration::from_secs(20), || {
+        let tasks = get(&format!("{sim_admin}/mailboxes/ann@example.com/tasks"))?;
+        tasks
+            .as_array()?
+            .iter()
+            .find(|t| {
+                t["Subject"]
+                    .as_str()
+                    .is_some_and(|s| s.ends_with("Survey the north abutment"))
+            })
+            .cloned()
+    });
+    wait_until("the subscriptions", Duration::from_secs(20), || {
+        let subs = get(&format!("{sim_admin}/subscriptions"))?;
+        (subs.as_array()?.len() >= 3).then_some(())
+    });
+    let id = task["ItemId"]["Id"].as_str().expect("id");
+    let patched = http(
+        "PATCH",
+        &format!("{sim_admin}/mailboxes/ann@example.com/tasks/{id}"),
+        Some(r#"{"PercentComplete": 60}"#),
+    );
+    assert!(patched.is_some(), "the edit was refused");
+    let update = wait_until("the status update", Duration::from_secs(20), || {
+        let list = json_of(d, &["updates", "--json"]);
+        list.as_array()?
+            .iter()
+            .find(|u| u["state"] == "applied")
+            .cloned()
+    });
+    assert_eq!(update["source"]["mailbox"], "ann@example.com");
+    let status = json_of(d, &["status", "--json"]);
+    let lines = status.as_array().expect("array");
+    assert_eq!(lines.len(), 6, "{status}");
+    assert!(lines.iter().all(|l| l["state"] == "synced"), "{status}");
+    // A clean stop on SIGTERM.
+    let pid = serve.0.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let mut serve = serve;
+    let code = wait_until("serve to stop", Duration::from_secs(20), || {
+        serve.0.try_wait().ok().flatten()
+    });
+    assert!(code.success(), "serve exited with {code}");
+    drop(sim);
+}
