@@ -90,6 +90,8 @@ pub struct ProjectView {
     /// For each assignment that is a sync unit: indices of the assignment, its task and its
     /// resource in the project.
     units: HashMap<AssignmentUid, (usize, usize, usize)>,
+    /// The sync units in the project's order, so that every run sends the same requests.
+    order: Vec<AssignmentUid>,
 }
 
 impl ProjectView {
@@ -113,7 +115,7 @@ impl ProjectView {
             .enumerate()
             .map(|(i, a)| (a.uid, i))
             .collect();
-        let units = project
+        let listed: Vec<(AssignmentUid, (usize, usize, usize))> = project
             .sync_units()
             .iter()
             .filter_map(|u| {
@@ -127,7 +129,12 @@ impl ProjectView {
                 ))
             })
             .collect();
-        ProjectView { project, units }
+        let order = listed.iter().map(|(uid, _)| *uid).collect();
+        ProjectView {
+            project,
+            units: listed.into_iter().collect(),
+            order,
+        }
     }
 
     /// The sync unit of an assignment, if it is one.
@@ -143,9 +150,9 @@ impl ProjectView {
         })
     }
 
-    /// Every sync unit.
+    /// Every sync unit, in the project's order.
     pub fn units(&self) -> impl Iterator<Item = SyncUnit<'_>> {
-        self.units.keys().filter_map(|uid| self.unit(*uid))
+        self.order.iter().filter_map(|uid| self.unit(*uid))
     }
 
     /// The mailbox values the PM side wants for an assignment, with the owner's zone.

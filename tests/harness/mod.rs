@@ -2,6 +2,8 @@
 //! state in a temporary directory, and the engine over the real EWS client.
 #![allow(dead_code)] // each test binary uses part of it
 
+pub mod replay;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -181,7 +183,17 @@ pub fn engine(
     dir: &std::path::Path,
     sync: SyncConfig,
 ) -> (TestEngine, Spy<EwsMailboxStore<EwsClient>>) {
-    let client = EwsClient::new(EwsClientConfig::new(sim.url.clone(), Auth::None)).expect("client");
+    engine_at(&sim.url, host, dir, sync)
+}
+
+/// An engine talking to the EWS endpoint at `url`.
+pub fn engine_at(
+    url: &str,
+    host: &EmbeddedHost,
+    dir: &std::path::Path,
+    sync: SyncConfig,
+) -> (TestEngine, Spy<EwsMailboxStore<EwsClient>>) {
+    let client = EwsClient::new(EwsClientConfig::new(url.to_string(), Auth::None)).expect("client");
     let table = Arc::new(FieldTable::default());
     let store = Spy::new(EwsMailboxStore::new(
         client,
