@@ -158,7 +158,8 @@ pub async fn run_webhook(
     }
     // reqwest is built without a default crypto provider; an error here only means one is
     // installed already.
-    crate::ews::transport::install_crypto_provider();
+    // reqwest is built without a TLS provider; install ring unless one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
         .timeout(config.timeout)
         // A signed POST is not followed anywhere else.

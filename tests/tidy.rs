@@ -1,0 +1,132 @@
+//! House rules checked as tests: layers only use the layers below them, every module says
+//! what it is for, and no stub is left in the code.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Each layer (a folder or file under `src/`) and the crate modules it may use.
+const LAYERS: &[(&str, &[&str])] = &[
+    ("secret", &[]),
+    // The generator writes `crate::ews::...` paths into the code it generates.
+    ("codegen", &["ews"]),
+    ("ews", &["secret"]),
+    ("pm", &["secret"]),
+    ("mapping", &["ews", "pm"]),
+    ("state", &["pm", "mapping"]),
+    ("sync", &["pm", "mapping", "state"]),
+    ("exchange", &["ews", "pm", "mapping", "state", "sync"]),
+    ("listener", &["ews", "secret"]),
+    ("sim", &["ews", "secret"]),
+    (
+        "connector",
+        &[
+            "ews", "pm", "mapping", "state", "sync", "exchange", "listener", "secret",
+        ],
+    ),
+];
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read src") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+/// The crate modules a file names in code (comments left out).
+fn uses(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for line in text.lines() {
+        let code = line.split("//").next().unwrap_or_default();
+        let mut rest = code;
+        while let Some(at) = rest.find("crate::") {
+            rest = &rest[at + "crate::".len()..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() {
+                found.push(name);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn tidy_layers_use_only_layers_below_them() {
+    let allowed: BTreeMap<&str, &[&str]> = LAYERS.iter().copied().collect();
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let mut wrong = Vec::new();
+    for file in files {
+        let rel = file.strip_prefix(src()).expect("under src");
+        let first = rel
+            .components()
+            .next()
+            .and_then(|c| c.as_os_str().to_str())
+            .unwrap_or_default()
+            .trim_end_matches(".rs")
+            .to_string();
+        let Some(may) = allowed.get(first.as_str()) else {
+            continue; // lib.rs, main.rs, bin/, cli/: the wiring may use everything
+        };
+        let text = std::fs::read_to_string(&file).expect("read");
+        for used in uses(&text) {
+            if used != first && !may.contains(&used.as_str()) {
+                wrong.push(format!("{}: uses crate::{used}", rel.display()));
+            }
+        }
+    }
+    wrong.sort();
+    wrong.dedup();
+    assert!(wrong.is_empty(), "layering broken:\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn tidy_every_module_has_a_doc_comment() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let missing: Vec<String> = files
+        .iter()
+        .filter(|f| {
+            let text = std::fs::read_to_string(f).expect("read");
+            !text.lines().take(5).any(|l| l.starts_with("//!"))
+        })
+        .map(|f| f.display().to_string())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "modules without a //! doc:\n{}",
+        missing.join("\n")
+    );
+}
+
+#[test]
+fn tidy_no_stubs_in_the_code() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let stubs: Vec<String> = files
+        .iter()
+        .flat_map(|f| {
+            let text = std::fs::read_to_string(f).expect("read");
+            text.lines()
+                .enumerate()
+                .filter(|(_, l)| {
+                    let code = l.split("//").next().unwrap_or_default();
+                    code.contains(concat!("todo", "!("))
+                        || code.contains(concat!("unimplemented", "!("))
+                })
+                .map(|(n, _)| format!("{}:{}", f.display(), n + 1))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(stubs.is_empty(), "stubs:\n{}", stubs.join("\n"));
+}
