@@ -61,9 +61,11 @@ pub enum AuthKind {
 #[derive(Debug, Args)]
 #[command(after_help = EXIT_CODES)]
 pub struct CheckArgs {
-    /// The EWS URL, e.g. https://mail.contoso.com/EWS/Exchange.asmx.
+    /// The EWS URL, e.g. https://mail.contoso.com/EWS/Exchange.asmx. Without it, every setting
+    /// comes from the configuration file ([exchange]) and the other connection flags are
+    /// ignored.
     #[arg(long)]
-    pub url: String,
+    pub url: Option<String>,
     /// Authentication scheme.
     #[arg(long, value_enum, default_value_t = AuthKind::Ntlm)]
     pub auth: AuthKind,
@@ -136,8 +138,17 @@ fn required<'a>(value: &'a Option<String>, flag: &str) -> Result<&'a str, CliErr
         .ok_or_else(|| CliError::Usage(format!("this --auth needs {flag}")))
 }
 
-/// Builds the library configuration from the flags.
-fn config(args: &CheckArgs) -> Result<EwsClientConfig, CliError> {
+/// Builds the library configuration from the flags, or from the configuration file when no
+/// `--url` is given.
+fn config(
+    args: &CheckArgs,
+    file: impl FnOnce() -> Result<super::config::RawConfig, CliError>,
+) -> Result<EwsClientConfig, CliError> {
+    let Some(url) = &args.url else {
+        let mut config = file()?.exchange()?;
+        quick(&mut config);
+        return Ok(config);
+    };
     let auth = match args.auth {
         AuthKind::None => Auth::None,
         AuthKind::Basic => Auth::Basic {
@@ -161,14 +172,18 @@ fn config(args: &CheckArgs) -> Result<EwsClientConfig, CliError> {
             scope: args.scope.clone(),
         },
     };
-    let mut config = EwsClientConfig::new(args.url.clone(), auth);
+    let mut config = EwsClientConfig::new(url.clone(), auth);
     config.tls.extra_ca_file = args.ca_file.clone();
     config.tls.accept_invalid_certs = args.insecure;
-    // A check should answer quickly: one retry, short waits.
+    quick(&mut config);
+    Ok(config)
+}
+
+/// A check should answer quickly: one retry, short waits.
+fn quick(config: &mut EwsClientConfig) {
     config.retry.max_attempts = 2;
     config.retry.base_delay = Duration::from_millis(500);
     config.retry.max_server_back_off = Duration::from_secs(10);
-    Ok(config)
 }
 
 /// The exit code for a failure.
@@ -214,8 +229,11 @@ fn print_text(out: &mut impl Write, report: &CheckReport) -> std::io::Result<()>
 }
 
 /// Runs `taskbridge check`.
-pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let config = config(&args)?;
+pub fn run(
+    args: CheckArgs,
+    file: impl FnOnce() -> Result<super::config::RawConfig, CliError>,
+) -> anyhow::Result<ExitCode> {
+    let config = config(&args, file)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -120,7 +120,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(args),
         Command::Init(args) => init::run(args, &cli.config, cli.data_dir.as_deref()),
         Command::Ews(cmd) => ews::run(cmd),
-        Command::Check(args) => check::run(*args),
+        Command::Check(args) => check::run(*args, settings),
         Command::Import(args) => import::run(args, &settings()?.data_dir),
         Command::Projects(args) => projects::run(args, &settings()?.data_dir),
         Command::Updates(args) => updates::run(args, &settings()?.data_dir),
