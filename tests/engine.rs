@@ -480,3 +480,58 @@ async fn outlook_edit_merged_into_our_write_is_still_taken() {
     assert_eq!(task["Subject"], "Harbour bridge: Renamed");
     assert_eq!(task["PercentComplete"], 50.0);
 }
+
+#[tokio::test]
+async fn pull_subscription_without_a_listener_finds_the_edit_before_reconciliation() {
+    let h = harness(
+        3,
+        ApprovalPolicy::Auto,
+        SyncConfig {
+            pull_interval: Some(Duration::from_millis(200)),
+            reconcile_interval: Duration::from_secs(3600),
+            ..quick_sync()
+        },
+    )
+    .await;
+    h.engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    h.engine.subscribe_all(false).await.expect("subscribe");
+    assert!(
+        h.count("Subscribe") >= 3,
+        "one pull subscription per mailbox"
+    );
+    let (mailbox, task) = h.task_of(2).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let engine = h.engine.clone();
+    let runner = tokio::spawn(async move {
+        engine
+            .run(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    h.edit(&mailbox, &id_of(&task), json!({"PercentComplete": 40}))
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let p = h.host.load_project(h.project).await.unwrap().unwrap();
+        if p.assignment(AssignmentUid(2))
+            .unwrap()
+            .percent_work_complete
+            .get()
+            == 40
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the edit never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(h.count("GetEvents") >= 1, "found by polling");
+    let _ = stop.send(());
+    runner.await.expect("join").expect("run");
+}

@@ -199,6 +199,21 @@ fn serve_against_sim_brings_a_mailbox_edit_to_updates_and_status() {
             .cloned()
     });
     assert_eq!(update["source"]["mailbox"], "ann@example.com");
+    // The decision is in the audit log, as JSON and as text.
+    let audit = json_of(d, &["audit", "--json"]);
+    let record = audit
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|r| r["field"] == "PercentComplete" || r["field"] == "percent_complete")
+        .cloned()
+        .unwrap_or_else(|| panic!("no percent decision in {audit}"));
+    assert_eq!(record["rule"], "mail-only");
+    assert_eq!(record["winner"], "mail");
+    assert_eq!(record["mail_value"], "60%");
+    let text = taskbridge(d, &["audit"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("percent_complete"), "{text}");
     let status = json_of(d, &["status", "--json"]);
     let lines = status.as_array().expect("array");
     assert_eq!(lines.len(), 6, "{status}");

@@ -216,6 +216,9 @@ pub struct RawSync {
     pub mailbox_concurrency: usize,
     /// Notifications queued before the listener answers "busy".
     pub queue_capacity: usize,
+    /// With the listener off: seconds between polls of a pull subscription per mailbox (0: no
+    /// subscription, reconciliation alone).
+    pub pull_interval_secs: u64,
 }
 
 impl Default for RawSync {
@@ -232,6 +235,7 @@ impl Default for RawSync {
             max_attempts: d.max_attempts,
             mailbox_concurrency: d.mailbox_concurrency,
             queue_capacity: d.queue_capacity,
+            pull_interval_secs: 15,
         }
     }
 }
@@ -493,6 +497,8 @@ impl RawConfig {
             mailbox_concurrency: s.mailbox_concurrency.max(1),
             push: None,
             queue_capacity: s.queue_capacity.max(1),
+            pull_interval: (!self.listener.enabled && s.pull_interval_secs > 0)
+                .then(|| Duration::from_secs(s.pull_interval_secs)),
         })
     }
 

@@ -107,6 +107,9 @@ max_delete_floor = 10
 max_attempts = 3
 mailbox_concurrency = 8
 queue_capacity = 4096
+# With [listener] enabled = false: poll a pull subscription per mailbox this often (0: rely on
+# reconciliation alone).
+pull_interval_secs = 15
 
 [mapping]
 # Subject of each task: {project}, {task}, {resource}.

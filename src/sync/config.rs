@@ -59,6 +59,9 @@ pub struct SyncConfig {
     pub push: Option<PushSettings>,
     /// Notifications queued at most before the listener answers "busy".
     pub queue_capacity: usize,
+    /// Without push: poll a pull subscription per mailbox this often (`None`: reconciliation
+    /// alone finds edits).
+    pub pull_interval: Option<Duration>,
 }
 
 /// Where push notifications go.
@@ -84,6 +87,7 @@ impl Default for SyncConfig {
             mailbox_concurrency: 8,
             push: None,
             queue_capacity: 4096,
+            pull_interval: None,
         }
     }
 }

@@ -127,7 +127,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     /// Subscribes every known mailbox that has no live subscription (push when a listener URL
     /// is configured). Call it once the listener accepts connections.
     pub async fn subscribe_all(&self, renew: bool) -> Result<(), SyncError> {
-        let Some(push) = self.inner.config.push.clone() else {
+        let Some(delivery) = self.delivery() else {
             return Ok(());
         };
         for mut state in self.inner.state.mailboxes().await? {
@@ -138,10 +138,6 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 self.remember_subscription(id, &mailbox);
                 continue;
             }
-            let delivery = Delivery::Push {
-                url: push.url.clone(),
-                status_frequency: push.status_frequency,
-            };
             // Resume after the last watermark when there is one: events since then are
             // delivered and nothing is missed.
             let result = match self
@@ -203,6 +199,14 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             .map(|p| p.status_frequency)
             .unwrap_or(Duration::from_secs(60));
         let mut watchdog = tokio::time::interval_at(Instant::now() + watch_every, watch_every);
+        let poll_every = match (&config.push, config.pull_interval) {
+            (None, Some(every)) => Some(every),
+            _ => None,
+        };
+        let mut pull_tick = tokio::time::interval_at(
+            Instant::now() + poll_every.unwrap_or(Duration::from_secs(3600)),
+            poll_every.unwrap_or(Duration::from_secs(3600)),
+        );
         let tick =
             (config.debounce / 4).clamp(Duration::from_millis(5), Duration::from_millis(250));
         let mut debounce_tick = tokio::time::interval(tick);
@@ -280,6 +284,16 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     Metrics::add(&self.inner.metrics.reconciles, 1);
                     for m in self.known_mailboxes().await? {
                         pending.entry(m).or_insert(Pending { first: start, last: start });
+                    }
+                }
+                _ = pull_tick.tick(), if poll_every.is_some() => {
+                    let now = Instant::now();
+                    for m in self.poll_all().await? {
+                        last_heard.insert(m.clone(), now);
+                        pending
+                            .entry(m)
+                            .and_modify(|p| p.last = now)
+                            .or_insert(Pending { first: now, last: now });
                     }
                 }
                 _ = watchdog.tick() => {
@@ -363,15 +377,60 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         Ok(())
     }
 
+    /// How subscriptions deliver: push when a listener is configured, else pull when polling
+    /// is configured, else not at all.
+    fn delivery(&self) -> Option<Delivery> {
+        let config = &self.inner.config;
+        match (&config.push, config.pull_interval) {
+            (Some(push), _) => Some(Delivery::Push {
+                url: push.url.clone(),
+                status_frequency: push.status_frequency,
+            }),
+            (None, Some(every)) => Some(Delivery::Pull {
+                // Exchange drops a pull subscription not polled within its time-out.
+                timeout: (every * 4).max(Duration::from_secs(600)),
+            }),
+            (None, None) => None,
+        }
+    }
+
+    /// Polls the pull subscription of every mailbox; returns the mailboxes with changes.
+    async fn poll_all(&self) -> Result<Vec<MailboxAddress>, SyncError> {
+        let mut changed = Vec::new();
+        for mut state in self.inner.state.mailboxes().await? {
+            let (Some(mailbox), Some(sub)) = (state.mailbox.clone(), state.subscription_id.clone())
+            else {
+                continue;
+            };
+            let watermark = state.watermark.clone().unwrap_or_default();
+            match self.inner.mailboxes.pull(&mailbox, &sub, &watermark).await {
+                Ok(events) => {
+                    if events.watermark.is_some() {
+                        state.watermark = events.watermark;
+                    }
+                    state.last_notification = Some(chrono::Utc::now());
+                    self.inner.state.put_mailbox(state).await?;
+                    if !events.items.is_empty() {
+                        Metrics::add(&self.inner.metrics.events_queued, 1);
+                        changed.push(mailbox);
+                    }
+                }
+                Err(MailboxError::SubscriptionGone(why)) => {
+                    warn!(%mailbox, %why, "pull subscription gone; subscribing again");
+                    self.resubscribe(&mailbox).await?;
+                    changed.push(mailbox);
+                }
+                Err(e) => warn!(%mailbox, error = %e, "polling failed; retried at the next poll"),
+            }
+        }
+        Ok(changed)
+    }
+
     /// Replaces a silent subscription with a new one (without its watermark; the pass that
     /// follows catches up).
     async fn resubscribe(&self, mailbox: &MailboxAddress) -> Result<(), SyncError> {
-        let Some(push) = &self.inner.config.push else {
+        let Some(delivery) = self.delivery() else {
             return Ok(());
-        };
-        let delivery = Delivery::Push {
-            url: push.url.clone(),
-            status_frequency: push.status_frequency,
         };
         match self
             .inner
