@@ -535,3 +535,42 @@ async fn pull_subscription_without_a_listener_finds_the_edit_before_reconciliati
     let _ = stop.send(());
     runner.await.expect("join").expect("run");
 }
+
+#[tokio::test]
+async fn decision_taken_while_the_event_was_lost_is_found_by_recheck() {
+    let h = harness(3, ApprovalPolicy::Approval, quick_sync()).await;
+    h.engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    let (mailbox, task) = h.task_of(2).await;
+    h.edit(&mailbox, &id_of(&task), json!({"PercentComplete": 100}))
+        .await;
+    let report = h
+        .engine
+        .sync_mailbox(&MailboxAddress::new(&mailbox))
+        .await
+        .expect("sync");
+    assert_eq!(report.pending, 1, "{report:?}");
+    let id = updates(&h.host).await[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    // Approved while nobody listens: the event is lost.
+    h.host
+        .approve(&taskbridge::pm::StatusUpdateId(id), "pm")
+        .await
+        .expect("approve");
+    let rechecked = h.engine.recheck_pending().await.expect("recheck");
+    assert_eq!(rechecked, 1);
+    let (_, task) = h.task_of(2).await;
+    assert_eq!(task["PercentComplete"], 100.0);
+    assert_eq!(task["ActualWork"], 480, "the approved values came back");
+    assert_eq!(updates(&h.host).await.len(), 1, "no second status update");
+    let key = AssignmentKey {
+        project: h.project,
+        assignment: AssignmentUid(2),
+    };
+    let row = h.engine.state().assignment(&key).await.unwrap().unwrap();
+    assert_eq!(row.status, SyncStatus::Synced);
+}

@@ -15,7 +15,7 @@ use super::engine::{Engine, Metrics, SyncError};
 use super::mailbox::{Delivery, MailboxError, MailboxStore};
 use super::publish::PublishOptions;
 use crate::pm::{HostEvent, PmHost};
-use crate::state::{MailboxAddress, StateStore};
+use crate::state::{MailboxAddress, StateStore, SyncStatus};
 
 /// A notification, in engine terms: which subscription, up to which watermark, about which
 /// items.
@@ -213,6 +213,21 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         debounce_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         let start = Instant::now();
+        // Catch up with what happened while the connector was not running: a pass for every
+        // mailbox, and the status updates decided meanwhile.
+        for m in self.known_mailboxes().await? {
+            pending.insert(
+                m,
+                Pending {
+                    first: start,
+                    last: start,
+                },
+            );
+        }
+        {
+            let engine = self.clone();
+            tasks.spawn(async move { (None, engine.recheck_pending().await.map(|_| ())) });
+        }
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
@@ -246,9 +261,11 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                         });
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
-                        // Missed host events: every mailbox gets a pass, which maps back
-                        // whatever was decided meanwhile.
-                        warn!(missed = n, "host events missed; reconciling every mailbox");
+                        // Missed host events: decisions taken meanwhile are asked for again,
+                        // and every mailbox gets a pass.
+                        warn!(missed = n, "host events missed; rechecking pending updates");
+                        let engine = self.clone();
+                        tasks.spawn(async move { (None, engine.recheck_pending().await.map(|_| ())) });
                         for m in self.known_mailboxes().await? {
                             pending.entry(m).or_insert(Pending { first: start, last: start });
                         }
@@ -282,6 +299,10 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 }
                 _ = reconcile.tick() => {
                     Metrics::add(&self.inner.metrics.reconciles, 1);
+                    // A decision whose event was lost (taken while the connector was down)
+                    // is found here at the latest.
+                    let engine = self.clone();
+                    tasks.spawn(async move { (None, engine.recheck_pending().await.map(|_| ())) });
                     for m in self.known_mailboxes().await? {
                         pending.entry(m).or_insert(Pending { first: start, last: start });
                     }
@@ -348,6 +369,39 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             }
         }
         Ok(())
+    }
+
+    /// Asks the host again about every status update still pending here.
+    ///
+    /// Host events can be missed (a lagging receiver, a decision taken while the connector was
+    /// down). Hosts answer a resubmitted update with its outcome (the same key, item and change
+    /// key identify it), so submitting again maps back whatever was decided, and leaves the
+    /// rest pending.
+    pub async fn recheck_pending(&self) -> Result<usize, SyncError> {
+        let mut rechecked = 0;
+        for m in self.known_mailboxes().await? {
+            let rows: Vec<_> = self
+                .inner
+                .state
+                .mailbox_assignments(&m)
+                .await?
+                .into_iter()
+                .filter(|r| matches!(r.status, SyncStatus::PendingApproval { .. }))
+                .map(|mut r| {
+                    r.status = SyncStatus::Synced;
+                    r
+                })
+                .collect();
+            if rows.is_empty() {
+                continue;
+            }
+            rechecked += rows.len();
+            let _guard = self.lock(&m).await;
+            let mut report = crate::sync::InboundReport::default();
+            self.process_rows(&m, rows, super::inbound::Mode::Normal, &mut report)
+                .await?;
+        }
+        Ok(rechecked)
     }
 
     async fn known_mailboxes(&self) -> Result<Vec<MailboxAddress>, SyncError> {
