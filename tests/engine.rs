@@ -582,3 +582,108 @@ async fn decision_taken_while_the_event_was_lost_is_found_by_recheck() {
     let row = h.engine.state().assignment(&key).await.unwrap().unwrap();
     assert_eq!(row.status, SyncStatus::Synced);
 }
+
+#[tokio::test]
+async fn invalid_sync_state_is_rebased_on_a_full_pass_without_duplicates_or_deletes() {
+    let h = harness(6, ApprovalPolicy::Auto, quick_sync()).await;
+    h.engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    let mb = MailboxAddress::new(MAILBOXES[0]);
+    h.engine.sync_mailbox(&mb).await.expect("first pass");
+    let (_, task) = h.task_of(1).await;
+    h.edit(MAILBOXES[0], &id_of(&task), json!({"ActualWork": 60}))
+        .await;
+    // The stored state goes bad (a restored backup, a server that forgot it).
+    let mut state = h.engine.state().mailbox(&mb).await.unwrap().unwrap();
+    state.sync_state = Some("H4sIAAAAAAAEAGNgYGBgBGJOAA==".into());
+    h.engine.state().put_mailbox(state).await.unwrap();
+    let writes = h.spy.writes();
+    let report = h.engine.sync_mailbox(&mb).await.expect("rebased pass");
+    assert_eq!(report.applied, 1, "the edit is still found: {report:?}");
+    assert_eq!(report.deleted, 0, "{report:?}");
+    assert_eq!(h.spy.creates.load(std::sync::atomic::Ordering::SeqCst), 6);
+    assert_eq!(h.spy.deletes.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert!(
+        h.spy.writes() <= writes + 1,
+        "only the write-back of the edit"
+    );
+    assert_eq!(h.tasks(MAILBOXES[0]).await.len(), 2, "no duplicate");
+    let state = h.engine.state().mailbox(&mb).await.unwrap().unwrap();
+    assert_ne!(
+        state.sync_state.as_deref(),
+        Some("H4sIAAAAAAAEAGNgYGBgBGJOAA=="),
+        "a fresh state is stored"
+    );
+}
+
+#[tokio::test]
+async fn deleted_in_outlook_with_recreate_comes_back_at_the_next_publish() {
+    let h = harness(
+        3,
+        ApprovalPolicy::Auto,
+        SyncConfig {
+            deleted_task: taskbridge::sync::DeletedTaskRule::Recreate,
+            ..quick_sync()
+        },
+    )
+    .await;
+    h.engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    let (mailbox, task) = h.task_of(3).await;
+    h.delete(&mailbox, &id_of(&task)).await;
+    h.engine
+        .sync_mailbox(&MailboxAddress::new(&mailbox))
+        .await
+        .expect("sync");
+    let again = h
+        .engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    assert_eq!(again.created, 1, "{again:?}");
+    let (_, back) = h.task_of(3).await;
+    assert_ne!(id_of(&back), id_of(&task), "a new item");
+}
+
+#[tokio::test]
+async fn deleted_in_outlook_with_complete_on_pm_reports_the_assignment_done() {
+    let h = harness(
+        3,
+        ApprovalPolicy::Auto,
+        SyncConfig {
+            deleted_task: taskbridge::sync::DeletedTaskRule::CompleteOnPm,
+            ..quick_sync()
+        },
+    )
+    .await;
+    h.engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    let (mailbox, task) = h.task_of(1).await;
+    h.delete(&mailbox, &id_of(&task)).await;
+    let report = h
+        .engine
+        .sync_mailbox(&MailboxAddress::new(&mailbox))
+        .await
+        .expect("sync");
+    assert_eq!(report.applied, 1, "{report:?}");
+    let p = h.host.load_project(h.project).await.unwrap().unwrap();
+    assert_eq!(
+        p.assignment(AssignmentUid(1))
+            .unwrap()
+            .percent_work_complete
+            .get(),
+        100
+    );
+    let again = h
+        .engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    assert_eq!(again.created, 0, "detached after reporting: {again:?}");
+}
