@@ -687,3 +687,43 @@ async fn deleted_in_outlook_with_complete_on_pm_reports_the_assignment_done() {
         .expect("publish");
     assert_eq!(again.created, 0, "detached after reporting: {again:?}");
 }
+
+#[tokio::test]
+async fn journal_of_a_crashed_publish_is_resumed_at_start() {
+    let one_at_a_time = SyncConfig {
+        mailbox_concurrency: 1,
+        ..quick_sync()
+    };
+    let h = harness(9, ApprovalPolicy::Auto, one_at_a_time.clone()).await;
+    // Die right after the first CreateItem reached the server (GetFolder, FindItem, CreateItem).
+    h.spy.crash_after(3, true);
+    let _ = h.engine.publish(h.project, PublishOptions::default()).await;
+    assert!(
+        !h.engine
+            .state()
+            .unfinished_journal()
+            .await
+            .unwrap()
+            .is_empty(),
+        "the interrupted create stays in the journal"
+    );
+    let (engine, _) = engine(&h.sim, &h.host, h.dir.path(), one_at_a_time);
+    let resumed = engine.resume().await.expect("resume");
+    assert!(resumed >= 3, "resumed {resumed}");
+    assert!(
+        engine
+            .state()
+            .unfinished_journal()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let mut tags = Vec::new();
+    for m in MAILBOXES {
+        tags.extend(h.tasks(m).await.iter().filter_map(tag_of));
+    }
+    let n = tags.len();
+    tags.sort();
+    tags.dedup();
+    assert_eq!((n, tags.len()), (9, 9), "every task once");
+}

@@ -226,7 +226,11 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         }
         {
             let engine = self.clone();
-            tasks.spawn(async move { (None, engine.recheck_pending().await.map(|_| ())) });
+            tasks.spawn(async move {
+                let resumed = engine.resume().await;
+                let rechecked = engine.recheck_pending().await;
+                (None, resumed.and(rechecked).map(|_| ()))
+            });
         }
         loop {
             tokio::select! {
@@ -369,6 +373,52 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             }
         }
         Ok(())
+    }
+
+    /// Finishes what a crash interrupted, from the journal of intended writes: projects with
+    /// creates in flight are published again (tagged items are found, never duplicated), and
+    /// mailboxes with updates or deletes in flight get a pass. Returns the entries resumed.
+    pub async fn resume(&self) -> Result<usize, SyncError> {
+        let open = self.inner.state.unfinished_journal().await?;
+        if open.is_empty() {
+            return Ok(0);
+        }
+        let mut projects = std::collections::BTreeSet::new();
+        let mut mailboxes = std::collections::BTreeSet::new();
+        for e in &open {
+            match e.kind {
+                crate::state::WriteKind::Create | crate::state::WriteKind::Delete => {
+                    projects.insert(e.key.project);
+                }
+                crate::state::WriteKind::Update => {
+                    mailboxes.insert(e.mailbox.clone());
+                }
+            }
+        }
+        info!(
+            entries = open.len(),
+            projects = projects.len(),
+            mailboxes = mailboxes.len(),
+            "resuming writes interrupted by a crash"
+        );
+        for p in projects {
+            match self.publish(p, PublishOptions::default()).await {
+                Ok(_) | Err(SyncError::UnknownProject(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        for m in mailboxes {
+            self.sync_mailbox(&m).await?;
+        }
+        // Every interrupted write is settled now (done, found, or redone).
+        self.inner
+            .state
+            .commit(crate::state::Commit {
+                close_journal: open.iter().map(|e| e.id).collect(),
+                ..crate::state::Commit::default()
+            })
+            .await?;
+        Ok(open.len())
     }
 
     /// Asks the host again about every status update still pending here.
