@@ -548,6 +548,47 @@ async fn connection_dropped_mid_request_is_retried_and_succeeds() {
     assert_eq!(reqs[0].reply.as_deref(), Some("Drop"));
 }
 
+/// A CreateItem whose connection dropped may have created its items: sending it again made
+/// every item of the batch twice when the simulator was killed after committing a create
+/// (tests/chaos/crash.rs). The failure goes to the caller, which looks for its tagged items.
+#[tokio::test]
+async fn create_item_is_not_resent_after_a_dropped_connection_or_a_bare_500() {
+    use taskbridge::ews::ops::create_item::{CreateItem, MessageDisposition};
+    use taskbridge::ews::types::Items;
+    use taskbridge::sim::{self, SimConfig};
+    // Every request fails: HTTP 500 without a body or a dropped connection.
+    let mut c = SimConfig::for_tests(&["ann@example.com:pw"]);
+    c.faults.fail = 1.0;
+    let sim = sim::start(c).await.unwrap();
+    let mut cfg = EwsClientConfig::new(sim.url.clone(), Auth::None);
+    cfg.retry.base_delay = Duration::from_millis(1);
+    let client = EwsClient::new(cfg).unwrap();
+    let ctx = CallContext::for_mailbox("ann@example.com");
+    let create = CreateItem {
+        message_disposition: Some(MessageDisposition::SaveOnly),
+        saved_item_folder_id: None,
+        items: Items(Vec::new()),
+    };
+    for n in 1..=10 {
+        let err = client.create_item(&ctx, &create).await.unwrap_err();
+        assert!(
+            matches!(err, Error::Connection(_) | Error::Http { status: 500, .. }),
+            "{err:?}"
+        );
+        assert_eq!(
+            sim.counters()["operations"]["CreateItem"],
+            n,
+            "sent once each"
+        );
+    }
+    // A read is retried up to the attempts allowed.
+    get_tasks(&client, Some("ann@example.com"))
+        .await
+        .unwrap_err();
+    assert_eq!(sim.counters()["operations"]["GetFolder"], 5);
+    sim.shutdown().await;
+}
+
 #[tokio::test]
 async fn ntlm_connection_dropped_mid_request_reauthenticates_and_succeeds() {
     let server = Server::start(ServerAuth::Ntlm).await;

@@ -76,9 +76,10 @@ impl EwsClientConfig {
 ///   fails with [`Error::Throttled`]. A partly throttled response is returned as `Ok`: the caller
 ///   retries its failed items, and the gate makes them wait.
 /// - **Connection errors, time-outs, redirects and 5xx without a SOAP body** are retried with
-///   exponential back-off and jitter, up to `N` attempts. A response that arrived is never sent
-///   again unless it said the request was not run (throttled, or a 401 that one NTLM handshake or
-///   one token refresh repairs).
+///   exponential back-off and jitter, up to `N` attempts, except for operations that are not
+///   [safe to resend](Operation::SAFE_TO_RESEND) (CreateItem): they fail at once, since they may
+///   have run. A response that arrived is never sent again unless it said the request was not
+///   run (throttled, or a 401 that one NTLM handshake or one token refresh repairs).
 /// - **HTTP 500 with a SOAP fault** is [`Error::Fault`]; a 401 is [`Error::Unauthorized`]; TLS
 ///   and certificate failures are [`Error::Tls`] / [`Error::UntrustedCertificate`]. None of these
 ///   is retried.
@@ -293,6 +294,12 @@ impl Inner {
                 Outcome::Transient(err) => {
                     if last {
                         warn!(attempt, error = %err, "transient failure; out of attempts");
+                        return Err(err);
+                    }
+                    if !O::SAFE_TO_RESEND {
+                        // It may have run: sending it again could do it twice (CreateItem
+                        // would make a second item). The caller knows how to look.
+                        warn!(attempt, error = %err, "transient failure; not resent, it may have run");
                         return Err(err);
                     }
                     transient_failures += 1;
