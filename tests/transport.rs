@@ -548,6 +548,42 @@ async fn connection_dropped_mid_request_is_retried_and_succeeds() {
     assert_eq!(reqs[0].reply.as_deref(), Some("Drop"));
 }
 
+/// With one request in flight, none reaches the server inside a back-off window the server
+/// announced, however many callers wait for the slot: the answer closes the gate before the
+/// next caller can send. The simulator counts requests inside its windows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_leaves_between_a_throttle_answer_and_the_gate_closing() {
+    use taskbridge::sim::{self, SimConfig, ThrottleShape};
+    let mut c = SimConfig::for_tests(&["ann@example.com:pw"]);
+    c.faults.throttle = 0.5;
+    c.faults.throttle_shape = Some(ThrottleShape::Fault);
+    c.faults.back_off = Duration::from_millis(20);
+    let sim = sim::start(c).await.unwrap();
+    let mut cfg = EwsClientConfig::new(sim.url.clone(), Auth::None);
+    cfg.limits.total_in_flight = 1;
+    cfg.limits.per_mailbox_in_flight = 1;
+    cfg.retry.max_attempts = 20;
+    let client = EwsClient::new(cfg).unwrap();
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                for _ in 0..40 {
+                    get_tasks(&client, Some("ann@example.com")).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let counters = sim.counters();
+    assert!(counters["throttled"].as_u64() > Some(50), "{counters}");
+    assert_eq!(counters["max_in_flight"], 1, "{counters}");
+    assert_eq!(counters["inside_back_off"], 0, "{counters}");
+    sim.shutdown().await;
+}
+
 /// A CreateItem whose connection dropped may have created its items: sending it again made
 /// every item of the batch twice when the simulator was killed after committing a create
 /// (tests/chaos/crash.rs). The failure goes to the caller, which looks for its tagged items.
