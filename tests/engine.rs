@@ -63,6 +63,27 @@ async fn publish_creates_one_task_per_assignment_and_republish_writes_nothing() 
     }
 }
 
+/// Found while reworking the create path for the chaos suite: the `created` metric added the
+/// mailbox's running total after each batch, so 120 tasks in batches of 50 counted 270.
+#[tokio::test]
+async fn publish_metric_counts_each_created_task_once() {
+    let h = harness(360, ApprovalPolicy::Auto, quick_sync()).await;
+    let report = h
+        .engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    assert_eq!(report.created, 360, "{report:?}");
+    // 120 tasks per mailbox: three create calls each.
+    assert_eq!(h.count("CreateItem"), 9);
+    let created = h
+        .engine
+        .metrics()
+        .created
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(created, 360);
+}
+
 #[tokio::test]
 async fn publish_after_one_pm_change_sends_one_update_with_one_field() {
     let h = harness(20, ApprovalPolicy::Auto, quick_sync()).await;

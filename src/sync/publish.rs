@@ -323,6 +323,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 close_journal: journal,
                 ..Commit::default()
             };
+            let mut created = 0;
             for ((key, desired, state), result) in chunk.iter().zip(results) {
                 let mut s = state.clone();
                 match result {
@@ -342,7 +343,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                         s.attempts = 0;
                         s.last_error = None;
                         s.last_sync = Some(now);
-                        report.created += 1;
+                        created += 1;
                     }
                     Err(f) => {
                         s.attempts += 1;
@@ -353,7 +354,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 }
                 commit.put.push(s);
             }
-            Metrics::add(&self.inner.metrics.created, report.created);
+            report.created += created;
+            Metrics::add(&self.inner.metrics.created, created);
             self.inner.state.commit(commit).await?;
             debug!(batch = chunk.len(), "create batch committed");
         }
