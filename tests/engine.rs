@@ -413,6 +413,37 @@ async fn publish_killed_at_every_step_resumes_without_duplicates_or_gaps() {
     }
 }
 
+/// A CreateItem whose answer was lost may have created its items, and the transport no longer
+/// sends it twice (the chaos suite found duplicates when it did). The same publish looks for
+/// the tagged items, takes them over, and creates nothing twice.
+#[tokio::test]
+async fn create_call_that_lost_its_answer_is_found_and_not_duplicated_in_the_same_publish() {
+    let h = harness(120, ApprovalPolicy::Auto, quick_sync()).await;
+    h.spy
+        .lose_create_answers
+        .store(2, std::sync::atomic::Ordering::SeqCst);
+    let report = h
+        .engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    // One batch of 40 per mailbox; two of them lost their answers.
+    assert_eq!(report.failed, 0, "{report:?}");
+    assert_eq!(report.adopted, 80, "{report:?}");
+    assert_eq!(report.created, 40, "{report:?}");
+    let mut total = 0;
+    for m in MAILBOXES {
+        total += h.tasks(m).await.len();
+    }
+    assert_eq!(total, 120, "no task twice");
+    let again = h
+        .engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish again");
+    assert_eq!(again.unchanged, 120, "{again:?}");
+}
+
 #[tokio::test]
 async fn lost_notifications_are_healed_within_one_reconciliation_interval() {
     // No push at all: only reconciliation finds the edit.
