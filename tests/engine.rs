@@ -63,6 +63,27 @@ async fn publish_creates_one_task_per_assignment_and_republish_writes_nothing() 
     }
 }
 
+/// Found while reworking the create path for the chaos suite: the `created` metric added the
+/// mailbox's running total after each batch, so 120 tasks in batches of 50 counted 270.
+#[tokio::test]
+async fn publish_metric_counts_each_created_task_once() {
+    let h = harness(360, ApprovalPolicy::Auto, quick_sync()).await;
+    let report = h
+        .engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    assert_eq!(report.created, 360, "{report:?}");
+    // 120 tasks per mailbox: three create calls each.
+    assert_eq!(h.count("CreateItem"), 9);
+    let created = h
+        .engine
+        .metrics()
+        .created
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(created, 360);
+}
+
 #[tokio::test]
 async fn publish_after_one_pm_change_sends_one_update_with_one_field() {
     let h = harness(20, ApprovalPolicy::Auto, quick_sync()).await;
@@ -390,6 +411,37 @@ async fn publish_killed_at_every_step_resumes_without_duplicates_or_gaps() {
             assert_eq!(again.unchanged, 12, "step {step}: {again:?}");
         }
     }
+}
+
+/// A CreateItem whose answer was lost may have created its items, and the transport no longer
+/// sends it twice (the chaos suite found duplicates when it did). The same publish looks for
+/// the tagged items, takes them over, and creates nothing twice.
+#[tokio::test]
+async fn create_call_that_lost_its_answer_is_found_and_not_duplicated_in_the_same_publish() {
+    let h = harness(120, ApprovalPolicy::Auto, quick_sync()).await;
+    h.spy
+        .lose_create_answers
+        .store(2, std::sync::atomic::Ordering::SeqCst);
+    let report = h
+        .engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    // One batch of 40 per mailbox; two of them lost their answers.
+    assert_eq!(report.failed, 0, "{report:?}");
+    assert_eq!(report.adopted, 80, "{report:?}");
+    assert_eq!(report.created, 40, "{report:?}");
+    let mut total = 0;
+    for m in MAILBOXES {
+        total += h.tasks(m).await.len();
+    }
+    assert_eq!(total, 120, "no task twice");
+    let again = h
+        .engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish again");
+    assert_eq!(again.unchanged, 120, "{again:?}");
 }
 
 #[tokio::test]

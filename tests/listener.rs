@@ -502,6 +502,21 @@ async fn doctype_entities_and_bombs_get_400() {
     assert_eq!(notify(l.addr(), &l.path, &valid).await.status, 200);
 }
 
+/// Found by the chaos suite (tests/chaos/listener.rs): a notification with a NUL in its
+/// subscription id was decoded and answered as if it were XML. Control characters that XML
+/// does not allow, raw or as character references, are refused like any malformed body.
+#[tokio::test]
+async fn notification_with_control_characters_gets_400() {
+    let l = start(&["sub-1"], 64, |_| {}).await;
+    let valid = notification("sub-1", &["A"], "w");
+    for bad in ["\u{0}", "\u{1b}[2J", "&#1;", "&#x8;"] {
+        let body = valid.replacen("sub-1", &format!("sub-1{bad}"), 1);
+        let resp = notify(l.addr(), &l.path, &body).await;
+        assert_eq!(resp.status, 400, "{bad:?}");
+    }
+    assert_eq!(notify(l.addr(), &l.path, &valid).await.status, 200);
+}
+
 #[tokio::test]
 async fn garbage_and_oversized_heads_are_refused_and_counted() {
     let l = start(&["sub-1"], 8, |_| {}).await;

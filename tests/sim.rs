@@ -1368,6 +1368,43 @@ async fn throttling_comes_in_all_three_wire_shapes() {
 }
 
 #[tokio::test]
+async fn requests_inside_an_announced_back_off_window_are_counted_per_caller() {
+    for shape in [
+        ThrottleShape::Fault,
+        ThrottleShape::Message,
+        ThrottleShape::Http503,
+    ] {
+        let mut c = config();
+        c.auth = AuthMode::Basic;
+        c.faults.throttle = 1.0;
+        c.faults.throttle_shape = Some(shape);
+        // Far longer than the test: the second request is inside the window for sure.
+        c.faults.back_off = Duration::from_secs(600);
+        let h = start(c).await;
+        let svc = Ews::login(&h, "svc@example.com", "svc-pw");
+        let bob = Ews::login(&h, "bob@example.com", "bob-pw");
+        svc.raw(gf_body()).await;
+        let after_one = h.counters();
+        assert_eq!(after_one["inside_back_off"], 0, "{shape:?}: {after_one}");
+        assert_eq!(after_one["back_off"]["svc@example.com"]["announced"], 1);
+        // Another caller was told nothing: its request is not inside a window.
+        bob.raw(gf_body()).await;
+        svc.raw(gf_body()).await;
+        let counters = h.counters();
+        assert_eq!(counters["inside_back_off"], 1, "{shape:?}: {counters}");
+        assert_eq!(
+            counters["back_off"]["svc@example.com"]["inside_window"], 1,
+            "{counters}"
+        );
+        assert_eq!(
+            counters["back_off"]["bob@example.com"]["inside_window"], 0,
+            "{counters}"
+        );
+        h.shutdown().await;
+    }
+}
+
+#[tokio::test]
 async fn max_concurrency_per_mailbox_answers_server_busy() {
     let mut c = config();
     c.faults.max_concurrency = Some(1);

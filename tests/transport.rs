@@ -548,6 +548,83 @@ async fn connection_dropped_mid_request_is_retried_and_succeeds() {
     assert_eq!(reqs[0].reply.as_deref(), Some("Drop"));
 }
 
+/// With one request in flight, none reaches the server inside a back-off window the server
+/// announced, however many callers wait for the slot: the answer closes the gate before the
+/// next caller can send. The simulator counts requests inside its windows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_leaves_between_a_throttle_answer_and_the_gate_closing() {
+    use taskbridge::sim::{self, SimConfig, ThrottleShape};
+    let mut c = SimConfig::for_tests(&["ann@example.com:pw"]);
+    c.faults.throttle = 0.5;
+    c.faults.throttle_shape = Some(ThrottleShape::Fault);
+    c.faults.back_off = Duration::from_millis(20);
+    let sim = sim::start(c).await.unwrap();
+    let mut cfg = EwsClientConfig::new(sim.url.clone(), Auth::None);
+    cfg.limits.total_in_flight = 1;
+    cfg.limits.per_mailbox_in_flight = 1;
+    cfg.retry.max_attempts = 20;
+    let client = EwsClient::new(cfg).unwrap();
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                for _ in 0..40 {
+                    get_tasks(&client, Some("ann@example.com")).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let counters = sim.counters();
+    assert!(counters["throttled"].as_u64() > Some(50), "{counters}");
+    assert_eq!(counters["max_in_flight"], 1, "{counters}");
+    assert_eq!(counters["inside_back_off"], 0, "{counters}");
+    sim.shutdown().await;
+}
+
+/// A CreateItem whose connection dropped may have created its items: sending it again made
+/// every item of the batch twice when the simulator was killed after committing a create
+/// (tests/chaos/crash.rs). The failure goes to the caller, which looks for its tagged items.
+#[tokio::test]
+async fn create_item_is_not_resent_after_a_dropped_connection_or_a_bare_500() {
+    use taskbridge::ews::ops::create_item::{CreateItem, MessageDisposition};
+    use taskbridge::ews::types::Items;
+    use taskbridge::sim::{self, SimConfig};
+    // Every request fails: HTTP 500 without a body or a dropped connection.
+    let mut c = SimConfig::for_tests(&["ann@example.com:pw"]);
+    c.faults.fail = 1.0;
+    let sim = sim::start(c).await.unwrap();
+    let mut cfg = EwsClientConfig::new(sim.url.clone(), Auth::None);
+    cfg.retry.base_delay = Duration::from_millis(1);
+    let client = EwsClient::new(cfg).unwrap();
+    let ctx = CallContext::for_mailbox("ann@example.com");
+    let create = CreateItem {
+        message_disposition: Some(MessageDisposition::SaveOnly),
+        saved_item_folder_id: None,
+        items: Items(Vec::new()),
+    };
+    for n in 1..=10 {
+        let err = client.create_item(&ctx, &create).await.unwrap_err();
+        assert!(
+            matches!(err, Error::Connection(_) | Error::Http { status: 500, .. }),
+            "{err:?}"
+        );
+        assert_eq!(
+            sim.counters()["operations"]["CreateItem"],
+            n,
+            "sent once each"
+        );
+    }
+    // A read is retried up to the attempts allowed.
+    get_tasks(&client, Some("ann@example.com"))
+        .await
+        .unwrap_err();
+    assert_eq!(sim.counters()["operations"]["GetFolder"], 5);
+    sim.shutdown().await;
+}
+
 #[tokio::test]
 async fn ntlm_connection_dropped_mid_request_reauthenticates_and_succeeds() {
     let server = Server::start(ServerAuth::Ntlm).await;

@@ -22,6 +22,13 @@ fn config(server: &Server, auth: Auth) -> EwsClientConfig {
     c
 }
 
+/// The listener secret at the end of a push URL.
+const PUSH_SECRET: &str = "S3cret-PUSH-capability-0123456789";
+
+fn config_url(url: &str) -> EwsClientConfig {
+    EwsClientConfig::new(url, Auth::None)
+}
+
 fn basic(password: &str) -> Auth {
     Auth::Basic {
         user: support::BASIC_USER.into(),
@@ -139,6 +146,42 @@ fn no_secret_appears_in_any_log_line() {
         .unwrap_err();
         tracing::error!(error = %err, debug = ?err, "oauth failure");
 
+        // A push subscription whose URL ends in a secret, to a subscriber that is not there:
+        // the client traces the Subscribe envelope, and the simulator logs the failed
+        // deliveries (both used to show the secret).
+        {
+            use taskbridge::ews::ops::subscribe::{EventTypes, PushSubscriptionRequest, Subscribe};
+            use taskbridge::ews::types::EventType;
+            let mut c = taskbridge::sim::SimConfig::for_tests(&["ann@example.com:pw"]);
+            c.push_time_scale = 0.001;
+            let sim = taskbridge::sim::start(c).await.unwrap();
+            let closed = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let client = EwsClient::new(config_url(&sim.url)).unwrap();
+            let request = Subscribe::Push(PushSubscriptionRequest {
+                folder_ids: Some(FolderIds(vec![BaseFolderId::tasks_of(None)])),
+                event_types: EventTypes {
+                    event_types: vec![EventType::ModifiedEvent],
+                },
+                watermark: None,
+                status_frequency: 1,
+                url: format!("http://127.0.0.1:{closed}/ews/notify/{PUSH_SECRET}"),
+            });
+            client
+                .subscribe(&CallContext::for_mailbox("ann@example.com"), &request)
+                .await
+                .unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while sim.counters()["push_failed"].as_u64() < Some(2) {
+                assert!(std::time::Instant::now() < deadline, "no push attempt");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            sim.shutdown().await;
+        }
+
         let tls = Server::start_tls(ServerAuth::None).await;
         let mut cfg = config(&tls, Auth::None);
         cfg.tls.accept_invalid_certs = true;
@@ -157,6 +200,7 @@ fn no_secret_appears_in_any_log_line() {
         "obtained an OAuth access token",
         "TLS certificate verification is OFF",
         "request envelope",
+        "push delivery failed",
     ] {
         assert!(text.contains(expected), "log lacks {expected:?}");
     }
@@ -172,6 +216,7 @@ fn no_secret_appears_in_any_log_line() {
         support::STATIC_TOKEN,
         support::CLIENT_SECRET,
         "S3cret-ISSUED-token",
+        PUSH_SECRET,
         wrong,
         basic_b64.as_str(),
         "S3cret",

@@ -76,9 +76,10 @@ impl EwsClientConfig {
 ///   fails with [`Error::Throttled`]. A partly throttled response is returned as `Ok`: the caller
 ///   retries its failed items, and the gate makes them wait.
 /// - **Connection errors, time-outs, redirects and 5xx without a SOAP body** are retried with
-///   exponential back-off and jitter, up to `N` attempts. A response that arrived is never sent
-///   again unless it said the request was not run (throttled, or a 401 that one NTLM handshake or
-///   one token refresh repairs).
+///   exponential back-off and jitter, up to `N` attempts, except for operations that are not
+///   [safe to resend](Operation::SAFE_TO_RESEND) (CreateItem): they fail at once, since they may
+///   have run. A response that arrived is never sent again unless it said the request was not
+///   run (throttled, or a 401 that one NTLM handshake or one token refresh repairs).
 /// - **HTTP 500 with a SOAP fault** is [`Error::Fault`]; a 401 is [`Error::Unauthorized`]; TLS
 ///   and certificate failures are [`Error::Tls`] / [`Error::UntrustedCertificate`]. None of these
 ///   is retried.
@@ -260,7 +261,7 @@ impl Inner {
         mailbox: Option<&str>,
         body: Bytes,
     ) -> Result<O::Response, Error> {
-        trace!(body = %String::from_utf8_lossy(&body), "request envelope");
+        trace!(body = %loggable(&body), "request envelope");
         let req = SoapRequest {
             action: O::NAME,
             mailbox,
@@ -293,6 +294,12 @@ impl Inner {
                 Outcome::Transient(err) => {
                     if last {
                         warn!(attempt, error = %err, "transient failure; out of attempts");
+                        return Err(err);
+                    }
+                    if !O::SAFE_TO_RESEND {
+                        // It may have run: sending it again could do it twice (CreateItem
+                        // would make a second item). The caller knows how to look.
+                        warn!(attempt, error = %err, "transient failure; not resent, it may have run");
                         return Err(err);
                     }
                     transient_failures += 1;
@@ -468,6 +475,40 @@ impl Inner {
     }
 }
 
+/// A request envelope as logged at TRACE: the text of every `URL` element (the push URL of a
+/// Subscribe, whose last segment is the listener's secret) is replaced by `***`.
+fn loggable(body: &[u8]) -> std::borrow::Cow<'_, str> {
+    let text = String::from_utf8_lossy(body);
+    if !text.contains("URL>") {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest: &str = &text;
+    while let Some(at) = rest.find("URL>") {
+        let end = at + "URL>".len();
+        // A start tag `<URL>` or `<prefix:URL>`, not an end tag or another name.
+        let start_tag = rest[..at].rfind('<').is_some_and(|lt| {
+            let name = &rest[lt + 1..at];
+            name.is_empty()
+                || name.strip_suffix(':').is_some_and(|prefix| {
+                    !prefix.is_empty()
+                        && prefix
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+                })
+        });
+        out.push_str(&rest[..end]);
+        rest = &rest[end..];
+        if start_tag {
+            let value_end = rest.find('<').unwrap_or(rest.len());
+            out.push_str("***");
+            rest = &rest[value_end..];
+        }
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
+}
+
 fn short_text(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let text = text.trim();
@@ -476,4 +517,32 @@ fn short_text(body: &[u8]) -> String {
         short.push_str("...");
     }
     short
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loggable;
+
+    // Found by the chaos suite: at TRACE the Subscribe envelope showed the push URL with the
+    // listener's secret (tests/chaos/secrets.rs).
+    #[test]
+    fn request_envelope_log_hides_the_push_url_secret() {
+        let body = br#"<m:Subscribe><m:PushSubscriptionRequest><t:StatusFrequency>1</t:StatusFrequency><t:URL>http://tb:8081/ews/notify/S3cret</t:URL></m:PushSubscriptionRequest></m:Subscribe>"#;
+        let logged = loggable(body);
+        assert!(!logged.contains("S3cret"), "{logged}");
+        assert!(logged.contains("<t:URL>***</t:URL>"), "{logged}");
+        assert_eq!(
+            loggable(b"<URL>x</URL><a:URL>y</a:URL>"),
+            "<URL>***</URL><a:URL>***</a:URL>"
+        );
+        // Other elements, and envelopes without a URL, are left alone.
+        assert_eq!(
+            loggable(b"<t:ShortURL>x</t:ShortURL>"),
+            "<t:ShortURL>x</t:ShortURL>"
+        );
+        assert_eq!(
+            loggable(b"<t:Subject>URL> here</t:Subject>"),
+            "<t:Subject>URL> here</t:Subject>"
+        );
+    }
 }

@@ -15,7 +15,7 @@
 //! | DELETE | `/sim/mailboxes/{smtp}/tasks/{id}` | delete (`?move=true`: into Deleted Items) |
 //! | POST | `/sim/mailboxes/{smtp}/tasks/{id}/bump` | new ChangeKey, no field change |
 //! | GET | `/sim/subscriptions` | live subscriptions |
-//! | GET | `/sim/counters` | counters per operation, in flight, throttled, failed, push |
+//! | GET | `/sim/counters` | counters per operation, in flight, throttled, failed, push, requests inside an announced back-off window (per caller) |
 //! | POST | `/sim/counters/reset` | zero the counters |
 //!
 //! A change body is a JSON object of task fields by element name (`{"PercentComplete": 50}`),
@@ -25,6 +25,9 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
@@ -61,6 +64,21 @@ pub struct Counters {
     pub push_dropped: AtomicU64,
     /// Spontaneous change keys (`--spontaneous-changekey`).
     pub spontaneous: AtomicU64,
+    /// Per caller: the back-off windows announced to it and the requests that arrived inside
+    /// one.
+    // A std Mutex: one lookup per request, never held across an await.
+    back_off: Mutex<BTreeMap<String, CallerBackOff>>,
+}
+
+/// What the simulator told one caller about backing off, and whether the caller listened.
+#[derive(Debug, Default)]
+struct CallerBackOff {
+    /// The end of the latest back-off window announced (ErrorServerBusy in any shape).
+    until: Option<Instant>,
+    /// Back-off windows announced.
+    announced: u64,
+    /// Requests that arrived before the window they were told about had passed.
+    inside: u64,
 }
 
 /// Counts a request in flight until dropped.
@@ -80,6 +98,33 @@ impl Counters {
         InFlight(self)
     }
 
+    /// Notes that `caller` told the simulator a request arrived now, and counts it when it is
+    /// inside a back-off window announced to that caller.
+    ///
+    /// Exact for a caller that sends one request at a time: the window starts when the
+    /// simulator decides to throttle, before the caller can possibly know, and ends
+    /// `back_off` later, before the caller (which starts waiting only once it reads the answer)
+    /// may send again. A caller with several requests in flight also has requests counted that
+    /// left before the answer reached it.
+    pub fn arrived(&self, caller: &str) {
+        let now = Instant::now();
+        let mut map = self.back_off.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = map.get_mut(caller)
+            && c.until.is_some_and(|until| now < until)
+        {
+            c.inside += 1;
+        }
+    }
+
+    /// Records that `caller` was told to back off for `back_off` from now.
+    pub fn announced(&self, caller: &str, back_off: Duration) {
+        let until = Instant::now() + back_off;
+        let mut map = self.back_off.lock().unwrap_or_else(|e| e.into_inner());
+        let c = map.entry(caller.to_string()).or_default();
+        c.announced += 1;
+        c.until = Some(c.until.map_or(until, |u| u.max(until)));
+    }
+
     /// Counts one request of `op`.
     pub fn count_op(&self, op: &str) {
         let mut ops = self.ops.lock().unwrap_or_else(|e| e.into_inner());
@@ -96,6 +141,19 @@ impl Counters {
         let ops = self.ops.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let total: u64 = ops.values().sum();
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (back_off, inside) = {
+            let map = self.back_off.lock().unwrap_or_else(|e| e.into_inner());
+            let per_caller: serde_json::Map<String, Value> = map
+                .iter()
+                .map(|(caller, c)| {
+                    (
+                        caller.clone(),
+                        json!({"announced": c.announced, "inside_window": c.inside}),
+                    )
+                })
+                .collect();
+            (per_caller, map.values().map(|c| c.inside).sum::<u64>())
+        };
         json!({
             "requests": total,
             "operations": ops,
@@ -108,6 +166,8 @@ impl Counters {
             "push_failed": get(&self.push_failed),
             "push_dropped": get(&self.push_dropped),
             "spontaneous_changekeys": get(&self.spontaneous),
+            "inside_back_off": inside,
+            "back_off": back_off,
         })
     }
 
@@ -126,6 +186,16 @@ impl Counters {
             &self.spontaneous,
         ] {
             a.store(0, Ordering::Relaxed);
+        }
+        // The windows stay (a caller told to wait is still told); their counts restart.
+        for c in self
+            .back_off
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values_mut()
+        {
+            c.announced = 0;
+            c.inside = 0;
         }
     }
 }

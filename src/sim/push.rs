@@ -319,7 +319,7 @@ async fn deliver_loop(sim: Arc<Sim>, sub: Arc<Sub>) {
                 return;
             }
             Delivery::GaveUp => {
-                tracing::warn!(subscription = %sub.id, %url, "push retries used up StatusFrequency; subscription ended");
+                tracing::warn!(subscription = %sub.id, url = %loggable_url(url), "push retries used up StatusFrequency; subscription ended");
                 sim.subs.remove(sub.id.as_str());
                 return;
             }
@@ -378,7 +378,7 @@ async fn deliver(
                     Duration::from_secs(30) * 2u32.saturating_pow(retry - 1),
                     scale,
                 );
-                tracing::warn!(subscription = %sub.id, %url, error = %e, retry, "push delivery failed");
+                tracing::warn!(subscription = %sub.id, url = %loggable_url(url), error = %e, retry, "push delivery failed");
                 if at > budget {
                     return Delivery::GaveUp;
                 }
@@ -388,6 +388,20 @@ async fn deliver(
                 }
             }
         }
+    }
+}
+
+/// A subscriber's URL as the simulator logs it: subscribers (taskbridge among them) make the
+/// last path segment a secret, so that only Exchange can post to them; it is replaced by `***`,
+/// and any query or user info is left out.
+fn loggable_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => {
+            let path = u.path();
+            let parent = path.rfind('/').map_or("", |i| &path[..i]);
+            format!("{}{parent}/***", u.origin().ascii_serialization())
+        }
+        Err(_) => "(not a URL)".to_string(),
     }
 }
 
@@ -419,7 +433,11 @@ async fn post(
         Ok(r) => r,
         Err(e) => {
             record(0, None);
-            return Err(format!("cannot reach the subscriber: {e}"));
+            // Without the URL: it carries the subscriber's secret (see `loggable_url`).
+            return Err(format!(
+                "cannot reach the subscriber: {}",
+                crate::ews::transport::http::chain(&e.without_url())
+            ));
         }
     };
     let status = resp.status().as_u16();
@@ -434,5 +452,25 @@ async fn post(
             Body::Fault(f) => Err(format!("the subscriber answered a fault: {f}")),
         },
         Err(e) => Err(format!("the subscriber's answer does not read: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loggable_url;
+
+    // Found by the chaos suite: a failed push delivery logged the subscriber's URL, secret
+    // included (tests/chaos/secrets.rs).
+    #[test]
+    fn push_url_in_logs_hides_the_subscriber_secret() {
+        assert_eq!(
+            loggable_url("http://127.0.0.1:8081/ews/notify/5388de7eb49b188e?x=1"),
+            "http://127.0.0.1:8081/ews/notify/***"
+        );
+        assert_eq!(
+            loggable_url("https://user:pw@tb.example.com/S3cret"),
+            "https://tb.example.com/***"
+        );
+        assert_eq!(loggable_url("not a url"), "(not a URL)");
     }
 }

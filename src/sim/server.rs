@@ -385,6 +385,7 @@ async fn ews(
     anchor: Option<&str>,
 ) -> Result<Resp, Dropped> {
     let server = Some(&sim.config.server_version);
+    sim.counters.arrived(caller.name());
     let peek = ops::peek(body, sim.config.max_request_bytes);
     let op = match &peek {
         Ok((_, name)) => name.clone(),
@@ -426,6 +427,8 @@ async fn ews(
             let guard = MailboxGuard(mb.clone());
             if now > max {
                 sim.counters.throttled.fetch_add(1, Ordering::Relaxed);
+                sim.counters
+                    .announced(caller.name(), sim.config.faults.back_off);
                 let bytes =
                     soap::write_fault(server, &Fault::server_busy(sim.config.faults.back_off));
                 record(500, Some(&bytes));
@@ -446,6 +449,18 @@ async fn ews(
         sim.counters.throttled.fetch_add(1, Ordering::Relaxed);
     }
     match throttle {
+        Some(ThrottleShape::Fault | ThrottleShape::Message) => {
+            sim.counters.announced(caller.name(), back_off);
+        }
+        Some(ThrottleShape::Http503) => {
+            sim.counters.announced(
+                caller.name(),
+                Duration::from_secs(retry_after_secs(back_off)),
+            );
+        }
+        None => {}
+    }
+    match throttle {
         Some(ThrottleShape::Fault) => {
             let bytes = soap::write_fault(server, &Fault::server_busy(back_off));
             record(500, Some(&bytes));
@@ -454,10 +469,12 @@ async fn ews(
         Some(ThrottleShape::Http503) => {
             record(503, None);
             let mut r = respond(StatusCode::SERVICE_UNAVAILABLE, "", Bytes::new());
-            let secs = back_off.as_millis().div_ceil(1000).max(1);
             r.headers_mut().insert(
                 header::RETRY_AFTER,
-                secs.to_string().parse().expect("digits"),
+                retry_after_secs(back_off)
+                    .to_string()
+                    .parse()
+                    .expect("digits"),
             );
             return Ok(r);
         }
@@ -497,6 +514,13 @@ async fn ews(
     }
     record(bytes.0.as_u16(), Some(&bytes.1));
     Ok(respond(bytes.0, XML, bytes.1))
+}
+
+/// `Retry-After` is in whole seconds: the back-off rounded up, at least 1.
+fn retry_after_secs(back_off: Duration) -> u64 {
+    u64::try_from(back_off.as_millis().div_ceil(1000))
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 /// Gives a random task of the mailbox a new change key, as Exchange sometimes does by itself.

@@ -10,7 +10,7 @@ use tracing::{debug, info, instrument, warn};
 
 use super::engine::{Engine, Metrics, ProjectView, SyncError, pm_modified};
 use super::inbound::Mode;
-use super::mailbox::{ItemFailure, ItemWrite, MailboxStore};
+use super::mailbox::{ItemFailure, ItemWrite, MailboxError, MailboxStore};
 use super::report::{InboundReport, ItemError, PublishReport};
 use crate::mapping::{MailValues, changed_fields};
 use crate::pm::{AssignmentKey, PmHost, ProjectGuid};
@@ -247,6 +247,11 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
 
     /// Creates tasks, after looking for tasks already tagged with their keys (left by a
     /// publish that died before it recorded them).
+    ///
+    /// A create call that fails as a whole may still have created its items (the connection
+    /// dropped after the server ran it; the transport does not send a CreateItem twice). Its
+    /// items are looked for again, taken over when found and created again when not, up to
+    /// `max_attempts` rounds; after that they are reported failed and the next publish goes on.
     async fn publish_creates(
         &self,
         mailbox: &MailboxAddress,
@@ -255,108 +260,155 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         report: &mut PublishReport,
     ) -> Result<(), SyncError> {
         let store = &self.inner.mailboxes;
-        let tagged: HashMap<AssignmentKey, crate::state::ItemRef> =
-            match store.find_tagged(mailbox, view.project.guid).await {
-                Ok(found) => found.into_iter().collect(),
-                Err(e) => {
-                    for (key, _, _) in &creates {
-                        report.failed += 1;
-                        report.errors.push(item_error(key, mailbox, &e.to_string()));
+        let rounds = self.inner.config.max_attempts.max(1);
+        let mut todo = creates;
+        // Journal entries of calls that failed as a whole: closed once their items were looked
+        // for, since what happened to them is known from then on.
+        let mut uncertain: Vec<i64> = Vec::new();
+        for round in 1..=rounds {
+            let tagged: HashMap<AssignmentKey, crate::state::ItemRef> =
+                match store.find_tagged(mailbox, view.project.guid).await {
+                    Ok(found) => found.into_iter().collect(),
+                    Err(e) => {
+                        for (key, _, _) in &todo {
+                            report.failed += 1;
+                            report.errors.push(item_error(key, mailbox, &e.to_string()));
+                        }
+                        return Ok(());
                     }
-                    return Ok(());
-                }
-            };
-        let (adopt, fresh): (Vec<_>, Vec<_>) = creates
-            .into_iter()
-            .partition(|(key, _, _)| tagged.contains_key(key));
-        if !adopt.is_empty() {
-            report.adopted += adopt.len();
-            info!(
-                count = adopt.len(),
-                "found tasks created before a crash; taking them over"
-            );
-            let rows = adopt
+                };
+            if !uncertain.is_empty() {
+                self.inner
+                    .state
+                    .commit(Commit {
+                        close_journal: std::mem::take(&mut uncertain),
+                        ..Commit::default()
+                    })
+                    .await?;
+            }
+            let (adopt, fresh): (Vec<_>, Vec<_>) = todo
                 .into_iter()
-                .map(|(key, desired, mut s)| {
-                    s.item = tagged.get(&key).cloned();
-                    // Nothing is known of what the item holds: read it, then write the
-                    // fields that differ.
-                    s.baseline = Some(Baseline::new(desired));
-                    s.status = SyncStatus::Synced;
-                    s
-                })
-                .collect();
-            let mut inbound = InboundReport::default();
-            self.process_rows(mailbox, rows, Mode::Adopt, &mut inbound)
-                .await?;
-            report.failed += inbound.failed;
-            report.errors.extend(inbound.errors);
-        }
-        let batch = store.limits().write.max(1);
-        for chunk in fresh.chunks(batch) {
-            let journal = self
-                .inner
-                .state
-                .open_journal(journal_entries(
-                    mailbox,
-                    chunk.iter().map(|c| c.0),
-                    WriteKind::Create,
-                ))
-                .await?;
-            let items: Vec<(AssignmentKey, MailValues)> =
-                chunk.iter().map(|(k, v, _)| (*k, v.clone())).collect();
-            let results = match store.create(mailbox, &items).await {
-                Ok(r) => r,
-                Err(e) => {
-                    // Unknown whether anything was created: the journal stays open, and the
-                    // next publish looks for tagged items before creating again.
-                    warn!(error = %e, "create batch failed");
-                    for (key, _, _) in chunk {
-                        report.failed += 1;
-                        report.errors.push(item_error(key, mailbox, &e.to_string()));
-                    }
-                    continue;
-                }
-            };
-            let now = Utc::now();
-            let mut commit = Commit {
-                close_journal: journal,
-                ..Commit::default()
-            };
-            for ((key, desired, state), result) in chunk.iter().zip(results) {
-                let mut s = state.clone();
-                match result {
-                    Ok(item) => {
-                        s.item = Some(item);
-                        let mut baseline = Baseline::new(desired.clone());
-                        if let Some(unit) = view.unit(key.assignment) {
-                            for e in self.inner.table.entries() {
-                                let at = pm_modified(&unit, e.field).unwrap_or(now);
-                                baseline.pm_changed.insert(e.field, at);
+                .partition(|(key, _, _)| tagged.contains_key(key));
+            if !adopt.is_empty() {
+                self.adopt(mailbox, adopt, &tagged, report).await?;
+            }
+            let mut again = Vec::new();
+            let batch = store.limits().write.max(1);
+            for chunk in fresh.chunks(batch) {
+                let journal = self
+                    .inner
+                    .state
+                    .open_journal(journal_entries(
+                        mailbox,
+                        chunk.iter().map(|c| c.0),
+                        WriteKind::Create,
+                    ))
+                    .await?;
+                let items: Vec<(AssignmentKey, MailValues)> =
+                    chunk.iter().map(|(k, v, _)| (*k, v.clone())).collect();
+                let results = match store.create(mailbox, &items).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        // Unknown whether anything was created: the journal stays open until
+                        // the items are looked for (here, or by the next publish).
+                        let retry = round < rounds
+                            && matches!(
+                                e,
+                                MailboxError::Unavailable(_) | MailboxError::Throttled { .. }
+                            );
+                        if retry {
+                            warn!(error = %e, "create batch failed; looking for what it created before trying again");
+                            uncertain.extend(journal);
+                            again.extend(chunk.iter().cloned());
+                        } else {
+                            warn!(error = %e, "create batch failed");
+                            for (key, _, _) in chunk {
+                                report.failed += 1;
+                                report.errors.push(item_error(key, mailbox, &e.to_string()));
                             }
                         }
-                        s.baseline = Some(baseline);
-                        s.pm_hash = Some(desired.hash());
-                        s.mail_hash = Some(desired.hash());
-                        s.status = SyncStatus::Synced;
-                        s.attempts = 0;
-                        s.last_error = None;
-                        s.last_sync = Some(now);
-                        report.created += 1;
+                        continue;
                     }
-                    Err(f) => {
-                        s.attempts += 1;
-                        s.last_error = Some(f.to_string());
-                        report.failed += 1;
-                        report.errors.push(item_error(key, mailbox, &f.to_string()));
+                };
+                let now = Utc::now();
+                let mut commit = Commit {
+                    close_journal: journal,
+                    ..Commit::default()
+                };
+                let mut created = 0;
+                for ((key, desired, state), result) in chunk.iter().zip(results) {
+                    let mut s = state.clone();
+                    match result {
+                        Ok(item) => {
+                            s.item = Some(item);
+                            let mut baseline = Baseline::new(desired.clone());
+                            if let Some(unit) = view.unit(key.assignment) {
+                                for e in self.inner.table.entries() {
+                                    let at = pm_modified(&unit, e.field).unwrap_or(now);
+                                    baseline.pm_changed.insert(e.field, at);
+                                }
+                            }
+                            s.baseline = Some(baseline);
+                            s.pm_hash = Some(desired.hash());
+                            s.mail_hash = Some(desired.hash());
+                            s.status = SyncStatus::Synced;
+                            s.attempts = 0;
+                            s.last_error = None;
+                            s.last_sync = Some(now);
+                            created += 1;
+                        }
+                        Err(f) => {
+                            s.attempts += 1;
+                            s.last_error = Some(f.to_string());
+                            report.failed += 1;
+                            report.errors.push(item_error(key, mailbox, &f.to_string()));
+                        }
                     }
+                    commit.put.push(s);
                 }
-                commit.put.push(s);
+                report.created += created;
+                Metrics::add(&self.inner.metrics.created, created);
+                self.inner.state.commit(commit).await?;
+                debug!(batch = chunk.len(), "create batch committed");
             }
-            Metrics::add(&self.inner.metrics.created, report.created);
-            self.inner.state.commit(commit).await?;
-            debug!(batch = chunk.len(), "create batch committed");
+            if again.is_empty() {
+                break;
+            }
+            todo = again;
         }
+        Ok(())
+    }
+
+    /// Takes over tasks found tagged with the keys of assignments not yet recorded: their
+    /// content is unknown, so they are read and the fields that differ are written.
+    async fn adopt(
+        &self,
+        mailbox: &MailboxAddress,
+        adopt: Vec<(AssignmentKey, MailValues, AssignmentState)>,
+        tagged: &HashMap<AssignmentKey, crate::state::ItemRef>,
+        report: &mut PublishReport,
+    ) -> Result<(), SyncError> {
+        report.adopted += adopt.len();
+        info!(
+            count = adopt.len(),
+            "found tasks created before a crash or a failed call; taking them over"
+        );
+        let rows = adopt
+            .into_iter()
+            .map(|(key, desired, mut s)| {
+                s.item = tagged.get(&key).cloned();
+                // Nothing is known of what the item holds: read it, then write the
+                // fields that differ.
+                s.baseline = Some(Baseline::new(desired));
+                s.status = SyncStatus::Synced;
+                s
+            })
+            .collect();
+        let mut inbound = InboundReport::default();
+        self.process_rows(mailbox, rows, Mode::Adopt, &mut inbound)
+            .await?;
+        report.failed += inbound.failed;
+        report.errors.extend(inbound.errors);
         Ok(())
     }
 

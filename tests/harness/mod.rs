@@ -343,6 +343,9 @@ pub struct Spy<M> {
     pub budget: Arc<AtomicUsize>,
     /// Whether the crossing call reaches the server.
     pub send_last: Arc<std::sync::atomic::AtomicBool>,
+    /// Create calls that reach the server but whose answer is lost (a dropped connection):
+    /// each one counts down, the process lives on.
+    pub lose_create_answers: Arc<AtomicUsize>,
     table: FieldTable,
 }
 
@@ -357,6 +360,7 @@ impl<M> Spy<M> {
             fetches: Arc::default(),
             budget: Arc::new(AtomicUsize::new(usize::MAX)),
             send_last: Arc::default(),
+            lose_create_answers: Arc::default(),
             table: FieldTable::default(),
         }
     }
@@ -433,7 +437,18 @@ impl<M: MailboxStore + Clone> MailboxStore for Spy<M> {
         items: &[(AssignmentKey, MailValues)],
     ) -> Result<Vec<Result<ItemRef, ItemFailure>>, MailboxError> {
         self.creates.fetch_add(items.len(), Ordering::SeqCst);
-        gated!(self, self.inner.create(mailbox, items))
+        let lose = self
+            .lose_create_answers
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        let result = gated!(self, self.inner.create(mailbox, items));
+        if lose {
+            drop(result);
+            return Err(MailboxError::Unavailable(
+                "connection dropped before the answer".into(),
+            ));
+        }
+        result
     }
 
     async fn update(

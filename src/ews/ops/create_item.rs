@@ -47,7 +47,8 @@ response!(
     "CreateItemResponseMessage",
     ItemsPayload
 );
-operation!(CreateItem => CreateItemResponse);
+// Not resent after a failure that may have reached the server: it would create the items twice.
+operation!(CreateItem => CreateItemResponse, safe_to_resend = false);
 
 #[cfg(test)]
 mod tests {

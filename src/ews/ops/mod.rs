@@ -34,6 +34,11 @@ pub trait Operation: XmlElement + Sealed + Send + Sync {
     const NAME: &'static str;
     /// The body element as written, e.g. `m:GetItem`.
     const BODY: &'static str;
+    /// Whether the transport may send the request again after a failure that leaves unknown
+    /// whether the server ran it (a dropped connection, a time-out, a 5xx without a SOAP
+    /// answer). False for CreateItem: a second CreateItem makes a second item, so the failure
+    /// goes to the caller, which looks for the items it tagged before creating them again.
+    const SAFE_TO_RESEND: bool = true;
     /// The response body type.
     type Response: OperationResponse;
 }
@@ -144,10 +149,14 @@ pub(crate) use response;
 /// Ties a request type to its response and names the operation.
 macro_rules! operation {
     ($request:ident => $response:ident) => {
+        $crate::ews::ops::operation!($request => $response, safe_to_resend = true);
+    };
+    ($request:ident => $response:ident, safe_to_resend = $safe:expr) => {
         impl $crate::ews::ops::Sealed for $request {}
         impl $crate::ews::ops::Operation for $request {
             const NAME: &'static str = stringify!($request);
             const BODY: &'static str = concat!("m:", stringify!($request));
+            const SAFE_TO_RESEND: bool = $safe;
             type Response = $response;
         }
     };

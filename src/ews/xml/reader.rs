@@ -2,8 +2,10 @@
 //!
 //! Everything that parses EWS goes through [`XmlReader`]: it resolves prefixes (so `s:`, `soap:`,
 //! `SOAP-ENV:` and default namespaces all read the same), skips comments, processing instructions
-//! and whitespace, refuses any DOCTYPE (so no entity expansion can happen), and turns every
-//! quick-xml failure into a [`DecodeError`] with a line and column.
+//! and whitespace, refuses any DOCTYPE (so no entity expansion can happen), refuses characters
+//! XML 1.0 does not allow (C0 controls other than tab, line feed and carriage return, raw or as
+//! character references), and turns every quick-xml failure into a [`DecodeError`] with a line
+//! and column.
 
 use std::borrow::Cow;
 
@@ -80,6 +82,16 @@ impl<'i> Element<'i> {
             let value = attr
                 .normalized_value(quick_xml::XmlVersion::Implicit1_0)
                 .map_err(|e| self.bad_attribute(e))?;
+            // Raw control characters were refused up front; a character reference can still
+            // bring one (only a value that changed in normalisation can hold one).
+            if let Cow::Owned(v) = &value
+                && let Some(c) = v.chars().find(|&c| !is_xml_char(c))
+            {
+                return Err(self.bad_attribute(format_args!(
+                    "character U+{:04X} is not allowed in XML",
+                    u32::from(c)
+                )));
+            }
             each(key, value)?;
         }
         Ok(())
@@ -138,6 +150,43 @@ pub struct XmlReader<'i> {
     depth: u32,
     /// The last element read was empty: its declarations go out of scope on the next read.
     pop_after_empty: bool,
+    /// Offset of the first byte that is a control character XML does not allow; reading
+    /// stops with an error there (checked once, up front: quick-xml passes them through).
+    forbidden_at: Option<usize>,
+}
+
+/// Whether `c` is a `Char` of XML 1.0 (5th edition).
+/// See <https://www.w3.org/TR/xml/#charsets>.
+pub(crate) fn is_xml_char(c: char) -> bool {
+    matches!(c,
+        '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
+}
+
+/// The offset of the first C0 control character other than tab, line feed and carriage return.
+///
+/// Eight bytes at a time: a word with no byte below 0x20 (the common case, even for
+/// indented XML, whose line breaks fall in a few words only) costs a handful of operations.
+fn first_forbidden_control(input: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let forbidden = |b: u8| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r');
+    let mut words = input.chunks_exact(8);
+    let mut at = 0;
+    for word in &mut words {
+        let x = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+        // A byte below 0x20 sets its high bit here (the classic "has less than" test).
+        if x.wrapping_sub(ONES * 0x20) & !x & HIGH != 0
+            && let Some(i) = word.iter().position(|&b| forbidden(b))
+        {
+            return Some(at + i);
+        }
+        at += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|&b| forbidden(b))
+        .map(|i| at + i)
 }
 
 impl<'i> XmlReader<'i> {
@@ -155,6 +204,7 @@ impl<'i> XmlReader<'i> {
             bindings: Vec::new(),
             depth: 0,
             pop_after_empty: false,
+            forbidden_at: first_forbidden_control(input),
         }
     }
 
@@ -200,6 +250,14 @@ impl<'i> XmlReader<'i> {
     }
 
     fn read(&mut self) -> Result<(Ns, Event<'i>), DecodeError> {
+        if let Some(at) = self.forbidden_at {
+            let (line, column) = self.line_col(at as u64);
+            return Err(DecodeError::Malformed {
+                line,
+                column,
+                message: format!("character U+{:04X} is not allowed in XML", self.input[at]),
+            });
+        }
         if self.pop_after_empty {
             self.pop_after_empty = false;
             self.pop_bindings(self.depth + 1);
@@ -377,6 +435,12 @@ impl<'i> XmlReader<'i> {
                         },
                         Err(e) => return Err(self.error(e)),
                     };
+                    if !is_xml_char(ch) {
+                        return Err(self.error(format!(
+                            "character reference to U+{:04X}, which XML does not allow",
+                            u32::from(ch)
+                        )));
+                    }
                     let mut buf = [0u8; 4];
                     push_text(&mut out, Cow::Owned(ch.encode_utf8(&mut buf).to_string()));
                 }
@@ -426,4 +490,65 @@ pub fn line_col(input: &[u8], offset: u64) -> (usize, usize) {
         None => end + 1,
     };
     (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The text of the root element of `xml`, or the error.
+    fn root_text(xml: &[u8]) -> Result<String, DecodeError> {
+        let mut r = XmlReader::new(xml);
+        let root = r.root()?;
+        Ok(r.text(root)?.into_owned())
+    }
+
+    fn root_attr(xml: &[u8]) -> Result<Option<String>, DecodeError> {
+        let mut r = XmlReader::new(xml);
+        r.root()?.attr("a")
+    }
+
+    // Found by the chaos suite: a notification whose subscription id held a NUL was decoded
+    // and answered as well-formed (tests/chaos/listener.rs).
+    #[test]
+    fn reader_control_characters_are_refused_raw_or_referenced() {
+        for bad in [
+            &b"<r>a\x00b</r>"[..],
+            b"<r>\x1b[31m</r>",
+            b"<r><![CDATA[\x02]]></r>",
+            b"<r>&#1;</r>",
+            b"<r>&#x1F;</r>",
+            b"<r>&#xFFFE;</r>",
+        ] {
+            let err = root_text(bad).expect_err(&String::from_utf8_lossy(bad));
+            assert!(matches!(err, DecodeError::Malformed { .. }), "{err:?}");
+        }
+        assert!(root_attr(b"<r a=\"x\x01\"/>").is_err());
+        assert!(root_attr(b"<r a=\"x&#1;\"/>").is_err());
+        // The control characters XML allows, and everything else, still read.
+        assert_eq!(
+            root_text("<r>\ta\r\nb &#9;&#xA;&#x10000; \u{FFFD}</r>".as_bytes()).unwrap(),
+            // Line ends are normalised, as XML says.
+            "\ta\nb \t\n\u{10000} \u{FFFD}"
+        );
+        assert_eq!(
+            root_attr(b"<r a=\"x&#32;y\"/>").unwrap().as_deref(),
+            Some("x y")
+        );
+    }
+
+    #[test]
+    fn reader_forbidden_control_is_found_at_every_offset() {
+        for len in 0..40 {
+            for at in 0..len {
+                let mut input = vec![b'a'; len];
+                input[at] = 0x07;
+                assert_eq!(first_forbidden_control(&input), Some(at), "{len} {at}");
+                input[at] = b'\n';
+                assert_eq!(first_forbidden_control(&input), None);
+            }
+        }
+        // Bytes of multi-byte UTF-8 sequences are all >= 0x80.
+        assert_eq!(first_forbidden_control("żółw \u{1F600}\t".as_bytes()), None);
+    }
 }
