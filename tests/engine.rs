@@ -493,6 +493,66 @@ async fn lost_notifications_are_healed_within_one_reconciliation_interval() {
     runner.await.expect("join").expect("run");
 }
 
+/// Found by the chaos suite (the simulator killed while `serve` published): a publish that
+/// could not finish (the server down through every attempt) was never tried again, so tasks
+/// stayed missing until a restart. Reconciliation publishes every project again.
+#[tokio::test]
+async fn publish_cut_short_by_an_unreachable_server_is_finished_by_the_next_reconciliation() {
+    let h = harness(
+        12,
+        ApprovalPolicy::Auto,
+        SyncConfig {
+            reconcile_interval: Duration::from_millis(300),
+            ..quick_sync()
+        },
+    )
+    .await;
+    // The server is down for the whole first publish.
+    h.spy.crash_after(0, false);
+    let report = h
+        .engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    assert_eq!(report.failed, 12, "{report:?}");
+    // It is back; nobody publishes by hand.
+    h.spy
+        .budget
+        .store(usize::MAX, std::sync::atomic::Ordering::SeqCst);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let engine = h.engine.clone();
+    let runner = tokio::spawn(async move {
+        engine
+            .run(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut total = 0;
+        for m in MAILBOXES {
+            total += h.tasks(m).await.len();
+        }
+        if total == 12 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the publish was never finished ({total} tasks)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop.send(());
+    runner.await.expect("join").expect("run");
+    let again = h
+        .engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish again");
+    assert_eq!(again.unchanged, 12, "{again:?}");
+}
+
 #[tokio::test]
 async fn outlook_edit_merged_into_our_write_is_still_taken() {
     // Exchange merges a write with a stale change key into an item when the properties do not

@@ -295,6 +295,12 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             let mut again = Vec::new();
             let batch = store.limits().write.max(1);
             for chunk in fresh.chunks(batch) {
+                if !again.is_empty() {
+                    // The server just failed a call: the rest waits for the next round
+                    // rather than meet the same fate.
+                    again.extend(chunk.iter().cloned());
+                    continue;
+                }
                 let journal = self
                     .inner
                     .state
