@@ -413,6 +413,42 @@ async fn publish_killed_at_every_step_resumes_without_duplicates_or_gaps() {
     }
 }
 
+/// Found by the chaos suite (the simulator killed while `serve` published, a user editing the
+/// new tasks): a task created just before a crash, then edited by its owner, was taken over
+/// with the PM values written over the edit, so the edit never reached the PM side. Taken-over
+/// tasks are decided like any other, against a baseline that knows nothing: the owner's later
+/// edit wins by the policy (newer wins).
+#[tokio::test]
+async fn owner_edit_of_a_task_created_before_a_crash_survives_its_takeover() {
+    let h = harness(1, ApprovalPolicy::Auto, quick_sync()).await;
+    // GetFolder, FindItem, CreateItem: the create reaches the server, then the process dies.
+    h.spy.crash_after(3, true);
+    let _ = h.engine.publish(h.project, PublishOptions::default()).await;
+    let (mailbox, task) = h.task_of(1).await;
+    h.edit(&mailbox, &id_of(&task), json!({"PercentComplete": 50}))
+        .await;
+    let (engine, _) = engine(&h.sim, &h.host, h.dir.path(), quick_sync());
+    let report = engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish after restart");
+    assert_eq!(report.adopted, 1, "{report:?}");
+    assert_eq!(report.failed, 0, "{report:?}");
+    let p = h.host.load_project(h.project).await.unwrap().unwrap();
+    let a = p.assignment(AssignmentUid(1)).unwrap();
+    assert_eq!(
+        a.percent_work_complete.get(),
+        50,
+        "the edit reached the PM side"
+    );
+    let (_, task) = h.task_of(1).await;
+    assert_eq!(task["PercentComplete"], 50.0);
+    assert_eq!(task["ActualWork"], 240);
+    assert_eq!(updates(&h.host).await.len(), 1);
+    // A task nobody touched is taken over without a write or a status update (see
+    // publish_killed_at_every_step_resumes_without_duplicates_or_gaps).
+}
+
 /// A CreateItem whose answer was lost may have created its items, and the transport no longer
 /// sends it twice (the chaos suite found duplicates when it did). The same publish looks for
 /// the tagged items, takes them over, and creates nothing twice.

@@ -23,7 +23,7 @@ use super::mailbox::{
 };
 use super::publish::{item_error, journal_entries};
 use super::report::InboundReport;
-use crate::mapping::{MailField, changed_fields, owner_zone};
+use crate::mapping::{MailField, MailValues, changed_fields, owner_zone};
 use crate::pm::{
     AssignmentField, AssignmentKey, FieldChange, FieldValue, Percent, PmHost, StatusUpdate,
     UpdateOutcome, UpdateSource,
@@ -38,8 +38,8 @@ use crate::state::{
 pub(crate) enum Mode {
     /// Decide field by field against the baseline.
     Normal,
-    /// The item was found tagged after a crash: its content is unknown, make it show the PM
-    /// values (fields that differ are written).
+    /// The item was found tagged after a crash: what it held when created is unknown, so
+    /// every field the two sides disagree on is decided by the policy.
     Adopt,
     /// The status manager rejected the mailbox's values: restore the PM values everywhere.
     Restore,
@@ -298,8 +298,31 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     |f| pm_modified(&unit, f),
                     config.policy,
                 ),
-                // Adopted and restored items take the PM values in every field.
-                Mode::Adopt | Mode::Restore => table
+                // Nothing is known of what a taken-over item held when it was created, nor of
+                // who changed it since: every field the two sides disagree on is settled by the
+                // policy (an owner's edit after the create is newer than the PM's value); fields
+                // they agree on are kept, without a record.
+                Mode::Adopt => decide(
+                    &table,
+                    &Baseline::new(MailValues::empty(pm.zone)),
+                    &pm,
+                    &mail,
+                    item.modified_at,
+                    |f| pm_modified(&unit, f),
+                    config.policy,
+                )
+                .into_iter()
+                .map(|d| match d.verdict {
+                    Verdict::Converged => super::decide::FieldDecision {
+                        verdict: Verdict::Keep,
+                        rule: None,
+                        ..d
+                    },
+                    _ => d,
+                })
+                .collect(),
+                // Restored items take the PM values in every field.
+                Mode::Restore => table
                     .entries()
                     .iter()
                     .map(|e| super::decide::FieldDecision {
@@ -309,7 +332,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                         } else {
                             Verdict::WriteMail
                         },
-                        rule: (mode == Mode::Restore).then_some(DecisionRule::Rejected),
+                        rule: Some(DecisionRule::Rejected),
                         winner: Side::Pm,
                     })
                     .collect(),
