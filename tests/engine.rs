@@ -413,6 +413,83 @@ async fn publish_killed_at_every_step_resumes_without_duplicates_or_gaps() {
     }
 }
 
+/// Found by the chaos suite (a mailbox over its quota): an item parked because its write-back
+/// was refused for good was tried again on every pass of its mailbox, with its attempts growing
+/// past the bound and the mailbox's sync state held back. A parked item waits: the passes skip
+/// it until it changes again, and the reconciliation's publish tries the write once per interval.
+#[tokio::test]
+async fn parked_item_is_not_retried_on_every_pass_and_the_next_publish_finishes_it() {
+    let h = harness(6, ApprovalPolicy::Auto, quick_sync()).await;
+    h.engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    let (mailbox, task) = h.task_of(1).await;
+    let quota = |exceeded: bool| {
+        let url = format!("{}mailboxes/{mailbox}/quota", h.sim.admin_url);
+        let http = h.http.clone();
+        async move {
+            let r = http
+                .put(url)
+                .json(&json!({ "exceeded": exceeded }))
+                .send()
+                .await
+                .expect("admin");
+            assert!(r.status().is_success());
+        }
+    };
+    quota(true).await;
+    h.edit(&mailbox, &id_of(&task), json!({"PercentComplete": 50}))
+        .await;
+    let address = MailboxAddress::new(&mailbox);
+    let report = h.engine.sync_mailbox(&address).await.expect("pass");
+    assert_eq!(report.applied, 1, "{report:?}");
+    assert_eq!(report.failed, 1, "{report:?}");
+    let key = AssignmentKey {
+        project: h.project,
+        assignment: AssignmentUid(1),
+    };
+    let row = h.engine.state().assignment(&key).await.unwrap().unwrap();
+    assert_eq!(row.status.name(), "parked", "{row:?}");
+    let attempts = row.attempts;
+    // The edit reached the PM side all the same.
+    let p = h.host.load_project(h.project).await.unwrap().unwrap();
+    assert_eq!(
+        p.assignment(AssignmentUid(1))
+            .unwrap()
+            .percent_work_complete
+            .get(),
+        50
+    );
+    // More passes (another task of the mailbox changes): the parked item is not written again.
+    let (_, other) = h.task_of(4).await;
+    let writes = h.count("UpdateItem");
+    for _ in 0..3 {
+        h.bump(&mailbox, &id_of(&other)).await;
+        h.engine.sync_mailbox(&address).await.expect("pass");
+    }
+    assert_eq!(
+        h.count("UpdateItem"),
+        writes,
+        "the parked item was written again"
+    );
+    let row = h.engine.state().assignment(&key).await.unwrap().unwrap();
+    assert_eq!(row.attempts, attempts);
+    // The quota is cleared; the reconciliation's publish writes what is still due.
+    quota(false).await;
+    let report = h
+        .engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    assert_eq!(report.updated, 1, "{report:?}");
+    let row = h.engine.state().assignment(&key).await.unwrap().unwrap();
+    assert_eq!(row.status.name(), "synced", "{row:?}");
+    let (_, task) = h.task_of(1).await;
+    assert_eq!(task["PercentComplete"], 50.0);
+    assert_eq!(task["ActualWork"], 240);
+}
+
 /// Found by the chaos suite (the simulator killed while `serve` published, a user editing the
 /// new tasks): a task created just before a crash, then edited by its owner, was taken over
 /// with the PM values written over the edit, so the edit never reached the PM side. Taken-over

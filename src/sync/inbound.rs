@@ -163,8 +163,9 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         self.process_rows(mailbox, todo, Mode::Normal, &mut report)
             .await?;
         // Advance only when nothing needs another look: the same page is read again otherwise,
-        // and items already handled are skipped by their change keys.
-        if report.failed == 0 {
+        // and items already handled are skipped by their change keys. Parked items wait for
+        // the reconciliation's publish instead.
+        if report.failed == report.parked {
             state.sync_state = sync_state;
             if full_pass {
                 state.last_reconcile = Some(Utc::now());
@@ -530,6 +531,28 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                                 reason: f.to_string(),
                             };
                             Metrics::add(&self.inner.metrics.parked, 1);
+                            // The version read is taken (its edits went to the PM side): the
+                            // passes skip it until it changes again, and what must still be
+                            // written waits for the reconciliation's publish, which finds the
+                            // baseline (what the item shows) behind the PM values. Not every
+                            // pass of the mailbox tries it again, and its sync state moves on.
+                            let mut baseline = base.clone();
+                            let mut values = mail.clone();
+                            for f in &conflicts {
+                                copy_field(&mut values, &base.values, *f);
+                            }
+                            for f in changed_fields(&base.values, &mail) {
+                                if let Some(at) = item.modified_at {
+                                    baseline.mail_changed.insert(f, at);
+                                }
+                            }
+                            baseline.values = values;
+                            row.baseline = Some(baseline);
+                            row.item = Some(item.item.clone());
+                            row.pm_hash = Some(target_pm.hash());
+                            row.mail_hash = Some(mail.hash());
+                            row.last_sync = Some(now);
+                            report.parked += 1;
                         }
                         report.failed += 1;
                         report
