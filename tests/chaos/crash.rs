@@ -15,15 +15,16 @@ use crate::support::*;
 const ASSIGNMENTS: usize = 2000;
 const KILLS: usize = 20;
 
-/// The workspace, simulator and project of both tests: ten mailboxes of 200 tasks, written in
-/// batches of 10, two mailboxes at a time, with 40 ms added to every EWS request, so that a
-/// publish takes long enough to be killed 20 times in the middle.
+/// The workspace, simulator and project of the three tests: ten mailboxes of 200 tasks,
+/// written in batches of 10, two mailboxes at a time, with 100 ms added to every EWS request.
+/// The latency alone makes a publish last at least 10 s (100 rounds of two batches), longer
+/// than the 20 kills take (at most 20 x 450 ms of running), however fast the machine.
 async fn setup(name: &str, seed: u128) -> (Workspace, SimProc, Vec<String>, ProjectGuid) {
     let mut ws = Workspace::new("debug");
     ws.set_env("TASKBRIDGE_EXCHANGE_BATCH_SIZE", 10);
     ws.set_env("TASKBRIDGE_SYNC_MAILBOX_CONCURRENCY", 2);
     let boxes = mailboxes(10);
-    let sim = SimProc::start(&ws, &boxes, &["--latency", "40"]);
+    let sim = SimProc::start(&ws, &boxes, &["--latency", "100"]);
     let guid = ProjectGuid(Uuid::from_u128(seed));
     let imported = ws.import(&project_json(guid, ASSIGNMENTS, &boxes)).await;
     assert_eq!(imported, guid);
