@@ -413,6 +413,119 @@ async fn publish_killed_at_every_step_resumes_without_duplicates_or_gaps() {
     }
 }
 
+/// Found by the chaos suite (a mailbox over its quota): an item parked because its write-back
+/// was refused for good was tried again on every pass of its mailbox, with its attempts growing
+/// past the bound and the mailbox's sync state held back. A parked item waits: the passes skip
+/// it until it changes again, and the reconciliation's publish tries the write once per interval.
+#[tokio::test]
+async fn parked_item_is_not_retried_on_every_pass_and_the_next_publish_finishes_it() {
+    let h = harness(6, ApprovalPolicy::Auto, quick_sync()).await;
+    h.engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    let (mailbox, task) = h.task_of(1).await;
+    let quota = |exceeded: bool| {
+        let url = format!("{}mailboxes/{mailbox}/quota", h.sim.admin_url);
+        let http = h.http.clone();
+        async move {
+            let r = http
+                .put(url)
+                .json(&json!({ "exceeded": exceeded }))
+                .send()
+                .await
+                .expect("admin");
+            assert!(r.status().is_success());
+        }
+    };
+    quota(true).await;
+    h.edit(&mailbox, &id_of(&task), json!({"PercentComplete": 50}))
+        .await;
+    let address = MailboxAddress::new(&mailbox);
+    let report = h.engine.sync_mailbox(&address).await.expect("pass");
+    assert_eq!(report.applied, 1, "{report:?}");
+    assert_eq!(report.failed, 1, "{report:?}");
+    let key = AssignmentKey {
+        project: h.project,
+        assignment: AssignmentUid(1),
+    };
+    let row = h.engine.state().assignment(&key).await.unwrap().unwrap();
+    assert_eq!(row.status.name(), "parked", "{row:?}");
+    let attempts = row.attempts;
+    // The edit reached the PM side all the same.
+    let p = h.host.load_project(h.project).await.unwrap().unwrap();
+    assert_eq!(
+        p.assignment(AssignmentUid(1))
+            .unwrap()
+            .percent_work_complete
+            .get(),
+        50
+    );
+    // More passes (another task of the mailbox changes): the parked item is not written again.
+    let (_, other) = h.task_of(4).await;
+    let writes = h.count("UpdateItem");
+    for _ in 0..3 {
+        h.bump(&mailbox, &id_of(&other)).await;
+        h.engine.sync_mailbox(&address).await.expect("pass");
+    }
+    assert_eq!(
+        h.count("UpdateItem"),
+        writes,
+        "the parked item was written again"
+    );
+    let row = h.engine.state().assignment(&key).await.unwrap().unwrap();
+    assert_eq!(row.attempts, attempts);
+    // The quota is cleared; the reconciliation's publish writes what is still due.
+    quota(false).await;
+    let report = h
+        .engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    assert_eq!(report.updated, 1, "{report:?}");
+    let row = h.engine.state().assignment(&key).await.unwrap().unwrap();
+    assert_eq!(row.status.name(), "synced", "{row:?}");
+    let (_, task) = h.task_of(1).await;
+    assert_eq!(task["PercentComplete"], 50.0);
+    assert_eq!(task["ActualWork"], 240);
+}
+
+/// Found by the chaos suite (the simulator killed while `serve` published, a user editing the
+/// new tasks): a task created just before a crash, then edited by its owner, was taken over
+/// with the PM values written over the edit, so the edit never reached the PM side. Taken-over
+/// tasks are decided like any other, against a baseline that knows nothing: the owner's later
+/// edit wins by the policy (newer wins).
+#[tokio::test]
+async fn owner_edit_of_a_task_created_before_a_crash_survives_its_takeover() {
+    let h = harness(1, ApprovalPolicy::Auto, quick_sync()).await;
+    // GetFolder, FindItem, CreateItem: the create reaches the server, then the process dies.
+    h.spy.crash_after(3, true);
+    let _ = h.engine.publish(h.project, PublishOptions::default()).await;
+    let (mailbox, task) = h.task_of(1).await;
+    h.edit(&mailbox, &id_of(&task), json!({"PercentComplete": 50}))
+        .await;
+    let (engine, _) = engine(&h.sim, &h.host, h.dir.path(), quick_sync());
+    let report = engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish after restart");
+    assert_eq!(report.adopted, 1, "{report:?}");
+    assert_eq!(report.failed, 0, "{report:?}");
+    let p = h.host.load_project(h.project).await.unwrap().unwrap();
+    let a = p.assignment(AssignmentUid(1)).unwrap();
+    assert_eq!(
+        a.percent_work_complete.get(),
+        50,
+        "the edit reached the PM side"
+    );
+    let (_, task) = h.task_of(1).await;
+    assert_eq!(task["PercentComplete"], 50.0);
+    assert_eq!(task["ActualWork"], 240);
+    assert_eq!(updates(&h.host).await.len(), 1);
+    // A task nobody touched is taken over without a write or a status update (see
+    // publish_killed_at_every_step_resumes_without_duplicates_or_gaps).
+}
+
 /// A CreateItem whose answer was lost may have created its items, and the transport no longer
 /// sends it twice (the chaos suite found duplicates when it did). The same publish looks for
 /// the tagged items, takes them over, and creates nothing twice.
@@ -491,6 +604,66 @@ async fn lost_notifications_are_healed_within_one_reconciliation_interval() {
     }
     let _ = stop.send(());
     runner.await.expect("join").expect("run");
+}
+
+/// Found by the chaos suite (the simulator killed while `serve` published): a publish that
+/// could not finish (the server down through every attempt) was never tried again, so tasks
+/// stayed missing until a restart. Reconciliation publishes every project again.
+#[tokio::test]
+async fn publish_cut_short_by_an_unreachable_server_is_finished_by_the_next_reconciliation() {
+    let h = harness(
+        12,
+        ApprovalPolicy::Auto,
+        SyncConfig {
+            reconcile_interval: Duration::from_millis(300),
+            ..quick_sync()
+        },
+    )
+    .await;
+    // The server is down for the whole first publish.
+    h.spy.crash_after(0, false);
+    let report = h
+        .engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    assert_eq!(report.failed, 12, "{report:?}");
+    // It is back; nobody publishes by hand.
+    h.spy
+        .budget
+        .store(usize::MAX, std::sync::atomic::Ordering::SeqCst);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let engine = h.engine.clone();
+    let runner = tokio::spawn(async move {
+        engine
+            .run(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut total = 0;
+        for m in MAILBOXES {
+            total += h.tasks(m).await.len();
+        }
+        if total == 12 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the publish was never finished ({total} tasks)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop.send(());
+    runner.await.expect("join").expect("run");
+    let again = h
+        .engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish again");
+    assert_eq!(again.unchanged, 12, "{again:?}");
 }
 
 #[tokio::test]

@@ -650,6 +650,58 @@ async fn batches_answer_per_item_and_delete_needs_task_occurrences() {
 }
 
 #[tokio::test]
+async fn mailbox_over_quota_refuses_creates_and_updates_until_cleared() {
+    let h = start(config()).await;
+    let ews = Ews::new(&h);
+    let a = ews.create(ANN, tagged("a", "p:a")).await;
+    let _: serde_json::Value = admin(
+        &h,
+        "PUT",
+        &format!("mailboxes/{ANN}/quota"),
+        Some(serde_json::json!({"exceeded": true})),
+    )
+    .await;
+    let m = ews
+        .update(
+            ANN,
+            a.clone(),
+            ConflictResolution::AlwaysOverwrite,
+            vec![set_subject("b")],
+        )
+        .await;
+    assert_eq!(m.code().as_str(), "ErrorQuotaExceeded");
+    let r = ews
+        .call(
+            Some(ANN),
+            &CreateItem {
+                message_disposition: Some(MessageDisposition::SaveOnly),
+                saved_item_folder_id: None,
+                items: Items(vec![Item::task(tagged("c", "p:c"))]),
+            },
+        )
+        .await
+        .expect("no fault");
+    assert_eq!(r.response_messages[0].code().as_str(), "ErrorQuotaExceeded");
+    let _: serde_json::Value = admin(
+        &h,
+        "PUT",
+        &format!("mailboxes/{ANN}/quota"),
+        Some(serde_json::json!({"exceeded": false})),
+    )
+    .await;
+    let m = ews
+        .update(
+            ANN,
+            a,
+            ConflictResolution::AlwaysOverwrite,
+            vec![set_subject("b")],
+        )
+        .await;
+    assert_eq!(m.code(), ResponseCode::NoError);
+    h.shutdown().await;
+}
+
+#[tokio::test]
 async fn find_item_by_extended_property_with_paging() {
     let h = start(config()).await;
     let ews = Ews::new(&h);
@@ -1047,6 +1099,7 @@ async fn admin<T: serde::de::DeserializeOwned>(
         "GET" => client.get(&url),
         "POST" => client.post(&url),
         "PATCH" => client.patch(&url),
+        "PUT" => client.put(&url),
         "DELETE" => client.delete(&url),
         other => panic!("method {other}"),
     };

@@ -95,7 +95,8 @@ policy = "newer-wins"
 # Quiet time after a notification before the mailbox is read, and the longest wait.
 debounce_ms = 2000
 max_debounce_ms = 10000
-# Every mailbox is reconciled this often (heals lost notifications).
+# Every mailbox is reconciled and every project published again this often (heals lost
+# notifications and publishes that could not finish).
 reconcile_interval_secs = 900
 # A task deleted in Outlook: detach, recreate or complete-on-pm.
 deleted_task = "detach"

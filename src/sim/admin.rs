@@ -14,6 +14,7 @@
 //! | PATCH | `/sim/mailboxes/{smtp}/tasks/{id}` | change fields as the owner (`null` deletes) |
 //! | DELETE | `/sim/mailboxes/{smtp}/tasks/{id}` | delete (`?move=true`: into Deleted Items) |
 //! | POST | `/sim/mailboxes/{smtp}/tasks/{id}/bump` | new ChangeKey, no field change |
+//! | PUT | `/sim/mailboxes/{smtp}/quota` | `{"exceeded": true}`: every create and update in the mailbox fails with ErrorQuotaExceeded until `false` |
 //! | GET | `/sim/subscriptions` | live subscriptions |
 //! | GET | `/sim/counters` | counters per operation, in flight, throttled, failed, push, requests inside an announced back-off window (per caller) |
 //! | POST | `/sim/counters/reset` | zero the counters |
@@ -239,6 +240,27 @@ pub(crate) async fn handle(sim: &Sim, req: Request<Incoming>) -> Resp {
             json_resp(StatusCode::OK, &sim.counters.snapshot())
         }
         (Method::GET, ["sim", "subscriptions"]) => subscriptions(sim),
+        (Method::PUT, ["sim", "mailboxes", smtp, "quota"]) => {
+            let Some(mb) = sim.store.by_smtp(smtp) else {
+                return error(StatusCode::NOT_FOUND, &format!("no mailbox {smtp}"));
+            };
+            match serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v["exceeded"].as_bool())
+            {
+                Some(exceeded) => {
+                    mb.quota_exceeded.store(exceeded, Ordering::SeqCst);
+                    json_resp(
+                        StatusCode::OK,
+                        &json!({"smtp": mb.smtp, "quota_exceeded": exceeded}),
+                    )
+                }
+                None => error(
+                    StatusCode::BAD_REQUEST,
+                    "the body is {\"exceeded\": true|false}",
+                ),
+            }
+        }
         (_, ["sim", "mailboxes", smtp, "tasks", rest @ ..]) => {
             let Some(mb) = sim.store.by_smtp(smtp).cloned() else {
                 return error(StatusCode::NOT_FOUND, &format!("no mailbox {smtp}"));
@@ -292,6 +314,7 @@ fn routes() -> Value {
             "PATCH /sim/mailboxes/{smtp}/tasks/{id}",
             "DELETE /sim/mailboxes/{smtp}/tasks/{id}[?move=true]",
             "POST /sim/mailboxes/{smtp}/tasks/{id}/bump",
+            "PUT /sim/mailboxes/{smtp}/quota",
             "GET /sim/subscriptions",
             "GET /sim/counters",
             "POST /sim/counters/reset",

@@ -11,7 +11,7 @@
 //! UpdateItem tells a real conflict from a stale key.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
@@ -246,6 +246,9 @@ pub struct Mailbox {
     pub head: watch::Sender<u64>,
     /// Requests currently working on this mailbox (for `--max-concurrency`).
     pub in_flight: AtomicU32,
+    /// Set through the admin API: the mailbox is over its size quota, so every create and
+    /// update in it fails with ErrorQuotaExceeded until it is cleared (not persisted).
+    pub quota_exceeded: AtomicBool,
 }
 
 impl Mailbox {
@@ -263,6 +266,7 @@ impl Mailbox {
             }),
             head: watch::Sender::new(0),
             in_flight: AtomicU32::new(0),
+            quota_exceeded: AtomicBool::new(false),
         }
     }
 

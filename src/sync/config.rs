@@ -43,7 +43,9 @@ pub struct SyncConfig {
     pub debounce: Duration,
     /// Longest a mailbox waits under a stream of notifications before it is read anyway.
     pub max_debounce: Duration,
-    /// Between reconciliation passes of every mailbox (heals lost notifications).
+    /// Between reconciliation passes: every mailbox is read (heals lost notifications) and
+    /// every project published again (finishes what a failed publish left; an unchanged
+    /// project sends nothing).
     pub reconcile_interval: Duration,
     /// A task deleted in Outlook.
     pub deleted_task: DeletedTaskRule,

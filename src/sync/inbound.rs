@@ -23,7 +23,7 @@ use super::mailbox::{
 };
 use super::publish::{item_error, journal_entries};
 use super::report::InboundReport;
-use crate::mapping::{MailField, changed_fields, owner_zone};
+use crate::mapping::{MailField, MailValues, changed_fields, owner_zone};
 use crate::pm::{
     AssignmentField, AssignmentKey, FieldChange, FieldValue, Percent, PmHost, StatusUpdate,
     UpdateOutcome, UpdateSource,
@@ -38,8 +38,8 @@ use crate::state::{
 pub(crate) enum Mode {
     /// Decide field by field against the baseline.
     Normal,
-    /// The item was found tagged after a crash: its content is unknown, make it show the PM
-    /// values (fields that differ are written).
+    /// The item was found tagged after a crash: what it held when created is unknown, so
+    /// every field the two sides disagree on is decided by the policy.
     Adopt,
     /// The status manager rejected the mailbox's values: restore the PM values everywhere.
     Restore,
@@ -163,8 +163,9 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         self.process_rows(mailbox, todo, Mode::Normal, &mut report)
             .await?;
         // Advance only when nothing needs another look: the same page is read again otherwise,
-        // and items already handled are skipped by their change keys.
-        if report.failed == 0 {
+        // and items already handled are skipped by their change keys. Parked items wait for
+        // the reconciliation's publish instead.
+        if report.failed == report.parked {
             state.sync_state = sync_state;
             if full_pass {
                 state.last_reconcile = Some(Utc::now());
@@ -298,8 +299,31 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     |f| pm_modified(&unit, f),
                     config.policy,
                 ),
-                // Adopted and restored items take the PM values in every field.
-                Mode::Adopt | Mode::Restore => table
+                // Nothing is known of what a taken-over item held when it was created, nor of
+                // who changed it since: every field the two sides disagree on is settled by the
+                // policy (an owner's edit after the create is newer than the PM's value); fields
+                // they agree on are kept, without a record.
+                Mode::Adopt => decide(
+                    &table,
+                    &Baseline::new(MailValues::empty(pm.zone)),
+                    &pm,
+                    &mail,
+                    item.modified_at,
+                    |f| pm_modified(&unit, f),
+                    config.policy,
+                )
+                .into_iter()
+                .map(|d| match d.verdict {
+                    Verdict::Converged => super::decide::FieldDecision {
+                        verdict: Verdict::Keep,
+                        rule: None,
+                        ..d
+                    },
+                    _ => d,
+                })
+                .collect(),
+                // Restored items take the PM values in every field.
+                Mode::Restore => table
                     .entries()
                     .iter()
                     .map(|e| super::decide::FieldDecision {
@@ -309,7 +333,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                         } else {
                             Verdict::WriteMail
                         },
-                        rule: (mode == Mode::Restore).then_some(DecisionRule::Rejected),
+                        rule: Some(DecisionRule::Rejected),
                         winner: Side::Pm,
                     })
                     .collect(),
@@ -507,6 +531,28 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                                 reason: f.to_string(),
                             };
                             Metrics::add(&self.inner.metrics.parked, 1);
+                            // The version read is taken (its edits went to the PM side): the
+                            // passes skip it until it changes again, and what must still be
+                            // written waits for the reconciliation's publish, which finds the
+                            // baseline (what the item shows) behind the PM values. Not every
+                            // pass of the mailbox tries it again, and its sync state moves on.
+                            let mut baseline = base.clone();
+                            let mut values = mail.clone();
+                            for f in &conflicts {
+                                copy_field(&mut values, &base.values, *f);
+                            }
+                            for f in changed_fields(&base.values, &mail) {
+                                if let Some(at) = item.modified_at {
+                                    baseline.mail_changed.insert(f, at);
+                                }
+                            }
+                            baseline.values = values;
+                            row.baseline = Some(baseline);
+                            row.item = Some(item.item.clone());
+                            row.pm_hash = Some(target_pm.hash());
+                            row.mail_hash = Some(mail.hash());
+                            row.last_sync = Some(now);
+                            report.parked += 1;
                         }
                         report.failed += 1;
                         report

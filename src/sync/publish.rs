@@ -295,6 +295,12 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             let mut again = Vec::new();
             let batch = store.limits().write.max(1);
             for chunk in fresh.chunks(batch) {
+                if !again.is_empty() {
+                    // The server just failed a call: the rest waits for the next round
+                    // rather than meet the same fate.
+                    again.extend(chunk.iter().cloned());
+                    continue;
+                }
                 let journal = self
                     .inner
                     .state
@@ -380,7 +386,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     }
 
     /// Takes over tasks found tagged with the keys of assignments not yet recorded: their
-    /// content is unknown, so they are read and the fields that differ are written.
+    /// content is unknown, so they are read and each field the two sides disagree on is
+    /// decided by the policy (an owner may have edited the task since it was created).
     async fn adopt(
         &self,
         mailbox: &MailboxAddress,
@@ -397,8 +404,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             .into_iter()
             .map(|(key, desired, mut s)| {
                 s.item = tagged.get(&key).cloned();
-                // Nothing is known of what the item holds: read it, then write the
-                // fields that differ.
+                // Nothing is known of what the item holds: it is read, and every field
+                // the two sides disagree on is decided by the policy.
                 s.baseline = Some(Baseline::new(desired));
                 s.status = SyncStatus::Synced;
                 s

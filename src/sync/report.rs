@@ -76,6 +76,9 @@ pub struct InboundReport {
     pub deleted: usize,
     /// Items that failed.
     pub failed: usize,
+    /// Of the failed items, those parked: not tried again until they change or the
+    /// reconciliation publishes their project.
+    pub parked: usize,
     /// The failures.
     pub errors: Vec<ItemError>,
 }
@@ -92,6 +95,7 @@ impl InboundReport {
         self.conflicts += other.conflicts;
         self.deleted += other.deleted;
         self.failed += other.failed;
+        self.parked += other.parked;
         self.errors.extend(other.errors);
     }
 }

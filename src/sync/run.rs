@@ -1,8 +1,10 @@
 //! The engine at work: notifications in, debounced mailbox passes out; host events; periodic
-//! reconciliation; subscriptions kept alive.
+//! reconciliation (every mailbox read, every project published again); subscriptions kept
+//! alive.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -169,8 +171,9 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     }
 
     /// Runs until `shutdown` resolves: debounced passes for notified mailboxes, publishes and
-    /// map-backs for host events, reconciliation every interval, and re-subscription of
-    /// mailboxes whose subscription fell silent. Work in progress finishes before it returns.
+    /// map-backs for host events, reconciliation every interval (every mailbox read, every
+    /// project published again), and re-subscription of mailboxes whose subscription fell
+    /// silent. Work in progress finishes before it returns.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), SyncError> {
         let Some(mut notices) = self
             .inner
@@ -188,6 +191,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         let mut running: HashSet<MailboxAddress> = HashSet::new();
         let mut again: HashSet<MailboxAddress> = HashSet::new();
         let mut last_heard: HashMap<MailboxAddress, Instant> = HashMap::new();
+        let republishing = Arc::new(AtomicBool::new(false));
         let mut tasks: JoinSet<(Option<MailboxAddress>, Result<(), SyncError>)> = JoinSet::new();
         let mut reconcile = tokio::time::interval_at(
             Instant::now() + config.reconcile_interval,
@@ -309,6 +313,18 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     tasks.spawn(async move { (None, engine.recheck_pending().await.map(|_| ())) });
                     for m in self.known_mailboxes().await? {
                         pending.entry(m).or_insert(Pending { first: start, last: start });
+                    }
+                    // Publishing every project again finishes what a publish could not (a
+                    // server that was down, a call that failed); an unchanged project sends
+                    // nothing. One at a time.
+                    if !republishing.swap(true, Ordering::SeqCst) {
+                        let engine = self.clone();
+                        let flag = Arc::clone(&republishing);
+                        tasks.spawn(async move {
+                            let r = engine.publish_all().await;
+                            flag.store(false, Ordering::SeqCst);
+                            (None, r)
+                        });
                     }
                 }
                 _ = pull_tick.tick(), if poll_every.is_some() => {
@@ -452,6 +468,23 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 .await?;
         }
         Ok(rechecked)
+    }
+
+    /// Publishes every project of the host (subscribing mailboxes that are new), going on
+    /// after a project that fails.
+    async fn publish_all(&self) -> Result<(), SyncError> {
+        for project in self.inner.host.projects().await? {
+            match self.publish(project, PublishOptions::default()).await {
+                Ok(report) if report.failed > 0 => {
+                    warn!(%project, failed = report.failed, "publish left items failed; retried at the next reconciliation");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(%project, error = %e, "publish failed; retried at the next reconciliation")
+                }
+            }
+        }
+        self.subscribe_all(false).await
     }
 
     async fn known_mailboxes(&self) -> Result<Vec<MailboxAddress>, SyncError> {

@@ -27,6 +27,9 @@ impl SimOp for CreateItem {
         for item in self.items.0 {
             let msg = match &target {
                 Err(e) => error_message(e.clone(), Self::error_payload()),
+                Ok((mb, _)) if mb.quota_exceeded.load(std::sync::atomic::Ordering::SeqCst) => {
+                    error_message(crate::sim::ops::quota_exceeded(), Self::error_payload())
+                }
                 Ok((mb, folder)) => {
                     let kind = item.kind.clone();
                     let mut fields = item.fields;

@@ -407,3 +407,11 @@ fn acting_mailbox(
         )),
     }
 }
+
+/// The per-item answer of a write to a mailbox over its quota.
+pub(crate) fn quota_exceeded() -> crate::sim::fields::ItemError {
+    (
+        ResponseCode::Other("ErrorQuotaExceeded".into()),
+        "The operation failed because it exceeds the mailbox quota.".into(),
+    )
+}

@@ -53,6 +53,9 @@ impl SimOp for UpdateItem {
                 .collect();
             let msg = match ctx.resolve_item(&change.item_id) {
                 Err(e) => error_message(e, Self::error_payload()),
+                Ok((mb, _)) if mb.quota_exceeded.load(std::sync::atomic::Ordering::SeqCst) => {
+                    error_message(crate::sim::ops::quota_exceeded(), Self::error_payload())
+                }
                 Ok((mb, no)) => {
                     let mut st = mb.lock();
                     let result = st.update(
