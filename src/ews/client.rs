@@ -323,10 +323,10 @@ impl Inner {
         req: &SoapRequest<'_>,
         throttle_round: u32,
     ) -> Outcome<O::Response> {
-        let response = {
-            let _permits = self.limiter.acquire(req.mailbox).await;
-            self.auth.send(&self.wire, self.scheme, req).await
-        };
+        // The permits are held until the answer is read: a throttled answer closes the gate
+        // before the next waiting request may go and look at it.
+        let permits = self.limiter.acquire(req.mailbox).await;
+        let response = self.auth.send(&self.wire, self.scheme, req).await;
         let outcome = match response {
             Ok(response) => self.interpret::<O>(response, throttle_round),
             Err(err @ Error::Connection(_)) => Outcome::Transient(err),
@@ -334,6 +334,7 @@ impl Inner {
             Err(err @ Error::Http { status, .. }) if status >= 500 => Outcome::Transient(err),
             Err(err) => Outcome::Fatal(err),
         };
+        drop(permits);
         self.counters.record(O::NAME, outcome.metric());
         outcome
     }
