@@ -195,6 +195,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         report: &mut InboundReport,
     ) -> Result<(), SyncError> {
         let mut cache = ProjectCache::default();
+        cache.load_parts(self, rows.iter().map(|r| r.key)).await?;
         let batch = self.inner.mailboxes.limits().fetch.max(1);
         for chunk in rows.chunks(batch) {
             let requests: Vec<FetchRequest> = chunk
