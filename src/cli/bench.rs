@@ -87,6 +87,10 @@ pub struct BenchArgs {
     /// Keep the work directory (data, logs) and print its path.
     #[arg(long)]
     pub keep: bool,
+    /// An extra `TASKBRIDGE_*` setting for every connector process, as KEY=VALUE (repeatable;
+    /// for experiments, e.g. TASKBRIDGE_SYNC_MAILBOX_CONCURRENCY=32).
+    #[arg(long = "connector-env", value_name = "KEY=VALUE")]
+    pub connector_env: Vec<String>,
     /// Longest wait for any one step, in seconds.
     #[arg(long, default_value_t = 600)]
     pub timeout_secs: u64,
@@ -105,6 +109,20 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             args.edits, args.assignments
         ))
         .into());
+    }
+    let mut connector_env = Vec::new();
+    for kv in &args.connector_env {
+        match kv.split_once('=') {
+            Some((k, v)) if k.starts_with("TASKBRIDGE_") => {
+                connector_env.push((k.to_string(), v.to_string()));
+            }
+            _ => {
+                return Err(CliError::Usage(format!(
+                    "--connector-env {kv:?}: expected TASKBRIDGE_KEY=VALUE"
+                ))
+                .into());
+            }
+        }
     }
     if args.large_assignments > 0 && args.large_mailboxes == 0 {
         return Err(CliError::Usage("--large-mailboxes must be at least 1".into()).into());
@@ -152,6 +170,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             .build()?,
         timeout: Duration::from_secs(args.timeout_secs),
         started,
+        connector_env,
     };
     let result = rt.block_on(async {
         bench.medium(&work.join("medium"), &mut figures).await?;
@@ -196,6 +215,7 @@ struct Bench<'a> {
     http: reqwest::Client,
     timeout: Duration,
     started: Instant,
+    connector_env: Vec<(String, String)>,
 }
 
 /// A simulator and a connector data directory.
@@ -207,6 +227,7 @@ struct Site {
     url: String,
     sim_admin: String,
     log: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl Site {
@@ -220,6 +241,7 @@ impl Site {
             }
         }
         cmd.env("TASKBRIDGE_EXCHANGE_URL", &self.url)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null());
         cmd
     }
@@ -301,6 +323,7 @@ impl Bench<'_> {
             url,
             _sim: sim,
             log,
+            env: self.connector_env.clone(),
         })
     }
 
