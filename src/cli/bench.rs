@@ -589,9 +589,11 @@ impl Bench<'_> {
     async fn edits(&self, site: &Site, f: &mut Figures) -> anyhow::Result<()> {
         let a = self.args;
         self.progress("serve (debounce 0)");
+        self.reset_counters(site).await?;
         let (serve, _) = self.serve(site, &[]).await?;
         self.wait_subscriptions(site, a.mailboxes).await?;
         proc::wait_idle(serve.proc.pid(), Duration::from_secs(1), 0.05, self.timeout);
+        f.serve_start_requests = self.counters(site).await?;
         // The tasks, round-robin over the mailboxes: edit k goes to mailbox k % M.
         let mut by_mailbox = Vec::with_capacity(a.mailboxes);
         for m in 0..a.mailboxes {

@@ -22,6 +22,9 @@ pub struct Figures {
     pub comparison: Option<Comparison>,
     /// Why there is no comparison.
     pub comparison_skipped: Option<String>,
+    /// EWS requests of `serve`'s start after the publishes (subscriptions, the start-up
+    /// publish of the unchanged project).
+    pub serve_start_requests: BTreeMap<String, u64>,
     /// User edits with `serve` running: a burst, then a paced run.
     pub edits: Vec<Edits>,
     /// `serve` with many tracked assignments.
@@ -343,6 +346,21 @@ fn rows(f: &Figures) -> Vec<Row> {
             "≤ 2 % over",
             verdict(over <= 2.0),
         );
+        if !f.serve_start_requests.is_empty() {
+            let total: u64 = f.serve_start_requests.values().sum();
+            let min = p.mailboxes as u64;
+            let over = (total as f64 / min.max(1) as f64 - 1.0) * 100.0;
+            row(
+                "serve start after the publish: EWS requests / minimum (one Subscribe per mailbox)"
+                    .into(),
+                format!(
+                    "{total} / {min} ({over:+.1} %): {}",
+                    ops(&f.serve_start_requests)
+                ),
+                "≤ 2 % over",
+                verdict(over <= 2.0),
+            );
+        }
         row(
             "publish: peak RSS of the connector process".into(),
             format!("{:.1} MiB", p.peak_rss_mb),
