@@ -1,5 +1,9 @@
-//! Parse and write speed of the EWS wire layer: a GetItem response of 1,000 tasks, a
-//! SyncFolderItems page, a SendNotification, and a CreateItem / UpdateItem of 100 tasks.
+//! Parse and write speed of the EWS wire layer, the connector's hot paths: a GetItem response
+//! of 1,000 tasks, a full SyncFolderItems page (512 changed tasks), a SendNotification of 50
+//! events (what the listener reads), and a CreateItem / UpdateItem of 100 tasks.
+//!
+//! `cargo bench --bench ews_codec`; `benches/run.sh` puts the estimates into
+//! `docs/PERFORMANCE.md`.
 
 use std::hint::black_box;
 
@@ -7,6 +11,10 @@ use chrono::{TimeZone, Utc};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use taskbridge::ews::ops::create_item::{CreateItem, ItemsPayload, MessageDisposition};
 use taskbridge::ews::ops::get_item::{GetItem, GetItemResponse};
+use taskbridge::ews::ops::send_notification::SendNotification;
+use taskbridge::ews::ops::sync_folder_items::{
+    SyncChange, SyncChanges, SyncFolderItems, SyncFolderItemsPayload, SyncFolderItemsResponse,
+};
 use taskbridge::ews::ops::update_item::{
     ConflictResolution, ItemChange, ItemChanges, ItemUpdate, UpdateItem, Updates,
 };
@@ -14,7 +22,7 @@ use taskbridge::ews::ops::{self, OperationResponse};
 use taskbridge::ews::soap::{DEFAULT_MAX_MESSAGE_BYTES, RequestHeader, ServerVersionInfo};
 use taskbridge::ews::types::{
     BaseFolderId, Body, ChangeKey, ExtendedFieldUri, ExtendedProperty, FolderIds, Importance, Item,
-    ItemId, Items, Path, ResponseMessage, Strings, Task, TaskStatus, field_uri,
+    ItemId, Items, Path, ResponseMessage, Strings, SyncState, Task, TaskStatus, field_uri,
 };
 
 fn task(i: usize) -> Task {
@@ -65,15 +73,97 @@ fn get_item_response(n: usize) -> Vec<u8> {
     ops::encode_response::<GetItem>(Some(&server), &resp)
 }
 
+/// A SyncFolderItems page as the simulator answers it: `n` updated tasks (no bodies, as
+/// servers send none from folder-level calls).
+fn sync_folder_items_response(n: usize) -> Vec<u8> {
+    let changes = (0..n)
+        .map(|i| {
+            let mut t = task(i);
+            t.body = None;
+            SyncChange::Update(Item::task(t))
+        })
+        .collect();
+    let resp = SyncFolderItemsResponse::from_messages(vec![ResponseMessage::success(
+        SyncFolderItemsPayload {
+            sync_state: Some(SyncState::from("H4sIAAAAAAAEAGNgYGBk".repeat(8).as_str())),
+            includes_last_item_in_range: Some(true),
+            changes: Some(SyncChanges(changes)),
+        },
+    )]);
+    let server = ServerVersionInfo::default();
+    ops::encode_response::<SyncFolderItems>(Some(&server), &resp)
+}
+
+/// A push notification of `n` modified items, as Exchange posts it.
+fn send_notification(n: usize) -> Vec<u8> {
+    let events: String = (0..n)
+        .map(|i| {
+            format!(
+                "<t:ModifiedEvent><t:Watermark>AQAAAEVYZjM{i:08}AAAAA</t:Watermark>\
+                 <t:TimeStamp>2026-03-02T10:00:00Z</t:TimeStamp>\
+                 <t:ItemId Id=\"AAMkAGI2TG93AAA{i:08}AAAEMAAA=\" ChangeKey=\"EwAAABYAAAD{i:08}xyz\"/>\
+                 <t:ParentFolderId Id=\"AAMkAGI2TG93AAAtasks\" ChangeKey=\"AQAAAA==\"/>\
+                 </t:ModifiedEvent>"
+            )
+        })
+        .collect();
+    format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\
+         <soap:Envelope xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\" \
+         xmlns:t=\"http://schemas.microsoft.com/exchange/services/2006/types\" \
+         xmlns:m=\"http://schemas.microsoft.com/exchange/services/2006/messages\">\
+         <soap:Header><t:RequestServerVersion Version=\"Exchange2016\"/></soap:Header>\
+         <soap:Body><m:SendNotification><m:ResponseMessages>\
+         <m:SendNotificationResponseMessage ResponseClass=\"Success\">\
+         <m:ResponseCode>NoError</m:ResponseCode><m:Notification>\
+         <t:SubscriptionId>JgBkYjNkMWYzNi0xNTU3LTQ5ZDItYjA0Mi1hNmJjY2U4ZjI1ZGEQAAAA</t:SubscriptionId>\
+         <t:PreviousWatermark>AQAAAEVYZjMAAAAAAAAAAAA</t:PreviousWatermark>\
+         <t:MoreEvents>false</t:MoreEvents>{events}</m:Notification>\
+         </m:SendNotificationResponseMessage></m:ResponseMessages></m:SendNotification>\
+         </soap:Body></soap:Envelope>"
+    )
+    .into_bytes()
+}
+
 fn parsing(c: &mut Criterion) {
-    let body = get_item_response(1000);
     let mut g = c.benchmark_group("parse");
-    g.throughput(Throughput::Bytes(body.len() as u64));
+    let body = get_item_response(1000);
+    g.throughput(Throughput::Elements(1000));
     g.bench_function("GetItemResponse 1000 tasks", |b| {
         b.iter(|| {
             let env = ops::decode_response::<GetItem>(black_box(&body), DEFAULT_MAX_MESSAGE_BYTES)
                 .expect("decodes");
             black_box(env);
+        })
+    });
+    let body = sync_folder_items_response(512);
+    g.throughput(Throughput::Elements(512));
+    g.bench_function("SyncFolderItemsResponse 512 changes", |b| {
+        b.iter(|| {
+            let env = ops::decode_response::<SyncFolderItems>(
+                black_box(&body),
+                DEFAULT_MAX_MESSAGE_BYTES,
+            )
+            .expect("decodes");
+            black_box(env);
+        })
+    });
+    let body = send_notification(50);
+    let (_, call) =
+        ops::decode_request::<SendNotification>(&body, DEFAULT_MAX_MESSAGE_BYTES).expect("decodes");
+    assert_eq!(
+        call.notifications().map(|n| n.events.len()).sum::<usize>(),
+        50
+    );
+    g.throughput(Throughput::Elements(50));
+    g.bench_function("SendNotification 50 events", |b| {
+        b.iter(|| {
+            let call = ops::decode_request::<SendNotification>(
+                black_box(&body),
+                DEFAULT_MAX_MESSAGE_BYTES,
+            )
+            .expect("decodes");
+            black_box(call);
         })
     });
     g.finish();

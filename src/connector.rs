@@ -238,6 +238,7 @@ impl<H: PmHost> Connector<H> {
                     if let Err(e) = engine.subscribe_all(false).await {
                         warn!(error = %e, "subscribing new mailboxes failed");
                     }
+                    release_freed_memory();
                 }
                 Err(e) => warn!(error = %e, "cannot list projects at start"),
             }
@@ -262,4 +263,18 @@ pub struct Bound {
     pub listener: Option<std::net::SocketAddr>,
     /// The admin endpoint.
     pub admin: Option<std::net::SocketAddr>,
+}
+
+/// Hands memory freed by the start-up publish back to the operating system.
+///
+/// Publishing a whole plan holds every assignment's state and values at once (nearly 4 KiB per
+/// assignment); glibc keeps what the worker threads freed in their arenas, so without this a
+/// connector that started with 100,000 tracked assignments stays at the start-up peak for good,
+/// though it keeps nothing per assignment in memory afterwards (the state is in SQLite).
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of the allocator's own heaps to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

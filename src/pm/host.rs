@@ -12,7 +12,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::model::{
-    Assignment, AssignmentField, AssignmentKey, Percent, Project, ProjectGuid, Work,
+    Assignment, AssignmentField, AssignmentKey, AssignmentUid, Percent, Project, ProjectGuid, Work,
 };
 
 /// Identifies a status update within a host.
@@ -179,6 +179,20 @@ pub trait PmHost: Send + Sync + 'static {
         &self,
         guid: ProjectGuid,
     ) -> impl Future<Output = Result<Option<Project>, HostError>> + Send;
+
+    /// Part of a published project: the assignments `uids` (those still in it), their tasks
+    /// and their resources, with the project's own fields. The connector reads this instead of
+    /// the whole plan when it decides a few mailbox edits; the values must be those
+    /// [`PmHost::project`] would give. The default reads the whole project; a host with large
+    /// plans should answer from an index.
+    fn project_part(
+        &self,
+        guid: ProjectGuid,
+        uids: &[AssignmentUid],
+    ) -> impl Future<Output = Result<Option<Project>, HostError>> + Send {
+        let _ = uids;
+        self.project(guid)
+    }
 
     /// Accepts a task status update and says whether it was applied, is pending, or was
     /// rejected.

@@ -166,6 +166,17 @@ impl AssignmentState {
     }
 }
 
+/// An item tracked in a mailbox, as [`StateStore::mailbox_items`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackedItem {
+    /// The item's store id.
+    pub item_id: String,
+    /// The assignment it stands for.
+    pub key: AssignmentKey,
+    /// The owner's zone of its baseline (`None` without a baseline).
+    pub zone: Option<chrono_tz::Tz>,
+}
+
 /// Everything taskbridge remembers about one mailbox.
 #[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct MailboxState {
@@ -325,6 +336,12 @@ pub trait StateStore: Send + Sync + 'static {
         &self,
         mailbox: &MailboxAddress,
     ) -> impl Future<Output = Result<Vec<AssignmentState>, StateError>> + Send;
+    /// The items tracked in a mailbox, without whole rows: what an incremental mailbox pass
+    /// needs to recognise the items a change page names (it then reads only their rows).
+    fn mailbox_items(
+        &self,
+        mailbox: &MailboxAddress,
+    ) -> impl Future<Output = Result<Vec<TrackedItem>, StateError>> + Send;
     /// The assignment whose item this is.
     fn assignment_by_item(
         &self,

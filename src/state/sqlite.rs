@@ -294,6 +294,51 @@ impl StateStore for SqliteStore {
         .await
     }
 
+    async fn mailbox_items(
+        &self,
+        mailbox: &MailboxAddress,
+    ) -> Result<Vec<TrackedItem>, StateError> {
+        let m = mailbox.0.clone();
+        self.call(move |c| {
+            // The zone straight from the stored JSON: parsing whole baselines (dozens of
+            // timestamps each) for every row of the mailbox was most of an incremental pass.
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT item_id, project, assignment, json_extract(baseline, '$.values.zone') \
+                     FROM assignment WHERE mailbox = ?1 AND item_id IS NOT NULL",
+                )
+                .map_err(db)?;
+            let mut rows = stmt.query(params![m]).map_err(db)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(db)? {
+                let project: String = row.get(1).map_err(db)?;
+                let uid: i64 = row.get(2).map_err(db)?;
+                let what = format!("{project}:{uid}");
+                let zone: Option<String> = row.get(3).map_err(db)?;
+                out.push(TrackedItem {
+                    item_id: row.get(0).map_err(db)?,
+                    key: AssignmentKey {
+                        project: project.parse().map_err(|e| StateError::Corrupt {
+                            what: what.clone(),
+                            detail: format!("{e}"),
+                        })?,
+                        assignment: AssignmentUid(uid),
+                    },
+                    zone: zone
+                        .map(|z| {
+                            z.parse::<chrono_tz::Tz>().map_err(|e| StateError::Corrupt {
+                                what: what.clone(),
+                                detail: format!("zone: {e}"),
+                            })
+                        })
+                        .transpose()?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn assignment_by_item(
         &self,
         mailbox: &MailboxAddress,
@@ -689,6 +734,18 @@ mod tests {
             2
         );
         assert_eq!(store.count_assignments().await.expect("count"), 2);
+        let items = store
+            .mailbox_items(&MailboxAddress::new("ann@example.com"))
+            .await
+            .expect("items");
+        assert_eq!(
+            items,
+            vec![TrackedItem {
+                item_id: "AAMk7".into(),
+                key: key(7),
+                zone: Some(chrono_tz::Europe::Berlin),
+            }]
+        );
     }
 
     #[tokio::test]

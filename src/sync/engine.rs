@@ -354,6 +354,33 @@ impl ProjectCache {
         Ok(view)
     }
 
+    /// Reads, per project, only the assignments of `keys` (with their tasks and resources)
+    /// from the host, so that deciding a few items never loads a whole plan. Keys looked up
+    /// later must be among these.
+    pub async fn load_parts<H: PmHost, M: MailboxStore, S: StateStore>(
+        &mut self,
+        engine: &Engine<H, M, S>,
+        keys: impl Iterator<Item = AssignmentKey>,
+    ) -> Result<(), SyncError> {
+        let mut by_project: HashMap<ProjectGuid, Vec<AssignmentUid>> = HashMap::new();
+        for key in keys {
+            by_project
+                .entry(key.project)
+                .or_default()
+                .push(key.assignment);
+        }
+        for (project, uids) in by_project {
+            let view = engine
+                .inner
+                .host
+                .project_part(project, &uids)
+                .await?
+                .map(|p| Arc::new(ProjectView::new(p)));
+            self.views.insert(project, view);
+        }
+        Ok(())
+    }
+
     /// Replaces a cached project after the host changed it.
     pub fn put(&mut self, view: Arc<ProjectView>) {
         self.views.insert(view.project.guid, Some(view));

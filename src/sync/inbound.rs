@@ -78,18 +78,28 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         let _guard = self.lock(mailbox).await;
         let mut state = self.ensure_mailbox(mailbox).await?;
         let mut report = InboundReport::default();
-        let mut rows: HashMap<String, AssignmentState> = self
-            .inner
-            .state
-            .mailbox_assignments(mailbox)
-            .await?
-            .into_iter()
-            .filter_map(|s| Some((s.item.as_ref()?.item_id.clone(), s)))
-            .collect();
-        let zones: HashMap<String, chrono_tz::Tz> = rows
-            .iter()
-            .filter_map(|(id, r)| Some((id.clone(), r.baseline.as_ref()?.values.zone)))
-            .collect();
+        // A full pass compares every tracked row with the listing; an incremental one reads
+        // only the rows of the items its pages name, found by the mailbox's item list.
+        let (mut rows, zones) = if state.sync_state.is_none() {
+            let rows = self.tracked_rows(mailbox).await?;
+            let zones: HashMap<String, chrono_tz::Tz> = rows
+                .iter()
+                .filter_map(|(id, r)| Some((id.clone(), r.baseline.as_ref()?.values.zone)))
+                .collect();
+            (Some(rows), zones)
+        } else {
+            let zones = self
+                .inner
+                .state
+                .mailbox_items(mailbox)
+                .await?
+                .into_iter()
+                .filter_map(|i| Some((i.item_id, i.zone?)))
+                .collect();
+            (None, zones)
+        };
+        // Items already taken from `rows` (or read one by one): each is handled once per pass.
+        let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
         let mut sync_state = state.sync_state.clone();
         let mut changed = Vec::new();
         let mut deleted = Vec::new();
@@ -124,7 +134,10 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         let full_pass = state.sync_state.is_none() || rebased;
         let mut todo = Vec::new();
         for change in changed {
-            let Some(row) = rows.remove(&change.item.item_id) else {
+            let Some(row) = self
+                .take_row(mailbox, &mut rows, &mut seen, &change.item.item_id)
+                .await?
+            else {
                 continue; // not ours
             };
             report.examined += 1;
@@ -146,12 +159,21 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             todo.push(row);
         }
         for id in &deleted {
-            if let Some(row) = rows.remove(id) {
+            if let Some(row) = self.take_row(mailbox, &mut rows, &mut seen, id).await? {
                 self.item_deleted(mailbox, row, &mut report).await?;
             }
         }
         if full_pass {
             // A full pass lists every item: tracked items it did not list are gone.
+            let rows = match rows {
+                Some(rows) => rows,
+                // Re-based from an incremental pass: every row but those handled above.
+                None => {
+                    let mut all = self.tracked_rows(mailbox).await?;
+                    all.retain(|id, _| !seen.contains(id));
+                    all
+                }
+            };
             let missing: Vec<_> = rows
                 .into_values()
                 .filter(|r| !matches!(r.status, SyncStatus::Detached))
@@ -187,6 +209,44 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         Ok(report)
     }
 
+    /// The mailbox's tracked rows, by item id.
+    async fn tracked_rows(
+        &self,
+        mailbox: &MailboxAddress,
+    ) -> Result<HashMap<String, AssignmentState>, SyncError> {
+        Ok(self
+            .inner
+            .state
+            .mailbox_assignments(mailbox)
+            .await?
+            .into_iter()
+            .filter_map(|s| Some((s.item.as_ref()?.item_id.clone(), s)))
+            .collect())
+    }
+
+    /// The tracked row of an item named by a change page, once per pass: from `rows` when the
+    /// pass read them all, else from the store.
+    async fn take_row(
+        &self,
+        mailbox: &MailboxAddress,
+        rows: &mut Option<HashMap<String, AssignmentState>>,
+        seen: &mut std::collections::HashSet<String>,
+        item_id: &str,
+    ) -> Result<Option<AssignmentState>, SyncError> {
+        if !seen.insert(item_id.to_string()) {
+            return Ok(None);
+        }
+        Ok(match rows {
+            Some(rows) => rows.remove(item_id),
+            None => self
+                .inner
+                .state
+                .assignment_by_item(mailbox, item_id)
+                .await?
+                .filter(|r| r.item.is_some()),
+        })
+    }
+
     /// Reads the items of `rows` and handles each.
     pub(crate) async fn process_rows(
         &self,
@@ -196,6 +256,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         report: &mut InboundReport,
     ) -> Result<(), SyncError> {
         let mut cache = ProjectCache::default();
+        cache.load_parts(self, rows.iter().map(|r| r.key)).await?;
         let batch = self.inner.mailboxes.limits().fetch.max(1);
         for chunk in rows.chunks(batch) {
             let requests: Vec<FetchRequest> = chunk

@@ -283,27 +283,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     }
                 },
                 _ = debounce_tick.tick() => {
-                    let now = Instant::now();
-                    let due: Vec<MailboxAddress> = pending
-                        .iter()
-                        .filter(|(_, p)| {
-                            now >= p.last + config.debounce || now >= p.first + config.max_debounce
-                        })
-                        .map(|(m, _)| m.clone())
-                        .collect();
-                    for mailbox in due {
-                        pending.remove(&mailbox);
-                        if running.contains(&mailbox) {
-                            again.insert(mailbox);
-                            continue;
-                        }
-                        running.insert(mailbox.clone());
-                        let engine = self.clone();
-                        tasks.spawn(async move {
-                            let r = engine.sync_mailbox(&mailbox).await.map(|_| ());
-                            (Some(mailbox), r)
-                        });
-                    }
+                    self.start_due(&mut pending, &mut running, &mut again, &mut tasks);
                 }
                 _ = reconcile.tick() => {
                     Metrics::add(&self.inner.metrics.reconciles, 1);
@@ -372,6 +352,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                                     let now = Instant::now();
                                     pending.entry(m).or_insert(Pending { first: now, last: now });
                                 }
+                                // A slot is free: the next due mailbox need not wait for a tick.
+                                self.start_due(&mut pending, &mut running, &mut again, &mut tasks);
                             }
                         }
                         Err(e) => warn!(error = %e, "sync task panicked or was cancelled"),
@@ -485,6 +467,46 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             }
         }
         self.subscribe_all(false).await
+    }
+
+    /// Starts the passes of the mailboxes whose debounce is over, oldest first, while fewer
+    /// than `mailbox_concurrency` passes run; the others stay pending until a pass ends. A
+    /// reconciliation makes every mailbox due at once, and each pass holds its mailbox's rows:
+    /// unbounded, a thousand mailboxes would all be in memory together.
+    fn start_due(
+        &self,
+        pending: &mut HashMap<MailboxAddress, Pending>,
+        running: &mut HashSet<MailboxAddress>,
+        again: &mut HashSet<MailboxAddress>,
+        tasks: &mut JoinSet<(Option<MailboxAddress>, Result<(), SyncError>)>,
+    ) {
+        let config = &self.inner.config;
+        let now = Instant::now();
+        let mut due: Vec<(Instant, MailboxAddress)> = pending
+            .iter()
+            .filter(|(_, p)| {
+                now >= p.last + config.debounce || now >= p.first + config.max_debounce
+            })
+            .map(|(m, p)| (p.first, m.clone()))
+            .collect();
+        due.sort();
+        for (_, mailbox) in due {
+            if running.contains(&mailbox) {
+                pending.remove(&mailbox);
+                again.insert(mailbox);
+                continue;
+            }
+            if running.len() >= config.mailbox_concurrency.max(1) {
+                continue;
+            }
+            pending.remove(&mailbox);
+            running.insert(mailbox.clone());
+            let engine = self.clone();
+            tasks.spawn(async move {
+                let r = engine.sync_mailbox(&mailbox).await.map(|_| ());
+                (Some(mailbox), r)
+            });
+        }
     }
 
     async fn known_mailboxes(&self) -> Result<Vec<MailboxAddress>, SyncError> {

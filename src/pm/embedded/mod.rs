@@ -37,7 +37,7 @@ use tokio::sync::{Notify, broadcast};
 use self::store::{Db, Relay};
 use super::host::{HostError, HostEvent, PmHost, StatusUpdate, StatusUpdateId, UpdateOutcome};
 use super::import::{ImportError, ImportOptions};
-use super::model::{AssignmentKey, Project, ProjectGuid};
+use super::model::{AssignmentKey, AssignmentUid, Project, ProjectGuid};
 
 pub use crate::secret::Secret;
 pub use api::{DEFAULT_MAX_BODY_BYTES, PmApi, pm_api, serve_pm_api};
@@ -329,6 +329,19 @@ impl EmbeddedHost {
             .await
     }
 
+    /// Part of a stored project: the assignments `uids`, their tasks and their resources (see
+    /// [`PmHost::project_part`]).
+    pub async fn load_project_part(
+        &self,
+        guid: ProjectGuid,
+        uids: Vec<AssignmentUid>,
+    ) -> Result<Option<Project>, EmbeddedError> {
+        self.inner
+            .db
+            .call(move |conn| rows::load_project_part(conn, guid, &uids, false))
+            .await
+    }
+
     /// The GUIDs of all stored projects.
     pub async fn project_guids(&self) -> Result<Vec<ProjectGuid>, EmbeddedError> {
         self.inner.db.call(|conn| rows::project_guids(conn)).await
@@ -421,6 +434,14 @@ impl PmHost for EmbeddedHost {
 
     async fn project(&self, guid: ProjectGuid) -> Result<Option<Project>, HostError> {
         Ok(self.load_project(guid).await?)
+    }
+
+    async fn project_part(
+        &self,
+        guid: ProjectGuid,
+        uids: &[AssignmentUid],
+    ) -> Result<Option<Project>, HostError> {
+        Ok(self.load_project_part(guid, uids.to_vec()).await?)
     }
 
     async fn submit_status_update(&self, update: StatusUpdate) -> Result<UpdateOutcome, HostError> {

@@ -124,8 +124,10 @@ pub(crate) fn submit(
     }
     let meta =
         rows::project_meta(&tx, key.project)?.ok_or(EmbeddedError::UnknownProject(key.project))?;
-    let project =
-        rows::load_project(&tx, key.project)?.ok_or(EmbeddedError::UnknownProject(key.project))?;
+    // The assignment's task with all its assignments is all an update touches (the task's
+    // roll-up reads them); the rest of the plan is not read.
+    let project = rows::load_project_part(&tx, key.project, &[key.assignment], true)?
+        .ok_or(EmbeddedError::UnknownProject(key.project))?;
     let current = project
         .assignment(key.assignment)
         .cloned()
@@ -216,8 +218,8 @@ pub(crate) fn approve(
     let tx = begin(conn)?;
     let mut record = pending_record(&tx, id)?;
     let key = record.key;
-    let mut project =
-        rows::load_project(&tx, key.project)?.ok_or(EmbeddedError::UnknownProject(key.project))?;
+    let mut project = rows::load_project_part(&tx, key.project, &[key.assignment], true)?
+        .ok_or(EmbeddedError::UnknownProject(key.project))?;
     let applied = match apply_changes(&mut project, key.assignment, &record.changes, now) {
         Ok(applied) => applied,
         Err(ApplyError::UnknownAssignment(_)) => {
@@ -265,8 +267,8 @@ pub(crate) fn reject(
     let tx = begin(conn)?;
     let record = pending_record(&tx, id)?;
     let key = record.key;
-    let project =
-        rows::load_project(&tx, key.project)?.ok_or(EmbeddedError::UnknownProject(key.project))?;
+    let project = rows::load_project_part(&tx, key.project, &[key.assignment], false)?
+        .ok_or(EmbeddedError::UnknownProject(key.project))?;
     let assignment = project
         .assignment(key.assignment)
         .cloned()
@@ -393,7 +395,7 @@ fn outcome_of(conn: &Connection, id: &StatusUpdateId) -> Result<UpdateOutcome, E
         let record = rows::load_update(conn, &id)?
             .ok_or_else(|| EmbeddedError::UnknownUpdate(id.clone()))?;
         let current = |key: AssignmentKey| -> Result<Assignment, EmbeddedError> {
-            rows::load_project(conn, key.project)?
+            rows::load_project_part(conn, key.project, &[key.assignment], false)?
                 .and_then(|p| p.assignment(key.assignment).cloned())
                 .ok_or(EmbeddedError::UnknownAssignment(key))
         };

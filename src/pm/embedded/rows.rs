@@ -127,50 +127,177 @@ pub(crate) fn load_project(
     guid: ProjectGuid,
 ) -> Result<Option<Project>, EmbeddedError> {
     let key = guid.to_string();
+    let Some(mut project) = load_head(conn, guid)? else {
+        return Ok(None);
+    };
+    project.tasks = query_tasks(conn, "project = ?1 ORDER BY position", params![key])?
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    project.resources = query_resources(conn, "project = ?1 ORDER BY position", params![key])?
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
+    project.assignments = query_assignments(conn, "project = ?1 ORDER BY position", params![key])?
+        .into_iter()
+        .map(|(_, a)| a)
+        .collect();
+    let mut stmt = conn.prepare_cached(
+        "SELECT assignment_uid, field, modified_at FROM assignment_field_times WHERE project = ?1",
+    )?;
+    let times = stmt
+        .query_map([&key], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    // Indexed by UID: a plan of tens of thousands of assignments, each with a few stamped
+    // fields, must not be joined by a linear search per row.
+    let at: std::collections::HashMap<i64, usize> = project
+        .assignments
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (a.uid.0, i))
+        .collect();
+    for (uid, field, when) in times {
+        let field = parse_field(&field)?;
+        let when = parse_ts(&when)?;
+        if let Some(&i) = at.get(&uid) {
+            project.assignments[i].modified.set(field, when);
+        }
+    }
+    Ok(Some(project))
+}
+
+/// Part of a stored project: the assignments `uids` (those that exist), with `siblings` every
+/// other assignment of their tasks too, their tasks and their resources, in file order. Enough
+/// to map and decide those assignments, and (with siblings) to apply a status update to one of
+/// them, without reading the whole plan.
+pub(crate) fn load_project_part(
+    conn: &Connection,
+    guid: ProjectGuid,
+    uids: &[AssignmentUid],
+    siblings: bool,
+) -> Result<Option<Project>, EmbeddedError> {
+    let key = guid.to_string();
+    let Some(mut project) = load_head(conn, guid)? else {
+        return Ok(None);
+    };
+    let mut assignments: std::collections::BTreeMap<i64, (i64, Assignment)> = Default::default();
+    for uid in uids {
+        for (position, a) in
+            query_assignments(conn, "project = ?1 AND uid = ?2", params![key, uid.0])?
+        {
+            assignments.insert(a.uid.0, (position, a));
+        }
+    }
+    let task_uids: std::collections::BTreeSet<i64> =
+        assignments.values().map(|(_, a)| a.task_uid.0).collect();
+    if siblings {
+        for task in &task_uids {
+            for (position, a) in
+                query_assignments(conn, "project = ?1 AND task_uid = ?2", params![key, task])?
+            {
+                assignments.insert(a.uid.0, (position, a));
+            }
+        }
+    }
+    let resource_uids: std::collections::BTreeSet<i64> = assignments
+        .values()
+        .map(|(_, a)| a.resource_uid.0)
+        .collect();
+    let mut tasks = Vec::new();
+    for task in task_uids {
+        tasks.extend(query_tasks(
+            conn,
+            "project = ?1 AND uid = ?2",
+            params![key, task],
+        )?);
+    }
+    let mut resources = Vec::new();
+    for r in resource_uids {
+        resources.extend(query_resources(
+            conn,
+            "project = ?1 AND uid = ?2",
+            params![key, r],
+        )?);
+    }
+    let mut times = conn.prepare_cached(
+        "SELECT field, modified_at FROM assignment_field_times
+         WHERE project = ?1 AND assignment_uid = ?2",
+    )?;
+    for (_, a) in assignments.values_mut() {
+        let rows = times
+            .query_map(params![key, a.uid.0], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        for (field, when) in rows {
+            a.modified.set(parse_field(&field)?, parse_ts(&when)?);
+        }
+    }
+    let mut assignments: Vec<(i64, Assignment)> = assignments.into_values().collect();
+    assignments.sort_by_key(|(position, _)| *position);
+    tasks.sort_by_key(|(position, _)| *position);
+    resources.sort_by_key(|(position, _)| *position);
+    project.assignments = assignments.into_iter().map(|(_, a)| a).collect();
+    project.tasks = tasks.into_iter().map(|(_, t)| t).collect();
+    project.resources = resources.into_iter().map(|(_, r)| r).collect();
+    Ok(Some(project))
+}
+
+/// The project row, with no tasks, resources or assignments yet.
+fn load_head(conn: &Connection, guid: ProjectGuid) -> Result<Option<Project>, EmbeddedError> {
+    let key = guid.to_string();
     let head = conn
-        .query_row(
+        .prepare_cached(
             "SELECT name, time_zone, minutes_per_day, minutes_per_week, start
              FROM projects WHERE guid = ?1",
-            [&key],
-            |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, u32>(2)?,
-                    row.get::<_, u32>(3)?,
-                    row.get::<_, Option<String>>(4)?,
-                ))
-            },
-        )
+        )?
+        .query_row([&key], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, u32>(2)?,
+                row.get::<_, u32>(3)?,
+                row.get::<_, Option<String>>(4)?,
+            ))
+        })
         .optional()?;
     let Some((name, zone, minutes_per_day, minutes_per_week, start)) = head else {
         return Ok(None);
     };
-    let mut project = Project {
+    Ok(Some(Project {
         guid,
         name,
         time_zone: parse_zone(&zone)?,
         minutes_per_day,
         minutes_per_week,
         start: start.as_deref().map(parse_local).transpose()?,
-        tasks: load_tasks(conn, &key)?,
-        resources: load_resources(conn, &key)?,
+        tasks: Vec::new(),
+        resources: Vec::new(),
         assignments: Vec::new(),
-    };
-    project.assignments = load_assignments(conn, &key)?;
-    Ok(Some(project))
+    }))
 }
 
-fn load_tasks(conn: &Connection, project: &str) -> Result<Vec<Task>, EmbeddedError> {
-    let mut stmt = conn.prepare_cached(
+/// Tasks matching `filter` (a `WHERE` clause over `tasks`), with their positions.
+fn query_tasks(
+    conn: &Connection,
+    filter: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<(i64, Task)>, EmbeddedError> {
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT uid, name, notes, start, finish, work, priority, percent_work_complete,
-                summary, milestone, outline_level
-         FROM tasks WHERE project = ?1 ORDER BY position",
-    )?;
+                summary, milestone, outline_level, position
+         FROM tasks WHERE {filter}"
+    ))?;
     let raw = stmt
-        .query_map([project], |row| {
+        .query_map(args, |row| {
             Ok((
-                row.get::<_, i64>(0)?,
+                (row.get::<_, i64>(0)?, row.get::<_, i64>(11)?),
                 row.get::<_, String>(1)?,
                 row.get::<_, String>(2)?,
                 row.get::<_, String>(3)?,
@@ -187,7 +314,7 @@ fn load_tasks(conn: &Connection, project: &str) -> Result<Vec<Task>, EmbeddedErr
     raw.into_iter()
         .map(
             |(
-                uid,
+                (uid, position),
                 name,
                 notes,
                 start,
@@ -199,59 +326,76 @@ fn load_tasks(conn: &Connection, project: &str) -> Result<Vec<Task>, EmbeddedErr
                 milestone,
                 level,
             )| {
-                Ok(Task {
-                    uid: TaskUid(uid),
-                    name,
-                    notes,
-                    start: parse_local(&start)?,
-                    finish: parse_local(&finish)?,
-                    work: Work::from_seconds(work),
-                    priority,
-                    percent_work_complete: Percent::from_i64(percent)
-                        .map_err(|_| corrupt("percent", &percent.to_string()))?,
-                    summary,
-                    milestone,
-                    outline_level: level,
-                })
+                Ok((
+                    position,
+                    Task {
+                        uid: TaskUid(uid),
+                        name,
+                        notes,
+                        start: parse_local(&start)?,
+                        finish: parse_local(&finish)?,
+                        work: Work::from_seconds(work),
+                        priority,
+                        percent_work_complete: Percent::from_i64(percent)
+                            .map_err(|_| corrupt("percent", &percent.to_string()))?,
+                        summary,
+                        milestone,
+                        outline_level: level,
+                    },
+                ))
             },
         )
         .collect()
 }
 
-fn load_resources(conn: &Connection, project: &str) -> Result<Vec<Resource>, EmbeddedError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT uid, name, email, time_zone FROM resources WHERE project = ?1 ORDER BY position",
-    )?;
+/// Resources matching `filter`, with their positions.
+fn query_resources(
+    conn: &Connection,
+    filter: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<(i64, Resource)>, EmbeddedError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT uid, name, email, time_zone, position FROM resources WHERE {filter}"
+    ))?;
     let raw = stmt
-        .query_map([project], |row| {
+        .query_map(args, |row| {
             Ok((
                 row.get::<_, i64>(0)?,
                 row.get::<_, String>(1)?,
                 row.get::<_, Option<String>>(2)?,
                 row.get::<_, Option<String>>(3)?,
+                row.get::<_, i64>(4)?,
             ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
     raw.into_iter()
-        .map(|(uid, name, email, zone)| {
-            Ok(Resource {
-                uid: ResourceUid(uid),
-                name,
-                email,
-                time_zone: zone.as_deref().map(parse_zone).transpose()?,
-            })
+        .map(|(uid, name, email, zone, position)| {
+            Ok((
+                position,
+                Resource {
+                    uid: ResourceUid(uid),
+                    name,
+                    email,
+                    time_zone: zone.as_deref().map(parse_zone).transpose()?,
+                },
+            ))
         })
         .collect()
 }
 
-fn load_assignments(conn: &Connection, project: &str) -> Result<Vec<Assignment>, EmbeddedError> {
-    let mut stmt = conn.prepare_cached(
+/// Assignments matching `filter`, with their positions (field times not yet read).
+fn query_assignments(
+    conn: &Connection,
+    filter: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<(i64, Assignment)>, EmbeddedError> {
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT uid, task_uid, resource_uid, start, finish, work, actual_work, remaining_work,
-                percent_work_complete, actual_finish
-         FROM assignments WHERE project = ?1 ORDER BY position",
-    )?;
+                percent_work_complete, actual_finish, position
+         FROM assignments WHERE {filter}"
+    ))?;
     let raw = stmt
-        .query_map([project], |row| {
+        .query_map(args, |row| {
             Ok((
                 (
                     row.get::<_, i64>(0)?,
@@ -265,52 +409,41 @@ fn load_assignments(conn: &Connection, project: &str) -> Result<Vec<Assignment>,
                     row.get::<_, i64>(6)?,
                     row.get::<_, i64>(7)?,
                 ),
-                row.get::<_, i64>(8)?,
+                (row.get::<_, i64>(8)?, row.get::<_, i64>(10)?),
                 row.get::<_, Option<String>>(9)?,
             ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    let mut assignments = raw
-        .into_iter()
+    raw.into_iter()
         .map(
-            |((uid, task, resource), start, finish, (work, actual, remaining), percent, done)| {
-                Ok(Assignment {
-                    uid: AssignmentUid(uid),
-                    task_uid: TaskUid(task),
-                    resource_uid: ResourceUid(resource),
-                    start: parse_local(&start)?,
-                    finish: parse_local(&finish)?,
-                    work: Work::from_seconds(work),
-                    actual_work: Work::from_seconds(actual),
-                    remaining_work: Work::from_seconds(remaining),
-                    percent_work_complete: Percent::from_i64(percent)
-                        .map_err(|_| corrupt("percent", &percent.to_string()))?,
-                    actual_finish: done.as_deref().map(parse_local).transpose()?,
-                    modified: FieldTimes::new(),
-                })
+            |(
+                (uid, task, resource),
+                start,
+                finish,
+                (work, actual, remaining),
+                (percent, position),
+                done,
+            )| {
+                Ok((
+                    position,
+                    Assignment {
+                        uid: AssignmentUid(uid),
+                        task_uid: TaskUid(task),
+                        resource_uid: ResourceUid(resource),
+                        start: parse_local(&start)?,
+                        finish: parse_local(&finish)?,
+                        work: Work::from_seconds(work),
+                        actual_work: Work::from_seconds(actual),
+                        remaining_work: Work::from_seconds(remaining),
+                        percent_work_complete: Percent::from_i64(percent)
+                            .map_err(|_| corrupt("percent", &percent.to_string()))?,
+                        actual_finish: done.as_deref().map(parse_local).transpose()?,
+                        modified: FieldTimes::new(),
+                    },
+                ))
             },
         )
-        .collect::<Result<Vec<_>, EmbeddedError>>()?;
-    let mut stmt = conn.prepare_cached(
-        "SELECT assignment_uid, field, modified_at FROM assignment_field_times WHERE project = ?1",
-    )?;
-    let times = stmt
-        .query_map([project], |row| {
-            Ok((
-                row.get::<_, i64>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-            ))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    for (uid, field, at) in times {
-        let field = parse_field(&field)?;
-        let at = parse_ts(&at)?;
-        if let Some(a) = assignments.iter_mut().find(|a| a.uid.0 == uid) {
-            a.modified.set(field, at);
-        }
-    }
-    Ok(assignments)
+        .collect()
 }
 
 /// Writes `project` in full over what is stored (its tasks, resources and assignments are
@@ -860,6 +993,107 @@ mod tests {
         let b = a + chrono::TimeDelta::microseconds(1);
         assert!(ts(a) < ts(b));
         assert_eq!(parse_ts(&ts(b)).ok(), Some(b));
+    }
+
+    /// Task 1 with assignments 1 (r1) and 2 (r2), task 2 with assignment 3 (r3) stored after
+    /// a stamped update; the part of assignment 1 must equal the same rows of the whole plan.
+    #[test]
+    fn project_part_equals_the_same_rows_of_the_whole_project() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        super::super::store::migrate(&mut conn).expect("migrate");
+        let day = |d, h| {
+            NaiveDate::from_ymd_opt(2026, 3, d)
+                .and_then(|x| x.and_hms_opt(h, 0, 0))
+                .expect("valid")
+        };
+        let task = |uid: i64| Task {
+            uid: TaskUid(uid),
+            name: format!("task {uid}"),
+            notes: String::new(),
+            start: day(2, 8),
+            finish: day(6, 17),
+            work: Work::from_hours(16),
+            priority: Task::DEFAULT_PRIORITY,
+            percent_work_complete: Percent::ZERO,
+            summary: false,
+            milestone: false,
+            outline_level: 1,
+        };
+        let assignment = |uid: i64, task: i64| Assignment {
+            uid: AssignmentUid(uid),
+            task_uid: TaskUid(task),
+            resource_uid: ResourceUid(uid),
+            start: day(2, 8),
+            finish: day(6, 17),
+            work: Work::from_hours(8),
+            actual_work: Work::ZERO,
+            remaining_work: Work::from_hours(8),
+            percent_work_complete: Percent::ZERO,
+            actual_finish: None,
+            modified: FieldTimes::new(),
+        };
+        let guid = ProjectGuid(uuid::Uuid::from_u128(7));
+        let mut project = Project {
+            guid,
+            name: "p".into(),
+            time_zone: Tz::UTC,
+            minutes_per_day: 480,
+            minutes_per_week: 2400,
+            start: None,
+            tasks: vec![task(2), task(1)],
+            resources: (1..=3)
+                .map(|uid| Resource {
+                    uid: ResourceUid(uid),
+                    name: format!("r{uid}"),
+                    email: Some(format!("r{uid}@example.com")),
+                    time_zone: None,
+                })
+                .collect(),
+            assignments: vec![assignment(3, 2), assignment(2, 1), assignment(1, 1)],
+        };
+        let now = Utc
+            .with_ymd_and_hms(2026, 3, 4, 12, 0, 0)
+            .single()
+            .expect("valid");
+        write_project(&conn, &project, None, now).expect("write");
+        project.assignments[2]
+            .modified
+            .touch(AssignmentField::PercentWorkComplete, now);
+        save_assignment(&conn, guid, &project.assignments[2]).expect("stamp");
+        let whole = load_project(&conn, guid).expect("load").expect("stored");
+
+        let part = load_project_part(&conn, guid, &[AssignmentUid(1)], false)
+            .expect("load")
+            .expect("stored");
+        assert_eq!(part.name, whole.name);
+        assert_eq!(part.assignments, vec![whole.assignments[2].clone()]);
+        assert_eq!(part.tasks, vec![whole.tasks[1].clone()]);
+        assert_eq!(part.resources, vec![whole.resources[0].clone()]);
+        assert!(
+            part.assignments[0]
+                .modified
+                .get(AssignmentField::PercentWorkComplete)
+                .is_some()
+        );
+
+        // With the task's other assignments, in file order: what applying an update reads.
+        let with_siblings = load_project_part(&conn, guid, &[AssignmentUid(1)], true)
+            .expect("load")
+            .expect("stored");
+        assert_eq!(with_siblings.assignments, whole.assignments[1..].to_vec());
+        assert_eq!(with_siblings.resources, whole.resources[..2].to_vec());
+
+        // Unknown assignments and projects.
+        let none = load_project_part(&conn, guid, &[AssignmentUid(99)], true)
+            .expect("load")
+            .expect("stored");
+        assert!(none.assignments.is_empty() && none.tasks.is_empty());
+        let other = ProjectGuid(uuid::Uuid::from_u128(8));
+        assert!(
+            load_project_part(&conn, other, &[AssignmentUid(1)], true)
+                .expect("load")
+                .is_none()
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! order is time order); `position` keeps the file order of tasks, resources and assignments.
 
 /// The migrations, version 1 first.
-pub(crate) const MIGRATIONS: &[&str] = &[V1];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// Version 1: projects, their rows, status updates, the event log and the webhook outbox.
 const V1: &str = "
@@ -122,4 +122,10 @@ CREATE TABLE webhook_outbox (
     failed_at TEXT,
     last_error TEXT
 );
+";
+
+/// Version 2: the assignments of a task by index, so that applying a status update reads only
+/// the task's assignments (for the task's roll-up) instead of the whole plan.
+const V2: &str = "
+CREATE INDEX assignments_by_task ON assignments (project, task_uid);
 ";

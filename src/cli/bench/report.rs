@@ -1,0 +1,720 @@
+//! The benchmark's figures: one table against the targets (Markdown, also for
+//! `docs/PERFORMANCE.md`), JSON, the machine description and criterion's estimates.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+/// Everything one run measured.
+#[derive(Debug, Default, Serialize)]
+pub struct Figures {
+    /// Where it ran.
+    pub machine: Machine,
+    /// The sizes asked for.
+    pub params: Params,
+    /// The first publish.
+    pub publish: Option<Publish>,
+    /// The same publish again, nothing changed.
+    pub republish: Option<Republish>,
+    /// exchangelib making the same creates.
+    pub comparison: Option<Comparison>,
+    /// Why there is no comparison.
+    pub comparison_skipped: Option<String>,
+    /// EWS requests of `serve`'s start after the publishes (subscriptions, the start-up
+    /// publish of the unchanged project).
+    pub serve_start_requests: BTreeMap<String, u64>,
+    /// User edits with `serve` running: a burst, then a paced run.
+    pub edits: Vec<Edits>,
+    /// `serve` with many tracked assignments.
+    pub large: Option<Large>,
+    /// Load average (1 min) when the run began and ended.
+    pub load_before: Option<f64>,
+    /// See `load_before`.
+    pub load_after: Option<f64>,
+    /// Seconds the whole run took.
+    pub run_seconds: f64,
+}
+
+/// The sizes asked for.
+#[derive(Debug, Default, Serialize)]
+pub struct Params {
+    /// Assignments published.
+    pub assignments: usize,
+    /// Over this many mailboxes.
+    pub mailboxes: usize,
+    /// Edits per edit phase.
+    pub edits: usize,
+    /// Edits per second offered in the paced phase.
+    pub edit_rate: u32,
+    /// Tracked assignments of the memory phase.
+    pub large_assignments: usize,
+    /// Its mailboxes.
+    pub large_mailboxes: usize,
+}
+
+/// One publish run as a child process.
+#[derive(Debug, Default, Serialize)]
+pub struct Publish {
+    /// Assignments in the project.
+    pub assignments: usize,
+    /// Mailboxes.
+    pub mailboxes: usize,
+    /// Items created.
+    pub created: u64,
+    /// Items failed.
+    pub failed: u64,
+    /// Wall time of the `publish` process.
+    pub wall_s: f64,
+    /// Its CPU time, user + system.
+    pub cpu_s: f64,
+    /// Its peak RSS.
+    pub peak_rss_mb: f64,
+    /// EWS requests the simulator answered, by operation.
+    pub requests: BTreeMap<String, u64>,
+    /// Their sum.
+    pub requests_total: u64,
+    /// The minimum the design needs.
+    pub requests_min: u64,
+}
+
+impl Publish {
+    /// CPU per assignment, in microseconds.
+    pub fn cpu_us_per_assignment(&self) -> f64 {
+        self.cpu_s * 1e6 / self.assignments.max(1) as f64
+    }
+
+    /// How far the requests are over the minimum, in percent.
+    pub fn requests_over_min_pct(&self) -> f64 {
+        (self.requests_total as f64 / self.requests_min.max(1) as f64 - 1.0) * 100.0
+    }
+}
+
+/// The unchanged re-publish.
+#[derive(Debug, Default, Serialize)]
+pub struct Republish {
+    /// Wall time.
+    pub wall_s: f64,
+    /// CPU time.
+    pub cpu_s: f64,
+    /// EWS requests of any kind.
+    pub requests_total: u64,
+    /// CreateItem + UpdateItem + DeleteItem.
+    pub writes: u64,
+}
+
+/// exchangelib making the same creates.
+#[derive(Debug, Default, Serialize)]
+pub struct Comparison {
+    /// Tasks created.
+    pub created: u64,
+    /// Tasks failed.
+    pub failed: u64,
+    /// Wall time of its create loop.
+    pub wall_s: f64,
+    /// CPU time of its create loop (interpreter start and imports left out).
+    pub cpu_s: f64,
+    /// CPU time of the whole Python process.
+    pub process_cpu_s: f64,
+    /// Items per CreateItem.
+    pub chunk_size: u64,
+    /// EWS requests it sent, by operation.
+    pub requests: BTreeMap<String, u64>,
+    /// exchangelib's version.
+    pub version: String,
+}
+
+/// One phase of user edits.
+#[derive(Debug, Default, Serialize)]
+pub struct Edits {
+    /// `burst` (as fast as the bench can make them) or `paced`.
+    pub phase: String,
+    /// Edits made.
+    pub made: usize,
+    /// Edits per second made (offered).
+    pub offered_per_s: f64,
+    /// Edits whose status update was applied on the PM side.
+    pub applied: usize,
+    /// Applied per second: applied edits over the time from the first edit to the last
+    /// update applied.
+    pub applied_per_s: f64,
+    /// Latency from the edit to its applied status update, in milliseconds.
+    pub p50_ms: f64,
+    /// See `p50_ms`.
+    pub p99_ms: f64,
+    /// See `p50_ms`.
+    pub max_ms: f64,
+    /// CPU time of the `serve` process during the phase, per edit.
+    pub cpu_us_per_edit: f64,
+    /// EWS requests during the phase, by operation.
+    pub requests: BTreeMap<String, u64>,
+}
+
+/// `serve` with many tracked assignments.
+#[derive(Debug, Default, Serialize)]
+pub struct Large {
+    /// Tracked assignments.
+    pub assignments: usize,
+    /// Mailboxes.
+    pub mailboxes: usize,
+    /// The publish that made them.
+    pub publish: Publish,
+    /// From process start to `/healthz` answering 200.
+    pub ready_s: f64,
+    /// RSS when `/healthz` first answered 200.
+    pub rss_ready_mb: f64,
+    /// RSS once the start-up work (subscriptions, the start-up publish) is done.
+    pub rss_started_mb: f64,
+    /// Seconds until the start-up work was done.
+    pub started_s: f64,
+    /// Seconds a reconciliation pass over every mailbox took.
+    pub reconcile_s: f64,
+    /// SyncFolderItems requests of that pass.
+    pub reconcile_requests: u64,
+    /// RSS after that pass.
+    pub rss_reconciled_mb: f64,
+    /// Peak RSS of that `serve` process.
+    pub peak_rss_mb: f64,
+}
+
+/// Where the run happened.
+#[derive(Debug, Default, Serialize)]
+pub struct Machine {
+    /// `model name` of /proc/cpuinfo.
+    pub cpu: String,
+    /// Cores the process may use.
+    pub cores: usize,
+    /// MemTotal of /proc/meminfo.
+    pub memory_gib: f64,
+    /// Kernel release.
+    pub kernel: String,
+    /// `rustc --version`.
+    pub rustc: String,
+    /// This binary's version and profile.
+    pub taskbridge: String,
+    /// When the run started (UTC).
+    pub date: String,
+}
+
+impl Machine {
+    /// Describes this machine.
+    pub fn describe() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let memory_gib = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .find(|l| l.starts_with("MemTotal:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|k| k.parse::<f64>().ok())
+            })
+            .map(|kb| kb / 1024.0 / 1024.0)
+            .unwrap_or_default();
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        let rustc = std::process::Command::new("rustc")
+            .arg("--version")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_else(|| "unknown (rustc not on PATH)".into());
+        Machine {
+            cpu,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            memory_gib,
+            kernel,
+            rustc,
+            taskbridge: format!(
+                "{} ({} build)",
+                env!("CARGO_PKG_VERSION"),
+                if cfg!(debug_assertions) {
+                    "debug"
+                } else {
+                    "release"
+                }
+            ),
+            date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+        }
+    }
+}
+
+/// The 1-minute load average.
+pub fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A percentile of sorted values (nearest rank).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1024.0 / 1024.0
+}
+
+/// Bytes as MiB for the figures.
+pub fn to_mb(bytes: u64) -> f64 {
+    mb(bytes)
+}
+
+struct Row {
+    figure: String,
+    value: String,
+    target: &'static str,
+    verdict: &'static str,
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "**missed**" }
+}
+
+fn secs(s: f64) -> String {
+    if s < 1.0 {
+        format!("{:.0} ms", s * 1000.0)
+    } else {
+        format!("{s:.2} s")
+    }
+}
+
+fn ops(map: &BTreeMap<String, u64>) -> String {
+    map.iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn rows(f: &Figures) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let mut row = |figure: String, value: String, target: &'static str, verdict: &'static str| {
+        rows.push(Row {
+            figure,
+            value,
+            target,
+            verdict,
+        })
+    };
+    if let Some(p) = &f.publish {
+        row(
+            format!(
+                "publish {} assignments to {} mailboxes: wall time",
+                p.assignments, p.mailboxes
+            ),
+            format!(
+                "{} ({:.0} assignments/s; created {}, failed {})",
+                secs(p.wall_s),
+                p.assignments as f64 / p.wall_s.max(1e-9),
+                p.created,
+                p.failed
+            ),
+            "",
+            "",
+        );
+        let us = p.cpu_us_per_assignment();
+        row(
+            "connector CPU (user+sys) per published assignment".into(),
+            format!("{us:.1} µs ({:.2} s in all)", p.cpu_s),
+            "≤ 10 µs",
+            verdict(us <= 10.0),
+        );
+        let over = p.requests_over_min_pct();
+        row(
+            "EWS requests sent / minimum".into(),
+            format!(
+                "{} / {} ({over:+.1} %): {}",
+                p.requests_total,
+                p.requests_min,
+                ops(&p.requests)
+            ),
+            "≤ 2 % over",
+            verdict(over <= 2.0),
+        );
+        if !f.serve_start_requests.is_empty() {
+            let total: u64 = f.serve_start_requests.values().sum();
+            let min = p.mailboxes as u64;
+            let over = (total as f64 / min.max(1) as f64 - 1.0) * 100.0;
+            row(
+                "serve start after the publish: EWS requests / minimum (one Subscribe per mailbox)"
+                    .into(),
+                format!(
+                    "{total} / {min} ({over:+.1} %): {}",
+                    ops(&f.serve_start_requests)
+                ),
+                "≤ 2 % over",
+                verdict(over <= 2.0),
+            );
+        }
+        row(
+            "publish: peak RSS of the connector process".into(),
+            format!("{:.1} MiB", p.peak_rss_mb),
+            "",
+            "",
+        );
+    }
+    if let Some(r) = &f.republish {
+        row(
+            "re-publish, nothing changed: wall time".into(),
+            format!(
+                "{} (CPU {}, {} requests)",
+                secs(r.wall_s),
+                secs(r.cpu_s),
+                r.requests_total
+            ),
+            "",
+            "",
+        );
+        row(
+            "re-publish, nothing changed: write requests".into(),
+            r.writes.to_string(),
+            "0",
+            verdict(r.writes == 0),
+        );
+    }
+    match (&f.comparison, &f.publish) {
+        (Some(c), Some(p)) => {
+            let theirs = c.cpu_s * 1e6 / c.created.max(1) as f64;
+            let ours = p.cpu_us_per_assignment();
+            row(
+                format!(
+                    "exchangelib {}: same creates ({} per CreateItem, sequential)",
+                    c.version, c.chunk_size
+                ),
+                format!(
+                    "wall {}, CPU {:.0} µs per task (create loop; whole process {:.2} s); created {}, failed {}; {}",
+                    secs(c.wall_s),
+                    theirs,
+                    c.process_cpu_s,
+                    c.created,
+                    c.failed,
+                    ops(&c.requests)
+                ),
+                "",
+                "",
+            );
+            let ratio = theirs / ours.max(1e-9);
+            row(
+                "client CPU per task: exchangelib / taskbridge".into(),
+                format!("{ratio:.0} ×"),
+                "≥ 50 ×",
+                verdict(ratio >= 50.0),
+            );
+            row(
+                "wall time: exchangelib / taskbridge".into(),
+                format!("{:.1} ×", c.wall_s / p.wall_s.max(1e-9)),
+                "",
+                "",
+            );
+        }
+        _ => {
+            if let Some(why) = &f.comparison_skipped {
+                row(
+                    "exchangelib comparison".into(),
+                    format!("not run: {why}"),
+                    "≥ 50 ×",
+                    "not measured",
+                );
+            }
+        }
+    }
+    for e in &f.edits {
+        let label = if e.phase == "paced" {
+            format!("{} edits offered at {:.0}/s", e.made, e.offered_per_s)
+        } else {
+            format!(
+                "{} edits in a burst ({:.0}/s made)",
+                e.made, e.offered_per_s
+            )
+        };
+        row(
+            format!("{label}: applied on the PM side"),
+            format!(
+                "{:.0} edits/s ({} of {} applied; serve CPU {:.0} µs per edit)",
+                e.applied_per_s, e.applied, e.made, e.cpu_us_per_edit
+            ),
+            "≥ 1,000 /s",
+            verdict(e.applied_per_s >= 1000.0 && e.applied == e.made),
+        );
+        row(
+            format!("{label}: edit → applied update, p50 / p99 / max"),
+            format!("{:.1} / {:.1} / {:.1} ms", e.p50_ms, e.p99_ms, e.max_ms),
+            "p99 ≤ 100 ms",
+            verdict(e.p99_ms <= 100.0 && e.applied == e.made),
+        );
+        row(format!("{label}: EWS requests"), ops(&e.requests), "", "");
+    }
+    if let Some(l) = &f.large {
+        row(
+            format!(
+                "publish {} assignments to {} mailboxes",
+                l.assignments, l.mailboxes
+            ),
+            format!(
+                "wall {}, CPU {:.1} µs per assignment, peak RSS {:.0} MiB, requests {} / minimum {}",
+                secs(l.publish.wall_s),
+                l.publish.cpu_us_per_assignment(),
+                l.publish.peak_rss_mb,
+                l.publish.requests_total,
+                l.publish.requests_min
+            ),
+            "",
+            "",
+        );
+        row(
+            format!(
+                "serve with {} tracked assignments: start → /healthz 200",
+                l.assignments
+            ),
+            secs(l.ready_s),
+            "< 1 s",
+            verdict(l.ready_s < 1.0),
+        );
+        row(
+            "serve: RSS when ready / after start-up work".into(),
+            format!(
+                "{:.1} MiB / {:.1} MiB (start-up work done after {})",
+                l.rss_ready_mb,
+                l.rss_started_mb,
+                secs(l.started_s)
+            ),
+            "≤ 100 MB",
+            verdict(l.rss_started_mb * 1.048_576 <= 100.0 && l.rss_ready_mb * 1.048_576 <= 100.0),
+        );
+        row(
+            "serve: RSS after a full reconciliation pass (peak)".into(),
+            format!(
+                "{:.1} MiB (peak {:.1} MiB); pass over {} mailboxes took {} ({} SyncFolderItems)",
+                l.rss_reconciled_mb,
+                l.peak_rss_mb,
+                l.mailboxes,
+                secs(l.reconcile_s),
+                l.reconcile_requests
+            ),
+            "≤ 100 MB",
+            verdict(l.rss_reconciled_mb * 1.048_576 <= 100.0),
+        );
+    }
+    rows
+}
+
+/// The table of figures against targets, as Markdown.
+pub fn table(f: &Figures) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "| figure | measured | target | |");
+    let _ = writeln!(out, "|---|---|---|---|");
+    for r in rows(f) {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            r.figure, r.value, r.target, r.verdict
+        );
+    }
+    out
+}
+
+/// The machine and the conditions, as Markdown.
+pub fn machine_text(f: &Figures) -> String {
+    let m = &f.machine;
+    let load = |l: Option<f64>| l.map_or_else(|| "unknown".into(), |l| format!("{l:.2}"));
+    format!(
+        "- date: {}\n- CPU: {}, {} cores\n- memory: {:.1} GiB\n- kernel: Linux {}\n- rustc: {}\n\
+         - taskbridge: {}\n- load average (1 min) at the start / end of the run: {} / {}\n\
+         - run time: {:.0} s\n",
+        m.date,
+        m.cpu,
+        m.cores,
+        m.memory_gib,
+        m.kernel,
+        m.rustc,
+        m.taskbridge,
+        load(f.load_before),
+        load(f.load_after),
+        f.run_seconds
+    )
+}
+
+/// Criterion's estimates under `dir` (`cargo bench` output), as a Markdown table.
+pub fn criterion_table(dir: &Path) -> Option<String> {
+    let mut found = Vec::new();
+    collect_criterion(dir, &mut found);
+    if found.is_empty() {
+        return None;
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| benchmark | time per iteration | per element / throughput |"
+    );
+    let _ = writeln!(out, "|---|---|---|");
+    for (id, ns, throughput) in found {
+        let per = match throughput {
+            Some(Throughput::Elements(n)) if n > 0 => {
+                format!("{} per element", nanos(ns / n as f64))
+            }
+            Some(Throughput::Bytes(n)) if n > 0 => {
+                format!("{:.0} MB/s", n as f64 / (ns / 1e9) / 1e6)
+            }
+            _ => String::new(),
+        };
+        let _ = writeln!(out, "| {id} | {} | {per} |", nanos(ns));
+    }
+    Some(out)
+}
+
+enum Throughput {
+    Elements(u64),
+    Bytes(u64),
+}
+
+fn nanos(ns: f64) -> String {
+    if ns >= 1e6 {
+        format!("{:.2} ms", ns / 1e6)
+    } else if ns >= 1e3 {
+        format!("{:.2} µs", ns / 1e3)
+    } else {
+        format!("{ns:.0} ns")
+    }
+}
+
+fn collect_criterion(dir: &Path, out: &mut Vec<(String, f64, Option<Throughput>)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if !path.is_dir() {
+            continue;
+        }
+        if path.file_name().is_some_and(|n| n == "new") {
+            let read = |name: &str| -> Option<serde_json::Value> {
+                serde_json::from_str(&std::fs::read_to_string(path.join(name)).ok()?).ok()
+            };
+            let (Some(bench), Some(est)) = (read("benchmark.json"), read("estimates.json")) else {
+                continue;
+            };
+            let Some(id) = bench["full_id"].as_str() else {
+                continue;
+            };
+            let Some(mean) = est["mean"]["point_estimate"].as_f64() else {
+                continue;
+            };
+            let throughput = if let Some(n) = bench["throughput"]["Elements"].as_u64() {
+                Some(Throughput::Elements(n))
+            } else {
+                bench["throughput"]["Bytes"].as_u64().map(Throughput::Bytes)
+            };
+            out.push((id.to_string(), mean, throughput));
+        } else if path
+            .file_name()
+            .is_some_and(|n| n != "report" && n != "base")
+        {
+            collect_criterion(&path, out);
+        }
+    }
+}
+
+/// Start and end markers of the generated part of the performance document.
+pub const BEGIN: &str = "<!-- generated by `taskbridge bench --write-doc`: begin -->";
+/// See [`BEGIN`].
+pub const END: &str = "<!-- generated by `taskbridge bench --write-doc`: end -->";
+
+/// The generated part of the document.
+pub fn doc_section(f: &Figures, criterion: Option<&str>) -> String {
+    let p = &f.params;
+    let mut out = String::new();
+    let _ = writeln!(out, "{BEGIN}");
+    let _ = writeln!(out, "### Machine and conditions\n");
+    out.push_str(&machine_text(f));
+    let _ = writeln!(
+        out,
+        "- sizes: {} assignments over {} mailboxes; {} edits per edit phase (paced phase at \
+         {}/s); {} tracked assignments over {} mailboxes for memory\n",
+        p.assignments, p.mailboxes, p.edits, p.edit_rate, p.large_assignments, p.large_mailboxes
+    );
+    let _ = writeln!(out, "### End to end (`taskbridge bench`)\n");
+    out.push_str(&table(f));
+    if let Some(c) = criterion {
+        let _ = writeln!(out, "\n### Micro-benchmarks (criterion, mean)\n");
+        out.push_str(c);
+    }
+    let _ = writeln!(out, "{END}");
+    out
+}
+
+/// Replaces the generated part of `doc` (or appends it when the markers are missing).
+pub fn splice(doc: &str, section: &str) -> String {
+    match (doc.find(BEGIN), doc.find(END)) {
+        (Some(b), Some(e)) if e > b => {
+            let mut out = String::with_capacity(doc.len() + section.len());
+            out.push_str(&doc[..b]);
+            out.push_str(section.trim_end_matches('\n'));
+            out.push_str(&doc[e + END.len()..]);
+            out
+        }
+        _ => {
+            let mut out = doc.to_string();
+            if !out.is_empty() && !out.ends_with("\n\n") {
+                out.push('\n');
+            }
+            out.push_str(section);
+            out
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentile_takes_the_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), 50.0);
+        assert_eq!(percentile(&v, 99.0), 99.0);
+        assert_eq!(percentile(&v, 100.0), 100.0);
+        assert_eq!(percentile(&[3.0], 99.0), 3.0);
+    }
+
+    #[test]
+    fn splice_replaces_only_the_generated_part() {
+        let doc = format!("# Title\n\nprose\n\n{BEGIN}\nold\n{END}\n\nmore prose\n");
+        let new = splice(&doc, &format!("{BEGIN}\nnew\n{END}\n"));
+        assert_eq!(
+            new,
+            format!("# Title\n\nprose\n\n{BEGIN}\nnew\n{END}\n\nmore prose\n")
+        );
+        let appended = splice("# Title\n", &format!("{BEGIN}\nx\n{END}\n"));
+        assert!(appended.starts_with("# Title\n\n"));
+        assert!(appended.ends_with(&format!("{END}\n")));
+    }
+
+    #[test]
+    fn table_marks_missed_targets() {
+        let f = Figures {
+            republish: Some(Republish {
+                writes: 3,
+                ..Republish::default()
+            }),
+            ..Figures::default()
+        };
+        let t = table(&f);
+        assert!(t.contains("| re-publish, nothing changed: write requests | 3 | 0 | **missed** |"));
+    }
+}

@@ -1,0 +1,49 @@
+//! `taskbridge bench` at toy sizes: it runs every phase and reports every figure. The figures
+//! themselves are never asserted (timings belong in benchmarks, not in tests).
+
+use std::process::Command;
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_taskbridge");
+
+#[test]
+fn bench_at_toy_sizes_runs_every_phase_and_reports() {
+    let out = Command::new(BIN)
+        .args([
+            "bench",
+            "--json",
+            "--no-exchangelib",
+            "--timeout-secs",
+            "120",
+        ])
+        .args(["--assignments", "30", "--mailboxes", "3"])
+        .args(["--edits", "6", "--edit-rate", "50"])
+        .args(["--large-assignments", "40", "--large-mailboxes", "4"])
+        .env_remove("TASKBRIDGE_CONFIG")
+        .env_remove("TASKBRIDGE_DATA_DIR")
+        .output()
+        .expect("run taskbridge bench");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let f: Value = serde_json::from_slice(&out.stdout).expect("JSON figures");
+    assert_eq!(f["publish"]["created"], 30, "{f}");
+    assert!(f["publish"]["requests_total"].as_u64().is_some(), "{f}");
+    assert!(f["republish"]["writes"].as_u64().is_some(), "{f}");
+    assert_eq!(f["comparison_skipped"], "--no-exchangelib");
+    let edits = f["edits"].as_array().expect("edit phases");
+    assert_eq!(edits.len(), 2, "{f}");
+    for e in edits {
+        assert_eq!(e["made"], 6, "{e}");
+        assert!(e["p99_ms"].as_f64().is_some(), "{e}");
+    }
+    assert_eq!(f["large"]["publish"]["created"], 40, "{f}");
+    assert!(f["large"]["rss_reconciled_mb"].as_f64().is_some(), "{f}");
+    assert!(
+        f["machine"]["cores"].as_u64().is_some_and(|c| c >= 1),
+        "{f}"
+    );
+}
