@@ -1,8 +1,6 @@
-//! The simulator over real HTTP on 127.0.0.1:0: every Exchange rule it promises, driven with the
-//! crate's own typed messages (`ops::encode_request` / `ops::decode_response`).
-//!
-//! TODO(#4): switch these calls to the project's `EwsClient` once the transport lands; the raw
-//! wire shapes (throttling, faults, 401) stay checked with reqwest.
+//! The simulator over real HTTP on 127.0.0.1:0: every Exchange rule it promises, driven through
+//! the project's `EwsClient` with retries off (so that throttling and failures reach the test),
+//! and with plain reqwest where the raw wire shape itself is the point (faults, 401, throttling).
 
 use std::collections::VecDeque;
 use std::path::Path as FsPath;
