@@ -371,6 +371,15 @@ pub trait StateStore: Send + Sync + 'static {
         &self,
         state: MailboxState,
     ) -> impl Future<Output = Result<(), StateError>> + Send;
+    /// Changes some of one mailbox's state (a default state when it has none yet) as one
+    /// atomic read-modify-write, and returns the state stored. Callers that own different
+    /// columns (a notification's watermark, a pass's sync state) use this rather than
+    /// [`put_mailbox`](Self::put_mailbox), so that neither puts back the other's older value.
+    fn update_mailbox(
+        &self,
+        mailbox: &MailboxAddress,
+        change: impl FnOnce(&mut MailboxState) + Send + 'static,
+    ) -> impl Future<Output = Result<MailboxState, StateError>> + Send;
     /// The mailbox a subscription belongs to.
     fn mailbox_by_subscription(
         &self,

@@ -249,6 +249,45 @@ fn query_assignments(
     Ok(out)
 }
 
+fn select_mailbox(c: &Connection, mailbox: &str) -> Result<Option<MailboxState>, StateError> {
+    let mut stmt = c
+        .prepare_cached(&format!(
+            "SELECT {MAILBOX_COLUMNS} FROM mailbox WHERE mailbox = ?1"
+        ))
+        .map_err(db)?;
+    let row = stmt
+        .query_row(params![mailbox], |r| Ok(read_mailbox(r)))
+        .optional()
+        .map_err(db)?;
+    row.transpose()
+}
+
+fn write_mailbox(c: &Connection, state: &MailboxState) -> Result<(), StateError> {
+    let Some(mailbox) = &state.mailbox else {
+        return Err(StateError::Database(
+            "mailbox state without a mailbox".into(),
+        ));
+    };
+    c.prepare_cached(
+        "INSERT INTO mailbox (mailbox, folder_id, subscription_id, watermark, \
+         last_notification, sync_state, last_reconcile) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+         ON CONFLICT (mailbox) DO UPDATE SET folder_id = ?2, subscription_id = ?3, \
+         watermark = ?4, last_notification = ?5, sync_state = ?6, last_reconcile = ?7",
+    )
+    .map_err(db)?
+    .execute(params![
+        mailbox.0,
+        state.folder_id,
+        state.subscription_id,
+        state.watermark,
+        state.last_notification.as_ref().map(time_text),
+        state.sync_state,
+        state.last_reconcile.as_ref().map(time_text),
+    ])
+    .map_err(db)?;
+    Ok(())
+}
+
 fn read_mailbox(row: &Row<'_>) -> Result<MailboxState, StateError> {
     let mailbox: String = row.get(0).map_err(db)?;
     Ok(MailboxState {
@@ -468,19 +507,7 @@ impl StateStore for SqliteStore {
 
     async fn mailbox(&self, mailbox: &MailboxAddress) -> Result<Option<MailboxState>, StateError> {
         let m = mailbox.0.clone();
-        self.call(move |c| {
-            let mut stmt = c
-                .prepare_cached(&format!(
-                    "SELECT {MAILBOX_COLUMNS} FROM mailbox WHERE mailbox = ?1"
-                ))
-                .map_err(db)?;
-            let row = stmt
-                .query_row(params![m], |r| Ok(read_mailbox(r)))
-                .optional()
-                .map_err(db)?;
-            row.transpose()
-        })
-        .await
+        self.call(move |c| select_mailbox(c, &m)).await
     }
 
     async fn mailboxes(&self) -> Result<Vec<MailboxState>, StateError> {
@@ -501,30 +528,26 @@ impl StateStore for SqliteStore {
     }
 
     async fn put_mailbox(&self, state: MailboxState) -> Result<(), StateError> {
-        let Some(mailbox) = state.mailbox.clone() else {
-            return Err(StateError::Database(
-                "mailbox state without a mailbox".into(),
-            ));
-        };
+        self.call(move |c| write_mailbox(c, &state)).await
+    }
+
+    async fn update_mailbox(
+        &self,
+        mailbox: &MailboxAddress,
+        change: impl FnOnce(&mut MailboxState) + Send + 'static,
+    ) -> Result<MailboxState, StateError> {
+        let m = mailbox.clone();
         self.call(move |c| {
-            c.prepare_cached(
-                "INSERT INTO mailbox (mailbox, folder_id, subscription_id, watermark, \
-                 last_notification, sync_state, last_reconcile) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
-                 ON CONFLICT (mailbox) DO UPDATE SET folder_id = ?2, subscription_id = ?3, \
-                 watermark = ?4, last_notification = ?5, sync_state = ?6, last_reconcile = ?7",
-            )
-            .map_err(db)?
-            .execute(params![
-                mailbox.0,
-                state.folder_id,
-                state.subscription_id,
-                state.watermark,
-                state.last_notification.as_ref().map(time_text),
-                state.sync_state,
-                state.last_reconcile.as_ref().map(time_text),
-            ])
-            .map_err(db)?;
-            Ok(())
+            // Immediate: another process sharing the file cannot slip a write in between.
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(db)?;
+            let mut state = select_mailbox(&tx, &m.0)?.unwrap_or_default();
+            state.mailbox = Some(m);
+            change(&mut state);
+            write_mailbox(&tx, &state)?;
+            tx.commit().map_err(db)?;
+            Ok(state)
         })
         .await
     }
@@ -811,6 +834,32 @@ mod tests {
             .expect("mailbox");
         assert_eq!(mb.watermark.as_deref(), Some("wm-9"));
         assert_eq!(store.mailboxes().await.expect("list").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn update_mailbox_changes_only_what_the_caller_owns() {
+        let store = SqliteStore::in_memory().expect("open");
+        let mb = MailboxAddress::new("ann@example.com");
+        let created = store
+            .update_mailbox(&mb, |s| s.folder_id = Some("AQMkTasks".into()))
+            .await
+            .expect("create");
+        assert_eq!(created.mailbox.as_ref(), Some(&mb));
+        // A pass read the state before a notification arrived; each writes only its column.
+        let read_by_pass = store.mailbox(&mb).await.expect("read").expect("row");
+        store
+            .update_mailbox(&mb, |s| s.watermark = Some("wm-2".into()))
+            .await
+            .expect("notification");
+        store
+            .update_mailbox(&mb, |s| s.sync_state = Some("ss-7".into()))
+            .await
+            .expect("pass");
+        let now = store.mailbox(&mb).await.expect("read").expect("row");
+        assert_eq!(read_by_pass.watermark, None);
+        assert_eq!(now.watermark.as_deref(), Some("wm-2"));
+        assert_eq!(now.sync_state.as_deref(), Some("ss-7"));
+        assert_eq!(now.folder_id.as_deref(), Some("AQMkTasks"));
     }
 
     #[tokio::test]

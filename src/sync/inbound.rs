@@ -62,11 +62,11 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             .tasks_folder(mailbox)
             .await
             .map_err(|e| SyncError::mailbox(mailbox, e))?;
-        let mut state = self.inner.state.mailbox(mailbox).await?.unwrap_or_default();
-        state.mailbox = Some(mailbox.clone());
-        state.folder_id = Some(folder);
-        self.inner.state.put_mailbox(state.clone()).await?;
-        Ok(state)
+        Ok(self
+            .inner
+            .state
+            .update_mailbox(mailbox, move |s| s.folder_id = Some(folder))
+            .await?)
     }
 
     /// Reads what changed in a mailbox since the last pass and brings both sides in step.
@@ -76,7 +76,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     #[instrument(skip_all, fields(mailbox = %mailbox))]
     pub async fn sync_mailbox(&self, mailbox: &MailboxAddress) -> Result<InboundReport, SyncError> {
         let _guard = self.lock(mailbox).await;
-        let mut state = self.ensure_mailbox(mailbox).await?;
+        let state = self.ensure_mailbox(mailbox).await?;
         let mut report = InboundReport::default();
         // A full pass compares every tracked row with the listing; an incremental one reads
         // only the rows of the items its pages name, found by the mailbox's item list.
@@ -187,12 +187,19 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         // Advance only when nothing needs another look: the same page is read again otherwise,
         // and items already handled are skipped by their change keys. Parked items wait for
         // the reconciliation's publish instead.
+        // Only the pass's own columns: notifications of this mailbox keep arriving meanwhile
+        // and record their watermarks.
         if report.failed == report.parked {
-            state.sync_state = sync_state;
-            if full_pass {
-                state.last_reconcile = Some(Utc::now());
-            }
-            self.inner.state.put_mailbox(state).await?;
+            let now = Utc::now();
+            self.inner
+                .state
+                .update_mailbox(mailbox, move |s| {
+                    s.sync_state = sync_state;
+                    if full_pass {
+                        s.last_reconcile = Some(now);
+                    }
+                })
+                .await?;
         }
         if report.applied + report.written + report.deleted + report.conflicts > 0 {
             info!(

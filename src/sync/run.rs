@@ -132,7 +132,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         let Some(delivery) = self.delivery() else {
             return Ok(());
         };
-        for mut state in self.inner.state.mailboxes().await? {
+        for state in self.inner.state.mailboxes().await? {
             let Some(mailbox) = state.mailbox.clone() else {
                 continue;
             };
@@ -159,10 +159,17 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             match result {
                 Ok(sub) => {
                     self.remember_subscription(&sub.id, &mailbox);
-                    state.subscription_id = Some(sub.id);
-                    state.watermark = sub.watermark.or(state.watermark);
-                    state.last_notification = Some(chrono::Utc::now());
-                    self.inner.state.put_mailbox(state).await?;
+                    let now = chrono::Utc::now();
+                    self.inner
+                        .state
+                        .update_mailbox(&mailbox, move |s| {
+                            s.subscription_id = Some(sub.id);
+                            if sub.watermark.is_some() {
+                                s.watermark = sub.watermark;
+                            }
+                            s.last_notification = Some(now);
+                        })
+                        .await?;
                 }
                 Err(e) => warn!(%mailbox, error = %e, "cannot subscribe; reconciliation covers it"),
             }
@@ -525,13 +532,19 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         mailbox: &MailboxAddress,
         notice: &Notice,
     ) -> Result<(), SyncError> {
-        if let Some(mut state) = self.inner.state.mailbox(mailbox).await? {
-            state.last_notification = Some(chrono::Utc::now());
-            if notice.watermark.is_some() {
-                state.watermark.clone_from(&notice.watermark);
-            }
-            self.inner.state.put_mailbox(state).await?;
-        }
+        // Only the columns a notification owns: a pass of the same mailbox may be running and
+        // writes its sync state meanwhile.
+        let now = chrono::Utc::now();
+        let watermark = notice.watermark.clone();
+        self.inner
+            .state
+            .update_mailbox(mailbox, move |s| {
+                s.last_notification = Some(now);
+                if watermark.is_some() {
+                    s.watermark = watermark;
+                }
+            })
+            .await?;
         debug!(%mailbox, items = notice.item_ids.len(), "notification");
         Ok(())
     }
@@ -556,7 +569,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     /// Polls the pull subscription of every mailbox; returns the mailboxes with changes.
     async fn poll_all(&self) -> Result<Vec<MailboxAddress>, SyncError> {
         let mut changed = Vec::new();
-        for mut state in self.inner.state.mailboxes().await? {
+        for state in self.inner.state.mailboxes().await? {
             let (Some(mailbox), Some(sub)) = (state.mailbox.clone(), state.subscription_id.clone())
             else {
                 continue;
@@ -564,11 +577,17 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             let watermark = state.watermark.clone().unwrap_or_default();
             match self.inner.mailboxes.pull(&mailbox, &sub, &watermark).await {
                 Ok(events) => {
-                    if events.watermark.is_some() {
-                        state.watermark = events.watermark;
-                    }
-                    state.last_notification = Some(chrono::Utc::now());
-                    self.inner.state.put_mailbox(state).await?;
+                    let now = chrono::Utc::now();
+                    let watermark = events.watermark.clone();
+                    self.inner
+                        .state
+                        .update_mailbox(&mailbox, move |s| {
+                            if watermark.is_some() {
+                                s.watermark = watermark;
+                            }
+                            s.last_notification = Some(now);
+                        })
+                        .await?;
                     if !events.items.is_empty() {
                         Metrics::add(&self.inner.metrics.events_queued, 1);
                         changed.push(mailbox);
@@ -598,21 +617,17 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             .await
         {
             Ok(sub) => {
-                let mut state = self.inner.state.mailbox(mailbox).await?.unwrap_or_default();
-                state.mailbox = Some(mailbox.clone());
-                if let Some(old) = &state.subscription_id {
-                    self.inner
-                        .runtime
-                        .subscriptions
-                        .write()
-                        .expect("subscription map poisoned")
-                        .remove(old);
-                }
+                // remember_subscription forgets the mailbox's old subscription id.
                 self.remember_subscription(&sub.id, mailbox);
-                state.subscription_id = Some(sub.id);
-                state.watermark = sub.watermark;
-                state.last_notification = Some(chrono::Utc::now());
-                self.inner.state.put_mailbox(state).await?;
+                let now = chrono::Utc::now();
+                self.inner
+                    .state
+                    .update_mailbox(mailbox, move |s| {
+                        s.subscription_id = Some(sub.id);
+                        s.watermark = sub.watermark;
+                        s.last_notification = Some(now);
+                    })
+                    .await?;
             }
             Err(e) => warn!(%mailbox, error = %e, "re-subscription failed; retried later"),
         }
