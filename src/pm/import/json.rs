@@ -6,6 +6,8 @@
 //! newer writers can add fields), then each value is converted and checked with its field path,
 //! so an error reads `tasks[2].work` rather than a bare serde message.
 
+use std::collections::HashMap;
+
 use chrono::NaiveDateTime;
 use chrono_tz::Tz;
 use serde::Deserialize;
@@ -157,13 +159,14 @@ pub fn parse_json(text: &str, options: &ImportOptions) -> Result<Project, Import
         .enumerate()
         .map(|(i, r)| resource(i, r))
         .collect::<Result<Vec<_>, _>>()?;
+    let by_uid: HashMap<TaskUid, &Task> = tasks.iter().map(|t| (t.uid, t)).collect();
     let assignments = raw
         .assignments
         .into_iter()
         .enumerate()
         .map(|(i, a)| {
             // check_references has confirmed that the task exists.
-            let task = tasks.iter().find(|t| t.uid == TaskUid(a.task_uid));
+            let task = by_uid.get(&TaskUid(a.task_uid)).copied();
             assignment(i, a, task)
         })
         .collect::<Result<Vec<_>, _>>()?;

@@ -15,6 +15,8 @@
 //!
 //! See <https://learn.microsoft.com/office-project/xml-data-interchange/introduction-to-project-xml-data>.
 
+use std::collections::HashMap;
+
 use chrono::NaiveDateTime;
 use quick_xml::events::{BytesRef, Event};
 use quick_xml::name::ResolveResult;
@@ -635,12 +637,13 @@ impl<'a> Parser<'a> {
             .or(options.fallback_guid)
             .ok_or(ImportError::MissingGuid)?;
         let tasks: Vec<Task> = self.tasks.into_iter().map(|t| t.task).collect();
+        let by_uid: HashMap<TaskUid, &Task> = tasks.iter().map(|t| (t.uid, t)).collect();
         let assignments = self
             .assignments
             .into_iter()
             .map(|read| {
                 // check_references has confirmed that the task exists.
-                let task = tasks.iter().find(|t| t.uid == read.task_uid);
+                let task = by_uid.get(&read.task_uid).copied();
                 build_assignment(read, task)
             })
             .collect();
