@@ -164,6 +164,23 @@ fn item_failure<T>(m: &ResponseMessage<T>) -> ItemFailure {
     }
 }
 
+/// The one response message of a mailbox-wide call (a folder, a sync page, a subscription),
+/// or the mailbox's failure it reports.
+fn only_message<T>(
+    mailbox: &MailboxAddress,
+    operation: &str,
+    messages: Vec<ResponseMessage<T>>,
+) -> Result<ResponseMessage<T>, MailboxError> {
+    let message = messages
+        .into_iter()
+        .next()
+        .ok_or_else(|| MailboxError::Unavailable(format!("empty {operation} response")))?;
+    if !message.is_success() {
+        return Err(mailbox_failure(mailbox, &message));
+    }
+    Ok(message)
+}
+
 /// A message that is not about a single item but about the mailbox.
 fn mailbox_failure<T>(mailbox: &MailboxAddress, m: &ResponseMessage<T>) -> MailboxError {
     match m.code() {
@@ -256,14 +273,7 @@ impl<C: EwsService + Clone + 'static> MailboxStore for EwsMailboxStore<C> {
             .get_folder(&Self::ctx(mailbox), &request)
             .await
             .map_err(|e| call_error(mailbox, e))?;
-        let message = response
-            .response_messages
-            .into_iter()
-            .next()
-            .ok_or_else(|| MailboxError::Unavailable("empty GetFolder response".into()))?;
-        if !message.is_success() {
-            return Err(mailbox_failure(mailbox, &message));
-        }
+        let message = only_message(mailbox, "GetFolder", response.response_messages)?;
         message
             .payload
             .folders
@@ -300,14 +310,7 @@ impl<C: EwsService + Clone + 'static> MailboxStore for EwsMailboxStore<C> {
                 .find_item(&Self::ctx(mailbox), &request)
                 .await
                 .map_err(|e| call_error(mailbox, e))?;
-            let message = response
-                .response_messages
-                .into_iter()
-                .next()
-                .ok_or_else(|| MailboxError::Unavailable("empty FindItem response".into()))?;
-            if !message.is_success() {
-                return Err(mailbox_failure(mailbox, &message));
-            }
+            let message = only_message(mailbox, "FindItem", response.response_messages)?;
             let Some(root) = message.payload.root_folder else {
                 break;
             };
@@ -513,14 +516,7 @@ impl<C: EwsService + Clone + 'static> MailboxStore for EwsMailboxStore<C> {
             .sync_folder_items(&Self::ctx(mailbox), &request)
             .await
             .map_err(|e| call_error(mailbox, e))?;
-        let message = response
-            .response_messages
-            .into_iter()
-            .next()
-            .ok_or_else(|| MailboxError::Unavailable("empty SyncFolderItems response".into()))?;
-        if !message.is_success() {
-            return Err(mailbox_failure(mailbox, &message));
-        }
+        let message = only_message(mailbox, "SyncFolderItems", response.response_messages)?;
         let p = message.payload;
         let mut page = ChangePage {
             sync_state: p.sync_state.map(|s| s.0).ok_or_else(|| {
@@ -589,14 +585,7 @@ impl<C: EwsService + Clone + 'static> MailboxStore for EwsMailboxStore<C> {
             .subscribe(&Self::ctx(mailbox), &request)
             .await
             .map_err(|e| call_error(mailbox, e))?;
-        let message = response
-            .response_messages
-            .into_iter()
-            .next()
-            .ok_or_else(|| MailboxError::Unavailable("empty Subscribe response".into()))?;
-        if !message.is_success() {
-            return Err(mailbox_failure(mailbox, &message));
-        }
+        let message = only_message(mailbox, "Subscribe", response.response_messages)?;
         Ok(Subscription {
             id: message
                 .payload
@@ -641,14 +630,7 @@ impl<C: EwsService + Clone + 'static> MailboxStore for EwsMailboxStore<C> {
             .get_events(&Self::ctx(mailbox), &request)
             .await
             .map_err(|e| call_error(mailbox, e))?;
-        let message = response
-            .response_messages
-            .into_iter()
-            .next()
-            .ok_or_else(|| MailboxError::Unavailable("empty GetEvents response".into()))?;
-        if !message.is_success() {
-            return Err(mailbox_failure(mailbox, &message));
-        }
+        let message = only_message(mailbox, "GetEvents", response.response_messages)?;
         let mut out = PulledEvents {
             items: Vec::new(),
             watermark: None,
