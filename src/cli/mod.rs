@@ -33,7 +33,7 @@ pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "TASKBRIDGE_LOG_FORMAT")]
     pub log_format: LogFormat,
-    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `taskbridge=debug`.
+    /// Log filter: a default level and `target=level` pairs, e.g. `info` or `info,taskbridge=debug`.
     #[arg(long, global = true, default_value = "info", env = "TASKBRIDGE_LOG")]
     pub log: String,
     /// The configuration file (missing: built-in defaults, for the bundled simulator).
@@ -189,15 +189,26 @@ fn to_json<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
     Ok(serde_json::to_string_pretty(value)?)
 }
 
+/// Directives are `target=level` pairs and a bare default level (`Targets`): they cover what
+/// operators set, without the regex engine that full `EnvFilter` syntax (span and field
+/// filters) would add to every build.
 fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    let targets: tracing_subscriber::filter::Targets = filter
+        .parse()
         .map_err(|e| CliError::Usage(format!("invalid --log filter {filter:?}: {e}")))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let result = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => tracing_subscriber::registry()
+            .with(targets)
+            .with(layer)
+            .try_init(),
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(targets)
+            .with(layer.json())
+            .try_init(),
     };
     // A second init (tests that call `run` twice) keeps the first subscriber.
     let _ = result;
