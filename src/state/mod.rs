@@ -336,6 +336,11 @@ pub trait StateStore: Send + Sync + 'static {
         &self,
         mailbox: &MailboxAddress,
     ) -> impl Future<Output = Result<Vec<AssignmentState>, StateError>> + Send;
+    /// The assignments whose mailbox edit waits for the status manager's decision
+    /// ([`SyncStatus::PendingApproval`]), ordered by mailbox.
+    fn pending_approvals(
+        &self,
+    ) -> impl Future<Output = Result<Vec<AssignmentState>, StateError>> + Send;
     /// The items tracked in a mailbox, without whole rows: what an incremental mailbox pass
     /// needs to recognise the items a change page names (it then reads only their rows).
     fn mailbox_items(

@@ -333,6 +333,20 @@ impl StateStore for SqliteStore {
         .await
     }
 
+    async fn pending_approvals(&self) -> Result<Vec<AssignmentState>, StateError> {
+        // Filtered in SQL: reconciliation asks for these every interval, and parsing every
+        // row's baseline to find the few pending ones would cost a full read each time.
+        self.call(|c| {
+            query_assignments(
+                c,
+                "json_extract(status, '$.state') = 'pending_approval' \
+                 ORDER BY mailbox, project, assignment",
+                [],
+            )
+        })
+        .await
+    }
+
     async fn mailbox_items(
         &self,
         mailbox: &MailboxAddress,
@@ -834,6 +848,51 @@ mod tests {
             .expect("mailbox");
         assert_eq!(mb.watermark.as_deref(), Some("wm-9"));
         assert_eq!(store.mailboxes().await.expect("list").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn pending_approvals_lists_only_rows_waiting_for_a_decision() {
+        let store = SqliteStore::in_memory().expect("open");
+        let mut rows: Vec<_> = (1..=4)
+            .map(|uid| {
+                state(
+                    uid,
+                    if uid % 2 == 0 {
+                        "bob@example.com"
+                    } else {
+                        "ann@example.com"
+                    },
+                )
+            })
+            .collect();
+        for uid in [2, 3] {
+            rows[uid - 1].status = SyncStatus::PendingApproval {
+                update: crate::pm::StatusUpdateId(format!("u{uid}")),
+                observed: crate::mapping::ValueHash([uid as u8; 32]),
+            };
+        }
+        rows[3].status = SyncStatus::Parked {
+            reason: "pending_approval".into(),
+        };
+        store
+            .commit(Commit {
+                put: rows,
+                ..Commit::default()
+            })
+            .await
+            .expect("commit");
+        let pending = store.pending_approvals().await.expect("list");
+        let listed: Vec<_> = pending
+            .iter()
+            .map(|r| (r.mailbox.as_str().to_string(), r.key.assignment.0))
+            .collect();
+        assert_eq!(
+            listed,
+            vec![
+                ("ann@example.com".to_string(), 3),
+                ("bob@example.com".to_string(), 2)
+            ]
+        );
     }
 
     #[tokio::test]

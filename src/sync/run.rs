@@ -159,16 +159,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             match result {
                 Ok(sub) => {
                     self.remember_subscription(&sub.id, &mailbox);
-                    let now = chrono::Utc::now();
-                    self.inner
-                        .state
-                        .update_mailbox(&mailbox, move |s| {
-                            s.subscription_id = Some(sub.id);
-                            if sub.watermark.is_some() {
-                                s.watermark = sub.watermark;
-                            }
-                            s.last_notification = Some(now);
-                        })
+                    self.heard_from(&mailbox, Some(sub.id), sub.watermark)
                         .await?;
                 }
                 Err(e) => warn!(%mailbox, error = %e, "cannot subscribe; reconciliation covers it"),
@@ -433,25 +424,28 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     /// key identify it), so submitting again maps back whatever was decided, and leaves the
     /// rest pending.
     pub async fn recheck_pending(&self) -> Result<usize, SyncError> {
+        let mut by_mailbox: std::collections::BTreeMap<MailboxAddress, Vec<_>> =
+            std::collections::BTreeMap::new();
+        for row in self.inner.state.pending_approvals().await? {
+            by_mailbox
+                .entry(row.mailbox.clone())
+                .or_default()
+                .push(row.key);
+        }
         let mut rechecked = 0;
-        for m in self.known_mailboxes().await? {
-            let rows: Vec<_> = self
-                .inner
-                .state
-                .mailbox_assignments(&m)
-                .await?
-                .into_iter()
-                .filter(|r| matches!(r.status, SyncStatus::PendingApproval { .. }))
-                .map(|mut r| {
-                    r.status = SyncStatus::Synced;
-                    r
-                })
-                .collect();
-            if rows.is_empty() {
-                continue;
+        for (m, keys) in by_mailbox {
+            let _guard = self.lock(&m).await;
+            // Read again under the lock: a pass may have settled a row since the listing.
+            let mut rows = Vec::new();
+            for key in keys {
+                if let Some(mut row) = self.inner.state.assignment(&key).await?
+                    && matches!(row.status, SyncStatus::PendingApproval { .. })
+                {
+                    row.status = SyncStatus::Synced;
+                    rows.push(row);
+                }
             }
             rechecked += rows.len();
-            let _guard = self.lock(&m).await;
             let mut report = crate::sync::InboundReport::default();
             self.process_rows(&m, rows, super::inbound::Mode::Normal, &mut report)
                 .await?;
@@ -532,18 +526,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         mailbox: &MailboxAddress,
         notice: &Notice,
     ) -> Result<(), SyncError> {
-        // Only the columns a notification owns: a pass of the same mailbox may be running and
-        // writes its sync state meanwhile.
-        let now = chrono::Utc::now();
-        let watermark = notice.watermark.clone();
-        self.inner
-            .state
-            .update_mailbox(mailbox, move |s| {
-                s.last_notification = Some(now);
-                if watermark.is_some() {
-                    s.watermark = watermark;
-                }
-            })
+        self.heard_from(mailbox, None, notice.watermark.clone())
             .await?;
         debug!(%mailbox, items = notice.item_ids.len(), "notification");
         Ok(())
@@ -566,6 +549,31 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         }
     }
 
+    /// Records that the server spoke for a mailbox: now, and the subscription and watermark it
+    /// gave, where it gave them. Only these columns: a pass of the same mailbox may be running
+    /// and writes its sync state meanwhile.
+    async fn heard_from(
+        &self,
+        mailbox: &MailboxAddress,
+        subscription: Option<String>,
+        watermark: Option<String>,
+    ) -> Result<(), SyncError> {
+        let now = chrono::Utc::now();
+        self.inner
+            .state
+            .update_mailbox(mailbox, move |s| {
+                if subscription.is_some() {
+                    s.subscription_id = subscription;
+                }
+                if watermark.is_some() {
+                    s.watermark = watermark;
+                }
+                s.last_notification = Some(now);
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Polls the pull subscription of every mailbox; returns the mailboxes with changes.
     async fn poll_all(&self) -> Result<Vec<MailboxAddress>, SyncError> {
         let mut changed = Vec::new();
@@ -577,16 +585,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             let watermark = state.watermark.clone().unwrap_or_default();
             match self.inner.mailboxes.pull(&mailbox, &sub, &watermark).await {
                 Ok(events) => {
-                    let now = chrono::Utc::now();
-                    let watermark = events.watermark.clone();
-                    self.inner
-                        .state
-                        .update_mailbox(&mailbox, move |s| {
-                            if watermark.is_some() {
-                                s.watermark = watermark;
-                            }
-                            s.last_notification = Some(now);
-                        })
+                    self.heard_from(&mailbox, None, events.watermark.clone())
                         .await?;
                     if !events.items.is_empty() {
                         Metrics::add(&self.inner.metrics.events_queued, 1);
