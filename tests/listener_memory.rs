@@ -7,12 +7,9 @@
 
 mod listener_support;
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use listener_support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const HUNDRED_MIB: u64 = 100 * 1024 * 1024;
 
@@ -29,53 +26,18 @@ fn rss_kib() -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-/// Streams a body of `len` bytes from one reused buffer (chunked or with Content-Length) while
-/// reading the answer; returns the status and the bytes the server let us send.
-async fn upload(addr: SocketAddr, path: &str, len: u64, chunked: bool) -> (u16, u64) {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut rd, mut wr) = stream.into_split();
-    let head = post_head(path, Some("text/xml"), (!chunked).then_some(len as usize));
-    let writer = tokio::spawn(async move {
-        let block = vec![b' '; 64 * 1024];
-        let mut sent = 0u64;
-        if wr.write_all(&head).await.is_err() {
-            return sent;
-        }
-        while sent < len {
-            let result = if chunked {
-                let mut framed = format!("{:x}\r\n", block.len()).into_bytes();
-                framed.extend_from_slice(&block);
-                framed.extend_from_slice(b"\r\n");
-                wr.write_all(&framed).await
-            } else {
-                wr.write_all(&block).await
-            };
-            if result.is_err() {
-                break;
-            }
-            sent += block.len() as u64;
-        }
-        sent
-    });
-    let mut raw = Vec::new();
-    let _ = tokio::time::timeout(HANG, rd.read_to_end(&mut raw)).await;
-    let sent = writer.await.unwrap();
-    let status = parse_response(&raw).map(|r| r.status).unwrap_or(0);
-    (status, sent)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_mib_bodies_get_413_and_memory_stays_bounded() {
     let mut l = start(&["sub-1"], 64, |_| {}).await;
     let valid = notification("sub-1", &["A"], "w");
     // Warm up: allocator pools, one refused body, one accepted.
     assert_eq!(notify(l.addr(), &l.path, &valid).await.status, 200);
-    assert_eq!(upload(l.addr(), &l.path, 2 << 20, true).await.0, 413);
+    assert_eq!(upload(l.addr(), &l.path, 2 << 20, true, HANG).await.0, 413);
     let (rss_before, _) = rss_kib();
 
     for chunked in [false, true] {
         let started = Instant::now();
-        let (status, sent) = upload(l.addr(), &l.path, HUNDRED_MIB, chunked).await;
+        let (status, sent) = upload(l.addr(), &l.path, HUNDRED_MIB, chunked, HANG).await;
         eprintln!(
             "100 MiB {}: status {status}, {:.1} MiB written before the server closed, {:?}",
             if chunked {
@@ -95,7 +57,7 @@ async fn hundred_mib_bodies_get_413_and_memory_stays_bounded() {
         .map(|i| {
             let addr = l.addr();
             let path = l.path.clone();
-            tokio::spawn(async move { upload(addr, &path, HUNDRED_MIB, i % 2 == 0).await })
+            tokio::spawn(async move { upload(addr, &path, HUNDRED_MIB, i % 2 == 0, HANG).await })
         })
         .collect();
     for _ in 0..5 {

@@ -19,6 +19,7 @@ use taskbridge::pm::ProjectGuid;
 
 use crate::listener_support::{
     RawResponse, chunked, exchange, notification, notify, parse_response, post, post_head, request,
+    upload,
 };
 use crate::support::*;
 
@@ -142,47 +143,6 @@ async fn truncated(addr: SocketAddr, path: &str) -> u16 {
     let mut raw = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut raw)).await;
     parse_response(&raw).map(|r| r.status).unwrap_or(0)
-}
-
-/// Streams `len` bytes of body (chunked or with Content-Length) while reading the answer;
-/// returns the status and the bytes the server let through.
-async fn upload(addr: SocketAddr, path: &str, len: u64, chunked_body: bool) -> (u16, u64) {
-    let Ok(stream) = TcpStream::connect(addr).await else {
-        return (0, 0);
-    };
-    let (mut rd, mut wr) = stream.into_split();
-    let head = post_head(
-        path,
-        Some("text/xml"),
-        (!chunked_body).then_some(len as usize),
-    );
-    let writer = tokio::spawn(async move {
-        let block = vec![b' '; 64 * 1024];
-        let mut sent = 0u64;
-        if wr.write_all(&head).await.is_err() {
-            return sent;
-        }
-        while sent < len {
-            let result = if chunked_body {
-                let mut framed = format!("{:x}\r\n", block.len()).into_bytes();
-                framed.extend_from_slice(&block);
-                framed.extend_from_slice(b"\r\n");
-                wr.write_all(&framed).await
-            } else {
-                wr.write_all(&block).await
-            };
-            if result.is_err() {
-                break;
-            }
-            sent += block.len() as u64;
-        }
-        sent
-    });
-    let mut raw = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(60), rd.read_to_end(&mut raw)).await;
-    writer.abort();
-    let sent = writer.await.unwrap_or(len);
-    (parse_response(&raw).map(|r| r.status).unwrap_or(0), sent)
 }
 
 /// A client that sends its request head one byte at a time; returns how long the server kept
@@ -332,7 +292,12 @@ async fn hostile_input_at_the_listener_leaves_serve_up_bounded_and_exact() {
         )),
         400
     );
-    assert_eq!(upload(addr, &path, 4 << 20, true).await.0, 413);
+    assert_eq!(
+        upload(addr, &path, 4 << 20, true, Duration::from_secs(60))
+            .await
+            .0,
+        413
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_before = serve.rss_kib().expect("RSS of serve");
 
@@ -437,7 +402,7 @@ async fn hostile_input_at_the_listener_leaves_serve_up_bounded_and_exact() {
             let p = path.clone();
             let with_length = round % 2 == 0;
             big.push(tokio::spawn(async move {
-                upload(addr, &p, HUNDRED_MIB, !with_length).await
+                upload(addr, &p, HUNDRED_MIB, !with_length, Duration::from_secs(60)).await
             }));
         }
         while let Some(r) = work.join_next().await {

@@ -259,3 +259,51 @@ pub fn tls_files() -> taskbridge::listener::TlsFiles {
         key: dir.join("server.key"),
     }
 }
+
+/// Streams a body of `len` bytes from one reused buffer (chunked or with Content-Length) while
+/// reading the answer for at most `wait`; returns the status (0 when there was none) and the
+/// bytes the server let us send.
+pub async fn upload(
+    addr: SocketAddr,
+    path: &str,
+    len: u64,
+    chunked_body: bool,
+    wait: Duration,
+) -> (u16, u64) {
+    let Ok(stream) = TcpStream::connect(addr).await else {
+        return (0, 0);
+    };
+    let (mut rd, mut wr) = stream.into_split();
+    let head = post_head(
+        path,
+        Some("text/xml"),
+        (!chunked_body).then_some(len as usize),
+    );
+    let writer = tokio::spawn(async move {
+        let block = vec![b' '; 64 * 1024];
+        let mut sent = 0u64;
+        if wr.write_all(&head).await.is_err() {
+            return sent;
+        }
+        while sent < len {
+            let result = if chunked_body {
+                let mut framed = format!("{:x}\r\n", block.len()).into_bytes();
+                framed.extend_from_slice(&block);
+                framed.extend_from_slice(b"\r\n");
+                wr.write_all(&framed).await
+            } else {
+                wr.write_all(&block).await
+            };
+            if result.is_err() {
+                break;
+            }
+            sent += block.len() as u64;
+        }
+        sent
+    });
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(wait, rd.read_to_end(&mut raw)).await;
+    writer.abort();
+    let sent = writer.await.unwrap_or(len);
+    (parse_response(&raw).map(|r| r.status).unwrap_or(0), sent)
+}
