@@ -336,42 +336,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                         continue;
                     }
                 };
-                let now = Utc::now();
-                let mut commit = Commit {
-                    close_journal: journal,
-                    ..Commit::default()
-                };
-                let mut created = 0;
-                for ((key, desired, state), result) in chunk.iter().zip(results) {
-                    let mut s = state.clone();
-                    match result {
-                        Ok(item) => {
-                            s.item = Some(item);
-                            let mut baseline = Baseline::new(desired.clone());
-                            if let Some(unit) = view.unit(key.assignment) {
-                                for e in self.inner.table.entries() {
-                                    let at = pm_modified(&unit, e.field).unwrap_or(now);
-                                    baseline.pm_changed.insert(e.field, at);
-                                }
-                            }
-                            s.baseline = Some(baseline);
-                            s.pm_hash = Some(desired.hash());
-                            s.mail_hash = Some(desired.hash());
-                            s.status = SyncStatus::Synced;
-                            s.attempts = 0;
-                            s.last_error = None;
-                            s.last_sync = Some(now);
-                            created += 1;
-                        }
-                        Err(f) => {
-                            s.attempts += 1;
-                            s.last_error = Some(f.to_string());
-                            report.failed += 1;
-                            report.errors.push(item_error(key, mailbox, &f.to_string()));
-                        }
-                    }
-                    commit.put.push(s);
-                }
+                let (commit, created) =
+                    self.record_creates(mailbox, view, chunk, results, journal, report);
                 report.created += created;
                 Metrics::add(&self.inner.metrics.created, created);
                 self.inner.state.commit(commit).await?;
@@ -383,6 +349,57 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             todo = again;
         }
         Ok(())
+    }
+
+    /// The rows a create batch leaves: created items with their baselines, failed ones with
+    /// their attempt counted; returns them with the journal entries they close, and how many
+    /// were created.
+    fn record_creates(
+        &self,
+        mailbox: &MailboxAddress,
+        view: &ProjectView,
+        chunk: &[(AssignmentKey, MailValues, AssignmentState)],
+        results: Vec<Result<crate::state::ItemRef, ItemFailure>>,
+        journal: Vec<i64>,
+        report: &mut PublishReport,
+    ) -> (Commit, usize) {
+        let now = Utc::now();
+        let mut commit = Commit {
+            close_journal: journal,
+            ..Commit::default()
+        };
+        let mut created = 0;
+        for ((key, desired, state), result) in chunk.iter().zip(results) {
+            let mut s = state.clone();
+            match result {
+                Ok(item) => {
+                    s.item = Some(item);
+                    let mut baseline = Baseline::new(desired.clone());
+                    if let Some(unit) = view.unit(key.assignment) {
+                        for e in self.inner.table.entries() {
+                            let at = pm_modified(&unit, e.field).unwrap_or(now);
+                            baseline.pm_changed.insert(e.field, at);
+                        }
+                    }
+                    s.baseline = Some(baseline);
+                    s.pm_hash = Some(desired.hash());
+                    s.mail_hash = Some(desired.hash());
+                    s.status = SyncStatus::Synced;
+                    s.attempts = 0;
+                    s.last_error = None;
+                    s.last_sync = Some(now);
+                    created += 1;
+                }
+                Err(f) => {
+                    s.attempts += 1;
+                    s.last_error = Some(f.to_string());
+                    report.failed += 1;
+                    report.errors.push(item_error(key, mailbox, &f.to_string()));
+                }
+            }
+            commit.put.push(s);
+        }
+        (commit, created)
     }
 
     /// Takes over tasks found tagged with the keys of assignments not yet recorded: their
