@@ -604,18 +604,13 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                             // written waits for the reconciliation's publish, which finds the
                             // baseline (what the item shows) behind the PM values. Not every
                             // pass of the mailbox tries it again, and its sync state moves on.
-                            let mut baseline = base.clone();
-                            let mut values = mail.clone();
-                            for f in &conflicts {
-                                copy_field(&mut values, &base.values, *f);
-                            }
-                            for f in changed_fields(&base.values, &mail) {
-                                if let Some(at) = item.modified_at {
-                                    baseline.mail_changed.insert(f, at);
-                                }
-                            }
-                            baseline.values = values;
-                            row.baseline = Some(baseline);
+                            row.baseline = Some(baseline_after(
+                                &base,
+                                &mail,
+                                &conflicts,
+                                &mail,
+                                item.modified_at,
+                            ));
                             row.item = Some(item.item.clone());
                             row.pm_hash = Some(target_pm.hash());
                             row.mail_hash = Some(mail.hash());
@@ -648,18 +643,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             } else if changed_fields(&mail, &target).is_empty() && take.is_empty() {
                 report.unchanged += 1;
             }
-            // The new baseline: what both sides hold now (fields in conflict keep the old
-            // baseline so that they stay in conflict until someone decides).
-            let mut baseline = base.clone();
-            let mut values = target.clone();
-            for f in &conflicts {
-                copy_field(&mut values, &base.values, *f);
-            }
-            for f in changed_fields(&base.values, &mail) {
-                if let Some(at) = item.modified_at {
-                    baseline.mail_changed.insert(f, at);
-                }
-            }
+            // The new baseline: what both sides hold now.
+            let mut baseline = baseline_after(&base, &target, &conflicts, &mail, item.modified_at);
             if let Some(unit) = view.unit(row.key.assignment) {
                 for f in changed_fields(&base.values, &target_pm) {
                     baseline
@@ -667,7 +652,6 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                         .insert(f, pm_modified(&unit, f).unwrap_or(now));
                 }
             }
-            baseline.values = values;
             row.baseline = Some(baseline);
             row.item = Some(item_ref);
             row.pm_hash = Some(target_pm.hash());
@@ -836,4 +820,28 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             .await?;
         Ok(report)
     }
+}
+
+/// The baseline after a decision: `values`, except the fields in conflict, which keep the old
+/// baseline so that they stay in conflict until someone decides; and the time of the mailbox's
+/// edit on every field the mailbox changed.
+fn baseline_after(
+    base: &Baseline,
+    values: &MailValues,
+    conflicts: &[MailField],
+    mail: &MailValues,
+    modified_at: Option<chrono::DateTime<Utc>>,
+) -> Baseline {
+    let mut baseline = base.clone();
+    let mut values = values.clone();
+    for f in conflicts {
+        copy_field(&mut values, &base.values, *f);
+    }
+    if let Some(at) = modified_at {
+        for f in changed_fields(&base.values, mail) {
+            baseline.mail_changed.insert(f, at);
+        }
+    }
+    baseline.values = values;
+    baseline
 }
