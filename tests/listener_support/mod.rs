@@ -279,12 +279,16 @@ pub async fn upload(
         Some("text/xml"),
         (!chunked_body).then_some(len as usize),
     );
+    // What was written is counted outside the task: the task is aborted once the answer is in,
+    // possibly while blocked in a write, and its count must survive that.
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = written.clone();
     let writer = tokio::spawn(async move {
         let block = vec![b' '; 64 * 1024];
-        let mut sent = 0u64;
         if wr.write_all(&head).await.is_err() {
-            return sent;
+            return;
         }
+        let mut sent = 0u64;
         while sent < len {
             let result = if chunked_body {
                 let mut framed = format!("{:x}\r\n", block.len()).into_bytes();
@@ -298,12 +302,13 @@ pub async fn upload(
                 break;
             }
             sent += block.len() as u64;
+            counter.store(sent, std::sync::atomic::Ordering::Relaxed);
         }
-        sent
     });
     let mut raw = Vec::new();
     let _ = tokio::time::timeout(wait, rd.read_to_end(&mut raw)).await;
     writer.abort();
-    let sent = writer.await.unwrap_or(len);
+    let _ = writer.await;
+    let sent = written.load(std::sync::atomic::Ordering::Relaxed);
     (parse_response(&raw).map(|r| r.status).unwrap_or(0), sent)
 }
