@@ -1906,3 +1906,198 @@ async fn the_client_rides_out_seeded_throttling() {
     assert_eq!(tasks.len(), created, "no duplicate from a retried request");
     h.shutdown().await;
 }
+
+/// A simulator over TLS with NTLM and the given Extended Protection setting.
+async fn start_extended_protection(policy: sim::ExtendedProtection) -> SimHandle {
+    let tls = FsPath::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let mut c = config();
+    c.auth = AuthMode::Ntlm;
+    c.extended_protection = policy;
+    c.tls = Some(sim::TlsFiles {
+        cert: tls.join("server.pem"),
+        key: tls.join("server.key"),
+    });
+    start(c).await
+}
+
+/// taskbridge's own client over NTLM, trusting the test CA.
+fn ntlm_client(url: &str, user: &str, password: &str) -> EwsClient {
+    let tls = FsPath::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let mut cfg = EwsClientConfig::new(
+        url,
+        Auth::Ntlm {
+            user: user.into(),
+            password: Secret::new(password),
+        },
+    );
+    cfg.tls.extra_ca_file = Some(tls.join("ca.pem"));
+    cfg.retry.max_attempts = 1;
+    EwsClient::new(cfg).expect("client")
+}
+
+/// An NTLM client as older libraries are: NTLMv2 without channel bindings or MIC (the
+/// `ntlmclient` crate's own AUTHENTICATE), over one TLS connection that trusts the test CA.
+/// Returns the status of the AUTHENTICATE request.
+async fn unbound_ntlm_status(url: &str, user: &str, password: &str) -> u16 {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD as B64;
+    let tls_dir = FsPath::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = std::fs::read(tls_dir.join("ca.pem")).expect("ca");
+    for cert in rustls_pemfile::certs(&mut ca.as_slice()) {
+        roots.add(cert.expect("pem")).expect("root");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let url = reqwest::Url::parse(url).expect("url");
+    let host = url.host_str().expect("host").to_string();
+    let port = url.port().expect("port");
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .expect("connect");
+    let name = rustls::pki_types::ServerName::try_from(host.clone()).expect("name");
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("TLS");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("HTTP/1.1");
+    tokio::spawn(conn);
+    let body = ops::encode_request(
+        &RequestHeader::default(),
+        &GetFolder {
+            folder_shape: FolderShape {
+                base_shape: BaseShape::IdOnly,
+                additional_properties: None,
+            },
+            folder_ids: tasks_of(ANN),
+        },
+    );
+    let body = Bytes::from(body);
+    let request = |auth: String, body: Bytes| {
+        http::Request::post(url.path())
+            .header("host", format!("{host}:{port}"))
+            .header("content-type", "text/xml; charset=utf-8")
+            .header("authorization", auth)
+            .body(Full::new(body))
+            .expect("request")
+    };
+    let negotiate = ntlmclient::Message::Negotiate(ntlmclient::NegotiateMessage {
+        flags: ntlmclient::Flags::NEGOTIATE_UNICODE
+            | ntlmclient::Flags::REQUEST_TARGET
+            | ntlmclient::Flags::NEGOTIATE_NTLM,
+        supplied_domain: String::new(),
+        supplied_workstation: "OLD".into(),
+        os_version: Default::default(),
+    })
+    .to_bytes()
+    .expect("negotiate");
+    let first = sender
+        .send_request(request(
+            format!("NTLM {}", B64.encode(negotiate)),
+            Bytes::new(),
+        ))
+        .await
+        .expect("negotiate sent");
+    assert_eq!(first.status(), 401);
+    let challenge = first.headers()["www-authenticate"]
+        .to_str()
+        .expect("ascii")
+        .strip_prefix("NTLM ")
+        .map(|t| B64.decode(t).expect("base64"))
+        .expect("a challenge");
+    let _ = first.into_body().collect().await;
+    let ntlmclient::Message::Challenge(c) =
+        ntlmclient::Message::try_from(challenge.as_slice()).expect("challenge")
+    else {
+        panic!("not a challenge")
+    };
+    let info: Vec<u8> = c
+        .target_information
+        .iter()
+        .flat_map(|e| e.to_bytes())
+        .collect();
+    let creds = ntlmclient::Credentials {
+        username: user.into(),
+        password: password.into(),
+        domain: String::new(),
+    };
+    let response = ntlmclient::respond_challenge_ntlm_v2(
+        c.challenge,
+        &info,
+        ntlmclient::get_ntlm_time(),
+        &creds,
+    );
+    let authenticate = response
+        .to_message(
+            &creds,
+            "OLD",
+            ntlmclient::Flags::NEGOTIATE_UNICODE | ntlmclient::Flags::NEGOTIATE_NTLM,
+        )
+        .to_bytes()
+        .expect("authenticate");
+    let second = sender
+        .send_request(request(format!("NTLM {}", B64.encode(authenticate)), body))
+        .await
+        .expect("authenticate sent");
+    second.status().as_u16()
+}
+
+#[tokio::test]
+async fn extended_protection_require_admits_taskbridge_and_refuses_a_client_without_bindings() {
+    let h = start_extended_protection(sim::ExtendedProtection::Require).await;
+    let gf = GetFolder {
+        folder_shape: FolderShape {
+            base_shape: BaseShape::IdOnly,
+            additional_properties: None,
+        },
+        folder_ids: tasks_of(ANN),
+    };
+    let ours = ntlm_client(&h.url, "ann@example.com", "ann-pw");
+    let r = ours
+        .send(CallContext::default(), &gf)
+        .await
+        .expect("channel bindings and MIC are accepted under require");
+    assert_eq!(
+        r.response_messages[0].response_class,
+        ResponseClass::Success
+    );
+    assert_eq!(
+        unbound_ntlm_status(&h.url, "ann@example.com", "ann-pw").await,
+        401,
+        "a right password without channel bindings is refused, as IIS refuses it"
+    );
+    let wrong = ntlm_client(&h.url, "ann@example.com", "nope");
+    assert!(matches!(
+        wrong.send(CallContext::default(), &gf).await,
+        Err(taskbridge::ews::Error::Unauthorized { .. })
+    ));
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn extended_protection_allow_admits_clients_without_bindings() {
+    let h = start_extended_protection(sim::ExtendedProtection::Allow).await;
+    assert_eq!(
+        unbound_ntlm_status(&h.url, "ann@example.com", "ann-pw").await,
+        200
+    );
+    let ours = ntlm_client(&h.url, "ann@example.com", "ann-pw");
+    let gf = GetFolder {
+        folder_shape: FolderShape {
+            base_shape: BaseShape::IdOnly,
+            additional_properties: None,
+        },
+        folder_ids: tasks_of(ANN),
+    };
+    ours.send(CallContext::default(), &gf)
+        .await
+        .expect("bindings that match are accepted under allow");
+    h.shutdown().await;
+}

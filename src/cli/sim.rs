@@ -10,7 +10,9 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 
 use taskbridge::sim::auth::parse_users_file;
-use taskbridge::sim::{self, AuthMode, FaultConfig, SimConfig, ThrottleShape, TlsFiles, UserSpec};
+use taskbridge::sim::{
+    self, AuthMode, ExtendedProtection, FaultConfig, SimConfig, ThrottleShape, TlsFiles, UserSpec,
+};
 
 use super::CliError;
 
@@ -38,6 +40,11 @@ pub struct SimArgs {
     /// How clients authenticate.
     #[arg(long, value_enum, default_value_t = AuthArg::None)]
     auth: AuthArg,
+    /// Extended Protection on the TLS listener, as IIS enforces it for Exchange: `require`
+    /// refuses an NTLM authentication without channel bindings that match the certificate,
+    /// `allow` refuses only wrong ones.
+    #[arg(long, value_enum, default_value_t = ExtendedProtectionArg::None)]
+    extended_protection: ExtendedProtectionArg,
     /// Persist state in this SQLite file (written through; survives restarts and SIGKILL).
     #[arg(long)]
     state: Option<PathBuf>,
@@ -88,6 +95,17 @@ enum AuthArg {
     Ntlm,
 }
 
+/// `--extended-protection`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ExtendedProtectionArg {
+    /// Channel bindings are not checked.
+    None,
+    /// Channel bindings that are sent must match.
+    Allow,
+    /// Channel bindings must be sent and match.
+    Require,
+}
+
 /// `--throttle-shape`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ShapeArg {
@@ -130,6 +148,11 @@ fn config(args: SimArgs) -> Result<SimConfig, CliError> {
             AuthArg::None => AuthMode::None,
             AuthArg::Basic => AuthMode::Basic,
             AuthArg::Ntlm => AuthMode::Ntlm,
+        },
+        extended_protection: match args.extended_protection {
+            ExtendedProtectionArg::None => ExtendedProtection::None,
+            ExtendedProtectionArg::Allow => ExtendedProtection::Allow,
+            ExtendedProtectionArg::Require => ExtendedProtection::Require,
         },
         state: args.state,
         record: args.record,

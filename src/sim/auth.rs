@@ -245,6 +245,7 @@ pub(crate) fn ntlm_step(
     users: &Users,
     conn: &crate::sim::server::ConnState,
     authorization: Option<&str>,
+    extended_protection: ntlm_server::ExtendedProtection,
 ) -> Result<Caller, String> {
     let mut state = conn.ntlm.lock().unwrap_or_else(|e| e.into_inner());
     let token = authorization.and_then(ntlm_server::decode_authorization);
@@ -270,8 +271,13 @@ pub(crate) fn ntlm_step(
             let Some(ch) = state.pending.take() else {
                 return Err(NTLM_OFFER.to_string());
             };
-            let verified =
-                ntlm_server::verify(&ch, &token, |user, domain| users.password_of(user, domain));
+            let verified = ntlm_server::verify_bound(
+                &ch,
+                &token,
+                |user, domain| users.password_of(user, domain),
+                extended_protection,
+                conn.channel,
+            );
             match verified {
                 Ok(id) => {
                     let name = if id.domain.is_empty() || id.user.contains('@') {

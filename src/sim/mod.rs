@@ -47,6 +47,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::ews::soap::ServerVersionInfo;
+pub use crate::ews::transport::auth::ntlm_server::ExtendedProtection;
 pub use auth::{AuthMode, Password, UserSpec};
 pub use faults::{FaultConfig, ThrottleShape};
 
@@ -66,6 +67,9 @@ pub struct SimConfig {
     pub users: Vec<UserSpec>,
     /// How clients authenticate.
     pub auth: AuthMode,
+    /// How NTLM channel bindings are checked on the TLS listener (Extended Protection, as IIS
+    /// enforces it for Exchange 2019 CU14 and later); plain HTTP has no channel to bind.
+    pub extended_protection: ExtendedProtection,
     /// Persist state in this SQLite file.
     pub state: Option<PathBuf>,
     /// Record every exchange into this directory.
@@ -97,6 +101,7 @@ impl Default for SimConfig {
             tls: None,
             users: Vec::new(),
             auth: AuthMode::None,
+            extended_protection: ExtendedProtection::None,
             state: None,
             record: None,
             faults: FaultConfig::default(),

@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::ews::soap::{self, Fault};
+use crate::ews::transport::channel_binding::ChannelBindings;
 use crate::sim::admin::Counters;
 use crate::sim::auth::{AuthMode, Caller, Users};
 use crate::sim::faults::{Failure, Faults, ThrottleShape};
@@ -136,8 +137,16 @@ impl Sim {
     }
 }
 
+/// The TLS side of the listener: the acceptor, and the channel bindings its certificate gives
+/// (what an NTLM client under Extended Protection must send).
+#[derive(Clone)]
+pub(crate) struct Tls {
+    pub acceptor: TlsAcceptor,
+    pub bindings: ChannelBindings,
+}
+
 /// Builds the TLS acceptor from PEM files.
-pub(crate) fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, SimError> {
+pub(crate) fn tls_acceptor(files: &TlsFiles) -> Result<Tls, SimError> {
     let read = |p: &std::path::Path| {
         std::fs::read(p).map_err(|e| SimError::Tls(format!("{}: {e}", p.display())))
     };
@@ -155,6 +164,7 @@ pub(crate) fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, SimError> {
     let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .map_err(|e| SimError::Tls(format!("{}: {e}", files.key.display())))?
         .ok_or_else(|| SimError::Tls(format!("{}: no private key found", files.key.display())))?;
+    let bindings = ChannelBindings::tls_server_end_point(&certs[0]);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -163,21 +173,26 @@ pub(crate) fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, SimError> {
         .with_single_cert(certs, key)
         .map_err(|e| SimError::Tls(e.to_string()))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    Ok(Tls {
+        acceptor: TlsAcceptor::from(Arc::new(config)),
+        bindings,
+    })
 }
 
 /// Per-connection authentication state: NTLM authenticates the TCP connection, not a request.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct ConnState {
     // A std Mutex: read and written between awaits only.
     pub ntlm: std::sync::Mutex<crate::sim::auth::NtlmState>,
+    /// The TLS channel's bindings (from our certificate); `None` over plain HTTP.
+    pub channel: Option<ChannelBindings>,
 }
 
 /// Accepts connections until `shutdown` completes, then drains them.
 pub(crate) async fn run(
     sim: Arc<Sim>,
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Tls>,
     stop_all: watch::Sender<bool>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -196,11 +211,11 @@ pub(crate) async fn run(
                     let stop = stop_all.subscribe();
                     conns.spawn(async move {
                         match tls {
-                            Some(acceptor) => match acceptor.accept(stream).await {
-                                Ok(s) => serve_conn(sim, s, stop).await,
+                            Some(tls) => match tls.acceptor.accept(stream).await {
+                                Ok(s) => serve_conn(sim, s, Some(tls.bindings), stop).await,
                                 Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
                             },
-                            None => serve_conn(sim, stream, stop).await,
+                            None => serve_conn(sim, stream, None, stop).await,
                         }
                     });
                 }
@@ -241,11 +256,18 @@ impl std::fmt::Display for Dropped {
 
 impl std::error::Error for Dropped {}
 
-async fn serve_conn<S>(sim: Arc<Sim>, stream: S, mut stop: watch::Receiver<bool>)
-where
+async fn serve_conn<S>(
+    sim: Arc<Sim>,
+    stream: S,
+    channel: Option<ChannelBindings>,
+    mut stop: watch::Receiver<bool>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let conn_state = Arc::new(ConnState::default());
+    let conn_state = Arc::new(ConnState {
+        ntlm: Default::default(),
+        channel,
+    });
     let svc = service_fn(move |req| {
         let sim = sim.clone();
         let conn_state = conn_state.clone();
@@ -357,7 +379,12 @@ fn authenticate(sim: &Sim, conn: &ConnState, req: &Request<Incoming>) -> Result<
         AuthMode::Basic => authorization
             .and_then(|h| sim.users.check_basic(h))
             .ok_or_else(|| "Basic realm=\"taskbridge sim\"".to_string()),
-        AuthMode::Ntlm => crate::sim::auth::ntlm_step(&sim.users, conn, authorization),
+        AuthMode::Ntlm => crate::sim::auth::ntlm_step(
+            &sim.users,
+            conn,
+            authorization,
+            sim.config.extended_protection,
+        ),
     }
 }
 

@@ -24,6 +24,7 @@ use tracing::{debug, trace, warn};
 
 use crate::ews::error::{DecodeError, Error};
 use crate::ews::transport::backoff::BackoffGate;
+use crate::ews::transport::channel_binding::ChannelBindings;
 
 /// TLS settings.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -343,12 +344,19 @@ impl Wire {
                     .connect(name, tcp)
                     .await
                     .map_err(|e| classify(&e))?;
-                handshake(TokioIo::new(tls)).await
+                let bindings = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .map(|leaf| ChannelBindings::tls_server_end_point(leaf))
+                    .unwrap_or(ChannelBindings::NONE);
+                Ok::<_, Error>((handshake(TokioIo::new(tls)).await?, bindings))
             } else {
-                handshake(TokioIo::new(tcp)).await
+                Ok((handshake(TokioIo::new(tcp)).await?, ChannelBindings::NONE))
             }
         };
-        let sender = tokio::time::timeout(self.timeouts.connect, connect)
+        let (sender, channel_bindings) = tokio::time::timeout(self.timeouts.connect, connect)
             .await
             .map_err(|_| {
                 Error::Connection(format!(
@@ -357,7 +365,10 @@ impl Wire {
                 ))
             })??;
         debug!(%host, port, "opened a dedicated connection");
-        Ok(DedicatedConnection { sender })
+        Ok(DedicatedConnection {
+            sender,
+            channel_bindings,
+        })
     }
 
     /// Sends on a dedicated connection, after the back-off gate opens.
@@ -450,9 +461,17 @@ where
 /// One HTTP/1.1 connection that we own; requests on it go strictly one after the other.
 pub(crate) struct DedicatedConnection {
     sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    /// The TLS channel's bindings (the server certificate's hash), for NTLM under Extended
+    /// Protection; none over plain HTTP.
+    channel_bindings: ChannelBindings,
 }
 
 impl DedicatedConnection {
+    /// The channel bindings of this connection.
+    pub(crate) fn channel_bindings(&self) -> ChannelBindings {
+        self.channel_bindings
+    }
+
     /// Whether the connection can still carry a request.
     pub(crate) fn is_open(&self) -> bool {
         !self.sender.is_closed()

@@ -5,6 +5,7 @@
 //! says beyond the throttling signals (ErrorServerBusy) it must honour.
 //! - [`http`]: TLS, the pooled client, dedicated connections, error mapping.
 //! - [`auth`]: Basic, NTLM, bearer and OAuth client credentials (and the NTLM acceptor).
+//! - [`channel_binding`]: the TLS channel bindings of Extended Protection.
 //! - [`backoff`]: the shared back-off gate and the retry policy.
 //! - [`limits`]: requests in flight per mailbox and in total; batch sizes.
 //! - [`metrics`]: requests by operation and outcome, time spent backing off.
@@ -13,6 +14,7 @@
 
 pub mod auth;
 pub mod backoff;
+pub mod channel_binding;
 pub mod http;
 pub mod limits;
 pub mod metrics;

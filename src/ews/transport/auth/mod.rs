@@ -1,7 +1,8 @@
 //! Authentication: the configured scheme ([`Auth`]) and how each one puts a request on the wire.
 //!
 //! - Basic and bearer add an `Authorization` header to each request over the pooled client.
-//! - NTLM authenticates dedicated connections (`ntlm`).
+//! - NTLM authenticates dedicated connections (`ntlm`), with channel bindings and a MIC for
+//!   Extended Protection (`ntlm_message`).
 //! - OAuth client credentials fetches and refreshes bearer tokens (`oauth`).
 //!
 //! A 401 is final for every scheme except two one-time repairs: NTLM redoes the handshake once
@@ -12,6 +13,7 @@
 
 pub(crate) mod basic;
 pub(crate) mod ntlm;
+pub(crate) mod ntlm_message;
 pub mod ntlm_server;
 pub(crate) mod oauth;
 

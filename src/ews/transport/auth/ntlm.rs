@@ -18,7 +18,11 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use http::HeaderValue;
 use tracing::{debug, info};
 
+use rand::RngCore;
+
+use super::ntlm_message;
 use crate::ews::error::Error;
+use crate::ews::transport::channel_binding::ChannelBindings;
 use crate::ews::transport::http::{DedicatedConnection, HttpResponse, SoapRequest, Wire};
 use crate::secret::Secret;
 
@@ -63,21 +67,7 @@ impl NtlmCredentials {
 
 /// The `Authorization` value carrying NEGOTIATE.
 pub(crate) fn negotiate_header() -> Result<HeaderValue, Error> {
-    let message = ntlmclient::Message::Negotiate(ntlmclient::NegotiateMessage {
-        flags: ntlmclient::Flags::NEGOTIATE_UNICODE
-            | ntlmclient::Flags::REQUEST_TARGET
-            | ntlmclient::Flags::NEGOTIATE_NTLM
-            | ntlmclient::Flags::NEGOTIATE_ALWAYS_SIGN
-            | ntlmclient::Flags::NEGOTIATE_NTLM2_KEY
-            | ntlmclient::Flags::NEGOTIATE_WORKSTATION_SUPPLIED,
-        supplied_domain: String::new(),
-        supplied_workstation: WORKSTATION.into(),
-        os_version: Default::default(),
-    });
-    let bytes = message
-        .to_bytes()
-        .map_err(|e| Error::Config(format!("cannot encode NTLM NEGOTIATE: {e}")))?;
-    token_header(&bytes)
+    token_header(&ntlm_message::negotiate_message())
 }
 
 /// The NTLM CHALLENGE in a 401 response's `WWW-Authenticate`, if there is one.
@@ -96,54 +86,47 @@ pub(crate) fn challenge_of(response: &HttpResponse) -> Option<Vec<u8>> {
         })
 }
 
-/// The `Authorization` value carrying AUTHENTICATE (NTLMv2) for `challenge`.
+/// The `Authorization` value carrying AUTHENTICATE (NTLMv2 with a MIC) for `challenge`, bound
+/// to the TLS channel by `bindings` and naming the service `HTTP/host`.
 pub(crate) fn authenticate_header(
     creds: &NtlmCredentials,
     challenge: &[u8],
+    bindings: ChannelBindings,
+    host: &str,
 ) -> Result<HeaderValue, Error> {
-    let challenge = match ntlmclient::Message::try_from(challenge) {
-        Ok(ntlmclient::Message::Challenge(c)) => c,
-        Ok(other) => {
-            return Err(Error::Unauthorized {
-                scheme: "ntlm",
-                detail: format!(
-                    "expected an NTLM CHALLENGE, got message type {}",
-                    other.message_number()
-                ),
-            });
-        }
-        Err(e) => {
-            return Err(Error::Unauthorized {
-                scheme: "ntlm",
-                detail: format!("unreadable NTLM CHALLENGE: {e}"),
-            });
-        }
+    let mut client_challenge = [0u8; 8];
+    rand::rngs::OsRng.fill_bytes(&mut client_challenge);
+    let target_name = format!("HTTP/{host}");
+    let who = ntlm_message::Identity {
+        user: &creds.user,
+        domain: &creds.domain,
+        password: creds.password.expose(),
+        workstation: WORKSTATION,
+        target_name: &target_name,
     };
-    let target_info: Vec<u8> = challenge
-        .target_information
-        .iter()
-        .flat_map(|entry| entry.to_bytes())
-        .collect();
-    let credentials = ntlmclient::Credentials {
-        username: creds.user.clone(),
-        password: creds.password.expose().to_string(),
-        domain: creds.domain.clone(),
-    };
-    let response = ntlmclient::respond_challenge_ntlm_v2(
-        challenge.challenge,
-        &target_info,
-        ntlmclient::get_ntlm_time(),
-        &credentials,
-    );
-    let message = response.to_message(
-        &credentials,
-        WORKSTATION,
-        ntlmclient::Flags::NEGOTIATE_UNICODE | ntlmclient::Flags::NEGOTIATE_NTLM,
-    );
-    let bytes = message
-        .to_bytes()
-        .map_err(|e| Error::Config(format!("cannot encode NTLM AUTHENTICATE: {e}")))?;
+    let bytes = ntlm_message::authenticate_message(
+        &who,
+        &ntlm_message::negotiate_message(),
+        challenge,
+        bindings,
+        client_challenge,
+        filetime_now(),
+    )
+    .map_err(|detail| Error::Unauthorized {
+        scheme: "ntlm",
+        detail,
+    })?;
     token_header(&bytes)
+}
+
+/// Now as a Windows FILETIME: 100 ns ticks since 1601-01-01 UTC.
+pub(crate) fn filetime_now() -> u64 {
+    const UNIX_TO_1601_SECS: u64 = 11_644_473_600;
+    let since_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (since_unix.as_secs() + UNIX_TO_1601_SECS) * 10_000_000
+        + u64::from(since_unix.subsec_nanos()) / 100
 }
 
 fn token_header(bytes: &[u8]) -> Result<HeaderValue, Error> {
@@ -282,7 +265,9 @@ impl NtlmPool {
                 "the server closed the connection in the middle of the NTLM handshake".into(),
             ));
         }
-        let authenticate = authenticate_header(&self.creds, &challenge)?;
+        let host = wire.endpoint.host_str().unwrap_or_default();
+        let authenticate =
+            authenticate_header(&self.creds, &challenge, conn.channel_bindings(), host)?;
         let n = self.handshakes.fetch_add(1, Ordering::Relaxed) + 1;
         let response = wire
             .send_on(conn, wire.request(req, Some(authenticate), true)?)
@@ -331,7 +316,8 @@ mod tests {
         let neg = ntlm_server::decode_authorization(neg.to_str().expect("ascii")).expect("token");
         let ch = ntlm_server::challenge(&neg).expect("challenge");
         let creds = NtlmCredentials::new("CONTOSO\\svc", Secret::new("pw")).expect("creds");
-        let auth = authenticate_header(&creds, ch.message()).expect("authenticate");
+        let auth = authenticate_header(&creds, ch.message(), ChannelBindings::NONE, "ews")
+            .expect("authenticate");
         let auth = ntlm_server::decode_authorization(auth.to_str().expect("ascii")).expect("token");
         let who = ntlm_server::verify(&ch, &auth, |u, d| {
             (u == "svc" && d == "CONTOSO").then(|| "pw".to_string())

@@ -10,16 +10,19 @@
 //! the AUTHENTICATE that follows on the same connection, call [`verify`]. The connection is then
 //! authenticated as the returned [`NtlmIdentity`].
 //!
-//! Only NTLMv2 is accepted (NTLMv1 and LM responses are refused). Message integrity codes and
-//! session security are not checked: HTTP authentication does not use them.
+//! Only NTLMv2 is accepted (NTLMv1 and LM responses are refused). A message integrity code
+//! (MIC) is checked whenever the client says it sent one. Channel bindings are checked as the
+//! [`ExtendedProtection`] setting says, as IIS does for Exchange's virtual directories: `Allow`
+//! refuses wrong bindings but lets clients without any through, `Require` refuses those too.
 //! See <https://learn.microsoft.com/en-us/openspecs/windows_protocols/ms-nlmp/>.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use hmac::{Hmac, Mac};
-use md5::Md5;
 use rand::RngCore;
 use subtle::ConstantTimeEq;
+
+use super::ntlm_message::{self, AV_FLAG_MIC_PRESENT, MSV_AV_CHANNEL_BINDINGS, MSV_AV_FLAGS};
+pub use crate::ews::transport::channel_binding::ChannelBindings;
 
 const SIGNATURE: &[u8; 8] = b"NTLMSSP\0";
 const NEGOTIATE: u32 = 1;
@@ -80,6 +83,13 @@ pub enum NtlmError {
         /// The domain as sent (empty for `user@domain` names).
         domain: String,
     },
+    /// The client's channel bindings are missing where they are required, or do not match the
+    /// TLS channel (a relayed authentication, or a client without Extended Protection).
+    #[error("channel bindings refused: {0}")]
+    ChannelBindings(&'static str),
+    /// The message integrity code does not match the three handshake messages.
+    #[error("the NTLM message integrity code does not match")]
+    BadMic,
     /// The NTLMv2 proof does not match the user's password.
     #[error("wrong password for {domain}\\{user}")]
     WrongPassword {
@@ -95,6 +105,8 @@ pub enum NtlmError {
 pub struct ServerChallenge {
     challenge: [u8; 8],
     message: Vec<u8>,
+    /// The NEGOTIATE it answers, which the MIC covers.
+    negotiate: Vec<u8>,
 }
 
 impl std::fmt::Debug for ServerChallenge {
@@ -172,19 +184,71 @@ pub fn challenge(negotiate: &[u8]) -> Result<ServerChallenge, NtlmError> {
     let requested = u32_at(negotiate, 12);
     let mut challenge = [0u8; 8];
     rand::rngs::OsRng.fill_bytes(&mut challenge);
-    let message = challenge_message(requested, challenge, filetime_now());
-    Ok(ServerChallenge { challenge, message })
+    let message = challenge_message(requested, challenge, super::ntlm::filetime_now());
+    Ok(ServerChallenge {
+        challenge,
+        message,
+        negotiate: negotiate.to_vec(),
+    })
+}
+
+/// How an acceptor treats channel bindings (IIS's `extendedProtection` token checking).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExtendedProtection {
+    /// Bindings are not checked.
+    #[default]
+    None,
+    /// Bindings a client sends must match the channel; a client that sends none is let through.
+    Allow,
+    /// Every client must send bindings that match the channel.
+    Require,
+}
+
+impl std::str::FromStr for ExtendedProtection {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(ExtendedProtection::None),
+            "allow" => Ok(ExtendedProtection::Allow),
+            "require" => Ok(ExtendedProtection::Require),
+            other => Err(format!(
+                "unknown extended protection {other:?} (none, allow or require)"
+            )),
+        }
+    }
+}
+
+/// Verifies an AUTHENTICATE (type 3) against the challenge issued on the same connection,
+/// without looking at channel bindings (see [`verify_bound`]).
+pub fn verify(
+    ch: &ServerChallenge,
+    authenticate: &[u8],
+    password_of: impl Fn(&str, &str) -> Option<String>,
+) -> Result<NtlmIdentity, NtlmError> {
+    verify_bound(
+        ch,
+        authenticate,
+        password_of,
+        ExtendedProtection::None,
+        None,
+    )
 }
 
 /// Verifies an AUTHENTICATE (type 3) against the challenge issued on the same connection.
 ///
 /// Recomputes the NTLMv2 proof, HMAC-MD5 keyed with NTOWFv2 (from the password that
 /// `password_of(user, domain)` returns) over the server challenge and the client's blob, and
-/// compares it with the client's proof in constant time.
-pub fn verify(
+/// compares it with the client's proof in constant time. Then checks the MIC if the client's
+/// `MsvAvFlags` announce one, and the client's `MsvAvChannelBindings` against `channel` (the
+/// bindings of the TLS connection; `None` over plain HTTP, where nothing can be bound) as
+/// `policy` says.
+pub fn verify_bound(
     ch: &ServerChallenge,
     authenticate: &[u8],
     password_of: impl Fn(&str, &str) -> Option<String>,
+    policy: ExtendedProtection,
+    channel: Option<ChannelBindings>,
 ) -> Result<NtlmIdentity, NtlmError> {
     let found = message_type(authenticate)?;
     if found != AUTHENTICATE {
@@ -193,13 +257,9 @@ pub fn verify(
             found,
         });
     }
-    let msg = match ntlmclient::Message::try_from(authenticate) {
-        Ok(ntlmclient::Message::Authenticate(msg)) => msg,
-        Ok(_) => return Err(NtlmError::Malformed("not an AUTHENTICATE message".into())),
-        Err(e) => return Err(NtlmError::Malformed(e.to_string())),
-    };
-    let nt = &msg.ntlm_response;
-    if msg.user_name.is_empty() && nt.is_empty() {
+    let msg = ntlm_message::read_authenticate(authenticate).map_err(NtlmError::Malformed)?;
+    let nt = &msg.nt_response;
+    if msg.user.is_empty() && nt.is_empty() {
         return Err(NtlmError::Unsupported("anonymous authentication"));
     }
     if nt.len() == 24 {
@@ -216,8 +276,8 @@ pub fn verify(
         return Err(NtlmError::Malformed("unknown NTLMv2 blob version".into()));
     }
     let identity = NtlmIdentity {
-        user: msg.user_name.clone(),
-        domain: msg.domain_name.clone(),
+        user: msg.user.clone(),
+        domain: msg.domain.clone(),
     };
     let Some(password) = password_of(&identity.user, &identity.domain) else {
         return Err(NtlmError::UnknownUser {
@@ -225,22 +285,92 @@ pub fn verify(
             domain: identity.domain,
         });
     };
-    let key = ntlmclient::ntlm_v2_password_func(&ntlmclient::Credentials {
-        username: identity.user.clone(),
-        password,
-        domain: identity.domain.clone(),
-    });
-    let mut mac = <Hmac<Md5> as Mac>::new_from_slice(&key).expect("HMAC takes keys of any size");
-    mac.update(&ch.challenge);
-    mac.update(blob);
-    let expected = mac.finalize().into_bytes();
-    if bool::from(expected.as_slice().ct_eq(proof)) {
-        Ok(identity)
-    } else {
-        Err(NtlmError::WrongPassword {
+    let key = ntlm_message::ntowf_v2(&identity.user, &identity.domain, &password);
+    let expected = ntlm_message::ntlm_v2_response(&key, &ch.challenge, blob);
+    if !bool::from(expected.nt_response[..16].ct_eq(proof)) {
+        return Err(NtlmError::WrongPassword {
             user: identity.user,
             domain: identity.domain,
-        })
+        });
+    }
+    // The proof covers the blob, so its pairs are the client's own from here on.
+    let pairs = ntlm_message::read_av_pairs(&blob[28..])
+        .ok_or_else(|| NtlmError::Malformed("truncated AV pairs in the NTLMv2 blob".into()))?;
+    let av_flags = pairs
+        .iter()
+        .find(|p| p.id == MSV_AV_FLAGS)
+        .and_then(|p| ntlm_message::u32_at(&p.value, 0))
+        .unwrap_or(0);
+    if av_flags & AV_FLAG_MIC_PRESENT != 0 {
+        let session_key = exported_session_key(&msg, &expected.session_base_key)?;
+        let mic = ntlm_message::mic(&session_key, &ch.negotiate, &ch.message, authenticate);
+        let sent = authenticate
+            .get(ntlm_message::MIC_OFFSET..ntlm_message::MIC_OFFSET + 16)
+            .ok_or(NtlmError::BadMic)?;
+        if !bool::from(mic.as_slice().ct_eq(sent)) {
+            return Err(NtlmError::BadMic);
+        }
+    }
+    let sent_bindings = pairs
+        .iter()
+        .find(|p| p.id == MSV_AV_CHANNEL_BINDINGS)
+        .and_then(|p| <[u8; 16]>::try_from(p.value.as_slice()).ok())
+        .map(ChannelBindings)
+        .filter(|b| !b.is_none());
+    match (policy, channel, sent_bindings) {
+        (ExtendedProtection::None, _, _) | (_, None, _) => {}
+        (ExtendedProtection::Allow, Some(_), None) => {}
+        (ExtendedProtection::Require, Some(_), None) => {
+            return Err(NtlmError::ChannelBindings(
+                "the client sent no channel bindings",
+            ));
+        }
+        (_, Some(channel), Some(sent)) => {
+            if !bool::from(channel.0.ct_eq(&sent.0)) {
+                return Err(NtlmError::ChannelBindings(
+                    "the client's channel bindings are not those of this TLS channel",
+                ));
+            }
+        }
+    }
+    Ok(identity)
+}
+
+/// The key the MIC is made with: the session base key, or the random session key the client
+/// sent encrypted with it (RC4) when it negotiated a key exchange.
+fn exported_session_key(
+    msg: &ntlm_message::Authenticate,
+    session_base_key: &[u8; 16],
+) -> Result<[u8; 16], NtlmError> {
+    if msg.flags & ntlm_message::NEGOTIATE_KEY_EXCH == 0 || msg.encrypted_session_key.is_empty() {
+        return Ok(*session_base_key);
+    }
+    let encrypted: [u8; 16] = msg
+        .encrypted_session_key
+        .as_slice()
+        .try_into()
+        .map_err(|_| NtlmError::Malformed("the encrypted session key is not 16 bytes".into()))?;
+    let mut key = encrypted;
+    rc4(session_base_key, &mut key);
+    Ok(key)
+}
+
+/// RC4 over `data` in place: NTLM's key exchange uses it once per handshake to carry the
+/// session key.
+fn rc4(key: &[u8], data: &mut [u8]) {
+    let mut state: [u8; 256] = std::array::from_fn(|i| i as u8);
+    let mut j = 0u8;
+    for i in 0..256 {
+        j = j.wrapping_add(state[i]).wrapping_add(key[i % key.len()]);
+        state.swap(i, usize::from(j));
+    }
+    let (mut i, mut j) = (0u8, 0u8);
+    for byte in data.iter_mut() {
+        i = i.wrapping_add(1);
+        j = j.wrapping_add(state[usize::from(i)]);
+        state.swap(usize::from(i), usize::from(j));
+        let k = state[usize::from(state[usize::from(i)].wrapping_add(state[usize::from(j)]))];
+        *byte ^= k;
     }
 }
 
@@ -248,16 +378,6 @@ fn u32_at(bytes: &[u8], at: usize) -> u32 {
     let mut b = [0u8; 4];
     b.copy_from_slice(&bytes[at..at + 4]);
     u32::from_le_bytes(b)
-}
-
-/// Now as a Windows FILETIME: 100 ns ticks since 1601-01-01 UTC.
-fn filetime_now() -> u64 {
-    const UNIX_TO_1601_SECS: u64 = 11_644_473_600;
-    let since_unix = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    (since_unix.as_secs() + UNIX_TO_1601_SECS) * 10_000_000
-        + u64::from(since_unix.subsec_nanos()) / 100
 }
 
 fn utf16le(s: &str) -> Vec<u8> {
@@ -415,6 +535,88 @@ mod tests {
                 .any(|e| e.entry_type == ntlmclient::TargetInfoType::Timestamp && e.data.len() == 8)
         );
         assert!(ch.www_authenticate().starts_with("NTLM TlRMTVNTUA"));
+    }
+
+    /// taskbridge's own AUTHENTICATE (bindings and MIC) answering `ch`.
+    fn bound_authenticate(
+        ch: &ServerChallenge,
+        bindings: ChannelBindings,
+        password: &str,
+    ) -> Vec<u8> {
+        let who = ntlm_message::Identity {
+            user: "svc-taskbridge",
+            domain: "CONTOSO",
+            password,
+            workstation: "WS",
+            target_name: "HTTP/ews-sim",
+        };
+        ntlm_message::authenticate_message(&who, &ch.negotiate, ch.message(), bindings, [7; 8], 1)
+            .expect("authenticate")
+    }
+
+    fn ours_challenge() -> ServerChallenge {
+        challenge(&ntlm_message::negotiate_message()).expect("challenge")
+    }
+
+    #[test]
+    fn extended_protection_checks_bindings_as_the_policy_says() {
+        use ExtendedProtection::{Allow, None as Off, Require};
+        let channel = ChannelBindings::tls_server_end_point(b"our certificate");
+        let relayed = ChannelBindings::tls_server_end_point(b"a man in the middle's certificate");
+        let cases = [
+            // (policy, channel, what the client binds to, accepted)
+            (Off, Some(channel), relayed, true),
+            (Allow, Some(channel), channel, true),
+            (Allow, Some(channel), ChannelBindings::NONE, true),
+            (Allow, Some(channel), relayed, false),
+            (Require, Some(channel), channel, true),
+            (Require, Some(channel), ChannelBindings::NONE, false),
+            (Require, Some(channel), relayed, false),
+            // Plain HTTP: nothing to bind to.
+            (Require, None, ChannelBindings::NONE, true),
+        ];
+        for (policy, on, sent, accepted) in cases {
+            let ch = ours_challenge();
+            let auth = bound_authenticate(&ch, sent, "Corr3ct horse");
+            let result = verify_bound(&ch, &auth, passwords, policy, on);
+            assert_eq!(
+                result.is_ok(),
+                accepted,
+                "{policy:?} on {on:?}, client bound to {sent:?}: {result:?}"
+            );
+            if !accepted {
+                assert!(matches!(result, Err(NtlmError::ChannelBindings(_))));
+            }
+        }
+    }
+
+    #[test]
+    fn a_mic_that_does_not_match_the_handshake_is_refused() {
+        let ch = ours_challenge();
+        let mut auth = bound_authenticate(&ch, ChannelBindings::NONE, "Corr3ct horse");
+        assert!(verify(&ch, &auth, passwords).is_ok());
+        auth[ntlm_message::MIC_OFFSET] ^= 1;
+        assert_eq!(verify(&ch, &auth, passwords), Err(NtlmError::BadMic));
+        // The MIC covers the NEGOTIATE: a tampered NEGOTIATE (a downgrade) breaks it.
+        let mut tampered = ours_challenge();
+        let auth = bound_authenticate(&tampered, ChannelBindings::NONE, "Corr3ct horse");
+        tampered.negotiate[12] ^= 0x01;
+        assert_eq!(verify(&tampered, &auth, passwords), Err(NtlmError::BadMic));
+        // A wrong password is still a wrong password, not a MIC failure.
+        let ch = ours_challenge();
+        let auth = bound_authenticate(&ch, ChannelBindings::NONE, "wrong");
+        assert!(matches!(
+            verify(&ch, &auth, passwords),
+            Err(NtlmError::WrongPassword { .. })
+        ));
+    }
+
+    #[test]
+    fn rc4_gives_the_published_keystream() {
+        // RFC 6229, key 0x0102030405: the first keystream bytes.
+        let mut data = [0u8; 8];
+        rc4(&[1, 2, 3, 4, 5], &mut data);
+        assert_eq!(data, [0xb2, 0x39, 0x63, 0x05, 0xf0, 0x3d, 0xc0, 0x27]);
     }
 
     #[test]
