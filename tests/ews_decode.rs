@@ -135,3 +135,75 @@ fn decode_garbage_exits_1_with_one_line_error() {
         assert!(out.stdout.is_empty(), "{name}");
     }
 }
+
+#[test]
+fn decode_an_unmodelled_operation_shows_class_code_text_and_ids() {
+    let v = decode("exchange2019-moveitem-response-unmodelled.xml");
+    assert_eq!(v["kind"], "response");
+    assert_eq!(v["operation"], "MoveItemResponse");
+    assert_eq!(v["body"]["generic"], true);
+    let messages = &v["body"]["ResponseMessages"];
+    assert_eq!(messages[0]["ResponseClass"], "Success");
+    assert_eq!(messages[0]["ResponseCode"], "NoError");
+    assert_eq!(messages[0]["ids"][0]["element"], "ItemId");
+    assert_eq!(messages[0]["ids"][0]["Id"], "AAMkAGMovedTask=");
+    assert_eq!(messages[0]["ids"][0]["ChangeKey"], "EwAAABYAAAAMoved1");
+    assert_eq!(messages[1]["ResponseClass"], "Error");
+    assert_eq!(messages[1]["ResponseCode"], "ErrorItemNotFound");
+    assert!(
+        messages[1]["MessageText"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("The specified object was not found"))
+    );
+    // The whole content is there too, by local name.
+    let content = &v["body"]["content"]["ResponseMessages"]["MoveItemResponseMessage"];
+    assert_eq!(
+        content[0]["Items"]["Task"]["ItemId"]["@Id"],
+        "AAMkAGMovedTask="
+    );
+}
+
+#[test]
+fn decode_a_chunked_streaming_capture_decodes_each_envelope() {
+    let v = decode("exchange2019-getstreamingevents-chunked.http");
+    assert_eq!(v["kind"], "stream");
+    assert_eq!(v["http_status"], 200);
+    let messages = v["messages"].as_array().expect("messages");
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[0]["operation"], "GetStreamingEventsResponse");
+    assert_eq!(messages[0]["header"]["ServerVersion"]["MajorVersion"], 15);
+    let first = &messages[0]["body"]["ResponseMessages"][0];
+    assert_eq!(first["ResponseClass"], "Success");
+    let ids = first["ids"].as_array().expect("ids");
+    assert!(
+        ids.iter().any(
+            |id| id["element"] == "SubscriptionId" && id["value"] == "JABzdHJlYW1pbmctc3ViLTE="
+        )
+    );
+    assert!(ids.iter().any(|id| id["element"] == "ItemId"
+        && id["Id"] == "AAMkAGStreamTaskA="
+        && id["ChangeKey"] == "EwAAABYAAAAStreamA2"));
+    let second = &messages[1]["body"]["ResponseMessages"][0];
+    assert_eq!(second["ConnectionStatus"], "Closed");
+}
+
+#[test]
+fn decode_refuses_a_generic_message_nested_too_deeply_without_crashing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let depth = 10_000;
+    let xml = format!(
+        r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><m:MoveItemResponse xmlns:m="http://schemas.microsoft.com/exchange/services/2006/messages">{}{}</m:MoveItemResponse></s:Body></s:Envelope>"#,
+        "<m:X>".repeat(depth),
+        "</m:X>".repeat(depth)
+    );
+    let path = dir.path().join("deep.xml");
+    std::fs::write(&path, xml).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_taskbridge"))
+        .args(["ews", "decode"])
+        .arg(&path)
+        .output()
+        .expect("run taskbridge");
+    assert_eq!(out.status.code(), Some(1), "a decode error, not a crash");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("64 levels"), "{stderr}");
+}

@@ -16,7 +16,7 @@ use std::borrow::Cow;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 
-pub use reader::{Element, XmlReader};
+pub use reader::{Content, Element, XmlReader};
 pub use writer::XmlWriter;
 
 use crate::ews::error::DecodeError;

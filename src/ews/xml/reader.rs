@@ -135,6 +135,15 @@ struct Binding {
     depth: u32,
 }
 
+/// A piece of an element's content (see [`XmlReader::next_content`]).
+#[derive(Debug)]
+pub enum Content<'i> {
+    /// A child element.
+    Element(Element<'i>),
+    /// Text, unescaped.
+    Text(Cow<'i, str>),
+}
+
 /// A streaming reader over an in-memory EWS message.
 ///
 /// Namespaces are resolved here rather than by quick-xml's `NsReader`: EWS declares them on a
@@ -418,6 +427,70 @@ impl<'i> XmlReader<'i> {
         }
     }
 
+    /// Returns the next child element or piece of text of `parent`, or `None` once `parent` is
+    /// closed: for reading content whose shape is not known in advance (`ews decode` of an
+    /// operation taskbridge does not model). Text comes in pieces (an entity reference is a
+    /// piece of its own); whitespace-only pieces are skipped.
+    pub fn next_content(
+        &mut self,
+        parent: &Element<'_>,
+    ) -> Result<Option<Content<'i>>, DecodeError> {
+        if parent.empty {
+            return Ok(None);
+        }
+        loop {
+            match self.read()? {
+                (ns, Event::Start(start)) => {
+                    return Ok(Some(Content::Element(Element::new(ns, start, false))));
+                }
+                (ns, Event::Empty(start)) => {
+                    return Ok(Some(Content::Element(Element::new(ns, start, true))));
+                }
+                (_, Event::Text(t)) => {
+                    let text = t.xml10_content();
+                    if !text.trim().is_empty() {
+                        return Ok(Some(Content::Text(text)));
+                    }
+                }
+                (_, Event::CData(c)) => {
+                    let text = c.xml10_content();
+                    return Ok(Some(Content::Text(text)));
+                }
+                (_, Event::GeneralRef(r)) => {
+                    let ch = self.resolve_reference(&r)?;
+                    return Ok(Some(Content::Text(Cow::Owned(ch.to_string()))));
+                }
+                (_, Event::End(_)) => return Ok(None),
+                (_, Event::Eof) => return Err(self.truncated()),
+                _ => {}
+            }
+        }
+    }
+
+    /// The character an entity or character reference stands for: only the five predefined
+    /// entities and references to characters XML allows.
+    fn resolve_reference(&self, r: &quick_xml::events::BytesRef<'_>) -> Result<char, DecodeError> {
+        let ch = match r.resolve_char_ref() {
+            Ok(Some(ch)) => ch,
+            Ok(None) => match &**r {
+                "amp" => '&',
+                "lt" => '<',
+                "gt" => '>',
+                "apos" => '\'',
+                "quot" => '"',
+                other => return Err(DecodeError::UnknownEntity(other.to_string())),
+            },
+            Err(e) => return Err(self.error(e)),
+        };
+        if !is_xml_char(ch) {
+            return Err(self.error(format!(
+                "character reference to U+{:04X}, which XML does not allow",
+                u32::from(ch)
+            )));
+        }
+        Ok(ch)
+    }
+
     /// Reads the text content of `element`, unescaped, up to its end tag.
     ///
     /// Child elements inside (which a simple-typed EWS element never has) are skipped. Only the
@@ -434,24 +507,7 @@ impl<'i> XmlReader<'i> {
                 (_, Event::Text(t)) if depth == 0 => push_text(&mut out, t.xml10_content()),
                 (_, Event::CData(c)) if depth == 0 => push_text(&mut out, c.xml10_content()),
                 (_, Event::GeneralRef(r)) if depth == 0 => {
-                    let ch = match r.resolve_char_ref() {
-                        Ok(Some(ch)) => ch,
-                        Ok(None) => match &*r {
-                            "amp" => '&',
-                            "lt" => '<',
-                            "gt" => '>',
-                            "apos" => '\'',
-                            "quot" => '"',
-                            other => return Err(DecodeError::UnknownEntity(other.to_string())),
-                        },
-                        Err(e) => return Err(self.error(e)),
-                    };
-                    if !is_xml_char(ch) {
-                        return Err(self.error(format!(
-                            "character reference to U+{:04X}, which XML does not allow",
-                            u32::from(ch)
-                        )));
-                    }
+                    let ch = self.resolve_reference(&r)?;
                     let mut buf = [0u8; 4];
                     push_text(&mut out, Cow::Owned(ch.encode_utf8(&mut buf).to_string()));
                 }
