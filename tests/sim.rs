@@ -2101,3 +2101,159 @@ async fn extended_protection_allow_admits_clients_without_bindings() {
         .expect("bindings that match are accepted under allow");
     h.shutdown().await;
 }
+
+/// A plain-HTTP server that answers every request with a redirect to `location`, as a front
+/// door or an old Client Access server does; returns its address.
+async fn redirect_server(location: String) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let location = location.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_req| {
+                    let location = location.clone();
+                    async move {
+                        let mut r = http::Response::new(Full::new(Bytes::new()));
+                        *r.status_mut() = http::StatusCode::FOUND;
+                        r.headers_mut()
+                            .insert("location", location.parse().expect("header"));
+                        Ok::<_, std::convert::Infallible>(r)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A port nothing listens on.
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+#[tokio::test]
+async fn autodiscover_follows_an_https_redirect_to_the_simulator_and_finds_its_ews_url() {
+    use taskbridge::ews::autodiscover::{AutodiscoverSettings, discover};
+    let h = start_extended_protection(sim::ExtendedProtection::Require).await;
+    let sim_autodiscover = h
+        .url
+        .replace("/EWS/Exchange.asmx", "/autodiscover/autodiscover.xml");
+    let front = redirect_server(sim_autodiscover.clone()).await;
+    let plain_front =
+        redirect_server("http://127.0.0.1:9/autodiscover/autodiscover.xml".into()).await;
+    let tls = FsPath::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let mut settings = AutodiscoverSettings::new(Auth::Ntlm {
+        user: "ann@example.com".into(),
+        password: Secret::new("ann-pw"),
+    });
+    settings.tls.extra_ca_file = Some(tls.join("ca.pem"));
+    settings.step_timeout = Duration::from_secs(5);
+    settings.start_urls = vec![
+        format!(
+            "https://127.0.0.1:{}/autodiscover/autodiscover.xml",
+            closed_port()
+        ),
+        format!("http://{plain_front}/autodiscover/autodiscover.xml"),
+        format!("http://{front}/autodiscover/autodiscover.xml"),
+    ];
+    let found = discover("ann@example.com", &settings)
+        .await
+        .expect("the simulator answers");
+    assert_eq!(found.ews_url, h.url, "{:#?}", found.attempts);
+    let results: Vec<&str> = found.attempts.iter().map(|a| a.result.as_str()).collect();
+    assert_eq!(results.len(), 4, "{results:?}");
+    assert!(results[0].contains("connect"), "{results:?}");
+    assert!(
+        results[1].contains("refused: only https is followed"),
+        "{results:?}"
+    );
+    assert_eq!(results[2], format!("redirected to {sim_autodiscover}"));
+    assert_eq!(results[3], format!("EWS URL {}", h.url));
+
+    // An address the server does not know: every place fails, each is reported.
+    settings.start_urls = vec![sim_autodiscover.clone()];
+    let err = discover("nobody@example.com", &settings)
+        .await
+        .expect_err("unknown address");
+    assert!(
+        err.attempts()[0].result.contains("Autodiscover error 500"),
+        "{:?}",
+        err.attempts()
+    );
+    // Wrong credentials are reported as such, not as a missing address.
+    settings.auth = Auth::Ntlm {
+        user: "ann@example.com".into(),
+        password: Secret::new("wrong"),
+    };
+    let err = discover("ann@example.com", &settings)
+        .await
+        .expect_err("wrong password");
+    assert!(
+        err.attempts()[0].result.contains("credentials refused"),
+        "{:?}",
+        err.attempts()
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn check_with_autodiscover_reports_each_step_and_checks_the_url_it_found() {
+    let h = start_extended_protection(sim::ExtendedProtection::Require).await;
+    let sim_autodiscover = h
+        .url
+        .replace("/EWS/Exchange.asmx", "/autodiscover/autodiscover.xml");
+    let tls = FsPath::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let run = |address: &'static str| {
+        let tls = tls.clone();
+        let start = sim_autodiscover.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_taskbridge"))
+                .args([
+                    "check",
+                    "--autodiscover",
+                    address,
+                    "--autodiscover-url",
+                    &start,
+                ])
+                .args(["--auth", "ntlm", "--user", "ann@example.com"])
+                .args(["--password-env", "TB_TEST_PW", "--ca-file"])
+                .arg(tls.join("ca.pem"))
+                .env("TB_TEST_PW", "ann-pw")
+                .output()
+                .expect("taskbridge runs")
+        })
+    };
+    let out = run("ann@example.com").await.expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "autodiscover:    POST {sim_autodiscover} -> EWS URL {}",
+            h.url
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("endpoint:        {}", h.url)),
+        "{stdout}"
+    );
+    let out = run("nobody@example.com").await.expect("join");
+    assert_eq!(
+        out.status.code(),
+        Some(9),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    h.shutdown().await;
+}

@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use taskbridge::ews::EwsClientConfig;
+use taskbridge::ews::autodiscover::{Attempt, AutodiscoverError, AutodiscoverSettings, discover};
 use taskbridge::ews::check::{CheckFailure, CheckReport, run_check};
 use taskbridge::ews::transport::Auth;
 use taskbridge::secret::Secret;
@@ -29,6 +30,8 @@ pub const EXIT_UNAUTHORIZED: u8 = 6;
 pub const EXIT_IMPERSONATION_DENIED: u8 = 7;
 /// Exit code: the mailbox does not exist.
 pub const EXIT_MAILBOX_NOT_FOUND: u8 = 8;
+/// Exit code: Autodiscover found no EWS URL.
+pub const EXIT_AUTODISCOVER: u8 = 9;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -40,7 +43,8 @@ Exit codes:
   5  the server's certificate is not trusted (use --ca-file with its CA)
   6  authentication failed (wrong user or password, token refused)
   7  the account may not impersonate --mailbox (ApplicationImpersonation role)
-  8  --mailbox does not exist";
+  8  --mailbox does not exist
+  9  --autodiscover found no EWS URL (each place tried is listed)";
 
 /// Authentication schemes on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -61,11 +65,22 @@ pub enum AuthKind {
 #[derive(Debug, Args)]
 #[command(after_help = EXIT_CODES)]
 pub struct CheckArgs {
-    /// The EWS URL, e.g. https://mail.contoso.com/EWS/Exchange.asmx. Without it, every setting
-    /// comes from the configuration file ([exchange]) and the other connection flags are
-    /// ignored.
-    #[arg(long)]
+    /// The EWS URL, e.g. https://mail.contoso.com/EWS/Exchange.asmx. Without it (and without
+    /// --autodiscover), every setting comes from the configuration file ([exchange]) and the
+    /// other connection flags are ignored.
+    #[arg(long, conflicts_with = "autodiscover")]
     pub url: Option<String>,
+    /// Find the EWS URL of this address by Autodiscover (https://DOMAIN, then
+    /// https://autodiscover.DOMAIN, then a redirect from http://autodiscover.DOMAIN), report
+    /// each step, then check the URL found. Uses the connection flags, like --url.
+    #[arg(long, value_name = "ADDRESS")]
+    pub autodiscover: Option<String>,
+    /// Start Autodiscover at this URL instead of the standard places (repeatable).
+    #[arg(long, value_name = "URL", requires = "autodiscover")]
+    pub autodiscover_url: Vec<String>,
+    /// Time-out of each Autodiscover step, in seconds.
+    #[arg(long, default_value_t = 10, requires = "autodiscover")]
+    pub autodiscover_timeout: u64,
     /// Authentication scheme.
     #[arg(long, value_enum, default_value_t = AuthKind::Ntlm)]
     pub auth: AuthKind,
@@ -144,10 +159,15 @@ fn config(
     args: &CheckArgs,
     file: impl FnOnce() -> Result<super::config::RawConfig, CliError>,
 ) -> Result<EwsClientConfig, CliError> {
-    let Some(url) = &args.url else {
-        let mut config = file()?.exchange()?;
-        quick(&mut config);
-        return Ok(config);
+    // Autodiscover replaces the URL once it has found one.
+    let url = match (&args.url, &args.autodiscover) {
+        (Some(url), _) => url,
+        (None, Some(_)) => &"https://autodiscover.invalid/EWS/Exchange.asmx".to_string(),
+        (None, None) => {
+            let mut config = file()?.exchange()?;
+            quick(&mut config);
+            return Ok(config);
+        }
     };
     let auth = match args.auth {
         AuthKind::None => Auth::None,
@@ -228,21 +248,73 @@ fn print_text(out: &mut impl Write, report: &CheckReport) -> std::io::Result<()>
     Ok(())
 }
 
+/// One line per Autodiscover step.
+fn print_attempts(out: &mut impl Write, attempts: &[Attempt]) -> std::io::Result<()> {
+    for a in attempts {
+        writeln!(
+            out,
+            "autodiscover:    {} {} -> {}",
+            a.method, a.url, a.result
+        )?;
+    }
+    Ok(())
+}
+
 /// Runs `taskbridge check`.
 pub fn run(
     args: CheckArgs,
     file: impl FnOnce() -> Result<super::config::RawConfig, CliError>,
 ) -> anyhow::Result<ExitCode> {
-    let config = config(&args, file)?;
+    let mut config = config(&args, file)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let mut discovery = None;
+    if let Some(address) = &args.autodiscover {
+        let settings = AutodiscoverSettings {
+            auth: config.auth.clone(),
+            tls: config.tls.clone(),
+            step_timeout: Duration::from_secs(args.autodiscover_timeout.max(1)),
+            start_urls: args.autodiscover_url.clone(),
+        };
+        match runtime.block_on(discover(address, &settings)) {
+            Ok(found) => {
+                config.endpoint = found.ews_url.clone();
+                discovery = Some(found);
+            }
+            Err(e) => {
+                let mut out = std::io::stdout().lock();
+                let printed = if args.json {
+                    let value = serde_json::json!({
+                        "autodiscover": { "address": address, "attempts": e.attempts() },
+                        "failure": e.to_string(),
+                    });
+                    writeln!(out, "{}", serde_json::to_string_pretty(&value)?)
+                } else {
+                    print_attempts(&mut out, e.attempts())
+                };
+                printed.or_else(super::ignore_broken_pipe)?;
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(match e {
+                    AutodiscoverError::InvalidAddress(_) | AutodiscoverError::Config(_) => {
+                        super::EXIT_USAGE
+                    }
+                    _ => EXIT_AUTODISCOVER,
+                }));
+            }
+        }
+    }
     let report = runtime.block_on(run_check(&config, args.mailbox.as_deref()));
     let mut out = std::io::stdout().lock();
     let printed = if args.json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)
+        let mut value = serde_json::to_value(&report)?;
+        if let (Some(found), Some(map)) = (&discovery, value.as_object_mut()) {
+            map.insert("autodiscover".into(), serde_json::to_value(found)?);
+        }
+        writeln!(out, "{}", serde_json::to_string_pretty(&value)?)
     } else {
-        print_text(&mut out, &report)
+        let attempts = discovery.as_ref().map_or(&[][..], |d| &d.attempts[..]);
+        print_attempts(&mut out, attempts).and_then(|()| print_text(&mut out, &report))
     };
     printed.or_else(super::ignore_broken_pipe)?;
     match &report.failure {

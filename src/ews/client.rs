@@ -191,6 +191,21 @@ impl EwsClient {
         })
     }
 
+    /// POSTs `body` (XML that is not a SOAP envelope: Autodiscover's) to the endpoint with the
+    /// client's authentication, once, after the back-off gate opens; the answer is returned as
+    /// it came, whatever its status.
+    pub(crate) async fn post_raw(&self, body: Bytes) -> Result<HttpResponse, Error> {
+        let req = SoapRequest {
+            action: "Autodiscover",
+            mailbox: None,
+            body,
+        };
+        self.inner
+            .auth
+            .send(&self.inner.wire, self.inner.scheme, &req)
+            .await
+    }
+
     /// The `ServerVersionInfo` of the first response that carried one.
     pub fn server_version(&self) -> Option<ServerVersionInfo> {
         self.inner.server_version.get().cloned()

@@ -4,8 +4,10 @@
 //! hand-written over quick-xml (see [`xml`] for why not serde or yaserde), one module per
 //! operation under [`ops`], shared types under [`types`]. The transport ([`transport`]: HTTP,
 //! authentication, throttling) builds on these, and [`client::EwsClient`] puts it together;
-//! [`check`] is the connection test behind `taskbridge check`.
+//! [`check`] is the connection test behind `taskbridge check`, and [`autodiscover`] finds a
+//! mailbox's EWS URL from its address.
 
+pub mod autodiscover;
 pub mod check;
 pub mod client;
 pub mod decode;

@@ -15,6 +15,8 @@
 //! # Layout
 //! - `server`: the hyper HTTP/1 server (plain or TLS), one task per connection, routing.
 //! - `auth`: users, Basic and NTLM authentication, the access rules.
+//! - `autodiscover`: POX Autodiscover at `/autodiscover/autodiscover.xml`, pointing at the
+//!   simulator's own EWS URL.
 //! - `store`: mailboxes, items, change numbers, the event log, sync pages.
 //! - `fields`: task properties by field URI, response shapes, the status coupling.
 //! - `ops`: one handler per EWS operation, dispatched by the body element's name.
@@ -26,6 +28,7 @@
 
 pub mod admin;
 pub mod auth;
+mod autodiscover;
 pub mod faults;
 pub mod fields;
 pub mod ids;

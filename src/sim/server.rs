@@ -28,7 +28,9 @@ use crate::sim::ids::FolderKind;
 use crate::sim::persist::Persist;
 use crate::sim::record::{Direction, Exchange, Recorder};
 use crate::sim::store::{Mailbox, Store};
-use crate::sim::{ADMIN_PATH, EWS_PATH, SimConfig, SimError, TlsFiles, admin, ops, push};
+use crate::sim::{
+    ADMIN_PATH, EWS_PATH, SimConfig, SimError, TlsFiles, admin, autodiscover, ops, push,
+};
 
 /// The shared state of a running simulator.
 pub(crate) struct Sim {
@@ -318,14 +320,15 @@ async fn handle(
     if path == "/sim" || path.starts_with(ADMIN_PATH) {
         return Ok(admin::handle(&sim, req).await);
     }
-    if !path.eq_ignore_ascii_case(EWS_PATH) {
+    let autodiscover = path.eq_ignore_ascii_case(autodiscover::AUTODISCOVER_PATH);
+    if !path.eq_ignore_ascii_case(EWS_PATH) && !autodiscover {
         return Ok(respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"));
     }
     if req.method() != Method::POST {
         let mut r = respond(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
-            "EWS takes SOAP requests by POST\n",
+            "EWS and Autodiscover take requests by POST\n",
         );
         r.headers_mut()
             .insert(header::ALLOW, "POST".parse().expect("static header"));
@@ -335,6 +338,7 @@ async fn handle(
         Ok(c) => c,
         Err(challenge) => return Ok(unauthorized(&challenge)),
     };
+    let headers = req.headers().clone();
     let anchor = req
         .headers()
         .get("X-AnchorMailbox")
@@ -364,6 +368,14 @@ async fn handle(
             });
         }
     };
+    if autodiscover {
+        let scheme = if conn.channel.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        return Ok(autodiscover::answer(&sim, scheme, &headers, &body));
+    }
     let _in_flight = sim.counters.begin();
     ews(&sim, &caller, &body, anchor.as_deref()).await
 }

@@ -242,6 +242,11 @@ impl NtlmPool {
         let first = wire
             .send_on(conn, wire.request(req, Some(negotiate_header()?), false)?)
             .await?;
+        if (300..400).contains(&first.status) {
+            // A redirect is the server's answer to the request, not to the handshake: the
+            // caller decides whether to follow it (Autodiscover does; EWS calls do not).
+            return Ok(first);
+        }
         if first.status != 401 {
             return Err(Error::Unauthorized {
                 scheme: "ntlm",
