@@ -246,6 +246,8 @@ fn percent(uid: i64, change_key: &str, to: u8) -> StatusUpdate {
                 .single()
                 .expect("valid"),
         },
+        status_note: None,
+        completed_on: None,
     }
 }
 

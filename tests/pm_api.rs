@@ -52,6 +52,8 @@ fn update(uid: i64, change_key: &str, changes: Vec<FieldChange>) -> StatusUpdate
                 .single()
                 .expect("valid"),
         },
+        status_note: None,
+        completed_on: None,
     }
 }
 
@@ -79,8 +81,17 @@ async fn edge_host(dir: &Path, policy: Policy) -> EmbeddedHost {
 }
 
 async fn pending(host: &EmbeddedHost, uid: i64, change_key: &str, to: u8) -> StatusUpdateId {
+    // Made against the PM's current percent, as the connector makes it (approval checks it).
+    let now = host
+        .load_project(guid())
+        .await
+        .expect("loads")
+        .and_then(|p| p.assignment(AssignmentUid(uid)).cloned())
+        .expect("assignment")
+        .percent_work_complete
+        .get();
     match host
-        .submit(update(uid, change_key, vec![percent(0, to)]))
+        .submit(update(uid, change_key, vec![percent(now, to)]))
         .await
         .expect("accepted")
     {
@@ -748,8 +759,8 @@ async fn webhook_signs_retries_and_delivers_applied_updates_in_order() {
         .expect("sets");
     let second = pending(&host, 3, "ck-2", 20).await;
     let third = pending(&host, 8, "ck-3", 0).await;
-    host.approve(&second, "sm").await.expect("approves");
-    host.approve(&third, "sm").await.expect("approves");
+    host.approve(&second, "sm", false).await.expect("approves");
+    host.approve(&third, "sm", false).await.expect("approves");
     let refused = next_hook(&mut hooks).await;
     assert_eq!(
         refused.header("x-taskbridge-delivery"),

@@ -95,6 +95,11 @@ pub enum SyncStatus {
         update: StatusUpdateId,
         /// Hash of the mailbox values submitted.
         observed: ValueHash,
+        /// The fields the update carries, with the hash of each submitted value: only these are
+        /// held back while it waits; the others keep syncing both ways. Empty in rows written
+        /// before fields were recorded, which hold back the whole item.
+        #[serde(default)]
+        fields: BTreeMap<MailField, ValueHash>,
     },
     /// Both sides changed and the policy is `manual`: a person must decide.
     Conflict {
@@ -264,6 +269,14 @@ pub enum DecisionRule {
     PmOwned,
     /// The status manager rejected the mailbox value; the PM value is restored.
     Rejected,
+    /// Both changed it within the clock-skew tolerance of each other (`sync.clock_skew_ms`):
+    /// too close to tell which is newer, so the policy's tie rule decided (the PM side wins).
+    Tie,
+    /// The status note (Waiting on someone else, Deferred) was set, changed or cleared in the
+    /// mailbox; recorded on the status update, never a change of the percentage.
+    StatusNote,
+    /// A person settled a conflict (`taskbridge conflicts resolve`).
+    Resolved,
 }
 
 /// Which side's value a decision kept.

@@ -869,6 +869,7 @@ mod tests {
             rows[uid - 1].status = SyncStatus::PendingApproval {
                 update: crate::pm::StatusUpdateId(format!("u{uid}")),
                 observed: crate::mapping::ValueHash([uid as u8; 32]),
+                fields: Default::default(),
             };
         }
         rows[3].status = SyncStatus::Parked {

@@ -8,7 +8,7 @@
 //! | PUT | `/pm/projects/{guid}/policy` | `{"policy": "auto" \| "approval"}` |
 //! | GET | `/pm/updates?state=&project=` | status updates, oldest first |
 //! | GET | `/pm/updates/{id}` | one status update |
-//! | POST | `/pm/updates/{id}/approve` | optional `{"by": "name"}` |
+//! | POST | `/pm/updates/{id}/approve` | optional `{"by": "name", "force": true}`; a stale update is 409 with `fields` |
 //! | POST | `/pm/updates/{id}/reject` | optional `{"reason": "...", "by": "name"}` |
 //!
 //! Errors are `{"error": "..."}` with 400 (bad query or body), 401 (no or wrong token, checked
@@ -266,10 +266,10 @@ impl PmApi {
                 }
             }
             Route::Approve(id) => {
-                let ApproveBody { by } = parse_body(body)?.unwrap_or_default();
+                let ApproveBody { by, force } = parse_body(body)?.unwrap_or_default();
                 let by = decider(by);
                 let outcome = host
-                    .approve(&StatusUpdateId(id), &by)
+                    .approve(&StatusUpdateId(id), &by, force)
                     .await
                     .map_err(store_error)?;
                 Ok(json(StatusCode::OK, &outcome))
@@ -330,6 +330,8 @@ struct PolicyBody {
 #[serde(deny_unknown_fields)]
 struct ApproveBody {
     by: Option<String>,
+    #[serde(default)]
+    force: bool,
 }
 
 #[derive(Default, Deserialize)]
@@ -404,6 +406,11 @@ fn store_error(e: EmbeddedError) -> ApiError {
         | EmbeddedError::UnknownAssignment(_)
         | EmbeddedError::UnknownUpdate(_) => StatusCode::NOT_FOUND,
         EmbeddedError::NotPending { .. } => StatusCode::CONFLICT,
+        EmbeddedError::Stale { fields, .. } => {
+            let mut err = ApiError::new(StatusCode::CONFLICT, e.to_string());
+            err.stale = fields.clone();
+            return err;
+        }
         EmbeddedError::CannotApply { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         _ => {
             tracing::error!(error = %e, "PM API request failed");
@@ -417,6 +424,8 @@ fn store_error(e: EmbeddedError) -> ApiError {
 struct ApiError {
     status: StatusCode,
     message: String,
+    /// The fields of a stale update, sent with a 409.
+    stale: Vec<super::StaleField>,
 }
 
 impl ApiError {
@@ -424,10 +433,17 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            stale: Vec::new(),
         }
     }
 
     fn into_reply(self) -> Reply {
+        if !self.stale.is_empty() {
+            return json(
+                self.status,
+                &serde_json::json!({ "error": self.message, "fields": self.stale }),
+            );
+        }
         error(self.status, &self.message)
     }
 }

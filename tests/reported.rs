@@ -1,0 +1,393 @@
+//! What a person reports in Outlook is never lost: status notes, percent and work typed
+//! together, completing and reopening, approvals of stale updates, and items waiting for a
+//! decision. Each test plays the edit against the simulator over real HTTP, with the embedded
+//! PM host and SQLite state, as `tests/engine.rs` does.
+
+mod harness;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use harness::*;
+use taskbridge::mapping::MailField;
+use taskbridge::pm::embedded::{EmbeddedError, Policy as ApprovalPolicy};
+use taskbridge::pm::{
+    Assignment, AssignmentKey, AssignmentUid, HostEvent, Percent, PmHost, StatusUpdateId, Work,
+};
+use taskbridge::state::{DecisionRule, MailboxAddress, StateStore, SyncStatus};
+use taskbridge::sync::{Policy, PublishOptions, SyncConfig};
+
+fn key(h: &Harness, uid: i64) -> AssignmentKey {
+    AssignmentKey {
+        project: h.project,
+        assignment: AssignmentUid(uid),
+    }
+}
+
+async fn assignment(h: &Harness, uid: i64) -> Assignment {
+    h.host
+        .load_project(h.project)
+        .await
+        .expect("load")
+        .expect("project")
+        .assignment(AssignmentUid(uid))
+        .expect("assignment")
+        .clone()
+}
+
+/// Changes assignment `uid` on the PM side (a re-import, as a planner's edit arrives).
+async fn pm_edit(h: &Harness, uid: i64, edit: impl FnOnce(&mut taskbridge::pm::Project)) {
+    let mut p = h.host.load_project(h.project).await.unwrap().unwrap();
+    edit(&mut p);
+    assert!(p.assignment(AssignmentUid(uid)).is_some());
+    h.host.import(p).await.expect("re-import");
+}
+
+async fn published(assignments: usize, policy: ApprovalPolicy, sync: SyncConfig) -> Harness {
+    let h = harness(assignments, policy, sync).await;
+    h.engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    h
+}
+
+async fn pass(h: &Harness, mailbox: &str) -> taskbridge::sync::InboundReport {
+    h.engine
+        .sync_mailbox(&MailboxAddress::new(mailbox))
+        .await
+        .expect("sync")
+}
+
+/// Observation 1: "Waiting on someone else" set in Outlook while the plan has a newer percent
+/// that is not yet published. The note must not count as a percent change.
+#[tokio::test]
+async fn status_note_alone_never_changes_pm_percent_or_work() {
+    let h = published(3, ApprovalPolicy::Auto, quick_sync()).await;
+    let (mailbox, task) = h.task_of(1).await;
+    pm_edit(&h, 1, |p| {
+        p.assignment_mut(AssignmentUid(1))
+            .expect("a1")
+            .apply_percent(Percent::new(50).expect("percent"));
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    h.edit(
+        &mailbox,
+        &id_of(&task),
+        json!({"Status": "WaitingOnOthers"}),
+    )
+    .await;
+    pass(&h, &mailbox).await;
+
+    let a = assignment(&h, 1).await;
+    assert_eq!(a.percent_work_complete.get(), 50, "the PM percent stands");
+    assert_eq!(a.actual_work, Work::from_hours(4), "actual work kept");
+    let (_, task) = h.task_of(1).await;
+    assert_eq!(task["PercentComplete"], 50.0, "the plan's percent is shown");
+    assert_eq!(
+        task["Status"], "WaitingOnOthers",
+        "the note is left as typed"
+    );
+    // The note is recorded on a status update that changes no field, and in the audit.
+    let list = updates(&h.host).await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["changes"], json!([]), "{list:?}");
+    assert_eq!(list[0]["status_note"]["new"], "WaitingOnOthers", "{list:?}");
+    let notes = note_audit(&h).await;
+    assert_eq!(notes, 1, "one audit line for the note");
+    // Decided once: further passes, incremental and full, neither audit nor submit it again.
+    pass(&h, &mailbox).await;
+    h.engine
+        .state()
+        .update_mailbox(&MailboxAddress::new(&mailbox), |s| s.sync_state = None)
+        .await
+        .expect("forget sync state");
+    pass(&h, &mailbox).await;
+    assert_eq!(note_audit(&h).await, 1);
+    assert_eq!(updates(&h.host).await.len(), 1);
+    assert_eq!(assignment(&h, 1).await.percent_work_complete.get(), 50);
+}
+
+async fn note_audit(h: &Harness) -> usize {
+    h.engine
+        .state()
+        .audit(Some(h.project))
+        .await
+        .expect("audit")
+        .into_iter()
+        .filter(|a| a.rule == DecisionRule::StatusNote)
+        .count()
+}
+
+/// Observation 2: 480 min of actual work and 90 % typed in one edit of an 8 h assignment.
+#[tokio::test]
+async fn percent_and_actual_work_typed_together_are_both_kept() {
+    let h = published(3, ApprovalPolicy::Auto, quick_sync()).await;
+    let (mailbox, task) = h.task_of(2).await;
+    h.edit(
+        &mailbox,
+        &id_of(&task),
+        json!([["ActualWork", 480], ["PercentComplete", 90]]),
+    )
+    .await;
+    pass(&h, &mailbox).await;
+    let a = assignment(&h, 2).await;
+    assert_eq!(a.actual_work, Work::from_hours(8), "actual work as typed");
+    assert_eq!(a.percent_work_complete.get(), 90, "the percent holds");
+    // Remaining work re-estimated: 480 min is 90 %, so 53 min 20 s are left.
+    assert_eq!(a.remaining_work, Work::from_seconds(3200));
+    assert_eq!(a.work, Work::from_seconds(32000));
+    let (_, task) = h.task_of(2).await;
+    assert_eq!(task["PercentComplete"], 90.0);
+    assert_eq!(task["ActualWork"], 480);
+    // The update records what was applied.
+    let list = updates(&h.host).await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    let applied = applied_values(&list[0]);
+    assert_eq!(
+        applied.get("PercentWorkComplete"),
+        Some(&json!({"type": "percent", "value": 90})),
+        "{list:?}"
+    );
+    assert_eq!(
+        applied.get("ActualWork"),
+        Some(&json!({"type": "work", "value": 28800})),
+        "{list:?}"
+    );
+}
+
+fn applied_values(update: &Value) -> std::collections::HashMap<String, Value> {
+    update["applied"]
+        .as_array()
+        .unwrap_or(&Vec::new())
+        .iter()
+        .map(|c| {
+            (
+                c["field"].as_str().unwrap_or("").to_string(),
+                c["value"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// Observation 3: a completed task reopened in Outlook (Exchange sets 0 % when a task leaves
+/// Completed) keeps its actual work.
+#[tokio::test]
+async fn reopening_a_completed_task_keeps_actual_work_and_clears_actual_finish() {
+    let h = published(3, ApprovalPolicy::Auto, quick_sync()).await;
+    let (mailbox, task) = h.task_of(3).await;
+    h.edit(&mailbox, &id_of(&task), json!({"Status": "Completed"}))
+        .await;
+    pass(&h, &mailbox).await;
+    let done = assignment(&h, 3).await;
+    assert_eq!(done.actual_work, Work::from_hours(8));
+    assert!(done.actual_finish.is_some());
+
+    h.edit(&mailbox, &id_of(&task), json!({"Status": "InProgress"}))
+        .await;
+    let (_, reopened) = h.task_of(3).await;
+    assert_eq!(reopened["PercentComplete"], 0.0, "as Exchange applies it");
+    pass(&h, &mailbox).await;
+    let a = assignment(&h, 3).await;
+    assert_eq!(a.actual_work, Work::from_hours(8), "actual work kept");
+    assert_eq!(a.actual_finish, None, "no longer finished");
+    assert!(a.percent_work_complete < Percent::FULL, "{a:?}");
+    let (_, task) = h.task_of(3).await;
+    assert_eq!(task["ActualWork"], 480);
+    assert_ne!(task["Status"], "Completed");
+}
+
+/// Observation 4: completing a task takes the actual finish from the mailbox's CompleteDate,
+/// read in the owner's zone (Berlin: 23:30 UTC on the 5th is the 6th).
+#[tokio::test]
+async fn completing_takes_the_actual_finish_from_complete_date_in_the_owner_zone() {
+    let h = published(3, ApprovalPolicy::Auto, quick_sync()).await;
+    let (mailbox, task) = h.task_of(1).await;
+    h.edit(
+        &mailbox,
+        &id_of(&task),
+        json!({"CompleteDate": "2026-03-05T23:30:00Z"}),
+    )
+    .await;
+    pass(&h, &mailbox).await;
+    let a = assignment(&h, 1).await;
+    assert_eq!(a.percent_work_complete, Percent::FULL);
+    let finish = a.actual_finish.expect("actual finish");
+    assert_eq!(
+        finish.date(),
+        chrono::NaiveDate::from_ymd_opt(2026, 3, 6).unwrap(),
+        "not the planned finish {}",
+        a.finish
+    );
+    assert_eq!(finish.time(), a.finish.time(), "the planned time of day");
+}
+
+/// Observation 5: approving an update whose old values the plan has moved past is refused,
+/// naming the field and both values; `force` applies it and records that.
+#[tokio::test]
+async fn approving_a_stale_update_is_refused_unless_forced() {
+    let h = published(3, ApprovalPolicy::Approval, quick_sync()).await;
+    let (mailbox, task) = h.task_of(2).await;
+    h.edit(&mailbox, &id_of(&task), json!({"PercentComplete": 60}))
+        .await;
+    assert_eq!(pass(&h, &mailbox).await.pending, 1);
+    let id = StatusUpdateId(updates(&h.host).await[0]["id"].as_str().unwrap().into());
+    // The planner moves the percent after the update was submitted.
+    pm_edit(&h, 2, |p| {
+        p.assignment_mut(AssignmentUid(2))
+            .unwrap()
+            .apply_percent(Percent::new(30).unwrap());
+    })
+    .await;
+    let err = h.host.approve(&id, "pm", false).await.expect_err("stale");
+    let EmbeddedError::Stale { fields, .. } = &err else {
+        panic!("unexpected {err:?}");
+    };
+    assert_eq!(fields.len(), 1, "{err}");
+    let text = err.to_string();
+    assert!(text.contains("PercentWorkComplete"), "{text}");
+    assert!(text.contains("0%") && text.contains("30%"), "{text}");
+    assert_eq!(assignment(&h, 2).await.percent_work_complete.get(), 30);
+    assert_eq!(updates(&h.host).await[0]["state"], "pending");
+    // Forced: applied, and the record says so.
+    h.host.approve(&id, "pm", true).await.expect("forced");
+    assert_eq!(assignment(&h, 2).await.percent_work_complete.get(), 60);
+    let list = updates(&h.host).await;
+    assert_eq!(list[0]["state"], "applied");
+    assert!(
+        list[0]["reason"].as_str().unwrap_or("").contains("forced"),
+        "{list:?}"
+    );
+}
+
+/// Observation 7: while the percent waits for approval, a new subject from the plan is still
+/// published; the pending edit is neither submitted again nor overwritten.
+#[tokio::test]
+async fn pending_update_holds_back_only_its_own_fields() {
+    let h = published(3, ApprovalPolicy::Approval, quick_sync()).await;
+    let (mailbox, task) = h.task_of(1).await;
+    h.edit(&mailbox, &id_of(&task), json!({"PercentComplete": 40}))
+        .await;
+    assert_eq!(pass(&h, &mailbox).await.pending, 1);
+    pm_edit(&h, 1, |p| {
+        p.tasks.iter_mut().find(|t| t.uid.0 == 1).unwrap().name =
+            "Pour deck segment 1 (rain)".into();
+    })
+    .await;
+    let report = h
+        .engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    assert_eq!(report.updated, 1, "{report:?}");
+    let (_, task) = h.task_of(1).await;
+    assert_eq!(
+        task["Subject"],
+        "Harbour bridge: Pour deck segment 1 (rain)"
+    );
+    assert_eq!(task["PercentComplete"], 40.0, "the pending edit stays");
+    // The next pass sees our write, not a new edit: no second update.
+    pass(&h, &mailbox).await;
+    let list = updates(&h.host).await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["state"], "pending");
+    let row = h
+        .engine
+        .state()
+        .assignment(&key(&h, 1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(row.status, SyncStatus::PendingApproval { .. }),
+        "{row:?}"
+    );
+    // Approved: mapped back, in step.
+    let mut events = h.host.subscribe();
+    let id = StatusUpdateId(list[0]["id"].as_str().unwrap().into());
+    h.host.approve(&id, "pm", false).await.expect("approve");
+    let HostEvent::UpdateDecided { key: k, outcome } =
+        tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .expect("event")
+            .expect("event")
+    else {
+        panic!("unexpected event");
+    };
+    h.engine.map_back(k, &outcome).await.expect("map back");
+    assert_eq!(assignment(&h, 1).await.percent_work_complete.get(), 40);
+    let row = h
+        .engine
+        .state()
+        .assignment(&key(&h, 1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.status, SyncStatus::Synced);
+}
+
+/// Observation 6 (engine side): a manual conflict on the percent does not hold back a new
+/// subject, and is audited once, not on every pass.
+#[tokio::test]
+async fn manual_conflict_blocks_only_its_field_and_is_audited_once() {
+    let h = published(
+        3,
+        ApprovalPolicy::Auto,
+        SyncConfig {
+            policy: Policy::Manual,
+            ..quick_sync()
+        },
+    )
+    .await;
+    let (mailbox, task) = h.task_of(1).await;
+    pm_edit(&h, 1, |p| {
+        p.assignment_mut(AssignmentUid(1))
+            .unwrap()
+            .apply_percent(Percent::new(30).unwrap());
+    })
+    .await;
+    h.edit(&mailbox, &id_of(&task), json!({"PercentComplete": 70}))
+        .await;
+    pass(&h, &mailbox).await;
+    let manual = |h: &Harness| {
+        let state = h.engine.state().clone();
+        let project = h.project;
+        async move {
+            state
+                .audit(Some(project))
+                .await
+                .expect("audit")
+                .into_iter()
+                .filter(|a| a.rule == DecisionRule::Manual && a.field == MailField::PercentComplete)
+                .count()
+        }
+    };
+    assert_eq!(manual(&h).await, 1);
+    for _ in 0..2 {
+        h.engine
+            .state()
+            .update_mailbox(&MailboxAddress::new(&mailbox), |s| s.sync_state = None)
+            .await
+            .expect("forget sync state");
+        pass(&h, &mailbox).await;
+    }
+    assert_eq!(manual(&h).await, 1, "not re-audited on every pass");
+    pm_edit(&h, 1, |p| {
+        p.tasks.iter_mut().find(|t| t.uid.0 == 1).unwrap().name =
+            "Pour deck segment 1 (rain)".into();
+    })
+    .await;
+    h.engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    let (_, task) = h.task_of(1).await;
+    assert_eq!(
+        task["Subject"],
+        "Harbour bridge: Pour deck segment 1 (rain)"
+    );
+    assert_eq!(task["PercentComplete"], 70.0, "the conflict is left alone");
+    assert_eq!(assignment(&h, 1).await.percent_work_complete.get(), 30);
+}
