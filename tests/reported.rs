@@ -16,7 +16,7 @@ use taskbridge::pm::{
     Assignment, AssignmentKey, AssignmentUid, HostEvent, Percent, PmHost, StatusUpdateId, Work,
 };
 use taskbridge::state::{DecisionRule, MailboxAddress, StateStore, SyncStatus};
-use taskbridge::sync::{Policy, PublishOptions, SyncConfig};
+use taskbridge::sync::{ConflictError, Policy, PublishOptions, SyncConfig, Take};
 
 fn key(h: &Harness, uid: i64) -> AssignmentKey {
     AssignmentKey {
@@ -390,4 +390,225 @@ async fn manual_conflict_blocks_only_its_field_and_is_audited_once() {
     );
     assert_eq!(task["PercentComplete"], 70.0, "the conflict is left alone");
     assert_eq!(assignment(&h, 1).await.percent_work_complete.get(), 30);
+}
+
+/// A manual conflict on assignment 1's percent: the plan says 30 %, the mailbox 70 %.
+async fn manual_conflict() -> (Harness, String) {
+    let h = published(
+        3,
+        ApprovalPolicy::Auto,
+        SyncConfig {
+            policy: Policy::Manual,
+            ..quick_sync()
+        },
+    )
+    .await;
+    let (mailbox, task) = h.task_of(1).await;
+    pm_edit(&h, 1, |p| {
+        p.assignment_mut(AssignmentUid(1))
+            .unwrap()
+            .apply_percent(Percent::new(30).unwrap());
+    })
+    .await;
+    h.edit(&mailbox, &id_of(&task), json!({"PercentComplete": 70}))
+        .await;
+    pass(&h, &mailbox).await;
+    (h, mailbox)
+}
+
+/// Observation 6: the conflict is listed with both values, and settled by taking the mailbox:
+/// the PM takes 70 %, the audit says who and why, and nothing is left open.
+#[tokio::test]
+async fn manual_conflict_is_listed_and_settled_by_taking_the_mailbox() {
+    let (h, _) = manual_conflict().await;
+    let list = h.engine.conflicts(Some(h.project)).await.expect("list");
+    assert_eq!(list.len(), 1, "{list:?}");
+    let c = &list[0];
+    assert_eq!(c.field, MailField::PercentComplete);
+    assert_eq!((c.pm_value.as_str(), c.mail_value.as_str()), ("30%", "70%"));
+    assert!(c.since.is_some() && c.mail_changed_at.is_some(), "{c:?}");
+    h.engine
+        .resolve_conflict(&c.id, Take::Mailbox, "ann", Some("she did the work"))
+        .await
+        .expect("resolve");
+    let a = assignment(&h, 1).await;
+    assert_eq!(a.percent_work_complete.get(), 70);
+    let (_, task) = h.task_of(1).await;
+    assert_eq!(task["PercentComplete"], 70.0);
+    assert!(
+        h.engine
+            .conflicts(Some(h.project))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let row = h
+        .engine
+        .state()
+        .assignment(&key(&h, 1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.status, SyncStatus::Synced);
+    let audit = h.engine.state().audit(Some(h.project)).await.unwrap();
+    let settled = audit
+        .iter()
+        .find(|r| r.rule == DecisionRule::Resolved)
+        .expect("a resolved record");
+    assert_eq!(settled.note.as_deref(), Some("ann: she did the work"));
+    assert_eq!(settled.winner, taskbridge::state::Side::Mail);
+    // An unknown or settled conflict is refused.
+    assert!(matches!(
+        h.engine
+            .resolve_conflict(&c.id, Take::Pm, "ann", None)
+            .await,
+        Err(ConflictError::NotFound(_))
+    ));
+}
+
+/// Observation 6 over the PM HTTP API, served on a socket: `GET /pm/conflicts` lists it,
+/// `POST /pm/conflicts/{id}/resolve` with `take: pm` writes the plan's 30 % to the mailbox.
+#[tokio::test]
+async fn manual_conflict_is_settled_over_the_pm_api_by_taking_the_plan() {
+    let (h, _) = manual_conflict().await;
+    let api = taskbridge::pm::embedded::pm_api(h.host.clone(), "tok".into())
+        .with_conflicts(std::sync::Arc::new(h.engine.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let api = api.clone();
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), api)
+                    .await;
+            });
+        }
+    });
+    let base = format!("http://{addr}/pm/conflicts");
+    let list: Value = h
+        .http
+        .get(&base)
+        .bearer_auth("tok")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(list[0]["pm_value"], "30%");
+    assert_eq!(list[0]["mail_value"], "70%");
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    let resp = h
+        .http
+        .post(format!("{base}/{id}/resolve"))
+        .bearer_auth("tok")
+        .json(&json!({"take": "pm", "reason": "the plan was re-estimated", "by": "pm"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (_, task) = h.task_of(1).await;
+    assert_eq!(
+        task["PercentComplete"], 30.0,
+        "the plan's value went to the mailbox"
+    );
+    assert_eq!(assignment(&h, 1).await.percent_work_complete.get(), 30);
+    let again = h
+        .http
+        .post(format!("{base}/{id}/resolve"))
+        .bearer_auth("tok")
+        .json(&json!({"take": "pm"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 404);
+    let bad = h.http.get(&base).send().await.unwrap();
+    assert_eq!(
+        bad.status(),
+        401,
+        "behind the token like the rest of the API"
+    );
+}
+
+/// Observation 6 from the command line: `taskbridge conflicts --json` lists it and
+/// `taskbridge conflicts resolve ID --take mailbox --reason ...` settles it, against the
+/// simulator the harness runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_conflict_is_listed_and_settled_from_the_cli() {
+    let (h, _) = manual_conflict().await;
+    let data = h.dir.path().to_path_buf();
+    let url = h.sim.url.clone();
+    let run = move |args: Vec<String>| {
+        let (data, url) = (data.clone(), url.clone());
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_taskbridge"))
+                .arg("--config")
+                .arg(data.join("no-such.toml"))
+                .arg("--data-dir")
+                .arg(&data)
+                .args(&args)
+                .env("TASKBRIDGE_EXCHANGE_URL", &url)
+                .env("TASKBRIDGE_EXCHANGE_AUTH", "none")
+                .env("TASKBRIDGE_SYNC_POLICY", "manual")
+                .env("TASKBRIDGE_LOG", "warn")
+                .output()
+                .expect("runs")
+        })
+    };
+    let out = run(vec!["conflicts".into(), "--json".into()])
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    let out = run(vec![
+        "conflicts".into(),
+        "resolve".into(),
+        id.clone(),
+        "--take".into(),
+        "mailbox".into(),
+        "--reason".into(),
+        "reported on site".into(),
+        "--by".into(),
+        "site lead".into(),
+    ])
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(assignment(&h, 1).await.percent_work_complete.get(), 70);
+    let out = run(vec!["audit".into()]).await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("by site lead: reported on site"), "{text}");
+    // Settled: listing shows nothing, resolving again fails with exit 1.
+    let out = run(vec!["conflicts".into(), "--json".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+        json!([])
+    );
+    let out = run(vec![
+        "conflicts".into(),
+        "resolve".into(),
+        id,
+        "--take".into(),
+        "pm".into(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
 }

@@ -105,6 +105,13 @@ pub enum SyncStatus {
     Conflict {
         /// The fields in conflict.
         fields: Vec<MailField>,
+        /// When the conflict was first found (`None` in rows from before this was recorded).
+        #[serde(default)]
+        since: Option<DateTime<Utc>>,
+        /// The mailbox's values when it was last read, so that a person can see and settle the
+        /// conflict without another read (`None` in rows from before this was recorded).
+        #[serde(default)]
+        mail: Option<Box<MailValues>>,
     },
     /// Given up after repeated failures; the rest of the sync goes on.
     Parked {
@@ -310,6 +317,9 @@ pub struct AuditRecord {
     pub rule: DecisionRule,
     /// The winner.
     pub winner: Side,
+    /// Who decided and why, when a person did (`taskbridge conflicts resolve`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Errors of the state store.

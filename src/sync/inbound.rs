@@ -417,7 +417,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             };
             // A conflict already open on a field is not audited again on every pass.
             let open_conflicts: Vec<MailField> = match &row.status {
-                SyncStatus::Conflict { fields } => fields.clone(),
+                SyncStatus::Conflict { fields, .. } => fields.clone(),
                 _ => Vec::new(),
             };
             // Fields of an update waiting for approval whose mailbox value is still the one
@@ -448,6 +448,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                         mail_value: field_text(&mail, d.field),
                         rule,
                         winner: d.winner,
+                        note: None,
                     })
                 })
                 .collect();
@@ -461,6 +462,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     mail_value: note_text(mail.status_note),
                     rule: DecisionRule::StatusNote,
                     winner: Side::Mail,
+                    note: None,
                 });
             }
             for a in &audit {
@@ -744,7 +746,15 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 SyncStatus::Synced
             } else {
                 report.conflicts += 1;
-                SyncStatus::Conflict { fields: conflicts }
+                let since = match &row.status {
+                    SyncStatus::Conflict { since, .. } => *since,
+                    _ => None,
+                };
+                SyncStatus::Conflict {
+                    fields: conflicts,
+                    since: Some(since.unwrap_or(now)),
+                    mail: Some(Box::new(mail.clone())),
+                }
             };
             self.inner
                 .state

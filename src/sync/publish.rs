@@ -181,7 +181,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                         SyncStatus::PendingApproval { fields, .. } => {
                             Some(fields.keys().copied().collect())
                         }
-                        SyncStatus::Conflict { fields } => Some(fields.clone()),
+                        SyncStatus::Conflict { fields, .. } => Some(fields.clone()),
                         _ => Some(Vec::new()),
                     };
                     let mut desired = desired;

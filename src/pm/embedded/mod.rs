@@ -40,7 +40,9 @@ use super::import::{ImportError, ImportOptions};
 use super::model::{AssignmentKey, AssignmentUid, Project, ProjectGuid};
 
 pub use crate::secret::Secret;
-pub use api::{DEFAULT_MAX_BODY_BYTES, PmApi, pm_api, serve_pm_api};
+pub use api::{
+    ConflictDesk, DEFAULT_MAX_BODY_BYTES, DeskError, DeskFuture, PmApi, pm_api, serve_pm_api,
+};
 pub use apply::{Applied, ApplyError, apply_changes, apply_update, field_value};
 pub use types::{
     AppliedValue, DECIDER_AUTO, DECIDER_TASKBRIDGE, ImportReport, Policy, ProjectSummary,
