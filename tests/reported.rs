@@ -612,3 +612,73 @@ async fn manual_conflict_is_listed_and_settled_from_the_cli() {
     .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// The other edges of the percent/work/status table (`docs/MAPPING.md`), each played in the
+/// mailbox of an 8 h assignment: (what the person does, in order; PM actual work, remaining
+/// work and percent after the last pass; the mailbox's percent after the map-back).
+#[tokio::test]
+async fn percent_work_status_table_edges_against_the_simulator() {
+    type Case = (&'static str, Vec<Value>, (i64, i64, u8), f64);
+    let cases: Vec<Case> = vec![
+        (
+            "a lower percent keeps the work done",
+            vec![
+                json!({"PercentComplete": 50}),
+                json!({"PercentComplete": 20}),
+            ],
+            (4 * 60, 16 * 60, 20),
+            20.0,
+        ),
+        (
+            "Not started with work done keeps actual and remaining work",
+            vec![
+                json!({"PercentComplete": 50}),
+                json!({"Status": "NotStarted"}),
+            ],
+            (4 * 60, 4 * 60, 50),
+            50.0,
+        ),
+        (
+            "an explicit actual work edit may lower it",
+            vec![json!({"PercentComplete": 50}), json!({"ActualWork": 60})],
+            (60, 7 * 60, 13),
+            13.0,
+        ),
+        (
+            "actual work with 100 % closes the work at the actual",
+            vec![json!([["ActualWork", 360], ["PercentComplete", 100]])],
+            (6 * 60, 0, 100),
+            100.0,
+        ),
+        (
+            "Deferred after progress changes nothing",
+            vec![
+                json!({"PercentComplete": 50}),
+                json!({"Status": "Deferred"}),
+            ],
+            (4 * 60, 4 * 60, 50),
+            50.0,
+        ),
+    ];
+    for (case, edits, (actual, remaining, percent), shown) in cases {
+        let h = published(3, ApprovalPolicy::Auto, quick_sync()).await;
+        let (mailbox, task) = h.task_of(2).await;
+        for e in edits {
+            h.edit(&mailbox, &id_of(&task), e).await;
+            pass(&h, &mailbox).await;
+        }
+        let a = assignment(&h, 2).await;
+        assert_eq!(
+            (
+                a.actual_work.minutes_rounded(),
+                a.remaining_work.minutes_rounded(),
+                a.percent_work_complete.get()
+            ),
+            (actual, remaining, percent),
+            "{case}"
+        );
+        let (_, task) = h.task_of(2).await;
+        assert_eq!(task["PercentComplete"], shown, "{case}");
+        assert_eq!(task["ActualWork"], actual, "{case}");
+    }
+}
