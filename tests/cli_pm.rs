@@ -414,3 +414,45 @@ fn updates_approve_of_a_stale_update_fails_unless_forced() {
         stdout(&output)
     );
 }
+
+/// A status note alone changes no value; `updates` and `projects show` show it.
+#[test]
+fn status_note_is_shown_by_updates_and_projects_show() {
+    let dir = TempDir::new().expect("temp dir");
+    let data = dir.path().join("data");
+    assert_code(&import_edge(&data, &["--policy", "approval"]), 0);
+    let mut update = percent(3, "ck-note", 0);
+    update.changes.clear();
+    update.status_note = Some(taskbridge::pm::StatusNoteChange {
+        old: None,
+        new: Some("WaitingOnOthers".into()),
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let host = EmbeddedHost::open_existing(&data).await.expect("opens");
+        let outcome = host.submit(update).await.expect("accepted");
+        assert!(
+            matches!(outcome, UpdateOutcome::Applied { .. }),
+            "a note needs no approval: {outcome:?}"
+        );
+        host.close().await;
+    });
+    let output = taskbridge(&data, &["updates"]);
+    assert_code(&output, 0);
+    assert!(
+        stdout(&output).contains("status note none -> WaitingOnOthers"),
+        "{}",
+        stdout(&output)
+    );
+    let output = taskbridge(&data, &["projects", "show", GUID]);
+    assert_code(&output, 0);
+    let line = stdout(&output)
+        .lines()
+        .find(|l| l.trim_start().starts_with("3 "))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    assert!(line.ends_with("WaitingOnOthers"), "{}", stdout(&output));
+}

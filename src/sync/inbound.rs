@@ -740,8 +740,17 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             row.last_error = None;
             row.last_sync = Some(now);
             row.status = if !held.is_empty() {
-                // Still waiting for the status manager.
-                row.status
+                // Still waiting for the status manager; this version of the item is known.
+                match row.status {
+                    SyncStatus::PendingApproval { update, fields, .. } => {
+                        SyncStatus::PendingApproval {
+                            update,
+                            observed: mail.hash(),
+                            fields,
+                        }
+                    }
+                    other => other,
+                }
             } else if conflicts.is_empty() {
                 SyncStatus::Synced
             } else {
