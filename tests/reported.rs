@@ -64,7 +64,16 @@ async fn pass(h: &Harness, mailbox: &str) -> taskbridge::sync::InboundReport {
 /// that is not yet published. The note must not count as a percent change.
 #[tokio::test]
 async fn status_note_alone_never_changes_pm_percent_or_work() {
-    let h = published(3, ApprovalPolicy::Auto, quick_sync()).await;
+    // No tie tolerance: the Outlook edit is plainly the newer one.
+    let h = published(
+        3,
+        ApprovalPolicy::Auto,
+        SyncConfig {
+            clock_skew: Duration::ZERO,
+            ..quick_sync()
+        },
+    )
+    .await;
     let (mailbox, task) = h.task_of(1).await;
     pm_edit(&h, 1, |p| {
         p.assignment_mut(AssignmentUid(1))
@@ -681,4 +690,31 @@ async fn percent_work_status_table_edges_against_the_simulator() {
         assert_eq!(task["PercentComplete"], shown, "{case}");
         assert_eq!(task["ActualWork"], actual, "{case}");
     }
+}
+
+/// Both sides change the percent within `sync.clock_skew_ms` (default 2 s) of each other: too
+/// close to call, so the tie rule gives it to the plan, and the audit says it was a tie.
+#[tokio::test]
+async fn both_changed_within_the_clock_skew_is_a_tie_won_by_the_plan() {
+    let h = published(3, ApprovalPolicy::Auto, quick_sync()).await;
+    let (mailbox, task) = h.task_of(1).await;
+    pm_edit(&h, 1, |p| {
+        p.assignment_mut(AssignmentUid(1))
+            .unwrap()
+            .apply_percent(Percent::new(30).unwrap());
+    })
+    .await;
+    h.edit(&mailbox, &id_of(&task), json!({"PercentComplete": 70}))
+        .await;
+    pass(&h, &mailbox).await;
+    assert_eq!(assignment(&h, 1).await.percent_work_complete.get(), 30);
+    let (_, task) = h.task_of(1).await;
+    assert_eq!(task["PercentComplete"], 30.0);
+    let audit = h.engine.state().audit(Some(h.project)).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|r| r.rule == DecisionRule::Tie && r.field == MailField::PercentComplete),
+        "{audit:?}"
+    );
 }
