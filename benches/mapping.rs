@@ -104,6 +104,7 @@ fn mapping(c: &mut Criterion) {
                 task.last_modified_time,
                 |_| None,
                 Policy::NewerWins,
+                chrono::Duration::milliseconds(2000),
             ))
         })
     });

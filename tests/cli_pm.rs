@@ -246,6 +246,8 @@ fn percent(uid: i64, change_key: &str, to: u8) -> StatusUpdate {
                 .single()
                 .expect("valid"),
         },
+        status_note: None,
+        completed_on: None,
     }
 }
 
@@ -350,4 +352,107 @@ fn updates_lists_approves_and_rejects_with_json() {
         );
         assert_eq!(stderr(&output).lines().count(), 1, "{}", stderr(&output));
     }
+}
+
+/// Observation 5 from the command line: approving an update the plan has moved past fails
+/// (exit 1) naming the field and both values; `--force` applies it.
+#[test]
+fn updates_approve_of_a_stale_update_fails_unless_forced() {
+    let dir = TempDir::new().expect("temp dir");
+    let data = dir.path().join("data");
+    assert_code(&import_edge(&data, &["--policy", "approval"]), 0);
+    let ids = submit(&data, vec![percent(3, "ck-1", 50)]);
+    // The planner sets 30 % after the update was submitted.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let host = EmbeddedHost::open_existing(&data).await.expect("opens");
+        let mut p = host
+            .load_project(GUID.parse().expect("guid"))
+            .await
+            .expect("loads")
+            .expect("project");
+        p.assignment_mut(AssignmentUid(3))
+            .expect("assignment 3")
+            .apply_percent(Percent::new(30).expect("in range"));
+        host.import(p).await.expect("re-imports");
+        host.close().await;
+    });
+    let output = taskbridge(&data, &["updates", "approve", &ids[0]]);
+    assert_code(&output, 1);
+    let err = stderr(&output);
+    assert!(
+        err.contains("PercentWorkComplete") && err.contains("0%") && err.contains("30%"),
+        "{err}"
+    );
+    assert!(err.contains("--force"), "{err}");
+    let output = taskbridge(&data, &["updates", "--pending", "--json"]);
+    assert_eq!(
+        json(&output).as_array().map(Vec::len),
+        Some(1),
+        "still pending"
+    );
+
+    let output = taskbridge(&data, &["updates", "approve", &ids[0], "--force", "--json"]);
+    assert_code(&output, 0);
+    assert_eq!(json(&output)["assignment"]["percent_work_complete"], 50);
+    let output = taskbridge(&data, &["updates", "--json"]);
+    let all = json(&output);
+    assert!(
+        all[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("forced") && r.contains("30%")),
+        "{all}"
+    );
+    // The list shows what was applied, in hours.
+    let output = taskbridge(&data, &["updates"]);
+    assert!(
+        stdout(&output).contains("ActualWork = "),
+        "{}",
+        stdout(&output)
+    );
+}
+
+/// A status note alone changes no value; `updates` and `projects show` show it.
+#[test]
+fn status_note_is_shown_by_updates_and_projects_show() {
+    let dir = TempDir::new().expect("temp dir");
+    let data = dir.path().join("data");
+    assert_code(&import_edge(&data, &["--policy", "approval"]), 0);
+    let mut update = percent(3, "ck-note", 0);
+    update.changes.clear();
+    update.status_note = Some(taskbridge::pm::StatusNoteChange {
+        old: None,
+        new: Some("WaitingOnOthers".into()),
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let host = EmbeddedHost::open_existing(&data).await.expect("opens");
+        let outcome = host.submit(update).await.expect("accepted");
+        assert!(
+            matches!(outcome, UpdateOutcome::Applied { .. }),
+            "a note needs no approval: {outcome:?}"
+        );
+        host.close().await;
+    });
+    let output = taskbridge(&data, &["updates"]);
+    assert_code(&output, 0);
+    assert!(
+        stdout(&output).contains("status note none -> WaitingOnOthers"),
+        "{}",
+        stdout(&output)
+    );
+    let output = taskbridge(&data, &["projects", "show", GUID]);
+    assert_code(&output, 0);
+    let line = stdout(&output)
+        .lines()
+        .find(|l| l.trim_start().starts_with("3 "))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    assert!(line.ends_with("WaitingOnOthers"), "{}", stdout(&output));
 }

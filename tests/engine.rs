@@ -187,11 +187,14 @@ async fn spontaneous_change_key_bump_causes_no_update_and_no_write() {
 /// Both sides change percent complete; returns (the PM's percent, the mailbox's percent, the
 /// audit record) after the pass.
 async fn both_sides_change(policy: Policy, pm_later: bool) -> (u8, f64, Vec<(DecisionRule, Side)>) {
+    // The two edits are 1.1 s apart: closer than the default tolerance, so it is narrowed.
+    let clock_skew = Duration::from_millis(500);
     let h = harness(
         3,
         ApprovalPolicy::Auto,
         SyncConfig {
             policy,
+            clock_skew,
             ..quick_sync()
         },
     )
@@ -791,7 +794,7 @@ async fn decision_taken_while_the_event_was_lost_is_found_by_recheck() {
         .to_string();
     // Approved while nobody listens: the event is lost.
     h.host
-        .approve(&taskbridge::pm::StatusUpdateId(id), "pm")
+        .approve(&taskbridge::pm::StatusUpdateId(id), "pm", false)
         .await
         .expect("approve");
     let rechecked = h.engine.recheck_pending().await.expect("recheck");

@@ -52,6 +52,8 @@ fn update(uid: i64, change_key: &str, changes: Vec<FieldChange>) -> StatusUpdate
                 .single()
                 .expect("valid"),
         },
+        status_note: None,
+        completed_on: None,
     }
 }
 
@@ -79,8 +81,17 @@ async fn edge_host(dir: &Path, policy: Policy) -> EmbeddedHost {
 }
 
 async fn pending(host: &EmbeddedHost, uid: i64, change_key: &str, to: u8) -> StatusUpdateId {
+    // Made against the PM's current percent, as the connector makes it (approval checks it).
+    let now = host
+        .load_project(guid())
+        .await
+        .expect("loads")
+        .and_then(|p| p.assignment(AssignmentUid(uid)).cloned())
+        .expect("assignment")
+        .percent_work_complete
+        .get();
     match host
-        .submit(update(uid, change_key, vec![percent(0, to)]))
+        .submit(update(uid, change_key, vec![percent(now, to)]))
         .await
         .expect("accepted")
     {
@@ -547,6 +558,32 @@ async fn api_approval_that_no_longer_fits_is_unprocessable_and_stays_pending() {
     server.stop().await;
 }
 
+/// Observation 5 over the PM HTTP API: a stale approval is 409 with the fields; `force`
+/// applies it.
+#[tokio::test]
+async fn api_approval_of_a_stale_update_is_a_conflict_with_the_fields() {
+    let dir = TempDir::new().expect("temp dir");
+    let host = edge_host(dir.path(), Policy::Approval).await;
+    let id = pending(&host, 3, "ck-1", 50).await;
+    let mut p = host.load_project(guid()).await.unwrap().unwrap();
+    p.assignment_mut(AssignmentUid(3))
+        .unwrap()
+        .apply_percent(Percent::new(30).unwrap());
+    host.import(p).await.expect("re-imports");
+    let server = Server::start(host.clone()).await;
+    let path = format!("/pm/updates/{}/approve", id.0);
+    let reply = post_json(server.addr, "POST", &path, json!({})).await;
+    assert_eq!(reply.status, 409);
+    let body = reply.json();
+    assert_eq!(body["fields"][0]["field"], "PercentWorkComplete", "{body}");
+    assert_eq!(body["fields"][0]["submitted_against"]["value"], 0, "{body}");
+    assert_eq!(body["fields"][0]["current"]["value"], 30, "{body}");
+    let reply = post_json(server.addr, "POST", &path, json!({"force": true})).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.json());
+    assert_eq!(reply.json()["assignment"]["percent_work_complete"], 50);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn api_wrong_method_unknown_route_and_oversized_body() {
     let dir = TempDir::new().expect("temp dir");
@@ -748,8 +785,8 @@ async fn webhook_signs_retries_and_delivers_applied_updates_in_order() {
         .expect("sets");
     let second = pending(&host, 3, "ck-2", 20).await;
     let third = pending(&host, 8, "ck-3", 0).await;
-    host.approve(&second, "sm").await.expect("approves");
-    host.approve(&third, "sm").await.expect("approves");
+    host.approve(&second, "sm", false).await.expect("approves");
+    host.approve(&third, "sm", false).await.expect("approves");
     let refused = next_hook(&mut hooks).await;
     assert_eq!(
         refused.header("x-taskbridge-delivery"),

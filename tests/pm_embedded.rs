@@ -78,6 +78,8 @@ fn update(uid: i64, change_key: &str, changes: Vec<FieldChange>) -> StatusUpdate
                 .single()
                 .expect("valid"),
         },
+        status_note: None,
+        completed_on: None,
     }
 }
 
@@ -575,7 +577,7 @@ async fn approval_policy_supersedes_then_approves_and_emits_decision() {
     assert_eq!(summary.pending_updates, 1);
 
     let outcome = host
-        .approve(&second, "status.manager")
+        .approve(&second, "status.manager", false)
         .await
         .expect("approves");
     let UpdateOutcome::Applied { assignment: a, .. } = &outcome else {
@@ -601,7 +603,7 @@ async fn approval_policy_supersedes_then_approves_and_emits_decision() {
 
     // Decided updates cannot be decided again.
     assert!(matches!(
-        host.approve(&second, "x").await,
+        host.approve(&second, "x", false).await,
         Err(EmbeddedError::NotPending {
             state: UpdateState::Applied,
             ..
@@ -898,7 +900,10 @@ async fn decision_in_another_process_reaches_this_ones_subscribers() {
     // A second, independent store handle on the same file stands in for `taskbridge updates
     // approve` run from a shell.
     let cli = EmbeddedHost::open_with(&db, options).await.expect("opens");
-    let outcome = cli.approve(&id, "status.manager").await.expect("approves");
+    let outcome = cli
+        .approve(&id, "status.manager", false)
+        .await
+        .expect("approves");
     cli.close().await;
     assert_eq!(
         next_event(&mut events).await,

@@ -198,6 +198,8 @@ impl Default for RawPm {
 pub struct RawSync {
     /// `newer-wins`, `pm-wins`, `mail-wins` or `manual`.
     pub policy: String,
+    /// Under `newer-wins`, change times closer than this are a tie (the PM side wins).
+    pub clock_skew_ms: u64,
     /// Quiet time after a notification before a mailbox is read.
     pub debounce_ms: u64,
     /// Longest wait under a stream of notifications.
@@ -226,6 +228,7 @@ impl Default for RawSync {
         let d = SyncConfig::default();
         RawSync {
             policy: "newer-wins".into(),
+            clock_skew_ms: d.clock_skew.as_millis() as u64,
             debounce_ms: d.debounce.as_millis() as u64,
             max_debounce_ms: d.max_debounce.as_millis() as u64,
             reconcile_interval_secs: d.reconcile_interval.as_secs(),
@@ -487,6 +490,7 @@ impl RawConfig {
         }
         Ok(SyncConfig {
             policy,
+            clock_skew: Duration::from_millis(s.clock_skew_ms),
             debounce: Duration::from_millis(s.debounce_ms),
             max_debounce: Duration::from_millis(s.max_debounce_ms.max(s.debounce_ms)),
             reconcile_interval: Duration::from_secs(s.reconcile_interval_secs),

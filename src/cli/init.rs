@@ -92,6 +92,9 @@ webhook_secret_file = ""
 [sync]
 # When both sides changed a field: newer-wins, pm-wins, mail-wins or manual.
 policy = "newer-wins"
+# Under newer-wins, changes this close in time (ms) are a tie, which the PM side wins: Exchange
+# gives one LastModifiedTime per item, and its clock is not the PM host's.
+clock_skew_ms = 2000
 # Quiet time after a notification before the mailbox is read, and the longest wait.
 debounce_ms = 2000
 max_debounce_ms = 10000

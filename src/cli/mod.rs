@@ -6,6 +6,7 @@
 mod bench;
 mod check;
 mod config;
+mod conflicts;
 mod demo;
 mod ews;
 mod import;
@@ -107,6 +108,9 @@ pub enum Command {
     Status(sync::StatusArgs),
     /// The audit log of sync decisions: field, both values, the rule applied, the winner.
     Audit(sync::AuditArgs),
+    /// The conflicts the `manual` policy keeps for a person (field, both values and when each
+    /// side changed it), or settle one with `conflicts resolve ID --take pm|mailbox`.
+    Conflicts(conflicts::ConflictsArgs),
 }
 
 /// An error that maps to an exit code.
@@ -137,6 +141,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => bench::run(*args),
         Command::Status(args) => sync::status(args, &settings()?),
         Command::Audit(args) => sync::audit(args, &settings()?),
+        Command::Conflicts(args) => conflicts::run(args, &settings()?),
     }
 }
 

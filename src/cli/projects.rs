@@ -112,10 +112,24 @@ async fn show(
     if json {
         return print_out(&to_json(&project)?);
     }
+    // The status note each assignment's owner last reported (applied updates, oldest first).
+    let mut notes = std::collections::HashMap::new();
+    let applied = host
+        .status_updates(taskbridge::pm::embedded::UpdateFilter {
+            state: Some(taskbridge::pm::embedded::UpdateState::Applied),
+            project: Some(guid),
+            key: None,
+        })
+        .await?;
+    for u in applied {
+        if let Some(note) = u.status_note {
+            notes.insert(u.key.assignment, note.new);
+        }
+    }
     let mut lines = vec![
         format!("{} ({}, {})", project.name, project.guid, project.time_zone),
         format!(
-            "{:>6}  {:<30}  {:<24}  {:<30}  {:>8}  {:>8}  {:>8}  {:>4}",
+            "{:>6}  {:<30}  {:<24}  {:<30}  {:>8}  {:>8}  {:>8}  {:>4}  NOTE",
             "UID", "TASK", "RESOURCE", "MAILBOX", "WORK", "ACTUAL", "REMAIN", "%"
         ),
     ];
@@ -124,7 +138,7 @@ async fn show(
         let task = project.task(a.task_uid).map_or("?", |t| t.name.as_str());
         let resource = project.resource(a.resource_uid);
         lines.push(format!(
-            "{:>6}  {:<30}  {:<24}  {:<30}  {:>8}  {:>8}  {:>8}  {:>4}",
+            "{:>6}  {:<30}  {:<24}  {:<30}  {:>8}  {:>8}  {:>8}  {:>4}  {}",
             a.uid.to_string(),
             task,
             resource.map_or("-", |r| r.name.as_str()),
@@ -133,6 +147,7 @@ async fn show(
             hours(a.actual_work),
             hours(a.remaining_work),
             a.percent_work_complete.get(),
+            notes.get(&a.uid).cloned().flatten().unwrap_or_default(),
         ));
     }
     print_out(&lines.join("\n"))

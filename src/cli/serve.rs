@@ -108,8 +108,9 @@ pub fn run(_args: ServeArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
     rt.block_on(async {
         let host = EmbeddedHost::open(&raw.data_dir).await?;
         let connector = Connector::new(config, host.clone())?;
-        let routes =
-            taskbridge::listener::admin::fallback_from_service(pm_api(host.clone(), token));
+        let api = pm_api(host.clone(), token)
+            .with_conflicts(std::sync::Arc::new(connector.engine().clone()));
+        let routes = taskbridge::listener::admin::fallback_from_service(api);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let webhook = if raw.pm.webhook_url.is_empty() {
             None

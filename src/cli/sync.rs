@@ -155,7 +155,7 @@ pub fn status(args: StatusArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
             for s in state.project_assignments(p).await? {
                 let detail = match &s.status {
                     SyncStatus::PendingApproval { update, .. } => Some(format!("update {update}")),
-                    SyncStatus::Conflict { fields } => Some(
+                    SyncStatus::Conflict { fields, .. } => Some(
                         fields
                             .iter()
                             .map(|f| f.name())
@@ -228,7 +228,7 @@ pub fn audit(args: AuditArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
         } else {
             for r in &records {
                 print_out(&format!(
-                    "{} {} {} {}: pm {:?} mail {:?} -> {:?} ({:?})",
+                    "{} {} {} {}: pm {:?} mail {:?} -> {:?} ({:?}){}",
                     r.at.format("%Y-%m-%d %H:%M:%S"),
                     r.key,
                     r.mailbox,
@@ -237,6 +237,10 @@ pub fn audit(args: AuditArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
                     r.mail_value,
                     r.winner,
                     r.rule,
+                    r.note
+                        .as_deref()
+                        .map(|n| format!(" by {n}"))
+                        .unwrap_or_default(),
                 ))?;
             }
         }

@@ -43,6 +43,10 @@ pub enum UpdatesCommand {
         /// Who approves (recorded with the update). Default: $USER.
         #[arg(long, value_name = "NAME")]
         by: Option<String>,
+        /// Apply it even when the plan changed one of its fields since it was submitted
+        /// (recorded with the update).
+        #[arg(long)]
+        force: bool,
         /// Print the outcome (with the resulting assignment) as JSON.
         #[arg(long)]
         json: bool,
@@ -80,8 +84,13 @@ pub fn run(args: UpdatesArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
                 };
                 list(&host, filter, args.json).await
             }
-            Some(UpdatesCommand::Approve { id, by, json }) => {
-                let outcome = host.approve(&StatusUpdateId(id), &decider(by)).await;
+            Some(UpdatesCommand::Approve {
+                id,
+                by,
+                force,
+                json,
+            }) => {
+                let outcome = host.approve(&StatusUpdateId(id), &decider(by), force).await;
                 match outcome {
                     Ok(outcome) => report(&outcome, json),
                     Err(e) => Err(e.into()),
@@ -154,11 +163,33 @@ async fn list(host: &EmbeddedHost, filter: UpdateFilter, json: bool) -> anyhow::
 }
 
 fn line(u: &StatusUpdateRecord) -> String {
-    let changes: Vec<String> = u
+    // Typed values, then what the PM applied where it kept something else.
+    let mut changes: Vec<String> = u
         .changes
         .iter()
-        .map(|c| format!("{:?} {} -> {}", c.field, c.old, c.new))
+        .map(|c| {
+            let applied = u
+                .applied
+                .iter()
+                .find(|a| a.field == c.field)
+                .filter(|a| a.value != c.new)
+                .map(|a| format!(" (applied {})", a.value))
+                .unwrap_or_default();
+            format!("{:?} {} -> {}{applied}", c.field, c.old, c.new)
+        })
         .collect();
+    changes.extend(
+        u.applied
+            .iter()
+            .filter(|a| !u.changes.iter().any(|c| c.field == a.field))
+            .map(|a| format!("{:?} = {}", a.field, a.value)),
+    );
+    if let Some(note) = &u.status_note {
+        changes.push(format!("status note {note}"));
+    }
+    if let Some(on) = u.completed_on {
+        changes.push(format!("completed on {on}"));
+    }
     format!(
         "{:<36}  {:<10}  {:<20}  {:<24}  {:<24}  {}",
         u.id.0,

@@ -123,6 +123,7 @@ impl FieldTable {
             item_id: task.item_id.clone(),
             last_modified_time: task.last_modified_time,
             status: task.status.clone(),
+            complete_date: task.complete_date,
         });
         for entry in &self.entries {
             match entry.field {
@@ -274,11 +275,32 @@ impl FieldTable {
                 Back::Cleared => overwritten.push(entry.field),
             }
         }
+        // Completed in the mailbox: the date it says, in the owner's zone, at the planned
+        // finish's time of day, is the actual finish.
+        let completes = changes.iter().any(|c| {
+            c.field == crate::pm::AssignmentField::PercentWorkComplete
+                && c.new == FieldValue::Percent(Percent::FULL)
+        });
+        let completed_on = observed
+            .read
+            .as_ref()
+            .and_then(|r| r.complete_date)
+            .filter(|_| completes)
+            .map(|at| {
+                pm_with_mail_date(
+                    project.time_zone,
+                    unit.assignment.finish,
+                    zone,
+                    mail_date_from_utc(zone, at),
+                )
+            });
         Inbound {
             update: (!changes.is_empty()).then_some(StatusUpdate {
                 key: unit.key,
                 changes,
                 source,
+                status_note: None,
+                completed_on,
             }),
             overwritten,
             status_note: observed.status_note,
@@ -759,7 +781,9 @@ mod tests {
         let to = desired(&t, &project(Tz::UTC));
         let mut from = to.clone();
         from.status_note = Some(StatusNote::Deferred);
-        assert_eq!(changed_fields(&from, &to), vec![MailField::PercentComplete]);
+        // The note is its own thing: not a change of the percentage, never written.
+        assert!(changed_fields(&from, &to).is_empty());
+        assert!(from.status_note_changed(&to));
         assert!(t.updates(&from, &to).is_empty());
     }
 
@@ -904,8 +928,8 @@ mod tests {
         let units = p.sync_units();
         let mut observed = desired(&t, &p);
         observed.status_note = Some(StatusNote::Deferred);
-        let fields = changed_fields(&desired(&t, &p), &observed);
-        assert_eq!(fields, vec![MailField::PercentComplete]);
+        assert!(changed_fields(&desired(&t, &p), &observed).is_empty());
+        let fields = vec![MailField::PercentComplete];
         let inbound = t.status_update(&p, &units[0], Tz::UTC, &observed, &fields, source());
         assert_eq!(inbound.update, None);
         assert!(inbound.overwritten.is_empty());

@@ -43,8 +43,9 @@ pub struct MailValues {
     pub actual_work: Option<i32>,
     /// `PercentComplete`, with Completed, `IsComplete` and `CompleteDate` read as 100.
     pub percent_complete: Option<Percent>,
-    /// `WaitingOnOthers` or `Deferred` when the item says so; part of the PercentComplete field
-    /// (so that a change of it is noticed and reported) but never written.
+    /// `WaitingOnOthers` or `Deferred` when the item says so. Its own thing: never compared as
+    /// part of the percentage (see [`MailValues::status_note_changed`]), never written, never a
+    /// change of a PM value; reported on the status update and kept in the baseline.
     pub status_note: Option<StatusNote>,
     /// `Categories`, in the mailbox's order. Compared and hashed as a set.
     pub categories: Vec<String>,
@@ -63,6 +64,8 @@ pub struct ReadInfo {
     pub last_modified_time: Option<DateTime<Utc>>,
     /// `Status` exactly as read (WaitingOnOthers and Deferred included).
     pub status: Option<TaskStatus>,
+    /// `CompleteDate` as read: when the owner completed the task.
+    pub complete_date: Option<DateTime<Utc>>,
 }
 
 impl ReadInfo {
@@ -105,15 +108,34 @@ impl MailValues {
         self.percent_complete.map(status_for_percent)
     }
 
-    /// The canonical encoding of one field's value: what comparison and hashing see.
+    /// Whether the status note differs between `self` and `other`. The note is decided on its
+    /// own, never as part of the percentage.
+    pub fn status_note_changed(&self, other: &MailValues) -> bool {
+        self.status_note != other.status_note
+    }
+
+    /// The canonical encoding of one field's value: what comparison sees.
     ///
-    /// Version 1, fixed for good (hashes are stored): `None` is the byte 0, a value is the byte 1
-    /// followed by its encoding; a text is its UTF-8 length as 8 big-endian bytes then the
-    /// bytes; a date is the text `YYYY-MM-DD`; minutes are 8 big-endian bytes (two's
-    /// complement); importance is the text `Low`/`Normal`/`High`; percent is one byte, then the
-    /// status note as a text (`""`, `WaitingOnOthers`, `Deferred`); categories are sorted,
-    /// duplicates removed, and written as a count (8 bytes) then each text.
+    /// The hash encoding ([`MailValues::field_hash`]) without the status note: the percentage
+    /// alone is compared, so that a note never reads as a change of the percentage.
     pub fn encode_field(&self, field: MailField) -> Vec<u8> {
+        let mut out = self.encode_hashed(field);
+        if field == MailField::PercentComplete {
+            // Drop the note text (8-byte length + bytes) that follows the percentage.
+            let note = self.status_note.map(StatusNote::as_str).unwrap_or("");
+            out.truncate(out.len() - 8 - note.len());
+        }
+        out
+    }
+
+    /// The encoding the hashes see. Version 1, fixed for good (hashes are stored): `None` is
+    /// the byte 0, a value is the byte 1 followed by its encoding; a text is its UTF-8 length
+    /// as 8 big-endian bytes then the bytes; a date is the text `YYYY-MM-DD`; minutes are 8
+    /// big-endian bytes (two's complement); importance is the text `Low`/`Normal`/`High`;
+    /// percent is one byte, then the status note as a text (`""`, `WaitingOnOthers`,
+    /// `Deferred`); categories are sorted, duplicates removed, and written as a count (8 bytes)
+    /// then each text.
+    fn encode_hashed(&self, field: MailField) -> Vec<u8> {
         let mut out = Vec::new();
         match field {
             MailField::Subject => opt(&mut out, self.subject.as_deref(), text),
@@ -144,7 +166,8 @@ impl MailValues {
     }
 
     /// The hash of one field's value: SHA-256 over `taskbridge/mapping/v1`, the field's
-    /// [`MailField::name`] and its [`MailValues::encode_field`], each followed by a zero byte.
+    /// [`MailField::name`] and its version 1 encoding (the percentage with its status note),
+    /// each followed by a zero byte.
     /// Stable across runs, platforms and versions; a new encoding would get a new version tag.
     pub fn field_hash(&self, field: MailField) -> ValueHash {
         let mut h = Sha256::new();
@@ -152,7 +175,7 @@ impl MailValues {
         h.update([0]);
         h.update(field.name().as_bytes());
         h.update([0]);
-        h.update(self.encode_field(field));
+        h.update(self.encode_hashed(field));
         ValueHash(h.finalize().into())
     }
 
@@ -208,9 +231,10 @@ pub(super) fn category_set(categories: &[String]) -> Vec<&str> {
 
 /// The fields whose values differ between `a` and `b`, in [`MailField::ALL`] order.
 ///
-/// A field differs exactly when its [`MailValues::encode_field`] (and so its
-/// [`MailValues::field_hash`]) differs: categories are compared as sets, the percentage
-/// together with the status note, and the zone and read-only information not at all.
+/// A field differs exactly when its [`MailValues::encode_field`] differs, and then its
+/// [`MailValues::field_hash`] differs too: categories are compared as sets, the percentage
+/// without the status note (which [`MailValues::status_note_changed`] compares, and the
+/// hashes see), and the zone and read-only information not at all.
 pub fn changed_fields(a: &MailValues, b: &MailValues) -> Vec<MailField> {
     MailField::ALL
         .into_iter()
@@ -327,6 +351,7 @@ mod tests {
             item_id: Some(ItemId::new("AAMk1", None)),
             last_modified_time: None,
             status: Some(TaskStatus::InProgress),
+            complete_date: None,
         });
         b.categories = vec!["Apollo".into(), "Apollo".into()];
         assert_eq!(a.hash(), b.hash());
@@ -352,9 +377,12 @@ mod tests {
             b.field_hash(MailField::Subject)
         );
         assert_ne!(a.hash(), b.hash());
+        // A status note is not a change of the percentage; the hashes still see it.
         let mut c = sample();
         c.status_note = Some(StatusNote::Deferred);
-        assert_eq!(changed_fields(&a, &c), vec![MailField::PercentComplete]);
+        assert_eq!(changed_fields(&a, &c), Vec::<MailField>::new());
+        assert!(a.status_note_changed(&c));
+        assert_ne!(a.hash(), c.hash());
         let mut d = sample();
         d.body = None;
         assert_eq!(changed_fields(&a, &d), vec![MailField::Body]);
@@ -395,6 +423,7 @@ mod tests {
             item_id: Some(ItemId::new("AAMk1", Some("CK2".into()))),
             last_modified_time: Some(at),
             status: None,
+            complete_date: None,
         };
         assert_eq!(
             read.update_source("ann@example.com"),
@@ -419,6 +448,7 @@ mod tests {
             item_id: None,
             last_modified_time: None,
             status: None,
+            complete_date: None,
         });
         let json = serde_json::to_string(&v).expect("serializes");
         let back: MailValues = serde_json::from_str(&json).expect("deserializes");

@@ -83,10 +83,35 @@ pub struct UpdateSource {
 pub struct StatusUpdate {
     /// The assignment.
     pub key: AssignmentKey,
-    /// The changed fields (never empty).
+    /// The changed fields; empty only when the update reports a status note alone.
     pub changes: Vec<FieldChange>,
     /// Where the values came from.
     pub source: UpdateSource,
+    /// The status note the person set or cleared (Outlook's "Waiting on someone else",
+    /// "Deferred"). It never changes a PM value; a host may keep it for the status manager.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_note: Option<StatusNoteChange>,
+    /// When the update completes the assignment: the completion date the mailbox reports, as a
+    /// project-local date-time, which becomes the actual finish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_on: Option<NaiveDateTime>,
+}
+
+/// A status note set, changed or cleared in the mailbox. A note is `WaitingOnOthers` or
+/// `Deferred` (Exchange's status names); `None` is no note.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusNoteChange {
+    /// The note before the edit.
+    pub old: Option<String>,
+    /// The note after it.
+    pub new: Option<String>,
+}
+
+impl std::fmt::Display for StatusNoteChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = |n: &Option<String>| n.clone().unwrap_or_else(|| "none".into());
+        write!(f, "{} -> {}", text(&self.old), text(&self.new))
+    }
 }
 
 /// What the host did with a status update.

@@ -11,8 +11,8 @@ pub mod import;
 mod model;
 
 pub use host::{
-    FieldChange, FieldValue, HostError, HostEvent, PmHost, StatusUpdate, StatusUpdateId,
-    UpdateOutcome, UpdateSource,
+    FieldChange, FieldValue, HostError, HostEvent, PmHost, StatusNoteChange, StatusUpdate,
+    StatusUpdateId, UpdateOutcome, UpdateSource,
 };
 pub use import::{ImportError, ImportOptions, import_file};
 pub use model::{

@@ -95,11 +95,23 @@ pub enum SyncStatus {
         update: StatusUpdateId,
         /// Hash of the mailbox values submitted.
         observed: ValueHash,
+        /// The fields the update carries, with the hash of each submitted value: only these are
+        /// held back while it waits; the others keep syncing both ways. Empty in rows written
+        /// before fields were recorded, which hold back the whole item.
+        #[serde(default)]
+        fields: BTreeMap<MailField, ValueHash>,
     },
     /// Both sides changed and the policy is `manual`: a person must decide.
     Conflict {
         /// The fields in conflict.
         fields: Vec<MailField>,
+        /// When the conflict was first found (`None` in rows from before this was recorded).
+        #[serde(default)]
+        since: Option<DateTime<Utc>>,
+        /// The mailbox's values when it was last read, so that a person can see and settle the
+        /// conflict without another read (`None` in rows from before this was recorded).
+        #[serde(default)]
+        mail: Option<Box<MailValues>>,
     },
     /// Given up after repeated failures; the rest of the sync goes on.
     Parked {
@@ -264,6 +276,14 @@ pub enum DecisionRule {
     PmOwned,
     /// The status manager rejected the mailbox value; the PM value is restored.
     Rejected,
+    /// Both changed it within the clock-skew tolerance of each other (`sync.clock_skew_ms`):
+    /// too close to tell which is newer, so the policy's tie rule decided (the PM side wins).
+    Tie,
+    /// The status note (Waiting on someone else, Deferred) was set, changed or cleared in the
+    /// mailbox; recorded on the status update, never a change of the percentage.
+    StatusNote,
+    /// A person settled a conflict (`taskbridge conflicts resolve`).
+    Resolved,
 }
 
 /// Which side's value a decision kept.
@@ -297,6 +317,9 @@ pub struct AuditRecord {
     pub rule: DecisionRule,
     /// The winner.
     pub winner: Side,
+    /// Who decided and why, when a person did (`taskbridge conflicts resolve`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Errors of the state store.

@@ -67,6 +67,8 @@ const MIGRATIONS: &[&str] = &[
         winner     TEXT NOT NULL
     );
     CREATE INDEX audit_project ON audit (project, id);",
+    // Who settled a conflict and why.
+    "ALTER TABLE audit ADD COLUMN note TEXT;",
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -620,7 +622,8 @@ impl StateStore for SqliteStore {
                 let mut ins = tx
                     .prepare_cached(
                         "INSERT INTO audit (at, project, assignment, mailbox, field, pm_value, \
-                         mail_value, rule, winner) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                         mail_value, rule, winner, note) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                     )
                     .map_err(db)?;
                 for r in &records {
@@ -634,6 +637,7 @@ impl StateStore for SqliteStore {
                         r.mail_value,
                         to_json(&r.rule).trim_matches('"'),
                         to_json(&r.winner).trim_matches('"'),
+                        r.note,
                     ])
                     .map_err(db)?;
                 }
@@ -649,7 +653,7 @@ impl StateStore for SqliteStore {
             let mut stmt = c
                 .prepare_cached(
                     "SELECT at, project, assignment, mailbox, field, pm_value, mail_value, rule, \
-                     winner FROM audit WHERE ?1 IS NULL OR project = ?1 ORDER BY id",
+                     winner, note FROM audit WHERE ?1 IS NULL OR project = ?1 ORDER BY id",
                 )
                 .map_err(db)?;
             let mut rows = stmt.query(params![p]).map_err(db)?;
@@ -678,6 +682,7 @@ impl StateStore for SqliteStore {
                     mail_value: row.get(6).map_err(db)?,
                     rule: from_json(&what, &format!("\"{rule}\""))?,
                     winner: from_json(&what, &format!("\"{winner}\""))?,
+                    note: row.get(9).map_err(db)?,
                 });
             }
             Ok(out)
@@ -869,6 +874,7 @@ mod tests {
             rows[uid - 1].status = SyncStatus::PendingApproval {
                 update: crate::pm::StatusUpdateId(format!("u{uid}")),
                 observed: crate::mapping::ValueHash([uid as u8; 32]),
+                fields: Default::default(),
             };
         }
         rows[3].status = SyncStatus::Parked {
@@ -950,6 +956,7 @@ mod tests {
             mail_value: "60%".into(),
             rule,
             winner: Side::Mail,
+            note: None,
         };
         store
             .append_audit(vec![

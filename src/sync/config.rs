@@ -39,6 +39,10 @@ impl std::str::FromStr for DeletedTaskRule {
 pub struct SyncConfig {
     /// When both sides changed a field.
     pub policy: Policy,
+    /// How far apart the mailbox's and the PM's change times must be for `newer-wins` to call
+    /// one newer; closer is a tie, decided by the policy's tie rule (the PM side) and audited
+    /// as `tie`.
+    pub clock_skew: Duration,
     /// Quiet time after the last notification for a mailbox before its changes are read.
     pub debounce: Duration,
     /// Longest a mailbox waits under a stream of notifications before it is read anyway.
@@ -79,6 +83,7 @@ impl Default for SyncConfig {
     fn default() -> Self {
         SyncConfig {
             policy: Policy::NewerWins,
+            clock_skew: Duration::from_millis(2000),
             debounce: Duration::from_secs(2),
             max_debounce: Duration::from_secs(10),
             reconcile_interval: Duration::from_secs(15 * 60),

@@ -16,7 +16,7 @@ use crate::state::{Baseline, DecisionRule, Side};
 #[serde(rename_all = "kebab-case")]
 pub enum Policy {
     /// The later change wins: the item's LastModifiedTime against the PM field's modification
-    /// time (a tie goes to the PM side).
+    /// time. Two times within the clock-skew tolerance are a tie, which goes to the PM side.
     #[default]
     NewerWins,
     /// The PM side wins.
@@ -80,7 +80,10 @@ pub struct ChangeTimes {
 }
 
 /// Decides one field. `pm_changed` / `mail_changed` say whether each side differs from the
-/// baseline; `same` whether the two sides hold the same value.
+/// baseline; `same` whether the two sides hold the same value; `clock_skew` is how far apart
+/// the two change times must be for one to count as newer (Exchange and the PM host keep
+/// different clocks, and Exchange gives one LastModifiedTime per item, not per field).
+#[allow(clippy::too_many_arguments)]
 pub fn decide_field(
     field: MailField,
     pm_changed: bool,
@@ -89,6 +92,7 @@ pub fn decide_field(
     direction: Direction,
     times: ChangeTimes,
     policy: Policy,
+    clock_skew: chrono::Duration,
 ) -> FieldDecision {
     use DecisionRule as R;
     let d = |verdict, rule, winner| FieldDecision {
@@ -123,6 +127,10 @@ pub fn decide_field(
             Policy::Manual => d(Verdict::Conflict, R::Manual, Side::Neither),
             Policy::NewerWins => {
                 let mail_newer = match (times.mail, times.pm) {
+                    // Too close to tell: the tie rule (the PM side), audited as a tie.
+                    (Some(mail), Some(pm)) if (mail - pm).abs() <= clock_skew => {
+                        return d(Verdict::WriteMail, R::Tie, Side::Pm);
+                    }
                     (Some(mail), Some(pm)) => mail > pm,
                     // A PM side that cannot say when it changed the field loses to a mailbox
                     // that can.
@@ -143,7 +151,9 @@ pub fn decide_field(
 ///
 /// `base` is the last-synced state, `pm` what the PM side wants the item to show now, `mail`
 /// what the item shows; `mail_modified` is the item's LastModifiedTime and `pm_modified` gives
-/// each field's PM modification time.
+/// each field's PM modification time. The percentage is compared without the status note,
+/// which is never a change of it (see [`status_note_changed`]).
+#[allow(clippy::too_many_arguments)]
 pub fn decide(
     table: &FieldTable,
     base: &Baseline,
@@ -152,6 +162,7 @@ pub fn decide(
     mail_modified: Option<DateTime<Utc>>,
     pm_modified: impl Fn(MailField) -> Option<DateTime<Utc>>,
     policy: Policy,
+    clock_skew: chrono::Duration,
 ) -> Vec<FieldDecision> {
     table
         .entries()
@@ -172,9 +183,20 @@ pub fn decide(
                     mail: mail_modified,
                 },
                 policy,
+                clock_skew,
             )
         })
         .collect()
+}
+
+/// Whether the mailbox set, changed or cleared the status note since the baseline. Only the
+/// mailbox has a note (the PM side never writes one), so it is decided once, for the mailbox,
+/// and only when the percentage goes both ways.
+pub fn status_note_changed(table: &FieldTable, base: &Baseline, mail: &MailValues) -> bool {
+    table
+        .entry(MailField::PercentComplete)
+        .is_some_and(|e| e.direction == Direction::Both)
+        && base.values.status_note_changed(mail)
 }
 
 #[cfg(test)]
@@ -307,7 +329,7 @@ mod tests {
                 10,
                 NewerWins,
                 WriteMail,
-                Some(DecisionRule::NewerWins),
+                Some(DecisionRule::Tie),
                 Side::Pm,
             ),
             (
@@ -379,6 +401,7 @@ mod tests {
                     mail: t(mail_h),
                 },
                 policy,
+                chrono::Duration::zero(),
             );
             assert_eq!(
                 (got.verdict, got.rule, got.winner),
@@ -401,8 +424,48 @@ mod tests {
                 mail: t(8),
             },
             Policy::NewerWins,
+            chrono::Duration::milliseconds(2000),
         );
         assert_eq!(got.verdict, Verdict::TakeMail);
+    }
+
+    #[test]
+    fn decide_field_within_the_clock_skew_is_a_tie_for_the_pm_side() {
+        let at = |ms| {
+            Some(
+                Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap()
+                    + chrono::Duration::milliseconds(ms),
+            )
+        };
+        let skew = chrono::Duration::milliseconds(2000);
+        let decide = |pm, mail| {
+            let got = decide_field(
+                MailField::PercentComplete,
+                true,
+                true,
+                false,
+                Direction::Both,
+                ChangeTimes {
+                    pm: at(pm),
+                    mail: at(mail),
+                },
+                Policy::NewerWins,
+                skew,
+            );
+            (got.verdict, got.rule, got.winner)
+        };
+        let tie = (Verdict::WriteMail, Some(DecisionRule::Tie), Side::Pm);
+        assert_eq!(decide(0, 1500), tie, "mail 1.5 s later is within the skew");
+        assert_eq!(decide(0, 2000), tie, "the edge is a tie");
+        assert_eq!(decide(1500, 0), tie);
+        assert_eq!(
+            decide(0, 2001),
+            (Verdict::TakeMail, Some(DecisionRule::NewerWins), Side::Mail)
+        );
+        assert_eq!(
+            decide(2001, 0),
+            (Verdict::WriteMail, Some(DecisionRule::NewerWins), Side::Pm)
+        );
     }
 
     #[test]

@@ -223,8 +223,9 @@ pub fn field_text(values: &MailValues, field: MailField) -> String {
         MailField::Importance => opt(&values.importance.map(|i| i.as_str())),
         MailField::StartDate => opt(&values.start_date),
         MailField::DueDate => opt(&values.due_date),
-        MailField::TotalWork => opt(&values.total_work.map(|m| format!("{m} min"))),
-        MailField::ActualWork => opt(&values.actual_work.map(|m| format!("{m} min"))),
+        // Hours with two decimals, as `updates` shows PM work.
+        MailField::TotalWork => opt(&values.total_work.map(minutes_as_hours)),
+        MailField::ActualWork => opt(&values.actual_work.map(minutes_as_hours)),
         MailField::PercentComplete => {
             let mut s = opt(&values.percent_complete.map(|p| p.to_string()));
             if let Some(note) = values.status_note {
@@ -234,6 +235,11 @@ pub fn field_text(values: &MailValues, field: MailField) -> String {
         }
         MailField::Categories => values.categories.join(", "),
     }
+}
+
+/// Whole minutes as hours with two decimals (`450` is `7.50h`).
+pub fn minutes_as_hours(minutes: i32) -> String {
+    format!("{:.2}h", f64::from(minutes) / 60.0)
 }
 
 /// The sync engine: publish, inbound changes, mapping back, reconciliation.

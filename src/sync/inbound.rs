@@ -14,7 +14,7 @@ use chrono::Utc;
 use tracing::{debug, info, instrument, warn};
 
 use super::config::DeletedTaskRule;
-use super::decide::{Verdict, decide};
+use super::decide::{Verdict, decide, status_note_changed};
 use super::engine::{
     Engine, Metrics, ProjectCache, SyncError, copy_field, field_text, pm_modified,
 };
@@ -25,8 +25,8 @@ use super::publish::{item_error, journal_entries};
 use super::report::InboundReport;
 use crate::mapping::{MailField, MailValues, changed_fields, owner_zone};
 use crate::pm::{
-    AssignmentField, AssignmentKey, FieldChange, FieldValue, Percent, PmHost, StatusUpdate,
-    UpdateOutcome, UpdateSource,
+    AssignmentField, AssignmentKey, FieldChange, FieldValue, Percent, PmHost, StatusNoteChange,
+    StatusUpdate, UpdateOutcome, UpdateSource,
 };
 use crate::state::{
     AssignmentState, AuditRecord, Baseline, Commit, DecisionRule, MailboxAddress, MailboxState,
@@ -146,9 +146,12 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 // The version we wrote or read last: our own write is never echoed back,
                 // unless the server merged someone's edit into it (the content says so).
                 let merged = match (&change.values, &row.baseline) {
-                    (Some(values), Some(base)) => changed_fields(&base.values, values)
-                        .into_iter()
-                        .any(|f| f != MailField::Body),
+                    (Some(values), Some(base)) => {
+                        changed_fields(&base.values, values)
+                            .into_iter()
+                            .any(|f| f != MailField::Body)
+                            || base.values.status_note_changed(values)
+                    }
                     _ => false,
                 };
                 if !merged {
@@ -357,6 +360,10 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 return Ok(());
             }
             let now = Utc::now();
+            let skew = chrono::Duration::from_std(config.clock_skew)
+                .unwrap_or_else(|_| chrono::Duration::zero());
+            // The status note is the mailbox's alone: decided once, against the baseline.
+            let note_changed = mode != Mode::Restore && status_note_changed(&table, &base, &mail);
             let decisions = match mode {
                 Mode::Normal => decide(
                     &table,
@@ -366,6 +373,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     item.modified_at,
                     |f| pm_modified(&unit, f),
                     config.policy,
+                    skew,
                 ),
                 // Nothing is known of what a taken-over item held when it was created, nor of
                 // who changed it since: every field the two sides disagree on is settled by the
@@ -379,6 +387,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     item.modified_at,
                     |f| pm_modified(&unit, f),
                     config.policy,
+                    skew,
                 )
                 .into_iter()
                 .map(|d| match d.verdict {
@@ -406,8 +415,28 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     })
                     .collect(),
             };
-            let audit: Vec<AuditRecord> = decisions
+            // A conflict already open on a field is not audited again on every pass.
+            let open_conflicts: Vec<MailField> = match &row.status {
+                SyncStatus::Conflict { fields, .. } => fields.clone(),
+                _ => Vec::new(),
+            };
+            // Fields of an update waiting for approval whose mailbox value is still the one
+            // submitted: held (neither submitted again nor overwritten) until it is decided.
+            let mut held: Vec<MailField> = match &row.status {
+                SyncStatus::PendingApproval { fields, .. } => decisions
+                    .iter()
+                    .filter(|d| {
+                        d.verdict == Verdict::TakeMail
+                            && fields.get(&d.field) == Some(&mail.field_hash(d.field))
+                    })
+                    .map(|d| d.field)
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let mut audit: Vec<AuditRecord> = decisions
                 .iter()
+                .filter(|d| !(d.verdict == Verdict::Conflict && open_conflicts.contains(&d.field)))
+                .filter(|d| !held.contains(&d.field))
                 .filter_map(|d| {
                     let rule = d.rule?;
                     (d.verdict != Verdict::Keep).then(|| AuditRecord {
@@ -419,9 +448,23 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                         mail_value: field_text(&mail, d.field),
                         rule,
                         winner: d.winner,
+                        note: None,
                     })
                 })
                 .collect();
+            if note_changed {
+                audit.push(AuditRecord {
+                    at: now,
+                    key: row.key,
+                    mailbox: mailbox.clone(),
+                    field: MailField::PercentComplete,
+                    pm_value: note_text(base.values.status_note),
+                    mail_value: note_text(mail.status_note),
+                    rule: DecisionRule::StatusNote,
+                    winner: Side::Mail,
+                    note: None,
+                });
+            }
             for a in &audit {
                 info!(
                     key = %a.key,
@@ -450,29 +493,59 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 .count();
             Metrics::add(&self.inner.metrics.conflicts, conflicts_by_policy);
             self.inner.state.append_audit(audit).await?;
-            let take: Vec<MailField> = decisions
+            let mut take: Vec<MailField> = decisions
                 .iter()
-                .filter(|d| d.verdict == Verdict::TakeMail)
+                .filter(|d| d.verdict == Verdict::TakeMail && !held.contains(&d.field))
                 .map(|d| d.field)
                 .collect();
+            if !take.is_empty() && !held.is_empty() {
+                // A new update supersedes the pending one: it carries the held fields too.
+                take.append(&mut held);
+                take.sort_by_key(|f| MailField::ALL.iter().position(|x| x == f));
+            }
             let conflicts: Vec<MailField> = decisions
                 .iter()
                 .filter(|d| d.verdict == Verdict::Conflict)
                 .map(|d| d.field)
                 .collect();
-            let mut target_pm = pm.clone();
-            if !take.is_empty() {
+            // What the item keeps of its own: conflicts and held fields.
+            let kept: Vec<MailField> = conflicts.iter().chain(&held).copied().collect();
+            // The note is never written: what the item shows of it is what the mailbox holds.
+            let mut target_pm = MailValues {
+                status_note: mail.status_note,
+                ..pm.clone()
+            };
+            if !take.is_empty() || note_changed {
                 let source = UpdateSource {
                     mailbox: mailbox.to_string(),
                     item_id: item.item.item_id.clone(),
                     change_key: item.item.change_key.clone(),
                     modified_at: item.modified_at.unwrap_or(now),
                 };
-                let inbound = table.status_update(&view.project, &unit, zone, &mail, &take, source);
-                if let Some(note) = inbound.status_note {
-                    info!(key = %row.key, note = note.as_str(), "status note from the mailbox");
+                let inbound =
+                    table.status_update(&view.project, &unit, zone, &mail, &take, source.clone());
+                let note = note_changed.then(|| StatusNoteChange {
+                    old: base.values.status_note.map(|n| n.as_str().to_owned()),
+                    new: mail.status_note.map(|n| n.as_str().to_owned()),
+                });
+                if let Some(note) = &note {
+                    info!(key = %row.key, %note, "status note from the mailbox");
                 }
-                if let Some(update) = inbound.update {
+                let update = match (inbound.update, note) {
+                    (Some(update), note) => Some(StatusUpdate {
+                        status_note: note,
+                        ..update
+                    }),
+                    (None, Some(note)) => Some(StatusUpdate {
+                        key: row.key,
+                        changes: Vec::new(),
+                        source,
+                        status_note: Some(note),
+                        completed_on: None,
+                    }),
+                    (None, None) => None,
+                };
+                if let Some(update) = update {
                     match self.inner.host.submit_status_update(update).await? {
                         UpdateOutcome::Applied { assignment, .. } => {
                             report.applied += 1;
@@ -483,7 +556,10 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                             let unit = view
                                 .unit(row.key.assignment)
                                 .expect("the assignment is still in the project");
-                            target_pm = table.to_mail(&view.project, &unit, zone);
+                            target_pm = MailValues {
+                                status_note: mail.status_note,
+                                ..table.to_mail(&view.project, &unit, zone)
+                            };
                         }
                         UpdateOutcome::Pending { id } => {
                             // Nothing goes back to the mailbox until the status manager decides.
@@ -492,7 +568,12 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                             row.status = SyncStatus::PendingApproval {
                                 update: id,
                                 observed: mail.hash(),
+                                fields: take.iter().map(|f| (*f, mail.field_hash(*f))).collect(),
                             };
+                            // The note went with the update: decided.
+                            if let Some(b) = row.baseline.as_mut() {
+                                b.values.status_note = mail.status_note;
+                            }
                             row.item = Some(item.item.clone());
                             row.last_sync = Some(now);
                             self.inner
@@ -516,14 +597,18 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                             let unit = view
                                 .unit(row.key.assignment)
                                 .expect("the assignment is still in the project");
-                            target_pm = table.to_mail(&view.project, &unit, zone);
+                            target_pm = MailValues {
+                                status_note: mail.status_note,
+                                ..table.to_mail(&view.project, &unit, zone)
+                            };
                         }
                     }
                 }
             }
-            // What the item should show: the PM's values, except fields kept in conflict.
+            // What the item should show: the PM's values, except fields kept in conflict or
+            // held for a pending update.
             let mut target = target_pm.clone();
-            for f in &conflicts {
+            for f in &kept {
                 copy_field(&mut target, &mail, *f);
             }
             let mut item_ref = item.item.clone();
@@ -604,13 +689,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                             // written waits for the reconciliation's publish, which finds the
                             // baseline (what the item shows) behind the PM values. Not every
                             // pass of the mailbox tries it again, and its sync state moves on.
-                            row.baseline = Some(baseline_after(
-                                &base,
-                                &mail,
-                                &conflicts,
-                                &mail,
-                                item.modified_at,
-                            ));
+                            row.baseline =
+                                Some(baseline_after(&base, &mail, &kept, &mail, item.modified_at));
                             row.item = Some(item.item.clone());
                             row.pm_hash = Some(target_pm.hash());
                             row.mail_hash = Some(mail.hash());
@@ -644,7 +724,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 report.unchanged += 1;
             }
             // The new baseline: what both sides hold now.
-            let mut baseline = baseline_after(&base, &target, &conflicts, &mail, item.modified_at);
+            let mut baseline = baseline_after(&base, &target, &kept, &mail, item.modified_at);
             if let Some(unit) = view.unit(row.key.assignment) {
                 for f in changed_fields(&base.values, &target_pm) {
                     baseline
@@ -659,11 +739,31 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             row.attempts = 0;
             row.last_error = None;
             row.last_sync = Some(now);
-            row.status = if conflicts.is_empty() {
+            row.status = if !held.is_empty() {
+                // Still waiting for the status manager; this version of the item is known.
+                match row.status {
+                    SyncStatus::PendingApproval { update, fields, .. } => {
+                        SyncStatus::PendingApproval {
+                            update,
+                            observed: mail.hash(),
+                            fields,
+                        }
+                    }
+                    other => other,
+                }
+            } else if conflicts.is_empty() {
                 SyncStatus::Synced
             } else {
                 report.conflicts += 1;
-                SyncStatus::Conflict { fields: conflicts }
+                let since = match &row.status {
+                    SyncStatus::Conflict { since, .. } => *since,
+                    _ => None,
+                };
+                SyncStatus::Conflict {
+                    fields: conflicts,
+                    since: Some(since.unwrap_or(now)),
+                    mail: Some(Box::new(mail.clone())),
+                }
             };
             self.inner
                 .state
@@ -740,6 +840,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                             .unwrap_or_default(),
                         modified_at: Utc::now(),
                     },
+                    status_note: None,
+                    completed_on: None,
                 };
                 match self.inner.host.submit_status_update(update).await? {
                     UpdateOutcome::Applied { .. } => report.applied += 1,
@@ -820,6 +922,12 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             .await?;
         Ok(report)
     }
+}
+
+/// A status note as the audit shows it.
+fn note_text(note: Option<crate::mapping::StatusNote>) -> String {
+    note.map(|n| n.as_str().to_owned())
+        .unwrap_or_else(|| "none".into())
 }
 
 /// The baseline after a decision: `values`, except the fields in conflict, which keep the old

@@ -12,6 +12,7 @@
 //! [`crate::pm::PmHost`], and what was synced lives in a [`crate::state::StateStore`].
 
 pub mod config;
+mod conflicts;
 pub mod decide;
 mod engine;
 mod inbound;
@@ -21,6 +22,7 @@ mod report;
 mod run;
 
 pub use config::{DeletedTaskRule, PushSettings, SyncConfig};
+pub use conflicts::{ConflictError, OpenConflict, Take};
 pub use decide::Policy;
 pub use engine::{Engine, Metrics, ProjectView, SyncError};
 pub use mailbox::{

@@ -8,11 +8,11 @@ use chrono::Utc;
 use futures::StreamExt;
 use tracing::{debug, info, instrument, warn};
 
-use super::engine::{Engine, Metrics, ProjectView, SyncError, pm_modified};
+use super::engine::{Engine, Metrics, ProjectView, SyncError, copy_field, pm_modified};
 use super::inbound::Mode;
 use super::mailbox::{ItemFailure, ItemWrite, MailboxError, MailboxStore};
 use super::report::{InboundReport, ItemError, PublishReport};
-use crate::mapping::{MailValues, changed_fields};
+use crate::mapping::{MailField, MailValues, changed_fields};
 use crate::pm::{AssignmentKey, PmHost, ProjectGuid};
 use crate::state::{
     AssignmentState, Baseline, Commit, JournalEntry, MailboxAddress, StateStore, SyncStatus,
@@ -174,13 +174,25 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 Some(s) => {
                     with_items += 1;
                     let base = s.baseline.as_ref().map(|b| &b.values);
-                    let blocked = matches!(
-                        s.status,
-                        SyncStatus::PendingApproval { .. } | SyncStatus::Conflict { .. }
-                    );
+                    // A pending update or an open conflict holds back only its own fields:
+                    // they keep what the baseline says, the inbound side owns them.
+                    let held: Option<Vec<MailField>> = match &s.status {
+                        SyncStatus::PendingApproval { fields, .. } if fields.is_empty() => None,
+                        SyncStatus::PendingApproval { fields, .. } => {
+                            Some(fields.keys().copied().collect())
+                        }
+                        SyncStatus::Conflict { fields, .. } => Some(fields.clone()),
+                        _ => Some(Vec::new()),
+                    };
+                    let mut desired = desired;
+                    if let (Some(held), Some(b)) = (&held, base) {
+                        for f in held {
+                            copy_field(&mut desired, b, *f);
+                        }
+                    }
                     match base {
-                        // The inbound side owns items waiting for a decision.
-                        _ if blocked => report.unchanged += 1,
+                        // A row from before fields were recorded: the whole item waits.
+                        _ if held.is_none() => report.unchanged += 1,
                         Some(b) if changed_fields(b, &desired).is_empty() => report.unchanged += 1,
                         _ => updates.push((key, desired, s)),
                     }
@@ -507,7 +519,10 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                                     .insert(f, pm_modified(&unit, f).unwrap_or(now));
                             }
                         }
+                        // The status note is never written: the item keeps the one it has.
+                        let note = baseline.values.status_note;
                         baseline.values = desired.clone();
+                        baseline.values.status_note = note;
                         s.baseline = Some(baseline);
                         s.item = Some(item);
                         s.pm_hash = Some(desired.hash());
@@ -515,7 +530,13 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                         s.attempts = 0;
                         s.last_error = None;
                         s.last_sync = Some(now);
-                        s.status = SyncStatus::Synced;
+                        // A pending update or a conflict is still open on its fields.
+                        if !matches!(
+                            s.status,
+                            SyncStatus::PendingApproval { .. } | SyncStatus::Conflict { .. }
+                        ) {
+                            s.status = SyncStatus::Synced;
+                        }
                         report.updated += 1;
                         commit.put.push(s);
                     }

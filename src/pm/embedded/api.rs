@@ -8,8 +8,10 @@
 //! | PUT | `/pm/projects/{guid}/policy` | `{"policy": "auto" \| "approval"}` |
 //! | GET | `/pm/updates?state=&project=` | status updates, oldest first |
 //! | GET | `/pm/updates/{id}` | one status update |
-//! | POST | `/pm/updates/{id}/approve` | optional `{"by": "name"}` |
+//! | POST | `/pm/updates/{id}/approve` | optional `{"by": "name", "force": true}`; a stale update is 409 with `fields` |
 //! | POST | `/pm/updates/{id}/reject` | optional `{"reason": "...", "by": "name"}` |
+//! | GET | `/pm/conflicts?project=` | open sync conflicts (when a [`ConflictDesk`] is mounted) |
+//! | POST | `/pm/conflicts/{id}/resolve` | `{"take": "pm" \| "mailbox", "reason": "...", "by": "name"}` |
 //!
 //! Errors are `{"error": "..."}` with 400 (bad query or body), 401 (no or wrong token, checked
 //! before anything else, so unknown paths are not revealed), 404, 405 (with `Allow`), 409 (not
@@ -52,10 +54,43 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// The decider recorded for API decisions without a `by`.
 const DEFAULT_DECIDER: &str = "api";
 
+/// What a [`ConflictDesk`] answers: JSON, or why not.
+pub type DeskFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<serde_json::Value, DeskError>> + Send + 'a>>;
+
+/// Open sync conflicts, as the PM API lists and settles them under `/pm/conflicts`. The
+/// connector's engine provides them; the answers are JSON so that this layer needs no sync
+/// types.
+pub trait ConflictDesk: Send + Sync + 'static {
+    /// The open conflicts, of one project or of all.
+    fn list(&self, project: Option<ProjectGuid>) -> DeskFuture<'_>;
+    /// Settles conflict `id` by taking `take` (`pm` or `mailbox`), recording `by` and
+    /// `reason`.
+    fn resolve<'a>(
+        &'a self,
+        id: &'a str,
+        take: &'a str,
+        by: &'a str,
+        reason: Option<&'a str>,
+    ) -> DeskFuture<'a>;
+}
+
+/// Why a [`ConflictDesk`] could not answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeskError {
+    /// No such conflict (404).
+    NotFound(String),
+    /// A bad request (400).
+    BadRequest(String),
+    /// Anything else (500).
+    Failed(String),
+}
+
 /// The PM API as a hyper service. Cheap to clone.
 #[derive(Clone)]
 pub struct PmApi {
     host: EmbeddedHost,
+    conflicts: Option<Arc<dyn ConflictDesk>>,
     /// SHA-256 of the token, or `None` for an empty token, which matches nothing. Comparing
     /// digests in constant time hides the token's length as well as its content.
     token: Option<Arc<[u8; 32]>>,
@@ -77,6 +112,7 @@ pub fn pm_api(host: EmbeddedHost, token: Secret) -> PmApi {
     let token = (!token.is_empty()).then(|| Arc::new(digest(token.expose().as_bytes())));
     PmApi {
         host,
+        conflicts: None,
         token,
         max_body: DEFAULT_MAX_BODY_BYTES,
     }
@@ -90,6 +126,18 @@ fn digest(bytes: &[u8]) -> [u8; 32] {
 type Reply = Response<Full<Bytes>>;
 
 impl PmApi {
+    /// Serves `/pm/conflicts` from `desk`.
+    pub fn with_conflicts(mut self, desk: Arc<dyn ConflictDesk>) -> PmApi {
+        self.conflicts = Some(desk);
+        self
+    }
+
+    fn desk(&self) -> Result<&Arc<dyn ConflictDesk>, ApiError> {
+        self.conflicts
+            .as_ref()
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such route"))
+    }
+
     /// Sets the request body cap (default [`DEFAULT_MAX_BODY_BYTES`]).
     pub fn with_max_body(mut self, bytes: usize) -> PmApi {
         self.max_body = bytes;
@@ -150,6 +198,10 @@ impl PmApi {
             ["pm", "updates", id] => Route::Update(id.to_string()),
             ["pm", "updates", id, "approve"] => Route::Approve(id.to_string()),
             ["pm", "updates", id, "reject"] => Route::Reject(id.to_string()),
+            ["pm", "conflicts"] if self.conflicts.is_some() => Route::Conflicts,
+            ["pm", "conflicts", id, "resolve"] if self.conflicts.is_some() => {
+                Route::Resolve(id.to_string())
+            }
             _ => return error(StatusCode::NOT_FOUND, "no such route"),
         };
         let allowed = route.method();
@@ -266,13 +318,40 @@ impl PmApi {
                 }
             }
             Route::Approve(id) => {
-                let ApproveBody { by } = parse_body(body)?.unwrap_or_default();
+                let ApproveBody { by, force } = parse_body(body)?.unwrap_or_default();
                 let by = decider(by);
                 let outcome = host
-                    .approve(&StatusUpdateId(id), &by)
+                    .approve(&StatusUpdateId(id), &by, force)
                     .await
                     .map_err(store_error)?;
                 Ok(json(StatusCode::OK, &outcome))
+            }
+            Route::Conflicts => {
+                let desk = self.desk()?;
+                let filter = update_filter(query)?;
+                if filter.state.is_some() {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "conflicts take only the project parameter",
+                    ));
+                }
+                let list = desk.list(filter.project).await.map_err(desk_error)?;
+                Ok(json(StatusCode::OK, &list))
+            }
+            Route::Resolve(id) => {
+                let desk = self.desk()?;
+                let ResolveBody { take, reason, by } = parse_body(body)?.ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "a body {\"take\": \"pm\" | \"mailbox\"} is required",
+                    )
+                })?;
+                let by = decider(by);
+                let settled = desk
+                    .resolve(&id, &take, &by, reason.as_deref())
+                    .await
+                    .map_err(desk_error)?;
+                Ok(json(StatusCode::OK, &settled))
             }
             Route::Reject(id) => {
                 let RejectBody { reason, by } = parse_body(body)?.unwrap_or_default();
@@ -308,13 +387,21 @@ enum Route {
     Update(String),
     Approve(String),
     Reject(String),
+    Conflicts,
+    Resolve(String),
 }
 
 impl Route {
     fn method(&self) -> Method {
         match self {
-            Route::Projects | Route::Project(_) | Route::Updates | Route::Update(_) => Method::GET,
-            Route::Publish(_) | Route::Approve(_) | Route::Reject(_) => Method::POST,
+            Route::Projects
+            | Route::Project(_)
+            | Route::Updates
+            | Route::Update(_)
+            | Route::Conflicts => Method::GET,
+            Route::Publish(_) | Route::Approve(_) | Route::Reject(_) | Route::Resolve(_) => {
+                Method::POST
+            }
             Route::Policy(_) => Method::PUT,
         }
     }
@@ -330,6 +417,27 @@ struct PolicyBody {
 #[serde(deny_unknown_fields)]
 struct ApproveBody {
     by: Option<String>,
+    #[serde(default)]
+    force: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResolveBody {
+    take: String,
+    reason: Option<String>,
+    by: Option<String>,
+}
+
+fn desk_error(e: DeskError) -> ApiError {
+    match e {
+        DeskError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, m),
+        DeskError::BadRequest(m) => ApiError::new(StatusCode::BAD_REQUEST, m),
+        DeskError::Failed(m) => {
+            tracing::error!(error = %m, "PM API conflicts request failed");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m)
+        }
+    }
 }
 
 #[derive(Default, Deserialize)]
@@ -404,6 +512,11 @@ fn store_error(e: EmbeddedError) -> ApiError {
         | EmbeddedError::UnknownAssignment(_)
         | EmbeddedError::UnknownUpdate(_) => StatusCode::NOT_FOUND,
         EmbeddedError::NotPending { .. } => StatusCode::CONFLICT,
+        EmbeddedError::Stale { fields, .. } => {
+            let mut err = ApiError::new(StatusCode::CONFLICT, e.to_string());
+            err.stale = fields.clone();
+            return err;
+        }
         EmbeddedError::CannotApply { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         _ => {
             tracing::error!(error = %e, "PM API request failed");
@@ -417,6 +530,8 @@ fn store_error(e: EmbeddedError) -> ApiError {
 struct ApiError {
     status: StatusCode,
     message: String,
+    /// The fields of a stale update, sent with a 409.
+    stale: Vec<super::StaleField>,
 }
 
 impl ApiError {
@@ -424,10 +539,17 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            stale: Vec::new(),
         }
     }
 
     fn into_reply(self) -> Reply {
+        if !self.stale.is_empty() {
+            return json(
+                self.status,
+                &serde_json::json!({ "error": self.message, "fields": self.stale }),
+            );
+        }
         error(self.status, &self.message)
     }
 }

@@ -1,19 +1,30 @@
 //! Applying a status update's values to a project, as a PM tool would: pure, no I/O.
 //!
-//! The rules, in the order they run (see `docs/PM-HOST.md` for the table):
+//! The rules follow Microsoft Project's meaning (work = actual + remaining; % work complete =
+//! actual / work), in the order they run (`docs/MAPPING.md` has the table of cases):
 //! 1. Start and finish take the new dates; a finish before the start is refused.
 //! 2. Name, notes and priority belong to the task, so they change for every assignment of it.
 //! 3. Work: `work = max(new, actual)` (a PM tool never lets planned work fall below the work
 //!    already done), and `remaining = work - actual`.
-//! 4. Actual work: [`Assignment::apply_actual_work`] (`remaining = work - actual`; work is raised
-//!    when the actual exceeds it).
+//! 4. Actual work, as typed: [`Assignment::apply_actual_work`] (`remaining = work - actual`;
+//!    work is raised when the actual exceeds it). This is the only rule that lowers actual work.
 //! 5. Remaining work: `work = actual + remaining`.
-//! 6. Percent work complete: applied with [`Assignment::apply_percent`] only when the update
-//!    gives neither actual nor remaining work; otherwise it follows from them. 100 % always
-//!    means done: remaining work becomes 0, and the work becomes the actual work when the update
-//!    gave one (the reported hours were all there was), else the actual work becomes the work.
-//! 7. Reaching 100 % sets the actual finish to the assignment's finish (as Microsoft Project
-//!    does when a task is marked complete); falling below 100 % clears it.
+//! 6. Percent work complete, unless the update also gives remaining work:
+//!    - 100 % closes the remaining work: with actual work in the same update, the work becomes
+//!      that actual work (the reported hours were all there was); without, the actual work
+//!      becomes the work.
+//!    - 0 < p < 100 with actual work in the same update: the actual work stands as typed and the
+//!      remaining work is re-estimated so that the percent holds.
+//!    - 0 < p < 100 alone: actual work becomes p of the work when that is at least the work
+//!      already done; otherwise the actual work is kept and the remaining work re-estimated so
+//!      that the percent holds.
+//!    - 0 % with no work done: nothing done, all remaining. 0 % with work done (what Exchange
+//!      sends when a task leaves Completed) cannot hold without lowering actual work, so the
+//!      actual work is kept; an assignment that was complete is reopened at 99 % (remaining work
+//!      re-estimated), one that was not keeps its values.
+//! 7. Reaching 100 % sets the actual finish to the completion date the mailbox reported, else
+//!    to the assignment's finish (as Microsoft Project does when a task is marked complete);
+//!    falling below 100 % clears it.
 //! 8. The task's work moves by the assignment's change of work, and the task's percent complete
 //!    is recomputed over its assignments.
 //!
@@ -184,6 +195,19 @@ pub fn apply_changes(
     changes: &[FieldChange],
     now: DateTime<Utc>,
 ) -> Result<Applied, ApplyError> {
+    apply_update(project, uid, changes, None, now)
+}
+
+/// [`apply_changes`] with the completion date the mailbox reported (`completed_on`, a
+/// project-local date-time), which becomes the actual finish when the update completes the
+/// assignment.
+pub fn apply_update(
+    project: &mut Project,
+    uid: AssignmentUid,
+    changes: &[FieldChange],
+    completed_on: Option<NaiveDateTime>,
+    now: DateTime<Utc>,
+) -> Result<Applied, ApplyError> {
     let new = NewValues::read(changes)?;
     let index = project
         .assignments
@@ -242,18 +266,22 @@ pub fn apply_changes(
             a.remaining_work = Work::ZERO;
             a.percent_work_complete = Percent::FULL;
         } else {
+            // The actual work never exceeds the work, so this never lowers it.
             a.apply_percent(Percent::FULL);
         }
-    } else if new.actual.is_none()
-        && new.remaining.is_none()
+    } else if new.remaining.is_none()
         && let Some(percent) = new.percent
     {
-        a.apply_percent(percent);
+        apply_percent_keeping_actual(&mut a, percent, new.actual.is_some());
     }
     // 7. Actual finish. Only a change to 100 % (or an explicit 100 %) sets it, so that an
     // unrelated update of an assignment imported as complete does not invent one.
     if a.percent_work_complete == Percent::FULL {
-        if a.actual_finish.is_none() && (before.percent_work_complete != Percent::FULL || done) {
+        if done && let Some(on) = completed_on {
+            a.actual_finish = Some(on);
+        } else if a.actual_finish.is_none()
+            && (before.percent_work_complete != Percent::FULL || done)
+        {
             a.actual_finish = Some(a.finish);
         }
     } else {
@@ -314,6 +342,42 @@ pub fn apply_changes(
         applied.fields.push((other.uid, fields));
     }
     Ok(applied)
+}
+
+/// Rule 6 for a percent below 100: never lowers actual work (see the module doc).
+/// `actual_typed` says whether the same update gave the actual work.
+fn apply_percent_keeping_actual(a: &mut Assignment, percent: Percent, actual_typed: bool) {
+    let p = i128::from(percent.get());
+    let actual = i128::from(a.actual_work.seconds().max(0));
+    let work = i128::from(a.work.seconds().max(0));
+    if actual == 0 {
+        if !actual_typed {
+            a.apply_percent(percent);
+        }
+        // Typed as no work done: the percent follows from that.
+        return;
+    }
+    let hold = if p == 0 {
+        if !a.remaining_work.is_zero() {
+            // Work is done and some is left: both stand, the percent follows from them.
+            recompute_percent(a);
+            return;
+        }
+        // A complete assignment reopened: as close to the 0 % as the work done allows.
+        99
+    } else if !actual_typed && (work * p + 50) / 100 >= actual {
+        // Percent of the planned work, at least what is done (Microsoft Project's rule).
+        a.apply_percent(percent);
+        return;
+    } else {
+        p
+    };
+    // Remaining work such that actual / (actual + remaining) is the percent, to the second.
+    let remaining = ((actual * (100 - hold) * 2 + hold) / (hold * 2)).max(1);
+    let remaining = Work::from_seconds(i64::try_from(remaining).unwrap_or(i64::MAX));
+    a.remaining_work = remaining;
+    a.work = a.actual_work.saturating_add(remaining);
+    recompute_percent(a);
 }
 
 /// Percent from actual and work, unless there is no work to take a ratio of.
@@ -460,14 +524,24 @@ mod tests {
                 vec![change(ActualWork, hours(9))],
                 (540, 540, 0, 100, true),
             ),
-            // Hours and percent together: the hours decide, the percent is derived.
+            // Hours and percent together: the hours as typed, remaining work re-estimated so
+            // that the percent holds (2 h is 90 %: 13 min 20 s left).
             (
                 480,
                 vec![
                     change(ActualWork, hours(2)),
                     change(PercentWorkComplete, percent(90)),
                 ],
-                (480, 120, 360, 25, false),
+                (133, 120, 13, 90, false),
+            ),
+            // Hours lowered explicitly with a percent: the only way actual work goes down.
+            (
+                480,
+                vec![
+                    change(ActualWork, minutes(0)),
+                    change(PercentWorkComplete, percent(0)),
+                ],
+                (480, 0, 480, 0, false),
             ),
             // Hours with 100 %: the reported hours were all the work there was.
             (
@@ -535,11 +609,40 @@ mod tests {
         ];
         apply_changes(&mut p, AssignmentUid(1), &changes, now()).expect("applies");
         assert_eq!(a1(&p).actual_finish, Some(at(5, 12)));
-        // Reopening clears it.
+        // Reopening at 80 % clears it and keeps the 8 h done: 2 h are left.
         let reopen = [change(AssignmentField::PercentWorkComplete, percent(80))];
         apply_changes(&mut p, AssignmentUid(1), &reopen, now()).expect("applies");
         assert_eq!(a1(&p).actual_finish, None);
-        assert_eq!(shape(a1(&p)), (480, 384, 96, 80, false));
+        assert_eq!(shape(a1(&p)), (600, 480, 120, 80, false));
+    }
+
+    #[test]
+    fn apply_changes_reopen_at_zero_percent_keeps_actual_work() {
+        // Exchange sends 0 % when a task leaves Completed.
+        let mut p = project(Work::from_hours(8));
+        let pct = |v| [change(AssignmentField::PercentWorkComplete, percent(v))];
+        apply_changes(&mut p, AssignmentUid(1), &pct(100), now()).expect("applies");
+        apply_changes(&mut p, AssignmentUid(1), &pct(0), now()).expect("applies");
+        let a = a1(&p);
+        assert_eq!(a.actual_work, Work::from_hours(8));
+        assert_eq!(a.percent_work_complete.get(), 99);
+        assert_eq!(a.actual_finish, None);
+        // 0 % on an assignment in progress: both stand.
+        let mut p = project(Work::from_hours(8));
+        apply_changes(&mut p, AssignmentUid(1), &pct(50), now()).expect("applies");
+        apply_changes(&mut p, AssignmentUid(1), &pct(0), now()).expect("applies");
+        assert_eq!(shape(a1(&p)), (480, 240, 240, 50, false));
+        // A lower percent keeps the work done and re-estimates what is left.
+        apply_changes(&mut p, AssignmentUid(1), &pct(20), now()).expect("applies");
+        assert_eq!(shape(a1(&p)), (1200, 240, 960, 20, false));
+    }
+
+    #[test]
+    fn apply_update_completion_date_becomes_the_actual_finish() {
+        let mut p = project(Work::from_hours(8));
+        let done = [change(AssignmentField::PercentWorkComplete, percent(100))];
+        apply_update(&mut p, AssignmentUid(1), &done, Some(at(5, 17)), now()).expect("applies");
+        assert_eq!(a1(&p).actual_finish, Some(at(5, 17)));
     }
 
     #[test]

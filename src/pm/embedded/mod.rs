@@ -40,11 +40,13 @@ use super::import::{ImportError, ImportOptions};
 use super::model::{AssignmentKey, AssignmentUid, Project, ProjectGuid};
 
 pub use crate::secret::Secret;
-pub use api::{DEFAULT_MAX_BODY_BYTES, PmApi, pm_api, serve_pm_api};
-pub use apply::{Applied, ApplyError, apply_changes, field_value};
+pub use api::{
+    ConflictDesk, DEFAULT_MAX_BODY_BYTES, DeskError, DeskFuture, PmApi, pm_api, serve_pm_api,
+};
+pub use apply::{Applied, ApplyError, apply_changes, apply_update, field_value};
 pub use types::{
-    DECIDER_AUTO, DECIDER_TASKBRIDGE, ImportReport, Policy, ProjectSummary, StatusUpdateRecord,
-    UnknownPolicy, UnknownState, UpdateFilter, UpdateState,
+    AppliedValue, DECIDER_AUTO, DECIDER_TASKBRIDGE, ImportReport, Policy, ProjectSummary,
+    StaleField, StatusUpdateRecord, UnknownPolicy, UnknownState, UpdateFilter, UpdateState,
 };
 pub use webhook::{SIGNATURE_HEADER, WebhookConfig, WebhookError, run_webhook, sign, verify};
 
@@ -87,6 +89,18 @@ pub enum EmbeddedError {
         id: StatusUpdateId,
         /// Why.
         reason: ApplyError,
+    },
+    /// A field of the update no longer holds the PM value the mailbox edit was made against;
+    /// the update stays pending (approve with force to apply it anyway, or reject it).
+    #[error(
+        "status update {id} is stale: {} (approve with --force to apply it anyway)",
+        .fields.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    )]
+    Stale {
+        /// The update.
+        id: StatusUpdateId,
+        /// The fields whose PM value moved.
+        fields: Vec<StaleField>,
     },
     /// There is no store at this path (and it was not to be created).
     #[error("no PM store at {} (import a project first)", .0.display())]
@@ -361,16 +375,18 @@ impl EmbeddedHost {
     }
 
     /// Approves a pending update: applies it, records `decider`, and emits
-    /// [`HostEvent::UpdateDecided`].
+    /// [`HostEvent::UpdateDecided`]. Refused with [`EmbeddedError::Stale`] when the plan changed
+    /// a field of the update since it was submitted, unless `force`.
     pub async fn approve(
         &self,
         id: &StatusUpdateId,
         decider: &str,
+        force: bool,
     ) -> Result<UpdateOutcome, EmbeddedError> {
         let (id, decider) = (id.clone(), decider.to_owned());
         self.inner
             .db
-            .call(move |conn| ops::approve(conn, &id, &decider, now()))
+            .call(move |conn| ops::approve(conn, &id, &decider, force, now()))
             .await
     }
 

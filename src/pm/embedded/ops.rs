@@ -7,12 +7,12 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use serde::Serialize;
 
 use super::EmbeddedError;
-use super::apply::{Applied, ApplyError, apply_changes};
+use super::apply::{Applied, ApplyError, apply_update, field_value};
 use super::merge::merge_import;
 use super::rows;
 use super::types::{
-    DECIDER_AUTO, DECIDER_TASKBRIDGE, ImportReport, Policy, StatusUpdateRecord, UpdateFilter,
-    UpdateState,
+    AppliedValue, DECIDER_AUTO, DECIDER_TASKBRIDGE, ImportReport, Policy, StaleField,
+    StatusUpdateRecord, UpdateFilter, UpdateState,
 };
 use crate::pm::host::{HostEvent, StatusUpdate, StatusUpdateId, UpdateOutcome};
 use crate::pm::model::{Assignment, AssignmentKey, Project, ProjectGuid};
@@ -147,10 +147,33 @@ pub(crate) fn submit(
         superseded_by: None,
         task_name,
         resource_name,
+        status_note: update.status_note,
+        completed_on: update.completed_on,
+        applied: Vec::new(),
     };
+    if record.changes.is_empty() && record.status_note.is_some() {
+        // A status note alone changes no PM value: kept at once, under either policy.
+        record.state = UpdateState::Applied;
+        record.decided_at = Some(now);
+        record.decider = Some(DECIDER_AUTO.to_owned());
+        rows::insert_update(&tx, &record)?;
+        tx.commit()?;
+        tracing::info!(%id, %key, "status note recorded");
+        return Ok(UpdateOutcome::Applied {
+            id,
+            assignment: current,
+        });
+    }
     // A trial run decides validity under either policy, against today's values.
     let mut after = project.clone();
-    let applied = match apply_changes(&mut after, key.assignment, &record.changes, now) {
+    let completed_on = record.completed_on;
+    let applied = match apply_update(
+        &mut after,
+        key.assignment,
+        &record.changes,
+        completed_on,
+        now,
+    ) {
         Ok(applied) => applied,
         Err(e) => {
             let reason = e.to_string();
@@ -173,6 +196,7 @@ pub(crate) fn submit(
             record.state = UpdateState::Applied;
             record.decided_at = Some(now);
             record.decider = Some(DECIDER_AUTO.to_owned());
+            record.applied = applied_values(&after, &record, &applied);
             rows::insert_update(&tx, &record)?;
             let assignment = persist_applied(&tx, &after, &applied, &record, now)?;
             tracing::info!(%id, %key, "status update applied");
@@ -209,10 +233,16 @@ pub(crate) fn submit(
 }
 
 /// Applies a pending update on the status manager's word.
+///
+/// Every field's `old` value (the PM value the mailbox edit was made against) must still be the
+/// PM's value: a plan changed since the update was submitted refuses the approval with
+/// [`EmbeddedError::Stale`], naming each field and both values, unless `force`, which applies it
+/// anyway and records that in the update's reason.
 pub(crate) fn approve(
     conn: &mut Connection,
     id: &StatusUpdateId,
     decider: &str,
+    force: bool,
     now: DateTime<Utc>,
 ) -> Result<UpdateOutcome, EmbeddedError> {
     let tx = begin(conn)?;
@@ -220,7 +250,14 @@ pub(crate) fn approve(
     let key = record.key;
     let mut project = rows::load_project_part(&tx, key.project, &[key.assignment], true)?
         .ok_or(EmbeddedError::UnknownProject(key.project))?;
-    let applied = match apply_changes(&mut project, key.assignment, &record.changes, now) {
+    let stale = stale_fields(&project, &record)?;
+    let applied = match apply_update(
+        &mut project,
+        key.assignment,
+        &record.changes,
+        record.completed_on,
+        now,
+    ) {
         Ok(applied) => applied,
         Err(ApplyError::UnknownAssignment(_)) => {
             return Err(EmbeddedError::UnknownAssignment(key));
@@ -234,10 +271,32 @@ pub(crate) fn approve(
             });
         }
     };
-    rows::decide_update(&tx, id, UpdateState::Applied, now, decider, None, None)?;
+    // Checked once the values are known to fit: an update that cannot apply is that first.
+    if !stale.is_empty() && !force {
+        return Err(EmbeddedError::Stale {
+            id: id.clone(),
+            fields: stale,
+        });
+    }
+    let forced = (!stale.is_empty()).then(|| {
+        let list: Vec<String> = stale.iter().map(StaleField::to_string).collect();
+        format!("forced over newer PM values: {}", list.join("; "))
+    });
+    rows::decide_update(
+        &tx,
+        id,
+        UpdateState::Applied,
+        now,
+        decider,
+        forced.as_deref(),
+        None,
+    )?;
     record.state = UpdateState::Applied;
     record.decided_at = Some(now);
     record.decider = Some(decider.to_owned());
+    record.reason = forced;
+    record.applied = applied_values(&project, &record, &applied);
+    rows::save_details(&tx, &record)?;
     let assignment = persist_applied(&tx, &project, &applied, &record, now)?;
     let outcome = UpdateOutcome::Applied {
         id: id.clone(),
@@ -252,8 +311,66 @@ pub(crate) fn approve(
         now,
     )?;
     tx.commit()?;
-    tracing::info!(%id, %key, decider, "status update approved");
+    tracing::info!(%id, %key, decider, force, "status update approved");
     Ok(outcome)
+}
+
+/// The fields of a pending update whose PM value moved since it was submitted.
+fn stale_fields(
+    project: &Project,
+    record: &StatusUpdateRecord,
+) -> Result<Vec<StaleField>, EmbeddedError> {
+    let key = record.key;
+    let a = project
+        .assignment(key.assignment)
+        .ok_or(EmbeddedError::UnknownAssignment(key))?;
+    let task = project
+        .task(a.task_uid)
+        .ok_or(EmbeddedError::UnknownAssignment(key))?;
+    Ok(record
+        .changes
+        .iter()
+        .filter_map(|c| {
+            let now = field_value(task, a, c.field);
+            (now != c.old).then(|| StaleField {
+                field: c.field,
+                submitted_against: c.old.clone(),
+                current: now,
+            })
+        })
+        .collect())
+}
+
+/// The values an applied update left: every field it named and every field the PM arithmetic
+/// changed, of its own assignment, after the update.
+fn applied_values(
+    project: &Project,
+    record: &StatusUpdateRecord,
+    applied: &Applied,
+) -> Vec<AppliedValue> {
+    let key = record.key;
+    let (Some(a), changed) = (
+        project.assignment(key.assignment),
+        applied
+            .fields
+            .iter()
+            .find(|(uid, _)| *uid == key.assignment)
+            .map(|(_, f)| f.as_slice())
+            .unwrap_or(&[]),
+    ) else {
+        return Vec::new();
+    };
+    let Some(task) = project.task(a.task_uid) else {
+        return Vec::new();
+    };
+    crate::pm::model::AssignmentField::ALL
+        .into_iter()
+        .filter(|f| changed.contains(f) || record.changes.iter().any(|c| c.field == *f))
+        .map(|field| AppliedValue {
+            field,
+            value: field_value(task, a, field),
+        })
+        .collect()
 }
 
 /// Refuses a pending update on the status manager's word.

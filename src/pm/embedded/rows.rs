@@ -722,8 +722,8 @@ pub(crate) fn insert_update(
     conn.execute(
         "INSERT INTO status_updates (id, project, assignment_uid, changes, mailbox, item_id,
                                      change_key, mail_modified_at, state, submitted_at,
-                                     decided_at, decider, reason, superseded_by)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                                     decided_at, decider, reason, superseded_by, details)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         params![
             record.id.0,
             record.key.project.to_string(),
@@ -739,7 +739,40 @@ pub(crate) fn insert_update(
             record.decider,
             record.reason,
             record.superseded_by.as_ref().map(|id| id.0.clone()),
+            details(record)?,
         ],
+    )?;
+    Ok(())
+}
+
+/// What a record keeps in its `details` column.
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct UpdateDetails {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    status_note: Option<crate::pm::host::StatusNoteChange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    completed_on: Option<chrono::NaiveDateTime>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    applied: Vec<super::types::AppliedValue>,
+}
+
+fn details(record: &StatusUpdateRecord) -> Result<String, EmbeddedError> {
+    serde_json::to_string(&UpdateDetails {
+        status_note: record.status_note.clone(),
+        completed_on: record.completed_on,
+        applied: record.applied.clone(),
+    })
+    .map_err(|e| EmbeddedError::Corrupt(e.to_string()))
+}
+
+/// Records the values an update applied.
+pub(crate) fn save_details(
+    conn: &Connection,
+    record: &StatusUpdateRecord,
+) -> Result<(), EmbeddedError> {
+    conn.execute(
+        "UPDATE status_updates SET details = ?2 WHERE id = ?1",
+        params![record.id.0, details(record)?],
     )?;
     Ok(())
 }
@@ -773,7 +806,7 @@ pub(crate) fn decide_update(
 const SELECT_UPDATES: &str = "
     SELECT su.id, su.project, su.assignment_uid, su.changes, su.mailbox, su.item_id,
            su.change_key, su.mail_modified_at, su.state, su.submitted_at, su.decided_at,
-           su.decider, su.reason, su.superseded_by, t.name, r.name
+           su.decider, su.reason, su.superseded_by, t.name, r.name, su.details
     FROM status_updates su
     LEFT JOIN assignments a ON a.project = su.project AND a.uid = su.assignment_uid
     LEFT JOIN tasks t ON t.project = a.project AND t.uid = a.task_uid
@@ -785,7 +818,7 @@ type RawUpdate = (
     (String, String, String, String),
     (String, String, Option<String>),
     (Option<String>, Option<String>, Option<String>),
-    (Option<String>, Option<String>),
+    (Option<String>, Option<String>, Option<String>),
 );
 
 fn raw_update(row: &Row<'_>) -> rusqlite::Result<RawUpdate> {
@@ -794,7 +827,7 @@ fn raw_update(row: &Row<'_>) -> rusqlite::Result<RawUpdate> {
         (row.get(4)?, row.get(5)?, row.get(6)?, row.get(7)?),
         (row.get(8)?, row.get(9)?, row.get(10)?),
         (row.get(11)?, row.get(12)?, row.get(13)?),
-        (row.get(14)?, row.get(15)?),
+        (row.get(14)?, row.get(15)?, row.get(16)?),
     ))
 }
 
@@ -804,8 +837,12 @@ fn record(raw: RawUpdate) -> Result<StatusUpdateRecord, EmbeddedError> {
         (mailbox, item_id, change_key, mail_modified_at),
         (state, submitted_at, decided_at),
         (decider, reason, superseded_by),
-        (task_name, resource_name),
+        (task_name, resource_name, details),
     ) = raw;
+    let details: UpdateDetails = match details {
+        Some(text) => serde_json::from_str(&text).map_err(|_| corrupt("details", &text))?,
+        None => UpdateDetails::default(),
+    };
     Ok(StatusUpdateRecord {
         id: StatusUpdateId(id),
         key: AssignmentKey {
@@ -828,6 +865,9 @@ fn record(raw: RawUpdate) -> Result<StatusUpdateRecord, EmbeddedError> {
         superseded_by: superseded_by.map(StatusUpdateId),
         task_name,
         resource_name,
+        status_note: details.status_note,
+        completed_on: details.completed_on,
+        applied: details.applied,
     })
 }
 

@@ -7,7 +7,7 @@
 //! order is time order); `position` keeps the file order of tasks, resources and assignments.
 
 /// The migrations, version 1 first.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// Version 1: projects, their rows, status updates, the event log and the webhook outbox.
 const V1: &str = "
@@ -128,4 +128,10 @@ CREATE TABLE webhook_outbox (
 /// the task's assignments (for the task's roll-up) instead of the whole plan.
 const V2: &str = "
 CREATE INDEX assignments_by_task ON assignments (project, task_uid);
+";
+
+/// Version 3: what a status update reported beyond its field changes (a status note, a
+/// completion date) and the values it applied, as one JSON object (`UpdateDetails`).
+const V3: &str = "
+ALTER TABLE status_updates ADD COLUMN details TEXT;
 ";

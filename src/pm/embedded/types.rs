@@ -7,8 +7,10 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::pm::host::{FieldChange, StatusUpdateId, UpdateSource};
-use crate::pm::model::{AssignmentKey, ProjectGuid};
+use chrono::NaiveDateTime;
+
+use crate::pm::host::{FieldChange, FieldValue, StatusNoteChange, StatusUpdateId, UpdateSource};
+use crate::pm::model::{AssignmentField, AssignmentKey, ProjectGuid};
 
 /// Who decided automatically under the `auto` policy.
 pub const DECIDER_AUTO: &str = "auto";
@@ -139,6 +141,25 @@ pub struct StatusUpdateRecord {
     pub task_name: Option<String>,
     /// The resource's name, while the assignment exists (for display).
     pub resource_name: Option<String>,
+    /// The status note the mailbox reported with the update, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_note: Option<StatusNoteChange>,
+    /// The completion date the mailbox reported, if the update completes the assignment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_on: Option<NaiveDateTime>,
+    /// Once applied: the assignment's values after the update, for every field the update named
+    /// or the PM arithmetic changed (what the PM keeps, which may differ from what was typed).
+    #[serde(default)]
+    pub applied: Vec<AppliedValue>,
+}
+
+/// One field's value after a status update was applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedValue {
+    /// The field.
+    pub field: AssignmentField,
+    /// Its value after the update.
+    pub value: FieldValue,
 }
 
 /// Which status updates to list; every `None` matches all.
@@ -214,4 +235,25 @@ pub struct ImportReport {
     pub mailbox_assignments: usize,
     /// Pending status updates of removed assignments, now rejected.
     pub closed_updates: usize,
+}
+
+/// A field of a pending update whose PM value changed after the update was submitted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaleField {
+    /// The field.
+    pub field: AssignmentField,
+    /// The PM value the mailbox edit was made against.
+    pub submitted_against: FieldValue,
+    /// The PM value now.
+    pub current: FieldValue,
+}
+
+impl fmt::Display for StaleField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:?} was {} when the update was submitted and is {} now",
+            self.field, self.submitted_against, self.current
+        )
+    }
 }
