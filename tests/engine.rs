@@ -671,9 +671,10 @@ async fn publish_cut_short_by_an_unreachable_server_is_finished_by_the_next_reco
 
 #[tokio::test]
 async fn outlook_edit_merged_into_our_write_is_still_taken() {
-    // Exchange merges a write with a stale change key into an item when the properties do not
-    // overlap, and answers with a change key of its own: the edit must not hide behind it.
-    let h = harness(3, ApprovalPolicy::Auto, quick_sync()).await;
+    // A server kinder than Exchange merges a write with a stale change key into an item when
+    // the properties do not overlap, and answers with a change key of its own: the edit must
+    // not hide behind it.
+    let h = harness_with(3, ApprovalPolicy::Auto, quick_sync(), ConflictModel::Merge).await;
     h.engine
         .publish(h.project, PublishOptions::default())
         .await
@@ -707,6 +708,49 @@ async fn outlook_edit_merged_into_our_write_is_still_taken() {
     let (_, task) = h.task_of(1).await;
     assert_eq!(task["Subject"], "Harbour bridge: Renamed");
     assert_eq!(task["PercentComplete"], 50.0);
+}
+
+#[tokio::test]
+async fn outlook_edit_refused_our_stale_write_and_both_changes_arrive() {
+    // Exchange refuses a write with a stale change key whatever changed since
+    // (ErrorIrresolvableConflict): the engine reads the item again, decides field by field, and
+    // both the plan's rename and the owner's percent end up on both sides.
+    let h = harness(3, ApprovalPolicy::Auto, quick_sync()).await;
+    h.engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    let (mailbox, task) = h.task_of(1).await;
+    h.edit(&mailbox, &id_of(&task), json!({"PercentComplete": 50}))
+        .await;
+    let mut p = h.host.load_project(h.project).await.unwrap().unwrap();
+    p.tasks.iter_mut().find(|t| t.uid.0 == 1).unwrap().name = "Renamed".into();
+    h.host.import(p).await.expect("re-import");
+    let report = h
+        .engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    assert_eq!(report.failed, 0, "{report:?}");
+    h.engine
+        .sync_mailbox(&MailboxAddress::new(&mailbox))
+        .await
+        .expect("sync");
+    let p = h.host.load_project(h.project).await.unwrap().unwrap();
+    assert_eq!(
+        p.assignment(AssignmentUid(1))
+            .unwrap()
+            .percent_work_complete
+            .get(),
+        50
+    );
+    let (_, task) = h.task_of(1).await;
+    assert_eq!(task["Subject"], "Harbour bridge: Renamed");
+    assert_eq!(task["PercentComplete"], 50.0);
+    assert!(
+        h.count("UpdateItem") >= 2,
+        "the refused write was made again with the current change key"
+    );
 }
 
 #[tokio::test]

@@ -11,7 +11,8 @@ use clap::{Args, ValueEnum};
 
 use taskbridge::sim::auth::parse_users_file;
 use taskbridge::sim::{
-    self, AuthMode, ExtendedProtection, FaultConfig, SimConfig, ThrottleShape, TlsFiles, UserSpec,
+    self, AuthMode, ConflictModel, ExtendedProtection, FaultConfig, SimConfig, ThrottleShape,
+    TlsFiles, UserSpec,
 };
 
 use super::CliError;
@@ -45,6 +46,11 @@ pub struct SimArgs {
     /// `allow` refuses only wrong ones.
     #[arg(long, value_enum, default_value_t = ExtendedProtectionArg::None)]
     extended_protection: ExtendedProtectionArg,
+    /// What UpdateItem with a stale ChangeKey meets under NeverOverwrite and AutoResolve:
+    /// `strict` refuses it with ErrorIrresolvableConflict whatever changed since, as Exchange
+    /// does; `merge` refuses it only when a property it sets changed since.
+    #[arg(long, value_enum, default_value_t = ConflictModelArg::Strict)]
+    conflict_model: ConflictModelArg,
     /// Persist state in this SQLite file (written through; survives restarts and SIGKILL).
     #[arg(long)]
     state: Option<PathBuf>,
@@ -106,6 +112,15 @@ enum ExtendedProtectionArg {
     Require,
 }
 
+/// `--conflict-model`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ConflictModelArg {
+    /// Any stale change key is a conflict (Exchange).
+    Strict,
+    /// Only a property changed since the key is a conflict.
+    Merge,
+}
+
 /// `--throttle-shape`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ShapeArg {
@@ -153,6 +168,10 @@ fn config(args: SimArgs) -> Result<SimConfig, CliError> {
             ExtendedProtectionArg::None => ExtendedProtection::None,
             ExtendedProtectionArg::Allow => ExtendedProtection::Allow,
             ExtendedProtectionArg::Require => ExtendedProtection::Require,
+        },
+        conflict_model: match args.conflict_model {
+            ConflictModelArg::Strict => ConflictModel::Strict,
+            ConflictModelArg::Merge => ConflictModel::Merge,
         },
         state: args.state,
         record: args.record,

@@ -573,6 +573,7 @@ async fn change_task(sim: &Sim, mb: &Mailbox, id: &str, body: &Bytes) -> Resp {
             no,
             None,
             Resolution::AlwaysOverwrite,
+            crate::sim::store::ConflictModel::Merge,
             &changes,
             chrono::Utc::now(),
             &mb.display_name,

@@ -53,6 +53,7 @@ use crate::ews::soap::ServerVersionInfo;
 pub use crate::ews::transport::auth::ntlm_server::ExtendedProtection;
 pub use auth::{AuthMode, Password, UserSpec};
 pub use faults::{FaultConfig, ThrottleShape};
+pub use store::ConflictModel;
 
 /// The endpoint path, as on Exchange.
 pub const EWS_PATH: &str = "/EWS/Exchange.asmx";
@@ -73,6 +74,9 @@ pub struct SimConfig {
     /// How NTLM channel bindings are checked on the TLS listener (Extended Protection, as IIS
     /// enforces it for Exchange 2019 CU14 and later); plain HTTP has no channel to bind.
     pub extended_protection: ExtendedProtection,
+    /// What a stale change key in UpdateItem meets: Exchange's strictness (the default) or a
+    /// property-level merge.
+    pub conflict_model: ConflictModel,
     /// Persist state in this SQLite file.
     pub state: Option<PathBuf>,
     /// Record every exchange into this directory.
@@ -105,6 +109,7 @@ impl Default for SimConfig {
             users: Vec::new(),
             auth: AuthMode::None,
             extended_protection: ExtendedProtection::None,
+            conflict_model: ConflictModel::Strict,
             state: None,
             record: None,
             faults: FaultConfig::default(),

@@ -310,6 +310,20 @@ pub enum Resolution {
     AlwaysOverwrite,
 }
 
+/// What counts as a conflict when an update's change key is stale.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConflictModel {
+    /// As Exchange does: under NeverOverwrite and AutoResolve any stale change key is refused
+    /// with ErrorIrresolvableConflict, whatever changed since, even a change key that moved
+    /// with no property changed (Exchange moves keys by itself, for instance when it
+    /// recalculates an item).
+    #[default]
+    Strict,
+    /// Kinder than Exchange: a stale key is refused only when a property the update sets
+    /// changed since the key; other changes are merged.
+    Merge,
+}
+
 /// One change of an UpdateItem.
 #[derive(Clone, Debug)]
 pub enum FieldChange {
@@ -449,6 +463,7 @@ impl MailboxState {
         no: u64,
         change_key: Option<&ChangeKey>,
         resolution: Resolution,
+        model: ConflictModel,
         changes: &[FieldChange],
         now: DateTime<Utc>,
         by: &str,
@@ -483,7 +498,11 @@ impl MailboxState {
                         .iter()
                         .filter(|k| current.prop_cn.get(*k).is_some_and(|&cn| cn > base))
                         .count();
-                    if conflicts > 0 && resolution != Resolution::AlwaysOverwrite {
+                    let refused = match model {
+                        ConflictModel::Strict => true,
+                        ConflictModel::Merge => conflicts > 0,
+                    };
+                    if refused && resolution != Resolution::AlwaysOverwrite {
                         return Err(UpdateError::Conflict(conflicts));
                     }
                 }
@@ -816,6 +835,90 @@ mod tests {
     }
 
     #[test]
+    fn strictly_any_stale_change_key_is_a_conflict_but_always_overwrite_applies() {
+        let mb = Mailbox::new(1, "ann@example.com");
+        let mut st = mb.lock();
+        let no = st
+            .create(
+                &mb,
+                FolderKind::Tasks,
+                ItemKind::Task,
+                task("a"),
+                now(),
+                "ann",
+            )
+            .expect("create");
+        let ck1 = st.items[&no].item_id(1).change_key.expect("ck");
+        // The key moves with no property changed, as Exchange moves keys by itself.
+        st.bump(&mb, no, now()).expect("bump");
+        let pct = FieldChange::Set(
+            Path::field("task:PercentComplete"),
+            Box::new(Task {
+                percent_complete: Some(50.0),
+                ..Task::default()
+            }),
+        );
+        for r in [Resolution::NeverOverwrite, Resolution::AutoResolve] {
+            assert!(matches!(
+                st.update(
+                    &mb,
+                    no,
+                    Some(&ck1),
+                    r,
+                    ConflictModel::Strict,
+                    std::slice::from_ref(&pct),
+                    now(),
+                    "x"
+                ),
+                Err(UpdateError::Conflict(0))
+            ));
+        }
+        // The merge model lets it through: nothing it sets changed since the key.
+        assert!(matches!(
+            st.update(
+                &mb,
+                no,
+                Some(&ck1),
+                Resolution::NeverOverwrite,
+                ConflictModel::Merge,
+                std::slice::from_ref(&pct),
+                now(),
+                "x"
+            ),
+            Ok(0)
+        ));
+        // AlwaysOverwrite applies whatever the model, counting the property changed since.
+        assert!(matches!(
+            st.update(
+                &mb,
+                no,
+                Some(&ck1),
+                Resolution::AlwaysOverwrite,
+                ConflictModel::Strict,
+                &[pct],
+                now(),
+                "x"
+            ),
+            Ok(1)
+        ));
+        // The current key is never a conflict.
+        let ck = st.items[&no].item_id(1).change_key.expect("ck");
+        assert!(
+            st.update(
+                &mb,
+                no,
+                Some(&ck),
+                Resolution::NeverOverwrite,
+                ConflictModel::Strict,
+                &[set_subject("b")],
+                now(),
+                "x"
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
     fn change_key_moves_and_conflicts_need_the_same_property() {
         let mb = Mailbox::new(1, "ann@example.com");
         let mut st = mb.lock();
@@ -835,6 +938,7 @@ mod tests {
             no,
             Some(&ck1),
             Resolution::NeverOverwrite,
+            ConflictModel::Merge,
             &[set_subject("b")],
             now(),
             "x",
@@ -845,7 +949,16 @@ mod tests {
         // Stale key, same property: conflict under NeverOverwrite and AutoResolve.
         for r in [Resolution::NeverOverwrite, Resolution::AutoResolve] {
             assert!(matches!(
-                st.update(&mb, no, Some(&ck1), r, &[set_subject("c")], now(), "x"),
+                st.update(
+                    &mb,
+                    no,
+                    Some(&ck1),
+                    r,
+                    ConflictModel::Merge,
+                    &[set_subject("c")],
+                    now(),
+                    "x"
+                ),
                 Err(UpdateError::Conflict(1))
             ));
         }
@@ -863,6 +976,7 @@ mod tests {
                 no,
                 Some(&ck1),
                 Resolution::AutoResolve,
+                ConflictModel::Merge,
                 &[pct],
                 now(),
                 "x"
@@ -877,6 +991,7 @@ mod tests {
                 no,
                 Some(&ck1),
                 Resolution::AlwaysOverwrite,
+                ConflictModel::Merge,
                 &[set_subject("d")],
                 now(),
                 "x"
@@ -890,6 +1005,7 @@ mod tests {
                 no,
                 None,
                 Resolution::AutoResolve,
+                ConflictModel::Merge,
                 &[set_subject("e")],
                 now(),
                 "x"
@@ -935,6 +1051,7 @@ mod tests {
             nos[0],
             None,
             Resolution::AlwaysOverwrite,
+            ConflictModel::Merge,
             &[set_subject("x")],
             now(),
             "a",
@@ -946,6 +1063,7 @@ mod tests {
             nos[2],
             None,
             Resolution::AlwaysOverwrite,
+            ConflictModel::Merge,
             &[set_subject("y")],
             now(),
             "a",

@@ -21,6 +21,7 @@ use taskbridge::pm::{
     Assignment, AssignmentKey, AssignmentUid, FieldTimes, Percent, Project, ProjectGuid, Resource,
     ResourceUid, Task, TaskUid, Work,
 };
+pub use taskbridge::sim::ConflictModel;
 use taskbridge::sim::{self, SimConfig, SimHandle};
 use taskbridge::state::{ItemRef, MailboxAddress, SqliteStore};
 use taskbridge::sync::{
@@ -148,14 +149,26 @@ pub async fn start_sim(config: SimConfig) -> SimHandle {
     sim::start(config).await.expect("simulator starts")
 }
 
-/// Builds the harness with a project of `assignments` assignments imported under `policy`.
+/// Builds the harness with a project of `assignments` assignments imported under `policy`,
+/// against a simulator as strict about change keys as Exchange.
 pub async fn harness(assignments: usize, policy: Policy, sync: SyncConfig) -> Harness {
-    let sim = start_sim(SimConfig::for_tests(&[
+    harness_with(assignments, policy, sync, ConflictModel::Strict).await
+}
+
+/// Like [`harness`], with the simulator's conflict model chosen.
+pub async fn harness_with(
+    assignments: usize,
+    policy: Policy,
+    sync: SyncConfig,
+    conflict_model: ConflictModel,
+) -> Harness {
+    let mut config = SimConfig::for_tests(&[
         "ann@example.com:pw-ann",
         "bob@example.com:pw-bob",
         "chen@example.com:pw-chen",
-    ]))
-    .await;
+    ]);
+    config.conflict_model = conflict_model;
+    let sim = start_sim(config).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let host = EmbeddedHost::open(dir.path()).await.expect("pm store");
     let p = project(assignments);

@@ -63,6 +63,7 @@ impl SimOp for UpdateItem {
                         no,
                         change.item_id.change_key.as_ref(),
                         resolution,
+                        ctx.sim.config.conflict_model,
                         &changes,
                         ctx.now,
                         &by,
