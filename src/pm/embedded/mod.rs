@@ -23,6 +23,7 @@ mod merge;
 mod ops;
 mod rows;
 mod schema;
+mod snapshot;
 mod store;
 mod types;
 mod webhook;
@@ -42,9 +43,10 @@ use super::model::{AssignmentKey, AssignmentUid, Project, ProjectGuid};
 pub use crate::secret::Secret;
 pub use api::{DEFAULT_MAX_BODY_BYTES, PmApi, pm_api, serve_pm_api};
 pub use apply::{Applied, ApplyError, apply_changes, field_value};
+pub use snapshot::{DocumentFormat, ImportedDocument};
 pub use types::{
-    DECIDER_AUTO, DECIDER_TASKBRIDGE, ImportReport, Policy, ProjectSummary, StatusUpdateRecord,
-    UnknownPolicy, UnknownState, UpdateFilter, UpdateState,
+    DECIDER_AUTO, DECIDER_TASKBRIDGE, FileOverride, ImportFieldChange, ImportReport, Policy,
+    ProjectSummary, StatusUpdateRecord, UnknownPolicy, UnknownState, UpdateFilter, UpdateState,
 };
 pub use webhook::{SIGNATURE_HEADER, WebhookConfig, WebhookError, run_webhook, sign, verify};
 
@@ -268,7 +270,24 @@ impl EmbeddedHost {
     ) -> Result<ImportReport, EmbeddedError> {
         self.inner
             .db
-            .call(move |conn| ops::import(conn, project, policy, now()))
+            .call(move |conn| ops::import(conn, project, None, policy, now(), false))
+            .await
+    }
+
+    /// Imports a project read from `document` (see [`EmbeddedHost::import_with_policy`]),
+    /// keeping the document as the project's last import: the next import of the project is
+    /// compared with it (three-way), and an MSPDI export writes its changes into it. With
+    /// `dry_run`, nothing is written and the report says what the import would change.
+    pub async fn import_document(
+        &self,
+        project: Project,
+        document: Option<ImportedDocument>,
+        policy: Option<Policy>,
+        dry_run: bool,
+    ) -> Result<ImportReport, EmbeddedError> {
+        self.inner
+            .db
+            .call(move |conn| ops::import(conn, project, document, policy, now(), dry_run))
             .await
     }
 
@@ -281,11 +300,12 @@ impl EmbeddedHost {
         policy: Option<Policy>,
     ) -> Result<ImportReport, EmbeddedError> {
         let path = path.into();
-        let project =
-            tokio::task::spawn_blocking(move || super::import::import_file(path, &options))
+        let (project, text) =
+            tokio::task::spawn_blocking(move || super::import::read_document(path, &options))
                 .await
                 .map_err(|_| EmbeddedError::Closed)??;
-        self.import_with_policy(project, policy).await
+        let document = DocumentFormat::of(&text).map(|format| ImportedDocument { format, text });
+        self.import_document(project, document, policy, false).await
     }
 
     /// Emits [`HostEvent::ProjectPublished`] again, so that the connector publishes the project
