@@ -2,16 +2,26 @@
 //! three-way against the previous import of the same project, so progress that came back from
 //! the mailboxes survives a re-import of the plan, and only what the file changed is taken.
 
+mod harness;
+
 use std::path::{Path, PathBuf};
 
 use chrono::{TimeZone, Utc};
 use tempfile::TempDir;
 
-use taskbridge::pm::embedded::{EmbeddedHost, Policy};
+use serde_json::json;
+
+use harness::{Harness, MAILBOXES, engine, id_of, quick_sync, start_sim};
+use taskbridge::pm::embedded::{DocumentFormat, EmbeddedHost, ImportedDocument, Policy};
+use taskbridge::pm::export::ExportFormat;
+use taskbridge::pm::import::import_str;
 use taskbridge::pm::{
     AssignmentField, AssignmentKey, AssignmentUid, FieldChange, FieldValue, ImportOptions, Percent,
     ProjectGuid, StatusUpdate, UpdateOutcome, UpdateSource, Work,
 };
+use taskbridge::sim::SimConfig;
+use taskbridge::state::MailboxAddress;
+use taskbridge::sync::PublishOptions;
 
 const SAMPLE_GUID: &str = "7d0c3e5a-9b21-4f6e-8a47-1c2d3e4f5a6b";
 
@@ -213,4 +223,348 @@ async fn reimport_of_the_same_file_after_updates_changes_nothing() {
         .expect("re-imports");
     assert_eq!((report.added, report.changed, report.removed), (0, 0, 0));
     assert_eq!(host.load_project(guid()).await.expect("readable"), before);
+}
+
+/// The sample plan imported and published to the simulator's mailboxes.
+async fn published_sample() -> Harness {
+    let sim = start_sim(SimConfig::for_tests(&[
+        "ann@example.com:pw-ann",
+        "bob@example.com:pw-bob",
+        "chen@example.com:pw-chen",
+    ]))
+    .await;
+    let dir = TempDir::new().expect("temp dir");
+    let host = EmbeddedHost::open(dir.path()).await.expect("store opens");
+    host.import_file(sample_path(), berlin(), Some(Policy::Auto))
+        .await
+        .expect("sample imports");
+    let (engine, spy) = engine(&sim, &host, dir.path(), quick_sync());
+    let h = Harness {
+        sim,
+        host,
+        engine,
+        spy,
+        dir,
+        http: reqwest::Client::new(),
+        project: guid(),
+    };
+    let report = h
+        .engine
+        .publish(guid(), PublishOptions::default())
+        .await
+        .expect("publish");
+    assert_eq!(report.created, 6, "{report:?}");
+    h
+}
+
+/// Ann reports 60 % on the survey, Bob finishes the joint removal: both in "Outlook".
+async fn people_report_progress(h: &Harness) {
+    for (uid, percent) in [(1, 60), (3, 100)] {
+        let (mailbox, task) = h.task_of(uid).await;
+        h.edit(
+            &mailbox,
+            &id_of(&task),
+            json!({ "PercentComplete": percent }),
+        )
+        .await;
+        let report = h
+            .engine
+            .sync_mailbox(&MailboxAddress::new(&mailbox))
+            .await
+            .expect("mailbox pass");
+        assert_eq!(report.applied, 1, "{report:?}");
+    }
+}
+
+/// The text of the first `<name>` child of the record `<kind><UID>uid</UID>...` in `doc`.
+fn element_of(doc: &str, kind: &str, uid: i64, name: &str) -> Option<String> {
+    let open = format!("<{kind}><UID>{uid}</UID>");
+    let start = doc.find(&open)?;
+    let end = start + doc[start..].find(&format!("</{kind}>"))?;
+    let record = &doc[start..end];
+    let from = record.find(&format!("<{name}>"))? + name.len() + 2;
+    let to = from + record[from..].find(&format!("</{name}>"))?;
+    Some(record[from..to].to_string())
+}
+
+#[tokio::test]
+async fn export_after_mailbox_edits_carries_the_progress_and_reimports_without_a_request() {
+    let h = published_sample().await;
+    people_report_progress(&h).await;
+    let stored = h
+        .host
+        .load_project(guid())
+        .await
+        .expect("readable")
+        .expect("stored");
+
+    // Re-importing the original file (saved before the progress came back): the dry run shows
+    // no lowered progress and no change, and nothing is lost.
+    let original = ImportedDocument {
+        format: DocumentFormat::Mspdi,
+        text: sample(),
+    };
+    let plan = import_str(&sample(), &berlin()).expect("sample");
+    let preview = h
+        .host
+        .import_document(plan.clone(), Some(original.clone()), None, true)
+        .await
+        .expect("dry run");
+    assert!(preview.dry_run);
+    assert!(preview.lowered_progress.is_empty(), "{preview:?}");
+    assert!(preview.field_changes.is_empty(), "{preview:?}");
+    h.host
+        .import_document(plan.clone(), Some(original.clone()), None, false)
+        .await
+        .expect("re-imports");
+    let kept = h
+        .host
+        .load_project(guid())
+        .await
+        .expect("readable")
+        .expect("stored");
+    assert_eq!(kept.assignments, stored.assignments);
+
+    let exported = h
+        .host
+        .export(guid(), ExportFormat::Mspdi)
+        .await
+        .expect("export");
+    assert!(exported.contains("<Project xmlns=\"http://schemas.microsoft.com/project\">"));
+    // Field by field, as Microsoft Project would read them.
+    let read = import_str(&exported, &berlin()).expect("the export is valid MSPDI");
+    for a in &stored.assignments {
+        let e = read.assignment(a.uid).expect("exported assignment");
+        assert_eq!(
+            (e.start, e.finish, e.work, e.actual_work, e.remaining_work),
+            (a.start, a.finish, a.work, a.actual_work, a.remaining_work),
+            "assignment {}",
+            a.uid
+        );
+        assert_eq!(e.percent_work_complete, a.percent_work_complete);
+        assert_eq!(e.actual_finish, a.actual_finish);
+    }
+    assert_eq!(
+        element_of(&exported, "Assignment", 1, "PercentWorkComplete").as_deref(),
+        Some("60")
+    );
+    assert_eq!(
+        element_of(&exported, "Assignment", 1, "ActualWork").as_deref(),
+        Some("PT14H24M0S")
+    );
+    assert_eq!(
+        element_of(&exported, "Assignment", 1, "ActualStart").as_deref(),
+        Some("2026-03-02T08:00:00")
+    );
+    assert_eq!(
+        element_of(&exported, "Assignment", 3, "ActualFinish").as_deref(),
+        Some("2026-03-10T17:00:00")
+    );
+    assert_eq!(
+        element_of(&exported, "Assignment", 3, "RemainingWork").as_deref(),
+        Some("PT0H0M0S")
+    );
+    // Rolled up to the tasks and the project summary task: 14.4 h + 40 h of the 120 h the
+    // assignments plan (the file's summary said 136 h; Project sums the assignments).
+    assert_eq!(
+        element_of(&exported, "Task", 3, "PercentWorkComplete").as_deref(),
+        Some("100")
+    );
+    assert_eq!(
+        element_of(&exported, "Task", 0, "ActualWork").as_deref(),
+        Some("PT54H24M0S")
+    );
+    assert_eq!(
+        element_of(&exported, "Task", 0, "PercentWorkComplete").as_deref(),
+        Some("45")
+    );
+    // Assignment 2 was not touched: its element is byte for byte the original's.
+    let a2 = |doc: &str| {
+        let s = doc.find("<Assignment><UID>2</UID>").expect("a2");
+        let e = s + doc[s..].find("</Assignment>").expect("end");
+        doc[s..e].to_string()
+    };
+    assert_eq!(a2(&exported), a2(&sample()));
+
+    // Re-importing the export changes nothing and sends nothing.
+    let file = h.dir.path().join("exported.xml");
+    std::fs::write(&file, &exported).expect("writable");
+    let report = h
+        .host
+        .import_file(&file, berlin(), None)
+        .await
+        .expect("re-imports");
+    assert_eq!(
+        (report.added, report.changed, report.removed),
+        (0, 0, 0),
+        "{report:?}"
+    );
+    assert!(report.field_changes.is_empty(), "{report:?}");
+    let after = h
+        .host
+        .load_project(guid())
+        .await
+        .expect("readable")
+        .expect("stored");
+    assert_eq!(after.assignments, stored.assignments);
+    let before = h.sim.counters();
+    let again = h
+        .engine
+        .publish(guid(), PublishOptions::default())
+        .await
+        .expect("publish");
+    assert_eq!(again.unchanged, 6, "{again:?}");
+    for op in ["CreateItem", "UpdateItem", "DeleteItem"] {
+        assert_eq!(
+            before["operations"][op],
+            h.sim.counters()["operations"][op],
+            "{op} sent after re-importing the export"
+        );
+    }
+
+    // The mailboxes still show the progress.
+    let (_, survey) = h.task_of(1).await;
+    assert_eq!(survey["PercentComplete"], 60.0);
+    assert!(MAILBOXES.contains(&"ann@example.com"));
+
+    // The export is now the last import, so the old file is a step back: its dry run warns
+    // and names the assignments whose progress it would lower.
+    let preview = h
+        .host
+        .import_document(plan, Some(original), None, true)
+        .await
+        .expect("dry run");
+    assert_eq!(
+        preview.lowered_progress,
+        vec![AssignmentUid(1), AssignmentUid(3)],
+        "{preview:?}"
+    );
+    let unchanged = h
+        .host
+        .load_project(guid())
+        .await
+        .expect("readable")
+        .expect("stored");
+    assert_eq!(
+        unchanged.assignments, stored.assignments,
+        "a dry run writes nothing"
+    );
+}
+
+/// Every leaf of an XML document: its path (with a per-name index at each level) and text.
+fn leaves(doc: &str) -> std::collections::BTreeMap<String, String> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::reader::Reader::from_str(doc);
+    let mut path: Vec<(String, std::collections::HashMap<String, usize>)> =
+        vec![(String::new(), Default::default())];
+    let mut out = std::collections::BTreeMap::new();
+    let mut text = String::new();
+    loop {
+        match reader.read_event().expect("well-formed") {
+            Event::Start(e) => {
+                let name = e.local_name().into_inner().to_owned();
+                let counts = &mut path.last_mut().expect("root").1;
+                let n = counts.entry(name.clone()).or_default();
+                let segment = format!("{name}#{n}");
+                *n += 1;
+                path.push((segment, Default::default()));
+                text.clear();
+            }
+            Event::Text(t) => text.push_str(&t.xml10_content()),
+            Event::GeneralRef(r) => text.push_str(&format!("&{};", r.xml10_content())),
+            Event::End(_) => {
+                let key: Vec<&str> = path.iter().skip(1).map(|(s, _)| s.as_str()).collect();
+                if path.last().is_some_and(|(_, c)| c.is_empty()) {
+                    out.insert(key.join("/"), text.trim().to_string());
+                }
+                path.pop();
+                text.clear();
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn export_of_a_project_2019_file_keeps_every_element_it_does_not_change() {
+    let dir = TempDir::new().expect("temp dir");
+    let host = EmbeddedHost::open(dir.path()).await.expect("store opens");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/mspdi/project2019.xml");
+    let report = host
+        .import_file(&path, berlin(), Some(Policy::Auto))
+        .await
+        .expect("imports");
+    let project = report.project;
+    let update = StatusUpdate {
+        key: AssignmentKey {
+            project,
+            assignment: AssignmentUid(2),
+        },
+        ..percent_update(2, 0, 40)
+    };
+    let outcome = host.submit(update).await.expect("submitted");
+    assert!(
+        matches!(outcome, UpdateOutcome::Applied { .. }),
+        "{outcome:?}"
+    );
+
+    let original = std::fs::read_to_string(&path).expect("readable");
+    let exported = host
+        .export(project, ExportFormat::Mspdi)
+        .await
+        .expect("export");
+    let (before, after) = (leaves(&original), leaves(&exported));
+    // What an update of assignment 2 (task 3, under the summary task 1 and the project summary
+    // task 0) may change: its actuals and those rolled up to the three tasks.
+    let may_change = [
+        "PercentWorkComplete",
+        "ActualWork",
+        "RemainingWork",
+        "ActualStart",
+        "ActualFinish",
+    ];
+    let records = [
+        "Tasks#0/Task#0/",
+        "Tasks#0/Task#1/",
+        "Tasks#0/Task#3/",
+        "Assignments#0/Assignment#1/",
+    ];
+    let allowed = |key: &str| {
+        records.iter().any(|r| {
+            key.strip_prefix("Project#0/")
+                .and_then(|k| k.strip_prefix(r))
+                .is_some_and(|field| may_change.contains(&field.split('#').next().unwrap_or("")))
+        })
+    };
+    let mut changed = Vec::new();
+    for (key, value) in &before {
+        if after.get(key) != Some(value) {
+            assert!(allowed(key), "{key}: {value:?} became {:?}", after.get(key));
+            changed.push(key.clone());
+        }
+    }
+    for key in after.keys().filter(|k| !before.contains_key(*k)) {
+        assert!(allowed(key), "{key} was added");
+        changed.push(key.clone());
+    }
+    assert!(
+        changed.contains(&"Project#0/Assignments#0/Assignment#1/PercentWorkComplete#0".to_string()),
+        "{changed:?}"
+    );
+    // Calendars, baselines, extended attributes and timephased data are all still there.
+    for kept in [
+        "Project#0/Calendars#0/Calendar#0/WeekDays#0/WeekDay#1/WorkingTimes#0/WorkingTime#0/FromTime#0",
+        "Project#0/Tasks#0/Task#2/Baseline#0/Work#0",
+        "Project#0/Tasks#0/Task#2/ExtendedAttribute#0/Value#0",
+        "Project#0/Assignments#0/Assignment#0/TimephasedData#0/Value#0",
+    ] {
+        assert_eq!(before.get(kept), after.get(kept), "{kept}");
+        assert!(after.contains_key(kept), "{kept}");
+    }
+    let read = import_str(&exported, &berlin()).expect("valid MSPDI");
+    let a2 = read.assignment(AssignmentUid(2)).expect("a2");
+    assert_eq!(a2.percent_work_complete.get(), 40);
+    assert_eq!(a2.actual_work, Work::from_hours(6));
 }

@@ -36,6 +36,7 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use tokio::sync::{Notify, broadcast};
 
 use self::store::{Db, Relay};
+use super::export::ExportFormat;
 use super::host::{HostError, HostEvent, PmHost, StatusUpdate, StatusUpdateId, UpdateOutcome};
 use super::import::{ImportError, ImportOptions};
 use super::model::{AssignmentKey, AssignmentUid, Project, ProjectGuid};
@@ -107,6 +108,9 @@ pub enum EmbeddedError {
     /// A stored value cannot be read back.
     #[error("PM store is corrupt: {0}")]
     Corrupt(String),
+    /// The project could not be written out.
+    #[error(transparent)]
+    Export(#[from] super::export::ExportError),
     /// The file system failed.
     #[error("PM store I/O: {0}")]
     Io(#[from] std::io::Error),
@@ -360,6 +364,36 @@ impl EmbeddedHost {
             .db
             .call(move |conn| rows::load_project_part(conn, guid, &uids, false))
             .await
+    }
+
+    /// The project as the store holds it, with the progress from the mailboxes, written as
+    /// `format` (see [`crate::pm::export`]). An MSPDI export of a project imported from an
+    /// MSPDI file is that file with the changed values written into it.
+    pub async fn export(
+        &self,
+        guid: ProjectGuid,
+        format: ExportFormat,
+    ) -> Result<String, EmbeddedError> {
+        let (project, snapshot) = self
+            .inner
+            .db
+            .call(move |conn| Ok((rows::load_project(conn, guid)?, snapshot::load(conn, guid)?)))
+            .await?;
+        let project = project.ok_or(EmbeddedError::UnknownProject(guid))?;
+        Ok(match format {
+            ExportFormat::Json => super::export::json::write(&project),
+            ExportFormat::Mspdi => match snapshot {
+                Some(snapshot::Snapshot {
+                    project: imported,
+                    document:
+                        Some(ImportedDocument {
+                            format: DocumentFormat::Mspdi,
+                            text,
+                        }),
+                }) => super::export::mspdi::write_into(&text, &imported, &project)?,
+                _ => super::export::mspdi::write(&project),
+            },
+        })
     }
 
     /// The GUIDs of all stored projects.
