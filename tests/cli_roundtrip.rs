@@ -1,0 +1,186 @@
+//! The built `taskbridge` binary for the plan round trip: `import --dry-run`, the `--guid`
+//! advice for a file without a project GUID, and `export`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+const SAMPLE_GUID: &str = "7d0c3e5a-9b21-4f6e-8a47-1c2d3e4f5a6b";
+
+fn path_of(relative: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(relative)
+        .display()
+        .to_string()
+}
+
+/// Runs the binary with `--data-dir dir`.
+fn taskbridge(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_taskbridge"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env("TASKBRIDGE_LOG", "warn")
+        .env_remove("TASKBRIDGE_DATA_DIR")
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[track_caller]
+fn assert_code(output: &Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn import_dry_run_previews_creates_and_field_changes_and_writes_nothing() {
+    let dir = TempDir::new().expect("temp dir");
+    let data = dir.path().join("data");
+    let sample = path_of("examples/sample-project.xml");
+    // Before any store exists: every assignment would be created, and no store appears.
+    let out = taskbridge(&data, &["import", &sample, "--dry-run"]);
+    assert_code(&out, 0);
+    assert!(
+        text(&out.stdout).contains("create assignment 1"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(!data.exists(), "a dry run created the store");
+
+    assert_code(
+        &taskbridge(&data, &["import", &sample, "--time-zone", "Europe/Berlin"]),
+        0,
+    );
+    let store = std::fs::read(data.join("pm.sqlite")).expect("store");
+    let edited = std::fs::read_to_string(&sample).expect("sample").replace(
+        "<Work>PT40H0M0S</Work></Assignment>",
+        "<Work>PT48H0M0S</Work></Assignment>",
+    );
+    let file = dir.path().join("plan-v2.xml");
+    std::fs::write(&file, edited).expect("writable");
+    let file = file.display().to_string();
+    let out = taskbridge(
+        &data,
+        &["import", &file, "--time-zone", "Europe/Berlin", "--dry-run"],
+    );
+    assert_code(&out, 0);
+    let preview = text(&out.stdout);
+    assert!(
+        preview.contains("update assignment 3 Work: 40.00h -> 48.00h"),
+        "{preview}"
+    );
+    assert!(
+        text(&out.stderr).contains("would update"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = taskbridge(
+        &data,
+        &[
+            "import",
+            &file,
+            "--time-zone",
+            "Europe/Berlin",
+            "--dry-run",
+            "--json",
+        ],
+    );
+    assert_code(&out, 0);
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["dry_run"], true);
+    assert_eq!(report["changed"], 1);
+    assert_eq!(report["lowered_progress"], serde_json::json!([]));
+    assert_eq!(
+        std::fs::read(data.join("pm.sqlite")).expect("store"),
+        store,
+        "a dry run wrote to the store"
+    );
+}
+
+#[test]
+fn file_without_a_project_guid_is_refused_naming_guid_with_a_suggestion() {
+    let dir = TempDir::new().expect("temp dir");
+    let out = taskbridge(
+        dir.path(),
+        &["import", &path_of("fixtures/mspdi/project2007.xml")],
+    );
+    assert_code(&out, 2);
+    let message = text(&out.stderr);
+    assert!(message.contains("--guid"), "{message}");
+    // The suggestion is a GUID that works as given.
+    let suggested = message
+        .rsplit("--guid ")
+        .next()
+        .map(str::trim)
+        .expect("a suggestion");
+    assert!(suggested.parse::<uuid::Uuid>().is_ok(), "{message}");
+    let out = taskbridge(
+        dir.path(),
+        &[
+            "import",
+            &path_of("fixtures/mspdi/project2007.xml"),
+            "--guid",
+            suggested,
+        ],
+    );
+    assert_code(&out, 0);
+    assert_eq!(text(&out.stdout).trim(), suggested);
+}
+
+#[test]
+fn export_writes_mspdi_and_json_that_import_back_unchanged() {
+    let dir = TempDir::new().expect("temp dir");
+    let sample = path_of("examples/sample-project.xml");
+    assert_code(
+        &taskbridge(
+            dir.path(),
+            &["import", &sample, "--time-zone", "Europe/Berlin"],
+        ),
+        0,
+    );
+    // Nothing changed since the import: the MSPDI export is the imported file itself.
+    let out = taskbridge(dir.path(), &["export", SAMPLE_GUID]);
+    assert_code(&out, 0);
+    let original = std::fs::read_to_string(&sample).expect("sample");
+    assert_eq!(text(&out.stdout).trim_end(), original.trim_end());
+    let json_file = dir.path().join("out").join("plan.json");
+    std::fs::create_dir_all(json_file.parent().expect("dir")).expect("dir");
+    let json_path = json_file.display().to_string();
+    let out = taskbridge(
+        dir.path(),
+        &["export", SAMPLE_GUID, "--format", "json", "-o", &json_path],
+    );
+    assert_code(&out, 0);
+    let names: Vec<_> = std::fs::read_dir(json_file.parent().expect("dir"))
+        .expect("listable")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(
+        names,
+        vec![std::ffi::OsString::from("plan.json")],
+        "no temporary file left"
+    );
+    let out = taskbridge(dir.path(), &["import", &json_path, "--json"]);
+    assert_code(&out, 0);
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["changed"], 0, "{report}");
+    assert_eq!(report["added"], 0, "{report}");
+    assert_eq!(report["removed"], 0, "{report}");
+    // An unknown project fails.
+    let out = taskbridge(
+        dir.path(),
+        &["export", "11111111-2222-4333-8444-555555555555"],
+    );
+    assert_code(&out, 1);
+}
