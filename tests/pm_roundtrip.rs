@@ -568,3 +568,47 @@ async fn export_of_a_project_2019_file_keeps_every_element_it_does_not_change() 
     assert_eq!(a2.percent_work_complete.get(), 40);
     assert_eq!(a2.actual_work, Work::from_hours(6));
 }
+
+#[tokio::test]
+async fn publish_preview_names_each_planned_write_and_sends_nothing() {
+    let h = published_sample().await;
+    people_report_progress(&h).await;
+    // The PM re-plans the bearing pads (assignment 4, Chen) in the file.
+    let edited = sample().replace(
+        "<Finish>2026-03-16T17:00:00</Finish><Work>PT32H0M0S</Work></Assignment>",
+        "<Finish>2026-03-16T17:00:00</Finish><Work>PT36H0M0S</Work></Assignment>",
+    );
+    assert_ne!(edited, sample(), "the sample changed; update the test");
+    import_text(&h.host, h.dir.path(), "plan-v2.xml", &edited).await;
+    let before = h.sim.counters();
+    let preview = h
+        .engine
+        .preview_publish(guid(), false)
+        .await
+        .expect("preview");
+    assert_eq!(
+        before["operations"],
+        h.sim.counters()["operations"],
+        "a preview sent a request"
+    );
+    assert_eq!(preview.changes.len(), 1, "{preview:?}");
+    let change = &preview.changes[0];
+    assert_eq!(change.key, key(4));
+    assert_eq!(change.mailbox, "chen@example.com");
+    assert_eq!(change.action, taskbridge::sync::PlannedAction::Update);
+    assert_eq!(change.fields.len(), 1, "{change:?}");
+    assert_eq!(preview.unchanged, 5);
+    // The publish then does exactly that.
+    let report = h
+        .engine
+        .publish(guid(), PublishOptions::default())
+        .await
+        .expect("publish");
+    assert_eq!((report.updated, report.unchanged), (1, 5), "{report:?}");
+    let again = h
+        .engine
+        .preview_publish(guid(), false)
+        .await
+        .expect("preview");
+    assert!(again.changes.is_empty(), "{again:?}");
+}

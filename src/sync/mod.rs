@@ -16,6 +16,7 @@ pub mod decide;
 mod engine;
 mod inbound;
 pub mod mailbox;
+mod preview;
 mod publish;
 mod report;
 mod run;
@@ -27,6 +28,7 @@ pub use mailbox::{
     BatchLimits, ChangePage, ChangedItem, Delivery, FetchRequest, ItemFailure, ItemWrite,
     MailboxError, MailboxItem, MailboxStore, PulledEvents, Subscription,
 };
+pub use preview::{PlannedAction, PlannedChange, PlannedField, PublishPreview};
 pub use publish::{Progress, PublishOptions};
 pub use report::{InboundReport, ItemError, PublishReport};
 pub use run::{Notice, NotificationOutcome, NotificationSink};
