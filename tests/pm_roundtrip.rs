@@ -612,3 +612,94 @@ async fn publish_preview_names_each_planned_write_and_sends_nothing() {
         .expect("preview");
     assert!(again.changes.is_empty(), "{again:?}");
 }
+
+#[tokio::test]
+async fn remove_project_deletes_its_tasks_and_leaves_no_row_in_either_store() {
+    use taskbridge::state::{SqliteStore, StateStore};
+    use taskbridge::sync::RemoveOptions;
+
+    let h = published_sample().await;
+    people_report_progress(&h).await;
+    let count_tasks = || async {
+        let mut n = 0;
+        for m in MAILBOXES {
+            n += h.tasks(m).await.len();
+        }
+        n
+    };
+    assert_eq!(count_tasks().await, 6);
+    // A guard of one task per mailbox refuses, and nothing is removed.
+    let strict = {
+        let mut config = quick_sync();
+        config.max_delete_floor = 1;
+        config.max_delete_share = 0.0;
+        config
+    };
+    let (guarded, _) = engine(&h.sim, &h.host, h.dir.path(), strict);
+    let refused = guarded
+        .remove_project(guid(), RemoveOptions::default())
+        .await
+        .expect("remove");
+    assert_eq!(refused.refused_deletes, 6, "{refused:?}");
+    assert!(!refused.is_complete());
+    assert_eq!(count_tasks().await, 6);
+    // A dry run names the mailboxes and sends nothing.
+    let before = h.sim.counters();
+    let preview = h
+        .engine
+        .remove_project(
+            guid(),
+            RemoveOptions {
+                dry_run: true,
+                ..RemoveOptions::default()
+            },
+        )
+        .await
+        .expect("dry run");
+    assert_eq!(preview.deleted.values().sum::<usize>(), 6, "{preview:?}");
+    assert_eq!(before["operations"], h.sim.counters()["operations"]);
+    assert_eq!(count_tasks().await, 6);
+
+    let report = h
+        .engine
+        .remove_project(guid(), RemoveOptions::default())
+        .await
+        .expect("remove");
+    assert!(report.is_complete(), "{report:?}");
+    assert_eq!(report.deleted.values().sum::<usize>(), 6, "{report:?}");
+    let rows = h
+        .host
+        .remove_project(guid())
+        .await
+        .expect("PM rows removed");
+    assert_eq!((rows.assignments, rows.status_updates), (7, 2), "{rows:?}");
+    assert_eq!(
+        count_tasks().await,
+        0,
+        "a task of the project is left in a mailbox"
+    );
+    // No row in either store.
+    let state = SqliteStore::open(&h.dir.path().join("state.sqlite")).expect("state");
+    assert!(
+        state
+            .project_assignments(guid())
+            .await
+            .expect("rows")
+            .is_empty()
+    );
+    assert!(state.audit(Some(guid())).await.expect("audit").is_empty());
+    assert!(
+        h.host
+            .load_project(guid())
+            .await
+            .expect("readable")
+            .is_none()
+    );
+    let updates = h
+        .host
+        .status_updates(Default::default())
+        .await
+        .expect("updates");
+    assert!(updates.is_empty(), "{updates:?}");
+    assert!(h.host.project_guids().await.expect("guids").is_empty());
+}

@@ -134,6 +134,26 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => check::run(*args, settings),
         Command::Import(args) => import::run(args, &settings()?.data_dir),
         Command::Export(args) => export::run(args, &settings()?.data_dir),
+        Command::Projects(projects::ProjectsArgs {
+            command:
+                Some(projects::ProjectsCommand::Remove {
+                    guid,
+                    keep_tasks,
+                    force,
+                    dry_run,
+                    json,
+                }),
+            ..
+        }) => projects::remove(
+            guid,
+            taskbridge::sync::RemoveOptions {
+                keep_tasks,
+                force,
+                dry_run,
+            },
+            json,
+            &settings()?,
+        ),
         Command::Projects(args) => projects::run(args, &settings()?.data_dir),
         Command::Updates(args) => updates::run(args, &settings()?.data_dir),
         Command::Sim(args) => sim::run(*args),

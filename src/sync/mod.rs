@@ -18,6 +18,7 @@ mod inbound;
 pub mod mailbox;
 mod preview;
 mod publish;
+mod remove;
 mod report;
 mod run;
 
@@ -30,5 +31,6 @@ pub use mailbox::{
 };
 pub use preview::{PlannedAction, PlannedChange, PlannedField, PublishPreview};
 pub use publish::{Progress, PublishOptions};
+pub use remove::{RemoveOptions, RemoveReport};
 pub use report::{InboundReport, ItemError, PublishReport};
 pub use run::{Notice, NotificationOutcome, NotificationSink};

@@ -21,6 +21,7 @@ mod api;
 mod apply;
 mod merge;
 mod ops;
+mod remove;
 mod rows;
 mod schema;
 mod snapshot;
@@ -44,6 +45,7 @@ use super::model::{AssignmentKey, AssignmentUid, Project, ProjectGuid};
 pub use crate::secret::Secret;
 pub use api::{DEFAULT_MAX_BODY_BYTES, PmApi, pm_api, serve_pm_api};
 pub use apply::{Applied, ApplyError, apply_changes, field_value};
+pub use remove::RemovedRows;
 pub use snapshot::{DocumentFormat, ImportedDocument};
 pub use types::{
     DECIDER_AUTO, DECIDER_TASKBRIDGE, FileOverride, ImportFieldChange, ImportReport, Policy,
@@ -394,6 +396,16 @@ impl EmbeddedHost {
                 _ => super::export::mspdi::write(&project),
             },
         })
+    }
+
+    /// Removes a project with its tasks, resources, assignments, status updates and last
+    /// import. The mailbox side is the connector's (`Engine::remove_project`): remove that
+    /// first, while the project can still be read.
+    pub async fn remove_project(&self, guid: ProjectGuid) -> Result<RemovedRows, EmbeddedError> {
+        self.inner
+            .db
+            .call(move |conn| remove::remove(conn, guid))
+            .await
     }
 
     /// The GUIDs of all stored projects.
