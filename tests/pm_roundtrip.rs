@@ -703,3 +703,105 @@ async fn remove_project_deletes_its_tasks_and_leaves_no_row_in_either_store() {
     assert!(updates.is_empty(), "{updates:?}");
     assert!(h.host.project_guids().await.expect("guids").is_empty());
 }
+
+/// Waits (polling) until `f` gives a value; a hang is a bug, so the bound is generous.
+async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..200 {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn watch_folder_imports_a_saved_plan_and_writes_the_plan_with_progress_beside_it() {
+    use taskbridge::pm::embedded::{WatchConfig, run_watch_folder};
+
+    let sim = start_sim(SimConfig::for_tests(&[
+        "ann@example.com:pw-ann",
+        "bob@example.com:pw-bob",
+        "chen@example.com:pw-chen",
+    ]))
+    .await;
+    let dir = TempDir::new().expect("temp dir");
+    let watch = dir.path().join("plans");
+    std::fs::create_dir(&watch).expect("watch dir");
+    let host = EmbeddedHost::open(dir.path().join("data"))
+        .await
+        .expect("store opens");
+    let (engine, spy) = engine(&sim, &host, &dir.path().join("data"), quick_sync());
+    let h = Harness {
+        sim,
+        host,
+        engine,
+        spy,
+        dir,
+        http: reqwest::Client::new(),
+        project: guid(),
+    };
+    let mut config = WatchConfig::new(&watch);
+    config.import = berlin();
+    config.poll_interval = std::time::Duration::from_millis(50);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let watcher = tokio::spawn(run_watch_folder(h.host.clone(), config, async move {
+        let _ = stopped.await;
+    }));
+
+    // A plan cut off half way (still being written, or broken) is not imported.
+    let plan = watch.join("bridge.xml");
+    let full = sample();
+    std::fs::write(&plan, &full[..full.len() / 2]).expect("writable");
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(h.host.project_guids().await.expect("guids").is_empty());
+    // Saved completely: imported, then published.
+    std::fs::write(&plan, &full).expect("writable");
+    eventually("the import", || async {
+        (!h.host.project_guids().await.ok()?.is_empty()).then_some(())
+    })
+    .await;
+    let report = h
+        .engine
+        .publish(guid(), PublishOptions::default())
+        .await
+        .expect("publish");
+    assert_eq!(report.created, 6, "{report:?}");
+
+    // Ann reports progress in "Outlook": the plan beside the file shows it.
+    let (mailbox, task) = h.task_of(1).await;
+    h.edit(&mailbox, &id_of(&task), json!({ "PercentComplete": 60 }))
+        .await;
+    h.engine
+        .sync_mailbox(&MailboxAddress::new(&mailbox))
+        .await
+        .expect("mailbox pass");
+    let exported = watch.join("bridge.taskbridge.xml");
+    let text = eventually("the exported plan", || async {
+        let text = std::fs::read_to_string(&exported).ok()?;
+        text.contains("<PercentWorkComplete>60</PercentWorkComplete>")
+            .then_some(text)
+    })
+    .await;
+    let read = import_str(&text, &berlin()).expect("valid MSPDI");
+    assert_eq!(
+        read.assignment(AssignmentUid(1))
+            .expect("a1")
+            .percent_work_complete
+            .get(),
+        60
+    );
+    // The export is not taken for a plan of its own, and no temporary file is left.
+    let names: Vec<String> = std::fs::read_dir(&watch)
+        .expect("listable")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(h.host.project_guids().await.expect("guids").len(), 1);
+    let _ = stop.send(());
+    watcher.await.expect("the watcher stops");
+}

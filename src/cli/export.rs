@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 
 use taskbridge::pm::ProjectGuid;
+use taskbridge::pm::embedded::write_atomically;
 use taskbridge::pm::export::ExportFormat;
 
 use super::{open_existing_store, print_out, runtime};
@@ -56,29 +57,4 @@ pub fn run(args: ExportArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
         None => print_out(text.trim_end_matches('\n'))?,
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Writes `text` to `path` so that a reader sees the old file or the new one, never half of
-/// one: a temporary file in the same directory, synced, then renamed over `path`.
-pub(crate) fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&temp)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    result
 }

@@ -27,6 +27,7 @@ mod schema;
 mod snapshot;
 mod store;
 mod types;
+mod watch;
 mod webhook;
 
 use std::path::{Path, PathBuf};
@@ -51,6 +52,7 @@ pub use types::{
     DECIDER_AUTO, DECIDER_TASKBRIDGE, FileOverride, ImportFieldChange, ImportReport, Policy,
     ProjectSummary, StatusUpdateRecord, UnknownPolicy, UnknownState, UpdateFilter, UpdateState,
 };
+pub use watch::{WatchConfig, export_path, run_watch_folder, write_atomically};
 pub use webhook::{SIGNATURE_HEADER, WebhookConfig, WebhookError, run_webhook, sign, verify};
 
 /// The current time at the store's precision (microseconds), so that a value returned by an
