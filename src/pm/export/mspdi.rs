@@ -1,4 +1,4 @@
-//! MSPDI written: a new document for a project that did not come from one ([`write`]), or the
+//! MSPDI written: a new document for a project that did not come from one ([`write()`]), or the
 //! imported document with the changed values written into it ([`write_into`]).
 //!
 //! Element order follows Microsoft's MSPDI schema (`mspdi_pj12.xsd` and later), durations are
