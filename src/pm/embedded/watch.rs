@@ -50,7 +50,7 @@ impl WatchConfig {
 }
 
 /// What the watcher knows of one file.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Watched {
     /// Size and modification time at the last look.
     seen: Option<(u64, SystemTime)>,
@@ -60,6 +60,20 @@ struct Watched {
     project: Option<ProjectGuid>,
     /// When the exported plan was last written, against the newest applied update.
     exported_for: Option<DateTime<Utc>>,
+    /// The format the plan is written back in: that of the file.
+    format: ExportFormat,
+}
+
+impl Default for Watched {
+    fn default() -> Self {
+        Watched {
+            seen: None,
+            handled: None,
+            project: None,
+            exported_for: None,
+            format: ExportFormat::Mspdi,
+        }
+    }
 }
 
 /// Writes `text` to `path` so that a reader sees the old file or the new one, never half of
@@ -128,29 +142,36 @@ pub async fn run_watch_folder(
     }
 }
 
-/// One look at the folder: import what changed and settled, export what has new progress.
-async fn look(host: &EmbeddedHost, config: &WatchConfig, files: &mut HashMap<PathBuf, Watched>) {
-    let entries = match std::fs::read_dir(&config.dir) {
-        Ok(e) => e,
-        Err(e) => {
-            warn!(dir = %config.dir.display(), error = %e, "cannot read the watch folder");
-            return;
-        }
-    };
-    for entry in entries.flatten() {
+/// The plans in `dir` with their size and modification time (blocking: run it off the runtime).
+fn list_plans(dir: &Path, suffix: &str) -> std::io::Result<Vec<(PathBuf, (u64, SystemTime))>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !is_plan(&name, &config.export_suffix) {
+        if !is_plan(&name, suffix) {
             continue;
         }
         let Ok(meta) = entry.metadata() else { continue };
-        if !meta.is_file() {
-            continue;
+        if meta.is_file() {
+            let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            out.push((entry.path(), (meta.len(), modified)));
         }
-        let now = (
-            meta.len(),
-            meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-        );
-        let path = entry.path();
+    }
+    Ok(out)
+}
+
+/// One look at the folder: import what changed and settled, export what has new progress.
+async fn look(host: &EmbeddedHost, config: &WatchConfig, files: &mut HashMap<PathBuf, Watched>) {
+    let (dir, suffix) = (config.dir.clone(), config.export_suffix.clone());
+    let listed = tokio::task::spawn_blocking(move || list_plans(&dir, &suffix)).await;
+    let plans = match listed {
+        Ok(Ok(plans)) => plans,
+        Ok(Err(e)) => {
+            warn!(dir = %config.dir.display(), error = %e, "cannot read the watch folder");
+            return;
+        }
+        Err(_) => return,
+    };
+    for (path, now) in plans {
         let watched = files.entry(path.clone()).or_default();
         let settled = watched.seen == Some(now);
         watched.seen = Some(now);
@@ -159,10 +180,15 @@ async fn look(host: &EmbeddedHost, config: &WatchConfig, files: &mut HashMap<Pat
         }
         watched.handled = Some(now);
         match import(host, &path, &config.import).await {
-            Ok(project) => watched.project = Some(project),
-            Err(e) => {
-                warn!(file = %path.display(), error = %e, "plan not imported (tried again when it changes)")
+            Ok((project, format)) => {
+                watched.project = Some(project);
+                watched.format = format;
             }
+            Err(e) => warn!(
+                file = %path.display(),
+                error = %e,
+                "plan not imported (tried again when it changes)"
+            ),
         }
     }
     for (path, watched) in files.iter_mut() {
@@ -179,12 +205,16 @@ async fn import(
     host: &EmbeddedHost,
     path: &Path,
     options: &ImportOptions,
-) -> Result<ProjectGuid, EmbeddedError> {
+) -> Result<(ProjectGuid, ExportFormat), EmbeddedError> {
     let (path, options) = (path.to_owned(), options.clone());
     let (project, text) = tokio::task::spawn_blocking(move || read_document(path, &options))
         .await
         .map_err(|_| EmbeddedError::Closed)??;
     let document = DocumentFormat::of(&text).map(|format| ImportedDocument { format, text });
+    let format = match document.as_ref().map(|d| d.format) {
+        Some(DocumentFormat::Json) => ExportFormat::Json,
+        _ => ExportFormat::Mspdi,
+    };
     let report = host.import_document(project, document, None, false).await?;
     info!(
         project = %report.project,
@@ -194,7 +224,7 @@ async fn import(
         overridden = report.overridden.len(),
         "plan imported from the watch folder"
     );
-    Ok(report.project)
+    Ok((report.project, format))
 }
 
 async fn export_if_progressed(
@@ -217,11 +247,7 @@ async fn export_if_progressed(
     if watched.exported_for.is_some_and(|at| at >= newest) {
         return Ok(());
     }
-    let format = match DocumentFormat::of(&std::fs::read_to_string(path).unwrap_or_default()) {
-        Some(DocumentFormat::Json) => ExportFormat::Json,
-        _ => ExportFormat::Mspdi,
-    };
-    let text = host.export(project, format).await?;
+    let text = host.export(project, watched.format).await?;
     let target = export_path(path, &config.export_suffix);
     let write_to = target.clone();
     tokio::task::spawn_blocking(move || write_atomically(&write_to, &text))
