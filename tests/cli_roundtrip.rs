@@ -184,3 +184,143 @@ fn export_writes_mspdi_and_json_that_import_back_unchanged() {
     );
     assert_code(&out, 1);
 }
+
+struct Kill(std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// The tasks of a mailbox, as the simulator's admin API lists them.
+fn sim_tasks(ews: u16, mailbox: &str) -> Vec<Value> {
+    taskbridge::ews::transport::install_crypto_provider();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        reqwest::get(format!(
+            "http://127.0.0.1:{ews}/sim/mailboxes/{mailbox}/tasks"
+        ))
+        .await
+        .expect("admin API")
+        .json()
+        .await
+        .expect("JSON")
+    })
+}
+
+/// Runs the binary in `dir` (where `taskbridge.toml` is), without `--data-dir`.
+fn in_dir(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_taskbridge"))
+        .current_dir(dir)
+        .args(args)
+        .env("TASKBRIDGE_LOG", "warn")
+        .env_remove("TASKBRIDGE_DATA_DIR")
+        .env_remove("TASKBRIDGE_CONFIG")
+        .output()
+        .expect("the binary runs")
+}
+
+#[test]
+fn projects_remove_against_the_simulator_leaves_no_task_and_no_row() {
+    use std::io::{BufRead, BufReader};
+
+    let dir = TempDir::new().expect("temp dir");
+    let d = dir.path();
+    assert_code(&in_dir(d, &["init"]), 0);
+    let (ews, listen, admin) = (free_port(), free_port(), free_port());
+    let config = std::fs::read_to_string(d.join("taskbridge.toml"))
+        .expect("config")
+        .replace("127.0.0.1:8443", &format!("127.0.0.1:{ews}"))
+        .replace("127.0.0.1:8081", &format!("127.0.0.1:{listen}"))
+        .replace("127.0.0.1:8082", &format!("127.0.0.1:{admin}"));
+    std::fs::write(d.join("taskbridge.toml"), config).expect("write config");
+    let password = std::fs::read_to_string(d.join("taskbridge-data/exchange.password"))
+        .expect("password written by init");
+    let mut sim = Kill(
+        Command::new(env!("CARGO_BIN_EXE_taskbridge"))
+            .current_dir(d)
+            .args([
+                "sim",
+                "--listen",
+                &format!("127.0.0.1:{ews}"),
+                "--auth",
+                "basic",
+            ])
+            .args([
+                "--service",
+                &format!("taskbridge@sim.example:{}", password.trim()),
+            ])
+            .args(["--user", "ann@example.com:a", "--user", "bob@example.com:b"])
+            .args(["--user", "chen@example.com:c"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start sim"),
+    );
+    let mut first = String::new();
+    BufReader::new(sim.0.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("sim prints its URL");
+    let sample = path_of("examples/sample-project.xml");
+    assert_code(
+        &in_dir(d, &["import", &sample, "--time-zone", "Europe/Berlin"]),
+        0,
+    );
+    assert_code(&in_dir(d, &["publish", SAMPLE_GUID]), 0);
+    let mailboxes = ["ann@example.com", "bob@example.com", "chen@example.com"];
+    let count = || {
+        mailboxes
+            .iter()
+            .map(|m| sim_tasks(ews, m).len())
+            .sum::<usize>()
+    };
+    assert_eq!(count(), 6);
+
+    let out = in_dir(
+        d,
+        &["projects", "remove", SAMPLE_GUID, "--dry-run", "--json"],
+    );
+    assert_code(&out, 0);
+    let preview: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        preview["mailboxes"]["deleted"]["bob@example.com"], 2,
+        "{preview}"
+    );
+    assert_eq!(count(), 6, "a dry run deleted tasks");
+
+    let out = in_dir(d, &["projects", "remove", SAMPLE_GUID]);
+    assert_code(&out, 0);
+    assert_eq!(count(), 0, "a task of the project is left in a mailbox");
+    let out = in_dir(d, &["projects", "--json"]);
+    assert_code(&out, 0);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).expect("JSON"),
+        serde_json::json!([])
+    );
+    let out = in_dir(d, &["status", "--json"]);
+    assert_code(&out, 0);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).expect("JSON"),
+        serde_json::json!([])
+    );
+    let out = in_dir(d, &["audit", "--json"]);
+    assert_code(&out, 0);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).expect("JSON"),
+        serde_json::json!([])
+    );
+    drop(sim);
+}
