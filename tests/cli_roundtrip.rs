@@ -233,12 +233,11 @@ fn in_dir(dir: &Path, args: &[&str]) -> Output {
         .expect("the binary runs")
 }
 
-#[test]
-fn projects_remove_against_the_simulator_leaves_no_task_and_no_row() {
+/// `init` in `d` with free ports, and the simulator with three mailboxes as a child process.
+/// Returns the simulator and its port, and the admin port.
+fn init_with_sim(d: &Path) -> (Kill, u16, u16) {
     use std::io::{BufRead, BufReader};
 
-    let dir = TempDir::new().expect("temp dir");
-    let d = dir.path();
     assert_code(&in_dir(d, &["init"]), 0);
     let (ews, listen, admin) = (free_port(), free_port(), free_port());
     let config = std::fs::read_to_string(d.join("taskbridge.toml"))
@@ -274,6 +273,14 @@ fn projects_remove_against_the_simulator_leaves_no_task_and_no_row() {
     BufReader::new(sim.0.stdout.take().expect("stdout"))
         .read_line(&mut first)
         .expect("sim prints its URL");
+    (sim, ews, admin)
+}
+
+#[test]
+fn projects_remove_against_the_simulator_leaves_no_task_and_no_row() {
+    let dir = TempDir::new().expect("temp dir");
+    let d = dir.path();
+    let (sim, ews, _) = init_with_sim(d);
     let sample = path_of("examples/sample-project.xml");
     assert_code(
         &in_dir(d, &["import", &sample, "--time-zone", "Europe/Berlin"]),
@@ -322,5 +329,113 @@ fn projects_remove_against_the_simulator_leaves_no_task_and_no_row() {
         serde_json::from_slice::<Value>(&out.stdout).expect("JSON"),
         serde_json::json!([])
     );
+    drop(sim);
+}
+
+/// One HTTP request to the simulator's admin API; `None` unless it got a 2xx answer.
+fn http(method: &str, url: &str, body: Option<&str>) -> Option<String> {
+    taskbridge::ews::transport::install_crypto_provider();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    rt.block_on(async {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).ok()?;
+        let mut req = reqwest::Client::new().request(method, url);
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = req.send().await.ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        resp.text().await.ok()
+    })
+}
+
+fn wait_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn serve_watch_publishes_a_saved_plan_and_writes_the_progress_beside_it() {
+    let dir = TempDir::new().expect("temp dir");
+    let d = dir.path();
+    let (sim, ews, admin) = init_with_sim(d);
+    let plans = d.join("plans");
+    std::fs::create_dir(&plans).expect("plans dir");
+    let serve = Kill(
+        Command::new(env!("CARGO_BIN_EXE_taskbridge"))
+            .current_dir(d)
+            .args(["serve", "--watch", "plans"])
+            .env("TASKBRIDGE_SYNC_DEBOUNCE_MS", "100")
+            .env_remove("TASKBRIDGE_DATA_DIR")
+            .env_remove("TASKBRIDGE_CONFIG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start serve"),
+    );
+    wait_until("serve to be ready", || {
+        http("GET", &format!("http://127.0.0.1:{admin}/healthz"), None)
+    });
+    // The PM saves the plan into the folder (here: a copy, written in one go).
+    let text = std::fs::read_to_string(path_of("examples/sample-project.xml")).expect("sample");
+    std::fs::write(plans.join("bridge.xml"), text).expect("writable");
+    let sim_admin = format!("http://127.0.0.1:{ews}/sim");
+    let task = wait_until("the published task", || {
+        sim_tasks(ews, "ann@example.com").into_iter().find(|t| {
+            t["Subject"]
+                .as_str()
+                .is_some_and(|s| s.ends_with("Survey the north abutment"))
+        })
+    });
+    wait_until("the subscriptions", || {
+        let subs: Value =
+            serde_json::from_str(&http("GET", &format!("{sim_admin}/subscriptions"), None)?)
+                .ok()?;
+        (subs.as_array()?.len() >= 3).then_some(())
+    });
+    let id = task["ItemId"]["Id"].as_str().expect("id");
+    let encoded: String = id
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    assert!(
+        http(
+            "PATCH",
+            &format!("{sim_admin}/mailboxes/ann@example.com/tasks/{encoded}"),
+            Some(r#"{"PercentComplete": 60}"#),
+        )
+        .is_some(),
+        "the edit was refused"
+    );
+    let exported = wait_until("the exported plan with the progress", || {
+        let text = std::fs::read_to_string(plans.join("bridge.taskbridge.xml")).ok()?;
+        text.contains("<PercentWorkComplete>60</PercentWorkComplete>")
+            .then_some(text)
+    });
+    assert!(
+        exported.contains("<ActualWork>PT14H24M0S</ActualWork>"),
+        "{exported}"
+    );
+    drop(serve);
     drop(sim);
 }
