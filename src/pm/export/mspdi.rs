@@ -558,3 +558,71 @@ fn changed_values(old: Vec<Value>, new: Vec<Value>) -> Vec<Value> {
         .map(|(n, _)| n)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pm::import::{ImportOptions, import_str};
+
+    const PLAN: &str = r#"{"guid": "11111111-2222-4333-8444-555555555555", "name": "Fish & chips",
+      "tasks": [
+        {"uid": 0, "name": "p", "summary": true, "outline_level": 0,
+         "start": "2026-03-02T08:00", "finish": "2026-03-03T17:00", "work": "PT16H"},
+        {"uid": 1, "name": "A <first>", "notes": "n", "outline_level": 1,
+         "percent_work_complete": 100,
+         "start": "2026-03-02T08:00", "finish": "2026-03-03T17:00", "work": "PT16H"}],
+      "resources": [{"uid": 1, "name": "Ann", "email": "ann@example.com"}],
+      "assignments": [
+        {"uid": 1, "task_uid": 1, "resource_uid": 1, "work": "PT16H", "actual_work": "PT16H",
+         "actual_finish": "2026-03-03T17:00"}]}"#;
+
+    /// Whether every record's known children follow the schema order.
+    fn in_schema_order(doc: &str) -> bool {
+        let (tasks, assignments) = scan(doc).expect("well-formed");
+        let ordered = |records: &Records, order: &[&str]| {
+            records.values().all(|r| {
+                let ranks: Vec<usize> = r
+                    .children
+                    .iter()
+                    .filter_map(|c| order_of(order, &c.name))
+                    .collect();
+                ranks.windows(2).all(|w| w[0] < w[1])
+            })
+        };
+        ordered(&tasks, TASK_ORDER) && ordered(&assignments, ASSIGNMENT_ORDER)
+    }
+
+    #[test]
+    fn new_document_is_mspdi_in_schema_order_and_reads_back_the_same() {
+        let project = import_str(PLAN, &ImportOptions::default()).expect("valid");
+        let doc = write(&project);
+        assert!(doc.contains(r#"<Project xmlns="http://schemas.microsoft.com/project">"#));
+        assert!(doc.contains("<Title>Fish &amp; chips</Title>"));
+        assert!(doc.contains("<ActualFinish>2026-03-03T17:00:00</ActualFinish>"));
+        assert!(in_schema_order(&doc), "{doc}");
+        let back = import_str(&doc, &ImportOptions::default()).expect("reads back");
+        assert_eq!(back.assignments, project.assignments);
+        assert_eq!(
+            back.task(crate::pm::model::TaskUid(1)),
+            project.task(crate::pm::model::TaskUid(1))
+        );
+    }
+
+    #[test]
+    fn values_inserted_into_a_document_keep_its_schema_order() {
+        let doc = r#"<Project xmlns="http://schemas.microsoft.com/project"><GUID>11111111-2222-4333-8444-555555555555</GUID><Tasks><Task><UID>1</UID><Name>A</Name><Start>2026-03-02T08:00:00</Start><Finish>2026-03-03T17:00:00</Finish><Work>PT16H0M0S</Work><Baseline><Number>0</Number><Work>PT1H0M0S</Work></Baseline></Task></Tasks><Resources><Resource><UID>1</UID><Name>Ann</Name><EmailAddress>ann@example.com</EmailAddress></Resource></Resources><Assignments><Assignment><UID>1</UID><TaskUID>1</TaskUID><ResourceUID>1</ResourceUID><Finish>2026-03-03T17:00:00</Finish><Start>2026-03-02T08:00:00</Start><Work>PT16H0M0S</Work><TimephasedData><Type>1</Type></TimephasedData></Assignment></Assignments></Project>"#;
+        let imported = import_str(doc, &ImportOptions::default()).expect("valid");
+        let mut current = imported.clone();
+        current.assignments[0].apply_percent(crate::pm::model::Percent::new(50).expect("valid"));
+        let out = write_into(doc, &imported, &current).expect("rewritten");
+        assert!(in_schema_order(&out), "{out}");
+        assert!(out.contains("<Baseline><Number>0</Number><Work>PT1H0M0S</Work></Baseline>"));
+        assert!(out.contains("<TimephasedData><Type>1</Type></TimephasedData></Assignment>"));
+        let back = import_str(&out, &ImportOptions::default()).expect("reads back");
+        assert_eq!(
+            back.assignments[0].actual_work,
+            current.assignments[0].actual_work
+        );
+        assert_eq!(back.assignments[0].percent_work_complete.get(), 50);
+    }
+}
