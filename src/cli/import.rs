@@ -95,30 +95,26 @@ pub fn run(args: ImportArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
         host.close().await;
         anyhow::Ok(Some(report?))
     })?;
-    let Some(report) = report else {
-        // Dry run without a store: everything would be new.
-        eprintln!(
-            "would import project {:?} ({}): {} assignments added, {} go to mailboxes \
-             (dry run: nothing written)",
-            project.name,
-            project.guid,
-            project.assignments.len(),
-            project.sync_units().len(),
-        );
-        if args.json {
-            print_out(&to_json(&serde_json::json!({
-                "project": project.guid,
-                "created": true,
-                "dry_run": true,
-                "added": project.assignments.len(),
-            }))?)?;
-        } else {
-            for a in &project.assignments {
-                print_out(&format!("create assignment {}", a.uid))?;
-            }
-        }
-        return Ok(ExitCode::SUCCESS);
-    };
+    // A dry run without a store: everything would be new.
+    let report = report.unwrap_or_else(|| ImportReport {
+        project: project.guid,
+        name: project.name.clone(),
+        created: true,
+        policy: args.policy.unwrap_or_default(),
+        added: project.assignments.len(),
+        changed: 0,
+        removed: 0,
+        unchanged: 0,
+        mailbox_assignments: project.sync_units().len(),
+        closed_updates: 0,
+        added_assignments: project.assignments.iter().map(|a| a.uid).collect(),
+        removed_assignments: Vec::new(),
+        field_changes: Vec::new(),
+        overridden: Vec::new(),
+        lowered_progress: Vec::new(),
+        three_way: false,
+        dry_run: true,
+    });
     print_report(&report);
     if args.json {
         print_out(&to_json(&report)?)?;
