@@ -180,6 +180,11 @@ pub struct RawPm {
     pub webhook_url: String,
     /// File holding the webhook's HMAC secret.
     pub webhook_secret_file: String,
+    /// A folder `serve` watches for plans (MSPDI or JSON) to import and publish, writing
+    /// `NAME.taskbridge.xml` beside each once progress is applied (empty: none).
+    pub watch_dir: String,
+    /// The IANA time zone the dates of plans in the watch folder are local to.
+    pub watch_time_zone: String,
 }
 
 impl Default for RawPm {
@@ -188,6 +193,8 @@ impl Default for RawPm {
             default_policy: "auto".into(),
             webhook_url: String::new(),
             webhook_secret_file: String::new(),
+            watch_dir: String::new(),
+            watch_time_zone: "UTC".into(),
         }
     }
 }

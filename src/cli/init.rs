@@ -88,6 +88,12 @@ default_policy = "auto"
 # Tell an external PM tool about applied updates (HMAC-SHA256 signed); empty: off.
 webhook_url = ""
 webhook_secret_file = ""
+# A folder serve watches for plans (MSPDI or JSON) saved by Microsoft Project & co.: each is
+# imported (three-way: progress from the mailboxes survives) and published, and
+# NAME.taskbridge.xml is written beside it once progress is applied; empty: off.
+watch_dir = ""
+# The time zone the dates of those plans are local to (MSPDI names none).
+watch_time_zone = "UTC"
 
 [sync]
 # When both sides changed a field: newer-wins, pm-wins, mail-wins or manual.

@@ -9,6 +9,7 @@ mod config;
 mod conflicts;
 mod demo;
 mod ews;
+mod export;
 mod import;
 mod init;
 mod projects;
@@ -84,6 +85,9 @@ pub enum Command {
     /// Import (publish) a project file, MSPDI XML or taskbridge JSON, into the embedded PM
     /// store; re-importing a project updates it in place. Prints the project GUID.
     Import(import::ImportArgs),
+    /// Write a project of the embedded PM store, with the progress from the mailboxes rolled up
+    /// as Microsoft Project does, as MSPDI (default) or JSON; to stdout or -o FILE.
+    Export(export::ExportArgs),
     /// List the projects of the embedded PM store, show one, set its status update policy, or
     /// publish it again.
     Projects(projects::ProjectsArgs),
@@ -133,6 +137,27 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ews(cmd) => ews::run(cmd),
         Command::Check(args) => check::run(*args, settings),
         Command::Import(args) => import::run(args, &settings()?.data_dir),
+        Command::Export(args) => export::run(args, &settings()?.data_dir),
+        Command::Projects(projects::ProjectsArgs {
+            command:
+                Some(projects::ProjectsCommand::Remove {
+                    guid,
+                    keep_tasks,
+                    force,
+                    dry_run,
+                    json,
+                }),
+            ..
+        }) => projects::remove(
+            guid,
+            taskbridge::sync::RemoveOptions {
+                keep_tasks,
+                force,
+                dry_run,
+            },
+            json,
+            &settings()?,
+        ),
         Command::Projects(args) => projects::run(args, &settings()?.data_dir),
         Command::Updates(args) => updates::run(args, &settings()?.data_dir),
         Command::Sim(args) => sim::run(*args),

@@ -46,6 +46,25 @@ pub enum ProjectsCommand {
         /// The project GUID.
         guid: ProjectGuid,
     },
+    /// End a project: delete its tasks from the mailboxes (to Deleted Items, under the
+    /// mass-delete guard) or leave them detached, then remove its sync state and its rows in the
+    /// PM store. Undoes a trial run against a real server.
+    Remove {
+        /// The project GUID.
+        guid: ProjectGuid,
+        /// Leave the tasks in the mailboxes, no longer synced, instead of deleting them.
+        #[arg(long)]
+        keep_tasks: bool,
+        /// Delete beyond the mass-delete guard.
+        #[arg(long)]
+        force: bool,
+        /// Print what would be deleted or detached and removed; send and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs `taskbridge projects`.
@@ -67,6 +86,8 @@ pub fn run(args: ProjectsArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
                     eprintln!("project {guid} published");
                 })
             }
+            // Dispatched to `remove` before the store is opened here.
+            Some(ProjectsCommand::Remove { .. }) => Ok(()),
         };
         host.close().await;
         result.map(|()| ExitCode::SUCCESS)
@@ -151,4 +172,66 @@ async fn show(
         ));
     }
     print_out(&lines.join("\n"))
+}
+
+/// Runs `taskbridge projects remove`: the mailboxes and the sync state first (the engine needs
+/// the project to read), then the PM store.
+pub fn remove(
+    guid: ProjectGuid,
+    options: taskbridge::sync::RemoveOptions,
+    json: bool,
+    raw: &super::config::RawConfig,
+) -> anyhow::Result<ExitCode> {
+    raw.validate()?;
+    runtime()?.block_on(async {
+        let engine = super::sync::open_engine(raw).await?;
+        let host = engine.host().clone();
+        if host.project_summary(guid).await?.is_none() {
+            return Err(EmbeddedError::UnknownProject(guid).into());
+        }
+        let report = engine.remove_project(guid, options).await?;
+        let removed = if report.is_complete() && !options.dry_run {
+            Some(host.remove_project(guid).await?)
+        } else {
+            None
+        };
+        drop(engine);
+        host.close().await;
+        if json {
+            print_out(&to_json(&serde_json::json!({
+                "project": guid,
+                "mailboxes": report,
+                "pm_rows": removed,
+            }))?)?;
+        }
+        let verb = if options.dry_run { "would be " } else { "" };
+        for (mailbox, n) in &report.deleted {
+            eprintln!("{mailbox}: {n} tasks {verb}deleted (moved to Deleted Items)");
+        }
+        for (mailbox, n) in &report.detached {
+            eprintln!("{mailbox}: {n} tasks {verb}left in place, no longer synced");
+        }
+        for e in report.errors.iter().take(20) {
+            eprintln!("failed: {} in {}: {}", e.key, e.mailbox, e.error);
+        }
+        if report.refused_deletes > 0 {
+            eprintln!(
+                "the mass-delete guard refused deleting {} tasks: nothing was removed (use --force, \
+                 or --keep-tasks to leave them)",
+                report.refused_deletes
+            );
+        }
+        if !report.is_complete() {
+            return Ok(ExitCode::from(super::EXIT_FAILURE));
+        }
+        if options.dry_run {
+            eprintln!("project {guid}: its sync state and PM rows would be removed (dry run)");
+        } else if let Some(rows) = removed {
+            eprintln!(
+                "project {guid} removed: {} sync state rows, {} tasks, {} assignments, {} status updates",
+                report.state_rows, rows.tasks, rows.assignments, rows.status_updates
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })
 }

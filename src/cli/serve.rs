@@ -9,7 +9,9 @@ use tracing::{info, warn};
 
 use taskbridge::connector::{Connector, ConnectorConfig, PushListener};
 use taskbridge::listener::{AdminConfig, ListenerConfig, ListenerSecret, TlsFiles};
-use taskbridge::pm::embedded::{EmbeddedHost, WebhookConfig, pm_api, run_webhook};
+use taskbridge::pm::embedded::{
+    EmbeddedHost, WatchConfig, WebhookConfig, pm_api, run_watch_folder, run_webhook,
+};
 use taskbridge::secret::Secret;
 
 use super::CliError;
@@ -17,7 +19,13 @@ use super::config::RawConfig;
 
 /// Arguments of `taskbridge serve`.
 #[derive(Debug, Args)]
-pub struct ServeArgs {}
+pub struct ServeArgs {
+    /// Watch DIR for plans (MSPDI or JSON): each one saved there is imported and published,
+    /// and NAME.taskbridge.xml is written beside it once progress is applied. Overrides
+    /// `[pm] watch_dir`.
+    #[arg(long, value_name = "DIR")]
+    pub watch: Option<std::path::PathBuf>,
+}
 
 /// The typed connector settings from the file.
 pub fn connector_config(raw: &RawConfig) -> Result<ConnectorConfig, CliError> {
@@ -92,8 +100,26 @@ pub async fn shutdown_signal() {
 }
 
 /// Runs `taskbridge serve`.
-pub fn run(_args: ServeArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
+pub fn run(args: ServeArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
     let config = connector_config(raw)?;
+    let watch_dir = args.watch.or_else(|| {
+        (!raw.pm.watch_dir.is_empty()).then(|| std::path::PathBuf::from(&raw.pm.watch_dir))
+    });
+    let watch_zone: chrono_tz::Tz = raw.pm.watch_time_zone.parse().map_err(|_| {
+        CliError::Usage(format!(
+            "invalid configuration: pm.watch_time_zone: unknown time zone {:?}",
+            raw.pm.watch_time_zone
+        ))
+    })?;
+    if let Some(dir) = &watch_dir
+        && !dir.is_dir()
+    {
+        return Err(CliError::Usage(format!(
+            "the watch folder {} is not a directory",
+            dir.display()
+        ))
+        .into());
+    }
     let token = std::fs::read_to_string(raw.data_path(&raw.admin.token_file))
         .map(|t| Secret::new(t.trim().to_string()))
         .map_err(|e| {
@@ -135,6 +161,15 @@ pub fn run(_args: ServeArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
                 }
             }))
         };
+        let watcher = watch_dir.map(|dir| {
+            let mut config = WatchConfig::new(dir);
+            config.import.time_zone = watch_zone;
+            let host = host.clone();
+            let mut rx = stop_rx.clone();
+            tokio::spawn(run_watch_folder(host, config, async move {
+                let _ = rx.changed().await;
+            }))
+        });
         let result = connector
             .run(
                 Some(routes),
@@ -151,6 +186,9 @@ pub fn run(_args: ServeArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
             .await;
         let _ = stop_tx.send(true);
         if let Some(w) = webhook {
+            let _ = w.await;
+        }
+        if let Some(w) = watcher {
             let _ = w.await;
         }
         host.close().await;

@@ -12,7 +12,7 @@ use taskbridge::exchange::EwsMailboxStore;
 use taskbridge::pm::embedded::EmbeddedHost;
 use taskbridge::pm::{PmHost, ProjectGuid};
 use taskbridge::state::{SqliteStore, StateStore, SyncStatus};
-use taskbridge::sync::{BatchLimits, Engine, PublishOptions};
+use taskbridge::sync::{BatchLimits, Engine, PlannedAction, PublishOptions};
 
 use super::config::RawConfig;
 use super::{EXIT_FAILURE, open_existing_store, print_out, runtime, to_json};
@@ -51,6 +51,10 @@ pub struct PublishArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Send nothing: print, per mailbox and assignment, the tasks the publish would create,
+    /// update (field: old -> new) or delete, from the stored sync state.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Runs `taskbridge publish`.
@@ -58,6 +62,38 @@ pub fn publish(args: PublishArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
     raw.validate()?;
     runtime()?.block_on(async {
         let engine = open_engine(raw).await?;
+        if args.dry_run {
+            let preview = engine.preview_publish(args.project, args.force).await?;
+            if args.json {
+                print_out(&to_json(&preview)?)?;
+            } else {
+                for c in &preview.changes {
+                    let action = match c.action {
+                        PlannedAction::Create => "create",
+                        PlannedAction::Update => "update",
+                        PlannedAction::Delete => "delete",
+                    };
+                    print_out(&format!("{action} {} in {}", c.key, c.mailbox))?;
+                    for f in &c.fields {
+                        print_out(&format!("    {}: {} -> {}", f.field, f.old, f.new))?;
+                    }
+                }
+                eprintln!(
+                    "dry run: {} writes, {} unchanged{}; nothing sent",
+                    preview.changes.len(),
+                    preview.unchanged,
+                    if preview.refused_deletes > 0 {
+                        format!(
+                            ", {} deletions the mass-delete guard would refuse (use --force)",
+                            preview.refused_deletes
+                        )
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         let bar = (std::io::stderr().is_terminal() && !args.json).then(|| {
             let bar = indicatif::ProgressBar::new(0);
             bar.set_style(

@@ -6,6 +6,7 @@
 //! mailbox tasks.
 
 pub mod embedded;
+pub mod export;
 pub mod host;
 pub mod import;
 mod model;

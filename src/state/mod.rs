@@ -433,6 +433,12 @@ pub trait StateStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<AuditRecord>, StateError>> + Send;
     /// How many assignments are tracked.
     fn count_assignments(&self) -> impl Future<Output = Result<u64, StateError>> + Send;
+    /// Removes every row of `project`: its assignments, journal entries and audit records (a
+    /// project taken out of service). Returns how many rows went.
+    fn forget_project(
+        &self,
+        project: ProjectGuid,
+    ) -> impl Future<Output = Result<u64, StateError>> + Send;
 }
 
 /// One transaction of results: rows to store, rows to remove, journal entries to close.

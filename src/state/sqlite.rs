@@ -690,6 +690,22 @@ impl StateStore for SqliteStore {
         .await
     }
 
+    async fn forget_project(&self, project: ProjectGuid) -> Result<u64, StateError> {
+        let key = project.to_string();
+        self.call(move |c| {
+            let tx = c.transaction().map_err(db)?;
+            let mut n = 0u64;
+            for table in ["assignment", "journal", "audit"] {
+                n += tx
+                    .execute(&format!("DELETE FROM {table} WHERE project = ?1"), [&key])
+                    .map_err(db)? as u64;
+            }
+            tx.commit().map_err(db)?;
+            Ok(n)
+        })
+        .await
+    }
+
     async fn count_assignments(&self) -> Result<u64, StateError> {
         self.call(|c| {
             c.query_row("SELECT COUNT(*) FROM assignment", [], |r| {

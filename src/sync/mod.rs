@@ -17,7 +17,9 @@ pub mod decide;
 mod engine;
 mod inbound;
 pub mod mailbox;
+mod preview;
 mod publish;
+mod remove;
 mod report;
 mod run;
 
@@ -29,6 +31,8 @@ pub use mailbox::{
     BatchLimits, ChangePage, ChangedItem, Delivery, FetchRequest, ItemFailure, ItemWrite,
     MailboxError, MailboxItem, MailboxStore, PulledEvents, Subscription,
 };
+pub use preview::{PlannedAction, PlannedChange, PlannedField, PublishPreview};
 pub use publish::{Progress, PublishOptions};
+pub use remove::{RemoveOptions, RemoveReport};
 pub use report::{InboundReport, ItemError, PublishReport};
 pub use run::{Notice, NotificationOutcome, NotificationSink};

@@ -571,7 +571,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         Ok(stale)
     }
 
-    async fn publish_deletes(
+    pub(crate) async fn publish_deletes(
         &self,
         mailbox: &MailboxAddress,
         deletes: Vec<AssignmentState>,

@@ -1,15 +1,28 @@
 //! Re-importing a project over the stored one: pure, no I/O.
 //!
-//! A file carries no modification times, so they come from the comparison: a field whose value
-//! differs from the stored one is stamped `now`; an unchanged field keeps its stored time; an
-//! assignment new to the store starts with the times the file gave (none), as on a first import.
+//! A re-import is three-way: the file (`new`), what the file said at the previous import of
+//! the same project (`base`), and what the store holds now (`old`, which status updates from
+//! the mailboxes may have moved since). A field whose file value equals the base was not
+//! changed in the PM tool, so the store keeps its value and its time; a field the file changed
+//! is taken, and stamped `now` if that changes the stored value. When a status update had
+//! changed the same field, the file wins (it is the PM's newer decision) and the merge says so
+//! in [`Merge::overridden`]. Without a base (a project stored before taskbridge kept one) the
+//! store itself is the base: every value that differs from the file is taken.
+//!
+//! Work, actual work, remaining work and percent are coupled; when the result mixes the
+//! file's and the store's values of these, they are brought in step again as Microsoft Project
+//! keeps them (`work = actual + remaining`, the percent following the work done).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
 use super::apply::field_value;
-use crate::pm::model::{Assignment, AssignmentField, AssignmentUid, Project, Resource};
+use super::types::{FileOverride, ImportFieldChange};
+use crate::pm::host::FieldValue;
+use crate::pm::model::{
+    Assignment, AssignmentField, AssignmentUid, Project, Resource, Task, percent_of,
+};
 
 /// The outcome of [`merge_import`].
 #[derive(Debug, Clone, PartialEq)]
@@ -24,10 +37,88 @@ pub(crate) struct Merge {
     pub(crate) removed: Vec<AssignmentUid>,
     /// Assignments that are the same as stored.
     pub(crate) unchanged: usize,
+    /// Per assignment and field, the stored value and the value after the merge, for every
+    /// field whose value changes.
+    pub(crate) field_changes: Vec<ImportFieldChange>,
+    /// Fields a status update had changed and the file changed too: the file's value is taken.
+    pub(crate) overridden: Vec<FileOverride>,
 }
 
-/// Merges `new` (fresh from a file) over `old` (the stored project, if any).
-pub(crate) fn merge_import(old: Option<&Project>, mut new: Project, now: DateTime<Utc>) -> Merge {
+/// The work fields, which move together.
+const WORK_FIELDS: [AssignmentField; 4] = [
+    AssignmentField::Work,
+    AssignmentField::ActualWork,
+    AssignmentField::RemainingWork,
+    AssignmentField::PercentWorkComplete,
+];
+
+/// The value of `field`; `None` without the task (the importer guarantees it exists).
+fn value_of(task: Option<&Task>, a: &Assignment, field: AssignmentField) -> Option<FieldValue> {
+    task.map(|t| field_value(t, a, field))
+}
+
+/// Whether `a` and `b` hold the same value of the assignment field `field`.
+fn same_amount(a: &Assignment, b: &Assignment, field: AssignmentField) -> bool {
+    match field {
+        AssignmentField::Work => a.work == b.work,
+        AssignmentField::ActualWork => a.actual_work == b.actual_work,
+        AssignmentField::RemainingWork => a.remaining_work == b.remaining_work,
+        AssignmentField::PercentWorkComplete => a.percent_work_complete == b.percent_work_complete,
+        _ => true,
+    }
+}
+
+/// Copies one assignment field's value from `from` into `to`.
+fn copy_field(to: &mut Assignment, from: &Assignment, field: AssignmentField) {
+    match field {
+        AssignmentField::Start => to.start = from.start,
+        AssignmentField::Finish => to.finish = from.finish,
+        AssignmentField::Work => to.work = from.work,
+        AssignmentField::ActualWork => to.actual_work = from.actual_work,
+        AssignmentField::RemainingWork => to.remaining_work = from.remaining_work,
+        AssignmentField::PercentWorkComplete => {
+            to.percent_work_complete = from.percent_work_complete;
+        }
+        // Task fields are merged on the task.
+        AssignmentField::Name | AssignmentField::Notes | AssignmentField::Priority => {}
+    }
+}
+
+/// Brings work, actual, remaining and percent in step after some of them were taken from the
+/// file (`taken`) and the rest kept from the store.
+fn reconcile_work(result: &mut Assignment, taken: &BTreeSet<AssignmentField>) {
+    let has = |f| taken.contains(&f);
+    let amounts_taken = has(AssignmentField::Work)
+        || has(AssignmentField::ActualWork)
+        || has(AssignmentField::RemainingWork);
+    if !amounts_taken {
+        if has(AssignmentField::PercentWorkComplete) {
+            // Only the percent was typed in the plan: the work done follows from it.
+            result.apply_percent(result.percent_work_complete);
+        }
+        return;
+    }
+    if has(AssignmentField::RemainingWork) && !has(AssignmentField::Work) {
+        result.work = result.actual_work.saturating_add(result.remaining_work);
+    } else {
+        if result.work < result.actual_work {
+            result.work = result.actual_work;
+        }
+        result.remaining_work = result.work.saturating_sub(result.actual_work);
+    }
+    if !(result.work.is_zero() && result.actual_work.is_zero()) {
+        result.percent_work_complete = percent_of(result.actual_work, result.work);
+    }
+}
+
+/// Merges `new` (fresh from a file) over `old` (the stored project, if any), three-way against
+/// `base` (what the file said at the previous import, if known).
+pub(crate) fn merge_import(
+    old: Option<&Project>,
+    base: Option<&Project>,
+    mut new: Project,
+    now: DateTime<Utc>,
+) -> Merge {
     let Some(old) = old else {
         let added = new.assignments.iter().map(|a| a.uid).collect();
         return Merge {
@@ -36,36 +127,114 @@ pub(crate) fn merge_import(old: Option<&Project>, mut new: Project, now: DateTim
             changed: Vec::new(),
             removed: Vec::new(),
             unchanged: 0,
+            field_changes: Vec::new(),
+            overridden: Vec::new(),
         };
     };
+    // Without a record of the previous import, the store is the base: two-way.
+    let base = base.unwrap_or(old);
     let old_by_uid: HashMap<AssignmentUid, &Assignment> =
         old.assignments.iter().map(|a| (a.uid, a)).collect();
+    let base_by_uid: HashMap<AssignmentUid, &Assignment> =
+        base.assignments.iter().map(|a| (a.uid, a)).collect();
+    // The tasks as the file has them, before the task-level merge below.
+    let file_tasks = new.tasks.clone();
+    for task in &mut new.tasks {
+        let Some(current) = old.task(task.uid) else {
+            continue;
+        };
+        let before = base.task(task.uid).unwrap_or(current);
+        // Fields a status update can move (name, notes, priority through an update; work and
+        // percent through the roll-up of an assignment's update) keep the store's value unless
+        // the file changed them.
+        if task.name == before.name {
+            task.name.clone_from(&current.name);
+        }
+        if task.notes == before.notes {
+            task.notes.clone_from(&current.notes);
+        }
+        if task.priority == before.priority {
+            task.priority = current.priority;
+        }
+        if task.work == before.work {
+            task.work = current.work;
+        }
+        if task.percent_work_complete == before.percent_work_complete {
+            task.percent_work_complete = current.percent_work_complete;
+        }
+    }
     let mut added = Vec::new();
     let mut changed = Vec::new();
     let mut unchanged = 0;
-    // Compare against the new project's tasks and resources while assignments are updated.
+    let mut field_changes = Vec::new();
+    let mut overridden = Vec::new();
     let tasks = new.tasks.clone();
     let resources = new.resources.clone();
     for assignment in &mut new.assignments {
-        let Some(before) = old_by_uid.get(&assignment.uid) else {
+        let Some(current) = old_by_uid.get(&assignment.uid).copied() else {
             added.push(assignment.uid);
             continue;
         };
-        assignment.modified = before.modified.clone();
-        let old_task = old.task(before.task_uid);
-        let new_task = tasks.iter().find(|t| t.uid == assignment.task_uid);
+        let before = base_by_uid.get(&assignment.uid).copied().unwrap_or(current);
+        let file = assignment.clone();
+        let file_task = file_tasks.iter().find(|t| t.uid == file.task_uid);
+        let base_task = base
+            .task(before.task_uid)
+            .or_else(|| old.task(before.task_uid));
+        let old_task = old.task(current.task_uid);
+        let new_task = tasks.iter().find(|t| t.uid == file.task_uid);
+
+        let mut result = current.clone();
+        result.task_uid = file.task_uid;
+        result.resource_uid = file.resource_uid;
+        let mut taken = BTreeSet::new();
+        for field in AssignmentField::ALL {
+            let in_file = value_of(file_task, &file, field);
+            let in_base = value_of(base_task, before, field);
+            if in_file == in_base {
+                continue;
+            }
+            taken.insert(field);
+            copy_field(&mut result, &file, field);
+            let in_store = value_of(old_task, current, field);
+            if in_store != in_base
+                && in_store != in_file
+                && let (Some(store), Some(file_value)) = (in_store, in_file)
+            {
+                overridden.push(FileOverride {
+                    assignment: file.uid,
+                    field,
+                    status_update_value: store,
+                    file_value,
+                });
+            }
+        }
+        if file.actual_finish != before.actual_finish {
+            result.actual_finish = file.actual_finish;
+        }
+        // Mixed only if a work field kept from the store differs from the file's.
+        let mixed = WORK_FIELDS
+            .iter()
+            .any(|f| !taken.contains(f) && !same_amount(&file, current, *f));
+        if mixed {
+            reconcile_work(&mut result, &taken);
+        }
+
         let mut any = false;
         for field in AssignmentField::ALL {
-            let differs = match (old_task, new_task) {
-                (Some(ot), Some(nt)) => {
-                    field_value(ot, before, field) != field_value(nt, assignment, field)
-                }
-                // The importer guarantees the task exists; a missing one counts as a change.
-                _ => true,
-            };
-            if differs {
-                assignment.modified.touch(field, now);
+            let was = value_of(old_task, current, field);
+            let is = value_of(new_task, &result, field);
+            if was != is {
+                result.modified.touch(field, now);
                 any = true;
+                if let (Some(old_value), Some(new_value)) = (was, is) {
+                    field_changes.push(ImportFieldChange {
+                        assignment: result.uid,
+                        field,
+                        old: old_value,
+                        new: new_value,
+                    });
+                }
             }
         }
         // A move to another task or resource, or a new address, is a change for the mailbox
@@ -76,17 +245,18 @@ pub(crate) fn merge_import(old: Option<&Project>, mut new: Project, now: DateTim
                 .find(|r| r.uid == uid)
                 .and_then(|r| r.email.clone())
         };
-        any |= before.task_uid != assignment.task_uid
-            || before.resource_uid != assignment.resource_uid
-            || before.actual_finish != assignment.actual_finish
-            || mailbox(&old.resources, before.resource_uid)
-                != mailbox(&resources, assignment.resource_uid)
+        any |= current.task_uid != result.task_uid
+            || current.resource_uid != result.resource_uid
+            || current.actual_finish != result.actual_finish
+            || mailbox(&old.resources, current.resource_uid)
+                != mailbox(&resources, result.resource_uid)
             || old_task.is_some_and(|t| t.summary) != new_task.is_some_and(|t| t.summary);
         if any {
-            changed.push(assignment.uid);
+            changed.push(result.uid);
         } else {
             unchanged += 1;
         }
+        *assignment = result;
     }
     let kept: HashSet<AssignmentUid> = new.assignments.iter().map(|a| a.uid).collect();
     let removed = old
@@ -101,6 +271,8 @@ pub(crate) fn merge_import(old: Option<&Project>, mut new: Project, now: DateTim
         changed,
         removed,
         unchanged,
+        field_changes,
+        overridden,
     }
 }
 
@@ -135,7 +307,7 @@ mod tests {
 
     #[test]
     fn merge_import_first_time_adds_everything_without_times() {
-        let merge = merge_import(None, parse(BASE), now());
+        let merge = merge_import(None, None, parse(BASE), now());
         assert_eq!(merge.added.len(), 3);
         assert!(
             merge
@@ -149,7 +321,7 @@ mod tests {
     #[test]
     fn merge_import_same_file_changes_nothing() {
         let old = parse(BASE);
-        let merge = merge_import(Some(&old), parse(BASE), now());
+        let merge = merge_import(Some(&old), None, parse(BASE), now());
         assert_eq!(
             (merge.added.len(), merge.changed.len(), merge.removed.len()),
             (0, 0, 0)
@@ -177,7 +349,7 @@ mod tests {
         {"uid": 3, "task_uid": 2, "resource_uid": 2, "work": "PT8H"}"#,
                 "",
             );
-        let merge = merge_import(Some(&old), parse(&new_text), now());
+        let merge = merge_import(Some(&old), None, parse(&new_text), now());
         assert_eq!(merge.added, vec![AssignmentUid(4)]);
         assert_eq!(merge.changed, vec![AssignmentUid(1), AssignmentUid(2)]);
         assert_eq!(merge.removed, vec![AssignmentUid(3)]);
@@ -201,7 +373,7 @@ mod tests {
     fn merge_import_new_mailbox_counts_as_changed_without_field_times() {
         let old = parse(BASE);
         let new_text = BASE.replace("ann@example.com", "ann.smith@example.com");
-        let merge = merge_import(Some(&old), parse(&new_text), now());
+        let merge = merge_import(Some(&old), None, parse(&new_text), now());
         assert_eq!(merge.changed, vec![AssignmentUid(1), AssignmentUid(2)]);
         assert!(
             merge

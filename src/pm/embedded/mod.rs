@@ -21,10 +21,13 @@ mod api;
 mod apply;
 mod merge;
 mod ops;
+mod remove;
 mod rows;
 mod schema;
+mod snapshot;
 mod store;
 mod types;
+mod watch;
 mod webhook;
 
 use std::path::{Path, PathBuf};
@@ -35,6 +38,7 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use tokio::sync::{Notify, broadcast};
 
 use self::store::{Db, Relay};
+use super::export::ExportFormat;
 use super::host::{HostError, HostEvent, PmHost, StatusUpdate, StatusUpdateId, UpdateOutcome};
 use super::import::{ImportError, ImportOptions};
 use super::model::{AssignmentKey, AssignmentUid, Project, ProjectGuid};
@@ -44,10 +48,14 @@ pub use api::{
     ConflictDesk, DEFAULT_MAX_BODY_BYTES, DeskError, DeskFuture, PmApi, pm_api, serve_pm_api,
 };
 pub use apply::{Applied, ApplyError, apply_changes, apply_update, field_value};
+pub use remove::RemovedRows;
+pub use snapshot::{DocumentFormat, ImportedDocument};
 pub use types::{
-    AppliedValue, DECIDER_AUTO, DECIDER_TASKBRIDGE, ImportReport, Policy, ProjectSummary,
-    StaleField, StatusUpdateRecord, UnknownPolicy, UnknownState, UpdateFilter, UpdateState,
+    AppliedValue, DECIDER_AUTO, DECIDER_TASKBRIDGE, FileOverride, ImportFieldChange, ImportReport,
+    Policy, ProjectSummary, StaleField, StatusUpdateRecord, UnknownPolicy, UnknownState,
+    UpdateFilter, UpdateState,
 };
+pub use watch::{WatchConfig, export_path, run_watch_folder, write_atomically};
 pub use webhook::{SIGNATURE_HEADER, WebhookConfig, WebhookError, run_webhook, sign, verify};
 
 /// The current time at the store's precision (microseconds), so that a value returned by an
@@ -119,6 +127,9 @@ pub enum EmbeddedError {
     /// A stored value cannot be read back.
     #[error("PM store is corrupt: {0}")]
     Corrupt(String),
+    /// The project could not be written out.
+    #[error(transparent)]
+    Export(#[from] super::export::ExportError),
     /// The file system failed.
     #[error("PM store I/O: {0}")]
     Io(#[from] std::io::Error),
@@ -282,7 +293,24 @@ impl EmbeddedHost {
     ) -> Result<ImportReport, EmbeddedError> {
         self.inner
             .db
-            .call(move |conn| ops::import(conn, project, policy, now()))
+            .call(move |conn| ops::import(conn, project, None, policy, now(), false))
+            .await
+    }
+
+    /// Imports a project read from `document` (see [`EmbeddedHost::import_with_policy`]),
+    /// keeping the document as the project's last import: the next import of the project is
+    /// compared with it (three-way), and an MSPDI export writes its changes into it. With
+    /// `dry_run`, nothing is written and the report says what the import would change.
+    pub async fn import_document(
+        &self,
+        project: Project,
+        document: Option<ImportedDocument>,
+        policy: Option<Policy>,
+        dry_run: bool,
+    ) -> Result<ImportReport, EmbeddedError> {
+        self.inner
+            .db
+            .call(move |conn| ops::import(conn, project, document, policy, now(), dry_run))
             .await
     }
 
@@ -295,11 +323,12 @@ impl EmbeddedHost {
         policy: Option<Policy>,
     ) -> Result<ImportReport, EmbeddedError> {
         let path = path.into();
-        let project =
-            tokio::task::spawn_blocking(move || super::import::import_file(path, &options))
+        let (project, text) =
+            tokio::task::spawn_blocking(move || super::import::read_document(path, &options))
                 .await
                 .map_err(|_| EmbeddedError::Closed)??;
-        self.import_with_policy(project, policy).await
+        let document = DocumentFormat::of(&text).map(|format| ImportedDocument { format, text });
+        self.import_document(project, document, policy, false).await
     }
 
     /// Emits [`HostEvent::ProjectPublished`] again, so that the connector publishes the project
@@ -353,6 +382,46 @@ impl EmbeddedHost {
         self.inner
             .db
             .call(move |conn| rows::load_project_part(conn, guid, &uids, false))
+            .await
+    }
+
+    /// The project as the store holds it, with the progress from the mailboxes, written as
+    /// `format` (see [`crate::pm::export`]). An MSPDI export of a project imported from an
+    /// MSPDI file is that file with the changed values written into it.
+    pub async fn export(
+        &self,
+        guid: ProjectGuid,
+        format: ExportFormat,
+    ) -> Result<String, EmbeddedError> {
+        let (project, snapshot) = self
+            .inner
+            .db
+            .call(move |conn| Ok((rows::load_project(conn, guid)?, snapshot::load(conn, guid)?)))
+            .await?;
+        let project = project.ok_or(EmbeddedError::UnknownProject(guid))?;
+        Ok(match format {
+            ExportFormat::Json => super::export::json::write(&project),
+            ExportFormat::Mspdi => match snapshot {
+                Some(snapshot::Snapshot {
+                    project: imported,
+                    document:
+                        Some(ImportedDocument {
+                            format: DocumentFormat::Mspdi,
+                            text,
+                        }),
+                }) => super::export::mspdi::write_into(&text, &imported, &project)?,
+                _ => super::export::mspdi::write(&project),
+            },
+        })
+    }
+
+    /// Removes a project with its tasks, resources, assignments, status updates and last
+    /// import. The mailbox side is the connector's (`Engine::remove_project`): remove that
+    /// first, while the project can still be read.
+    pub async fn remove_project(&self, guid: ProjectGuid) -> Result<RemovedRows, EmbeddedError> {
+        self.inner
+            .db
+            .call(move |conn| remove::remove(conn, guid))
             .await
     }
 

@@ -10,6 +10,7 @@ use super::EmbeddedError;
 use super::apply::{Applied, ApplyError, apply_update, field_value};
 use super::merge::merge_import;
 use super::rows;
+use super::snapshot::{self, ImportedDocument};
 use super::types::{
     AppliedValue, DECIDER_AUTO, DECIDER_TASKBRIDGE, ImportReport, Policy, StaleField,
     StatusUpdateRecord, UpdateFilter, UpdateState,
@@ -33,18 +34,30 @@ fn begin(conn: &mut Connection) -> Result<Transaction<'_>, EmbeddedError> {
     Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
 }
 
-/// Stores `project`, merging it over the stored one with the same GUID, and publishes it.
+/// Stores `project`, merging it three-way over the stored one with the same GUID against the
+/// previous import, records it (and `document`) as the last import, and publishes it. A dry
+/// run computes the same report and rolls back.
 pub(crate) fn import(
     conn: &mut Connection,
     project: Project,
+    document: Option<ImportedDocument>,
     policy: Option<Policy>,
     now: DateTime<Utc>,
+    dry_run: bool,
 ) -> Result<ImportReport, EmbeddedError> {
     let tx = begin(conn)?;
     let guid = project.guid;
     let old = rows::load_project(&tx, guid)?;
-    let merge = merge_import(old.as_ref(), project, now);
+    let base = snapshot::load(&tx, guid)?;
+    let three_way = old.is_some() && base.is_some();
+    let merge = merge_import(
+        old.as_ref(),
+        base.as_ref().map(|b| &b.project),
+        project.clone(),
+        now,
+    );
     let policy = rows::write_project(&tx, &merge.project, policy, now)?;
+    snapshot::save(&tx, &project, document.as_ref(), now)?;
     let mut closed_updates = 0;
     for uid in &merge.removed {
         let filter = UpdateFilter {
@@ -66,7 +79,18 @@ pub(crate) fn import(
         }
     }
     rows::emit(&tx, &HostEvent::ProjectPublished { project: guid }, now)?;
-    tx.commit()?;
+    if dry_run {
+        tx.rollback()?;
+    } else {
+        tx.commit()?;
+    }
+    let mut lowered_progress: Vec<_> = merge
+        .field_changes
+        .iter()
+        .filter(|c| c.lowers_progress())
+        .map(|c| c.assignment)
+        .collect();
+    lowered_progress.dedup();
     Ok(ImportReport {
         project: guid,
         name: merge.project.name.clone(),
@@ -78,6 +102,13 @@ pub(crate) fn import(
         unchanged: merge.unchanged,
         mailbox_assignments: merge.project.sync_units().len(),
         closed_updates,
+        added_assignments: merge.added,
+        removed_assignments: merge.removed,
+        field_changes: merge.field_changes,
+        overridden: merge.overridden,
+        lowered_progress,
+        three_way,
+        dry_run,
     })
 }
 

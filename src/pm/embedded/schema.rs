@@ -7,7 +7,7 @@
 //! order is time order); `position` keeps the file order of tasks, resources and assignments.
 
 /// The migrations, version 1 first.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// Version 1: projects, their rows, status updates, the event log and the webhook outbox.
 const V1: &str = "
@@ -134,4 +134,20 @@ CREATE INDEX assignments_by_task ON assignments (project, task_uid);
 /// completion date) and the values it applied, as one JSON object (`UpdateDetails`).
 const V3: &str = "
 ALTER TABLE status_updates ADD COLUMN details TEXT;
+";
+
+/// Version 4: what each project's file said at its last import, so that the next import is
+/// three-way (only what the PM changed in the file since is taken), and the file's own text,
+/// so that an export keeps everything taskbridge does not model.
+const V4: &str = "
+CREATE TABLE import_snapshots (
+    project TEXT PRIMARY KEY NOT NULL REFERENCES projects (guid) ON DELETE CASCADE,
+    -- The project as taskbridge read it from the file (JSON of the model).
+    project_json TEXT NOT NULL,
+    -- 'mspdi' or 'json' for an imported file; 'model' for a project handed over in memory.
+    format TEXT NOT NULL CHECK (format IN ('mspdi', 'json', 'model')),
+    -- The file's text; NULL for a project handed over in memory.
+    document TEXT,
+    imported_at TEXT NOT NULL
+);
 ";

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use chrono::NaiveDateTime;
 
 use crate::pm::host::{FieldChange, FieldValue, StatusNoteChange, StatusUpdateId, UpdateSource};
-use crate::pm::model::{AssignmentField, AssignmentKey, ProjectGuid};
+use crate::pm::model::{AssignmentField, AssignmentKey, AssignmentUid, ProjectGuid};
 
 /// Who decided automatically under the `auto` policy.
 pub const DECIDER_AUTO: &str = "auto";
@@ -235,6 +235,74 @@ pub struct ImportReport {
     pub mailbox_assignments: usize,
     /// Pending status updates of removed assignments, now rejected.
     pub closed_updates: usize,
+    /// The assignments new to the store.
+    #[serde(default)]
+    pub added_assignments: Vec<AssignmentUid>,
+    /// The assignments removed from the store.
+    #[serde(default)]
+    pub removed_assignments: Vec<AssignmentUid>,
+    /// Per assignment and field, the stored value and the imported one, for every field the
+    /// import changes (a dry run's preview).
+    #[serde(default)]
+    pub field_changes: Vec<ImportFieldChange>,
+    /// Fields that a status update had changed and the file changed as well: the file's value
+    /// was taken (the PM's newer decision).
+    #[serde(default)]
+    pub overridden: Vec<FileOverride>,
+    /// Assignments whose reported progress (actual work or percent) the import lowers.
+    #[serde(default)]
+    pub lowered_progress: Vec<AssignmentUid>,
+    /// Whether the project had a previous import to compare with (three-way); `false` for a
+    /// new project, and for one stored before taskbridge kept its imports (then every value
+    /// that differs from the file is taken).
+    #[serde(default)]
+    pub three_way: bool,
+    /// Whether this was a dry run: nothing was written.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// One field an import changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportFieldChange {
+    /// The assignment.
+    pub assignment: AssignmentUid,
+    /// The field.
+    pub field: AssignmentField,
+    /// The value in the store before the import.
+    pub old: FieldValue,
+    /// The value after it.
+    pub new: FieldValue,
+}
+
+impl ImportFieldChange {
+    /// Whether this change lowers reported progress (actual work or percent complete).
+    pub fn lowers_progress(&self) -> bool {
+        match (self.field, &self.old, &self.new) {
+            (AssignmentField::ActualWork, FieldValue::Work(old), FieldValue::Work(new)) => {
+                new < old
+            }
+            (
+                AssignmentField::PercentWorkComplete,
+                FieldValue::Percent(old),
+                FieldValue::Percent(new),
+            ) => new < old,
+            _ => false,
+        }
+    }
+}
+
+/// A field where the file's value replaced one a status update had set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileOverride {
+    /// The assignment.
+    pub assignment: AssignmentUid,
+    /// The field.
+    pub field: AssignmentField,
+    /// The value the status update had set (the store's before the import).
+    pub status_update_value: FieldValue,
+    /// The file's value, now the store's.
+    pub file_value: FieldValue,
 }
 
 /// A field of a pending update whose PM value changed after the update was submitted.

@@ -301,6 +301,15 @@ pub fn import_file(
     path: impl AsRef<Path>,
     options: &ImportOptions,
 ) -> Result<super::model::Project, ImportError> {
+    read_document(path, options).map(|(project, _)| project)
+}
+
+/// Reads a project file, MSPDI or JSON, like [`import_file`], and returns its text as well (read
+/// once, so that the project and the text always agree).
+pub fn read_document(
+    path: impl AsRef<Path>,
+    options: &ImportOptions,
+) -> Result<(super::model::Project, String), ImportError> {
     let path = path.as_ref();
     let io_error = |source| ImportError::Io {
         path: path.to_owned(),
@@ -313,7 +322,10 @@ pub fn import_file(
     file.take(limit.saturating_add(1))
         .read_to_end(&mut bytes)
         .map_err(io_error)?;
-    import_bytes(&bytes, options)
+    let project = import_bytes(&bytes, options)?;
+    // import_bytes accepted the bytes, so they are UTF-8.
+    let text = String::from_utf8(bytes).unwrap_or_default();
+    Ok((project, text))
 }
 
 /// Reads a project, MSPDI or JSON, from raw bytes (UTF-8, with or without a byte order mark).

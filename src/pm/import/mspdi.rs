@@ -166,7 +166,13 @@ struct AssignmentDraft {
 /// A task as read, before cross-record checks.
 struct ReadTask {
     uid_at: usize,
+    start_tag: usize,
     task: Task,
+    /// The values the file gave; those it left out are derived in `derive_task_values`.
+    start: Option<NaiveDateTime>,
+    finish: Option<NaiveDateTime>,
+    work: Option<Work>,
+    percent_work_complete: Option<Percent>,
 }
 
 /// A resource as read, before cross-record checks.
@@ -517,12 +523,8 @@ impl<'a> Parser<'a> {
         let (uid, uid_at) = draft
             .uid
             .ok_or_else(|| self.missing("Task", draft.start_tag, "UID"))?;
-        let start = draft
-            .start
-            .ok_or_else(|| self.missing("Task", draft.start_tag, "Start"))?;
-        let finish = draft
-            .finish
-            .ok_or_else(|| self.missing("Task", draft.start_tag, "Finish"))?;
+        // Every Task child but UID is optional in MSPDI; missing dates and work are derived once
+        // the assignments are read (`derive_task_values`).
         let default_level = if uid == TaskUid::PROJECT_SUMMARY {
             0
         } else {
@@ -530,12 +532,17 @@ impl<'a> Parser<'a> {
         };
         self.tasks.push(ReadTask {
             uid_at,
+            start_tag: draft.start_tag,
+            start: draft.start,
+            finish: draft.finish,
+            work: draft.work,
+            percent_work_complete: draft.percent_work_complete,
             task: Task {
                 uid,
                 name: draft.name,
                 notes: draft.notes,
-                start,
-                finish,
+                start: draft.start.unwrap_or_default(),
+                finish: draft.finish.unwrap_or_default(),
                 work: draft.work.unwrap_or_default(),
                 priority: draft.priority.unwrap_or(Task::DEFAULT_PRIORITY),
                 percent_work_complete: draft.percent_work_complete.unwrap_or_default(),
@@ -592,8 +599,101 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
+    /// Fills in what the file left out of its tasks, as Microsoft Project derives it: a task's
+    /// dates from its assignments' own dates, a summary task's from the tasks of its outline,
+    /// else the project start (or the task's other date); a task's work from its assignments'
+    /// work (a summary task's from its outline), and its percent from the work done. A task
+    /// whose dates cannot be derived at all is refused, naming `Start`.
+    fn derive_task_values(&mut self) -> Result<(), ImportError> {
+        let mut own: HashMap<TaskUid, (Option<NaiveDateTime>, Option<NaiveDateTime>, Work, Work)> =
+            HashMap::new();
+        let mut has_assignments: std::collections::HashSet<TaskUid> = Default::default();
+        for a in &self.assignments {
+            has_assignments.insert(a.task_uid);
+            let entry = own
+                .entry(a.task_uid)
+                .or_insert((None, None, Work::ZERO, Work::ZERO));
+            if let Some(s) = a.draft.start {
+                entry.0 = Some(entry.0.map_or(s, |x: NaiveDateTime| x.min(s)));
+            }
+            if let Some(f) = a.draft.finish {
+                entry.1 = Some(entry.1.map_or(f, |x: NaiveDateTime| x.max(f)));
+            }
+            entry.2 = entry.2.saturating_add(a.draft.work.unwrap_or_default());
+            entry.3 = entry
+                .3
+                .saturating_add(a.draft.actual_work.unwrap_or_default());
+        }
+        // Children come after their summary task, so walking backwards derives them first.
+        for i in (0..self.tasks.len()).rev() {
+            let (uid, level, summary) = {
+                let t = &self.tasks[i].task;
+                (
+                    t.uid,
+                    t.outline_level,
+                    t.summary || t.uid == TaskUid::PROJECT_SUMMARY,
+                )
+            };
+            let mut start = self.tasks[i].start;
+            let mut finish = self.tasks[i].finish;
+            let mut work = self.tasks[i].work;
+            let mut actual = None;
+            if let Some((s, f, w, a)) = own.get(&uid) {
+                start = start.or(*s);
+                finish = finish.or(*f);
+                if has_assignments.contains(&uid) && !summary {
+                    work = work.or(Some(*w));
+                    actual = Some((*a, *w));
+                }
+            }
+            if summary {
+                let below = self.tasks[i + 1..]
+                    .iter()
+                    .take_while(|t| uid == TaskUid::PROJECT_SUMMARY || t.task.outline_level > level)
+                    .filter(|t| !t.task.summary);
+                let (mut s, mut f, mut w) =
+                    (None::<NaiveDateTime>, None::<NaiveDateTime>, Work::ZERO);
+                let mut any = false;
+                for t in below {
+                    any = true;
+                    s = Some(s.map_or(t.task.start, |x| x.min(t.task.start)));
+                    f = Some(f.map_or(t.task.finish, |x| x.max(t.task.finish)));
+                    w = w.saturating_add(t.task.work);
+                }
+                if any {
+                    start = start.or(s);
+                    finish = finish.or(f);
+                    work = work.or(Some(w));
+                }
+            }
+            let start = start.or(self.project.start).or(finish);
+            let finish = finish.or(start);
+            let (Some(start), Some(finish)) = (start, finish) else {
+                return Err(ImportError::Missing {
+                    at: Place::in_text(
+                        "Project/Tasks/Task".to_owned(),
+                        self.text,
+                        self.tasks[i].start_tag,
+                    ),
+                    field: "Start",
+                });
+            };
+            let read = &mut self.tasks[i];
+            read.task.start = start;
+            read.task.finish = finish;
+            read.task.work = work.unwrap_or_default();
+            if read.percent_work_complete.is_none()
+                && let Some((a, w)) = actual
+            {
+                read.task.percent_work_complete = percent_of(a, w);
+            }
+        }
+        Ok(())
+    }
+
     /// Checks references and assembles the project.
-    fn finish(self, options: &ImportOptions) -> Result<Project, ImportError> {
+    fn finish(mut self, options: &ImportOptions) -> Result<Project, ImportError> {
+        self.derive_task_values()?;
         let task_uids: Vec<TaskUid> = self.tasks.iter().map(|t| t.task.uid).collect();
         let resource_uids: Vec<ResourceUid> =
             self.resources.iter().map(|r| r.resource.uid).collect();
@@ -1034,5 +1134,56 @@ mod tests {
         assert_eq!(parse_bool("true"), Ok(true));
         assert_eq!(parse_bool("False"), Ok(false));
         assert_eq!(parse_bool("yes"), Err(ValueError::Boolean));
+    }
+
+    #[test]
+    fn parse_mspdi_derives_what_a_task_leaves_out_as_project_does() {
+        // A summary task without Start, Finish or Work (as ProjectLibre and GanttProject write
+        // them), a task without Work or dates, and one without anything but its UID.
+        let doc = r#"<Project xmlns="http://schemas.microsoft.com/project"><GUID>0B8D5E3A-0F5B-4C39-9F46-2A9C7E4D1B10</GUID><StartDate>2026-03-02T08:00:00</StartDate><Tasks>
+<Task><UID>1</UID><Name>Phase</Name><OutlineLevel>1</OutlineLevel><Summary>1</Summary></Task>
+<Task><UID>2</UID><OutlineLevel>2</OutlineLevel><Start>2026-03-03T08:00:00</Start><Finish>2026-03-04T17:00:00</Finish><Work>PT16H0M0S</Work></Task>
+<Task><UID>3</UID><OutlineLevel>2</OutlineLevel></Task>
+<Task><UID>4</UID><OutlineLevel>1</OutlineLevel></Task></Tasks>
+<Resources><Resource><UID>1</UID><Name>Ann</Name><EmailAddress>ann@example.com</EmailAddress></Resource></Resources>
+<Assignments><Assignment><UID>1</UID><TaskUID>3</TaskUID><ResourceUID>1</ResourceUID><Start>2026-03-05T08:00:00</Start><Finish>2026-03-06T12:00:00</Finish><Work>PT12H0M0S</Work><ActualWork>PT3H0M0S</ActualWork></Assignment></Assignments></Project>"#;
+        let project = parse_mspdi(doc, &options()).expect("every Task child but UID is optional");
+        let task = |uid| project.task(TaskUid(uid)).expect("task").clone();
+        let at = |text: &str| parse_local_datetime(text).expect("date");
+        // Task 3 takes its assignment's dates, work and percent.
+        let t3 = task(3);
+        assert_eq!(
+            (t3.start, t3.finish),
+            (at("2026-03-05T08:00:00"), at("2026-03-06T12:00:00"))
+        );
+        assert_eq!(t3.work, Work::from_hours(12));
+        assert_eq!(t3.percent_work_complete.get(), 25);
+        // The summary spans and sums its outline.
+        let t1 = task(1);
+        assert_eq!(
+            (t1.start, t1.finish),
+            (at("2026-03-03T08:00:00"), at("2026-03-06T12:00:00"))
+        );
+        assert_eq!(t1.work, Work::from_hours(28));
+        // Nothing to derive from: the project start.
+        let t4 = task(4);
+        assert_eq!(
+            (t4.start, t4.finish),
+            (at("2026-03-02T08:00:00"), at("2026-03-02T08:00:00"))
+        );
+        assert_eq!(t4.work, Work::ZERO);
+    }
+
+    #[test]
+    fn parse_mspdi_task_without_any_date_to_derive_is_missing_start() {
+        let doc = "<Project><GUID>0B8D5E3A-0F5B-4C39-9F46-2A9C7E4D1B10</GUID><Tasks>\n<Task><UID>1</UID></Task></Tasks></Project>";
+        match parse_mspdi(doc, &options()) {
+            Err(ImportError::Missing { at, field }) => {
+                assert_eq!(field, "Start");
+                assert_eq!(at.path, "Project/Tasks/Task");
+                assert_eq!(at.line, Some(2));
+            }
+            other => panic!("expected Missing, got {other:?}"),
+        }
     }
 }

@@ -1,0 +1,60 @@
+//! Removing a project from the store: its rows, its status updates and its last import, in one
+//! transaction.
+
+use rusqlite::{Connection, TransactionBehavior, params};
+
+use super::EmbeddedError;
+use crate::pm::model::ProjectGuid;
+
+/// How many rows of each kind a removal took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RemovedRows {
+    /// Tasks.
+    pub tasks: usize,
+    /// Resources.
+    pub resources: usize,
+    /// Assignments.
+    pub assignments: usize,
+    /// Status updates, whatever their state.
+    pub status_updates: usize,
+}
+
+/// Removes `guid` and everything of it; [`EmbeddedError::UnknownProject`] if it is not stored.
+pub(crate) fn remove(
+    conn: &mut Connection,
+    guid: ProjectGuid,
+) -> Result<RemovedRows, EmbeddedError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let key = guid.to_string();
+    let count = |table: &str| -> Result<usize, EmbeddedError> {
+        let n: i64 = tx.query_row(
+            &format!("SELECT COUNT(*) FROM {table} WHERE project = ?1"),
+            params![key],
+            |row| row.get(0),
+        )?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    };
+    let rows = RemovedRows {
+        tasks: count("tasks")?,
+        resources: count("resources")?,
+        assignments: count("assignments")?,
+        status_updates: count("status_updates")?,
+    };
+    // Status updates keep no foreign key to assignments (they outlive a re-import), so they go
+    // first; the rest follow the project (ON DELETE CASCADE).
+    // Webhook deliveries not yet made of its updates go with them.
+    tx.execute(
+        "DELETE FROM webhook_outbox WHERE update_id IN
+             (SELECT id FROM status_updates WHERE project = ?1)",
+        params![key],
+    )?;
+    tx.execute(
+        "DELETE FROM status_updates WHERE project = ?1",
+        params![key],
+    )?;
+    if tx.execute("DELETE FROM projects WHERE guid = ?1", params![key])? == 0 {
+        return Err(EmbeddedError::UnknownProject(guid));
+    }
+    tx.commit()?;
+    Ok(rows)
+}

@@ -1,0 +1,809 @@
+//! The plan round trip of a Microsoft Project user over the embedded PM host: a re-import is
+//! three-way against the previous import of the same project, so progress that came back from
+//! the mailboxes survives a re-import of the plan, and only what the file changed is taken.
+
+mod harness;
+
+use std::path::{Path, PathBuf};
+
+use chrono::{TimeZone, Utc};
+use tempfile::TempDir;
+
+use serde_json::json;
+
+use harness::{Harness, MAILBOXES, engine, id_of, quick_sync, start_sim};
+use taskbridge::pm::embedded::{DocumentFormat, EmbeddedHost, ImportedDocument, Policy};
+use taskbridge::pm::export::ExportFormat;
+use taskbridge::pm::import::import_str;
+use taskbridge::pm::{
+    AssignmentField, AssignmentKey, AssignmentUid, FieldChange, FieldValue, ImportOptions, Percent,
+    ProjectGuid, StatusUpdate, UpdateOutcome, UpdateSource, Work,
+};
+use taskbridge::sim::SimConfig;
+use taskbridge::state::MailboxAddress;
+use taskbridge::sync::PublishOptions;
+
+const SAMPLE_GUID: &str = "7d0c3e5a-9b21-4f6e-8a47-1c2d3e4f5a6b";
+
+fn sample_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/sample-project.xml")
+}
+
+fn sample() -> String {
+    std::fs::read_to_string(sample_path()).expect("sample project readable")
+}
+
+fn guid() -> ProjectGuid {
+    SAMPLE_GUID.parse().expect("valid guid")
+}
+
+fn berlin() -> ImportOptions {
+    ImportOptions {
+        time_zone: chrono_tz::Europe::Berlin,
+        ..ImportOptions::default()
+    }
+}
+
+fn key(uid: i64) -> AssignmentKey {
+    AssignmentKey {
+        project: guid(),
+        assignment: AssignmentUid(uid),
+    }
+}
+
+/// A percent edit from a mailbox, as the connector submits it.
+fn percent_update(uid: i64, old: u8, new: u8) -> StatusUpdate {
+    StatusUpdate {
+        key: key(uid),
+        changes: vec![FieldChange {
+            field: AssignmentField::PercentWorkComplete,
+            old: FieldValue::Percent(Percent::new(old).expect("in range")),
+            new: FieldValue::Percent(Percent::new(new).expect("in range")),
+        }],
+        source: UpdateSource {
+            mailbox: "ann@example.com".into(),
+            item_id: format!("AAMk-item-{uid}"),
+            change_key: format!("CK-{uid}-{new}"),
+            modified_at: Utc
+                .with_ymd_and_hms(2026, 3, 3, 9, 0, 0)
+                .single()
+                .expect("valid"),
+        },
+        status_note: None,
+        completed_on: None,
+    }
+}
+
+async fn import_text(host: &EmbeddedHost, dir: &Path, name: &str, text: &str) {
+    let file = dir.join(name);
+    std::fs::write(&file, text).expect("writable");
+    host.import_file(&file, berlin(), None)
+        .await
+        .expect("imports");
+}
+
+async fn assignment(host: &EmbeddedHost, uid: i64) -> taskbridge::pm::Assignment {
+    host.load_project(guid())
+        .await
+        .expect("readable")
+        .and_then(|p| p.assignment(AssignmentUid(uid)).cloned())
+        .expect("assignment exists")
+}
+
+/// Imports the sample, applies 60 % on assignment 1 and 50 % on assignment 2.
+async fn sample_with_progress(dir: &Path) -> EmbeddedHost {
+    let host = EmbeddedHost::open(dir).await.expect("store opens");
+    host.import_file(sample_path(), berlin(), Some(Policy::Auto))
+        .await
+        .expect("sample imports");
+    for (uid, to) in [(1, 60), (2, 50)] {
+        let outcome = host
+            .submit(percent_update(uid, 0, to))
+            .await
+            .expect("submitted");
+        assert!(
+            matches!(outcome, UpdateOutcome::Applied { .. }),
+            "{outcome:?}"
+        );
+    }
+    host
+}
+
+#[tokio::test]
+async fn reimport_of_the_original_plan_with_two_tasks_changed_keeps_applied_progress() {
+    let dir = TempDir::new().expect("temp dir");
+    let host = sample_with_progress(dir.path()).await;
+    // The PM re-plans two tasks in the file it imported before the updates came back.
+    let edited = sample()
+        .replace(
+            "<Finish>2026-03-10T17:00:00</Finish><Work>PT40H0M0S</Work></Assignment>",
+            "<Finish>2026-03-10T17:00:00</Finish><Work>PT48H0M0S</Work></Assignment>",
+        )
+        .replace(
+            "<Name>Install bearing pads</Name>",
+            "<Name>Install elastomeric bearing pads</Name>",
+        );
+    assert_ne!(edited, sample(), "the sample changed; update the test");
+    let file = dir.path().join("plan-v2.xml");
+    std::fs::write(&file, edited).expect("writable");
+    let report = host
+        .import_file(&file, berlin(), None)
+        .await
+        .expect("re-imports");
+    assert_eq!(report.changed, 2, "{report:?}");
+    assert!(report.overridden.is_empty(), "{report:?}");
+
+    let a1 = assignment(&host, 1).await;
+    assert_eq!(a1.percent_work_complete.get(), 60);
+    assert_eq!(a1.actual_work, Work::from_minutes(24 * 60 * 60 / 100));
+    let a2 = assignment(&host, 2).await;
+    assert_eq!(a2.percent_work_complete.get(), 50);
+    assert_eq!(a2.actual_work, Work::from_hours(4));
+    let a3 = assignment(&host, 3).await;
+    assert_eq!(a3.work, Work::from_hours(48));
+    assert_eq!(a3.remaining_work, Work::from_hours(48));
+    let p = host
+        .load_project(guid())
+        .await
+        .expect("readable")
+        .expect("stored");
+    let t4 = p.task(taskbridge::pm::TaskUid(4)).expect("task 4");
+    assert_eq!(t4.name, "Install elastomeric bearing pads");
+}
+
+#[tokio::test]
+async fn file_change_of_one_field_is_taken_while_an_applied_update_of_another_stays() {
+    let dir = TempDir::new().expect("temp dir");
+    let host = sample_with_progress(dir.path()).await;
+    let before = assignment(&host, 1).await;
+    let edited = sample().replace(
+        "<Finish>2026-03-04T17:00:00</Finish><Work>PT24H0M0S</Work><ActualWork>",
+        "<Finish>2026-03-05T17:00:00</Finish><Work>PT24H0M0S</Work><ActualWork>",
+    );
+    assert_ne!(edited, sample(), "the sample changed; update the test");
+    let t0 = Utc::now();
+    import_text(&host, dir.path(), "plan-v2.xml", &edited).await;
+    let a1 = assignment(&host, 1).await;
+    assert_eq!(a1.finish.to_string(), "2026-03-05 17:00:00");
+    assert!(
+        a1.modified
+            .get(AssignmentField::Finish)
+            .is_some_and(|at| at >= t0)
+    );
+    // The applied percent and its time stay as the status update left them.
+    assert_eq!(a1.percent_work_complete.get(), 60);
+    assert_eq!(a1.actual_work, before.actual_work);
+    assert_eq!(
+        a1.modified.get(AssignmentField::PercentWorkComplete),
+        before.modified.get(AssignmentField::PercentWorkComplete)
+    );
+}
+
+#[tokio::test]
+async fn file_wins_over_a_status_update_of_the_same_field_and_the_report_says_so() {
+    let dir = TempDir::new().expect("temp dir");
+    let host = sample_with_progress(dir.path()).await;
+    // The PM types 2 h of actual work for assignment 2 (8 h planned), where the mailbox said 50 %.
+    let edited = sample().replace(
+        "<Work>PT8H0M0S</Work><ActualWork>PT0H0M0S</ActualWork><RemainingWork>PT8H0M0S</RemainingWork>",
+        "<Work>PT8H0M0S</Work><ActualWork>PT2H0M0S</ActualWork><RemainingWork>PT6H0M0S</RemainingWork>",
+    );
+    assert_ne!(edited, sample(), "the sample changed; update the test");
+    let file = dir.path().join("plan-v2.xml");
+    std::fs::write(&file, edited).expect("writable");
+    let report = host
+        .import_file(&file, berlin(), None)
+        .await
+        .expect("re-imports");
+    let a2 = assignment(&host, 2).await;
+    assert_eq!(a2.actual_work, Work::from_hours(2));
+    assert_eq!(a2.remaining_work, Work::from_hours(6));
+    assert_eq!(a2.percent_work_complete.get(), 25);
+    let fields: Vec<_> = report
+        .overridden
+        .iter()
+        .map(|o| (o.assignment.0, o.field))
+        .collect();
+    assert!(
+        fields.contains(&(2, AssignmentField::ActualWork))
+            && fields.contains(&(2, AssignmentField::RemainingWork)),
+        "{report:?}"
+    );
+    assert!(fields.iter().all(|(uid, _)| *uid == 2), "{report:?}");
+    // Assignment 1's progress is untouched.
+    assert_eq!(assignment(&host, 1).await.percent_work_complete.get(), 60);
+}
+
+#[tokio::test]
+async fn reimport_of_the_same_file_after_updates_changes_nothing() {
+    let dir = TempDir::new().expect("temp dir");
+    let host = sample_with_progress(dir.path()).await;
+    let before = host.load_project(guid()).await.expect("readable");
+    let report = host
+        .import_file(sample_path(), berlin(), None)
+        .await
+        .expect("re-imports");
+    assert_eq!((report.added, report.changed, report.removed), (0, 0, 0));
+    assert_eq!(host.load_project(guid()).await.expect("readable"), before);
+}
+
+/// The sample plan imported and published to the simulator's mailboxes.
+async fn published_sample() -> Harness {
+    let sim = start_sim(SimConfig::for_tests(&[
+        "ann@example.com:pw-ann",
+        "bob@example.com:pw-bob",
+        "chen@example.com:pw-chen",
+    ]))
+    .await;
+    let dir = TempDir::new().expect("temp dir");
+    let host = EmbeddedHost::open(dir.path()).await.expect("store opens");
+    host.import_file(sample_path(), berlin(), Some(Policy::Auto))
+        .await
+        .expect("sample imports");
+    let (engine, spy) = engine(&sim, &host, dir.path(), quick_sync());
+    let h = Harness {
+        sim,
+        host,
+        engine,
+        spy,
+        dir,
+        http: reqwest::Client::new(),
+        project: guid(),
+    };
+    let report = h
+        .engine
+        .publish(guid(), PublishOptions::default())
+        .await
+        .expect("publish");
+    assert_eq!(report.created, 6, "{report:?}");
+    h
+}
+
+/// Ann reports 60 % on the survey, Bob finishes the joint removal: both in "Outlook".
+async fn people_report_progress(h: &Harness) {
+    for (uid, percent) in [(1, 60), (3, 100)] {
+        let (mailbox, task) = h.task_of(uid).await;
+        h.edit(
+            &mailbox,
+            &id_of(&task),
+            json!({ "PercentComplete": percent }),
+        )
+        .await;
+        let report = h
+            .engine
+            .sync_mailbox(&MailboxAddress::new(&mailbox))
+            .await
+            .expect("mailbox pass");
+        assert_eq!(report.applied, 1, "{report:?}");
+    }
+}
+
+/// The text of the first `<name>` child of the record `<kind><UID>uid</UID>...` in `doc`.
+fn element_of(doc: &str, kind: &str, uid: i64, name: &str) -> Option<String> {
+    let open = format!("<{kind}><UID>{uid}</UID>");
+    let start = doc.find(&open)?;
+    let end = start + doc[start..].find(&format!("</{kind}>"))?;
+    let record = &doc[start..end];
+    let from = record.find(&format!("<{name}>"))? + name.len() + 2;
+    let to = from + record[from..].find(&format!("</{name}>"))?;
+    Some(record[from..to].to_string())
+}
+
+#[tokio::test]
+async fn export_after_mailbox_edits_carries_the_progress_and_reimports_without_a_request() {
+    let h = published_sample().await;
+    people_report_progress(&h).await;
+    let stored = h
+        .host
+        .load_project(guid())
+        .await
+        .expect("readable")
+        .expect("stored");
+
+    // Re-importing the original file (saved before the progress came back): the dry run shows
+    // no lowered progress and no change, and nothing is lost.
+    let original = ImportedDocument {
+        format: DocumentFormat::Mspdi,
+        text: sample(),
+    };
+    let plan = import_str(&sample(), &berlin()).expect("sample");
+    let preview = h
+        .host
+        .import_document(plan.clone(), Some(original.clone()), None, true)
+        .await
+        .expect("dry run");
+    assert!(preview.dry_run);
+    assert!(preview.lowered_progress.is_empty(), "{preview:?}");
+    assert!(preview.field_changes.is_empty(), "{preview:?}");
+    h.host
+        .import_document(plan.clone(), Some(original.clone()), None, false)
+        .await
+        .expect("re-imports");
+    let kept = h
+        .host
+        .load_project(guid())
+        .await
+        .expect("readable")
+        .expect("stored");
+    assert_eq!(kept.assignments, stored.assignments);
+
+    let exported = h
+        .host
+        .export(guid(), ExportFormat::Mspdi)
+        .await
+        .expect("export");
+    assert!(exported.contains("<Project xmlns=\"http://schemas.microsoft.com/project\">"));
+    // Field by field, as Microsoft Project would read them.
+    let read = import_str(&exported, &berlin()).expect("the export is valid MSPDI");
+    for a in &stored.assignments {
+        let e = read.assignment(a.uid).expect("exported assignment");
+        assert_eq!(
+            (e.start, e.finish, e.work, e.actual_work, e.remaining_work),
+            (a.start, a.finish, a.work, a.actual_work, a.remaining_work),
+            "assignment {}",
+            a.uid
+        );
+        assert_eq!(e.percent_work_complete, a.percent_work_complete);
+        assert_eq!(e.actual_finish, a.actual_finish);
+    }
+    assert_eq!(
+        element_of(&exported, "Assignment", 1, "PercentWorkComplete").as_deref(),
+        Some("60")
+    );
+    assert_eq!(
+        element_of(&exported, "Assignment", 1, "ActualWork").as_deref(),
+        Some("PT14H24M0S")
+    );
+    assert_eq!(
+        element_of(&exported, "Assignment", 1, "ActualStart").as_deref(),
+        Some("2026-03-02T08:00:00")
+    );
+    assert_eq!(
+        element_of(&exported, "Assignment", 3, "ActualFinish").as_deref(),
+        Some("2026-03-10T17:00:00")
+    );
+    assert_eq!(
+        element_of(&exported, "Assignment", 3, "RemainingWork").as_deref(),
+        Some("PT0H0M0S")
+    );
+    // Rolled up to the tasks and the project summary task: 14.4 h + 40 h of the 120 h the
+    // assignments plan (the file's summary said 136 h; Project sums the assignments).
+    assert_eq!(
+        element_of(&exported, "Task", 3, "PercentWorkComplete").as_deref(),
+        Some("100")
+    );
+    assert_eq!(
+        element_of(&exported, "Task", 0, "ActualWork").as_deref(),
+        Some("PT54H24M0S")
+    );
+    assert_eq!(
+        element_of(&exported, "Task", 0, "PercentWorkComplete").as_deref(),
+        Some("45")
+    );
+    // Assignment 2 was not touched: its element is byte for byte the original's.
+    let a2 = |doc: &str| {
+        let s = doc.find("<Assignment><UID>2</UID>").expect("a2");
+        let e = s + doc[s..].find("</Assignment>").expect("end");
+        doc[s..e].to_string()
+    };
+    assert_eq!(a2(&exported), a2(&sample()));
+
+    // Re-importing the export changes nothing and sends nothing.
+    let file = h.dir.path().join("exported.xml");
+    std::fs::write(&file, &exported).expect("writable");
+    let report = h
+        .host
+        .import_file(&file, berlin(), None)
+        .await
+        .expect("re-imports");
+    assert_eq!(
+        (report.added, report.changed, report.removed),
+        (0, 0, 0),
+        "{report:?}"
+    );
+    assert!(report.field_changes.is_empty(), "{report:?}");
+    let after = h
+        .host
+        .load_project(guid())
+        .await
+        .expect("readable")
+        .expect("stored");
+    assert_eq!(after.assignments, stored.assignments);
+    let before = h.sim.counters();
+    let again = h
+        .engine
+        .publish(guid(), PublishOptions::default())
+        .await
+        .expect("publish");
+    assert_eq!(again.unchanged, 6, "{again:?}");
+    for op in ["CreateItem", "UpdateItem", "DeleteItem"] {
+        assert_eq!(
+            before["operations"][op],
+            h.sim.counters()["operations"][op],
+            "{op} sent after re-importing the export"
+        );
+    }
+
+    // The mailboxes still show the progress.
+    let (_, survey) = h.task_of(1).await;
+    assert_eq!(survey["PercentComplete"], 60.0);
+    assert!(MAILBOXES.contains(&"ann@example.com"));
+
+    // The export is now the last import, so the old file is a step back: its dry run warns
+    // and names the assignments whose progress it would lower.
+    let preview = h
+        .host
+        .import_document(plan, Some(original), None, true)
+        .await
+        .expect("dry run");
+    assert_eq!(
+        preview.lowered_progress,
+        vec![AssignmentUid(1), AssignmentUid(3)],
+        "{preview:?}"
+    );
+    let unchanged = h
+        .host
+        .load_project(guid())
+        .await
+        .expect("readable")
+        .expect("stored");
+    assert_eq!(
+        unchanged.assignments, stored.assignments,
+        "a dry run writes nothing"
+    );
+}
+
+/// Every leaf of an XML document: its path (with a per-name index at each level) and text.
+fn leaves(doc: &str) -> std::collections::BTreeMap<String, String> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::reader::Reader::from_str(doc);
+    let mut path: Vec<(String, std::collections::HashMap<String, usize>)> =
+        vec![(String::new(), Default::default())];
+    let mut out = std::collections::BTreeMap::new();
+    let mut text = String::new();
+    loop {
+        match reader.read_event().expect("well-formed") {
+            Event::Start(e) => {
+                let name = e.local_name().into_inner().to_owned();
+                let counts = &mut path.last_mut().expect("root").1;
+                let n = counts.entry(name.clone()).or_default();
+                let segment = format!("{name}#{n}");
+                *n += 1;
+                path.push((segment, Default::default()));
+                text.clear();
+            }
+            Event::Text(t) => text.push_str(&t.xml10_content()),
+            Event::GeneralRef(r) => text.push_str(&format!("&{};", r.xml10_content())),
+            Event::End(_) => {
+                let key: Vec<&str> = path.iter().skip(1).map(|(s, _)| s.as_str()).collect();
+                if path.last().is_some_and(|(_, c)| c.is_empty()) {
+                    out.insert(key.join("/"), text.trim().to_string());
+                }
+                path.pop();
+                text.clear();
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn export_of_a_project_2019_file_keeps_every_element_it_does_not_change() {
+    let dir = TempDir::new().expect("temp dir");
+    let host = EmbeddedHost::open(dir.path()).await.expect("store opens");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/mspdi/project2019.xml");
+    let report = host
+        .import_file(&path, berlin(), Some(Policy::Auto))
+        .await
+        .expect("imports");
+    let project = report.project;
+    let update = StatusUpdate {
+        key: AssignmentKey {
+            project,
+            assignment: AssignmentUid(2),
+        },
+        ..percent_update(2, 0, 40)
+    };
+    let outcome = host.submit(update).await.expect("submitted");
+    assert!(
+        matches!(outcome, UpdateOutcome::Applied { .. }),
+        "{outcome:?}"
+    );
+
+    let original = std::fs::read_to_string(&path).expect("readable");
+    let exported = host
+        .export(project, ExportFormat::Mspdi)
+        .await
+        .expect("export");
+    let (before, after) = (leaves(&original), leaves(&exported));
+    // What an update of assignment 2 (task 3, under the summary task 1 and the project summary
+    // task 0) may change: its actuals and those rolled up to the three tasks.
+    let may_change = [
+        "PercentWorkComplete",
+        "ActualWork",
+        "RemainingWork",
+        "ActualStart",
+        "ActualFinish",
+    ];
+    let records = [
+        "Tasks#0/Task#0/",
+        "Tasks#0/Task#1/",
+        "Tasks#0/Task#3/",
+        "Assignments#0/Assignment#1/",
+    ];
+    let allowed = |key: &str| {
+        records.iter().any(|r| {
+            key.strip_prefix("Project#0/")
+                .and_then(|k| k.strip_prefix(r))
+                .is_some_and(|field| may_change.contains(&field.split('#').next().unwrap_or("")))
+        })
+    };
+    let mut changed = Vec::new();
+    for (key, value) in &before {
+        if after.get(key) != Some(value) {
+            assert!(allowed(key), "{key}: {value:?} became {:?}", after.get(key));
+            changed.push(key.clone());
+        }
+    }
+    for key in after.keys().filter(|k| !before.contains_key(*k)) {
+        assert!(allowed(key), "{key} was added");
+        changed.push(key.clone());
+    }
+    assert!(
+        changed.contains(&"Project#0/Assignments#0/Assignment#1/PercentWorkComplete#0".to_string()),
+        "{changed:?}"
+    );
+    // Calendars, baselines, extended attributes and timephased data are all still there.
+    for kept in [
+        "Project#0/Calendars#0/Calendar#0/WeekDays#0/WeekDay#1/WorkingTimes#0/WorkingTime#0/FromTime#0",
+        "Project#0/Tasks#0/Task#2/Baseline#0/Work#0",
+        "Project#0/Tasks#0/Task#2/ExtendedAttribute#0/Value#0",
+        "Project#0/Assignments#0/Assignment#0/TimephasedData#0/Value#0",
+    ] {
+        assert_eq!(before.get(kept), after.get(kept), "{kept}");
+        assert!(after.contains_key(kept), "{kept}");
+    }
+    let read = import_str(&exported, &berlin()).expect("valid MSPDI");
+    let a2 = read.assignment(AssignmentUid(2)).expect("a2");
+    assert_eq!(a2.percent_work_complete.get(), 40);
+    assert_eq!(a2.actual_work, Work::from_hours(6));
+}
+
+#[tokio::test]
+async fn publish_preview_names_each_planned_write_and_sends_nothing() {
+    let h = published_sample().await;
+    people_report_progress(&h).await;
+    // The PM re-plans the bearing pads (assignment 4, Chen) in the file.
+    let edited = sample().replace(
+        "<Finish>2026-03-16T17:00:00</Finish><Work>PT32H0M0S</Work></Assignment>",
+        "<Finish>2026-03-16T17:00:00</Finish><Work>PT36H0M0S</Work></Assignment>",
+    );
+    assert_ne!(edited, sample(), "the sample changed; update the test");
+    import_text(&h.host, h.dir.path(), "plan-v2.xml", &edited).await;
+    let before = h.sim.counters();
+    let preview = h
+        .engine
+        .preview_publish(guid(), false)
+        .await
+        .expect("preview");
+    assert_eq!(
+        before["operations"],
+        h.sim.counters()["operations"],
+        "a preview sent a request"
+    );
+    assert_eq!(preview.changes.len(), 1, "{preview:?}");
+    let change = &preview.changes[0];
+    assert_eq!(change.key, key(4));
+    assert_eq!(change.mailbox, "chen@example.com");
+    assert_eq!(change.action, taskbridge::sync::PlannedAction::Update);
+    assert_eq!(change.fields.len(), 1, "{change:?}");
+    assert_eq!(preview.unchanged, 5);
+    // The publish then does exactly that.
+    let report = h
+        .engine
+        .publish(guid(), PublishOptions::default())
+        .await
+        .expect("publish");
+    assert_eq!((report.updated, report.unchanged), (1, 5), "{report:?}");
+    let again = h
+        .engine
+        .preview_publish(guid(), false)
+        .await
+        .expect("preview");
+    assert!(again.changes.is_empty(), "{again:?}");
+}
+
+#[tokio::test]
+async fn remove_project_deletes_its_tasks_and_leaves_no_row_in_either_store() {
+    use taskbridge::state::{SqliteStore, StateStore};
+    use taskbridge::sync::RemoveOptions;
+
+    let h = published_sample().await;
+    people_report_progress(&h).await;
+    let count_tasks = || async {
+        let mut n = 0;
+        for m in MAILBOXES {
+            n += h.tasks(m).await.len();
+        }
+        n
+    };
+    assert_eq!(count_tasks().await, 6);
+    // A guard of one task per mailbox refuses, and nothing is removed.
+    let strict = {
+        let mut config = quick_sync();
+        config.max_delete_floor = 1;
+        config.max_delete_share = 0.0;
+        config
+    };
+    let (guarded, _) = engine(&h.sim, &h.host, h.dir.path(), strict);
+    let refused = guarded
+        .remove_project(guid(), RemoveOptions::default())
+        .await
+        .expect("remove");
+    assert_eq!(refused.refused_deletes, 6, "{refused:?}");
+    assert!(!refused.is_complete());
+    assert_eq!(count_tasks().await, 6);
+    // A dry run names the mailboxes and sends nothing.
+    let before = h.sim.counters();
+    let preview = h
+        .engine
+        .remove_project(
+            guid(),
+            RemoveOptions {
+                dry_run: true,
+                ..RemoveOptions::default()
+            },
+        )
+        .await
+        .expect("dry run");
+    assert_eq!(preview.deleted.values().sum::<usize>(), 6, "{preview:?}");
+    assert_eq!(before["operations"], h.sim.counters()["operations"]);
+    assert_eq!(count_tasks().await, 6);
+
+    let report = h
+        .engine
+        .remove_project(guid(), RemoveOptions::default())
+        .await
+        .expect("remove");
+    assert!(report.is_complete(), "{report:?}");
+    assert_eq!(report.deleted.values().sum::<usize>(), 6, "{report:?}");
+    let rows = h
+        .host
+        .remove_project(guid())
+        .await
+        .expect("PM rows removed");
+    assert_eq!((rows.assignments, rows.status_updates), (7, 2), "{rows:?}");
+    assert_eq!(
+        count_tasks().await,
+        0,
+        "a task of the project is left in a mailbox"
+    );
+    // No row in either store.
+    let state = SqliteStore::open(&h.dir.path().join("state.sqlite")).expect("state");
+    assert!(
+        state
+            .project_assignments(guid())
+            .await
+            .expect("rows")
+            .is_empty()
+    );
+    assert!(state.audit(Some(guid())).await.expect("audit").is_empty());
+    assert!(
+        h.host
+            .load_project(guid())
+            .await
+            .expect("readable")
+            .is_none()
+    );
+    let updates = h
+        .host
+        .status_updates(Default::default())
+        .await
+        .expect("updates");
+    assert!(updates.is_empty(), "{updates:?}");
+    assert!(h.host.project_guids().await.expect("guids").is_empty());
+}
+
+/// Waits (polling) until `f` gives a value; a hang is a bug, so the bound is generous.
+async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..200 {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn watch_folder_imports_a_saved_plan_and_writes_the_plan_with_progress_beside_it() {
+    use taskbridge::pm::embedded::{WatchConfig, run_watch_folder};
+
+    let sim = start_sim(SimConfig::for_tests(&[
+        "ann@example.com:pw-ann",
+        "bob@example.com:pw-bob",
+        "chen@example.com:pw-chen",
+    ]))
+    .await;
+    let dir = TempDir::new().expect("temp dir");
+    let watch = dir.path().join("plans");
+    std::fs::create_dir(&watch).expect("watch dir");
+    let host = EmbeddedHost::open(dir.path().join("data"))
+        .await
+        .expect("store opens");
+    let (engine, spy) = engine(&sim, &host, &dir.path().join("data"), quick_sync());
+    let h = Harness {
+        sim,
+        host,
+        engine,
+        spy,
+        dir,
+        http: reqwest::Client::new(),
+        project: guid(),
+    };
+    let mut config = WatchConfig::new(&watch);
+    config.import = berlin();
+    config.poll_interval = std::time::Duration::from_millis(50);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let watcher = tokio::spawn(run_watch_folder(h.host.clone(), config, async move {
+        let _ = stopped.await;
+    }));
+
+    // A plan cut off half way (still being written, or broken) is not imported.
+    let plan = watch.join("bridge.xml");
+    let full = sample();
+    std::fs::write(&plan, &full[..full.len() / 2]).expect("writable");
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(h.host.project_guids().await.expect("guids").is_empty());
+    // Saved completely: imported, then published.
+    std::fs::write(&plan, &full).expect("writable");
+    eventually("the import", || async {
+        (!h.host.project_guids().await.ok()?.is_empty()).then_some(())
+    })
+    .await;
+    let report = h
+        .engine
+        .publish(guid(), PublishOptions::default())
+        .await
+        .expect("publish");
+    assert_eq!(report.created, 6, "{report:?}");
+
+    // Ann reports progress in "Outlook": the plan beside the file shows it.
+    let (mailbox, task) = h.task_of(1).await;
+    h.edit(&mailbox, &id_of(&task), json!({ "PercentComplete": 60 }))
+        .await;
+    h.engine
+        .sync_mailbox(&MailboxAddress::new(&mailbox))
+        .await
+        .expect("mailbox pass");
+    let exported = watch.join("bridge.taskbridge.xml");
+    let text = eventually("the exported plan", || async {
+        let text = std::fs::read_to_string(&exported).ok()?;
+        text.contains("<PercentWorkComplete>60</PercentWorkComplete>")
+            .then_some(text)
+    })
+    .await;
+    let read = import_str(&text, &berlin()).expect("valid MSPDI");
+    assert_eq!(
+        read.assignment(AssignmentUid(1))
+            .expect("a1")
+            .percent_work_complete
+            .get(),
+        60
+    );
+    // The export is not taken for a plan of its own, and no temporary file is left.
+    let names: Vec<String> = std::fs::read_dir(&watch)
+        .expect("listable")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(h.host.project_guids().await.expect("guids").len(), 1);
+    let _ = stop.send(());
+    watcher.await.expect("the watcher stops");
+}
