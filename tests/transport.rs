@@ -261,6 +261,20 @@ async fn oauth_client_credentials_fetches_once_and_refreshes_before_expiry() {
 }
 
 #[tokio::test]
+async fn oauth_absurd_expires_in_is_bounded_not_a_panic() {
+    let server = Server::start(ServerAuth::Bearer).await;
+    // u64::MAX seconds added to the clock overflowed (a panic, exit 101).
+    server
+        .state
+        .token_lifetime_secs
+        .store(u64::MAX, Ordering::SeqCst);
+    let client = EwsClient::new(config(&server, oauth(&server, support::CLIENT_SECRET))).unwrap();
+    get_tasks(&client, None).await.unwrap();
+    get_tasks(&client, None).await.unwrap();
+    assert_eq!(server.state.token_fetches.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
 async fn oauth_wrong_client_secret_fails_at_once() {
     let server = Server::start(ServerAuth::Bearer).await;
     let client = EwsClient::new(config(&server, oauth(&server, "wrong-secret"))).unwrap();
@@ -389,6 +403,26 @@ async fn busy_longer_than_the_client_waits_is_returned_as_throttled() {
     );
     assert_eq!(server.state.ews_requests().len(), 1);
     assert!(client.throttled_until().is_some(), "the gate stays closed");
+}
+
+#[tokio::test]
+async fn busy_with_an_absurd_back_off_is_throttled_not_a_panic() {
+    // Each shape once, on a client of its own (the gate stays closed after the first).
+    for reply in [
+        Reply::Unavailable(Some("18446744073709551615")),
+        Reply::BusyFault(u64::MAX),
+    ] {
+        let server = Server::start(ServerAuth::None).await;
+        server.state.push([reply]);
+        let client = EwsClient::new(config(&server, Auth::None)).unwrap();
+        let err = get_tasks(&client, None).await.unwrap_err();
+        assert!(matches!(err, Error::Throttled { .. }), "{err:?}");
+        let until = client.throttled_until().expect("the gate is closed");
+        assert!(
+            until.duration_since(tokio::time::Instant::now()) <= Duration::from_secs(3600),
+            "closed for at most an hour"
+        );
+    }
 }
 
 #[tokio::test]

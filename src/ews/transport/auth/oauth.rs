@@ -21,6 +21,9 @@ const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
 const MAX_MARGIN: Duration = Duration::from_secs(60);
 /// ...and at least a tenth of the lifetime before it.
 const MARGIN_DIVISOR: u32 = 10;
+/// Longest lifetime believed: a token endpoint that says more (or an absurd `expires_in`, which
+/// would overflow the clock arithmetic) gets the token refreshed after a day anyway.
+const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// Largest token response read.
 const MAX_TOKEN_RESPONSE: usize = 256 * 1024;
 
@@ -139,7 +142,7 @@ impl ClientCredentials {
         }
         let (value, lifetime) = self.fetch().await?;
         let margin = (lifetime / MARGIN_DIVISOR).min(MAX_MARGIN);
-        let refresh_at = Instant::now() + lifetime.saturating_sub(margin);
+        let refresh_at = refresh_time(Instant::now(), lifetime, margin);
         cache.generation += 1;
         cache.fetches += 1;
         cache.token = Some((value.clone(), refresh_at));
@@ -212,8 +215,32 @@ impl ClientCredentials {
             Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
             _ => None,
         }
-        .map(Duration::from_secs)
+        .map(|secs| Duration::from_secs(secs).min(MAX_LIFETIME))
         .unwrap_or(DEFAULT_LIFETIME);
         Ok((Secret::new(token), lifetime))
+    }
+}
+
+/// When to fetch a new token: `margin` before the end of `lifetime` from `now`. The lifetime comes
+/// from the token endpoint, so the sum is checked: a time the clock cannot hold means "refresh
+/// after [`MAX_LIFETIME`]" rather than a panic.
+fn refresh_time(now: Instant, lifetime: Duration, margin: Duration) -> Instant {
+    let wait = lifetime.min(MAX_LIFETIME).saturating_sub(margin);
+    now.checked_add(wait)
+        .or_else(|| now.checked_add(MAX_LIFETIME))
+        .unwrap_or(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oauth_refresh_time_of_an_absurd_lifetime_is_bounded_not_a_panic() {
+        let now = Instant::now();
+        let at = refresh_time(now, Duration::MAX, MAX_MARGIN);
+        assert_eq!(at, now + MAX_LIFETIME - MAX_MARGIN);
+        let at = refresh_time(now, Duration::from_secs(100), Duration::from_secs(10));
+        assert_eq!(at, now + Duration::from_secs(90));
     }
 }
