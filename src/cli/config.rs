@@ -527,6 +527,13 @@ impl RawConfig {
                     "must be 1 to 1440",
                 ));
             }
+            let ceiling = taskbridge::listener::MAX_BODY_CEILING;
+            if !(1..=ceiling).contains(&self.listener.max_body_bytes) {
+                return Err(bad(
+                    "listener.max_body_bytes",
+                    format!("must be 1 to {ceiling} (16 MiB)"),
+                ));
+            }
             if self.listener.tls_cert.is_empty() != self.listener.tls_key.is_empty() {
                 return Err(bad("listener.tls_cert", "tls_cert and tls_key go together"));
             }
@@ -583,6 +590,17 @@ mod tests {
                 .contains("listener.status_frequency_minutes"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn listener_max_body_bytes_over_the_ceiling_is_refused_naming_the_key() {
+        let mut raw = RawConfig::default();
+        raw.exchange.auth = "none".into();
+        raw.listener.max_body_bytes = 999_999_999_999;
+        let err = raw.validate().expect_err("over the ceiling");
+        assert!(err.to_string().contains("listener.max_body_bytes"), "{err}");
+        raw.listener.max_body_bytes = 1 << 20;
+        raw.validate().expect("the default is fine");
     }
 
     #[test]

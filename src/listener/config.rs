@@ -13,6 +13,10 @@ use super::secret::ListenerSecret;
 /// The default cap on a notification body: 1 MiB. Exchange's notifications are a few KiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// The largest `max_body_bytes` accepted: 16 MiB. Exchange's notifications are a few KiB; a
+/// larger setting would only let one request hold that much memory.
+pub const MAX_BODY_CEILING: usize = 16 * 1024 * 1024;
+
 /// The default public path under which the secret is appended.
 pub const DEFAULT_PATH: &str = "/taskbridge/notify";
 
@@ -114,10 +118,11 @@ impl ListenerConfig {
     pub fn validate(&self) -> Result<(), ListenerError> {
         self.limits.validate()?;
         normalized_path(&self.path)?;
-        if self.max_body_bytes == 0 {
-            return Err(ListenerError::Config(
-                "max_body_bytes must be at least 1".into(),
-            ));
+        if self.max_body_bytes == 0 || self.max_body_bytes > MAX_BODY_CEILING {
+            return Err(ListenerError::Config(format!(
+                "max_body_bytes must be 1 to {MAX_BODY_CEILING}, not {}",
+                self.max_body_bytes
+            )));
         }
         Ok(())
     }
@@ -242,5 +247,15 @@ mod tests {
         let mut c = config("/x");
         c.limits.body_timeout = Duration::ZERO;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn listener_max_body_bytes_has_a_ceiling() {
+        let mut c = config("/x");
+        c.max_body_bytes = 999_999_999_999;
+        let err = c.validate().expect_err("over the ceiling");
+        assert!(err.to_string().contains("max_body_bytes"), "{err}");
+        c.max_body_bytes = MAX_BODY_CEILING;
+        assert!(c.validate().is_ok());
     }
 }
