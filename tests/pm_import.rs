@@ -327,6 +327,21 @@ fn broken_truncated_fails_at_end_inside_open_element() {
 }
 
 #[test]
+fn broken_deep_nesting_names_a_bounded_path() {
+    let depth = 20_000;
+    let text = format!("<Project>{}", "<Nested>".repeat(depth));
+    let err = taskbridge::pm::import::import_str(&text, &options()).expect_err("truncated");
+    let at = place(&err);
+    assert!(at.path.len() <= 256, "path of {} bytes", at.path.len());
+    assert!(
+        at.path.starts_with("Project/Nested/.../") && at.path.ends_with("/Nested"),
+        "{}",
+        at.path
+    );
+    assert!(err.to_string().len() < 1024, "{err}");
+}
+
+#[test]
 fn broken_duration_fails_at_work_element() {
     let err = import_err("mspdi/broken-duration.xml");
     assert!(

@@ -71,7 +71,7 @@ impl Place {
     pub(crate) fn in_text(path: String, text: &str, offset: usize) -> Place {
         let (line, column) = line_column(text, offset);
         Place {
-            path,
+            path: bounded_path(path),
             line: Some(line),
             column: Some(column),
         }
@@ -80,11 +80,39 @@ impl Place {
     /// A place named by a path alone.
     pub(crate) fn at_path(path: String) -> Place {
         Place {
-            path,
+            path: bounded_path(path),
             line: None,
             column: None,
         }
     }
+}
+
+/// The longest element path an error carries; a deeper one keeps its first and last elements.
+const MAX_PATH_BYTES: usize = 256;
+
+/// Shortens a path of absurd depth (a hostile file nests thousands of elements) to its first
+/// two and last elements around `/.../`, so an error message stays readable.
+fn bounded_path(path: String) -> String {
+    if path.len() <= MAX_PATH_BYTES {
+        return path;
+    }
+    let head: String = path.split('/').take(2).collect::<Vec<_>>().join("/");
+    let mut tail: Vec<&str> = Vec::new();
+    let mut room = MAX_PATH_BYTES.saturating_sub(head.len() + 5);
+    for segment in path.rsplit('/') {
+        if segment.len() + 1 > room {
+            break;
+        }
+        room -= segment.len() + 1;
+        tail.push(segment);
+    }
+    tail.reverse();
+    let mut cut = head.len().min(MAX_PATH_BYTES / 2);
+    while !head.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let head = &head[..cut];
+    format!("{head}/.../{}", tail.join("/"))
 }
 
 impl fmt::Display for Place {
