@@ -128,6 +128,10 @@ pub struct RawListener {
     pub secret_file: String,
     /// Largest notification body accepted.
     pub max_body_bytes: usize,
+    /// Connections open at once (the longest idle is closed to make room for a new one).
+    pub max_connections: usize,
+    /// Connections open at once from one IP address.
+    pub max_connections_per_address: usize,
     /// TLS certificate chain (PEM); HTTPS when set with `tls_key`.
     pub tls_cert: String,
     /// TLS private key (PEM).
@@ -144,6 +148,8 @@ impl Default for RawListener {
             public_url: "http://127.0.0.1:8081/ews/notify".into(),
             secret_file: "listener.secret".into(),
             max_body_bytes: 1 << 20,
+            max_connections: 256,
+            max_connections_per_address: 64,
             tls_cert: String::new(),
             tls_key: String::new(),
             status_frequency_minutes: 1,

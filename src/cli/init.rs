@@ -71,6 +71,10 @@ listen = "127.0.0.1:8081"
 public_url = "http://127.0.0.1:8081/ews/notify"
 secret_file = "listener.secret"
 max_body_bytes = 1048576
+# Connections open at once, and from one address (Exchange sends from a few servers); when all
+# are taken, the connection idle the longest is closed to make room.
+max_connections = 256
+max_connections_per_address = 64
 # HTTPS with a certificate and key (PEM); both or neither.
 tls_cert = ""
 tls_key = ""

@@ -39,6 +39,8 @@ pub fn connector_config(raw: &RawConfig) -> Result<ConnectorConfig, CliError> {
             path.to_string()
         };
         config.max_body_bytes = raw.listener.max_body_bytes;
+        config.limits.max_connections = raw.listener.max_connections;
+        config.limits.max_connections_per_address = raw.listener.max_connections_per_address;
         if !raw.listener.tls_cert.is_empty() {
             config.tls = Some(TlsFiles {
                 cert: raw.data_path(&raw.listener.tls_cert),

@@ -33,11 +33,18 @@ pub struct TlsFiles {
 /// admin endpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerLimits {
-    /// Connections served at once; further connections wait in the kernel's accept queue.
+    /// Connections open at once. When all are taken, the one that has waited for a request head
+    /// the longest is closed to make room; connections in the middle of a request are kept, and
+    /// only when every one is, new connections wait.
     pub max_connections: usize,
+    /// Connections open at once from one IP address; more are closed as soon as accepted.
+    pub max_connections_per_address: usize,
     /// Time allowed for the TLS handshake and for each request's head (request line and
     /// headers). It also bounds how long an idle keep-alive connection is kept.
     pub header_timeout: Duration,
+    /// The head time-out of connections accepted while at least half of `max_connections` are
+    /// open (the shorter of the two applies).
+    pub pressure_header_timeout: Duration,
     /// Time allowed to receive a whole request body, from the end of the head.
     pub body_timeout: Duration,
     /// Largest request head in bytes (hyper's read buffer; at least 8 KiB).
@@ -50,7 +57,9 @@ impl Default for ServerLimits {
     fn default() -> Self {
         ServerLimits {
             max_connections: 256,
+            max_connections_per_address: 64,
             header_timeout: Duration::from_secs(10),
+            pressure_header_timeout: Duration::from_secs(2),
             body_timeout: Duration::from_secs(30),
             max_header_bytes: 64 * 1024,
             shutdown_grace: Duration::from_secs(10),
@@ -65,7 +74,10 @@ impl ServerLimits {
         if self.max_connections == 0 {
             return bad("max_connections must be at least 1");
         }
-        if self.header_timeout.is_zero() {
+        if self.max_connections_per_address == 0 {
+            return bad("max_connections_per_address must be at least 1");
+        }
+        if self.header_timeout.is_zero() || self.pressure_header_timeout.is_zero() {
             return bad("header_timeout must be longer than zero");
         }
         if self.body_timeout.is_zero() {

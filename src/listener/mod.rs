@@ -119,6 +119,7 @@ fn failure_hook(metrics: &Arc<ListenerMetrics>) -> FailureHook {
             ConnectionFailure::Timeout => ListenerOutcome::Timeout,
             ConnectionFailure::Malformed => ListenerOutcome::BadRequest,
             ConnectionFailure::HeadTooLarge => ListenerOutcome::TooLarge,
+            ConnectionFailure::Shed => ListenerOutcome::Shed,
         })
     })
 }
