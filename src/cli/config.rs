@@ -76,6 +76,8 @@ pub struct RawExchange {
     pub ca_file: String,
     /// Accept any certificate (never in production).
     pub accept_invalid_certs: bool,
+    /// Allow credentials over plain http to a host other than loopback.
+    pub allow_plaintext: bool,
     /// Requests in flight per mailbox.
     pub per_mailbox_in_flight: usize,
     /// Requests in flight in total.
@@ -105,6 +107,7 @@ impl Default for RawExchange {
             scope: "https://outlook.office365.com/.default".into(),
             ca_file: String::new(),
             accept_invalid_certs: false,
+            allow_plaintext: false,
             per_mailbox_in_flight: limits.per_mailbox_in_flight,
             total_in_flight: limits.total_in_flight,
             batch_size: limits.batch_size,
@@ -455,6 +458,7 @@ impl RawConfig {
             }
         }
         let mut config = EwsClientConfig::new(x.url.clone(), auth);
+        config.allow_plaintext = x.allow_plaintext;
         config.version = version;
         config.tls = TlsConfig {
             extra_ca_file: (!x.ca_file.is_empty()).then(|| PathBuf::from(&x.ca_file)),

@@ -57,6 +57,8 @@ scope = "https://outlook.office365.com/.default"
 # unless accept_invalid_certs is true (never do that in production).
 ca_file = ""
 accept_invalid_certs = false
+# Credentials over plain http to a host other than this one are refused unless this is true.
+allow_plaintext = false
 # Requests in flight per mailbox and in total; items per batch.
 per_mailbox_in_flight = 2
 total_in_flight = 8

@@ -118,6 +118,16 @@ impl ClientCredentials {
     ) -> Result<Self, Error> {
         let token_url = reqwest::Url::parse(token_url)
             .map_err(|e| Error::Config(format!("invalid OAuth token URL {token_url:?}: {e}")))?;
+        // The client secret goes in the request body: never in plain text off this machine.
+        let plain_loopback =
+            token_url.scheme() == "http" && crate::ews::transport::http::is_loopback(&token_url);
+        if token_url.scheme() != "https" && !plain_loopback {
+            return Err(Error::Config(format!(
+                "the OAuth token URL must be https (http only on loopback), not {}://{}",
+                token_url.scheme(),
+                token_url.host_str().unwrap_or("")
+            )));
+        }
         Ok(ClientCredentials {
             token_url,
             client_id,
@@ -187,12 +197,17 @@ impl ClientCredentials {
         // The body holds the access token: it is parsed, never logged.
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         if !(200..300).contains(&status) {
-            let field = |name: &str| json.get(name).and_then(|v| v.as_str()).unwrap_or("");
+            // The endpoint's text is not ours: it may repeat what was posted (the secret), or
+            // carry line breaks and terminal escapes into logs. Printable, short, secret-free.
+            let field = |name: &str, max: usize| {
+                let raw = json.get(name).and_then(|v| v.as_str()).unwrap_or("");
+                sanitize_server_text(raw, self.client_secret.expose(), max)
+            };
             let detail = format!(
                 "the token endpoint refused the client credentials of {}: {} {}",
                 self.client_id,
-                field("error"),
-                field("error_description")
+                field("error", 64),
+                field("error_description", MAX_SERVER_TEXT)
             );
             return Err(if (400..500).contains(&status) {
                 Error::Unauthorized {
@@ -221,6 +236,28 @@ impl ClientCredentials {
     }
 }
 
+/// The most characters of an error description a token endpoint gets into our errors.
+const MAX_SERVER_TEXT: usize = 200;
+
+/// Server-provided text made safe to show: `secret` replaced by `***`, control characters (line
+/// breaks, escapes) by spaces, cut at `max` characters with `...`.
+pub(crate) fn sanitize_server_text(raw: &str, secret: &str, max: usize) -> String {
+    let masked = if secret.is_empty() {
+        raw.to_string()
+    } else {
+        raw.replace(secret, "***")
+    };
+    let mut out = String::new();
+    for (n, c) in masked.chars().enumerate() {
+        if n == max {
+            out.push_str("...");
+            break;
+        }
+        out.push(if c.is_control() { ' ' } else { c });
+    }
+    out
+}
+
 /// When to fetch a new token: `margin` before the end of `lifetime` from `now`. The lifetime comes
 /// from the token endpoint, so the sum is checked: a time the clock cannot hold means "refresh
 /// after [`MAX_LIFETIME`]" rather than a panic.
@@ -234,6 +271,13 @@ fn refresh_time(now: Instant, lifetime: Duration, margin: Duration) -> Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oauth_server_text_is_masked_printable_and_bounded() {
+        let text = sanitize_server_text("bad s3cr3t\r\nX: y\u{1b}[31m", "s3cr3t", 200);
+        assert_eq!(text, "bad ***  X: y [31m");
+        assert_eq!(sanitize_server_text(&"a".repeat(300), "", 5), "aaaaa...");
+    }
 
     #[test]
     fn oauth_refresh_time_of_an_absurd_lifetime_is_bounded_not_a_panic() {
