@@ -331,6 +331,30 @@ pub fn apply_env(
     Ok(())
 }
 
+/// Refuses a secret file that the group or others may read, naming the `chmod` that fixes it.
+pub fn refuse_if_readable_by_others(key: &str, path: &Path) -> Result<(), CliError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(bad(
+                    key,
+                    format!(
+                        "{} is readable by others (mode {mode:o}); run: chmod 600 {}",
+                        path.display(),
+                        path.display()
+                    ),
+                ));
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (key, path);
+    Ok(())
+}
+
 fn bad(key: &str, reason: impl std::fmt::Display) -> CliError {
     CliError::Usage(format!("invalid configuration: {key}: {reason}"))
 }
@@ -358,9 +382,12 @@ impl RawConfig {
         }
         let path = self.data_path(file);
         match std::fs::read_to_string(&path) {
-            Ok(v) => Ok(Some(Secret::new(
-                v.trim_end_matches(['\r', '\n']).to_string(),
-            ))),
+            Ok(v) => {
+                refuse_if_readable_by_others(key, &path)?;
+                Ok(Some(Secret::new(
+                    v.trim_end_matches(['\r', '\n']).to_string(),
+                )))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(bad(key, format!("cannot read {}: {e}", path.display()))),
         }
@@ -611,6 +638,28 @@ mod tests {
         assert!(err.to_string().contains("listener.max_body_bytes"), "{err}");
         raw.listener.max_body_bytes = 1 << 20;
         raw.validate().expect("the default is fine");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn password_file_readable_by_others_is_refused_with_the_chmod_to_run() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut raw = RawConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..RawConfig::default()
+        };
+        raw.exchange.password_env = String::new();
+        let file = dir.path().join("exchange.password");
+        std::fs::write(&file, "pw-value\n").expect("write");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        let err = raw.exchange().expect_err("group-readable");
+        let text = err.to_string();
+        assert!(text.contains("chmod 600"), "{text}");
+        assert!(text.contains("exchange.password"), "{text}");
+        assert!(!text.contains("pw-value"), "{text}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        raw.exchange().expect("owner-only");
     }
 
     #[test]

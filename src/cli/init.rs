@@ -26,8 +26,9 @@ pub const TEMPLATE: &str = r#"# taskbridge configuration.
 # Every key can be overridden by an environment variable named after its path, e.g.
 # TASKBRIDGE_EXCHANGE_URL or TASKBRIDGE_SYNC_DEBOUNCE_MS. Passwords and tokens never go in this
 # file: name an environment variable or a file (relative paths are inside data_dir).
-# These defaults run against the bundled simulator: `taskbridge sim --service
-# taskbridge@sim.example:$(cat taskbridge-data/exchange.password) --user ann@example.com:x ...`
+# These defaults run against the bundled simulator: `taskbridge sim --auth basic --users FILE`,
+# FILE (mode 600) a JSON array with {"smtp": "taskbridge@sim.example", "password": the content
+# of taskbridge-data/exchange.password, "service": true} and the mailbox owners (README).
 
 # Where the PM store (pm.sqlite), the sync state (state.sqlite) and the secrets live.
 data_dir = "taskbridge-data"

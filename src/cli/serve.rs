@@ -96,6 +96,10 @@ pub async fn shutdown_signal() {
 /// Runs `taskbridge serve`.
 pub fn run(_args: ServeArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
     let config = connector_config(raw)?;
+    super::config::refuse_if_readable_by_others(
+        "admin.token_file",
+        &raw.data_path(&raw.admin.token_file),
+    )?;
     let token = std::fs::read_to_string(raw.data_path(&raw.admin.token_file))
         .map(|t| Secret::new(t.trim().to_string()))
         .map_err(|e| {

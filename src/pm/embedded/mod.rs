@@ -42,6 +42,7 @@ use super::model::{AssignmentKey, AssignmentUid, Project, ProjectGuid};
 pub use crate::secret::Secret;
 pub use api::{DEFAULT_MAX_BODY_BYTES, PmApi, pm_api, serve_pm_api};
 pub use apply::{Applied, ApplyError, apply_changes, field_value};
+pub(crate) use store::create_private_file;
 pub use types::{
     DECIDER_AUTO, DECIDER_TASKBRIDGE, ImportReport, Policy, ProjectSummary, StatusUpdateRecord,
     UnknownPolicy, UnknownState, UpdateFilter, UpdateState,
