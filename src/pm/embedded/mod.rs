@@ -40,7 +40,7 @@ use super::import::{ImportError, ImportOptions};
 use super::model::{AssignmentKey, AssignmentUid, Project, ProjectGuid};
 
 pub use crate::secret::Secret;
-pub use api::{DEFAULT_MAX_BODY_BYTES, PmApi, pm_api, serve_pm_api};
+pub use api::{DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_BYTES, PmApi, pm_api, serve_pm_api};
 pub use apply::{Applied, ApplyError, apply_changes, field_value};
 pub(crate) use store::create_private_file;
 pub use types::{
