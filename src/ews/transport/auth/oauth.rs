@@ -194,46 +194,58 @@ impl ClientCredentials {
             }
             body.extend_from_slice(&chunk);
         }
-        // The body holds the access token: it is parsed, never logged.
-        let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        if !(200..300).contains(&status) {
-            // The endpoint's text is not ours: it may repeat what was posted (the secret), or
-            // carry line breaks and terminal escapes into logs. Printable, short, secret-free.
-            let field = |name: &str, max: usize| {
-                let raw = json.get(name).and_then(|v| v.as_str()).unwrap_or("");
-                sanitize_server_text(raw, self.client_secret.expose(), max)
-            };
-            let detail = format!(
-                "the token endpoint refused the client credentials of {}: {} {}",
-                self.client_id,
-                field("error", 64),
-                field("error_description", MAX_SERVER_TEXT)
-            );
-            return Err(if (400..500).contains(&status) {
-                Error::Unauthorized {
-                    scheme: "oauth",
-                    detail: detail.trim_end().to_string(),
-                }
-            } else {
-                Error::Http { status, detail }
-            });
-        }
-        let Some(token) = json.get("access_token").and_then(|v| v.as_str()) else {
-            return Err(Error::Unauthorized {
-                scheme: "oauth",
-                detail: "the token endpoint's answer has no access_token".into(),
-            });
-        };
-        // Azure AD v1 sends expires_in as a string, v2 as a number.
-        let lifetime = match json.get("expires_in") {
-            Some(serde_json::Value::Number(n)) => n.as_u64(),
-            Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
-            _ => None,
-        }
-        .map(|secs| Duration::from_secs(secs).min(MAX_LIFETIME))
-        .unwrap_or(DEFAULT_LIFETIME);
-        Ok((Secret::new(token), lifetime))
+        token_response(status, &body, &self.client_id, &self.client_secret)
     }
+}
+
+/// Reads the token endpoint's answer: the access token and its lifetime (bounded), or the
+/// refusal as an error whose server-provided text is masked and bounded. Nothing in `body` is
+/// trusted: any bytes give a value or an error, never a panic.
+pub(crate) fn token_response(
+    status: u16,
+    body: &[u8],
+    client_id: &str,
+    client_secret: &Secret,
+) -> Result<(Secret, Duration), Error> {
+    // The body holds the access token: it is parsed, never logged.
+    let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    if !(200..300).contains(&status) {
+        // The endpoint's text is not ours: it may repeat what was posted (the secret), or
+        // carry line breaks and terminal escapes into logs. Printable, short, secret-free.
+        let field = |name: &str, max: usize| {
+            let raw = json.get(name).and_then(|v| v.as_str()).unwrap_or("");
+            sanitize_server_text(raw, client_secret.expose(), max)
+        };
+        let detail = format!(
+            "the token endpoint refused the client credentials of {}: {} {}",
+            client_id,
+            field("error", 64),
+            field("error_description", MAX_SERVER_TEXT)
+        );
+        return Err(if (400..500).contains(&status) {
+            Error::Unauthorized {
+                scheme: "oauth",
+                detail: detail.trim_end().to_string(),
+            }
+        } else {
+            Error::Http { status, detail }
+        });
+    }
+    let Some(token) = json.get("access_token").and_then(|v| v.as_str()) else {
+        return Err(Error::Unauthorized {
+            scheme: "oauth",
+            detail: "the token endpoint's answer has no access_token".into(),
+        });
+    };
+    // Azure AD v1 sends expires_in as a string, v2 as a number.
+    let lifetime = match json.get("expires_in") {
+        Some(serde_json::Value::Number(n)) => n.as_u64(),
+        Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    }
+    .map(|secs| Duration::from_secs(secs).min(MAX_LIFETIME))
+    .unwrap_or(DEFAULT_LIFETIME);
+    Ok((Secret::new(token), lifetime))
 }
 
 /// The most characters of an error description a token endpoint gets into our errors.
