@@ -207,3 +207,46 @@ fn decode_refuses_a_generic_message_nested_too_deeply_without_crashing() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("64 levels"), "{stderr}");
 }
+
+#[test]
+fn decode_of_an_endless_input_stops_at_the_cap_as_bytes_arrive() {
+    use std::io::Write;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_taskbridge"))
+        .args(["ews", "decode", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run taskbridge");
+    // More than 64 MiB, and the pipe stays open: reading to the end would never finish.
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'<'; 1 << 20];
+        for _ in 0..80 {
+            if stdin.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+        // Held open until the process has gone.
+        std::thread::sleep(Duration::from_secs(60));
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("decode still reading an endless input after 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("stderr");
+    assert!(!status.success());
+    assert!(stderr.contains("over the limit"), "{stderr}");
+    drop(writer);
+}

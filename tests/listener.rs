@@ -593,17 +593,60 @@ async fn slow_head_is_timed_out_and_the_connection_closed() {
 }
 
 #[tokio::test]
-async fn connection_cap_holds_new_connections_until_a_slot_frees() {
+async fn connection_table_full_of_idle_connections_closes_one_for_another_address() {
     let mut l = start(&["sub-1"], 8, |c| {
         c.limits.max_connections = 1;
+        c.limits.header_timeout = Duration::from_secs(5);
+    })
+    .await;
+    // Takes the only slot from 127.0.0.1 and sends nothing.
+    let mut hog = TcpStream::connect(l.addr()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A notification from another address gets the slot at once: the idle hog is closed.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let stream = socket.connect(l.addr()).await.unwrap();
+    let body = notification("sub-1", &["A"], "w");
+    let resp = exchange(
+        stream,
+        post_head(&l.path, Some("text/xml"), Some(body.len())),
+        body.into_bytes(),
+    )
+    .await
+    .expect("an answer");
+    assert_eq!(resp.status, 200);
+    assert_eq!(next_notice(&mut l.rx).await.item_ids, ["A"]);
+    let mut raw = Vec::new();
+    let read = tokio::time::timeout(HANG, hog.read_to_end(&mut raw)).await;
+    assert!(read.is_ok(), "the idle connection was closed");
+    assert_eq!(l.handle.metrics().get(ListenerOutcome::Shed), 1);
+}
+
+#[tokio::test]
+async fn connections_over_the_per_address_limit_are_not_served() {
+    let mut l = start(&["sub-1"], 8, |c| {
+        c.limits.max_connections_per_address = 2;
         c.limits.header_timeout = Duration::from_millis(500);
     })
     .await;
-    // Takes the only slot and sends nothing; the head time-out frees it.
-    let _hog = TcpStream::connect(l.addr()).await.unwrap();
+    let _a = TcpStream::connect(l.addr()).await.unwrap();
+    let _b = TcpStream::connect(l.addr()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let resp = notify(l.addr(), &l.path, &notification("sub-1", &["A"], "w")).await;
-    assert_eq!(resp.status, 200);
+    // The third from 127.0.0.1 is held unread and closed; a notification sent on it gets no
+    // answer.
+    let third = TcpStream::connect(l.addr()).await.unwrap();
+    let body = notification("sub-1", &["A"], "w");
+    let resp = exchange(
+        third,
+        post_head(&l.path, Some("text/xml"), Some(body.len())),
+        body.clone().into_bytes(),
+    )
+    .await;
+    assert!(resp.is_none(), "{resp:?}");
+    assert!(l.handle.metrics().get(ListenerOutcome::Shed) >= 1);
+    // Once the two idle ones are timed out, 127.0.0.1 is served again.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(notify(l.addr(), &l.path, &body).await.status, 200);
     assert_eq!(next_notice(&mut l.rx).await.item_ids, ["A"]);
 }
 

@@ -834,3 +834,25 @@ async fn pm_host_generic_caller_accepts_embedded_host() {
         .expect("runs on another task");
     assert_eq!(counted, 1);
 }
+
+#[tokio::test]
+async fn slow_request_body_gets_408_within_the_body_time_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = edge_host(dir.path(), Policy::Auto).await;
+    let server = Server::start(host).await;
+    let mut stream = TcpStream::connect(server.addr).await.expect("connects");
+    let head = format!(
+        "POST /pm/updates/1/approve HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{",
+        bearer()
+    );
+    stream.write_all(head.as_bytes()).await.expect("writes");
+    // The rest never comes; the server answers after its body time-out and closes.
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(40), stream.read_to_end(&mut raw))
+        .await
+        .expect("the server answers and closes before the guard")
+        .expect("reads");
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    server.stop().await;
+}

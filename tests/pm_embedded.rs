@@ -913,3 +913,20 @@ async fn decision_in_another_process_reaches_this_ones_subscribers() {
         }
     );
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn store_file_is_created_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = open(dir.path()).await;
+    drop(host);
+    for name in ["pm.sqlite", "pm.sqlite-wal"] {
+        let path = dir.path().join(name);
+        if let Ok(meta) = std::fs::metadata(&path) {
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{name}");
+        } else {
+            assert_ne!(name, "pm.sqlite", "the store file exists");
+        }
+    }
+}

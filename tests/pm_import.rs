@@ -327,6 +327,21 @@ fn broken_truncated_fails_at_end_inside_open_element() {
 }
 
 #[test]
+fn broken_deep_nesting_names_a_bounded_path() {
+    let depth = 20_000;
+    let text = format!("<Project>{}", "<Nested>".repeat(depth));
+    let err = taskbridge::pm::import::import_str(&text, &options()).expect_err("truncated");
+    let at = place(&err);
+    assert!(at.path.len() <= 256, "path of {} bytes", at.path.len());
+    assert!(
+        at.path.starts_with("Project/Nested/.../") && at.path.ends_with("/Nested"),
+        "{}",
+        at.path
+    );
+    assert!(err.to_string().len() < 1024, "{err}");
+}
+
+#[test]
 fn broken_duration_fails_at_work_element() {
     let err = import_err("mspdi/broken-duration.xml");
     assert!(
@@ -453,4 +468,80 @@ fn import_file_over_limit_is_too_large() {
         import_file(fixture("mspdi/project2007.xml"), &small),
         Err(ImportError::TooLarge { limit: 100 })
     ));
+}
+
+fn sample_json() -> serde_json::Value {
+    let text = std::fs::read_to_string(fixture("projects/sample.json")).expect("fixture");
+    serde_json::from_str(&text).expect("json")
+}
+
+#[test]
+fn email_with_a_line_break_or_no_at_is_refused_naming_the_resource() {
+    for bad in [
+        "zoe.mueller@example.de\r\nX-Injected: yes",
+        "zoe mueller@example.de",
+        "zoe.mueller.example.de",
+        "zoe@@example.de",
+    ] {
+        let mut project = sample_json();
+        project["resources"][0]["email"] = bad.into();
+        let err =
+            taskbridge::pm::import::import_str(&project.to_string(), &options()).expect_err(bad);
+        assert!(
+            matches!(
+                err,
+                ImportError::InvalidEmail {
+                    resource: ResourceUid(1),
+                    ..
+                }
+            ),
+            "{bad:?}: {err:?}"
+        );
+        assert!(!err.to_string().contains('\n'), "{err}");
+    }
+}
+
+#[test]
+fn assignments_over_the_project_or_mailbox_cap_are_refused_with_the_numbers() {
+    let text = sample_json().to_string();
+    let project = taskbridge::pm::import::import_str(&text, &options()).expect("imports");
+    let units = project.sync_units();
+    let mut per_mailbox = std::collections::HashMap::<&str, usize>::new();
+    for u in &units {
+        *per_mailbox.entry(u.email).or_default() += 1;
+    }
+    let busiest = per_mailbox.values().copied().max().expect("a mailbox");
+    let capped = ImportOptions {
+        max_assignments_per_project: units.len() - 1,
+        ..options()
+    };
+    let err = taskbridge::pm::import::import_str(&text, &capped).expect_err("project cap");
+    assert!(
+        matches!(err, ImportError::TooManyAssignments { mailbox: None, count, limit }
+            if count == units.len() && limit == units.len() - 1),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("max_assignments_per_project"),
+        "{err}"
+    );
+    let capped = ImportOptions {
+        max_assignments_per_mailbox: busiest - 1,
+        ..options()
+    };
+    let err = taskbridge::pm::import::import_str(&text, &capped).expect_err("mailbox cap");
+    assert!(
+        matches!(&err, ImportError::TooManyAssignments { mailbox: Some(_), count, .. } if *count == busiest),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("max_assignments_per_mailbox"),
+        "{err}"
+    );
+    let fits = ImportOptions {
+        max_assignments_per_project: units.len(),
+        max_assignments_per_mailbox: busiest,
+        ..options()
+    };
+    taskbridge::pm::import::import_str(&text, &fits).expect("at the caps");
 }

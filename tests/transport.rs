@@ -261,6 +261,100 @@ async fn oauth_client_credentials_fetches_once_and_refreshes_before_expiry() {
 }
 
 #[tokio::test]
+async fn plaintext_credentials_to_another_host_are_refused_unless_allowed() {
+    let schemes = [
+        basic("pw"),
+        ntlm("pw"),
+        Auth::Bearer {
+            token: Secret::new("t"),
+        },
+    ];
+    for auth in schemes {
+        let scheme = auth.scheme();
+        let mut c = EwsClientConfig::new("http://mail.contoso.com/EWS/Exchange.asmx", auth);
+        let err = EwsClient::new(c.clone()).expect_err(scheme);
+        assert!(
+            matches!(&err, Error::Config(m) if m.contains("allow_plaintext")),
+            "{scheme}: {err}"
+        );
+        c.allow_plaintext = true;
+        EwsClient::new(c.clone()).expect(scheme);
+        // Loopback and https need no permission.
+        c.allow_plaintext = false;
+        c.endpoint = "http://127.0.0.1:8443/EWS/Exchange.asmx".into();
+        EwsClient::new(c.clone()).expect(scheme);
+        c.endpoint = "https://mail.contoso.com/EWS/Exchange.asmx".into();
+        EwsClient::new(c).expect(scheme);
+    }
+    EwsClient::new(EwsClientConfig::new(
+        "http://mail.contoso.com/EWS/Exchange.asmx",
+        Auth::None,
+    ))
+    .expect("no credentials, nothing to protect");
+}
+
+#[tokio::test]
+async fn oauth_token_url_must_be_https_except_on_loopback() {
+    let oauth_at = |url: &str| Auth::OAuthClientCredentials {
+        token_url: url.into(),
+        client_id: "app".into(),
+        client_secret: Secret::new("s"),
+        scope: "x".into(),
+    };
+    let endpoint = "https://mail.contoso.com/EWS/Exchange.asmx";
+    let err = EwsClient::new(EwsClientConfig::new(
+        endpoint,
+        oauth_at("http://login.contoso.com/token"),
+    ))
+    .expect_err("plain http token endpoint");
+    assert!(
+        matches!(&err, Error::Config(m) if m.contains("https")),
+        "{err}"
+    );
+    for ok in [
+        "https://login.contoso.com/token",
+        "http://127.0.0.1:9/token",
+        "http://localhost:9/token",
+    ] {
+        EwsClient::new(EwsClientConfig::new(endpoint, oauth_at(ok))).expect(ok);
+    }
+}
+
+#[tokio::test]
+async fn oauth_token_endpoint_certificate_is_checked_even_with_accept_invalid_certs() {
+    let server = Server::start_tls(ServerAuth::Bearer).await;
+    let mut c = config(&server, oauth(&server, support::CLIENT_SECRET));
+    c.tls.accept_invalid_certs = true;
+    let client = EwsClient::new(c).unwrap();
+    let err = get_tasks(&client, None).await.unwrap_err();
+    assert_eq!(
+        server.state.token_fetches.load(Ordering::SeqCst),
+        0,
+        "no token was handed out over an unverified connection: {err}"
+    );
+    // Trusting the test CA lets it through.
+    let mut c = config(&server, oauth(&server, support::CLIENT_SECRET));
+    c.tls.accept_invalid_certs = true;
+    c.tls.extra_ca_file = Some(ca_file());
+    let client = EwsClient::new(c).unwrap();
+    get_tasks(&client, None).await.unwrap();
+}
+
+#[tokio::test]
+async fn oauth_absurd_expires_in_is_bounded_not_a_panic() {
+    let server = Server::start(ServerAuth::Bearer).await;
+    // u64::MAX seconds added to the clock overflowed (a panic, exit 101).
+    server
+        .state
+        .token_lifetime_secs
+        .store(u64::MAX, Ordering::SeqCst);
+    let client = EwsClient::new(config(&server, oauth(&server, support::CLIENT_SECRET))).unwrap();
+    get_tasks(&client, None).await.unwrap();
+    get_tasks(&client, None).await.unwrap();
+    assert_eq!(server.state.token_fetches.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
 async fn oauth_wrong_client_secret_fails_at_once() {
     let server = Server::start(ServerAuth::Bearer).await;
     let client = EwsClient::new(config(&server, oauth(&server, "wrong-secret"))).unwrap();
@@ -275,7 +369,13 @@ async fn oauth_wrong_client_secret_fails_at_once() {
         ),
         "{err:?}"
     );
-    assert!(err.to_string().contains("invalid_client"), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("invalid_client"), "{err}");
+    // The endpoint's description echoes the secret with a line break and an escape sequence:
+    // none of it reaches the error, which stays short.
+    assert!(!text.contains("wrong-secret"), "{text}");
+    assert!(!text.chars().any(char::is_control), "{text:?}");
+    assert!(text.len() <= 512, "{} bytes", text.len());
     assert_eq!(
         server.state.seen().len(),
         1,
@@ -389,6 +489,26 @@ async fn busy_longer_than_the_client_waits_is_returned_as_throttled() {
     );
     assert_eq!(server.state.ews_requests().len(), 1);
     assert!(client.throttled_until().is_some(), "the gate stays closed");
+}
+
+#[tokio::test]
+async fn busy_with_an_absurd_back_off_is_throttled_not_a_panic() {
+    // Each shape once, on a client of its own (the gate stays closed after the first).
+    for reply in [
+        Reply::Unavailable(Some("18446744073709551615")),
+        Reply::BusyFault(u64::MAX),
+    ] {
+        let server = Server::start(ServerAuth::None).await;
+        server.state.push([reply]);
+        let client = EwsClient::new(config(&server, Auth::None)).unwrap();
+        let err = get_tasks(&client, None).await.unwrap_err();
+        assert!(matches!(err, Error::Throttled { .. }), "{err:?}");
+        let until = client.throttled_until().expect("the gate is closed");
+        assert!(
+            until.duration_since(tokio::time::Instant::now()) <= Duration::from_secs(3600),
+            "closed for at most an hour"
+        );
+    }
 }
 
 #[tokio::test]

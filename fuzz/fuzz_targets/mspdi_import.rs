@@ -2,8 +2,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use taskbridge::pm::import::{ImportOptions, import_bytes};
 use taskbridge::pm::ProjectGuid;
+use taskbridge::pm::import::{ImportOptions, import_bytes};
 
 fuzz_target!(|data: &[u8]| {
     let options = ImportOptions {

@@ -76,6 +76,8 @@ pub struct RawExchange {
     pub ca_file: String,
     /// Accept any certificate (never in production).
     pub accept_invalid_certs: bool,
+    /// Allow credentials over plain http to a host other than loopback.
+    pub allow_plaintext: bool,
     /// Requests in flight per mailbox.
     pub per_mailbox_in_flight: usize,
     /// Requests in flight in total.
@@ -105,6 +107,7 @@ impl Default for RawExchange {
             scope: "https://outlook.office365.com/.default".into(),
             ca_file: String::new(),
             accept_invalid_certs: false,
+            allow_plaintext: false,
             per_mailbox_in_flight: limits.per_mailbox_in_flight,
             total_in_flight: limits.total_in_flight,
             batch_size: limits.batch_size,
@@ -128,6 +131,10 @@ pub struct RawListener {
     pub secret_file: String,
     /// Largest notification body accepted.
     pub max_body_bytes: usize,
+    /// Connections open at once (the longest idle is closed to make room for a new one).
+    pub max_connections: usize,
+    /// Connections open at once from one IP address.
+    pub max_connections_per_address: usize,
     /// TLS certificate chain (PEM); HTTPS when set with `tls_key`.
     pub tls_cert: String,
     /// TLS private key (PEM).
@@ -144,6 +151,8 @@ impl Default for RawListener {
             public_url: "http://127.0.0.1:8081/ews/notify".into(),
             secret_file: "listener.secret".into(),
             max_body_bytes: 1 << 20,
+            max_connections: 256,
+            max_connections_per_address: 64,
             tls_cert: String::new(),
             tls_key: String::new(),
             status_frequency_minutes: 1,
@@ -332,6 +341,30 @@ pub fn apply_env(
     Ok(())
 }
 
+/// Refuses a secret file that the group or others may read, naming the `chmod` that fixes it.
+pub fn refuse_if_readable_by_others(key: &str, path: &Path) -> Result<(), CliError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(bad(
+                    key,
+                    format!(
+                        "{} is readable by others (mode {mode:o}); run: chmod 600 {}",
+                        path.display(),
+                        path.display()
+                    ),
+                ));
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (key, path);
+    Ok(())
+}
+
 fn bad(key: &str, reason: impl std::fmt::Display) -> CliError {
     CliError::Usage(format!("invalid configuration: {key}: {reason}"))
 }
@@ -359,9 +392,12 @@ impl RawConfig {
         }
         let path = self.data_path(file);
         match std::fs::read_to_string(&path) {
-            Ok(v) => Ok(Some(Secret::new(
-                v.trim_end_matches(['\r', '\n']).to_string(),
-            ))),
+            Ok(v) => {
+                refuse_if_readable_by_others(key, &path)?;
+                Ok(Some(Secret::new(
+                    v.trim_end_matches(['\r', '\n']).to_string(),
+                )))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(bad(key, format!("cannot read {}: {e}", path.display()))),
         }
@@ -459,6 +495,7 @@ impl RawConfig {
             }
         }
         let mut config = EwsClientConfig::new(x.url.clone(), auth);
+        config.allow_plaintext = x.allow_plaintext;
         config.version = version;
         config.tls = TlsConfig {
             extra_ca_file: (!x.ca_file.is_empty()).then(|| PathBuf::from(&x.ca_file)),
@@ -538,6 +575,13 @@ impl RawConfig {
                     "must be 1 to 1440",
                 ));
             }
+            let ceiling = taskbridge::listener::MAX_BODY_CEILING;
+            if !(1..=ceiling).contains(&self.listener.max_body_bytes) {
+                return Err(bad(
+                    "listener.max_body_bytes",
+                    format!("must be 1 to {ceiling} (16 MiB)"),
+                ));
+            }
             if self.listener.tls_cert.is_empty() != self.listener.tls_key.is_empty() {
                 return Err(bad("listener.tls_cert", "tls_cert and tls_key go together"));
             }
@@ -594,6 +638,39 @@ mod tests {
                 .contains("listener.status_frequency_minutes"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn listener_max_body_bytes_over_the_ceiling_is_refused_naming_the_key() {
+        let mut raw = RawConfig::default();
+        raw.exchange.auth = "none".into();
+        raw.listener.max_body_bytes = 999_999_999_999;
+        let err = raw.validate().expect_err("over the ceiling");
+        assert!(err.to_string().contains("listener.max_body_bytes"), "{err}");
+        raw.listener.max_body_bytes = 1 << 20;
+        raw.validate().expect("the default is fine");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn password_file_readable_by_others_is_refused_with_the_chmod_to_run() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut raw = RawConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..RawConfig::default()
+        };
+        raw.exchange.password_env = String::new();
+        let file = dir.path().join("exchange.password");
+        std::fs::write(&file, "pw-value\n").expect("write");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        let err = raw.exchange().expect_err("group-readable");
+        let text = err.to_string();
+        assert!(text.contains("chmod 600"), "{text}");
+        assert!(text.contains("exchange.password"), "{text}");
+        assert!(!text.contains("pw-value"), "{text}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        raw.exchange().expect("owner-only");
     }
 
     #[test]

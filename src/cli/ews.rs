@@ -24,16 +24,29 @@ pub enum EwsCommand {
     },
 }
 
+/// Reads `input` up to `cap` bytes, failing as soon as one more arrives: a huge file or an
+/// endless pipe is refused after `cap + 1` bytes instead of being read whole first.
+fn read_capped(input: impl std::io::Read, cap: usize) -> anyhow::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    let limit = u64::try_from(cap).unwrap_or(u64::MAX).saturating_add(1);
+    std::io::Read::read_to_end(&mut input.take(limit), &mut buf)?;
+    if buf.len() > cap {
+        anyhow::bail!("the message is over the limit of {cap} bytes");
+    }
+    Ok(buf)
+}
+
 pub fn run(cmd: EwsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         EwsCommand::Decode { file, compact } => {
             let bytes = if file.as_os_str() == "-" {
-                let mut buf = Vec::new();
-                std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
-                    .context("cannot read standard input")?;
-                buf
+                read_capped(std::io::stdin().lock(), DEFAULT_MAX_MESSAGE_BYTES)
+                    .context("cannot read standard input")?
             } else {
-                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?
+                let f = std::fs::File::open(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                read_capped(f, DEFAULT_MAX_MESSAGE_BYTES)
+                    .with_context(|| format!("cannot read {}", file.display()))?
             };
             let value = decode::decode(&bytes, DEFAULT_MAX_MESSAGE_BYTES)
                 .with_context(|| format!("cannot decode {}", file.display()))?;

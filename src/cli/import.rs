@@ -29,6 +29,12 @@ pub struct ImportArgs {
     /// GUID on every import of that project.
     #[arg(long, value_name = "GUID")]
     pub guid: Option<ProjectGuid>,
+    /// Refuse a project with more mailbox tasks than this.
+    #[arg(long, value_name = "N", default_value_t = taskbridge::pm::import::DEFAULT_MAX_ASSIGNMENTS_PER_PROJECT)]
+    pub max_assignments_per_project: usize,
+    /// Refuse a project that gives one mailbox more tasks than this.
+    #[arg(long, value_name = "N", default_value_t = taskbridge::pm::import::DEFAULT_MAX_ASSIGNMENTS_PER_MAILBOX)]
+    pub max_assignments_per_mailbox: usize,
     /// Set the project's status update policy: auto (apply at once) or approval (a status
     /// manager decides). Default: auto for a new project, unchanged for a known one.
     #[arg(long, value_name = "POLICY")]
@@ -47,6 +53,8 @@ pub fn run(args: ImportArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
     let options = ImportOptions {
         time_zone: args.time_zone.unwrap_or(Tz::UTC),
         fallback_guid: args.guid,
+        max_assignments_per_project: args.max_assignments_per_project,
+        max_assignments_per_mailbox: args.max_assignments_per_mailbox,
         ..ImportOptions::default()
     };
     // The file is read completely before the store is opened: a broken file never touches it.

@@ -26,8 +26,9 @@ pub const TEMPLATE: &str = r#"# taskbridge configuration.
 # Every key can be overridden by an environment variable named after its path, e.g.
 # TASKBRIDGE_EXCHANGE_URL or TASKBRIDGE_SYNC_DEBOUNCE_MS. Passwords and tokens never go in this
 # file: name an environment variable or a file (relative paths are inside data_dir).
-# These defaults run against the bundled simulator: `taskbridge sim --service
-# taskbridge@sim.example:$(cat taskbridge-data/exchange.password) --user ann@example.com:x ...`
+# These defaults run against the bundled simulator: `taskbridge sim --auth basic --users FILE`,
+# FILE (mode 600) a JSON array with {"smtp": "taskbridge@sim.example", "password": the content
+# of taskbridge-data/exchange.password, "service": true} and the mailbox owners (README).
 
 # Where the PM store (pm.sqlite), the sync state (state.sqlite) and the secrets live.
 data_dir = "taskbridge-data"
@@ -57,6 +58,8 @@ scope = "https://outlook.office365.com/.default"
 # unless accept_invalid_certs is true (never do that in production).
 ca_file = ""
 accept_invalid_certs = false
+# Credentials over plain http to a host other than this one are refused unless this is true.
+allow_plaintext = false
 # Requests in flight per mailbox and in total; items per batch.
 per_mailbox_in_flight = 2
 total_in_flight = 8
@@ -71,6 +74,10 @@ listen = "127.0.0.1:8081"
 public_url = "http://127.0.0.1:8081/ews/notify"
 secret_file = "listener.secret"
 max_body_bytes = 1048576
+# Connections open at once, and from one address (Exchange sends from a few servers); when all
+# are taken, the connection idle the longest is closed to make room.
+max_connections = 256
+max_connections_per_address = 64
 # HTTPS with a certificate and key (PEM); both or neither.
 tls_cert = ""
 tls_key = ""

@@ -47,6 +47,8 @@ pub fn connector_config(raw: &RawConfig) -> Result<ConnectorConfig, CliError> {
             path.to_string()
         };
         config.max_body_bytes = raw.listener.max_body_bytes;
+        config.limits.max_connections = raw.listener.max_connections;
+        config.limits.max_connections_per_address = raw.listener.max_connections_per_address;
         if !raw.listener.tls_cert.is_empty() {
             config.tls = Some(TlsFiles {
                 cert: raw.data_path(&raw.listener.tls_cert),
@@ -102,6 +104,10 @@ pub async fn shutdown_signal() {
 /// Runs `taskbridge serve`.
 pub fn run(args: ServeArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
     let config = connector_config(raw)?;
+    super::config::refuse_if_readable_by_others(
+        "admin.token_file",
+        &raw.data_path(&raw.admin.token_file),
+    )?;
     let watch_dir = args.watch.or_else(|| {
         (!raw.pm.watch_dir.is_empty()).then(|| std::path::PathBuf::from(&raw.pm.watch_dir))
     });

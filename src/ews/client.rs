@@ -47,6 +47,9 @@ pub struct EwsClientConfig {
     pub retry: RetryPolicy,
     /// Largest response body read (default 64 MiB).
     pub max_response_bytes: usize,
+    /// Send credentials over plain `http://` to a host other than loopback. Off by default: such
+    /// a client is refused, since anyone on the path reads the password or token.
+    pub allow_plaintext: bool,
 }
 
 impl EwsClientConfig {
@@ -61,6 +64,7 @@ impl EwsClientConfig {
             timeouts: Timeouts::default(),
             retry: RetryPolicy::default(),
             max_response_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            allow_plaintext: false,
         }
     }
 }
@@ -159,16 +163,37 @@ impl EwsClient {
                 "retry.max_attempts must be at least 1".into(),
             ));
         }
-        let tls = http::rustls_config(&config.tls)?;
-        let pooled =
-            http::reqwest_client(tls.clone(), &config.timeouts, config.limits.total_in_flight)?;
-        let auth = Authenticator::new(&config.auth, &pooled)?;
-        if endpoint.scheme() == "http" && !matches!(config.auth, Auth::None | Auth::Ntlm { .. }) {
+        if endpoint.scheme() == "http" && !matches!(config.auth, Auth::None) {
+            if !http::is_loopback(&endpoint) && !config.allow_plaintext {
+                return Err(Error::Config(format!(
+                    "{} credentials would travel in plain text to {}: use an https URL, or set \
+                     exchange.allow_plaintext = true (allow_plaintext) if the network is trusted",
+                    config.auth.scheme(),
+                    endpoint.host_str().unwrap_or("the server")
+                )));
+            }
             warn!(
                 endpoint = %endpoint,
                 "credentials will be sent over plain HTTP; use https outside of tests"
             );
         }
+        let tls = http::rustls_config(&config.tls)?;
+        let pooled =
+            http::reqwest_client(tls.clone(), &config.timeouts, config.limits.total_in_flight)?;
+        let token_http = match &config.auth {
+            // The token endpoint hands out credentials: its certificate is always checked,
+            // whatever accept_invalid_certs says about the EWS server.
+            Auth::OAuthClientCredentials { .. } => http::reqwest_client(
+                http::rustls_config(&TlsConfig {
+                    accept_invalid_certs: false,
+                    ..config.tls.clone()
+                })?,
+                &config.timeouts,
+                1,
+            )?,
+            _ => pooled.clone(),
+        };
+        let auth = Authenticator::new(&config.auth, &token_http)?;
         Ok(EwsClient {
             inner: Arc::new(Inner {
                 wire: Wire {

@@ -13,6 +13,10 @@ use super::secret::ListenerSecret;
 /// The default cap on a notification body: 1 MiB. Exchange's notifications are a few KiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// The largest `max_body_bytes` accepted: 16 MiB. Exchange's notifications are a few KiB; a
+/// larger setting would only let one request hold that much memory.
+pub const MAX_BODY_CEILING: usize = 16 * 1024 * 1024;
+
 /// The default public path under which the secret is appended.
 pub const DEFAULT_PATH: &str = "/taskbridge/notify";
 
@@ -29,11 +33,18 @@ pub struct TlsFiles {
 /// admin endpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerLimits {
-    /// Connections served at once; further connections wait in the kernel's accept queue.
+    /// Connections open at once. When all are taken, the one that has waited for a request head
+    /// the longest is closed to make room; connections in the middle of a request are kept, and
+    /// only when every one is, new connections wait.
     pub max_connections: usize,
+    /// Connections open at once from one IP address; more are closed as soon as accepted.
+    pub max_connections_per_address: usize,
     /// Time allowed for the TLS handshake and for each request's head (request line and
     /// headers). It also bounds how long an idle keep-alive connection is kept.
     pub header_timeout: Duration,
+    /// The head time-out of connections accepted while at least half of `max_connections` are
+    /// open (the shorter of the two applies).
+    pub pressure_header_timeout: Duration,
     /// Time allowed to receive a whole request body, from the end of the head.
     pub body_timeout: Duration,
     /// Largest request head in bytes (hyper's read buffer; at least 8 KiB).
@@ -46,7 +57,9 @@ impl Default for ServerLimits {
     fn default() -> Self {
         ServerLimits {
             max_connections: 256,
+            max_connections_per_address: 64,
             header_timeout: Duration::from_secs(10),
+            pressure_header_timeout: Duration::from_secs(2),
             body_timeout: Duration::from_secs(30),
             max_header_bytes: 64 * 1024,
             shutdown_grace: Duration::from_secs(10),
@@ -61,7 +74,10 @@ impl ServerLimits {
         if self.max_connections == 0 {
             return bad("max_connections must be at least 1");
         }
-        if self.header_timeout.is_zero() {
+        if self.max_connections_per_address == 0 {
+            return bad("max_connections_per_address must be at least 1");
+        }
+        if self.header_timeout.is_zero() || self.pressure_header_timeout.is_zero() {
             return bad("header_timeout must be longer than zero");
         }
         if self.body_timeout.is_zero() {
@@ -114,10 +130,11 @@ impl ListenerConfig {
     pub fn validate(&self) -> Result<(), ListenerError> {
         self.limits.validate()?;
         normalized_path(&self.path)?;
-        if self.max_body_bytes == 0 {
-            return Err(ListenerError::Config(
-                "max_body_bytes must be at least 1".into(),
-            ));
+        if self.max_body_bytes == 0 || self.max_body_bytes > MAX_BODY_CEILING {
+            return Err(ListenerError::Config(format!(
+                "max_body_bytes must be 1 to {MAX_BODY_CEILING}, not {}",
+                self.max_body_bytes
+            )));
         }
         Ok(())
     }
@@ -242,5 +259,15 @@ mod tests {
         let mut c = config("/x");
         c.limits.body_timeout = Duration::ZERO;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn listener_max_body_bytes_has_a_ceiling() {
+        let mut c = config("/x");
+        c.max_body_bytes = 999_999_999_999;
+        let err = c.validate().expect_err("over the ceiling");
+        assert!(err.to_string().contains("max_body_bytes"), "{err}");
+        c.max_body_bytes = MAX_BODY_CEILING;
+        assert!(c.validate().is_ok());
     }
 }

@@ -35,6 +35,9 @@ const LINGER_BYTES: u64 = 4 * 1024 * 1024;
 /// ... and for at most this long.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 
+/// The body buffer's first size; it doubles as bytes arrive, up to the cap.
+const INITIAL_BODY_BUFFER: usize = 8 * 1024;
+
 /// The listener's per-request state, shared by all connections.
 pub(crate) struct Endpoint {
     /// Digest of `{path}/{secret}`; the plain path is not kept.
@@ -107,7 +110,7 @@ impl Endpoint {
             );
         }
         let mut body = req.into_body();
-        let bytes = match self.read_body(&mut body, declared, started).await {
+        let bytes = match self.read_body(&mut body, started).await {
             Ok(bytes) => bytes,
             Err(BodyError::TooLarge) => {
                 debug!(limit = self.max_body_bytes, "body crossed the cap");
@@ -174,18 +177,15 @@ impl Endpoint {
         }
     }
 
-    /// Reads the body into one buffer that never grows past the cap, under the body deadline.
-    async fn read_body(
-        &self,
-        body: &mut Incoming,
-        declared: u64,
-        started: Instant,
-    ) -> Result<Bytes, BodyError> {
+    /// Reads the body as it arrives into one buffer that never grows past the cap, under the
+    /// body deadline. The declared length plays no part in the allocation: the buffer starts
+    /// small and doubles with what actually arrived, so a client that announces a large body
+    /// and sends nothing costs nothing.
+    async fn read_body(&self, body: &mut Incoming, started: Instant) -> Result<Bytes, BodyError> {
         let deadline = started + self.body_timeout;
-        // `declared` is at most the cap here; a body without a length starts small. A Vec grown
-        // with `reserve_exact` never allocates past the cap (BytesMut would double).
         let cap = self.max_body_bytes;
-        let mut buf: Vec<u8> = Vec::with_capacity((declared as usize).clamp(1024.min(cap), cap));
+        // A Vec grown with `reserve_exact` never allocates past the cap (BytesMut would double).
+        let mut buf: Vec<u8> = Vec::with_capacity(INITIAL_BODY_BUFFER.min(cap));
         loop {
             let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
                 Err(_) => return Err(BodyError::Timeout),
@@ -194,12 +194,12 @@ impl Endpoint {
                 Ok(Some(Ok(frame))) => frame,
             };
             if let Ok(data) = frame.into_data() {
-                let needed = buf.len() + data.len();
+                let needed = buf.len().saturating_add(data.len());
                 if needed > cap {
                     return Err(BodyError::TooLarge);
                 }
                 if needed > buf.capacity() {
-                    let grown = (buf.capacity() * 2).clamp(needed, cap);
+                    let grown = buf.capacity().saturating_mul(2).clamp(needed, cap);
                     buf.reserve_exact(grown - buf.len());
                 }
                 buf.extend_from_slice(&data);

@@ -113,11 +113,14 @@ pub enum ListenerOutcome {
     UnsupportedMediaType,
     /// The head or the body took too long (408, or the connection closed).
     Timeout,
+    /// A connection closed unserved to keep room for others: over the per-address limit, or
+    /// the longest waiting for a head when the connection table was full.
+    Shed,
 }
 
 impl ListenerOutcome {
     /// Every outcome, in the order they are rendered.
-    pub const ALL: [ListenerOutcome; 9] = [
+    pub const ALL: [ListenerOutcome; 10] = [
         ListenerOutcome::Ok,
         ListenerOutcome::Unsubscribe,
         ListenerOutcome::Busy,
@@ -127,6 +130,7 @@ impl ListenerOutcome {
         ListenerOutcome::BadRequest,
         ListenerOutcome::UnsupportedMediaType,
         ListenerOutcome::Timeout,
+        ListenerOutcome::Shed,
     ];
 
     /// The label value.
@@ -141,6 +145,7 @@ impl ListenerOutcome {
             ListenerOutcome::BadRequest => "bad_request",
             ListenerOutcome::UnsupportedMediaType => "unsupported_media_type",
             ListenerOutcome::Timeout => "timeout",
+            ListenerOutcome::Shed => "shed",
         }
     }
 

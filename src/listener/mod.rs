@@ -29,7 +29,8 @@ use std::sync::Arc;
 
 pub use admin::{Admin, AdminRoutes, Fallback, Readiness};
 pub use config::{
-    AdminConfig, DEFAULT_MAX_BODY_BYTES, DEFAULT_PATH, ListenerConfig, ServerLimits, TlsFiles,
+    AdminConfig, DEFAULT_MAX_BODY_BYTES, DEFAULT_PATH, ListenerConfig, MAX_BODY_CEILING,
+    ServerLimits, TlsFiles,
 };
 pub use error::ListenerError;
 pub use metrics::{EngineCounters, ListenerMetrics, ListenerOutcome, MetricsSource};
@@ -74,7 +75,7 @@ impl Listener {
             bound,
             endpoint: Arc::new(Endpoint {
                 path,
-                max_body_bytes: config.max_body_bytes,
+                max_body_bytes: config.max_body_bytes.min(config::MAX_BODY_CEILING),
                 body_timeout: config.limits.body_timeout,
                 retry_after: config.retry_after,
                 handler: Arc::new(handler),
@@ -118,6 +119,7 @@ fn failure_hook(metrics: &Arc<ListenerMetrics>) -> FailureHook {
             ConnectionFailure::Timeout => ListenerOutcome::Timeout,
             ConnectionFailure::Malformed => ListenerOutcome::BadRequest,
             ConnectionFailure::HeadTooLarge => ListenerOutcome::TooLarge,
+            ConnectionFailure::Shed => ListenerOutcome::Shed,
         })
     })
 }

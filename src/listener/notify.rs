@@ -7,6 +7,9 @@
 use crate::ews::ops::send_notification::SendNotification;
 use crate::ews::types::Notification;
 
+/// The longest watermark handed on. Exchange's are base64 of a few dozen bytes.
+pub const MAX_WATERMARK_BYTES: usize = 1024;
+
 /// One notification as the handler sees it: which subscription, up to which watermark, about
 /// which items.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,13 +88,17 @@ pub(crate) fn notice_of(notification: &Notification) -> ListenerNotice {
             push(old.id.as_str());
         }
     }
+    // The engine stores the watermark to resume from: one longer than any Exchange writes is
+    // not believed (a forged notification could otherwise park a megabyte in the state store).
     let watermark = notification
         .events
         .iter()
         .rev()
         .find_map(|e| e.watermark())
         .or(notification.previous_watermark.as_ref())
-        .map(|w| w.as_str().to_string());
+        .map(|w| w.as_str())
+        .filter(|w| w.len() <= MAX_WATERMARK_BYTES)
+        .map(str::to_string);
     ListenerNotice {
         subscription_id: notification.subscription_id.as_str().to_string(),
         watermark,
@@ -178,6 +185,23 @@ mod tests {
         ]);
         let n = notice_of(c.notifications().next().expect("one"));
         assert_eq!(n.watermark.as_deref(), Some("p"));
+    }
+
+    #[test]
+    fn notice_drops_a_watermark_longer_than_exchange_writes() {
+        let long = "w".repeat(MAX_WATERMARK_BYTES + 1);
+        let events = format!(
+            "<t:SubscriptionId>s</t:SubscriptionId><t:PreviousWatermark>p</t:PreviousWatermark><t:StatusEvent><t:Watermark>{long}</t:Watermark></t:StatusEvent>"
+        );
+        let c = call(&[&events]);
+        let n = notice_of(c.notifications().next().expect("one"));
+        assert_eq!(n.subscription_id, "s");
+        assert_eq!(n.watermark, None);
+        let fits = "w".repeat(MAX_WATERMARK_BYTES);
+        let events = events.replace(&long, &fits);
+        let c = call(&[&events]);
+        let n = notice_of(c.notifications().next().expect("one"));
+        assert_eq!(n.watermark.as_deref(), Some(fits.as_str()));
     }
 
     /// A handler that answers from a table and records what it saw.

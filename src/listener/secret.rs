@@ -12,7 +12,7 @@ use base64::Engine as _;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::error::ListenerError;
 use crate::secret::Secret;
@@ -69,7 +69,7 @@ impl ListenerSecret {
 
     /// Reads the secret from `path`, or, if there is no such file, generates one and writes it
     /// there (creating the folder), readable and writable by the owner only (mode 0600 on
-    /// Unix). A file that others may read is used but warned about.
+    /// Unix). A file that the group or others may read is refused.
     pub fn load_or_create(path: &Path) -> Result<Self, ListenerError> {
         let file_error = |source| ListenerError::SecretFile {
             path: path.to_path_buf(),
@@ -106,7 +106,7 @@ impl ListenerSecret {
     }
 
     fn from_file_text(path: &Path, text: &str) -> Result<Self, ListenerError> {
-        warn_if_readable_by_others(path);
+        refuse_if_readable_by_others(path)?;
         let value = text.trim();
         check(value).map_err(|reason| ListenerError::InvalidSecret {
             path: Some(path.to_path_buf()),
@@ -158,22 +158,26 @@ fn check(value: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Refuses a secret file that the group or others may read: whoever can read it can post
+/// notifications.
 #[cfg(unix)]
-fn warn_if_readable_by_others(path: &Path) {
+fn refuse_if_readable_by_others(path: &Path) -> Result<(), ListenerError> {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(meta) = std::fs::metadata(path)
         && meta.permissions().mode() & 0o077 != 0
     {
-        warn!(
-            path = %path.display(),
-            mode = format!("{:o}", meta.permissions().mode() & 0o777),
-            "the listener secret file is readable by others; chmod 600 it"
-        );
+        return Err(ListenerError::InvalidSecret {
+            path: Some(path.to_path_buf()),
+            reason: "the file is readable by others; run chmod 600 on it",
+        });
     }
+    Ok(())
 }
 
 #[cfg(not(unix))]
-fn warn_if_readable_by_others(_path: &Path) {}
+fn refuse_if_readable_by_others(_path: &Path) -> Result<(), ListenerError> {
+    Ok(())
+}
 
 /// The SHA-256 digest of the expected path. Comparing digests with a constant-time equality
 /// takes the same time wherever the candidate differs and whatever its length, and the server
@@ -268,9 +272,34 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("listener.secret");
         std::fs::write(&path, "tooshort\n").expect("write");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        }
         let err = ListenerSecret::load_or_create(&path).expect_err("short");
         let text = err.to_string();
         assert!(text.contains("listener.secret"), "{text}");
+        assert!(text.contains("shorter") || text.contains("short"), "{text}");
         assert!(!text.contains("tooshort"), "{text}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn secret_file_readable_by_others_is_refused_with_the_chmod_to_run() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("listener.secret");
+        let value = ListenerSecret::generate();
+        std::fs::write(&path, value.expose()).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let err = ListenerSecret::load_or_create(&path).expect_err("readable by others");
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+        assert!(!err.to_string().contains(value.expose()), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert_eq!(
+            ListenerSecret::load_or_create(&path).expect("private"),
+            value
+        );
     }
 }

@@ -1,17 +1,24 @@
 //! The HTTP(S) server both endpoints run on: accept loop, connection cap, TLS, time-outs,
 //! graceful shutdown.
 //!
-//! Shaped like mini-redis's `server.rs`: the caller passes the shutdown as a future; a
-//! [`Semaphore`] caps connections (a permit is taken before `accept`, so excess connections wait
-//! in the kernel's queue instead of costing memory here); each connection is a task in a
-//! [`JoinSet`] owned by the loop; on shutdown a watch channel asks every connection to finish
-//! its request and close, and what is still running after the grace period is aborted.
+//! The caller passes the shutdown as a future; each connection is a task in a [`JoinSet`] owned
+//! by the loop; on shutdown a watch channel asks every connection to finish its request and
+//! close, and what is still running after the grace period is aborted.
+//!
+//! Connections are admitted by a [`Slots`] table so that clients who never send a request cannot
+//! keep out one that does: at most `max_connections_per_address` from one address (more are
+//! closed at once), and when all `max_connections` slots are taken, the connection that has been
+//! waiting for a request head the longest (idle, or sending its head slowly) is closed to make
+//! room (taken from the address holding the most connections). A connection in the middle of a
+//! request is never closed for room. When the table is
+//! half full, new connections get the shorter `pressure_header_timeout` for their heads.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use hyper::body::{Body, Incoming};
@@ -21,7 +28,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, info, warn};
@@ -38,6 +45,9 @@ pub(crate) enum ConnectionFailure {
     Malformed,
     /// The request head was over `max_header_bytes`.
     HeadTooLarge,
+    /// The connection was closed unserved: over the per-address limit, or waiting for a head
+    /// when a new connection needed its slot.
+    Shed,
 }
 
 /// Called once per connection-level failure, for the metrics.
@@ -207,22 +217,45 @@ pub(crate) async fn run<S, B>(
         name,
     } = bound;
     let limits = Arc::new(limits);
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let slots = Arc::new(Slots::new(&limits));
+    let tarpit = Tarpit::new(&limits);
     // `true` asks every connection to finish its request and close.
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => {
-                permit.expect("the connection semaphore is never closed")
-            }
-            () = &mut shutdown => break,
-        };
         let (stream, peer) = tokio::select! {
             accepted = accept(&listener, name) => accepted,
             () = &mut shutdown => break,
         };
+        let (slot, pressure) = match slots.admit(peer.ip()) {
+            Admission::Admitted { slot, pressure } => (slot, pressure),
+            Admission::OverAddressLimit | Admission::OverFairShare => {
+                debug!(server = name, %peer, "over the per-address connection limit or share");
+                on_failure(ConnectionFailure::Shed);
+                tarpit.hold(stream, &limits);
+                continue;
+            }
+            Admission::Full => {
+                // Every slot is in the middle of a request; those end within the body time-out.
+                // Wait for one, as the kernel's accept queue would have.
+                tokio::select! {
+                    slot = slots.admit_when_free(peer.ip()) => match slot {
+                        Some((slot, pressure)) => (slot, pressure),
+                        None => {
+                            on_failure(ConnectionFailure::Shed);
+                            tarpit.hold(stream, &limits);
+                            continue;
+                        }
+                    },
+                    () = &mut shutdown => break,
+                }
+            }
+        };
+        if let Some(evicted) = slot.evicted_peer {
+            debug!(server = name, peer = %evicted, "closed a connection waiting for a head to make room");
+            on_failure(ConnectionFailure::Shed);
+        }
         // Reap finished connections so that the set does not grow with the server's age.
         while connections.try_join_next().is_some() {}
         let tls = tls.clone();
@@ -233,39 +266,67 @@ pub(crate) async fn run<S, B>(
         let span = tracing::debug_span!("connection", server = name, %peer);
         connections.spawn(
             async move {
-                // Held for the connection's lifetime.
-                let _permit = permit;
+                // Held for the connection's lifetime; dropping it frees the slot.
+                let slot = slot.guard;
+                let evict = slot.state.clone();
                 let _ = stream.set_nodelay(true);
+                let header_timeout = if pressure {
+                    limits.header_timeout.min(limits.pressure_header_timeout)
+                } else {
+                    limits.header_timeout
+                };
                 // Whether a request was served: a head time-out afterwards is an idle keep-alive
                 // connection being closed, not a slow client.
                 let served = Arc::new(AtomicBool::new(false));
                 let service = {
                     let served = served.clone();
+                    let state = slot.state.clone();
+                    let slots = slot.slots.clone();
                     hyper::service::service_fn(move |req| {
                         served.store(true, Ordering::Relaxed);
-                        service.call(req)
+                        state.busy.store(true, Ordering::Relaxed);
+                        let state = state.clone();
+                        let slots = slots.clone();
+                        let call = service.call(req);
+                        async move {
+                            let answer = call.await;
+                            state.busy.store(false, Ordering::Relaxed);
+                            state.idle_since.store(slots.now_ms(), Ordering::Relaxed);
+                            answer
+                        }
                     })
                 };
-                let result = match tls {
-                    Some(acceptor) => {
-                        match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream))
-                            .await
-                        {
-                            Ok(Ok(stream)) => {
-                                serve_connection(stream, service, &limits, stop).await
-                            }
-                            Ok(Err(e)) => {
-                                debug!(error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                debug!("TLS handshake timed out");
-                                on_failure(ConnectionFailure::Timeout);
-                                return;
+                let served_connection = async {
+                    match tls {
+                        Some(acceptor) => {
+                            match tokio::time::timeout(header_timeout, acceptor.accept(stream))
+                                .await
+                            {
+                                Ok(Ok(stream)) => {
+                                    serve_connection(stream, service, &limits, header_timeout, stop)
+                                        .await
+                                }
+                                Ok(Err(e)) => {
+                                    debug!(error = %e, "TLS handshake failed");
+                                    Ok(())
+                                }
+                                Err(_) => {
+                                    debug!("TLS handshake timed out");
+                                    on_failure(ConnectionFailure::Timeout);
+                                    Ok(())
+                                }
                             }
                         }
+                        None => {
+                            serve_connection(stream, service, &limits, header_timeout, stop).await
+                        }
                     }
-                    None => serve_connection(stream, service, &limits, stop).await,
+                };
+                let result = tokio::select! {
+                    result = served_connection => result,
+                    // Closed to make room for a new connection: dropping the future closes
+                    // the socket.
+                    () = evict.evict.notified() => return,
                 };
                 if let Err(e) = result {
                     if e.is_timeout() && served.load(Ordering::Relaxed) {
@@ -329,6 +390,7 @@ async fn serve_connection<I, S, B>(
     io: I,
     service: S,
     limits: &ServerLimits,
+    header_timeout: Duration,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), hyper::Error>
 where
@@ -344,7 +406,7 @@ where
         .timer(TokioTimer::new())
         // hyper starts this timer whenever it waits for a request head, so it also closes
         // idle keep-alive connections.
-        .header_read_timeout(limits.header_timeout)
+        .header_read_timeout(header_timeout)
         .max_header_size(limits.max_header_bytes)
         .max_buf_size(limits.max_header_bytes)
         .keep_alive(true);
@@ -358,5 +420,297 @@ where
             conn.as_mut().graceful_shutdown();
             conn.await
         }
+    }
+}
+
+/// One connection's entry in the [`Slots`] table.
+struct SlotState {
+    peer: IpAddr,
+    /// In the middle of a request (from the head read to the answer): never closed for room.
+    busy: AtomicBool,
+    /// When the connection last started waiting for a head (accept, or the end of an answer),
+    /// in milliseconds since the table was made.
+    idle_since: AtomicU64,
+    /// Notified when the connection is to close to make room.
+    evict: Notify,
+}
+
+/// The open connections, per address and in total.
+pub(crate) struct Slots {
+    table: std::sync::Mutex<SlotTable>,
+    freed: Notify,
+    max_total: usize,
+    max_per_address: usize,
+    started: std::time::Instant,
+}
+
+#[derive(Default)]
+struct SlotTable {
+    next_id: u64,
+    open: HashMap<u64, Arc<SlotState>>,
+    per_address: HashMap<IpAddr, usize>,
+}
+
+impl SlotTable {
+    fn remove(&mut self, id: u64) -> Option<Arc<SlotState>> {
+        let state = self.open.remove(&id)?;
+        if let Some(n) = self.per_address.get_mut(&state.peer) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_address.remove(&state.peer);
+            }
+        }
+        Some(state)
+    }
+}
+
+/// A connection's hold on its slot; dropping it frees the slot.
+pub(crate) struct SlotGuard {
+    slots: Arc<Slots>,
+    id: u64,
+    state: Arc<SlotState>,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        // Already gone when the connection was closed to make room.
+        if self.slots.lock().remove(self.id).is_some() {
+            self.slots.freed.notify_one();
+        }
+    }
+}
+
+/// An admitted connection.
+pub(crate) struct Slot {
+    guard: SlotGuard,
+    /// The address of the connection closed to make room for this one, if any.
+    evicted_peer: Option<IpAddr>,
+}
+
+/// What [`Slots::admit`] decided.
+pub(crate) enum Admission {
+    /// Served; `pressure` when the table is at least half full.
+    Admitted { slot: Slot, pressure: bool },
+    /// The address already has its share of connections.
+    OverAddressLimit,
+    /// The table is full and the address, which holds some, would hold as many as the busiest.
+    OverFairShare,
+    /// Every slot is in the middle of a request.
+    Full,
+}
+
+impl Slots {
+    pub(crate) fn new(limits: &ServerLimits) -> Self {
+        Slots {
+            table: std::sync::Mutex::default(),
+            freed: Notify::new(),
+            max_total: limits.max_connections,
+            max_per_address: limits.max_connections_per_address,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotTable> {
+        // The table stays consistent between statements; a panic elsewhere does not spoil it.
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Takes a slot for a connection from `peer`; when the table is full, closes the connection
+    /// waiting for a head the longest among those of the address with the most connections.
+    pub(crate) fn admit(self: &Arc<Self>, peer: IpAddr) -> Admission {
+        let mut table = self.lock();
+        if table.per_address.get(&peer).copied().unwrap_or(0) >= self.max_per_address {
+            return Admission::OverAddressLimit;
+        }
+        let mut evicted_peer = None;
+        if table.open.len() >= self.max_total {
+            // Room is made only for an address with fewer connections than the busiest one,
+            // by closing the busiest address's connection idle the longest: a flood comes from
+            // few addresses, Exchange's notifications from others. Making room for the flood's
+            // own addresses would only make the flood cycle through the table.
+            let mine = table.per_address.get(&peer).copied().unwrap_or(0);
+            let Some((busiest, most)) = table
+                .per_address
+                .iter()
+                .max_by_key(|(_, n)| **n)
+                .map(|(ip, n)| (*ip, *n))
+            else {
+                return Admission::Full;
+            };
+            // An address with no connection always gets one; another only while it would
+            // still hold fewer than the busiest.
+            if mine > 0 && mine + 1 >= most {
+                return Admission::OverFairShare;
+            }
+            let idlest = table
+                .open
+                .iter()
+                .filter(|(_, s)| s.peer == busiest && !s.busy.load(Ordering::Relaxed))
+                .min_by_key(|(id, s)| (s.idle_since.load(Ordering::Relaxed), **id))
+                .map(|(id, _)| *id);
+            let Some(id) = idlest else {
+                return Admission::Full;
+            };
+            if let Some(state) = table.remove(id) {
+                // `notify_one` keeps the wake-up for a task not yet waiting.
+                state.evict.notify_one();
+                evicted_peer = Some(state.peer);
+            }
+        }
+        let id = table.next_id;
+        table.next_id += 1;
+        let state = Arc::new(SlotState {
+            peer,
+            busy: AtomicBool::new(false),
+            idle_since: AtomicU64::new(self.now_ms()),
+            evict: Notify::new(),
+        });
+        table.open.insert(id, state.clone());
+        *table.per_address.entry(peer).or_default() += 1;
+        let pressure = table.open.len() * 2 > self.max_total;
+        Admission::Admitted {
+            slot: Slot {
+                guard: SlotGuard {
+                    slots: self.clone(),
+                    id,
+                    state,
+                },
+                evicted_peer,
+            },
+            pressure,
+        }
+    }
+
+    /// Waits until a slot frees and takes it; `None` if the address has reached its limit
+    /// meanwhile.
+    async fn admit_when_free(self: &Arc<Self>, peer: IpAddr) -> Option<(Slot, bool)> {
+        loop {
+            let freed = self.freed.notified();
+            match self.admit(peer) {
+                Admission::Admitted { slot, pressure } => return Some((slot, pressure)),
+                Admission::OverAddressLimit | Admission::OverFairShare => return None,
+                Admission::Full => freed.await,
+            }
+        }
+    }
+
+    /// Open connections now.
+    #[cfg(test)]
+    fn open(&self) -> usize {
+        self.lock().open.len()
+    }
+}
+
+/// Connections refused a slot are held open, unread, for the head time-out, then
+/// closed: closing them at once only invites the client to reconnect at once, and a flood of
+/// reconnections costs more than an idle socket. Bounded by the open-file limit, past which
+/// they are closed at once.
+struct Tarpit {
+    held: Arc<std::sync::atomic::AtomicUsize>,
+    max: usize,
+}
+
+impl Tarpit {
+    fn new(limits: &ServerLimits) -> Self {
+        // Leave room for the served connections and the rest of the process (databases, EWS).
+        let max = open_file_limit()
+            .saturating_sub(limits.max_connections + 256)
+            .min(limits.max_connections * 8);
+        Tarpit {
+            held: Arc::default(),
+            max,
+        }
+    }
+
+    fn hold(&self, stream: TcpStream, limits: &ServerLimits) {
+        if self.held.fetch_add(1, Ordering::Relaxed) >= self.max {
+            self.held.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        let held = self.held.clone();
+        let for_how_long = limits.header_timeout;
+        tokio::spawn(async move {
+            tokio::time::sleep(for_how_long).await;
+            drop(stream);
+            held.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+/// The soft limit on open files (1024 where it cannot be read).
+fn open_file_limit() -> usize {
+    #[cfg(unix)]
+    // SAFETY: getrlimit writes into the rlimit we own.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            return usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX);
+        }
+    }
+    1024
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slots(total: usize, per_address: usize) -> Arc<Slots> {
+        Arc::new(Slots::new(&ServerLimits {
+            max_connections: total,
+            max_connections_per_address: per_address,
+            ..ServerLimits::default()
+        }))
+    }
+
+    fn admitted(a: Admission) -> Slot {
+        match a {
+            Admission::Admitted { slot, .. } => slot,
+            Admission::OverAddressLimit => panic!("over the address limit"),
+            Admission::OverFairShare => panic!("over the fair share"),
+            Admission::Full => panic!("full"),
+        }
+    }
+
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 2));
+
+    #[test]
+    fn slots_refuse_an_address_over_its_limit_and_free_on_drop() {
+        let s = slots(10, 2);
+        let a1 = admitted(s.admit(A));
+        let _a2 = admitted(s.admit(A));
+        assert!(matches!(s.admit(A), Admission::OverAddressLimit));
+        let _b = admitted(s.admit(B));
+        drop(a1);
+        let _a3 = admitted(s.admit(A));
+        assert_eq!(s.open(), 3);
+    }
+
+    #[test]
+    fn slots_when_full_close_the_busiest_address_idlest_connection_never_a_busy_one() {
+        let s = slots(3, 10);
+        let first = admitted(s.admit(A));
+        let second = admitted(s.admit(A));
+        let _b = admitted(s.admit(B));
+        // A's first connection is in the middle of a request: its second goes.
+        first.guard.state.busy.store(true, Ordering::Relaxed);
+        let c = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 3));
+        let third = admitted(s.admit(c));
+        assert_eq!(third.evicted_peer, Some(A));
+        assert!(
+            futures::FutureExt::now_or_never(second.guard.state.evict.notified()).is_some(),
+            "the evicted connection was told to close"
+        );
+        drop(second);
+        assert_eq!(s.open(), 3);
+        // One each now: no address has fewer than the busiest, so nobody is closed for A.
+        assert!(matches!(s.admit(A), Admission::OverFairShare));
     }
 }

@@ -97,6 +97,8 @@ impl SqliteStore {
                 StateError::Database(format!("cannot create {}: {e}", dir.display()))
             })?;
         }
+        crate::pm::embedded::create_private_file(path)
+            .map_err(|e| StateError::Database(format!("cannot create {}: {e}", path.display())))?;
         let conn = Connection::open(path).map_err(db)?;
         Self::start(conn)
     }
@@ -722,6 +724,18 @@ impl StateStore for SqliteStore {
 mod tests {
     use super::*;
     use crate::pm::ProjectGuid;
+
+    #[cfg(unix)]
+    #[test]
+    fn state_file_is_created_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.sqlite");
+        let store = SqliteStore::open(&path).expect("open");
+        drop(store);
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
 
     fn key(uid: i64) -> AssignmentKey {
         AssignmentKey {

@@ -239,6 +239,9 @@ async fn hostile_input_at_the_listener_leaves_serve_up_bounded_and_exact() {
     ws.set_env("TASKBRIDGE_SYNC_MAX_DEBOUNCE_MS", 1000);
     // No reconciliation during the test: every edit must come through a notification.
     ws.set_env("TASKBRIDGE_SYNC_RECONCILE_INTERVAL_SECS", 3600);
+    // Every client here is 127.0.0.1, the simulator's pushes too: the per-address limit is the
+    // other test's subject.
+    ws.set_env("TASKBRIDGE_LISTENER_MAX_CONNECTIONS_PER_ADDRESS", 256);
     let boxes = mailboxes(MAILBOXES);
     let guid = ProjectGuid(Uuid::from_u128(0xc4a0_5004));
     let sim = SimProc::start(&ws, &boxes, &["--push-time-scale", "0.01"]);
@@ -570,4 +573,239 @@ async fn hostile_input_at_the_listener_leaves_serve_up_bounded_and_exact() {
         "updates for keys nobody edited"
     );
     assert_no_secret_in_logs(NAME, &ws, &[]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connection exhaustion
+
+const HOSTILE_CONNECTIONS: usize = 2_000;
+/// Hostile clients come from 127.0.0.2 to 127.0.0.(1 + HOSTILE_ADDRESSES) (all loopback on
+/// Linux); the real notifications from 127.0.0.1.
+const HOSTILE_ADDRESSES: usize = 8;
+const REAL_NOTIFICATIONS: usize = 20;
+/// How soon a hostile client opens a new connection after the server closed its last one.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
+
+/// Raises the soft limit on open files to the hard one: the test holds 2,000 sockets and
+/// `serve` (which inherits the limit) a few hundred.
+fn raise_open_file_limit() -> libc::rlim_t {
+    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit we own.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        }
+        lim.rlim_cur
+    }
+}
+
+/// What the hostile clients did, for the figures.
+#[derive(Default)]
+struct Hostile {
+    /// Connections open now (connected, not yet seen closed).
+    open: AtomicU64,
+    /// Connections made in all.
+    opened: AtomicU64,
+    /// Connections the server closed.
+    closed_by_server: AtomicU64,
+    /// Connection attempts refused or failed.
+    failed: AtomicU64,
+}
+
+/// One hostile client: connects from `source`, sends a head one byte a second and never
+/// finishes it, and reconnects [`RECONNECT_PAUSE`] after the server closes, until `stop`.
+async fn hostile_client(
+    source: std::net::IpAddr,
+    target: SocketAddr,
+    stats: Arc<Hostile>,
+    stop: Arc<tokio::sync::Notify>,
+) {
+    let head = b"POST /ews/notify/guess HTTP/1.1\r\nHost: tb\r\nContent-Type: text/xml\r\nX-Slow: "
+        .to_vec();
+    let run = async {
+        loop {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket
+                .bind(SocketAddr::new(source, 0))
+                .expect("bind a loopback source address");
+            let Ok(stream) = socket.connect(target).await else {
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            stats.opened.fetch_add(1, Ordering::Relaxed);
+            stats.open.fetch_add(1, Ordering::Relaxed);
+            let (mut rd, mut wr) = stream.into_split();
+            let mut head = head.clone().into_iter();
+            let writer = async {
+                loop {
+                    let b = head.next().unwrap_or(b'x');
+                    if wr.write_all(&[b]).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            };
+            let mut sink = [0u8; 256];
+            tokio::select! {
+                () = writer => {}
+                _ = rd.read(&mut sink) => {}
+            }
+            stats.open.fetch_sub(1, Ordering::Relaxed);
+            stats.closed_by_server.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(RECONNECT_PAUSE).await;
+        }
+    };
+    tokio::select! {
+        () = run => {}
+        () = stop.notified() => {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_are_answered_within_a_second_while_2000_hostile_connections_are_held() {
+    const NAME: &str = "listener-exhaustion";
+    let _serial = serial().await;
+    let fd_limit = raise_open_file_limit();
+    assert!(
+        fd_limit >= (HOSTILE_CONNECTIONS + 500) as libc::rlim_t,
+        "the open-file limit ({fd_limit}) is too low for this test"
+    );
+    let mut ws = Workspace::new("debug");
+    ws.set_env("TASKBRIDGE_SYNC_RECONCILE_INTERVAL_SECS", 3600);
+    let boxes = mailboxes(1);
+    let guid = ProjectGuid(Uuid::from_u128(0xc4a0_5016));
+    let sim = SimProc::start(&ws, &boxes, &["--push-time-scale", "0.01"]);
+    let admin = Admin::new(&sim);
+    ws.import(&project_json(guid, 4, &boxes)).await;
+    let mut serve = ws.spawn("serve", &["serve"], false);
+    let subs = wait_until("the subscription", Duration::from_secs(120), || async {
+        let subs = admin.subscriptions().await;
+        (subs.len() == 1).then_some(subs)
+    })
+    .await;
+    let addr: SocketAddr = format!("127.0.0.1:{}", ws.listen_port).parse().unwrap();
+    let path = format!("/ews/notify/{}", ws.listener_secret());
+    let sub_id = subs[0]["id"].as_str().expect("id").to_string();
+    let body = notification(&sub_id, &["AAA"], "w");
+    assert_eq!(notify(addr, &path, &body).await.status, 200, "warm-up");
+
+    let stats = Arc::new(Hostile::default());
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let mut hostile = Vec::new();
+    for i in 0..HOSTILE_CONNECTIONS {
+        let source = std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+            127,
+            0,
+            0,
+            2 + (i % HOSTILE_ADDRESSES) as u8,
+        ));
+        hostile.push(tokio::spawn(hostile_client(
+            source,
+            addr,
+            stats.clone(),
+            stop.clone(),
+        )));
+    }
+    // Until every hostile client has had a connection once.
+    wait_until(
+        "2,000 hostile connections",
+        Duration::from_secs(60),
+        || async {
+            (stats.opened.load(Ordering::Relaxed) >= HOSTILE_CONNECTIONS as u64).then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let mut latencies = Vec::new();
+    let mut statuses = Vec::new();
+    let mut held = Vec::new();
+    for _ in 0..REAL_NOTIFICATIONS {
+        held.push(stats.open.load(Ordering::Relaxed));
+        let started = Instant::now();
+        let status = tokio::time::timeout(Duration::from_secs(30), async {
+            let stream = TcpStream::connect(addr).await.ok()?;
+            let head = post_head(&path, Some("text/xml; charset=utf-8"), Some(body.len()));
+            exchange(stream, head, body.clone().into_bytes()).await
+        })
+        .await
+        .ok()
+        .flatten()
+        .map(|r| r.status)
+        .unwrap_or(0);
+        latencies.push(started.elapsed());
+        statuses.push(status);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let churn = stats.opened.load(Ordering::Relaxed);
+    stop.notify_waiters();
+    for h in hostile {
+        h.abort();
+    }
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", ws.admin_port))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let shed = metrics
+        .lines()
+        .find(|l| l.contains("taskbridge_listener_requests_total{outcome=\"shed\"}"))
+        .unwrap_or("")
+        .to_string();
+    assert!(serve.running(), "serve died");
+    let exit = serve.terminate().await;
+    let log = std::fs::read_to_string(&serve.log).unwrap_or_default();
+
+    latencies.sort();
+    let ms = |d: &Duration| d.as_millis();
+    figure(NAME, "open-file limit", fd_limit);
+    figure(
+        NAME,
+        "hostile connections open at each notification (min / max)",
+        format!(
+            "{} / {}",
+            held.iter().min().unwrap_or(&0),
+            held.iter().max().unwrap_or(&0)
+        ),
+    );
+    figure(NAME, "hostile connections made in all", churn);
+    figure(
+        NAME,
+        "hostile connections closed by the server",
+        stats.closed_by_server.load(Ordering::Relaxed),
+    );
+    figure(NAME, "listener shed metric", &shed);
+    figure(
+        NAME,
+        "notification latency ms (min / median / max)",
+        format!(
+            "{} / {} / {}",
+            ms(&latencies[0]),
+            ms(&latencies[latencies.len() / 2]),
+            ms(&latencies[latencies.len() - 1])
+        ),
+    );
+    figure(NAME, "notification answers", format!("{statuses:?}"));
+
+    assert_eq!(exit, Some(0), "serve did not stop cleanly");
+    assert!(!log.contains("panicked"), "serve panicked");
+    assert!(
+        statuses.iter().all(|&s| s == 200),
+        "every notification answered OK: {statuses:?}"
+    );
+    let slowest = latencies[latencies.len() - 1];
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a notification took {slowest:?} with {HOSTILE_CONNECTIONS} hostile connections held"
+    );
 }

@@ -500,10 +500,19 @@ fn token_endpoint(state: &State, body: &[u8]) -> Resp {
         && form_value(body, "client_id").as_deref() == Some(CLIENT_ID)
         && form_value(body, "client_secret").as_deref() == Some(CLIENT_SECRET);
     if !ok {
+        // Like a careless endpoint: the description repeats what was posted (the client
+        // secret included) and carries a line break and a control character.
+        let posted = form_value(body, "client_secret").unwrap_or_default();
+        let description = format!(
+            "bad client credentials for secret {posted}\r\nX-Injected: yes\u{1b}[31m{}",
+            "padding ".repeat(200)
+        );
         return respond(
             401,
             &[("Content-Type", "application/json".into())],
-            br#"{"error":"invalid_client","error_description":"bad client credentials"}"#.to_vec(),
+            serde_json::json!({"error": "invalid_client", "error_description": description})
+                .to_string()
+                .into_bytes(),
         );
     }
     let n = state.token_fetches.fetch_add(1, Ordering::SeqCst) + 1;

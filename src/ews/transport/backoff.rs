@@ -57,6 +57,9 @@ impl RetryPolicy {
 
 /// The gate that ErrorServerBusy closes: while it is closed, no request leaves.
 ///
+/// The longest the gate stays closed for one answer, whatever the server asked for.
+pub const MAX_GATE_CLOSED: Duration = Duration::from_secs(3600);
+
 /// One per endpoint + credential, shared by every call of an [`EwsClient`] and its clones.
 ///
 /// [`EwsClient`]: crate::ews::client::EwsClient
@@ -75,9 +78,15 @@ impl BackoffGate {
         Self::default()
     }
 
-    /// Closes the gate for `back_off` from now, unless it is already closed for longer.
+    /// Closes the gate for `back_off` from now (at most [`MAX_GATE_CLOSED`]), unless it is
+    /// already closed for longer.
     pub fn close_for(&self, back_off: Duration) -> Instant {
-        let until = Instant::now() + back_off;
+        // The back-off comes from the server (Retry-After, BackOffMilliseconds): bounded and
+        // added with a check, so an absurd value neither panics nor shuts the client for ever.
+        let now = Instant::now();
+        let until = now
+            .checked_add(back_off.min(MAX_GATE_CLOSED))
+            .unwrap_or(now);
         let mut closed = self.lock();
         let until = match *closed {
             Some(existing) if existing > until => existing,
@@ -126,7 +135,9 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
         return Some(Duration::from_secs(secs));
     }
     let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let at = SystemTime::from(date);
+    // A date before 1970 or past what SystemTime holds is no delay we can honour.
+    let at = SystemTime::UNIX_EPOCH
+        .checked_add(Duration::from_secs(u64::try_from(date.timestamp()).ok()?))?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
@@ -199,6 +210,21 @@ mod tests {
         gate.wait_open().await;
         assert!(Instant::now() - start >= Duration::from_millis(300));
         assert_eq!(gate.waited(), Duration::from_millis(300));
+    }
+
+    #[test]
+    fn backoff_absurd_server_delays_are_bounded_not_a_panic() {
+        let gate = BackoffGate::new();
+        let before = Instant::now();
+        let until = gate.close_for(Duration::MAX);
+        assert!(until > before && until <= Instant::now() + MAX_GATE_CLOSED);
+        let now = SystemTime::now();
+        let huge = parse_retry_after("18446744073709551615", now).expect("a delay");
+        assert!(gate.close_for(huge) <= Instant::now() + MAX_GATE_CLOSED);
+        assert_eq!(
+            parse_retry_after("Fri, 31 Dec 1965 23:59:59 +0000", now),
+            None
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -169,6 +169,20 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
 }
 
 /// Builds the pooled reqwest client: HTTP/1.1 only, no redirects, no proxy.
+/// Whether `url` names this machine (`localhost`, 127.0.0.0/8, `::1`), where plain HTTP does not
+/// leave the host.
+pub(crate) fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 pub(crate) fn reqwest_client(
     tls: rustls::ClientConfig,
     timeouts: &Timeouts,

@@ -43,6 +43,9 @@ use super::{EmbeddedError, EmbeddedHost, Policy, Secret, UpdateFilter, UpdateSta
 use crate::pm::host::StatusUpdateId;
 use crate::pm::model::ProjectGuid;
 
+/// The default time allowed to receive a request body, from the end of the head.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The default cap on request bodies: the API's bodies are a few short fields.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 /// Connections served at once by [`serve_pm_api`]; more wait in the listen backlog.
@@ -95,6 +98,7 @@ pub struct PmApi {
     /// digests in constant time hides the token's length as well as its content.
     token: Option<Arc<[u8; 32]>>,
     max_body: usize,
+    body_timeout: Duration,
 }
 
 impl std::fmt::Debug for PmApi {
@@ -115,6 +119,7 @@ pub fn pm_api(host: EmbeddedHost, token: Secret) -> PmApi {
         conflicts: None,
         token,
         max_body: DEFAULT_MAX_BODY_BYTES,
+        body_timeout: DEFAULT_BODY_TIMEOUT,
     }
 }
 
@@ -141,6 +146,13 @@ impl PmApi {
     /// Sets the request body cap (default [`DEFAULT_MAX_BODY_BYTES`]).
     pub fn with_max_body(mut self, bytes: usize) -> PmApi {
         self.max_body = bytes;
+        self
+    }
+
+    /// Sets the time allowed to receive a request body (default [`DEFAULT_BODY_TIMEOUT`]); a
+    /// slower body gets 408 and the connection is closed.
+    pub fn with_body_timeout(mut self, timeout: Duration) -> PmApi {
+        self.body_timeout = timeout;
         self
     }
 
@@ -249,10 +261,14 @@ impl PmApi {
         if declared.is_some_and(|n| n > u64::try_from(self.max_body).unwrap_or(u64::MAX)) {
             return Err(too_large());
         }
-        match Limited::new(request.into_body(), self.max_body)
-            .collect()
-            .await
-        {
+        let read = Limited::new(request.into_body(), self.max_body).collect();
+        let Ok(read) = tokio::time::timeout(self.body_timeout, read).await else {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive in time",
+            ));
+        };
+        match read {
             Ok(collected) => Ok(collected.to_bytes()),
             Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
             Err(_) => Err(ApiError::new(

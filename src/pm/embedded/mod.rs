@@ -45,11 +45,13 @@ use super::model::{AssignmentKey, AssignmentUid, Project, ProjectGuid};
 
 pub use crate::secret::Secret;
 pub use api::{
-    ConflictDesk, DEFAULT_MAX_BODY_BYTES, DeskError, DeskFuture, PmApi, pm_api, serve_pm_api,
+    ConflictDesk, DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DeskError, DeskFuture, PmApi,
+    pm_api, serve_pm_api,
 };
 pub use apply::{Applied, ApplyError, apply_changes, apply_update, field_value};
 pub use remove::RemovedRows;
 pub use snapshot::{DocumentFormat, ImportedDocument};
+pub(crate) use store::create_private_file;
 pub use types::{
     AppliedValue, DECIDER_AUTO, DECIDER_TASKBRIDGE, FileOverride, ImportFieldChange, ImportReport,
     Policy, ProjectSummary, StaleField, StatusUpdateRecord, UnknownPolicy, UnknownState,

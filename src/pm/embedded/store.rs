@@ -225,6 +225,21 @@ fn prune(conn: &Connection) {
     }
 }
 
+/// Creates `path` empty, readable and writable by its owner only (0600 on Unix), unless it
+/// exists. SQLite then opens it as a new database and gives its `-wal` and `-shm` files the same
+/// mode: the stores hold names, e-mail addresses and notes, not for other local users.
+pub(crate) fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Opens the file with the connection settings every connection needs, and migrates it.
 fn open_connection(path: &Path, create: bool) -> Result<Connection, EmbeddedError> {
     if !create && !path.exists() {
@@ -233,6 +248,7 @@ fn open_connection(path: &Path, create: bool) -> Result<Connection, EmbeddedErro
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     if create {
         flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        create_private_file(path).map_err(EmbeddedError::Io)?;
     }
     let mut conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;

@@ -42,7 +42,20 @@ pub struct ImportOptions {
     pub fallback_guid: Option<ProjectGuid>,
     /// Inputs larger than this many bytes are refused with [`ImportError::TooLarge`].
     pub max_bytes: usize,
+    /// Projects with more mailbox tasks (assignments with an e-mail address) than this are
+    /// refused with [`ImportError::TooManyAssignments`].
+    pub max_assignments_per_project: usize,
+    /// Projects that would give one mailbox more tasks than this are refused with
+    /// [`ImportError::TooManyAssignments`] naming the mailbox.
+    pub max_assignments_per_mailbox: usize,
 }
+
+/// The default cap on a project's mailbox tasks.
+pub const DEFAULT_MAX_ASSIGNMENTS_PER_PROJECT: usize = 100_000;
+/// The default cap on one mailbox's tasks from one project.
+pub const DEFAULT_MAX_ASSIGNMENTS_PER_MAILBOX: usize = 10_000;
+/// The longest e-mail address accepted (RFC 5321's path limit less the brackets).
+const MAX_EMAIL_BYTES: usize = 254;
 
 impl Default for ImportOptions {
     fn default() -> Self {
@@ -50,6 +63,8 @@ impl Default for ImportOptions {
             time_zone: Tz::UTC,
             fallback_guid: None,
             max_bytes: DEFAULT_MAX_BYTES,
+            max_assignments_per_project: DEFAULT_MAX_ASSIGNMENTS_PER_PROJECT,
+            max_assignments_per_mailbox: DEFAULT_MAX_ASSIGNMENTS_PER_MAILBOX,
         }
     }
 }
@@ -71,7 +86,7 @@ impl Place {
     pub(crate) fn in_text(path: String, text: &str, offset: usize) -> Place {
         let (line, column) = line_column(text, offset);
         Place {
-            path,
+            path: bounded_path(path),
             line: Some(line),
             column: Some(column),
         }
@@ -80,11 +95,39 @@ impl Place {
     /// A place named by a path alone.
     pub(crate) fn at_path(path: String) -> Place {
         Place {
-            path,
+            path: bounded_path(path),
             line: None,
             column: None,
         }
     }
+}
+
+/// The longest element path an error carries; a deeper one keeps its first and last elements.
+const MAX_PATH_BYTES: usize = 256;
+
+/// Shortens a path of absurd depth (a hostile file nests thousands of elements) to its first
+/// two and last elements around `/.../`, so an error message stays readable.
+fn bounded_path(path: String) -> String {
+    if path.len() <= MAX_PATH_BYTES {
+        return path;
+    }
+    let head: String = path.split('/').take(2).collect::<Vec<_>>().join("/");
+    let mut tail: Vec<&str> = Vec::new();
+    let mut room = MAX_PATH_BYTES.saturating_sub(head.len() + 5);
+    for segment in path.rsplit('/') {
+        if segment.len() + 1 > room {
+            break;
+        }
+        room -= segment.len() + 1;
+        tail.push(segment);
+    }
+    tail.reverse();
+    let mut cut = head.len().min(MAX_PATH_BYTES / 2);
+    while !head.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let head = &head[..cut];
+    format!("{head}/.../{}", tail.join("/"))
 }
 
 impl fmt::Display for Place {
@@ -244,6 +287,25 @@ pub enum ImportError {
         /// The repeated UID.
         uid: i64,
     },
+    /// A resource's e-mail address is not one (a line break or another control character,
+    /// blanks, no `@`, too long). The value is not quoted: it may hold anything.
+    #[error("resource {resource}: the e-mail address is not usable: {reason}")]
+    InvalidEmail {
+        /// The resource.
+        resource: ResourceUid,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The project has more mailbox tasks than the cap, in all or for one mailbox.
+    #[error("{}", too_many(*.count, *.limit, .mailbox.as_deref()))]
+    TooManyAssignments {
+        /// The mailbox over its cap, or `None` for the project's total.
+        mailbox: Option<String>,
+        /// The tasks it would have.
+        count: usize,
+        /// The cap (`max_assignments_per_mailbox` or `max_assignments_per_project`).
+        limit: usize,
+    },
     /// An assignment names a task that does not exist.
     #[error("{at}: assignment {assignment} refers to task {task}, which does not exist")]
     UnknownTask {
@@ -358,10 +420,93 @@ pub fn import_str(
         .trim_start_matches('\u{feff}')
         .chars()
         .find(|c| !c.is_whitespace());
-    match first {
+    let project = match first {
         Some('<') => parse_mspdi(text, options),
         Some('{') => parse_json(text, options),
         _ => Err(ImportError::UnknownFormat),
+    }?;
+    check_mailboxes(&project, options)?;
+    Ok(project)
+}
+
+fn too_many(count: usize, limit: usize, mailbox: Option<&str>) -> String {
+    match mailbox {
+        Some(m) => format!(
+            "the project gives {m} {count} tasks, over the limit of {limit} per mailbox \
+             (max_assignments_per_mailbox)"
+        ),
+        None => format!(
+            "the project has {count} mailbox tasks, over the limit of {limit} per project \
+             (max_assignments_per_project)"
+        ),
+    }
+}
+
+/// The checks on what becomes mailbox tasks: usable addresses, and the caps.
+fn check_mailboxes(
+    project: &super::model::Project,
+    options: &ImportOptions,
+) -> Result<(), ImportError> {
+    for resource in &project.resources {
+        if let Some(email) = resource.email.as_deref() {
+            check_email(email.trim()).map_err(|reason| ImportError::InvalidEmail {
+                resource: resource.uid,
+                reason,
+            })?;
+        }
+    }
+    let units = project.sync_units();
+    if units.len() > options.max_assignments_per_project {
+        return Err(ImportError::TooManyAssignments {
+            mailbox: None,
+            count: units.len(),
+            limit: options.max_assignments_per_project,
+        });
+    }
+    let mut per_mailbox: std::collections::HashMap<String, usize> =
+        std::collections::HashMap::new();
+    for unit in &units {
+        *per_mailbox
+            .entry(unit.email.to_ascii_lowercase())
+            .or_default() += 1;
+    }
+    if let Some((mailbox, count)) = per_mailbox
+        .into_iter()
+        .filter(|(_, n)| *n > options.max_assignments_per_mailbox)
+        .max_by_key(|(_, n)| *n)
+    {
+        return Err(ImportError::TooManyAssignments {
+            mailbox: Some(mailbox),
+            count,
+            limit: options.max_assignments_per_mailbox,
+        });
+    }
+    Ok(())
+}
+
+/// An address that can go into EWS requests and log lines: no control characters or blanks,
+/// one `@` between a local part and a domain, at most 254 bytes. An empty one means "no
+/// mailbox" and is fine.
+fn check_email(email: &str) -> Result<(), &'static str> {
+    if email.is_empty() {
+        return Ok(());
+    }
+    if email.chars().any(char::is_control) {
+        return Err("it holds a line break or another control character");
+    }
+    if email.chars().any(char::is_whitespace) {
+        return Err("it holds blanks");
+    }
+    if email.len() > MAX_EMAIL_BYTES {
+        return Err("it is longer than 254 bytes");
+    }
+    match email.split_once('@') {
+        Some((local, domain))
+            if !local.is_empty() && !domain.is_empty() && !domain.contains('@') =>
+        {
+            Ok(())
+        }
+        _ => Err("it is not of the form name@domain"),
     }
 }
 

@@ -76,6 +76,18 @@ impl Auth {
     }
 }
 
+/// Reads a token endpoint's answer (HTTP `status` and `body`) as the OAuth client-credentials
+/// flow does: the access token and the lifetime it will be cached for, or the refusal as an
+/// error. For fuzzing and tests; the client calls the same code.
+pub fn parse_oauth_token_response(
+    status: u16,
+    body: &[u8],
+    client_id: &str,
+    client_secret: &Secret,
+) -> Result<(Secret, std::time::Duration), Error> {
+    oauth::token_response(status, body, client_id, client_secret)
+}
+
 /// The runtime state of the configured scheme.
 pub(crate) enum Authenticator {
     None,

@@ -21,6 +21,9 @@ const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
 const MAX_MARGIN: Duration = Duration::from_secs(60);
 /// ...and at least a tenth of the lifetime before it.
 const MARGIN_DIVISOR: u32 = 10;
+/// Longest lifetime believed: a token endpoint that says more (or an absurd `expires_in`, which
+/// would overflow the clock arithmetic) gets the token refreshed after a day anyway.
+const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// Largest token response read.
 const MAX_TOKEN_RESPONSE: usize = 256 * 1024;
 
@@ -115,6 +118,16 @@ impl ClientCredentials {
     ) -> Result<Self, Error> {
         let token_url = reqwest::Url::parse(token_url)
             .map_err(|e| Error::Config(format!("invalid OAuth token URL {token_url:?}: {e}")))?;
+        // The client secret goes in the request body: never in plain text off this machine.
+        let plain_loopback =
+            token_url.scheme() == "http" && crate::ews::transport::http::is_loopback(&token_url);
+        if token_url.scheme() != "https" && !plain_loopback {
+            return Err(Error::Config(format!(
+                "the OAuth token URL must be https (http only on loopback), not {}://{}",
+                token_url.scheme(),
+                token_url.host_str().unwrap_or("")
+            )));
+        }
         Ok(ClientCredentials {
             token_url,
             client_id,
@@ -139,7 +152,7 @@ impl ClientCredentials {
         }
         let (value, lifetime) = self.fetch().await?;
         let margin = (lifetime / MARGIN_DIVISOR).min(MAX_MARGIN);
-        let refresh_at = Instant::now() + lifetime.saturating_sub(margin);
+        let refresh_at = refresh_time(Instant::now(), lifetime, margin);
         cache.generation += 1;
         cache.fetches += 1;
         cache.token = Some((value.clone(), refresh_at));
@@ -181,39 +194,109 @@ impl ClientCredentials {
             }
             body.extend_from_slice(&chunk);
         }
-        // The body holds the access token: it is parsed, never logged.
-        let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        if !(200..300).contains(&status) {
-            let field = |name: &str| json.get(name).and_then(|v| v.as_str()).unwrap_or("");
-            let detail = format!(
-                "the token endpoint refused the client credentials of {}: {} {}",
-                self.client_id,
-                field("error"),
-                field("error_description")
-            );
-            return Err(if (400..500).contains(&status) {
-                Error::Unauthorized {
-                    scheme: "oauth",
-                    detail: detail.trim_end().to_string(),
-                }
-            } else {
-                Error::Http { status, detail }
-            });
-        }
-        let Some(token) = json.get("access_token").and_then(|v| v.as_str()) else {
-            return Err(Error::Unauthorized {
-                scheme: "oauth",
-                detail: "the token endpoint's answer has no access_token".into(),
-            });
+        token_response(status, &body, &self.client_id, &self.client_secret)
+    }
+}
+
+/// Reads the token endpoint's answer: the access token and its lifetime (bounded), or the
+/// refusal as an error whose server-provided text is masked and bounded. Nothing in `body` is
+/// trusted: any bytes give a value or an error, never a panic.
+pub(crate) fn token_response(
+    status: u16,
+    body: &[u8],
+    client_id: &str,
+    client_secret: &Secret,
+) -> Result<(Secret, Duration), Error> {
+    // The body holds the access token: it is parsed, never logged.
+    let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    if !(200..300).contains(&status) {
+        // The endpoint's text is not ours: it may repeat what was posted (the secret), or
+        // carry line breaks and terminal escapes into logs. Printable, short, secret-free.
+        let field = |name: &str, max: usize| {
+            let raw = json.get(name).and_then(|v| v.as_str()).unwrap_or("");
+            sanitize_server_text(raw, client_secret.expose(), max)
         };
-        // Azure AD v1 sends expires_in as a string, v2 as a number.
-        let lifetime = match json.get("expires_in") {
-            Some(serde_json::Value::Number(n)) => n.as_u64(),
-            Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
-            _ => None,
+        let detail = format!(
+            "the token endpoint refused the client credentials of {}: {} {}",
+            client_id,
+            field("error", 64),
+            field("error_description", MAX_SERVER_TEXT)
+        );
+        return Err(if (400..500).contains(&status) {
+            Error::Unauthorized {
+                scheme: "oauth",
+                detail: detail.trim_end().to_string(),
+            }
+        } else {
+            Error::Http { status, detail }
+        });
+    }
+    let Some(token) = json.get("access_token").and_then(|v| v.as_str()) else {
+        return Err(Error::Unauthorized {
+            scheme: "oauth",
+            detail: "the token endpoint's answer has no access_token".into(),
+        });
+    };
+    // Azure AD v1 sends expires_in as a string, v2 as a number.
+    let lifetime = match json.get("expires_in") {
+        Some(serde_json::Value::Number(n)) => n.as_u64(),
+        Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    }
+    .map(|secs| Duration::from_secs(secs).min(MAX_LIFETIME))
+    .unwrap_or(DEFAULT_LIFETIME);
+    Ok((Secret::new(token), lifetime))
+}
+
+/// The most characters of an error description a token endpoint gets into our errors.
+const MAX_SERVER_TEXT: usize = 200;
+
+/// Server-provided text made safe to show: `secret` replaced by `***`, control characters (line
+/// breaks, escapes) by spaces, cut at `max` characters with `...`.
+pub(crate) fn sanitize_server_text(raw: &str, secret: &str, max: usize) -> String {
+    let masked = if secret.is_empty() {
+        raw.to_string()
+    } else {
+        raw.replace(secret, "***")
+    };
+    let mut out = String::new();
+    for (n, c) in masked.chars().enumerate() {
+        if n == max {
+            out.push_str("...");
+            break;
         }
-        .map(Duration::from_secs)
-        .unwrap_or(DEFAULT_LIFETIME);
-        Ok((Secret::new(token), lifetime))
+        out.push(if c.is_control() { ' ' } else { c });
+    }
+    out
+}
+
+/// When to fetch a new token: `margin` before the end of `lifetime` from `now`. The lifetime comes
+/// from the token endpoint, so the sum is checked: a time the clock cannot hold means "refresh
+/// after [`MAX_LIFETIME`]" rather than a panic.
+fn refresh_time(now: Instant, lifetime: Duration, margin: Duration) -> Instant {
+    let wait = lifetime.min(MAX_LIFETIME).saturating_sub(margin);
+    now.checked_add(wait)
+        .or_else(|| now.checked_add(MAX_LIFETIME))
+        .unwrap_or(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oauth_server_text_is_masked_printable_and_bounded() {
+        let text = sanitize_server_text("bad s3cr3t\r\nX: y\u{1b}[31m", "s3cr3t", 200);
+        assert_eq!(text, "bad ***  X: y [31m");
+        assert_eq!(sanitize_server_text(&"a".repeat(300), "", 5), "aaaaa...");
+    }
+
+    #[test]
+    fn oauth_refresh_time_of_an_absurd_lifetime_is_bounded_not_a_panic() {
+        let now = Instant::now();
+        let at = refresh_time(now, Duration::MAX, MAX_MARGIN);
+        assert_eq!(at, now + MAX_LIFETIME - MAX_MARGIN);
+        let at = refresh_time(now, Duration::from_secs(100), Duration::from_secs(10));
+        assert_eq!(at, now + Duration::from_secs(90));
     }
 }
