@@ -228,3 +228,129 @@ fn serve_against_sim_brings_a_mailbox_edit_to_updates_and_status() {
     assert!(code.success(), "serve exited with {code}");
     drop(sim);
 }
+
+/// `taskbridge init` in `d` with free ports, and the simulator on the EWS port (the service
+/// account's password is the one init wrote). Returns the simulator and the admin port.
+fn site_with_sim(d: &Path) -> (Kill, u16) {
+    let out = taskbridge(d, &["init"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (ews, listen, admin) = (free_port(), free_port(), free_port());
+    let config = std::fs::read_to_string(d.join("taskbridge.toml")).expect("config");
+    let config = config
+        .replace("127.0.0.1:8443", &format!("127.0.0.1:{ews}"))
+        .replace("127.0.0.1:8081", &format!("127.0.0.1:{listen}"))
+        .replace("127.0.0.1:8082", &format!("127.0.0.1:{admin}"));
+    std::fs::write(d.join("taskbridge.toml"), config).expect("write config");
+    let password = std::fs::read_to_string(d.join("taskbridge-data/exchange.password"))
+        .expect("password written by init");
+    let mut sim = Kill(
+        Command::new(BIN)
+            .current_dir(d)
+            .args([
+                "sim",
+                "--listen",
+                &format!("127.0.0.1:{ews}"),
+                "--auth",
+                "basic",
+            ])
+            .args([
+                "--service",
+                &format!("taskbridge@sim.example:{}", password.trim()),
+            ])
+            .args(["--user", "ann@example.com:a"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sim"),
+    );
+    let mut first = String::new();
+    BufReader::new(sim.0.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("sim prints its URL");
+    (sim, admin)
+}
+
+/// Under systemd's `Type=notify`: `serve` sends READY=1 to `$NOTIFY_SOCKET` once it answers
+/// `/healthz`, says on SIGHUP which re-read keys need a restart (and keeps running), and
+/// sends STOPPING=1 on SIGTERM.
+#[cfg(target_os = "linux")]
+#[test]
+fn serve_notifies_systemd_and_reports_a_reload_on_sighup() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (_sim, admin) = site_with_sim(d);
+    let socket_path = d.join("notify.sock");
+    let notify = UnixDatagram::bind(&socket_path).expect("bind the notify socket");
+    notify
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut serve = Kill(
+        Command::new(BIN)
+            .current_dir(d)
+            .arg("serve")
+            .env("NOTIFY_SOCKET", &socket_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start serve"),
+    );
+    // Collect stderr lines as they come.
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let stderr = serve.0.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).expect("READY=1 within 30 s");
+    assert_eq!(&buf[..n], b"READY=1");
+    // Ready means ready: the admin endpoint answers at once.
+    assert!(
+        http("GET", &format!("http://127.0.0.1:{admin}/healthz"), None).is_some(),
+        "READY=1 came before /healthz answered"
+    );
+
+    let config = std::fs::read_to_string(d.join("taskbridge.toml")).expect("config");
+    let edited = config.replace("debounce_ms = 2000", "debounce_ms = 500");
+    assert_ne!(config, edited, "the template names sync.debounce_ms");
+    std::fs::write(d.join("taskbridge.toml"), edited).expect("edit config");
+    let pid = serve.0.id() as libc::pid_t;
+    // SAFETY: kill(2) on our own child's pid with a valid signal number.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let reload_line = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines.recv_timeout(left).expect("a SIGHUP line within 20 s");
+        if line.contains("SIGHUP") {
+            break line;
+        }
+    };
+    assert!(reload_line.contains("sync.debounce_ms"), "{reload_line}");
+    assert!(reload_line.contains("restart"), "{reload_line}");
+    assert!(
+        serve.0.try_wait().expect("wait").is_none(),
+        "serve died on SIGHUP"
+    );
+    assert!(http("GET", &format!("http://127.0.0.1:{admin}/healthz"), None).is_some());
+
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let n = notify.recv(&mut buf).expect("STOPPING=1 within 30 s");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while serve.0.try_wait().expect("wait").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "serve did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -142,7 +142,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Projects(args) => projects::run(args, &settings()?.data_dir),
         Command::Updates(args) => updates::run(args, &settings()?.data_dir),
         Command::Sim(args) => sim::run(*args),
-        Command::Serve(args) => serve::run(args, &settings()?),
+        Command::Serve(args) => {
+            let (path, dir) = (config_path.clone(), cli.data_dir.clone());
+            let reload: serve::Reload =
+                Box::new(move || self::settings(&path, explicit, dir.as_deref()));
+            serve::run(args, &settings()?, reload)
+        }
         Command::Publish(args) => sync::publish(args, &settings()?),
         Command::Bench(args) => bench::run(*args),
         Command::Status(args) => sync::status(args, &settings()?),
