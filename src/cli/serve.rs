@@ -3,10 +3,10 @@
 //!
 //! Under systemd (`Type=notify`) it tells the service manager when it is ready (`READY=1`, once
 //! the listener and the admin endpoint accept connections and the engine starts) and when it
-//! stops (`STOPPING=1`), by a datagram to `$NOTIFY_SOCKET`. SIGHUP re-reads the configuration
-//! and logs which keys changed: none is applied to the running connector (the engine, the
-//! listener and the EWS client are built from it at start), so the log says a restart is
-//! needed for them.
+//! stops (`STOPPING=1`), by a datagram to `$NOTIFY_SOCKET`. SIGHUP re-reads the configuration:
+//! `sync.debounce_ms` and `sync.max_debounce_ms` are applied to the running engine; any other
+//! changed key is logged as needing a restart (the listener, the EWS client and the rest of the
+//! engine are built from the configuration at start).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -154,11 +154,18 @@ pub fn changed_keys(running: &RawConfig, reread: &RawConfig) -> Vec<String> {
 /// A re-read of the configuration (the same file, variables and `--data-dir` as at start).
 pub type Reload = Box<dyn Fn() -> Result<RawConfig, CliError> + Send + Sync>;
 
-/// On every SIGHUP: re-reads the configuration and says what changed. Nothing is applied to
-/// the running connector (see the module documentation); an invalid file is reported and the
+/// The keys a running connector takes on SIGHUP.
+pub const RELOADABLE: &[&str] = &["sync.debounce_ms", "sync.max_debounce_ms"];
+
+/// On every SIGHUP: re-reads the configuration, hands the [`RELOADABLE`] keys to `apply`, and
+/// logs the other changed keys as needing a restart; an invalid file is reported and the
 /// running configuration kept.
 #[cfg(unix)]
-async fn on_hangup(running: RawConfig, reload: Reload) {
+async fn on_hangup(
+    mut running: RawConfig,
+    reload: Reload,
+    apply: impl Fn(&taskbridge::sync::SyncConfig) + Send,
+) {
     let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
         return;
     };
@@ -173,10 +180,23 @@ async fn on_hangup(running: RawConfig, reload: Reload) {
         let changed = changed_keys(&running, &reread);
         if changed.is_empty() {
             info!("SIGHUP: configuration re-read, nothing changed");
-        } else {
+            continue;
+        }
+        let (live, later): (Vec<String>, Vec<String>) = changed
+            .into_iter()
+            .partition(|k| RELOADABLE.contains(&k.as_str()));
+        if !live.is_empty()
+            && let Ok(sync) = reread.sync()
+        {
+            apply(&sync);
+            running.sync.debounce_ms = reread.sync.debounce_ms;
+            running.sync.max_debounce_ms = reread.sync.max_debounce_ms;
+            info!(applied = %live.join(", "), "SIGHUP: configuration re-read and applied");
+        }
+        if !later.is_empty() {
             warn!(
-                changed = %changed.join(", "),
-                "SIGHUP: configuration re-read; the changed keys take effect only at a restart \
+                changed = %later.join(", "),
+                "SIGHUP: configuration re-read; these keys take effect only at a restart \
                  (systemctl restart taskbridge)"
             );
         }
@@ -251,7 +271,12 @@ pub fn run(_args: ServeArgs, raw: &RawConfig, reload: Reload) -> anyhow::Result<
             }))
         };
         #[cfg(unix)]
-        let hangup = tokio::spawn(on_hangup(raw.clone(), reload));
+        let hangup = {
+            let engine = connector.engine().clone();
+            tokio::spawn(on_hangup(raw.clone(), reload, move |sync| {
+                engine.set_debounce(sync.debounce, sync.max_debounce);
+            }))
+        };
         #[cfg(not(unix))]
         drop(reload);
         let result = connector
