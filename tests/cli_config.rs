@@ -212,6 +212,28 @@ fn config_show_gives_each_source_and_never_a_secret() {
     assert!(!stdout.contains("hunter2-password-value"), "{stdout}");
     assert!(!stdout.contains("s3cr3t-in-url"), "{stdout}");
 
+    let out = taskbridge(d, &["--data-dir", "elsewhere", "config", "show"], &[]);
+    assert!(
+        text(&out.stdout)
+            .lines()
+            .any(|l| l.starts_with("data_dir = \"elsewhere\"") && l.ends_with("# --data-dir")),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = taskbridge(
+        d,
+        &["config", "show"],
+        &[("TASKBRIDGE_DATA_DIR", "from-variable")],
+    );
+    assert!(
+        text(&out.stdout)
+            .lines()
+            .any(|l| l.starts_with("data_dir = \"from-variable\"")
+                && l.ends_with("# variable TASKBRIDGE_DATA_DIR")),
+        "{}",
+        text(&out.stdout)
+    );
+
     let out = taskbridge(d, &["config", "show", "--json"], &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");

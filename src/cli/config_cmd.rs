@@ -349,7 +349,14 @@ fn show(loaded: &Loaded, origin: &Origin<'_>, json: bool) -> anyhow::Result<Exit
             Source::Variable(v) => format!("variable {v}"),
         };
         if key == "data_dir" && origin.data_dir.is_some() {
-            source = "--data-dir".into();
+            // clap takes --data-dir from TASKBRIDGE_DATA_DIR when the flag is absent.
+            let from_variable = std::env::var_os("TASKBRIDGE_DATA_DIR")
+                .is_some_and(|v| Some(Path::new(&v)) == origin.data_dir);
+            source = if from_variable {
+                "variable TASKBRIDGE_DATA_DIR".into()
+            } else {
+                "--data-dir".into()
+            };
         }
         if let Some(n) = note {
             source = format!("{source}; {n}");
