@@ -552,12 +552,15 @@ async fn manual_conflict_is_listed_and_settled_from_the_cli() {
     let (h, _) = manual_conflict().await;
     let data = h.dir.path().to_path_buf();
     let url = h.sim.url.clone();
+    // An empty file: the built-in defaults, with the variables below (a --config that names a
+    // missing file is refused).
+    std::fs::write(data.join("defaults.toml"), "").expect("write an empty configuration");
     let run = move |args: Vec<String>| {
         let (data, url) = (data.clone(), url.clone());
         tokio::task::spawn_blocking(move || {
             std::process::Command::new(env!("CARGO_BIN_EXE_taskbridge"))
                 .arg("--config")
-                .arg(data.join("no-such.toml"))
+                .arg(data.join("defaults.toml"))
                 .arg("--data-dir")
                 .arg(&data)
                 .args(&args)

@@ -228,3 +228,204 @@ fn serve_against_sim_brings_a_mailbox_edit_to_updates_and_status() {
     assert!(code.success(), "serve exited with {code}");
     drop(sim);
 }
+
+/// `taskbridge init` in `d` with free ports, the simulator on the EWS port (the service
+/// account's password is the one init wrote) and the sample project imported. Returns the
+/// simulator, the EWS port and the admin port.
+fn site_with_sim(d: &Path) -> (Kill, u16, u16) {
+    let out = taskbridge(d, &["init"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (ews, listen, admin) = (free_port(), free_port(), free_port());
+    let config = std::fs::read_to_string(d.join("taskbridge.toml")).expect("config");
+    let config = config
+        .replace("127.0.0.1:8443", &format!("127.0.0.1:{ews}"))
+        .replace("127.0.0.1:8081", &format!("127.0.0.1:{listen}"))
+        .replace("127.0.0.1:8082", &format!("127.0.0.1:{admin}"));
+    std::fs::write(d.join("taskbridge.toml"), config).expect("write config");
+    let password = std::fs::read_to_string(d.join("taskbridge-data/exchange.password"))
+        .expect("password written by init");
+    let mut sim = Kill(
+        Command::new(BIN)
+            .current_dir(d)
+            .args([
+                "sim",
+                "--listen",
+                &format!("127.0.0.1:{ews}"),
+                "--auth",
+                "basic",
+            ])
+            .args([
+                "--service",
+                &format!("taskbridge@sim.example:{}", password.trim()),
+            ])
+            .args(["--user", "ann@example.com:a", "--user", "bob@example.com:b"])
+            .args(["--user", "chen@example.com:c"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sim"),
+    );
+    let mut first = String::new();
+    BufReader::new(sim.0.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("sim prints its URL");
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sample-project.xml");
+    let out = taskbridge(
+        d,
+        &[
+            "import",
+            sample.to_str().expect("path"),
+            "--time-zone",
+            "Europe/Berlin",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (sim, ews, admin)
+}
+
+/// Under systemd's `Type=notify`: `serve` sends READY=1 to `$NOTIFY_SOCKET` once it answers
+/// `/healthz`; on SIGHUP it applies a new debounce (an edit that a ten-minute debounce would
+/// hold arrives in seconds), names the other changed keys as needing a restart, and keeps
+/// running; it sends STOPPING=1 on SIGTERM.
+#[cfg(target_os = "linux")]
+#[test]
+fn serve_notifies_systemd_and_reports_a_reload_on_sighup() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (_sim, ews, admin) = site_with_sim(d);
+    let config = std::fs::read_to_string(d.join("taskbridge.toml")).expect("config");
+    let slow = config
+        .replace("max_debounce_ms = 10000", "max_debounce_ms = 600000")
+        .replace("\ndebounce_ms = 2000", "\ndebounce_ms = 600000");
+    assert_eq!(
+        slow.matches("600000").count(),
+        2,
+        "the template names both keys"
+    );
+    std::fs::write(d.join("taskbridge.toml"), &slow).expect("slow debounce");
+    let socket_path = d.join("notify.sock");
+    let notify = UnixDatagram::bind(&socket_path).expect("bind the notify socket");
+    notify
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut serve = Kill(
+        Command::new(BIN)
+            .current_dir(d)
+            .arg("serve")
+            .env("NOTIFY_SOCKET", &socket_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start serve"),
+    );
+    // Collect stderr lines as they come.
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let stderr = serve.0.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).expect("READY=1 within 30 s");
+    assert_eq!(&buf[..n], b"READY=1");
+    // Ready means ready: the admin endpoint answers at once.
+    assert!(
+        http("GET", &format!("http://127.0.0.1:{admin}/healthz"), None).is_some(),
+        "READY=1 came before /healthz answered"
+    );
+
+    let sim_admin = format!("http://127.0.0.1:{ews}/sim");
+    let task = wait_until("the published task", Duration::from_secs(20), || {
+        let tasks = get(&format!("{sim_admin}/mailboxes/ann@example.com/tasks"))?;
+        tasks
+            .as_array()?
+            .iter()
+            .find(|t| {
+                t["Subject"]
+                    .as_str()
+                    .is_some_and(|s| s.ends_with("Survey the north abutment"))
+            })
+            .cloned()
+    });
+    wait_until("the subscriptions", Duration::from_secs(20), || {
+        let subs = get(&format!("{sim_admin}/subscriptions"))?;
+        (subs.as_array()?.len() >= 3).then_some(())
+    });
+
+    let edited = slow
+        .replace("max_debounce_ms = 600000", "max_debounce_ms = 1000")
+        .replace("\ndebounce_ms = 600000", "\ndebounce_ms = 100")
+        .replace("max_body_bytes = 1048576", "max_body_bytes = 2097152");
+    assert!(
+        edited.contains("max_body_bytes = 2097152"),
+        "the template names max_body_bytes"
+    );
+    std::fs::write(d.join("taskbridge.toml"), edited).expect("edit config");
+    let pid = serve.0.id() as libc::pid_t;
+    // SAFETY: kill(2) on our own child's pid with a valid signal number.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (mut applied, mut restart) = (None, None);
+    while applied.is_none() || restart.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .expect("both SIGHUP lines within 20 s");
+        if line.contains("SIGHUP") && line.contains("applied") {
+            applied = Some(line);
+        } else if line.contains("SIGHUP") && line.contains("restart") {
+            restart = Some(line);
+        }
+    }
+    let (applied, restart) = (applied.expect("applied"), restart.expect("restart"));
+    assert!(applied.contains("sync.debounce_ms"), "{applied}");
+    assert!(applied.contains("sync.max_debounce_ms"), "{applied}");
+    assert!(restart.contains("listener.max_body_bytes"), "{restart}");
+    assert!(!restart.contains("debounce"), "{restart}");
+    assert!(
+        serve.0.try_wait().expect("wait").is_none(),
+        "serve died on SIGHUP"
+    );
+    assert!(http("GET", &format!("http://127.0.0.1:{admin}/healthz"), None).is_some());
+
+    // The new debounce is the one in force: under the old one this edit would wait ten minutes.
+    let id = task["ItemId"]["Id"].as_str().expect("id");
+    let patched = http(
+        "PATCH",
+        &format!("{sim_admin}/mailboxes/ann@example.com/tasks/{id}"),
+        Some(r#"{"PercentComplete": 60}"#),
+    );
+    assert!(patched.is_some(), "the edit was refused");
+    wait_until("the status update", Duration::from_secs(20), || {
+        let list = json_of(d, &["updates", "--json"]);
+        list.as_array()?
+            .iter()
+            .find(|u| u["state"] == "applied")
+            .cloned()
+    });
+
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let n = notify.recv(&mut buf).expect("STOPPING=1 within 30 s");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while serve.0.try_wait().expect("wait").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "serve did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

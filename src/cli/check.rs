@@ -142,15 +142,29 @@ fn password(args: &CheckArgs) -> Result<Secret, CliError> {
         let line = text.lines().next().unwrap_or("");
         return Ok(Secret::new(line));
     }
-    Err(CliError::Usage(
-        "this --auth needs --password-env or --password-file".into(),
-    ))
+    Err(needs(args.auth, "--password-env or --password-file"))
 }
 
-fn required<'a>(value: &'a Option<String>, flag: &str) -> Result<&'a str, CliError> {
-    value
-        .as_deref()
-        .ok_or_else(|| CliError::Usage(format!("this --auth needs {flag}")))
+/// "--auth X needs FLAG", saying that ntlm is the default when it is the scheme: a user who gave
+/// no --auth would not otherwise know which one asked.
+fn needs(auth: AuthKind, flag: &str) -> CliError {
+    let name = auth
+        .to_possible_value()
+        .map_or_else(String::new, |v| v.get_name().to_string());
+    let default = if auth == AuthKind::Ntlm {
+        " (--auth defaults to ntlm; --auth none, basic, bearer or oauth picks another)"
+    } else {
+        ""
+    };
+    CliError::Usage(format!("--auth {name} needs {flag}{default}"))
+}
+
+fn required<'a>(
+    value: &'a Option<String>,
+    flag: &str,
+    auth: AuthKind,
+) -> Result<&'a str, CliError> {
+    value.as_deref().ok_or_else(|| needs(auth, flag))
 }
 
 /// Builds the library configuration from the flags, or from the configuration file when no
@@ -172,21 +186,24 @@ fn config(
     let auth = match args.auth {
         AuthKind::None => Auth::None,
         AuthKind::Basic => Auth::Basic {
-            user: required(&args.user, "--user")?.to_string(),
+            user: required(&args.user, "--user", args.auth)?.to_string(),
             password: password(args)?,
         },
         AuthKind::Ntlm => Auth::Ntlm {
-            user: required(&args.user, "--user")?.to_string(),
+            user: required(&args.user, "--user", args.auth)?.to_string(),
             password: password(args)?,
         },
         AuthKind::Bearer => Auth::Bearer {
-            token: env_secret(required(&args.token_env, "--token-env")?, "--token-env")?,
+            token: env_secret(
+                required(&args.token_env, "--token-env", args.auth)?,
+                "--token-env",
+            )?,
         },
         AuthKind::Oauth => Auth::OAuthClientCredentials {
-            token_url: required(&args.token_url, "--token-url")?.to_string(),
-            client_id: required(&args.client_id, "--client-id")?.to_string(),
+            token_url: required(&args.token_url, "--token-url", args.auth)?.to_string(),
+            client_id: required(&args.client_id, "--client-id", args.auth)?.to_string(),
             client_secret: env_secret(
-                required(&args.client_secret_env, "--client-secret-env")?,
+                required(&args.client_secret_env, "--client-secret-env", args.auth)?,
                 "--client-secret-env",
             )?,
             scope: args.scope.clone(),

@@ -262,11 +262,81 @@ impl Default for RawSync {
 /// The data directory when neither the file nor `--data-dir` names one.
 pub const DEFAULT_DATA_DIR: &str = "taskbridge-data";
 
+/// `TASKBRIDGE_*` variables that are not keys and are not refused: the command line's own
+/// (`--config`, `--data-dir`, `--log`, `--log-format`), the default password variable, and the
+/// test suite's, which every process it starts inherits.
+const OTHER_VARIABLES: &[&str] = &[
+    "TASKBRIDGE_CONFIG",
+    "TASKBRIDGE_DATA_DIR",
+    "TASKBRIDGE_LOG",
+    "TASKBRIDGE_LOG_FORMAT",
+    "TASKBRIDGE_EXCHANGE_PASSWORD",
+    "TASKBRIDGE_TEST_REQUIRE_ALL",
+    "TASKBRIDGE_EWS_SCHEMA_DIR",
+    "TASKBRIDGE_ENVELOPE_DIR",
+    "TASKBRIDGE_RECORD_DIR",
+    "TASKBRIDGE_RECORD_FIXTURES",
+    "TASKBRIDGE_CHAOS_KEEP",
+];
+
+/// Where a value of the effective configuration came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The built-in default.
+    Default,
+    /// The configuration file.
+    File,
+    /// A `TASKBRIDGE_*` environment variable (its name).
+    Variable(String),
+}
+
+/// The configuration with the source of each key.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The effective configuration.
+    pub raw: RawConfig,
+    /// The dotted key paths the file sets.
+    file_keys: std::collections::BTreeSet<String>,
+    /// Dotted key path -> the variable that set it.
+    variables: BTreeMap<String, String>,
+}
+
+impl Loaded {
+    /// Where the value at `path` (`section.key`) came from.
+    pub fn source(&self, path: &str) -> Source {
+        if let Some(var) = self.variables.get(path) {
+            Source::Variable(var.clone())
+        } else if self.file_keys.contains(path) {
+            Source::File
+        } else {
+            Source::Default
+        }
+    }
+}
+
 /// Reads the file (when it exists; defaults otherwise) and applies `TASKBRIDGE_*` overrides.
 pub fn load(path: &Path, must_exist: bool) -> Result<RawConfig, CliError> {
+    load_with_sources(path, must_exist, std::env::vars()).map(|l| l.raw)
+}
+
+/// [`load`] with the source of each value; `vars` are the process's environment variables.
+/// A file that `must_exist` (named explicitly) and is missing, an unknown `TASKBRIDGE_*`
+/// variable and a value of the wrong type are usage errors that name the file, the variable or
+/// the key and line.
+pub fn load_with_sources(
+    path: &Path,
+    must_exist: bool,
+    vars: impl Iterator<Item = (String, String)>,
+) -> Result<Loaded, CliError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => String::new(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(CliError::Usage(format!(
+                "configuration file {} does not exist (named by --config or TASKBRIDGE_CONFIG)",
+                path.display()
+            )));
+        }
         Err(e) => {
             return Err(CliError::Usage(format!(
                 "cannot read configuration {}: {e}",
@@ -274,51 +344,163 @@ pub fn load(path: &Path, must_exist: bool) -> Result<RawConfig, CliError> {
             )));
         }
     };
-    let mut value: toml::Table = toml::from_str(&text)
-        .map_err(|e| CliError::Usage(format!("{}: {}", path.display(), e.message().trim())))?;
-    apply_env(&mut value, std::env::vars())?;
-    let mut raw: RawConfig = RawConfig::deserialize(value)
-        .map_err(|e| CliError::Usage(format!("{}: {}", path.display(), e.message().trim())))?;
+    let mut value: toml::Table =
+        toml::from_str(&text).map_err(|e| CliError::Usage(located(path, &text, &e, None)))?;
+    let mut file_keys = std::collections::BTreeSet::new();
+    leaf_paths(&[], &value, &mut |p| {
+        file_keys.insert(p.join("."));
+    });
+    let vars: Vec<(String, String)> = vars
+        .filter(|(name, _)| name.starts_with("TASKBRIDGE_"))
+        .collect();
+    let applied = apply_env(&mut value, vars.iter().cloned())?;
+    let mut raw: RawConfig = RawConfig::deserialize(value).map_err(|e| {
+        let key = error_key(&e);
+        match key
+            .as_ref()
+            .and_then(|k| applied.iter().find(|(_, p)| p == k))
+        {
+            Some((var, key)) => CliError::Usage(format!("{var} ({key}): {}", e.message().trim())),
+            None => {
+                // The file alone gives the same error with its position.
+                let spanned = toml::from_str::<RawConfig>(&text).err();
+                CliError::Usage(located(path, &text, spanned.as_ref().unwrap_or(&e), key))
+            }
+        }
+    })?;
     if raw.data_dir.as_os_str().is_empty() {
         raw.data_dir = PathBuf::from(DEFAULT_DATA_DIR);
     }
-    Ok(raw)
+    // Variables named by the file itself (where a password or token is) are not keys either.
+    let named = [
+        &raw.exchange.password_env,
+        &raw.exchange.token_env,
+        &raw.exchange.client_secret_env,
+    ];
+    let known = known_paths();
+    for (name, _) in &vars {
+        if known.contains_key(name)
+            || OTHER_VARIABLES.contains(&name.as_str())
+            || named.contains(&name)
+        {
+            continue;
+        }
+        let candidates = known
+            .keys()
+            .map(String::as_str)
+            .chain(OTHER_VARIABLES.iter().copied());
+        let hint = closest(name, candidates)
+            .map(|c| format!(" (did you mean {c}?)"))
+            .unwrap_or_default();
+        return Err(CliError::Usage(format!(
+            "unknown environment variable {name}{hint}: TASKBRIDGE_* variables override keys of \
+             the configuration"
+        )));
+    }
+    Ok(Loaded {
+        raw,
+        file_keys,
+        variables: applied.into_iter().map(|(var, key)| (key, var)).collect(),
+    })
 }
 
-/// The keys of the file, as `section.key` paths (from the defaults).
-fn known_paths() -> BTreeMap<String, Vec<String>> {
-    let mut paths = BTreeMap::new();
-    let defaults = toml::Table::try_from(RawConfig::default()).expect("defaults serialize");
-    fn walk(prefix: &[String], table: &toml::Table, out: &mut BTreeMap<String, Vec<String>>) {
-        for (k, v) in table {
-            let mut path = prefix.to_vec();
-            path.push(k.clone());
-            match v {
-                toml::Value::Table(t) if !t.is_empty() => walk(&path, t, out),
-                _ => {
-                    let env = format!("TASKBRIDGE_{}", path.join("_").to_ascii_uppercase());
-                    out.insert(env, path);
-                }
-            }
+/// The dotted key a deserialization error names (toml prints it as "in `a.b`" when it has no
+/// position).
+fn error_key(e: &toml::de::Error) -> Option<String> {
+    let text = e.to_string();
+    let start = text.rfind("in `")? + 4;
+    let end = start + text[start..].find('`')?;
+    Some(text[start..end].to_string())
+}
+
+/// "FILE: line N: KEY: message", with what is known of each.
+fn located(path: &Path, text: &str, e: &toml::de::Error, key: Option<String>) -> String {
+    let mut out = format!("{}", path.display());
+    if let Some(span) = e.span() {
+        let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+        out.push_str(&format!(": line {line}"));
+    }
+    if let Some(key) = key.or_else(|| error_key(e)) {
+        out.push_str(&format!(": {key}"));
+    }
+    out.push_str(&format!(": {}", e.message().trim()));
+    out
+}
+
+/// The known name closest to `name`, if it is close enough to be a typo.
+fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .map(|c| (edit_distance(name, c), c))
+        .filter(|(d, c)| *d <= 3.max(c.len() / 5))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance over bytes (the names are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut row = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            row.push((prev[j] + cost).min(prev[j + 1] + 1).min(row[j] + 1));
+        }
+        prev = row;
+    }
+    prev[b.len()]
+}
+
+/// Calls `f` with the path of every value that is not a non-empty table.
+fn leaf_paths(prefix: &[String], table: &toml::Table, f: &mut dyn FnMut(&[String])) {
+    for (k, v) in table {
+        let mut path = prefix.to_vec();
+        path.push(k.clone());
+        match v {
+            toml::Value::Table(t) if !t.is_empty() => leaf_paths(&path, t, f),
+            _ => f(&path),
         }
     }
-    walk(&[], &defaults, &mut paths);
+}
+
+/// The built-in defaults as a table.
+pub fn default_table() -> toml::Table {
+    toml::Table::try_from(RawConfig::default()).expect("defaults serialize")
+}
+
+/// The keys of the file: variable name -> (path, whether the default is a string).
+fn known_paths() -> BTreeMap<String, (Vec<String>, bool)> {
+    let defaults = default_table();
+    let mut paths = BTreeMap::new();
+    leaf_paths(&[], &defaults, &mut |path| {
+        let env = format!("TASKBRIDGE_{}", path.join("_").to_ascii_uppercase());
+        let mut v = &toml::Value::Table(defaults.clone());
+        for part in path {
+            v = &v[part.as_str()];
+        }
+        paths.insert(env, (path.to_vec(), v.is_str()));
+    });
     paths
 }
 
-/// Applies `TASKBRIDGE_<SECTION>_<KEY>` variables; a value is read as TOML when it parses as a
-/// number or a boolean, else as a string.
+/// Applies `TASKBRIDGE_<SECTION>_<KEY>` variables and returns (variable, dotted key) of each
+/// applied. A key whose default is a string takes the value as it is; any other key reads it
+/// as a number or a boolean when it parses as one (else a string, which deserialization then
+/// refuses naming the variable).
 pub fn apply_env(
     table: &mut toml::Table,
     vars: impl Iterator<Item = (String, String)>,
-) -> Result<(), CliError> {
-    // Variables that are not keys (the password variable, the log settings) are left alone.
+) -> Result<Vec<(String, String)>, CliError> {
+    // Variables that are not keys are left alone here (`load_with_sources` refuses unknown ones).
     let known = known_paths();
+    let mut applied = Vec::new();
     for (name, value) in vars {
-        let Some(path) = known.get(&name) else {
+        let Some((path, is_string)) = known.get(&name) else {
             continue;
         };
-        let parsed = if let Ok(i) = value.parse::<i64>() {
+        let parsed = if *is_string {
+            toml::Value::String(value)
+        } else if let Ok(i) = value.parse::<i64>() {
             toml::Value::Integer(i)
         } else if let Ok(f) = value.parse::<f64>() {
             toml::Value::Float(f)
@@ -337,8 +519,9 @@ pub fn apply_env(
             })?;
         }
         t.insert(path[path.len() - 1].clone(), parsed);
+        applied.push((name, path.join(".")));
     }
-    Ok(())
+    Ok(applied)
 }
 
 /// Refuses a secret file that the group or others may read, naming the `chmod` that fixes it.
@@ -638,6 +821,76 @@ mod tests {
                 .contains("listener.status_frequency_minutes"),
             "{err}"
         );
+    }
+
+    fn load_text(text: &str, vars: &[(&str, &str)]) -> Result<Loaded, CliError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("taskbridge.toml");
+        std::fs::write(&path, text).expect("write");
+        load_with_sources(
+            &path,
+            true,
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn unknown_variable_is_refused_naming_the_closest_key() {
+        let err = load_text("", &[("TASKBRIDGE_EXCHNGE_URL", "https://x")]).expect_err("typo");
+        let msg = err.to_string();
+        assert!(msg.contains("TASKBRIDGE_EXCHNGE_URL"), "{msg}");
+        assert!(
+            msg.contains("did you mean TASKBRIDGE_EXCHANGE_URL?"),
+            "{msg}"
+        );
+        // The command line's own variables and the one the file names for the password pass.
+        let loaded = load_text(
+            "[exchange]\npassword_env = \"TASKBRIDGE_SVC_PW\"\n",
+            &[
+                ("TASKBRIDGE_SVC_PW", "x"),
+                ("TASKBRIDGE_LOG", "debug"),
+                (
+                    "TASKBRIDGE_EXCHANGE_URL",
+                    "https://mail.example.com/EWS/Exchange.asmx",
+                ),
+            ],
+        )
+        .expect("known variables");
+        assert_eq!(
+            loaded.source("exchange.url"),
+            Source::Variable("TASKBRIDGE_EXCHANGE_URL".into())
+        );
+        assert_eq!(loaded.source("exchange.password_env"), Source::File);
+        assert_eq!(loaded.source("sync.policy"), Source::Default);
+    }
+
+    #[test]
+    fn type_error_names_the_key_and_the_line() {
+        let err = load_text("data_dir = \"d\"\n\n[exchange]\nurl = 42\n", &[]).expect_err("type");
+        let msg = err.to_string();
+        assert!(msg.contains("line 4"), "{msg}");
+        assert!(msg.contains("exchange.url"), "{msg}");
+        let err = load_text("", &[("TASKBRIDGE_SYNC_DEBOUNCE_MS", "soon")]).expect_err("type");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("TASKBRIDGE_SYNC_DEBOUNCE_MS (sync.debounce_ms)"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn string_key_from_a_variable_stays_a_string() {
+        let loaded = load_text("", &[("TASKBRIDGE_EXCHANGE_USER", "12345")]).expect("string");
+        assert_eq!(loaded.raw.exchange.user, "12345");
+    }
+
+    #[test]
+    fn explicit_missing_file_is_a_usage_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("nope.toml");
+        let err = load_with_sources(&missing, true, std::iter::empty()).expect_err("missing");
+        assert!(err.to_string().contains("nope.toml"), "{err}");
+        load_with_sources(&missing, false, std::iter::empty()).expect("default may be absent");
     }
 
     #[test]

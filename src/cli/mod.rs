@@ -6,6 +6,7 @@
 mod bench;
 mod check;
 mod config;
+mod config_cmd;
 mod conflicts;
 mod demo;
 mod ews;
@@ -38,15 +39,10 @@ pub struct Cli {
     /// Log filter: a default level and `target=level` pairs, e.g. `info` or `info,taskbridge=debug`.
     #[arg(long, global = true, default_value = "info", env = "TASKBRIDGE_LOG")]
     pub log: String,
-    /// The configuration file (missing: built-in defaults, for the bundled simulator).
-    #[arg(
-        long,
-        global = true,
-        value_name = "FILE",
-        default_value = "./taskbridge.toml",
-        env = "TASKBRIDGE_CONFIG"
-    )]
-    pub config: PathBuf,
+    /// The configuration file [default: ./taskbridge.toml; when that is missing, built-in
+    /// defaults for the bundled simulator]. A file named here must exist.
+    #[arg(long, global = true, value_name = "FILE", env = "TASKBRIDGE_CONFIG")]
+    pub config: Option<PathBuf>,
     /// The data directory (overrides `data_dir` of the configuration; default
     /// `./taskbridge-data`): the PM store, the state store and the secrets live here.
     #[arg(long, global = true, value_name = "DIR", env = "TASKBRIDGE_DATA_DIR")]
@@ -107,6 +103,10 @@ pub enum Command {
     /// latency), and `serve` with many tracked assignments (time to ready, RSS). Prints one
     /// table of figures against their targets; use a release build.
     Bench(Box<bench::BenchArgs>),
+    /// Validate the configuration without starting anything (`config check`), or print the
+    /// effective configuration with the source of each value (`config show`).
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
     /// Each synced assignment: mailbox, item, last sync, state (synced, pending, conflict,
     /// parked, detached).
     Status(sync::StatusArgs),
@@ -130,10 +130,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // The demo narrates on stdout; its logs stay quiet unless asked for.
     let quiet = matches!(cli.command, Command::Demo(_)) && cli.log == "info";
     init_logging(cli.log_format, if quiet { "warn" } else { &cli.log })?;
-    let settings = || settings(&cli.config, cli.data_dir.as_deref());
+    // A file named by --config (or TASKBRIDGE_CONFIG) must exist; the default may be absent.
+    let explicit = cli.config.is_some();
+    let config_path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    let settings = || settings(&config_path, explicit, cli.data_dir.as_deref());
     match cli.command {
         Command::Demo(args) => demo::run(args),
-        Command::Init(args) => init::run(args, &cli.config, cli.data_dir.as_deref()),
+        Command::Init(args) => init::run(args, &config_path, cli.data_dir.as_deref()),
         Command::Ews(cmd) => ews::run(cmd),
         Command::Check(args) => check::run(*args, settings),
         Command::Import(args) => import::run(args, &settings()?.data_dir),
@@ -161,22 +167,39 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Projects(args) => projects::run(args, &settings()?.data_dir),
         Command::Updates(args) => updates::run(args, &settings()?.data_dir),
         Command::Sim(args) => sim::run(*args),
-        Command::Serve(args) => serve::run(args, &settings()?),
+        Command::Serve(args) => {
+            let (path, dir) = (config_path.clone(), cli.data_dir.clone());
+            let reload: serve::Reload =
+                Box::new(move || self::settings(&path, explicit, dir.as_deref()));
+            serve::run(args, &settings()?, reload)
+        }
         Command::Publish(args) => sync::publish(args, &settings()?),
         Command::Bench(args) => bench::run(*args),
         Command::Status(args) => sync::status(args, &settings()?),
         Command::Audit(args) => sync::audit(args, &settings()?),
         Command::Conflicts(args) => conflicts::run(args, &settings()?),
+        Command::Config(cmd) => config_cmd::run(
+            cmd,
+            &config_cmd::Origin {
+                path: &config_path,
+                explicit,
+                data_dir: cli.data_dir.as_deref(),
+            },
+        ),
     }
 }
 
-/// The configuration: the file if it exists (defaults otherwise), `TASKBRIDGE_*` overrides,
-/// and `--data-dir`.
+/// The configuration file when `--config` names none.
+pub const DEFAULT_CONFIG: &str = "./taskbridge.toml";
+
+/// The configuration: the file (which must exist when `explicit`; defaults otherwise),
+/// `TASKBRIDGE_*` overrides, and `--data-dir`.
 fn settings(
     path: &std::path::Path,
+    explicit: bool,
     data_dir: Option<&std::path::Path>,
 ) -> Result<config::RawConfig, CliError> {
-    let mut raw = config::load(path, false)?;
+    let mut raw = config::load(path, explicit)?;
     if let Some(dir) = data_dir {
         raw.data_dir = dir.to_path_buf();
     }

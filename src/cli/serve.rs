@@ -1,5 +1,12 @@
 //! `taskbridge serve`: the standalone connector (listener, engine, admin endpoint with the PM
 //! API) over the embedded PM store, until SIGTERM or Ctrl-C.
+//!
+//! Under systemd (`Type=notify`) it tells the service manager when it is ready (`READY=1`, once
+//! the listener and the admin endpoint accept connections and the engine starts) and when it
+//! stops (`STOPPING=1`), by a datagram to `$NOTIFY_SOCKET`. SIGHUP re-reads the configuration:
+//! `sync.debounce_ms` and `sync.max_debounce_ms` are applied to the running engine; any other
+//! changed key is logged as needing a restart (the listener, the EWS client and the rest of the
+//! engine are built from the configuration at start).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -78,6 +85,134 @@ pub fn connector_config(raw: &RawConfig) -> Result<ConnectorConfig, CliError> {
     })
 }
 
+/// Sends `state` (e.g. `READY=1`) to the service manager when `$NOTIFY_SOCKET` names one; an
+/// address starting with `@` is in the abstract namespace. Without the variable it does
+/// nothing; a failure is logged, never fatal (readiness is a courtesy to systemd).
+pub fn notify_service_manager(state: &str) {
+    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    if let Err(e) = send_notify(&socket, state) {
+        warn!(error = %e, socket = ?socket, "cannot notify the service manager");
+    }
+}
+
+#[cfg(unix)]
+fn send_notify(socket: &std::ffi::OsStr, state: &str) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::UnixDatagram;
+    let sock = UnixDatagram::unbound()?;
+    // A datagram to a local socket never waits on the peer; non-blocking keeps it so even
+    // when the receiver's queue is full.
+    sock.set_nonblocking(true)?;
+    let bytes = socket.as_bytes();
+    match bytes.strip_prefix(b"@") {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        Some(name) => {
+            #[cfg(target_os = "android")]
+            use std::os::android::net::SocketAddrExt;
+            #[cfg(target_os = "linux")]
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            sock.send_to_addr(state.as_bytes(), &addr)?;
+        }
+        _ => {
+            sock.send_to(state.as_bytes(), std::path::Path::new(socket))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn send_notify(_socket: &std::ffi::OsStr, _state: &str) -> std::io::Result<()> {
+    Ok(())
+}
+
+/// The keys (`section.key`) whose values differ between two configurations.
+pub fn changed_keys(running: &RawConfig, reread: &RawConfig) -> Vec<String> {
+    fn leaves(prefix: &str, t: &toml::Table, out: &mut std::collections::BTreeMap<String, String>) {
+        for (k, v) in t {
+            let key = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            match v {
+                toml::Value::Table(t) if !t.is_empty() => leaves(&key, t, out),
+                _ => {
+                    out.insert(key, v.to_string());
+                }
+            }
+        }
+    }
+    let (mut a, mut b) = (Default::default(), Default::default());
+    if let (Ok(x), Ok(y)) = (
+        toml::Table::try_from(running),
+        toml::Table::try_from(reread),
+    ) {
+        leaves("", &x, &mut a);
+        leaves("", &y, &mut b);
+    }
+    let keys: std::collections::BTreeSet<&String> = a
+        .keys()
+        .chain(b.keys())
+        .filter(|k| a.get(*k) != b.get(*k))
+        .collect();
+    keys.into_iter().cloned().collect()
+}
+
+/// A re-read of the configuration (the same file, variables and `--data-dir` as at start).
+pub type Reload = Box<dyn Fn() -> Result<RawConfig, CliError> + Send + Sync>;
+
+/// The keys a running connector takes on SIGHUP.
+pub const RELOADABLE: &[&str] = &["sync.debounce_ms", "sync.max_debounce_ms"];
+
+/// On every SIGHUP: re-reads the configuration, hands the [`RELOADABLE`] keys to `apply`, and
+/// logs the other changed keys as needing a restart; an invalid file is reported and the
+/// running configuration kept.
+#[cfg(unix)]
+async fn on_hangup(
+    mut running: RawConfig,
+    reload: Reload,
+    apply: impl Fn(&taskbridge::sync::SyncConfig) + Send,
+) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let reread = match reload().and_then(|raw| raw.validate().map(|()| raw)) {
+            Ok(raw) => raw,
+            Err(e) => {
+                warn!(error = %e, "SIGHUP: the configuration is not valid; the running one stays");
+                continue;
+            }
+        };
+        let changed = changed_keys(&running, &reread);
+        if changed.is_empty() {
+            info!("SIGHUP: configuration re-read, nothing changed");
+            continue;
+        }
+        let (live, later): (Vec<String>, Vec<String>) = changed
+            .into_iter()
+            .partition(|k| RELOADABLE.contains(&k.as_str()));
+        if !live.is_empty()
+            && let Ok(sync) = reread.sync()
+        {
+            apply(&sync);
+            running.sync.debounce_ms = reread.sync.debounce_ms;
+            running.sync.max_debounce_ms = reread.sync.max_debounce_ms;
+            info!(applied = %live.join(", "), "SIGHUP: configuration re-read and applied");
+        }
+        if !later.is_empty() {
+            warn!(
+                changed = %later.join(", "),
+                "SIGHUP: configuration re-read; these keys take effect only at a restart \
+                 (systemctl restart taskbridge)"
+            );
+        }
+    }
+}
+
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -101,8 +236,8 @@ pub async fn shutdown_signal() {
     info!("shutting down: finishing work in progress");
 }
 
-/// Runs `taskbridge serve`.
-pub fn run(args: ServeArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
+/// Runs `taskbridge serve`; `reload` re-reads the configuration on SIGHUP.
+pub fn run(args: ServeArgs, raw: &RawConfig, reload: Reload) -> anyhow::Result<ExitCode> {
     let config = connector_config(raw)?;
     super::config::refuse_if_readable_by_others(
         "admin.token_file",
@@ -176,6 +311,15 @@ pub fn run(args: ServeArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
                 let _ = rx.changed().await;
             }))
         });
+        #[cfg(unix)]
+        let hangup = {
+            let engine = connector.engine().clone();
+            tokio::spawn(on_hangup(raw.clone(), reload, move |sync| {
+                engine.set_debounce(sync.debounce, sync.max_debounce);
+            }))
+        };
+        #[cfg(not(unix))]
+        drop(reload);
         let result = connector
             .run(
                 Some(routes),
@@ -186,10 +330,16 @@ pub fn run(args: ServeArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
                     if let Some(a) = bound.admin {
                         eprintln!("admin endpoint on http://{a} (/healthz, /metrics, /pm/...)");
                     }
+                    notify_service_manager("READY=1");
                 },
-                shutdown_signal(),
+                async {
+                    shutdown_signal().await;
+                    notify_service_manager("STOPPING=1");
+                },
             )
             .await;
+        #[cfg(unix)]
+        hangup.abort();
         let _ = stop_tx.send(true);
         if let Some(w) = webhook {
             let _ = w.await;
@@ -201,4 +351,46 @@ pub fn run(args: ServeArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
         result?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn notify_reaches_a_path_and_an_abstract_socket() {
+        use std::os::linux::net::SocketAddrExt;
+        use std::os::unix::net::{SocketAddr, UnixDatagram};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("notify");
+        let by_path = UnixDatagram::bind(&path).expect("bind path");
+        send_notify(path.as_os_str(), "READY=1").expect("send");
+        let mut buf = [0u8; 64];
+        let n = by_path.recv(&mut buf).expect("recv");
+        assert_eq!(&buf[..n], b"READY=1");
+
+        let name = format!("taskbridge-test-{}", std::process::id());
+        let addr = SocketAddr::from_abstract_name(name.as_bytes()).expect("abstract");
+        let abstract_socket = UnixDatagram::bind_addr(&addr).expect("bind abstract");
+        send_notify(std::ffi::OsStr::new(&format!("@{name}")), "STOPPING=1").expect("send");
+        let n = abstract_socket.recv(&mut buf).expect("recv");
+        assert_eq!(&buf[..n], b"STOPPING=1");
+    }
+
+    #[test]
+    fn changed_keys_names_only_what_differs() {
+        let running = RawConfig::default();
+        let mut reread = running.clone();
+        assert!(changed_keys(&running, &reread).is_empty());
+        reread.sync.debounce_ms = 5;
+        reread.listener.listen = "127.0.0.1:9".into();
+        assert_eq!(
+            changed_keys(&running, &reread),
+            vec![
+                "listener.listen".to_string(),
+                "sync.debounce_ms".to_string()
+            ]
+        );
+    }
 }

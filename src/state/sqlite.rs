@@ -156,6 +156,10 @@ fn migrate(conn: &mut Connection) -> Result<(), StateError> {
             MIGRATIONS.len()
         )));
     }
+    if done < MIGRATIONS.len() {
+        // An existing file is copied first; a new one (version 0) has nothing to keep.
+        crate::pm::embedded::backup::before_migration(conn, done as i64).map_err(db)?;
+    }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
         let tx = conn.transaction().map_err(db)?;
         tx.execute_batch(sql).map_err(db)?;
@@ -848,6 +852,59 @@ mod tests {
         assert_eq!(open.len(), 1);
         assert_eq!(open[0].key, key(3));
         assert_eq!(open[0].kind, WriteKind::Create);
+    }
+
+    #[tokio::test]
+    async fn opening_an_older_state_file_copies_it_before_migrating() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.sqlite");
+        let older = MIGRATIONS.len() - 1;
+        {
+            // A file as the previous release left it.
+            let conn = Connection::open(&path).expect("open");
+            for sql in &MIGRATIONS[..older] {
+                conn.execute_batch(sql).expect("old migration");
+            }
+            conn.pragma_update(None, "user_version", older as i64)
+                .expect("version");
+        }
+        let store = SqliteStore::open(&path).expect("open migrates");
+        drop(store);
+        let backups: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.to_string_lossy().ends_with(".bak"))
+            .collect();
+        assert_eq!(backups.len(), 1, "{backups:?}");
+        assert!(
+            backups[0]
+                .to_string_lossy()
+                .contains(&format!("state.sqlite.schema-v{older}.")),
+            "{backups:?}"
+        );
+        let copy = Connection::open(&backups[0]).expect("open the copy");
+        let version: i64 = copy
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, older as i64);
+        let now = Connection::open(&path).expect("open");
+        let version: i64 = now
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        // Opening at the latest version copies nothing.
+        drop(SqliteStore::open(&path).expect("reopen"));
+        let count = std::fs::read_dir(dir.path())
+            .expect("list")
+            .filter(|e| {
+                e.as_ref()
+                    .expect("entry")
+                    .path()
+                    .to_string_lossy()
+                    .ends_with(".bak")
+            })
+            .count();
+        assert_eq!(count, 1);
     }
 
     #[tokio::test]

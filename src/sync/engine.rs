@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -269,6 +270,9 @@ pub(crate) struct Inner<H, M, S> {
     /// One lock per mailbox: publish, inbound changes and mapping back never work on the same
     /// mailbox at once. A std mutex guards the map (held only to look up or insert).
     locks: Mutex<HashMap<MailboxAddress, Arc<tokio::sync::Mutex<()>>>>,
+    /// The debounce and its cap, which a running engine may be given anew
+    /// ([`Engine::set_debounce`]); starts as `config.debounce` / `config.max_debounce`.
+    debounce: Mutex<(Duration, Duration)>,
 }
 
 impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
@@ -284,8 +288,23 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 metrics: Arc::new(Metrics::default()),
                 runtime: super::run::Runtime::new(config.queue_capacity),
                 locks: Mutex::new(HashMap::new()),
+                debounce: Mutex::new((config.debounce, config.max_debounce)),
             }),
         }
+    }
+
+    /// Changes the quiet time after a notification and its cap under a stream of
+    /// notifications, for the passes not yet started (the cap is at least the quiet time). The
+    /// loop checks for due mailboxes at the pace the starting debounce set (a quarter of it,
+    /// 5 to 250 ms), so a shorter debounce can wait up to that much longer.
+    pub fn set_debounce(&self, debounce: Duration, max_debounce: Duration) {
+        *self.inner.debounce.lock().expect("debounce lock poisoned") =
+            (debounce, max_debounce.max(debounce));
+    }
+
+    /// The debounce and its cap in force.
+    pub fn debounce(&self) -> (Duration, Duration) {
+        *self.inner.debounce.lock().expect("debounce lock poisoned")
     }
 
     /// The counters.

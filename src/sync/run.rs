@@ -482,12 +482,11 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         tasks: &mut JoinSet<(Option<MailboxAddress>, Result<(), SyncError>)>,
     ) {
         let config = &self.inner.config;
+        let (debounce, max_debounce) = self.debounce();
         let now = Instant::now();
         let mut due: Vec<(Instant, MailboxAddress)> = pending
             .iter()
-            .filter(|(_, p)| {
-                now >= p.last + config.debounce || now >= p.first + config.max_debounce
-            })
+            .filter(|(_, p)| now >= p.last + debounce || now >= p.first + max_debounce)
             .map(|(m, p)| (p.first, m.clone()))
             .collect();
         due.sort();

@@ -19,6 +19,7 @@
 
 mod api;
 mod apply;
+pub mod backup;
 mod merge;
 mod ops;
 mod remove;

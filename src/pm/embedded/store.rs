@@ -298,6 +298,8 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), EmbeddedError> {
             supported: latest,
         });
     }
+    // An existing file is copied first; a new one (version 0) has nothing to keep.
+    super::backup::before_migration(conn, found)?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_version (
@@ -338,6 +340,62 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM schema_version", [], |r| r.get(0))
             .expect("readable");
         assert_eq!(rows, latest);
+    }
+
+    #[test]
+    fn migrate_copies_an_existing_file_before_changing_its_schema() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("pm.sqlite");
+        let backups = || -> Vec<std::path::PathBuf> {
+            std::fs::read_dir(dir.path())
+                .expect("list")
+                .map(|e| e.expect("entry").path())
+                .filter(|p| p.to_string_lossy().ends_with(".bak"))
+                .collect()
+        };
+        let older = i64::try_from(MIGRATIONS.len() - 1).expect("small");
+        {
+            // A file as the previous release left it.
+            let mut conn = Connection::open(&path).expect("open");
+            conn.execute_batch("PRAGMA journal_mode = WAL")
+                .expect("wal");
+            let tx = conn.transaction().expect("tx");
+            tx.execute_batch(
+                "CREATE TABLE schema_version (version INTEGER PRIMARY KEY NOT NULL, applied_at TEXT NOT NULL)",
+            )
+            .expect("schema_version");
+            for (i, sql) in MIGRATIONS[..MIGRATIONS.len() - 1].iter().enumerate() {
+                tx.execute_batch(sql).expect("old migration");
+                tx.execute(
+                    "INSERT INTO schema_version (version, applied_at) VALUES (?1, 'then')",
+                    [i64::try_from(i + 1).expect("small")],
+                )
+                .expect("version row");
+            }
+            tx.commit().expect("commit");
+        }
+        let mut conn = Connection::open(&path).expect("reopen");
+        migrate(&mut conn).expect("migrates");
+        assert_eq!(
+            schema_version(&conn).expect("version"),
+            older + 1,
+            "the file reached the latest version"
+        );
+        let found = backups();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0]
+                .to_string_lossy()
+                .contains(&format!("pm.sqlite.schema-v{older}.")),
+            "{found:?}"
+        );
+        let copy = Connection::open(&found[0]).expect("open the copy");
+        assert_eq!(schema_version(&copy).expect("version"), older);
+        // At the latest version nothing is copied again, and a new file is never copied.
+        migrate(&mut conn).expect("no-op");
+        let mut fresh = Connection::open(dir.path().join("new.sqlite")).expect("new");
+        migrate(&mut fresh).expect("migrates");
+        assert_eq!(backups().len(), 1);
     }
 
     #[test]
