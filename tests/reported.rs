@@ -721,3 +721,46 @@ async fn both_changed_within_the_clock_skew_is_a_tie_won_by_the_plan() {
         "{audit:?}"
     );
 }
+
+/// An owner's second edit that lands after taskbridge applied the first and before it wrote
+/// the plan's resulting values back (the write meets a stale change key): the second edit is
+/// the newest thing anyone said and must win, even within the clock-skew tolerance, because
+/// the plan's value is only the first edit applied, not a change of its own.
+#[tokio::test]
+async fn an_edit_made_while_the_previous_one_is_written_back_is_not_lost() {
+    let h = published(3, ApprovalPolicy::Auto, quick_sync()).await;
+    let (mailbox, task) = h.task_of(2).await;
+    let id = id_of(&task);
+    h.edit(&mailbox, &id, json!({"PercentComplete": 30})).await;
+    // Right before the write-back of 30 % (its actual work): the owner types 40 %.
+    let http = reqwest::Client::new();
+    let url = format!(
+        "{}mailboxes/{mailbox}/tasks/{}",
+        h.sim.admin_url,
+        urlencode(&id)
+    );
+    *h.spy.before_next_update.lock().unwrap() = Some(Box::pin(async move {
+        let r = http
+            .patch(url)
+            .json(&json!({"PercentComplete": 40}))
+            .send()
+            .await
+            .expect("admin");
+        assert!(r.status().is_success());
+    }));
+    pass(&h, &mailbox).await;
+    assert!(
+        h.spy.before_next_update.lock().unwrap().is_none(),
+        "the write-back happened"
+    );
+    // Settle whatever the stale write left for later.
+    pass(&h, &mailbox).await;
+    let a = assignment(&h, 2).await;
+    assert_eq!(
+        a.percent_work_complete.get(),
+        40,
+        "the newest edit is the plan's"
+    );
+    let (_, task) = h.task_of(2).await;
+    assert_eq!(task["PercentComplete"], 40.0, "and the mailbox keeps it");
+}

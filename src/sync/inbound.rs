@@ -515,6 +515,9 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 status_note: mail.status_note,
                 ..pm.clone()
             };
+            // Whether the PM side took the mailbox's values just now (its values then hold this
+            // version of the item for the fields taken).
+            let mut applied_now = false;
             if !take.is_empty() || note_changed {
                 let source = UpdateSource {
                     mailbox: mailbox.to_string(),
@@ -548,6 +551,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 if let Some(update) = update {
                     match self.inner.host.submit_status_update(update).await? {
                         UpdateOutcome::Applied { assignment, .. } => {
+                            applied_now = true;
                             report.applied += 1;
                             Metrics::add(&self.inner.metrics.updates_applied, 1);
                             let new_view = std::sync::Arc::new(view.with_assignment(assignment));
@@ -657,9 +661,17 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                             .await?;
                         match self.refetch(mailbox, &item.item.item_id, zone).await? {
                             Some(fresh) => {
+                                let read_at = item.modified_at;
                                 item = fresh;
-                                // After an applied update the PM values already hold the
-                                // mailbox edit; deciding again against the new values converges.
+                                // After an applied update both sides held this version's
+                                // values for the fields taken: they are the baseline the next
+                                // decision starts from. Otherwise the PM's copy of the edit
+                                // would count as a change of its own and could win over a newer
+                                // edit made meanwhile.
+                                if applied_now {
+                                    row.baseline =
+                                        Some(baseline_taken(&base, &mail, &take, read_at));
+                                }
                                 continue;
                             }
                             None => return self.item_deleted(mailbox, row, report).await,
@@ -933,6 +945,25 @@ fn note_text(note: Option<crate::mapping::StatusNote>) -> String {
 /// The baseline after a decision: `values`, except the fields in conflict, which keep the old
 /// baseline so that they stay in conflict until someone decides; and the time of the mailbox's
 /// edit on every field the mailbox changed.
+/// The baseline once the PM side has taken `taken` fields of `mail` (read at `read_at`): those
+/// fields, and the status note, hold the mailbox's values on both sides.
+fn baseline_taken(
+    base: &Baseline,
+    mail: &MailValues,
+    taken: &[MailField],
+    read_at: Option<chrono::DateTime<Utc>>,
+) -> Baseline {
+    let mut baseline = base.clone();
+    for f in taken {
+        copy_field(&mut baseline.values, mail, *f);
+        if let Some(at) = read_at {
+            baseline.mail_changed.insert(*f, at);
+        }
+    }
+    baseline.values.status_note = mail.status_note;
+    baseline
+}
+
 fn baseline_after(
     base: &Baseline,
     values: &MailValues,

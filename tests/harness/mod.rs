@@ -330,7 +330,7 @@ pub fn id_of(task: &Value) -> String {
     task["ItemId"]["Id"].as_str().expect("item id").to_string()
 }
 
-fn urlencode(s: &str) -> String {
+pub fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
@@ -359,8 +359,14 @@ pub struct Spy<M> {
     /// Create calls that reach the server but whose answer is lost (a dropped connection):
     /// each one counts down, the process lives on.
     pub lose_create_answers: Arc<AtomicUsize>,
+    /// Run once, right before the next update call reaches the server: an owner's edit that
+    /// lands between the engine's read and its write.
+    pub before_next_update: Arc<std::sync::Mutex<Option<BeforeUpdate>>>,
     table: FieldTable,
 }
+
+/// What runs before the next update call.
+pub type BeforeUpdate = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 impl<M> Spy<M> {
     pub fn new(inner: M) -> Self {
@@ -374,6 +380,7 @@ impl<M> Spy<M> {
             budget: Arc::new(AtomicUsize::new(usize::MAX)),
             send_last: Arc::default(),
             lose_create_answers: Arc::default(),
+            before_next_update: Arc::default(),
             table: FieldTable::default(),
         }
     }
@@ -475,6 +482,14 @@ impl<M: MailboxStore + Clone> MailboxStore for Spy<M> {
                 self.updates.fetch_add(1, Ordering::SeqCst);
                 self.fields_set.fetch_add(n, Ordering::SeqCst);
             }
+        }
+        let before = self
+            .before_next_update
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(before) = before {
+            before.await;
         }
         gated!(self, self.inner.update(mailbox, writes))
     }
