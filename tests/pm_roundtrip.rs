@@ -358,9 +358,27 @@ async fn export_after_mailbox_edits_carries_the_progress_and_reimports_without_a
         element_of(&exported, "Assignment", 1, "ActualStart").as_deref(),
         Some("2026-03-02T08:00:00")
     );
+    // Completed in the mailbox: the actual finish is the day the owner completed it (the
+    // mailbox's CompleteDate in the owner's zone), not the planned finish.
+    let (_, task3) = h.task_of(3).await;
+    let completed: chrono::DateTime<Utc> = task3["CompleteDate"]
+        .as_str()
+        .expect("CompleteDate")
+        .parse()
+        .expect("a time");
+    let finish = stored
+        .assignment(AssignmentUid(3))
+        .and_then(|a| a.actual_finish)
+        .expect("an actual finish");
     assert_eq!(
-        element_of(&exported, "Assignment", 3, "ActualFinish").as_deref(),
-        Some("2026-03-10T17:00:00")
+        finish.date(),
+        completed
+            .with_timezone(&chrono_tz::Europe::Berlin)
+            .date_naive()
+    );
+    assert_eq!(
+        element_of(&exported, "Assignment", 3, "ActualFinish"),
+        Some(finish.format("%Y-%m-%dT%H:%M:%S").to_string())
     );
     assert_eq!(
         element_of(&exported, "Assignment", 3, "RemainingWork").as_deref(),
