@@ -277,6 +277,7 @@ const OTHER_VARIABLES: &[&str] = &[
     "TASKBRIDGE_RECORD_DIR",
     "TASKBRIDGE_RECORD_FIXTURES",
     "TASKBRIDGE_CHAOS_KEEP",
+    "TASKBRIDGE_CHAOS_CONFLICT_MODEL",
 ];
 
 /// Where a value of the effective configuration came from.
