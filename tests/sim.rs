@@ -391,7 +391,8 @@ async fn update_conflicts_follow_each_conflict_resolution() {
         .await;
     assert_eq!(m.response_class, ResponseClass::Success);
     assert_eq!(m.payload.conflict_results.map(|c| c.count), Some(1));
-    // Stale key, another property: merged without conflict.
+    // Stale key, another property: refused as strictly as Exchange refuses it (no property
+    // it sets changed, so no conflict is counted); the merge model is tested below.
     let m = ews
         .update(
             ANN,
@@ -400,7 +401,7 @@ async fn update_conflicts_follow_each_conflict_resolution() {
             vec![set_percent(25.0)],
         )
         .await;
-    assert_eq!(m.response_class, ResponseClass::Success);
+    assert_eq!(m.code(), ResponseCode::ErrorIrresolvableConflict);
     assert_eq!(m.payload.conflict_results.map(|c| c.count), Some(0));
     // No change key: AutoResolve needs one, NeverOverwrite applies.
     let bare = ItemId::new(id.id.0.clone(), None);
@@ -1558,16 +1559,49 @@ async fn spontaneous_change_keys_move_keys_without_field_changes() {
         id.change_key
     );
     assert_eq!(t.subject.as_deref(), Some("drifts"));
-    // A stale key from a spontaneous change does not conflict with a real update.
+    // A stale key from a spontaneous change is refused, as Exchange refuses it.
     let m = ews
         .update(
             ANN,
-            id,
+            id.clone(),
+            ConflictResolution::AutoResolve,
+            vec![set_subject("ok")],
+        )
+        .await;
+    assert_eq!(m.code(), ResponseCode::ErrorIrresolvableConflict);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_merge_model_merges_a_stale_key_when_nothing_it_sets_changed() {
+    let mut c = config();
+    c.conflict_model = sim::ConflictModel::Merge;
+    c.faults.spontaneous_changekey = 1.0;
+    let h = start(c).await;
+    let ews = Ews::new(&h);
+    let id = ews.create(ANN, tagged("drifts", "p:1")).await;
+    // The key moved by itself: the update is merged without a conflict.
+    let m = ews
+        .update(
+            ANN,
+            id.clone(),
             ConflictResolution::AutoResolve,
             vec![set_subject("ok")],
         )
         .await;
     assert_eq!(m.response_class, ResponseClass::Success);
+    assert_eq!(m.payload.conflict_results.map(|c| c.count), Some(0));
+    // The same property changed since the key: still a conflict under the merge model.
+    let m = ews
+        .update(
+            ANN,
+            id,
+            ConflictResolution::NeverOverwrite,
+            vec![set_subject("again")],
+        )
+        .await;
+    assert_eq!(m.code(), ResponseCode::ErrorIrresolvableConflict);
+    assert_eq!(m.payload.conflict_results.map(|c| c.count), Some(1));
     h.shutdown().await;
 }
 
