@@ -725,6 +725,19 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     }
                     Err(e) => {
                         // The call failed as a whole: keep the journal open and try next pass.
+                        // What the PM side took is the baseline from now on, so that the next
+                        // pass does not count the PM's copy of the edit as a change of its own.
+                        if applied_now {
+                            row.baseline =
+                                Some(baseline_taken(&base, &mail, &take, item.modified_at));
+                            self.inner
+                                .state
+                                .commit(Commit {
+                                    put: vec![row.clone()],
+                                    ..Commit::default()
+                                })
+                                .await?;
+                        }
                         report.failed += 1;
                         report
                             .errors
