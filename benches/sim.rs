@@ -16,7 +16,7 @@ use taskbridge::ews::soap::{Body, Impersonation, RequestHeader};
 use taskbridge::ews::types::{
     BaseShape, ExtendedFieldUri, ExtendedProperty, Item, ItemId, ItemShape, Items, Path, Task,
 };
-use taskbridge::sim::{self, SimConfig};
+use taskbridge_sim::{self as sim, SimConfig};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)

@@ -122,7 +122,7 @@ fn sample() -> Project {
 #[tokio::main]
 async fn main() {
     taskbridge::ews::transport::install_crypto_provider();
-    let sim = taskbridge::sim::start(taskbridge::sim::SimConfig::for_tests(&[
+    let sim = taskbridge_sim::start(taskbridge_sim::SimConfig::for_tests(&[
         "ann@example.com:a",
         "bob@example.com:b",
         "chen@example.com:c",
@@ -152,7 +152,7 @@ mod tests {
     #[tokio::test]
     async fn minimal_host_round_trip_against_the_simulator() {
         taskbridge::ews::transport::install_crypto_provider();
-        let sim = taskbridge::sim::start(taskbridge::sim::SimConfig::for_tests(&[
+        let sim = taskbridge_sim::start(taskbridge_sim::SimConfig::for_tests(&[
             "ann@example.com:a",
             "bob@example.com:b",
             "chen@example.com:c",

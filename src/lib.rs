@@ -2,35 +2,39 @@
 //! Exchange mailboxes in step, over EWS.
 //!
 //! # Layout
-//! Each layer is a module that depends only on those listed before it.
-//! - [`secret`]: the [`secret::Secret`] newtype that keeps passwords and tokens out of logs.
-//! - [`ews`]: the EWS wire format (SOAP envelope, typed operations, response codes) and the
-//!   transport (HTTP, authentication, throttling back-off).
-//! - [`pm`]: the PM side: the project model (projects, tasks, resources, assignments),
-//!   project import (MSPDI, JSON), the [`pm::PmHost`] boundary, and the embedded PM host
-//!   ([`pm::embedded`]: SQLite store, status updates with approval, PM HTTP API, webhook).
-//! - [`mapping`]: PM assignments to Exchange tasks and back: the field table, the conversions
-//!   (work minutes, dates in the mailbox owner's zone, status and percent), hashes of mapped
-//!   values.
-//! - [`state`]: what was synced (item ids, change keys, baselines, subscriptions, journal,
-//!   audit log); SQLite by default.
-//! - [`sync`]: the engine: publish, mailbox changes, decisions, status updates, map back,
-//!   reconciliation.
-//! - [`exchange`]: the engine's mailbox side over EWS.
-//! - [`listener`]: the push-notification endpoint Exchange posts to, and the admin endpoint
-//!   (`/healthz`, `/metrics`); depends only on [`ews`].
-//! - [`sim`]: an Exchange-like EWS server for tests, benchmarks and the demo.
+//! The workspace has three crates, each depending only on those before it:
+//! - `taskbridge-ews` (`crates/ews`): the EWS protocol, usable on its own by any Rust program
+//!   that talks to Exchange: XML codec, SOAP envelope, typed operations, response codes,
+//!   transport (HTTP, NTLM/Basic/OAuth, throttling back-off), Autodiscover. Here as [`ews`],
+//!   with its [`secret`] newtype.
+//! - `taskbridge-sim` (`crates/sim`): an Exchange-like EWS server for tests, benchmarks and
+//!   the `sim` and `demo` commands (the default `sim` feature); the library never uses it.
+//! - `taskbridge` (this crate): the connector, in layers that each use only those above:
+//!   - [`pm`]: the PM side: the project model (projects, tasks, resources, assignments),
+//!     project import (MSPDI, JSON), the [`pm::PmHost`] boundary, and the embedded PM host
+//!     ([`pm::embedded`]: SQLite store, status updates with approval, PM HTTP API, webhook).
+//!   - [`mapping`]: PM assignments to Exchange tasks and back: the field table, the
+//!     conversions (work minutes, dates in the mailbox owner's zone, status and percent),
+//!     hashes of mapped values.
+//!   - [`state`]: what was synced (item ids, change keys, baselines, subscriptions, journal,
+//!     audit log); SQLite by default.
+//!   - [`sync`]: the engine, the claimed method: publish, mailbox changes, decisions, status
+//!     updates, map back, reconciliation.
+//!   - [`exchange`]: the engine's mailbox side over EWS.
+//!   - [`listener`]: the push-notification endpoint Exchange posts to, and the admin
+//!     endpoint (`/healthz`, `/metrics`); depends only on [`ews`].
+//!   - [`connector`]: all of it wired together, as `taskbridge serve` runs it.
 #![warn(missing_docs)]
 
-#[doc(hidden)]
-pub mod codegen;
+/// The EWS protocol crate, under the name the layers above it use.
+pub use taskbridge_ews as ews;
+/// The [`Secret`](taskbridge_ews::secret::Secret) newtype that keeps passwords and tokens out of logs.
+pub use taskbridge_ews::secret;
+
 pub mod connector;
-pub mod ews;
 pub mod exchange;
 pub mod listener;
 pub mod mapping;
 pub mod pm;
-pub mod secret;
-pub mod sim;
 pub mod state;
 pub mod sync;

@@ -19,9 +19,9 @@ use taskbridge::pm::{
     AssignmentField, AssignmentKey, AssignmentUid, FieldChange, FieldValue, ImportOptions, Percent,
     ProjectGuid, StatusUpdate, UpdateOutcome, UpdateSource, Work,
 };
-use taskbridge::sim::SimConfig;
 use taskbridge::state::MailboxAddress;
 use taskbridge::sync::PublishOptions;
+use taskbridge_sim::SimConfig;
 
 const SAMPLE_GUID: &str = "7d0c3e5a-9b21-4f6e-8a47-1c2d3e4f5a6b";
 

@@ -55,13 +55,13 @@ async fn scenario(url: &str, edit: impl AsyncFnOnce()) -> Result<(usize, usize),
 async fn replay_publish_and_edit_session_matches_the_recorded_wire_traffic() {
     if std::env::var_os("TASKBRIDGE_RECORD_FIXTURES").is_some() {
         let rec = tempfile::tempdir().expect("tempdir");
-        let mut config = taskbridge::sim::SimConfig::for_tests(&[
+        let mut config = taskbridge_sim::SimConfig::for_tests(&[
             "ann@example.com:pw-ann",
             "bob@example.com:pw-bob",
             "chen@example.com:pw-chen",
         ]);
         config.record = Some(rec.path().to_path_buf());
-        let sim = taskbridge::sim::start(config).await.expect("sim");
+        let sim = taskbridge_sim::start(config).await.expect("sim");
         let admin = sim.admin_url.clone();
         let (created, applied) = scenario(&sim.url, async || {
             let http = reqwest::Client::new();

@@ -21,7 +21,7 @@ use taskbridge::pm::{
     Assignment, AssignmentField, AssignmentUid, FieldTimes, FieldValue, Percent, Project,
     ProjectGuid, Resource, ResourceUid, Task as PmTask, TaskUid, UpdateSource, Work,
 };
-use taskbridge::sim::fields::{Coupled, couple};
+use taskbridge_sim::fields::{Coupled, couple};
 
 /// What a person does to the task in Outlook.
 #[derive(Clone, Debug)]

@@ -41,7 +41,7 @@ use taskbridge::ews::types::{
 };
 use taskbridge::ews::{CallContext, EwsClient, EwsClientConfig, EwsService, Operation};
 use taskbridge::secret::Secret;
-use taskbridge::sim::{self, AuthMode, SimConfig, SimHandle, ThrottleShape, UserSpec};
+use taskbridge_sim::{self as sim, AuthMode, SimConfig, SimHandle, ThrottleShape, UserSpec};
 
 const GUID: &str = "c11ff724-aa03-4555-9952-8fa248a11c3e";
 const ANN: &str = "ann@example.com";

@@ -4,19 +4,15 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Each layer (a folder or file under `src/`) and the crate modules it may use.
+/// Each layer (a folder or file under `src/`) and the crate modules it may use. `ews` and
+/// `secret` are the `taskbridge-ews` crate, re-exported under those names.
 const LAYERS: &[(&str, &[&str])] = &[
-    ("secret", &[]),
-    // The generator writes `crate::ews::...` paths into the code it generates.
-    ("codegen", &["ews"]),
-    ("ews", &["secret"]),
     ("pm", &["secret"]),
     ("mapping", &["ews", "pm"]),
     ("state", &["pm", "mapping"]),
     ("sync", &["pm", "mapping", "state"]),
     ("exchange", &["ews", "pm", "mapping", "state", "sync"]),
     ("listener", &["ews", "secret"]),
-    ("sim", &["ews", "secret"]),
     (
         "connector",
         &[
@@ -38,6 +34,17 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+/// The source folders of every crate of the workspace.
+fn all_sources() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    for krate in ["ews", "sim"] {
+        rust_files(&root.join("crates").join(krate).join("src"), &mut files);
+    }
+    files
 }
 
 /// The crate modules a file names in code (comments left out).
@@ -92,8 +99,7 @@ fn tidy_layers_use_only_layers_below_them() {
 
 #[test]
 fn tidy_every_module_has_a_doc_comment() {
-    let mut files = Vec::new();
-    rust_files(&src(), &mut files);
+    let files = all_sources();
     let missing: Vec<String> = files
         .iter()
         .filter(|f| {
@@ -111,8 +117,7 @@ fn tidy_every_module_has_a_doc_comment() {
 
 #[test]
 fn tidy_no_stubs_in_the_code() {
-    let mut files = Vec::new();
-    rust_files(&src(), &mut files);
+    let files = all_sources();
     let stubs: Vec<String> = files
         .iter()
         .flat_map(|f| {
@@ -129,4 +134,31 @@ fn tidy_no_stubs_in_the_code() {
         })
         .collect();
     assert!(stubs.is_empty(), "stubs:\n{}", stubs.join("\n"));
+}
+
+#[test]
+fn tidy_the_library_does_not_compile_the_simulator() {
+    // The simulator is for the `sim` and `demo` commands (src/cli, behind the `sim` feature)
+    // and the tests; an embedder of the library must not build it.
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let wrong: Vec<String> = files
+        .iter()
+        .filter(|f| !f.strip_prefix(src()).is_ok_and(|r| r.starts_with("cli")))
+        .filter(|f| {
+            let text = std::fs::read_to_string(f).expect("read");
+            text.lines().any(|l| {
+                l.split("//")
+                    .next()
+                    .unwrap_or_default()
+                    .contains("taskbridge_sim")
+            })
+        })
+        .map(|f| f.display().to_string())
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "the library uses the simulator:\n{}",
+        wrong.join("\n")
+    );
 }

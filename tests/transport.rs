@@ -673,7 +673,7 @@ async fn connection_dropped_mid_request_is_retried_and_succeeds() {
 /// next caller can send. The simulator counts requests inside its windows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_request_leaves_between_a_throttle_answer_and_the_gate_closing() {
-    use taskbridge::sim::{self, SimConfig, ThrottleShape};
+    use taskbridge_sim::{self as sim, SimConfig, ThrottleShape};
     // The answer used to be read after the slot was given back, so a waiting caller could
     // look at the gate before the answer closed it (one request in 357 throttles of the chaos
     // suite). The race is narrow; many waiters and both body shapes give it chances. (HTTP 503
@@ -720,7 +720,7 @@ async fn no_request_leaves_between_a_throttle_answer_and_the_gate_closing() {
 async fn create_item_is_not_resent_after_a_dropped_connection_or_a_bare_500() {
     use taskbridge::ews::ops::create_item::{CreateItem, MessageDisposition};
     use taskbridge::ews::types::Items;
-    use taskbridge::sim::{self, SimConfig};
+    use taskbridge_sim::{self as sim, SimConfig};
     // Every request fails: HTTP 500 without a body or a dropped connection.
     let mut c = SimConfig::for_tests(&["ann@example.com:pw"]);
     c.faults.fail = 1.0;

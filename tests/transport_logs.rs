@@ -152,9 +152,9 @@ fn no_secret_appears_in_any_log_line() {
         {
             use taskbridge::ews::ops::subscribe::{EventTypes, PushSubscriptionRequest, Subscribe};
             use taskbridge::ews::types::EventType;
-            let mut c = taskbridge::sim::SimConfig::for_tests(&["ann@example.com:pw"]);
+            let mut c = taskbridge_sim::SimConfig::for_tests(&["ann@example.com:pw"]);
             c.push_time_scale = 0.001;
-            let sim = taskbridge::sim::start(c).await.unwrap();
+            let sim = taskbridge_sim::start(c).await.unwrap();
             let closed = std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()
                 .local_addr()

@@ -23,8 +23,8 @@ use taskbridge::mapping::FieldTable;
 use taskbridge::pm::embedded::{EmbeddedHost, UpdateFilter, UpdateState};
 use taskbridge::pm::import::{ImportOptions, import_bytes};
 use taskbridge::secret::Secret;
-use taskbridge::sim::{self, AuthMode, SimConfig, UserSpec};
 use taskbridge::sync::SyncConfig;
+use taskbridge_sim::{AuthMode, SimConfig, UserSpec};
 
 use super::EXIT_FAILURE;
 
@@ -105,7 +105,7 @@ async fn demo(dir: PathBuf) -> anyhow::Result<ExitCode> {
     for (smtp, _) in PEOPLE {
         users.push(UserSpec::parse(&format!("{smtp}:pw"), false).map_err(anyhow::Error::msg)?);
     }
-    let sim = sim::start(SimConfig {
+    let sim = taskbridge_sim::start(SimConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         users,
         auth: AuthMode::Basic,

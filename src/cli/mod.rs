@@ -8,6 +8,7 @@ mod check;
 mod config;
 mod config_cmd;
 mod conflicts;
+#[cfg(feature = "sim")]
 mod demo;
 mod ews;
 mod export;
@@ -15,6 +16,7 @@ mod import;
 mod init;
 mod projects;
 mod serve;
+#[cfg(feature = "sim")]
 mod sim;
 mod sync;
 mod updates;
@@ -67,6 +69,7 @@ pub enum Command {
     /// Run the whole story on embedded defaults, narrated: the simulator, the sample project,
     /// publish, people updating tasks in "Outlook", status updates, values mapped back. Exits 0
     /// only if every step checked out.
+    #[cfg(feature = "sim")]
     Demo(demo::DemoArgs),
     /// Write a commented starter configuration (./taskbridge.toml) and the data directory
     /// with its secrets; the defaults run against the bundled simulator on this machine.
@@ -90,6 +93,7 @@ pub enum Command {
     /// List task status updates of the embedded PM store, or approve or reject one.
     Updates(updates::UpdatesArgs),
     /// Run an Exchange-like EWS server (mailboxes with Tasks folders) for tests and demos.
+    #[cfg(feature = "sim")]
     Sim(Box<sim::SimArgs>),
     /// Run the connector: the push listener, the sync engine and the admin endpoint (health,
     /// metrics, PM API) over the embedded PM store, until SIGTERM or Ctrl-C.
@@ -125,10 +129,20 @@ pub enum CliError {
     Usage(String),
 }
 
+impl Command {
+    fn is_demo(&self) -> bool {
+        #[cfg(feature = "sim")]
+        if matches!(self, Command::Demo(_)) {
+            return true;
+        }
+        false
+    }
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // The demo narrates on stdout; its logs stay quiet unless asked for.
-    let quiet = matches!(cli.command, Command::Demo(_)) && cli.log == "info";
+    let quiet = cli.command.is_demo() && cli.log == "info";
     init_logging(cli.log_format, if quiet { "warn" } else { &cli.log })?;
     // A file named by --config (or TASKBRIDGE_CONFIG) must exist; the default may be absent.
     let explicit = cli.config.is_some();
@@ -138,6 +152,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     let settings = || settings(&config_path, explicit, cli.data_dir.as_deref());
     match cli.command {
+        #[cfg(feature = "sim")]
         Command::Demo(args) => demo::run(args),
         Command::Init(args) => init::run(args, &config_path, cli.data_dir.as_deref()),
         Command::Ews(cmd) => ews::run(cmd),
@@ -166,6 +181,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         ),
         Command::Projects(args) => projects::run(args, &settings()?.data_dir),
         Command::Updates(args) => updates::run(args, &settings()?.data_dir),
+        #[cfg(feature = "sim")]
         Command::Sim(args) => sim::run(*args),
         Command::Serve(args) => {
             let (path, dir) = (config_path.clone(), cli.data_dir.clone());

@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use taskbridge::sim::auth::parse_users_file;
-use taskbridge::sim::{
+use taskbridge_sim::auth::parse_users_file;
+use taskbridge_sim::{
     self, AuthMode, ConflictModel, ExtendedProtection, FaultConfig, SimConfig, ThrottleShape,
     TlsFiles, UserSpec,
 };
@@ -204,8 +204,8 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let handle = sim::start(config).await.map_err(|e| match e {
-            sim::SimError::Config(m) => anyhow::Error::new(CliError::Usage(m)),
+        let handle = taskbridge_sim::start(config).await.map_err(|e| match e {
+            taskbridge_sim::SimError::Config(m) => anyhow::Error::new(CliError::Usage(m)),
             other => anyhow::Error::new(other),
         })?;
         {

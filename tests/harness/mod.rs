@@ -21,13 +21,13 @@ use taskbridge::pm::{
     Assignment, AssignmentKey, AssignmentUid, FieldTimes, Percent, Project, ProjectGuid, Resource,
     ResourceUid, Task, TaskUid, Work,
 };
-pub use taskbridge::sim::ConflictModel;
-use taskbridge::sim::{self, SimConfig, SimHandle};
 use taskbridge::state::{ItemRef, MailboxAddress, SqliteStore};
 use taskbridge::sync::{
     BatchLimits, ChangePage, Delivery, Engine, FetchRequest, ItemFailure, ItemWrite, MailboxError,
     MailboxItem, MailboxStore, PulledEvents, Subscription, SyncConfig,
 };
+pub use taskbridge_sim::ConflictModel;
+use taskbridge_sim::{self as sim, SimConfig, SimHandle};
 
 /// The mailboxes of the test project.
 pub const MAILBOXES: [&str; 3] = ["ann@example.com", "bob@example.com", "chen@example.com"];

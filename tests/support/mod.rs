@@ -21,10 +21,10 @@ use hyper_util::rt::TokioIo;
 use taskbridge::ews::ops::get_folder::{FolderPayload, GetFolder, GetFolderResponse};
 use taskbridge::ews::ops::{self, OperationResponse};
 use taskbridge::ews::soap::{self, Fault, ServerVersionInfo};
-use taskbridge::ews::transport::auth::ntlm_server::{self, ServerChallenge};
 use taskbridge::ews::types::{
     AnyFolder, Folder, FolderId, Folders, MessageXml, ResponseCode, ResponseMessage,
 };
+use taskbridge_sim::ntlm_server::{self, ServerChallenge};
 
 /// The NTLM account the server knows.
 pub const NTLM_USER: &str = "svc-taskbridge";

@@ -1,0 +1,85 @@
+//! DeleteItem: removes items.
+//! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/deleteitem>.
+
+use crate::ops::get_item::ItemIds;
+use crate::ops::{operation, response};
+use crate::types::NoPayload;
+use crate::xml::{xml_enum, xml_struct};
+
+xml_enum! {
+    /// `t:DisposalType`.
+    pub enum DeleteType {
+        /// Gone for good.
+        HardDelete = "HardDelete",
+        /// Recoverable from the dumpster.
+        SoftDelete = "SoftDelete",
+        /// Into Deleted Items.
+        MoveToDeletedItems = "MoveToDeletedItems",
+    }
+}
+
+xml_enum! {
+    /// `t:AffectedTaskOccurrencesType`; Exchange requires it when deleting tasks.
+    pub enum AffectedTaskOccurrences {
+        /// The whole task, all occurrences.
+        AllOccurrences = "AllOccurrences",
+        /// Only the given occurrence.
+        SpecifiedOccurrenceOnly = "SpecifiedOccurrenceOnly",
+    }
+}
+
+xml_struct! {
+    /// The `m:DeleteItem` request.
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct DeleteItem {
+        @attrs {
+            /// How to delete.
+            pub delete_type: req DeleteType = "DeleteType",
+            /// Which occurrences (required for tasks).
+            pub affected_task_occurrences: opt AffectedTaskOccurrences = "AffectedTaskOccurrences",
+        }
+        /// The items.
+        pub item_ids: req ItemIds = m "ItemIds",
+    }
+}
+
+response!(
+    /// The `m:DeleteItemResponse` body.
+    DeleteItemResponse,
+    "DeleteItemResponseMessage",
+    NoPayload
+);
+operation!(DeleteItem => DeleteItemResponse);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::test_support::*;
+    use crate::types::{ItemId, ResponseClass};
+
+    #[test]
+    fn delete_item_request_names_task_occurrences() {
+        let req = DeleteItem {
+            delete_type: DeleteType::MoveToDeletedItems,
+            affected_task_occurrences: Some(AffectedTaskOccurrences::AllOccurrences),
+            item_ids: vec![ItemId::new("AAMk1", None)].into(),
+        };
+        assert_writes(
+            &req,
+            "m:DeleteItem",
+            r#"<m:DeleteItem DeleteType="MoveToDeletedItems" AffectedTaskOccurrences="AllOccurrences"><m:ItemIds><t:ItemId Id="AAMk1"/></m:ItemIds></m:DeleteItem>"#,
+        );
+        assert_round_trip(&req, "m:DeleteItem");
+    }
+
+    #[test]
+    fn delete_item_response_reads_plain_messages() {
+        let xml = r#"<m:DeleteItemResponse xmlns:m="http://schemas.microsoft.com/exchange/services/2006/messages"><m:ResponseMessages><m:DeleteItemResponseMessage ResponseClass="Success"><m:ResponseCode>NoError</m:ResponseCode></m:DeleteItemResponseMessage></m:ResponseMessages></m:DeleteItemResponse>"#;
+        let resp: DeleteItemResponse = read_str(xml);
+        assert_eq!(
+            resp.response_messages[0].response_class,
+            ResponseClass::Success
+        );
+        assert_round_trip(&resp, "m:DeleteItemResponse");
+    }
+}

@@ -1,0 +1,236 @@
+//! UpdateItem: sets or deletes single properties of items, guarded by change keys.
+//! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/updateitem>.
+
+use crate::error::DecodeError;
+use crate::ops::create_item::MessageDisposition;
+use crate::ops::{operation, response};
+use crate::types::{FolderIds, Item, ItemId, Items, Path};
+use crate::xml::{Element, Ns, XmlElement, XmlReader, XmlWriter, xml_enum, xml_struct};
+
+xml_enum! {
+    /// `t:ConflictResolutionType`: what happens when the change key is stale.
+    pub enum ConflictResolution {
+        /// Fail on any conflict.
+        NeverOverwrite = "NeverOverwrite",
+        /// Apply unless the same properties changed; requires a change key.
+        AutoResolve = "AutoResolve",
+        /// Overwrite regardless.
+        AlwaysOverwrite = "AlwaysOverwrite",
+    }
+}
+
+/// One change to one property (`t:SetItemField` / `t:DeleteItemField`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub enum ItemUpdate {
+    /// Set the property at `path` to its value in `item` (which carries only that property).
+    #[serde(rename_all = "PascalCase")]
+    SetItemField {
+        /// The property.
+        path: Path,
+        /// An item holding the new value.
+        item: Box<Item>,
+    },
+    /// Remove the property at `path`.
+    #[serde(rename_all = "PascalCase")]
+    DeleteItemField {
+        /// The property.
+        path: Path,
+    },
+}
+
+/// The updates of one item (`t:NonEmptyArrayOfItemChangeDescriptionsType`).
+#[derive(Clone, Debug, PartialEq, Default, serde::Serialize)]
+#[serde(transparent)]
+pub struct Updates(pub Vec<ItemUpdate>);
+
+impl XmlElement for Updates {
+    fn read<'i>(r: &mut XmlReader<'i>, e: Element<'i>) -> Result<Self, DecodeError> {
+        let mut updates = Vec::new();
+        while let Some(child) = r.next_child(&e)? {
+            let set = child.is(Ns::Types, "SetItemField");
+            if !set && !child.is(Ns::Types, "DeleteItemField") {
+                r.skip(child)?;
+                continue;
+            }
+            let change = child;
+            let mut path = None;
+            let mut item = None;
+            while let Some(part) = r.next_child(&change)? {
+                match Path::read_any(r, part)? {
+                    Ok(p) => path = Some(p),
+                    Err(part) => match Item::read_any(r, part)? {
+                        Ok(i) => item = Some(i),
+                        Err(other) => r.skip(other)?,
+                    },
+                }
+            }
+            let which = if set {
+                "SetItemField"
+            } else {
+                "DeleteItemField"
+            };
+            let missing = |element: &str| DecodeError::MissingElement {
+                path: format!("Updates/{which}"),
+                element: element.into(),
+            };
+            let path = path.ok_or_else(|| missing("Path"))?;
+            updates.push(if set {
+                ItemUpdate::SetItemField {
+                    path,
+                    item: Box::new(item.ok_or_else(|| missing("Task"))?),
+                }
+            } else {
+                ItemUpdate::DeleteItemField { path }
+            });
+        }
+        Ok(Updates(updates))
+    }
+
+    fn write(&self, w: &mut XmlWriter, name: &str) {
+        w.tag(name).children(|w| {
+            for update in &self.0 {
+                match update {
+                    ItemUpdate::SetItemField { path, item } => {
+                        w.tag("t:SetItemField").children(|w| {
+                            path.write_path(w);
+                            item.write_item(w);
+                        })
+                    }
+                    ItemUpdate::DeleteItemField { path } => {
+                        w.tag("t:DeleteItemField").children(|w| path.write_path(w))
+                    }
+                }
+            }
+        });
+    }
+}
+
+impl crate::xml::Absent for Updates {}
+
+xml_struct! {
+    /// The changes to one item (`t:ItemChangeType`).
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct ItemChange {
+        /// The item and the change key the changes were computed against.
+        pub item_id: req ItemId = t "ItemId",
+        /// The changes.
+        pub updates: req Updates = t "Updates",
+    }
+}
+
+xml_struct! {
+    /// A list of item changes (`t:NonEmptyArrayOfItemChangesType`).
+    #[derive(Clone, Debug, PartialEq, Default)]
+    pub struct ItemChanges {
+        /// The changes, one per item.
+        pub item_changes: many ItemChange = t "ItemChange",
+    }
+}
+
+xml_struct! {
+    /// The `m:UpdateItem` request.
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct UpdateItem {
+        @attrs {
+            /// How to treat a stale change key.
+            pub conflict_resolution: req ConflictResolution = "ConflictResolution",
+            /// What to do with messages (tasks are only saved).
+            pub message_disposition: opt MessageDisposition = "MessageDisposition",
+        }
+        /// Where to save the items.
+        pub saved_item_folder_id: opt FolderIds = m "SavedItemFolderId",
+        /// The changes.
+        pub item_changes: req ItemChanges = m "ItemChanges",
+    }
+}
+
+xml_struct! {
+    /// How many conflicts the server resolved (`t:ConflictResultsType`).
+    #[derive(Clone, Debug, PartialEq, Eq, Default)]
+    pub struct ConflictResults {
+        /// The count.
+        pub count: req i32 = t "Count",
+    }
+}
+
+xml_struct! {
+    /// What an UpdateItem message carries: the new id and change key, and the conflict count.
+    #[derive(Clone, Debug, PartialEq, Default)]
+    pub struct UpdateItemPayload {
+        /// The item with its new change key.
+        pub items: opt Items = m "Items",
+        /// Conflicts resolved by AutoResolve.
+        pub conflict_results: opt ConflictResults = m "ConflictResults",
+    }
+}
+
+response!(
+    /// The `m:UpdateItemResponse` body.
+    UpdateItemResponse,
+    "UpdateItemResponseMessage",
+    UpdateItemPayload
+);
+operation!(UpdateItem => UpdateItemResponse);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::test_support::*;
+    use crate::types::{ChangeKey, ExtendedFieldUri, ResponseCode, Task, field_uri};
+
+    fn request() -> UpdateItem {
+        let set_percent = ItemUpdate::SetItemField {
+            path: Path::field(field_uri::PERCENT_COMPLETE),
+            item: Box::new(Item::task(Task {
+                percent_complete: Some(60.0),
+                ..Task::default()
+            })),
+        };
+        let drop_start = ItemUpdate::DeleteItemField {
+            path: Path::field(field_uri::START_DATE),
+        };
+        let drop_tag = ItemUpdate::DeleteItemField {
+            path: Path::ExtendedFieldUri(ExtendedFieldUri::named_string(
+                "c11ff724-aa03-4555-9952-8fa248a11c3e",
+                "taskbridge-key",
+            )),
+        };
+        UpdateItem {
+            conflict_resolution: ConflictResolution::AutoResolve,
+            message_disposition: Some(MessageDisposition::SaveOnly),
+            saved_item_folder_id: None,
+            item_changes: ItemChanges {
+                item_changes: vec![ItemChange {
+                    item_id: ItemId::new("AAMk1", Some(ChangeKey::from("CK1"))),
+                    updates: Updates(vec![set_percent, drop_start, drop_tag]),
+                }],
+            },
+        }
+    }
+
+    #[test]
+    fn update_item_request_writes_set_and_delete_in_order() {
+        // Written from the UpdateItem reference: attributes, ItemChanges, ItemChange, Updates.
+        assert_writes(
+            &request(),
+            "m:UpdateItem",
+            r#"<m:UpdateItem ConflictResolution="AutoResolve" MessageDisposition="SaveOnly"><m:ItemChanges><t:ItemChange><t:ItemId Id="AAMk1" ChangeKey="CK1"/><t:Updates><t:SetItemField><t:FieldURI FieldURI="task:PercentComplete"/><t:Task><t:PercentComplete>60</t:PercentComplete></t:Task></t:SetItemField><t:DeleteItemField><t:FieldURI FieldURI="task:StartDate"/></t:DeleteItemField><t:DeleteItemField><t:ExtendedFieldURI PropertySetId="c11ff724-aa03-4555-9952-8fa248a11c3e" PropertyName="taskbridge-key" PropertyType="String"/></t:DeleteItemField></t:Updates></t:ItemChange></m:ItemChanges></m:UpdateItem>"#,
+        );
+        assert_round_trip(&request(), "m:UpdateItem");
+    }
+
+    #[test]
+    fn update_item_response_reads_conflicts_and_stale_key() {
+        let xml = r#"<m:UpdateItemResponse xmlns:m="http://schemas.microsoft.com/exchange/services/2006/messages" xmlns:t="http://schemas.microsoft.com/exchange/services/2006/types"><m:ResponseMessages><m:UpdateItemResponseMessage ResponseClass="Success"><m:ResponseCode>NoError</m:ResponseCode><m:Items><t:Task><t:ItemId Id="AAMk1" ChangeKey="CK2"/></t:Task></m:Items><m:ConflictResults><t:Count>0</t:Count></m:ConflictResults></m:UpdateItemResponseMessage><m:UpdateItemResponseMessage ResponseClass="Error"><m:MessageText>The change key is stale.</m:MessageText><m:ResponseCode>ErrorIrresolvableConflict</m:ResponseCode><m:Items/><m:ConflictResults><t:Count>1</t:Count></m:ConflictResults></m:UpdateItemResponseMessage></m:ResponseMessages></m:UpdateItemResponse>"#;
+        let resp: UpdateItemResponse = read_str(xml);
+        assert_eq!(
+            resp.response_messages[0].payload.conflict_results,
+            Some(ConflictResults { count: 0 })
+        );
+        assert_eq!(
+            resp.response_messages[1].code(),
+            ResponseCode::ErrorIrresolvableConflict
+        );
+        assert_round_trip(&resp, "m:UpdateItemResponse");
+    }
+}

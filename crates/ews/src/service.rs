@@ -1,0 +1,62 @@
+//! The boundary between typed operations and whatever carries them: [`EwsService`].
+//!
+//! The transport implements [`EwsService::send`]; the generated [`EwsOperations`] trait adds
+//! one typed method per WSDL operation on top of it, sending only the SOAP headers the WSDL
+//! allows for that operation.
+//!
+//! [`EwsOperations`]: crate::generated::EwsOperations
+
+use std::future::Future;
+
+use crate::error::Error;
+use crate::ops::Operation;
+use crate::soap::TimeZoneContext;
+
+/// Whom a call acts for and in which time zone.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CallContext {
+    /// The mailbox to act for by impersonation (also sent as `X-AnchorMailbox`); `None` acts as
+    /// the authenticated account itself.
+    pub mailbox: Option<String>,
+    /// The time zone the server should use for local times.
+    pub time_zone: Option<TimeZoneContext>,
+}
+
+/// Which optional SOAP headers an operation's input message declares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Headers {
+    /// `ExchangeImpersonation`.
+    pub impersonation: bool,
+    /// `TimeZoneContext`.
+    pub time_zone: bool,
+}
+
+impl CallContext {
+    /// Acting for `mailbox` by impersonation.
+    pub fn for_mailbox(mailbox: impl Into<String>) -> Self {
+        Self {
+            mailbox: Some(mailbox.into()),
+            time_zone: None,
+        }
+    }
+
+    /// The context with only the headers `allowed` kept.
+    pub fn restricted(&self, allowed: Headers) -> CallContext {
+        CallContext {
+            mailbox: self.mailbox.clone().filter(|_| allowed.impersonation),
+            time_zone: self.time_zone.clone().filter(|_| allowed.time_zone),
+        }
+    }
+}
+
+/// Something that sends EWS operations and returns their responses.
+///
+/// A SOAP fault or a transport failure is an `Err`; per-item failures are messages in `Ok`.
+pub trait EwsService: Send + Sync {
+    /// Sends `request` for `ctx` and decodes the response.
+    fn send<O: Operation>(
+        &self,
+        ctx: CallContext,
+        request: &O,
+    ) -> impl Future<Output = Result<O::Response, Error>> + Send;
+}

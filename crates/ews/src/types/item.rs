@@ -1,0 +1,446 @@
+//! Items: the `t:Task` element and the pieces it is made of.
+
+use chrono::{DateTime, Utc};
+
+use super::ids::{FolderId, ItemId};
+use crate::error::DecodeError;
+use crate::xml::{
+    Element, Ns, XmlContent, XmlElement, XmlReader, XmlWriter, read_attr_value, xml_enum,
+    xml_struct,
+};
+
+xml_enum! {
+    /// `t:ImportanceChoicesType`.
+    /// See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/importance>.
+    pub enum Importance {
+        /// Low importance.
+        Low = "Low",
+        /// Normal importance.
+        Normal = "Normal",
+        /// High importance.
+        High = "High",
+    }
+}
+
+xml_enum! {
+    /// `t:TaskStatusType`.
+    /// See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/status>.
+    pub enum TaskStatus {
+        /// Not started.
+        NotStarted = "NotStarted",
+        /// In progress.
+        InProgress = "InProgress",
+        /// Completed.
+        Completed = "Completed",
+        /// Waiting on someone else.
+        WaitingOnOthers = "WaitingOnOthers",
+        /// Deferred.
+        Deferred = "Deferred",
+    }
+}
+
+xml_enum! {
+    /// `t:SensitivityChoicesType`.
+    pub enum Sensitivity {
+        /// Normal.
+        Normal = "Normal",
+        /// Personal.
+        Personal = "Personal",
+        /// Private.
+        Private = "Private",
+        /// Confidential.
+        Confidential = "Confidential",
+    }
+}
+
+xml_enum! {
+    /// `t:BodyTypeType`.
+    pub enum BodyType {
+        /// HTML.
+        Html = "HTML",
+        /// Plain text.
+        Text = "Text",
+    }
+}
+
+xml_enum! {
+    /// `t:MapiPropertyTypeType` (the types taskbridge uses, others kept verbatim).
+    /// See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/extendedfielduri>.
+    pub enum MapiPropertyType {
+        /// A string.
+        String = "String",
+        /// A 32-bit integer.
+        Integer = "Integer",
+        /// A boolean.
+        Boolean = "Boolean",
+        /// A time stamp.
+        SystemTime = "SystemTime",
+        /// A GUID.
+        Clsid = "CLSID",
+        /// Binary data, base64.
+        Binary = "Binary",
+        /// A double.
+        Double = "Double",
+        /// An array of strings.
+        StringArray = "StringArray",
+    }
+}
+
+xml_enum! {
+    /// `t:DistinguishedPropertySetType`.
+    pub enum DistinguishedPropertySet {
+        /// PSETID_Common.
+        Common = "Common",
+        /// PSETID_PublicStrings.
+        PublicStrings = "PublicStrings",
+        /// PSETID_Task.
+        Task = "Task",
+        /// PSETID_Address.
+        Address = "Address",
+        /// PSETID_Appointment.
+        Appointment = "Appointment",
+    }
+}
+
+/// The body of an item (`t:BodyType`): text with a `BodyType` attribute.
+/// See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/body>.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Body {
+    /// Text or HTML.
+    pub body_type: BodyType,
+    /// Whether the server cut the body short.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_truncated: Option<bool>,
+    /// The content.
+    pub text: String,
+}
+
+impl Body {
+    /// A plain-text body.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self {
+            body_type: BodyType::Text,
+            is_truncated: None,
+            text: text.into(),
+        }
+    }
+}
+
+impl XmlElement for Body {
+    fn read<'i>(r: &mut XmlReader<'i>, e: Element<'i>) -> Result<Self, DecodeError> {
+        let body_type = read_attr_value(&e, "BodyType")?.unwrap_or(BodyType::Text);
+        let is_truncated = read_attr_value(&e, "IsTruncated")?;
+        let text = r.text(e)?.into_owned();
+        Ok(Body {
+            body_type,
+            is_truncated,
+            text,
+        })
+    }
+
+    fn write(&self, w: &mut XmlWriter, name: &str) {
+        let tag = w.tag(name).attr("BodyType", self.body_type.as_str());
+        let tag = match self.is_truncated {
+            Some(t) => tag.attr("IsTruncated", if t { "true" } else { "false" }),
+            None => tag,
+        };
+        tag.text(&self.text);
+    }
+}
+
+xml_struct! {
+    /// A list of strings (`t:ArrayOfStringsType`), e.g. `Categories`.
+    #[derive(Clone, Debug, PartialEq, Eq, Default)]
+    pub struct Strings {
+        /// The strings.
+        pub strings: many String = t "String",
+    }
+}
+
+impl From<Vec<String>> for Strings {
+    fn from(strings: Vec<String>) -> Self {
+        Strings { strings }
+    }
+}
+
+xml_struct! {
+    /// The path to an extended MAPI property (`t:PathToExtendedFieldType`).
+    /// See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/extendedfielduri>.
+    #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+    pub struct ExtendedFieldUri {
+        @attrs {
+            /// A well-known property set.
+            pub distinguished_property_set_id: opt DistinguishedPropertySet = "DistinguishedPropertySetId",
+            /// A property set GUID.
+            pub property_set_id: opt String = "PropertySetId",
+            /// A property tag such as `0x0037`.
+            pub property_tag: opt String = "PropertyTag",
+            /// A named property's name.
+            pub property_name: opt String = "PropertyName",
+            /// A named property's numeric id.
+            pub property_id: opt i32 = "PropertyId",
+            /// The MAPI type.
+            pub property_type: req MapiPropertyType = "PropertyType",
+        }
+    }
+}
+
+impl ExtendedFieldUri {
+    /// A named string property in the property set `set` (a GUID).
+    pub fn named_string(set: &str, name: &str) -> Self {
+        Self {
+            distinguished_property_set_id: None,
+            property_set_id: Some(set.to_string()),
+            property_tag: None,
+            property_name: Some(name.to_string()),
+            property_id: None,
+            property_type: MapiPropertyType::String,
+        }
+    }
+
+    /// Whether two paths name the same property (set GUIDs compare case-insensitively).
+    pub fn same_property(&self, other: &Self) -> bool {
+        let eq_ci = |a: &Option<String>, b: &Option<String>| match (a, b) {
+            (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+            (None, None) => true,
+            _ => false,
+        };
+        self.distinguished_property_set_id == other.distinguished_property_set_id
+            && eq_ci(&self.property_set_id, &other.property_set_id)
+            && eq_ci(&self.property_tag, &other.property_tag)
+            && self.property_name == other.property_name
+            && self.property_id == other.property_id
+    }
+}
+
+xml_struct! {
+    /// An array of property values (`t:NonEmptyArrayOfPropertyValuesType`).
+    #[derive(Clone, Debug, PartialEq, Eq, Default)]
+    pub struct PropertyValues {
+        /// The values.
+        pub values: many String = t "Value",
+    }
+}
+
+xml_struct! {
+    /// An extended property and its value (`t:ExtendedPropertyType`).
+    /// See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/extendedproperty>.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct ExtendedProperty {
+        /// Which property.
+        pub extended_field_uri: req ExtendedFieldUri = t "ExtendedFieldURI",
+        /// A single value.
+        pub value: opt String = t "Value",
+        /// Multiple values (array properties).
+        pub values: opt PropertyValues = t "Values",
+    }
+}
+
+xml_struct! {
+    /// A task (`t:TaskType`, with the `t:ItemType` elements taskbridge reads), in schema order.
+    /// See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/task>.
+    #[derive(Clone, Debug, PartialEq, Default)]
+    pub struct Task {
+        /// Id and change key (read-only).
+        pub item_id: opt ItemId = t "ItemId",
+        /// The folder holding the item (read-only).
+        pub parent_folder_id: opt FolderId = t "ParentFolderId",
+        /// `IPM.Task`.
+        pub item_class: opt String = t "ItemClass",
+        /// The subject line.
+        pub subject: opt String = t "Subject",
+        /// Sensitivity.
+        pub sensitivity: opt Sensitivity = t "Sensitivity",
+        /// The body.
+        pub body: opt Body = t "Body",
+        /// When the item arrived (read-only).
+        pub date_time_received: opt DateTime<Utc> = t "DateTimeReceived",
+        /// Size in bytes (read-only).
+        pub size: opt i32 = t "Size",
+        /// Categories.
+        pub categories: opt Strings = t "Categories",
+        /// Importance.
+        pub importance: opt Importance = t "Importance",
+        /// When the item was sent (read-only).
+        pub date_time_sent: opt DateTime<Utc> = t "DateTimeSent",
+        /// When the item was created (read-only).
+        pub date_time_created: opt DateTime<Utc> = t "DateTimeCreated",
+        /// When the reminder is due.
+        pub reminder_due_by: opt DateTime<Utc> = t "ReminderDueBy",
+        /// Whether a reminder is set.
+        pub reminder_is_set: opt bool = t "ReminderIsSet",
+        /// Whether the item has attachments (read-only).
+        pub has_attachments: opt bool = t "HasAttachments",
+        /// Extended MAPI properties.
+        pub extended_properties: many ExtendedProperty = t "ExtendedProperty",
+        /// Who changed the item last (read-only).
+        pub last_modified_name: opt String = t "LastModifiedName",
+        /// When the item was last changed (read-only).
+        pub last_modified_time: opt DateTime<Utc> = t "LastModifiedTime",
+        /// Actual work in minutes.
+        pub actual_work: opt i32 = t "ActualWork",
+        /// How many times the task changed (read-only).
+        pub change_count: opt i32 = t "ChangeCount",
+        /// Companies.
+        pub companies: opt Strings = t "Companies",
+        /// When the task was completed.
+        pub complete_date: opt DateTime<Utc> = t "CompleteDate",
+        /// Due date (local midnight of the owner's zone, in UTC).
+        pub due_date: opt DateTime<Utc> = t "DueDate",
+        /// Whether the task is complete (read-only).
+        pub is_complete: opt bool = t "IsComplete",
+        /// Whether the task recurs (read-only).
+        pub is_recurring: opt bool = t "IsRecurring",
+        /// The owner (read-only).
+        pub owner: opt String = t "Owner",
+        /// Percent complete, 0 to 100.
+        pub percent_complete: opt f64 = t "PercentComplete",
+        /// Start date (local midnight of the owner's zone, in UTC).
+        pub start_date: opt DateTime<Utc> = t "StartDate",
+        /// Status.
+        pub status: opt TaskStatus = t "Status",
+        /// The status as localized text (read-only).
+        pub status_description: opt String = t "StatusDescription",
+        /// Total work in minutes.
+        pub total_work: opt i32 = t "TotalWork",
+    }
+}
+
+impl Task {
+    /// The value of the extended property at `path`, if the item carries it.
+    pub fn extended_value(&self, path: &ExtendedFieldUri) -> Option<&str> {
+        self.extended_properties
+            .iter()
+            .find(|p| p.extended_field_uri.same_property(path))
+            .and_then(|p| p.value.as_deref())
+    }
+}
+
+xml_enum! {
+    /// The element names of the item kinds that can stand in an items array.
+    pub enum ItemKind {
+        /// `t:Task`.
+        Task = "Task",
+        /// `t:Item` (a generic item).
+        Item = "Item",
+        /// `t:Message`.
+        Message = "Message",
+        /// `t:CalendarItem`.
+        CalendarItem = "CalendarItem",
+        /// `t:Contact`.
+        Contact = "Contact",
+        /// `t:PostItem`.
+        PostItem = "PostItem",
+    }
+}
+
+/// Any item: its kind and the fields taskbridge knows.
+///
+/// A Tasks folder can hold other kinds (a mail dragged there, say); they are read with the
+/// `ItemType` fields that all kinds share and never mistaken for tasks.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Item {
+    /// Which element it came in.
+    #[serde(rename = "Kind")]
+    pub kind: ItemKind,
+    /// The fields.
+    #[serde(flatten)]
+    pub fields: Task,
+}
+
+impl Item {
+    /// A task item.
+    pub fn task(task: Task) -> Self {
+        Item {
+            kind: ItemKind::Task,
+            fields: task,
+        }
+    }
+
+    /// The task, if this item is one.
+    pub fn as_task(&self) -> Option<&Task> {
+        (self.kind == ItemKind::Task).then_some(&self.fields)
+    }
+
+    /// Reads an item element of any kind, or hands the element back if it is not one.
+    pub(crate) fn read_any<'i>(
+        r: &mut XmlReader<'i>,
+        e: Element<'i>,
+    ) -> Result<Result<Item, Element<'i>>, DecodeError> {
+        if e.ns() != Ns::Types {
+            return Ok(Err(e));
+        }
+        let kind = match e.local_name() {
+            "Task" => ItemKind::Task,
+            "Item" => ItemKind::Item,
+            "Message" => ItemKind::Message,
+            "CalendarItem" => ItemKind::CalendarItem,
+            "Contact" => ItemKind::Contact,
+            "PostItem" => ItemKind::PostItem,
+            "DistributionList"
+            | "MeetingMessage"
+            | "MeetingRequest"
+            | "MeetingResponse"
+            | "MeetingCancellation"
+            | "SharingMessage"
+            | "RoleMember"
+            | "Network"
+            | "Person" => ItemKind::Other(e.name_lossy()),
+            _ => return Ok(Err(e)),
+        };
+        let fields = Task::read_content(r, e, &mut |_, child| Ok(Some(child)))?;
+        Ok(Ok(Item { kind, fields }))
+    }
+
+    /// Writes the item under its kind's element name.
+    pub(crate) fn write_item(&self, w: &mut XmlWriter) {
+        let name: std::borrow::Cow<'_, str> = match &self.kind {
+            ItemKind::Task => "t:Task".into(),
+            ItemKind::Item => "t:Item".into(),
+            other => format!("t:{}", other.as_str()).into(),
+        };
+        self.fields.write(w, &name);
+    }
+}
+
+/// An items array (`t:ArrayOfRealItemsType` / `t:NonEmptyArrayOfAllItemsType`).
+#[derive(Clone, Debug, PartialEq, Default, serde::Serialize)]
+#[serde(transparent)]
+pub struct Items(pub Vec<Item>);
+
+impl XmlElement for Items {
+    fn read<'i>(r: &mut XmlReader<'i>, e: Element<'i>) -> Result<Self, DecodeError> {
+        let mut items = Vec::new();
+        while let Some(child) = r.next_child(&e)? {
+            match Item::read_any(r, child).map_err(|err| err.within("Items"))? {
+                Ok(item) => items.push(item),
+                Err(other) => r.skip(other)?,
+            }
+        }
+        Ok(Items(items))
+    }
+
+    fn write(&self, w: &mut XmlWriter, name: &str) {
+        if self.0.is_empty() {
+            w.tag(name).empty();
+            return;
+        }
+        w.tag(name).children(|w| {
+            for item in &self.0 {
+                item.write_item(w);
+            }
+        });
+    }
+}
+
+impl Items {
+    /// The tasks among the items.
+    pub fn tasks(&self) -> impl Iterator<Item = &Task> {
+        self.0.iter().filter_map(Item::as_task)
+    }
+}
+
+impl crate::xml::Absent for Body {}
+
+impl crate::xml::Absent for Items {}

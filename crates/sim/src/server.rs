@@ -1,0 +1,585 @@
+//! The HTTP side: a hyper HTTP/1 server (plain or TLS), one task per connection, routing to the
+//! EWS endpoint and the admin API, authentication, fault injection and recording around each
+//! EWS request.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use crate::admin::Counters;
+use crate::auth::{AuthMode, Caller, Users};
+use crate::faults::{Failure, Faults, ThrottleShape};
+use crate::ids::FolderKind;
+use crate::persist::Persist;
+use crate::record::{Direction, Exchange, Recorder};
+use crate::store::{Mailbox, Store};
+use crate::{ADMIN_PATH, EWS_PATH, SimConfig, SimError, TlsFiles, admin, autodiscover, ops, push};
+use taskbridge_ews::soap::{self, Fault};
+use taskbridge_ews::transport::channel_binding::ChannelBindings;
+
+/// The shared state of a running simulator.
+pub(crate) struct Sim {
+    /// The configuration it was started with.
+    pub config: SimConfig,
+    /// The mailboxes.
+    pub store: Store,
+    /// The accounts.
+    pub users: Users,
+    /// Fault injection.
+    pub faults: Faults,
+    /// Counters for the admin API.
+    pub counters: Counters,
+    /// `--record`.
+    pub recorder: Option<Recorder>,
+    /// `--state`.
+    pub persist: Option<Persist>,
+    /// Push and pull subscriptions.
+    pub subs: push::Subscriptions,
+    /// Flips to true when the simulator shuts down; push deliveries watch it.
+    pub shutdown: watch::Receiver<bool>,
+    /// The client for push deliveries.
+    pub http: reqwest::Client,
+    /// A weak reference to itself, for the push tasks handlers spawn.
+    me: std::sync::OnceLock<std::sync::Weak<Sim>>,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim")
+            .field("listen", &self.config.listen)
+            .finish()
+    }
+}
+
+impl Sim {
+    pub(crate) fn new(
+        config: SimConfig,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Self, SimError> {
+        // reqwest and tokio-rustls need a process-wide crypto provider; a second install
+        // (another simulator in the same process) is refused and harmless.
+        taskbridge_ews::transport::install_crypto_provider();
+        let users = Users::new(&config.users);
+        let owners: Vec<String> = users
+            .mailbox_owners()
+            .iter()
+            .map(|u| u.smtp.clone())
+            .collect();
+        let (store, persist) = match &config.state {
+            Some(path) => {
+                let (persist, mailboxes, secret) = Persist::open(path, &owners)?;
+                (Store::new(mailboxes, secret), Some(persist))
+            }
+            None => {
+                let mailboxes = owners
+                    .iter()
+                    .enumerate()
+                    .map(|(i, smtp)| Mailbox::new(u32::try_from(i + 1).unwrap_or(u32::MAX), smtp))
+                    .collect();
+                let secret: [u8; 32] = rand::random();
+                (Store::new(mailboxes, secret.to_vec()), None)
+            }
+        };
+        let recorder = match &config.record {
+            Some(dir) => Some(
+                Recorder::new(dir, &config.server_version)
+                    .map_err(|e| SimError::Record(format!("{}: {e}", dir.display())))?,
+            ),
+            None => None,
+        };
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(4)
+            .build()
+            .map_err(|e| SimError::Config(format!("push client: {e}")))?;
+        Ok(Sim {
+            faults: Faults::new(config.faults.clone()),
+            config,
+            store,
+            users,
+            counters: Counters::default(),
+            recorder,
+            persist,
+            subs: push::Subscriptions::default(),
+            shutdown,
+            http,
+            me: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Remembers the `Arc` the simulator lives in.
+    pub(crate) fn set_me(self: &Arc<Self>) {
+        let _ = self.me.set(Arc::downgrade(self));
+    }
+
+    /// The simulator as an `Arc`, while it runs.
+    pub(crate) fn me(&self) -> Option<Arc<Sim>> {
+        self.me.get().and_then(std::sync::Weak::upgrade)
+    }
+
+    /// Records an exchange when `--record` is on.
+    pub(crate) fn record(&self, ex: Exchange<'_>) {
+        if let Some(r) = &self.recorder {
+            r.record(&ex);
+        }
+    }
+}
+
+/// The TLS side of the listener: the acceptor, and the channel bindings its certificate gives
+/// (what an NTLM client under Extended Protection must send).
+#[derive(Clone)]
+pub(crate) struct Tls {
+    pub acceptor: TlsAcceptor,
+    pub bindings: ChannelBindings,
+}
+
+/// Builds the TLS acceptor from PEM files.
+pub(crate) fn tls_acceptor(files: &TlsFiles) -> Result<Tls, SimError> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| SimError::Tls(format!("{}: {e}", p.display())))
+    };
+    let cert_pem = read(&files.cert)?;
+    let key_pem = read(&files.key)?;
+    let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| SimError::Tls(format!("{}: {e}", files.cert.display())))?;
+    if certs.is_empty() {
+        return Err(SimError::Tls(format!(
+            "{}: no certificate found",
+            files.cert.display()
+        )));
+    }
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| SimError::Tls(format!("{}: {e}", files.key.display())))?
+        .ok_or_else(|| SimError::Tls(format!("{}: no private key found", files.key.display())))?;
+    let bindings = ChannelBindings::tls_server_end_point(&certs[0]);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| SimError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| SimError::Tls(e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Tls {
+        acceptor: TlsAcceptor::from(Arc::new(config)),
+        bindings,
+    })
+}
+
+/// Per-connection authentication state: NTLM authenticates the TCP connection, not a request.
+#[derive(Debug)]
+pub(crate) struct ConnState {
+    // A std Mutex: read and written between awaits only.
+    pub ntlm: std::sync::Mutex<crate::auth::NtlmState>,
+    /// The TLS channel's bindings (from our certificate); `None` over plain HTTP.
+    pub channel: Option<ChannelBindings>,
+}
+
+/// Accepts connections until `shutdown` completes, then drains them.
+pub(crate) async fn run(
+    sim: Arc<Sim>,
+    listener: TcpListener,
+    tls: Option<Tls>,
+    stop_all: watch::Sender<bool>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut conns = JoinSet::new();
+    let mut back_off = Duration::from_millis(10);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    back_off = Duration::from_millis(10);
+                    let _ = stream.set_nodelay(true);
+                    let sim = sim.clone();
+                    let tls = tls.clone();
+                    let stop = stop_all.subscribe();
+                    conns.spawn(async move {
+                        match tls {
+                            Some(tls) => match tls.acceptor.accept(stream).await {
+                                Ok(s) => serve_conn(sim, s, Some(tls.bindings), stop).await,
+                                Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
+                            },
+                            None => serve_conn(sim, stream, None, stop).await,
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: wait and retry, doubling.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(back_off).await;
+                    back_off = (back_off * 2).min(Duration::from_secs(1));
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let _ = stop_all.send(true);
+    let drain = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(5), drain)
+        .await
+        .is_err()
+    {
+        conns.abort_all();
+    }
+    sim.subs.stop_all().await;
+    if let Some(p) = &sim.persist {
+        p.close().await;
+    }
+}
+
+/// The error that makes hyper drop a connection without answering.
+#[derive(Debug)]
+pub(crate) struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by fault injection")
+    }
+}
+
+impl std::error::Error for Dropped {}
+
+async fn serve_conn<S>(
+    sim: Arc<Sim>,
+    stream: S,
+    channel: Option<ChannelBindings>,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn_state = Arc::new(ConnState {
+        ntlm: Default::default(),
+        channel,
+    });
+    let svc = service_fn(move |req| {
+        let sim = sim.clone();
+        let conn_state = conn_state.clone();
+        async move { handle(sim, conn_state, req).await }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r { tracing::debug!(error = %e, "connection ended"); }
+        }
+        _ = stopped(&mut stop) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// Resolves once the flag is set (or its sender is gone); the `watch::Ref` never lives past it.
+pub(crate) async fn stopped(flag: &mut watch::Receiver<bool>) {
+    let _ = flag.wait_for(|s| *s).await.map(|_| ());
+}
+
+pub(crate) type Resp = Response<Full<Bytes>>;
+
+pub(crate) fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    if !content_type.is_empty() {
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            content_type.parse().expect("static header"),
+        );
+    }
+    r
+}
+
+const XML: &str = "text/xml; charset=utf-8";
+
+async fn handle(
+    sim: Arc<Sim>,
+    conn: Arc<ConnState>,
+    req: Request<Incoming>,
+) -> Result<Resp, Dropped> {
+    let path = req.uri().path().to_string();
+    if path == "/sim" || path.starts_with(ADMIN_PATH) {
+        return Ok(admin::handle(&sim, req).await);
+    }
+    let autodiscover = path.eq_ignore_ascii_case(autodiscover::AUTODISCOVER_PATH);
+    if !path.eq_ignore_ascii_case(EWS_PATH) && !autodiscover {
+        return Ok(respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"));
+    }
+    if req.method() != Method::POST {
+        let mut r = respond(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "EWS and Autodiscover take requests by POST\n",
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, "POST".parse().expect("static header"));
+        return Ok(r);
+    }
+    let caller = match authenticate(&sim, &conn, &req) {
+        Ok(c) => c,
+        Err(challenge) => return Ok(unauthorized(&challenge)),
+    };
+    let headers = req.headers().clone();
+    let anchor = req
+        .headers()
+        .get("X-AnchorMailbox")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = match Limited::new(req.into_body(), sim.config.max_request_bytes)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            let too_large = e
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
+            return Ok(if too_large {
+                respond(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "text/plain",
+                    "request too large\n",
+                )
+            } else {
+                respond(
+                    StatusCode::BAD_REQUEST,
+                    "text/plain",
+                    "cannot read the request body\n",
+                )
+            });
+        }
+    };
+    if autodiscover {
+        let scheme = if conn.channel.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        return Ok(autodiscover::answer(&sim, scheme, &headers, &body));
+    }
+    let _in_flight = sim.counters.begin();
+    ews(&sim, &caller, &body, anchor.as_deref()).await
+}
+
+/// The caller, or the `WWW-Authenticate` challenge of a 401.
+fn authenticate(sim: &Sim, conn: &ConnState, req: &Request<Incoming>) -> Result<Caller, String> {
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match sim.config.auth {
+        AuthMode::None => Ok(Caller::anonymous()),
+        AuthMode::Basic => authorization
+            .and_then(|h| sim.users.check_basic(h))
+            .ok_or_else(|| "Basic realm=\"taskbridge sim\"".to_string()),
+        AuthMode::Ntlm => crate::auth::ntlm_step(
+            &sim.users,
+            conn,
+            authorization,
+            sim.config.extended_protection,
+        ),
+    }
+}
+
+fn unauthorized(challenge: &str) -> Resp {
+    let mut r = respond(StatusCode::UNAUTHORIZED, "text/plain", "401 Unauthorized\n");
+    if let Ok(v) = challenge.parse() {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r
+}
+
+/// Decrements a mailbox's in-flight count when the request ends.
+struct MailboxGuard(Arc<Mailbox>);
+
+impl Drop for MailboxGuard {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn ews(
+    sim: &Sim,
+    caller: &Caller,
+    body: &Bytes,
+    anchor: Option<&str>,
+) -> Result<Resp, Dropped> {
+    let server = Some(&sim.config.server_version);
+    sim.counters.arrived(caller.name());
+    let peek = ops::peek(body, sim.config.max_request_bytes);
+    let op = match &peek {
+        Ok((_, name)) => name.clone(),
+        Err(_) => "Unknown".to_string(),
+    };
+    sim.counters.count_op(&op);
+    let record = |status: u16, response: Option<&[u8]>| {
+        sim.record(Exchange {
+            operation: &op,
+            direction: Direction::Inbound,
+            request: body,
+            response,
+            status,
+        })
+    };
+
+    if let Some(failure) = sim.faults.failure() {
+        sim.counters.failed.fetch_add(1, Ordering::Relaxed);
+        return match failure {
+            Failure::Http500 => {
+                record(500, None);
+                Ok(respond(StatusCode::INTERNAL_SERVER_ERROR, "", Bytes::new()))
+            }
+            Failure::Drop => {
+                record(0, None);
+                Err(Dropped)
+            }
+        };
+    }
+
+    let header = match &peek {
+        Ok((h, _)) => Some(h),
+        Err(_) => None,
+    };
+    let mailbox = header.and_then(|h| ops::anchor_mailbox(sim, caller, h, anchor));
+    let _guard = match (&mailbox, sim.config.faults.max_concurrency) {
+        (Some(mb), Some(max)) => {
+            let now = mb.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            let guard = MailboxGuard(mb.clone());
+            if now > max {
+                sim.counters.throttled.fetch_add(1, Ordering::Relaxed);
+                sim.counters
+                    .announced(caller.name(), sim.config.faults.back_off);
+                let bytes =
+                    soap::write_fault(server, &Fault::server_busy(sim.config.faults.back_off));
+                record(500, Some(&bytes));
+                return Ok(respond(StatusCode::INTERNAL_SERVER_ERROR, XML, bytes));
+            }
+            Some(guard)
+        }
+        _ => None,
+    };
+
+    if !sim.config.faults.latency.is_zero() {
+        tokio::time::sleep(sim.config.faults.latency).await;
+    }
+
+    let back_off = sim.config.faults.back_off;
+    let throttle = sim.faults.throttle();
+    if throttle.is_some() {
+        sim.counters.throttled.fetch_add(1, Ordering::Relaxed);
+    }
+    match throttle {
+        Some(ThrottleShape::Fault | ThrottleShape::Message) => {
+            sim.counters.announced(caller.name(), back_off);
+        }
+        Some(ThrottleShape::Http503) => {
+            sim.counters.announced(
+                caller.name(),
+                Duration::from_secs(retry_after_secs(back_off)),
+            );
+        }
+        None => {}
+    }
+    match throttle {
+        Some(ThrottleShape::Fault) => {
+            let bytes = soap::write_fault(server, &Fault::server_busy(back_off));
+            record(500, Some(&bytes));
+            return Ok(respond(StatusCode::INTERNAL_SERVER_ERROR, XML, bytes));
+        }
+        Some(ThrottleShape::Http503) => {
+            record(503, None);
+            let mut r = respond(StatusCode::SERVICE_UNAVAILABLE, "", Bytes::new());
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                retry_after_secs(back_off)
+                    .to_string()
+                    .parse()
+                    .expect("digits"),
+            );
+            return Ok(r);
+        }
+        _ => {}
+    }
+
+    let busy = (throttle == Some(ThrottleShape::Message)).then_some(back_off);
+    let mut out = match peek {
+        Ok((header, name)) => ops::dispatch(sim, caller, header, &name, body, busy),
+        Err(fault) => ops::Dispatched::fault(*fault),
+    };
+    for ack in std::mem::take(&mut out.acks) {
+        let ok = matches!(ack.await, Ok(Ok(())));
+        if !ok {
+            sim.counters.failed.fetch_add(1, Ordering::Relaxed);
+            out = ops::Dispatched::fault(Fault::client(
+                taskbridge_ews::types::ResponseCode::ErrorInternalServerError,
+                "The state file could not be written.",
+            ));
+            break;
+        }
+    }
+    let bytes = match out.fault {
+        Some(fault) => {
+            sim.counters.faults.fetch_add(1, Ordering::Relaxed);
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                soap::write_fault(server, &fault),
+            )
+        }
+        None => (StatusCode::OK, out.body),
+    };
+    if let Some(mb) = &mailbox
+        && sim.faults.spontaneous_changekey()
+    {
+        spontaneous_change_key(sim, mb).await;
+    }
+    record(bytes.0.as_u16(), Some(&bytes.1));
+    Ok(respond(bytes.0, XML, bytes.1))
+}
+
+/// `Retry-After` is in whole seconds: the back-off rounded up, at least 1.
+fn retry_after_secs(back_off: Duration) -> u64 {
+    u64::try_from(back_off.as_millis().div_ceil(1000))
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// Gives a random task of the mailbox a new change key, as Exchange sometimes does by itself.
+async fn spontaneous_change_key(sim: &Sim, mb: &Arc<Mailbox>) {
+    let ack = {
+        let mut st = mb.lock();
+        let tasks: Vec<u64> = st
+            .folder_items(FolderKind::Tasks)
+            .iter()
+            .map(|i| i.no)
+            .collect();
+        if tasks.is_empty() {
+            return;
+        }
+        let no = tasks[sim.faults.pick(tasks.len())];
+        if st.bump(mb, no, chrono::Utc::now()).is_err() {
+            return;
+        }
+        sim.counters.spontaneous.fetch_add(1, Ordering::Relaxed);
+        ops::commit(sim, mb, &mut st)
+    };
+    if let Some(ack) = ack {
+        let _ = ack.await;
+    }
+}
