@@ -464,11 +464,10 @@ impl SimProc {
             args.push(format!("{m}:owner-pw-{i}"));
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        // The suite runs the simulator's merge model unless the run asks for Exchange's strict
-        // one (`TASKBRIDGE_CHAOS_CONFLICT_MODEL=strict scripts/chaos.sh`): under strict change
-        // keys the edit storm on one task does not converge yet (see docs/RELIABILITY.md).
+        // Exchange's strict change keys, as the simulator's default; a run can ask for the
+        // property-level merge model instead (`TASKBRIDGE_CHAOS_CONFLICT_MODEL=merge`).
         let model = std::env::var("TASKBRIDGE_CHAOS_CONFLICT_MODEL")
-            .unwrap_or_else(|_| "merge".to_string());
+            .unwrap_or_else(|_| "strict".to_string());
         args.push("--conflict-model".into());
         args.push(model);
         let mut sim = SimProc {
