@@ -284,17 +284,29 @@ fn updates_lists_approves_and_rejects_with_json() {
     assert_eq!(pending.as_array().map(Vec::len), Some(2));
     assert_eq!(pending[0]["id"], ids[0].as_str());
     assert_eq!(pending[0]["task_name"], "Wiring");
+    // People see a header, short ids as git prints them, and field names in words.
     let output = taskbridge(&data, &["updates"]);
     assert_code(&output, 0);
-    assert!(stdout(&output).contains(&ids[1]));
-    assert!(stdout(&output).contains("PercentWorkComplete 0% -> 100%"));
+    let text = stdout(&output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("ID ") && lines[0].contains("DECIDED BY"),
+        "{text}"
+    );
+    assert!(lines[2].starts_with(&ids[1][..8]), "{text}");
+    assert!(
+        !text.contains(&ids[1]),
+        "the whole id is for --json: {text}"
+    );
+    assert!(text.contains("% complete 0% -> 100%"), "{text}");
 
+    // A unique start of an id names the update.
     let output = taskbridge(
         &data,
         &[
             "updates",
             "approve",
-            &ids[0],
+            &ids[0][..6],
             "--by",
             "Status Manager",
             "--json",
@@ -337,11 +349,24 @@ fn updates_lists_approves_and_rejects_with_json() {
     let output = taskbridge(&data, &["updates", "--pending", "--json"]);
     assert_eq!(json(&output), serde_json::json!([]));
 
-    // Deciding again, or an unknown id, is a failure (exit 1) with one error line.
+    let output = taskbridge(&data, &["updates"]);
+    let text = stdout(&output);
+    assert!(
+        text.contains("Status Manager") && text.contains("reason: noch nicht fertig"),
+        "decider and reason: {text}"
+    );
+
+    // An unknown id is a usage error that says how to list them.
+    let output = taskbridge(&data, &["updates", "approve", "no-such-id"]);
+    assert_code(&output, 2);
+    assert_eq!(
+        stderr(&output).trim(),
+        "error: unknown update \"no-such-id\" (run `taskbridge updates` to list them)"
+    );
+    // Deciding again is a failure (exit 1) with one error line.
     for args in [
         vec!["updates", "approve", ids[0].as_str()],
         vec!["updates", "reject", ids[1].as_str()],
-        vec!["updates", "approve", "no-such-id"],
     ] {
         let output = taskbridge(&data, &args);
         assert_code(&output, 1);
@@ -409,7 +434,7 @@ fn updates_approve_of_a_stale_update_fails_unless_forced() {
     // The list shows what was applied, in hours.
     let output = taskbridge(&data, &["updates"]);
     assert!(
-        stdout(&output).contains("ActualWork = "),
+        stdout(&output).contains("actual work = 6h"),
         "{}",
         stdout(&output)
     );

@@ -13,10 +13,13 @@ mod ews;
 mod export;
 mod import;
 mod init;
+mod logs;
+mod names;
 mod projects;
 mod serve;
 mod sim;
 mod sync;
+mod table;
 mod updates;
 
 use std::path::PathBuf;
@@ -107,8 +110,10 @@ pub enum Command {
     /// effective configuration with the source of each value (`config show`).
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
-    /// Each synced assignment: mailbox, item, last sync, state (synced, pending, conflict,
-    /// parked, detached).
+    /// Each assignment: task, mailbox, state (synced, pending, conflict, parked, detached,
+    /// failed), last sync, item, detail or last error; then a summary line and the last error
+    /// of each mailbox with failures. Exits 1 when an assignment failed or is parked (0 with
+    /// --json, whose states say it).
     Status(sync::StatusArgs),
     /// The audit log of sync decisions: field, both values, the rule applied, the winner.
     Audit(sync::AuditArgs),
@@ -129,7 +134,13 @@ pub enum CliError {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // The demo narrates on stdout; its logs stay quiet unless asked for.
     let quiet = matches!(cli.command, Command::Demo(_)) && cli.log == "info";
-    init_logging(cli.log_format, if quiet { "warn" } else { &cli.log })?;
+    logs::init(cli.log_format, if quiet { "warn" } else { &cli.log })?;
+    let result = run_command(cli);
+    logs::flush_repeats();
+    result
+}
+
+fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
     // A file named by --config (or TASKBRIDGE_CONFIG) must exist; the default may be absent.
     let explicit = cli.config.is_some();
     let config_path = cli
@@ -240,32 +251,6 @@ fn print_out(text: &str) -> anyhow::Result<()> {
 /// Pretty JSON for `--json`.
 fn to_json<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
     Ok(serde_json::to_string_pretty(value)?)
-}
-
-/// Directives are `target=level` pairs and a bare default level (`Targets`): they cover what
-/// operators set, without the regex engine that full `EnvFilter` syntax (span and field
-/// filters) would add to every build.
-fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-
-    let targets: tracing_subscriber::filter::Targets = filter
-        .parse()
-        .map_err(|e| CliError::Usage(format!("invalid --log filter {filter:?}: {e}")))?;
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let result = match format {
-        LogFormat::Text => tracing_subscriber::registry()
-            .with(targets)
-            .with(layer)
-            .try_init(),
-        LogFormat::Json => tracing_subscriber::registry()
-            .with(targets)
-            .with(layer.json())
-            .try_init(),
-    };
-    // A second init (tests that call `run` twice) keeps the first subscriber.
-    let _ = result;
-    Ok(())
 }
 
 /// Maps an error to its exit code and prints it once.

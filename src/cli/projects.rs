@@ -211,9 +211,7 @@ pub fn remove(
         for (mailbox, n) in &report.detached {
             eprintln!("{mailbox}: {n} tasks {verb}left in place, no longer synced");
         }
-        for e in report.errors.iter().take(20) {
-            eprintln!("failed: {} in {}: {}", e.key, e.mailbox, e.error);
-        }
+        super::sync::print_failures(&report.errors);
         if report.refused_deletes > 0 {
             eprintln!(
                 "the mass-delete guard refused deleting {} tasks: nothing was removed (use --force, \

@@ -236,6 +236,9 @@ pub async fn shutdown_signal() {
     info!("shutting down: finishing work in progress");
 }
 
+/// How often `/healthz` looks at the outcome of the latest Exchange calls.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Runs `taskbridge serve`; `reload` re-reads the configuration on SIGHUP.
 pub fn run(args: ServeArgs, raw: &RawConfig, reload: Reload) -> anyhow::Result<ExitCode> {
     let config = connector_config(raw)?;
@@ -311,6 +314,14 @@ pub fn run(args: ServeArgs, raw: &RawConfig, reload: Reload) -> anyhow::Result<E
                 let _ = rx.changed().await;
             }))
         });
+        // `/healthz` says degraded while every Exchange call fails (a wrong password, an
+        // unreachable server), with the latest error from the log as the reason.
+        let health = tokio::spawn(taskbridge::listener::health::watch_exchange(
+            connector.client().clone(),
+            connector.readiness(),
+            HEALTH_INTERVAL,
+            super::logs::last_error,
+        ));
         #[cfg(unix)]
         let hangup = {
             let engine = connector.engine().clone();
@@ -338,6 +349,7 @@ pub fn run(args: ServeArgs, raw: &RawConfig, reload: Reload) -> anyhow::Result<E
                 },
             )
             .await;
+        health.abort();
         #[cfg(unix)]
         hangup.abort();
         let _ = stop_tx.send(true);
