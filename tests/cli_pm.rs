@@ -213,17 +213,58 @@ fn projects_lists_shows_sets_policy_and_publishes() {
     assert_eq!(project["resources"][1]["name"], "佐藤 健二");
     let output = taskbridge(&data, &["projects", "show", GUID]);
     assert_code(&output, 0);
-    assert!(stdout(&output).contains("Zoë Müller"));
+    let text = stdout(&output);
+    assert!(text.contains("Zoë Müller"));
+    // Columns start where their header does, whatever the length of the names before them;
+    // work is in hours.
+    let lines: Vec<Vec<char>> = text.lines().skip(1).map(|l| l.chars().collect()).collect();
+    let header: String = lines[0].iter().collect();
+    for column in ["TASK", "RESOURCE", "MAILBOX"] {
+        let at = header.find(column).expect("a column"); // ASCII header: bytes are chars
+        for row in &lines[1..] {
+            assert!(
+                row[at - 1] == ' ' && row[at] != ' ',
+                "{column} shifted in {:?}\n{text}",
+                row.iter().collect::<String>()
+            );
+        }
+    }
+    assert!(text.contains("h "), "work in hours: {text}");
+    assert!(!text.contains(" min"), "{text}");
+
+    // A project by the start of its GUID or by its name.
+    let name = list[0]["name"].as_str().expect("a name").to_string();
+    for by in [&GUID[..6], name.as_str()] {
+        let output = taskbridge(&data, &["projects", "show", by, "--json"]);
+        assert_code(&output, 0);
+        assert_eq!(json(&output)["guid"], GUID);
+    }
 
     assert_code(&taskbridge(&data, &["projects", "publish", GUID]), 0);
+    // An unknown project is a usage error naming it, with the closest names.
     let unknown = "b0000000-0000-4000-8000-000000000002";
     for args in [
         vec!["projects", "publish", unknown],
         vec!["projects", "show", unknown],
         vec!["projects", "set-policy", unknown, "auto"],
+        vec!["export", unknown],
     ] {
-        assert_code(&taskbridge(&data, &args), 1);
+        let output = taskbridge(&data, &args);
+        assert_code(&output, 2);
+        assert!(
+            stderr(&output).starts_with(&format!("error: unknown project \"{unknown}\"")),
+            "{}",
+            stderr(&output)
+        );
     }
+    let typo: String = name.chars().skip(1).collect();
+    let output = taskbridge(&data, &["projects", "show", &typo]);
+    assert_code(&output, 2);
+    assert!(
+        stderr(&output).contains(&format!("closest: {name:?}")),
+        "{}",
+        stderr(&output)
+    );
 }
 
 fn percent(uid: i64, change_key: &str, to: u8) -> StatusUpdate {

@@ -211,9 +211,53 @@ fn serve_against_sim_brings_a_mailbox_edit_to_updates_and_status() {
     assert_eq!(record["rule"], "mail-only");
     assert_eq!(record["winner"], "mail");
     assert_eq!(record["mail_value"], "60%");
+    // In words for people: a header, the task's name, the decision and its reason.
     let text = taskbridge(d, &["audit"]);
     let text = String::from_utf8_lossy(&text.stdout);
-    assert!(text.contains("percent_complete"), "{text}");
+    assert!(text.starts_with("TIME (UTC)"), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("percent_complete"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains("Survey the north abutment")
+            && line.contains("mailbox value taken: only the mailbox changed"),
+        "{line}"
+    );
+    assert!(!text.contains("MailOnly"), "no internal rule names: {text}");
+    // Filters.
+    let only = json_of(
+        d,
+        &[
+            "audit",
+            "--json",
+            "--field",
+            "percent_complete",
+            "--since",
+            "1h",
+        ],
+    );
+    assert!(
+        only.as_array()
+            .is_some_and(|a| !a.is_empty() && a.iter().all(|r| r["field"] == record["field"])),
+        "{only}"
+    );
+    let last = json_of(d, &["audit", "--json", "--limit", "1"]);
+    assert_eq!(last.as_array().map(Vec::len), Some(1), "{last}");
+    let bob = json_of(
+        d,
+        &[
+            "audit",
+            "--json",
+            "--mailbox",
+            "bob@example.com",
+            "--field",
+            "percent_complete",
+        ],
+    );
+    assert_eq!(bob, serde_json::json!([]), "ann's edit only");
+    let future = json_of(d, &["audit", "--json", "--since", "2999-01-01"]);
+    assert_eq!(future, serde_json::json!([]));
     let status = json_of(d, &["status", "--json"]);
     let lines = status.as_array().expect("array");
     assert_eq!(lines.len(), 6, "{status}");

@@ -9,9 +9,10 @@ use serde::Serialize;
 
 use taskbridge::ews::client::EwsClient;
 use taskbridge::exchange::EwsMailboxStore;
+use taskbridge::mapping::MailField;
 use taskbridge::pm::embedded::EmbeddedHost;
 use taskbridge::pm::{PmHost, ProjectGuid};
-use taskbridge::state::{SqliteStore, StateStore, SyncStatus};
+use taskbridge::state::{DecisionRule, Side, SqliteStore, StateStore, SyncStatus};
 use taskbridge::sync::{BatchLimits, Engine, PlannedAction, PublishOptions};
 
 use super::config::RawConfig;
@@ -453,11 +454,97 @@ fn without_mailbox<'a>(error: &'a str, mailbox: &str) -> &'a str {
 /// Arguments of `taskbridge audit`.
 #[derive(Debug, Args)]
 pub struct AuditArgs {
-    /// Only this project.
-    pub project: Option<ProjectGuid>,
+    /// Only this project: its GUID, a unique GUID prefix, or its name.
+    pub project: Option<String>,
+    /// Only decisions from this time on: a date (`2026-12-01`), a date and time
+    /// (`2026-12-01 14:30`, UTC), or a span back from now (`30m`, `2h`, `7d`).
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// Only the latest N decisions (after the other filters).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Only decisions about tasks of this mailbox.
+    #[arg(long, value_name = "ADDRESS")]
+    pub mailbox: Option<String>,
+    /// Only decisions about this field (as the mapping names it: percent_complete,
+    /// actual_work, total_work, due_date, start_date, subject, body, importance, categories).
+    #[arg(long, value_name = "FIELD")]
+    pub field: Option<String>,
     /// Print as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// When `--since` starts: a date, a date and time (UTC), or a span back from `now`.
+fn parse_since(
+    text: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<chrono::DateTime<chrono::Utc>, super::CliError> {
+    use chrono::{NaiveDate, NaiveDateTime, TimeZone, Utc};
+    let t = text.trim();
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(t) {
+        return Ok(at.with_timezone(&Utc));
+    }
+    for format in [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+    ] {
+        if let Ok(at) = NaiveDateTime::parse_from_str(t, format) {
+            return Ok(Utc.from_utc_datetime(&at));
+        }
+    }
+    if let Ok(day) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        return Ok(Utc.from_utc_datetime(&day.and_time(chrono::NaiveTime::MIN)));
+    }
+    let (number, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let span = number.parse::<i64>().ok().and_then(|n| match unit {
+        "s" => chrono::Duration::try_seconds(n),
+        "m" => chrono::Duration::try_minutes(n),
+        "h" => chrono::Duration::try_hours(n),
+        "d" => chrono::Duration::try_days(n),
+        _ => None,
+    });
+    match span {
+        Some(span) => Ok(now - span),
+        None => Err(super::CliError::Usage(format!(
+            "--since {text:?}: expected a date (2026-12-01), a date and time (2026-12-01 14:30) \
+             or a span back from now (30m, 2h, 7d)"
+        ))),
+    }
+}
+
+/// A decision in words: which value stands and why.
+fn decision_text(rule: DecisionRule, winner: Side) -> String {
+    let taken = match winner {
+        Side::Pm => "plan value kept",
+        Side::Mail => "mailbox value taken",
+        Side::Neither => "kept for a person",
+    };
+    let why = match rule {
+        DecisionRule::MailOnly => "only the mailbox changed",
+        DecisionRule::PmOnly => return "plan value sent: only the plan changed".into(),
+        DecisionRule::Converged => {
+            return "in step: both sides changed it to the same value".into();
+        }
+        DecisionRule::NewerWins => "both changed, the newer change wins",
+        DecisionRule::PmWins => "both changed, the policy is pm-wins",
+        DecisionRule::MailWins => "both changed, the policy is mail-wins",
+        DecisionRule::Manual => {
+            return "kept for a person: both changed (see `taskbridge conflicts`)".into();
+        }
+        DecisionRule::PmOwned => {
+            return "plan value restored: this field only flows from the plan".into();
+        }
+        DecisionRule::Rejected => {
+            return "plan value restored: the status manager rejected the update".into();
+        }
+        DecisionRule::Tie => "both changed within the clock-skew tolerance, the plan wins a tie",
+        DecisionRule::StatusNote => return "status note recorded with the status update".into(),
+        DecisionRule::Resolved => "settled by a person",
+    };
+    format!("{taken}: {why}")
 }
 
 /// Runs `taskbridge audit`.
@@ -471,29 +558,147 @@ pub fn audit(args: AuditArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
             ))
             .into());
         }
+        let since = args
+            .since
+            .as_deref()
+            .map(|s| parse_since(s, chrono::Utc::now()))
+            .transpose()?;
+        let field = match args.field.as_deref() {
+            Some(name) => Some(
+                MailField::from_name(&name.trim().to_ascii_lowercase().replace(['-', ' '], "_"))
+                    .ok_or_else(|| {
+                        super::CliError::Usage(format!(
+                            "unknown field {name:?}; the fields are {}",
+                            MailField::ALL
+                                .iter()
+                                .map(|f| f.name())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))
+                    })?,
+            ),
+            None => None,
+        };
+        let host = open_existing_store(&raw.data_dir).await?;
+        let project = match &args.project {
+            Some(p) => Some(super::names::project(&host, p).await?),
+            None => None,
+        };
         let state = SqliteStore::open(&path)?;
-        let records = state.audit(args.project).await?;
+        let mut records: Vec<_> = state
+            .audit(project)
+            .await?
+            .into_iter()
+            .filter(|r| since.is_none_or(|s| r.at >= s))
+            .filter(|r| {
+                args.mailbox
+                    .as_deref()
+                    .is_none_or(|m| r.mailbox.to_string().eq_ignore_ascii_case(m))
+            })
+            .filter(|r| field.is_none_or(|f| r.field == f))
+            .collect();
+        if let Some(n) = args.limit {
+            records.drain(..records.len().saturating_sub(n));
+        }
         if args.json {
+            host.close().await;
             print_out(&to_json(&records)?)?;
-        } else {
-            for r in &records {
-                print_out(&format!(
-                    "{} {} {} {}: pm {:?} mail {:?} -> {:?} ({:?}){}",
-                    r.at.format("%Y-%m-%d %H:%M:%S"),
-                    r.key,
-                    r.mailbox,
-                    r.field.name(),
-                    r.pm_value,
-                    r.mail_value,
-                    r.winner,
-                    r.rule,
-                    r.note
-                        .as_deref()
-                        .map(|n| format!(" by {n}"))
-                        .unwrap_or_default(),
-                ))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        // Task names, one project read per project named.
+        let mut names: std::collections::HashMap<ProjectGuid, Option<taskbridge::pm::Project>> =
+            Default::default();
+        for r in &records {
+            if let std::collections::hash_map::Entry::Vacant(slot) = names.entry(r.key.project) {
+                slot.insert(host.load_project(r.key.project).await?);
             }
+        }
+        host.close().await;
+        let task = |key: &taskbridge::pm::AssignmentKey| -> String {
+            names
+                .get(&key.project)
+                .and_then(Option::as_ref)
+                .and_then(|p| p.task(p.assignment(key.assignment)?.task_uid))
+                .map_or_else(|| key.to_string(), |t| t.name.clone())
+        };
+        let mut table = Table::new(&[
+            Column::left("TIME (UTC)", 19),
+            Column::left("TASK", 28),
+            Column::left("MAILBOX", 28),
+            Column::left("FIELD", 16),
+            Column::left("PLAN", 20),
+            Column::left("MAILBOX VALUE", 20),
+            Column::left("DECISION", 0),
+        ]);
+        for r in &records {
+            let mut decision = decision_text(r.rule, r.winner);
+            if let Some(note) = &r.note {
+                decision.push_str(&format!(" (by {note})"));
+            }
+            table.row(vec![
+                r.at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                task(&r.key),
+                r.mailbox.to_string(),
+                r.field.name().to_string(),
+                r.pm_value.clone(),
+                r.mail_value.clone(),
+                decision,
+            ]);
+        }
+        if table.is_empty() {
+            eprintln!(
+                "no decisions recorded{}",
+                if args.project.is_some()
+                    || since.is_some()
+                    || args.mailbox.is_some()
+                    || field.is_some()
+                {
+                    " that match"
+                } else {
+                    ""
+                }
+            );
+        } else {
+            print_out(&table.render())?;
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_dates_times_and_spans() {
+        use chrono::TimeZone;
+        let now = chrono::Utc.with_ymd_and_hms(2026, 12, 2, 12, 0, 0).unwrap();
+        assert_eq!(
+            parse_since("2026-12-01", now).unwrap(),
+            chrono::Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap()
+        );
+        assert_eq!(
+            parse_since("2026-12-01 14:30", now).unwrap(),
+            chrono::Utc
+                .with_ymd_and_hms(2026, 12, 1, 14, 30, 0)
+                .unwrap()
+        );
+        assert_eq!(
+            parse_since("2h", now).unwrap(),
+            chrono::Utc.with_ymd_and_hms(2026, 12, 2, 10, 0, 0).unwrap()
+        );
+        assert!(parse_since("yesterday", now).is_err());
+    }
+
+    #[test]
+    fn decisions_read_as_words() {
+        assert_eq!(
+            decision_text(DecisionRule::MailOnly, Side::Mail),
+            "mailbox value taken: only the mailbox changed"
+        );
+        assert_eq!(
+            decision_text(DecisionRule::NewerWins, Side::Pm),
+            "plan value kept: both changed, the newer change wins"
+        );
+    }
 }
