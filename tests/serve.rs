@@ -283,7 +283,8 @@ fn site_with_sim(d: &Path) -> (Kill, u16, u16) {
 /// [`site_with_sim`], with the simulator knowing the service account by `password` when one
 /// is given instead of the one init wrote.
 fn site_with_sim_password(d: &Path, password: Option<&str>) -> (Kill, u16, u16) {
-    let out = taskbridge(d, &["init"]);
+    // As the README's tour does it: from an empty folder, with the sample `init` writes.
+    let out = taskbridge(d, &["init", "--sample"]);
     assert!(
         out.status.success(),
         "{}",
@@ -299,12 +300,16 @@ fn site_with_sim_password(d: &Path, password: Option<&str>) -> (Kill, u16, u16) 
     let written = std::fs::read_to_string(d.join("taskbridge-data/exchange.password"))
         .expect("password written by init");
     let sim = start_sim(d, ews, password.unwrap_or(written.trim()));
-    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sample-project.xml");
+    assert_eq!(
+        std::fs::read(d.join("sample-project.xml")).expect("init --sample wrote the sample"),
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sample-project.xml"))
+            .expect("the repository's sample"),
+    );
     let out = taskbridge(
         d,
         &[
             "import",
-            sample.to_str().expect("path"),
+            "sample-project.xml",
             "--time-zone",
             "Europe/Berlin",
         ],
@@ -334,7 +339,7 @@ fn start_sim(d: &Path, ews: u16, password: &str) -> Kill {
             .args(["--user", "ann@example.com:a", "--user", "bob@example.com:b"])
             .args(["--user", "chen@example.com:c"])
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(d.join("sim.log")).expect("sim log"))
             .spawn()
             .expect("start sim"),
     );
@@ -343,6 +348,51 @@ fn start_sim(d: &Path, ews: u16, password: &str) -> Kill {
         .read_line(&mut first)
         .expect("sim prints its URL");
     sim
+}
+
+/// Against a healthy simulator `check` says plainly that the service account has no mailbox of
+/// its own (no Exchange error code); the simulator's log in a file has no colour codes; a
+/// port already taken stops `serve` with one line naming the key that moves it.
+#[test]
+fn check_the_simulator_log_and_a_taken_port_say_it_plainly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (_sim, _ews, _admin) = site_with_sim(d);
+    let out = taskbridge(d, &["check", "--mailbox", "ann@example.com"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("impersonation:   works"), "{text}");
+    assert!(!text.contains("ErrorMissingEmailAddress"), "{text}");
+    assert!(text.contains("no mailbox of its own"), "{text}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("WARN"),
+        "nothing alarming about the local simulator: {err}"
+    );
+
+    let log = std::fs::read_to_string(d.join("sim.log")).expect("sim log");
+    assert!(log.contains("INFO"), "{log}");
+    assert!(!log.contains('\u{1b}'), "colour codes in a file: {log}");
+
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let out = Command::new(BIN)
+        .current_dir(d)
+        .arg("serve")
+        .env("TASKBRIDGE_LISTENER_LISTEN", format!("127.0.0.1:{port}"))
+        .output()
+        .expect("run serve");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("already in use").count(), 1, "{err}");
+    assert!(
+        err.contains("listener.listen") && err.contains("TASKBRIDGE_LISTENER_LISTEN"),
+        "{err}"
+    );
 }
 
 /// A GET whatever its status: the status and the body.

@@ -255,7 +255,17 @@ fn to_json<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
 
 /// Maps an error to its exit code and prints it once.
 pub fn report(err: &anyhow::Error) -> ExitCode {
-    eprintln!("error: {err:#}");
+    // The causes in turn, but not one its predecessor's text already holds (an error that
+    // prints its source would otherwise say it twice).
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    eprintln!("error: {text}");
     if err.downcast_ref::<CliError>().is_some() {
         ExitCode::from(EXIT_USAGE)
     } else {

@@ -233,7 +233,7 @@ fn row(u: &StatusUpdateRecord, id: String) -> Vec<String> {
 }
 
 /// A field as people call it.
-fn field_name(field: AssignmentField) -> &'static str {
+pub fn field_name(field: AssignmentField) -> &'static str {
     match field {
         AssignmentField::Start => "start",
         AssignmentField::Finish => "finish",
@@ -248,7 +248,7 @@ fn field_name(field: AssignmentField) -> &'static str {
 }
 
 /// A value for people: work in hours.
-fn value(v: &FieldValue) -> String {
+pub fn value(v: &FieldValue) -> String {
     match v {
         FieldValue::Work(w) => hours(w.hours_f64() * 3600.0),
         other => other.to_string(),
