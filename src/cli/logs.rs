@@ -6,7 +6,8 @@
 //! first occurrence of a warning is logged; the same warning again (mailbox addresses aside)
 //! within [`REPEAT_WINDOW`] is counted instead, and the count is logged when the warning comes
 //! back after the window or when the command ends ([`flush_repeats`]). The text of the latest
-//! warning's `error` field is kept for `/healthz` ([`last_error`]).
+//! warning's `error` field is kept for `/healthz` ([`last_error`]). While a progress bar is
+//! drawn, log lines are written above it ([`set_bar`]), never glued onto it.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -43,7 +44,7 @@ pub fn init(format: LogFormat, filter: &str) -> Result<(), CliError> {
         .parse()
         .map_err(|e| CliError::Usage(format!("invalid --log filter {filter:?}: {e}")))?;
     let layer = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(|| AroundBar(Vec::new()))
         .with_ansi(colour(std::io::stderr().is_terminal()));
     let result = match format {
         LogFormat::Text => tracing_subscriber::registry()
@@ -60,6 +61,50 @@ pub fn init(format: LogFormat, filter: &str) -> Result<(), CliError> {
     // A second init (tests that call `run` twice) keeps the first subscriber.
     let _ = result;
     Ok(())
+}
+
+/// The progress bar on stderr while one is drawn (`publish` on a terminal): log lines are
+/// written above it instead of onto it.
+static BAR: Mutex<Option<indicatif::ProgressBar>> = Mutex::new(None);
+
+/// Makes log lines go above `bar` until [`clear_bar`].
+pub fn set_bar(bar: &indicatif::ProgressBar) {
+    *BAR.lock().unwrap_or_else(|p| p.into_inner()) = Some(bar.clone());
+}
+
+/// Log lines go straight to stderr again.
+pub fn clear_bar() {
+    *BAR.lock().unwrap_or_else(|p| p.into_inner()) = None;
+}
+
+/// One log line, collected and written whole when dropped: above the progress bar when one is
+/// drawn, straight to stderr otherwise.
+struct AroundBar(Vec<u8>);
+
+impl std::io::Write for AroundBar {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for AroundBar {
+    fn drop(&mut self) {
+        use std::io::Write;
+        let line = std::mem::take(&mut self.0);
+        let bar = BAR.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let write = || {
+            let _ = std::io::stderr().lock().write_all(&line);
+        };
+        match bar {
+            Some(bar) => bar.suspend(write),
+            None => write(),
+        }
+    }
 }
 
 /// A warning's identity for folding: where it comes from, its message and its error, with

@@ -70,13 +70,22 @@ pub fn publish(args: PublishArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
             if args.json {
                 print_out(&to_json(&preview)?)?;
             } else {
+                let plan = engine.host().load_project(project).await?;
+                let task = |key: &taskbridge::pm::AssignmentKey| -> String {
+                    plan.as_ref()
+                        .and_then(|p| p.task(p.assignment(key.assignment)?.task_uid))
+                        .map_or_else(
+                            || key.to_string(),
+                            |t| format!("\"{}\" (assignment {})", t.name, key.assignment),
+                        )
+                };
                 for c in &preview.changes {
                     let action = match c.action {
                         PlannedAction::Create => "create",
                         PlannedAction::Update => "update",
                         PlannedAction::Delete => "delete",
                     };
-                    print_out(&format!("{action} {} in {}", c.key, c.mailbox))?;
+                    print_out(&format!("{action} {} in {}", task(&c.key), c.mailbox))?;
                     for f in &c.fields {
                         print_out(&format!("    {}: {} -> {}", f.field, f.old, f.new))?;
                     }
@@ -106,6 +115,7 @@ pub fn publish(args: PublishArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
                 .expect("valid template")
                 .progress_chars("=> "),
             );
+            super::logs::set_bar(&bar);
             bar
         });
         let progress: Option<taskbridge::sync::Progress> = bar.clone().map(|bar| {
@@ -124,6 +134,7 @@ pub fn publish(args: PublishArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
             )
             .await?;
         if let Some(bar) = bar {
+            super::logs::clear_bar();
             bar.finish_and_clear();
         }
         if args.json {
