@@ -387,6 +387,21 @@ fn updates_lists_approves_and_rejects_with_json() {
     assert_eq!(all[0]["decider"], "Status Manager");
     let output = taskbridge(&data, &["updates", "--state", "rejected", "--json"]);
     assert_eq!(json(&output).as_array().map(Vec::len), Some(1));
+    // The project by the start of its GUID, or by its name.
+    let output = taskbridge(&data, &["projects", "--json"]);
+    let name = json(&output)[0]["name"].as_str().expect("name").to_string();
+    for by in [&GUID[..4], name.as_str()] {
+        let output = taskbridge(&data, &["updates", "--project", by, "--json"]);
+        assert_code(&output, 0);
+        assert_eq!(json(&output).as_array().map(Vec::len), Some(2), "{by}");
+    }
+    let output = taskbridge(&data, &["updates", "--project", "no such plan"]);
+    assert_code(&output, 2);
+    assert!(
+        stderr(&output).contains("unknown project"),
+        "{}",
+        stderr(&output)
+    );
     let output = taskbridge(&data, &["updates", "--pending", "--json"]);
     assert_eq!(json(&output), serde_json::json!([]));
 

@@ -9,7 +9,7 @@ use taskbridge::sync::{ConflictError, Take};
 
 use super::config::RawConfig;
 use super::sync::open_engine;
-use super::table::{Column, Table};
+use super::table::{Column, Table, tidy_hours};
 use super::{EXIT_FAILURE, print_out, runtime, to_json};
 
 /// Arguments of `taskbridge conflicts`.
@@ -81,9 +81,9 @@ pub fn run(args: ConflictsArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
                         table.row(vec![
                             short_conflict_id(&c.id),
                             c.mailbox.clone(),
-                            c.pm_value.to_string(),
+                            tidy_hours(&c.pm_value),
                             time(c.pm_changed_at),
-                            c.mail_value.to_string(),
+                            tidy_hours(&c.mail_value),
                             time(c.mail_changed_at),
                             time(c.since),
                         ]);

@@ -16,7 +16,7 @@ use taskbridge::state::{DecisionRule, Side, SqliteStore, StateStore, SyncStatus}
 use taskbridge::sync::{BatchLimits, Engine, PlannedAction, PublishOptions};
 
 use super::config::RawConfig;
-use super::table::{Column, Table};
+use super::table::{Column, Table, tidy_hours};
 use super::{EXIT_FAILURE, open_existing_store, print_out, runtime, to_json};
 
 /// The engine of the standalone connector.
@@ -87,7 +87,12 @@ pub fn publish(args: PublishArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
                     };
                     print_out(&format!("{action} {} in {}", task(&c.key), c.mailbox))?;
                     for f in &c.fields {
-                        print_out(&format!("    {}: {} -> {}", f.field, f.old, f.new))?;
+                        print_out(&format!(
+                            "    {}: {} -> {}",
+                            f.field,
+                            tidy_hours(&f.old),
+                            tidy_hours(&f.new)
+                        ))?;
                     }
                 }
                 eprintln!(
@@ -651,8 +656,8 @@ pub fn audit(args: AuditArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
                 task(&r.key),
                 r.mailbox.to_string(),
                 r.field.name().to_string(),
-                r.pm_value.clone(),
-                r.mail_value.clone(),
+                tidy_hours(&r.pm_value),
+                tidy_hours(&r.mail_value),
                 decision,
             ]);
         }

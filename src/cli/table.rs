@@ -146,6 +146,15 @@ pub fn hours(seconds: f64) -> String {
     format!("{text}h")
 }
 
+/// A value the engine wrote as hours with two decimals (`24.00h`) in the shorter form of
+/// [`hours`] (`24h`); any other text as it is.
+pub fn tidy_hours(value: &str) -> String {
+    match value.strip_suffix('h').map(str::parse::<f64>) {
+        Some(Ok(h)) => hours(h * 3600.0),
+        _ => value.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +185,9 @@ mod tests {
         assert_eq!(hours(27000.0), "7.5h");
         assert_eq!(hours(900.0), "0.25h");
         assert_eq!(hours(0.0), "0h");
+        assert_eq!(tidy_hours("24.00h"), "24h");
+        assert_eq!(tidy_hours("14.40h"), "14.4h");
+        assert_eq!(tidy_hours("High"), "High");
+        assert_eq!(tidy_hours("-"), "-");
     }
 }
