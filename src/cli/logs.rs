@@ -250,6 +250,54 @@ impl<S: Subscriber> Layer<S> for FoldRepeats {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    /// Collects the messages of the events that get through.
+    struct Collect(std::sync::Arc<Mutex<Vec<String>>>);
+
+    impl<S: Subscriber> Layer<S> for Collect {
+        fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+            let mut fields = Fields::default();
+            event.record(&mut fields);
+            let line = match fields.error {
+                Some(e) => format!("{} error={e}", fields.message),
+                None => fields.message,
+            };
+            self.0.lock().expect("lock").push(line);
+        }
+    }
+
+    #[test]
+    fn the_same_warning_for_three_mailboxes_is_logged_once_then_counted() {
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let subscriber = tracing_subscriber::registry()
+            .with(FoldRepeats)
+            .with(Collect(seen.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            for mailbox in ["ann@example.com", "bob@example.com", "chen@example.com"] {
+                tracing::warn!(
+                    error = %format!("mailbox {mailbox}: the server refused the credentials (HTTP 401)"),
+                    "test: mailbox unavailable"
+                );
+            }
+            tracing::warn!(error = "HTTP 500", "test: mailbox unavailable");
+            tracing::info!("test: an info line is never folded");
+            tracing::info!("test: an info line is never folded");
+            flush_repeats();
+        });
+        let seen = seen.lock().expect("lock").clone();
+        assert_eq!(
+            seen,
+            vec![
+                "test: mailbox unavailable error=mailbox ann@example.com: the server refused the credentials (HTTP 401)".to_string(),
+                "test: mailbox unavailable error=HTTP 500".to_string(),
+                "test: an info line is never folded".to_string(),
+                "test: an info line is never folded".to_string(),
+                "the warning \"test: mailbox unavailable\" was repeated 2 more times".to_string(),
+            ]
+        );
+        assert_eq!(last_error().as_deref(), Some("HTTP 500"));
+    }
 
     #[test]
     fn addresses_are_taken_out_of_the_key() {

@@ -206,7 +206,8 @@ pub fn print_failures(errors: &[taskbridge::sync::ItemError]) {
 pub struct StatusArgs {
     /// Only this project: its GUID, a unique GUID prefix, or its name.
     pub project: Option<String>,
-    /// Only assignments that failed (or were parked), with their last error.
+    /// Only assignments whose last attempt failed (their task not created, parked, or a retry
+    /// due), with their last error.
     #[arg(long, conflicts_with = "state")]
     pub failed: bool,
     /// Only assignments in this state.
@@ -251,11 +252,12 @@ struct StatusLine {
     last_error: Option<String>,
 }
 
-/// The state `status` shows: a row whose last attempt failed is `failed` unless something
-/// more specific (parked, pending, conflict, detached) holds it.
+/// The state `status` shows: an assignment whose task could not be created (the last attempt
+/// failed, no item yet) is `failed`; one with a task keeps its sync state, its last error shown
+/// beside it while a retry is due.
 fn shown_state(s: &taskbridge::state::AssignmentState) -> &'static str {
     match &s.status {
-        SyncStatus::Synced if s.last_error.is_some() => "failed",
+        SyncStatus::Synced if s.item.is_none() && s.last_error.is_some() => "failed",
         other => other.name(),
     }
 }
@@ -322,7 +324,7 @@ pub fn status(args: StatusArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
                     .as_deref()
                     .is_none_or(|m| l.mailbox.eq_ignore_ascii_case(m))
             })
-            .filter(|l| !args.failed || failing(l))
+            .filter(|l| !args.failed || failing(l) || l.last_error.is_some())
             .filter(|l| wanted.is_none_or(|w| l.state == state_name(w)))
             .collect();
         if args.json {
