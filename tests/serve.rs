@@ -420,6 +420,14 @@ fn a_wrong_password_shows_in_publish_status_and_healthz() {
     let d = dir.path();
     let (sim, ews, admin) = site_with_sim_password(d, Some("not-the-password"));
 
+    // An unknown project is named as such, with the closest one.
+    let out = taskbridge(d, &["publish", "Harbour Bridge"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "error: unknown project \"Harbour Bridge\"; closest: \"Harbour Bridge Refit\""
+    );
+
     let out = taskbridge(d, &["publish", "Harbour Bridge Refit"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
