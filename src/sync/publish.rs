@@ -156,7 +156,10 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             let never_created = plan
                 .desired
                 .into_iter()
-                .filter(|(_, _, s)| s.as_ref().is_none_or(|s| s.item.is_none()))
+                .filter(|(_, _, s)| {
+                    s.as_ref()
+                        .is_none_or(|s| s.item.is_none() && s.status != SyncStatus::Detached)
+                })
                 .map(|(key, _, s)| s.unwrap_or_else(|| AssignmentState::new(key, mailbox.clone())));
             self.record_not_created(never_created, &e.to_string())
                 .await?;
