@@ -327,11 +327,27 @@ pub fn status(args: StatusArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
             .filter(|l| !args.failed || failing(l) || l.last_error.is_some())
             .filter(|l| wanted.is_none_or(|w| l.state == state_name(w)))
             .collect();
+        // With several projects listed, each task says which project it belongs to.
+        let several = lines
+            .iter()
+            .map(|l| l.project.as_str())
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            > 1;
+        let task_width = if several { 48 } else { 32 };
+        let task_cell = |l: &StatusLine| {
+            let task = l.task.clone().unwrap_or_else(|| l.key.clone());
+            if several {
+                format!("{}: {task}", l.project)
+            } else {
+                task
+            }
+        };
         if args.json {
             print_out(&to_json(&lines)?)?;
         } else if args.failed {
             let mut table = Table::new(&[
-                Column::left("TASK", 32),
+                Column::left("TASK", task_width),
                 Column::left("MAILBOX", 32),
                 Column::left("STATE", 8),
                 Column::right("ATTEMPTS"),
@@ -339,7 +355,7 @@ pub fn status(args: StatusArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
             ]);
             for l in &lines {
                 table.row(vec![
-                    l.task.clone().unwrap_or_else(|| l.key.clone()),
+                    task_cell(l),
                     l.mailbox.clone(),
                     l.state.to_string(),
                     l.attempts.to_string(),
@@ -357,7 +373,7 @@ pub fn status(args: StatusArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
             }
         } else {
             let mut table = Table::new(&[
-                Column::left("TASK", 32),
+                Column::left("TASK", task_width),
                 Column::left("MAILBOX", 32),
                 Column::left("STATE", 8),
                 Column::left("LAST SYNC", 19),
@@ -366,7 +382,7 @@ pub fn status(args: StatusArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
             ]);
             for l in &lines {
                 table.row(vec![
-                    l.task.clone().unwrap_or_else(|| l.key.clone()),
+                    task_cell(l),
                     l.mailbox.clone(),
                     l.state.to_string(),
                     l.last_sync
