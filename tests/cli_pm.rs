@@ -1,6 +1,8 @@
 //! The built `taskbridge` binary against the embedded PM store: `import`, `projects` and
 //! `updates`, their `--json` output and their exit codes (0 ok, 1 failure, 2 usage).
 
+mod external;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -536,4 +538,64 @@ fn status_note_is_shown_by_updates_and_projects_show() {
         .map(str::to_owned)
         .unwrap_or_default();
     assert!(line.ends_with("WaitingOnOthers"), "{}", stdout(&output));
+}
+
+/// Logs are in colour on a terminal (a pseudo-terminal made by `script`), not with `NO_COLOR`
+/// set, and never in a pipe.
+#[test]
+fn log_colour_only_on_a_terminal_and_never_with_no_color() {
+    let has_script = Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_script {
+        external::not_checked(
+            "log colour on a terminal",
+            "script (util-linux)",
+            "apt-get install -y bsdutils",
+        );
+        return;
+    }
+    let dir = TempDir::new().expect("temp dir");
+    // A fresh store logs its migrations at INFO.
+    let on_terminal = |data: &str, no_color: bool| -> String {
+        let command = format!(
+            "{} --data-dir {} import {}",
+            env!("CARGO_BIN_EXE_taskbridge"),
+            dir.path().join(data).display(),
+            fixture("mspdi/edge-cases.xml")
+        );
+        let mut script = Command::new("script");
+        script
+            .args(["-qec", &command, "/dev/null"])
+            .env_remove("TASKBRIDGE_LOG")
+            .env_remove("TASKBRIDGE_DATA_DIR");
+        if no_color {
+            script.env("NO_COLOR", "1");
+        } else {
+            script.env_remove("NO_COLOR");
+        }
+        let out = script.output().expect("script runs");
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let coloured = on_terminal("a", false);
+    assert!(coloured.contains("INFO"), "{coloured}");
+    assert!(
+        coloured.contains("\u{1b}["),
+        "colour on a terminal: {coloured}"
+    );
+    let plain = on_terminal("b", true);
+    assert!(plain.contains("INFO"), "{plain}");
+    assert!(!plain.contains('\u{1b}'), "NO_COLOR: {plain}");
+    let piped = Command::new(env!("CARGO_BIN_EXE_taskbridge"))
+        .arg("--data-dir")
+        .arg(dir.path().join("c"))
+        .args(["import", &fixture("mspdi/edge-cases.xml")])
+        .env_remove("TASKBRIDGE_LOG")
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("runs");
+    assert!(stderr(&piped).contains("INFO"), "{}", stderr(&piped));
+    assert!(!stderr(&piped).contains('\u{1b}'), "{}", stderr(&piped));
 }
