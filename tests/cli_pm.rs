@@ -1,6 +1,8 @@
 //! The built `taskbridge` binary against the embedded PM store: `import`, `projects` and
 //! `updates`, their `--json` output and their exit codes (0 ok, 1 failure, 2 usage).
 
+mod external;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -213,17 +215,58 @@ fn projects_lists_shows_sets_policy_and_publishes() {
     assert_eq!(project["resources"][1]["name"], "佐藤 健二");
     let output = taskbridge(&data, &["projects", "show", GUID]);
     assert_code(&output, 0);
-    assert!(stdout(&output).contains("Zoë Müller"));
+    let text = stdout(&output);
+    assert!(text.contains("Zoë Müller"));
+    // Columns start where their header does, whatever the length of the names before them;
+    // work is in hours.
+    let lines: Vec<Vec<char>> = text.lines().skip(1).map(|l| l.chars().collect()).collect();
+    let header: String = lines[0].iter().collect();
+    for column in ["TASK", "RESOURCE", "MAILBOX"] {
+        let at = header.find(column).expect("a column"); // ASCII header: bytes are chars
+        for row in &lines[1..] {
+            assert!(
+                row[at - 1] == ' ' && row[at] != ' ',
+                "{column} shifted in {:?}\n{text}",
+                row.iter().collect::<String>()
+            );
+        }
+    }
+    assert!(text.contains("h "), "work in hours: {text}");
+    assert!(!text.contains(" min"), "{text}");
+
+    // A project by the start of its GUID or by its name.
+    let name = list[0]["name"].as_str().expect("a name").to_string();
+    for by in [&GUID[..6], name.as_str()] {
+        let output = taskbridge(&data, &["projects", "show", by, "--json"]);
+        assert_code(&output, 0);
+        assert_eq!(json(&output)["guid"], GUID);
+    }
 
     assert_code(&taskbridge(&data, &["projects", "publish", GUID]), 0);
+    // An unknown project is a usage error naming it, with the closest names.
     let unknown = "b0000000-0000-4000-8000-000000000002";
     for args in [
         vec!["projects", "publish", unknown],
         vec!["projects", "show", unknown],
         vec!["projects", "set-policy", unknown, "auto"],
+        vec!["export", unknown],
     ] {
-        assert_code(&taskbridge(&data, &args), 1);
+        let output = taskbridge(&data, &args);
+        assert_code(&output, 2);
+        assert!(
+            stderr(&output).starts_with(&format!("error: unknown project \"{unknown}\"")),
+            "{}",
+            stderr(&output)
+        );
     }
+    let typo: String = name.chars().skip(1).collect();
+    let output = taskbridge(&data, &["projects", "show", &typo]);
+    assert_code(&output, 2);
+    assert!(
+        stderr(&output).contains(&format!("closest: {name:?}")),
+        "{}",
+        stderr(&output)
+    );
 }
 
 fn percent(uid: i64, change_key: &str, to: u8) -> StatusUpdate {
@@ -284,17 +327,29 @@ fn updates_lists_approves_and_rejects_with_json() {
     assert_eq!(pending.as_array().map(Vec::len), Some(2));
     assert_eq!(pending[0]["id"], ids[0].as_str());
     assert_eq!(pending[0]["task_name"], "Wiring");
+    // People see a header, short ids as git prints them, and field names in words.
     let output = taskbridge(&data, &["updates"]);
     assert_code(&output, 0);
-    assert!(stdout(&output).contains(&ids[1]));
-    assert!(stdout(&output).contains("PercentWorkComplete 0% -> 100%"));
+    let text = stdout(&output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("ID ") && lines[0].contains("DECIDED BY"),
+        "{text}"
+    );
+    assert!(lines[2].starts_with(&ids[1][..8]), "{text}");
+    assert!(
+        !text.contains(&ids[1]),
+        "the whole id is for --json: {text}"
+    );
+    assert!(text.contains("% complete 0% -> 100%"), "{text}");
 
+    // A unique start of an id names the update.
     let output = taskbridge(
         &data,
         &[
             "updates",
             "approve",
-            &ids[0],
+            &ids[0][..6],
             "--by",
             "Status Manager",
             "--json",
@@ -334,14 +389,42 @@ fn updates_lists_approves_and_rejects_with_json() {
     assert_eq!(all[0]["decider"], "Status Manager");
     let output = taskbridge(&data, &["updates", "--state", "rejected", "--json"]);
     assert_eq!(json(&output).as_array().map(Vec::len), Some(1));
+    // The project by the start of its GUID, or by its name.
+    let output = taskbridge(&data, &["projects", "--json"]);
+    let name = json(&output)[0]["name"].as_str().expect("name").to_string();
+    for by in [&GUID[..4], name.as_str()] {
+        let output = taskbridge(&data, &["updates", "--project", by, "--json"]);
+        assert_code(&output, 0);
+        assert_eq!(json(&output).as_array().map(Vec::len), Some(2), "{by}");
+    }
+    let output = taskbridge(&data, &["updates", "--project", "no such plan"]);
+    assert_code(&output, 2);
+    assert!(
+        stderr(&output).contains("unknown project"),
+        "{}",
+        stderr(&output)
+    );
     let output = taskbridge(&data, &["updates", "--pending", "--json"]);
     assert_eq!(json(&output), serde_json::json!([]));
 
-    // Deciding again, or an unknown id, is a failure (exit 1) with one error line.
+    let output = taskbridge(&data, &["updates"]);
+    let text = stdout(&output);
+    assert!(
+        text.contains("Status Manager") && text.contains("reason: noch nicht fertig"),
+        "decider and reason: {text}"
+    );
+
+    // An unknown id is a usage error that says how to list them.
+    let output = taskbridge(&data, &["updates", "approve", "no-such-id"]);
+    assert_code(&output, 2);
+    assert_eq!(
+        stderr(&output).trim(),
+        "error: unknown update \"no-such-id\" (run `taskbridge updates` to list them)"
+    );
+    // Deciding again is a failure (exit 1) with one error line.
     for args in [
         vec!["updates", "approve", ids[0].as_str()],
         vec!["updates", "reject", ids[1].as_str()],
-        vec!["updates", "approve", "no-such-id"],
     ] {
         let output = taskbridge(&data, &args);
         assert_code(&output, 1);
@@ -409,7 +492,7 @@ fn updates_approve_of_a_stale_update_fails_unless_forced() {
     // The list shows what was applied, in hours.
     let output = taskbridge(&data, &["updates"]);
     assert!(
-        stdout(&output).contains("ActualWork = "),
+        stdout(&output).contains("actual work = 6h"),
         "{}",
         stdout(&output)
     );
@@ -455,4 +538,64 @@ fn status_note_is_shown_by_updates_and_projects_show() {
         .map(str::to_owned)
         .unwrap_or_default();
     assert!(line.ends_with("WaitingOnOthers"), "{}", stdout(&output));
+}
+
+/// Logs are in colour on a terminal (a pseudo-terminal made by `script`), not with `NO_COLOR`
+/// set, and never in a pipe.
+#[test]
+fn log_colour_only_on_a_terminal_and_never_with_no_color() {
+    let has_script = Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_script {
+        external::not_checked(
+            "log colour on a terminal",
+            "script (util-linux)",
+            "apt-get install -y bsdutils",
+        );
+        return;
+    }
+    let dir = TempDir::new().expect("temp dir");
+    // A fresh store logs its migrations at INFO.
+    let on_terminal = |data: &str, no_color: bool| -> String {
+        let command = format!(
+            "{} --data-dir {} import {}",
+            env!("CARGO_BIN_EXE_taskbridge"),
+            dir.path().join(data).display(),
+            fixture("mspdi/edge-cases.xml")
+        );
+        let mut script = Command::new("script");
+        script
+            .args(["-qec", &command, "/dev/null"])
+            .env_remove("TASKBRIDGE_LOG")
+            .env_remove("TASKBRIDGE_DATA_DIR");
+        if no_color {
+            script.env("NO_COLOR", "1");
+        } else {
+            script.env_remove("NO_COLOR");
+        }
+        let out = script.output().expect("script runs");
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let coloured = on_terminal("a", false);
+    assert!(coloured.contains("INFO"), "{coloured}");
+    assert!(
+        coloured.contains("\u{1b}["),
+        "colour on a terminal: {coloured}"
+    );
+    let plain = on_terminal("b", true);
+    assert!(plain.contains("INFO"), "{plain}");
+    assert!(!plain.contains('\u{1b}'), "NO_COLOR: {plain}");
+    let piped = Command::new(env!("CARGO_BIN_EXE_taskbridge"))
+        .arg("--data-dir")
+        .arg(dir.path().join("c"))
+        .args(["import", &fixture("mspdi/edge-cases.xml")])
+        .env_remove("TASKBRIDGE_LOG")
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("runs");
+    assert!(stderr(&piped).contains("INFO"), "{}", stderr(&piped));
+    assert!(!stderr(&piped).contains('\u{1b}'), "{}", stderr(&piped));
 }

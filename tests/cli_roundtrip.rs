@@ -177,12 +177,25 @@ fn export_writes_mspdi_and_json_that_import_back_unchanged() {
     assert_eq!(report["changed"], 0, "{report}");
     assert_eq!(report["added"], 0, "{report}");
     assert_eq!(report["removed"], 0, "{report}");
-    // An unknown project fails.
+    // An unknown project is a usage error that names it.
     let out = taskbridge(
         dir.path(),
         &["export", "11111111-2222-4333-8444-555555555555"],
     );
-    assert_code(&out, 1);
+    assert_code(&out, 2);
+    assert!(
+        text(&out.stderr).contains("unknown project"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The project by its name.
+    let out = taskbridge(dir.path(), &["export", "Harbour Bridge Refit"]);
+    assert_code(&out, 0);
+    assert!(
+        text(&out.stdout).contains("<GUID>7D0C3E5A-9B21-4F6E-8A47-1C2D3E4F5A6B</GUID>"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 struct Kill(std::process::Child);

@@ -962,6 +962,13 @@ async fn admin_metrics_and_healthz_from_every_source() {
     let health = request(admin.local_addr(), "GET", "/healthz").await;
     assert_eq!(health.status, 200);
     assert_eq!(health.text(), "ok");
+    readiness.set_degraded(Some("Exchange refuses the credentials".into()));
+    let health = request(admin.local_addr(), "GET", "/healthz").await;
+    assert_eq!(health.status, 503);
+    assert_eq!(health.text(), "degraded: Exchange refuses the credentials");
+    readiness.set_degraded(None);
+    let health = request(admin.local_addr(), "GET", "/healthz").await;
+    assert_eq!(health.status, 200);
 
     let before = request(admin.local_addr(), "GET", "/metrics").await;
     assert_eq!(before.status, 200);

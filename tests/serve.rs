@@ -211,9 +211,53 @@ fn serve_against_sim_brings_a_mailbox_edit_to_updates_and_status() {
     assert_eq!(record["rule"], "mail-only");
     assert_eq!(record["winner"], "mail");
     assert_eq!(record["mail_value"], "60%");
+    // In words for people: a header, the task's name, the decision and its reason.
     let text = taskbridge(d, &["audit"]);
     let text = String::from_utf8_lossy(&text.stdout);
-    assert!(text.contains("percent_complete"), "{text}");
+    assert!(text.starts_with("TIME (UTC)"), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("percent_complete"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains("Survey the north abutment")
+            && line.contains("mailbox value taken: only the mailbox changed"),
+        "{line}"
+    );
+    assert!(!text.contains("MailOnly"), "no internal rule names: {text}");
+    // Filters.
+    let only = json_of(
+        d,
+        &[
+            "audit",
+            "--json",
+            "--field",
+            "percent_complete",
+            "--since",
+            "1h",
+        ],
+    );
+    assert!(
+        only.as_array()
+            .is_some_and(|a| !a.is_empty() && a.iter().all(|r| r["field"] == record["field"])),
+        "{only}"
+    );
+    let last = json_of(d, &["audit", "--json", "--limit", "1"]);
+    assert_eq!(last.as_array().map(Vec::len), Some(1), "{last}");
+    let bob = json_of(
+        d,
+        &[
+            "audit",
+            "--json",
+            "--mailbox",
+            "bob@example.com",
+            "--field",
+            "percent_complete",
+        ],
+    );
+    assert_eq!(bob, serde_json::json!([]), "ann's edit only");
+    let future = json_of(d, &["audit", "--json", "--since", "2999-01-01"]);
+    assert_eq!(future, serde_json::json!([]));
     let status = json_of(d, &["status", "--json"]);
     let lines = status.as_array().expect("array");
     assert_eq!(lines.len(), 6, "{status}");
@@ -233,7 +277,14 @@ fn serve_against_sim_brings_a_mailbox_edit_to_updates_and_status() {
 /// account's password is the one init wrote) and the sample project imported. Returns the
 /// simulator, the EWS port and the admin port.
 fn site_with_sim(d: &Path) -> (Kill, u16, u16) {
-    let out = taskbridge(d, &["init"]);
+    site_with_sim_password(d, None)
+}
+
+/// [`site_with_sim`], with the simulator knowing the service account by `password` when one
+/// is given instead of the one init wrote.
+fn site_with_sim_password(d: &Path, password: Option<&str>) -> (Kill, u16, u16) {
+    // As the README's tour does it: from an empty folder, with the sample `init` writes.
+    let out = taskbridge(d, &["init", "--sample"]);
     assert!(
         out.status.success(),
         "{}",
@@ -246,39 +297,19 @@ fn site_with_sim(d: &Path) -> (Kill, u16, u16) {
         .replace("127.0.0.1:8081", &format!("127.0.0.1:{listen}"))
         .replace("127.0.0.1:8082", &format!("127.0.0.1:{admin}"));
     std::fs::write(d.join("taskbridge.toml"), config).expect("write config");
-    let password = std::fs::read_to_string(d.join("taskbridge-data/exchange.password"))
+    let written = std::fs::read_to_string(d.join("taskbridge-data/exchange.password"))
         .expect("password written by init");
-    let mut sim = Kill(
-        Command::new(BIN)
-            .current_dir(d)
-            .args([
-                "sim",
-                "--listen",
-                &format!("127.0.0.1:{ews}"),
-                "--auth",
-                "basic",
-            ])
-            .args([
-                "--service",
-                &format!("taskbridge@sim.example:{}", password.trim()),
-            ])
-            .args(["--user", "ann@example.com:a", "--user", "bob@example.com:b"])
-            .args(["--user", "chen@example.com:c"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start sim"),
+    let sim = start_sim(d, ews, password.unwrap_or(written.trim()));
+    assert_eq!(
+        std::fs::read(d.join("sample-project.xml")).expect("init --sample wrote the sample"),
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sample-project.xml"))
+            .expect("the repository's sample"),
     );
-    let mut first = String::new();
-    BufReader::new(sim.0.stdout.take().expect("stdout"))
-        .read_line(&mut first)
-        .expect("sim prints its URL");
-    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sample-project.xml");
     let out = taskbridge(
         d,
         &[
             "import",
-            sample.to_str().expect("path"),
+            "sample-project.xml",
             "--time-zone",
             "Europe/Berlin",
         ],
@@ -289,6 +320,195 @@ fn site_with_sim(d: &Path) -> (Kill, u16, u16) {
         String::from_utf8_lossy(&out.stderr)
     );
     (sim, ews, admin)
+}
+
+/// The simulator on `ews` with the three mailboxes of the sample and the service account's
+/// `password`; returns once it listens.
+fn start_sim(d: &Path, ews: u16, password: &str) -> Kill {
+    let mut sim = Kill(
+        Command::new(BIN)
+            .current_dir(d)
+            .args([
+                "sim",
+                "--listen",
+                &format!("127.0.0.1:{ews}"),
+                "--auth",
+                "basic",
+            ])
+            .args(["--service", &format!("taskbridge@sim.example:{password}")])
+            .args(["--user", "ann@example.com:a", "--user", "bob@example.com:b"])
+            .args(["--user", "chen@example.com:c"])
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(d.join("sim.log")).expect("sim log"))
+            .spawn()
+            .expect("start sim"),
+    );
+    let mut first = String::new();
+    BufReader::new(sim.0.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("sim prints its URL");
+    sim
+}
+
+/// Against a healthy simulator `check` says plainly that the service account has no mailbox of
+/// its own (no Exchange error code); the simulator's log in a file has no colour codes; a
+/// port already taken stops `serve` with one line naming the key that moves it.
+#[test]
+fn check_the_simulator_log_and_a_taken_port_say_it_plainly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (_sim, _ews, _admin) = site_with_sim(d);
+    let out = taskbridge(d, &["check", "--mailbox", "ann@example.com"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("impersonation:   works"), "{text}");
+    assert!(!text.contains("ErrorMissingEmailAddress"), "{text}");
+    assert!(text.contains("no mailbox of its own"), "{text}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("plain HTTP"),
+        "nothing alarming about the local simulator: {err}"
+    );
+
+    let log = std::fs::read_to_string(d.join("sim.log")).expect("sim log");
+    assert!(log.contains("INFO"), "{log}");
+    assert!(!log.contains('\u{1b}'), "colour codes in a file: {log}");
+
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let out = Command::new(BIN)
+        .current_dir(d)
+        .arg("serve")
+        .env("TASKBRIDGE_LISTENER_LISTEN", format!("127.0.0.1:{port}"))
+        .output()
+        .expect("run serve");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("already in use").count(), 1, "{err}");
+    assert!(
+        err.contains("listener.listen") && err.contains("TASKBRIDGE_LISTENER_LISTEN"),
+        "{err}"
+    );
+}
+
+/// A GET whatever its status: the status and the body.
+fn get_any(url: &str) -> Option<(u16, String)> {
+    taskbridge::ews::transport::install_crypto_provider();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    rt.block_on(async {
+        let resp = reqwest::Client::new().get(url).send().await.ok()?;
+        let status = resp.status().as_u16();
+        Some((status, resp.text().await.ok()?))
+    })
+}
+
+/// With a wrong Exchange password every call gets 401: `publish` says so once for its six
+/// assignments and exits 1; `status` lists them as failed with the error, under a header and
+/// over a summary, and exits 1; `serve` keeps running but `/healthz` answers 503 "degraded"
+/// with the reason, until Exchange accepts the password (the simulator restarted with it),
+/// when it answers 200 again and the tasks are published.
+#[test]
+fn a_wrong_password_shows_in_publish_status_and_healthz() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (sim, ews, admin) = site_with_sim_password(d, Some("not-the-password"));
+
+    // An unknown project is named as such, with the closest one.
+    let out = taskbridge(d, &["publish", "Harbour Bridge"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "error: unknown project \"Harbour Bridge\"; closest: \"Harbour Bridge Refit\""
+    );
+
+    let out = taskbridge(d, &["publish", "Harbour Bridge Refit"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains('\u{1b}'), "no colour codes in a pipe: {err}");
+    let failed: Vec<&str> = err.lines().filter(|l| l.starts_with("failed:")).collect();
+    assert_eq!(failed.len(), 1, "one line for one error: {err}");
+    assert!(
+        failed[0].contains("6 assignments in ann@example.com, bob@example.com, chen@example.com")
+            && failed[0].contains("HTTP 401"),
+        "{err}"
+    );
+    assert_eq!(err.matches("HTTP 401").count(), 2, "{err}");
+    assert!(err.contains("was repeated 2 more times"), "{err}");
+
+    let out = taskbridge(d, &["status"]);
+    assert_eq!(out.status.code(), Some(1), "failures make status exit 1");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("TASK") && lines[0].contains("STATE"),
+        "{text}"
+    );
+    assert!(text.contains("Survey the north abutment"), "{text}");
+    assert!(!text.contains(":1 "), "task names, not keys: {text}");
+    assert!(
+        text.contains("6 assignments: 0 synced, 0 pending, 0 conflict, 0 parked, 6 failed"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ann@example.com: 2 failing, last error: authentication failed"),
+        "{text}"
+    );
+    let out = taskbridge(d, &["status", "--failed", "--mailbox", "bob@example.com"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 3, "header and bob's two: {text}");
+    assert!(
+        text.contains("LAST ERROR") && text.contains("HTTP 401"),
+        "{text}"
+    );
+
+    let serve = Kill(
+        Command::new(BIN)
+            .current_dir(d)
+            .arg("serve")
+            .env("TASKBRIDGE_SYNC_DEBOUNCE_MS", "100")
+            .env("TASKBRIDGE_SYNC_RECONCILE_INTERVAL_SECS", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start serve"),
+    );
+    let healthz = format!("http://127.0.0.1:{admin}/healthz");
+    let reason = wait_until("/healthz to say degraded", Duration::from_secs(30), || {
+        let (status, body) = get_any(&healthz)?;
+        (status == 503 && body.starts_with("degraded:")).then_some(body)
+    });
+    assert!(
+        reason.contains("Exchange calls are failing") && reason.contains("HTTP 401"),
+        "{reason}"
+    );
+
+    // The password is put right on the Exchange side.
+    drop(sim);
+    let password =
+        std::fs::read_to_string(d.join("taskbridge-data/exchange.password")).expect("password");
+    let _sim = start_sim(d, ews, password.trim());
+    wait_until("/healthz to say ok", Duration::from_secs(30), || {
+        let (status, body) = get_any(&healthz)?;
+        (status == 200 && body == "ok").then_some(())
+    });
+    let status = wait_until("the tasks to be published", Duration::from_secs(30), || {
+        let out = taskbridge(d, &["status"]);
+        out.status.success().then_some(out)
+    });
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("6 assignments: 6 synced, 0 pending, 0 conflict, 0 parked, 0 failed"),
+        "{text}"
+    );
+    drop(serve);
 }
 
 /// Under systemd's `Type=notify`: `serve` sends READY=1 to `$NOTIFY_SOCKET` once it answers

@@ -260,7 +260,17 @@ fn print_text(out: &mut impl Write, report: &CheckReport) -> std::io::Result<()>
         None => {}
     }
     for note in &report.notes {
-        writeln!(out, "note:            {note}")?;
+        // A service account without a mailbox of its own is the usual setup (it reaches the
+        // owners' mailboxes by impersonation): said plainly, not as Exchange's error code.
+        if note.contains("ErrorMissingEmailAddress") {
+            writeln!(
+                out,
+                "account:         no mailbox of its own (usual for a service account; \
+                 mailboxes are reached by impersonation)"
+            )?;
+        } else {
+            writeln!(out, "note:            {note}")?;
+        }
     }
     Ok(())
 }

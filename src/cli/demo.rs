@@ -3,8 +3,8 @@
 //! Starts the bundled simulator with three mailboxes, imports the sample project, runs the
 //! connector (push listener, engine, SQLite state) against it, shows the tasks as they sit in
 //! the mailboxes, plays two people updating their tasks in "Outlook", waits for the push
-//! notifications and the status updates on the PM side, checks the values mapped back, and
-//! ends with a table of every check. Exits 0 only if every check passed.
+//! notifications and the status updates on the PM side, checks the values mapped back, switches
+//! the project to approval and approves a third update, and ends with a table of every check. Exits 0 only if every check passed.
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
@@ -20,7 +20,7 @@ use taskbridge::ews::client::EwsClientConfig;
 use taskbridge::ews::transport::Auth;
 use taskbridge::listener::{ListenerConfig, ListenerSecret};
 use taskbridge::mapping::FieldTable;
-use taskbridge::pm::embedded::{EmbeddedHost, UpdateFilter, UpdateState};
+use taskbridge::pm::embedded::{EmbeddedHost, Policy, UpdateFilter, UpdateState};
 use taskbridge::pm::import::{ImportOptions, import_bytes};
 use taskbridge::secret::Secret;
 use taskbridge::sync::SyncConfig;
@@ -29,7 +29,7 @@ use taskbridge_sim::{AuthMode, SimConfig, UserSpec};
 use super::EXIT_FAILURE;
 
 /// The bundled sample project.
-const SAMPLE: &str = include_str!("../../examples/sample-project.xml");
+const SAMPLE: &str = super::init::SAMPLE_PROJECT;
 
 const SERVICE: &str = "taskbridge@sim.example";
 const PEOPLE: [(&str, &str); 3] = [
@@ -214,11 +214,11 @@ async fn demo(dir: PathBuf) -> anyhow::Result<ExitCode> {
     .unwrap_or_default();
     for (smtp, t) in &published {
         println!(
-            "   {smtp:<18} {:<48} due {:<10} {:>3}%  {:>5} min work",
+            "   {smtp:<18} {:<50} due {:<10} {:>3}%  {:>6} work",
             t["Subject"].as_str().unwrap_or_default(),
             local_date(&t["DueDate"]),
             t["PercentComplete"].as_f64().unwrap_or_default(),
-            t["TotalWork"].as_i64().unwrap_or_default()
+            minutes_as_hours(&t["TotalWork"])
         );
     }
     checks.record(
@@ -301,20 +301,32 @@ async fn demo(dir: PathBuf) -> anyhow::Result<ExitCode> {
         .metrics()
         .notifications
         .load(std::sync::atomic::Ordering::Relaxed);
+    // Each edit notifies once, and so does the write-back of the PM's values that follows it
+    // (Exchange notifies every change, ours too; the engine recognises its own and stops).
     checks.record(
         "push notifications received",
         notifications > 0,
-        format!("{notifications}"),
+        format!(
+            "{notifications} for {} edits: each edit and each write-back of its result notify",
+            edits.len()
+        ),
     );
     for u in &applied {
         let changes: Vec<String> = u
             .changes
             .iter()
-            .map(|c| format!("{:?} {} -> {}", c.field, c.old, c.new))
+            .map(|c| {
+                format!(
+                    "{} {} -> {}",
+                    super::updates::field_name(c.field),
+                    super::updates::value(&c.old),
+                    super::updates::value(&c.new)
+                )
+            })
             .collect();
         println!(
             "   status update {} ({}, {}): {}  [{:?}]",
-            u.id,
+            super::names::short(&u.id.0),
             u.resource_name.as_deref().unwrap_or("?"),
             u.task_name.as_deref().unwrap_or("?"),
             changes.join(", "),
@@ -346,7 +358,10 @@ async fn demo(dir: PathBuf) -> anyhow::Result<ExitCode> {
         checks.record(
             &format!("\"{name}\" shows the PM's values"),
             seen.is_some(),
-            format!("{percent}% done, {actual} min actual work"),
+            format!(
+                "{percent}% done, {} actual work",
+                minutes_as_hours(&json!(actual))
+            ),
         );
     }
 
@@ -365,6 +380,69 @@ async fn demo(dir: PathBuf) -> anyhow::Result<ExitCode> {
         format!("{total} in all"),
     );
 
+    println!(
+        "9. Approval: the project now asks a status manager first; Ann reports 80% and the \
+         update waits"
+    );
+    host.set_policy(guid, Policy::Approval).await?;
+    println!("   taskbridge projects set-policy {guid} approval");
+    let mut approved = false;
+    if let Some((smtp, id)) = find("Survey the north abutment") {
+        let url = format!("{admin}mailboxes/{smtp}/tasks/{}", urlencode(&id));
+        let _ = http
+            .patch(url)
+            .json(&json!({"PercentComplete": 80}))
+            .send()
+            .await;
+        let pending = wait_for(Duration::from_secs(15), || async {
+            let list = host
+                .status_updates(UpdateFilter {
+                    project: Some(guid),
+                    state: Some(UpdateState::Pending),
+                    ..UpdateFilter::default()
+                })
+                .await
+                .ok()?;
+            list.into_iter().next()
+        })
+        .await;
+        checks.record(
+            "with approval, the update waits for the status manager",
+            pending.is_some(),
+            pending
+                .as_ref()
+                .map(|u| format!("update {} pending", super::names::short(&u.id.0)))
+                .unwrap_or_else(|| "none pending".into()),
+        );
+        if let Some(u) = pending {
+            println!(
+                "   taskbridge updates approve {}   (the status manager approves)",
+                super::names::short(&u.id.0)
+            );
+            host.approve(&u.id, "status manager", false).await?;
+            let seen = wait_for(Duration::from_secs(10), || async {
+                let all = all_tasks().await?;
+                let (_, t) = all.into_iter().find(|(_, t)| {
+                    t["Subject"]
+                        .as_str()
+                        .is_some_and(|s| s.ends_with("Survey the north abutment"))
+                })?;
+                (t["PercentComplete"].as_f64() == Some(80.0)).then_some(t)
+            })
+            .await;
+            approved = seen.is_some();
+        }
+    }
+    checks.record(
+        "the approved update is applied and mapped back",
+        approved,
+        if approved {
+            "80% in the plan and the mailbox".into()
+        } else {
+            "not seen".into()
+        },
+    );
+
     let _ = stop.send(());
     let run_result = task.await?;
     checks.record(
@@ -379,10 +457,19 @@ async fn demo(dir: PathBuf) -> anyhow::Result<ExitCode> {
     host.close().await;
 
     println!();
-    println!("{:<52} {:<6} detail", "check", "result");
+    let mut table = super::table::Table::new(&[
+        super::table::Column::left("CHECK", 60),
+        super::table::Column::left("RESULT", 6),
+        super::table::Column::left("DETAIL", 0),
+    ]);
     for (what, ok, detail) in &checks.0 {
-        println!("{what:<52} {:<6} {detail}", if *ok { "ok" } else { "FAIL" });
+        table.row(vec![
+            what.clone(),
+            if *ok { "ok" } else { "FAIL" }.to_string(),
+            detail.clone(),
+        ]);
     }
+    println!("{}", table.render());
     let failed = checks.0.iter().filter(|c| !c.1).count();
     println!(
         "\n{} checks, {failed} failed, {:.1} s",
@@ -394,6 +481,11 @@ async fn demo(dir: PathBuf) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(EXIT_FAILURE)
     })
+}
+
+/// Whole minutes of a task's work as hours for people (`1440` is `24h`).
+fn minutes_as_hours(v: &Value) -> String {
+    super::table::hours(v.as_f64().unwrap_or_default() * 60.0)
 }
 
 /// A due date as the owner sees it: Exchange stores local midnight as a UTC instant.

@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use taskbridge::pm::ProjectGuid;
 use taskbridge::pm::embedded::write_atomically;
 use taskbridge::pm::export::ExportFormat;
 
@@ -25,8 +24,8 @@ pub enum FormatArg {
 /// Arguments of `taskbridge export`.
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// The project GUID.
-    pub project: ProjectGuid,
+    /// The project: its GUID, a unique GUID prefix, or its name.
+    pub project: String,
     /// The format. An MSPDI export of a project imported from an MSPDI file is that file with
     /// the changed values written into it.
     #[arg(long, value_enum, default_value_t = FormatArg::Mspdi)]
@@ -42,17 +41,24 @@ pub fn run(args: ExportArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
         FormatArg::Mspdi => ExportFormat::Mspdi,
         FormatArg::Json => ExportFormat::Json,
     };
-    let text = runtime()?.block_on(async {
+    let (project, text) = runtime()?.block_on(async {
         let host = open_existing_store(data_dir).await?;
-        let text = host.export(args.project, format).await;
+        let project = match super::names::project(&host, &args.project).await {
+            Ok(guid) => guid,
+            Err(e) => {
+                host.close().await;
+                return Err(e);
+            }
+        };
+        let text = host.export(project, format).await;
         host.close().await;
-        anyhow::Ok(text?)
+        anyhow::Ok((project, text?))
     })?;
     match &args.output {
         Some(path) => {
             write_atomically(path, &text)
                 .with_context(|| format!("cannot write {}", path.display()))?;
-            eprintln!("project {} written to {}", args.project, path.display());
+            eprintln!("project {project} written to {}", path.display());
         }
         None => print_out(text.trim_end_matches('\n'))?,
     }

@@ -14,10 +14,20 @@ use super::config::{self, RawConfig};
 /// Arguments of `taskbridge init`.
 #[derive(Debug, Args)]
 pub struct InitArgs {
-    /// Overwrite an existing configuration file.
+    /// Overwrite an existing configuration file (and sample project).
     #[arg(long)]
     pub force: bool,
+    /// Also write the sample project (`sample-project.xml`, Microsoft Project XML) beside the
+    /// configuration, for the README's tour.
+    #[arg(long)]
+    pub sample: bool,
 }
+
+/// The sample project of the README's tour and of `taskbridge demo`.
+pub const SAMPLE_PROJECT: &str = include_str!("../../examples/sample-project.xml");
+
+/// The sample project's file name, beside the configuration.
+pub const SAMPLE_FILE: &str = "sample-project.xml";
 
 /// The starter file. Every key is listed with its default; `config_template_matches_defaults`
 /// keeps it in step with the code.
@@ -199,9 +209,28 @@ pub fn run(args: InitArgs, path: &Path, data_dir: Option<&Path>) -> anyhow::Resu
         }
     }
     eprintln!("wrote {}", path.display());
-    eprintln!(
-        "next: taskbridge sim (see the comment at the top of the file), then taskbridge serve"
-    );
+    if args.sample {
+        let sample = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .join(SAMPLE_FILE);
+        if sample.exists() && !args.force {
+            eprintln!("kept {} (use --force to overwrite it)", sample.display());
+        } else {
+            std::fs::write(&sample, SAMPLE_PROJECT)?;
+            eprintln!("wrote {}", sample.display());
+        }
+        eprintln!(
+            "next: taskbridge sim (see the comment at the top of the file), taskbridge import \
+             {} --time-zone Europe/Berlin, then taskbridge serve",
+            sample.display()
+        );
+    } else {
+        eprintln!(
+            "next: taskbridge sim (see the comment at the top of the file), then taskbridge serve"
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -14,11 +14,14 @@ mod ews;
 mod export;
 mod import;
 mod init;
+mod logs;
+mod names;
 mod projects;
 mod serve;
 #[cfg(feature = "sim")]
 mod sim;
 mod sync;
+mod table;
 mod updates;
 
 use std::path::PathBuf;
@@ -111,8 +114,10 @@ pub enum Command {
     /// effective configuration with the source of each value (`config show`).
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
-    /// Each synced assignment: mailbox, item, last sync, state (synced, pending, conflict,
-    /// parked, detached).
+    /// Each assignment: task, mailbox, state (synced, pending, conflict, parked, detached,
+    /// failed), last sync, item, detail or last error; then a summary line and the last error
+    /// of each mailbox with failures. Exits 1 when an assignment failed or is parked (0 with
+    /// --json, whose states say it).
     Status(sync::StatusArgs),
     /// The audit log of sync decisions: field, both values, the rule applied, the winner.
     Audit(sync::AuditArgs),
@@ -143,7 +148,13 @@ impl Command {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // The demo narrates on stdout; its logs stay quiet unless asked for.
     let quiet = cli.command.is_demo() && cli.log == "info";
-    init_logging(cli.log_format, if quiet { "warn" } else { &cli.log })?;
+    logs::init(cli.log_format, if quiet { "warn" } else { &cli.log })?;
+    let result = run_command(cli);
+    logs::flush_repeats();
+    result
+}
+
+fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
     // A file named by --config (or TASKBRIDGE_CONFIG) must exist; the default may be absent.
     let explicit = cli.config.is_some();
     let config_path = cli
@@ -258,35 +269,19 @@ fn to_json<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
     Ok(serde_json::to_string_pretty(value)?)
 }
 
-/// Directives are `target=level` pairs and a bare default level (`Targets`): they cover what
-/// operators set, without the regex engine that full `EnvFilter` syntax (span and field
-/// filters) would add to every build.
-fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-
-    let targets: tracing_subscriber::filter::Targets = filter
-        .parse()
-        .map_err(|e| CliError::Usage(format!("invalid --log filter {filter:?}: {e}")))?;
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let result = match format {
-        LogFormat::Text => tracing_subscriber::registry()
-            .with(targets)
-            .with(layer)
-            .try_init(),
-        LogFormat::Json => tracing_subscriber::registry()
-            .with(targets)
-            .with(layer.json())
-            .try_init(),
-    };
-    // A second init (tests that call `run` twice) keeps the first subscriber.
-    let _ = result;
-    Ok(())
-}
-
 /// Maps an error to its exit code and prints it once.
 pub fn report(err: &anyhow::Error) -> ExitCode {
-    eprintln!("error: {err:#}");
+    // The causes in turn, but not one its predecessor's text already holds (an error that
+    // prints its source would otherwise say it twice).
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    eprintln!("error: {text}");
     if err.downcast_ref::<CliError>().is_some() {
         ExitCode::from(EXIT_USAGE)
     } else {

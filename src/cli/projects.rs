@@ -8,7 +8,8 @@ use clap::{Args, Subcommand};
 use taskbridge::pm::ProjectGuid;
 use taskbridge::pm::embedded::{EmbeddedError, Policy};
 
-use super::{open_existing_store, print_out, runtime, to_json};
+use super::table::{Column, Table};
+use super::{names, open_existing_store, print_out, runtime, to_json};
 
 /// Arguments of `taskbridge projects`.
 #[derive(Debug, Args)]
@@ -27,8 +28,8 @@ pub struct ProjectsArgs {
 pub enum ProjectsCommand {
     /// Show one project with its assignments.
     Show {
-        /// The project GUID.
-        guid: ProjectGuid,
+        /// The project: its GUID, a unique GUID prefix, or its name.
+        guid: String,
         /// Print the whole project (tasks, resources, assignments) as JSON.
         #[arg(long)]
         json: bool,
@@ -36,22 +37,22 @@ pub enum ProjectsCommand {
     /// Set how a project handles status updates: auto (apply at once) or approval (a status
     /// manager approves or rejects each). Pending updates stay pending.
     SetPolicy {
-        /// The project GUID.
-        guid: ProjectGuid,
+        /// The project: its GUID, a unique GUID prefix, or its name.
+        guid: String,
         /// auto or approval.
         policy: Policy,
     },
     /// Publish a project again: a running connector sends it to the mailboxes again.
     Publish {
-        /// The project GUID.
-        guid: ProjectGuid,
+        /// The project: its GUID, a unique GUID prefix, or its name.
+        guid: String,
     },
     /// End a project: delete its tasks from the mailboxes (to Deleted Items, under the
     /// mass-delete guard) or leave them detached, then remove its sync state and its rows in the
     /// PM store. Undoes a trial run against a real server.
     Remove {
-        /// The project GUID.
-        guid: ProjectGuid,
+        /// The project: its GUID, a unique GUID prefix, or its name.
+        guid: String,
         /// Leave the tasks in the mailboxes, no longer synced, instead of deleting them.
         #[arg(long)]
         keep_tasks: bool,
@@ -73,19 +74,30 @@ pub fn run(args: ProjectsArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
         let host = open_existing_store(data_dir).await?;
         let result = match args.command {
             None => list(&host, args.json).await,
-            Some(ProjectsCommand::Show { guid, json }) => show(&host, guid, json).await,
-            Some(ProjectsCommand::SetPolicy { guid, policy }) => host
-                .set_policy(guid, policy)
-                .await
-                .map_err(Into::into)
-                .map(|()| {
-                    eprintln!("project {guid}: policy {policy}");
-                }),
-            Some(ProjectsCommand::Publish { guid }) => {
-                host.publish(guid).await.map_err(Into::into).map(|()| {
-                    eprintln!("project {guid} published");
-                })
+            Some(ProjectsCommand::Show { guid, json }) => {
+                match names::project(&host, &guid).await {
+                    Ok(guid) => show(&host, guid, json).await,
+                    Err(e) => Err(e),
+                }
             }
+            Some(ProjectsCommand::SetPolicy { guid, policy }) => {
+                match names::project(&host, &guid).await {
+                    Ok(guid) => host
+                        .set_policy(guid, policy)
+                        .await
+                        .map_err(Into::into)
+                        .map(|()| {
+                            eprintln!("project {guid}: policy {policy}");
+                        }),
+                    Err(e) => Err(e),
+                }
+            }
+            Some(ProjectsCommand::Publish { guid }) => match names::project(&host, &guid).await {
+                Ok(guid) => host.publish(guid).await.map_err(Into::into).map(|()| {
+                    eprintln!("project {guid} published");
+                }),
+                Err(e) => Err(e),
+            },
             // Dispatched to `remove` before the store is opened here.
             Some(ProjectsCommand::Remove { .. }) => Ok(()),
         };
@@ -103,22 +115,25 @@ async fn list(host: &taskbridge::pm::embedded::EmbeddedHost, json: bool) -> anyh
         eprintln!("no projects (import one with `taskbridge import FILE`)");
         return Ok(());
     }
-    let mut lines = vec![format!(
-        "{:<36}  {:<8}  {:>11}  {:>7}  {:>7}  NAME",
-        "GUID", "POLICY", "ASSIGNMENTS", "MAILBOX", "PENDING"
-    )];
+    let mut table = Table::new(&[
+        Column::left("GUID", 36),
+        Column::left("POLICY", 8),
+        Column::right("ASSIGNMENTS"),
+        Column::right("IN MAILBOXES"),
+        Column::right("PENDING"),
+        Column::left("NAME", 0),
+    ]);
     for p in projects {
-        lines.push(format!(
-            "{:<36}  {:<8}  {:>11}  {:>7}  {:>7}  {}",
+        table.row(vec![
             p.guid.to_string(),
-            p.policy.as_str(),
-            p.assignments,
-            p.mailbox_assignments,
-            p.pending_updates,
-            p.name
-        ));
+            p.policy.as_str().to_string(),
+            p.assignments.to_string(),
+            p.mailbox_assignments.to_string(),
+            p.pending_updates.to_string(),
+            p.name,
+        ]);
     }
-    print_out(&lines.join("\n"))
+    print_out(&table.render())
 }
 
 async fn show(
@@ -147,37 +162,49 @@ async fn show(
             notes.insert(u.key.assignment, note.new);
         }
     }
-    let mut lines = vec![
-        format!("{} ({}, {})", project.name, project.guid, project.time_zone),
-        format!(
-            "{:>6}  {:<30}  {:<24}  {:<30}  {:>8}  {:>8}  {:>8}  {:>4}  NOTE",
-            "UID", "TASK", "RESOURCE", "MAILBOX", "WORK", "ACTUAL", "REMAIN", "%"
-        ),
-    ];
-    let hours = |w: taskbridge::pm::Work| format!("{:.2}h", w.hours_f64());
+    let mut table = Table::new(&[
+        Column::right("UID"),
+        Column::left("TASK", 30),
+        Column::left("RESOURCE", 24),
+        Column::left("MAILBOX", 30),
+        Column::right("WORK"),
+        Column::right("ACTUAL"),
+        Column::right("REMAINING"),
+        Column::right("%"),
+        Column::left("NOTE", 0),
+    ]);
+    let hours = |w: taskbridge::pm::Work| super::table::hours(w.hours_f64() * 3600.0);
     for a in &project.assignments {
         let task = project.task(a.task_uid).map_or("?", |t| t.name.as_str());
         let resource = project.resource(a.resource_uid);
-        lines.push(format!(
-            "{:>6}  {:<30}  {:<24}  {:<30}  {:>8}  {:>8}  {:>8}  {:>4}  {}",
+        table.row(vec![
             a.uid.to_string(),
-            task,
-            resource.map_or("-", |r| r.name.as_str()),
-            resource.and_then(|r| r.email.as_deref()).unwrap_or("-"),
+            task.to_string(),
+            resource.map_or("-", |r| r.name.as_str()).to_string(),
+            resource
+                .and_then(|r| r.email.as_deref())
+                .unwrap_or("-")
+                .to_string(),
             hours(a.work),
             hours(a.actual_work),
             hours(a.remaining_work),
-            a.percent_work_complete.get(),
+            a.percent_work_complete.get().to_string(),
             notes.get(&a.uid).cloned().flatten().unwrap_or_default(),
-        ));
+        ]);
     }
-    print_out(&lines.join("\n"))
+    print_out(&format!(
+        "{} ({}, {})\n{}",
+        project.name,
+        project.guid,
+        project.time_zone,
+        table.render()
+    ))
 }
 
 /// Runs `taskbridge projects remove`: the mailboxes and the sync state first (the engine needs
 /// the project to read), then the PM store.
 pub fn remove(
-    guid: ProjectGuid,
+    guid: String,
     options: taskbridge::sync::RemoveOptions,
     json: bool,
     raw: &super::config::RawConfig,
@@ -186,9 +213,7 @@ pub fn remove(
     runtime()?.block_on(async {
         let engine = super::sync::open_engine(raw).await?;
         let host = engine.host().clone();
-        if host.project_summary(guid).await?.is_none() {
-            return Err(EmbeddedError::UnknownProject(guid).into());
-        }
+        let guid = names::project(&host, &guid).await?;
         let report = engine.remove_project(guid, options).await?;
         let removed = if report.is_complete() && !options.dry_run {
             Some(host.remove_project(guid).await?)
@@ -211,9 +236,7 @@ pub fn remove(
         for (mailbox, n) in &report.detached {
             eprintln!("{mailbox}: {n} tasks {verb}left in place, no longer synced");
         }
-        for e in report.errors.iter().take(20) {
-            eprintln!("failed: {} in {}: {}", e.key, e.mailbox, e.error);
-        }
+        super::sync::print_failures(&report.errors);
         if report.refused_deletes > 0 {
             eprintln!(
                 "the mass-delete guard refused deleting {} tasks: nothing was removed (use --force, \

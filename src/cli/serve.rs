@@ -236,6 +236,32 @@ pub async fn shutdown_signal() {
     info!("shutting down: finishing work in progress");
 }
 
+/// An address already taken, said once, with the key that moves it; other errors as they are.
+fn address_in_use_hint(e: taskbridge::connector::ConnectorError, raw: &RawConfig) -> anyhow::Error {
+    use taskbridge::connector::ConnectorError;
+    use taskbridge::listener::ListenerError;
+    match &e {
+        ConnectorError::Listener(ListenerError::Bind { addr, source })
+            if source.kind() == std::io::ErrorKind::AddrInUse =>
+        {
+            let (key, var) = if raw.socket("admin.listen", &raw.admin.listen).ok() == Some(*addr) {
+                ("admin.listen", "TASKBRIDGE_ADMIN_LISTEN")
+            } else {
+                ("listener.listen", "TASKBRIDGE_LISTENER_LISTEN")
+            };
+            anyhow::anyhow!(
+                "cannot listen on {addr}: the address is already in use (another taskbridge \
+                 serve, or another program); stop it, or set another port with {key} in the \
+                 configuration or {var}"
+            )
+        }
+        _ => e.into(),
+    }
+}
+
+/// How often `/healthz` looks at the outcome of the latest Exchange calls.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Runs `taskbridge serve`; `reload` re-reads the configuration on SIGHUP.
 pub fn run(args: ServeArgs, raw: &RawConfig, reload: Reload) -> anyhow::Result<ExitCode> {
     let config = connector_config(raw)?;
@@ -311,6 +337,14 @@ pub fn run(args: ServeArgs, raw: &RawConfig, reload: Reload) -> anyhow::Result<E
                 let _ = rx.changed().await;
             }))
         });
+        // `/healthz` says degraded while every Exchange call fails (a wrong password, an
+        // unreachable server), with the latest error from the log as the reason.
+        let health = tokio::spawn(taskbridge::listener::health::watch_exchange(
+            connector.client().clone(),
+            connector.readiness(),
+            HEALTH_INTERVAL,
+            super::logs::last_error,
+        ));
         #[cfg(unix)]
         let hangup = {
             let engine = connector.engine().clone();
@@ -338,6 +372,7 @@ pub fn run(args: ServeArgs, raw: &RawConfig, reload: Reload) -> anyhow::Result<E
                 },
             )
             .await;
+        health.abort();
         #[cfg(unix)]
         hangup.abort();
         let _ = stop_tx.send(true);
@@ -348,7 +383,7 @@ pub fn run(args: ServeArgs, raw: &RawConfig, reload: Reload) -> anyhow::Result<E
             let _ = w.await;
         }
         host.close().await;
-        result?;
+        result.map_err(|e| address_in_use_hint(e, raw))?;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use taskbridge::pm::embedded::{EmbeddedHost, StatusUpdateRecord, UpdateFilter, UpdateState};
-use taskbridge::pm::{ProjectGuid, StatusUpdateId, UpdateOutcome};
+use taskbridge::pm::{AssignmentField, FieldValue, StatusUpdateId, UpdateOutcome};
+
+use super::table::{Column, Table, hours};
 
 use super::{open_existing_store, print_out, runtime, to_json};
 
@@ -24,9 +26,9 @@ pub struct UpdatesArgs {
     /// Only updates in this state: pending, applied, rejected or superseded.
     #[arg(long, value_name = "STATE")]
     pub state: Option<UpdateState>,
-    /// Only updates of this project.
-    #[arg(long, value_name = "GUID")]
-    pub project: Option<ProjectGuid>,
+    /// Only updates of this project: its GUID, a unique GUID prefix, or its name.
+    #[arg(long, value_name = "PROJECT")]
+    pub project: Option<String>,
     /// Print the list as JSON.
     #[arg(long)]
     pub json: bool,
@@ -38,7 +40,7 @@ pub enum UpdatesCommand {
     /// Approve a pending update: its values are applied to the assignment and mapped back to
     /// the mailbox.
     Approve {
-        /// The update's id.
+        /// The update's id, or a unique start of it (as `taskbridge updates` prints it).
         id: String,
         /// Who approves (recorded with the update). Default: $USER.
         #[arg(long, value_name = "NAME")]
@@ -53,7 +55,7 @@ pub enum UpdatesCommand {
     },
     /// Reject a pending update: the mailbox gets the PM values back.
     Reject {
-        /// The update's id.
+        /// The update's id, or a unique start of it (as `taskbridge updates` prints it).
         id: String,
         /// Why (recorded with the update).
         #[arg(long, value_name = "TEXT")]
@@ -79,7 +81,10 @@ pub fn run(args: UpdatesArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
                     } else {
                         args.state
                     },
-                    project: args.project,
+                    project: match &args.project {
+                        Some(p) => Some(super::names::project(&host, p).await?),
+                        None => None,
+                    },
                     key: None,
                 };
                 list(&host, filter, args.json).await
@@ -90,7 +95,8 @@ pub fn run(args: UpdatesArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
                 force,
                 json,
             }) => {
-                let outcome = host.approve(&StatusUpdateId(id), &decider(by), force).await;
+                let id = full_id(&host, &id).await?;
+                let outcome = host.approve(&id, &decider(by), force).await;
                 match outcome {
                     Ok(outcome) => report(&outcome, json),
                     Err(e) => Err(e.into()),
@@ -102,9 +108,8 @@ pub fn run(args: UpdatesArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
                 by,
                 json,
             }) => {
-                let outcome = host
-                    .reject(&StatusUpdateId(id), &decider(by), reason.as_deref())
-                    .await;
+                let id = full_id(&host, &id).await?;
+                let outcome = host.reject(&id, &decider(by), reason.as_deref()).await;
                 match outcome {
                     Ok(outcome) => report(&outcome, json),
                     Err(e) => Err(e.into()),
@@ -114,6 +119,18 @@ pub fn run(args: UpdatesArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
         host.close().await;
         result.map(|()| ExitCode::SUCCESS)
     })
+}
+
+/// The update `typed` names: its id or a unique start of it.
+async fn full_id(host: &EmbeddedHost, typed: &str) -> anyhow::Result<StatusUpdateId> {
+    let all = host.status_updates(UpdateFilter::default()).await?;
+    let id = super::names::by_prefix(
+        "update",
+        "taskbridge updates",
+        typed,
+        all.iter().map(|u| u.id.0.as_str()),
+    )?;
+    Ok(StatusUpdateId(id.to_string()))
 }
 
 /// The name recorded for a CLI decision.
@@ -128,10 +145,10 @@ fn decider(by: Option<String>) -> String {
 fn report(outcome: &UpdateOutcome, json: bool) -> anyhow::Result<()> {
     match outcome {
         UpdateOutcome::Applied { id, assignment } => eprintln!(
-            "update {id} applied: work {:.2}h, actual {:.2}h, remaining {:.2}h, {}",
-            assignment.work.hours_f64(),
-            assignment.actual_work.hours_f64(),
-            assignment.remaining_work.hours_f64(),
+            "update {id} applied: work {}, actual {}, remaining {}, {}",
+            hours(assignment.work.hours_f64() * 3600.0),
+            hours(assignment.actual_work.hours_f64() * 3600.0),
+            hours(assignment.remaining_work.hours_f64() * 3600.0),
             assignment.percent_work_complete
         ),
         UpdateOutcome::Rejected { id, reason, .. } => eprintln!("update {id} rejected: {reason}"),
@@ -152,17 +169,23 @@ async fn list(host: &EmbeddedHost, filter: UpdateFilter, json: bool) -> anyhow::
         eprintln!("no status updates");
         return Ok(());
     }
-    let mut lines = vec![format!(
-        "{:<36}  {:<10}  {:<20}  {:<24}  {:<24}  CHANGES",
-        "ID", "STATE", "SUBMITTED", "TASK", "RESOURCE"
-    )];
-    for u in &updates {
-        lines.push(line(u));
+    let ids = super::names::short_ids(updates.iter().map(|u| u.id.0.as_str()));
+    let mut table = Table::new(&[
+        Column::left("ID", 36),
+        Column::left("STATE", 10),
+        Column::left("SUBMITTED", 19),
+        Column::left("TASK", 28),
+        Column::left("RESOURCE", 20),
+        Column::left("DECIDED BY", 24),
+        Column::left("CHANGES", 0),
+    ]);
+    for (u, id) in updates.iter().zip(ids) {
+        table.row(row(u, id));
     }
-    print_out(&lines.join("\n"))
+    print_out(&table.render())
 }
 
-fn line(u: &StatusUpdateRecord) -> String {
+fn row(u: &StatusUpdateRecord, id: String) -> Vec<String> {
     // Typed values, then what the PM applied where it kept something else.
     let mut changes: Vec<String> = u
         .changes
@@ -173,16 +196,21 @@ fn line(u: &StatusUpdateRecord) -> String {
                 .iter()
                 .find(|a| a.field == c.field)
                 .filter(|a| a.value != c.new)
-                .map(|a| format!(" (applied {})", a.value))
+                .map(|a| format!(" (applied {})", value(&a.value)))
                 .unwrap_or_default();
-            format!("{:?} {} -> {}{applied}", c.field, c.old, c.new)
+            format!(
+                "{} {} -> {}{applied}",
+                field_name(c.field),
+                value(&c.old),
+                value(&c.new)
+            )
         })
         .collect();
     changes.extend(
         u.applied
             .iter()
             .filter(|a| !u.changes.iter().any(|c| c.field == a.field))
-            .map(|a| format!("{:?} = {}", a.field, a.value)),
+            .map(|a| format!("{} = {}", field_name(a.field), value(&a.value))),
     );
     if let Some(note) = &u.status_note {
         changes.push(format!("status note {note}"));
@@ -190,13 +218,39 @@ fn line(u: &StatusUpdateRecord) -> String {
     if let Some(on) = u.completed_on {
         changes.push(format!("completed on {on}"));
     }
-    format!(
-        "{:<36}  {:<10}  {:<20}  {:<24}  {:<24}  {}",
-        u.id.0,
-        u.state.as_str(),
-        u.submitted_at.format("%Y-%m-%d %H:%M:%S"),
-        u.task_name.as_deref().unwrap_or("-"),
-        u.resource_name.as_deref().unwrap_or("-"),
-        changes.join(", ")
-    )
+    if let Some(reason) = &u.reason {
+        changes.push(format!("reason: {reason}"));
+    }
+    vec![
+        id,
+        u.state.as_str().to_string(),
+        u.submitted_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+        u.task_name.clone().unwrap_or_else(|| "-".into()),
+        u.resource_name.clone().unwrap_or_else(|| "-".into()),
+        u.decider.clone().unwrap_or_else(|| "-".into()),
+        changes.join(", "),
+    ]
+}
+
+/// A field as people call it.
+pub fn field_name(field: AssignmentField) -> &'static str {
+    match field {
+        AssignmentField::Start => "start",
+        AssignmentField::Finish => "finish",
+        AssignmentField::Work => "work",
+        AssignmentField::ActualWork => "actual work",
+        AssignmentField::RemainingWork => "remaining work",
+        AssignmentField::PercentWorkComplete => "% complete",
+        AssignmentField::Name => "name",
+        AssignmentField::Notes => "notes",
+        AssignmentField::Priority => "priority",
+    }
+}
+
+/// A value for people: work in hours.
+pub fn value(v: &FieldValue) -> String {
+    match v {
+        FieldValue::Work(w) => hours(w.hours_f64() * 3600.0),
+        other => other.to_string(),
+    }
 }

@@ -9,8 +9,8 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -63,25 +63,56 @@ where
     })
 }
 
-/// Whether the process is ready to serve; `/healthz` answers 200 when it is and 503 when not.
-/// Cheap to clone; clones share the flag.
+/// Whether the process is ready to serve and whether it is healthy; `/healthz` answers 200
+/// `ok` when it is ready and not degraded, 503 `not ready` before it is ready, and 503
+/// `degraded: <reason>` while something it depends on (Exchange) keeps failing. The process
+/// keeps running either way: the answer is for the operator and the supervisor's health check.
+/// Cheap to clone; clones share the state.
 #[derive(Clone, Debug)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness(Arc<ReadinessState>);
+
+#[derive(Debug)]
+struct ReadinessState {
+    ready: AtomicBool,
+    // A std Mutex: held for a clone or a store, never across an await.
+    degraded: Mutex<Option<String>>,
+}
 
 impl Readiness {
-    /// A flag with the given initial state.
+    /// A flag with the given initial state, not degraded.
     pub fn new(ready: bool) -> Self {
-        Readiness(Arc::new(AtomicBool::new(ready)))
+        Readiness(Arc::new(ReadinessState {
+            ready: AtomicBool::new(ready),
+            degraded: Mutex::new(None),
+        }))
     }
 
     /// Sets the flag.
     pub fn set_ready(&self, ready: bool) {
-        self.0.store(ready, Ordering::Relaxed);
+        self.0.ready.store(ready, Ordering::Relaxed);
     }
 
     /// Reads the flag.
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.0.ready.load(Ordering::Relaxed)
+    }
+
+    /// Marks the process degraded with a reason a person can act on, or healthy again (`None`).
+    pub fn set_degraded(&self, reason: Option<String>) {
+        *self
+            .0
+            .degraded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = reason;
+    }
+
+    /// Why the process is degraded, if it is.
+    pub fn degraded(&self) -> Option<String> {
+        self.0
+            .degraded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 }
 
@@ -168,15 +199,17 @@ impl AdminRoutes {
             return response;
         }
         if path == "/healthz" {
-            return if self.readiness.is_ready() {
-                text(StatusCode::OK, "text/plain; charset=utf-8", "ok".into())
-            } else {
-                text(
+            let (status, body) = if !self.readiness.is_ready() {
+                (StatusCode::SERVICE_UNAVAILABLE, "not ready".to_string())
+            } else if let Some(reason) = self.readiness.degraded() {
+                (
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain; charset=utf-8",
-                    "not ready".into(),
+                    format!("degraded: {reason}"),
                 )
+            } else {
+                (StatusCode::OK, "ok".to_string())
             };
+            return text(status, "text/plain; charset=utf-8", body.into());
         }
         text(
             StatusCode::OK,

@@ -9,6 +9,7 @@
 //!
 //! - [`Listener`] / [`serve`] / [`start`]: the notification endpoint.
 //! - [`admin`]: the admin endpoint.
+//! - [`health`]: whether recent Exchange calls succeed, for `/healthz`.
 //! - [`metrics`]: the Prometheus text format and the metric sources.
 //! - [`ListenerSecret`]: the secret path segment, generated and kept in a file.
 //!
@@ -18,6 +19,7 @@ pub mod admin;
 mod config;
 mod endpoint;
 mod error;
+pub mod health;
 pub mod metrics;
 mod notify;
 mod secret;

@@ -153,6 +153,16 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 report.failed += 1;
                 report.errors.push(item_error(key, mailbox, &e.to_string()));
             }
+            let never_created = plan
+                .desired
+                .into_iter()
+                .filter(|(_, _, s)| {
+                    s.as_ref()
+                        .is_none_or(|s| s.item.is_none() && s.status != SyncStatus::Detached)
+                })
+                .map(|(key, _, s)| s.unwrap_or_else(|| AssignmentState::new(key, mailbox.clone())));
+            self.record_not_created(never_created, &e.to_string())
+                .await?;
             return Ok(report);
         }
         let rule = self.inner.config.deleted_task;
@@ -278,17 +288,21 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         // for, since what happened to them is known from then on.
         let mut uncertain: Vec<i64> = Vec::new();
         for round in 1..=rounds {
-            let tagged: HashMap<AssignmentKey, crate::state::ItemRef> =
-                match store.find_tagged(mailbox, view.project.guid).await {
-                    Ok(found) => found.into_iter().collect(),
-                    Err(e) => {
-                        for (key, _, _) in &todo {
-                            report.failed += 1;
-                            report.errors.push(item_error(key, mailbox, &e.to_string()));
-                        }
-                        return Ok(());
+            let tagged: HashMap<AssignmentKey, crate::state::ItemRef> = match store
+                .find_tagged(mailbox, view.project.guid)
+                .await
+            {
+                Ok(found) => found.into_iter().collect(),
+                Err(e) => {
+                    for (key, _, _) in &todo {
+                        report.failed += 1;
+                        report.errors.push(item_error(key, mailbox, &e.to_string()));
                     }
-                };
+                    self.record_not_created(todo.into_iter().map(|(_, _, s)| s), &e.to_string())
+                        .await?;
+                    return Ok(());
+                }
+            };
             if !uncertain.is_empty() {
                 self.inner
                     .state
@@ -344,6 +358,11 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                                 report.failed += 1;
                                 report.errors.push(item_error(key, mailbox, &e.to_string()));
                             }
+                            self.record_not_created(
+                                chunk.iter().map(|(_, _, s)| s.clone()),
+                                &e.to_string(),
+                            )
+                            .await?;
                         }
                         continue;
                     }
@@ -360,6 +379,36 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             }
             todo = again;
         }
+        Ok(())
+    }
+
+    /// Records `error` on assignments whose task could not be created because the call failed
+    /// as a whole, so that `taskbridge status` lists them as failed with the reason. Their rows
+    /// have no item: the next publish creates them (after looking for tagged tasks), and its
+    /// success clears the error.
+    async fn record_not_created(
+        &self,
+        rows: impl IntoIterator<Item = AssignmentState>,
+        error: &str,
+    ) -> Result<(), SyncError> {
+        let put: Vec<AssignmentState> = rows
+            .into_iter()
+            .map(|mut s| {
+                s.attempts += 1;
+                s.last_error = Some(error.to_string());
+                s
+            })
+            .collect();
+        if put.is_empty() {
+            return Ok(());
+        }
+        self.inner
+            .state
+            .commit(Commit {
+                put,
+                ..Commit::default()
+            })
+            .await?;
         Ok(())
     }
 

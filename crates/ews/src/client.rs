@@ -172,10 +172,15 @@ impl EwsClient {
                     endpoint.host_str().unwrap_or("the server")
                 )));
             }
-            warn!(
-                endpoint = %endpoint,
-                "credentials will be sent over plain HTTP; use https outside of tests"
-            );
+            // To this machine (the bundled simulator) plain HTTP is expected, not a warning.
+            if http::is_loopback(&endpoint) {
+                debug!(endpoint = %endpoint, "credentials sent over plain HTTP to this machine");
+            } else {
+                warn!(
+                    endpoint = %endpoint,
+                    "credentials will be sent over plain HTTP; use https outside of tests"
+                );
+            }
         }
         let tls = http::rustls_config(&config.tls)?;
         let pooled =
