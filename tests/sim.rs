@@ -2238,6 +2238,46 @@ async fn autodiscover_follows_an_https_redirect_to_the_simulator_and_finds_its_e
 }
 
 #[tokio::test]
+async fn soap_autodiscover_get_user_settings_finds_the_ews_url_and_reports_unknown_users() {
+    use taskbridge::ews::autodiscover::{AutodiscoverSettings, discover};
+    let h = start_extended_protection(sim::ExtendedProtection::Require).await;
+    let svc = h
+        .url
+        .replace("/EWS/Exchange.asmx", "/Autodiscover/Autodiscover.svc");
+    let pox = h
+        .url
+        .replace("/EWS/Exchange.asmx", "/autodiscover/autodiscover.xml");
+    let tls = FsPath::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let mut settings = AutodiscoverSettings::new(Auth::Ntlm {
+        user: "ann@example.com".into(),
+        password: Secret::new("ann-pw"),
+    });
+    settings.tls.extra_ca_file = Some(tls.join("ca.pem"));
+    settings.step_timeout = Duration::from_secs(5);
+    settings.start_urls = vec![svc.clone(), pox.clone()];
+    let found = discover("ann@example.com", &settings)
+        .await
+        .expect("the simulator answers over SOAP");
+    assert_eq!(found.ews_url, h.url, "{:#?}", found.attempts);
+    assert_eq!(found.attempts.len(), 1, "{:#?}", found.attempts);
+    assert_eq!(found.attempts[0].url, svc);
+
+    // An unknown user: SOAP says InvalidUser, POX says 500; both steps are reported.
+    let err = discover("nobody@example.com", &settings)
+        .await
+        .expect_err("unknown address");
+    let results: Vec<&str> = err.attempts().iter().map(|a| a.result.as_str()).collect();
+    assert_eq!(results.len(), 2, "{results:?}");
+    assert!(
+        results[0].contains("Autodiscover error InvalidUser"),
+        "{results:?}"
+    );
+    assert!(results[1].contains("Autodiscover error 500"), "{results:?}");
+
+    h.shutdown().await;
+}
+
+#[tokio::test]
 async fn check_with_autodiscover_reports_each_step_and_checks_the_url_it_found() {
     let h = start_extended_protection(sim::ExtendedProtection::Require).await;
     let sim_autodiscover = h

@@ -221,12 +221,17 @@ impl EwsClient {
         })
     }
 
-    /// POSTs `body` (XML that is not a SOAP envelope: Autodiscover's) to the endpoint with the
+    /// POSTs `body` (an Autodiscover request, not an EWS operation) to the endpoint with the
     /// client's authentication, once, after the back-off gate opens; the answer is returned as
-    /// it came, whatever its status.
-    pub(crate) async fn post_raw(&self, body: Bytes) -> Result<HttpResponse, Error> {
+    /// it came, whatever its status. `action` is the `SOAPAction`: an EWS operation name, or a
+    /// full action URI (SOAP Autodiscover's).
+    pub(crate) async fn post_raw(
+        &self,
+        body: Bytes,
+        action: &'static str,
+    ) -> Result<HttpResponse, Error> {
         let req = SoapRequest {
-            action: "Autodiscover",
+            action,
             mailbox: None,
             body,
         };

@@ -318,7 +318,7 @@ async fn handle(
     if path == "/sim" || path.starts_with(ADMIN_PATH) {
         return Ok(admin::handle(&sim, req).await);
     }
-    let autodiscover = path.eq_ignore_ascii_case(autodiscover::AUTODISCOVER_PATH);
+    let autodiscover = autodiscover::is_autodiscover_path(&path);
     if !path.eq_ignore_ascii_case(EWS_PATH) && !autodiscover {
         return Ok(respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"));
     }
@@ -372,7 +372,7 @@ async fn handle(
         } else {
             "http"
         };
-        return Ok(autodiscover::answer(&sim, scheme, &headers, &body));
+        return Ok(autodiscover::answer(&sim, &path, scheme, &headers, &body));
     }
     let _in_flight = sim.counters.begin();
     ews(&sim, &caller, &body, anchor.as_deref()).await

@@ -244,12 +244,21 @@ impl HttpResponse {
 /// One SOAP call as the authentication layer sees it.
 #[derive(Clone, Debug)]
 pub(crate) struct SoapRequest<'a> {
-    /// Operation name (for `SOAPAction`).
+    /// Operation name (for `SOAPAction`), or a full action URI (SOAP Autodiscover).
     pub action: &'static str,
     /// The mailbox acted for (`X-AnchorMailbox`).
     pub mailbox: Option<&'a str>,
     /// The envelope.
     pub body: Bytes,
+}
+
+/// The `SOAPAction` header: EWS operations are named, other services give their full URI.
+fn soap_action_of(action: &str) -> String {
+    if action.contains("://") {
+        format!("\"{action}\"")
+    } else {
+        crate::ops::soap_action(action)
+    }
 }
 
 /// What every request of one client shares: endpoint, TLS, timeouts, the pooled client and
@@ -276,7 +285,7 @@ impl Wire {
             .header(header::CONTENT_TYPE, "text/xml; charset=utf-8")
             .header(header::ACCEPT, "text/xml")
             .header(header::USER_AGENT, USER_AGENT)
-            .header("SOAPAction", crate::ops::soap_action(req.action));
+            .header("SOAPAction", soap_action_of(req.action));
         if let Some(mailbox) = req.mailbox {
             let value = HeaderValue::from_str(mailbox)
                 .map_err(|_| Error::Config(format!("mailbox {mailbox:?} is not a valid header")))?;

@@ -1,25 +1,27 @@
 //! Autodiscover: the EWS URL of a mailbox, found from its e-mail address.
 //!
 //! Organisations with several sites give each mailbox the EWS endpoint of its site, and publish
-//! which one through Autodiscover. This module speaks the plain-XML ("POX") Autodiscover that
-//! every on-premises Exchange from 2007 to Subscription Edition serves at
-//! `/autodiscover/autodiscover.xml`, and tries the places a client outside the domain tries,
-//! in this order (the SCP lookup in Active Directory is for domain-joined Outlook):
+//! which one through Autodiscover. Exchange serves it twice: SOAP (`GetUserSettings` at
+//! `/autodiscover/autodiscover.svc`, Exchange 2010 and later, [`soap`]) and plain XML (POX, at
+//! `/autodiscover/autodiscover.xml`, every version from 2007 to Subscription Edition, [`pox`]).
+//! A client outside the domain tries these places in this order (the SCP lookup in Active
+//! Directory is for domain-joined Outlook), SOAP before POX at each host as Microsoft advises
+//! for web-service clients:
 //!
-//! 1. `https://<domain>/autodiscover/autodiscover.xml` (POST);
-//! 2. `https://autodiscover.<domain>/autodiscover/autodiscover.xml` (POST);
+//! 1. `https://<domain>/autodiscover/autodiscover.svc` (SOAP), then `.../autodiscover.xml` (POX);
+//! 2. `https://autodiscover.<domain>/autodiscover/autodiscover.svc`, then `.../autodiscover.xml`;
 //! 3. `http://autodiscover.<domain>/autodiscover/autodiscover.xml` (GET, no credentials): only a
 //!    redirect to an `https` URL is taken, which is then POSTed to.
 //!
-//! A server may redirect to another URL (HTTP 302, or `Action` `redirectUrl`) or to another
-//! address (`redirectAddr`, which starts over with that address's domain); at most ten
-//! redirects are followed, and only to `https` (a redirect to plain HTTP could hand the
-//! credentials to anyone on the path). Every step has its own time-out, so one dead host (the
-//! classic time-out in a large forest) costs that time-out and no more; each step is reported.
-//!
-//! Elements are matched by local name: Microsoft's published examples and real servers disagree
-//! on the scheme (`http` or `https`) of the response namespaces, and the POX service has no
-//! published schema to hold either to.
+//! A server may redirect to another URL (HTTP 302, POX `redirectUrl`, SOAP `RedirectUrl`) or to
+//! another address (POX `redirectAddr`, SOAP `RedirectAddress`, which starts over with that
+//! address's domain); at most ten redirects are followed, and only to `https` (a redirect to
+//! plain HTTP could hand the credentials to anyone on the path). Every step has its own
+//! time-out, so one dead host (the classic time-out in a large forest) costs that time-out and
+//! no more; each step is reported.
+
+pub mod pox;
+pub mod soap;
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -33,12 +35,6 @@ use crate::transport::Auth;
 use crate::transport::TlsConfig;
 use crate::xml::{Element, XmlReader};
 
-/// The request namespace of POX Autodiscover.
-const REQUEST_NS: &str =
-    "http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006";
-/// The response schema we accept (Outlook's, which carries `EwsUrl`).
-const RESPONSE_SCHEMA: &str =
-    "http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a";
 /// Redirects followed before giving up, as the Autodiscover reference advises.
 const MAX_REDIRECTS: usize = 10;
 /// Largest Autodiscover answer read.
@@ -125,7 +121,9 @@ impl AutodiscoverError {
 /// A place to try.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Place {
-    /// POST the request here.
+    /// POST a SOAP GetUserSettings request here.
+    Soap(String),
+    /// POST the POX request here.
     Post(String),
     /// GET here without credentials, for a redirect to https.
     RedirectProbe(String),
@@ -134,7 +132,11 @@ enum Place {
 /// The standard places for `domain`, in order.
 fn places(domain: &str) -> Vec<Place> {
     vec![
+        Place::Soap(format!("https://{domain}/autodiscover/autodiscover.svc")),
         Place::Post(format!("https://{domain}/autodiscover/autodiscover.xml")),
+        Place::Soap(format!(
+            "https://autodiscover.{domain}/autodiscover/autodiscover.svc"
+        )),
         Place::Post(format!(
             "https://autodiscover.{domain}/autodiscover/autodiscover.xml"
         )),
@@ -142,6 +144,16 @@ fn places(domain: &str) -> Vec<Place> {
             "http://autodiscover.{domain}/autodiscover/autodiscover.xml"
         )),
     ]
+}
+
+/// The kind of place a URL is: SOAP when it names the `.svc` service, POX otherwise.
+fn place_for(url: String) -> Place {
+    let path = url.split(['?', '#']).next().unwrap_or_default();
+    if path.to_ascii_lowercase().ends_with(".svc") {
+        Place::Soap(url)
+    } else {
+        Place::Post(url)
+    }
 }
 
 fn domain_of(address: &str) -> Result<&str, AutodiscoverError> {
@@ -157,31 +169,11 @@ fn domain_of(address: &str) -> Result<&str, AutodiscoverError> {
     }
 }
 
-/// The POX request body for `address`.
-pub fn request_body(address: &str) -> String {
-    let mut escaped = String::with_capacity(address.len());
-    for c in address.chars() {
-        match c {
-            '&' => escaped.push_str("&amp;"),
-            '<' => escaped.push_str("&lt;"),
-            '>' => escaped.push_str("&gt;"),
-            c => escaped.push(c),
-        }
-    }
-    format!(
-        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\
-         <Autodiscover xmlns=\"{REQUEST_NS}\"><Request>\
-         <EMailAddress>{escaped}</EMailAddress>\
-         <AcceptableResponseSchema>{RESPONSE_SCHEMA}</AcceptableResponseSchema>\
-         </Request></Autodiscover>"
-    )
-}
-
-/// What a POX response says.
+/// What an Autodiscover answer (POX or SOAP) says.
 #[derive(Debug, PartialEq, Eq)]
-pub enum PoxAnswer {
-    /// The settings, with the EWS URL of the `EXCH` (internal) protocol, or else `EXPR`
-    /// (external).
+pub enum Answer {
+    /// The settings, with the internal EWS URL (POX `EXCH`, SOAP `InternalEwsUrl`), or else
+    /// the external one (`EXPR`, `ExternalEwsUrl`): taskbridge runs inside the organisation.
     Settings {
         /// The EWS URL.
         ews_url: Option<String>,
@@ -199,98 +191,10 @@ pub enum PoxAnswer {
     },
 }
 
-/// Reads a POX Autodiscover response.
-pub fn read_response(body: &[u8]) -> Result<PoxAnswer, String> {
-    let mut r = XmlReader::new(body);
-    let root = r.root().map_err(|e| e.to_string())?;
-    if root.local_name() != "Autodiscover" {
-        return Err(format!(
-            "expected Autodiscover, found {}",
-            root.name_lossy()
-        ));
-    }
-    let mut action = None;
-    let mut redirect_addr = None;
-    let mut redirect_url = None;
-    let mut ews = Vec::new();
-    let mut error = None;
-    while let Some(response) = r.next_child(&root).map_err(|e| e.to_string())? {
-        if response.local_name() != "Response" {
-            r.skip(response).map_err(|e| e.to_string())?;
-            continue;
-        }
-        while let Some(part) = r.next_child(&response).map_err(|e| e.to_string())? {
-            match part.local_name() {
-                "Account" => {
-                    while let Some(field) = r.next_child(&part).map_err(|e| e.to_string())? {
-                        match field.local_name() {
-                            "Action" => action = Some(text(&mut r, field)?),
-                            "RedirectAddr" => redirect_addr = Some(text(&mut r, field)?),
-                            "RedirectUrl" => redirect_url = Some(text(&mut r, field)?),
-                            "Protocol" => {
-                                let (kind, url) = protocol(&mut r, field)?;
-                                if let Some(url) = url {
-                                    ews.push((kind, url));
-                                }
-                            }
-                            "Error" => error = Some(error_of(&mut r, field)?),
-                            _ => r.skip(field).map_err(|e| e.to_string())?,
-                        }
-                    }
-                }
-                "Error" => error = Some(error_of(&mut r, part)?),
-                _ => r.skip(part).map_err(|e| e.to_string())?,
-            }
-        }
-    }
-    if let Some((code, message)) = error {
-        return Ok(PoxAnswer::Error { code, message });
-    }
-    match action.as_deref() {
-        Some("redirectAddr") => redirect_addr
-            .map(PoxAnswer::RedirectAddr)
-            .ok_or_else(|| "redirectAddr without RedirectAddr".to_string()),
-        Some("redirectUrl") => redirect_url
-            .map(PoxAnswer::RedirectUrl)
-            .ok_or_else(|| "redirectUrl without RedirectUrl".to_string()),
-        _ => {
-            // The internal URL first: taskbridge runs inside the organisation.
-            let pick = |kind: &str| ews.iter().find(|(k, _)| k == kind).map(|(_, u)| u.clone());
-            Ok(PoxAnswer::Settings {
-                ews_url: pick("EXCH").or_else(|| pick("EXPR")),
-            })
-        }
-    }
-}
-
-fn text(r: &mut XmlReader<'_>, e: Element<'_>) -> Result<String, String> {
+pub(crate) fn text(r: &mut XmlReader<'_>, e: Element<'_>) -> Result<String, String> {
     r.text(e)
         .map(|t| t.trim().to_string())
         .map_err(|e| e.to_string())
-}
-
-fn protocol(r: &mut XmlReader<'_>, e: Element<'_>) -> Result<(String, Option<String>), String> {
-    let (mut kind, mut url) = (String::new(), None);
-    while let Some(f) = r.next_child(&e).map_err(|e| e.to_string())? {
-        match f.local_name() {
-            "Type" => kind = text(r, f)?,
-            "EwsUrl" => url = Some(text(r, f)?).filter(|u| !u.is_empty()),
-            _ => r.skip(f).map_err(|e| e.to_string())?,
-        }
-    }
-    Ok((kind, url))
-}
-
-fn error_of(r: &mut XmlReader<'_>, e: Element<'_>) -> Result<(String, String), String> {
-    let (mut code, mut message) = (String::new(), String::new());
-    while let Some(f) = r.next_child(&e).map_err(|e| e.to_string())? {
-        match f.local_name() {
-            "ErrorCode" => code = text(r, f)?,
-            "Message" => message = text(r, f)?,
-            _ => r.skip(f).map_err(|e| e.to_string())?,
-        }
-    }
-    Ok((code, message))
 }
 
 /// Server text put into a report: one line, at most 200 characters.
@@ -313,12 +217,7 @@ pub async fn discover(
         places(domain_of(&address)?).into()
     } else {
         domain_of(&address)?;
-        settings
-            .start_urls
-            .iter()
-            .cloned()
-            .map(Place::Post)
-            .collect()
+        settings.start_urls.iter().cloned().map(place_for).collect()
     };
     let mut attempts = Vec::new();
     let mut redirects = 0usize;
@@ -336,6 +235,7 @@ pub async fn discover(
             });
             break;
         }
+        let soap = matches!(place, Place::Soap(_));
         match place {
             Place::RedirectProbe(url) => {
                 let result =
@@ -346,7 +246,7 @@ pub async fn discover(
                         Ok(Ok(response)) => match redirect_target(&response) {
                             Some(target) if target.starts_with("https://") => {
                                 redirects += 1;
-                                queue.push_front(Place::Post(target.clone()));
+                                queue.push_front(place_for(target.clone()));
                                 format!("redirected to {target}")
                             }
                             Some(target) => {
@@ -363,19 +263,19 @@ pub async fn discover(
                     result,
                 });
             }
-            Place::Post(url) => {
-                let outcome = post(&url, &address, settings).await;
+            Place::Post(url) | Place::Soap(url) => {
+                let outcome = post(&url, &address, soap, settings).await;
                 let result = match outcome {
                     Err(e) => bounded(&e),
                     Ok(Step::Redirect(target)) if target.starts_with("https://") => {
                         redirects += 1;
-                        queue.push_front(Place::Post(target.clone()));
+                        queue.push_front(place_for(target.clone()));
                         format!("redirected to {target}")
                     }
                     Ok(Step::Redirect(target)) => {
                         format!("redirect to {target} refused: only https is followed")
                     }
-                    Ok(Step::Answer(PoxAnswer::Settings { ews_url: Some(ews) })) => {
+                    Ok(Step::Answer(Answer::Settings { ews_url: Some(ews) })) => {
                         attempts.push(Attempt {
                             method: "POST",
                             url,
@@ -387,10 +287,10 @@ pub async fn discover(
                             attempts,
                         });
                     }
-                    Ok(Step::Answer(PoxAnswer::Settings { ews_url: None })) => {
+                    Ok(Step::Answer(Answer::Settings { ews_url: None })) => {
                         "settings without an EWS URL".to_string()
                     }
-                    Ok(Step::Answer(PoxAnswer::RedirectAddr(next))) => {
+                    Ok(Step::Answer(Answer::RedirectAddr(next))) => {
                         redirects += 1;
                         let result = format!("redirected to the address {}", bounded(&next));
                         match domain_of(&next) {
@@ -409,18 +309,18 @@ pub async fn discover(
                         }
                         result
                     }
-                    Ok(Step::Answer(PoxAnswer::RedirectUrl(target)))
+                    Ok(Step::Answer(Answer::RedirectUrl(target)))
                         if target.starts_with("https://") =>
                     {
                         redirects += 1;
-                        queue.push_front(Place::Post(target.clone()));
+                        queue.push_front(place_for(target.clone()));
                         format!("redirected to {}", bounded(&target))
                     }
-                    Ok(Step::Answer(PoxAnswer::RedirectUrl(target))) => format!(
+                    Ok(Step::Answer(Answer::RedirectUrl(target))) => format!(
                         "redirect to {} refused: only https is followed",
                         bounded(&target)
                     ),
-                    Ok(Step::Answer(PoxAnswer::Error { code, message })) => {
+                    Ok(Step::Answer(Answer::Error { code, message })) => {
                         bounded(&format!("Autodiscover error {code}: {message}"))
                     }
                 };
@@ -438,28 +338,44 @@ pub async fn discover(
 /// What one POST came to.
 enum Step {
     Redirect(String),
-    Answer(PoxAnswer),
+    Answer(Answer),
 }
 
-async fn post(url: &str, address: &str, settings: &AutodiscoverSettings) -> Result<Step, String> {
+async fn post(
+    url: &str,
+    address: &str,
+    soap: bool,
+    settings: &AutodiscoverSettings,
+) -> Result<Step, String> {
     let mut config = EwsClientConfig::new(url, settings.auth.clone());
     config.tls = settings.tls.clone();
     config.timeouts.connect = settings.step_timeout;
     config.timeouts.request = settings.step_timeout;
     config.max_response_bytes = MAX_RESPONSE_BYTES;
     let client = EwsClient::new(config).map_err(|e| e.to_string())?;
-    let body = Bytes::from(request_body(address));
-    let response = tokio::time::timeout(settings.step_timeout, client.post_raw(body))
-        .await
-        .map_err(|_| format!("timed out after {:?}", settings.step_timeout))?
-        .map_err(|e| match e {
-            Error::Unauthorized { detail, .. } => format!("credentials refused: {detail}"),
-            other => other.to_string(),
-        })?;
+    let (body, action) = if soap {
+        (soap::request_envelope(address, url), soap::ACTION)
+    } else {
+        (pox::request_body(address), "Autodiscover")
+    };
+    let response = tokio::time::timeout(
+        settings.step_timeout,
+        client.post_raw(Bytes::from(body), action),
+    )
+    .await
+    .map_err(|_| format!("timed out after {:?}", settings.step_timeout))?
+    .map_err(|e| match e {
+        Error::Unauthorized { detail, .. } => format!("credentials refused: {detail}"),
+        other => other.to_string(),
+    })?;
     match response.status {
-        200 => read_response(&response.body)
-            .map(Step::Answer)
-            .map_err(|e| format!("not an Autodiscover answer: {e}")),
+        200 => if soap {
+            soap::read_response(&response.body)
+        } else {
+            pox::read_response(&response.body)
+        }
+        .map(Step::Answer)
+        .map_err(|e| format!("not an Autodiscover answer: {e}")),
         301 | 302 | 303 | 307 | 308 => response
             .headers
             .get(http::header::LOCATION)
@@ -502,7 +418,11 @@ mod tests {
         assert_eq!(
             places("contoso.com"),
             [
+                Place::Soap("https://contoso.com/autodiscover/autodiscover.svc".into()),
                 Place::Post("https://contoso.com/autodiscover/autodiscover.xml".into()),
+                Place::Soap(
+                    "https://autodiscover.contoso.com/autodiscover/autodiscover.svc".into()
+                ),
                 Place::Post(
                     "https://autodiscover.contoso.com/autodiscover/autodiscover.xml".into()
                 ),
@@ -514,56 +434,22 @@ mod tests {
     }
 
     #[test]
+    fn a_url_naming_the_svc_service_is_tried_with_soap() {
+        assert_eq!(
+            place_for("https://mail.contoso.com/Autodiscover/Autodiscover.svc".into()),
+            Place::Soap("https://mail.contoso.com/Autodiscover/Autodiscover.svc".into())
+        );
+        assert_eq!(
+            place_for("https://mail.contoso.com/autodiscover/autodiscover.xml".into()),
+            Place::Post("https://mail.contoso.com/autodiscover/autodiscover.xml".into())
+        );
+    }
+
+    #[test]
     fn addresses_are_checked() {
         assert_eq!(domain_of("ann@contoso.com").ok(), Some("contoso.com"));
         for bad in ["ann", "@contoso.com", "ann@", "ann@evil.com/x", "ann@a b"] {
             assert!(domain_of(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn the_request_names_the_address_and_the_outlook_schema() {
-        let body = request_body("a&b@contoso.com");
-        assert!(body.contains("<EMailAddress>a&amp;b@contoso.com</EMailAddress>"));
-        assert!(body.contains(RESPONSE_SCHEMA));
-    }
-
-    #[test]
-    fn responses_in_either_namespace_spelling_are_read() {
-        for scheme in ["http", "https"] {
-            let body = format!(
-                r#"<?xml version="1.0" encoding="utf-8"?>
-<Autodiscover xmlns="{scheme}://schemas.microsoft.com/exchange/autodiscover/responseschema/2006">
-  <Response xmlns="{scheme}://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a">
-    <User><DisplayName>Ann</DisplayName></User>
-    <Account><AccountType>email</AccountType><Action>settings</Action>
-      <Protocol><Type>EXPR</Type><EwsUrl>https://mail.contoso.com/EWS/Exchange.asmx</EwsUrl></Protocol>
-      <Protocol><Type>EXCH</Type><Server>MBX1</Server><EwsUrl>https://mbx1.contoso.local/EWS/Exchange.asmx</EwsUrl></Protocol>
-    </Account>
-  </Response>
-</Autodiscover>"#
-            );
-            assert_eq!(
-                read_response(body.as_bytes()),
-                Ok(PoxAnswer::Settings {
-                    ews_url: Some("https://mbx1.contoso.local/EWS/Exchange.asmx".into())
-                })
-            );
-        }
-        let redirect = br#"<Autodiscover xmlns="http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006"><Response xmlns="http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a"><Account><Action>redirectAddr</Action><RedirectAddr>ann@fabrikam.com</RedirectAddr></Account></Response></Autodiscover>"#;
-        assert_eq!(
-            read_response(redirect),
-            Ok(PoxAnswer::RedirectAddr("ann@fabrikam.com".into()))
-        );
-        let error = br#"<Autodiscover xmlns="http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006"><Response><Error Time="10:00:00" Id="1"><ErrorCode>500</ErrorCode><Message>The e-mail address cannot be found.</Message></Error></Response></Autodiscover>"#;
-        assert_eq!(
-            read_response(error),
-            Ok(PoxAnswer::Error {
-                code: "500".into(),
-                message: "The e-mail address cannot be found.".into()
-            })
-        );
-        assert!(read_response(b"<html>login</html>").is_err());
-        assert!(read_response(b"not xml").is_err());
     }
 }
