@@ -649,3 +649,84 @@ fn serve_notifies_systemd_and_reports_a_reload_on_sighup() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// `url = "autodiscover"`: `publish` finds the EWS URL through the simulator's SOAP
+/// Autodiscover, keeps it in `autodiscover.json`, uses the kept URL while it is fresh, falls
+/// back to it when a later lookup fails, and fails with every step when there is none.
+#[test]
+fn exchange_url_autodiscover_finds_caches_and_falls_back_to_the_ews_url() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (_sim, ews, _admin) = site_with_sim(d);
+    let config = std::fs::read_to_string(d.join("taskbridge.toml")).expect("config");
+    let ews_url = format!("http://127.0.0.1:{ews}/EWS/Exchange.asmx");
+    assert!(config.contains(&ews_url), "{config}");
+    let with = |autodiscover_url: &str, hours: u64| {
+        let text = config.replace(
+            &format!("url = \"{ews_url}\""),
+            &format!(
+                "url = \"autodiscover\"\nautodiscover_address = \"ann@example.com\"\n\
+                 autodiscover_url = \"{autodiscover_url}\"\nautodiscover_cache_hours = {hours}\n\
+                 autodiscover_timeout_secs = 3"
+            ),
+        );
+        assert_ne!(text, config, "the url line is replaced");
+        std::fs::write(d.join("taskbridge.toml"), text).expect("write config");
+    };
+    let svc = format!("http://127.0.0.1:{ews}/autodiscover/autodiscover.svc");
+    with(&svc, 24);
+    let out = taskbridge(d, &["config", "check"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = taskbridge(d, &["publish", "Harbour Bridge Refit"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cache: Value = serde_json::from_slice(
+        &std::fs::read(d.join("taskbridge-data/autodiscover.json")).expect("cache written"),
+    )
+    .expect("json");
+    assert_eq!(cache["address"], "ann@example.com");
+    assert_eq!(cache["ews_url"], ews_url.as_str());
+    let status = json_of(d, &["status", "--json"]);
+    assert_eq!(status.as_array().map(Vec::len), Some(6), "{status}");
+
+    // Autodiscover unreachable: a fresh cached URL is used without asking.
+    let dead = format!(
+        "http://127.0.0.1:{}/autodiscover/autodiscover.svc",
+        free_port()
+    );
+    with(&dead, 24);
+    let out = taskbridge(d, &["publish", "Harbour Bridge Refit"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("Autodiscover failed"));
+
+    // A stale cache is looked up again; the lookup fails, so the URL found before is used and
+    // the failure is logged.
+    with(&dead, 0);
+    let out = taskbridge(d, &["publish", "Harbour Bridge Refit"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("Autodiscover failed; using the EWS URL it found before"),
+        "{err}"
+    );
+
+    // No URL known and none found: the command fails and lists the step it tried.
+    std::fs::remove_file(d.join("taskbridge-data/autodiscover.json")).expect("remove cache");
+    let out = taskbridge(d, &["publish", "Harbour Bridge Refit"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("exchange.url = \"autodiscover\""), "{err}");
+    assert!(err.contains(&format!("POST {dead} -> ")), "{err}");
+}

@@ -70,12 +70,13 @@ pub struct CheckArgs {
     /// other connection flags are ignored.
     #[arg(long, conflicts_with = "autodiscover")]
     pub url: Option<String>,
-    /// Find the EWS URL of this address by Autodiscover (https://DOMAIN, then
-    /// https://autodiscover.DOMAIN, then a redirect from http://autodiscover.DOMAIN), report
+    /// Find the EWS URL of this address by Autodiscover (SOAP then POX at https://DOMAIN, then
+    /// at https://autodiscover.DOMAIN, then a redirect from http://autodiscover.DOMAIN), report
     /// each step, then check the URL found. Uses the connection flags, like --url.
     #[arg(long, value_name = "ADDRESS")]
     pub autodiscover: Option<String>,
-    /// Start Autodiscover at this URL instead of the standard places (repeatable).
+    /// Start Autodiscover at this URL instead of the standard places (repeatable; a URL ending
+    /// in .svc is asked with SOAP, any other with POX).
     #[arg(long, value_name = "URL", requires = "autodiscover")]
     pub autodiscover_url: Vec<String>,
     /// Time-out of each Autodiscover step, in seconds.

@@ -46,8 +46,19 @@ pub struct RawConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawExchange {
-    /// The EWS endpoint URL.
+    /// The EWS endpoint URL, or `autodiscover` to find it by Autodiscover (see
+    /// `autodiscover_address`).
     pub url: String,
+    /// With `url = "autodiscover"`: the address whose EWS URL is looked up (a mailbox on the
+    /// right site); empty means `user` when that is an address.
+    pub autodiscover_address: String,
+    /// With `url = "autodiscover"`: an Autodiscover URL to ask first (`.svc` for SOAP, `.xml`
+    /// for POX) instead of the standard places.
+    pub autodiscover_url: String,
+    /// With `url = "autodiscover"`: how long a found URL is used before it is looked up again.
+    pub autodiscover_cache_hours: u64,
+    /// With `url = "autodiscover"`: the time-out of each Autodiscover step.
+    pub autodiscover_timeout_secs: u64,
     /// `RequestServerVersion`.
     pub version: String,
     /// `none`, `basic`, `ntlm`, `bearer` or `oauth`.
@@ -93,6 +104,10 @@ impl Default for RawExchange {
         let limits = Limits::default();
         RawExchange {
             url: "http://127.0.0.1:8443/EWS/Exchange.asmx".into(),
+            autodiscover_address: String::new(),
+            autodiscover_url: String::new(),
+            autodiscover_cache_hours: 24,
+            autodiscover_timeout_secs: 10,
             version: "Exchange2013_SP1".into(),
             auth: "basic".into(),
             user: "taskbridge@sim.example".into(),
@@ -549,7 +564,7 @@ pub fn refuse_if_readable_by_others(key: &str, path: &Path) -> Result<(), CliErr
     Ok(())
 }
 
-fn bad(key: &str, reason: impl std::fmt::Display) -> CliError {
+pub(super) fn bad(key: &str, reason: impl std::fmt::Display) -> CliError {
     CliError::Usage(format!("invalid configuration: {key}: {reason}"))
 }
 
@@ -587,10 +602,38 @@ impl RawConfig {
         }
     }
 
-    /// The EWS client settings.
+    /// The EWS client settings. With `url = "autodiscover"` the URL is the one Autodiscover
+    /// found last (`super::autodiscover::refresh` looks it up when the cache is stale).
     pub fn exchange(&self) -> Result<EwsClientConfig, CliError> {
+        let endpoint = if self.exchange.url == super::autodiscover::AUTODISCOVER {
+            super::autodiscover::cached_url(self)?
+        } else {
+            self.exchange.url.clone()
+        };
+        self.exchange_at(endpoint)
+    }
+
+    /// Checks `[exchange]` without talking to Exchange: with `url = "autodiscover"` the URL is
+    /// found when a command starts, so only what Autodiscover needs is checked.
+    pub fn check_exchange(&self) -> Result<(), CliError> {
+        if self.exchange.url == super::autodiscover::AUTODISCOVER {
+            super::autodiscover::address(self)?;
+            self.exchange_for_autodiscover().map(|_| ())
+        } else {
+            self.exchange().map(|_| ())
+        }
+    }
+
+    /// The credentials and TLS settings Autodiscover uses (those of EWS; the URL is a
+    /// placeholder).
+    pub fn exchange_for_autodiscover(&self) -> Result<EwsClientConfig, CliError> {
+        self.exchange_at("https://autodiscover.invalid/EWS/Exchange.asmx".into())
+    }
+
+    /// The EWS client settings with `endpoint` as the URL.
+    fn exchange_at(&self, endpoint: String) -> Result<EwsClientConfig, CliError> {
         let x = &self.exchange;
-        let url = reqwest::Url::parse(&x.url).map_err(|e| bad("exchange.url", e))?;
+        let url = reqwest::Url::parse(&endpoint).map_err(|e| bad("exchange.url", e))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(bad("exchange.url", "must be an http or https URL"));
         }
@@ -678,7 +721,7 @@ impl RawConfig {
                 return Err(bad(key, "must be at least 1"));
             }
         }
-        let mut config = EwsClientConfig::new(x.url.clone(), auth);
+        let mut config = EwsClientConfig::new(endpoint, auth);
         config.allow_plaintext = x.allow_plaintext;
         config.version = version;
         config.tls = TlsConfig {
@@ -743,7 +786,7 @@ impl RawConfig {
 
     /// Validates everything that can be checked without side effects.
     pub fn validate(&self) -> Result<(), CliError> {
-        self.exchange()?;
+        self.check_exchange()?;
         self.field_table()?;
         self.sync()?;
         if self.listener.enabled {

@@ -73,7 +73,7 @@ pub fn problems(raw: &RawConfig) -> Vec<String> {
     };
     // The typed settings (credentials are read here: a password that is neither in its
     // variable nor in its file is a problem).
-    push(raw.exchange().map(|_| ()));
+    push(raw.check_exchange());
     push(raw.field_table().map(|_| ()));
     push(raw.sync().map(|_| ()));
     push(raw.socket("admin.listen", &raw.admin.listen).map(|_| ()));

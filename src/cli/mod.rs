@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 runtime failure (including a run that finished with failed items),
 //! 2 usage or configuration error. Data goes to stdout, messages and progress to stderr.
 
+mod autodiscover;
 mod bench;
 mod check;
 mod config;

@@ -264,6 +264,7 @@ const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Runs `taskbridge serve`; `reload` re-reads the configuration on SIGHUP.
 pub fn run(args: ServeArgs, raw: &RawConfig, reload: Reload) -> anyhow::Result<ExitCode> {
+    super::runtime()?.block_on(super::autodiscover::refresh(raw))?;
     let config = connector_config(raw)?;
     super::config::refuse_if_readable_by_others(
         "admin.token_file",

@@ -24,6 +24,7 @@ pub type CliEngine = Engine<EmbeddedHost, EwsMailboxStore<EwsClient>, SqliteStor
 
 /// Builds the engine from the configuration, over the embedded PM store.
 pub async fn open_engine(raw: &RawConfig) -> anyhow::Result<CliEngine> {
+    super::autodiscover::refresh(raw).await?;
     let host = open_existing_store(&raw.data_dir).await?;
     build_engine(raw, host)
 }
