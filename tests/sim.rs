@@ -2277,6 +2277,88 @@ async fn soap_autodiscover_get_user_settings_finds_the_ews_url_and_reports_unkno
     h.shutdown().await;
 }
 
+/// A name server on a UDP socket that answers the SRV question of `_autodiscover._tcp.<any>`
+/// with one record pointing at `localhost:port`, as a zone publishing the record would.
+async fn srv_name_server(port: u16) -> std::net::SocketAddr {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let q = &buf[..n];
+            if n < 17 {
+                continue;
+            }
+            let mut out = q.to_vec();
+            out[2] = 0x81; // an answer, recursion desired
+            out[3] = 0x80; // recursion available, no error
+            out[6..8].copy_from_slice(&1u16.to_be_bytes());
+            out.extend_from_slice(&[0xc0, 12, 0, 33, 0, 1, 0, 0, 1, 44]);
+            let mut data = vec![0, 0, 0, 100];
+            data.extend_from_slice(&port.to_be_bytes());
+            data.extend_from_slice(b"\x09localhost\x00");
+            out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            out.extend_from_slice(&data);
+            let _ = socket.send_to(&out, from).await;
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn autodiscover_falls_back_to_the_srv_record_when_the_standard_places_fail() {
+    use taskbridge::ews::autodiscover::{AutodiscoverSettings, discover};
+    let tls = FsPath::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    // A mailbox in a domain with no web server: only the SRV record leads to Autodiscover.
+    let mut c = SimConfig::for_tests(&["ann@sim.invalid:ann-pw"]);
+    c.auth = AuthMode::Ntlm;
+    c.tls = Some(sim::TlsFiles {
+        cert: tls.join("server.pem"),
+        key: tls.join("server.key"),
+    });
+    let h = start(c).await;
+    let port = reqwest::Url::parse(&h.url)
+        .expect("url")
+        .port()
+        .expect("port");
+    let dns = srv_name_server(port).await;
+    let mut settings = AutodiscoverSettings::new(Auth::Ntlm {
+        user: "ann@sim.invalid".into(),
+        password: Secret::new("ann-pw"),
+    });
+    settings.tls.extra_ca_file = Some(tls.join("ca.pem"));
+    settings.step_timeout = Duration::from_secs(3);
+    settings.name_servers = vec![dns];
+    let found = discover("ann@sim.invalid", &settings)
+        .await
+        .expect("found through the SRV record");
+    let steps: Vec<String> = found
+        .attempts
+        .iter()
+        .map(|a| format!("{} {} -> {}", a.method, a.url, a.result))
+        .collect();
+    assert_eq!(
+        found.ews_url,
+        format!("https://localhost:{port}/EWS/Exchange.asmx"),
+        "{steps:#?}"
+    );
+    assert_eq!(steps.len(), 7, "{steps:#?}");
+    assert_eq!(
+        steps[5],
+        format!("SRV _autodiscover._tcp.sim.invalid -> points to localhost:{port}"),
+        "{steps:#?}"
+    );
+    assert!(
+        steps[6].starts_with(&format!(
+            "POST https://localhost:{port}/autodiscover/autodiscover.svc -> EWS URL"
+        )),
+        "{steps:#?}"
+    );
+    h.shutdown().await;
+}
+
 #[tokio::test]
 async fn check_with_autodiscover_reports_each_step_and_checks_the_url_it_found() {
     let h = start_extended_protection(sim::ExtendedProtection::Require).await;

@@ -304,6 +304,7 @@ pub fn run(
             tls: config.tls.clone(),
             step_timeout: Duration::from_secs(args.autodiscover_timeout.max(1)),
             start_urls: args.autodiscover_url.clone(),
+            name_servers: Vec::new(),
         };
         match runtime.block_on(discover(address, &settings)) {
             Ok(found) => {

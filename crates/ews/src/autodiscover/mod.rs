@@ -11,7 +11,9 @@
 //! 1. `https://<domain>/autodiscover/autodiscover.svc` (SOAP), then `.../autodiscover.xml` (POX);
 //! 2. `https://autodiscover.<domain>/autodiscover/autodiscover.svc`, then `.../autodiscover.xml`;
 //! 3. `http://autodiscover.<domain>/autodiscover/autodiscover.xml` (GET, no credentials): only a
-//!    redirect to an `https` URL is taken, which is then POSTed to.
+//!    redirect to an `https` URL is taken, which is then POSTed to;
+//! 4. the DNS SRV record `_autodiscover._tcp.<domain>` ([`dns`]): its targets, best first, with
+//!    SOAP then POX at `https://<target>[:<port>]/autodiscover/`.
 //!
 //! A server may redirect to another URL (HTTP 302, POX `redirectUrl`, SOAP `RedirectUrl`) or to
 //! another address (POX `redirectAddr`, SOAP `RedirectAddress`, which starts over with that
@@ -20,6 +22,7 @@
 //! time-out, so one dead host (the classic time-out in a large forest) costs that time-out and
 //! no more; each step is reported.
 
+pub mod dns;
 pub mod pox;
 pub mod soap;
 
@@ -52,6 +55,8 @@ pub struct AutodiscoverSettings {
     /// Where to start instead of the standard places (a known Autodiscover URL); empty for the
     /// standard order.
     pub start_urls: Vec<String>,
+    /// The name servers asked for the SRV record; empty for those of `/etc/resolv.conf`.
+    pub name_servers: Vec<std::net::SocketAddr>,
 }
 
 impl AutodiscoverSettings {
@@ -62,6 +67,7 @@ impl AutodiscoverSettings {
             tls: TlsConfig::default(),
             step_timeout: Duration::from_secs(10),
             start_urls: Vec::new(),
+            name_servers: Vec::new(),
         }
     }
 }
@@ -127,6 +133,8 @@ enum Place {
     Post(String),
     /// GET here without credentials, for a redirect to https.
     RedirectProbe(String),
+    /// Look up the SRV record of this domain.
+    Srv(String),
 }
 
 /// The standard places for `domain`, in order.
@@ -143,6 +151,7 @@ fn places(domain: &str) -> Vec<Place> {
         Place::RedirectProbe(format!(
             "http://autodiscover.{domain}/autodiscover/autodiscover.xml"
         )),
+        Place::Srv(domain.to_string()),
     ]
 }
 
@@ -237,6 +246,43 @@ pub async fn discover(
         }
         let soap = matches!(place, Place::Soap(_));
         match place {
+            Place::Srv(domain) => {
+                let name = format!("_autodiscover._tcp.{domain}");
+                let servers = if settings.name_servers.is_empty() {
+                    dns::system_name_servers()
+                } else {
+                    settings.name_servers.clone()
+                };
+                let result = match dns::lookup_srv(&name, &servers, settings.step_timeout).await {
+                    Err(e) => bounded(&format!("no answer: {e}")),
+                    Ok(targets) if targets.is_empty() => "no SRV record".to_string(),
+                    Ok(targets) => {
+                        redirects += 1;
+                        let mut found = Vec::new();
+                        for t in targets.iter().rev() {
+                            let host = if t.port == 443 {
+                                t.target.clone()
+                            } else {
+                                format!("{}:{}", t.target, t.port)
+                            };
+                            queue.push_front(Place::Post(format!(
+                                "https://{host}/autodiscover/autodiscover.xml"
+                            )));
+                            queue.push_front(Place::Soap(format!(
+                                "https://{host}/autodiscover/autodiscover.svc"
+                            )));
+                            found.push(host);
+                        }
+                        found.reverse();
+                        bounded(&format!("points to {}", found.join(", ")))
+                    }
+                };
+                attempts.push(Attempt {
+                    method: "SRV",
+                    url: name,
+                    result,
+                });
+            }
             Place::RedirectProbe(url) => {
                 let result =
                     match tokio::time::timeout(settings.step_timeout, probe.get(&url).send()).await
@@ -429,6 +475,7 @@ mod tests {
                 Place::RedirectProbe(
                     "http://autodiscover.contoso.com/autodiscover/autodiscover.xml".into()
                 ),
+                Place::Srv("contoso.com".into()),
             ]
         );
     }
