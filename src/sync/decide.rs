@@ -11,6 +11,18 @@ use serde::{Deserialize, Serialize};
 use crate::mapping::{Direction, FieldTable, MailField, MailValues};
 use crate::state::{Baseline, DecisionRule, Side};
 
+/// How the decide step treats an item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Decide field by field against the baseline.
+    Normal,
+    /// The item was found tagged after a crash: what it held when created is unknown, so
+    /// every field the two sides disagree on is decided by the policy.
+    Adopt,
+    /// The status manager rejected the mailbox's values: restore the PM values everywhere.
+    Restore,
+}
+
 /// What to do when both sides changed a field since the last sync.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -1,6 +1,6 @@
 //! The engine's shared parts: who it talks to, per-mailbox locks, project views, metrics.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,7 +15,7 @@ use crate::pm::{
     Assignment, AssignmentField, AssignmentKey, AssignmentUid, HostError, PmHost, Project,
     ProjectGuid, ResourceUid, SyncUnit, TaskUid,
 };
-use crate::state::{MailboxAddress, StateError, StateStore};
+use crate::state::{JournalEntry, MailboxAddress, StateError, StateStore, WriteKind};
 
 /// Errors that stop a whole operation (item failures are counted in reports instead).
 #[derive(Debug, thiserror::Error)]
@@ -344,6 +344,30 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             Arc::clone(map.entry(mailbox.clone()).or_default())
         };
         lock.lock_owned().await
+    }
+
+    /// Records in the journal that writes of `kind` to the items of `keys` are about to be
+    /// sent (each key once), so that a crash before their commit is resumed; returns the
+    /// entries the commit of their outcome closes.
+    pub(crate) async fn open_journal(
+        &self,
+        mailbox: &MailboxAddress,
+        keys: impl Iterator<Item = AssignmentKey>,
+        kind: WriteKind,
+    ) -> Result<Vec<i64>, SyncError> {
+        let at = Utc::now();
+        let mut seen = HashSet::new();
+        let entries = keys
+            .filter(|k| seen.insert(*k))
+            .map(|key| JournalEntry {
+                id: 0,
+                mailbox: mailbox.clone(),
+                key,
+                kind,
+                at,
+            })
+            .collect();
+        Ok(self.inner.state.open_journal(entries).await?)
     }
 
     /// Loads a project and indexes it.

@@ -14,14 +14,13 @@ use chrono::Utc;
 use tracing::{debug, info, instrument, warn};
 
 use super::config::DeletedTaskRule;
-use super::decide::{Verdict, decide, status_note_changed};
+use super::decide::{Mode, Verdict, decide, status_note_changed};
 use super::engine::{
     Engine, Metrics, ProjectCache, SyncError, copy_field, field_text, pm_modified,
 };
 use super::mailbox::{
     FetchRequest, ItemFailure, ItemWrite, MailboxError, MailboxItem, MailboxStore,
 };
-use super::publish::{item_error, journal_entries};
 use super::report::InboundReport;
 use crate::mapping::{MailField, MailValues, changed_fields, owner_zone};
 use crate::pm::{
@@ -32,18 +31,6 @@ use crate::state::{
     AssignmentState, AuditRecord, Baseline, Commit, DecisionRule, MailboxAddress, MailboxState,
     Side, StateStore, SyncStatus, WriteKind,
 };
-
-/// How an item is handled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Mode {
-    /// Decide field by field against the baseline.
-    Normal,
-    /// The item was found tagged after a crash: what it held when created is unknown, so
-    /// every field the two sides disagree on is decided by the policy.
-    Adopt,
-    /// The status manager rejected the mailbox's values: restore the PM values everywhere.
-    Restore,
-}
 
 impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     /// The mailbox's state, with its Tasks folder resolved on first use.
@@ -286,10 +273,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 Ok(r) => r,
                 Err(e) => {
                     for r in chunk {
-                        report.failed += 1;
-                        report
-                            .errors
-                            .push(item_error(&r.key, mailbox, &e.to_string()));
+                        report.fail(r.key, mailbox, &e);
                     }
                     continue;
                 }
@@ -304,10 +288,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                         self.item_deleted(mailbox, row.clone(), report).await?
                     }
                     Err(f) => {
-                        report.failed += 1;
-                        report
-                            .errors
-                            .push(item_error(&row.key, mailbox, &f.to_string()));
+                        report.fail(row.key, mailbox, &f);
                     }
                 }
             }
@@ -619,13 +600,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             let mut journal = Vec::new();
             if !table.updates(&mail, &target).is_empty() {
                 journal = self
-                    .inner
-                    .state
-                    .open_journal(journal_entries(
-                        mailbox,
-                        std::iter::once(row.key),
-                        WriteKind::Update,
-                    ))
+                    .open_journal(mailbox, std::iter::once(row.key), WriteKind::Update)
                     .await?;
                 let write = ItemWrite {
                     key: row.key,
@@ -709,10 +684,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                             row.last_sync = Some(now);
                             report.parked += 1;
                         }
-                        report.failed += 1;
-                        report
-                            .errors
-                            .push(item_error(&row.key, mailbox, &f.to_string()));
+                        report.fail(row.key, mailbox, &f);
                         self.inner
                             .state
                             .commit(Commit {
@@ -738,10 +710,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                                 })
                                 .await?;
                         }
-                        report.failed += 1;
-                        report
-                            .errors
-                            .push(item_error(&row.key, mailbox, &e.to_string()));
+                        report.fail(row.key, mailbox, &e);
                         return Ok(());
                     }
                 }

@@ -86,6 +86,8 @@ pub(crate) struct Runtime {
     tx: mpsc::Sender<(MailboxAddress, Notice)>,
     rx: Mutex<Option<mpsc::Receiver<(MailboxAddress, Notice)>>>,
     subscriptions: Arc<RwLock<HashMap<String, MailboxAddress>>>,
+    /// Whether a publish of every project runs ([`Engine::publish_all`]).
+    republishing: AtomicBool,
 }
 
 impl Runtime {
@@ -95,7 +97,24 @@ impl Runtime {
             tx,
             rx: Mutex::new(Some(rx)),
             subscriptions: Arc::default(),
+            republishing: AtomicBool::new(false),
         }
+    }
+}
+
+/// The right to publish every project, held by one [`Engine::publish_all`] at a time; given
+/// back when dropped, also when the publish is cancelled.
+struct RepublishTurn<'a>(&'a AtomicBool);
+
+impl<'a> RepublishTurn<'a> {
+    fn take(flag: &'a AtomicBool) -> Option<Self> {
+        (!flag.swap(true, Ordering::SeqCst)).then_some(RepublishTurn(flag))
+    }
+}
+
+impl Drop for RepublishTurn<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
     }
 }
 
@@ -189,7 +208,6 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         let mut running: HashSet<MailboxAddress> = HashSet::new();
         let mut again: HashSet<MailboxAddress> = HashSet::new();
         let mut last_heard: HashMap<MailboxAddress, Instant> = HashMap::new();
-        let republishing = Arc::new(AtomicBool::new(false));
         let mut tasks: JoinSet<(Option<MailboxAddress>, Result<(), SyncError>)> = JoinSet::new();
         let mut reconcile = tokio::time::interval_at(
             Instant::now() + config.reconcile_interval,
@@ -295,15 +313,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     // Publishing every project again finishes what a publish could not (a
                     // server that was down, a call that failed); an unchanged project sends
                     // nothing. One at a time.
-                    if !republishing.swap(true, Ordering::SeqCst) {
-                        let engine = self.clone();
-                        let flag = Arc::clone(&republishing);
-                        tasks.spawn(async move {
-                            let r = engine.publish_all().await;
-                            flag.store(false, Ordering::SeqCst);
-                            (None, r)
-                        });
-                    }
+                    let engine = self.clone();
+                    tasks.spawn(async move { (None, engine.publish_all().await) });
                 }
                 _ = pull_tick.tick(), if poll_every.is_some() => {
                     let now = Instant::now();
@@ -447,15 +458,22 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             }
             rechecked += rows.len();
             let mut report = crate::sync::InboundReport::default();
-            self.process_rows(&m, rows, super::inbound::Mode::Normal, &mut report)
+            self.process_rows(&m, rows, super::decide::Mode::Normal, &mut report)
                 .await?;
         }
         Ok(rechecked)
     }
 
     /// Publishes every project of the host (subscribing mailboxes that are new), going on
-    /// after a project that fails.
-    async fn publish_all(&self) -> Result<(), SyncError> {
+    /// after a project that fails: what the reconciliation and the connector's start run.
+    ///
+    /// One at a time: while one runs, another call returns at once, since the running one
+    /// publishes the same projects (an unchanged project sends nothing).
+    pub(crate) async fn publish_all(&self) -> Result<(), SyncError> {
+        let Some(_turn) = RepublishTurn::take(&self.inner.runtime.republishing) else {
+            debug!("every project is being published already");
+            return Ok(());
+        };
         for project in self.inner.host.projects().await? {
             match self.publish(project, PublishOptions::default()).await {
                 Ok(report) if report.failed > 0 => {
