@@ -9,9 +9,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::mapping::{Direction, FieldTable, MailField, MailValues};
-use crate::state::{Baseline, DecisionRule, Side};
+use crate::state::{Baseline, DecisionRule, Side, SyncStatus};
 
-/// How the decide step treats an item.
+/// How [`decide_item`] decides an item.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Mode {
     /// Decide field by field against the baseline.
@@ -209,6 +209,175 @@ pub fn status_note_changed(table: &FieldTable, base: &Baseline, mail: &MailValue
         .entry(MailField::PercentComplete)
         .is_some_and(|e| e.direction == Direction::Both)
         && base.values.status_note_changed(mail)
+}
+
+/// One version of an item set against the PM side: what [`decide_item`] decides on.
+#[derive(Clone, Debug)]
+pub(crate) struct ItemSides {
+    /// The owner's zone.
+    pub zone: chrono_tz::Tz,
+    /// What the PM side wants the item to show.
+    pub pm: MailValues,
+    /// What the item shows.
+    pub mail: MailValues,
+    /// What both sides agreed on at the last sync (the PM's values for an item never synced).
+    pub base: Baseline,
+    /// When the mailbox last changed the item.
+    pub mail_modified: Option<DateTime<Utc>>,
+}
+
+/// What deciding one item gave: which fields go where, and what the audit records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ItemDecision {
+    /// The decisions the audit records: those that change something, without a conflict
+    /// already open on its field or a field held for a pending update.
+    pub audited: Vec<FieldDecision>,
+    /// How many fields both sides changed (decided by the policy or kept for a person).
+    pub by_policy: usize,
+    /// The mailbox changed the status note since the baseline (it goes with the status update).
+    pub note_changed: bool,
+    /// The fields the PM side takes from the mailbox, in field order: the status update.
+    pub take: Vec<MailField>,
+    /// Fields of the pending update still held: neither submitted again nor overwritten until
+    /// it is decided. Empty when a new update supersedes it (`take` carries them then).
+    pub held: Vec<MailField>,
+    /// Fields in conflict, kept as each side has them until a person decides.
+    pub conflicts: Vec<MailField>,
+}
+
+impl ItemDecision {
+    /// What the item keeps of its own: conflicts and held fields.
+    pub fn kept(&self) -> Vec<MailField> {
+        self.conflicts.iter().chain(&self.held).copied().collect()
+    }
+}
+
+/// Decides one item (step "decide"): each field by [`decide`] (or as `mode` says), the status
+/// note on its own, and what follows from the item's sync status: a conflict already open is not
+/// audited again, and the fields of an update waiting for approval are held while their mailbox
+/// value is still the one submitted.
+pub(crate) fn decide_item(
+    table: &FieldTable,
+    mode: Mode,
+    status: &SyncStatus,
+    sides: &ItemSides,
+    pm_modified: impl Fn(MailField) -> Option<DateTime<Utc>>,
+    policy: Policy,
+    clock_skew: chrono::Duration,
+) -> ItemDecision {
+    let ItemSides { pm, mail, base, .. } = sides;
+    // The status note is the mailbox's alone: decided once, against the baseline.
+    let note_changed = mode != Mode::Restore && status_note_changed(table, base, mail);
+    let decisions: Vec<FieldDecision> = match mode {
+        Mode::Normal => decide(
+            table,
+            base,
+            pm,
+            mail,
+            sides.mail_modified,
+            pm_modified,
+            policy,
+            clock_skew,
+        ),
+        // Nothing is known of what a taken-over item held when it was created, nor of who
+        // changed it since: every field the two sides disagree on is settled by the policy (an
+        // owner's edit after the create is newer than the PM's value); fields they agree on
+        // are kept, without a record.
+        Mode::Adopt => decide(
+            table,
+            &Baseline::new(MailValues::empty(pm.zone)),
+            pm,
+            mail,
+            sides.mail_modified,
+            pm_modified,
+            policy,
+            clock_skew,
+        )
+        .into_iter()
+        .map(|d| match d.verdict {
+            Verdict::Converged => FieldDecision {
+                verdict: Verdict::Keep,
+                rule: None,
+                ..d
+            },
+            _ => d,
+        })
+        .collect(),
+        // Restored items take the PM values in every field.
+        Mode::Restore => table
+            .entries()
+            .iter()
+            .map(|e| FieldDecision {
+                field: e.field,
+                verdict: if pm.encode_field(e.field) == mail.encode_field(e.field) {
+                    Verdict::Keep
+                } else {
+                    Verdict::WriteMail
+                },
+                rule: Some(DecisionRule::Rejected),
+                winner: Side::Pm,
+            })
+            .collect(),
+    };
+    let open_conflicts: Vec<MailField> = match status {
+        SyncStatus::Conflict { fields, .. } => fields.clone(),
+        _ => Vec::new(),
+    };
+    let mut held: Vec<MailField> = match status {
+        SyncStatus::PendingApproval { fields, .. } => decisions
+            .iter()
+            .filter(|d| {
+                d.verdict == Verdict::TakeMail
+                    && fields.get(&d.field) == Some(&mail.field_hash(d.field))
+            })
+            .map(|d| d.field)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let audited = decisions
+        .iter()
+        .filter(|d| !(d.verdict == Verdict::Conflict && open_conflicts.contains(&d.field)))
+        .filter(|d| !held.contains(&d.field))
+        .filter(|d| d.rule.is_some() && d.verdict != Verdict::Keep)
+        .copied()
+        .collect();
+    let by_policy = decisions
+        .iter()
+        .filter(|d| {
+            matches!(
+                d.rule,
+                Some(
+                    DecisionRule::NewerWins
+                        | DecisionRule::PmWins
+                        | DecisionRule::MailWins
+                        | DecisionRule::Manual
+                )
+            )
+        })
+        .count();
+    let mut take: Vec<MailField> = decisions
+        .iter()
+        .filter(|d| d.verdict == Verdict::TakeMail && !held.contains(&d.field))
+        .map(|d| d.field)
+        .collect();
+    if !take.is_empty() && !held.is_empty() {
+        // A new update supersedes the pending one: it carries the held fields too.
+        take.append(&mut held);
+        take.sort_by_key(|f| MailField::ALL.iter().position(|x| x == f));
+    }
+    let conflicts = decisions
+        .iter()
+        .filter(|d| d.verdict == Verdict::Conflict)
+        .map(|d| d.field)
+        .collect();
+    ItemDecision {
+        audited,
+        by_policy,
+        note_changed,
+        take,
+        held,
+        conflicts,
+    }
 }
 
 #[cfg(test)]
