@@ -1,9 +1,11 @@
-//! Deciding, field by field, which side's value stands (claim step "determining whether the
-//! received task attributes ... are newer").
+//! Step decide of the list in the [`sync`](super) module doc: which side's value stands, field
+//! by field.
 //!
 //! Pure and table-tested. For each mapped field, the baseline (last-synced value), the PM
-//! side's current value and the mailbox's current value give one [`FieldDecision`]; the
-//! executor then acts on the whole list.
+//! side's current value and the mailbox's current value give one [`FieldDecision`]
+//! ([`decide`]); `decide_item` adds what follows for the whole item (the status note, fields
+//! held for a pending update, conflicts already open, what to audit), and the engine acts on
+//! it.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,5 @@
-//! The engine's shared parts: who it talks to, per-mailbox locks, project views, metrics.
+//! The engine's shared parts: who it talks to, per-mailbox locks, project views, metrics, the
+//! journal of intended writes.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,12 +1,14 @@
-//! Changes made in mailboxes (claim steps "receiving a notification", "requesting the task
-//! attributes", "determining whether they are newer", "replacing" them "via a task status
-//! update", and "mapping" the result back).
+//! Changes made in mailboxes: the steps request, decide, audit, status update, write back and
+//! settle of the list in the [`sync`](super) module doc.
 //!
-//! A mailbox pass asks SyncFolderItems what changed since the last pass, skips items whose
-//! change key is the one taskbridge last wrote or read (its own writes, never echoed), reads the
-//! others with GetItem, decides each field against the baseline, submits the mailbox's newer
-//! values to the PM host as one status update per item, and writes the PM's resulting values
-//! back.
+//! A mailbox pass (request: [`Engine::sync_mailbox`]) asks SyncFolderItems what changed since
+//! the last pass, skips items whose change key is the one taskbridge last wrote or read (its own
+//! writes, never echoed), and reads the others with GetItem (`process_rows`). Each item then
+//! goes through `apply_item`: decide (`decide_item`), audit (`audit`), status update
+//! (`submit_status_update`: the mailbox's newer values go to the PM host as one task status
+//! update), write back (`write_back`: the PM's resulting values go to the item) and settle
+//! (`settle`: one commit of what the round left). A write back that meets a stale change key
+//! reads the item again (`reread`) and goes through the steps again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -971,7 +973,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         Ok(())
     }
 
-    /// The PM side decided a pending status update: map the resulting values back.
+    /// The PM side decided a pending status update: step write back (see the [`sync`](super)
+    /// module doc) for its resulting values, or the PM values restored after a rejection.
     #[instrument(skip_all, fields(key = %key))]
     pub async fn map_back(
         &self,

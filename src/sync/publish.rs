@@ -1,6 +1,7 @@
-//! Publishing a project (claim steps "publishing", "mapping" and "sending task data"): create
-//! the tasks of new assignments, update only the fields the plan changed, delete the tasks of
-//! assignments that left the project.
+//! Step publish of the list in the [`sync`](super) module doc: create the tasks of new
+//! assignments, update only the fields the plan changed, delete the tasks of assignments that
+//! left the project. An item found changed in its mailbox meanwhile (a stale change key) goes
+//! through the request and decide steps like a notified one.
 
 use std::collections::{BTreeMap, HashMap};
 
