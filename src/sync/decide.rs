@@ -656,4 +656,153 @@ mod tests {
         assert_eq!("pm-wins".parse::<Policy>(), Ok(Policy::PmWins));
         assert!("newest".parse::<Policy>().is_err());
     }
+
+    fn pct(p: u8) -> Option<crate::pm::Percent> {
+        Some(crate::pm::Percent::new(p).unwrap())
+    }
+
+    /// An item whose baseline and PM side show 0 % and 2 h of actual work, and whose mailbox
+    /// shows `percent` and `actual` (minutes).
+    fn sides(percent: u8, actual: i32) -> ItemSides {
+        let mut pm = MailValues::empty(chrono_tz::UTC);
+        pm.subject = Some("Design".into());
+        pm.percent_complete = pct(0);
+        pm.actual_work = Some(120);
+        let mut mail = pm.clone();
+        mail.percent_complete = pct(percent);
+        mail.actual_work = Some(actual);
+        ItemSides {
+            zone: chrono_tz::UTC,
+            base: Baseline::new(pm.clone()),
+            pm,
+            mail,
+            mail_modified: t(10),
+        }
+    }
+
+    fn item(mode: Mode, status: &SyncStatus, sides: &ItemSides, policy: Policy) -> ItemDecision {
+        decide_item(
+            &FieldTable::default(),
+            mode,
+            status,
+            sides,
+            |_| t(9),
+            policy,
+            chrono::Duration::zero(),
+        )
+    }
+
+    fn pending(fields: &[(MailField, &MailValues)]) -> SyncStatus {
+        SyncStatus::PendingApproval {
+            update: crate::pm::StatusUpdateId("u1".into()),
+            observed: crate::mapping::ValueHash([0; 32]),
+            fields: fields.iter().map(|(f, v)| (*f, v.field_hash(*f))).collect(),
+        }
+    }
+
+    #[test]
+    fn decide_item_reported_progress_is_taken_and_audited() {
+        let s = sides(50, 120);
+        let d = item(Mode::Normal, &SyncStatus::Synced, &s, Policy::NewerWins);
+        assert_eq!(d.take, vec![MailField::PercentComplete]);
+        assert_eq!(d.audited.len(), 1);
+        assert_eq!(d.audited[0].rule, Some(DecisionRule::MailOnly));
+        assert!(d.held.is_empty() && d.conflicts.is_empty() && !d.note_changed);
+        assert_eq!(d.by_policy, 0);
+    }
+
+    #[test]
+    fn decide_item_pending_field_still_as_submitted_is_held_not_audited() {
+        let s = sides(50, 120);
+        let status = pending(&[(MailField::PercentComplete, &s.mail)]);
+        let d = item(Mode::Normal, &status, &s, Policy::NewerWins);
+        assert_eq!(d.held, vec![MailField::PercentComplete]);
+        assert!(d.take.is_empty());
+        assert!(d.audited.is_empty());
+        assert_eq!(d.kept(), vec![MailField::PercentComplete]);
+    }
+
+    #[test]
+    fn decide_item_pending_field_edited_again_is_submitted_again() {
+        let s = sides(50, 120);
+        let submitted = sides(30, 120).mail;
+        let status = pending(&[(MailField::PercentComplete, &submitted)]);
+        let d = item(Mode::Normal, &status, &s, Policy::NewerWins);
+        assert!(d.held.is_empty());
+        assert_eq!(d.take, vec![MailField::PercentComplete]);
+        assert_eq!(d.audited.len(), 1);
+    }
+
+    #[test]
+    fn decide_item_new_edit_supersedes_the_pending_update_with_its_fields() {
+        let s = sides(50, 300);
+        let status = pending(&[(MailField::PercentComplete, &s.mail)]);
+        let d = item(Mode::Normal, &status, &s, Policy::NewerWins);
+        // The new update carries the held field too, in field order; nothing stays held.
+        assert_eq!(
+            d.take,
+            vec![MailField::ActualWork, MailField::PercentComplete]
+        );
+        assert!(d.held.is_empty());
+        // Only the new edit is audited: the held one was when it was submitted.
+        assert_eq!(d.audited.len(), 1);
+        assert_eq!(d.audited[0].field, MailField::ActualWork);
+    }
+
+    #[test]
+    fn decide_item_open_conflict_is_kept_and_not_audited_again() {
+        let mut s = sides(50, 120);
+        s.pm.percent_complete = pct(70);
+        let fresh = item(Mode::Normal, &SyncStatus::Synced, &s, Policy::Manual);
+        assert_eq!(fresh.conflicts, vec![MailField::PercentComplete]);
+        assert_eq!(fresh.audited.len(), 1);
+        assert_eq!(fresh.by_policy, 1);
+        let open = SyncStatus::Conflict {
+            fields: vec![MailField::PercentComplete],
+            since: t(8),
+            mail: None,
+        };
+        let again = item(Mode::Normal, &open, &s, Policy::Manual);
+        assert_eq!(again.conflicts, vec![MailField::PercentComplete]);
+        assert!(again.audited.is_empty());
+        assert!(again.take.is_empty());
+        assert_eq!(again.kept(), vec![MailField::PercentComplete]);
+    }
+
+    #[test]
+    fn decide_item_status_note_alone_is_a_note_change_not_a_percent_change() {
+        let mut s = sides(0, 120);
+        s.mail.status_note = Some(crate::mapping::StatusNote::Deferred);
+        let d = item(Mode::Normal, &SyncStatus::Synced, &s, Policy::NewerWins);
+        assert!(d.note_changed);
+        assert!(d.take.is_empty());
+        assert!(d.audited.is_empty());
+    }
+
+    #[test]
+    fn decide_item_restore_writes_every_differing_field_and_ignores_the_note() {
+        let mut s = sides(50, 120);
+        s.mail.status_note = Some(crate::mapping::StatusNote::Deferred);
+        let d = item(Mode::Restore, &SyncStatus::Synced, &s, Policy::MailWins);
+        assert!(!d.note_changed);
+        assert!(d.take.is_empty());
+        assert_eq!(d.audited.len(), 1);
+        assert_eq!(d.audited[0].field, MailField::PercentComplete);
+        assert_eq!(d.audited[0].verdict, Verdict::WriteMail);
+        assert_eq!(d.audited[0].rule, Some(DecisionRule::Rejected));
+    }
+
+    #[test]
+    fn decide_item_adopted_item_is_decided_by_the_policy_where_the_sides_differ() {
+        let s = sides(50, 120);
+        let d = item(Mode::Adopt, &SyncStatus::Synced, &s, Policy::NewerWins);
+        // The mailbox's edit (10:00) is newer than the plan's (9:00); fields both sides agree
+        // on are kept without a record.
+        assert_eq!(d.take, vec![MailField::PercentComplete]);
+        assert_eq!(d.audited.len(), 1);
+        assert_eq!(d.audited[0].rule, Some(DecisionRule::NewerWins));
+        let pm_newer = item(Mode::Adopt, &SyncStatus::Synced, &s, Policy::PmWins);
+        assert!(pm_newer.take.is_empty());
+        assert_eq!(pm_newer.audited[0].verdict, Verdict::WriteMail);
+    }
 }

@@ -2,7 +2,7 @@
 //! journal of intended writes.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,6 +11,8 @@ use chrono_tz::Tz;
 
 use super::config::SyncConfig;
 use super::mailbox::{MailboxError, MailboxStore};
+use super::metrics::Metrics;
+use super::notify::Runtime;
 use crate::mapping::{FieldTable, MailField, MailValues, owner_zone};
 use crate::pm::{
     Assignment, AssignmentField, AssignmentKey, AssignmentUid, HostError, PmHost, Project,
@@ -48,39 +50,6 @@ impl SyncError {
             mailbox: mailbox.to_string(),
             source,
         }
-    }
-}
-
-/// Counters for `/metrics`.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    /// Push notifications received for known subscriptions.
-    pub notifications: AtomicU64,
-    /// Mailbox syncs queued by notifications.
-    pub events_queued: AtomicU64,
-    /// Status updates applied on the PM side.
-    pub updates_applied: AtomicU64,
-    /// Status updates waiting for approval.
-    pub updates_pending: AtomicU64,
-    /// Status updates rejected.
-    pub updates_rejected: AtomicU64,
-    /// Conflicts decided by policy or kept for a person.
-    pub conflicts: AtomicU64,
-    /// Items created.
-    pub created: AtomicU64,
-    /// Items updated.
-    pub written: AtomicU64,
-    /// Items deleted.
-    pub deleted: AtomicU64,
-    /// Items parked after repeated failures.
-    pub parked: AtomicU64,
-    /// Reconciliation passes.
-    pub reconciles: AtomicU64,
-}
-
-impl Metrics {
-    pub(crate) fn add(counter: &AtomicU64, n: usize) {
-        counter.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
 
@@ -267,7 +236,9 @@ pub(crate) struct Inner<H, M, S> {
     pub config: SyncConfig,
     pub metrics: Arc<Metrics>,
     /// Notification queue and subscription map.
-    pub runtime: super::run::Runtime,
+    pub runtime: Runtime,
+    /// Whether a publish of every project runs (`Engine::publish_all`: one at a time).
+    pub republishing: AtomicBool,
     /// One lock per mailbox: publish, inbound changes and mapping back never work on the same
     /// mailbox at once. A std mutex guards the map (held only to look up or insert).
     locks: Mutex<HashMap<MailboxAddress, Arc<tokio::sync::Mutex<()>>>>,
@@ -287,7 +258,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 table: Arc::new(table),
                 config: config.clone(),
                 metrics: Arc::new(Metrics::default()),
-                runtime: super::run::Runtime::new(config.queue_capacity),
+                runtime: Runtime::new(config.queue_capacity),
+                republishing: AtomicBool::new(false),
                 locks: Mutex::new(HashMap::new()),
                 debounce: Mutex::new((config.debounce, config.max_debounce)),
             }),

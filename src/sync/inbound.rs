@@ -19,11 +19,12 @@ use tracing::{debug, info, instrument, warn};
 use super::config::DeletedTaskRule;
 use super::decide::{ItemDecision, ItemSides, Mode, decide_item};
 use super::engine::{
-    Engine, Metrics, ProjectCache, ProjectView, SyncError, copy_field, field_text, pm_modified,
+    Engine, ProjectCache, ProjectView, SyncError, copy_field, field_text, pm_modified,
 };
 use super::mailbox::{
     FetchRequest, ItemFailure, ItemWrite, MailboxError, MailboxItem, MailboxStore,
 };
+use super::metrics::Metrics;
 use super::report::InboundReport;
 use crate::mapping::{FieldTable, MailField, MailValues, changed_fields, owner_zone};
 use crate::pm::{

@@ -10,8 +10,9 @@ use futures::StreamExt;
 use tracing::{debug, info, instrument, warn};
 
 use super::decide::Mode;
-use super::engine::{Engine, Metrics, ProjectView, SyncError, copy_field, pm_modified};
+use super::engine::{Engine, ProjectView, SyncError, copy_field, pm_modified};
 use super::mailbox::{ItemFailure, ItemWrite, MailboxError, MailboxStore};
+use super::metrics::Metrics;
 use super::report::{InboundReport, PublishReport};
 use crate::mapping::{MailField, MailValues, changed_fields};
 use crate::pm::{AssignmentKey, PmHost, ProjectGuid};

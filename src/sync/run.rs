@@ -3,107 +3,25 @@
 //! `scheduler.rs`); host events; reconciliation (every mailbox read, every project published
 //! again); subscriptions kept alive.
 
-use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::config::SyncConfig;
-use super::engine::{Engine, Metrics, SyncError};
+use super::engine::{Engine, SyncError};
 use super::mailbox::{Delivery, MailboxError, MailboxStore};
+use super::metrics::Metrics;
+use super::notify::{Notice, NotificationSink};
 use super::publish::PublishOptions;
 use super::scheduler::Scheduler;
 use crate::pm::{HostEvent, PmHost};
 use crate::state::{MailboxAddress, StateStore, SyncStatus};
-
-/// A notification, in engine terms: which subscription, up to which watermark, about which
-/// items.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Notice {
-    /// The subscription it came on.
-    pub subscription_id: String,
-    /// The last watermark in it.
-    pub watermark: Option<String>,
-    /// Items created, changed, moved or deleted (empty for a status notification).
-    pub item_ids: Vec<String>,
-}
-
-/// What the listener should answer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NotificationOutcome {
-    /// Queued (or a status notification noted): answer OK.
-    Accepted,
-    /// Not a subscription of ours: answer Unsubscribe.
-    UnknownSubscription,
-    /// The queue is full: answer an HTTP error so that Exchange retries later.
-    QueueFull,
-}
-
-/// Where the listener hands notifications to the engine. Cheap to clone.
-#[derive(Clone)]
-pub struct NotificationSink {
-    tx: mpsc::Sender<(MailboxAddress, Notice)>,
-    subscriptions: Arc<RwLock<HashMap<String, MailboxAddress>>>,
-    metrics: Arc<Metrics>,
-}
-
-impl NotificationSink {
-    /// Whether a subscription id is one of ours.
-    pub fn knows(&self, subscription_id: &str) -> bool {
-        self.subscriptions
-            .read()
-            .expect("subscription map poisoned")
-            .contains_key(subscription_id)
-    }
-
-    /// Hands a notification over without waiting.
-    pub fn deliver(&self, notice: Notice) -> NotificationOutcome {
-        let mailbox = self
-            .subscriptions
-            .read()
-            .expect("subscription map poisoned")
-            .get(&notice.subscription_id)
-            .cloned();
-        let Some(mailbox) = mailbox else {
-            return NotificationOutcome::UnknownSubscription;
-        };
-        Metrics::add(&self.metrics.notifications, 1);
-        match self.tx.try_send((mailbox, notice)) {
-            Ok(()) => {
-                Metrics::add(&self.metrics.events_queued, 1);
-                NotificationOutcome::Accepted
-            }
-            Err(_) => NotificationOutcome::QueueFull,
-        }
-    }
-}
-
-/// The running parts that belong to one engine: the notification queue and the subscriptions.
-pub(crate) struct Runtime {
-    tx: mpsc::Sender<(MailboxAddress, Notice)>,
-    rx: Mutex<Option<mpsc::Receiver<(MailboxAddress, Notice)>>>,
-    subscriptions: Arc<RwLock<HashMap<String, MailboxAddress>>>,
-    /// Whether a publish of every project runs ([`Engine::publish_all`]).
-    republishing: AtomicBool,
-}
-
-impl Runtime {
-    pub(crate) fn new(capacity: usize) -> Self {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        Runtime {
-            tx,
-            rx: Mutex::new(Some(rx)),
-            subscriptions: Arc::default(),
-            republishing: AtomicBool::new(false),
-        }
-    }
-}
 
 /// The right to publish every project, held by one [`Engine::publish_all`] at a time; given
 /// back when dropped, also when the publish is cancelled.
@@ -192,22 +110,11 @@ impl Clocks {
 impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     /// The sink the listener delivers notifications to.
     pub fn notification_sink(&self) -> NotificationSink {
-        NotificationSink {
-            tx: self.inner.runtime.tx.clone(),
-            subscriptions: Arc::clone(&self.inner.runtime.subscriptions),
-            metrics: Arc::clone(&self.inner.metrics),
-        }
+        self.inner.runtime.sink(Arc::clone(&self.inner.metrics))
     }
 
     fn remember_subscription(&self, id: &str, mailbox: &MailboxAddress) {
-        let mut map = self
-            .inner
-            .runtime
-            .subscriptions
-            .write()
-            .expect("subscription map poisoned");
-        map.retain(|_, m| m != mailbox);
-        map.insert(id.to_string(), mailbox.clone());
+        self.inner.runtime.remember(id, mailbox);
     }
 
     /// Subscribes every known mailbox that has no live subscription (push when a listener URL
@@ -260,14 +167,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     /// The loop waits for the next event, tells the scheduler (`scheduler.rs`) what happened,
     /// and starts the work it says is due.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), SyncError> {
-        let Some(mut notices) = self
-            .inner
-            .runtime
-            .rx
-            .lock()
-            .expect("runtime lock poisoned")
-            .take()
-        else {
+        let Some(mut notices) = self.inner.runtime.take_queue() else {
             return Ok(()); // already running elsewhere
         };
         let mut host_events = self.inner.host.subscribe();
@@ -506,7 +406,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     /// One at a time: while one runs, another call returns at once, since the running one
     /// publishes the same projects (an unchanged project sends nothing).
     pub(crate) async fn publish_all(&self) -> Result<(), SyncError> {
-        let Some(_turn) = RepublishTurn::take(&self.inner.runtime.republishing) else {
+        let Some(_turn) = RepublishTurn::take(&self.inner.republishing) else {
             debug!("every project is being published already");
             return Ok(());
         };
