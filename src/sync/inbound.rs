@@ -22,7 +22,7 @@ use super::engine::{
     Engine, ProjectCache, ProjectView, SyncError, copy_field, field_text, pm_modified,
 };
 use super::mailbox::{
-    FetchRequest, ItemFailure, ItemWrite, MailboxError, MailboxItem, MailboxStore,
+    ChangedItem, FetchRequest, ItemFailure, ItemWrite, MailboxError, MailboxItem, MailboxStore,
 };
 use super::metrics::Metrics;
 use super::report::InboundReport;
@@ -69,59 +69,17 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         let _guard = self.lock(mailbox).await;
         let state = self.ensure_mailbox(mailbox).await?;
         let mut report = InboundReport::default();
-        // A full pass compares every tracked row with the listing; an incremental one reads
-        // only the rows of the items its pages name, found by the mailbox's item list.
-        let (mut rows, zones) = if state.sync_state.is_none() {
-            let rows = self.tracked_rows(mailbox).await?;
-            let zones: HashMap<String, chrono_tz::Tz> = rows
-                .iter()
-                .filter_map(|(id, r)| Some((id.clone(), r.baseline.as_ref()?.values.zone)))
-                .collect();
-            (Some(rows), zones)
-        } else {
-            let zones = self
-                .inner
-                .state
-                .mailbox_items(mailbox)
-                .await?
-                .into_iter()
-                .filter_map(|i| Some((i.item_id, i.zone?)))
-                .collect();
-            (None, zones)
-        };
+        let (mut rows, zones) = self.pass_rows(mailbox, state.sync_state.is_none()).await?;
         // Items already taken from `rows` (or read one by one): each is handled once per pass.
         let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
-        let mut sync_state = state.sync_state.clone();
-        let mut changed = Vec::new();
-        let mut deleted = Vec::new();
-        let mut rebased = false;
-        loop {
-            match self
-                .inner
-                .mailboxes
-                .changes(mailbox, sync_state.as_deref(), &zones)
-                .await
-            {
-                Ok(page) => {
-                    changed.extend(page.changed);
-                    deleted.extend(page.deleted);
-                    sync_state = Some(page.sync_state);
-                    if !page.more {
-                        break;
-                    }
-                }
-                Err(MailboxError::InvalidSyncState) if !rebased => {
-                    // Start over with a full pass: it lists every item, and items are only
-                    // ever compared, so nothing is duplicated or deleted.
-                    warn!("sync state rejected; re-basing on a full pass");
-                    rebased = true;
-                    sync_state = None;
-                    changed.clear();
-                    deleted.clear();
-                }
-                Err(e) => return Err(SyncError::mailbox(mailbox, e)),
-            }
-        }
+        let Changes {
+            changed,
+            deleted,
+            sync_state,
+            rebased,
+        } = self
+            .list_changes(mailbox, state.sync_state.clone(), &zones)
+            .await?;
         let full_pass = state.sync_state.is_none() || rebased;
         let mut todo = Vec::new();
         for change in changed {
@@ -132,23 +90,9 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 continue; // not ours
             };
             report.examined += 1;
-            let seen = row.item.as_ref().map(|i| i.change_key.as_str());
-            if seen == Some(change.item.change_key.as_str()) {
-                // The version we wrote or read last: our own write is never echoed back,
-                // unless the server merged someone's edit into it (the content says so).
-                let merged = match (&change.values, &row.baseline) {
-                    (Some(values), Some(base)) => {
-                        changed_fields(&base.values, values)
-                            .into_iter()
-                            .any(|f| f != MailField::Body)
-                            || base.values.status_note_changed(values)
-                    }
-                    _ => false,
-                };
-                if !merged {
-                    report.unchanged += 1;
-                    continue;
-                }
+            if is_own_version(&change, &row) {
+                report.unchanged += 1;
+                continue;
             }
             todo.push(row);
         }
@@ -210,11 +154,80 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         Ok(report)
     }
 
-    /// The mailbox's tracked rows, by item id.
-    async fn tracked_rows(
+    /// The rows a pass starts from, and the owner's zone of each item. A full pass compares
+    /// every tracked row with the listing (`Some`); an incremental one reads only the rows of
+    /// the items its pages name, found by the mailbox's item list.
+    async fn pass_rows(
         &self,
         mailbox: &MailboxAddress,
-    ) -> Result<HashMap<String, AssignmentState>, SyncError> {
+        full_pass: bool,
+    ) -> Result<(Option<Rows>, HashMap<String, chrono_tz::Tz>), SyncError> {
+        if full_pass {
+            let rows = self.tracked_rows(mailbox).await?;
+            let zones = rows
+                .iter()
+                .filter_map(|(id, r)| Some((id.clone(), r.baseline.as_ref()?.values.zone)))
+                .collect();
+            return Ok((Some(rows), zones));
+        }
+        let zones = self
+            .inner
+            .state
+            .mailbox_items(mailbox)
+            .await?
+            .into_iter()
+            .filter_map(|i| Some((i.item_id, i.zone?)))
+            .collect();
+        Ok((None, zones))
+    }
+
+    /// Everything SyncFolderItems lists after `sync_state`, page by page. A sync state the
+    /// server rejects is dropped once for a full pass: it lists every item, and items are only
+    /// ever compared, so nothing is duplicated or deleted.
+    async fn list_changes(
+        &self,
+        mailbox: &MailboxAddress,
+        mut sync_state: Option<String>,
+        zones: &HashMap<String, chrono_tz::Tz>,
+    ) -> Result<Changes, SyncError> {
+        let mut changed = Vec::new();
+        let mut deleted = Vec::new();
+        let mut rebased = false;
+        loop {
+            match self
+                .inner
+                .mailboxes
+                .changes(mailbox, sync_state.as_deref(), zones)
+                .await
+            {
+                Ok(page) => {
+                    changed.extend(page.changed);
+                    deleted.extend(page.deleted);
+                    sync_state = Some(page.sync_state);
+                    if !page.more {
+                        break;
+                    }
+                }
+                Err(MailboxError::InvalidSyncState) if !rebased => {
+                    warn!("sync state rejected; re-basing on a full pass");
+                    rebased = true;
+                    sync_state = None;
+                    changed.clear();
+                    deleted.clear();
+                }
+                Err(e) => return Err(SyncError::mailbox(mailbox, e)),
+            }
+        }
+        Ok(Changes {
+            changed,
+            deleted,
+            sync_state,
+            rebased,
+        })
+    }
+
+    /// The mailbox's tracked rows, by item id.
+    async fn tracked_rows(&self, mailbox: &MailboxAddress) -> Result<Rows, SyncError> {
         Ok(self
             .inner
             .state
@@ -230,7 +243,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     async fn take_row(
         &self,
         mailbox: &MailboxAddress,
-        rows: &mut Option<HashMap<String, AssignmentState>>,
+        rows: &mut Option<Rows>,
         seen: &mut std::collections::HashSet<String>,
         item_id: &str,
     ) -> Result<Option<AssignmentState>, SyncError> {
@@ -1029,6 +1042,39 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             .await?;
         Ok(report)
     }
+}
+
+/// A mailbox's tracked rows, by item id.
+type Rows = HashMap<String, AssignmentState>;
+
+/// What a mailbox's change pages listed.
+struct Changes {
+    changed: Vec<ChangedItem>,
+    /// Ids of items deleted.
+    deleted: Vec<String>,
+    /// The state the next pass resumes from.
+    sync_state: Option<String>,
+    /// The stored sync state was rejected: these are the pages of a full pass.
+    rebased: bool,
+}
+
+/// Whether a listed change is the version taskbridge wrote or read last: its own write is
+/// never echoed back, unless the server merged someone's edit into it (the content says so).
+fn is_own_version(change: &ChangedItem, row: &AssignmentState) -> bool {
+    let known = row.item.as_ref().map(|i| i.change_key.as_str());
+    if known != Some(change.item.change_key.as_str()) {
+        return false;
+    }
+    let merged = match (&change.values, &row.baseline) {
+        (Some(values), Some(base)) => {
+            changed_fields(&base.values, values)
+                .into_iter()
+                .any(|f| f != MailField::Body)
+                || base.values.status_note_changed(values)
+        }
+        _ => false,
+    };
+    !merged
 }
 
 /// What the steps of one item share with the pass that reads it.
