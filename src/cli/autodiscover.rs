@@ -9,84 +9,12 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::Utc;
 use tracing::{info, warn};
 
 use taskbridge::ews::autodiscover::{AutodiscoverSettings, discover};
 
-use super::CliError;
-use super::config::{RawConfig, bad};
-
-/// The value of `exchange.url` that asks for Autodiscover.
-pub const AUTODISCOVER: &str = "autodiscover";
-/// The cache file, in the data directory.
-pub const CACHE_FILE: &str = "autodiscover.json";
-
-/// What the cache holds.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-struct Found {
-    /// The address looked up.
-    address: String,
-    /// The EWS URL found.
-    ews_url: String,
-    /// When.
-    found_at: DateTime<Utc>,
-}
-
-/// The address whose EWS URL is looked up.
-pub fn address(raw: &RawConfig) -> Result<String, CliError> {
-    let x = &raw.exchange;
-    let address = if x.autodiscover_address.trim().is_empty() {
-        x.user.trim()
-    } else {
-        x.autodiscover_address.trim()
-    };
-    if address.contains('@') && !address.starts_with('@') && !address.ends_with('@') {
-        Ok(address.to_string())
-    } else {
-        Err(bad(
-            "exchange.autodiscover_address",
-            "url = \"autodiscover\" needs an e-mail address to look up: set \
-             autodiscover_address (or a user of the form name@domain)",
-        ))
-    }
-}
-
-fn read_cache(raw: &RawConfig) -> Result<Option<Found>, CliError> {
-    let path = raw.data_path(CACHE_FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            bad(
-                "exchange.url",
-                format!(
-                    "{} is damaged ({e}): delete it to look the URL up again",
-                    path.display()
-                ),
-            )
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(bad(
-            "exchange.url",
-            format!("cannot read {}: {e}", path.display()),
-        )),
-    }
-}
-
-/// The EWS URL Autodiscover found last for the configured address.
-pub fn cached_url(raw: &RawConfig) -> Result<String, CliError> {
-    let address = address(raw)?;
-    match read_cache(raw)? {
-        Some(found) if found.address.eq_ignore_ascii_case(&address) => Ok(found.ews_url),
-        _ => Err(bad(
-            "exchange.url",
-            format!(
-                "Autodiscover has not found an EWS URL for {address} yet: run `taskbridge \
-                 check --autodiscover {address}` to see each step"
-            ),
-        )),
-    }
-}
+use super::config::{AUTODISCOVER, AutodiscoverFound, CACHE_FILE, RawConfig};
 
 /// Looks the EWS URL up when the configuration asks for Autodiscover and the cache is missing,
 /// stale or for another address. Returns the URL used, if Autodiscover is configured.
@@ -96,10 +24,10 @@ pub async fn refresh(raw: &RawConfig) -> anyhow::Result<Option<String>> {
     if x.url != AUTODISCOVER {
         return Ok(None);
     }
-    let address = address(raw)?;
+    let address = raw.autodiscover_address()?;
     let cached = {
         let raw = raw.clone();
-        tokio::task::spawn_blocking(move || read_cache(&raw)).await??
+        tokio::task::spawn_blocking(move || raw.autodiscover_cache()).await??
     }
     .filter(|f| f.address.eq_ignore_ascii_case(&address));
     let max_age = chrono::Duration::hours(
@@ -120,7 +48,7 @@ pub async fn refresh(raw: &RawConfig) -> anyhow::Result<Option<String>> {
     }
     match discover(&address, &settings).await {
         Ok(discovery) => {
-            let found = Found {
+            let found = AutodiscoverFound {
                 address: address.clone(),
                 ews_url: discovery.ews_url.clone(),
                 found_at: now,

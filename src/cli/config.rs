@@ -22,6 +22,22 @@ use taskbridge::sync::{DeletedTaskRule, Policy, SyncConfig};
 
 use super::CliError;
 
+/// The value of `exchange.url` that asks for Autodiscover.
+pub const AUTODISCOVER: &str = "autodiscover";
+/// The cache file, in the data directory.
+pub const CACHE_FILE: &str = "autodiscover.json";
+
+/// What the Autodiscover cache holds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AutodiscoverFound {
+    /// The address looked up.
+    pub address: String,
+    /// The EWS URL found.
+    pub ews_url: String,
+    /// When.
+    pub found_at: chrono::DateTime<chrono::Utc>,
+}
+
 /// The whole file, as written (defaults filled in).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -564,7 +580,7 @@ pub fn refuse_if_readable_by_others(key: &str, path: &Path) -> Result<(), CliErr
     Ok(())
 }
 
-pub(super) fn bad(key: &str, reason: impl std::fmt::Display) -> CliError {
+fn bad(key: &str, reason: impl std::fmt::Display) -> CliError {
     CliError::Usage(format!("invalid configuration: {key}: {reason}"))
 }
 
@@ -603,21 +619,76 @@ impl RawConfig {
     }
 
     /// The EWS client settings. With `url = "autodiscover"` the URL is the one Autodiscover
-    /// found last (`super::autodiscover::refresh` looks it up when the cache is stale).
+    /// found last (the `autodiscover` command module looks it up when the cache is stale).
     pub fn exchange(&self) -> Result<EwsClientConfig, CliError> {
-        let endpoint = if self.exchange.url == super::autodiscover::AUTODISCOVER {
-            super::autodiscover::cached_url(self)?
+        let endpoint = if self.exchange.url == AUTODISCOVER {
+            self.autodiscover_cached_url()?
         } else {
             self.exchange.url.clone()
         };
         self.exchange_at(endpoint)
     }
 
+    /// The address whose EWS URL is looked up.
+    pub fn autodiscover_address(&self) -> Result<String, CliError> {
+        let x = &self.exchange;
+        let address = if x.autodiscover_address.trim().is_empty() {
+            x.user.trim()
+        } else {
+            x.autodiscover_address.trim()
+        };
+        if address.contains('@') && !address.starts_with('@') && !address.ends_with('@') {
+            Ok(address.to_string())
+        } else {
+            Err(bad(
+                "exchange.autodiscover_address",
+                "url = \"autodiscover\" needs an e-mail address to look up: set \
+                 autodiscover_address (or a user of the form name@domain)",
+            ))
+        }
+    }
+
+    /// The cache of `url = "autodiscover"`, if there is one.
+    pub fn autodiscover_cache(&self) -> Result<Option<AutodiscoverFound>, CliError> {
+        let path = self.data_path(CACHE_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                bad(
+                    "exchange.url",
+                    format!(
+                        "{} is damaged ({e}): delete it to look the URL up again",
+                        path.display()
+                    ),
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(bad(
+                "exchange.url",
+                format!("cannot read {}: {e}", path.display()),
+            )),
+        }
+    }
+
+    /// The EWS URL Autodiscover found last for the configured address.
+    pub fn autodiscover_cached_url(&self) -> Result<String, CliError> {
+        let address = self.autodiscover_address()?;
+        match self.autodiscover_cache()? {
+            Some(found) if found.address.eq_ignore_ascii_case(&address) => Ok(found.ews_url),
+            _ => Err(bad(
+                "exchange.url",
+                format!(
+                    "Autodiscover has not found an EWS URL for {address} yet: run `taskbridge \
+                     check --autodiscover {address}` to see each step"
+                ),
+            )),
+        }
+    }
+
     /// Checks `[exchange]` without talking to Exchange: with `url = "autodiscover"` the URL is
     /// found when a command starts, so only what Autodiscover needs is checked.
     pub fn check_exchange(&self) -> Result<(), CliError> {
-        if self.exchange.url == super::autodiscover::AUTODISCOVER {
-            super::autodiscover::address(self)?;
+        if self.exchange.url == AUTODISCOVER {
+            self.autodiscover_address()?;
             self.exchange_for_autodiscover().map(|_| ())
         } else {
             self.exchange().map(|_| ())
