@@ -39,5 +39,6 @@ pub mod exchange;
 pub mod listener;
 pub mod mapping;
 pub mod pm;
+mod sqlite;
 pub mod state;
 pub mod sync;
