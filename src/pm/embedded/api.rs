@@ -598,7 +598,7 @@ fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Reply {
 
 /// Serves the PM API on `listener` until `shutdown` completes, then lets open connections
 /// finish their current request (for at most ten seconds). The shared server
-/// ([`crate::server`]) admits at most [`MAX_CONNECTIONS`] at once.
+/// ([`crate::server`]) admits at most 64 connections at once.
 pub async fn serve_pm_api(
     listener: TcpListener,
     host: EmbeddedHost,
