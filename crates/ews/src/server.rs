@@ -59,6 +59,9 @@ pub enum ServerError {
         /// What failed.
         source: std::io::Error,
     },
+    /// The address of a socket bound elsewhere could not be read.
+    #[error("cannot read the listening socket's address: {0}")]
+    Socket(std::io::Error),
 }
 
 /// A certificate chain and its private key, both PEM files, for serving HTTPS.
@@ -184,10 +187,7 @@ impl Bound {
         limits: ServerLimits,
     ) -> Result<Bound, ServerError> {
         limits.validate()?;
-        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
-            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-            source,
-        })?;
+        let local_addr = listener.local_addr().map_err(ServerError::Socket)?;
         info!(
             server = name,
             %local_addr,
