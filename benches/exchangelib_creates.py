@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The comparison client of `taskbridge bench`: exchangelib creates the same tasks as `taskbridge
+"""The comparison client of `cargo xtask bench`: exchangelib creates the same tasks as `taskbridge
 publish` does, against the same simulator, so that the two clients' costs can be set side by side.
 
 For each of M mailboxes, impersonated by the service account, it creates that mailbox's share of A

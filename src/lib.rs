@@ -30,11 +30,15 @@
 pub use taskbridge_ews as ews;
 /// The [`Secret`](taskbridge_ews::secret::Secret) newtype that keeps passwords and tokens out of logs.
 pub use taskbridge_ews::secret;
+/// The shared HTTP server (accept loop, connection limits, TLS, graceful shutdown) of the
+/// listener, the admin endpoint and the PM API.
+pub use taskbridge_ews::server;
 
 pub mod connector;
 pub mod exchange;
 pub mod listener;
 pub mod mapping;
 pub mod pm;
+mod sqlite;
 pub mod state;
 pub mod sync;

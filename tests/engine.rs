@@ -868,9 +868,13 @@ async fn invalid_sync_state_is_rebased_on_a_full_pass_without_duplicates_or_dele
     h.edit(MAILBOXES[0], &id_of(&task), json!({"ActualWork": 60}))
         .await;
     // The stored state goes bad (a restored backup, a server that forgot it).
-    let mut state = h.engine.state().mailbox(&mb).await.unwrap().unwrap();
-    state.sync_state = Some("H4sIAAAAAAAEAGNgYGBgBGJOAA==".into());
-    h.engine.state().put_mailbox(state).await.unwrap();
+    h.engine
+        .state()
+        .update_mailbox(&mb, |state| {
+            state.sync_state = Some("H4sIAAAAAAAEAGNgYGBgBGJOAA==".into());
+        })
+        .await
+        .unwrap();
     let writes = h.spy.writes();
     let report = h.engine.sync_mailbox(&mb).await.expect("rebased pass");
     assert_eq!(report.applied, 1, "the edit is still found: {report:?}");

@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 /// Each layer (a folder or file under `src/`) and the crate modules it may use. `ews` and
 /// `secret` are the `taskbridge-ews` crate, re-exported under those names.
 const LAYERS: &[(&str, &[&str])] = &[
-    ("pm", &["secret"]),
+    ("sqlite", &[]),
+    ("pm", &["secret", "server", "sqlite"]),
     ("mapping", &["ews", "pm"]),
-    ("state", &["pm", "mapping"]),
+    ("state", &["pm", "mapping", "sqlite"]),
     ("sync", &["pm", "mapping", "state"]),
     ("exchange", &["ews", "pm", "mapping", "state", "sync"]),
-    ("listener", &["ews", "secret"]),
+    ("listener", &["ews", "secret", "server"]),
     (
         "connector",
         &[

@@ -4,7 +4,6 @@
 //! 2 usage or configuration error. Data goes to stdout, messages and progress to stderr.
 
 mod autodiscover;
-mod bench;
 mod check;
 mod config;
 mod config_cmd;
@@ -105,12 +104,6 @@ pub enum Command {
     /// Publish a project to the mailboxes: create, update and delete tasks so that they show
     /// the PM's values. A progress bar on a terminal, a summary line otherwise.
     Publish(sync::PublishArgs),
-    /// Measure the connector end to end against the simulator, each in its own process: publish
-    /// (wall time, CPU and requests per assignment, peak RSS), an unchanged re-publish, the
-    /// same creates made by exchangelib, user edits with `serve` running (edits per second,
-    /// latency), and `serve` with many tracked assignments (time to ready, RSS). Prints one
-    /// table of figures against their targets; use a release build.
-    Bench(Box<bench::BenchArgs>),
     /// Validate the configuration without starting anything (`config check`), or print the
     /// effective configuration with the source of each value (`config show`).
     #[command(subcommand)]
@@ -202,7 +195,6 @@ fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
             serve::run(args, &settings()?, reload)
         }
         Command::Publish(args) => sync::publish(args, &settings()?),
-        Command::Bench(args) => bench::run(*args),
         Command::Status(args) => sync::status(args, &settings()?),
         Command::Audit(args) => sync::audit(args, &settings()?),
         Command::Conflicts(args) => conflicts::run(args, &settings()?),

@@ -4,8 +4,9 @@
 //! and environment variables into them is the CLI's job.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
+
+pub use crate::ews::server::{ServerLimits, TlsFiles};
 
 use super::error::ListenerError;
 use super::secret::ListenerSecret;
@@ -19,76 +20,6 @@ pub const MAX_BODY_CEILING: usize = 16 * 1024 * 1024;
 
 /// The default public path under which the secret is appended.
 pub const DEFAULT_PATH: &str = "/taskbridge/notify";
-
-/// A certificate chain and its private key, both PEM files, for serving HTTPS.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TlsFiles {
-    /// The certificate chain, leaf first (PEM).
-    pub cert: PathBuf,
-    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1).
-    pub key: PathBuf,
-}
-
-/// Limits that protect a server from slow or greedy clients; shared by the listener and the
-/// admin endpoint.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServerLimits {
-    /// Connections open at once. When all are taken, the one that has waited for a request head
-    /// the longest is closed to make room; connections in the middle of a request are kept, and
-    /// only when every one is, new connections wait.
-    pub max_connections: usize,
-    /// Connections open at once from one IP address; more are closed as soon as accepted.
-    pub max_connections_per_address: usize,
-    /// Time allowed for the TLS handshake and for each request's head (request line and
-    /// headers). It also bounds how long an idle keep-alive connection is kept.
-    pub header_timeout: Duration,
-    /// The head time-out of connections accepted while at least half of `max_connections` are
-    /// open (the shorter of the two applies).
-    pub pressure_header_timeout: Duration,
-    /// Time allowed to receive a whole request body, from the end of the head.
-    pub body_timeout: Duration,
-    /// Largest request head in bytes (hyper's read buffer; at least 8 KiB).
-    pub max_header_bytes: usize,
-    /// On shutdown, how long requests in flight may take to finish before they are cut off.
-    pub shutdown_grace: Duration,
-}
-
-impl Default for ServerLimits {
-    fn default() -> Self {
-        ServerLimits {
-            max_connections: 256,
-            max_connections_per_address: 64,
-            header_timeout: Duration::from_secs(10),
-            pressure_header_timeout: Duration::from_secs(2),
-            body_timeout: Duration::from_secs(30),
-            max_header_bytes: 64 * 1024,
-            shutdown_grace: Duration::from_secs(10),
-        }
-    }
-}
-
-impl ServerLimits {
-    /// Checks the limits, naming the first bad one.
-    pub fn validate(&self) -> Result<(), ListenerError> {
-        let bad = |what: &str| Err(ListenerError::Config(what.to_string()));
-        if self.max_connections == 0 {
-            return bad("max_connections must be at least 1");
-        }
-        if self.max_connections_per_address == 0 {
-            return bad("max_connections_per_address must be at least 1");
-        }
-        if self.header_timeout.is_zero() || self.pressure_header_timeout.is_zero() {
-            return bad("header_timeout must be longer than zero");
-        }
-        if self.body_timeout.is_zero() {
-            return bad("body_timeout must be longer than zero");
-        }
-        if self.max_header_bytes < 8192 {
-            return bad("max_header_bytes must be at least 8192");
-        }
-        Ok(())
-    }
-}
 
 /// Everything the push listener needs.
 #[derive(Clone, Debug, PartialEq, Eq)]

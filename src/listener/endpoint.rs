@@ -26,6 +26,7 @@ use crate::ews::ops::decode_request;
 use crate::ews::ops::send_notification::{
     SendNotification, SendNotificationResult, SubscriptionStatus,
 };
+use crate::ews::server::{self, BodyError};
 use crate::ews::soap::write_response;
 
 /// After refusing a request whose body is still arriving, the server keeps reading (and
@@ -34,9 +35,6 @@ use crate::ews::soap::write_response;
 const LINGER_BYTES: u64 = 4 * 1024 * 1024;
 /// ... and for at most this long.
 const LINGER_TIME: Duration = Duration::from_secs(2);
-
-/// The body buffer's first size; it doubles as bytes arrive, up to the cap.
-const INITIAL_BODY_BUFFER: usize = 8 * 1024;
 
 /// The listener's per-request state, shared by all connections.
 pub(crate) struct Endpoint {
@@ -47,16 +45,6 @@ pub(crate) struct Endpoint {
     pub(crate) retry_after: Duration,
     pub(crate) handler: Arc<dyn NotificationHandler>,
     pub(crate) metrics: Arc<ListenerMetrics>,
-}
-
-/// Why a body could not be read whole.
-enum BodyError {
-    /// It crossed the cap.
-    TooLarge,
-    /// It did not arrive within the body time-out.
-    Timeout,
-    /// The connection broke or the framing was wrong (e.g. shorter than its Content-Length).
-    Broken(hyper::Error),
 }
 
 impl Endpoint {
@@ -177,34 +165,9 @@ impl Endpoint {
         }
     }
 
-    /// Reads the body as it arrives into one buffer that never grows past the cap, under the
-    /// body deadline. The declared length plays no part in the allocation: the buffer starts
-    /// small and doubles with what actually arrived, so a client that announces a large body
-    /// and sends nothing costs nothing.
+    /// Reads the body under the cap and the body deadline (see [`server::read_body`]).
     async fn read_body(&self, body: &mut Incoming, started: Instant) -> Result<Bytes, BodyError> {
-        let deadline = started + self.body_timeout;
-        let cap = self.max_body_bytes;
-        // A Vec grown with `reserve_exact` never allocates past the cap (BytesMut would double).
-        let mut buf: Vec<u8> = Vec::with_capacity(INITIAL_BODY_BUFFER.min(cap));
-        loop {
-            let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-                Err(_) => return Err(BodyError::Timeout),
-                Ok(None) => return Ok(Bytes::from(buf)),
-                Ok(Some(Err(e))) => return Err(BodyError::Broken(e)),
-                Ok(Some(Ok(frame))) => frame,
-            };
-            if let Ok(data) = frame.into_data() {
-                let needed = buf.len().saturating_add(data.len());
-                if needed > cap {
-                    return Err(BodyError::TooLarge);
-                }
-                if needed > buf.capacity() {
-                    let grown = buf.capacity().saturating_mul(2).clamp(needed, cap);
-                    buf.reserve_exact(grown - buf.len());
-                }
-                buf.extend_from_slice(&data);
-            }
-        }
+        server::read_body(body, self.max_body_bytes, started + self.body_timeout).await
     }
 }
 

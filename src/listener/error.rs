@@ -42,3 +42,15 @@ pub enum ListenerError {
         source: std::io::Error,
     },
 }
+
+impl From<crate::ews::server::ServerError> for ListenerError {
+    fn from(e: crate::ews::server::ServerError) -> Self {
+        use crate::ews::server::ServerError;
+        match e {
+            ServerError::Config(what) => ListenerError::Config(what),
+            ServerError::Tls(what) => ListenerError::Tls(what),
+            ServerError::Bind { addr, source } => ListenerError::Bind { addr, source },
+            other => ListenerError::Config(other.to_string()),
+        }
+    }
+}

@@ -3,10 +3,11 @@
 //! the Tasks folder, subscription, watermark and SyncFolderItems state; a journal of intended
 //! remote writes; and the audit log of sync decisions.
 //!
-//! [`StateStore`] is the boundary; [`SqliteStore`] the default implementation. The trait is kept
-//! free of SQLite-isms so that a PostgreSQL store can share state between connector instances:
-//! every write is one transaction over rows keyed by (project, assignment) or by mailbox, and
-//! mailboxes are partitioned between instances by leases ([`StateStore::acquire_lease`]).
+//! [`StateStore`] is the boundary, as wide as the engine and the commands use it;
+//! [`SqliteStore`] the implementation. The trait is kept free of SQLite-isms so that another
+//! store (PostgreSQL) can sit beside it: every write is one transaction over rows keyed by
+//! (project, assignment) or by mailbox. Nothing partitions mailboxes between connector
+//! instances (the `lease_*` columns of the first schema version are unused).
 //!
 //! Rule of use: a state change is committed only after the remote write it records succeeded.
 //! A [`JournalEntry`] is opened before the write and closed in the same transaction that stores
@@ -394,33 +395,15 @@ pub trait StateStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<MailboxState>, StateError>> + Send;
     /// All known mailboxes.
     fn mailboxes(&self) -> impl Future<Output = Result<Vec<MailboxState>, StateError>> + Send;
-    /// Stores one mailbox's state.
-    fn put_mailbox(
-        &self,
-        state: MailboxState,
-    ) -> impl Future<Output = Result<(), StateError>> + Send;
     /// Changes some of one mailbox's state (a default state when it has none yet) as one
     /// atomic read-modify-write, and returns the state stored. Callers that own different
-    /// columns (a notification's watermark, a pass's sync state) use this rather than
-    /// [`put_mailbox`](Self::put_mailbox), so that neither puts back the other's older value.
+    /// columns (a notification's watermark, a pass's sync state) each change only their own, so
+    /// that neither puts back the other's older value.
     fn update_mailbox(
         &self,
         mailbox: &MailboxAddress,
         change: impl FnOnce(&mut MailboxState) + Send + 'static,
     ) -> impl Future<Output = Result<MailboxState, StateError>> + Send;
-    /// The mailbox a subscription belongs to.
-    fn mailbox_by_subscription(
-        &self,
-        subscription_id: &str,
-    ) -> impl Future<Output = Result<Option<MailboxState>, StateError>> + Send;
-    /// Takes (or renews) the lease on a mailbox for `owner` until `until`; false when another
-    /// owner holds an unexpired lease.
-    fn acquire_lease(
-        &self,
-        mailbox: &MailboxAddress,
-        owner: &str,
-        until: DateTime<Utc>,
-    ) -> impl Future<Output = Result<bool, StateError>> + Send;
     /// Appends to the audit log.
     fn append_audit(
         &self,
@@ -431,8 +414,6 @@ pub trait StateStore: Send + Sync + 'static {
         &self,
         project: Option<ProjectGuid>,
     ) -> impl Future<Output = Result<Vec<AuditRecord>, StateError>> + Send;
-    /// How many assignments are tracked.
-    fn count_assignments(&self) -> impl Future<Output = Result<u64, StateError>> + Send;
     /// Removes every row of `project`: its assignments, journal entries and audit records (a
     /// project taken out of service). Returns how many rows went.
     fn forget_project(

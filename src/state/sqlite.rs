@@ -1,20 +1,22 @@
 //! The SQLite state store: one file, WAL, numbered migrations, one dedicated thread.
 //!
-//! rusqlite is synchronous, so the connection lives on its own thread and the async methods send
-//! it closures; nothing blocks the tokio runtime. Structured values (the baseline, the status)
+//! rusqlite is synchronous, so the connection lives on the shared actor thread
+//! ([`crate::sqlite::actor`]) and the async methods send it closures; nothing blocks the tokio
+//! runtime. Migrations follow the shared scheme ([`crate::sqlite::migrate`]). Structured values (the baseline, the status)
 //! are stored as JSON text, so the schema stays readable with the `sqlite3` shell.
 
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use tokio::sync::oneshot;
 
 use super::*;
 use crate::pm::AssignmentUid;
+use crate::sqlite::actor::{Actor, Quiet};
+use crate::sqlite::migrate::{self, Schema};
 
-/// Migrations in order; `PRAGMA user_version` says how many ran.
+/// Migrations in order, version 1 first.
 const MIGRATIONS: &[&str] = &[
     // 1: the initial schema.
     "CREATE TABLE assignment (
@@ -71,12 +73,16 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE audit ADD COLUMN note TEXT;",
 ];
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+/// The state store's schema for the shared migration scheme.
+const SCHEMA: Schema = Schema {
+    store: "state",
+    migrations: MIGRATIONS,
+};
 
 /// The SQLite [`StateStore`].
 #[derive(Clone)]
 pub struct SqliteStore {
-    jobs: mpsc::Sender<Job>,
+    actor: Arc<Actor>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -118,17 +124,17 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(db)?;
-        migrate(&mut conn)?;
-        let (tx, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("taskbridge-state".into())
-            .spawn(move || {
-                while let Ok(job) = rx.recv() {
-                    job(&mut conn);
-                }
-            })
-            .map_err(|e| StateError::Database(format!("cannot start the state thread: {e}")))?;
-        Ok(SqliteStore { jobs: tx })
+        migrate::migrate(&mut conn, &SCHEMA).map_err(|e| match e {
+            migrate::MigrateError::Sqlite(e) => db(e),
+            too_new => StateError::Database(too_new.to_string()),
+        })?;
+        let (actor, _opened) = Actor::spawn("taskbridge-state", move || {
+            Ok::<_, StateError>((conn, Quiet))
+        })
+        .map_err(|e| StateError::Database(format!("cannot start the state thread: {e}")))?;
+        Ok(SqliteStore {
+            actor: Arc::new(actor),
+        })
     }
 
     /// Runs `f` on the database thread.
@@ -136,38 +142,8 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StateError> + Send + 'static,
     ) -> Result<T, StateError> {
-        let (tx, rx) = oneshot::channel();
-        self.jobs
-            .send(Box::new(move |conn| {
-                let _ = tx.send(f(conn));
-            }))
-            .map_err(|_| StateError::Closed)?;
-        rx.await.map_err(|_| StateError::Closed)?
+        self.actor.call(f).await.map_err(|_| StateError::Closed)?
     }
-}
-
-fn migrate(conn: &mut Connection) -> Result<(), StateError> {
-    let done: usize = conn
-        .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
-        .map_err(db)? as usize;
-    if done > MIGRATIONS.len() {
-        return Err(StateError::Database(format!(
-            "the state database has schema version {done}, newer than this taskbridge knows ({})",
-            MIGRATIONS.len()
-        )));
-    }
-    if done < MIGRATIONS.len() {
-        // An existing file is copied first; a new one (version 0) has nothing to keep.
-        crate::pm::embedded::backup::before_migration(conn, done as i64).map_err(db)?;
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
-        let tx = conn.transaction().map_err(db)?;
-        tx.execute_batch(sql).map_err(db)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)
-            .map_err(db)?;
-        tx.commit().map_err(db)?;
-    }
-    Ok(())
 }
 
 fn to_json<T: Serialize>(v: &T) -> String {
@@ -549,10 +525,6 @@ impl StateStore for SqliteStore {
         .await
     }
 
-    async fn put_mailbox(&self, state: MailboxState) -> Result<(), StateError> {
-        self.call(move |c| write_mailbox(c, &state)).await
-    }
-
     async fn update_mailbox(
         &self,
         mailbox: &MailboxAddress,
@@ -570,50 +542,6 @@ impl StateStore for SqliteStore {
             write_mailbox(&tx, &state)?;
             tx.commit().map_err(db)?;
             Ok(state)
-        })
-        .await
-    }
-
-    async fn mailbox_by_subscription(
-        &self,
-        subscription_id: &str,
-    ) -> Result<Option<MailboxState>, StateError> {
-        let s = subscription_id.to_string();
-        self.call(move |c| {
-            let mut stmt = c
-                .prepare_cached(&format!(
-                    "SELECT {MAILBOX_COLUMNS} FROM mailbox WHERE subscription_id = ?1"
-                ))
-                .map_err(db)?;
-            let row = stmt
-                .query_row(params![s], |r| Ok(read_mailbox(r)))
-                .optional()
-                .map_err(db)?;
-            row.transpose()
-        })
-        .await
-    }
-
-    async fn acquire_lease(
-        &self,
-        mailbox: &MailboxAddress,
-        owner: &str,
-        until: DateTime<Utc>,
-    ) -> Result<bool, StateError> {
-        let (m, o) = (mailbox.0.clone(), owner.to_string());
-        self.call(move |c| {
-            // Milliseconds, so that comparing expiries is comparing numbers.
-            let now = Utc::now().timestamp_millis();
-            let changed = c
-                .prepare_cached(
-                    "INSERT INTO mailbox (mailbox, lease_owner, lease_until) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (mailbox) DO UPDATE SET lease_owner = ?2, lease_until = ?3 \
-                     WHERE lease_owner IS NULL OR lease_owner = ?2 OR lease_until < ?4",
-                )
-                .map_err(db)?
-                .execute(params![m, o, until.timestamp_millis(), now])
-                .map_err(db)?;
-            Ok(changed == 1)
         })
         .await
     }
@@ -711,17 +639,6 @@ impl StateStore for SqliteStore {
         })
         .await
     }
-
-    async fn count_assignments(&self) -> Result<u64, StateError> {
-        self.call(|c| {
-            c.query_row("SELECT COUNT(*) FROM assignment", [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .map(|n| n as u64)
-            .map_err(db)
-        })
-        .await
-    }
 }
 
 #[cfg(test)]
@@ -809,7 +726,6 @@ mod tests {
                 .len(),
             2
         );
-        assert_eq!(store.count_assignments().await.expect("count"), 2);
         let items = store
             .mailbox_items(&MailboxAddress::new("ann@example.com"))
             .await
@@ -921,12 +837,10 @@ mod tests {
                 .await
                 .expect("commit");
             store
-                .put_mailbox(MailboxState {
-                    mailbox: Some(MailboxAddress::new("ann@example.com")),
-                    folder_id: Some("AQMkTasks".into()),
-                    subscription_id: Some("sub-1".into()),
-                    watermark: Some("wm-9".into()),
-                    ..MailboxState::default()
+                .update_mailbox(&MailboxAddress::new("ann@example.com"), |m| {
+                    m.folder_id = Some("AQMkTasks".into());
+                    m.subscription_id = Some("sub-1".into());
+                    m.watermark = Some("wm-9".into());
                 })
                 .await
                 .expect("mailbox");
@@ -934,10 +848,11 @@ mod tests {
         let store = SqliteStore::open(&path).expect("reopen");
         assert!(store.assignment(&key(1)).await.expect("read").is_some());
         let mb = store
-            .mailbox_by_subscription("sub-1")
+            .mailbox(&MailboxAddress::new("ann@example.com"))
             .await
             .expect("read")
             .expect("mailbox");
+        assert_eq!(mb.subscription_id.as_deref(), Some("sub-1"));
         assert_eq!(mb.watermark.as_deref(), Some("wm-9"));
         assert_eq!(store.mailboxes().await.expect("list").len(), 1);
     }
@@ -1012,19 +927,6 @@ mod tests {
         assert_eq!(now.watermark.as_deref(), Some("wm-2"));
         assert_eq!(now.sync_state.as_deref(), Some("ss-7"));
         assert_eq!(now.folder_id.as_deref(), Some("AQMkTasks"));
-    }
-
-    #[tokio::test]
-    async fn sqlite_store_lease_excludes_other_owners_until_expiry() {
-        let store = SqliteStore::in_memory().expect("open");
-        let mb = MailboxAddress::new("ann@example.com");
-        let soon = Utc::now() + chrono::Duration::seconds(30);
-        assert!(store.acquire_lease(&mb, "a", soon).await.expect("lease"));
-        assert!(store.acquire_lease(&mb, "a", soon).await.expect("renew"));
-        assert!(!store.acquire_lease(&mb, "b", soon).await.expect("taken"));
-        let past = Utc::now() - chrono::Duration::seconds(1);
-        assert!(store.acquire_lease(&mb, "a", past).await.expect("shorten"));
-        assert!(store.acquire_lease(&mb, "b", soon).await.expect("expired"));
     }
 
     #[tokio::test]

@@ -6,7 +6,8 @@
 //! authentication, throttling) builds on these, and [`client::EwsClient`] puts it together;
 //! [`check`] is the connection test behind `taskbridge check`, and [`autodiscover`] finds a
 //! mailbox's EWS URL from its address. [`secret::Secret`] keeps passwords and tokens out of
-//! logs.
+//! logs. [`server`] serves HTTP for EWS peers: the push endpoint Exchange posts to, and test
+//! servers that play Exchange.
 //!
 #![doc = include_str!("../README.md")]
 
@@ -18,6 +19,7 @@ pub mod error;
 pub mod generated;
 pub mod ops;
 pub mod secret;
+pub mod server;
 pub mod service;
 pub mod soap;
 pub mod transport;

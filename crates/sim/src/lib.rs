@@ -96,13 +96,7 @@ pub struct SimConfig {
 }
 
 /// PEM files for TLS.
-#[derive(Clone, Debug)]
-pub struct TlsFiles {
-    /// Certificate chain.
-    pub cert: PathBuf,
-    /// Private key.
-    pub key: PathBuf,
-}
+pub use taskbridge_ews::server::TlsFiles;
 
 impl Default for SimConfig {
     fn default() -> Self {
@@ -250,11 +244,19 @@ pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let sim = Arc::new(server::Sim::new(config, shutdown_rx)?);
     sim.set_me();
+    let channel = tls.as_ref().map(|tls| tls.bindings);
+    let bound = taskbridge_ews::server::Bound::new(
+        "sim",
+        listener,
+        tls.map(|tls| tls.acceptor),
+        server::limits(),
+    )
+    .map_err(|e| SimError::Config(e.to_string()))?;
     let (stop, stopped) = oneshot::channel::<()>();
     let join = tokio::spawn(server::run(
         sim.clone(),
-        listener,
-        tls,
+        bound,
+        channel,
         shutdown_tx,
         async move {
             let _ = stopped.await;

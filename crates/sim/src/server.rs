@@ -1,5 +1,5 @@
-//! The HTTP side: a hyper HTTP/1 server (plain or TLS), one task per connection, routing to the
-//! EWS endpoint and the admin API, authentication, fault injection and recording around each
+//! The HTTP side: the shared server of `taskbridge_ews::server` (plain or TLS, one service per
+//! connection for NTLM's state), routing to the EWS endpoint and the admin API, authentication, fault injection and recording around each
 //! EWS request.
 
 use std::future::Future;
@@ -12,11 +12,7 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin::Counters;
@@ -27,6 +23,7 @@ use crate::persist::Persist;
 use crate::record::{Direction, Exchange, Recorder};
 use crate::store::{Mailbox, Store};
 use crate::{ADMIN_PATH, EWS_PATH, SimConfig, SimError, TlsFiles, admin, autodiscover, ops, push};
+use taskbridge_ews::server::{self as http_server, ServerLimits};
 use taskbridge_ews::soap::{self, Fault};
 use taskbridge_ews::transport::channel_binding::ChannelBindings;
 
@@ -147,36 +144,29 @@ pub(crate) struct Tls {
 
 /// Builds the TLS acceptor from PEM files.
 pub(crate) fn tls_acceptor(files: &TlsFiles) -> Result<Tls, SimError> {
-    let read = |p: &std::path::Path| {
-        std::fs::read(p).map_err(|e| SimError::Tls(format!("{}: {e}", p.display())))
-    };
-    let cert_pem = read(&files.cert)?;
-    let key_pem = read(&files.key)?;
-    let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| SimError::Tls(format!("{}: {e}", files.cert.display())))?;
-    if certs.is_empty() {
-        return Err(SimError::Tls(format!(
-            "{}: no certificate found",
-            files.cert.display()
-        )));
-    }
-    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|e| SimError::Tls(format!("{}: {e}", files.key.display())))?
-        .ok_or_else(|| SimError::Tls(format!("{}: no private key found", files.key.display())))?;
-    let bindings = ChannelBindings::tls_server_end_point(&certs[0]);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| SimError::Tls(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| SimError::Tls(e.to_string()))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let loaded = http_server::load_tls(files).map_err(|e| match e {
+        http_server::ServerError::Tls(what) => SimError::Tls(what),
+        other => SimError::Tls(other.to_string()),
+    })?;
     Ok(Tls {
-        acceptor: TlsAcceptor::from(Arc::new(config)),
-        bindings,
+        bindings: ChannelBindings::tls_server_end_point(&loaded.certificate),
+        acceptor: loaded.acceptor,
     })
+}
+
+/// The simulator's connection limits: a test peer, not a door to the internet. Room for every
+/// client a test or benchmark opens, and no head time-out short enough to matter; the accept
+/// loop, TLS and graceful shutdown are the shared server's.
+pub(crate) fn limits() -> ServerLimits {
+    ServerLimits {
+        max_connections: 4096,
+        max_connections_per_address: 4096,
+        header_timeout: Duration::from_secs(600),
+        pressure_header_timeout: Duration::from_secs(600),
+        body_timeout: Duration::from_secs(600),
+        max_header_bytes: 1024 * 1024,
+        shutdown_grace: Duration::from_secs(5),
+    }
 }
 
 /// Per-connection authentication state: NTLM authenticates the TCP connection, not a request.
@@ -188,56 +178,37 @@ pub(crate) struct ConnState {
     pub channel: Option<ChannelBindings>,
 }
 
-/// Accepts connections until `shutdown` completes, then drains them.
+/// Serves `bound` until `shutdown` completes, then drains the connections and stops push
+/// deliveries and persistence.
 pub(crate) async fn run(
     sim: Arc<Sim>,
-    listener: TcpListener,
-    tls: Option<Tls>,
+    bound: http_server::Bound,
+    channel: Option<ChannelBindings>,
     stop_all: watch::Sender<bool>,
     shutdown: impl Future<Output = ()>,
 ) {
-    tokio::pin!(shutdown);
-    let mut conns = JoinSet::new();
-    let mut back_off = Duration::from_millis(10);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
-                    back_off = Duration::from_millis(10);
-                    let _ = stream.set_nodelay(true);
-                    let sim = sim.clone();
-                    let tls = tls.clone();
-                    let stop = stop_all.subscribe();
-                    conns.spawn(async move {
-                        match tls {
-                            Some(tls) => match tls.acceptor.accept(stream).await {
-                                Ok(s) => serve_conn(sim, s, Some(tls.bindings), stop).await,
-                                Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
-                            },
-                            None => serve_conn(sim, stream, None, stop).await,
-                        }
-                    });
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: wait and retry, doubling.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(back_off).await;
-                    back_off = (back_off * 2).min(Duration::from_secs(1));
-                }
-            },
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+    // NTLM authenticates the connection: each one gets a service with its own state.
+    let connection_service = {
+        let sim = sim.clone();
+        move || {
+            let sim = sim.clone();
+            let conn_state = Arc::new(ConnState {
+                ntlm: Default::default(),
+                channel,
+            });
+            service_fn(move |req| {
+                let sim = sim.clone();
+                let conn_state = conn_state.clone();
+                async move { handle(sim, conn_state, req).await }
+            })
         }
-    }
-    drop(listener);
-    let _ = stop_all.send(true);
-    let drain = async { while conns.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_secs(5), drain)
-        .await
-        .is_err()
-    {
-        conns.abort_all();
-    }
+    };
+    let shutdown = async move {
+        shutdown.await;
+        // Push deliveries stop with the connections.
+        let _ = stop_all.send(true);
+    };
+    http_server::run(bound, connection_service, Arc::new(|_| {}), shutdown).await;
     sim.subs.stop_all().await;
     if let Some(p) = &sim.persist {
         p.close().await;
@@ -255,38 +226,6 @@ impl std::fmt::Display for Dropped {
 }
 
 impl std::error::Error for Dropped {}
-
-async fn serve_conn<S>(
-    sim: Arc<Sim>,
-    stream: S,
-    channel: Option<ChannelBindings>,
-    mut stop: watch::Receiver<bool>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let conn_state = Arc::new(ConnState {
-        ntlm: Default::default(),
-        channel,
-    });
-    let svc = service_fn(move |req| {
-        let sim = sim.clone();
-        let conn_state = conn_state.clone();
-        async move { handle(sim, conn_state, req).await }
-    });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), svc);
-    tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r { tracing::debug!(error = %e, "connection ended"); }
-        }
-        _ = stopped(&mut stop) => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
-    }
-}
 
 /// Resolves once the flag is set (or its sender is gone); the `watch::Ref` never lives past it.
 pub(crate) async fn stopped(flag: &mut watch::Receiver<bool>) {

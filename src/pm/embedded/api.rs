@@ -30,25 +30,23 @@ use http::header::{ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Body, Incoming};
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinSet;
 
 use super::{EmbeddedError, EmbeddedHost, Policy, Secret, UpdateFilter, UpdateState};
 use crate::pm::host::StatusUpdateId;
 use crate::pm::model::ProjectGuid;
+use crate::server::{self, Bound, ServerLimits};
 
 /// The default time allowed to receive a request body, from the end of the head.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The default cap on request bodies: the API's bodies are a few short fields.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
-/// Connections served at once by [`serve_pm_api`]; more wait in the listen backlog.
+/// Connections served at once by [`serve_pm_api`]; when all are taken, the one idle the longest
+/// is closed to make room (a connection in a request never is).
 const MAX_CONNECTIONS: usize = 64;
 /// How long a client may take to send its request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -599,7 +597,8 @@ fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Reply {
 }
 
 /// Serves the PM API on `listener` until `shutdown` completes, then lets open connections
-/// finish their current request (for at most ten seconds).
+/// finish their current request (for at most ten seconds). The shared server
+/// ([`crate::server`]) admits at most 64 connections at once.
 pub async fn serve_pm_api(
     listener: TcpListener,
     host: EmbeddedHost,
@@ -607,58 +606,16 @@ pub async fn serve_pm_api(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let api = pm_api(host, token);
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let (stop, stopped) = watch::channel(false);
-    let mut connections = JoinSet::new();
-    let mut accept_backoff = Duration::from_millis(10);
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            () = &mut shutdown => break,
-            permit = limit.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-        };
-        let stream = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    accept_backoff = Duration::from_millis(10);
-                    stream
-                }
-                // Out of file descriptors and the like: wait and try again.
-                Err(e) => {
-                    tracing::warn!(error = %e, ?accept_backoff, "PM API accept failed");
-                    tokio::time::sleep(accept_backoff).await;
-                    accept_backoff = (accept_backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            },
-        };
-        let api = api.clone();
-        let mut stopped = stopped.clone();
-        connections.spawn(async move {
-            let _permit = permit;
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), api);
-            tokio::pin!(connection);
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                _ = stopped.changed() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "PM API connection ended with an error");
-            }
-        });
-        while connections.try_join_next().is_some() {}
-    }
-    let _ = stop.send(true);
-    let drain = async { while connections.join_next().await.is_some() {} };
-    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
-        connections.abort_all();
-    }
+    let limits = ServerLimits {
+        max_connections: MAX_CONNECTIONS,
+        max_connections_per_address: MAX_CONNECTIONS,
+        header_timeout: HEADER_READ_TIMEOUT,
+        pressure_header_timeout: HEADER_READ_TIMEOUT,
+        body_timeout: DEFAULT_BODY_TIMEOUT,
+        shutdown_grace: SHUTDOWN_GRACE,
+        ..ServerLimits::default()
+    };
+    let bound = Bound::new("pm-api", listener, None, limits).map_err(std::io::Error::other)?;
+    server::run(bound, move || api.clone(), Arc::new(|_| {}), shutdown).await;
     Ok(())
 }

@@ -19,7 +19,6 @@
 
 mod api;
 mod apply;
-pub mod backup;
 mod merge;
 mod ops;
 mod remove;

@@ -1,6 +1,6 @@
 //! The embedded host's numbered migrations. Migration *n* takes the file from version *n - 1* to
-//! *n*; `store::migrate` records each in `schema_version`. Never edit a released migration: add
-//! the next one.
+//! *n*; the shared scheme (`crate::sqlite::migrate`) records each. Never edit a released
+//! migration: add the next one.
 //!
 //! Conventions: GUIDs and ids are text; work is whole seconds; zone-less project dates are text
 //! `YYYY-MM-DDTHH:MM:SS[.fff]`; instants are RFC 3339 UTC text with microseconds (so that text
@@ -8,6 +8,12 @@
 
 /// The migrations, version 1 first.
 pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+
+/// The PM store's schema for the shared migration scheme.
+pub(crate) const SCHEMA: crate::sqlite::migrate::Schema = crate::sqlite::migrate::Schema {
+    store: "PM store",
+    migrations: MIGRATIONS,
+};
 
 /// Version 1: projects, their rows, status updates, the event log and the webhook outbox.
 const V1: &str = "

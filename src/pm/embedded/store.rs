@@ -1,5 +1,6 @@
-//! The embedded host's SQLite connection: one connection, owned by one dedicated thread, fed
-//! closures over a channel, so that no SQLite call ever runs on a tokio worker.
+//! The embedded host's SQLite connection: one connection, owned by the shared actor thread
+//! ([`crate::sqlite::actor`]), fed closures over a channel, so that no SQLite call ever runs on
+//! a tokio worker; migrated by the shared scheme ([`crate::sqlite::migrate`]).
 //!
 //! The same thread relays the durable event log (`events` table) to the in-process broadcast
 //! channel: after every job, and every `poll_interval` when idle, it reads the events committed
@@ -8,27 +9,20 @@
 //! process's subscribers too, at most one poll interval late. It also wakes the webhook worker
 //! when the outbox grew.
 
-use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
-use tokio::sync::{Notify, broadcast, oneshot};
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{Notify, broadcast};
 
 use super::EmbeddedError;
 use super::rows::ts;
-use super::schema::MIGRATIONS;
+use super::schema::SCHEMA;
 use crate::pm::HostEvent;
-
-/// A unit of work for the SQLite thread. It returns the reply to send, which the thread sends
-/// only after relaying the events the job committed: a caller that subscribes after an
-/// operation returned never sees that operation's events.
-type Job = Box<dyn FnOnce(&mut Connection) -> Reply + Send>;
-/// Sends a job's result to its caller.
-type Reply = Box<dyn FnOnce() + Send>;
+use crate::sqlite::actor::{Actor, Housekeeping};
+use crate::sqlite::migrate::MigrateError;
 
 /// How long SQLite waits for another process's write lock before giving up with `SQLITE_BUSY`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,11 +33,10 @@ pub(crate) const OUTBOX_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(7
 /// How often the idle thread prunes.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
-/// The handle to the SQLite thread. Dropping the last handle ends the thread.
+/// The handle to the SQLite thread ([`crate::sqlite::actor`]). Dropping the last handle ends
+/// the thread.
 pub(crate) struct Db {
-    jobs: mpsc::Sender<Job>,
-    /// Completes when the thread has closed the connection.
-    done: oneshot::Receiver<()>,
+    actor: Actor,
 }
 
 /// What the SQLite thread relays to the async side.
@@ -62,35 +55,27 @@ impl Db {
         relay: Relay,
         poll_interval: Duration,
     ) -> Result<Db, EmbeddedError> {
-        let (jobs, jobs_rx) = mpsc::channel::<Job>();
-        let (ready, ready_rx) = oneshot::channel();
-        let (done_tx, done) = oneshot::channel();
-        std::thread::Builder::new()
-            .name("taskbridge-pm-sqlite".into())
-            .spawn(move || {
-                match open_connection(&path, create) {
-                    Ok(conn) => {
-                        let mut cursors = Cursors::at_end(&conn);
-                        let _ = ready.send(Ok(()));
-                        run(conn, jobs_rx, relay, &mut cursors, poll_interval);
-                    }
-                    Err(e) => {
-                        let _ = ready.send(Err(e));
-                    }
-                }
-                let _ = done_tx.send(());
-            })
-            .map_err(EmbeddedError::Io)?;
-        ready_rx.await.map_err(|_| EmbeddedError::Closed)??;
-        Ok(Db { jobs, done })
+        let (actor, ready) = Actor::spawn("taskbridge-pm-sqlite", move || {
+            let conn = open_connection(&path, create)?;
+            let cursors = Cursors::at_end(&conn);
+            Ok::<_, EmbeddedError>((
+                conn,
+                Relaying {
+                    relay,
+                    cursors,
+                    poll_interval,
+                },
+            ))
+        })
+        .map_err(EmbeddedError::Io)?;
+        ready.await.map_err(|_| EmbeddedError::Closed)??;
+        Ok(Db { actor })
     }
 
     /// Ends the thread and waits until it has closed the connection (which checkpoints the
     /// WAL into the main file).
     pub(crate) async fn close(self) {
-        let Db { jobs, done } = self;
-        drop(jobs);
-        let _ = done.await;
+        self.actor.close().await;
     }
 
     /// Runs `f` on the SQLite thread and returns its result.
@@ -99,16 +84,38 @@ impl Db {
         F: FnOnce(&mut Connection) -> Result<R, EmbeddedError> + Send + 'static,
         R: Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let result = f(conn);
-            Box::new(move || {
-                let _ = tx.send(result);
-            })
-        });
-        self.jobs.send(job).map_err(|_| EmbeddedError::Closed)?;
-        // A dropped sender means the job panicked (a bug, caught on the thread).
-        rx.await.map_err(|_| EmbeddedError::Closed)?
+        // `Closed` also when the job panicked (a bug, caught on the thread).
+        self.actor
+            .call(f)
+            .await
+            .map_err(|_| EmbeddedError::Closed)?
+    }
+}
+
+/// The thread's housekeeping: the relay after every job and at every idle poll, pruning every
+/// hour. No pruning at open: opening a store must not write to it (a failed import leaves the
+/// file byte-identical), and a short-lived CLI process has no reason to prune.
+struct Relaying {
+    relay: Relay,
+    cursors: Cursors,
+    poll_interval: Duration,
+}
+
+impl Housekeeping for Relaying {
+    fn after_job(&mut self, conn: &Connection) {
+        pump(conn, &self.relay, &mut self.cursors);
+    }
+
+    fn when_idle(&mut self, conn: &Connection) {
+        pump(conn, &self.relay, &mut self.cursors);
+        if self.cursors.last_prune.elapsed() >= PRUNE_EVERY {
+            prune(conn);
+            self.cursors.last_prune = Instant::now();
+        }
+    }
+
+    fn interval(&self) -> Option<Duration> {
+        Some(self.poll_interval)
     }
 }
 
@@ -133,40 +140,6 @@ impl Cursors {
             // the first pump wakes it.
             outbox: -1,
             last_prune: Instant::now(),
-        }
-    }
-}
-
-fn run(
-    mut conn: Connection,
-    jobs: mpsc::Receiver<Job>,
-    relay: Relay,
-    cursors: &mut Cursors,
-    poll_interval: Duration,
-) {
-    // No pruning at open: opening a store must not write to it (a failed import leaves the
-    // file byte-identical), and a short-lived CLI process has no reason to prune.
-    loop {
-        match jobs.recv_timeout(poll_interval) {
-            Ok(job) => {
-                // A panic in a job is a bug; catching it keeps the store usable for everyone
-                // else (an open transaction was rolled back when it unwound, and the caller's
-                // reply channel was dropped, which it sees as `Closed`).
-                let reply = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn)));
-                pump(&conn, &relay, cursors);
-                match reply {
-                    Ok(reply) => reply(),
-                    Err(_) => tracing::error!("a PM store job panicked; its caller gets an error"),
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                pump(&conn, &relay, cursors);
-                if cursors.last_prune.elapsed() >= PRUNE_EVERY {
-                    prune(&conn);
-                    cursors.last_prune = Instant::now();
-                }
-            }
-            Err(RecvTimeoutError::Disconnected) => break,
         }
     }
 }
@@ -264,70 +237,23 @@ fn open_connection(path: &Path, create: bool) -> Result<Connection, EmbeddedErro
     Ok(conn)
 }
 
-/// The schema version the file is at: 0 for a new file.
-fn schema_version(conn: &Connection) -> Result<i64, EmbeddedError> {
-    let exists: Option<i64> = conn
-        .query_row(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'",
-            [],
-            |row| row.get(0),
-        )
-        .optional()?;
-    if exists.is_none() {
-        return Ok(0);
-    }
-    Ok(conn.query_row(
-        "SELECT COALESCE(MAX(version), 0) FROM schema_version",
-        [],
-        |row| row.get(0),
-    )?)
-}
-
-/// Applies the numbered migrations the file lacks, each version once, in one transaction.
+/// Brings the file to the latest schema ([`crate::sqlite::migrate`]).
 ///
 /// A file at the latest version is only read, never written.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), EmbeddedError> {
-    let latest = i64::try_from(MIGRATIONS.len()).expect("a handful of migrations");
-    let found = schema_version(conn)?;
-    if found == latest {
-        return Ok(());
-    }
-    if found > latest {
-        return Err(EmbeddedError::SchemaTooNew {
-            found,
-            supported: latest,
-        });
-    }
-    // An existing file is copied first; a new one (version 0) has nothing to keep.
-    super::backup::before_migration(conn, found)?;
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    tx.execute_batch(
-        "CREATE TABLE IF NOT EXISTS schema_version (
-             version INTEGER PRIMARY KEY NOT NULL,
-             applied_at TEXT NOT NULL
-         )",
-    )?;
-    // Read again under the write lock: another process may have migrated in the meantime.
-    let found = schema_version(&tx)?;
-    for (index, sql) in MIGRATIONS.iter().enumerate() {
-        let version = i64::try_from(index + 1).expect("a handful of migrations");
-        if version <= found {
-            continue;
-        }
-        tx.execute_batch(sql)?;
-        tx.execute(
-            "INSERT INTO schema_version (version, applied_at) VALUES (?1, ?2)",
-            rusqlite::params![version, ts(Utc::now())],
-        )?;
-        tracing::info!(version, "PM store migrated");
-    }
-    tx.commit()?;
-    Ok(())
+    crate::sqlite::migrate::migrate(conn, &SCHEMA).map_err(|e| match e {
+        MigrateError::TooNew {
+            found, supported, ..
+        } => EmbeddedError::SchemaTooNew { found, supported },
+        MigrateError::Sqlite(e) => EmbeddedError::Sqlite(e),
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::schema::MIGRATIONS;
     use super::*;
+    use crate::sqlite::migrate::version as schema_version;
 
     #[test]
     fn migrate_new_file_reaches_latest_and_is_idempotent() {

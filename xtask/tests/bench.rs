@@ -1,17 +1,19 @@
-//! `taskbridge bench` at toy sizes: it runs every phase and reports every figure. The figures
-//! themselves are never asserted (timings belong in benchmarks, not in tests).
+//! `cargo xtask bench` at toy sizes, against the debug `taskbridge` binary it builds: it runs
+//! every phase and reports every figure. The figures themselves are never asserted (timings
+//! belong in benchmarks, not in tests).
 
 use std::process::Command;
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_taskbridge");
+const BIN: &str = env!("CARGO_BIN_EXE_xtask");
 
 #[test]
 fn bench_at_toy_sizes_runs_every_phase_and_reports() {
     let out = Command::new(BIN)
         .args([
             "bench",
+            "--debug",
             "--json",
             "--no-exchangelib",
             "--timeout-secs",
@@ -23,7 +25,7 @@ fn bench_at_toy_sizes_runs_every_phase_and_reports() {
         .env_remove("TASKBRIDGE_CONFIG")
         .env_remove("TASKBRIDGE_DATA_DIR")
         .output()
-        .expect("run taskbridge bench");
+        .expect("run cargo xtask bench");
     assert!(
         out.status.success(),
         "{}",

@@ -1,7 +1,8 @@
-//! `taskbridge bench`: end-to-end figures of the connector against the simulator, every party in
-//! its own process, as a deployment runs them.
+//! `cargo xtask bench`: end-to-end figures of the connector against the simulator, every party
+//! in its own process, as a deployment runs them.
 //!
-//! The simulator is `taskbridge sim` on loopback; the connector is `taskbridge publish` and
+//! The measured binary is `taskbridge` built by `cargo build --release` (or the one `--taskbridge`
+//! names). The simulator is `taskbridge sim` on loopback; the connector is `taskbridge publish` and
 //! `taskbridge serve` children in a temporary directory configured by `taskbridge init` plus
 //! `TASKBRIDGE_*` overrides (the simulator's URL, free ports, a debounce of 0). CPU time and peak
 //! RSS of a finished child come from `wait4`, those of a running one from `/proc`; EWS requests
@@ -38,7 +39,7 @@ use serde_json::{Value, json};
 
 use self::proc::Proc;
 use self::report::{Comparison, Edits, Figures, Large, Params, Publish, Republish, to_mb};
-use super::{CliError, print_out, to_json};
+use crate::Usage;
 
 /// The comparison client, written into the work directory when it runs.
 const EXCHANGELIB_SCRIPT: &str = include_str!("../../benches/exchangelib_creates.py");
@@ -46,7 +47,7 @@ const EXCHANGELIB_SCRIPT: &str = include_str!("../../benches/exchangelib_creates
 /// The service account the connector logs on as (the starter configuration's).
 const SERVICE: &str = "taskbridge@sim.example";
 
-/// Arguments of `taskbridge bench`.
+/// Arguments of `cargo xtask bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Assignments to publish (A).
@@ -94,17 +95,22 @@ pub struct BenchArgs {
     /// Longest wait for any one step, in seconds.
     #[arg(long, default_value_t = 600)]
     pub timeout_secs: u64,
+    /// Measure this `taskbridge` binary instead of building one.
+    #[arg(long, value_name = "PATH", conflicts_with = "debug")]
+    pub taskbridge: Option<PathBuf>,
+    /// Build and measure the debug binary (quick checks of the harness; the figures mean
+    /// nothing).
+    #[arg(long)]
+    pub debug: bool,
 }
 
-/// Runs `taskbridge bench`.
+/// Runs `cargo xtask bench`.
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if args.mailboxes == 0 || args.assignments == 0 {
-        return Err(
-            CliError::Usage("--assignments and --mailboxes must be at least 1".into()).into(),
-        );
+        return Err(Usage("--assignments and --mailboxes must be at least 1".into()).into());
     }
     if args.edits > args.assignments {
-        return Err(CliError::Usage(format!(
+        return Err(Usage(format!(
             "--edits {} is more than --assignments {}: each edit phase edits distinct tasks",
             args.edits, args.assignments
         ))
@@ -117,7 +123,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 connector_env.push((k.to_string(), v.to_string()));
             }
             _ => {
-                return Err(CliError::Usage(format!(
+                return Err(Usage(format!(
                     "--connector-env {kv:?}: expected TASKBRIDGE_KEY=VALUE"
                 ))
                 .into());
@@ -125,9 +131,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if args.large_assignments > 0 && args.large_mailboxes == 0 {
-        return Err(CliError::Usage("--large-mailboxes must be at least 1".into()).into());
+        return Err(Usage("--large-mailboxes must be at least 1".into()).into());
     }
-    let bin = std::env::current_exe().context("cannot find the taskbridge binary")?;
+    let bin = match &args.taskbridge {
+        Some(path) => path.clone(),
+        None => build_taskbridge(args.debug)?,
+    };
     let work = std::env::temp_dir().join(format!(
         "taskbridge-bench-{}-{}",
         std::process::id(),
@@ -148,7 +157,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         load_before: report::load_average(),
         ..Figures::default()
     };
-    if cfg!(debug_assertions) {
+    if args.debug {
         eprintln!("bench: warning: a debug build; figures are for release builds only");
     }
     if let Some(load) = figures.load_before
@@ -191,7 +200,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         let _ = std::fs::remove_dir_all(&work);
     }
     if args.json {
-        print_out(&to_json(&figures)?)?;
+        print_out(&serde_json::to_string_pretty(&figures)?)?;
     } else {
         print_out(&report::machine_text(&figures))?;
         print_out(&report::table(&figures))?;
@@ -207,6 +216,63 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         eprintln!("bench: wrote {}", doc.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The workspace this crate belongs to.
+fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask/ sits in the workspace root")
+}
+
+/// `cargo build --bin taskbridge` (release unless `debug`) in the workspace; the path of the
+/// binary from cargo's own report, so `CARGO_TARGET_DIR` and the profile need no guessing.
+fn build_taskbridge(debug: bool) -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace_root()).args([
+        "build",
+        "--bin",
+        "taskbridge",
+        "--message-format=json-render-diagnostics",
+    ]);
+    if !debug {
+        cmd.arg("--release");
+    }
+    eprintln!(
+        "bench: building taskbridge ({})",
+        if debug { "debug" } else { "release" }
+    );
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot run cargo build")?;
+    if !out.status.success() {
+        bail!("cargo build --bin taskbridge failed ({})", out.status);
+    }
+    let mut exe = None;
+    for line in out.stdout.split(|b| *b == b'\n') {
+        let Ok(msg) = serde_json::from_slice::<Value>(line) else {
+            continue;
+        };
+        if msg["reason"] == "compiler-artifact"
+            && msg["target"]["name"] == "taskbridge"
+            && let Some(path) = msg["executable"].as_str()
+        {
+            exe = Some(PathBuf::from(path));
+        }
+    }
+    exe.context("cargo build reported no taskbridge executable")
+}
+
+/// Prints to stdout; a closed stdout (`| head`) is not a failure.
+fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 struct Bench<'a> {
@@ -392,7 +458,7 @@ impl Bench<'_> {
             )
         })?;
         let requests = self.counters(site).await?;
-        let batch = super::config::RawExchange::default().batch_size;
+        let batch = taskbridge::ews::transport::Limits::default().batch_size;
         // Per mailbox with tasks: GetFolder (its Tasks folder), FindItem (tasks left by an
         // earlier crash), and one CreateItem per batch.
         let requests_min = workload::per_mailbox(assignments, mailboxes)

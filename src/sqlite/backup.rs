@@ -1,6 +1,6 @@
 //! A copy of an SQLite file before a migration changes its schema: an upgrade that goes wrong
 //! (or a downgrade that is needed after all) starts again from the file as the old version
-//! left it. Both stores (the PM store and the sync state) use it.
+//! left it. Both stores (the PM store and the sync state) use it, through [`super::migrate`].
 
 use std::path::PathBuf;
 
@@ -12,7 +12,10 @@ use rusqlite::Connection;
 /// (`from_version` 0) or in memory. `VACUUM INTO` makes one consistent file, with what the WAL
 /// holds, while other connections keep reading. Must run outside a transaction. Returns the
 /// copy's path.
-pub fn before_migration(conn: &Connection, from_version: i64) -> rusqlite::Result<Option<PathBuf>> {
+pub(crate) fn before_migration(
+    conn: &Connection,
+    from_version: i64,
+) -> rusqlite::Result<Option<PathBuf>> {
     let Some(path) = conn.path().filter(|p| !p.is_empty()) else {
         return Ok(None);
     };
