@@ -11,21 +11,29 @@ use std::path::Path;
 #[test]
 fn generated_code_is_fresh() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let expected = codegen::generate_file(root).expect("generate");
-    let path = root.join(codegen::GENERATED_PATH);
-    let actual = std::fs::read_to_string(&path).unwrap_or_default();
-    if expected != actual {
-        std::fs::write(&path, &expected).expect("write the generated file");
-        panic!(
-            "{} was stale and has been regenerated from {}: review and commit it",
-            codegen::GENERATED_PATH,
-            codegen::WSDL_PATH
-        );
+    let mut stale = Vec::new();
+    for (file, expected) in codegen::generate_files(root).expect("generate") {
+        let path = root.join(file);
+        let actual = std::fs::read_to_string(&path).unwrap_or_default();
+        if expected != actual {
+            std::fs::write(&path, &expected).expect("write the generated file");
+            stale.push(file);
+        }
     }
+    assert!(
+        stale.is_empty(),
+        "{stale:?} were stale and have been regenerated from wsdl/: review and commit them"
+    );
 }
 
 #[test]
 fn snake_case_splits_words() {
     assert_eq!(codegen::snake_case("SyncFolderItems"), "sync_folder_items");
     assert_eq!(codegen::snake_case("GetItem"), "get_item");
+    assert_eq!(codegen::snake_case("URL"), "url");
+    assert_eq!(
+        codegen::snake_case("ExtendedFieldURI"),
+        "extended_field_uri"
+    );
+    assert_eq!(codegen::snake_case("IDFormat"), "id_format");
 }
