@@ -1,7 +1,8 @@
 //! The generator of `src/generated/` from the workspace's `wsdl/`: the operation surface
-//! (`operations.rs`, from `services.wsdl`, in this file) and the wire types (`types.rs`,
+//! (`operations.rs`, from `services.wsdl`, in this file), the wire types (`types.rs`,
 //! `messages.rs`, from `types.xsd` and `messages.xsd`, in `wire.rs` over the schema reader in
-//! `xsd.rs`).
+//! `xsd.rs`) and the table of message bodies (`dispatch.rs`, from both WSDLs and the schema,
+//! in `wire.rs`).
 //!
 //! It runs as the test `generated_code_is_fresh` (`tests/generated.rs`): after a change to
 //! `wsdl/`, `cargo test -p taskbridge-ews --test generated` rewrites the files and fails once,
@@ -277,6 +278,8 @@ pub fn rustfmt(source: &str) -> Result<String, String> {
 /// Paths of the WSDL and the schema (the workspace's `wsdl/`), relative to this crate's root.
 pub const WSDL_PATH: &str = "../../wsdl/services.wsdl";
 /// See [`WSDL_PATH`].
+pub const NOTIFICATION_WSDL_PATH: &str = "../../wsdl/notification.wsdl";
+/// See [`WSDL_PATH`].
 pub const TYPES_XSD_PATH: &str = "../../wsdl/types.xsd";
 /// See [`WSDL_PATH`].
 pub const MESSAGES_XSD_PATH: &str = "../../wsdl/messages.xsd";
@@ -299,6 +302,12 @@ pub fn read_schema(root: &std::path::Path) -> Result<xsd::Schema, String> {
 pub fn generate_files(root: &std::path::Path) -> Result<Vec<(&'static str, String)>, String> {
     let schema = read_schema(root)?;
     let (types, messages) = wire::generate(&schema)?;
+    let services = read_operations(&read(root, WSDL_PATH)?, "ExchangeServicePortType")?;
+    let notification = read_operations(
+        &read(root, NOTIFICATION_WSDL_PATH)?,
+        "NotificationServicePortType",
+    )?;
+    let dispatch = wire::dispatch(&schema, &services, &notification)?;
 
     Ok(vec![
         (
@@ -307,5 +316,6 @@ pub fn generate_files(root: &std::path::Path) -> Result<Vec<(&'static str, Strin
         ),
         ("src/generated/types.rs", rustfmt(&types)?),
         ("src/generated/messages.rs", rustfmt(&messages)?),
+        ("src/generated/dispatch.rs", rustfmt(&dispatch)?),
     ])
 }
