@@ -2,10 +2,14 @@
 //! The `t:` wire types generated from `wsdl/types.xsd`: the enumerations and element lists the operations use. Re-exported where they were declared before (`ops::*`, `types`).
 
 use crate::ops::update_item::Updates;
-use crate::types::EventType;
+use crate::types::ChangeKey;
+use crate::types::DistinguishedFolderName;
+use crate::types::FolderIdValue;
 use crate::types::FolderIds;
-use crate::types::ItemId;
+use crate::types::ItemIdValue;
 use crate::types::Items;
+use crate::types::Mailbox;
+use crate::types::Paths;
 use crate::types::Watermark;
 use crate::xml::xml_enum;
 use crate::xml::xml_struct;
@@ -75,6 +79,212 @@ xml_enum! {
         Ok = "OK",
         /// `Unsubscribe`.
         Unsubscribe = "Unsubscribe",
+    }
+}
+
+xml_enum! {
+    /// `t:ImportanceChoicesType`.
+    pub enum Importance {
+        /// `Low`.
+        Low = "Low",
+        /// `Normal`.
+        Normal = "Normal",
+        /// `High`.
+        High = "High",
+    }
+}
+
+xml_enum! {
+    /// `t:TaskStatusType`.
+    pub enum TaskStatus {
+        /// `NotStarted`.
+        NotStarted = "NotStarted",
+        /// `InProgress`.
+        InProgress = "InProgress",
+        /// `Completed`.
+        Completed = "Completed",
+        /// `WaitingOnOthers`.
+        WaitingOnOthers = "WaitingOnOthers",
+        /// `Deferred`.
+        Deferred = "Deferred",
+    }
+}
+
+xml_enum! {
+    /// `t:SensitivityChoicesType`.
+    pub enum Sensitivity {
+        /// `Normal`.
+        Normal = "Normal",
+        /// `Personal`.
+        Personal = "Personal",
+        /// `Private`.
+        Private = "Private",
+        /// `Confidential`.
+        Confidential = "Confidential",
+    }
+}
+
+xml_enum! {
+    /// `t:BodyTypeType`.
+    pub enum BodyType {
+        /// `HTML`.
+        Html = "HTML",
+        /// `Text`.
+        Text = "Text",
+    }
+}
+
+xml_enum! {
+    /// `t:NotificationEventTypeType`.
+    pub enum EventType {
+        /// `CopiedEvent`.
+        CopiedEvent = "CopiedEvent",
+        /// `CreatedEvent`.
+        CreatedEvent = "CreatedEvent",
+        /// `DeletedEvent`.
+        DeletedEvent = "DeletedEvent",
+        /// `ModifiedEvent`.
+        ModifiedEvent = "ModifiedEvent",
+        /// `MovedEvent`.
+        MovedEvent = "MovedEvent",
+        /// `NewMailEvent`.
+        NewMailEvent = "NewMailEvent",
+        /// `FreeBusyChangedEvent`.
+        FreeBusyChangedEvent = "FreeBusyChangedEvent",
+    }
+}
+
+xml_enum! {
+    /// `t:DefaultShapeNamesType`.
+    pub enum BaseShape {
+        /// `IdOnly`.
+        IdOnly = "IdOnly",
+        /// `Default`.
+        Default = "Default",
+        /// `AllProperties`.
+        AllProperties = "AllProperties",
+        /// `PcxPeopleSearch`.
+        PcxPeopleSearch = "PcxPeopleSearch",
+    }
+}
+
+xml_enum! {
+    /// `t:IndexBasePointType`.
+    pub enum BasePoint {
+        /// `Beginning`.
+        Beginning = "Beginning",
+        /// `End`.
+        End = "End",
+    }
+}
+
+xml_struct! {
+    /// `t:ItemIdType`.
+    #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+    pub struct ItemId {
+        @attrs {
+            /// `Id` (`xs:string`, required).
+            pub id: req ItemIdValue = "Id",
+            /// `ChangeKey` (`xs:string`).
+            pub change_key: opt ChangeKey = "ChangeKey",
+        }
+    }
+}
+
+xml_struct! {
+    /// `t:FolderIdType`.
+    #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+    pub struct FolderId {
+        @attrs {
+            /// `Id` (`xs:string`, required).
+            pub id: req FolderIdValue = "Id",
+            /// `ChangeKey` (`xs:string`).
+            pub change_key: opt ChangeKey = "ChangeKey",
+        }
+    }
+}
+
+xml_struct! {
+    /// `t:DistinguishedFolderIdType`.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct DistinguishedFolderId {
+        @attrs {
+            /// `Id` (`t:DistinguishedFolderIdNameType`, required).
+            pub id: req DistinguishedFolderName = "Id",
+            /// `ChangeKey` (`xs:string`).
+            pub change_key: opt ChangeKey = "ChangeKey",
+        }
+        /// `t:Mailbox` (`t:EmailAddressType`, optional).
+        pub mailbox: opt Mailbox = t "Mailbox",
+    }
+}
+
+xml_struct! {
+    /// `t:BaseFolderType`.
+    #[derive(Clone, Debug, PartialEq, Eq, Default)]
+    pub struct Folder {
+        /// `t:FolderId` (`t:FolderIdType`, optional).
+        pub folder_id: opt FolderId = t "FolderId",
+        /// `t:ParentFolderId` (`t:FolderIdType`, optional).
+        pub parent_folder_id: opt FolderId = t "ParentFolderId",
+        /// `t:FolderClass` (`xs:string`, optional).
+        pub folder_class: opt String = t "FolderClass",
+        /// `t:DisplayName` (`xs:string`, optional).
+        pub display_name: opt String = t "DisplayName",
+        /// `t:TotalCount` (`xs:int`, optional).
+        pub total_count: opt i32 = t "TotalCount",
+        /// `t:ChildFolderCount` (`xs:int`, optional).
+        pub child_folder_count: opt i32 = t "ChildFolderCount",
+    }
+}
+
+xml_struct! {
+    /// `t:ItemResponseShapeType`.
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct ItemShape {
+        /// `t:BaseShape` (`t:DefaultShapeNamesType`, required).
+        pub base_shape: req BaseShape = t "BaseShape",
+        /// `t:BodyType` (`t:BodyTypeResponseType`, optional).
+        pub body_type: opt BodyType = t "BodyType",
+        /// `t:AdditionalProperties` (`t:NonEmptyArrayOfPathsToElementType`, optional).
+        pub additional_properties: opt Paths = t "AdditionalProperties",
+    }
+}
+
+xml_struct! {
+    /// `t:FolderResponseShapeType`.
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct FolderShape {
+        /// `t:BaseShape` (`t:DefaultShapeNamesType`, required).
+        pub base_shape: req BaseShape = t "BaseShape",
+        /// `t:AdditionalProperties` (`t:NonEmptyArrayOfPathsToElementType`, optional).
+        pub additional_properties: opt Paths = t "AdditionalProperties",
+    }
+}
+
+xml_struct! {
+    /// `t:ConstantValueType`.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Constant {
+        @attrs {
+            /// `Value` (`xs:string`, required).
+            pub value: req String = "Value",
+        }
+    }
+}
+
+xml_struct! {
+    /// `t:IndexedPageViewType`.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct IndexedPageView {
+        @attrs {
+            /// `MaxEntriesReturned` (`xs:int`).
+            pub max_entries_returned: opt i32 = "MaxEntriesReturned",
+            /// `Offset` (`xs:int`, required).
+            pub offset: req i32 = "Offset",
+            /// `BasePoint` (`t:IndexBasePointType`, required).
+            pub base_point: req BasePoint = "BasePoint",
+        }
     }
 }
 

@@ -9,59 +9,8 @@ use crate::xml::{
     xml_struct,
 };
 
-xml_enum! {
-    /// `t:ImportanceChoicesType`.
-    /// See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/importance>.
-    pub enum Importance {
-        /// Low importance.
-        Low = "Low",
-        /// Normal importance.
-        Normal = "Normal",
-        /// High importance.
-        High = "High",
-    }
-}
-
-xml_enum! {
-    /// `t:TaskStatusType`.
-    /// See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/status>.
-    pub enum TaskStatus {
-        /// Not started.
-        NotStarted = "NotStarted",
-        /// In progress.
-        InProgress = "InProgress",
-        /// Completed.
-        Completed = "Completed",
-        /// Waiting on someone else.
-        WaitingOnOthers = "WaitingOnOthers",
-        /// Deferred.
-        Deferred = "Deferred",
-    }
-}
-
-xml_enum! {
-    /// `t:SensitivityChoicesType`.
-    pub enum Sensitivity {
-        /// Normal.
-        Normal = "Normal",
-        /// Personal.
-        Personal = "Personal",
-        /// Private.
-        Private = "Private",
-        /// Confidential.
-        Confidential = "Confidential",
-    }
-}
-
-xml_enum! {
-    /// `t:BodyTypeType`.
-    pub enum BodyType {
-        /// HTML.
-        Html = "HTML",
-        /// Plain text.
-        Text = "Text",
-    }
-}
+// Generated from wsdl/types.xsd (see `crate::generated`).
+pub use crate::generated::types::{BodyType, Importance, Sensitivity, TaskStatus};
 
 xml_enum! {
     /// `t:MapiPropertyTypeType` (the types taskbridge uses, others kept verbatim).
