@@ -2,17 +2,22 @@
 //! The `t:` wire types generated from `wsdl/types.xsd`: the enumerations and element lists the operations use. Re-exported where they were declared before (`ops::*`, `types`).
 
 use crate::ops::update_item::Updates;
+use crate::types::Body;
 use crate::types::ChangeKey;
 use crate::types::DistinguishedFolderName;
+use crate::types::DistinguishedPropertySet;
+use crate::types::ExtendedProperty;
 use crate::types::FolderIdValue;
 use crate::types::FolderIds;
 use crate::types::ItemIdValue;
 use crate::types::Items;
 use crate::types::Mailbox;
+use crate::types::MapiPropertyType;
 use crate::types::Paths;
 use crate::types::Watermark;
 use crate::xml::xml_enum;
 use crate::xml::xml_struct;
+use chrono::{DateTime, Utc};
 
 xml_enum! {
     /// `t:DisposalType`.
@@ -285,6 +290,105 @@ xml_struct! {
             /// `BasePoint` (`t:IndexBasePointType`, required).
             pub base_point: req BasePoint = "BasePoint",
         }
+    }
+}
+
+xml_struct! {
+    /// `t:ArrayOfStringsType`.
+    #[derive(Clone, Debug, PartialEq, Eq, Default)]
+    pub struct Strings {
+        /// `t:String` (`xs:string`, repeated).
+        pub strings: many String = t "String",
+    }
+}
+
+xml_struct! {
+    /// The `m:ExtendedFieldURI` body (`t:PathToExtendedFieldType`).
+    #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+    pub struct ExtendedFieldUri {
+        @attrs {
+            /// `DistinguishedPropertySetId` (`t:DistinguishedPropertySetType`).
+            pub distinguished_property_set_id: opt DistinguishedPropertySet = "DistinguishedPropertySetId",
+            /// `PropertySetId` (`t:GuidType`).
+            pub property_set_id: opt String = "PropertySetId",
+            /// `PropertyTag` (`t:PropertyTagType`).
+            pub property_tag: opt String = "PropertyTag",
+            /// `PropertyName` (`xs:string`).
+            pub property_name: opt String = "PropertyName",
+            /// `PropertyId` (`xs:int`).
+            pub property_id: opt i32 = "PropertyId",
+            /// `PropertyType` (`t:MapiPropertyTypeType`, required).
+            pub property_type: req MapiPropertyType = "PropertyType",
+        }
+    }
+}
+
+xml_struct! {
+    /// `t:TaskType`.
+    #[derive(Clone, Debug, PartialEq, Default)]
+    pub struct Task {
+        /// `t:ItemId` (`t:ItemIdType`, optional).
+        pub item_id: opt ItemId = t "ItemId",
+        /// `t:ParentFolderId` (`t:FolderIdType`, optional).
+        pub parent_folder_id: opt FolderId = t "ParentFolderId",
+        /// `t:ItemClass` (`t:ItemClassType`, optional).
+        pub item_class: opt String = t "ItemClass",
+        /// `t:Subject` (`xs:string`, optional).
+        pub subject: opt String = t "Subject",
+        /// `t:Sensitivity` (`t:SensitivityChoicesType`, optional).
+        pub sensitivity: opt Sensitivity = t "Sensitivity",
+        /// `t:Body` (`t:BodyType`, optional).
+        pub body: opt Body = t "Body",
+        /// `t:DateTimeReceived` (`xs:dateTime`, optional).
+        pub date_time_received: opt DateTime<Utc> = t "DateTimeReceived",
+        /// `t:Size` (`xs:int`, optional).
+        pub size: opt i32 = t "Size",
+        /// `t:Categories` (`t:ArrayOfStringsType`, optional).
+        pub categories: opt Strings = t "Categories",
+        /// `t:Importance` (`t:ImportanceChoicesType`, optional).
+        pub importance: opt Importance = t "Importance",
+        /// `t:DateTimeSent` (`xs:dateTime`, optional).
+        pub date_time_sent: opt DateTime<Utc> = t "DateTimeSent",
+        /// `t:DateTimeCreated` (`xs:dateTime`, optional).
+        pub date_time_created: opt DateTime<Utc> = t "DateTimeCreated",
+        /// `t:ReminderDueBy` (`xs:dateTime`, optional).
+        pub reminder_due_by: opt DateTime<Utc> = t "ReminderDueBy",
+        /// `t:ReminderIsSet` (`xs:boolean`, optional).
+        pub reminder_is_set: opt bool = t "ReminderIsSet",
+        /// `t:HasAttachments` (`xs:boolean`, optional).
+        pub has_attachments: opt bool = t "HasAttachments",
+        /// `t:ExtendedProperty` (`t:ExtendedPropertyType`, repeated).
+        pub extended_properties: many ExtendedProperty = t "ExtendedProperty",
+        /// `t:LastModifiedName` (`xs:string`, optional).
+        pub last_modified_name: opt String = t "LastModifiedName",
+        /// `t:LastModifiedTime` (`xs:dateTime`, optional).
+        pub last_modified_time: opt DateTime<Utc> = t "LastModifiedTime",
+        /// `t:ActualWork` (`xs:int`, optional).
+        pub actual_work: opt i32 = t "ActualWork",
+        /// `t:ChangeCount` (`xs:int`, optional).
+        pub change_count: opt i32 = t "ChangeCount",
+        /// `t:Companies` (`t:ArrayOfStringsType`, optional).
+        pub companies: opt Strings = t "Companies",
+        /// `t:CompleteDate` (`xs:dateTime`, optional).
+        pub complete_date: opt DateTime<Utc> = t "CompleteDate",
+        /// `t:DueDate` (`xs:dateTime`, optional).
+        pub due_date: opt DateTime<Utc> = t "DueDate",
+        /// `t:IsComplete` (`xs:boolean`, optional).
+        pub is_complete: opt bool = t "IsComplete",
+        /// `t:IsRecurring` (`xs:boolean`, optional).
+        pub is_recurring: opt bool = t "IsRecurring",
+        /// `t:Owner` (`xs:string`, optional).
+        pub owner: opt String = t "Owner",
+        /// `t:PercentComplete` (`xs:double`, optional).
+        pub percent_complete: opt f64 = t "PercentComplete",
+        /// `t:StartDate` (`xs:dateTime`, optional).
+        pub start_date: opt DateTime<Utc> = t "StartDate",
+        /// `t:Status` (`t:TaskStatusType`, optional).
+        pub status: opt TaskStatus = t "Status",
+        /// `t:StatusDescription` (`xs:string`, optional).
+        pub status_description: opt String = t "StatusDescription",
+        /// `t:TotalWork` (`xs:int`, optional).
+        pub total_work: opt i32 = t "TotalWork",
     }
 }
 

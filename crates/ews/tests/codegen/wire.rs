@@ -105,6 +105,30 @@ pub const TYPES: &[Emit] = &[
     emit("t:FolderResponseShapeType", "FolderShape", CLONE),
     emit("t:ConstantValueType", "Constant", CLONE_EQ),
     emit("t:IndexedPageViewType", "IndexedPageView", CLONE_EQ),
+    emit("t:ArrayOfStringsType", "Strings", CLONE_EQ_DEFAULT),
+    emit(
+        "t:PathToExtendedFieldType",
+        "ExtendedFieldUri",
+        "Clone, Debug, PartialEq, Eq, Hash",
+    ),
+    // The task with the `t:ItemType` elements before it; what taskbridge leaves out is read
+    // like any unknown element and never written.
+    Emit {
+        skip: &[
+            "ReminderMinutesBeforeStart",
+            "Culture",
+            "IsAssociated",
+            "AssignedTime",
+            "BillingInformation",
+            "Contacts",
+            "DelegationState",
+            "Delegator",
+            "IsAssignmentEditable",
+            "IsTeamTask",
+            "Mileage",
+        ],
+        ..emit("t:TaskType", "Task", CLONE_DEFAULT)
+    },
     emit(
         "t:NonEmptyArrayOfBaseItemIdsType",
         "ItemIds",
@@ -219,6 +243,21 @@ pub const HAND_WRITTEN: &[(&str, &str)] = &[
     ("xs:string", "String"),
     ("xs:int", "i32"),
     ("xs:boolean", "bool"),
+    ("xs:double", "f64"),
+    ("xs:dateTime", "DateTime<Utc>"),
+    // An item class such as `IPM.Task`.
+    ("t:ItemClassType", "String"),
+    // Text content with attributes, which `xml_struct!` cannot express.
+    ("t:BodyType", "crate::types::Body"),
+    // Hand-written: the schema lists 27 MAPI types; the enum names those taskbridge uses.
+    ("t:MapiPropertyTypeType", "crate::types::MapiPropertyType"),
+    (
+        "t:DistinguishedPropertySetType",
+        "crate::types::DistinguishedPropertySet",
+    ),
+    // Hand-written: a single value or an array of values (`Values`, which our subset leaves
+    // out).
+    ("t:ExtendedPropertyType", "crate::types::ExtendedProperty"),
     // Hand-written: the schema lists 71 folder names; the enum names those taskbridge uses and
     // keeps the others in `Other`.
     (
@@ -257,6 +296,8 @@ pub const HAND_WRITTEN: &[(&str, &str)] = &[
 /// string, an enumeration without the values taskbridge never asks for).
 pub const FIELD_TYPES: &[(&str, &str)] = &[
     ("t:ItemIdType/Id", "crate::types::ItemIdValue"),
+    // A union of a number and a hex string, kept as the text Exchange sends.
+    ("t:PathToExtendedFieldType/PropertyTag", "String"),
     ("t:ItemIdType/ChangeKey", "crate::types::ChangeKey"),
     ("t:FolderIdType/Id", "crate::types::FolderIdValue"),
     ("t:FolderIdType/ChangeKey", "crate::types::ChangeKey"),
@@ -504,7 +545,7 @@ impl Unit {
                 _ => "req",
             };
             let field = if kind == "many" {
-                format!("{}s", snake_case(&p.name))
+                plural(&snake_case(&p.name))
             } else {
                 snake_case(&p.name)
             };
@@ -608,6 +649,9 @@ impl Unit {
         }
         for m in macros {
             self.imports.insert(format!("crate::xml::{m}"));
+        }
+        if self.body.contains("DateTime<Utc>") {
+            self.imports.insert("chrono::{DateTime, Utc}".into());
         }
         for i in &self.imports {
             let _ = writeln!(out, "use {i};");
@@ -739,4 +783,13 @@ pub fn dispatch(
          }\n",
     );
     Ok(out)
+}
+
+/// The field name of a repeated element: `item_id` -> `item_ids`, `extended_property` ->
+/// `extended_properties`.
+fn plural(name: &str) -> String {
+    match name.strip_suffix('y') {
+        Some(stem) if !stem.ends_with(['a', 'e', 'i', 'o', 'u']) => format!("{stem}ies"),
+        _ => format!("{name}s"),
+    }
 }
