@@ -88,6 +88,18 @@ xml_enum! {
 }
 
 xml_enum! {
+    /// `t:ResponseClassType`.
+    pub enum ResponseClass {
+        /// `Success`.
+        Success = "Success",
+        /// `Warning`.
+        Warning = "Warning",
+        /// `Error`.
+        Error = "Error",
+    }
+}
+
+xml_enum! {
     /// `t:ImportanceChoicesType`.
     pub enum Importance {
         /// `Low`.

@@ -71,6 +71,7 @@ pub const TYPES: &[Emit] = &[
         variants: &[("OK", "Ok")],
         ..emit("t:SubscriptionStatusType", "SubscriptionStatus", "")
     },
+    emit("t:ResponseClassType", "ResponseClass", ""),
     emit("t:ImportanceChoicesType", "Importance", ""),
     emit("t:TaskStatusType", "TaskStatus", ""),
     emit("t:SensitivityChoicesType", "Sensitivity", ""),
