@@ -214,7 +214,7 @@ xml_struct! {
         pub sync_state: opt SyncState = m "SyncState",
         /// `m:Ignore` (`t:ArrayOfBaseItemIdsType`, optional).
         pub ignore: opt ItemIds = m "Ignore",
-        /// `m:MaxChangesReturned` (`t:MaxSyncChangesReturnedType`, required).
+        /// `m:MaxChangesReturned` (`t:MaxSyncChangesReturnedType`, required, 1 to 512).
         pub max_changes_returned: req i32 = m "MaxChangesReturned",
     }
 }

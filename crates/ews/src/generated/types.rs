@@ -478,7 +478,7 @@ xml_struct! {
         pub event_types: req EventTypes = t "EventTypes",
         /// `t:Watermark` (`t:WatermarkType`, optional).
         pub watermark: opt Watermark = t "Watermark",
-        /// `t:StatusFrequency` (`t:SubscriptionStatusFrequencyType`, required).
+        /// `t:StatusFrequency` (`t:SubscriptionStatusFrequencyType`, required, 1 to 1440).
         pub status_frequency: req i32 = t "StatusFrequency",
         /// `t:URL` (`xs:string`, required).
         pub url: req String = t "URL",
@@ -495,7 +495,7 @@ xml_struct! {
         pub event_types: req EventTypes = t "EventTypes",
         /// `t:Watermark` (`t:WatermarkType`, optional).
         pub watermark: opt Watermark = t "Watermark",
-        /// `t:Timeout` (`t:SubscriptionTimeoutType`, required).
+        /// `t:Timeout` (`t:SubscriptionTimeoutType`, required, 1 to 1440).
         pub timeout: req i32 = t "Timeout",
     }
 }

@@ -555,9 +555,18 @@ impl Unit {
                 "opt" => "optional",
                 _ => "required",
             };
+            // A range the schema puts on the value (e.g. a page size of 1 to 512).
+            let range = match schema.simple.get(&schema_ty) {
+                Some(st) if st.min.is_some() || st.max.is_some() => format!(
+                    ", {} to {}",
+                    st.min.as_deref().unwrap_or("..."),
+                    st.max.as_deref().unwrap_or("...")
+                ),
+                _ => String::new(),
+            };
             let _ = writeln!(
                 out,
-                "        /// `{prefix}:{}` (`{schema_ty}`, {occurs}).",
+                "        /// `{prefix}:{}` (`{schema_ty}`, {occurs}{range}).",
                 p.name
             );
             let _ = writeln!(

@@ -63,6 +63,10 @@ pub struct SimpleType {
     pub base: String,
     /// The enumeration values, in schema order (empty when it only restricts a range).
     pub values: Vec<String>,
+    /// `minInclusive`, if any.
+    pub min: Option<String>,
+    /// `maxInclusive`, if any.
+    pub max: Option<String>,
 }
 
 /// The named types and top-level elements of one or more schema documents, keyed by
@@ -224,6 +228,16 @@ impl Schema {
             "restriction" => {
                 if let Some((_, s)) = simple {
                     s.base = attr(e, "base").unwrap_or_default();
+                }
+            }
+            "minInclusive" | "maxInclusive" => {
+                if let Some((_, s)) = simple.as_mut() {
+                    let bound = attr(e, "value");
+                    if local == "minInclusive" {
+                        s.min = bound;
+                    } else {
+                        s.max = bound;
+                    }
                 }
             }
             "enumeration" => {
