@@ -1,5 +1,6 @@
 //! The generator of the wire types (`src/generated/types.rs`, `src/generated/messages.rs`) from
-//! `wsdl/types.xsd` and `wsdl/messages.xsd`.
+//! `wsdl/types.xsd` and `wsdl/messages.xsd`, and of the table of message bodies
+//! (`src/generated/dispatch.rs`) from those and the two WSDLs.
 //!
 //! It emits `xml_struct!` / `xml_enum!` / `response!` invocations, the same form the
 //! hand-written types had, so reading and writing cost exactly what they did. What the schema
