@@ -8,10 +8,8 @@
 use serde_json::{Map, Value, json};
 
 use crate::error::DecodeError;
-use crate::ops::{
-    create_item, delete_item, find_item, get_events, get_folder, get_item, send_notification,
-    subscribe, sync_folder_items, unsubscribe, update_item,
-};
+use crate::generated::BodyRole;
+use crate::ops::OperationResponse;
 use crate::soap::{self, Body};
 use crate::types::ResponseMessage;
 use crate::xml::{Content, Element, Ns, XmlElement, XmlReader};
@@ -207,75 +205,61 @@ fn messages_value<P: serde::Serialize>(messages: &[ResponseMessage<P>]) -> Value
     )
 }
 
+/// Reads one body element (its start tag just read) into JSON; see
+/// [`crate::generated::MESSAGE_BODIES`].
+pub type ReadBody = for<'i> fn(&mut XmlReader<'i>, Element<'i>) -> Result<Value, DecodeError>;
+
+/// Reads a request (or a notification result) into JSON: the type's own form.
+pub(crate) fn read_plain<'i, T: XmlElement + serde::Serialize>(
+    r: &mut XmlReader<'i>,
+    e: Element<'i>,
+) -> Result<Value, DecodeError> {
+    Ok(to_value(&T::read(r, e)?))
+}
+
+/// Reads a list of response messages (a response or a push notification) into JSON, with each
+/// message's back-off hint pulled out.
+pub(crate) fn read_messages<'i, T: OperationResponse>(
+    r: &mut XmlReader<'i>,
+    e: Element<'i>,
+) -> Result<Value, DecodeError>
+where
+    T::Payload: serde::Serialize,
+{
+    let v = T::read(r, e)?;
+    Ok(json!({ "ResponseMessages": messages_value(v.messages()) }))
+}
+
 fn decode_body<'i>(
     r: &mut XmlReader<'i>,
     e: Element<'i>,
 ) -> Result<(&'static str, Value), DecodeError> {
-    macro_rules! request {
-        ($ty:ty) => {{
-            let v = <$ty>::read(r, e)?;
-            Ok(("request", to_value(&v)))
-        }};
-    }
-    macro_rules! response {
-        ($ty:ty) => {{
-            let v = <$ty>::read(r, e)?;
-            Ok((
-                "response",
-                json!({ "ResponseMessages": messages_value(&v.response_messages) }),
-            ))
-        }};
-    }
     if e.ns() != Ns::Messages {
         return Err(soap::unexpected("an EWS message element", &e));
     }
-    match e.local_name() {
-        "CreateItem" => request!(create_item::CreateItem),
-        "GetItem" => request!(get_item::GetItem),
-        "UpdateItem" => request!(update_item::UpdateItem),
-        "DeleteItem" => request!(delete_item::DeleteItem),
-        "FindItem" => request!(find_item::FindItem),
-        "SyncFolderItems" => request!(sync_folder_items::SyncFolderItems),
-        "GetFolder" => request!(get_folder::GetFolder),
-        "Subscribe" => request!(subscribe::Subscribe),
-        "Unsubscribe" => request!(unsubscribe::Unsubscribe),
-        "GetEvents" => request!(get_events::GetEvents),
-        "SendNotificationResult" => {
-            let v = send_notification::SendNotificationResult::read(r, e)?;
-            Ok(("notification-result", to_value(&v)))
-        }
-        "SendNotification" => {
-            let v = send_notification::SendNotification::read(r, e)?;
-            Ok((
-                "notification",
-                json!({ "ResponseMessages": messages_value(&v.response_messages) }),
-            ))
-        }
-        "CreateItemResponse" => response!(create_item::CreateItemResponse),
-        "GetItemResponse" => response!(get_item::GetItemResponse),
-        "UpdateItemResponse" => response!(update_item::UpdateItemResponse),
-        "DeleteItemResponse" => response!(delete_item::DeleteItemResponse),
-        "FindItemResponse" => response!(find_item::FindItemResponse),
-        "SyncFolderItemsResponse" => response!(sync_folder_items::SyncFolderItemsResponse),
-        "GetFolderResponse" => response!(get_folder::GetFolderResponse),
-        "SubscribeResponse" => response!(subscribe::SubscribeResponse),
-        "UnsubscribeResponse" => response!(unsubscribe::UnsubscribeResponse),
-        "GetEventsResponse" => response!(get_events::GetEventsResponse),
-        _ => {
-            // An operation taskbridge does not model: decoded generically, with what an
-            // operator looks for (class, code, message text, ids) pulled out of each message.
-            let name = e.local_name().to_string();
-            let tree = generic_element(r, e, 0)?;
-            if name.ends_with("Response") {
-                let summary = response_summary(&tree);
-                Ok((
-                    "response",
-                    json!({ "generic": true, "ResponseMessages": summary, "content": tree }),
-                ))
-            } else {
-                Ok(("request", json!({ "generic": true, "content": tree })))
-            }
-        }
+    // The bodies taskbridge models come from the generated table (the same schema and WSDLs
+    // the types are generated from).
+    if let Some(body) = crate::generated::message_body(e.local_name()) {
+        let kind = match body.role {
+            BodyRole::Request => "request",
+            BodyRole::Response => "response",
+            BodyRole::Notification => "notification",
+            BodyRole::NotificationResult => "notification-result",
+        };
+        return Ok((kind, (body.read)(r, e)?));
+    }
+    // An operation taskbridge does not model: decoded generically, with what an operator looks
+    // for (class, code, message text, ids) pulled out of each message.
+    let name = e.local_name().to_string();
+    let tree = generic_element(r, e, 0)?;
+    if name.ends_with("Response") {
+        let summary = response_summary(&tree);
+        Ok((
+            "response",
+            json!({ "generic": true, "ResponseMessages": summary, "content": tree }),
+        ))
+    } else {
+        Ok(("request", json!({ "generic": true, "content": tree })))
     }
 }
 
@@ -383,7 +367,7 @@ fn collect_ids(value: &Value, name: &str, out: &mut Vec<Value>) {
     }
 }
 
-// Keeps the list above honest: every generated operation decodes.
+// Keeps the generated table honest: every WSDL operation decodes by it.
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,6 +393,32 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn message_bodies_name_both_sides_of_every_operation() {
+        use crate::generated::{BodyRole, MESSAGE_BODIES, message_body};
+        for op in crate::generated::OPERATIONS {
+            let request = message_body(op.request).expect(op.request);
+            assert_eq!(
+                (request.operation, request.role),
+                (op.name, BodyRole::Request)
+            );
+            let response = message_body(op.response).expect(op.response);
+            assert_eq!(
+                (response.operation, response.role),
+                (op.name, BodyRole::Response)
+            );
+        }
+        // The push subscriber's side, from notification.wsdl.
+        let push = message_body("SendNotification").expect("SendNotification");
+        assert_eq!(push.role, BodyRole::Notification);
+        let answer = message_body("SendNotificationResult").expect("SendNotificationResult");
+        assert_eq!(answer.role, BodyRole::NotificationResult);
+        assert_eq!(
+            MESSAGE_BODIES.len(),
+            2 * crate::generated::OPERATIONS.len() + 2
+        );
     }
 
     #[test]

@@ -1,52 +1,12 @@
 //! CreateItem: creates tasks in a folder.
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/createitem>.
 
-use crate::ops::{operation, response};
-use crate::types::{FolderIds, Items};
-use crate::xml::{xml_enum, xml_struct};
+use crate::ops::operation;
 
-xml_enum! {
-    /// `t:MessageDispositionType`.
-    pub enum MessageDisposition {
-        /// Save without sending (the only sensible choice for tasks).
-        SaveOnly = "SaveOnly",
-        /// Send without saving.
-        SendOnly = "SendOnly",
-        /// Send and keep a copy.
-        SendAndSaveCopy = "SendAndSaveCopy",
-    }
-}
+// Generated from wsdl/ (see `crate::generated`).
+pub use crate::generated::messages::{CreateItem, CreateItemResponse, ItemsPayload};
+pub use crate::generated::types::MessageDisposition;
 
-xml_struct! {
-    /// The `m:CreateItem` request.
-    #[derive(Clone, Debug, PartialEq)]
-    pub struct CreateItem {
-        @attrs {
-            /// What to do with messages (tasks are only saved).
-            pub message_disposition: opt MessageDisposition = "MessageDisposition",
-        }
-        /// Where to save the items (default: the Tasks folder for tasks).
-        pub saved_item_folder_id: opt FolderIds = m "SavedItemFolderId",
-        /// The items to create.
-        pub items: req Items = m "Items",
-    }
-}
-
-xml_struct! {
-    /// What a CreateItem / GetItem message carries: the items.
-    #[derive(Clone, Debug, PartialEq, Default)]
-    pub struct ItemsPayload {
-        /// The items (ids and change keys for CreateItem; properties for GetItem).
-        pub items: opt Items = m "Items",
-    }
-}
-
-response!(
-    /// The `m:CreateItemResponse` body.
-    CreateItemResponse,
-    "CreateItemResponseMessage",
-    ItemsPayload
-);
 // Not resent after a failure that may have reached the server: it would create the items twice.
 operation!(CreateItem => CreateItemResponse, safe_to_resend = false);
 
@@ -58,6 +18,7 @@ mod tests {
         BaseFolderId, Body, ChangeKey, ExtendedFieldUri, ExtendedProperty, Importance, Item,
         ItemId, ResponseClass, ResponseCode, Task,
     };
+    use crate::types::{FolderIds, Items};
 
     fn request() -> CreateItem {
         let task = Task {

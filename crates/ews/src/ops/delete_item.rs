@@ -1,54 +1,12 @@
 //! DeleteItem: removes items.
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/deleteitem>.
 
-use crate::ops::get_item::ItemIds;
-use crate::ops::{operation, response};
-use crate::types::NoPayload;
-use crate::xml::{xml_enum, xml_struct};
+use crate::ops::operation;
 
-xml_enum! {
-    /// `t:DisposalType`.
-    pub enum DeleteType {
-        /// Gone for good.
-        HardDelete = "HardDelete",
-        /// Recoverable from the dumpster.
-        SoftDelete = "SoftDelete",
-        /// Into Deleted Items.
-        MoveToDeletedItems = "MoveToDeletedItems",
-    }
-}
+// Generated from wsdl/ (see `crate::generated`).
+pub use crate::generated::messages::{DeleteItem, DeleteItemResponse};
+pub use crate::generated::types::{AffectedTaskOccurrences, DeleteType};
 
-xml_enum! {
-    /// `t:AffectedTaskOccurrencesType`; Exchange requires it when deleting tasks.
-    pub enum AffectedTaskOccurrences {
-        /// The whole task, all occurrences.
-        AllOccurrences = "AllOccurrences",
-        /// Only the given occurrence.
-        SpecifiedOccurrenceOnly = "SpecifiedOccurrenceOnly",
-    }
-}
-
-xml_struct! {
-    /// The `m:DeleteItem` request.
-    #[derive(Clone, Debug, PartialEq)]
-    pub struct DeleteItem {
-        @attrs {
-            /// How to delete.
-            pub delete_type: req DeleteType = "DeleteType",
-            /// Which occurrences (required for tasks).
-            pub affected_task_occurrences: opt AffectedTaskOccurrences = "AffectedTaskOccurrences",
-        }
-        /// The items.
-        pub item_ids: req ItemIds = m "ItemIds",
-    }
-}
-
-response!(
-    /// The `m:DeleteItemResponse` body.
-    DeleteItemResponse,
-    "DeleteItemResponseMessage",
-    NoPayload
-);
 operation!(DeleteItem => DeleteItemResponse);
 
 #[cfg(test)]

@@ -1,73 +1,12 @@
 //! FindItem: finds items in a folder, here by the taskbridge tag extended property.
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/finditem>.
 
-use crate::ops::{operation, response};
-use crate::types::{FolderIds, IndexedPageView, ItemShape, Items, Restriction};
-use crate::xml::{xml_enum, xml_struct};
+use crate::ops::operation;
 
-xml_enum! {
-    /// `t:ItemQueryTraversalType`.
-    pub enum ItemTraversal {
-        /// Items directly in the folder.
-        Shallow = "Shallow",
-        /// Soft-deleted items.
-        SoftDeleted = "SoftDeleted",
-        /// Associated (hidden) items.
-        Associated = "Associated",
-    }
-}
+// Generated from wsdl/ (see `crate::generated`).
+pub use crate::generated::messages::{FindItem, FindItemPayload, FindItemResponse};
+pub use crate::generated::types::{FindItemParent, ItemTraversal};
 
-xml_struct! {
-    /// The `m:FindItem` request.
-    #[derive(Clone, Debug, PartialEq)]
-    pub struct FindItem {
-        @attrs {
-            /// Which items of the folder.
-            pub traversal: req ItemTraversal = "Traversal",
-        }
-        /// Which properties to return.
-        pub item_shape: req ItemShape = m "ItemShape",
-        /// Paging.
-        pub indexed_page_item_view: opt IndexedPageView = m "IndexedPageItemView",
-        /// The filter.
-        pub restriction: opt Restriction = m "Restriction",
-        /// The folders to search.
-        pub parent_folder_ids: req FolderIds = m "ParentFolderIds",
-    }
-}
-
-xml_struct! {
-    /// The items found and where the page stands (`t:FindItemParentType`).
-    #[derive(Clone, Debug, PartialEq, Default)]
-    pub struct FindItemParent {
-        @attrs {
-            /// Offset of the next page.
-            pub indexed_paging_offset: opt i32 = "IndexedPagingOffset",
-            /// Whether this page holds the last item.
-            pub includes_last_item_in_range: opt bool = "IncludesLastItemInRange",
-            /// Items in the whole view.
-            pub total_items_in_view: opt i32 = "TotalItemsInView",
-        }
-        /// The items of this page.
-        pub items: opt Items = t "Items",
-    }
-}
-
-xml_struct! {
-    /// What a FindItem message carries.
-    #[derive(Clone, Debug, PartialEq, Default)]
-    pub struct FindItemPayload {
-        /// The page.
-        pub root_folder: opt FindItemParent = m "RootFolder",
-    }
-}
-
-response!(
-    /// The `m:FindItemResponse` body.
-    FindItemResponse,
-    "FindItemResponseMessage",
-    FindItemPayload
-);
 operation!(FindItem => FindItemResponse);
 
 #[cfg(test)]
@@ -77,6 +16,7 @@ mod tests {
     use crate::types::{
         BaseFolderId, BasePoint, BaseShape, ExtendedFieldUri, Path, SearchExpression,
     };
+    use crate::types::{FolderIds, IndexedPageView, ItemShape, Restriction};
 
     fn key_path() -> ExtendedFieldUri {
         ExtendedFieldUri::named_string("c11ff724-aa03-4555-9952-8fa248a11c3e", "taskbridge-key")

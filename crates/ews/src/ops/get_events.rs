@@ -1,28 +1,11 @@
 //! GetEvents: fetches the events of a pull subscription.
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/getevents>.
 
-use crate::ops::send_notification::NotificationPayload;
-use crate::ops::{operation, response};
-use crate::types::{SubscriptionId, Watermark};
-use crate::xml::xml_struct;
+use crate::ops::operation;
 
-xml_struct! {
-    /// The `m:GetEvents` request.
-    #[derive(Clone, Debug, PartialEq, Eq)]
-    pub struct GetEvents {
-        /// The pull subscription.
-        pub subscription_id: req SubscriptionId = m "SubscriptionId",
-        /// The last watermark received.
-        pub watermark: req Watermark = m "Watermark",
-    }
-}
+// Generated from wsdl/ (see `crate::generated`).
+pub use crate::generated::messages::{GetEvents, GetEventsResponse};
 
-response!(
-    /// The `m:GetEventsResponse` body.
-    GetEventsResponse,
-    "GetEventsResponseMessage",
-    NotificationPayload
-);
 operation!(GetEvents => GetEventsResponse);
 
 #[cfg(test)]
@@ -30,6 +13,7 @@ mod tests {
     use super::*;
     use crate::ops::test_support::*;
     use crate::types::Event;
+    use crate::types::{SubscriptionId, Watermark};
 
     #[test]
     fn get_events_request_and_response_round_trip() {

@@ -1,36 +1,11 @@
 //! GetFolder: resolves a mailbox's Tasks folder to its id.
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/getfolder>.
 
-use crate::ops::{operation, response};
-use crate::types::{FolderIds, FolderShape, Folders};
-use crate::xml::xml_struct;
+use crate::ops::operation;
 
-xml_struct! {
-    /// The `m:GetFolder` request.
-    #[derive(Clone, Debug, PartialEq)]
-    pub struct GetFolder {
-        /// Which properties to return.
-        pub folder_shape: req FolderShape = m "FolderShape",
-        /// The folders.
-        pub folder_ids: req FolderIds = m "FolderIds",
-    }
-}
+// Generated from wsdl/ (see `crate::generated`).
+pub use crate::generated::messages::{FolderPayload, GetFolder, GetFolderResponse};
 
-xml_struct! {
-    /// What a GetFolder message carries.
-    #[derive(Clone, Debug, PartialEq, Eq, Default)]
-    pub struct FolderPayload {
-        /// The folder.
-        pub folders: opt Folders = m "Folders",
-    }
-}
-
-response!(
-    /// The `m:GetFolderResponse` body.
-    GetFolderResponse,
-    "GetFolderResponseMessage",
-    FolderPayload
-);
 operation!(GetFolder => GetFolderResponse);
 
 #[cfg(test)]
@@ -38,6 +13,7 @@ mod tests {
     use super::*;
     use crate::ops::test_support::*;
     use crate::types::{BaseFolderId, BaseShape, FolderIdValue};
+    use crate::types::{FolderIds, FolderShape};
 
     #[test]
     fn get_folder_request_names_tasks_of_a_mailbox() {

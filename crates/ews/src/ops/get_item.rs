@@ -1,49 +1,27 @@
 //! GetItem: fetches items by id with the properties a shape names.
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/getitem>.
 
-use crate::ops::create_item::ItemsPayload;
-use crate::ops::{operation, response};
-use crate::types::{ItemId, ItemShape};
-use crate::xml::xml_struct;
+use crate::ops::operation;
+use crate::types::ItemId;
 
-xml_struct! {
-    /// A list of item ids (`t:NonEmptyArrayOfBaseItemIdsType`, `ItemId` members).
-    #[derive(Clone, Debug, PartialEq, Eq, Default)]
-    pub struct ItemIds {
-        /// The ids.
-        pub item_ids: many ItemId = t "ItemId",
-    }
-}
+// Generated from wsdl/ (see `crate::generated`).
+pub use crate::generated::messages::{GetItem, GetItemResponse};
+pub use crate::generated::types::ItemIds;
 
+// Hand-written: a convenience constructor, which the schema has no word for.
 impl From<Vec<ItemId>> for ItemIds {
     fn from(item_ids: Vec<ItemId>) -> Self {
         ItemIds { item_ids }
     }
 }
 
-xml_struct! {
-    /// The `m:GetItem` request.
-    #[derive(Clone, Debug, PartialEq)]
-    pub struct GetItem {
-        /// Which properties to return.
-        pub item_shape: req ItemShape = m "ItemShape",
-        /// Which items.
-        pub item_ids: req ItemIds = m "ItemIds",
-    }
-}
-
-response!(
-    /// The `m:GetItemResponse` body.
-    GetItemResponse,
-    "GetItemResponseMessage",
-    ItemsPayload
-);
 operation!(GetItem => GetItemResponse);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ops::test_support::*;
+    use crate::types::ItemShape;
     use crate::types::{
         BaseShape, ChangeKey, ExtendedFieldUri, Path, ResponseCode, TaskStatus, field_uri,
     };

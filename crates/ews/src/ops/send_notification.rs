@@ -5,44 +5,13 @@
 //! end the subscription.
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/sendnotification>.
 
-use crate::ops::response;
 use crate::types::Notification;
-use crate::xml::{xml_enum, xml_struct};
 
-xml_struct! {
-    /// What a SendNotification or GetEvents message carries.
-    #[derive(Clone, Debug, PartialEq, Default)]
-    pub struct NotificationPayload {
-        /// The notification.
-        pub notification: opt Notification = m "Notification",
-    }
-}
-
-response!(
-    /// The `m:SendNotification` body that Exchange posts.
-    SendNotification,
-    "SendNotificationResponseMessage",
-    NotificationPayload
-);
-
-xml_enum! {
-    /// `t:SubscriptionStatusType`: the subscriber's answer.
-    pub enum SubscriptionStatus {
-        /// Keep sending.
-        Ok = "OK",
-        /// End the subscription.
-        Unsubscribe = "Unsubscribe",
-    }
-}
-
-xml_struct! {
-    /// The `m:SendNotificationResult` answer.
-    #[derive(Clone, Debug, PartialEq, Eq)]
-    pub struct SendNotificationResult {
-        /// OK or Unsubscribe.
-        pub subscription_status: req SubscriptionStatus = m "SubscriptionStatus",
-    }
-}
+// Generated from wsdl/ (see `crate::generated`).
+pub use crate::generated::messages::{
+    NotificationPayload, SendNotification, SendNotificationResult,
+};
+pub use crate::generated::types::SubscriptionStatus;
 
 impl crate::ops::Sealed for SendNotificationResult {}
 

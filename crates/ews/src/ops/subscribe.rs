@@ -2,52 +2,15 @@
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/subscribe>.
 
 use crate::error::DecodeError;
-use crate::ops::{operation, response};
-use crate::types::{EventType, FolderIds, SubscriptionId, Watermark};
-use crate::xml::{Element, Ns, XmlContent, XmlElement, XmlReader, XmlWriter, xml_struct};
+use crate::ops::operation;
+use crate::xml::{Element, Ns, XmlContent, XmlElement, XmlReader, XmlWriter};
 
-xml_struct! {
-    /// The event types a subscription wants (`t:NonEmptyArrayOfNotificationEventTypesType`).
-    #[derive(Clone, Debug, PartialEq, Eq, Default)]
-    pub struct EventTypes {
-        /// The types.
-        pub event_types: many EventType = t "EventType",
-    }
-}
+// Generated from wsdl/ (see `crate::generated`).
+pub use crate::generated::messages::{SubscribePayload, SubscribeResponse};
+pub use crate::generated::types::{EventTypes, PullSubscriptionRequest, PushSubscriptionRequest};
 
-xml_struct! {
-    /// A push subscription (`t:PushSubscriptionRequestType`).
-    /// See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/pushsubscriptionrequest>.
-    #[derive(Clone, Debug, PartialEq, Eq)]
-    pub struct PushSubscriptionRequest {
-        /// The folders.
-        pub folder_ids: opt FolderIds = t "FolderIds",
-        /// The events.
-        pub event_types: req EventTypes = t "EventTypes",
-        /// Resume after this watermark.
-        pub watermark: opt Watermark = t "Watermark",
-        /// Minutes between status notifications (1 to 1440).
-        pub status_frequency: req i32 = t "StatusFrequency",
-        /// Where Exchange posts notifications.
-        pub url: req String = t "URL",
-    }
-}
-
-xml_struct! {
-    /// A pull subscription (`t:PullSubscriptionRequestType`).
-    /// See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/pullsubscriptionrequest>.
-    #[derive(Clone, Debug, PartialEq, Eq)]
-    pub struct PullSubscriptionRequest {
-        /// The folders.
-        pub folder_ids: opt FolderIds = t "FolderIds",
-        /// The events.
-        pub event_types: req EventTypes = t "EventTypes",
-        /// Resume after this watermark.
-        pub watermark: opt Watermark = t "Watermark",
-        /// Minutes without GetEvents before the subscription expires (1 to 1440).
-        pub timeout: req i32 = t "Timeout",
-    }
-}
+// Hand-written: the schema's `m:SubscribeType` is a choice of two elements, which is a Rust enum
+// and which `xml_struct!` cannot express.
 
 /// The `m:Subscribe` request: one push or pull subscription.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -86,23 +49,6 @@ impl XmlElement for Subscribe {
     }
 }
 
-xml_struct! {
-    /// What a Subscribe message carries.
-    #[derive(Clone, Debug, PartialEq, Eq, Default)]
-    pub struct SubscribePayload {
-        /// The new subscription.
-        pub subscription_id: opt SubscriptionId = m "SubscriptionId",
-        /// Its starting watermark.
-        pub watermark: opt Watermark = m "Watermark",
-    }
-}
-
-response!(
-    /// The `m:SubscribeResponse` body.
-    SubscribeResponse,
-    "SubscribeResponseMessage",
-    SubscribePayload
-);
 operation!(Subscribe => SubscribeResponse);
 
 // `Subscribe` is an enum, so `XmlContent` is not derived; nothing needs it.
@@ -116,6 +62,7 @@ mod tests {
     use super::*;
     use crate::ops::test_support::*;
     use crate::types::BaseFolderId;
+    use crate::types::{EventType, FolderIds, SubscriptionId, Watermark};
 
     fn folders() -> Option<FolderIds> {
         Some(FolderIds(vec![BaseFolderId::tasks_of(Some(

@@ -2,27 +2,17 @@
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/syncfolderitems>.
 
 use crate::error::DecodeError;
-use crate::ops::get_item::ItemIds;
-use crate::ops::{operation, response};
-use crate::types::{FolderIds, Item, ItemId, ItemShape, SyncState};
-use crate::xml::{Element, Ns, XmlElement, XmlReader, XmlWriter, xml_struct};
+use crate::ops::operation;
+use crate::types::{Item, ItemId};
+use crate::xml::{Element, Ns, XmlElement, XmlReader, XmlWriter};
 
-xml_struct! {
-    /// The `m:SyncFolderItems` request.
-    #[derive(Clone, Debug, PartialEq)]
-    pub struct SyncFolderItems {
-        /// Which properties to return for created and updated items.
-        pub item_shape: req ItemShape = m "ItemShape",
-        /// The folder.
-        pub sync_folder_id: req FolderIds = m "SyncFolderId",
-        /// Where the last sync ended (none for a full pass).
-        pub sync_state: opt SyncState = m "SyncState",
-        /// Items whose changes are not wanted.
-        pub ignore: opt ItemIds = m "Ignore",
-        /// Page size, 1 to 512.
-        pub max_changes_returned: req i32 = m "MaxChangesReturned",
-    }
-}
+// Generated from wsdl/ (see `crate::generated`).
+pub use crate::generated::messages::{
+    SyncFolderItems, SyncFolderItemsPayload, SyncFolderItemsResponse,
+};
+
+// Hand-written: `t:SyncFolderItemsChangesType` is a list of alternatives (Create, Update, Delete,
+// ReadFlagChange), which `xml_struct!` cannot express.
 
 /// One change in a folder.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -143,25 +133,6 @@ impl XmlElement for SyncChanges {
 
 impl crate::xml::Absent for SyncChanges {}
 
-xml_struct! {
-    /// What a SyncFolderItems message carries.
-    #[derive(Clone, Debug, PartialEq, Default)]
-    pub struct SyncFolderItemsPayload {
-        /// The state to resume from.
-        pub sync_state: opt SyncState = m "SyncState",
-        /// Whether this page reaches the current end.
-        pub includes_last_item_in_range: opt bool = m "IncludesLastItemInRange",
-        /// The changes.
-        pub changes: opt SyncChanges = m "Changes",
-    }
-}
-
-response!(
-    /// The `m:SyncFolderItemsResponse` body.
-    SyncFolderItemsResponse,
-    "SyncFolderItemsResponseMessage",
-    SyncFolderItemsPayload
-);
 operation!(SyncFolderItems => SyncFolderItemsResponse);
 
 #[cfg(test)]
@@ -169,6 +140,7 @@ mod tests {
     use super::*;
     use crate::ops::test_support::*;
     use crate::types::{BaseFolderId, BaseShape, ChangeKey};
+    use crate::types::{FolderIds, ItemShape, SyncState};
 
     #[test]
     fn sync_folder_items_request_writes_state_ignore_and_page_size() {

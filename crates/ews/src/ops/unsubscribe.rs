@@ -1,25 +1,11 @@
 //! Unsubscribe: ends a pull or streaming subscription.
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/unsubscribe>.
 
-use crate::ops::{operation, response};
-use crate::types::{NoPayload, SubscriptionId};
-use crate::xml::xml_struct;
+use crate::ops::operation;
 
-xml_struct! {
-    /// The `m:Unsubscribe` request.
-    #[derive(Clone, Debug, PartialEq, Eq)]
-    pub struct Unsubscribe {
-        /// The subscription to end.
-        pub subscription_id: req SubscriptionId = m "SubscriptionId",
-    }
-}
+// Generated from wsdl/ (see `crate::generated`).
+pub use crate::generated::messages::{Unsubscribe, UnsubscribeResponse};
 
-response!(
-    /// The `m:UnsubscribeResponse` body.
-    UnsubscribeResponse,
-    "UnsubscribeResponseMessage",
-    NoPayload
-);
 operation!(Unsubscribe => UnsubscribeResponse);
 
 #[cfg(test)]
@@ -27,6 +13,7 @@ mod tests {
     use super::*;
     use crate::ops::test_support::*;
     use crate::types::ResponseCode;
+    use crate::types::SubscriptionId;
 
     #[test]
     fn unsubscribe_request_and_response_round_trip() {

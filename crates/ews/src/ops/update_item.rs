@@ -2,22 +2,17 @@
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/updateitem>.
 
 use crate::error::DecodeError;
-use crate::ops::create_item::MessageDisposition;
-use crate::ops::{operation, response};
-use crate::types::{FolderIds, Item, ItemId, Items, Path};
-use crate::xml::{Element, Ns, XmlElement, XmlReader, XmlWriter, xml_enum, xml_struct};
+use crate::ops::operation;
+use crate::types::{Item, Path};
+use crate::xml::{Element, Ns, XmlElement, XmlReader, XmlWriter};
 
-xml_enum! {
-    /// `t:ConflictResolutionType`: what happens when the change key is stale.
-    pub enum ConflictResolution {
-        /// Fail on any conflict.
-        NeverOverwrite = "NeverOverwrite",
-        /// Apply unless the same properties changed; requires a change key.
-        AutoResolve = "AutoResolve",
-        /// Overwrite regardless.
-        AlwaysOverwrite = "AlwaysOverwrite",
-    }
-}
+// Generated from wsdl/ (see `crate::generated`).
+pub use crate::generated::messages::{UpdateItem, UpdateItemPayload, UpdateItemResponse};
+pub use crate::generated::types::{ConflictResolution, ConflictResults, ItemChange, ItemChanges};
+
+// Hand-written: `t:NonEmptyArrayOfItemChangeDescriptionsType` is a list of alternatives (set or
+// delete a field, each holding a path from a substitution group), which `xml_struct!` cannot
+// express.
 
 /// One change to one property (`t:SetItemField` / `t:DeleteItemField`).
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -107,75 +102,14 @@ impl XmlElement for Updates {
 
 impl crate::xml::Absent for Updates {}
 
-xml_struct! {
-    /// The changes to one item (`t:ItemChangeType`).
-    #[derive(Clone, Debug, PartialEq)]
-    pub struct ItemChange {
-        /// The item and the change key the changes were computed against.
-        pub item_id: req ItemId = t "ItemId",
-        /// The changes.
-        pub updates: req Updates = t "Updates",
-    }
-}
-
-xml_struct! {
-    /// A list of item changes (`t:NonEmptyArrayOfItemChangesType`).
-    #[derive(Clone, Debug, PartialEq, Default)]
-    pub struct ItemChanges {
-        /// The changes, one per item.
-        pub item_changes: many ItemChange = t "ItemChange",
-    }
-}
-
-xml_struct! {
-    /// The `m:UpdateItem` request.
-    #[derive(Clone, Debug, PartialEq)]
-    pub struct UpdateItem {
-        @attrs {
-            /// How to treat a stale change key.
-            pub conflict_resolution: req ConflictResolution = "ConflictResolution",
-            /// What to do with messages (tasks are only saved).
-            pub message_disposition: opt MessageDisposition = "MessageDisposition",
-        }
-        /// Where to save the items.
-        pub saved_item_folder_id: opt FolderIds = m "SavedItemFolderId",
-        /// The changes.
-        pub item_changes: req ItemChanges = m "ItemChanges",
-    }
-}
-
-xml_struct! {
-    /// How many conflicts the server resolved (`t:ConflictResultsType`).
-    #[derive(Clone, Debug, PartialEq, Eq, Default)]
-    pub struct ConflictResults {
-        /// The count.
-        pub count: req i32 = t "Count",
-    }
-}
-
-xml_struct! {
-    /// What an UpdateItem message carries: the new id and change key, and the conflict count.
-    #[derive(Clone, Debug, PartialEq, Default)]
-    pub struct UpdateItemPayload {
-        /// The item with its new change key.
-        pub items: opt Items = m "Items",
-        /// Conflicts resolved by AutoResolve.
-        pub conflict_results: opt ConflictResults = m "ConflictResults",
-    }
-}
-
-response!(
-    /// The `m:UpdateItemResponse` body.
-    UpdateItemResponse,
-    "UpdateItemResponseMessage",
-    UpdateItemPayload
-);
 operation!(UpdateItem => UpdateItemResponse);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::create_item::MessageDisposition;
     use crate::ops::test_support::*;
+    use crate::types::ItemId;
     use crate::types::{ChangeKey, ExtendedFieldUri, ResponseCode, Task, field_uri};
 
     fn request() -> UpdateItem {

@@ -1,28 +1,10 @@
 //! Folders, as GetFolder returns them.
 
-use super::ids::FolderId;
 use crate::error::DecodeError;
-use crate::xml::{Element, Ns, XmlContent, XmlElement, XmlReader, XmlWriter, xml_struct};
+use crate::xml::{Element, Ns, XmlContent, XmlElement, XmlReader, XmlWriter};
 
-xml_struct! {
-    /// A folder (`t:FolderType` / `t:TasksFolderType`, the elements taskbridge reads).
-    /// See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/tasksfolder>.
-    #[derive(Clone, Debug, PartialEq, Eq, Default)]
-    pub struct Folder {
-        /// Id and change key.
-        pub folder_id: opt FolderId = t "FolderId",
-        /// The parent folder.
-        pub parent_folder_id: opt FolderId = t "ParentFolderId",
-        /// `IPF.Task` for task folders.
-        pub folder_class: opt String = t "FolderClass",
-        /// The display name.
-        pub display_name: opt String = t "DisplayName",
-        /// Number of items.
-        pub total_count: opt i32 = t "TotalCount",
-        /// Number of subfolders.
-        pub child_folder_count: opt i32 = t "ChildFolderCount",
-    }
-}
+// Generated from wsdl/types.xsd (see `crate::generated`).
+pub use crate::generated::types::Folder;
 
 /// A folder with the element name it came in (`Folder`, `TasksFolder`, ...).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]

@@ -4,27 +4,10 @@ use chrono::{DateTime, Utc};
 
 use super::ids::{FolderId, ItemId, SubscriptionId, Watermark};
 use crate::error::DecodeError;
-use crate::xml::{Element, Ns, XmlElement, XmlReader, XmlWriter, xml_enum, xml_struct};
+use crate::xml::{Element, Ns, XmlElement, XmlReader, XmlWriter, xml_struct};
 
-xml_enum! {
-    /// The kinds of event a subscription can ask for (`t:NotificationEventTypeType`).
-    pub enum EventType {
-        /// An item or folder was copied.
-        CopiedEvent = "CopiedEvent",
-        /// An item or folder was created.
-        CreatedEvent = "CreatedEvent",
-        /// An item or folder was deleted.
-        DeletedEvent = "DeletedEvent",
-        /// An item or folder was changed.
-        ModifiedEvent = "ModifiedEvent",
-        /// An item or folder was moved.
-        MovedEvent = "MovedEvent",
-        /// New mail arrived.
-        NewMailEvent = "NewMailEvent",
-        /// Free/busy changed.
-        FreeBusyChangedEvent = "FreeBusyChangedEvent",
-    }
-}
+// Generated from wsdl/types.xsd (see `crate::generated`).
+pub use crate::generated::types::EventType;
 
 /// Which object an event is about.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]

@@ -10,19 +10,11 @@ use crate::xml::{
     Element, Ns, XmlContent, XmlElement, XmlReader, XmlText, XmlWriter, read_attr_value, xml_enum,
 };
 
-xml_enum! {
-    /// `ResponseClass`: how a single response message went.
-    /// See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/responsecode>.
-    pub enum ResponseClass {
-        /// It worked.
-        Success = "Success",
-        /// It worked, with a warning.
-        Warning = "Warning",
-        /// It failed.
-        Error = "Error",
-    }
-}
+// Generated from wsdl/types.xsd (see `crate::generated`).
+pub use crate::generated::types::ResponseClass;
 
+// Hand-written: the schema lists hundreds of response codes; this names the ones taskbridge acts
+// on and keeps every other in `Other`, so a new code from a newer Exchange is never an error.
 xml_enum! {
     /// `m:ResponseCodeType`: the codes taskbridge acts on; every other code is kept in `Other`.
     /// See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/responsecode>.

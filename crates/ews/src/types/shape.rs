@@ -3,7 +3,12 @@
 
 use super::item::ExtendedFieldUri;
 use crate::error::DecodeError;
-use crate::xml::{Element, Ns, XmlElement, XmlReader, XmlWriter, xml_enum, xml_struct};
+use crate::xml::{Element, Ns, XmlElement, XmlReader, XmlWriter, xml_struct};
+
+// Generated from wsdl/types.xsd (see `crate::generated`).
+pub use crate::generated::types::{
+    BasePoint, BaseShape, Constant, FolderShape, IndexedPageView, ItemShape,
+};
 
 /// Names of the unindexed field URIs taskbridge reads and writes (`t:UnindexedFieldURIType`).
 /// See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/fielduri>.
@@ -113,32 +118,7 @@ impl XmlElement for Paths {
     }
 }
 
-xml_enum! {
-    /// `t:DefaultShapeNamesType`.
-    pub enum BaseShape {
-        /// Ids only.
-        IdOnly = "IdOnly",
-        /// The default set of properties.
-        Default = "Default",
-        /// All properties.
-        AllProperties = "AllProperties",
-    }
-}
-
-xml_struct! {
-    /// Which item properties a response carries (`t:ItemResponseShapeType`, trimmed).
-    /// See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/itemshape>.
-    #[derive(Clone, Debug, PartialEq)]
-    pub struct ItemShape {
-        /// The base set.
-        pub base_shape: req BaseShape = t "BaseShape",
-        /// Body format.
-        pub body_type: opt super::item::BodyType = t "BodyType",
-        /// Properties beyond the base set.
-        pub additional_properties: opt Paths = t "AdditionalProperties",
-    }
-}
-
+// Hand-written: a convenience constructor.
 impl ItemShape {
     /// `base` plus `extra` properties.
     pub fn new(base: BaseShape, extra: Vec<Path>) -> Self {
@@ -150,28 +130,8 @@ impl ItemShape {
     }
 }
 
-xml_struct! {
-    /// Which folder properties a response carries (`t:FolderResponseShapeType`).
-    #[derive(Clone, Debug, PartialEq)]
-    pub struct FolderShape {
-        /// The base set.
-        pub base_shape: req BaseShape = t "BaseShape",
-        /// Properties beyond the base set.
-        pub additional_properties: opt Paths = t "AdditionalProperties",
-    }
-}
-
-xml_struct! {
-    /// A constant to compare with (`t:ConstantValueType`).
-    #[derive(Clone, Debug, PartialEq, Eq)]
-    pub struct Constant {
-        @attrs {
-            /// The value.
-            pub value: req String = "Value",
-        }
-    }
-}
-
+// Hand-written: `t:FieldURIOrConstantType` is a choice of a path (a substitution group) and a
+// constant, which `xml_struct!` cannot express; taskbridge only compares with constants.
 xml_struct! {
     /// The right-hand side of a comparison (`t:FieldURIOrConstantType`, constant form).
     #[derive(Clone, Debug, PartialEq, Eq)]
@@ -268,32 +228,6 @@ impl XmlElement for Restriction {
             // Never produced by our client; a simulator echoing it has nothing sensible to write.
             SearchExpression::Other(_) => {}
         });
-    }
-}
-
-xml_enum! {
-    /// `t:IndexBasePointType`.
-    pub enum BasePoint {
-        /// From the first item.
-        Beginning = "Beginning",
-        /// From the last item.
-        End = "End",
-    }
-}
-
-xml_struct! {
-    /// Paging by offset (`t:IndexedPageViewType`).
-    /// See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/indexedpageitemview>.
-    #[derive(Clone, Debug, PartialEq, Eq)]
-    pub struct IndexedPageView {
-        @attrs {
-            /// Page size.
-            pub max_entries_returned: opt i32 = "MaxEntriesReturned",
-            /// Offset of the first item.
-            pub offset: req i32 = "Offset",
-            /// Where the offset counts from.
-            pub base_point: req BasePoint = "BasePoint",
-        }
     }
 }
 

@@ -1,9 +1,15 @@
-//! The generator of `src/generated/operations.rs` from the workspace's `wsdl/services.wsdl`.
+//! The generator of `src/generated/` from the workspace's `wsdl/`: the operation surface
+//! (`operations.rs`, from `services.wsdl`, in this file), the wire types (`types.rs`,
+//! `messages.rs`, from `types.xsd` and `messages.xsd`, in `wire.rs` over the schema reader in
+//! `xsd.rs`) and the table of message bodies (`dispatch.rs`, from both WSDLs and the schema,
+//! in `wire.rs`).
 //!
-//! It runs as the test `generated_code_is_fresh` (`tests/generated.rs`): after a change to the
-//! WSDL, `cargo test -p taskbridge-ews --test generated` rewrites the file and fails once, so the
-//! change is seen and committed; it passes again on the next run. Only the operation surface is generated: the
-//! message types stay hand-written (see `docs/ARCHITECTURE.md` for why).
+//! It runs as the test `generated_code_is_fresh` (`tests/generated.rs`): after a change to
+//! `wsdl/`, `cargo test -p taskbridge-ews --test generated` rewrites the files and fails once,
+//! so the change is seen and committed; it passes again on the next run.
+
+pub mod wire;
+pub mod xsd;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -61,8 +67,10 @@ pub fn read_operations(wsdl: &str, port_type: &str) -> Result<Vec<WsdlOperation>
                         if let (Some(msg), Some(element)) = (&current_message, attr("element")) {
                             let element = local_part(&element).to_string();
                             let entry = messages.entry(msg.clone()).or_default();
-                            let is_body = attr("name").as_deref() == Some("request")
-                                || (entry.0.is_none() && element.ends_with("Response"));
+                            // The body part is `request` in an input message and
+                            // `<Operation>Result` in an output message; the others are headers.
+                            let part = attr("name").unwrap_or_default();
+                            let is_body = part == "request" || part.ends_with("Result");
                             if is_body {
                                 entry.0 = Some(element);
                             } else {
@@ -131,12 +139,17 @@ fn local_part(qname: &str) -> &str {
     qname.rsplit(':').next().unwrap_or(qname)
 }
 
-/// `GetItem` -> `get_item`.
+/// `GetItem` -> `get_item`; a run of capitals is one word (`URL` -> `url`).
 pub fn snake_case(name: &str) -> String {
+    let chars: Vec<char> = name.chars().collect();
     let mut out = String::new();
-    for (i, ch) in name.chars().enumerate() {
+    for (i, &ch) in chars.iter().enumerate() {
         if ch.is_ascii_uppercase() {
-            if i > 0 {
+            let after_lower = i > 0 && !chars[i - 1].is_ascii_uppercase();
+            let ends_capitals = i > 0
+                && chars[i - 1].is_ascii_uppercase()
+                && chars.get(i + 1).is_some_and(|c| c.is_ascii_lowercase());
+            if after_lower || ends_capitals {
                 out.push('_');
             }
             out.push(ch.to_ascii_lowercase());
@@ -262,15 +275,47 @@ pub fn rustfmt(source: &str) -> Result<String, String> {
     String::from_utf8(output.stdout).map_err(|e| format!("rustfmt wrote non-UTF-8: {e}"))
 }
 
-/// Paths of the WSDL (the workspace's `wsdl/`) and the generated file, relative to this
-/// crate's root.
+/// Paths of the WSDL and the schema (the workspace's `wsdl/`), relative to this crate's root.
 pub const WSDL_PATH: &str = "../../wsdl/services.wsdl";
 /// See [`WSDL_PATH`].
-pub const GENERATED_PATH: &str = "src/generated/operations.rs";
+pub const NOTIFICATION_WSDL_PATH: &str = "../../wsdl/notification.wsdl";
+/// See [`WSDL_PATH`].
+pub const TYPES_XSD_PATH: &str = "../../wsdl/types.xsd";
+/// See [`WSDL_PATH`].
+pub const MESSAGES_XSD_PATH: &str = "../../wsdl/messages.xsd";
 
-/// Generates and formats the file from the WSDL under `root`.
-pub fn generate_file(root: &std::path::Path) -> Result<String, String> {
-    let wsdl = std::fs::read_to_string(root.join(WSDL_PATH))
-        .map_err(|e| format!("cannot read {WSDL_PATH}: {e}"))?;
-    rustfmt(&generate(&wsdl)?)
+fn read(root: &std::path::Path, path: &str) -> Result<String, String> {
+    std::fs::read_to_string(root.join(path)).map_err(|e| format!("cannot read {path}: {e}"))
+}
+
+/// Reads `wsdl/types.xsd` and `wsdl/messages.xsd` under `root`.
+pub fn read_schema(root: &std::path::Path) -> Result<xsd::Schema, String> {
+    let mut schema = xsd::Schema::default();
+    schema.read(&read(root, TYPES_XSD_PATH)?, "t")?;
+    schema.read(&read(root, MESSAGES_XSD_PATH)?, "m")?;
+    schema.resolve()?;
+    Ok(schema)
+}
+
+/// Generates and formats every generated file from `wsdl/` under `root`: (path relative to the
+/// crate root, content).
+pub fn generate_files(root: &std::path::Path) -> Result<Vec<(&'static str, String)>, String> {
+    let schema = read_schema(root)?;
+    let (types, messages) = wire::generate(&schema)?;
+    let services = read_operations(&read(root, WSDL_PATH)?, "ExchangeServicePortType")?;
+    let notification = read_operations(
+        &read(root, NOTIFICATION_WSDL_PATH)?,
+        "NotificationServicePortType",
+    )?;
+    let dispatch = wire::dispatch(&schema, &services, &notification)?;
+
+    Ok(vec![
+        (
+            "src/generated/operations.rs",
+            rustfmt(&generate(&read(root, WSDL_PATH)?)?)?,
+        ),
+        ("src/generated/types.rs", rustfmt(&types)?),
+        ("src/generated/messages.rs", rustfmt(&messages)?),
+        ("src/generated/dispatch.rs", rustfmt(&dispatch)?),
+    ])
 }
