@@ -315,8 +315,10 @@ fn import_cycles(src: &Path) -> Vec<String> {
 
 /// Import cycles that exist and are being taken apart; a cycle not listed here fails the test,
 /// and so does a listed one that no longer exists.
-const KNOWN_CYCLES: &[&str] =
-    &["taskbridge-ews crate: {decode, error, generated, ops, service, soap, types, xml}"];
+const KNOWN_CYCLES: &[&str] = &[
+    "taskbridge sync: {engine, inbound, publish, run}",
+    "taskbridge-ews crate: {decode, error, generated, ops, service, soap, types, xml}",
+];
 
 #[test]
 fn tidy_no_import_cycles_between_modules() {

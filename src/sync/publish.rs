@@ -1,23 +1,22 @@
-//! Step publish of the list in the [`sync`](super) module doc: create the tasks of new
-//! assignments, update only the fields the plan changed, delete the tasks of assignments that
-//! left the project. An item found changed in its mailbox meanwhile (a stale change key) goes
-//! through the request and decide steps like a notified one.
+//! Publishing a project (claim steps "publishing", "mapping" and "sending task data"): create
+//! the tasks of new assignments, update only the fields the plan changed, delete the tasks of
+//! assignments that left the project.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::Utc;
 use futures::StreamExt;
 use tracing::{debug, info, instrument, warn};
 
-use super::decide::Mode;
-use super::engine::{Engine, ProjectView, SyncError, copy_field, pm_modified};
+use super::engine::{Engine, Metrics, ProjectView, SyncError, copy_field, pm_modified};
+use super::inbound::Mode;
 use super::mailbox::{ItemFailure, ItemWrite, MailboxError, MailboxStore};
-use super::metrics::Metrics;
-use super::report::{InboundReport, PublishReport};
+use super::report::{InboundReport, ItemError, PublishReport};
 use crate::mapping::{MailField, MailValues, changed_fields};
 use crate::pm::{AssignmentKey, PmHost, ProjectGuid};
 use crate::state::{
-    AssignmentState, Baseline, Commit, MailboxAddress, StateStore, SyncStatus, WriteKind,
+    AssignmentState, Baseline, Commit, JournalEntry, MailboxAddress, StateStore, SyncStatus,
+    WriteKind,
 };
 
 /// Told how far a publish is: assignments handled so far, and in all.
@@ -151,7 +150,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             // The mailbox cannot be reached: every task of it failed this time.
             warn!(error = %e, "mailbox unavailable");
             for (key, _, _) in &plan.desired {
-                report.fail(*key, mailbox, &e);
+                report.failed += 1;
+                report.errors.push(item_error(key, mailbox, &e.to_string()));
             }
             let never_created = plan
                 .desired
@@ -249,7 +249,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             self.process_rows(mailbox, stale, Mode::Normal, &mut inbound)
                 .await?;
             report.updated += n.saturating_sub(inbound.failed);
-            report.take_failures(inbound);
+            report.failed += inbound.failed;
+            report.errors.extend(inbound.errors);
         }
         if !deletes.is_empty() {
             self.publish_deletes(mailbox, deletes, &mut report).await?;
@@ -294,7 +295,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 Ok(found) => found.into_iter().collect(),
                 Err(e) => {
                     for (key, _, _) in &todo {
-                        report.fail(*key, mailbox, &e);
+                        report.failed += 1;
+                        report.errors.push(item_error(key, mailbox, &e.to_string()));
                     }
                     self.record_not_created(todo.into_iter().map(|(_, _, s)| s), &e.to_string())
                         .await?;
@@ -326,7 +328,13 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     continue;
                 }
                 let journal = self
-                    .open_journal(mailbox, chunk.iter().map(|c| c.0), WriteKind::Create)
+                    .inner
+                    .state
+                    .open_journal(journal_entries(
+                        mailbox,
+                        chunk.iter().map(|c| c.0),
+                        WriteKind::Create,
+                    ))
                     .await?;
                 let items: Vec<(AssignmentKey, MailValues)> =
                     chunk.iter().map(|(k, v, _)| (*k, v.clone())).collect();
@@ -347,7 +355,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                         } else {
                             warn!(error = %e, "create batch failed");
                             for (key, _, _) in chunk {
-                                report.fail(*key, mailbox, &e);
+                                report.failed += 1;
+                                report.errors.push(item_error(key, mailbox, &e.to_string()));
                             }
                             self.record_not_created(
                                 chunk.iter().map(|(_, _, s)| s.clone()),
@@ -445,7 +454,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 Err(f) => {
                     s.attempts += 1;
                     s.last_error = Some(f.to_string());
-                    report.fail(*key, mailbox, &f);
+                    report.failed += 1;
+                    report.errors.push(item_error(key, mailbox, &f.to_string()));
                 }
             }
             commit.put.push(s);
@@ -482,7 +492,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         let mut inbound = InboundReport::default();
         self.process_rows(mailbox, rows, Mode::Adopt, &mut inbound)
             .await?;
-        report.take_failures(inbound);
+        report.failed += inbound.failed;
+        report.errors.extend(inbound.errors);
         Ok(())
     }
 
@@ -516,14 +527,23 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 })
                 .collect();
             let journal = self
-                .open_journal(mailbox, writes.iter().map(|w| w.key), WriteKind::Update)
+                .inner
+                .state
+                .open_journal(journal_entries(
+                    mailbox,
+                    writes.iter().map(|w| w.key),
+                    WriteKind::Update,
+                ))
                 .await?;
             let results = match store.update(mailbox, &writes).await {
                 Ok(r) => r,
                 Err(e) => {
                     warn!(error = %e, "update batch failed");
                     for w in &writes {
-                        report.fail(w.key, mailbox, &e);
+                        report.failed += 1;
+                        report
+                            .errors
+                            .push(item_error(&w.key, mailbox, &e.to_string()));
                     }
                     continue;
                 }
@@ -580,7 +600,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                             };
                             Metrics::add(&self.inner.metrics.parked, 1);
                         }
-                        report.fail(*key, mailbox, &f);
+                        report.failed += 1;
+                        report.errors.push(item_error(key, mailbox, &f.to_string()));
                         commit.put.push(s);
                     }
                 }
@@ -593,7 +614,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             for s in gone {
                 self.item_deleted(mailbox, s, &mut inbound).await?;
             }
-            report.take_failures(inbound);
+            report.failed += inbound.failed;
+            report.errors.extend(inbound.errors);
         }
         Ok(stale)
     }
@@ -608,14 +630,23 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         let batch = store.limits().write.max(1);
         for chunk in deletes.chunks(batch) {
             let journal = self
-                .open_journal(mailbox, chunk.iter().map(|s| s.key), WriteKind::Delete)
+                .inner
+                .state
+                .open_journal(journal_entries(
+                    mailbox,
+                    chunk.iter().map(|s| s.key),
+                    WriteKind::Delete,
+                ))
                 .await?;
             let items: Vec<_> = chunk.iter().filter_map(|s| s.item.clone()).collect();
             let results = match store.delete(mailbox, &items).await {
                 Ok(r) => r,
                 Err(e) => {
                     for s in chunk {
-                        report.fail(s.key, mailbox, &e);
+                        report.failed += 1;
+                        report
+                            .errors
+                            .push(item_error(&s.key, mailbox, &e.to_string()));
                     }
                     continue;
                 }
@@ -635,7 +666,10 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                         let mut s = s.clone();
                         s.attempts += 1;
                         s.last_error = Some(f.to_string());
-                        report.fail(s.key, mailbox, &f);
+                        report.failed += 1;
+                        report
+                            .errors
+                            .push(item_error(&s.key, mailbox, &f.to_string()));
                         commit.put.push(s);
                     }
                 }
@@ -645,4 +679,30 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         Metrics::add(&self.inner.metrics.deleted, report.deleted);
         Ok(())
     }
+}
+
+pub(crate) fn item_error(key: &AssignmentKey, mailbox: &MailboxAddress, error: &str) -> ItemError {
+    ItemError {
+        key: *key,
+        mailbox: mailbox.to_string(),
+        error: error.to_string(),
+    }
+}
+
+pub(crate) fn journal_entries(
+    mailbox: &MailboxAddress,
+    keys: impl Iterator<Item = AssignmentKey>,
+    kind: WriteKind,
+) -> Vec<JournalEntry> {
+    let at = Utc::now();
+    let mut seen = HashSet::new();
+    keys.filter(|k| seen.insert(*k))
+        .map(|key| JournalEntry {
+            id: 0,
+            mailbox: mailbox.clone(),
+            key,
+            kind,
+            at,
+        })
+        .collect()
 }

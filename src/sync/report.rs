@@ -3,7 +3,6 @@
 use serde::Serialize;
 
 use crate::pm::AssignmentKey;
-use crate::state::MailboxAddress;
 
 /// One item that failed, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -14,21 +13,6 @@ pub struct ItemError {
     pub mailbox: String,
     /// What went wrong.
     pub error: String,
-}
-
-impl ItemError {
-    /// The failure of one assignment's item in a mailbox.
-    pub fn new(
-        key: AssignmentKey,
-        mailbox: &MailboxAddress,
-        error: impl std::fmt::Display,
-    ) -> Self {
-        ItemError {
-            key,
-            mailbox: mailbox.to_string(),
-            error: error.to_string(),
-        }
-    }
 }
 
 /// The outcome of publishing a project.
@@ -63,24 +47,6 @@ impl PublishReport {
         self.refused_deletes += other.refused_deletes;
         self.failed += other.failed;
         self.errors.extend(other.errors);
-    }
-
-    /// Counts one item as failed and keeps why.
-    pub fn fail(
-        &mut self,
-        key: AssignmentKey,
-        mailbox: &MailboxAddress,
-        error: impl std::fmt::Display,
-    ) {
-        self.failed += 1;
-        self.errors.push(ItemError::new(key, mailbox, error));
-    }
-
-    /// Takes over the failures of items a publish sent through the inbound path (stale change
-    /// keys, takeovers, items found gone); its other numbers are the inbound side's.
-    pub fn take_failures(&mut self, inbound: InboundReport) {
-        self.failed += inbound.failed;
-        self.errors.extend(inbound.errors);
     }
 
     /// Whether every item went through.
@@ -118,17 +84,6 @@ pub struct InboundReport {
 }
 
 impl InboundReport {
-    /// Counts one item as failed and keeps why.
-    pub fn fail(
-        &mut self,
-        key: AssignmentKey,
-        mailbox: &MailboxAddress,
-        error: impl std::fmt::Display,
-    ) {
-        self.failed += 1;
-        self.errors.push(ItemError::new(key, mailbox, error));
-    }
-
     /// Adds another report's numbers.
     pub fn merge(&mut self, other: InboundReport) {
         self.examined += other.examined;
