@@ -4,8 +4,8 @@
 use crate::ops::operation;
 
 // Generated from wsdl/ (see `crate::generated`).
-pub use crate::generated::messages::{DeleteItem, DeleteItemResponse};
-pub use crate::generated::types::{AffectedTaskOccurrences, DeleteType};
+pub use crate::ops::generated::{DeleteItem, DeleteItemResponse};
+pub use crate::types::generated::{AffectedTaskOccurrences, DeleteType};
 
 operation!(DeleteItem => DeleteItemResponse);
 

@@ -4,8 +4,8 @@
 use crate::ops::operation;
 
 // Generated from wsdl/ (see `crate::generated`).
-pub use crate::generated::messages::{FindItem, FindItemPayload, FindItemResponse};
-pub use crate::generated::types::{FindItemParent, ItemTraversal};
+pub use crate::ops::generated::{FindItem, FindItemPayload, FindItemResponse};
+pub use crate::types::generated::{FindItemParent, ItemTraversal};
 
 operation!(FindItem => FindItemResponse);
 

@@ -4,7 +4,7 @@
 use crate::ops::operation;
 
 // Generated from wsdl/ (see `crate::generated`).
-pub use crate::generated::messages::{GetEvents, GetEventsResponse};
+pub use crate::ops::generated::{GetEvents, GetEventsResponse};
 
 operation!(GetEvents => GetEventsResponse);
 

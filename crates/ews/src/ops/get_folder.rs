@@ -4,7 +4,7 @@
 use crate::ops::operation;
 
 // Generated from wsdl/ (see `crate::generated`).
-pub use crate::generated::messages::{FolderPayload, GetFolder, GetFolderResponse};
+pub use crate::ops::generated::{FolderPayload, GetFolder, GetFolderResponse};
 
 operation!(GetFolder => GetFolderResponse);
 

@@ -8,10 +8,8 @@
 use crate::types::Notification;
 
 // Generated from wsdl/ (see `crate::generated`).
-pub use crate::generated::messages::{
-    NotificationPayload, SendNotification, SendNotificationResult,
-};
-pub use crate::generated::types::SubscriptionStatus;
+pub use crate::ops::generated::{NotificationPayload, SendNotification, SendNotificationResult};
+pub use crate::types::generated::SubscriptionStatus;
 
 impl crate::ops::Sealed for SendNotificationResult {}
 

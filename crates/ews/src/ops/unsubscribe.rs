@@ -4,7 +4,7 @@
 use crate::ops::operation;
 
 // Generated from wsdl/ (see `crate::generated`).
-pub use crate::generated::messages::{Unsubscribe, UnsubscribeResponse};
+pub use crate::ops::generated::{Unsubscribe, UnsubscribeResponse};
 
 operation!(Unsubscribe => UnsubscribeResponse);
 
