@@ -3,7 +3,7 @@
 
 use crate::ops::operation;
 
-// Generated from wsdl/ (see `crate::generated`).
+// Generated from wsdl/ (see `crate::ops::generated` and `crate::types::generated`).
 pub use crate::ops::generated::{CreateItem, CreateItemResponse, ItemsPayload};
 pub use crate::types::generated::MessageDisposition;
 

@@ -4,7 +4,7 @@
 use crate::ops::operation;
 use crate::types::ItemId;
 
-// Generated from wsdl/ (see `crate::generated`).
+// Generated from wsdl/ (see `crate::ops::generated` and `crate::types::generated`).
 pub use crate::ops::generated::{GetItem, GetItemResponse};
 pub use crate::types::generated::ItemIds;
 

@@ -7,7 +7,7 @@
 
 use crate::types::Notification;
 
-// Generated from wsdl/ (see `crate::generated`).
+// Generated from wsdl/ (see `crate::ops::generated` and `crate::types::generated`).
 pub use crate::ops::generated::{NotificationPayload, SendNotification, SendNotificationResult};
 pub use crate::types::generated::SubscriptionStatus;
 

@@ -4,7 +4,7 @@
 use crate::ops::operation;
 use crate::xml::{DecodeError, Element, Ns, XmlContent, XmlElement, XmlReader, XmlWriter};
 
-// Generated from wsdl/ (see `crate::generated`).
+// Generated from wsdl/ (see `crate::ops::generated` and `crate::types::generated`).
 pub use crate::ops::generated::{SubscribePayload, SubscribeResponse};
 pub use crate::types::generated::{EventTypes, PullSubscriptionRequest, PushSubscriptionRequest};
 

@@ -3,7 +3,7 @@
 
 use crate::ops::operation;
 
-// Generated from wsdl/ (see `crate::generated`).
+// Generated from wsdl/ (see `crate::ops::generated` and `crate::types::generated`).
 pub use crate::ops::generated::{SyncFolderItems, SyncFolderItemsPayload, SyncFolderItemsResponse};
 
 // Hand-written in `types` (a list of alternatives, which the generated messages use).

@@ -2,7 +2,7 @@
 
 use crate::xml::{DecodeError, Element, Ns, XmlContent, XmlElement, XmlReader, XmlWriter};
 
-// Generated from wsdl/types.xsd (see `crate::generated`).
+// Generated from wsdl/types.xsd (see `crate::types::generated`).
 pub use crate::types::generated::Folder;
 
 /// A folder with the element name it came in (`Folder`, `TasksFolder`, ...).

@@ -2,7 +2,7 @@
 
 use crate::xml::xml_struct;
 
-// Generated from wsdl/types.xsd (see `crate::generated`).
+// Generated from wsdl/types.xsd (see `crate::types::generated`).
 pub use crate::types::generated::{DistinguishedFolderId, FolderId, ItemId};
 
 /// Declares a newtype over an opaque server string.

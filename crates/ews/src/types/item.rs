@@ -5,7 +5,7 @@ use crate::xml::{
     xml_enum, xml_struct,
 };
 
-// Generated from wsdl/types.xsd (see `crate::generated`).
+// Generated from wsdl/types.xsd (see `crate::types::generated`).
 pub use crate::types::generated::{
     BodyType, ExtendedFieldUri, Importance, Sensitivity, Strings, Task, TaskStatus,
 };

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use super::ids::{FolderId, ItemId, SubscriptionId, Watermark};
 use crate::xml::{DecodeError, Element, Ns, XmlElement, XmlReader, XmlWriter, xml_struct};
 
-// Generated from wsdl/types.xsd (see `crate::generated`).
+// Generated from wsdl/types.xsd (see `crate::types::generated`).
 pub use crate::types::generated::EventType;
 
 /// Which object an event is about.

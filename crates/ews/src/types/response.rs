@@ -10,7 +10,7 @@ use crate::xml::{
     read_attr_value, xml_enum,
 };
 
-// Generated from wsdl/types.xsd (see `crate::generated`).
+// Generated from wsdl/types.xsd (see `crate::types::generated`).
 pub use crate::types::generated::ResponseClass;
 
 // Hand-written: the schema lists hundreds of response codes; this names the ones taskbridge acts

@@ -4,7 +4,7 @@
 use super::item::ExtendedFieldUri;
 use crate::xml::{DecodeError, Element, Ns, XmlElement, XmlReader, XmlWriter, xml_struct};
 
-// Generated from wsdl/types.xsd (see `crate::generated`).
+// Generated from wsdl/types.xsd (see `crate::types::generated`).
 pub use crate::types::generated::{
     BasePoint, BaseShape, Constant, FolderShape, IndexedPageView, ItemShape,
 };
