@@ -23,12 +23,7 @@
 //! applied in key order, or an array of `[name, value]` pairs applied in the order given (the
 //! order matters for Status / PercentComplete: the last one wins).
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::Duration;
-
-use tokio::time::Instant;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
@@ -39,167 +34,12 @@ use serde_json::{Value, json};
 use crate::fields;
 use crate::ids::{self, FolderKind};
 use crate::ops::commit;
-use crate::server::{Resp, Sim, respond};
+use crate::shared::{Resp, Sim, respond};
 use crate::store::{FieldChange, Mailbox, Resolution, UpdateError};
 use taskbridge_ews::types::{ItemKind, Path, Task};
 use taskbridge_ews::xml::{NS_TYPES, XmlElement, XmlReader, XmlWriter};
 
-/// Counters of EWS traffic and push deliveries.
-#[derive(Debug, Default)]
-pub struct Counters {
-    // A std Mutex: one map increment per request, never held across an await.
-    ops: Mutex<BTreeMap<String, u64>>,
-    in_flight: AtomicI64,
-    max_in_flight: AtomicI64,
-    /// Requests answered ErrorServerBusy (any shape, `--max-concurrency` included).
-    pub throttled: AtomicU64,
-    /// Requests failed by `--fail`, or whose state could not be written.
-    pub failed: AtomicU64,
-    /// Requests answered with a SOAP fault other than throttling.
-    pub faults: AtomicU64,
-    /// Push deliveries answered by the subscriber.
-    pub push_sent: AtomicU64,
-    /// Push delivery attempts that failed (each retry counts).
-    pub push_failed: AtomicU64,
-    /// Push deliveries lost by `--drop-push`.
-    pub push_dropped: AtomicU64,
-    /// Spontaneous change keys (`--spontaneous-changekey`).
-    pub spontaneous: AtomicU64,
-    /// Per caller: the back-off windows announced to it and the requests that arrived inside
-    /// one.
-    // A std Mutex: one lookup per request, never held across an await.
-    back_off: Mutex<BTreeMap<String, CallerBackOff>>,
-}
-
-/// What the simulator told one caller about backing off, and whether the caller listened.
-#[derive(Debug, Default)]
-struct CallerBackOff {
-    /// The end of the latest back-off window announced (ErrorServerBusy in any shape).
-    until: Option<Instant>,
-    /// Back-off windows announced.
-    announced: u64,
-    /// Requests that arrived before the window they were told about had passed.
-    inside: u64,
-}
-
-/// Counts a request in flight until dropped.
-pub struct InFlight<'a>(&'a Counters);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-impl Counters {
-    /// Counts a request as in flight.
-    pub fn begin(&self) -> InFlight<'_> {
-        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
-        InFlight(self)
-    }
-
-    /// Notes that `caller` told the simulator a request arrived now, and counts it when it is
-    /// inside a back-off window announced to that caller.
-    ///
-    /// Exact for a caller that sends one request at a time: the window starts when the
-    /// simulator decides to throttle, before the caller can possibly know, and ends
-    /// `back_off` later, before the caller (which starts waiting only once it reads the answer)
-    /// may send again. A caller with several requests in flight also has requests counted that
-    /// left before the answer reached it.
-    pub fn arrived(&self, caller: &str) {
-        let now = Instant::now();
-        let mut map = self.back_off.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = map.get_mut(caller)
-            && c.until.is_some_and(|until| now < until)
-        {
-            c.inside += 1;
-        }
-    }
-
-    /// Records that `caller` was told to back off for `back_off` from now.
-    pub fn announced(&self, caller: &str, back_off: Duration) {
-        let until = Instant::now() + back_off;
-        let mut map = self.back_off.lock().unwrap_or_else(|e| e.into_inner());
-        let c = map.entry(caller.to_string()).or_default();
-        c.announced += 1;
-        c.until = Some(c.until.map_or(until, |u| u.max(until)));
-    }
-
-    /// Counts one request of `op`.
-    pub fn count_op(&self, op: &str) {
-        let mut ops = self.ops.lock().unwrap_or_else(|e| e.into_inner());
-        match ops.get_mut(op) {
-            Some(n) => *n += 1,
-            None => {
-                ops.insert(op.to_string(), 1);
-            }
-        }
-    }
-
-    /// The counters as JSON.
-    pub fn snapshot(&self) -> Value {
-        let ops = self.ops.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let total: u64 = ops.values().sum();
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let (back_off, inside) = {
-            let map = self.back_off.lock().unwrap_or_else(|e| e.into_inner());
-            let per_caller: serde_json::Map<String, Value> = map
-                .iter()
-                .map(|(caller, c)| {
-                    (
-                        caller.clone(),
-                        json!({"announced": c.announced, "inside_window": c.inside}),
-                    )
-                })
-                .collect();
-            (per_caller, map.values().map(|c| c.inside).sum::<u64>())
-        };
-        json!({
-            "requests": total,
-            "operations": ops,
-            "in_flight": self.in_flight.load(Ordering::SeqCst),
-            "max_in_flight": self.max_in_flight.load(Ordering::SeqCst),
-            "throttled": get(&self.throttled),
-            "failed": get(&self.failed),
-            "faults": get(&self.faults),
-            "push_sent": get(&self.push_sent),
-            "push_failed": get(&self.push_failed),
-            "push_dropped": get(&self.push_dropped),
-            "spontaneous_changekeys": get(&self.spontaneous),
-            "inside_back_off": inside,
-            "back_off": back_off,
-        })
-    }
-
-    /// Zeroes the counters (the highest number in flight restarts from the current one).
-    pub fn reset(&self) {
-        self.ops.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        self.max_in_flight
-            .store(self.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
-        for a in [
-            &self.throttled,
-            &self.failed,
-            &self.faults,
-            &self.push_sent,
-            &self.push_failed,
-            &self.push_dropped,
-            &self.spontaneous,
-        ] {
-            a.store(0, Ordering::Relaxed);
-        }
-        // The windows stay (a caller told to wait is still told); their counts restart.
-        for c in self
-            .back_off
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values_mut()
-        {
-            c.announced = 0;
-            c.inside = 0;
-        }
-    }
-}
+pub use crate::shared::{Counters, InFlight};
 
 fn json_resp(status: StatusCode, v: &Value) -> Resp {
     let mut body = serde_json::to_vec_pretty(v).unwrap_or_default();
@@ -348,13 +188,13 @@ fn subscriptions(sim: &Sim) -> Resp {
         .into_iter()
         .map(|s| {
             let kind = match &s.kind {
-                crate::push::SubKind::Push {
+                crate::subs::SubKind::Push {
                     url,
                     status_frequency,
                 } => {
                     json!({"push": {"url": url, "status_frequency": status_frequency}})
                 }
-                crate::push::SubKind::Pull { timeout } => {
+                crate::subs::SubKind::Pull { timeout } => {
                     json!({"pull": {"timeout": timeout}})
                 }
             };

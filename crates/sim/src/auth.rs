@@ -243,7 +243,7 @@ const NTLM_OFFER: &str = "NTLM";
 /// the same connection need no `Authorization` header. A new NEGOTIATE starts over.
 pub(crate) fn ntlm_step(
     users: &Users,
-    conn: &crate::server::ConnState,
+    conn: &ConnState,
     authorization: Option<&str>,
     extended_protection: ntlm_server::ExtendedProtection,
 ) -> Result<Caller, String> {
@@ -303,6 +303,15 @@ pub(crate) fn ntlm_step(
         }
         _ => Err(NTLM_OFFER.to_string()),
     }
+}
+
+/// Per-connection authentication state: NTLM authenticates the TCP connection, not a request.
+#[derive(Debug)]
+pub(crate) struct ConnState {
+    // A std Mutex: read and written between awaits only.
+    pub ntlm: std::sync::Mutex<NtlmState>,
+    /// The TLS channel's bindings (from our certificate); `None` over plain HTTP.
+    pub channel: Option<taskbridge_ews::transport::channel_binding::ChannelBindings>,
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
 use crate::EWS_PATH;
-use crate::server::{Resp, Sim, respond};
+use crate::shared::{Resp, Sim, respond};
 use taskbridge_ews::xml::XmlReader;
 
 /// The path Exchange serves POX Autodiscover at (matched without regard to case).

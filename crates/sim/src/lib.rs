@@ -22,7 +22,9 @@
 //! - `store`: mailboxes, items, change numbers, the event log, sync pages.
 //! - `fields`: task properties by field URI, response shapes, the status coupling.
 //! - `ops`: one handler per EWS operation, dispatched by the body element's name.
-//! - `push`: push and pull subscriptions, delivery with Exchange's retry schedule.
+//! - `shared`: the running simulator's state, its counters, the response helpers.
+//! - `subs`: push and pull subscriptions (kind, watermark, filter) and the table of live ones.
+//! - `push`: push delivery with Exchange's retry schedule.
 //! - `admin`: the JSON admin API under `/sim/` (what a user does in Outlook; counters).
 //! - `faults`: throttling, failures, latency and other injected misbehaviour.
 //! - `record`: `--record DIR`, every exchange as files in the fixtures format.
@@ -40,7 +42,9 @@ pub mod persist;
 pub mod push;
 pub mod record;
 mod server;
+mod shared;
 pub mod store;
+pub mod subs;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -178,7 +182,7 @@ pub struct SimHandle {
     pub admin_url: String,
     /// The bound address.
     pub addr: SocketAddr,
-    sim: Arc<server::Sim>,
+    sim: Arc<shared::Sim>,
     stop: Option<oneshot::Sender<()>>,
     join: Option<JoinHandle<()>>,
 }
@@ -242,7 +246,7 @@ pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let sim = Arc::new(server::Sim::new(config, shutdown_rx)?);
+    let sim = Arc::new(shared::Sim::new(config, shutdown_rx)?);
     sim.set_me();
     let channel = tls.as_ref().map(|tls| tls.bindings);
     let bound = taskbridge_ews::server::Bound::new(

@@ -8,131 +8,24 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::admin::Counters;
-use crate::auth::{AuthMode, Caller, Users};
-use crate::faults::{Failure, Faults, ThrottleShape};
+use crate::auth::ConnState;
+use crate::auth::{AuthMode, Caller};
+use crate::faults::{Failure, ThrottleShape};
 use crate::ids::FolderKind;
-use crate::persist::Persist;
-use crate::record::{Direction, Exchange, Recorder};
-use crate::store::{Mailbox, Store};
-use crate::{ADMIN_PATH, EWS_PATH, SimConfig, SimError, TlsFiles, admin, autodiscover, ops, push};
+use crate::record::{Direction, Exchange};
+use crate::shared::{Resp, Sim, respond};
+use crate::store::Mailbox;
+use crate::{ADMIN_PATH, EWS_PATH, SimError, TlsFiles, admin, autodiscover, ops};
 use taskbridge_ews::server::{self as http_server, ServerLimits};
 use taskbridge_ews::soap::{self, Fault};
 use taskbridge_ews::transport::channel_binding::ChannelBindings;
-
-/// The shared state of a running simulator.
-pub(crate) struct Sim {
-    /// The configuration it was started with.
-    pub config: SimConfig,
-    /// The mailboxes.
-    pub store: Store,
-    /// The accounts.
-    pub users: Users,
-    /// Fault injection.
-    pub faults: Faults,
-    /// Counters for the admin API.
-    pub counters: Counters,
-    /// `--record`.
-    pub recorder: Option<Recorder>,
-    /// `--state`.
-    pub persist: Option<Persist>,
-    /// Push and pull subscriptions.
-    pub subs: push::Subscriptions,
-    /// Flips to true when the simulator shuts down; push deliveries watch it.
-    pub shutdown: watch::Receiver<bool>,
-    /// The client for push deliveries.
-    pub http: reqwest::Client,
-    /// A weak reference to itself, for the push tasks handlers spawn.
-    me: std::sync::OnceLock<std::sync::Weak<Sim>>,
-}
-
-impl std::fmt::Debug for Sim {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sim")
-            .field("listen", &self.config.listen)
-            .finish()
-    }
-}
-
-impl Sim {
-    pub(crate) fn new(
-        config: SimConfig,
-        shutdown: watch::Receiver<bool>,
-    ) -> Result<Self, SimError> {
-        // reqwest and tokio-rustls need a process-wide crypto provider; a second install
-        // (another simulator in the same process) is refused and harmless.
-        taskbridge_ews::transport::install_crypto_provider();
-        let users = Users::new(&config.users);
-        let owners: Vec<String> = users
-            .mailbox_owners()
-            .iter()
-            .map(|u| u.smtp.clone())
-            .collect();
-        let (store, persist) = match &config.state {
-            Some(path) => {
-                let (persist, mailboxes, secret) = Persist::open(path, &owners)?;
-                (Store::new(mailboxes, secret), Some(persist))
-            }
-            None => {
-                let mailboxes = owners
-                    .iter()
-                    .enumerate()
-                    .map(|(i, smtp)| Mailbox::new(u32::try_from(i + 1).unwrap_or(u32::MAX), smtp))
-                    .collect();
-                let secret: [u8; 32] = rand::random();
-                (Store::new(mailboxes, secret.to_vec()), None)
-            }
-        };
-        let recorder = match &config.record {
-            Some(dir) => Some(
-                Recorder::new(dir, &config.server_version)
-                    .map_err(|e| SimError::Record(format!("{}: {e}", dir.display())))?,
-            ),
-            None => None,
-        };
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(4)
-            .build()
-            .map_err(|e| SimError::Config(format!("push client: {e}")))?;
-        Ok(Sim {
-            faults: Faults::new(config.faults.clone()),
-            config,
-            store,
-            users,
-            counters: Counters::default(),
-            recorder,
-            persist,
-            subs: push::Subscriptions::default(),
-            shutdown,
-            http,
-            me: std::sync::OnceLock::new(),
-        })
-    }
-
-    /// Remembers the `Arc` the simulator lives in.
-    pub(crate) fn set_me(self: &Arc<Self>) {
-        let _ = self.me.set(Arc::downgrade(self));
-    }
-
-    /// The simulator as an `Arc`, while it runs.
-    pub(crate) fn me(&self) -> Option<Arc<Sim>> {
-        self.me.get().and_then(std::sync::Weak::upgrade)
-    }
-
-    /// Records an exchange when `--record` is on.
-    pub(crate) fn record(&self, ex: Exchange<'_>) {
-        if let Some(r) = &self.recorder {
-            r.record(&ex);
-        }
-    }
-}
 
 /// The TLS side of the listener: the acceptor, and the channel bindings its certificate gives
 /// (what an NTLM client under Extended Protection must send).
@@ -167,15 +60,6 @@ pub(crate) fn limits() -> ServerLimits {
         max_header_bytes: 1024 * 1024,
         shutdown_grace: Duration::from_secs(5),
     }
-}
-
-/// Per-connection authentication state: NTLM authenticates the TCP connection, not a request.
-#[derive(Debug)]
-pub(crate) struct ConnState {
-    // A std Mutex: read and written between awaits only.
-    pub ntlm: std::sync::Mutex<crate::auth::NtlmState>,
-    /// The TLS channel's bindings (from our certificate); `None` over plain HTTP.
-    pub channel: Option<ChannelBindings>,
 }
 
 /// Serves `bound` until `shutdown` completes, then drains the connections and stops push
@@ -226,25 +110,6 @@ impl std::fmt::Display for Dropped {
 }
 
 impl std::error::Error for Dropped {}
-
-/// Resolves once the flag is set (or its sender is gone); the `watch::Ref` never lives past it.
-pub(crate) async fn stopped(flag: &mut watch::Receiver<bool>) {
-    let _ = flag.wait_for(|s| *s).await.map(|_| ());
-}
-
-pub(crate) type Resp = Response<Full<Bytes>>;
-
-pub(crate) fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp {
-    let mut r = Response::new(Full::new(body.into()));
-    *r.status_mut() = status;
-    if !content_type.is_empty() {
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            content_type.parse().expect("static header"),
-        );
-    }
-    r
-}
 
 const XML: &str = "text/xml; charset=utf-8";
 

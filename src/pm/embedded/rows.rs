@@ -1040,7 +1040,7 @@ mod tests {
     #[test]
     fn project_part_equals_the_same_rows_of_the_whole_project() {
         let mut conn = Connection::open_in_memory().expect("open");
-        super::super::store::migrate(&mut conn).expect("migrate");
+        crate::sqlite::migrate::migrate(&mut conn, &super::super::schema::SCHEMA).expect("migrate");
         let day = |d, h| {
             NaiveDate::from_ymd_opt(2026, 3, d)
                 .and_then(|x| x.and_hms_opt(h, 0, 0))

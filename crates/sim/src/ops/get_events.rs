@@ -3,8 +3,8 @@
 use crate::fields::ItemError;
 use crate::ids;
 use crate::ops::{Ctx, SimOp, error_message};
-use crate::push::{MAX_EVENTS_PER_NOTIFICATION, SubKind};
 use crate::scaled;
+use crate::subs::{MAX_EVENTS_PER_NOTIFICATION, SubKind};
 use taskbridge_ews::ops::get_events::{GetEvents, GetEventsResponse};
 use taskbridge_ews::ops::send_notification::NotificationPayload;
 use taskbridge_ews::soap::Fault;

@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 use crate::auth::Caller;
 use crate::fields::ItemError;
 use crate::ids::{self, FolderKind};
-use crate::server::Sim;
+use crate::shared::Sim;
 use crate::store::{Mailbox, MailboxState};
 use taskbridge_ews::error::DecodeError;
 use taskbridge_ews::ops::{Operation, OperationResponse, decode_request_strict, encode_response};

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::fields::ItemError;
 use crate::ids::{self, FolderKind};
 use crate::ops::{Ctx, SimOp, error_message};
-use crate::push::{Sub, SubKind};
+use crate::subs::{Sub, SubKind};
 use taskbridge_ews::ops::subscribe::{Subscribe, SubscribePayload, SubscribeResponse};
 use taskbridge_ews::soap::Fault;
 use taskbridge_ews::types::{BaseFolderId, EventType, ResponseCode, ResponseMessage};
@@ -137,7 +137,7 @@ fn subscribe(req: Subscribe, ctx: &Ctx<'_>) -> Result<SubscribePayload, ItemErro
     ctx.sim.subs.insert(sub.clone());
     if push {
         match ctx.sim.me() {
-            Some(sim) => ctx.sim.subs.spawn_push(sim, sub.clone()),
+            Some(sim) => crate::push::spawn(sim, sub.clone()),
             None => {
                 return Err((
                     ResponseCode::ErrorInternalServerError,

@@ -2,7 +2,7 @@
 //! `Unsubscribe` to a notification (or stops answering), so Unsubscribe refuses them.
 
 use crate::ops::{Ctx, SimOp, error_message};
-use crate::push::SubKind;
+use crate::subs::SubKind;
 use taskbridge_ews::ops::unsubscribe::{Unsubscribe, UnsubscribeResponse};
 use taskbridge_ews::soap::Fault;
 use taskbridge_ews::types::{NoPayload, ResponseCode, ResponseMessage};
