@@ -5,11 +5,10 @@
 
 use std::time::Duration;
 
-use crate::error::DecodeError;
 use crate::types::MessageXml;
 use crate::xml::{
-    Element, NS_ERRORS, NS_MESSAGES, NS_SOAP, NS_TYPES, Ns, XmlElement, XmlReader, XmlWriter,
-    xml_enum, xml_struct,
+    DecodeError, Element, NS_ERRORS, NS_MESSAGES, NS_SOAP, NS_TYPES, Ns, XmlElement, XmlReader,
+    XmlWriter, xml_enum, xml_struct,
 };
 
 /// Largest message taskbridge decodes unless told otherwise (64 MiB).

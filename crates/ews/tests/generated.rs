@@ -1,6 +1,7 @@
 //! Generated code stays in step with `wsdl/`, as rust-analyzer keeps its generated syntax
-//! tree: this test regenerates `src/generated/operations.rs` from the WSDL and, when the
-//! checked-in file differs, writes the new one and fails, so that a schema change shows up in
+//! tree: this test regenerates the generated files (`src/generated/operations.rs`,
+//! `src/types/generated.rs`, `src/ops/generated.rs`, `src/decode/dispatch.rs`) from the WSDL and
+//! the schema and, when a checked-in file differs, writes the new one and fails, so that a schema change shows up in
 //! the diff and is committed together with the code it changes. No second binary and no public
 //! generator module are needed for it.
 

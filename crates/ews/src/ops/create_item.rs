@@ -3,9 +3,9 @@
 
 use crate::ops::operation;
 
-// Generated from wsdl/ (see `crate::generated`).
-pub use crate::generated::messages::{CreateItem, CreateItemResponse, ItemsPayload};
-pub use crate::generated::types::MessageDisposition;
+// Generated from wsdl/ (see `crate::ops::generated` and `crate::types::generated`).
+pub use crate::ops::generated::{CreateItem, CreateItemResponse, ItemsPayload};
+pub use crate::types::generated::MessageDisposition;
 
 // Not resent after a failure that may have reached the server: it would create the items twice.
 operation!(CreateItem => CreateItemResponse, safe_to_resend = false);

@@ -3,9 +3,9 @@
 
 use crate::ops::operation;
 
-// Generated from wsdl/ (see `crate::generated`).
-pub use crate::generated::messages::{DeleteItem, DeleteItemResponse};
-pub use crate::generated::types::{AffectedTaskOccurrences, DeleteType};
+// Generated from wsdl/ (see `crate::ops::generated` and `crate::types::generated`).
+pub use crate::ops::generated::{DeleteItem, DeleteItemResponse};
+pub use crate::types::generated::{AffectedTaskOccurrences, DeleteType};
 
 operation!(DeleteItem => DeleteItemResponse);
 

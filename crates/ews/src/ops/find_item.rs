@@ -3,9 +3,9 @@
 
 use crate::ops::operation;
 
-// Generated from wsdl/ (see `crate::generated`).
-pub use crate::generated::messages::{FindItem, FindItemPayload, FindItemResponse};
-pub use crate::generated::types::{FindItemParent, ItemTraversal};
+// Generated from wsdl/ (see `crate::ops::generated` and `crate::types::generated`).
+pub use crate::ops::generated::{FindItem, FindItemPayload, FindItemResponse};
+pub use crate::types::generated::{FindItemParent, ItemTraversal};
 
 operation!(FindItem => FindItemResponse);
 

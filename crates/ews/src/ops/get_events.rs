@@ -3,8 +3,8 @@
 
 use crate::ops::operation;
 
-// Generated from wsdl/ (see `crate::generated`).
-pub use crate::generated::messages::{GetEvents, GetEventsResponse};
+// Generated from wsdl/ (see `crate::ops::generated` and `crate::types::generated`).
+pub use crate::ops::generated::{GetEvents, GetEventsResponse};
 
 operation!(GetEvents => GetEventsResponse);
 

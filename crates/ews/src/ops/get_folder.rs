@@ -3,8 +3,8 @@
 
 use crate::ops::operation;
 
-// Generated from wsdl/ (see `crate::generated`).
-pub use crate::generated::messages::{FolderPayload, GetFolder, GetFolderResponse};
+// Generated from wsdl/ (see `crate::ops::generated` and `crate::types::generated`).
+pub use crate::ops::generated::{FolderPayload, GetFolder, GetFolderResponse};
 
 operation!(GetFolder => GetFolderResponse);
 

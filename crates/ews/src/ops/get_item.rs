@@ -4,9 +4,9 @@
 use crate::ops::operation;
 use crate::types::ItemId;
 
-// Generated from wsdl/ (see `crate::generated`).
-pub use crate::generated::messages::{GetItem, GetItemResponse};
-pub use crate::generated::types::ItemIds;
+// Generated from wsdl/ (see `crate::ops::generated` and `crate::types::generated`).
+pub use crate::ops::generated::{GetItem, GetItemResponse};
+pub use crate::types::generated::ItemIds;
 
 // Hand-written: a convenience constructor, which the schema has no word for.
 impl From<Vec<ItemId>> for ItemIds {
@@ -105,8 +105,8 @@ mod tests {
 #[cfg(test)]
 mod strict_tests {
     use super::*;
-    use crate::error::DecodeError;
     use crate::ops::{decode_request, decode_request_strict};
+    use crate::xml::DecodeError;
 
     const OUT_OF_ORDER: &str = r#"<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/" xmlns:m="http://schemas.microsoft.com/exchange/services/2006/messages" xmlns:t="http://schemas.microsoft.com/exchange/services/2006/types"><soap:Body><m:GetItem><m:ItemIds><t:ItemId Id="A"/></m:ItemIds><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape></m:ItemShape></m:GetItem></soap:Body></soap:Envelope>"#;
 

@@ -1,12 +1,14 @@
 //! One module per EWS operation: the request, its response message, and the tie between them.
 //!
 //! [`Operation`] binds a request body to its response type, so the transport is one generic
-//! `send<O: Operation>`. The typed methods per operation are generated from `wsdl/services.wsdl`
-//! into `src/generated/`.
+//! `send<O: Operation>`. The request and response types are generated from `wsdl/messages.xsd`
+//! into `ops::generated` and re-exported by each operation's module; the typed methods per
+//! operation are generated from `wsdl/services.wsdl` into `src/generated/`, above this layer.
 
 pub mod create_item;
 pub mod delete_item;
 pub mod find_item;
+pub(crate) mod generated;
 pub mod get_events;
 pub mod get_folder;
 pub mod get_item;
@@ -18,10 +20,9 @@ mod test_support;
 pub mod unsubscribe;
 pub mod update_item;
 
-use crate::error::DecodeError;
 use crate::soap::{self, Body, Envelope, Header};
 use crate::types::ResponseMessage;
-use crate::xml::{Element, Ns, XmlContent, XmlElement, XmlReader};
+use crate::xml::{DecodeError, Element, Ns, XmlContent, XmlElement, XmlReader};
 
 mod sealed {
     pub trait Sealed {}
@@ -126,7 +127,7 @@ macro_rules! response {
             fn read<'i>(
                 r: &mut $crate::xml::XmlReader<'i>,
                 e: $crate::xml::Element<'i>,
-            ) -> Result<Self, $crate::error::DecodeError> {
+            ) -> Result<Self, $crate::xml::DecodeError> {
                 Ok(Self {
                     response_messages: $crate::ops::read_messages(r, e)?,
                 })

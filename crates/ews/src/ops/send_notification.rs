@@ -7,11 +7,9 @@
 
 use crate::types::Notification;
 
-// Generated from wsdl/ (see `crate::generated`).
-pub use crate::generated::messages::{
-    NotificationPayload, SendNotification, SendNotificationResult,
-};
-pub use crate::generated::types::SubscriptionStatus;
+// Generated from wsdl/ (see `crate::ops::generated` and `crate::types::generated`).
+pub use crate::ops::generated::{NotificationPayload, SendNotification, SendNotificationResult};
+pub use crate::types::generated::SubscriptionStatus;
 
 impl crate::ops::Sealed for SendNotificationResult {}
 

@@ -1,13 +1,12 @@
 //! Subscribe: asks for push or pull notifications on folders.
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/subscribe>.
 
-use crate::error::DecodeError;
 use crate::ops::operation;
-use crate::xml::{Element, Ns, XmlContent, XmlElement, XmlReader, XmlWriter};
+use crate::xml::{DecodeError, Element, Ns, XmlContent, XmlElement, XmlReader, XmlWriter};
 
-// Generated from wsdl/ (see `crate::generated`).
-pub use crate::generated::messages::{SubscribePayload, SubscribeResponse};
-pub use crate::generated::types::{EventTypes, PullSubscriptionRequest, PushSubscriptionRequest};
+// Generated from wsdl/ (see `crate::ops::generated` and `crate::types::generated`).
+pub use crate::ops::generated::{SubscribePayload, SubscribeResponse};
+pub use crate::types::generated::{EventTypes, PullSubscriptionRequest, PushSubscriptionRequest};
 
 // Hand-written: the schema's `m:SubscribeType` is a choice of two elements, which is a Rust enum
 // and which `xml_struct!` cannot express.

@@ -1,137 +1,13 @@
 //! SyncFolderItems: what changed in a folder since a sync state.
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/syncfolderitems>.
 
-use crate::error::DecodeError;
 use crate::ops::operation;
-use crate::types::{Item, ItemId};
-use crate::xml::{Element, Ns, XmlElement, XmlReader, XmlWriter};
 
-// Generated from wsdl/ (see `crate::generated`).
-pub use crate::generated::messages::{
-    SyncFolderItems, SyncFolderItemsPayload, SyncFolderItemsResponse,
-};
+// Generated from wsdl/ (see `crate::ops::generated` and `crate::types::generated`).
+pub use crate::ops::generated::{SyncFolderItems, SyncFolderItemsPayload, SyncFolderItemsResponse};
 
-// Hand-written: `t:SyncFolderItemsChangesType` is a list of alternatives (Create, Update, Delete,
-// ReadFlagChange), which `xml_struct!` cannot express.
-
-/// One change in a folder.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub enum SyncChange {
-    /// An item appeared.
-    Create(Item),
-    /// An item changed.
-    Update(Item),
-    /// An item is gone.
-    Delete(ItemId),
-    /// An item's read flag changed.
-    #[serde(rename_all = "PascalCase")]
-    ReadFlagChange {
-        /// The item.
-        item_id: ItemId,
-        /// The new flag.
-        is_read: bool,
-    },
-}
-
-/// The changes of a page (`t:SyncFolderItemsChangesType`).
-#[derive(Clone, Debug, PartialEq, Default, serde::Serialize)]
-#[serde(transparent)]
-pub struct SyncChanges(pub Vec<SyncChange>);
-
-impl XmlElement for SyncChanges {
-    fn read<'i>(r: &mut XmlReader<'i>, e: Element<'i>) -> Result<Self, DecodeError> {
-        let mut changes = Vec::new();
-        while let Some(child) = r.next_child(&e)? {
-            if child.ns() != Ns::Types {
-                r.skip(child)?;
-                continue;
-            }
-            match child.local_name() {
-                "Create" | "Update" => {
-                    let create = child.local_name() == "Create";
-                    let outer = child;
-                    let mut item = None;
-                    while let Some(inner) = r.next_child(&outer)? {
-                        match Item::read_any(r, inner)? {
-                            Ok(i) => item = Some(i),
-                            Err(other) => r.skip(other)?,
-                        }
-                    }
-                    let item = item.ok_or_else(|| DecodeError::MissingElement {
-                        path: "Changes/Create".into(),
-                        element: "Item".into(),
-                    })?;
-                    changes.push(if create {
-                        SyncChange::Create(item)
-                    } else {
-                        SyncChange::Update(item)
-                    });
-                }
-                "Delete" => {
-                    let outer = child;
-                    let mut id = None;
-                    while let Some(inner) = r.next_child(&outer)? {
-                        if inner.is(Ns::Types, "ItemId") {
-                            id = Some(ItemId::read(r, inner)?);
-                        } else {
-                            r.skip(inner)?;
-                        }
-                    }
-                    changes.push(SyncChange::Delete(id.ok_or_else(|| {
-                        DecodeError::MissingElement {
-                            path: "Changes/Delete".into(),
-                            element: "ItemId".into(),
-                        }
-                    })?));
-                }
-                "ReadFlagChange" => {
-                    let outer = child;
-                    let (mut id, mut is_read) = (None, false);
-                    while let Some(inner) = r.next_child(&outer)? {
-                        if inner.is(Ns::Types, "ItemId") {
-                            id = Some(ItemId::read(r, inner)?);
-                        } else if inner.is(Ns::Types, "IsRead") {
-                            is_read = bool::read(r, inner)?;
-                        } else {
-                            r.skip(inner)?;
-                        }
-                    }
-                    if let Some(item_id) = id {
-                        changes.push(SyncChange::ReadFlagChange { item_id, is_read });
-                    }
-                }
-                _ => r.skip(child)?,
-            }
-        }
-        Ok(SyncChanges(changes))
-    }
-
-    fn write(&self, w: &mut XmlWriter, name: &str) {
-        if self.0.is_empty() {
-            w.tag(name).empty();
-            return;
-        }
-        w.tag(name).children(|w| {
-            for change in &self.0 {
-                match change {
-                    SyncChange::Create(item) => w.tag("t:Create").children(|w| item.write_item(w)),
-                    SyncChange::Update(item) => w.tag("t:Update").children(|w| item.write_item(w)),
-                    SyncChange::Delete(id) => {
-                        w.tag("t:Delete").children(|w| id.write(w, "t:ItemId"))
-                    }
-                    SyncChange::ReadFlagChange { item_id, is_read } => {
-                        w.tag("t:ReadFlagChange").children(|w| {
-                            item_id.write(w, "t:ItemId");
-                            is_read.write(w, "t:IsRead");
-                        })
-                    }
-                }
-            }
-        });
-    }
-}
-
-impl crate::xml::Absent for SyncChanges {}
+// Hand-written in `types` (a list of alternatives, which the generated messages use).
+pub use crate::types::{SyncChange, SyncChanges};
 
 operation!(SyncFolderItems => SyncFolderItemsResponse);
 
@@ -139,7 +15,7 @@ operation!(SyncFolderItems => SyncFolderItemsResponse);
 mod tests {
     use super::*;
     use crate::ops::test_support::*;
-    use crate::types::{BaseFolderId, BaseShape, ChangeKey};
+    use crate::types::{BaseFolderId, BaseShape, ChangeKey, ItemId};
     use crate::types::{FolderIds, ItemShape, SyncState};
 
     #[test]

@@ -1,106 +1,14 @@
 //! UpdateItem: sets or deletes single properties of items, guarded by change keys.
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/updateitem>.
 
-use crate::error::DecodeError;
 use crate::ops::operation;
-use crate::types::{Item, Path};
-use crate::xml::{Element, Ns, XmlElement, XmlReader, XmlWriter};
 
-// Generated from wsdl/ (see `crate::generated`).
-pub use crate::generated::messages::{UpdateItem, UpdateItemPayload, UpdateItemResponse};
-pub use crate::generated::types::{ConflictResolution, ConflictResults, ItemChange, ItemChanges};
+// Generated from wsdl/ (see `crate::ops::generated` and `crate::types::generated`).
+pub use crate::ops::generated::{UpdateItem, UpdateItemPayload, UpdateItemResponse};
+pub use crate::types::generated::{ConflictResolution, ConflictResults, ItemChange, ItemChanges};
 
-// Hand-written: `t:NonEmptyArrayOfItemChangeDescriptionsType` is a list of alternatives (set or
-// delete a field, each holding a path from a substitution group), which `xml_struct!` cannot
-// express.
-
-/// One change to one property (`t:SetItemField` / `t:DeleteItemField`).
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub enum ItemUpdate {
-    /// Set the property at `path` to its value in `item` (which carries only that property).
-    #[serde(rename_all = "PascalCase")]
-    SetItemField {
-        /// The property.
-        path: Path,
-        /// An item holding the new value.
-        item: Box<Item>,
-    },
-    /// Remove the property at `path`.
-    #[serde(rename_all = "PascalCase")]
-    DeleteItemField {
-        /// The property.
-        path: Path,
-    },
-}
-
-/// The updates of one item (`t:NonEmptyArrayOfItemChangeDescriptionsType`).
-#[derive(Clone, Debug, PartialEq, Default, serde::Serialize)]
-#[serde(transparent)]
-pub struct Updates(pub Vec<ItemUpdate>);
-
-impl XmlElement for Updates {
-    fn read<'i>(r: &mut XmlReader<'i>, e: Element<'i>) -> Result<Self, DecodeError> {
-        let mut updates = Vec::new();
-        while let Some(child) = r.next_child(&e)? {
-            let set = child.is(Ns::Types, "SetItemField");
-            if !set && !child.is(Ns::Types, "DeleteItemField") {
-                r.skip(child)?;
-                continue;
-            }
-            let change = child;
-            let mut path = None;
-            let mut item = None;
-            while let Some(part) = r.next_child(&change)? {
-                match Path::read_any(r, part)? {
-                    Ok(p) => path = Some(p),
-                    Err(part) => match Item::read_any(r, part)? {
-                        Ok(i) => item = Some(i),
-                        Err(other) => r.skip(other)?,
-                    },
-                }
-            }
-            let which = if set {
-                "SetItemField"
-            } else {
-                "DeleteItemField"
-            };
-            let missing = |element: &str| DecodeError::MissingElement {
-                path: format!("Updates/{which}"),
-                element: element.into(),
-            };
-            let path = path.ok_or_else(|| missing("Path"))?;
-            updates.push(if set {
-                ItemUpdate::SetItemField {
-                    path,
-                    item: Box::new(item.ok_or_else(|| missing("Task"))?),
-                }
-            } else {
-                ItemUpdate::DeleteItemField { path }
-            });
-        }
-        Ok(Updates(updates))
-    }
-
-    fn write(&self, w: &mut XmlWriter, name: &str) {
-        w.tag(name).children(|w| {
-            for update in &self.0 {
-                match update {
-                    ItemUpdate::SetItemField { path, item } => {
-                        w.tag("t:SetItemField").children(|w| {
-                            path.write_path(w);
-                            item.write_item(w);
-                        })
-                    }
-                    ItemUpdate::DeleteItemField { path } => {
-                        w.tag("t:DeleteItemField").children(|w| path.write_path(w))
-                    }
-                }
-            }
-        });
-    }
-}
-
-impl crate::xml::Absent for Updates {}
+// Hand-written in `types` (a list of alternatives, which the generated types use).
+pub use crate::types::{ItemUpdate, Updates};
 
 operation!(UpdateItem => UpdateItemResponse);
 
@@ -110,7 +18,7 @@ mod tests {
     use crate::ops::create_item::MessageDisposition;
     use crate::ops::test_support::*;
     use crate::types::ItemId;
-    use crate::types::{ChangeKey, ExtendedFieldUri, ResponseCode, Task, field_uri};
+    use crate::types::{ChangeKey, ExtendedFieldUri, Item, Path, ResponseCode, Task, field_uri};
 
     fn request() -> UpdateItem {
         let set_percent = ItemUpdate::SetItemField {

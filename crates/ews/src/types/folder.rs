@@ -1,10 +1,9 @@
 //! Folders, as GetFolder returns them.
 
-use crate::error::DecodeError;
-use crate::xml::{Element, Ns, XmlContent, XmlElement, XmlReader, XmlWriter};
+use crate::xml::{DecodeError, Element, Ns, XmlContent, XmlElement, XmlReader, XmlWriter};
 
-// Generated from wsdl/types.xsd (see `crate::generated`).
-pub use crate::generated::types::Folder;
+// Generated from wsdl/types.xsd (see `crate::types::generated`).
+pub use crate::types::generated::Folder;
 
 /// A folder with the element name it came in (`Folder`, `TasksFolder`, ...).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]

@@ -2,8 +2,8 @@
 
 use crate::xml::xml_struct;
 
-// Generated from wsdl/types.xsd (see `crate::generated`).
-pub use crate::generated::types::{DistinguishedFolderId, FolderId, ItemId};
+// Generated from wsdl/types.xsd (see `crate::types::generated`).
+pub use crate::types::generated::{DistinguishedFolderId, FolderId, ItemId};
 
 /// Declares a newtype over an opaque server string.
 macro_rules! opaque {
@@ -53,7 +53,7 @@ macro_rules! opaque {
             fn read<'i>(
                 r: &mut $crate::xml::XmlReader<'i>,
                 e: $crate::xml::Element<'i>,
-            ) -> Result<Self, $crate::error::DecodeError> {
+            ) -> Result<Self, $crate::xml::DecodeError> {
                 Ok(Self(r.text(e)?.into_owned()))
             }
             fn write(&self, w: &mut $crate::xml::XmlWriter, name: &str) {
@@ -162,7 +162,7 @@ impl crate::xml::XmlElement for FolderIds {
     fn read<'i>(
         r: &mut crate::xml::XmlReader<'i>,
         e: crate::xml::Element<'i>,
-    ) -> Result<Self, crate::error::DecodeError> {
+    ) -> Result<Self, crate::xml::DecodeError> {
         use crate::xml::Ns;
         let mut ids = Vec::new();
         while let Some(child) = r.next_child(&e)? {

@@ -1,13 +1,12 @@
 //! Items: the `t:Task` element and the pieces it is made of.
 
-use crate::error::DecodeError;
 use crate::xml::{
-    Element, Ns, XmlContent, XmlElement, XmlReader, XmlWriter, read_attr_value, xml_enum,
-    xml_struct,
+    DecodeError, Element, Ns, XmlContent, XmlElement, XmlReader, XmlWriter, read_attr_value,
+    xml_enum, xml_struct,
 };
 
-// Generated from wsdl/types.xsd (see `crate::generated`).
-pub use crate::generated::types::{
+// Generated from wsdl/types.xsd (see `crate::types::generated`).
+pub use crate::types::generated::{
     BodyType, ExtendedFieldUri, Importance, Sensitivity, Strings, Task, TaskStatus,
 };
 

@@ -1,12 +1,15 @@
 //! Wire types shared by several operations.
 
+pub mod change;
 pub mod folder;
+pub(crate) mod generated;
 pub mod ids;
 pub mod item;
 pub mod notification;
 pub mod response;
 pub mod shape;
 
+pub use change::{ItemUpdate, SyncChange, SyncChanges, Updates};
 pub use folder::{AnyFolder, Folder, Folders};
 pub use ids::{
     BaseFolderId, ChangeKey, DistinguishedFolderId, DistinguishedFolderName, FolderId,

@@ -3,11 +3,10 @@
 use chrono::{DateTime, Utc};
 
 use super::ids::{FolderId, ItemId, SubscriptionId, Watermark};
-use crate::error::DecodeError;
-use crate::xml::{Element, Ns, XmlElement, XmlReader, XmlWriter, xml_struct};
+use crate::xml::{DecodeError, Element, Ns, XmlElement, XmlReader, XmlWriter, xml_struct};
 
-// Generated from wsdl/types.xsd (see `crate::generated`).
-pub use crate::generated::types::EventType;
+// Generated from wsdl/types.xsd (see `crate::types::generated`).
+pub use crate::types::generated::EventType;
 
 /// Which object an event is about.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]

@@ -5,13 +5,13 @@
 
 use std::time::Duration;
 
-use crate::error::DecodeError;
 use crate::xml::{
-    Element, Ns, XmlContent, XmlElement, XmlReader, XmlText, XmlWriter, read_attr_value, xml_enum,
+    DecodeError, Element, Ns, XmlContent, XmlElement, XmlReader, XmlText, XmlWriter,
+    read_attr_value, xml_enum,
 };
 
-// Generated from wsdl/types.xsd (see `crate::generated`).
-pub use crate::generated::types::ResponseClass;
+// Generated from wsdl/types.xsd (see `crate::types::generated`).
+pub use crate::types::generated::ResponseClass;
 
 // Hand-written: the schema lists hundreds of response codes; this names the ones taskbridge acts
 // on and keeps every other in `Other`, so a new code from a newer Exchange is never an error.

@@ -2,11 +2,10 @@
 //! which of their properties it wants.
 
 use super::item::ExtendedFieldUri;
-use crate::error::DecodeError;
-use crate::xml::{Element, Ns, XmlElement, XmlReader, XmlWriter, xml_struct};
+use crate::xml::{DecodeError, Element, Ns, XmlElement, XmlReader, XmlWriter, xml_struct};
 
-// Generated from wsdl/types.xsd (see `crate::generated`).
-pub use crate::generated::types::{
+// Generated from wsdl/types.xsd (see `crate::types::generated`).
+pub use crate::types::generated::{
     BasePoint, BaseShape, Constant, FolderShape, IndexedPageView, ItemShape,
 };
 

@@ -9,6 +9,7 @@
 //! needs. serde stays in use for JSON (`ews decode`, the admin APIs): the wire types derive
 //! `Serialize`.
 
+mod error;
 pub mod reader;
 pub mod writer;
 
@@ -19,7 +20,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 pub use reader::{Content, Element, XmlReader};
 pub use writer::XmlWriter;
 
-use crate::error::DecodeError;
+pub use error::DecodeError;
 
 /// SOAP 1.1 envelope namespace.
 pub const NS_SOAP: &str = "http://schemas.xmlsoap.org/soap/envelope/";
@@ -163,7 +164,7 @@ macro_rules! text_elements {
             fn read<'i>(
                 r: &mut $crate::xml::XmlReader<'i>,
                 e: $crate::xml::Element<'i>,
-            ) -> Result<Self, $crate::error::DecodeError> {
+            ) -> Result<Self, $crate::xml::DecodeError> {
                 $crate::xml::read_text_value(r, e)
             }
             fn write(&self, w: &mut $crate::xml::XmlWriter, name: &str) {
@@ -359,7 +360,7 @@ macro_rules! xml_struct {
                 r: &mut $crate::xml::XmlReader<'i>,
                 e: $crate::xml::Element<'i>,
                 extra: &mut $crate::xml::Extra<'_, 'i>,
-            ) -> Result<Self, $crate::error::DecodeError> {
+            ) -> Result<Self, $crate::xml::DecodeError> {
                 $($( let mut $afield: Option<$aty> = None; )*)?
                 $(
                     // One pass over the attributes, whatever their number.
@@ -444,7 +445,7 @@ macro_rules! xml_struct {
             fn read<'i>(
                 r: &mut $crate::xml::XmlReader<'i>,
                 e: $crate::xml::Element<'i>,
-            ) -> Result<Self, $crate::error::DecodeError> {
+            ) -> Result<Self, $crate::xml::DecodeError> {
                 <Self as $crate::xml::XmlContent>::read_content(r, e, &mut |_, child| Ok(Some(child)))
             }
 
@@ -472,7 +473,7 @@ macro_rules! xml_struct {
     };
     (@finish_attr opt $f:ident $parent:expr, $name:literal) => { $f };
     (@finish_attr req $f:ident $parent:expr, $name:literal) => {
-        $f.ok_or_else(|| $crate::error::DecodeError::MissingAttribute {
+        $f.ok_or_else(|| $crate::xml::DecodeError::MissingAttribute {
             element: $parent,
             attribute: $name,
         })?

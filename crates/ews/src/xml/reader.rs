@@ -13,7 +13,7 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::reader::Reader;
 
 use super::Ns;
-use crate::error::DecodeError;
+use crate::xml::DecodeError;
 
 /// Upper bound on namespace declarations in scope; real EWS messages use fewer than ten.
 const MAX_NAMESPACE_BINDINGS: usize = 256;

@@ -1,8 +1,9 @@
-//! The generator of `src/generated/` from the workspace's `wsdl/`: the operation surface
-//! (`operations.rs`, from `services.wsdl`, in this file), the wire types (`types.rs`,
-//! `messages.rs`, from `types.xsd` and `messages.xsd`, in `wire.rs` over the schema reader in
-//! `xsd.rs`) and the table of message bodies (`dispatch.rs`, from both WSDLs and the schema,
-//! in `wire.rs`).
+//! The generator of the crate's generated code from the workspace's `wsdl/`: the operation
+//! surface (`src/generated/operations.rs`, from `services.wsdl`, in this file), the wire types
+//! (`src/types/generated.rs`, `src/ops/generated.rs`, from `types.xsd` and `messages.xsd`, in
+//! `wire.rs` over the schema reader in `xsd.rs`) and the table of message bodies
+//! (`src/decode/dispatch.rs`, from both WSDLs and the schema, in `wire.rs`). Each file is
+//! written into the layer its code belongs to.
 //!
 //! It runs as the test `generated_code_is_fresh` (`tests/generated.rs`): after a change to
 //! `wsdl/`, `cargo test -p taskbridge-ews --test generated` rewrites the files and fails once,
@@ -314,8 +315,8 @@ pub fn generate_files(root: &std::path::Path) -> Result<Vec<(&'static str, Strin
             "src/generated/operations.rs",
             rustfmt(&generate(&read(root, WSDL_PATH)?)?)?,
         ),
-        ("src/generated/types.rs", rustfmt(&types)?),
-        ("src/generated/messages.rs", rustfmt(&messages)?),
-        ("src/generated/dispatch.rs", rustfmt(&dispatch)?),
+        ("src/types/generated.rs", rustfmt(&types)?),
+        ("src/ops/generated.rs", rustfmt(&messages)?),
+        ("src/decode/dispatch.rs", rustfmt(&dispatch)?),
     ])
 }

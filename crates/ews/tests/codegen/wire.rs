@@ -1,6 +1,7 @@
-//! The generator of the wire types (`src/generated/types.rs`, `src/generated/messages.rs`) from
+//! The generator of the wire types (`src/types/generated.rs`, `src/ops/generated.rs`) from
 //! `wsdl/types.xsd` and `wsdl/messages.xsd`, and of the table of message bodies
-//! (`src/generated/dispatch.rs`) from those and the two WSDLs.
+//! (`src/decode/dispatch.rs`) from those and the two WSDLs. Each file goes to the layer its
+//! code belongs to, so that no module imports from a layer above it.
 //!
 //! It emits `xml_struct!` / `xml_enum!` / `response!` invocations, the same form the
 //! hand-written types had, so reading and writing cost exactly what they did. What the schema
@@ -17,9 +18,9 @@ use super::xsd::{Occurs, Schema};
 /// Which generated file a type goes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Target {
-    /// `src/generated/types.rs`: `t:` types.
+    /// `src/types/generated.rs`: `t:` types.
     Types,
-    /// `src/generated/messages.rs`: requests, response payloads and bodies.
+    /// `src/ops/generated.rs`: requests, response payloads and bodies.
     Messages,
 }
 
@@ -57,7 +58,7 @@ const CLONE_DEFAULT: &str = "Clone, Debug, PartialEq, Default";
 const CLONE_EQ: &str = "Clone, Debug, PartialEq, Eq";
 const CLONE: &str = "Clone, Debug, PartialEq";
 
-/// The `t:` types generated into `src/generated/types.rs`.
+/// The `t:` types generated into `src/types/generated.rs`.
 pub const TYPES: &[Emit] = &[
     emit("t:DisposalType", "DeleteType", ""),
     emit(
@@ -172,7 +173,7 @@ pub const TYPES: &[Emit] = &[
     },
 ];
 
-/// The message types generated into `src/generated/messages.rs`: requests and the payloads of
+/// The message types generated into `src/ops/generated.rs`: requests and the payloads of
 /// response messages. The response bodies (`response!`) follow from the schema alone.
 pub const MESSAGES: &[Emit] = &[
     emit("m:GetFolderType", "GetFolder", CLONE),
@@ -285,13 +286,10 @@ pub const HAND_WRITTEN: &[(&str, &str)] = &[
     // A list of alternatives (SetItemField / DeleteItemField), which `xml_struct!` cannot say.
     (
         "t:NonEmptyArrayOfItemChangeDescriptionsType",
-        "crate::ops::update_item::Updates",
+        "crate::types::Updates",
     ),
     // A list of alternatives (Create / Update / Delete / ReadFlagChange).
-    (
-        "t:SyncFolderItemsChangesType",
-        "crate::ops::sync_folder_items::SyncChanges",
-    ),
+    ("t:SyncFolderItemsChangesType", "crate::types::SyncChanges"),
 ];
 
 /// Elements and attributes whose Rust type is narrower than their schema type (a newtype over a
@@ -385,10 +383,10 @@ impl Unit {
             if *target != self.target {
                 let module = match target {
                     Target::Types => "types",
-                    Target::Messages => "messages",
+                    Target::Messages => "ops",
                 };
                 self.imports
-                    .insert(format!("crate::generated::{module}::{name}"));
+                    .insert(format!("crate::{module}::generated::{name}"));
             }
             return Ok(name.clone());
         }
@@ -690,11 +688,11 @@ fn request_type(schema: &Schema, element: &str) -> Result<String, String> {
     MESSAGES
         .iter()
         .find(|e| e.schema == ty)
-        .map(|e| format!("crate::generated::messages::{}", e.rust))
+        .map(|e| format!("crate::ops::generated::{}", e.rust))
         .ok_or_else(|| format!("{element}: its type {ty} is not in MESSAGES"))
 }
 
-/// The source of `src/generated/dispatch.rs` (before rustfmt): every message body element the
+/// The source of `src/decode/dispatch.rs` (before rustfmt): every message body element the
 /// crate reads, with its role and its reader, from the operations of `services.wsdl` (client
 /// side) and `notification.wsdl` (the push subscriber's side).
 pub fn dispatch(
@@ -714,7 +712,7 @@ pub fn dispatch(
             op.response_element.clone(),
             op.name.clone(),
             "Response",
-            format!("crate::generated::messages::{}", op.response_element),
+            format!("crate::ops::generated::{}", op.response_element),
         ));
     }
     for op in notification {
@@ -724,7 +722,7 @@ pub fn dispatch(
             op.request_element.clone(),
             op.name.clone(),
             "Notification",
-            format!("crate::generated::messages::{}", op.request_element),
+            format!("crate::ops::generated::{}", op.request_element),
         ));
         let ty = schema
             .elements
@@ -739,7 +737,7 @@ pub fn dispatch(
             op.response_element.clone(),
             op.name.clone(),
             "NotificationResult",
-            format!("crate::generated::messages::{rust}"),
+            format!("crate::ops::generated::{rust}"),
         ));
     }
     rows.sort();
