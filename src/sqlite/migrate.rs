@@ -112,7 +112,13 @@ pub(crate) fn migrate(conn: &mut Connection, schema: &Schema) -> Result<(), Migr
         )?;
         tx.pragma_update(None, "user_version", next)?;
         tx.commit()?;
-        tracing::info!(store = schema.store, version = next, "database migrated");
+        // Upgrading an existing file is worth an operator's attention; creating a new one is not
+        // (it would be noise on every first command in a fresh data directory).
+        if found > 0 {
+            tracing::info!(store = schema.store, version = next, "database migrated");
+        } else {
+            tracing::debug!(store = schema.store, version = next, "database created");
+        }
     }
     Ok(())
 }
