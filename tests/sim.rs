@@ -2172,9 +2172,25 @@ fn closed_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
+/// Autodiscover as Ann (NTLM), trusting the test CA, with `step_secs` a step.
+fn ntlm_autodiscover_settings(
+    user: &str,
+    password: &str,
+    step_secs: u64,
+) -> taskbridge::ews::autodiscover::AutodiscoverSettings {
+    let tls = FsPath::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let mut settings = taskbridge::ews::autodiscover::AutodiscoverSettings::new(Auth::Ntlm {
+        user: user.into(),
+        password: Secret::new(password),
+    });
+    settings.tls.extra_ca_file = Some(tls.join("ca.pem"));
+    settings.step_timeout = Duration::from_secs(step_secs);
+    settings
+}
+
 #[tokio::test]
 async fn autodiscover_follows_an_https_redirect_to_the_simulator_and_finds_its_ews_url() {
-    use taskbridge::ews::autodiscover::{AutodiscoverSettings, discover};
+    use taskbridge::ews::autodiscover::discover;
     let h = start_extended_protection(sim::ExtendedProtection::Require).await;
     let sim_autodiscover = h
         .url
@@ -2182,13 +2198,7 @@ async fn autodiscover_follows_an_https_redirect_to_the_simulator_and_finds_its_e
     let front = redirect_server(sim_autodiscover.clone()).await;
     let plain_front =
         redirect_server("http://127.0.0.1:9/autodiscover/autodiscover.xml".into()).await;
-    let tls = FsPath::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
-    let mut settings = AutodiscoverSettings::new(Auth::Ntlm {
-        user: "ann@example.com".into(),
-        password: Secret::new("ann-pw"),
-    });
-    settings.tls.extra_ca_file = Some(tls.join("ca.pem"));
-    settings.step_timeout = Duration::from_secs(5);
+    let mut settings = ntlm_autodiscover_settings("ann@example.com", "ann-pw", 5);
     settings.start_urls = vec![
         format!(
             "https://127.0.0.1:{}/autodiscover/autodiscover.xml",
@@ -2239,7 +2249,7 @@ async fn autodiscover_follows_an_https_redirect_to_the_simulator_and_finds_its_e
 
 #[tokio::test]
 async fn soap_autodiscover_get_user_settings_finds_the_ews_url_and_reports_unknown_users() {
-    use taskbridge::ews::autodiscover::{AutodiscoverSettings, discover};
+    use taskbridge::ews::autodiscover::discover;
     let h = start_extended_protection(sim::ExtendedProtection::Require).await;
     let svc = h
         .url
@@ -2247,13 +2257,7 @@ async fn soap_autodiscover_get_user_settings_finds_the_ews_url_and_reports_unkno
     let pox = h
         .url
         .replace("/EWS/Exchange.asmx", "/autodiscover/autodiscover.xml");
-    let tls = FsPath::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
-    let mut settings = AutodiscoverSettings::new(Auth::Ntlm {
-        user: "ann@example.com".into(),
-        password: Secret::new("ann-pw"),
-    });
-    settings.tls.extra_ca_file = Some(tls.join("ca.pem"));
-    settings.step_timeout = Duration::from_secs(5);
+    let mut settings = ntlm_autodiscover_settings("ann@example.com", "ann-pw", 5);
     settings.start_urls = vec![svc.clone(), pox.clone()];
     let found = discover("ann@example.com", &settings)
         .await
@@ -2309,7 +2313,7 @@ async fn srv_name_server(port: u16) -> std::net::SocketAddr {
 
 #[tokio::test]
 async fn autodiscover_falls_back_to_the_srv_record_when_the_standard_places_fail() {
-    use taskbridge::ews::autodiscover::{AutodiscoverSettings, discover};
+    use taskbridge::ews::autodiscover::discover;
     let tls = FsPath::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
     // A mailbox in a domain with no web server: only the SRV record leads to Autodiscover.
     let mut c = SimConfig::for_tests(&["ann@sim.invalid:ann-pw"]);
@@ -2324,12 +2328,7 @@ async fn autodiscover_falls_back_to_the_srv_record_when_the_standard_places_fail
         .port()
         .expect("port");
     let dns = srv_name_server(port).await;
-    let mut settings = AutodiscoverSettings::new(Auth::Ntlm {
-        user: "ann@sim.invalid".into(),
-        password: Secret::new("ann-pw"),
-    });
-    settings.tls.extra_ca_file = Some(tls.join("ca.pem"));
-    settings.step_timeout = Duration::from_secs(3);
+    let mut settings = ntlm_autodiscover_settings("ann@sim.invalid", "ann-pw", 3);
     settings.name_servers = vec![dns];
     let found = discover("ann@sim.invalid", &settings)
         .await

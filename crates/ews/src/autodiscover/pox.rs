@@ -17,15 +17,7 @@ pub(crate) const RESPONSE_SCHEMA: &str =
 
 /// The POX request body for `address`.
 pub fn request_body(address: &str) -> String {
-    let mut escaped = String::with_capacity(address.len());
-    for c in address.chars() {
-        match c {
-            '&' => escaped.push_str("&amp;"),
-            '<' => escaped.push_str("&lt;"),
-            '>' => escaped.push_str("&gt;"),
-            c => escaped.push(c),
-        }
-    }
+    let escaped = quick_xml::escape::escape(address);
     format!(
         "<?xml version=\"1.0\" encoding=\"utf-8\"?>\
          <Autodiscover xmlns=\"{REQUEST_NS}\"><Request>\

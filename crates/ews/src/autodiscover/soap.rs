@@ -24,20 +24,6 @@ fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// The GetUserSettings request for `address`, sent to `url`.
 pub fn request_envelope(address: &str, url: &str) -> String {
     let settings: String = REQUESTED_SETTINGS
@@ -57,8 +43,8 @@ pub fn request_envelope(address: &str, url: &str) -> String {
          <a:Users><a:User><a:Mailbox>{address}</a:Mailbox></a:User></a:Users>\
          <a:RequestedSettings>{settings}</a:RequestedSettings>\
          </a:Request></a:GetUserSettingsRequestMessage></soap:Body></soap:Envelope>",
-        url = escape(url),
-        address = escape(address),
+        url = quick_xml::escape::escape(url),
+        address = quick_xml::escape::escape(address),
     )
 }
 
