@@ -722,6 +722,52 @@ async fn both_changed_within_the_clock_skew_is_a_tie_won_by_the_plan() {
     );
 }
 
+/// As above, but the read after the stale change key fails too (a dropped connection): the pass
+/// ends with an error, and the next pass must still know that the plan's value is only the
+/// first edit applied. The second edit wins, even within the clock-skew tolerance.
+#[tokio::test]
+async fn an_edit_made_during_the_write_back_survives_a_failed_read_after_it() {
+    let h = published(3, ApprovalPolicy::Auto, quick_sync()).await;
+    let (mailbox, task) = h.task_of(2).await;
+    let id = id_of(&task);
+    h.edit(&mailbox, &id, json!({"PercentComplete": 30})).await;
+    let http = reqwest::Client::new();
+    let url = format!(
+        "{}mailboxes/{mailbox}/tasks/{}",
+        h.sim.admin_url,
+        urlencode(&id)
+    );
+    let fail_fetches = h.spy.fail_fetches.clone();
+    *h.spy.before_next_update.lock().unwrap() = Some(Box::pin(async move {
+        let r = http
+            .patch(url)
+            .json(&json!({"PercentComplete": 40}))
+            .send()
+            .await
+            .expect("admin");
+        assert!(r.status().is_success());
+        // The write meets a stale change key; the read of the new version is lost.
+        fail_fetches.store(1, std::sync::atomic::Ordering::SeqCst);
+    }));
+    let first = h.engine.sync_mailbox(&MailboxAddress::new(&mailbox)).await;
+    assert!(first.is_err(), "the failed read ends the pass: {first:?}");
+    assert_eq!(
+        h.spy.fail_fetches.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the read after the stale write was the one that failed"
+    );
+    pass(&h, &mailbox).await;
+    pass(&h, &mailbox).await;
+    let a = assignment(&h, 2).await;
+    assert_eq!(
+        a.percent_work_complete.get(),
+        40,
+        "the newest edit is the plan's"
+    );
+    let (_, task) = h.task_of(2).await;
+    assert_eq!(task["PercentComplete"], 40.0, "and the mailbox keeps it");
+}
+
 /// An owner's second edit that lands after taskbridge applied the first and before it wrote
 /// the plan's resulting values back (the write meets a stale change key): the second edit is
 /// the newest thing anyone said and must win, even within the clock-skew tolerance, because

@@ -515,9 +515,6 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 status_note: mail.status_note,
                 ..pm.clone()
             };
-            // Whether the PM side took the mailbox's values just now (its values then hold this
-            // version of the item for the fields taken).
-            let mut applied_now = false;
             if !take.is_empty() || note_changed {
                 let source = UpdateSource {
                     mailbox: mailbox.to_string(),
@@ -551,9 +548,23 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 if let Some(update) = update {
                     match self.inner.host.submit_status_update(update).await? {
                         UpdateOutcome::Applied { assignment, .. } => {
-                            applied_now = true;
                             report.applied += 1;
                             Metrics::add(&self.inner.metrics.updates_applied, 1);
+                            // Both sides hold this version's values for the fields taken: that
+                            // is the baseline from now on, stored before anything else is tried.
+                            // Whatever then fails (the write-back, the read after a stale
+                            // change key, the process), the next decision starts from it;
+                            // otherwise the PM's copy of the edit would count as a change of
+                            // its own and could win a tie over a newer edit made meanwhile.
+                            row.baseline =
+                                Some(baseline_taken(&base, &mail, &take, item.modified_at));
+                            self.inner
+                                .state
+                                .commit(Commit {
+                                    put: vec![row.clone()],
+                                    ..Commit::default()
+                                })
+                                .await?;
                             let new_view = std::sync::Arc::new(view.with_assignment(assignment));
                             cache.put(new_view.clone());
                             view = new_view;
@@ -661,17 +672,9 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                             .await?;
                         match self.refetch(mailbox, &item.item.item_id, zone).await? {
                             Some(fresh) => {
-                                let read_at = item.modified_at;
+                                // Decided again from the baseline stored above when the PM
+                                // side took this version's values.
                                 item = fresh;
-                                // After an applied update both sides held this version's
-                                // values for the fields taken: they are the baseline the next
-                                // decision starts from. Otherwise the PM's copy of the edit
-                                // would count as a change of its own and could win over a newer
-                                // edit made meanwhile.
-                                if applied_now {
-                                    row.baseline =
-                                        Some(baseline_taken(&base, &mail, &take, read_at));
-                                }
                                 continue;
                             }
                             None => return self.item_deleted(mailbox, row, report).await,
@@ -724,20 +727,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                         return Ok(());
                     }
                     Err(e) => {
-                        // The call failed as a whole: keep the journal open and try next pass.
-                        // What the PM side took is the baseline from now on, so that the next
-                        // pass does not count the PM's copy of the edit as a change of its own.
-                        if applied_now {
-                            row.baseline =
-                                Some(baseline_taken(&base, &mail, &take, item.modified_at));
-                            self.inner
-                                .state
-                                .commit(Commit {
-                                    put: vec![row.clone()],
-                                    ..Commit::default()
-                                })
-                                .await?;
-                        }
+                        // The call failed as a whole: keep the journal open and try next pass
+                        // (what the PM side took is already the stored baseline).
                         report.failed += 1;
                         report
                             .errors

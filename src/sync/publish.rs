@@ -62,8 +62,10 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         project: ProjectGuid,
         options: PublishOptions,
     ) -> Result<PublishReport, SyncError> {
-        let view = self.view(project).await?;
-        let table = &self.inner.table;
+        // The rows before the plan: a row never shows a pass newer than the plan's values
+        // (that pass's write would otherwise be undone by older values under a current change
+        // key). A row older than the plan carries an old change key: the write meets a stale
+        // key and the item is decided again. See also `publish_mailbox`.
         let mut known: HashMap<AssignmentKey, AssignmentState> = self
             .inner
             .state
@@ -72,6 +74,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             .into_iter()
             .map(|s| (s.key, s))
             .collect();
+        let view = self.view(project).await?;
+        let table = &self.inner.table;
         let mut plans: BTreeMap<MailboxAddress, MailboxPlan> = BTreeMap::new();
         for unit in view.units() {
             let Some((values, _zone)) = view.desired(table, unit.assignment.uid) else {
@@ -165,11 +169,32 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 .await?;
             return Ok(report);
         }
+        // A pass of this mailbox may have run between the plan and the lock, with fresher PM
+        // values than the plan's: its rows are left to the next publish, which plans from them.
+        let now_rows: HashMap<AssignmentKey, AssignmentState> = self
+            .inner
+            .state
+            .mailbox_assignments(mailbox)
+            .await?
+            .into_iter()
+            .map(|s| (s.key, s))
+            .collect();
+        let (current, moved): (Vec<_>, Vec<_>) = plan
+            .desired
+            .into_iter()
+            .partition(|(key, _, state)| now_rows.get(key) == state.as_ref());
+        if !moved.is_empty() {
+            debug!(
+                count = moved.len(),
+                "items changed since the plan was made; left to the next publish"
+            );
+            report.deferred += moved.len();
+        }
         let rule = self.inner.config.deleted_task;
         let mut creates = Vec::new();
         let mut updates = Vec::new();
         let mut with_items = 0usize;
-        for (key, desired, state) in plan.desired {
+        for (key, desired, state) in current {
             match state {
                 None => creates.push((key, desired, AssignmentState::new(key, mailbox.clone()))),
                 Some(s) if s.item.is_none() => {

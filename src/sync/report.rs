@@ -30,6 +30,9 @@ pub struct PublishReport {
     pub adopted: usize,
     /// Deletions refused by the mass-delete guard.
     pub refused_deletes: usize,
+    /// Items a mailbox pass handled while this publish waited for the mailbox: left to the
+    /// next publish, which plans from what that pass stored.
+    pub deferred: usize,
     /// Items that failed (they are retried at the next publish).
     pub failed: usize,
     /// The failures, for the report.
@@ -45,6 +48,7 @@ impl PublishReport {
         self.unchanged += other.unchanged;
         self.adopted += other.adopted;
         self.refused_deletes += other.refused_deletes;
+        self.deferred += other.deferred;
         self.failed += other.failed;
         self.errors.extend(other.errors);
     }

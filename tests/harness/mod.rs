@@ -362,6 +362,9 @@ pub struct Spy<M> {
     /// Run once, right before the next update call reaches the server: an owner's edit that
     /// lands between the engine's read and its write.
     pub before_next_update: Arc<std::sync::Mutex<Option<BeforeUpdate>>>,
+    /// Read calls left to fail as a dropped connection would (counting down); the process
+    /// lives on.
+    pub fail_fetches: Arc<AtomicUsize>,
     table: FieldTable,
 }
 
@@ -381,6 +384,7 @@ impl<M> Spy<M> {
             send_last: Arc::default(),
             lose_create_answers: Arc::default(),
             before_next_update: Arc::default(),
+            fail_fetches: Arc::default(),
             table: FieldTable::default(),
         }
     }
@@ -509,6 +513,15 @@ impl<M: MailboxStore + Clone> MailboxStore for Spy<M> {
         items: &[FetchRequest],
     ) -> Result<Vec<Result<MailboxItem, ItemFailure>>, MailboxError> {
         self.fetches.fetch_add(items.len(), Ordering::SeqCst);
+        if self
+            .fail_fetches
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(MailboxError::Unavailable(
+                "connection dropped before the answer".into(),
+            ));
+        }
         gated!(self, self.inner.fetch(mailbox, items))
     }
 
