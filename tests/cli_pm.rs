@@ -557,7 +557,7 @@ fn log_colour_only_on_a_terminal_and_never_with_no_color() {
         return;
     }
     let dir = TempDir::new().expect("temp dir");
-    // A fresh store logs its migrations at INFO.
+    // A fresh store logs the schema it creates at DEBUG.
     let on_terminal = |data: &str, no_color: bool| -> String {
         let command = format!(
             "{} --data-dir {} import {}",
@@ -568,7 +568,7 @@ fn log_colour_only_on_a_terminal_and_never_with_no_color() {
         let mut script = Command::new("script");
         script
             .args(["-qec", &command, "/dev/null"])
-            .env_remove("TASKBRIDGE_LOG")
+            .env("TASKBRIDGE_LOG", "debug")
             .env_remove("TASKBRIDGE_DATA_DIR");
         if no_color {
             script.env("NO_COLOR", "1");
@@ -580,22 +580,22 @@ fn log_colour_only_on_a_terminal_and_never_with_no_color() {
         stdout(&out)
     };
     let coloured = on_terminal("a", false);
-    assert!(coloured.contains("INFO"), "{coloured}");
+    assert!(coloured.contains("DEBUG"), "{coloured}");
     assert!(
         coloured.contains("\u{1b}["),
         "colour on a terminal: {coloured}"
     );
     let plain = on_terminal("b", true);
-    assert!(plain.contains("INFO"), "{plain}");
+    assert!(plain.contains("DEBUG"), "{plain}");
     assert!(!plain.contains('\u{1b}'), "NO_COLOR: {plain}");
     let piped = Command::new(env!("CARGO_BIN_EXE_taskbridge"))
         .arg("--data-dir")
         .arg(dir.path().join("c"))
         .args(["import", &fixture("mspdi/edge-cases.xml")])
-        .env_remove("TASKBRIDGE_LOG")
+        .env("TASKBRIDGE_LOG", "debug")
         .env_remove("NO_COLOR")
         .output()
         .expect("runs");
-    assert!(stderr(&piped).contains("INFO"), "{}", stderr(&piped));
+    assert!(stderr(&piped).contains("DEBUG"), "{}", stderr(&piped));
     assert!(!stderr(&piped).contains('\u{1b}'), "{}", stderr(&piped));
 }
