@@ -96,6 +96,22 @@ pub fn mail_date_from_utc(zone: Tz, at: DateTime<Utc>) -> NaiveDate {
     if to_next < to_start { next } else { date }
 }
 
+/// The date an Exchange `CompleteDate` stands for, in the owner's `zone`.
+///
+/// Outlook writes the completion as a date (one of the forms [`mail_date_from_utc`] reads), but
+/// Exchange, completing a task itself, writes the instant it did so. A date form lies on a
+/// whole half hour (local or floating midnight, or one off by a DST hour); an instant of the
+/// day almost never does, and its date is simply its local date: a task completed at 12:17 in
+/// Berlin was completed that day, whichever midnight is nearer.
+pub fn mail_completion_date(zone: Tz, at: DateTime<Utc>) -> NaiveDate {
+    let on_a_half_hour = at.timestamp().rem_euclid(1800) == 0 && at.timestamp_subsec_nanos() == 0;
+    if on_a_half_hour {
+        mail_date_from_utc(zone, at)
+    } else {
+        at.with_timezone(&zone).date_naive()
+    }
+}
+
 /// A PM date-time moved to the mailbox date `date`, keeping its time of day in the owner's zone.
 ///
 /// This is how a date edited in the mailbox goes back to the PM side: a due date moved from
@@ -518,6 +534,39 @@ mod tests {
         assert_eq!(
             mail_date_from_utc(Asia::Tokyo, utc(2026, 7, 6, 3, 0)),
             date(2026, 7, 6)
+        );
+    }
+
+    #[test]
+    fn a_completion_instant_reads_as_its_local_date_and_a_date_form_as_its_date() {
+        // Completed by Exchange at 12:17 and at 23:59 Berlin time: that day, though the next
+        // midnight is nearer.
+        let at = |h, m, s| {
+            Utc.with_ymd_and_hms(2026, 12, 2, h, m, s)
+                .single()
+                .expect("a time")
+        };
+        assert_eq!(
+            mail_completion_date(Europe::Berlin, at(11, 17, 23)),
+            date(2026, 12, 2)
+        );
+        assert_eq!(
+            mail_completion_date(Europe::Berlin, at(22, 59, 59)),
+            date(2026, 12, 2)
+        );
+        // Written by a client as a date: local midnight, floating midnight, or local midnight
+        // with a wrong DST hour.
+        assert_eq!(
+            mail_completion_date(Europe::Berlin, at(23, 0, 0)),
+            date(2026, 12, 3)
+        );
+        assert_eq!(
+            mail_completion_date(Europe::Berlin, at(0, 0, 0)),
+            date(2026, 12, 2)
+        );
+        assert_eq!(
+            mail_completion_date(Europe::Berlin, at(22, 0, 0)),
+            date(2026, 12, 3)
         );
     }
 

@@ -9,8 +9,9 @@ use chrono_tz::Tz;
 
 use super::config::{Direction, FieldEntry, FieldTable, MailField, PmSource};
 use super::convert::{
-    Completion, MailImportance, StatusNote, mail_date_from_utc, mail_date_to_utc, minutes_to_work,
-    pm_to_mail_date, pm_with_mail_date, read_completion, work_to_minutes,
+    Completion, MailImportance, StatusNote, mail_completion_date, mail_date_from_utc,
+    mail_date_to_utc, minutes_to_work, pm_to_mail_date, pm_with_mail_date, read_completion,
+    work_to_minutes,
 };
 use super::values::{MailValues, ReadInfo, category_set};
 use crate::ews::ops::update_item::ItemUpdate;
@@ -291,7 +292,7 @@ impl FieldTable {
                     project.time_zone,
                     unit.assignment.finish,
                     zone,
-                    mail_date_from_utc(zone, at),
+                    mail_completion_date(zone, at),
                 )
             });
         Inbound {
