@@ -836,3 +836,66 @@ fn with_state_url_set_publish_serve_and_status_keep_their_state_in_postgres() {
     let log = std::fs::read_to_string(d.join("serve.log")).unwrap_or_default();
     assert!(!log.contains("ERROR"), "{log}");
 }
+
+/// `taskbridge migrate --to URL` copies an SQLite state into PostgreSQL, after which the same
+/// configuration pointed at the database shows the same status; a database that holds state
+/// is refused without `--force`.
+#[test]
+fn migrate_copies_the_sqlite_state_into_postgres_and_refuses_a_full_target() {
+    let Some(cluster) = external::postgres::Cluster::start("taskbridge migrate to PostgreSQL")
+    else {
+        return;
+    };
+    let url = cluster.create_database("migrate");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (sim, _ews, _admin) = site_with_sim(d);
+    let out = taskbridge(d, &["publish", "Harbour Bridge Refit"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = json_of(d, &["status", "--json"]);
+    assert_eq!(before.as_array().map(Vec::len), Some(6), "{before}");
+
+    let out = taskbridge(d, &["migrate", "--to", "sqlite:///tmp/x"]);
+    assert_eq!(out.status.code(), Some(2), "only PostgreSQL is a target");
+
+    let out = taskbridge(d, &["migrate", "--to", &url]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("copied 6 assignments, 3 mailboxes"), "{said}");
+    let out = taskbridge(d, &["migrate", "--to", &url]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already holds sync state; --force"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = taskbridge(d, &["migrate", "--to", &url, "--force"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The configuration pointed at the database: the same status, read from PostgreSQL.
+    std::fs::remove_file(d.join("taskbridge-data/state.sqlite")).expect("remove the file");
+    let config = std::fs::read_to_string(d.join("taskbridge.toml")).expect("config");
+    std::fs::write(
+        d.join("taskbridge.toml"),
+        config.replace(
+            "url = \"\"\npassword_env = \"TASKBRIDGE_STATE_PASSWORD\"",
+            &format!("url = \"{url}\"\npassword_env = \"TASKBRIDGE_STATE_PASSWORD\""),
+        ),
+    )
+    .expect("write config");
+    let after = json_of(d, &["status", "--json"]);
+    assert_eq!(after, before);
+    drop(sim);
+}

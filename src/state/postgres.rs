@@ -246,6 +246,35 @@ impl PostgresStore {
             .unwrap_or(0))
     }
 
+    /// Every assignment row, ordered by key.
+    pub async fn all_assignments(&self) -> Result<Vec<AssignmentState>, StateError> {
+        self.query_assignments("TRUE ORDER BY project, assignment", &[])
+            .await
+    }
+
+    /// Whether any table of the state holds a row.
+    pub async fn holds_state(&self) -> Result<bool, StateError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM assignment) OR EXISTS (SELECT 1 FROM mailbox) \
+                 OR EXISTS (SELECT 1 FROM journal) OR EXISTS (SELECT 1 FROM audit)",
+                &[],
+            )
+            .await
+            .map_err(db)?;
+        Ok(row.get(0))
+    }
+
+    /// Removes every row of the state (the schema stays), in one transaction.
+    pub async fn clear(&self) -> Result<(), StateError> {
+        let client = self.client().await?;
+        client
+            .batch_execute("TRUNCATE assignment, mailbox, journal, audit RESTART IDENTITY")
+            .await
+            .map_err(db)
+    }
+
     async fn query_assignments(
         &self,
         filter: &str,

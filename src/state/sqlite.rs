@@ -137,6 +137,12 @@ impl SqliteStore {
         })
     }
 
+    /// Every assignment row, ordered by key (for copying the store elsewhere).
+    pub async fn all_assignments(&self) -> Result<Vec<AssignmentState>, StateError> {
+        self.call(|c| query_assignments(c, "1 = 1 ORDER BY project, assignment", []))
+            .await
+    }
+
     /// Runs `f` on the database thread.
     async fn call<T: Send + 'static>(
         &self,
