@@ -105,7 +105,7 @@ fn connector(host: MyPm, url: &str, state: &std::path::Path) -> Connector<MyPm> 
                 reconcile_interval: Duration::from_secs(1),
                 ..SyncConfig::default()
             },
-            state_path: state.join("state.sqlite"),
+            state: taskbridge::state::StateLocation::Sqlite(state.join("state.sqlite")),
             listener: None,
             admin: None,
         },

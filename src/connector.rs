@@ -8,7 +8,6 @@
 //! host has (unchanged projects send nothing), and runs the engine until shutdown.
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -24,14 +23,14 @@ use crate::listener::{
 };
 use crate::mapping::FieldTable;
 use crate::pm::PmHost;
-use crate::state::SqliteStore;
+use crate::state::{AnyStateStore, StateLocation};
 use crate::sync::{
     BatchLimits, Engine, Metrics, Notice, NotificationOutcome, NotificationSink, PublishOptions,
     PushSettings, SyncConfig,
 };
 
 /// The engine of a connector.
-pub type ConnectorEngine<H> = Engine<H, EwsMailboxStore<EwsClient>, SqliteStore>;
+pub type ConnectorEngine<H> = Engine<H, EwsMailboxStore<EwsClient>, AnyStateStore>;
 
 /// The push listener of a connector.
 #[derive(Clone, Debug)]
@@ -54,8 +53,8 @@ pub struct ConnectorConfig {
     pub table: FieldTable,
     /// The engine's settings (its `push` is filled in from `listener`).
     pub sync: SyncConfig,
-    /// The state store file.
-    pub state_path: PathBuf,
+    /// Where the sync state lives: an SQLite file, or a PostgreSQL database.
+    pub state: StateLocation,
     /// Push notifications; without them, reconciliation alone finds mailbox edits.
     pub listener: Option<PushListener>,
     /// `/healthz`, `/metrics` and mounted routes.
@@ -139,7 +138,7 @@ impl<H: PmHost> Connector<H> {
         };
         let client = EwsClient::new(config.exchange)?;
         let store = EwsMailboxStore::new(client.clone(), Arc::new(config.table.clone()), limits);
-        let state = SqliteStore::open(&config.state_path)?;
+        let state = config.state.open()?;
         let mut sync = config.sync;
         if let Some(l) = &config.listener {
             sync.push = Some(PushSettings {

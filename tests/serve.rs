@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod external;
+
 const BIN: &str = env!("CARGO_BIN_EXE_taskbridge");
 
 struct Kill(Child);
@@ -729,4 +731,171 @@ fn exchange_url_autodiscover_finds_caches_and_falls_back_to_the_ews_url() {
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("exchange.url = \"autodiscover\""), "{err}");
     assert!(err.contains(&format!("POST {dead} -> ")), "{err}");
+}
+
+/// The tour on a PostgreSQL state store (`[state] url`): publish, status, audit and `serve`
+/// keep every row in the database, none in a local file, and an Outlook edit still arrives.
+#[test]
+fn with_state_url_set_publish_serve_and_status_keep_their_state_in_postgres() {
+    let Some(cluster) = external::postgres::Cluster::start("serve on a PostgreSQL state store")
+    else {
+        return;
+    };
+    let url = cluster.create_database("serve");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (sim, ews, admin) = site_with_sim(d);
+    let config = std::fs::read_to_string(d.join("taskbridge.toml")).expect("config");
+    let edited = config.replace(
+        "url = \"\"\npassword_env = \"TASKBRIDGE_STATE_PASSWORD\"",
+        &format!("url = \"{url}\"\npassword_env = \"TASKBRIDGE_STATE_PASSWORD\""),
+    );
+    assert_ne!(edited, config, "init writes a [state] url to edit");
+    std::fs::write(d.join("taskbridge.toml"), edited).expect("write config");
+
+    let out = taskbridge(d, &["publish", "Harbour Bridge Refit"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !d.join("taskbridge-data/state.sqlite").exists(),
+        "no local state file beside a database"
+    );
+    let rows = || -> i64 {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .expect("connect");
+            tokio::spawn(conn);
+            client
+                .query_one(
+                    "SELECT count(*) FROM assignment WHERE status->>'state' = 'synced'",
+                    &[],
+                )
+                .await
+                .expect("count")
+                .get(0)
+        })
+    };
+    assert_eq!(rows(), 6, "the six assignments are rows in PostgreSQL");
+
+    let serve = Kill(
+        Command::new(BIN)
+            .current_dir(d)
+            .arg("serve")
+            .env("TASKBRIDGE_SYNC_DEBOUNCE_MS", "100")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join("serve.log")).expect("serve log"))
+            .spawn()
+            .expect("start serve"),
+    );
+    let admin_url = format!("http://127.0.0.1:{admin}");
+    wait_until("serve to be ready", Duration::from_secs(20), || {
+        http("GET", &format!("{admin_url}/healthz"), None)
+    });
+    let sim_admin = format!("http://127.0.0.1:{ews}/sim");
+    wait_until("the subscriptions", Duration::from_secs(20), || {
+        let subs = get(&format!("{sim_admin}/subscriptions"))?;
+        (subs.as_array()?.len() >= 3).then_some(())
+    });
+    let tasks = get(&format!("{sim_admin}/mailboxes/ann@example.com/tasks")).expect("tasks");
+    let id = tasks.as_array().expect("array")[0]["ItemId"]["Id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let patched = http(
+        "PATCH",
+        &format!("{sim_admin}/mailboxes/ann@example.com/tasks/{id}"),
+        Some(r#"{"PercentComplete": 60}"#),
+    );
+    assert!(patched.is_some(), "the edit was refused");
+    wait_until("the status update", Duration::from_secs(30), || {
+        let list = json_of(d, &["updates", "--json"]);
+        list.as_array()?
+            .iter()
+            .any(|u| u["state"] == "applied")
+            .then_some(())
+    });
+    let audit = json_of(d, &["audit", "--json", "--field", "percent_complete"]);
+    assert!(
+        audit.as_array().is_some_and(|a| a.len() == 1),
+        "the decision is audited in the database: {audit}"
+    );
+    let status = json_of(d, &["status", "--json"]);
+    let lines = status.as_array().expect("array");
+    assert_eq!(lines.len(), 6, "{status}");
+    assert!(!d.join("taskbridge-data/state.sqlite").exists());
+    drop(serve);
+    drop(sim);
+    let log = std::fs::read_to_string(d.join("serve.log")).unwrap_or_default();
+    assert!(!log.contains("ERROR"), "{log}");
+}
+
+/// `taskbridge migrate --to URL` copies an SQLite state into PostgreSQL, after which the same
+/// configuration pointed at the database shows the same status; a database that holds state
+/// is refused without `--force`.
+#[test]
+fn migrate_copies_the_sqlite_state_into_postgres_and_refuses_a_full_target() {
+    let Some(cluster) = external::postgres::Cluster::start("taskbridge migrate to PostgreSQL")
+    else {
+        return;
+    };
+    let url = cluster.create_database("migrate");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (sim, _ews, _admin) = site_with_sim(d);
+    let out = taskbridge(d, &["publish", "Harbour Bridge Refit"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = json_of(d, &["status", "--json"]);
+    assert_eq!(before.as_array().map(Vec::len), Some(6), "{before}");
+
+    let out = taskbridge(d, &["migrate", "--to", "sqlite:///tmp/x"]);
+    assert_eq!(out.status.code(), Some(2), "only PostgreSQL is a target");
+
+    let out = taskbridge(d, &["migrate", "--to", &url]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("copied 6 assignments, 3 mailboxes"), "{said}");
+    let out = taskbridge(d, &["migrate", "--to", &url]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already holds sync state; --force"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = taskbridge(d, &["migrate", "--to", &url, "--force"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The configuration pointed at the database: the same status, read from PostgreSQL.
+    std::fs::remove_file(d.join("taskbridge-data/state.sqlite")).expect("remove the file");
+    let config = std::fs::read_to_string(d.join("taskbridge.toml")).expect("config");
+    std::fs::write(
+        d.join("taskbridge.toml"),
+        config.replace(
+            "url = \"\"\npassword_env = \"TASKBRIDGE_STATE_PASSWORD\"",
+            &format!("url = \"{url}\"\npassword_env = \"TASKBRIDGE_STATE_PASSWORD\""),
+        ),
+    )
+    .expect("write config");
+    let after = json_of(d, &["status", "--json"]);
+    assert_eq!(after, before);
+    drop(sim);
 }

@@ -10,7 +10,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("sqlite", &[]),
     ("pm", &["secret", "server", "sqlite"]),
     ("mapping", &["ews", "pm"]),
-    ("state", &["pm", "mapping", "sqlite"]),
+    ("state", &["ews", "secret", "pm", "mapping", "sqlite"]),
     ("sync", &["pm", "mapping", "state"]),
     ("exchange", &["ews", "pm", "mapping", "state", "sync"]),
     ("listener", &["ews", "secret", "server"]),

@@ -18,6 +18,7 @@ use taskbridge::ews::client::EwsClientConfig;
 use taskbridge::ews::transport::{Auth, Limits, TlsConfig};
 use taskbridge::mapping::{FieldTable, MappingConfig};
 use taskbridge::secret::Secret;
+use taskbridge::state::StateLocation;
 use taskbridge::sync::{DeletedTaskRule, Policy, SyncConfig};
 
 use super::CliError;
@@ -52,6 +53,8 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     /// The embedded PM store.
     pub pm: RawPm,
+    /// The sync state store.
+    pub state: RawState,
     /// The sync engine.
     pub sync: RawSync,
     /// The field table.
@@ -239,6 +242,32 @@ impl Default for RawPm {
     }
 }
 
+/// `[state]`: where the sync state lives.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawState {
+    /// Empty: `state.sqlite` in the data directory. Else a `postgres://` URL (without the
+    /// password; see `password_env`), shared by every instance.
+    pub url: String,
+    /// Environment variable holding the database password.
+    pub password_env: String,
+    /// File holding the database password (used when the variable is unset).
+    pub password_file: String,
+    /// Extra trusted CA certificates (PEM) for the database's TLS.
+    pub ca_file: String,
+}
+
+impl Default for RawState {
+    fn default() -> Self {
+        RawState {
+            url: String::new(),
+            password_env: "TASKBRIDGE_STATE_PASSWORD".into(),
+            password_file: "state.password".into(),
+            ca_file: String::new(),
+        }
+    }
+}
+
 /// `[sync]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -405,6 +434,7 @@ pub fn load_with_sources(
     }
     // Variables named by the file itself (where a password or token is) are not keys either.
     let named = [
+        &raw.state.password_env,
         &raw.exchange.password_env,
         &raw.exchange.token_env,
         &raw.exchange.client_secret_env,
@@ -616,6 +646,41 @@ impl RawConfig {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(bad(key, format!("cannot read {}: {e}", path.display()))),
         }
+    }
+
+    /// Where the sync state lives: `state.sqlite` in the data directory, or the PostgreSQL
+    /// database of `state.url` with its password from `password_env` or `password_file`.
+    pub fn state_location(&self) -> Result<StateLocation, CliError> {
+        let st = &self.state;
+        if st.url.trim().is_empty() {
+            return Ok(StateLocation::Sqlite(self.data_path("state.sqlite")));
+        }
+        let url = st.url.trim();
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(bad(
+                "state.url",
+                "must be empty (SQLite in the data directory) or a postgres:// URL",
+            ));
+        }
+        if taskbridge::state::without_password(url) != url {
+            return Err(bad(
+                "state.url",
+                format!(
+                    "holds a password; put it in {} or {} instead",
+                    st.password_env,
+                    self.data_path(&st.password_file).display()
+                ),
+            ));
+        }
+        let password =
+            self.read_secret("state.password_env", &st.password_env, &st.password_file)?;
+        Ok(StateLocation::Postgres {
+            url: url.to_string(),
+            password,
+            tls: taskbridge::state::PostgresTls {
+                extra_ca_file: (!st.ca_file.is_empty()).then(|| self.data_path(&st.ca_file)),
+            },
+        })
     }
 
     /// The EWS client settings. With `url = "autodiscover"` the URL is the one Autodiscover

@@ -159,7 +159,7 @@ async fn demo(dir: PathBuf) -> anyhow::Result<ExitCode> {
                 max_debounce: Duration::from_secs(2),
                 ..SyncConfig::default()
             },
-            state_path: dir.join("state.sqlite"),
+            state: taskbridge::state::StateLocation::Sqlite(dir.join("state.sqlite")),
             listener: Some(PushListener {
                 config: listener,
                 public_url: format!("http://{listen}/ews/notify"),

@@ -112,6 +112,16 @@ watch_dir = ""
 # The time zone the dates of those plans are local to (MSPDI names none).
 watch_time_zone = "UTC"
 
+[state]
+# Where the sync state lives. Empty: state.sqlite in the data directory. A postgres:// URL
+# (without the password) puts it in PostgreSQL, where several instances can share it; the
+# password comes from the variable, else the file.
+url = ""
+password_env = "TASKBRIDGE_STATE_PASSWORD"
+password_file = "state.password"
+# Extra CA certificates (PEM) trusted for the database's TLS (sslmode=require in the URL).
+ca_file = ""
+
 [sync]
 # When both sides changed a field: newer-wins, pm-wins, mail-wins or manual.
 policy = "newer-wins"

@@ -15,6 +15,7 @@ mod export;
 mod import;
 mod init;
 mod logs;
+mod migrate;
 mod names;
 mod projects;
 mod serve;
@@ -118,6 +119,9 @@ pub enum Command {
     /// The conflicts the `manual` policy keeps for a person (field, both values and when each
     /// side changed it), or settle one with `conflicts resolve ID --take pm|mailbox`.
     Conflicts(conflicts::ConflictsArgs),
+    /// Copy the sync state from state.sqlite into a PostgreSQL database (--to URL), then read
+    /// it back and compare; refuses a database that holds state unless --force.
+    Migrate(migrate::MigrateArgs),
 }
 
 /// An error that maps to an exit code.
@@ -198,6 +202,7 @@ fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => sync::status(args, &settings()?),
         Command::Audit(args) => sync::audit(args, &settings()?),
         Command::Conflicts(args) => conflicts::run(args, &settings()?),
+        Command::Migrate(args) => migrate::run(args, &settings()?),
         Command::Config(cmd) => config_cmd::run(
             cmd,
             &config_cmd::Origin {

@@ -77,7 +77,7 @@ pub fn connector_config(raw: &RawConfig) -> Result<ConnectorConfig, CliError> {
         exchange: raw.exchange()?,
         table: raw.field_table()?,
         sync: raw.sync()?,
-        state_path: raw.data_path("state.sqlite"),
+        state: raw.state_location()?,
         listener,
         admin: Some(AdminConfig::new(
             raw.socket("admin.listen", &raw.admin.listen)?,

@@ -12,7 +12,7 @@ use taskbridge::exchange::EwsMailboxStore;
 use taskbridge::mapping::MailField;
 use taskbridge::pm::embedded::EmbeddedHost;
 use taskbridge::pm::{PmHost, ProjectGuid};
-use taskbridge::state::{DecisionRule, Side, SqliteStore, StateStore, SyncStatus};
+use taskbridge::state::{AnyStateStore, DecisionRule, Side, StateStore, SyncStatus};
 use taskbridge::sync::{BatchLimits, Engine, PlannedAction, PublishOptions};
 
 use super::config::RawConfig;
@@ -20,7 +20,7 @@ use super::table::{Column, Table, tidy_hours};
 use super::{EXIT_FAILURE, open_existing_store, print_out, runtime, to_json};
 
 /// The engine of the standalone connector.
-pub type CliEngine = Engine<EmbeddedHost, EwsMailboxStore<EwsClient>, SqliteStore>;
+pub type CliEngine = Engine<EmbeddedHost, EwsMailboxStore<EwsClient>, AnyStateStore>;
 
 /// Builds the engine from the configuration, over the embedded PM store.
 pub async fn open_engine(raw: &RawConfig) -> anyhow::Result<CliEngine> {
@@ -39,7 +39,7 @@ pub fn build_engine(raw: &RawConfig, host: EmbeddedHost) -> anyhow::Result<CliEn
     let client = EwsClient::new(exchange)?;
     let table = raw.field_table()?;
     let store = EwsMailboxStore::new(client, Arc::new(table.clone()), limits);
-    let state = SqliteStore::open(&raw.data_path("state.sqlite"))?;
+    let state = raw.state_location()?.open()?;
     Ok(Engine::new(host, store, state, table, raw.sync()?))
 }
 
@@ -268,8 +268,7 @@ fn shown_state(s: &taskbridge::state::AssignmentState) -> &'static str {
 pub fn status(args: StatusArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let host = open_existing_store(&raw.data_dir).await?;
-        let state_path = raw.data_path("state.sqlite");
-        let state = SqliteStore::open(&state_path)?;
+        let state = raw.state_location()?.open()?;
         let projects = match &args.project {
             Some(p) => vec![super::names::project(&host, p).await?],
             None => host.projects().await?,
@@ -585,8 +584,10 @@ fn decision_text(rule: DecisionRule, winner: Side) -> String {
 /// Runs `taskbridge audit`.
 pub fn audit(args: AuditArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
-        let path = raw.data_path("state.sqlite");
-        if !path.exists() {
+        let location = raw.state_location()?;
+        if let taskbridge::state::StateLocation::Sqlite(path) = &location
+            && !path.exists()
+        {
             return Err(super::CliError::Usage(format!(
                 "no state store at {} (nothing synced yet, or a wrong --data-dir)",
                 path.display()
@@ -619,7 +620,7 @@ pub fn audit(args: AuditArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
             Some(p) => Some(super::names::project(&host, p).await?),
             None => None,
         };
-        let state = SqliteStore::open(&path)?;
+        let state = location.open()?;
         let mut records: Vec<_> = state
             .audit(project)
             .await?

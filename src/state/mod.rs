@@ -3,17 +3,21 @@
 //! the Tasks folder, subscription, watermark and SyncFolderItems state; a journal of intended
 //! remote writes; and the audit log of sync decisions.
 //!
-//! [`StateStore`] is the boundary, as wide as the engine and the commands use it;
-//! [`SqliteStore`] the implementation. The trait is kept free of SQLite-isms so that another
-//! store (PostgreSQL) can sit beside it: every write is one transaction over rows keyed by
-//! (project, assignment) or by mailbox. Nothing partitions mailboxes between connector
-//! instances (the `lease_*` columns of the first schema version are unused).
+//! [`StateStore`] is the boundary, as wide as the engine and the commands use it. Two stores
+//! implement it with the same rows and the same transactions: [`SqliteStore`] (one file, the
+//! default) and [`PostgresStore`] (a database several instances can share); a
+//! [`StateLocation`] chooses one at run time as an [`AnyStateStore`]. Every write is one
+//! transaction over rows keyed by (project, assignment) or by mailbox. Nothing partitions
+//! mailboxes between connector instances yet (the `lease_*` columns of SQLite's first schema
+//! version are unused).
 //!
 //! Rule of use: a state change is committed only after the remote write it records succeeded.
 //! A [`JournalEntry`] is opened before the write and closed in the same transaction that stores
 //! its result, so after a crash the open entries say which mailboxes need a look before anything
 //! is written again.
 
+mod location;
+mod postgres;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -25,6 +29,8 @@ use serde::{Deserialize, Serialize};
 use crate::mapping::{MailField, MailValues, ValueHash};
 use crate::pm::{AssignmentKey, ProjectGuid, StatusUpdateId};
 
+pub use location::{AnyStateStore, StateLocation, without_password};
+pub use postgres::{PostgresStore, PostgresTls};
 pub use sqlite::SqliteStore;
 
 /// A mailbox, by its primary SMTP address (lower-cased).
@@ -437,5 +443,18 @@ impl Commit {
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.put.is_empty() && self.delete.is_empty() && self.close_journal.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn both_backends_have_the_same_migration_steps() {
+        // A step added to one store's schema and not the other's would give one version
+        // number two meanings.
+        assert_eq!(
+            super::sqlite::MIGRATIONS.len(),
+            super::postgres::MIGRATIONS.len()
+        );
     }
 }

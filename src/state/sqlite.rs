@@ -17,7 +17,7 @@ use crate::sqlite::actor::{Actor, Quiet};
 use crate::sqlite::migrate::{self, Schema};
 
 /// Migrations in order, version 1 first.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: the initial schema.
     "CREATE TABLE assignment (
         project    TEXT NOT NULL,
@@ -135,6 +135,12 @@ impl SqliteStore {
         Ok(SqliteStore {
             actor: Arc::new(actor),
         })
+    }
+
+    /// Every assignment row, ordered by key (for copying the store elsewhere).
+    pub async fn all_assignments(&self) -> Result<Vec<AssignmentState>, StateError> {
+        self.call(|c| query_assignments(c, "1 = 1 ORDER BY project, assignment", []))
+            .await
     }
 
     /// Runs `f` on the database thread.
@@ -644,7 +650,6 @@ impl StateStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pm::ProjectGuid;
 
     #[cfg(unix)]
     #[test]
@@ -656,118 +661,6 @@ mod tests {
         drop(store);
         let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-    }
-
-    fn key(uid: i64) -> AssignmentKey {
-        AssignmentKey {
-            project: ProjectGuid(uuid::Uuid::from_u128(
-                0x2f9a4c1e_7b7d_4f7a_9c55_0d3c2b1a0001,
-            )),
-            assignment: AssignmentUid(uid),
-        }
-    }
-
-    fn state(uid: i64, mailbox: &str) -> AssignmentState {
-        let mut values = MailValues::empty(chrono_tz::Europe::Berlin);
-        values.subject = Some(format!("Task {uid}"));
-        values.total_work = Some(450);
-        let mut s = AssignmentState::new(key(uid), MailboxAddress::new(mailbox));
-        s.item = Some(ItemRef {
-            item_id: format!("AAMk{uid}"),
-            change_key: "CK1".into(),
-        });
-        s.mail_hash = Some(values.hash());
-        s.pm_hash = Some(values.hash());
-        let mut baseline = Baseline::new(values);
-        baseline.pm_changed.insert(MailField::Subject, Utc::now());
-        s.baseline = Some(baseline);
-        s.last_sync = Some(Utc::now());
-        s
-    }
-
-    #[tokio::test]
-    async fn sqlite_store_assignment_round_trips_every_column() {
-        let store = SqliteStore::in_memory().expect("open");
-        let mut a = state(7, "Ann@Example.com");
-        a.status = SyncStatus::Parked {
-            reason: "stale change key 3 times".into(),
-        };
-        a.attempts = 3;
-        a.last_error = Some("ErrorIrresolvableConflict".into());
-        store
-            .commit(Commit {
-                put: vec![a.clone(), state(8, "bob@example.com")],
-                ..Commit::default()
-            })
-            .await
-            .expect("commit");
-        let back = store.assignment(&key(7)).await.expect("read").expect("row");
-        assert_eq!(back, a);
-        assert_eq!(back.mailbox.as_str(), "ann@example.com");
-        let by_item = store
-            .assignment_by_item(&MailboxAddress::new("ann@example.com"), "AAMk7")
-            .await
-            .expect("read")
-            .expect("row");
-        assert_eq!(by_item.key, key(7));
-        assert_eq!(
-            store
-                .mailbox_assignments(&MailboxAddress::new("bob@example.com"))
-                .await
-                .expect("read")
-                .len(),
-            1
-        );
-        assert_eq!(
-            store
-                .project_assignments(key(7).project)
-                .await
-                .expect("read")
-                .len(),
-            2
-        );
-        let items = store
-            .mailbox_items(&MailboxAddress::new("ann@example.com"))
-            .await
-            .expect("items");
-        assert_eq!(
-            items,
-            vec![TrackedItem {
-                item_id: "AAMk7".into(),
-                key: key(7),
-                zone: Some(chrono_tz::Europe::Berlin),
-            }]
-        );
-    }
-
-    #[tokio::test]
-    async fn sqlite_store_journal_stays_open_until_committed() {
-        let store = SqliteStore::in_memory().expect("open");
-        let mailbox = MailboxAddress::new("ann@example.com");
-        let entries = (1..=3)
-            .map(|uid| JournalEntry {
-                id: 0,
-                mailbox: mailbox.clone(),
-                key: key(uid),
-                kind: WriteKind::Create,
-                at: Utc::now(),
-            })
-            .collect();
-        let ids = store.open_journal(entries).await.expect("journal");
-        assert_eq!(ids.len(), 3);
-        // The process "dies" after the write of the first two: only they are closed.
-        store
-            .commit(Commit {
-                put: vec![state(1, "ann@example.com"), state(2, "ann@example.com")],
-                delete: vec![],
-                close_journal: ids[..2].to_vec(),
-            })
-            .await
-            .expect("commit");
-        let open = store.unfinished_journal().await.expect("journal");
-        assert_eq!(open.len(), 1);
-        assert_eq!(open[0].key, key(3));
-        assert_eq!(open[0].kind, WriteKind::Create);
     }
 
     #[tokio::test]
@@ -821,144 +714,5 @@ mod tests {
             })
             .count();
         assert_eq!(count, 1);
-    }
-
-    #[tokio::test]
-    async fn sqlite_store_survives_reopen_and_keeps_schema_version() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("state.sqlite");
-        {
-            let store = SqliteStore::open(&path).expect("open");
-            store
-                .commit(Commit {
-                    put: vec![state(1, "ann@example.com")],
-                    ..Commit::default()
-                })
-                .await
-                .expect("commit");
-            store
-                .update_mailbox(&MailboxAddress::new("ann@example.com"), |m| {
-                    m.folder_id = Some("AQMkTasks".into());
-                    m.subscription_id = Some("sub-1".into());
-                    m.watermark = Some("wm-9".into());
-                })
-                .await
-                .expect("mailbox");
-        }
-        let store = SqliteStore::open(&path).expect("reopen");
-        assert!(store.assignment(&key(1)).await.expect("read").is_some());
-        let mb = store
-            .mailbox(&MailboxAddress::new("ann@example.com"))
-            .await
-            .expect("read")
-            .expect("mailbox");
-        assert_eq!(mb.subscription_id.as_deref(), Some("sub-1"));
-        assert_eq!(mb.watermark.as_deref(), Some("wm-9"));
-        assert_eq!(store.mailboxes().await.expect("list").len(), 1);
-    }
-
-    #[tokio::test]
-    async fn pending_approvals_lists_only_rows_waiting_for_a_decision() {
-        let store = SqliteStore::in_memory().expect("open");
-        let mut rows: Vec<_> = (1..=4)
-            .map(|uid| {
-                state(
-                    uid,
-                    if uid % 2 == 0 {
-                        "bob@example.com"
-                    } else {
-                        "ann@example.com"
-                    },
-                )
-            })
-            .collect();
-        for uid in [2, 3] {
-            rows[uid - 1].status = SyncStatus::PendingApproval {
-                update: crate::pm::StatusUpdateId(format!("u{uid}")),
-                observed: crate::mapping::ValueHash([uid as u8; 32]),
-                fields: Default::default(),
-            };
-        }
-        rows[3].status = SyncStatus::Parked {
-            reason: "pending_approval".into(),
-        };
-        store
-            .commit(Commit {
-                put: rows,
-                ..Commit::default()
-            })
-            .await
-            .expect("commit");
-        let pending = store.pending_approvals().await.expect("list");
-        let listed: Vec<_> = pending
-            .iter()
-            .map(|r| (r.mailbox.as_str().to_string(), r.key.assignment.0))
-            .collect();
-        assert_eq!(
-            listed,
-            vec![
-                ("ann@example.com".to_string(), 3),
-                ("bob@example.com".to_string(), 2)
-            ]
-        );
-    }
-
-    #[tokio::test]
-    async fn update_mailbox_changes_only_what_the_caller_owns() {
-        let store = SqliteStore::in_memory().expect("open");
-        let mb = MailboxAddress::new("ann@example.com");
-        let created = store
-            .update_mailbox(&mb, |s| s.folder_id = Some("AQMkTasks".into()))
-            .await
-            .expect("create");
-        assert_eq!(created.mailbox.as_ref(), Some(&mb));
-        // A pass read the state before a notification arrived; each writes only its column.
-        let read_by_pass = store.mailbox(&mb).await.expect("read").expect("row");
-        store
-            .update_mailbox(&mb, |s| s.watermark = Some("wm-2".into()))
-            .await
-            .expect("notification");
-        store
-            .update_mailbox(&mb, |s| s.sync_state = Some("ss-7".into()))
-            .await
-            .expect("pass");
-        let now = store.mailbox(&mb).await.expect("read").expect("row");
-        assert_eq!(read_by_pass.watermark, None);
-        assert_eq!(now.watermark.as_deref(), Some("wm-2"));
-        assert_eq!(now.sync_state.as_deref(), Some("ss-7"));
-        assert_eq!(now.folder_id.as_deref(), Some("AQMkTasks"));
-    }
-
-    #[tokio::test]
-    async fn sqlite_store_audit_filters_by_project_in_order() {
-        let store = SqliteStore::in_memory().expect("open");
-        let other = AssignmentKey {
-            project: ProjectGuid(uuid::Uuid::from_u128(9)),
-            assignment: AssignmentUid(1),
-        };
-        let rec = |k: AssignmentKey, rule| AuditRecord {
-            at: Utc::now(),
-            key: k,
-            mailbox: MailboxAddress::new("ann@example.com"),
-            field: MailField::PercentComplete,
-            pm_value: "20%".into(),
-            mail_value: "60%".into(),
-            rule,
-            winner: Side::Mail,
-            note: None,
-        };
-        store
-            .append_audit(vec![
-                rec(key(1), DecisionRule::MailOnly),
-                rec(other, DecisionRule::PmWins),
-                rec(key(2), DecisionRule::NewerWins),
-            ])
-            .await
-            .expect("append");
-        let mine = store.audit(Some(key(1).project)).await.expect("audit");
-        assert_eq!(mine.len(), 2);
-        assert_eq!(mine[0].rule, DecisionRule::MailOnly);
-        assert_eq!(mine[1].rule, DecisionRule::NewerWins);
-        assert_eq!(store.audit(None).await.expect("all").len(), 3);
     }
 }

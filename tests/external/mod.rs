@@ -11,6 +11,8 @@
 //! instead, so CI always runs everything.
 #![allow(dead_code)] // each test binary uses part of it
 
+pub mod postgres;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;

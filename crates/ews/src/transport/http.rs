@@ -66,7 +66,13 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Builds the rustls client configuration: system roots plus `extra_ca_file`, HTTP/1.1 only.
+/// Builds the rustls client configuration: system roots plus `extra_ca_file`, HTTP/1.1 only
+/// (ALPN). Other TLS clients of the product (its PostgreSQL connections) start from it so that
+/// every connection trusts the same roots; they clear the ALPN list.
+pub fn rustls_client_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, Error> {
+    rustls_config(tls)
+}
+
 pub(crate) fn rustls_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, Error> {
     install_crypto_provider();
     let provider = rustls::crypto::CryptoProvider::get_default()

@@ -21,6 +21,6 @@ pub mod metrics;
 
 pub use auth::Auth;
 pub use backoff::{BackoffGate, RetryPolicy};
-pub use http::{Timeouts, TlsConfig, install_crypto_provider};
+pub use http::{Timeouts, TlsConfig, install_crypto_provider, rustls_client_config};
 pub use limits::Limits;
 pub use metrics::{RequestMetrics, RequestOutcome};

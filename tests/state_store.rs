@@ -1,0 +1,441 @@
+//! The state store's behaviour, run against both backends: SQLite (a file per case) and
+//! PostgreSQL (a database per case in a throw-away cluster; see `external/postgres.rs`). What
+//! only one backend has (SQLite's file permissions and pre-migration copies) is tested beside
+//! it in `src/state/`.
+
+mod external;
+
+use std::future::Future;
+
+use chrono::Utc;
+use taskbridge::mapping::{MailField, MailValues};
+use taskbridge::pm::{AssignmentKey, AssignmentUid, ProjectGuid};
+use taskbridge::state::{
+    AssignmentState, AuditRecord, Baseline, Commit, DecisionRule, ItemRef, JournalEntry,
+    MailboxAddress, PostgresStore, PostgresTls, Side, SqliteStore, StateStore, SyncStatus,
+    TrackedItem, WriteKind,
+};
+
+use external::postgres::Cluster;
+
+fn key(uid: i64) -> AssignmentKey {
+    AssignmentKey {
+        project: ProjectGuid(uuid::Uuid::from_u128(
+            0x2f9a4c1e_7b7d_4f7a_9c55_0d3c2b1a0001,
+        )),
+        assignment: AssignmentUid(uid),
+    }
+}
+
+fn state(uid: i64, mailbox: &str) -> AssignmentState {
+    let mut values = MailValues::empty(chrono_tz::Europe::Berlin);
+    values.subject = Some(format!("Task {uid}"));
+    values.total_work = Some(450);
+    let mut s = AssignmentState::new(key(uid), MailboxAddress::new(mailbox));
+    s.item = Some(ItemRef {
+        item_id: format!("AAMk{uid}"),
+        change_key: "CK1".into(),
+    });
+    s.mail_hash = Some(values.hash());
+    s.pm_hash = Some(values.hash());
+    let mut baseline = Baseline::new(values);
+    baseline.pm_changed.insert(MailField::Subject, Utc::now());
+    s.baseline = Some(baseline);
+    s.last_sync = Some(Utc::now());
+    s
+}
+
+/// Where a case's store lives: opening it again gives a second handle on the same data (a
+/// restarted process, or a second instance).
+trait Backend {
+    type Store: StateStore;
+    fn open(&self) -> impl Future<Output = Self::Store>;
+}
+
+struct Sqlite(std::path::PathBuf);
+
+impl Backend for Sqlite {
+    type Store = SqliteStore;
+    async fn open(&self) -> SqliteStore {
+        SqliteStore::open(&self.0).expect("open SQLite")
+    }
+}
+
+struct Postgres(String);
+
+impl Backend for Postgres {
+    type Store = PostgresStore;
+    async fn open(&self) -> PostgresStore {
+        PostgresStore::connect(&self.0, None, &PostgresTls::default())
+            .await
+            .expect("connect to PostgreSQL")
+    }
+}
+
+/// Every case, each on a fresh store of `backend`'s kind made by `fresh`.
+async fn suite<B: Backend>(mut fresh: impl FnMut(&str) -> B) {
+    an_assignment_round_trips_every_column(fresh("round_trip").open().await).await;
+    the_journal_stays_open_until_committed(fresh("journal").open().await).await;
+    pending_approvals_lists_only_rows_waiting_for_a_decision(fresh("pending").open().await).await;
+    update_mailbox_changes_only_what_the_caller_owns(fresh("mailbox").open().await).await;
+    the_audit_filters_by_project_in_order(fresh("audit").open().await).await;
+    what_is_stored_is_there_after_reopening(&fresh("reopen")).await;
+    forgetting_a_project_removes_only_its_rows(fresh("forget").open().await).await;
+    two_handles_changing_one_mailbox_at_once_lose_nothing(&fresh("two_handles")).await;
+}
+
+#[tokio::test]
+async fn the_sqlite_store_passes_the_suite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    suite(|name| Sqlite(dir.path().join(format!("{name}.sqlite")))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_store_passes_the_suite() {
+    let Some(cluster) = Cluster::start("the PostgreSQL state store") else {
+        return;
+    };
+    suite(|name| Postgres(cluster.create_database(name))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_database_newer_than_the_binary_is_refused_and_migrations_run_once() {
+    let Some(cluster) = Cluster::start("PostgreSQL state migrations") else {
+        return;
+    };
+    let url = cluster.create_database("versions");
+    // Four instances starting together: one migrates, the others find it done.
+    let tls = PostgresTls::default();
+    let opened =
+        futures::future::join_all((0..4).map(|_| PostgresStore::connect(&url, None, &tls))).await;
+    let stores: Vec<PostgresStore> = opened.into_iter().map(|r| r.expect("connect")).collect();
+    let version = stores[0].schema_version().await.expect("version");
+    assert!(version >= 2, "{version}");
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("psql-like connection");
+    tokio::spawn(conn);
+    client
+        .execute(
+            "UPDATE taskbridge_schema SET version = 999 WHERE store = 'state'",
+            &[],
+        )
+        .await
+        .expect("pretend a newer release migrated");
+    let err = PostgresStore::connect(&url, None, &PostgresTls::default())
+        .await
+        .expect_err("a newer schema is refused");
+    assert!(err.to_string().contains("999"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_store_rides_out_a_database_restart() {
+    let Some(cluster) = Cluster::start("PostgreSQL restarts") else {
+        return;
+    };
+    let store = Postgres(cluster.create_database("restart")).open().await;
+    store
+        .commit(Commit {
+            put: vec![state(1, "ann@example.com")],
+            ..Commit::default()
+        })
+        .await
+        .expect("commit");
+    cluster.kill();
+    let down = store.assignment(&key(1)).await;
+    assert!(down.is_err(), "a dead database is an error, not a panic");
+    cluster.restart();
+    // The pool drops the broken connections and opens new ones.
+    let mut back = None;
+    for _ in 0..50 {
+        if let Ok(row) = store.assignment(&key(1)).await {
+            back = row;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(back.map(|r| r.key), Some(key(1)));
+}
+
+async fn what_is_stored_is_there_after_reopening<B: Backend>(backend: &B) {
+    let written = state(1, "ann@example.com");
+    {
+        let store = backend.open().await;
+        store
+            .commit(Commit {
+                put: vec![written.clone()],
+                ..Commit::default()
+            })
+            .await
+            .expect("commit");
+        store
+            .update_mailbox(&MailboxAddress::new("ann@example.com"), |m| {
+                m.folder_id = Some("AQMkTasks".into());
+                m.subscription_id = Some("sub-1".into());
+                m.watermark = Some("wm-9".into());
+            })
+            .await
+            .expect("mailbox");
+    }
+    let store = backend.open().await;
+    assert_eq!(
+        store.assignment(&key(1)).await.expect("read"),
+        Some(written)
+    );
+    let mb = store
+        .mailbox(&MailboxAddress::new("ann@example.com"))
+        .await
+        .expect("read")
+        .expect("mailbox");
+    assert_eq!(mb.folder_id.as_deref(), Some("AQMkTasks"));
+    assert_eq!(mb.subscription_id.as_deref(), Some("sub-1"));
+    assert_eq!(mb.watermark.as_deref(), Some("wm-9"));
+    assert_eq!(store.mailboxes().await.expect("list").len(), 1);
+}
+
+async fn forgetting_a_project_removes_only_its_rows<S: StateStore>(store: S) {
+    let other = AssignmentKey {
+        project: ProjectGuid(uuid::Uuid::from_u128(9)),
+        assignment: AssignmentUid(1),
+    };
+    let mut theirs = state(1, "ann@example.com");
+    theirs.key = other;
+    store
+        .commit(Commit {
+            put: vec![
+                state(1, "ann@example.com"),
+                state(2, "ann@example.com"),
+                theirs,
+            ],
+            ..Commit::default()
+        })
+        .await
+        .expect("commit");
+    store
+        .open_journal(vec![JournalEntry {
+            id: 0,
+            mailbox: MailboxAddress::new("ann@example.com"),
+            key: key(1),
+            kind: WriteKind::Update,
+            at: Utc::now(),
+        }])
+        .await
+        .expect("journal");
+    let gone = store.forget_project(key(1).project).await.expect("forget");
+    assert_eq!(gone, 3, "two rows and one journal entry");
+    assert!(store.assignment(&key(1)).await.expect("read").is_none());
+    assert!(store.assignment(&other).await.expect("read").is_some());
+    assert!(
+        store
+            .unfinished_journal()
+            .await
+            .expect("journal")
+            .is_empty()
+    );
+}
+
+/// Two handles (two processes, or two instances on one database) each change their own column
+/// of one mailbox, many times, at the same time: neither puts back the other's older value.
+async fn two_handles_changing_one_mailbox_at_once_lose_nothing<B: Backend>(backend: &B) {
+    let (a, b) = (backend.open().await, backend.open().await);
+    let mb = MailboxAddress::new("ann@example.com");
+    let rounds = 40;
+    let watermarks = async {
+        for i in 0..rounds {
+            a.update_mailbox(&mb, move |s| s.watermark = Some(format!("wm-{i}")))
+                .await
+                .expect("watermark");
+        }
+    };
+    let states = async {
+        for i in 0..rounds {
+            b.update_mailbox(&mb, move |s| s.sync_state = Some(format!("ss-{i}")))
+                .await
+                .expect("sync state");
+        }
+    };
+    futures::join!(watermarks, states);
+    let now = a.mailbox(&mb).await.expect("read").expect("row");
+    assert_eq!(now.watermark, Some(format!("wm-{}", rounds - 1)));
+    assert_eq!(now.sync_state, Some(format!("ss-{}", rounds - 1)));
+}
+
+async fn an_assignment_round_trips_every_column<S: StateStore>(store: S) {
+    let mut a = state(7, "Ann@Example.com");
+    a.status = SyncStatus::Parked {
+        reason: "stale change key 3 times".into(),
+    };
+    a.attempts = 3;
+    a.last_error = Some("ErrorIrresolvableConflict".into());
+    store
+        .commit(Commit {
+            put: vec![a.clone(), state(8, "bob@example.com")],
+            ..Commit::default()
+        })
+        .await
+        .expect("commit");
+    let back = store.assignment(&key(7)).await.expect("read").expect("row");
+    assert_eq!(back, a);
+    assert_eq!(back.mailbox.as_str(), "ann@example.com");
+    let by_item = store
+        .assignment_by_item(&MailboxAddress::new("ann@example.com"), "AAMk7")
+        .await
+        .expect("read")
+        .expect("row");
+    assert_eq!(by_item.key, key(7));
+    assert_eq!(
+        store
+            .mailbox_assignments(&MailboxAddress::new("bob@example.com"))
+            .await
+            .expect("read")
+            .len(),
+        1
+    );
+    assert_eq!(
+        store
+            .project_assignments(key(7).project)
+            .await
+            .expect("read")
+            .len(),
+        2
+    );
+    let items = store
+        .mailbox_items(&MailboxAddress::new("ann@example.com"))
+        .await
+        .expect("items");
+    assert_eq!(
+        items,
+        vec![TrackedItem {
+            item_id: "AAMk7".into(),
+            key: key(7),
+            zone: Some(chrono_tz::Europe::Berlin),
+        }]
+    );
+}
+
+async fn the_journal_stays_open_until_committed<S: StateStore>(store: S) {
+    let mailbox = MailboxAddress::new("ann@example.com");
+    let entries = (1..=3)
+        .map(|uid| JournalEntry {
+            id: 0,
+            mailbox: mailbox.clone(),
+            key: key(uid),
+            kind: WriteKind::Create,
+            at: Utc::now(),
+        })
+        .collect();
+    let ids = store.open_journal(entries).await.expect("journal");
+    assert_eq!(ids.len(), 3);
+    // The process "dies" after the write of the first two: only they are closed.
+    store
+        .commit(Commit {
+            put: vec![state(1, "ann@example.com"), state(2, "ann@example.com")],
+            delete: vec![],
+            close_journal: ids[..2].to_vec(),
+        })
+        .await
+        .expect("commit");
+    let open = store.unfinished_journal().await.expect("journal");
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].key, key(3));
+    assert_eq!(open[0].kind, WriteKind::Create);
+}
+
+async fn pending_approvals_lists_only_rows_waiting_for_a_decision<S: StateStore>(store: S) {
+    let mut rows: Vec<_> = (1..=4)
+        .map(|uid| {
+            state(
+                uid,
+                if uid % 2 == 0 {
+                    "bob@example.com"
+                } else {
+                    "ann@example.com"
+                },
+            )
+        })
+        .collect();
+    for uid in [2, 3] {
+        rows[uid - 1].status = SyncStatus::PendingApproval {
+            update: taskbridge::pm::StatusUpdateId(format!("u{uid}")),
+            observed: taskbridge::mapping::ValueHash([uid as u8; 32]),
+            fields: Default::default(),
+        };
+    }
+    rows[3].status = SyncStatus::Parked {
+        reason: "pending_approval".into(),
+    };
+    store
+        .commit(Commit {
+            put: rows,
+            ..Commit::default()
+        })
+        .await
+        .expect("commit");
+    let pending = store.pending_approvals().await.expect("list");
+    let listed: Vec<_> = pending
+        .iter()
+        .map(|r| (r.mailbox.as_str().to_string(), r.key.assignment.0))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            ("ann@example.com".to_string(), 3),
+            ("bob@example.com".to_string(), 2)
+        ]
+    );
+}
+
+async fn update_mailbox_changes_only_what_the_caller_owns<S: StateStore>(store: S) {
+    let mb = MailboxAddress::new("ann@example.com");
+    let created = store
+        .update_mailbox(&mb, |s| s.folder_id = Some("AQMkTasks".into()))
+        .await
+        .expect("create");
+    assert_eq!(created.mailbox.as_ref(), Some(&mb));
+    // A pass read the state before a notification arrived; each writes only its column.
+    let read_by_pass = store.mailbox(&mb).await.expect("read").expect("row");
+    store
+        .update_mailbox(&mb, |s| s.watermark = Some("wm-2".into()))
+        .await
+        .expect("notification");
+    store
+        .update_mailbox(&mb, |s| s.sync_state = Some("ss-7".into()))
+        .await
+        .expect("pass");
+    let now = store.mailbox(&mb).await.expect("read").expect("row");
+    assert_eq!(read_by_pass.watermark, None);
+    assert_eq!(now.watermark.as_deref(), Some("wm-2"));
+    assert_eq!(now.sync_state.as_deref(), Some("ss-7"));
+    assert_eq!(now.folder_id.as_deref(), Some("AQMkTasks"));
+}
+
+async fn the_audit_filters_by_project_in_order<S: StateStore>(store: S) {
+    let other = AssignmentKey {
+        project: ProjectGuid(uuid::Uuid::from_u128(9)),
+        assignment: AssignmentUid(1),
+    };
+    let rec = |k: AssignmentKey, rule| AuditRecord {
+        at: Utc::now(),
+        key: k,
+        mailbox: MailboxAddress::new("ann@example.com"),
+        field: MailField::PercentComplete,
+        pm_value: "20%".into(),
+        mail_value: "60%".into(),
+        rule,
+        winner: Side::Mail,
+        note: None,
+    };
+    store
+        .append_audit(vec![
+            rec(key(1), DecisionRule::MailOnly),
+            rec(other, DecisionRule::PmWins),
+            rec(key(2), DecisionRule::NewerWins),
+        ])
+        .await
+        .expect("append");
+    let mine = store.audit(Some(key(1).project)).await.expect("audit");
+    assert_eq!(mine.len(), 2);
+    assert_eq!(mine[0].rule, DecisionRule::MailOnly);
+    assert_eq!(mine[1].rule, DecisionRule::NewerWins);
+    assert_eq!(store.audit(None).await.expect("all").len(), 3);
+}
