@@ -21,7 +21,9 @@
 //!   to the audit log: `Engine::audit`.
 //! - **status update**: replace the PM's attributes with the newer ones through a task status
 //!   update: `Engine::submit_status_update`, which hands it to
-//!   [`PmHost::submit_status_update`](crate::pm::PmHost::submit_status_update).
+//!   [`PmHost::submit_status_update`](crate::pm::PmHost::submit_status_update) and, once the
+//!   host applied it, commits the fields taken as the item's baseline before anything else is
+//!   tried (a later failure must not leave the PM's copy of the edit looking like a PM change).
 //! - **write back**: map the attributes the status update left back to the mailbox task (the
 //!   claim's last step): `Engine::write_back`; [`Engine::map_back`] does it for an update a
 //!   person decided later.
