@@ -25,8 +25,8 @@ use crate::mapping::FieldTable;
 use crate::pm::PmHost;
 use crate::state::{AnyStateStore, StateLocation};
 use crate::sync::{
-    BatchLimits, Engine, Metrics, Notice, NotificationOutcome, NotificationSink, PublishOptions,
-    PushSettings, SyncConfig,
+    BatchLimits, Engine, Metrics, Notice, NotificationOutcome, NotificationSink, PushSettings,
+    SyncConfig,
 };
 
 /// The engine of a connector.
@@ -226,21 +226,12 @@ impl<H: PmHost> Connector<H> {
         on_ready(bound);
         let engine = self.engine.clone();
         let startup = tokio::spawn(async move {
-            // Bring every project in step once; unchanged projects send no write.
-            match engine.host().projects().await {
-                Ok(projects) => {
-                    for p in projects {
-                        if let Err(e) = engine.publish(p, PublishOptions::default()).await {
-                            warn!(project = %p, error = %e, "publish at start failed");
-                        }
-                    }
-                    if let Err(e) = engine.subscribe_all(false).await {
-                        warn!(error = %e, "subscribing new mailboxes failed");
-                    }
-                    release_freed_memory();
-                }
-                Err(e) => warn!(error = %e, "cannot list projects at start"),
+            // Bring every project in step once (unchanged projects send no write), one publish
+            // of every project at a time with the reconciliation's.
+            if let Err(e) = engine.publish_all().await {
+                warn!(error = %e, "publishing at start failed");
             }
+            release_freed_memory();
         });
         let result = self.engine.run(shutdown).await;
         startup.abort();

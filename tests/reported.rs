@@ -810,3 +810,73 @@ async fn an_edit_made_while_the_previous_one_is_written_back_is_not_lost() {
     let (_, task) = h.task_of(2).await;
     assert_eq!(task["PercentComplete"], 40.0, "and the mailbox keeps it");
 }
+
+/// Arms the spy so that the owner sets `percent` right before the next write-back, and 10 %
+/// more before each of the `left - 1` write-backs after it.
+fn edit_before_next_write(
+    slot: std::sync::Arc<std::sync::Mutex<Option<BeforeUpdate>>>,
+    url: String,
+    percent: u32,
+    left: u32,
+) {
+    let again = slot.clone();
+    *slot.lock().unwrap() = Some(Box::pin(async move {
+        let r = reqwest::Client::new()
+            .patch(&url)
+            .json(&json!({ "PercentComplete": percent }))
+            .send()
+            .await
+            .expect("admin");
+        assert!(r.status().is_success());
+        if left > 1 {
+            edit_before_next_write(again, url, percent + 10, left - 1);
+        }
+    }));
+}
+
+/// The owner edits again before every write-back of a pass, so that each of its
+/// `max_attempts` writes meets a stale change key and the pass gives up (an edit storm in
+/// small). Each edit read was applied on the PM side; the next pass must start from the last
+/// one applied, not from an older one: otherwise the plan's copy of that edit would count as a
+/// change of the plan's own and win the clock-skew tie over the owner's newest edit.
+#[tokio::test]
+async fn an_edit_made_during_the_last_write_back_attempt_is_not_lost() {
+    let h = published(3, ApprovalPolicy::Auto, quick_sync()).await;
+    let attempts = SyncConfig::default().max_attempts;
+    let (mailbox, task) = h.task_of(2).await;
+    let id = id_of(&task);
+    h.edit(&mailbox, &id, json!({"PercentComplete": 30})).await;
+    let url = format!(
+        "{}mailboxes/{mailbox}/tasks/{}",
+        h.sim.admin_url,
+        urlencode(&id)
+    );
+    // Before each write-back, the owner types 10 % more.
+    edit_before_next_write(h.spy.before_next_update.clone(), url, 40, attempts);
+    let first = pass(&h, &mailbox).await;
+    assert_eq!(first.failed, 1, "every write met a stale key: {first:?}");
+    assert_eq!(first.parked, 0, "one failed pass parks nothing: {first:?}");
+    assert!(
+        h.spy.before_next_update.lock().unwrap().is_none(),
+        "the owner edited before each write-back"
+    );
+    let newest = 30 + 10 * attempts;
+    assert_eq!(
+        assignment(&h, 2).await.percent_work_complete.get(),
+        u8::try_from(newest - 10).unwrap(),
+        "the last edit read was applied"
+    );
+    pass(&h, &mailbox).await;
+    pass(&h, &mailbox).await;
+    assert_eq!(
+        u32::from(assignment(&h, 2).await.percent_work_complete.get()),
+        newest,
+        "the newest edit is the plan's"
+    );
+    let (_, task) = h.task_of(2).await;
+    assert_eq!(
+        task["PercentComplete"],
+        f64::from(newest),
+        "and the mailbox keeps it"
+    );
+}

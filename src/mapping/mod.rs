@@ -1,6 +1,6 @@
 //! The mapping between PM assignments and Exchange tasks: the one place where the PM and EWS
-//! vocabularies meet (claim steps 2 and 9, "mapping attributes", and the reverse mapping of
-//! step 7).
+//! vocabularies meet: the mapping of attributes in steps "publish" and "write back" of the list
+//! in the [`sync`](crate::sync) module doc, and the reverse mapping in step "status update".
 //!
 //! - [`FieldTable`] is the checked field table, built from the `[mapping]` section of the
 //!   configuration ([`MappingConfig`]): for each [`MailField`] its PM source, its [`Direction`]

@@ -1,8 +1,9 @@
 //! The PM host boundary: what a project-management product implements to use taskbridge.
 //!
 //! The connector reads published projects through [`PmHost`], hands each accepted mailbox edit
-//! to it as a [`StatusUpdate`] (claim step 8: "updating the project task ... via a task status
-//! update"), and listens to [`HostEvent`]s to map the PM's resulting values back to mailboxes.
+//! to it as a [`StatusUpdate`] (step "status update" of the list in the [`sync`](crate::sync)
+//! module doc), and listens to [`HostEvent`]s to map the PM's resulting values back to
+//! mailboxes (step "write back").
 //! The embedded host (`pm::embedded`) is one implementation; a PM server loading taskbridge as
 //! a library is another.
 

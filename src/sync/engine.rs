@@ -1,7 +1,8 @@
-//! The engine's shared parts: who it talks to, per-mailbox locks, project views, metrics.
+//! The engine's shared parts: who it talks to, per-mailbox locks, project views, metrics, the
+//! journal of intended writes.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,12 +11,14 @@ use chrono_tz::Tz;
 
 use super::config::SyncConfig;
 use super::mailbox::{MailboxError, MailboxStore};
+use super::metrics::Metrics;
+use super::notify::Runtime;
 use crate::mapping::{FieldTable, MailField, MailValues, owner_zone};
 use crate::pm::{
     Assignment, AssignmentField, AssignmentKey, AssignmentUid, HostError, PmHost, Project,
     ProjectGuid, ResourceUid, SyncUnit, TaskUid,
 };
-use crate::state::{MailboxAddress, StateError, StateStore};
+use crate::state::{JournalEntry, MailboxAddress, StateError, StateStore, WriteKind};
 
 /// Errors that stop a whole operation (item failures are counted in reports instead).
 #[derive(Debug, thiserror::Error)]
@@ -47,39 +50,6 @@ impl SyncError {
             mailbox: mailbox.to_string(),
             source,
         }
-    }
-}
-
-/// Counters for `/metrics`.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    /// Push notifications received for known subscriptions.
-    pub notifications: AtomicU64,
-    /// Mailbox syncs queued by notifications.
-    pub events_queued: AtomicU64,
-    /// Status updates applied on the PM side.
-    pub updates_applied: AtomicU64,
-    /// Status updates waiting for approval.
-    pub updates_pending: AtomicU64,
-    /// Status updates rejected.
-    pub updates_rejected: AtomicU64,
-    /// Conflicts decided by policy or kept for a person.
-    pub conflicts: AtomicU64,
-    /// Items created.
-    pub created: AtomicU64,
-    /// Items updated.
-    pub written: AtomicU64,
-    /// Items deleted.
-    pub deleted: AtomicU64,
-    /// Items parked after repeated failures.
-    pub parked: AtomicU64,
-    /// Reconciliation passes.
-    pub reconciles: AtomicU64,
-}
-
-impl Metrics {
-    pub(crate) fn add(counter: &AtomicU64, n: usize) {
-        counter.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
 
@@ -266,7 +236,9 @@ pub(crate) struct Inner<H, M, S> {
     pub config: SyncConfig,
     pub metrics: Arc<Metrics>,
     /// Notification queue and subscription map.
-    pub runtime: super::run::Runtime,
+    pub runtime: Runtime,
+    /// Whether a publish of every project runs (`Engine::publish_all`: one at a time).
+    pub republishing: AtomicBool,
     /// One lock per mailbox: publish, inbound changes and mapping back never work on the same
     /// mailbox at once. A std mutex guards the map (held only to look up or insert).
     locks: Mutex<HashMap<MailboxAddress, Arc<tokio::sync::Mutex<()>>>>,
@@ -286,7 +258,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 table: Arc::new(table),
                 config: config.clone(),
                 metrics: Arc::new(Metrics::default()),
-                runtime: super::run::Runtime::new(config.queue_capacity),
+                runtime: Runtime::new(config.queue_capacity),
+                republishing: AtomicBool::new(false),
                 locks: Mutex::new(HashMap::new()),
                 debounce: Mutex::new((config.debounce, config.max_debounce)),
             }),
@@ -344,6 +317,30 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             Arc::clone(map.entry(mailbox.clone()).or_default())
         };
         lock.lock_owned().await
+    }
+
+    /// Records in the journal that writes of `kind` to the items of `keys` are about to be
+    /// sent (each key once), so that a crash before their commit is resumed; returns the
+    /// entries the commit of their outcome closes.
+    pub(crate) async fn open_journal(
+        &self,
+        mailbox: &MailboxAddress,
+        keys: impl Iterator<Item = AssignmentKey>,
+        kind: WriteKind,
+    ) -> Result<Vec<i64>, SyncError> {
+        let at = Utc::now();
+        let mut seen = HashSet::new();
+        let entries = keys
+            .filter(|k| seen.insert(*k))
+            .map(|key| JournalEntry {
+                id: 0,
+                mailbox: mailbox.clone(),
+                key,
+                kind,
+                at,
+            })
+            .collect();
+        Ok(self.inner.state.open_journal(entries).await?)
     }
 
     /// Loads a project and indexes it.

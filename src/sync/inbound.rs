@@ -1,49 +1,40 @@
-//! Changes made in mailboxes (claim steps "receiving a notification", "requesting the task
-//! attributes", "determining whether they are newer", "replacing" them "via a task status
-//! update", and "mapping" the result back).
+//! Changes made in mailboxes: the steps request, decide, audit, status update, write back and
+//! settle of the list in the [`sync`](super) module doc.
 //!
-//! A mailbox pass asks SyncFolderItems what changed since the last pass, skips items whose
-//! change key is the one taskbridge last wrote or read (its own writes, never echoed), reads the
-//! others with GetItem, decides each field against the baseline, submits the mailbox's newer
-//! values to the PM host as one status update per item, and writes the PM's resulting values
-//! back.
+//! A mailbox pass (request: [`Engine::sync_mailbox`]) asks SyncFolderItems what changed since
+//! the last pass, skips items whose change key is the one taskbridge last wrote or read (its own
+//! writes, never echoed), and reads the others with GetItem (`process_rows`). Each item then
+//! goes through `apply_item`: decide (`decide_item`), audit (`audit`), status update
+//! (`submit_status_update`: the mailbox's newer values go to the PM host as one task status
+//! update), write back (`write_back`: the PM's resulting values go to the item) and settle
+//! (`settle`: one commit of what the round left). A write back that meets a stale change key
+//! reads the item again (`reread`) and goes through the steps again.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tracing::{debug, info, instrument, warn};
 
 use super::config::DeletedTaskRule;
-use super::decide::{Verdict, decide, status_note_changed};
+use super::decide::{ItemDecision, ItemSides, Mode, decide_item};
 use super::engine::{
-    Engine, Metrics, ProjectCache, SyncError, copy_field, field_text, pm_modified,
+    Engine, ProjectCache, ProjectView, SyncError, copy_field, field_text, pm_modified,
 };
 use super::mailbox::{
-    FetchRequest, ItemFailure, ItemWrite, MailboxError, MailboxItem, MailboxStore,
+    ChangedItem, FetchRequest, ItemFailure, ItemWrite, MailboxError, MailboxItem, MailboxStore,
 };
-use super::publish::{item_error, journal_entries};
+use super::metrics::Metrics;
 use super::report::InboundReport;
-use crate::mapping::{MailField, MailValues, changed_fields, owner_zone};
+use crate::mapping::{FieldTable, MailField, MailValues, changed_fields, owner_zone};
 use crate::pm::{
-    AssignmentField, AssignmentKey, FieldChange, FieldValue, Percent, PmHost, StatusNoteChange,
-    StatusUpdate, UpdateOutcome, UpdateSource,
+    Assignment, AssignmentField, AssignmentKey, FieldChange, FieldValue, Percent, PmHost,
+    StatusNoteChange, StatusUpdate, StatusUpdateId, UpdateOutcome, UpdateSource,
 };
 use crate::state::{
-    AssignmentState, AuditRecord, Baseline, Commit, DecisionRule, MailboxAddress, MailboxState,
-    Side, StateStore, SyncStatus, WriteKind,
+    AssignmentState, AuditRecord, Baseline, Commit, DecisionRule, ItemRef, MailboxAddress,
+    MailboxState, Side, StateStore, SyncStatus, WriteKind,
 };
-
-/// How an item is handled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Mode {
-    /// Decide field by field against the baseline.
-    Normal,
-    /// The item was found tagged after a crash: what it held when created is unknown, so
-    /// every field the two sides disagree on is decided by the policy.
-    Adopt,
-    /// The status manager rejected the mailbox's values: restore the PM values everywhere.
-    Restore,
-}
 
 impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     /// The mailbox's state, with its Tasks folder resolved on first use.
@@ -78,59 +69,17 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         let _guard = self.lock(mailbox).await;
         let state = self.ensure_mailbox(mailbox).await?;
         let mut report = InboundReport::default();
-        // A full pass compares every tracked row with the listing; an incremental one reads
-        // only the rows of the items its pages name, found by the mailbox's item list.
-        let (mut rows, zones) = if state.sync_state.is_none() {
-            let rows = self.tracked_rows(mailbox).await?;
-            let zones: HashMap<String, chrono_tz::Tz> = rows
-                .iter()
-                .filter_map(|(id, r)| Some((id.clone(), r.baseline.as_ref()?.values.zone)))
-                .collect();
-            (Some(rows), zones)
-        } else {
-            let zones = self
-                .inner
-                .state
-                .mailbox_items(mailbox)
-                .await?
-                .into_iter()
-                .filter_map(|i| Some((i.item_id, i.zone?)))
-                .collect();
-            (None, zones)
-        };
+        let (mut rows, zones) = self.pass_rows(mailbox, state.sync_state.is_none()).await?;
         // Items already taken from `rows` (or read one by one): each is handled once per pass.
         let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
-        let mut sync_state = state.sync_state.clone();
-        let mut changed = Vec::new();
-        let mut deleted = Vec::new();
-        let mut rebased = false;
-        loop {
-            match self
-                .inner
-                .mailboxes
-                .changes(mailbox, sync_state.as_deref(), &zones)
-                .await
-            {
-                Ok(page) => {
-                    changed.extend(page.changed);
-                    deleted.extend(page.deleted);
-                    sync_state = Some(page.sync_state);
-                    if !page.more {
-                        break;
-                    }
-                }
-                Err(MailboxError::InvalidSyncState) if !rebased => {
-                    // Start over with a full pass: it lists every item, and items are only
-                    // ever compared, so nothing is duplicated or deleted.
-                    warn!("sync state rejected; re-basing on a full pass");
-                    rebased = true;
-                    sync_state = None;
-                    changed.clear();
-                    deleted.clear();
-                }
-                Err(e) => return Err(SyncError::mailbox(mailbox, e)),
-            }
-        }
+        let Changes {
+            changed,
+            deleted,
+            sync_state,
+            rebased,
+        } = self
+            .list_changes(mailbox, state.sync_state.clone(), &zones)
+            .await?;
         let full_pass = state.sync_state.is_none() || rebased;
         let mut todo = Vec::new();
         for change in changed {
@@ -141,23 +90,9 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 continue; // not ours
             };
             report.examined += 1;
-            let seen = row.item.as_ref().map(|i| i.change_key.as_str());
-            if seen == Some(change.item.change_key.as_str()) {
-                // The version we wrote or read last: our own write is never echoed back,
-                // unless the server merged someone's edit into it (the content says so).
-                let merged = match (&change.values, &row.baseline) {
-                    (Some(values), Some(base)) => {
-                        changed_fields(&base.values, values)
-                            .into_iter()
-                            .any(|f| f != MailField::Body)
-                            || base.values.status_note_changed(values)
-                    }
-                    _ => false,
-                };
-                if !merged {
-                    report.unchanged += 1;
-                    continue;
-                }
+            if is_own_version(&change, &row) {
+                report.unchanged += 1;
+                continue;
             }
             todo.push(row);
         }
@@ -219,11 +154,80 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         Ok(report)
     }
 
-    /// The mailbox's tracked rows, by item id.
-    async fn tracked_rows(
+    /// The rows a pass starts from, and the owner's zone of each item. A full pass compares
+    /// every tracked row with the listing (`Some`); an incremental one reads only the rows of
+    /// the items its pages name, found by the mailbox's item list.
+    async fn pass_rows(
         &self,
         mailbox: &MailboxAddress,
-    ) -> Result<HashMap<String, AssignmentState>, SyncError> {
+        full_pass: bool,
+    ) -> Result<(Option<Rows>, HashMap<String, chrono_tz::Tz>), SyncError> {
+        if full_pass {
+            let rows = self.tracked_rows(mailbox).await?;
+            let zones = rows
+                .iter()
+                .filter_map(|(id, r)| Some((id.clone(), r.baseline.as_ref()?.values.zone)))
+                .collect();
+            return Ok((Some(rows), zones));
+        }
+        let zones = self
+            .inner
+            .state
+            .mailbox_items(mailbox)
+            .await?
+            .into_iter()
+            .filter_map(|i| Some((i.item_id, i.zone?)))
+            .collect();
+        Ok((None, zones))
+    }
+
+    /// Everything SyncFolderItems lists after `sync_state`, page by page. A sync state the
+    /// server rejects is dropped once for a full pass: it lists every item, and items are only
+    /// ever compared, so nothing is duplicated or deleted.
+    async fn list_changes(
+        &self,
+        mailbox: &MailboxAddress,
+        mut sync_state: Option<String>,
+        zones: &HashMap<String, chrono_tz::Tz>,
+    ) -> Result<Changes, SyncError> {
+        let mut changed = Vec::new();
+        let mut deleted = Vec::new();
+        let mut rebased = false;
+        loop {
+            match self
+                .inner
+                .mailboxes
+                .changes(mailbox, sync_state.as_deref(), zones)
+                .await
+            {
+                Ok(page) => {
+                    changed.extend(page.changed);
+                    deleted.extend(page.deleted);
+                    sync_state = Some(page.sync_state);
+                    if !page.more {
+                        break;
+                    }
+                }
+                Err(MailboxError::InvalidSyncState) if !rebased => {
+                    warn!("sync state rejected; re-basing on a full pass");
+                    rebased = true;
+                    sync_state = None;
+                    changed.clear();
+                    deleted.clear();
+                }
+                Err(e) => return Err(SyncError::mailbox(mailbox, e)),
+            }
+        }
+        Ok(Changes {
+            changed,
+            deleted,
+            sync_state,
+            rebased,
+        })
+    }
+
+    /// The mailbox's tracked rows, by item id.
+    async fn tracked_rows(&self, mailbox: &MailboxAddress) -> Result<Rows, SyncError> {
         Ok(self
             .inner
             .state
@@ -239,7 +243,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     async fn take_row(
         &self,
         mailbox: &MailboxAddress,
-        rows: &mut Option<HashMap<String, AssignmentState>>,
+        rows: &mut Option<Rows>,
         seen: &mut std::collections::HashSet<String>,
         item_id: &str,
     ) -> Result<Option<AssignmentState>, SyncError> {
@@ -286,10 +290,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 Ok(r) => r,
                 Err(e) => {
                     for r in chunk {
-                        report.failed += 1;
-                        report
-                            .errors
-                            .push(item_error(&r.key, mailbox, &e.to_string()));
+                        report.fail(r.key, mailbox, &e);
                     }
                     continue;
                 }
@@ -304,10 +305,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                         self.item_deleted(mailbox, row.clone(), report).await?
                     }
                     Err(f) => {
-                        report.failed += 1;
-                        report
-                            .errors
-                            .push(item_error(&row.key, mailbox, &f.to_string()));
+                        report.fail(row.key, mailbox, &f);
                     }
                 }
             }
@@ -315,7 +313,10 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         Ok(())
     }
 
-    /// Decides and applies one item read from the mailbox.
+    /// Brings one item read from the mailbox in step with the PM side, in the per-item steps
+    /// of the [module list](super): decide, audit, status update, write back, settle. A write
+    /// back that meets a stale change key reads the item again and goes through the steps
+    /// again, up to `max_attempts` times.
     async fn apply_item(
         &self,
         mailbox: &MailboxAddress,
@@ -325,472 +326,564 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         cache: &mut ProjectCache,
         report: &mut InboundReport,
     ) -> Result<(), SyncError> {
-        let table = self.inner.table.clone();
-        let config = &self.inner.config;
-        let Some(mut view) = cache.get(self, &row.key).await? else {
+        let mut pass = ItemPass {
+            mailbox,
+            cache,
+            report,
+        };
+        let Some(mut view) = pass.cache.get(self, &row.key).await? else {
             debug!(key = %row.key, "project no longer published; left to the next publish");
             return Ok(());
         };
         let mut attempts = 0u32;
         loop {
-            let Some(unit) = view.unit(row.key.assignment) else {
+            let Some(sides) = self.sides(&view, &row, &item) else {
                 debug!(key = %row.key, "assignment left the project; left to the next publish");
                 return Ok(());
             };
-            let zone = owner_zone(&view.project, &unit);
-            let pm = table.to_mail(&view.project, &unit, zone);
-            let mail = item.values.clone();
-            let base = row
-                .baseline
-                .clone()
-                .unwrap_or_else(|| Baseline::new(pm.clone()));
-            if let SyncStatus::PendingApproval { observed, .. } = &row.status
-                && *observed == mail.hash()
+            if awaits_approval(&row, &sides.mail) {
+                return self.settle_new_version(row, &item, pass.report).await;
+            }
+            let decision = self.decide_item(&view, &row, &sides, mode);
+            let mut round = Round::new(view, sides, decision);
+            self.audit(mailbox, row.key, &round).await?;
+            if let Some(update) = self
+                .submit_status_update(&mut pass, &mut row, &item, &mut round)
+                .await?
             {
-                // The edit already waits for approval; only the version moved.
-                row.item = Some(item.item.clone());
+                return self.settle_pending(row, &item, &round, update).await;
+            }
+            match self.write_back(&mut pass, &row, &item, &round).await? {
+                WriteBack::Refused {
+                    failure: ItemFailure::StaleChangeKey,
+                    journal,
+                } if attempts + 1 < self.inner.config.max_attempts => {
+                    // Changed again while we decided: read it again and decide again.
+                    attempts += 1;
+                    match self.reread(mailbox, &item, &round, journal).await? {
+                        Some(fresh) => item = fresh,
+                        None => return self.item_deleted(mailbox, row, pass.report).await,
+                    }
+                    view = round.view;
+                }
+                written => return self.settle(&mut pass, row, &item, &round, written).await,
+            }
+        }
+    }
+
+    /// The two sides of an item's version, or `None` when its assignment left the project.
+    fn sides(
+        &self,
+        view: &ProjectView,
+        row: &AssignmentState,
+        item: &MailboxItem,
+    ) -> Option<ItemSides> {
+        let unit = view.unit(row.key.assignment)?;
+        let zone = owner_zone(&view.project, &unit);
+        let pm = self.inner.table.to_mail(&view.project, &unit, zone);
+        let base = row
+            .baseline
+            .clone()
+            .unwrap_or_else(|| Baseline::new(pm.clone()));
+        Some(ItemSides {
+            zone,
+            pm,
+            mail: item.values.clone(),
+            base,
+            mail_modified: item.modified_at,
+        })
+    }
+
+    /// Step "decide" for one item, with the engine's table, policy and clock-skew tolerance.
+    fn decide_item(
+        &self,
+        view: &ProjectView,
+        row: &AssignmentState,
+        sides: &ItemSides,
+        mode: Mode,
+    ) -> ItemDecision {
+        let config = &self.inner.config;
+        let skew = chrono::Duration::from_std(config.clock_skew)
+            .unwrap_or_else(|_| chrono::Duration::zero());
+        decide_item(
+            &self.inner.table,
+            mode,
+            &row.status,
+            sides,
+            |f| {
+                view.unit(row.key.assignment)
+                    .and_then(|unit| pm_modified(&unit, f))
+            },
+            config.policy,
+            skew,
+        )
+    }
+
+    /// Step "audit": every decision that changes something, and a changed status note, is
+    /// logged and written to the audit log.
+    async fn audit(
+        &self,
+        mailbox: &MailboxAddress,
+        key: AssignmentKey,
+        round: &Round,
+    ) -> Result<(), SyncError> {
+        let Round {
+            sides,
+            decision,
+            now,
+            ..
+        } = round;
+        let mut audit: Vec<AuditRecord> = decision
+            .audited
+            .iter()
+            .filter_map(|d| {
+                Some(AuditRecord {
+                    at: *now,
+                    key,
+                    mailbox: mailbox.clone(),
+                    field: d.field,
+                    pm_value: field_text(&sides.pm, d.field),
+                    mail_value: field_text(&sides.mail, d.field),
+                    rule: d.rule?,
+                    winner: d.winner,
+                    note: None,
+                })
+            })
+            .collect();
+        if decision.note_changed {
+            audit.push(AuditRecord {
+                at: *now,
+                key,
+                mailbox: mailbox.clone(),
+                field: MailField::PercentComplete,
+                pm_value: note_text(sides.base.values.status_note),
+                mail_value: note_text(sides.mail.status_note),
+                rule: DecisionRule::StatusNote,
+                winner: Side::Mail,
+                note: None,
+            });
+        }
+        for a in &audit {
+            info!(
+                key = %a.key,
+                mailbox = %a.mailbox,
+                field = a.field.name(),
+                pm = %a.pm_value,
+                mail = %a.mail_value,
+                rule = ?a.rule,
+                winner = ?a.winner,
+                "sync decision"
+            );
+        }
+        Metrics::add(&self.inner.metrics.conflicts, decision.by_policy);
+        self.inner.state.append_audit(audit).await?;
+        Ok(())
+    }
+
+    /// Step "status update": the fields taken from the mailbox, and a changed status note, go
+    /// to the PM host as one task status update. Applied or rejected, `round` then holds the
+    /// PM's resulting values; applied, the row's baseline of the fields taken is committed at
+    /// once; pending, its id is returned and nothing goes back to the mailbox until the status
+    /// manager decides.
+    async fn submit_status_update(
+        &self,
+        pass: &mut ItemPass<'_>,
+        row: &mut AssignmentState,
+        item: &MailboxItem,
+        round: &mut Round,
+    ) -> Result<Option<StatusUpdateId>, SyncError> {
+        let Some(update) = self.status_update(pass.mailbox, row.key, item, round) else {
+            return Ok(None);
+        };
+        let metrics = &self.inner.metrics;
+        match self.inner.host.submit_status_update(update).await? {
+            UpdateOutcome::Applied { assignment, .. } => {
+                pass.report.applied += 1;
+                Metrics::add(&metrics.updates_applied, 1);
+                // Both sides hold this version's values for the fields taken: that is the
+                // baseline from now on, stored before anything else is tried. Whatever then
+                // fails (the write back, the read after a stale change key, the process), the
+                // next decision starts from it; otherwise the PM's copy of the edit would count
+                // as a change of its own and could win a tie over a newer edit made meanwhile.
+                row.baseline = Some(round.baseline_taken());
                 self.inner
                     .state
                     .commit(Commit {
-                        put: vec![row],
+                        put: vec![row.clone()],
                         ..Commit::default()
                     })
                     .await?;
-                report.unchanged += 1;
-                return Ok(());
+                round.pm_decided(&self.inner.table, pass.cache, row.key, assignment);
+                Ok(None)
             }
-            let now = Utc::now();
-            let skew = chrono::Duration::from_std(config.clock_skew)
-                .unwrap_or_else(|_| chrono::Duration::zero());
-            // The status note is the mailbox's alone: decided once, against the baseline.
-            let note_changed = mode != Mode::Restore && status_note_changed(&table, &base, &mail);
-            let decisions = match mode {
-                Mode::Normal => decide(
-                    &table,
-                    &base,
-                    &pm,
-                    &mail,
-                    item.modified_at,
-                    |f| pm_modified(&unit, f),
-                    config.policy,
-                    skew,
-                ),
-                // Nothing is known of what a taken-over item held when it was created, nor of
-                // who changed it since: every field the two sides disagree on is settled by the
-                // policy (an owner's edit after the create is newer than the PM's value); fields
-                // they agree on are kept, without a record.
-                Mode::Adopt => decide(
-                    &table,
-                    &Baseline::new(MailValues::empty(pm.zone)),
-                    &pm,
-                    &mail,
-                    item.modified_at,
-                    |f| pm_modified(&unit, f),
-                    config.policy,
-                    skew,
-                )
-                .into_iter()
-                .map(|d| match d.verdict {
-                    Verdict::Converged => super::decide::FieldDecision {
-                        verdict: Verdict::Keep,
-                        rule: None,
-                        ..d
-                    },
-                    _ => d,
-                })
-                .collect(),
-                // Restored items take the PM values in every field.
-                Mode::Restore => table
-                    .entries()
-                    .iter()
-                    .map(|e| super::decide::FieldDecision {
-                        field: e.field,
-                        verdict: if pm.encode_field(e.field) == mail.encode_field(e.field) {
-                            Verdict::Keep
-                        } else {
-                            Verdict::WriteMail
-                        },
-                        rule: Some(DecisionRule::Rejected),
-                        winner: Side::Pm,
-                    })
-                    .collect(),
-            };
-            // A conflict already open on a field is not audited again on every pass.
-            let open_conflicts: Vec<MailField> = match &row.status {
-                SyncStatus::Conflict { fields, .. } => fields.clone(),
-                _ => Vec::new(),
-            };
-            // Fields of an update waiting for approval whose mailbox value is still the one
-            // submitted: held (neither submitted again nor overwritten) until it is decided.
-            let mut held: Vec<MailField> = match &row.status {
-                SyncStatus::PendingApproval { fields, .. } => decisions
-                    .iter()
-                    .filter(|d| {
-                        d.verdict == Verdict::TakeMail
-                            && fields.get(&d.field) == Some(&mail.field_hash(d.field))
-                    })
-                    .map(|d| d.field)
-                    .collect(),
-                _ => Vec::new(),
-            };
-            let mut audit: Vec<AuditRecord> = decisions
-                .iter()
-                .filter(|d| !(d.verdict == Verdict::Conflict && open_conflicts.contains(&d.field)))
-                .filter(|d| !held.contains(&d.field))
-                .filter_map(|d| {
-                    let rule = d.rule?;
-                    (d.verdict != Verdict::Keep).then(|| AuditRecord {
-                        at: now,
-                        key: row.key,
-                        mailbox: mailbox.clone(),
-                        field: d.field,
-                        pm_value: field_text(&pm, d.field),
-                        mail_value: field_text(&mail, d.field),
-                        rule,
-                        winner: d.winner,
-                        note: None,
-                    })
-                })
-                .collect();
-            if note_changed {
-                audit.push(AuditRecord {
-                    at: now,
-                    key: row.key,
-                    mailbox: mailbox.clone(),
-                    field: MailField::PercentComplete,
-                    pm_value: note_text(base.values.status_note),
-                    mail_value: note_text(mail.status_note),
-                    rule: DecisionRule::StatusNote,
-                    winner: Side::Mail,
-                    note: None,
-                });
+            UpdateOutcome::Pending { id } => {
+                pass.report.pending += 1;
+                Metrics::add(&metrics.updates_pending, 1);
+                Ok(Some(id))
             }
-            for a in &audit {
-                info!(
-                    key = %a.key,
-                    mailbox = %a.mailbox,
-                    field = a.field.name(),
-                    pm = %a.pm_value,
-                    mail = %a.mail_value,
-                    rule = ?a.rule,
-                    winner = ?a.winner,
-                    "sync decision"
-                );
+            UpdateOutcome::Rejected {
+                assignment, reason, ..
+            } => {
+                pass.report.rejected += 1;
+                Metrics::add(&metrics.updates_rejected, 1);
+                info!(key = %row.key, %reason, "status update rejected; restoring PM values");
+                round.pm_decided(&self.inner.table, pass.cache, row.key, assignment);
+                Ok(None)
             }
-            let conflicts_by_policy = decisions
-                .iter()
-                .filter(|d| {
-                    matches!(
-                        d.rule,
-                        Some(
-                            DecisionRule::NewerWins
-                                | DecisionRule::PmWins
-                                | DecisionRule::MailWins
-                                | DecisionRule::Manual
-                        )
-                    )
-                })
-                .count();
-            Metrics::add(&self.inner.metrics.conflicts, conflicts_by_policy);
-            self.inner.state.append_audit(audit).await?;
-            let mut take: Vec<MailField> = decisions
-                .iter()
-                .filter(|d| d.verdict == Verdict::TakeMail && !held.contains(&d.field))
-                .map(|d| d.field)
-                .collect();
-            if !take.is_empty() && !held.is_empty() {
-                // A new update supersedes the pending one: it carries the held fields too.
-                take.append(&mut held);
-                take.sort_by_key(|f| MailField::ALL.iter().position(|x| x == f));
-            }
-            let conflicts: Vec<MailField> = decisions
-                .iter()
-                .filter(|d| d.verdict == Verdict::Conflict)
-                .map(|d| d.field)
-                .collect();
-            // What the item keeps of its own: conflicts and held fields.
-            let kept: Vec<MailField> = conflicts.iter().chain(&held).copied().collect();
-            // The note is never written: what the item shows of it is what the mailbox holds.
-            let mut target_pm = MailValues {
-                status_note: mail.status_note,
-                ..pm.clone()
-            };
-            if !take.is_empty() || note_changed {
-                let source = UpdateSource {
-                    mailbox: mailbox.to_string(),
-                    item_id: item.item.item_id.clone(),
-                    change_key: item.item.change_key.clone(),
-                    modified_at: item.modified_at.unwrap_or(now),
-                };
-                let inbound =
-                    table.status_update(&view.project, &unit, zone, &mail, &take, source.clone());
-                let note = note_changed.then(|| StatusNoteChange {
-                    old: base.values.status_note.map(|n| n.as_str().to_owned()),
-                    new: mail.status_note.map(|n| n.as_str().to_owned()),
-                });
-                if let Some(note) = &note {
-                    info!(key = %row.key, %note, "status note from the mailbox");
-                }
-                let update = match (inbound.update, note) {
-                    (Some(update), note) => Some(StatusUpdate {
-                        status_note: note,
-                        ..update
-                    }),
-                    (None, Some(note)) => Some(StatusUpdate {
-                        key: row.key,
-                        changes: Vec::new(),
-                        source,
-                        status_note: Some(note),
-                        completed_on: None,
-                    }),
-                    (None, None) => None,
-                };
-                if let Some(update) = update {
-                    match self.inner.host.submit_status_update(update).await? {
-                        UpdateOutcome::Applied { assignment, .. } => {
-                            report.applied += 1;
-                            Metrics::add(&self.inner.metrics.updates_applied, 1);
-                            // Both sides hold this version's values for the fields taken: that
-                            // is the baseline from now on, stored before anything else is tried.
-                            // Whatever then fails (the write-back, the read after a stale
-                            // change key, the process), the next decision starts from it;
-                            // otherwise the PM's copy of the edit would count as a change of
-                            // its own and could win a tie over a newer edit made meanwhile.
-                            row.baseline =
-                                Some(baseline_taken(&base, &mail, &take, item.modified_at));
-                            self.inner
-                                .state
-                                .commit(Commit {
-                                    put: vec![row.clone()],
-                                    ..Commit::default()
-                                })
-                                .await?;
-                            let new_view = std::sync::Arc::new(view.with_assignment(assignment));
-                            cache.put(new_view.clone());
-                            view = new_view;
-                            let unit = view
-                                .unit(row.key.assignment)
-                                .expect("the assignment is still in the project");
-                            target_pm = MailValues {
-                                status_note: mail.status_note,
-                                ..table.to_mail(&view.project, &unit, zone)
-                            };
-                        }
-                        UpdateOutcome::Pending { id } => {
-                            // Nothing goes back to the mailbox until the status manager decides.
-                            report.pending += 1;
-                            Metrics::add(&self.inner.metrics.updates_pending, 1);
-                            row.status = SyncStatus::PendingApproval {
-                                update: id,
-                                observed: mail.hash(),
-                                fields: take.iter().map(|f| (*f, mail.field_hash(*f))).collect(),
-                            };
-                            // The note went with the update: decided.
-                            if let Some(b) = row.baseline.as_mut() {
-                                b.values.status_note = mail.status_note;
-                            }
-                            row.item = Some(item.item.clone());
-                            row.last_sync = Some(now);
-                            self.inner
-                                .state
-                                .commit(Commit {
-                                    put: vec![row],
-                                    ..Commit::default()
-                                })
-                                .await?;
-                            return Ok(());
-                        }
-                        UpdateOutcome::Rejected {
-                            assignment, reason, ..
-                        } => {
-                            report.rejected += 1;
-                            Metrics::add(&self.inner.metrics.updates_rejected, 1);
-                            info!(key = %row.key, %reason, "status update rejected; restoring PM values");
-                            let new_view = std::sync::Arc::new(view.with_assignment(assignment));
-                            cache.put(new_view.clone());
-                            view = new_view;
-                            let unit = view
-                                .unit(row.key.assignment)
-                                .expect("the assignment is still in the project");
-                            target_pm = MailValues {
-                                status_note: mail.status_note,
-                                ..table.to_mail(&view.project, &unit, zone)
-                            };
-                        }
-                    }
-                }
-            }
-            // What the item should show: the PM's values, except fields kept in conflict or
-            // held for a pending update.
-            let mut target = target_pm.clone();
-            for f in &kept {
-                copy_field(&mut target, &mail, *f);
-            }
-            let mut item_ref = item.item.clone();
-            let mut journal = Vec::new();
-            if !table.updates(&mail, &target).is_empty() {
-                journal = self
-                    .inner
-                    .state
-                    .open_journal(journal_entries(
-                        mailbox,
-                        std::iter::once(row.key),
-                        WriteKind::Update,
-                    ))
-                    .await?;
-                let write = ItemWrite {
-                    key: row.key,
-                    item: item.item.clone(),
-                    from: mail.clone(),
-                    to: target.clone(),
-                };
-                let result = self
-                    .inner
-                    .mailboxes
-                    .update(mailbox, std::slice::from_ref(&write))
-                    .await
-                    .map_err(|e| SyncError::mailbox(mailbox, e))
-                    .map(|mut r| {
-                        r.pop()
-                            .unwrap_or(Err(ItemFailure::Transient("no answer".into())))
-                    });
-                match result {
-                    Ok(Ok(new_ref)) => {
-                        item_ref = new_ref;
-                        report.written += 1;
-                        Metrics::add(&self.inner.metrics.written, 1);
-                    }
-                    Ok(Err(ItemFailure::StaleChangeKey)) if attempts + 1 < config.max_attempts => {
-                        // Changed again while we decided: read it again and decide again.
-                        attempts += 1;
-                        self.inner
-                            .state
-                            .commit(Commit {
-                                close_journal: journal,
-                                ..Commit::default()
-                            })
-                            .await?;
-                        match self.refetch(mailbox, &item.item.item_id, zone).await? {
-                            Some(fresh) => {
-                                // Decided again from the baseline stored above when the PM
-                                // side took this version's values.
-                                item = fresh;
-                                continue;
-                            }
-                            None => return self.item_deleted(mailbox, row, report).await,
-                        }
-                    }
-                    Ok(Err(ItemFailure::NotFound)) => {
-                        self.inner
-                            .state
-                            .commit(Commit {
-                                close_journal: journal,
-                                ..Commit::default()
-                            })
-                            .await?;
-                        return self.item_deleted(mailbox, row, report).await;
-                    }
-                    Ok(Err(f)) => {
-                        row.attempts += 1;
-                        row.last_error = Some(f.to_string());
-                        if !f.is_retryable() || row.attempts >= config.max_attempts {
-                            warn!(key = %row.key, error = %f, "parking item after repeated failures");
-                            row.status = SyncStatus::Parked {
-                                reason: f.to_string(),
-                            };
-                            Metrics::add(&self.inner.metrics.parked, 1);
-                            // The version read is taken (its edits went to the PM side): the
-                            // passes skip it until it changes again, and what must still be
-                            // written waits for the reconciliation's publish, which finds the
-                            // baseline (what the item shows) behind the PM values. Not every
-                            // pass of the mailbox tries it again, and its sync state moves on.
-                            row.baseline =
-                                Some(baseline_after(&base, &mail, &kept, &mail, item.modified_at));
-                            row.item = Some(item.item.clone());
-                            row.pm_hash = Some(target_pm.hash());
-                            row.mail_hash = Some(mail.hash());
-                            row.last_sync = Some(now);
-                            report.parked += 1;
-                        }
-                        report.failed += 1;
-                        report
-                            .errors
-                            .push(item_error(&row.key, mailbox, &f.to_string()));
-                        self.inner
-                            .state
-                            .commit(Commit {
-                                put: vec![row],
-                                close_journal: journal,
-                                ..Commit::default()
-                            })
-                            .await?;
-                        return Ok(());
-                    }
-                    Err(e) => {
-                        // The call failed as a whole: keep the journal open and try next pass
-                        // (what the PM side took is already the stored baseline).
-                        report.failed += 1;
-                        report
-                            .errors
-                            .push(item_error(&row.key, mailbox, &e.to_string()));
-                        return Ok(());
-                    }
-                }
-            } else if changed_fields(&mail, &target).is_empty() && take.is_empty() {
-                report.unchanged += 1;
-            }
-            // The new baseline: what both sides hold now.
-            let mut baseline = baseline_after(&base, &target, &kept, &mail, item.modified_at);
-            if let Some(unit) = view.unit(row.key.assignment) {
-                for f in changed_fields(&base.values, &target_pm) {
-                    baseline
-                        .pm_changed
-                        .insert(f, pm_modified(&unit, f).unwrap_or(now));
-                }
-            }
-            row.baseline = Some(baseline);
-            row.item = Some(item_ref);
-            row.pm_hash = Some(target_pm.hash());
-            row.mail_hash = Some(target.hash());
-            row.attempts = 0;
-            row.last_error = None;
-            row.last_sync = Some(now);
-            row.status = if !held.is_empty() {
-                // Still waiting for the status manager; this version of the item is known.
-                match row.status {
-                    SyncStatus::PendingApproval { update, fields, .. } => {
-                        SyncStatus::PendingApproval {
-                            update,
-                            observed: mail.hash(),
-                            fields,
-                        }
-                    }
-                    other => other,
-                }
-            } else if conflicts.is_empty() {
-                SyncStatus::Synced
-            } else {
-                report.conflicts += 1;
-                let since = match &row.status {
-                    SyncStatus::Conflict { since, .. } => *since,
-                    _ => None,
-                };
-                SyncStatus::Conflict {
-                    fields: conflicts,
-                    since: Some(since.unwrap_or(now)),
-                    mail: Some(Box::new(mail.clone())),
-                }
-            };
-            self.inner
-                .state
-                .commit(Commit {
-                    put: vec![row],
-                    close_journal: journal,
-                    ..Commit::default()
-                })
-                .await?;
-            return Ok(());
         }
+    }
+
+    /// The status update of a round: the fields taken and a changed note; `None` when there is
+    /// nothing to submit.
+    fn status_update(
+        &self,
+        mailbox: &MailboxAddress,
+        key: AssignmentKey,
+        item: &MailboxItem,
+        round: &Round,
+    ) -> Option<StatusUpdate> {
+        let Round {
+            view,
+            sides,
+            decision,
+            now,
+            ..
+        } = round;
+        if decision.take.is_empty() && !decision.note_changed {
+            return None;
+        }
+        let unit = view.unit(key.assignment)?;
+        let source = UpdateSource {
+            mailbox: mailbox.to_string(),
+            item_id: item.item.item_id.clone(),
+            change_key: item.item.change_key.clone(),
+            modified_at: item.modified_at.unwrap_or(*now),
+        };
+        let inbound = self.inner.table.status_update(
+            &view.project,
+            &unit,
+            sides.zone,
+            &sides.mail,
+            &decision.take,
+            source.clone(),
+        );
+        let note = decision.note_changed.then(|| StatusNoteChange {
+            old: sides.base.values.status_note.map(|n| n.as_str().to_owned()),
+            new: sides.mail.status_note.map(|n| n.as_str().to_owned()),
+        });
+        if let Some(note) = &note {
+            info!(key = %key, %note, "status note from the mailbox");
+        }
+        match (inbound.update, note) {
+            (Some(update), note) => Some(StatusUpdate {
+                status_note: note,
+                ..update
+            }),
+            (None, Some(note)) => Some(StatusUpdate {
+                key,
+                changes: Vec::new(),
+                source,
+                status_note: Some(note),
+                completed_on: None,
+            }),
+            (None, None) => None,
+        }
+    }
+
+    /// Step "write back" (the claim's mapping back): the PM's values go to the item where it
+    /// shows others, under the journal, with the change key read (a stale key is refused).
+    async fn write_back(
+        &self,
+        pass: &mut ItemPass<'_>,
+        row: &AssignmentState,
+        item: &MailboxItem,
+        round: &Round,
+    ) -> Result<WriteBack, SyncError> {
+        let mailbox = pass.mailbox;
+        let mail = &round.sides.mail;
+        let target = round.target();
+        if self.inner.table.updates(mail, &target).is_empty() {
+            return Ok(WriteBack::Unneeded);
+        }
+        let journal = self
+            .open_journal(mailbox, std::iter::once(row.key), WriteKind::Update)
+            .await?;
+        let write = ItemWrite {
+            key: row.key,
+            item: item.item.clone(),
+            from: mail.clone(),
+            to: target,
+        };
+        let result = self
+            .inner
+            .mailboxes
+            .update(mailbox, std::slice::from_ref(&write))
+            .await
+            .map_err(|e| SyncError::mailbox(mailbox, e))
+            .map(|mut r| {
+                r.pop()
+                    .unwrap_or(Err(ItemFailure::Transient("no answer".into())))
+            });
+        Ok(match result {
+            Ok(Ok(item)) => {
+                pass.report.written += 1;
+                Metrics::add(&self.inner.metrics.written, 1);
+                WriteBack::Written { item, journal }
+            }
+            Ok(Err(failure)) => WriteBack::Refused { failure, journal },
+            Err(e) => WriteBack::CallFailed(e),
+        })
+    }
+
+    /// After a stale change key: closes the write's journal entry and reads the item again
+    /// (`None`: it is gone). The next round decides from the row's baseline, which step
+    /// "status update" already moved to what the PM side took.
+    async fn reread(
+        &self,
+        mailbox: &MailboxAddress,
+        item: &MailboxItem,
+        round: &Round,
+        journal: Vec<i64>,
+    ) -> Result<Option<MailboxItem>, SyncError> {
+        self.close_journal(journal).await?;
+        self.refetch(mailbox, &item.item.item_id, round.sides.zone)
+            .await
+    }
+
+    /// Step "settle": records what the round left, in one commit with the write's journal
+    /// entry: the new baseline when the item is in step, the failure when it was refused (parked
+    /// after repeated failures), only the failure when the write failed as a whole.
+    async fn settle(
+        &self,
+        pass: &mut ItemPass<'_>,
+        row: AssignmentState,
+        item: &MailboxItem,
+        round: &Round,
+        written: WriteBack,
+    ) -> Result<(), SyncError> {
+        match written {
+            WriteBack::Unneeded => {
+                if changed_fields(&round.sides.mail, &round.target()).is_empty()
+                    && round.decision.take.is_empty()
+                {
+                    pass.report.unchanged += 1;
+                }
+                self.settle_in_step(pass.report, row, item.item.clone(), round, Vec::new())
+                    .await
+            }
+            WriteBack::Written { item, journal } => {
+                self.settle_in_step(pass.report, row, item, round, journal)
+                    .await
+            }
+            WriteBack::Refused {
+                failure: ItemFailure::NotFound,
+                journal,
+            } => {
+                self.close_journal(journal).await?;
+                self.item_deleted(pass.mailbox, row, pass.report).await
+            }
+            WriteBack::Refused { failure, journal } => {
+                self.settle_refused(pass, row, item, round, failure, journal)
+                    .await
+            }
+            WriteBack::CallFailed(e) => {
+                // The call failed as a whole: the journal stays open and the next pass tries
+                // again (what the PM side took is already the stored baseline).
+                pass.report.fail(row.key, pass.mailbox, &e);
+                Ok(())
+            }
+        }
+    }
+
+    /// Settles an item in step: the new baseline (what both sides hold now), hashes, and the
+    /// status that is left (synced, still pending, or in conflict).
+    async fn settle_in_step(
+        &self,
+        report: &mut InboundReport,
+        mut row: AssignmentState,
+        item: ItemRef,
+        round: &Round,
+        journal: Vec<i64>,
+    ) -> Result<(), SyncError> {
+        let Round {
+            view,
+            sides,
+            decision,
+            target_pm,
+            now,
+            ..
+        } = round;
+        let target = round.target();
+        let mut baseline = baseline_after(
+            &sides.base,
+            &target,
+            &decision.kept(),
+            &sides.mail,
+            sides.mail_modified,
+        );
+        if let Some(unit) = view.unit(row.key.assignment) {
+            for f in changed_fields(&sides.base.values, target_pm) {
+                baseline
+                    .pm_changed
+                    .insert(f, pm_modified(&unit, f).unwrap_or(*now));
+            }
+        }
+        row.baseline = Some(baseline);
+        row.item = Some(item);
+        row.pm_hash = Some(target_pm.hash());
+        row.mail_hash = Some(target.hash());
+        row.attempts = 0;
+        row.last_error = None;
+        row.last_sync = Some(*now);
+        row.status = if !decision.held.is_empty() {
+            // Still waiting for the status manager; this version of the item is known.
+            match row.status {
+                SyncStatus::PendingApproval { update, fields, .. } => SyncStatus::PendingApproval {
+                    update,
+                    observed: sides.mail.hash(),
+                    fields,
+                },
+                other => other,
+            }
+        } else if decision.conflicts.is_empty() {
+            SyncStatus::Synced
+        } else {
+            report.conflicts += 1;
+            let since = match &row.status {
+                SyncStatus::Conflict { since, .. } => *since,
+                _ => None,
+            };
+            SyncStatus::Conflict {
+                fields: decision.conflicts.clone(),
+                since: Some(since.unwrap_or(*now)),
+                mail: Some(Box::new(sides.mail.clone())),
+            }
+        };
+        self.inner
+            .state
+            .commit(Commit {
+                put: vec![row],
+                close_journal: journal,
+                ..Commit::default()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Settles an item whose write was refused: the failure is counted, and after repeated or
+    /// final failures the item is parked.
+    async fn settle_refused(
+        &self,
+        pass: &mut ItemPass<'_>,
+        mut row: AssignmentState,
+        item: &MailboxItem,
+        round: &Round,
+        failure: ItemFailure,
+        journal: Vec<i64>,
+    ) -> Result<(), SyncError> {
+        let mail = &round.sides.mail;
+        row.attempts += 1;
+        row.last_error = Some(failure.to_string());
+        if !failure.is_retryable() || row.attempts >= self.inner.config.max_attempts {
+            warn!(key = %row.key, error = %failure, "parking item after repeated failures");
+            row.status = SyncStatus::Parked {
+                reason: failure.to_string(),
+            };
+            Metrics::add(&self.inner.metrics.parked, 1);
+            // The version read is taken (its edits went to the PM side): the passes skip it
+            // until it changes again, and what must still be written waits for the
+            // reconciliation's publish, which finds the baseline (what the item shows) behind
+            // the PM values. Not every pass of the mailbox tries it again, and its sync state
+            // moves on.
+            row.baseline = Some(baseline_after(
+                &round.sides.base,
+                mail,
+                &round.decision.kept(),
+                mail,
+                round.sides.mail_modified,
+            ));
+            row.item = Some(item.item.clone());
+            row.pm_hash = Some(round.target_pm.hash());
+            row.mail_hash = Some(mail.hash());
+            row.last_sync = Some(round.now);
+            pass.report.parked += 1;
+        }
+        pass.report.fail(row.key, pass.mailbox, &failure);
+        self.inner
+            .state
+            .commit(Commit {
+                put: vec![row],
+                close_journal: journal,
+                ..Commit::default()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Settles an item whose status update waits for approval: its fields are held, the note
+    /// that went with it is decided, and this version of the item is known.
+    async fn settle_pending(
+        &self,
+        mut row: AssignmentState,
+        item: &MailboxItem,
+        round: &Round,
+        update: StatusUpdateId,
+    ) -> Result<(), SyncError> {
+        let mail = &round.sides.mail;
+        row.status = SyncStatus::PendingApproval {
+            update,
+            observed: mail.hash(),
+            fields: round
+                .decision
+                .take
+                .iter()
+                .map(|f| (*f, mail.field_hash(*f)))
+                .collect(),
+        };
+        if let Some(b) = row.baseline.as_mut() {
+            b.values.status_note = mail.status_note;
+        }
+        row.item = Some(item.item.clone());
+        row.last_sync = Some(round.now);
+        self.inner
+            .state
+            .commit(Commit {
+                put: vec![row],
+                ..Commit::default()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Settles an item whose edit already waits for approval: only its version moved.
+    async fn settle_new_version(
+        &self,
+        mut row: AssignmentState,
+        item: &MailboxItem,
+        report: &mut InboundReport,
+    ) -> Result<(), SyncError> {
+        row.item = Some(item.item.clone());
+        self.inner
+            .state
+            .commit(Commit {
+                put: vec![row],
+                ..Commit::default()
+            })
+            .await?;
+        report.unchanged += 1;
+        Ok(())
+    }
+
+    /// Closes journal entries whose writes' outcome is known and needs no other record.
+    async fn close_journal(&self, journal: Vec<i64>) -> Result<(), SyncError> {
+        self.inner
+            .state
+            .commit(Commit {
+                close_journal: journal,
+                ..Commit::default()
+            })
+            .await?;
+        Ok(())
     }
 
     async fn refetch(
@@ -884,7 +977,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         Ok(())
     }
 
-    /// The PM side decided a pending status update: map the resulting values back.
+    /// The PM side decided a pending status update: step write back (see the [`sync`](super)
+    /// module doc) for its resulting values, or the PM values restored after a rejection.
     #[instrument(skip_all, fields(key = %key))]
     pub async fn map_back(
         &self,
@@ -940,15 +1034,145 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     }
 }
 
+/// A mailbox's tracked rows, by item id.
+type Rows = HashMap<String, AssignmentState>;
+
+/// What a mailbox's change pages listed.
+struct Changes {
+    changed: Vec<ChangedItem>,
+    /// Ids of items deleted.
+    deleted: Vec<String>,
+    /// The state the next pass resumes from.
+    sync_state: Option<String>,
+    /// The stored sync state was rejected: these are the pages of a full pass.
+    rebased: bool,
+}
+
+/// Whether a listed change is the version taskbridge wrote or read last: its own write is
+/// never echoed back, unless the server merged someone's edit into it (the content says so).
+fn is_own_version(change: &ChangedItem, row: &AssignmentState) -> bool {
+    let known = row.item.as_ref().map(|i| i.change_key.as_str());
+    if known != Some(change.item.change_key.as_str()) {
+        return false;
+    }
+    let merged = match (&change.values, &row.baseline) {
+        (Some(values), Some(base)) => {
+            changed_fields(&base.values, values)
+                .into_iter()
+                .any(|f| f != MailField::Body)
+                || base.values.status_note_changed(values)
+        }
+        _ => false,
+    };
+    !merged
+}
+
+/// What the steps of one item share with the pass that reads it.
+struct ItemPass<'a> {
+    mailbox: &'a MailboxAddress,
+    /// The projects of the pass, updated when the host applies or rejects a status update.
+    cache: &'a mut ProjectCache,
+    report: &'a mut InboundReport,
+}
+
+/// One round of [`Engine::apply_item`]: a version of the item decided, and what the PM side
+/// holds after the status update.
+struct Round {
+    /// The project; after a status update the host applied or rejected, its resulting values.
+    view: Arc<ProjectView>,
+    sides: ItemSides,
+    decision: ItemDecision,
+    /// What the PM side holds for the item, with the item's status note (the note is never
+    /// written: what the item shows of it is what the mailbox holds).
+    target_pm: MailValues,
+    now: DateTime<Utc>,
+}
+
+impl Round {
+    fn new(view: Arc<ProjectView>, sides: ItemSides, decision: ItemDecision) -> Self {
+        let target_pm = MailValues {
+            status_note: sides.mail.status_note,
+            ..sides.pm.clone()
+        };
+        Round {
+            view,
+            sides,
+            decision,
+            target_pm,
+            now: Utc::now(),
+        }
+    }
+
+    /// What the item should show: the PM's values, except fields kept in conflict or held for
+    /// a pending update.
+    fn target(&self) -> MailValues {
+        let mut target = self.target_pm.clone();
+        for f in self.decision.kept() {
+            copy_field(&mut target, &self.sides.mail, f);
+        }
+        target
+    }
+
+    /// The host applied or rejected the status update: `assignment` is what it keeps.
+    fn pm_decided(
+        &mut self,
+        table: &FieldTable,
+        cache: &mut ProjectCache,
+        key: AssignmentKey,
+        assignment: Assignment,
+    ) {
+        let view = Arc::new(self.view.with_assignment(assignment));
+        cache.put(Arc::clone(&view));
+        self.view = view;
+        let unit = self
+            .view
+            .unit(key.assignment)
+            .expect("the assignment is still in the project");
+        self.target_pm = MailValues {
+            status_note: self.sides.mail.status_note,
+            ..table.to_mail(&self.view.project, &unit, self.sides.zone)
+        };
+    }
+
+    /// The baseline once the PM side took the fields of this round's status update.
+    fn baseline_taken(&self) -> Baseline {
+        baseline_taken(
+            &self.sides.base,
+            &self.sides.mail,
+            &self.decision.take,
+            self.sides.mail_modified,
+        )
+    }
+}
+
+/// What the step "write back" gave.
+enum WriteBack {
+    /// The item shows the PM's values already: nothing was written.
+    Unneeded,
+    /// Written: the item's new version, and the journal entry its commit closes.
+    Written { item: ItemRef, journal: Vec<i64> },
+    /// The mailbox refused the write of this item.
+    Refused {
+        failure: ItemFailure,
+        journal: Vec<i64>,
+    },
+    /// The call failed as a whole: whether the item was written is unknown, so its journal
+    /// entry stays open.
+    CallFailed(SyncError),
+}
+
+/// Whether the version read is the edit that already waits for approval (only its change key
+/// moved).
+fn awaits_approval(row: &AssignmentState, mail: &MailValues) -> bool {
+    matches!(&row.status, SyncStatus::PendingApproval { observed, .. } if *observed == mail.hash())
+}
+
 /// A status note as the audit shows it.
 fn note_text(note: Option<crate::mapping::StatusNote>) -> String {
     note.map(|n| n.as_str().to_owned())
         .unwrap_or_else(|| "none".into())
 }
 
-/// The baseline after a decision: `values`, except the fields in conflict, which keep the old
-/// baseline so that they stay in conflict until someone decides; and the time of the mailbox's
-/// edit on every field the mailbox changed.
 /// The baseline once the PM side has taken `taken` fields of `mail` (read at `read_at`): those
 /// fields, and the status note, hold the mailbox's values on both sides.
 fn baseline_taken(
@@ -968,6 +1192,9 @@ fn baseline_taken(
     baseline
 }
 
+/// The baseline after a decision: `values`, except the fields in conflict, which keep the old
+/// baseline so that they stay in conflict until someone decides; and the time of the mailbox's
+/// edit on every field the mailbox changed.
 fn baseline_after(
     base: &Baseline,
     values: &MailValues,

@@ -1,12 +1,41 @@
-//! The sync engine: the method of the patent claim.
+//! The sync engine: the method of the patent claim (US 8,028,070, claim 1).
 //!
-//! - [`Engine::publish`] publishes a project: creates, updates and deletes mailbox tasks so
-//!   that they show the PM's values (claim steps 1 to 3).
-//! - [`Engine::sync_mailbox`] handles changes made in a mailbox: what changed, read it, decide
-//!   field by field against the baseline ([`decide`]), submit the mailbox's newer values as a
-//!   task status update, write the PM's resulting values back (steps 4 to 10).
-//! - [`Engine::map_back`] writes the values of a status update decided later by a person.
-//! - [`Engine::run`] ties them to notifications, host events, reconciliation and subscriptions.
+//! # The steps
+//!
+//! This is the one list of the claim's steps, with the engine's own beside them; the other module
+//! docs and the code name them by these words, and each entry names where it is done.
+//!
+//! - **publish**: publish a project, map its tasks' attributes to the mailbox's (a subset, the
+//!   [`FieldTable`](crate::mapping::FieldTable)) and send them with web services:
+//!   [`Engine::publish`] (`publish.rs`), writing through the [`MailboxStore`].
+//! - **notified**: a mailbox says that a task was updated: [`NotificationSink::deliver`]
+//!   (push), or the poll of a pull subscription; the scheduler (`scheduler.rs`) turns
+//!   notifications into debounced mailbox passes for [`Engine::run`].
+//! - **request**: request the updated task's attributes and receive them:
+//!   [`Engine::sync_mailbox`] (what changed, SyncFolderItems) and `Engine::process_rows` (the
+//!   items, GetItem), in `inbound.rs`.
+//! - **decide**: determine, field by field against the baseline, whether the mailbox's
+//!   attributes are newer than the PM's: [`decide::decide`], and for one item `decide_item`
+//!   (`decide.rs`).
+//! - **audit** (the engine's own): every decision that changes something is logged and written
+//!   to the audit log: `Engine::audit`.
+//! - **status update**: replace the PM's attributes with the newer ones through a task status
+//!   update: `Engine::submit_status_update`, which hands it to
+//!   [`PmHost::submit_status_update`](crate::pm::PmHost::submit_status_update) and, once the
+//!   host applied it, commits the fields taken as the item's baseline before anything else is
+//!   tried (a later failure must not leave the PM's copy of the edit looking like a PM change).
+//! - **write back**: map the attributes the status update left back to the mailbox task (the
+//!   claim's last step): `Engine::write_back`; [`Engine::map_back`] does it for an update a
+//!   person decided later.
+//! - **settle** (the engine's own): commit what the item's round left (baseline, hashes,
+//!   status) together with the journal entry of its write: `Engine::settle`.
+//! - **reconcile** (the engine's own): every `reconcile_interval` each mailbox gets a pass and
+//!   every project is published again (`Engine::reconcile`, `Engine::publish_all`), so a lost
+//!   notification costs at most one interval.
+//!
+//! One item read from a mailbox goes through decide, audit, status update, write back and
+//! settle (`Engine::apply_item` in `inbound.rs`); a write back that meets a stale change key
+//! reads the item again and goes through them again.
 //!
 //! The engine knows no wire format: the mailbox side is a [`MailboxStore`], the PM side a
 //! [`crate::pm::PmHost`], and what was synced lives in a [`crate::state::StateStore`].
@@ -17,22 +46,26 @@ pub mod decide;
 mod engine;
 mod inbound;
 pub mod mailbox;
+mod metrics;
+mod notify;
 mod preview;
 mod publish;
 mod remove;
 mod report;
 mod run;
+mod scheduler;
 
 pub use config::{DeletedTaskRule, PushSettings, SyncConfig};
 pub use conflicts::{ConflictError, OpenConflict, Take};
 pub use decide::Policy;
-pub use engine::{Engine, Metrics, ProjectView, SyncError};
+pub use engine::{Engine, ProjectView, SyncError};
 pub use mailbox::{
     BatchLimits, ChangePage, ChangedItem, Delivery, FetchRequest, ItemFailure, ItemWrite,
     MailboxError, MailboxItem, MailboxStore, PulledEvents, Subscription,
 };
+pub use metrics::Metrics;
+pub use notify::{Notice, NotificationOutcome, NotificationSink};
 pub use preview::{PlannedAction, PlannedChange, PlannedField, PublishPreview};
 pub use publish::{Progress, PublishOptions};
 pub use remove::{RemoveOptions, RemoveReport};
 pub use report::{InboundReport, ItemError, PublishReport};
-pub use run::{Notice, NotificationOutcome, NotificationSink};

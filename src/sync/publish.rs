@@ -1,22 +1,23 @@
-//! Publishing a project (claim steps "publishing", "mapping" and "sending task data"): create
-//! the tasks of new assignments, update only the fields the plan changed, delete the tasks of
-//! assignments that left the project.
+//! Step publish of the list in the [`sync`](super) module doc: create the tasks of new
+//! assignments, update only the fields the plan changed, delete the tasks of assignments that
+//! left the project. An item found changed in its mailbox meanwhile (a stale change key) goes
+//! through the request and decide steps like a notified one.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::Utc;
 use futures::StreamExt;
 use tracing::{debug, info, instrument, warn};
 
-use super::engine::{Engine, Metrics, ProjectView, SyncError, copy_field, pm_modified};
-use super::inbound::Mode;
+use super::decide::Mode;
+use super::engine::{Engine, ProjectView, SyncError, copy_field, pm_modified};
 use super::mailbox::{ItemFailure, ItemWrite, MailboxError, MailboxStore};
-use super::report::{InboundReport, ItemError, PublishReport};
+use super::metrics::Metrics;
+use super::report::{InboundReport, PublishReport};
 use crate::mapping::{MailField, MailValues, changed_fields};
 use crate::pm::{AssignmentKey, PmHost, ProjectGuid};
 use crate::state::{
-    AssignmentState, Baseline, Commit, JournalEntry, MailboxAddress, StateStore, SyncStatus,
-    WriteKind,
+    AssignmentState, Baseline, Commit, MailboxAddress, StateStore, SyncStatus, WriteKind,
 };
 
 /// Told how far a publish is: assignments handled so far, and in all.
@@ -154,8 +155,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             // The mailbox cannot be reached: every task of it failed this time.
             warn!(error = %e, "mailbox unavailable");
             for (key, _, _) in &plan.desired {
-                report.failed += 1;
-                report.errors.push(item_error(key, mailbox, &e.to_string()));
+                report.fail(*key, mailbox, &e);
             }
             let never_created = plan
                 .desired
@@ -274,8 +274,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             self.process_rows(mailbox, stale, Mode::Normal, &mut inbound)
                 .await?;
             report.updated += n.saturating_sub(inbound.failed);
-            report.failed += inbound.failed;
-            report.errors.extend(inbound.errors);
+            report.take_failures(inbound);
         }
         if !deletes.is_empty() {
             self.publish_deletes(mailbox, deletes, &mut report).await?;
@@ -320,8 +319,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 Ok(found) => found.into_iter().collect(),
                 Err(e) => {
                     for (key, _, _) in &todo {
-                        report.failed += 1;
-                        report.errors.push(item_error(key, mailbox, &e.to_string()));
+                        report.fail(*key, mailbox, &e);
                     }
                     self.record_not_created(todo.into_iter().map(|(_, _, s)| s), &e.to_string())
                         .await?;
@@ -353,13 +351,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     continue;
                 }
                 let journal = self
-                    .inner
-                    .state
-                    .open_journal(journal_entries(
-                        mailbox,
-                        chunk.iter().map(|c| c.0),
-                        WriteKind::Create,
-                    ))
+                    .open_journal(mailbox, chunk.iter().map(|c| c.0), WriteKind::Create)
                     .await?;
                 let items: Vec<(AssignmentKey, MailValues)> =
                     chunk.iter().map(|(k, v, _)| (*k, v.clone())).collect();
@@ -380,8 +372,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                         } else {
                             warn!(error = %e, "create batch failed");
                             for (key, _, _) in chunk {
-                                report.failed += 1;
-                                report.errors.push(item_error(key, mailbox, &e.to_string()));
+                                report.fail(*key, mailbox, &e);
                             }
                             self.record_not_created(
                                 chunk.iter().map(|(_, _, s)| s.clone()),
@@ -479,8 +470,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 Err(f) => {
                     s.attempts += 1;
                     s.last_error = Some(f.to_string());
-                    report.failed += 1;
-                    report.errors.push(item_error(key, mailbox, &f.to_string()));
+                    report.fail(*key, mailbox, &f);
                 }
             }
             commit.put.push(s);
@@ -517,8 +507,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         let mut inbound = InboundReport::default();
         self.process_rows(mailbox, rows, Mode::Adopt, &mut inbound)
             .await?;
-        report.failed += inbound.failed;
-        report.errors.extend(inbound.errors);
+        report.take_failures(inbound);
         Ok(())
     }
 
@@ -552,23 +541,14 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 })
                 .collect();
             let journal = self
-                .inner
-                .state
-                .open_journal(journal_entries(
-                    mailbox,
-                    writes.iter().map(|w| w.key),
-                    WriteKind::Update,
-                ))
+                .open_journal(mailbox, writes.iter().map(|w| w.key), WriteKind::Update)
                 .await?;
             let results = match store.update(mailbox, &writes).await {
                 Ok(r) => r,
                 Err(e) => {
                     warn!(error = %e, "update batch failed");
                     for w in &writes {
-                        report.failed += 1;
-                        report
-                            .errors
-                            .push(item_error(&w.key, mailbox, &e.to_string()));
+                        report.fail(w.key, mailbox, &e);
                     }
                     continue;
                 }
@@ -625,8 +605,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                             };
                             Metrics::add(&self.inner.metrics.parked, 1);
                         }
-                        report.failed += 1;
-                        report.errors.push(item_error(key, mailbox, &f.to_string()));
+                        report.fail(*key, mailbox, &f);
                         commit.put.push(s);
                     }
                 }
@@ -639,8 +618,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             for s in gone {
                 self.item_deleted(mailbox, s, &mut inbound).await?;
             }
-            report.failed += inbound.failed;
-            report.errors.extend(inbound.errors);
+            report.take_failures(inbound);
         }
         Ok(stale)
     }
@@ -655,23 +633,14 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         let batch = store.limits().write.max(1);
         for chunk in deletes.chunks(batch) {
             let journal = self
-                .inner
-                .state
-                .open_journal(journal_entries(
-                    mailbox,
-                    chunk.iter().map(|s| s.key),
-                    WriteKind::Delete,
-                ))
+                .open_journal(mailbox, chunk.iter().map(|s| s.key), WriteKind::Delete)
                 .await?;
             let items: Vec<_> = chunk.iter().filter_map(|s| s.item.clone()).collect();
             let results = match store.delete(mailbox, &items).await {
                 Ok(r) => r,
                 Err(e) => {
                     for s in chunk {
-                        report.failed += 1;
-                        report
-                            .errors
-                            .push(item_error(&s.key, mailbox, &e.to_string()));
+                        report.fail(s.key, mailbox, &e);
                     }
                     continue;
                 }
@@ -691,10 +660,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                         let mut s = s.clone();
                         s.attempts += 1;
                         s.last_error = Some(f.to_string());
-                        report.failed += 1;
-                        report
-                            .errors
-                            .push(item_error(&s.key, mailbox, &f.to_string()));
+                        report.fail(s.key, mailbox, &f);
                         commit.put.push(s);
                     }
                 }
@@ -704,30 +670,4 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         Metrics::add(&self.inner.metrics.deleted, report.deleted);
         Ok(())
     }
-}
-
-pub(crate) fn item_error(key: &AssignmentKey, mailbox: &MailboxAddress, error: &str) -> ItemError {
-    ItemError {
-        key: *key,
-        mailbox: mailbox.to_string(),
-        error: error.to_string(),
-    }
-}
-
-pub(crate) fn journal_entries(
-    mailbox: &MailboxAddress,
-    keys: impl Iterator<Item = AssignmentKey>,
-    kind: WriteKind,
-) -> Vec<JournalEntry> {
-    let at = Utc::now();
-    let mut seen = HashSet::new();
-    keys.filter(|k| seen.insert(*k))
-        .map(|key| JournalEntry {
-            id: 0,
-            mailbox: mailbox.clone(),
-            key,
-            kind,
-            at,
-        })
-        .collect()
 }

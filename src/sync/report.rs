@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use crate::pm::AssignmentKey;
+use crate::state::MailboxAddress;
 
 /// One item that failed, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -13,6 +14,21 @@ pub struct ItemError {
     pub mailbox: String,
     /// What went wrong.
     pub error: String,
+}
+
+impl ItemError {
+    /// The failure of one assignment's item in a mailbox.
+    pub fn new(
+        key: AssignmentKey,
+        mailbox: &MailboxAddress,
+        error: impl std::fmt::Display,
+    ) -> Self {
+        ItemError {
+            key,
+            mailbox: mailbox.to_string(),
+            error: error.to_string(),
+        }
+    }
 }
 
 /// The outcome of publishing a project.
@@ -53,6 +69,24 @@ impl PublishReport {
         self.errors.extend(other.errors);
     }
 
+    /// Counts one item as failed and keeps why.
+    pub fn fail(
+        &mut self,
+        key: AssignmentKey,
+        mailbox: &MailboxAddress,
+        error: impl std::fmt::Display,
+    ) {
+        self.failed += 1;
+        self.errors.push(ItemError::new(key, mailbox, error));
+    }
+
+    /// Takes over the failures of items a publish sent through the inbound path (stale change
+    /// keys, takeovers, items found gone); its other numbers are the inbound side's.
+    pub fn take_failures(&mut self, inbound: InboundReport) {
+        self.failed += inbound.failed;
+        self.errors.extend(inbound.errors);
+    }
+
     /// Whether every item went through.
     pub fn is_clean(&self) -> bool {
         self.failed == 0 && self.refused_deletes == 0
@@ -88,6 +122,17 @@ pub struct InboundReport {
 }
 
 impl InboundReport {
+    /// Counts one item as failed and keeps why.
+    pub fn fail(
+        &mut self,
+        key: AssignmentKey,
+        mailbox: &MailboxAddress,
+        error: impl std::fmt::Display,
+    ) {
+        self.failed += 1;
+        self.errors.push(ItemError::new(key, mailbox, error));
+    }
+
     /// Adds another report's numbers.
     pub fn merge(&mut self, other: InboundReport) {
         self.examined += other.examined;

@@ -1,129 +1,120 @@
-//! The engine at work: notifications in, debounced mailbox passes out; host events; periodic
-//! reconciliation (every mailbox read, every project published again); subscriptions kept
-//! alive.
+//! The engine at work: the steps notified and reconcile of the list in the [`sync`](super)
+//! module doc. Notifications in, debounced mailbox passes out (when is the scheduler's to say,
+//! `scheduler.rs`); host events; reconciliation (every mailbox read, every project published
+//! again); subscriptions kept alive.
 
-use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::engine::{Engine, Metrics, SyncError};
+use super::config::SyncConfig;
+use super::engine::{Engine, SyncError};
 use super::mailbox::{Delivery, MailboxError, MailboxStore};
+use super::metrics::Metrics;
+use super::notify::{Notice, NotificationSink};
 use super::publish::PublishOptions;
+use super::scheduler::Scheduler;
 use crate::pm::{HostEvent, PmHost};
 use crate::state::{MailboxAddress, StateStore, SyncStatus};
 
-/// A notification, in engine terms: which subscription, up to which watermark, about which
-/// items.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Notice {
-    /// The subscription it came on.
-    pub subscription_id: String,
-    /// The last watermark in it.
-    pub watermark: Option<String>,
-    /// Items created, changed, moved or deleted (empty for a status notification).
-    pub item_ids: Vec<String>,
-}
+/// The right to publish every project, held by one [`Engine::publish_all`] at a time; given
+/// back when dropped, also when the publish is cancelled.
+struct RepublishTurn<'a>(&'a AtomicBool);
 
-/// What the listener should answer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NotificationOutcome {
-    /// Queued (or a status notification noted): answer OK.
-    Accepted,
-    /// Not a subscription of ours: answer Unsubscribe.
-    UnknownSubscription,
-    /// The queue is full: answer an HTTP error so that Exchange retries later.
-    QueueFull,
-}
-
-/// Where the listener hands notifications to the engine. Cheap to clone.
-#[derive(Clone)]
-pub struct NotificationSink {
-    tx: mpsc::Sender<(MailboxAddress, Notice)>,
-    subscriptions: Arc<RwLock<HashMap<String, MailboxAddress>>>,
-    metrics: Arc<Metrics>,
-}
-
-impl NotificationSink {
-    /// Whether a subscription id is one of ours.
-    pub fn knows(&self, subscription_id: &str) -> bool {
-        self.subscriptions
-            .read()
-            .expect("subscription map poisoned")
-            .contains_key(subscription_id)
+impl<'a> RepublishTurn<'a> {
+    fn take(flag: &'a AtomicBool) -> Option<Self> {
+        (!flag.swap(true, Ordering::SeqCst)).then_some(RepublishTurn(flag))
     }
+}
 
-    /// Hands a notification over without waiting.
-    pub fn deliver(&self, notice: Notice) -> NotificationOutcome {
-        let mailbox = self
-            .subscriptions
-            .read()
-            .expect("subscription map poisoned")
-            .get(&notice.subscription_id)
-            .cloned();
-        let Some(mailbox) = mailbox else {
-            return NotificationOutcome::UnknownSubscription;
+impl Drop for RepublishTurn<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The engine's work in flight: each task names the mailbox whose pass it is, if it is one.
+type Work = JoinSet<(Option<MailboxAddress>, Result<(), SyncError>)>;
+
+/// What woke [`Engine::run`].
+enum Wake {
+    /// A notification for a mailbox.
+    Notice(MailboxAddress, Notice),
+    /// A host event, or news that some were missed.
+    Host(Result<HostEvent, broadcast::error::RecvError>),
+    /// Time to start the passes whose debounce is over.
+    Debounce,
+    /// Time to reconcile.
+    Reconcile,
+    /// Time to poll the pull subscriptions.
+    Poll,
+    /// Time to look for silent subscriptions.
+    Watchdog,
+    /// A task ended.
+    Done(Result<(Option<MailboxAddress>, Result<(), SyncError>), tokio::task::JoinError>),
+}
+
+/// The engine's clocks, on tokio time (tests can pause it).
+struct Clocks {
+    /// A quarter of the debounce at start (5 to 250 ms): how often due mailboxes are looked
+    /// for.
+    debounce: tokio::time::Interval,
+    reconcile: tokio::time::Interval,
+    /// Every StatusFrequency (a minute without push).
+    watchdog: tokio::time::Interval,
+    /// Every `pull_interval`, when polling pull subscriptions (no listener).
+    poll: tokio::time::Interval,
+    polling: bool,
+}
+
+impl Clocks {
+    fn new(config: &SyncConfig) -> Self {
+        let reconcile = tokio::time::interval_at(
+            Instant::now() + config.reconcile_interval,
+            config.reconcile_interval,
+        );
+        let watch_every = config
+            .push
+            .as_ref()
+            .map(|p| p.status_frequency)
+            .unwrap_or(Duration::from_secs(60));
+        let watchdog = tokio::time::interval_at(Instant::now() + watch_every, watch_every);
+        let poll_every = match (&config.push, config.pull_interval) {
+            (None, Some(every)) => Some(every),
+            _ => None,
         };
-        Metrics::add(&self.metrics.notifications, 1);
-        match self.tx.try_send((mailbox, notice)) {
-            Ok(()) => {
-                Metrics::add(&self.metrics.events_queued, 1);
-                NotificationOutcome::Accepted
-            }
-            Err(_) => NotificationOutcome::QueueFull,
+        let poll = tokio::time::interval_at(
+            Instant::now() + poll_every.unwrap_or(Duration::from_secs(3600)),
+            poll_every.unwrap_or(Duration::from_secs(3600)),
+        );
+        let tick =
+            (config.debounce / 4).clamp(Duration::from_millis(5), Duration::from_millis(250));
+        let mut debounce = tokio::time::interval(tick);
+        debounce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Clocks {
+            debounce,
+            reconcile,
+            watchdog,
+            poll,
+            polling: poll_every.is_some(),
         }
     }
-}
-
-/// The running parts that belong to one engine: the notification queue and the subscriptions.
-pub(crate) struct Runtime {
-    tx: mpsc::Sender<(MailboxAddress, Notice)>,
-    rx: Mutex<Option<mpsc::Receiver<(MailboxAddress, Notice)>>>,
-    subscriptions: Arc<RwLock<HashMap<String, MailboxAddress>>>,
-}
-
-impl Runtime {
-    pub(crate) fn new(capacity: usize) -> Self {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        Runtime {
-            tx,
-            rx: Mutex::new(Some(rx)),
-            subscriptions: Arc::default(),
-        }
-    }
-}
-
-/// A mailbox waiting for its debounced pass.
-struct Pending {
-    first: Instant,
-    last: Instant,
 }
 
 impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     /// The sink the listener delivers notifications to.
     pub fn notification_sink(&self) -> NotificationSink {
-        NotificationSink {
-            tx: self.inner.runtime.tx.clone(),
-            subscriptions: Arc::clone(&self.inner.runtime.subscriptions),
-            metrics: Arc::clone(&self.inner.metrics),
-        }
+        self.inner.runtime.sink(Arc::clone(&self.inner.metrics))
     }
 
     fn remember_subscription(&self, id: &str, mailbox: &MailboxAddress) {
-        let mut map = self
-            .inner
-            .runtime
-            .subscriptions
-            .write()
-            .expect("subscription map poisoned");
-        map.retain(|_, m| m != mailbox);
-        map.insert(id.to_string(), mailbox.clone());
+        self.inner.runtime.remember(id, mailbox);
     }
 
     /// Subscribes every known mailbox that has no live subscription (push when a listener URL
@@ -172,60 +163,21 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     /// map-backs for host events, reconciliation every interval (every mailbox read, every
     /// project published again), and re-subscription of mailboxes whose subscription fell
     /// silent. Work in progress finishes before it returns.
+    ///
+    /// The loop waits for the next event, tells the scheduler (`scheduler.rs`) what happened,
+    /// and starts the work it says is due.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), SyncError> {
-        let Some(mut notices) = self
-            .inner
-            .runtime
-            .rx
-            .lock()
-            .expect("runtime lock poisoned")
-            .take()
-        else {
+        let Some(mut notices) = self.inner.runtime.take_queue() else {
             return Ok(()); // already running elsewhere
         };
         let mut host_events = self.inner.host.subscribe();
-        let config = self.inner.config.clone();
-        let mut pending: HashMap<MailboxAddress, Pending> = HashMap::new();
-        let mut running: HashSet<MailboxAddress> = HashSet::new();
-        let mut again: HashSet<MailboxAddress> = HashSet::new();
-        let mut last_heard: HashMap<MailboxAddress, Instant> = HashMap::new();
-        let republishing = Arc::new(AtomicBool::new(false));
-        let mut tasks: JoinSet<(Option<MailboxAddress>, Result<(), SyncError>)> = JoinSet::new();
-        let mut reconcile = tokio::time::interval_at(
-            Instant::now() + config.reconcile_interval,
-            config.reconcile_interval,
-        );
-        let watch_every = config
-            .push
-            .as_ref()
-            .map(|p| p.status_frequency)
-            .unwrap_or(Duration::from_secs(60));
-        let mut watchdog = tokio::time::interval_at(Instant::now() + watch_every, watch_every);
-        let poll_every = match (&config.push, config.pull_interval) {
-            (None, Some(every)) => Some(every),
-            _ => None,
-        };
-        let mut pull_tick = tokio::time::interval_at(
-            Instant::now() + poll_every.unwrap_or(Duration::from_secs(3600)),
-            poll_every.unwrap_or(Duration::from_secs(3600)),
-        );
-        let tick =
-            (config.debounce / 4).clamp(Duration::from_millis(5), Duration::from_millis(250));
-        let mut debounce_tick = tokio::time::interval(tick);
-        debounce_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut clocks = Clocks::new(&self.inner.config);
+        let mut scheduler = Scheduler::new(Instant::now(), self.inner.config.mailbox_concurrency);
+        let mut tasks = Work::new();
         tokio::pin!(shutdown);
-        let start = Instant::now();
         // Catch up with what happened while the connector was not running: a pass for every
         // mailbox, and the status updates decided meanwhile.
-        for m in self.known_mailboxes().await? {
-            pending.insert(
-                m,
-                Pending {
-                    first: start,
-                    last: start,
-                },
-            );
-        }
+        scheduler.catch_up(self.known_mailboxes().await?);
         {
             let engine = self.clone();
             tasks.spawn(async move {
@@ -235,128 +187,54 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             });
         }
         loop {
-            tokio::select! {
+            let wake = tokio::select! {
                 _ = &mut shutdown => break,
-                Some((mailbox, notice)) = notices.recv() => {
-                    let now = Instant::now();
-                    last_heard.insert(mailbox.clone(), now);
+                Some((mailbox, notice)) = notices.recv() => Wake::Notice(mailbox, notice),
+                event = host_events.recv() => Wake::Host(event),
+                _ = clocks.debounce.tick() => Wake::Debounce,
+                _ = clocks.reconcile.tick() => Wake::Reconcile,
+                _ = clocks.poll.tick(), if clocks.polling => Wake::Poll,
+                _ = clocks.watchdog.tick() => Wake::Watchdog,
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => Wake::Done(done),
+            };
+            match wake {
+                Wake::Notice(mailbox, notice) => {
+                    let changed = !notice.item_ids.is_empty();
+                    scheduler.heard(mailbox.clone(), Instant::now(), changed);
                     self.note_notification(&mailbox, &notice).await?;
-                    if !notice.item_ids.is_empty() {
-                        pending
-                            .entry(mailbox)
-                            .and_modify(|p| p.last = now)
-                            .or_insert(Pending { first: now, last: now });
-                    }
                 }
-                event = host_events.recv() => match event {
-                    Ok(HostEvent::ProjectPublished { project }) => {
-                        let engine = self.clone();
-                        tasks.spawn(async move {
-                            let r = engine.publish(project, PublishOptions::default()).await;
-                            let r = match r {
-                                Ok(_) => engine.subscribe_all(false).await,
-                                Err(e) => Err(e),
-                            };
-                            (None, r)
-                        });
-                    }
-                    Ok(HostEvent::UpdateDecided { key, outcome }) => {
-                        let engine = self.clone();
-                        tasks.spawn(async move {
-                            (None, engine.map_back(key, &outcome).await.map(|_| ()))
-                        });
-                    }
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        // Missed host events: decisions taken meanwhile are asked for again,
-                        // and every mailbox gets a pass.
-                        warn!(missed = n, "host events missed; rechecking pending updates");
-                        let engine = self.clone();
-                        tasks.spawn(async move { (None, engine.recheck_pending().await.map(|_| ())) });
-                        for m in self.known_mailboxes().await? {
-                            pending.entry(m).or_insert(Pending { first: start, last: start });
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Closed) => {
-                        host_events = broadcast::channel(1).1;
-                    }
-                },
-                _ = debounce_tick.tick() => {
-                    self.start_due(&mut pending, &mut running, &mut again, &mut tasks);
-                }
-                _ = reconcile.tick() => {
-                    Metrics::add(&self.inner.metrics.reconciles, 1);
-                    // A decision whose event was lost (taken while the connector was down)
-                    // is found here at the latest.
+                Wake::Host(Ok(event)) => self.on_host_event(event, &mut tasks),
+                Wake::Host(Err(broadcast::error::RecvError::Lagged(n))) => {
+                    // Missed host events: decisions taken meanwhile are asked for again, and
+                    // every mailbox gets a pass.
+                    warn!(missed = n, "host events missed; rechecking pending updates");
                     let engine = self.clone();
                     tasks.spawn(async move { (None, engine.recheck_pending().await.map(|_| ())) });
-                    for m in self.known_mailboxes().await? {
-                        pending.entry(m).or_insert(Pending { first: start, last: start });
-                    }
-                    // Publishing every project again finishes what a publish could not (a
-                    // server that was down, a call that failed); an unchanged project sends
-                    // nothing. One at a time.
-                    if !republishing.swap(true, Ordering::SeqCst) {
-                        let engine = self.clone();
-                        let flag = Arc::clone(&republishing);
-                        tasks.spawn(async move {
-                            let r = engine.publish_all().await;
-                            flag.store(false, Ordering::SeqCst);
-                            (None, r)
-                        });
-                    }
+                    scheduler.catch_up(self.known_mailboxes().await?);
                 }
-                _ = pull_tick.tick(), if poll_every.is_some() => {
+                Wake::Host(Err(broadcast::error::RecvError::Closed)) => {
+                    host_events = broadcast::channel(1).1;
+                }
+                Wake::Debounce => self.start_passes(&mut scheduler, &mut tasks),
+                Wake::Reconcile => self.reconcile(&mut scheduler, &mut tasks).await?,
+                Wake::Poll => {
                     let now = Instant::now();
                     for m in self.poll_all().await? {
-                        last_heard.insert(m.clone(), now);
-                        pending
-                            .entry(m)
-                            .and_modify(|p| p.last = now)
-                            .or_insert(Pending { first: now, last: now });
+                        scheduler.heard(m, now, true);
                     }
                 }
-                _ = watchdog.tick() => {
-                    if let Some(push) = &config.push {
-                        let silent_after = push.status_frequency * 2;
-                        let now = Instant::now();
-                        let silent: Vec<MailboxAddress> = self
-                            .known_mailboxes()
-                            .await?
-                            .into_iter()
-                            .filter(|m| {
-                                last_heard.get(m).is_none_or(|t| now.duration_since(*t) > silent_after)
-                                    && now.duration_since(start) > silent_after
-                            })
-                            .collect();
-                        if !silent.is_empty() {
-                            warn!(count = silent.len(), "subscriptions silent for 2 x StatusFrequency; re-subscribing");
-                            for m in &silent {
-                                self.resubscribe(m).await?;
-                                last_heard.insert(m.clone(), now);
-                                pending.entry(m.clone()).or_insert(Pending { first: start, last: start });
-                            }
-                        }
+                Wake::Watchdog => self.watch_subscriptions(&mut scheduler).await?,
+                Wake::Done(Ok((mailbox, result))) => {
+                    if let Err(e) = result {
+                        warn!(error = %e, "sync work failed; it is retried");
+                    }
+                    if let Some(m) = mailbox {
+                        scheduler.finished(&m, Instant::now());
+                        // A slot is free: the next due mailbox need not wait for a tick.
+                        self.start_passes(&mut scheduler, &mut tasks);
                     }
                 }
-                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                    match done {
-                        Ok((mailbox, result)) => {
-                            if let Err(e) = result {
-                                warn!(error = %e, "sync work failed; it is retried");
-                            }
-                            if let Some(m) = mailbox {
-                                running.remove(&m);
-                                if again.remove(&m) {
-                                    let now = Instant::now();
-                                    pending.entry(m).or_insert(Pending { first: now, last: now });
-                                }
-                                // A slot is free: the next due mailbox need not wait for a tick.
-                                self.start_due(&mut pending, &mut running, &mut again, &mut tasks);
-                            }
-                        }
-                        Err(e) => warn!(error = %e, "sync task panicked or was cancelled"),
-                    }
-                }
+                Wake::Done(Err(e)) => warn!(error = %e, "sync task panicked or was cancelled"),
             }
         }
         info!(
@@ -366,6 +244,75 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         while let Some(done) = tasks.join_next().await {
             if let Ok((_, Err(e))) = done {
                 warn!(error = %e, "sync work failed during shutdown");
+            }
+        }
+        Ok(())
+    }
+
+    /// A host event: a published project is published here (and its new mailboxes
+    /// subscribed), a decided status update mapped back.
+    fn on_host_event(&self, event: HostEvent, tasks: &mut Work) {
+        match event {
+            HostEvent::ProjectPublished { project } => {
+                let engine = self.clone();
+                tasks.spawn(async move {
+                    let r = engine.publish(project, PublishOptions::default()).await;
+                    let r = match r {
+                        Ok(_) => engine.subscribe_all(false).await,
+                        Err(e) => Err(e),
+                    };
+                    (None, r)
+                });
+            }
+            HostEvent::UpdateDecided { key, outcome } => {
+                let engine = self.clone();
+                tasks
+                    .spawn(async move { (None, engine.map_back(key, &outcome).await.map(|_| ())) });
+            }
+        }
+    }
+
+    /// Step "reconcile": every mailbox gets a pass, the host is asked again about pending
+    /// updates, and every project is published again.
+    async fn reconcile(
+        &self,
+        scheduler: &mut Scheduler,
+        tasks: &mut Work,
+    ) -> Result<(), SyncError> {
+        Metrics::add(&self.inner.metrics.reconciles, 1);
+        // A decision whose event was lost (taken while the connector was down) is found here
+        // at the latest.
+        let engine = self.clone();
+        tasks.spawn(async move { (None, engine.recheck_pending().await.map(|_| ())) });
+        scheduler.catch_up(self.known_mailboxes().await?);
+        // Publishing every project again finishes what a publish could not (a server that was
+        // down, a call that failed); an unchanged project sends nothing. One at a time: see
+        // publish_all.
+        let engine = self.clone();
+        tasks.spawn(async move { (None, engine.publish_all().await) });
+        Ok(())
+    }
+
+    /// Re-creates the subscriptions silent for twice their StatusFrequency; each such mailbox
+    /// gets a pass.
+    async fn watch_subscriptions(&self, scheduler: &mut Scheduler) -> Result<(), SyncError> {
+        let Some(push) = &self.inner.config.push else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let silent = scheduler.silent(
+            self.known_mailboxes().await?,
+            now,
+            push.status_frequency * 2,
+        );
+        if !silent.is_empty() {
+            warn!(
+                count = silent.len(),
+                "subscriptions silent for 2 x StatusFrequency; re-subscribing"
+            );
+            for m in silent {
+                self.resubscribe(&m).await?;
+                scheduler.resubscribed(m, now);
             }
         }
         Ok(())
@@ -447,15 +394,22 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             }
             rechecked += rows.len();
             let mut report = crate::sync::InboundReport::default();
-            self.process_rows(&m, rows, super::inbound::Mode::Normal, &mut report)
+            self.process_rows(&m, rows, super::decide::Mode::Normal, &mut report)
                 .await?;
         }
         Ok(rechecked)
     }
 
     /// Publishes every project of the host (subscribing mailboxes that are new), going on
-    /// after a project that fails.
-    async fn publish_all(&self) -> Result<(), SyncError> {
+    /// after a project that fails: what the reconciliation and the connector's start run.
+    ///
+    /// One at a time: while one runs, another call returns at once, since the running one
+    /// publishes the same projects (an unchanged project sends nothing).
+    pub(crate) async fn publish_all(&self) -> Result<(), SyncError> {
+        let Some(_turn) = RepublishTurn::take(&self.inner.republishing) else {
+            debug!("every project is being published already");
+            return Ok(());
+        };
         for project in self.inner.host.projects().await? {
             match self.publish(project, PublishOptions::default()).await {
                 Ok(report) if report.failed > 0 => {
@@ -470,37 +424,12 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         self.subscribe_all(false).await
     }
 
-    /// Starts the passes of the mailboxes whose debounce is over, oldest first, while fewer
-    /// than `mailbox_concurrency` passes run; the others stay pending until a pass ends. A
-    /// reconciliation makes every mailbox due at once, and each pass holds its mailbox's rows:
+    /// Starts the passes the scheduler says are due. At most `mailbox_concurrency` run: a
+    /// reconciliation makes every mailbox due at once, and each pass holds its mailbox's rows;
     /// unbounded, a thousand mailboxes would all be in memory together.
-    fn start_due(
-        &self,
-        pending: &mut HashMap<MailboxAddress, Pending>,
-        running: &mut HashSet<MailboxAddress>,
-        again: &mut HashSet<MailboxAddress>,
-        tasks: &mut JoinSet<(Option<MailboxAddress>, Result<(), SyncError>)>,
-    ) {
-        let config = &self.inner.config;
+    fn start_passes(&self, scheduler: &mut Scheduler, tasks: &mut Work) {
         let (debounce, max_debounce) = self.debounce();
-        let now = Instant::now();
-        let mut due: Vec<(Instant, MailboxAddress)> = pending
-            .iter()
-            .filter(|(_, p)| now >= p.last + debounce || now >= p.first + max_debounce)
-            .map(|(m, p)| (p.first, m.clone()))
-            .collect();
-        due.sort();
-        for (_, mailbox) in due {
-            if running.contains(&mailbox) {
-                pending.remove(&mailbox);
-                again.insert(mailbox);
-                continue;
-            }
-            if running.len() >= config.mailbox_concurrency.max(1) {
-                continue;
-            }
-            pending.remove(&mailbox);
-            running.insert(mailbox.clone());
+        for mailbox in scheduler.start_due(Instant::now(), debounce, max_debounce) {
             let engine = self.clone();
             tasks.spawn(async move {
                 let r = engine.sync_mailbox(&mailbox).await.map(|_| ());

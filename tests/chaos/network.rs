@@ -73,7 +73,9 @@ fn pm_percents(project: &Project) -> HashMap<String, u8> {
         .collect()
 }
 
-/// Keys whose mailbox task does not yet show the PM's percent complete and actual work.
+/// Keys whose mailbox task does not yet show the PM's percent complete, actual work and total
+/// work (the PM side may recompute the total when the percent drops: that write-back is the
+/// last one of its edit, and until it is done the connector is not idle).
 async fn not_converged(
     ws: &Workspace,
     admin: &Admin,
@@ -103,9 +105,12 @@ async fn not_converged(
         let want_percent = desired.percent_complete.map(|p| i64::from(p.get()));
         let actual = task["ActualWork"].as_i64();
         let want_actual = desired.actual_work.map(i64::from);
-        if percent != want_percent || actual != want_actual {
+        let total = task["TotalWork"].as_i64();
+        let want_total = desired.total_work.map(i64::from);
+        if percent != want_percent || actual != want_actual || total != want_total {
             off.push(format!(
-                "{key}: mail {percent:?}% {actual:?} min, pm {want_percent:?}% {want_actual:?} min"
+                "{key}: mail {percent:?}% {actual:?} of {total:?} min, \
+                 pm {want_percent:?}% {want_actual:?} of {want_total:?} min"
             ));
         }
     }

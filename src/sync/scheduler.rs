@@ -1,0 +1,319 @@
+//! When each mailbox gets its pass: between step "notified" and step "request" of the list in
+//! the [`sync`](super) module doc, and for step "reconcile".
+//!
+//! A notified mailbox is read after a quiet time (the debounce), or once the first notification
+//! not yet read is `max_debounce` old under a stream of them. Catch-up and reconciliation passes
+//! are due at once and go before newer notifications. At most `mailbox_concurrency` passes run,
+//! never two of one mailbox: a mailbox due while its pass runs gets another pass after it
+//! ends (its retry), a debounce later. The scheduler also tells which subscriptions fell silent.
+//!
+//! Pure bookkeeping over the instants the caller gives, so it is tested without a runtime;
+//! [`Engine::run`](super::Engine::run) waits for the next event, asks it, and acts.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::state::MailboxAddress;
+
+/// A mailbox waiting for its pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Pending {
+    /// The first notification not yet read (the start, for a catch-up).
+    first: Instant,
+    /// The last one.
+    last: Instant,
+}
+
+/// The passes of the mailboxes: which wait, which run, which were heard from when.
+#[derive(Debug)]
+pub(crate) struct Scheduler {
+    /// When the engine started. Catch-up passes count as notified then, so they go before
+    /// newer notifications; no subscription is called silent before it has had time to speak.
+    start: Instant,
+    /// How many passes may run at once (each holds its mailbox's rows in memory).
+    concurrency: usize,
+    /// Mailboxes waiting for their pass.
+    pending: HashMap<MailboxAddress, Pending>,
+    /// Mailboxes whose pass runs.
+    running: HashSet<MailboxAddress>,
+    /// Mailboxes due again while their pass ran: pending again when it ends.
+    again: HashSet<MailboxAddress>,
+    /// When the server last spoke for each mailbox (a notification or a poll).
+    last_heard: HashMap<MailboxAddress, Instant>,
+}
+
+impl Scheduler {
+    /// A scheduler started at `start` that runs at most `concurrency` passes at once (at
+    /// least one).
+    pub fn new(start: Instant, concurrency: usize) -> Self {
+        Scheduler {
+            start,
+            concurrency: concurrency.max(1),
+            pending: HashMap::new(),
+            running: HashSet::new(),
+            again: HashSet::new(),
+            last_heard: HashMap::new(),
+        }
+    }
+
+    /// Gives every mailbox of `mailboxes` a pass, as if notified at the start (catch-up at
+    /// start, a reconciliation, host events missed); a mailbox already waiting keeps its place.
+    pub fn catch_up(&mut self, mailboxes: impl IntoIterator<Item = MailboxAddress>) {
+        let start = self.start;
+        for m in mailboxes {
+            self.pending.entry(m).or_insert(Pending {
+                first: start,
+                last: start,
+            });
+        }
+    }
+
+    /// The server spoke for `mailbox` at `now` (a notification or a poll); when items
+    /// `changed`, the mailbox's pass is due after the debounce.
+    pub fn heard(&mut self, mailbox: MailboxAddress, now: Instant, changed: bool) {
+        self.last_heard.insert(mailbox.clone(), now);
+        if changed {
+            self.pending
+                .entry(mailbox)
+                .and_modify(|p| p.last = now)
+                .or_insert(Pending {
+                    first: now,
+                    last: now,
+                });
+        }
+    }
+
+    /// Of `known`, the mailboxes not heard from for longer than `silent_after` at `now`;
+    /// none while the engine has run for less than that.
+    pub fn silent(
+        &self,
+        known: impl IntoIterator<Item = MailboxAddress>,
+        now: Instant,
+        silent_after: Duration,
+    ) -> Vec<MailboxAddress> {
+        if now.duration_since(self.start) <= silent_after {
+            return Vec::new();
+        }
+        known
+            .into_iter()
+            .filter(|m| {
+                self.last_heard
+                    .get(m)
+                    .is_none_or(|t| now.duration_since(*t) > silent_after)
+            })
+            .collect()
+    }
+
+    /// A silent mailbox was subscribed again at `now`: it counts as heard from, and gets a
+    /// catch-up pass.
+    pub fn resubscribed(&mut self, mailbox: MailboxAddress, now: Instant) {
+        self.last_heard.insert(mailbox.clone(), now);
+        self.catch_up([mailbox]);
+    }
+
+    /// The mailboxes whose pass starts at `now`, marked running: those whose debounce is over
+    /// (`debounce` since the last notification, or `max_debounce` since the first), oldest
+    /// first, while fewer than the concurrency run. Others due stay pending until a pass ends;
+    /// a mailbox due while its pass runs gets another pass after it.
+    pub fn start_due(
+        &mut self,
+        now: Instant,
+        debounce: Duration,
+        max_debounce: Duration,
+    ) -> Vec<MailboxAddress> {
+        let mut due: Vec<(Instant, MailboxAddress)> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| now >= p.last + debounce || now >= p.first + max_debounce)
+            .map(|(m, p)| (p.first, m.clone()))
+            .collect();
+        due.sort();
+        let mut start = Vec::new();
+        for (_, mailbox) in due {
+            if self.running.contains(&mailbox) {
+                self.pending.remove(&mailbox);
+                self.again.insert(mailbox);
+                continue;
+            }
+            if self.running.len() >= self.concurrency {
+                continue;
+            }
+            self.pending.remove(&mailbox);
+            self.running.insert(mailbox.clone());
+            start.push(mailbox);
+        }
+        start
+    }
+
+    /// The pass of `mailbox` ended at `now` (done or failed): its slot is free, and if it was
+    /// due again meanwhile, it is pending as if notified now.
+    pub fn finished(&mut self, mailbox: &MailboxAddress, now: Instant) {
+        self.running.remove(mailbox);
+        if self.again.remove(mailbox) {
+            self.pending.entry(mailbox.clone()).or_insert(Pending {
+                first: now,
+                last: now,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEBOUNCE: Duration = Duration::from_millis(500);
+    const CAP: Duration = Duration::from_secs(5);
+
+    fn mb(name: &str) -> MailboxAddress {
+        MailboxAddress::new(&format!("{name}@contoso.com"))
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn scheduler_notified_mailbox_is_due_after_the_quiet_time() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(t0, 4);
+        s.heard(mb("ann"), t0, true);
+        assert!(s.start_due(t0 + ms(499), DEBOUNCE, CAP).is_empty());
+        assert_eq!(s.start_due(t0 + ms(500), DEBOUNCE, CAP), vec![mb("ann")]);
+        // Started once: not due again.
+        assert!(s.start_due(t0 + ms(2000), DEBOUNCE, CAP).is_empty());
+    }
+
+    #[test]
+    fn scheduler_status_notification_makes_nothing_due() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(t0, 4);
+        s.heard(mb("ann"), t0, false);
+        assert!(s.start_due(t0 + ms(10_000), DEBOUNCE, CAP).is_empty());
+    }
+
+    #[test]
+    fn scheduler_each_notification_restarts_the_quiet_time() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(t0, 4);
+        s.heard(mb("ann"), t0, true);
+        s.heard(mb("ann"), t0 + ms(400), true);
+        assert!(s.start_due(t0 + ms(800), DEBOUNCE, CAP).is_empty());
+        assert_eq!(s.start_due(t0 + ms(900), DEBOUNCE, CAP), vec![mb("ann")]);
+    }
+
+    #[test]
+    fn scheduler_stream_of_notifications_is_read_at_the_cap() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(t0, 4);
+        let mut at = t0;
+        // A notification every 400 ms never leaves a quiet time of 500 ms.
+        while at < t0 + CAP {
+            s.heard(mb("ann"), at, true);
+            assert!(s.start_due(at, DEBOUNCE, CAP).is_empty());
+            at += ms(400);
+        }
+        assert_eq!(s.start_due(t0 + CAP, DEBOUNCE, CAP), vec![mb("ann")]);
+    }
+
+    #[test]
+    fn scheduler_catch_up_goes_before_newer_notifications() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(t0, 1);
+        s.heard(mb("ann"), t0 + ms(100), true);
+        s.catch_up([mb("bob")]);
+        // One slot: the catch-up (notified at the start) goes before the newer notification.
+        assert_eq!(s.start_due(t0 + ms(600), DEBOUNCE, CAP), vec![mb("bob")]);
+        assert!(s.start_due(t0 + ms(700), DEBOUNCE, CAP).is_empty());
+        s.finished(&mb("bob"), t0 + ms(800));
+        assert_eq!(s.start_due(t0 + ms(800), DEBOUNCE, CAP), vec![mb("ann")]);
+    }
+
+    #[test]
+    fn scheduler_catch_up_keeps_a_waiting_mailbox_in_place() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(t0, 4);
+        s.heard(mb("ann"), t0 + ms(100), true);
+        s.catch_up([mb("ann")]);
+        // Still waiting for its own quiet time.
+        assert!(s.start_due(t0 + ms(200), DEBOUNCE, CAP).is_empty());
+        assert_eq!(s.start_due(t0 + ms(600), DEBOUNCE, CAP), vec![mb("ann")]);
+    }
+
+    #[test]
+    fn scheduler_runs_at_most_the_concurrency_oldest_first() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(t0, 2);
+        s.heard(mb("cid"), t0 + ms(20), true);
+        s.heard(mb("ann"), t0, true);
+        s.heard(mb("bob"), t0 + ms(10), true);
+        assert_eq!(
+            s.start_due(t0 + ms(600), DEBOUNCE, CAP),
+            vec![mb("ann"), mb("bob")]
+        );
+        // Both slots taken: the third waits for a pass to end, not for a new notification.
+        assert!(s.start_due(t0 + ms(700), DEBOUNCE, CAP).is_empty());
+        s.finished(&mb("bob"), t0 + ms(800));
+        assert_eq!(s.start_due(t0 + ms(800), DEBOUNCE, CAP), vec![mb("cid")]);
+    }
+
+    #[test]
+    fn scheduler_zero_concurrency_still_runs_one_pass() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(t0, 0);
+        s.catch_up([mb("ann"), mb("bob")]);
+        assert_eq!(s.start_due(t0 + DEBOUNCE, DEBOUNCE, CAP).len(), 1);
+    }
+
+    #[test]
+    fn scheduler_mailbox_due_while_its_pass_runs_gets_another_pass_after_it() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(t0, 4);
+        s.heard(mb("ann"), t0, true);
+        assert_eq!(s.start_due(t0 + ms(500), DEBOUNCE, CAP), vec![mb("ann")]);
+        // Notified again during the pass: never a second pass of the same mailbox at once.
+        s.heard(mb("ann"), t0 + ms(600), true);
+        assert!(s.start_due(t0 + ms(1200), DEBOUNCE, CAP).is_empty());
+        // The pass ends: another follows after a quiet time counted from its end.
+        s.finished(&mb("ann"), t0 + ms(1300));
+        assert!(s.start_due(t0 + ms(1799), DEBOUNCE, CAP).is_empty());
+        assert_eq!(s.start_due(t0 + ms(1800), DEBOUNCE, CAP), vec![mb("ann")]);
+        s.finished(&mb("ann"), t0 + ms(1900));
+        assert!(s.start_due(t0 + ms(5000), DEBOUNCE, CAP).is_empty());
+    }
+
+    #[test]
+    fn scheduler_pass_that_ends_without_news_is_not_repeated() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(t0, 4);
+        s.catch_up([mb("ann")]);
+        assert!(s.start_due(t0 + ms(499), DEBOUNCE, CAP).is_empty());
+        assert_eq!(s.start_due(t0 + DEBOUNCE, DEBOUNCE, CAP), vec![mb("ann")]);
+        s.finished(&mb("ann"), t0 + ms(100));
+        assert!(s.start_due(t0 + ms(10_000), DEBOUNCE, CAP).is_empty());
+    }
+
+    #[test]
+    fn scheduler_silent_mailboxes_are_those_not_heard_from() {
+        let t0 = Instant::now();
+        let after = Duration::from_secs(120);
+        let mut s = Scheduler::new(t0, 4);
+        let known = || [mb("ann"), mb("bob"), mb("cid")];
+        // Nobody is silent while the engine has not run that long.
+        assert!(s.silent(known(), t0 + after, after).is_empty());
+        s.heard(mb("ann"), t0 + Duration::from_secs(100), false);
+        s.heard(mb("bob"), t0 + Duration::from_secs(10), true);
+        let now = t0 + Duration::from_secs(200);
+        assert_eq!(s.silent(known(), now, after), vec![mb("bob"), mb("cid")]);
+        // Subscribed again: heard from now, and a pass catches up.
+        s.resubscribed(mb("cid"), now);
+        assert_eq!(s.silent(known(), now, after), vec![mb("bob")]);
+        assert_eq!(
+            s.start_due(now, DEBOUNCE, CAP),
+            vec![mb("cid"), mb("bob")],
+            "the catch-up counts from the start, before bob's later notification"
+        );
+    }
+}
