@@ -139,6 +139,7 @@ impl<H: PmHost> Connector<H> {
         let client = EwsClient::new(config.exchange)?;
         let store = EwsMailboxStore::new(client.clone(), Arc::new(config.table.clone()), limits);
         let state = config.state.open()?;
+        info!(state = %config.state.describe(), "sync state store");
         let mut sync = config.sync;
         if let Some(l) = &config.listener {
             sync.push = Some(PushSettings {

@@ -118,7 +118,7 @@ fn config_check_passes_after_init_and_lists_every_problem() {
     std::fs::write(d.join("ca.pem"), "not a certificate\n").expect("write ca");
     let config = std::fs::read_to_string(d.join("taskbridge.toml")).expect("config");
     let config = config
-        .replace("ca_file = \"\"", "ca_file = \"ca.pem\"")
+        .replacen("ca_file = \"\"", "ca_file = \"ca.pem\"", 1)
         .replace(
             "public_url = \"http://127.0.0.1:8081/ews/notify\"",
             "public_url = \"http://0.0.0.0:8081/ews/notify\"",

@@ -678,7 +678,7 @@ impl RawConfig {
             url: url.to_string(),
             password,
             tls: taskbridge::state::PostgresTls {
-                extra_ca_file: (!st.ca_file.is_empty()).then(|| self.data_path(&st.ca_file)),
+                extra_ca_file: (!st.ca_file.is_empty()).then(|| PathBuf::from(&st.ca_file)),
             },
         })
     }

@@ -81,9 +81,16 @@ pub fn problems(raw: &RawConfig) -> Vec<String> {
         push(Err(bad("pm.default_policy", "must be auto or approval")));
     }
     if !raw.exchange.ca_file.is_empty() {
-        push(ca_file(Path::new(&raw.exchange.ca_file)));
+        push(ca_file(
+            "exchange.ca_file",
+            Path::new(&raw.exchange.ca_file),
+        ));
     }
     push(data_dir(&raw.data_dir));
+    push(raw.state_location().map(|_| ()));
+    if !raw.state.ca_file.is_empty() {
+        push(ca_file("state.ca_file", Path::new(&raw.state.ca_file)));
+    }
     push(readable(
         "admin.token_file",
         &raw.data_path(&raw.admin.token_file),
@@ -162,19 +169,15 @@ fn readable(key: &str, path: &Path, hint: &str) -> Result<(), CliError> {
 }
 
 /// The CA file holds at least one PEM certificate (what the transport loads at start).
-fn ca_file(path: &Path) -> Result<(), CliError> {
-    let file = std::fs::File::open(path).map_err(|e| {
-        bad(
-            "exchange.ca_file",
-            format!("cannot read {}: {e}", path.display()),
-        )
-    })?;
+fn ca_file(key: &str, path: &Path) -> Result<(), CliError> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| bad(key, format!("cannot read {}: {e}", path.display())))?;
     let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(file))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad("exchange.ca_file", format!("{}: {e}", path.display())))?;
+        .map_err(|e| bad(key, format!("{}: {e}", path.display())))?;
     if certs.is_empty() {
         return Err(bad(
-            "exchange.ca_file",
+            key,
             format!("{} holds no PEM certificate", path.display()),
         ));
     }
