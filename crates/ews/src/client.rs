@@ -16,6 +16,9 @@ use bytes::Bytes;
 use tracing::{Instrument, debug, info, trace, warn};
 
 use crate::error::Error;
+use crate::ops::get_streaming_events::{
+    GetStreamingEvents, GetStreamingEventsResponse, StreamingReader,
+};
 use crate::ops::{self, Operation, OperationResponse};
 use crate::service::{CallContext, EwsService};
 use crate::soap::{
@@ -280,6 +283,182 @@ impl EwsClient {
     /// OAuth tokens fetched from the token endpoint so far.
     pub async fn oauth_token_fetches(&self) -> u64 {
         self.inner.auth.token_fetches().await
+    }
+}
+
+impl EwsClient {
+    /// Opens a GetStreamingEvents connection for the streaming subscriptions in `request`
+    /// (acting for `ctx`'s mailbox, which should be the mailbox of the group's subscriptions)
+    /// and returns the stream of its envelopes as they arrive.
+    ///
+    /// The connection takes no concurrency permit (it is open for up to `ConnectionTimeout`
+    /// minutes and would starve every other call) and is not retried: the caller reopens it.
+    /// Its request time-out is the connection time-out plus the configured request time-out.
+    /// A throttled or faulted answer is the `Err` [`EwsService::send`] would give. NTLM
+    /// authenticates connections of its own and is not supported here yet: [`Error::Config`].
+    pub async fn get_streaming_events(
+        &self,
+        ctx: CallContext,
+        request: &GetStreamingEvents,
+    ) -> Result<StreamingEvents, Error> {
+        let ctx = ctx.restricted(crate::service::Headers {
+            impersonation: true,
+            time_zone: false,
+        });
+        let header = RequestHeader {
+            version: self.inner.version.clone(),
+            impersonation: ctx.mailbox.clone().map(Impersonation::PrimarySmtpAddress),
+            time_zone: None,
+        };
+        let body = Bytes::from(ops::encode_request(&header, request));
+        let req = SoapRequest {
+            action: GetStreamingEvents::NAME,
+            mailbox: ctx.mailbox.as_deref(),
+            body,
+        };
+        let inner = &self.inner;
+        let authorization = match &inner.auth {
+            Authenticator::None => None,
+            Authenticator::Basic(h) => Some(h.clone()),
+            Authenticator::Bearer(source) => Some(source.token().await?.header()?),
+            Authenticator::Ntlm(_) => {
+                return Err(Error::Config(
+                    "streaming notifications (GetStreamingEvents) need basic, bearer or OAuth \
+                     authentication; with NTLM use listener mode push or pull"
+                        .into(),
+                ));
+            }
+        };
+        let minutes = u64::try_from(request.connection_timeout.clamp(1, 30)).unwrap_or(30);
+        let mut http_request =
+            reqwest::Request::try_from(inner.wire.request(&req, authorization, true)?).map_err(
+                |e| Error::Config(format!("cannot build the request: {}", http::chain(&e))),
+            )?;
+        *http_request.timeout_mut() =
+            Some(Duration::from_secs(60 * minutes) + inner.wire.timeouts.request);
+        inner.wire.gate.wait_open().await;
+        let response = inner
+            .wire
+            .pooled
+            .execute(http_request)
+            .await
+            .map_err(|e| http::classify(&e));
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => {
+                inner
+                    .counters
+                    .record(GetStreamingEvents::NAME, RequestOutcome::TransportError);
+                return Err(e);
+            }
+        };
+        let status = response.status().as_u16();
+        let mut reader = StreamingReader::new(inner.wire.max_response_bytes);
+        if status == 200 {
+            inner
+                .counters
+                .record(GetStreamingEvents::NAME, RequestOutcome::Success);
+            return Ok(StreamingEvents {
+                response: Some(response),
+                reader,
+                ready: None,
+            });
+        }
+        if status == 401 {
+            inner
+                .counters
+                .record(GetStreamingEvents::NAME, RequestOutcome::TransportError);
+            return Err(Error::Unauthorized {
+                scheme: inner.scheme,
+                detail: "HTTP 401".into(),
+            });
+        }
+        // Not a stream: read the answer whole and judge it as any other call's.
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(|e| http::classify(&e))?;
+        let outcome = inner.interpret::<GetStreamingEvents>(
+            HttpResponse {
+                status,
+                headers,
+                body,
+            },
+            1,
+        );
+        inner
+            .counters
+            .record(GetStreamingEvents::NAME, outcome.metric());
+        match outcome {
+            Outcome::Done(one) => {
+                reader.finish().ok();
+                Ok(StreamingEvents {
+                    response: None,
+                    reader,
+                    ready: Some(one),
+                })
+            }
+            Outcome::Throttled(back_off) => Err(Error::Throttled { back_off }),
+            Outcome::Transient(e) | Outcome::Fatal(e) => Err(e),
+        }
+    }
+}
+
+/// An open GetStreamingEvents response: its envelopes, decoded as they arrive
+/// ([`EwsClient::get_streaming_events`]).
+pub struct StreamingEvents {
+    response: Option<reqwest::Response>,
+    reader: StreamingReader,
+    /// An answer that came whole (an error status with SOAP content).
+    ready: Option<GetStreamingEventsResponse>,
+}
+
+impl std::fmt::Debug for StreamingEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamingEvents")
+            .field("open", &self.response.is_some())
+            .field("buffered", &self.reader.buffered())
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamingEvents {
+    /// The next envelope's response; `None` once the server ended the response. An envelope
+    /// that does not decode, or a SOAP fault in one, is an `Err` and the stream goes on; a
+    /// broken connection is an `Err` and the end.
+    pub async fn next(&mut self) -> Option<Result<GetStreamingEventsResponse, Error>> {
+        if let Some(one) = self.ready.take() {
+            return Some(Ok(one));
+        }
+        loop {
+            if let Some(envelope) = self.reader.next_envelope() {
+                return Some(match envelope {
+                    Ok(env) => match env.body {
+                        Body::Content(content) => Ok(content),
+                        Body::Fault(fault) => Err(Error::Fault(fault)),
+                    },
+                    Err(source) => Err(Error::Decode {
+                        source,
+                        body: Box::default(),
+                    }),
+                });
+            }
+            let response = self.response.as_mut()?;
+            match response.chunk().await {
+                Ok(Some(bytes)) => self.reader.push(&bytes),
+                Ok(None) => {
+                    self.response = None;
+                    return self.reader.finish().err().map(|source| {
+                        Err(Error::Decode {
+                            source,
+                            body: Box::default(),
+                        })
+                    });
+                }
+                Err(e) => {
+                    self.response = None;
+                    return Some(Err(http::classify(&e)));
+                }
+            }
+        }
     }
 }
 

@@ -26,7 +26,7 @@ pub mod transport;
 pub mod types;
 pub mod xml;
 
-pub use client::{EwsClient, EwsClientConfig};
+pub use client::{EwsClient, EwsClientConfig, StreamingEvents};
 pub use error::{DecodeError, Error};
 
 pub use generated::EwsOperations;

@@ -23,6 +23,8 @@ impl SimOp for Subscribe {
         let (name, value, types) = match self {
             Subscribe::Push(p) => ("StatusFrequency", p.status_frequency, &p.event_types),
             Subscribe::Pull(p) => ("Timeout", p.timeout, &p.event_types),
+            // No number to check.
+            Subscribe::Streaming(p) => ("EventTypes", 1, &p.event_types),
         };
         if !(1..=1440).contains(&value) {
             return Err(format!(
@@ -78,6 +80,12 @@ fn subscribe(req: Subscribe, ctx: &Ctx<'_>) -> Result<SubscribePayload, ItemErro
                     status_frequency: u32::try_from(p.status_frequency).unwrap_or(30),
                 },
             )
+        }
+        Subscribe::Streaming(_) => {
+            return Err((
+                ResponseCode::Other("ErrorInvalidSubscriptionRequest".into()),
+                "The simulator does not offer streaming subscriptions.".into(),
+            ));
         }
         Subscribe::Pull(p) => (
             p.folder_ids,
