@@ -22,14 +22,17 @@ mod publish;
 mod remove;
 mod report;
 mod run;
+mod streaming;
 
-pub use config::{DeletedTaskRule, PushSettings, SyncConfig};
+pub use config::{
+    DeletedTaskRule, MAX_SUBSCRIPTIONS_PER_CONNECTION, PushSettings, StreamingSettings, SyncConfig,
+};
 pub use conflicts::{ConflictError, OpenConflict, Take};
 pub use decide::Policy;
 pub use engine::{Engine, Metrics, ProjectView, SyncError};
 pub use mailbox::{
-    BatchLimits, ChangePage, ChangedItem, Delivery, FetchRequest, ItemFailure, ItemWrite,
-    MailboxError, MailboxItem, MailboxStore, PulledEvents, Subscription,
+    BatchLimits, ChangePage, ChangedItem, Delivery, EventStream, FetchRequest, ItemFailure,
+    ItemWrite, MailboxError, MailboxItem, MailboxStore, PulledEvents, StreamEvent, Subscription,
 };
 pub use preview::{PlannedAction, PlannedChange, PlannedField, PublishPreview};
 pub use publish::{Progress, PublishOptions};

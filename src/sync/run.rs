@@ -85,16 +85,26 @@ impl NotificationSink {
 pub(crate) struct Runtime {
     tx: mpsc::Sender<(MailboxAddress, Notice)>,
     rx: Mutex<Option<mpsc::Receiver<(MailboxAddress, Notice)>>>,
-    subscriptions: Arc<RwLock<HashMap<String, MailboxAddress>>>,
+    pub(crate) subscriptions: Arc<RwLock<HashMap<String, MailboxAddress>>>,
+    /// Bumped whenever `subscriptions` changes (streaming regroups its connections).
+    pub(crate) subscriptions_changed: tokio::sync::watch::Sender<u64>,
+    /// Mailboxes that need a pass because their notifications may have been missed (a
+    /// streaming connection that broke or was reopened).
+    pub(crate) resync_tx: mpsc::UnboundedSender<MailboxAddress>,
+    resync_rx: Mutex<Option<mpsc::UnboundedReceiver<MailboxAddress>>>,
 }
 
 impl Runtime {
     pub(crate) fn new(capacity: usize) -> Self {
         let (tx, rx) = mpsc::channel(capacity.max(1));
+        let (resync_tx, resync_rx) = mpsc::unbounded_channel();
         Runtime {
             tx,
             rx: Mutex::new(Some(rx)),
             subscriptions: Arc::default(),
+            subscriptions_changed: tokio::sync::watch::channel(0).0,
+            resync_tx,
+            resync_rx: Mutex::new(Some(resync_rx)),
         }
     }
 }
@@ -122,12 +132,22 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             .subscriptions
             .write()
             .expect("subscription map poisoned");
+        let changed = map.get(id) != Some(mailbox)
+            || map.iter().any(|(other, m)| m == mailbox && other != id);
         map.retain(|_, m| m != mailbox);
         map.insert(id.to_string(), mailbox.clone());
+        drop(map);
+        if changed {
+            self.inner
+                .runtime
+                .subscriptions_changed
+                .send_modify(|n| *n += 1);
+        }
     }
 
     /// Subscribes every known mailbox that has no live subscription (push when a listener URL
-    /// is configured). Call it once the listener accepts connections.
+    /// is configured, else streaming or pull as configured). Call it once the listener accepts
+    /// connections.
     pub async fn subscribe_all(&self, renew: bool) -> Result<(), SyncError> {
         let Some(delivery) = self.delivery() else {
             return Ok(());
@@ -183,6 +203,20 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         else {
             return Ok(()); // already running elsewhere
         };
+        let mut resyncs = self
+            .inner
+            .runtime
+            .resync_rx
+            .lock()
+            .expect("runtime lock poisoned")
+            .take()
+            .unwrap_or_else(|| mpsc::unbounded_channel().1);
+        let streams = match (&self.inner.config.push, &self.inner.config.streaming) {
+            (None, Some(settings)) => {
+                Some(tokio::spawn(self.clone().hold_streams(settings.clone())))
+            }
+            _ => None,
+        };
         let mut host_events = self.inner.host.subscribe();
         let config = self.inner.config.clone();
         let mut pending: HashMap<MailboxAddress, Pending> = HashMap::new();
@@ -201,8 +235,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             .map(|p| p.status_frequency)
             .unwrap_or(Duration::from_secs(60));
         let mut watchdog = tokio::time::interval_at(Instant::now() + watch_every, watch_every);
-        let poll_every = match (&config.push, config.pull_interval) {
-            (None, Some(every)) => Some(every),
+        let poll_every = match (&config.push, config.pull_interval, &config.streaming) {
+            (None, Some(every), None) => Some(every),
             _ => None,
         };
         let mut pull_tick = tokio::time::interval_at(
@@ -237,6 +271,14 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
+                Some(mailbox) = resyncs.recv() => {
+                    // Notifications may have been missed: read the mailbox's changes.
+                    let now = Instant::now();
+                    pending
+                        .entry(mailbox)
+                        .and_modify(|p| p.last = now)
+                        .or_insert(Pending { first: now, last: now });
+                }
                 Some((mailbox, notice)) = notices.recv() => {
                     let now = Instant::now();
                     last_heard.insert(mailbox.clone(), now);
@@ -358,6 +400,9 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     }
                 }
             }
+        }
+        if let Some(streams) = streams {
+            streams.abort();
         }
         info!(
             in_flight = tasks.len(),
@@ -531,8 +576,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         Ok(())
     }
 
-    /// How subscriptions deliver: push when a listener is configured, else pull when polling
-    /// is configured, else not at all.
+    /// How subscriptions deliver: push when a listener is configured, else streaming when
+    /// configured, else pull when polling is configured, else not at all.
     fn delivery(&self) -> Option<Delivery> {
         let config = &self.inner.config;
         match (&config.push, config.pull_interval) {
@@ -540,6 +585,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 url: push.url.clone(),
                 status_frequency: push.status_frequency,
             }),
+            (None, _) if config.streaming.is_some() => Some(Delivery::Streaming),
             (None, Some(every)) => Some(Delivery::Pull {
                 // Exchange drops a pull subscription not polled within its time-out.
                 timeout: (every * 4).max(Duration::from_secs(600)),
@@ -604,7 +650,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
 
     /// Replaces a silent subscription with a new one (without its watermark; the pass that
     /// follows catches up).
-    async fn resubscribe(&self, mailbox: &MailboxAddress) -> Result<(), SyncError> {
+    pub(crate) async fn resubscribe(&self, mailbox: &MailboxAddress) -> Result<(), SyncError> {
         let Some(delivery) = self.delivery() else {
             return Ok(());
         };

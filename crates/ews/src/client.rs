@@ -16,15 +16,14 @@ use bytes::Bytes;
 use tracing::{Instrument, debug, info, trace, warn};
 
 use crate::error::Error;
-use crate::ops::get_streaming_events::{
-    GetStreamingEvents, GetStreamingEventsResponse, StreamingReader,
-};
+use crate::ops::get_streaming_events::{GetStreamingEvents, StreamingReader};
 use crate::ops::{self, Operation, OperationResponse};
 use crate::service::{CallContext, EwsService};
 use crate::soap::{
     Body, DEFAULT_MAX_MESSAGE_BYTES, ExchangeVersion, Fault, Impersonation, RequestHeader,
     ServerVersionInfo,
 };
+use crate::streaming::StreamingEvents;
 use crate::transport::auth::{Auth, Authenticator};
 use crate::transport::backoff::{BackoffGate, RetryPolicy};
 use crate::transport::http::{self, HttpResponse, SoapRequest, Timeouts, TlsConfig, Wire};
@@ -353,16 +352,12 @@ impl EwsClient {
             }
         };
         let status = response.status().as_u16();
-        let mut reader = StreamingReader::new(inner.wire.max_response_bytes);
+        let reader = StreamingReader::new(inner.wire.max_response_bytes);
         if status == 200 {
             inner
                 .counters
                 .record(GetStreamingEvents::NAME, RequestOutcome::Success);
-            return Ok(StreamingEvents {
-                response: Some(response),
-                reader,
-                ready: None,
-            });
+            return Ok(StreamingEvents::open(response, reader));
         }
         if status == 401 {
             inner
@@ -388,76 +383,9 @@ impl EwsClient {
             .counters
             .record(GetStreamingEvents::NAME, outcome.metric());
         match outcome {
-            Outcome::Done(one) => {
-                reader.finish().ok();
-                Ok(StreamingEvents {
-                    response: None,
-                    reader,
-                    ready: Some(one),
-                })
-            }
+            Outcome::Done(one) => Ok(StreamingEvents::whole(one, reader)),
             Outcome::Throttled(back_off) => Err(Error::Throttled { back_off }),
             Outcome::Transient(e) | Outcome::Fatal(e) => Err(e),
-        }
-    }
-}
-
-/// An open GetStreamingEvents response: its envelopes, decoded as they arrive
-/// ([`EwsClient::get_streaming_events`]).
-pub struct StreamingEvents {
-    response: Option<reqwest::Response>,
-    reader: StreamingReader,
-    /// An answer that came whole (an error status with SOAP content).
-    ready: Option<GetStreamingEventsResponse>,
-}
-
-impl std::fmt::Debug for StreamingEvents {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StreamingEvents")
-            .field("open", &self.response.is_some())
-            .field("buffered", &self.reader.buffered())
-            .finish_non_exhaustive()
-    }
-}
-
-impl StreamingEvents {
-    /// The next envelope's response; `None` once the server ended the response. An envelope
-    /// that does not decode, or a SOAP fault in one, is an `Err` and the stream goes on; a
-    /// broken connection is an `Err` and the end.
-    pub async fn next(&mut self) -> Option<Result<GetStreamingEventsResponse, Error>> {
-        if let Some(one) = self.ready.take() {
-            return Some(Ok(one));
-        }
-        loop {
-            if let Some(envelope) = self.reader.next_envelope() {
-                return Some(match envelope {
-                    Ok(env) => match env.body {
-                        Body::Content(content) => Ok(content),
-                        Body::Fault(fault) => Err(Error::Fault(fault)),
-                    },
-                    Err(source) => Err(Error::Decode {
-                        source,
-                        body: Box::default(),
-                    }),
-                });
-            }
-            let response = self.response.as_mut()?;
-            match response.chunk().await {
-                Ok(Some(bytes)) => self.reader.push(&bytes),
-                Ok(None) => {
-                    self.response = None;
-                    return self.reader.finish().err().map(|source| {
-                        Err(Error::Decode {
-                            source,
-                            body: Box::default(),
-                        })
-                    });
-                }
-                Err(e) => {
-                    self.response = None;
-                    return Some(Err(http::classify(&e)));
-                }
-            }
         }
     }
 }
@@ -481,6 +409,14 @@ impl EwsService for EwsClient {
             mailbox = ctx.mailbox.as_deref().unwrap_or("")
         );
         async move { inner.call::<O>(ctx.mailbox.as_deref(), body).await }.instrument(span)
+    }
+
+    fn get_streaming_events(
+        &self,
+        ctx: CallContext,
+        request: &GetStreamingEvents,
+    ) -> impl Future<Output = Result<StreamingEvents, Error>> + Send {
+        EwsClient::get_streaming_events(self, ctx, request)
     }
 }
 

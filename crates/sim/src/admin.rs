@@ -80,6 +80,13 @@ pub(crate) async fn handle(sim: &Sim, req: Request<Incoming>) -> Resp {
             json_resp(StatusCode::OK, &sim.counters.snapshot())
         }
         (Method::GET, ["sim", "subscriptions"]) => subscriptions(sim),
+        (Method::POST, ["sim", "subscriptions", "forget"]) => {
+            let all = sim.subs.list();
+            for s in &all {
+                sim.subs.remove(s.id.as_str());
+            }
+            json_resp(StatusCode::OK, &json!({ "forgotten": all.len() }))
+        }
         (Method::POST, ["sim", "streams", "cut"]) => {
             let open = sim.cut_streams();
             json_resp(StatusCode::OK, &json!({ "cut": open }))
@@ -160,6 +167,7 @@ fn routes() -> Value {
             "POST /sim/mailboxes/{smtp}/tasks/{id}/bump",
             "PUT /sim/mailboxes/{smtp}/quota",
             "GET /sim/subscriptions",
+            "POST /sim/subscriptions/forget",
             "POST /sim/streams/cut",
             "GET /sim/counters",
             "POST /sim/counters/reset",

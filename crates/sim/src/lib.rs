@@ -211,6 +211,17 @@ impl SimHandle {
         self.sim.cut_streams()
     }
 
+    /// Forgets every subscription, as a server restart or a mailbox fail-over does: the next
+    /// GetEvents or GetStreamingEvents for one of them answers ErrorSubscriptionNotFound, and
+    /// push deliveries stop. Returns how many there were.
+    pub fn forget_subscriptions(&self) -> usize {
+        let all = self.sim.subs.list();
+        for s in &all {
+            self.sim.subs.remove(s.id.as_str());
+        }
+        all.len()
+    }
+
     /// GetStreamingEvents connections open now.
     pub fn open_streams(&self) -> usize {
         self.sim
