@@ -329,3 +329,94 @@ async fn another_account_may_not_read_a_subscription_and_a_bad_time_out_is_a_fau
     );
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn ntlm_authenticates_a_connection_of_its_own_for_the_stream() {
+    let mut config = SimConfig::for_tests(&["ann@example.com:ann-pw", "bob@example.com:bob-pw"]);
+    config.auth = taskbridge_sim::AuthMode::Ntlm;
+    let h = sim::start(config).await.expect("simulator starts");
+    let mut client_config = EwsClientConfig::new(
+        &h.url,
+        Auth::Ntlm {
+            user: ANN.into(),
+            password: taskbridge::secret::Secret::new("ann-pw"),
+        },
+    );
+    client_config.retry.max_attempts = 1;
+    let c = EwsClient::new(client_config).expect("client");
+    let r = c
+        .subscribe(
+            &CallContext::default(),
+            &Subscribe::Streaming(StreamingSubscriptionRequest {
+                folder_ids: Some(FolderIds(vec![BaseFolderId::tasks_of(Some(ANN))])),
+                event_types: EventTypes {
+                    event_types: vec![EventType::CreatedEvent],
+                },
+            }),
+        )
+        .await
+        .expect("subscribe");
+    let ann = r.response_messages[0]
+        .payload
+        .subscription_id
+        .clone()
+        .expect("id");
+    let handshakes = c.ntlm_handshakes();
+    let mut stream = c
+        .get_streaming_events(
+            CallContext::default(),
+            &GetStreamingEvents {
+                subscription_ids: SubscriptionIds {
+                    subscription_ids: vec![ann.clone()],
+                },
+                connection_timeout: 1,
+            },
+        )
+        .await
+        .expect("the stream opens");
+    assert_eq!(c.ntlm_handshakes(), handshakes + 1, "its own handshake");
+    let id = add_task(&h, ANN, "over NTLM").await;
+    let mut seen = Vec::new();
+    while !seen.iter().any(|(_, i)| *i == id) {
+        seen.extend(item_ids(&next(&mut stream).await));
+    }
+    // Ordinary calls go on beside the open stream.
+    c.subscribe(
+        &CallContext::default(),
+        &Subscribe::Streaming(StreamingSubscriptionRequest {
+            folder_ids: Some(FolderIds(vec![BaseFolderId::tasks_of(Some(ANN))])),
+            event_types: EventTypes {
+                event_types: vec![EventType::CreatedEvent],
+            },
+        }),
+    )
+    .await
+    .expect("a call beside the stream");
+    // A wrong password is refused, once.
+    let mut wrong = EwsClientConfig::new(
+        &h.url,
+        Auth::Ntlm {
+            user: ANN.into(),
+            password: taskbridge::secret::Secret::new("not-it"),
+        },
+    );
+    wrong.retry.max_attempts = 1;
+    let err = EwsClient::new(wrong)
+        .expect("client")
+        .get_streaming_events(
+            CallContext::default(),
+            &GetStreamingEvents {
+                subscription_ids: SubscriptionIds {
+                    subscription_ids: vec![ann],
+                },
+                connection_timeout: 1,
+            },
+        )
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(err, taskbridge::ews::Error::Unauthorized { .. }),
+        "{err}"
+    );
+    h.shutdown().await;
+}
