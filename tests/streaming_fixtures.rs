@@ -116,3 +116,40 @@ fn streaming_fixtures_back_to_back_decode_one_by_one_from_any_split() {
         );
     }
 }
+
+proptest::proptest! {
+    /// Cut anywhere, the stream of fixtures reads the same four messages; with bytes flipped
+    /// anywhere, the reader answers errors or envelopes, never a panic.
+    #[test]
+    fn streaming_reader_survives_any_cut_and_any_corruption(
+        cuts in proptest::collection::vec(1usize..400, 1..40),
+        flips in proptest::collection::vec((0usize..4000, proptest::num::u8::ANY), 0..8),
+    ) {
+        let mut stream = Vec::new();
+        for f in FIXTURES {
+            stream.extend(std::fs::read(path(f)).expect("fixture"));
+        }
+        let read = |bytes: &[u8]| {
+            let mut reader = StreamingReader::new(1 << 20);
+            let (mut ok, mut bad, mut at, mut i) = (0, 0, 0, 0);
+            while at < bytes.len() {
+                let end = (at + cuts[i % cuts.len()]).min(bytes.len());
+                reader.push(&bytes[at..end]);
+                at = end;
+                i += 1;
+                while let Some(env) = reader.next_envelope() {
+                    if env.is_ok() { ok += 1 } else { bad += 1 }
+                }
+            }
+            let _ = reader.finish();
+            (ok, bad)
+        };
+        proptest::prop_assert_eq!(read(&stream), (4, 0));
+        let mut corrupt = stream.clone();
+        for (at, byte) in &flips {
+            let at = at % corrupt.len();
+            corrupt[at] = *byte;
+        }
+        let _ = read(&corrupt);
+    }
+}
