@@ -649,10 +649,10 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     }
 
     /// Replaces a silent subscription with a new one (without its watermark; the pass that
-    /// follows catches up).
-    pub(crate) async fn resubscribe(&self, mailbox: &MailboxAddress) -> Result<(), SyncError> {
+    /// follows catches up). Whether a new subscription was made.
+    pub(crate) async fn resubscribe(&self, mailbox: &MailboxAddress) -> Result<bool, SyncError> {
         let Some(delivery) = self.delivery() else {
-            return Ok(());
+            return Ok(false);
         };
         match self
             .inner
@@ -672,9 +672,12 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                         s.last_notification = Some(now);
                     })
                     .await?;
+                Ok(true)
             }
-            Err(e) => warn!(%mailbox, error = %e, "re-subscription failed; retried later"),
+            Err(e) => {
+                warn!(%mailbox, error = %e, "re-subscription failed; retried later");
+                Ok(false)
+            }
         }
-        Ok(())
     }
 }

@@ -36,8 +36,15 @@ struct Group {
     changed: bool,
 }
 
-/// The mailboxes that have had a streaming connection: reopening one for them means a pass.
-type Streamed = Arc<Mutex<HashSet<MailboxAddress>>>;
+/// What the connection tasks share.
+#[derive(Default)]
+struct Shared {
+    /// The mailboxes that have had a streaming connection: reopening one for them means a
+    /// pass.
+    streamed: Mutex<HashSet<MailboxAddress>>,
+    /// Mailboxes being subscribed again right now.
+    resubscribing: Arc<Mutex<HashSet<MailboxAddress>>>,
+}
 
 impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     /// Holds the streaming connections of every subscription the engine knows, regrouping
@@ -46,7 +53,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         let per_connection = settings
             .subscriptions_per_connection
             .clamp(1, super::config::MAX_SUBSCRIPTIONS_PER_CONNECTION);
-        let streamed: Streamed = Arc::default();
+        let shared: Arc<Shared> = Arc::default();
         let mut changed = self.inner.runtime.subscriptions_changed.subscribe();
         let mut groups: Vec<Group> = Vec::new();
         let mut tasks = JoinSet::new();
@@ -67,7 +74,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 group.task = Some(tasks.spawn(self.clone().hold_connection(
                     group.ids.clone(),
                     settings.connection_timeout,
-                    Arc::clone(&streamed),
+                    Arc::clone(&shared),
                 )));
                 group.changed = false;
             }
@@ -90,7 +97,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         self,
         ids: BTreeMap<String, MailboxAddress>,
         timeout: Duration,
-        streamed: Streamed,
+        shared: Arc<Shared>,
     ) {
         let mut mailboxes: Vec<MailboxAddress> = ids.values().cloned().collect();
         mailboxes.sort();
@@ -101,6 +108,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         let list: Vec<String> = ids.keys().cloned().collect();
         let sink = self.notification_sink();
         let resync = self.inner.runtime.resync_tx.clone();
+        let resubscribing = Arc::clone(&shared.resubscribing);
+        let streamed = &shared.streamed;
         let mut failures = 0u32;
         loop {
             {
@@ -148,15 +157,42 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                         break;
                     }
                     Ok(StreamEvent::Gone(gone)) => {
-                        for id in gone {
-                            let Some(m) = ids.get(&id) else { continue };
-                            info!(mailbox = %m, "the server lost the streaming subscription; subscribing again");
-                            // A new subscription changes the groups: this task is replaced.
-                            if let Err(e) = self.resubscribe(m).await {
-                                warn!(mailbox = %m, error = %e, "re-subscription failed; retried");
-                                failures += 1;
-                            }
+                        let lost: Vec<MailboxAddress> =
+                            gone.iter().filter_map(|id| ids.get(id).cloned()).collect();
+                        if lost.is_empty() {
+                            continue;
                         }
+                        // On a task of their own: each new subscription regroups the
+                        // connections, which ends this task, and must not cut the others
+                        // short. A mailbox already being subscribed again is left to that.
+                        let lost: Vec<MailboxAddress> = {
+                            let mut busy = resubscribing.lock().expect("set poisoned");
+                            lost.into_iter()
+                                .filter(|m| busy.insert(m.clone()))
+                                .collect()
+                        };
+                        let engine = self.clone();
+                        let busy = Arc::clone(&resubscribing);
+                        let replaced = tokio::spawn(async move {
+                            let mut replaced = false;
+                            for m in lost {
+                                info!(mailbox = %m, "the server lost the streaming subscription; subscribing again");
+                                match engine.resubscribe(&m).await {
+                                    Ok(made) => replaced |= made,
+                                    Err(e) => warn!(mailbox = %m, error = %e, "re-subscription failed"),
+                                }
+                                busy.lock().expect("set poisoned").remove(&m);
+                            }
+                            replaced
+                        })
+                        .await;
+                        if matches!(replaced, Ok(true)) {
+                            // The groups change: a task with the new ids replaces this one.
+                            return;
+                        }
+                        // Nothing replaced: reopen after a delay and try again.
+                        failures += 1;
+                        break;
                     }
                     Err(e) => {
                         warn!(%anchor, error = %e, "streaming connection failed; reopening");
