@@ -149,9 +149,13 @@ async fn a_cut_connection_is_reopened_and_an_edit_made_while_it_was_down_arrives
     })
     .await;
     until("a connection is open again", async || {
-        h.sim.open_streams() == 1
+        h.sim.open_streams() == 1 && h.engine.metrics().streams_open.load(Ordering::Relaxed) == 1
     })
     .await;
+    assert!(
+        h.engine.metrics().stream_reconnects.load(Ordering::Relaxed) >= 1,
+        "the reconnection is counted"
+    );
 
     // And the new connection carries the next edit.
     h.edit(&mailbox, &id_of(&task), json!({"PercentComplete": 80}))

@@ -12,6 +12,7 @@
 //! does not know any more is replaced by a new one, which regroups the connections.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use tracing::{debug, info, warn};
 
 use super::config::StreamingSettings;
-use super::engine::Engine;
+use super::engine::{Engine, Metrics};
 use super::mailbox::{MailboxError, MailboxStore, StreamEvent};
 use super::run::NotificationOutcome;
 use crate::pm::PmHost;
@@ -111,7 +112,11 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         let resubscribing = Arc::clone(&shared.resubscribing);
         let streamed = &shared.streamed;
         let mut failures = 0u32;
+        let mut first = true;
         loop {
+            if !std::mem::take(&mut first) {
+                Metrics::add(&self.inner.metrics.stream_reconnects, 1);
+            }
             {
                 let mut seen = streamed.lock().expect("streamed set poisoned");
                 for m in &mailboxes {
@@ -136,6 +141,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 }
             };
             debug!(%anchor, subscriptions = list.len(), "streaming connection open");
+            let _open = OpenGauge::new(&self.inner.metrics);
             let mut closed = false;
             while let Some(event) = stream.next().await {
                 match event {
@@ -208,6 +214,22 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 tokio::time::sleep(delay).await;
             }
         }
+    }
+}
+
+/// Counts a streaming connection as open while it lives (also when its task is aborted).
+struct OpenGauge(Arc<Metrics>);
+
+impl OpenGauge {
+    fn new(metrics: &Arc<Metrics>) -> Self {
+        metrics.streams_open.fetch_add(1, Ordering::Relaxed);
+        OpenGauge(Arc::clone(metrics))
+    }
+}
+
+impl Drop for OpenGauge {
+    fn drop(&mut self) {
+        self.0.streams_open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
