@@ -124,6 +124,8 @@ impl MetricsSource for EngineMetrics {
             deleted: get(&m.deleted),
             parked: get(&m.parked),
             reconciles: get(&m.reconciles),
+            streams_open: get(&m.streams_open),
+            stream_reconnects: get(&m.stream_reconnects),
         }
         .render(out);
     }

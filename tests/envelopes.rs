@@ -13,9 +13,11 @@ use taskbridge::ews::ops::find_item::{FindItem, ItemTraversal};
 use taskbridge::ews::ops::get_events::GetEvents;
 use taskbridge::ews::ops::get_folder::GetFolder;
 use taskbridge::ews::ops::get_item::GetItem;
+use taskbridge::ews::ops::get_streaming_events::{GetStreamingEvents, SubscriptionIds};
 use taskbridge::ews::ops::send_notification::{SendNotificationResult, SubscriptionStatus};
 use taskbridge::ews::ops::subscribe::{
-    EventTypes, PullSubscriptionRequest, PushSubscriptionRequest, Subscribe,
+    EventTypes, PullSubscriptionRequest, PushSubscriptionRequest, StreamingSubscriptionRequest,
+    Subscribe,
 };
 use taskbridge::ews::ops::sync_folder_items::SyncFolderItems;
 use taskbridge::ews::ops::unsubscribe::Unsubscribe;
@@ -273,6 +275,31 @@ fn all_variants(dir: &FsPath) -> Vec<PathBuf> {
                 subscription_id: SubscriptionId::from("pull-1"),
             },
         ),
+        write(
+            dir,
+            "subscribe-streaming",
+            &impersonated(),
+            &Subscribe::Streaming(StreamingSubscriptionRequest {
+                folder_ids: Some(tasks()),
+                event_types: EventTypes {
+                    event_types: vec![EventType::CreatedEvent, EventType::ModifiedEvent],
+                },
+            }),
+        ),
+        write(
+            dir,
+            "get-streaming-events",
+            &impersonated(),
+            &GetStreamingEvents {
+                subscription_ids: SubscriptionIds {
+                    subscription_ids: vec![
+                        SubscriptionId::from("stream-1"),
+                        SubscriptionId::from("stream-2"),
+                    ],
+                },
+                connection_timeout: 30,
+            },
+        ),
     ];
     for (name, status) in [
         ("ok", SubscriptionStatus::Ok),
@@ -296,7 +323,7 @@ fn all_variants(dir: &FsPath) -> Vec<PathBuf> {
 fn every_request_variant_validates_against_the_schema_subset() {
     let dir = out_dir();
     let files = all_variants(&dir);
-    assert!(files.len() >= 14);
+    assert!(files.len() >= 16);
     external::assert_well_formed(&files);
     if !external::schema_tools("the client's request envelopes against wsdl/") {
         return;

@@ -172,17 +172,18 @@ fn decode_a_chunked_streaming_capture_decodes_each_envelope() {
     assert_eq!(messages.len(), 2);
     assert_eq!(messages[0]["operation"], "GetStreamingEventsResponse");
     assert_eq!(messages[0]["header"]["ServerVersion"]["MajorVersion"], 15);
+    // GetStreamingEvents is modelled: each envelope decodes to its typed messages.
     let first = &messages[0]["body"]["ResponseMessages"][0];
     assert_eq!(first["ResponseClass"], "Success");
-    let ids = first["ids"].as_array().expect("ids");
-    assert!(
-        ids.iter().any(
-            |id| id["element"] == "SubscriptionId" && id["value"] == "JABzdHJlYW1pbmctc3ViLTE="
-        )
+    let notification = &first["Notifications"]["Notifications"][0];
+    assert_eq!(notification["SubscriptionId"], "JABzdHJlYW1pbmctc3ViLTE=");
+    let event = &notification["Events"][0];
+    assert_eq!(event["Type"], "ModifiedEvent");
+    assert_eq!(event["Object"]["ItemId"]["Id"], "AAMkAGStreamTaskA=");
+    assert_eq!(
+        event["Object"]["ItemId"]["ChangeKey"],
+        "EwAAABYAAAAStreamA2"
     );
-    assert!(ids.iter().any(|id| id["element"] == "ItemId"
-        && id["Id"] == "AAMkAGStreamTaskA="
-        && id["ChangeKey"] == "EwAAABYAAAAStreamA2"));
     let second = &messages[1]["body"]["ResponseMessages"][0];
     assert_eq!(second["ConnectionStatus"], "Closed");
 }

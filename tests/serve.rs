@@ -899,3 +899,83 @@ fn migrate_copies_the_sqlite_state_into_postgres_and_refuses_a_full_target() {
     assert_eq!(after, before);
     drop(sim);
 }
+
+/// `[listener] mode = "streaming"` (set here through its environment variable): `serve`
+/// subscribes streaming, listens on no notification port, holds a GetStreamingEvents
+/// connection to the simulator, and an owner's edit arrives as an applied status update.
+#[test]
+fn serve_in_streaming_mode_brings_an_edit_over_a_held_connection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (_sim, ews, admin) = site_with_sim(d);
+    let config = std::fs::read_to_string(d.join("taskbridge.toml")).expect("config");
+    let listen = config
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("listen = \"127.0.0.1:"))
+        .and_then(|rest| rest.trim_end_matches('"').parse::<u16>().ok())
+        .expect("the listener's port in the configuration");
+    let mut serve = Kill(
+        Command::new(BIN)
+            .current_dir(d)
+            .arg("serve")
+            .env("TASKBRIDGE_LISTENER_MODE", "streaming")
+            .env("TASKBRIDGE_SYNC_DEBOUNCE_MS", "100")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start serve"),
+    );
+    let admin_url = format!("http://127.0.0.1:{admin}");
+    wait_until("serve to be ready", Duration::from_secs(20), || {
+        http("GET", &format!("{admin_url}/healthz"), None)
+    });
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", listen)).is_err(),
+        "nothing listens for push notifications"
+    );
+    let sim_admin = format!("http://127.0.0.1:{ews}/sim");
+    wait_until(
+        "three streaming subscriptions and a connection",
+        Duration::from_secs(20),
+        || {
+            let subs = get(&format!("{sim_admin}/subscriptions"))?;
+            let subs = subs.as_array()?;
+            let counters = get(&format!("{sim_admin}/counters"))?;
+            (subs.len() >= 3
+                && subs.iter().all(|s| s["kind"] == "streaming")
+                && counters["operations"]["GetStreamingEvents"].as_u64() >= Some(1))
+            .then_some(())
+        },
+    );
+    let task = wait_until("the published task", Duration::from_secs(20), || {
+        let tasks = get(&format!("{sim_admin}/mailboxes/ann@example.com/tasks"))?;
+        tasks.as_array()?.first().cloned()
+    });
+    let id = task["ItemId"]["Id"].as_str().expect("id");
+    let patched = http(
+        "PATCH",
+        &format!("{sim_admin}/mailboxes/ann@example.com/tasks/{id}"),
+        Some(r#"{"PercentComplete": 60}"#),
+    );
+    assert!(patched.is_some(), "the edit was refused");
+    let update = wait_until("the status update", Duration::from_secs(20), || {
+        let list = json_of(d, &["updates", "--json"]);
+        list.as_array()?
+            .iter()
+            .find(|u| u["state"] == "applied")
+            .cloned()
+    });
+    assert_eq!(update["source"]["mailbox"], "ann@example.com");
+    let counters = get(&format!("{sim_admin}/counters")).expect("counters");
+    assert_eq!(
+        counters["operations"]["GetEvents"].as_u64().unwrap_or(0),
+        0,
+        "no polling"
+    );
+    let pid = serve.0.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let code = wait_until("serve to stop", Duration::from_secs(20), || {
+        serve.0.try_wait().ok().flatten()
+    });
+    assert!(code.success(), "serve exited with {code}");
+}

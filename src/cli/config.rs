@@ -19,7 +19,9 @@ use taskbridge::ews::transport::{Auth, Limits, TlsConfig};
 use taskbridge::mapping::{FieldTable, MappingConfig};
 use taskbridge::secret::Secret;
 use taskbridge::state::StateLocation;
-use taskbridge::sync::{DeletedTaskRule, Policy, SyncConfig};
+use taskbridge::sync::{
+    DeletedTaskRule, MAX_SUBSCRIPTIONS_PER_CONNECTION, Policy, StreamingSettings, SyncConfig,
+};
 
 use super::CliError;
 
@@ -154,7 +156,12 @@ impl Default for RawExchange {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawListener {
-    /// Whether to listen for push notifications (otherwise only reconciliation finds edits).
+    /// How mailbox changes are heard of: `push` (Exchange posts to this listener), `streaming`
+    /// (taskbridge holds GetStreamingEvents connections; nothing listens) or `pull` (taskbridge
+    /// polls GetEvents every `sync.pull_interval_secs`).
+    pub mode: String,
+    /// In push mode, whether to listen (off: as pull, polling every `sync.pull_interval_secs`
+    /// when that is not 0).
     pub enabled: bool,
     /// Address to listen on.
     pub listen: String,
@@ -175,6 +182,22 @@ pub struct RawListener {
     pub tls_key: String,
     /// Minutes between Exchange's status notifications.
     pub status_frequency_minutes: u64,
+    /// Streaming mode: minutes each GetStreamingEvents connection stays open (1 to 30); it is
+    /// reopened at once.
+    pub streaming_timeout_minutes: u64,
+    /// Streaming mode: subscriptions per connection (1 to 200).
+    pub streaming_subscriptions_per_connection: usize,
+}
+
+/// `listener.mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListenerMode {
+    /// Exchange posts notifications to the listener.
+    Push,
+    /// taskbridge holds streaming connections.
+    Streaming,
+    /// taskbridge polls pull subscriptions.
+    Pull,
 }
 
 impl Default for RawListener {
@@ -190,6 +213,9 @@ impl Default for RawListener {
             tls_cert: String::new(),
             tls_key: String::new(),
             status_frequency_minutes: 1,
+            mode: "push".into(),
+            streaming_timeout_minutes: 30,
+            streaming_subscriptions_per_connection: 200,
         }
     }
 }
@@ -878,9 +904,54 @@ impl RawConfig {
         FieldTable::from_config(&self.mapping).map_err(|e| bad("mapping", e))
     }
 
+    /// `listener.mode`.
+    pub fn listener_mode(&self) -> Result<ListenerMode, CliError> {
+        match self.listener.mode.as_str() {
+            "push" => Ok(ListenerMode::Push),
+            "streaming" => Ok(ListenerMode::Streaming),
+            "pull" => Ok(ListenerMode::Pull),
+            other => Err(bad(
+                "listener.mode",
+                format!("{other:?} is not push, streaming or pull"),
+            )),
+        }
+    }
+
+    /// Whether the push listener runs (push mode, enabled).
+    pub fn push_listener(&self) -> bool {
+        self.listener.enabled && matches!(self.listener_mode(), Ok(ListenerMode::Push))
+    }
+
     /// The engine settings (without push; the connector adds the listener URL).
     pub fn sync(&self) -> Result<SyncConfig, CliError> {
         let s = &self.sync;
+        let mode = self.listener_mode()?;
+        let streaming = match mode {
+            ListenerMode::Streaming => {
+                let l = &self.listener;
+                if !(1..=30).contains(&l.streaming_timeout_minutes) {
+                    return Err(bad("listener.streaming_timeout_minutes", "must be 1 to 30"));
+                }
+                if !(1..=MAX_SUBSCRIPTIONS_PER_CONNECTION)
+                    .contains(&l.streaming_subscriptions_per_connection)
+                {
+                    return Err(bad(
+                        "listener.streaming_subscriptions_per_connection",
+                        format!("must be 1 to {MAX_SUBSCRIPTIONS_PER_CONNECTION}"),
+                    ));
+                }
+                Some(StreamingSettings {
+                    connection_timeout: Duration::from_secs(60 * l.streaming_timeout_minutes),
+                    subscriptions_per_connection: l.streaming_subscriptions_per_connection,
+                })
+            }
+            _ => None,
+        };
+        let polls = match mode {
+            ListenerMode::Pull => true,
+            ListenerMode::Push => !self.listener.enabled,
+            ListenerMode::Streaming => false,
+        };
         let policy: Policy = s.policy.parse().map_err(|e| bad("sync.policy", e))?;
         let deleted_task: DeletedTaskRule = s
             .deleted_task
@@ -908,8 +979,9 @@ impl RawConfig {
             mailbox_concurrency: s.mailbox_concurrency.max(1),
             push: None,
             queue_capacity: s.queue_capacity.max(1),
-            pull_interval: (!self.listener.enabled && s.pull_interval_secs > 0)
+            pull_interval: (polls && s.pull_interval_secs > 0)
                 .then(|| Duration::from_secs(s.pull_interval_secs)),
+            streaming,
         })
     }
 
@@ -925,7 +997,7 @@ impl RawConfig {
         self.check_exchange()?;
         self.field_table()?;
         self.sync()?;
-        if self.listener.enabled {
+        if self.push_listener() {
             self.socket("listener.listen", &self.listener.listen)?;
             let url = reqwest::Url::parse(&self.listener.public_url)
                 .map_err(|e| bad("listener.public_url", e))?;
@@ -960,6 +1032,53 @@ impl RawConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listener_mode_chooses_push_streaming_or_pull() {
+        let raw = |toml: &str| {
+            RawConfig::deserialize(toml.parse::<toml::Table>().expect("toml")).expect("deserialize")
+        };
+        // The default is push: a listener, no polling, no streaming.
+        let push = raw("");
+        assert!(push.push_listener());
+        let s = push.sync().expect("sync");
+        assert_eq!((s.pull_interval, s.streaming), (None, None));
+        // Push with the listener off polls, as before modes existed.
+        let off = raw("[listener]\nenabled = false");
+        assert!(!off.push_listener());
+        assert!(off.sync().expect("sync").pull_interval.is_some());
+
+        let streaming = raw("[listener]\nmode = \"streaming\"\nstreaming_timeout_minutes = 10");
+        assert!(!streaming.push_listener());
+        let s = streaming.sync().expect("sync");
+        assert_eq!(s.pull_interval, None);
+        assert_eq!(
+            s.streaming,
+            Some(StreamingSettings {
+                connection_timeout: Duration::from_secs(600),
+                subscriptions_per_connection: 200,
+            })
+        );
+
+        let pull = raw("[listener]\nmode = \"pull\"");
+        assert!(!pull.push_listener());
+        let s = pull.sync().expect("sync");
+        assert_eq!(s.pull_interval, Some(Duration::from_secs(15)));
+        assert_eq!(s.streaming, None);
+
+        let err = raw("[listener]\nmode = \"carrier-pigeon\"")
+            .sync()
+            .unwrap_err();
+        assert!(err.to_string().contains("listener.mode"), "{err}");
+        let err = raw("[listener]\nmode = \"streaming\"\nstreaming_timeout_minutes = 31")
+            .sync()
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("listener.streaming_timeout_minutes"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn env_override_reaches_nested_keys_with_underscores() {

@@ -96,7 +96,7 @@ pub fn problems(raw: &RawConfig) -> Vec<String> {
         &raw.data_path(&raw.admin.token_file),
         " (run taskbridge init)",
     ));
-    if raw.listener.enabled {
+    if raw.push_listener() {
         push(
             raw.socket("listener.listen", &raw.listener.listen)
                 .map(|_| ()),

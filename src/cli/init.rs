@@ -77,6 +77,10 @@ batch_size = 50
 get_item_batch = 10
 
 [listener]
+# How mailbox changes are heard of: "push" (Exchange posts to this listener), "streaming"
+# (taskbridge holds GetStreamingEvents connections to Exchange and nothing listens) or "pull"
+# (taskbridge polls every [sync] pull_interval_secs). See docs/LISTENER.md.
+mode = "push"
 # Push notifications from Exchange. Exchange posts to public_url + "/" + the secret in
 # secret_file, so the secret must stay private; open the firewall for this URL only.
 enabled = true
@@ -93,6 +97,11 @@ tls_cert = ""
 tls_key = ""
 # Minutes between Exchange's "still alive" notifications (1 to 1440).
 status_frequency_minutes = 1
+# Streaming mode: minutes each connection stays open before it is reopened (1 to 30), and
+# subscriptions per connection (1 to 200; 1 where the mailboxes live on several Mailbox
+# servers, as on Exchange Online: see docs/LISTENER.md).
+streaming_timeout_minutes = 30
+streaming_subscriptions_per_connection = 200
 
 [admin]
 # /healthz, /metrics and the PM API (bearer token in token_file).
@@ -144,8 +153,8 @@ max_delete_floor = 10
 max_attempts = 3
 mailbox_concurrency = 8
 queue_capacity = 4096
-# With [listener] enabled = false: poll a pull subscription per mailbox this often (0: rely on
-# reconciliation alone).
+# In pull mode (or push with [listener] enabled = false): poll a pull subscription per mailbox
+# this often (0: rely on reconciliation alone).
 pull_interval_secs = 15
 
 [mapping]

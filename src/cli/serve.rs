@@ -37,7 +37,7 @@ pub struct ServeArgs {
 /// The typed connector settings from the file.
 pub fn connector_config(raw: &RawConfig) -> Result<ConnectorConfig, CliError> {
     raw.validate()?;
-    let listener = if raw.listener.enabled {
+    let listener = if raw.push_listener() {
         let secret_path = raw.data_path(&raw.listener.secret_file);
         let secret = ListenerSecret::load_or_create(&secret_path).map_err(|e| {
             CliError::Usage(format!("invalid configuration: listener.secret_file: {e}"))

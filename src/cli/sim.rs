@@ -84,8 +84,8 @@ pub struct SimArgs {
     /// Seed of every random decision (reproducible runs).
     #[arg(long)]
     seed: Option<u64>,
-    /// Multiplies push retry times, StatusFrequency and pull timeouts (0.001: minutes become
-    /// tens of milliseconds).
+    /// Multiplies push retry times, StatusFrequency, pull timeouts and the streaming
+    /// keep-alive, connection time-out and expiry (0.001: minutes become tens of milliseconds).
     #[arg(long, default_value_t = 1.0)]
     push_time_scale: f64,
 }

@@ -20,8 +20,13 @@ use crate::ews::ops::find_item::{FindItem, ItemTraversal};
 use crate::ews::ops::get_events::GetEvents;
 use crate::ews::ops::get_folder::GetFolder;
 use crate::ews::ops::get_item::GetItem;
+use crate::ews::ops::get_streaming_events::{
+    CONNECTION_TIMEOUT_MINUTES, ConnectionStatus, GetStreamingEvents, GetStreamingEventsResponse,
+    SubscriptionIds,
+};
 use crate::ews::ops::subscribe::{
-    EventTypes, PullSubscriptionRequest, PushSubscriptionRequest, Subscribe,
+    EventTypes, PullSubscriptionRequest, PushSubscriptionRequest, StreamingSubscriptionRequest,
+    Subscribe,
 };
 use crate::ews::ops::sync_folder_items::{SyncChange, SyncFolderItems};
 use crate::ews::ops::unsubscribe::Unsubscribe;
@@ -38,8 +43,9 @@ use crate::mapping::{FieldTable, MailValues};
 use crate::pm::{AssignmentKey, ProjectGuid};
 use crate::state::{ItemRef, MailboxAddress};
 use crate::sync::{
-    BatchLimits, ChangePage, ChangedItem, Delivery, FetchRequest, ItemFailure, ItemWrite,
-    MailboxError, MailboxItem, MailboxStore, PulledEvents, Subscription,
+    BatchLimits, ChangePage, ChangedItem, Delivery, EventStream, FetchRequest, ItemFailure,
+    ItemWrite, MailboxError, MailboxItem, MailboxStore, Notice, PulledEvents, StreamEvent,
+    Subscription,
 };
 
 /// Name of the extended property holding the project GUID.
@@ -579,6 +585,12 @@ impl<C: EwsService + Clone + 'static> MailboxStore for EwsMailboxStore<C> {
                 watermark: watermark.map(Watermark::from),
                 timeout: minutes(timeout),
             }),
+            // A streaming subscription cannot resume after a watermark; the pass after
+            // subscribing catches up.
+            Delivery::Streaming => Subscribe::Streaming(StreamingSubscriptionRequest {
+                folder_ids: Some(Self::tasks(mailbox)),
+                event_types,
+            }),
         };
         let response = self
             .client
@@ -649,4 +661,96 @@ impl<C: EwsService + Clone + 'static> MailboxStore for EwsMailboxStore<C> {
         }
         Ok(out)
     }
+
+    async fn open_stream(
+        &self,
+        anchor: &MailboxAddress,
+        subscription_ids: &[String],
+        timeout: Duration,
+    ) -> Result<EventStream, MailboxError> {
+        let minutes = i32::try_from(timeout.as_secs() / 60)
+            .unwrap_or(i32::MAX)
+            .clamp(
+                *CONNECTION_TIMEOUT_MINUTES.start(),
+                *CONNECTION_TIMEOUT_MINUTES.end(),
+            );
+        let request = GetStreamingEvents {
+            subscription_ids: SubscriptionIds {
+                subscription_ids: subscription_ids.iter().map(|s| s.as_str().into()).collect(),
+            },
+            connection_timeout: minutes,
+        };
+        let stream = self
+            .client
+            .get_streaming_events(Self::ctx(anchor), &request)
+            .await
+            .map_err(|e| call_error(anchor, e))?;
+        let anchor = anchor.clone();
+        let events = futures::stream::unfold(
+            (stream, std::collections::VecDeque::new(), anchor),
+            |(mut stream, mut ready, anchor)| async move {
+                loop {
+                    if let Some(event) = ready.pop_front() {
+                        return Some((event, (stream, ready, anchor)));
+                    }
+                    match stream.next().await? {
+                        Ok(response) => ready.extend(stream_events(&anchor, response)),
+                        Err(e) => ready.push_back(Err(call_error(&anchor, e))),
+                    }
+                }
+            },
+        );
+        Ok(Box::pin(events))
+    }
+}
+
+/// What one GetStreamingEvents envelope says, in order: notifications, subscriptions the server
+/// does not know, a failed message, and the connection's end.
+fn stream_events(
+    anchor: &MailboxAddress,
+    response: GetStreamingEventsResponse,
+) -> Vec<Result<StreamEvent, MailboxError>> {
+    let mut out = Vec::new();
+    for message in response.response_messages {
+        let gone = matches!(
+            message.code(),
+            ResponseCode::ErrorSubscriptionNotFound
+                | ResponseCode::ErrorInvalidSubscription
+                | ResponseCode::ErrorExpiredSubscription
+        ) || message.code().as_str() == "ErrorSubscriptionAccessDenied";
+        if let Some(n) = &message.payload.notifications {
+            let notices: Vec<Notice> = n
+                .notifications
+                .iter()
+                .map(|n| Notice {
+                    subscription_id: n.subscription_id.as_str().to_string(),
+                    watermark: n.resume_watermark().map(|w| w.as_str().to_string()),
+                    item_ids: n.item_ids(),
+                })
+                .collect();
+            if !notices.is_empty() {
+                out.push(Ok(StreamEvent::Notices(notices)));
+            }
+        }
+        if !message.is_success() {
+            let ids: Vec<String> = message
+                .payload
+                .error_subscription_ids
+                .iter()
+                .flat_map(|ids| &ids.subscription_ids)
+                .map(|id| id.as_str().to_string())
+                .collect();
+            if gone {
+                out.push(Ok(StreamEvent::Gone(ids)));
+            } else {
+                out.push(Err(mailbox_failure(anchor, &message)));
+            }
+        }
+        match message.payload.connection_status {
+            Some(ConnectionStatus::Closed) => out.push(Ok(StreamEvent::Closed)),
+            _ if out.is_empty() => out.push(Ok(StreamEvent::KeepAlive)),
+            _ => {}
+        }
+    }
+    out
 }

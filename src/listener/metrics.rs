@@ -220,6 +220,10 @@ pub struct EngineCounters {
     pub parked: u64,
     /// Reconciliation passes.
     pub reconciles: u64,
+    /// Streaming connections open now.
+    pub streams_open: u64,
+    /// Streaming connections opened again after one closed or failed.
+    pub stream_reconnects: u64,
 }
 
 impl MetricsSource for EngineCounters {
@@ -285,6 +289,20 @@ impl MetricsSource for EngineCounters {
             "taskbridge_reconciliations_total",
             "Reconciliation passes over a mailbox.",
             self.reconciles,
+        );
+        let name = "taskbridge_streaming_connections";
+        write_family(
+            out,
+            name,
+            "GetStreamingEvents connections open now (streaming mode).",
+            MetricKind::Gauge,
+        );
+        write_sample(out, name, &[], self.streams_open);
+        write_counter(
+            out,
+            "taskbridge_streaming_reconnects_total",
+            "Streaming connections opened again after one closed at its time-out or failed.",
+            self.stream_reconnects,
         );
     }
 }
@@ -410,9 +428,10 @@ mod tests {
         c.render(&mut out);
         assert!(out.contains("taskbridge_status_updates_total{outcome=\"pending\"} 2\n"));
         assert!(out.contains("taskbridge_reconciliations_total 7\n"));
+        assert!(out.contains("# TYPE taskbridge_streaming_connections gauge\n"));
         let types = out.lines().filter(|l| l.starts_with("# TYPE")).count();
         let helps = out.lines().filter(|l| l.starts_with("# HELP")).count();
-        assert_eq!(types, 9);
+        assert_eq!(types, 11);
         assert_eq!(helps, types);
     }
 }

@@ -71,38 +71,17 @@ pub(crate) enum Reply {
 
 /// The notice of one notification.
 pub(crate) fn notice_of(notification: &Notification) -> ListenerNotice {
-    let mut item_ids: Vec<String> = Vec::new();
-    let mut push = |id: &str| {
-        if !item_ids.iter().any(|known| known == id) {
-            item_ids.push(id.to_string());
-        }
-    };
-    for event in &notification.events {
-        let Some(object) = event.object() else {
-            continue;
-        };
-        if let Some(id) = object.item_id() {
-            push(id.id.as_str());
-        }
-        if let Some(crate::ews::types::ChangedObject::ItemId(old)) = &object.old_object {
-            push(old.id.as_str());
-        }
-    }
     // The engine stores the watermark to resume from: one longer than any Exchange writes is
     // not believed (a forged notification could otherwise park a megabyte in the state store).
     let watermark = notification
-        .events
-        .iter()
-        .rev()
-        .find_map(|e| e.watermark())
-        .or(notification.previous_watermark.as_ref())
+        .resume_watermark()
         .map(|w| w.as_str())
         .filter(|w| w.len() <= MAX_WATERMARK_BYTES)
         .map(str::to_string);
     ListenerNotice {
         subscription_id: notification.subscription_id.as_str().to_string(),
         watermark,
-        item_ids,
+        item_ids: notification.item_ids(),
     }
 }
 

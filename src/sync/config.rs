@@ -68,6 +68,32 @@ pub struct SyncConfig {
     /// Without push: poll a pull subscription per mailbox this often (`None`: reconciliation
     /// alone finds edits).
     pub pull_interval: Option<Duration>,
+    /// Without push: streaming subscriptions read over held-open connections (ahead of
+    /// `pull_interval`).
+    pub streaming: Option<StreamingSettings>,
+}
+
+/// The most subscriptions one streaming connection carries: Exchange's limit for a group.
+pub const MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 200;
+
+/// Streaming notifications: how long each connection stays open and how many subscriptions
+/// share one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamingSettings {
+    /// The `ConnectionTimeout` asked for (whole minutes, 1 to 30); the connection is reopened
+    /// at once when the server closes it.
+    pub connection_timeout: Duration,
+    /// Subscriptions per connection (at most 200, Exchange's limit for a group).
+    pub subscriptions_per_connection: usize,
+}
+
+impl Default for StreamingSettings {
+    fn default() -> Self {
+        StreamingSettings {
+            connection_timeout: Duration::from_secs(30 * 60),
+            subscriptions_per_connection: MAX_SUBSCRIPTIONS_PER_CONNECTION,
+        }
+    }
 }
 
 /// Where push notifications go.
@@ -95,6 +121,7 @@ impl Default for SyncConfig {
             push: None,
             queue_capacity: 4096,
             pull_interval: None,
+            streaming: None,
         }
     }
 }

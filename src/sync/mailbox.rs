@@ -144,7 +144,27 @@ pub enum Delivery {
         /// Expiry without a poll.
         timeout: Duration,
     },
+    /// The connector holds streaming connections open ([`MailboxStore::open_stream`]).
+    Streaming,
 }
+
+/// What a streaming connection says, one thing at a time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamEvent {
+    /// Notifications, one per subscription with news.
+    Notices(Vec<crate::sync::Notice>),
+    /// The connection is alive and nothing happened.
+    KeepAlive,
+    /// The server ended the connection at its time-out; open the next one at once.
+    Closed,
+    /// The server does not know these subscriptions (expired, unsubscribed, lost in a
+    /// fail-over): subscribe their mailboxes again.
+    Gone(Vec<String>),
+}
+
+/// The events of one open streaming connection, as they arrive. It ends when the connection
+/// does; an `Err` is a failure of the connection or of one of its messages.
+pub type EventStream = futures::stream::BoxStream<'static, Result<StreamEvent, MailboxError>>;
 
 /// A subscription to a Tasks folder.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -267,4 +287,19 @@ pub trait MailboxStore: Send + Sync + 'static {
         subscription_id: &str,
         watermark: &str,
     ) -> impl Future<Output = Result<PulledEvents, MailboxError>> + Send;
+
+    /// Opens one streaming connection for `subscription_ids` (streaming subscriptions), acting
+    /// for `anchor` (one of their mailboxes), held open for up to `timeout`. A store without
+    /// streaming answers [`MailboxError::Unavailable`].
+    fn open_stream(
+        &self,
+        anchor: &MailboxAddress,
+        subscription_ids: &[String],
+        timeout: Duration,
+    ) -> impl Future<Output = Result<EventStream, MailboxError>> + Send {
+        let _ = (anchor, subscription_ids, timeout);
+        std::future::ready(Err(MailboxError::Unavailable(
+            "this mailbox store offers no streaming notifications".into(),
+        )))
+    }
 }

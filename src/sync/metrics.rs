@@ -27,6 +27,10 @@ pub struct Metrics {
     pub parked: AtomicU64,
     /// Reconciliation passes.
     pub reconciles: AtomicU64,
+    /// Streaming connections open now.
+    pub streams_open: AtomicU64,
+    /// Streaming connections opened again after one closed or failed.
+    pub stream_reconnects: AtomicU64,
 }
 
 impl Metrics {

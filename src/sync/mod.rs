@@ -54,14 +54,17 @@ mod remove;
 mod report;
 mod run;
 mod scheduler;
+mod streaming;
 
-pub use config::{DeletedTaskRule, PushSettings, SyncConfig};
+pub use config::{
+    DeletedTaskRule, MAX_SUBSCRIPTIONS_PER_CONNECTION, PushSettings, StreamingSettings, SyncConfig,
+};
 pub use conflicts::{ConflictError, OpenConflict, Take};
 pub use decide::Policy;
 pub use engine::{Engine, ProjectView, SyncError};
 pub use mailbox::{
-    BatchLimits, ChangePage, ChangedItem, Delivery, FetchRequest, ItemFailure, ItemWrite,
-    MailboxError, MailboxItem, MailboxStore, PulledEvents, Subscription,
+    BatchLimits, ChangePage, ChangedItem, Delivery, EventStream, FetchRequest, ItemFailure,
+    ItemWrite, MailboxError, MailboxItem, MailboxStore, PulledEvents, StreamEvent, Subscription,
 };
 pub use metrics::Metrics;
 pub use notify::{Notice, NotificationOutcome, NotificationSink};

@@ -77,17 +77,37 @@ impl NotificationSink {
 pub(crate) struct Runtime {
     tx: mpsc::Sender<(MailboxAddress, Notice)>,
     rx: Mutex<Option<mpsc::Receiver<(MailboxAddress, Notice)>>>,
-    subscriptions: Arc<RwLock<HashMap<String, MailboxAddress>>>,
+    pub(crate) subscriptions: Arc<RwLock<HashMap<String, MailboxAddress>>>,
+    /// Bumped whenever `subscriptions` changes (streaming regroups its connections).
+    pub(crate) subscriptions_changed: tokio::sync::watch::Sender<u64>,
+    /// Mailboxes that need a pass because their notifications may have been missed (a
+    /// streaming connection that broke or was reopened).
+    pub(crate) resync_tx: mpsc::UnboundedSender<MailboxAddress>,
+    resync_rx: Mutex<Option<mpsc::UnboundedReceiver<MailboxAddress>>>,
 }
 
 impl Runtime {
     pub(crate) fn new(capacity: usize) -> Self {
         let (tx, rx) = mpsc::channel(capacity.max(1));
+        let (resync_tx, resync_rx) = mpsc::unbounded_channel();
         Runtime {
             tx,
             rx: Mutex::new(Some(rx)),
             subscriptions: Arc::default(),
+            subscriptions_changed: tokio::sync::watch::channel(0).0,
+            resync_tx,
+            resync_rx: Mutex::new(Some(resync_rx)),
         }
+    }
+
+    /// The receiving end of the resync requests, for the one running engine loop (a closed
+    /// one once taken).
+    pub(crate) fn take_resyncs(&self) -> mpsc::UnboundedReceiver<MailboxAddress> {
+        self.resync_rx
+            .lock()
+            .expect("runtime lock poisoned")
+            .take()
+            .unwrap_or_else(|| mpsc::unbounded_channel().1)
     }
 
     /// A sink delivering to this queue, counting in `metrics`.
@@ -106,8 +126,14 @@ impl Runtime {
             .subscriptions
             .write()
             .expect("subscription map poisoned");
+        let changed = map.get(id) != Some(mailbox)
+            || map.iter().any(|(other, m)| m == mailbox && other != id);
         map.retain(|_, m| m != mailbox);
         map.insert(id.to_string(), mailbox.clone());
+        drop(map);
+        if changed {
+            self.subscriptions_changed.send_modify(|n| *n += 1);
+        }
     }
 
     /// The receiving end of the queue, for the one running engine loop (`None` once taken).

@@ -46,6 +46,9 @@ type Work = JoinSet<(Option<MailboxAddress>, Result<(), SyncError>)>;
 enum Wake {
     /// A notification for a mailbox.
     Notice(MailboxAddress, Notice),
+    /// A mailbox whose notifications may have been missed (a streaming connection broke or
+    /// was reopened).
+    Missed(MailboxAddress),
     /// A host event, or news that some were missed.
     Host(Result<HostEvent, broadcast::error::RecvError>),
     /// Time to start the passes whose debounce is over.
@@ -68,7 +71,7 @@ struct Clocks {
     reconcile: tokio::time::Interval,
     /// Every StatusFrequency (a minute without push).
     watchdog: tokio::time::Interval,
-    /// Every `pull_interval`, when polling pull subscriptions (no listener).
+    /// Every `pull_interval`, when polling pull subscriptions (no listener, no streaming).
     poll: tokio::time::Interval,
     polling: bool,
 }
@@ -85,8 +88,8 @@ impl Clocks {
             .map(|p| p.status_frequency)
             .unwrap_or(Duration::from_secs(60));
         let watchdog = tokio::time::interval_at(Instant::now() + watch_every, watch_every);
-        let poll_every = match (&config.push, config.pull_interval) {
-            (None, Some(every)) => Some(every),
+        let poll_every = match (&config.push, config.pull_interval, &config.streaming) {
+            (None, Some(every), None) => Some(every),
             _ => None,
         };
         let poll = tokio::time::interval_at(
@@ -170,6 +173,15 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         let Some(mut notices) = self.inner.runtime.take_queue() else {
             return Ok(()); // already running elsewhere
         };
+        let mut resyncs = self.inner.runtime.take_resyncs();
+        // Streaming (no push listener): the connections are held by their own tasks, which
+        // feed the same queue.
+        let streams = match (&self.inner.config.push, &self.inner.config.streaming) {
+            (None, Some(settings)) => {
+                Some(tokio::spawn(self.clone().hold_streams(settings.clone())))
+            }
+            _ => None,
+        };
         let mut host_events = self.inner.host.subscribe();
         let mut clocks = Clocks::new(&self.inner.config);
         let mut scheduler = Scheduler::new(Instant::now(), self.inner.config.mailbox_concurrency);
@@ -189,6 +201,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         loop {
             let wake = tokio::select! {
                 _ = &mut shutdown => break,
+                Some(mailbox) = resyncs.recv() => Wake::Missed(mailbox),
                 Some((mailbox, notice)) = notices.recv() => Wake::Notice(mailbox, notice),
                 event = host_events.recv() => Wake::Host(event),
                 _ = clocks.debounce.tick() => Wake::Debounce,
@@ -203,6 +216,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     scheduler.heard(mailbox.clone(), Instant::now(), changed);
                     self.note_notification(&mailbox, &notice).await?;
                 }
+                Wake::Missed(mailbox) => scheduler.missed(mailbox, Instant::now()),
                 Wake::Host(Ok(event)) => self.on_host_event(event, &mut tasks),
                 Wake::Host(Err(broadcast::error::RecvError::Lagged(n))) => {
                     // Missed host events: decisions taken meanwhile are asked for again, and
@@ -236,6 +250,9 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 }
                 Wake::Done(Err(e)) => warn!(error = %e, "sync task panicked or was cancelled"),
             }
+        }
+        if let Some(streams) = streams {
+            streams.abort();
         }
         info!(
             in_flight = tasks.len(),
@@ -460,8 +477,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         Ok(())
     }
 
-    /// How subscriptions deliver: push when a listener is configured, else pull when polling
-    /// is configured, else not at all.
+    /// How subscriptions deliver: push when a listener is configured, else streaming when
+    /// configured, else pull when polling is configured, else not at all.
     fn delivery(&self) -> Option<Delivery> {
         let config = &self.inner.config;
         match (&config.push, config.pull_interval) {
@@ -469,6 +486,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 url: push.url.clone(),
                 status_frequency: push.status_frequency,
             }),
+            (None, _) if config.streaming.is_some() => Some(Delivery::Streaming),
             (None, Some(every)) => Some(Delivery::Pull {
                 // Exchange drops a pull subscription not polled within its time-out.
                 timeout: (every * 4).max(Duration::from_secs(600)),
@@ -532,10 +550,10 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     }
 
     /// Replaces a silent subscription with a new one (without its watermark; the pass that
-    /// follows catches up).
-    async fn resubscribe(&self, mailbox: &MailboxAddress) -> Result<(), SyncError> {
+    /// follows catches up). Whether a new subscription was made.
+    pub(crate) async fn resubscribe(&self, mailbox: &MailboxAddress) -> Result<bool, SyncError> {
         let Some(delivery) = self.delivery() else {
-            return Ok(());
+            return Ok(false);
         };
         match self
             .inner
@@ -555,9 +573,12 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                         s.last_notification = Some(now);
                     })
                     .await?;
+                Ok(true)
             }
-            Err(e) => warn!(%mailbox, error = %e, "re-subscription failed; retried later"),
+            Err(e) => {
+                warn!(%mailbox, error = %e, "re-subscription failed; retried later");
+                Ok(false)
+            }
         }
-        Ok(())
     }
 }

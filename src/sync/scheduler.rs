@@ -85,6 +85,18 @@ impl Scheduler {
         }
     }
 
+    /// `mailbox`'s notifications may have been missed (a streaming connection broke or was
+    /// reopened) at `now`: its pass is due after the debounce, without counting as heard from.
+    pub fn missed(&mut self, mailbox: MailboxAddress, now: Instant) {
+        self.pending
+            .entry(mailbox)
+            .and_modify(|p| p.last = now)
+            .or_insert(Pending {
+                first: now,
+                last: now,
+            });
+    }
+
     /// Of `known`, the mailboxes not heard from for longer than `silent_after` at `now`;
     /// none while the engine has run for less than that.
     pub fn silent(

@@ -23,8 +23,8 @@ use taskbridge::pm::{
 };
 use taskbridge::state::{ItemRef, MailboxAddress, SqliteStore};
 use taskbridge::sync::{
-    BatchLimits, ChangePage, Delivery, Engine, FetchRequest, ItemFailure, ItemWrite, MailboxError,
-    MailboxItem, MailboxStore, PulledEvents, Subscription, SyncConfig,
+    BatchLimits, ChangePage, Delivery, Engine, EventStream, FetchRequest, ItemFailure, ItemWrite,
+    MailboxError, MailboxItem, MailboxStore, PulledEvents, Subscription, SyncConfig,
 };
 pub use taskbridge_sim::ConflictModel;
 use taskbridge_sim::{self as sim, SimConfig, SimHandle};
@@ -365,6 +365,10 @@ pub struct Spy<M> {
     /// Read calls left to fail as a dropped connection would (counting down); the process
     /// lives on.
     pub fail_fetches: Arc<AtomicUsize>,
+    /// While true, opening a streaming connection waits (the connection stays down).
+    pub hold_streams: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Streaming connections opened (or tried).
+    pub stream_opens: Arc<AtomicUsize>,
     table: FieldTable,
 }
 
@@ -385,6 +389,8 @@ impl<M> Spy<M> {
             lose_create_answers: Arc::default(),
             before_next_update: Arc::default(),
             fail_fetches: Arc::default(),
+            hold_streams: Arc::new(tokio::sync::watch::channel(false).0),
+            stream_opens: Arc::default(),
             table: FieldTable::default(),
         }
     }
@@ -558,6 +564,22 @@ impl<M: MailboxStore + Clone> MailboxStore for Spy<M> {
         watermark: &str,
     ) -> Result<PulledEvents, MailboxError> {
         gated!(self, self.inner.pull(mailbox, subscription_id, watermark))
+    }
+
+    async fn open_stream(
+        &self,
+        anchor: &MailboxAddress,
+        subscription_ids: &[String],
+        timeout: Duration,
+    ) -> Result<EventStream, MailboxError> {
+        self.stream_opens.fetch_add(1, Ordering::SeqCst);
+        // Held while a test keeps the connection down.
+        let mut held = self.hold_streams.subscribe();
+        let _ = held.wait_for(|h| !*h).await;
+        gated!(
+            self,
+            self.inner.open_stream(anchor, subscription_ids, timeout)
+        )
     }
 }
 

@@ -16,12 +16,14 @@ use bytes::Bytes;
 use tracing::{Instrument, debug, info, trace, warn};
 
 use crate::error::Error;
+use crate::ops::get_streaming_events::{GetStreamingEvents, StreamingReader};
 use crate::ops::{self, Operation, OperationResponse};
 use crate::service::{CallContext, EwsService};
 use crate::soap::{
     Body, DEFAULT_MAX_MESSAGE_BYTES, ExchangeVersion, Fault, Impersonation, RequestHeader,
     ServerVersionInfo,
 };
+use crate::streaming::{OpenResponse, StreamingEvents};
 use crate::transport::auth::{Auth, Authenticator};
 use crate::transport::backoff::{BackoffGate, RetryPolicy};
 use crate::transport::http::{self, HttpResponse, SoapRequest, Timeouts, TlsConfig, Wire};
@@ -283,6 +285,133 @@ impl EwsClient {
     }
 }
 
+impl EwsClient {
+    /// Opens a GetStreamingEvents connection for the streaming subscriptions in `request`
+    /// (acting for `ctx`'s mailbox, which should be the mailbox of the group's subscriptions)
+    /// and returns the stream of its envelopes as they arrive.
+    ///
+    /// The connection takes no concurrency permit (it is open for up to `ConnectionTimeout`
+    /// minutes and would starve every other call) and is not retried: the caller reopens it.
+    /// Its request time-out is the connection time-out plus the configured request time-out.
+    /// A throttled or faulted answer is the `Err` [`EwsService::send`] would give. Under NTLM
+    /// the stream gets a connection of its own, authenticated by one handshake, outside the
+    /// pool of authenticated connections the other calls share.
+    pub async fn get_streaming_events(
+        &self,
+        ctx: CallContext,
+        request: &GetStreamingEvents,
+    ) -> Result<StreamingEvents, Error> {
+        let ctx = ctx.restricted(crate::service::Headers {
+            impersonation: true,
+            time_zone: false,
+        });
+        let header = RequestHeader {
+            version: self.inner.version.clone(),
+            impersonation: ctx.mailbox.clone().map(Impersonation::PrimarySmtpAddress),
+            time_zone: None,
+        };
+        let body = Bytes::from(ops::encode_request(&header, request));
+        let req = SoapRequest {
+            action: GetStreamingEvents::NAME,
+            mailbox: ctx.mailbox.as_deref(),
+            body,
+        };
+        let inner = &self.inner;
+        let minutes = u64::try_from(request.connection_timeout.clamp(1, 30)).unwrap_or(30);
+        let lasts = Duration::from_secs(60 * minutes) + inner.wire.timeouts.request;
+        let response = self.open_streaming(&req, lasts).await;
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => {
+                inner
+                    .counters
+                    .record(GetStreamingEvents::NAME, RequestOutcome::TransportError);
+                return Err(e);
+            }
+        };
+        let status = response.status();
+        let reader = StreamingReader::new(inner.wire.max_response_bytes);
+        if status == 200 {
+            inner
+                .counters
+                .record(GetStreamingEvents::NAME, RequestOutcome::Success);
+            return Ok(StreamingEvents::open(
+                response,
+                reader,
+                tokio::time::Instant::now() + lasts,
+            ));
+        }
+        // Not a stream: read the answer whole and judge it as any other call's.
+        let headers = response.headers().clone();
+        let body = response.whole(inner.wire.max_response_bytes).await?;
+        let outcome = inner.interpret::<GetStreamingEvents>(
+            HttpResponse {
+                status,
+                headers,
+                body,
+            },
+            1,
+        );
+        inner
+            .counters
+            .record(GetStreamingEvents::NAME, outcome.metric());
+        match outcome {
+            Outcome::Done(one) => Ok(StreamingEvents::whole(one, reader)),
+            Outcome::Throttled(back_off) => Err(Error::Throttled { back_off }),
+            Outcome::Transient(e) | Outcome::Fatal(e) => Err(e),
+        }
+    }
+}
+
+impl EwsClient {
+    /// Sends a GetStreamingEvents request authenticated and returns once the response head
+    /// has arrived. NTLM authenticates a connection of its own for it; the other schemes use
+    /// the pool with a request time-out of `lasts`.
+    async fn open_streaming(
+        &self,
+        req: &SoapRequest<'_>,
+        lasts: Duration,
+    ) -> Result<OpenResponse, Error> {
+        let inner = &self.inner;
+        let authorization = match &inner.auth {
+            Authenticator::None => None,
+            Authenticator::Basic(h) => Some(h.clone()),
+            Authenticator::Bearer(source) => Some(source.token().await?.header()?),
+            Authenticator::Ntlm(pool) => {
+                let (response, conn) = pool.open_stream(&inner.wire, req).await?;
+                return Ok(OpenResponse::dedicated(response, conn));
+            }
+        };
+        let mut http_request =
+            reqwest::Request::try_from(inner.wire.request(req, authorization, true)?).map_err(
+                |e| Error::Config(format!("cannot build the request: {}", http::chain(&e))),
+            )?;
+        *http_request.timeout_mut() = Some(lasts);
+        inner.wire.gate.wait_open().await;
+        let response = inner
+            .wire
+            .pooled
+            .execute(http_request)
+            .await
+            .map_err(|e| http::classify(&e))?;
+        if response.status() == 401 {
+            return Err(Error::Unauthorized {
+                scheme: inner.scheme,
+                detail: format!(
+                    "the server refused the credentials (HTTP 401; it offers: {})",
+                    HttpResponse {
+                        status: 401,
+                        headers: response.headers().clone(),
+                        body: Bytes::new(),
+                    }
+                    .offered_schemes()
+                ),
+            });
+        }
+        Ok(OpenResponse::pooled(response))
+    }
+}
+
 impl EwsService for EwsClient {
     fn send<O: Operation>(
         &self,
@@ -302,6 +431,14 @@ impl EwsService for EwsClient {
             mailbox = ctx.mailbox.as_deref().unwrap_or("")
         );
         async move { inner.call::<O>(ctx.mailbox.as_deref(), body).await }.instrument(span)
+    }
+
+    fn get_streaming_events(
+        &self,
+        ctx: CallContext,
+        request: &GetStreamingEvents,
+    ) -> impl Future<Output = Result<StreamingEvents, Error>> + Send {
+        EwsClient::get_streaming_events(self, ctx, request)
     }
 }
 

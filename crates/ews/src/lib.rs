@@ -22,12 +22,14 @@ pub mod secret;
 pub mod server;
 pub mod service;
 pub mod soap;
+pub mod streaming;
 pub mod transport;
 pub mod types;
 pub mod xml;
 
 pub use client::{EwsClient, EwsClientConfig};
 pub use error::{DecodeError, Error};
+pub use streaming::StreamingEvents;
 
 pub use generated::EwsOperations;
 pub use ops::{Operation, OperationResponse};

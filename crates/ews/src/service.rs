@@ -10,7 +10,9 @@ use std::future::Future;
 
 use crate::error::Error;
 use crate::ops::Operation;
+use crate::ops::get_streaming_events::GetStreamingEvents;
 use crate::soap::TimeZoneContext;
+use crate::streaming::StreamingEvents;
 
 /// Whom a call acts for and in which time zone.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -59,4 +61,20 @@ pub trait EwsService: Send + Sync {
         ctx: CallContext,
         request: &O,
     ) -> impl Future<Output = Result<O::Response, Error>> + Send;
+
+    /// Opens a GetStreamingEvents connection and returns its envelopes as they arrive. A
+    /// service that cannot hold a response open answers [`Error::Config`]; [`EwsClient`]
+    /// implements it.
+    ///
+    /// [`EwsClient`]: crate::EwsClient
+    fn get_streaming_events(
+        &self,
+        ctx: CallContext,
+        request: &GetStreamingEvents,
+    ) -> impl Future<Output = Result<StreamingEvents, Error>> + Send {
+        let _ = (ctx, request);
+        std::future::ready(Err(Error::Config(
+            "this EWS service does not offer streaming notifications".into(),
+        )))
+    }
 }

@@ -80,6 +80,17 @@ pub(crate) async fn handle(sim: &Sim, req: Request<Incoming>) -> Resp {
             json_resp(StatusCode::OK, &sim.counters.snapshot())
         }
         (Method::GET, ["sim", "subscriptions"]) => subscriptions(sim),
+        (Method::POST, ["sim", "subscriptions", "forget"]) => {
+            let all = sim.subs.list();
+            for s in &all {
+                sim.subs.remove(s.id.as_str());
+            }
+            json_resp(StatusCode::OK, &json!({ "forgotten": all.len() }))
+        }
+        (Method::POST, ["sim", "streams", "cut"]) => {
+            let open = sim.cut_streams();
+            json_resp(StatusCode::OK, &json!({ "cut": open }))
+        }
         (Method::PUT, ["sim", "mailboxes", smtp, "quota"]) => {
             let Some(mb) = sim.store.by_smtp(smtp) else {
                 return error(StatusCode::NOT_FOUND, &format!("no mailbox {smtp}"));
@@ -156,6 +167,8 @@ fn routes() -> Value {
             "POST /sim/mailboxes/{smtp}/tasks/{id}/bump",
             "PUT /sim/mailboxes/{smtp}/quota",
             "GET /sim/subscriptions",
+            "POST /sim/subscriptions/forget",
+            "POST /sim/streams/cut",
             "GET /sim/counters",
             "POST /sim/counters/reset",
         ]
@@ -197,6 +210,7 @@ fn subscriptions(sim: &Sim) -> Resp {
                 crate::subs::SubKind::Pull { timeout } => {
                     json!({"pull": {"timeout": timeout}})
                 }
+                crate::subs::SubKind::Streaming => json!("streaming"),
             };
             json!({
                 "id": s.id,

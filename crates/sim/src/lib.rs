@@ -44,6 +44,7 @@ pub mod record;
 mod server;
 mod shared;
 pub mod store;
+pub mod streaming;
 pub mod subs;
 
 use std::future::Future;
@@ -90,8 +91,9 @@ pub struct SimConfig {
     pub record: Option<PathBuf>,
     /// Injected misbehaviour.
     pub faults: FaultConfig,
-    /// Multiplies every push and pull subscription duration (retry schedule, StatusFrequency,
-    /// pull Timeout), so tests run in milliseconds what Exchange does in minutes.
+    /// Multiplies every subscription duration (push retry schedule, StatusFrequency, pull
+    /// Timeout, streaming keep-alive, ConnectionTimeout and expiry), so tests run in
+    /// milliseconds what Exchange does in minutes.
     pub push_time_scale: f64,
     /// Largest request body accepted (413 beyond).
     pub max_request_bytes: usize,
@@ -201,6 +203,30 @@ impl SimHandle {
         if let Some(join) = self.join.take() {
             let _ = join.await;
         }
+    }
+
+    /// Breaks every open GetStreamingEvents connection without its closing chunk, as a
+    /// network failure would; returns how many were open.
+    pub fn cut_streams(&self) -> usize {
+        self.sim.cut_streams()
+    }
+
+    /// Forgets every subscription, as a server restart or a mailbox fail-over does: the next
+    /// GetEvents or GetStreamingEvents for one of them answers ErrorSubscriptionNotFound, and
+    /// push deliveries stop. Returns how many there were.
+    pub fn forget_subscriptions(&self) -> usize {
+        let all = self.sim.subs.list();
+        for s in &all {
+            self.sim.subs.remove(s.id.as_str());
+        }
+        all.len()
+    }
+
+    /// GetStreamingEvents connections open now.
+    pub fn open_streams(&self) -> usize {
+        self.sim
+            .open_streams
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The counters, as the admin API reports them.

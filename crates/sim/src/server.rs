@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, StatusCode, header};
+use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -22,6 +22,7 @@ use crate::ids::FolderKind;
 use crate::record::{Direction, Exchange};
 use crate::shared::{Resp, Sim, respond};
 use crate::store::Mailbox;
+use crate::streaming::{self, StreamBody};
 use crate::{ADMIN_PATH, EWS_PATH, SimError, TlsFiles, admin, autodiscover, ops};
 use taskbridge_ews::server::{self as http_server, ServerLimits};
 use taskbridge_ews::soap::{self, Fault};
@@ -113,10 +114,28 @@ impl std::error::Error for Dropped {}
 
 const XML: &str = "text/xml; charset=utf-8";
 
+/// A whole answer, or a streaming one (GetStreamingEvents).
+pub(crate) type SimBody = http_body_util::Either<http_body_util::Full<Bytes>, StreamBody>;
+
 async fn handle(
     sim: Arc<Sim>,
     conn: Arc<ConnState>,
     req: Request<Incoming>,
+) -> Result<Response<SimBody>, Dropped> {
+    let mut stream = None;
+    let whole = handle_whole(sim, conn, req, &mut stream).await?;
+    Ok(match stream {
+        Some(s) => s.map(http_body_util::Either::Right),
+        None => whole.map(http_body_util::Either::Left),
+    })
+}
+
+/// Handles a request; a streaming answer goes to `stream` (and the returned one is unused).
+async fn handle_whole(
+    sim: Arc<Sim>,
+    conn: Arc<ConnState>,
+    req: Request<Incoming>,
+    stream: &mut Option<Response<StreamBody>>,
 ) -> Result<Resp, Dropped> {
     let path = req.uri().path().to_string();
     if path == "/sim" || path.starts_with(ADMIN_PATH) {
@@ -179,7 +198,7 @@ async fn handle(
         return Ok(autodiscover::answer(&sim, &path, scheme, &headers, &body));
     }
     let _in_flight = sim.counters.begin();
-    ews(&sim, &caller, &body, anchor.as_deref()).await
+    ews(&sim, &caller, &body, anchor.as_deref(), stream).await
 }
 
 /// The caller, or the `WWW-Authenticate` challenge of a 401.
@@ -224,6 +243,7 @@ async fn ews(
     caller: &Caller,
     body: &Bytes,
     anchor: Option<&str>,
+    stream: &mut Option<Response<StreamBody>>,
 ) -> Result<Resp, Dropped> {
     let server = Some(&sim.config.server_version);
     sim.counters.arrived(caller.name());
@@ -323,6 +343,24 @@ async fn ews(
     }
 
     let busy = (throttle == Some(ThrottleShape::Message)).then_some(back_off);
+    if let (Ok((header, name)), None) = (&peek, busy)
+        && name == "GetStreamingEvents"
+    {
+        return match streaming::open(sim, caller, header, body) {
+            Ok(response) => {
+                // The envelopes are written as events happen; none is recorded.
+                record(200, None);
+                *stream = Some(response);
+                Ok(respond(StatusCode::OK, XML, Bytes::new()))
+            }
+            Err(fault) => {
+                sim.counters.faults.fetch_add(1, Ordering::Relaxed);
+                let bytes = soap::write_fault(server, &fault);
+                record(500, Some(&bytes));
+                Ok(respond(StatusCode::INTERNAL_SERVER_ERROR, XML, bytes))
+            }
+        };
+    }
     let mut out = match peek {
         Ok((header, name)) => ops::dispatch(sim, caller, header, &name, body, busy),
         Err(fault) => ops::Dispatched::fault(*fault),

@@ -39,8 +39,12 @@ pub(crate) struct Sim {
     pub recorder: Option<Recorder>,
     /// `--state`.
     pub persist: Option<Persist>,
-    /// Push and pull subscriptions.
+    /// Push, pull and streaming subscriptions.
     pub subs: Subscriptions,
+    /// GetStreamingEvents connections open now.
+    pub open_streams: std::sync::atomic::AtomicUsize,
+    /// Bumped to break every open streaming connection (`POST /sim/streams/cut`).
+    pub cut_streams: watch::Sender<u64>,
     /// Flips to true when the simulator shuts down; push deliveries watch it.
     pub shutdown: watch::Receiver<bool>,
     /// The client for push deliveries.
@@ -106,6 +110,8 @@ impl Sim {
             recorder,
             persist,
             subs: Subscriptions::default(),
+            open_streams: Default::default(),
+            cut_streams: watch::channel(0).0,
             shutdown,
             http,
             me: std::sync::OnceLock::new(),
@@ -115,6 +121,13 @@ impl Sim {
     /// Remembers the `Arc` the simulator lives in.
     pub(crate) fn set_me(self: &Arc<Self>) {
         let _ = self.me.set(Arc::downgrade(self));
+    }
+
+    /// Breaks every open streaming connection (no closing chunk, as a network failure);
+    /// returns how many were open.
+    pub(crate) fn cut_streams(&self) -> usize {
+        self.cut_streams.send_modify(|n| *n += 1);
+        self.open_streams.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The simulator as an `Arc`, while it runs.

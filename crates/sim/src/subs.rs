@@ -1,4 +1,4 @@
-//! The registry of push and pull subscriptions: each subscription's kind, watermark and
+//! The registry of push, pull and streaming subscriptions: each subscription's kind, watermark and
 //! filter, and the table of live ones with their delivery tasks. Delivery itself is
 //! [`crate::push`].
 
@@ -19,7 +19,7 @@ use taskbridge_ews::types::{Event, EventType, SubscriptionId};
 /// Most events in one notification or GetEvents answer (MoreEvents says the rest are waiting).
 pub const MAX_EVENTS_PER_NOTIFICATION: usize = 50;
 
-/// Push or pull.
+/// Push, pull or streaming.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SubKind {
     /// Exchange posts to `url`.
@@ -34,6 +34,8 @@ pub enum SubKind {
         /// Minutes without GetEvents after which the subscription expires.
         timeout: u32,
     },
+    /// The client holds GetStreamingEvents connections ([`crate::streaming`]).
+    Streaming,
 }
 
 /// One subscription.

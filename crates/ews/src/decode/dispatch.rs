@@ -104,6 +104,18 @@ pub const MESSAGE_BODIES: &[MessageBody] = &[
         read: read_messages::<crate::ops::generated::GetItemResponse>,
     },
     MessageBody {
+        element: "GetStreamingEvents",
+        operation: "GetStreamingEvents",
+        role: BodyRole::Request,
+        read: read_plain::<crate::ops::generated::GetStreamingEvents>,
+    },
+    MessageBody {
+        element: "GetStreamingEventsResponse",
+        operation: "GetStreamingEvents",
+        role: BodyRole::Response,
+        read: read_messages::<crate::ops::generated::GetStreamingEventsResponse>,
+    },
+    MessageBody {
         element: "SendNotification",
         operation: "SendNotification",
         role: BodyRole::Notification,

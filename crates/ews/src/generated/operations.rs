@@ -77,6 +77,15 @@ pub const OPERATIONS: &[OperationInfo] = &[
         },
     },
     OperationInfo {
+        name: "GetStreamingEvents",
+        request: "GetStreamingEvents",
+        response: "GetStreamingEventsResponse",
+        headers: Headers {
+            impersonation: true,
+            time_zone: false,
+        },
+    },
+    OperationInfo {
         name: "Subscribe",
         request: "Subscribe",
         response: "SubscribeResponse",
@@ -114,7 +123,7 @@ pub const OPERATIONS: &[OperationInfo] = &[
     },
 ];
 
-/// One typed method per operation of `ExchangeServicePortType` in `wsdl/services.wsdl`.
+/// One typed method per operation of `ExchangeServicePortType` in `wsdl/services.wsdl`, except the streaming ones (`EwsClient::get_streaming_events`).
 pub trait EwsOperations: EwsService {
     /// `CreateItem` (CreateItemSoapIn -> CreateItemResponse; headers: ExchangeImpersonation, RequestServerVersion, TimeZoneContext).
     fn create_item(

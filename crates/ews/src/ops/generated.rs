@@ -15,6 +15,7 @@ use crate::types::Watermark;
 use crate::types::generated::AffectedTaskOccurrences;
 use crate::types::generated::ConflictResolution;
 use crate::types::generated::ConflictResults;
+use crate::types::generated::ConnectionStatus;
 use crate::types::generated::DeleteType;
 use crate::types::generated::FindItemParent;
 use crate::types::generated::FolderShape;
@@ -24,6 +25,8 @@ use crate::types::generated::ItemIds;
 use crate::types::generated::ItemShape;
 use crate::types::generated::ItemTraversal;
 use crate::types::generated::MessageDisposition;
+use crate::types::generated::Notifications;
+use crate::types::generated::SubscriptionIds;
 use crate::types::generated::SubscriptionStatus;
 use crate::xml::xml_struct;
 
@@ -194,6 +197,30 @@ xml_struct! {
 }
 
 xml_struct! {
+    /// The `m:GetStreamingEvents` body (`m:GetStreamingEventsType`).
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct GetStreamingEvents {
+        /// `m:SubscriptionIds` (`t:NonEmptyArrayOfSubscriptionIdsType`, required).
+        pub subscription_ids: req SubscriptionIds = m "SubscriptionIds",
+        /// `m:ConnectionTimeout` (`t:StreamingSubscriptionConnectionTimeoutType`, required, 1 to 30).
+        pub connection_timeout: req i32 = m "ConnectionTimeout",
+    }
+}
+
+xml_struct! {
+    /// What a response message carries beyond the common part (`m:GetStreamingEventsResponseMessageType`).
+    #[derive(Clone, Debug, PartialEq, Default)]
+    pub struct StreamingPayload {
+        /// `m:Notifications` (`t:NonEmptyArrayOfNotificationsType`, optional).
+        pub notifications: opt Notifications = m "Notifications",
+        /// `m:ErrorSubscriptionIds` (`t:NonEmptyArrayOfSubscriptionIdsType`, optional).
+        pub error_subscription_ids: opt SubscriptionIds = m "ErrorSubscriptionIds",
+        /// `m:ConnectionStatus` (`t:ConnectionStatusType`, optional).
+        pub connection_status: opt ConnectionStatus = m "ConnectionStatus",
+    }
+}
+
+xml_struct! {
     /// The `m:SendNotificationResult` body (`m:SendNotificationResultType`).
     #[derive(Clone, Debug, PartialEq, Eq)]
     pub struct SendNotificationResult {
@@ -272,6 +299,13 @@ response!(
     GetItemResponse,
     "GetItemResponseMessage",
     ItemsPayload
+);
+
+response!(
+    /// The `m:GetStreamingEventsResponse` body (`m:GetStreamingEventsResponseType`): one `m:GetStreamingEventsResponseMessage` per request item.
+    GetStreamingEventsResponse,
+    "GetStreamingEventsResponseMessage",
+    StreamingPayload
 );
 
 response!(

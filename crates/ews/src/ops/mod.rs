@@ -12,6 +12,7 @@ pub(crate) mod generated;
 pub mod get_events;
 pub mod get_folder;
 pub mod get_item;
+pub mod get_streaming_events;
 pub mod send_notification;
 pub mod subscribe;
 pub mod sync_folder_items;

@@ -1,4 +1,4 @@
-//! Subscribe: asks for push or pull notifications on folders.
+//! Subscribe: asks for push, pull or streaming notifications on folders.
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/subscribe>.
 
 use crate::ops::operation;
@@ -6,18 +6,22 @@ use crate::xml::{DecodeError, Element, Ns, XmlContent, XmlElement, XmlReader, Xm
 
 // Generated from wsdl/ (see `crate::ops::generated` and `crate::types::generated`).
 pub use crate::ops::generated::{SubscribePayload, SubscribeResponse};
-pub use crate::types::generated::{EventTypes, PullSubscriptionRequest, PushSubscriptionRequest};
+pub use crate::types::generated::{
+    EventTypes, PullSubscriptionRequest, PushSubscriptionRequest, StreamingSubscriptionRequest,
+};
 
-// Hand-written: the schema's `m:SubscribeType` is a choice of two elements, which is a Rust enum
+// Hand-written: the schema's `m:SubscribeType` is a choice of three elements, which is a Rust enum
 // and which `xml_struct!` cannot express.
 
-/// The `m:Subscribe` request: one push or pull subscription.
+/// The `m:Subscribe` request: one push, pull or streaming subscription.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum Subscribe {
     /// `m:PushSubscriptionRequest`.
     Push(PushSubscriptionRequest),
     /// `m:PullSubscriptionRequest`.
     Pull(PullSubscriptionRequest),
+    /// `m:StreamingSubscriptionRequest`: events are read with GetStreamingEvents.
+    Streaming(StreamingSubscriptionRequest),
 }
 
 impl XmlElement for Subscribe {
@@ -30,6 +34,10 @@ impl XmlElement for Subscribe {
                 found = Some(Subscribe::Push(PushSubscriptionRequest::read(r, child)?));
             } else if child.is(Ns::Messages, "PullSubscriptionRequest") {
                 found = Some(Subscribe::Pull(PullSubscriptionRequest::read(r, child)?));
+            } else if child.is(Ns::Messages, "StreamingSubscriptionRequest") {
+                found = Some(Subscribe::Streaming(StreamingSubscriptionRequest::read(
+                    r, child,
+                )?));
             } else {
                 r.skip(child)?;
             }
@@ -44,6 +52,7 @@ impl XmlElement for Subscribe {
         w.tag(name).children(|w| match self {
             Subscribe::Push(p) => p.write(w, "m:PushSubscriptionRequest"),
             Subscribe::Pull(p) => p.write(w, "m:PullSubscriptionRequest"),
+            Subscribe::Streaming(p) => p.write(w, "m:StreamingSubscriptionRequest"),
         });
     }
 }
@@ -106,6 +115,22 @@ mod tests {
             &req,
             "m:Subscribe",
             r#"<m:Subscribe><m:PullSubscriptionRequest><t:FolderIds><t:DistinguishedFolderId Id="tasks"><t:Mailbox><t:EmailAddress>ann@example.com</t:EmailAddress></t:Mailbox></t:DistinguishedFolderId></t:FolderIds><t:EventTypes><t:EventType>ModifiedEvent</t:EventType></t:EventTypes><t:Timeout>10</t:Timeout></m:PullSubscriptionRequest></m:Subscribe>"#,
+        );
+        assert_round_trip(&req, "m:Subscribe");
+    }
+
+    #[test]
+    fn subscribe_streaming_request_has_no_watermark_or_timeout() {
+        let req = Subscribe::Streaming(StreamingSubscriptionRequest {
+            folder_ids: folders(),
+            event_types: EventTypes {
+                event_types: vec![EventType::CreatedEvent, EventType::ModifiedEvent],
+            },
+        });
+        assert_writes(
+            &req,
+            "m:Subscribe",
+            r#"<m:Subscribe><m:StreamingSubscriptionRequest><t:FolderIds><t:DistinguishedFolderId Id="tasks"><t:Mailbox><t:EmailAddress>ann@example.com</t:EmailAddress></t:Mailbox></t:DistinguishedFolderId></t:FolderIds><t:EventTypes><t:EventType>CreatedEvent</t:EventType><t:EventType>ModifiedEvent</t:EventType></t:EventTypes></m:StreamingSubscriptionRequest></m:Subscribe>"#,
         );
         assert_round_trip(&req, "m:Subscribe");
     }

@@ -400,13 +400,39 @@ impl Wire {
         })
     }
 
-    /// Sends on a dedicated connection, after the back-off gate opens.
-    pub(crate) async fn send_on(
+    /// Sends on a dedicated connection and returns once the response head has arrived, its
+    /// body still to be read (a streaming response). The head must come within the request
+    /// time-out; the body has no time-out here.
+    pub(crate) async fn send_on_streaming(
         &self,
         conn: &mut DedicatedConnection,
         request: http::Request<Bytes>,
-    ) -> Result<HttpResponse, Error> {
+    ) -> Result<http::Response<hyper::body::Incoming>, Error> {
         self.gate.wait_open().await;
+        let request = self.origin_form(request)?;
+        let head = async {
+            conn.sender.ready().await.map_err(|e| classify(&e))?;
+            conn.sender
+                .send_request(request)
+                .await
+                .map_err(|e| classify(&e))
+        };
+        tokio::time::timeout(self.timeouts.request, head)
+            .await
+            .map_err(|_| {
+                Error::Connection(format!(
+                    "no response head within {:?}",
+                    self.timeouts.request
+                ))
+            })?
+    }
+
+    /// The request as sent on our own HTTP/1.1 connection: origin-form target and a Host
+    /// header.
+    fn origin_form(
+        &self,
+        request: http::Request<Bytes>,
+    ) -> Result<http::Request<Full<Bytes>>, Error> {
         let (mut parts, body) = request.into_parts();
         // HTTP/1.1 on our own connection: origin-form target plus a Host header.
         let target = match self.endpoint.query() {
@@ -424,7 +450,17 @@ impl Wire {
             header::HOST,
             HeaderValue::from_str(&host).map_err(|e| Error::Config(format!("host: {e}")))?,
         );
-        let request = http::Request::from_parts(parts, Full::new(body));
+        Ok(http::Request::from_parts(parts, Full::new(body)))
+    }
+
+    /// Sends on a dedicated connection, after the back-off gate opens.
+    pub(crate) async fn send_on(
+        &self,
+        conn: &mut DedicatedConnection,
+        request: http::Request<Bytes>,
+    ) -> Result<HttpResponse, Error> {
+        self.gate.wait_open().await;
+        let request = self.origin_form(request)?;
         let max = self.max_response_bytes;
         let started = tokio::time::Instant::now();
         let exchange = async {

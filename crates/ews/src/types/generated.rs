@@ -12,7 +12,9 @@ use crate::types::ItemIdValue;
 use crate::types::Items;
 use crate::types::Mailbox;
 use crate::types::MapiPropertyType;
+use crate::types::Notification;
 use crate::types::Paths;
+use crate::types::SubscriptionId;
 use crate::types::Updates;
 use crate::types::Watermark;
 use crate::xml::xml_enum;
@@ -497,5 +499,44 @@ xml_struct! {
         pub watermark: opt Watermark = t "Watermark",
         /// `t:Timeout` (`t:SubscriptionTimeoutType`, required, 1 to 1440).
         pub timeout: req i32 = t "Timeout",
+    }
+}
+
+xml_struct! {
+    /// `t:StreamingSubscriptionRequestType`.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct StreamingSubscriptionRequest {
+        /// `t:FolderIds` (`t:NonEmptyArrayOfBaseFolderIdsType`, optional).
+        pub folder_ids: opt FolderIds = t "FolderIds",
+        /// `t:EventTypes` (`t:NonEmptyArrayOfNotificationEventTypesType`, required).
+        pub event_types: req EventTypes = t "EventTypes",
+    }
+}
+
+xml_struct! {
+    /// `t:NonEmptyArrayOfSubscriptionIdsType`.
+    #[derive(Clone, Debug, PartialEq, Eq, Default)]
+    pub struct SubscriptionIds {
+        /// `t:SubscriptionId` (`t:SubscriptionIdType`, repeated).
+        pub subscription_ids: many SubscriptionId = t "SubscriptionId",
+    }
+}
+
+xml_struct! {
+    /// `t:NonEmptyArrayOfNotificationsType`.
+    #[derive(Clone, Debug, PartialEq, Default)]
+    pub struct Notifications {
+        /// `t:Notification` (`t:NotificationType`, repeated).
+        pub notifications: many Notification = t "Notification",
+    }
+}
+
+xml_enum! {
+    /// `t:ConnectionStatusType`.
+    pub enum ConnectionStatus {
+        /// `OK`.
+        Ok = "OK",
+        /// `Closed`.
+        Closed = "Closed",
     }
 }

@@ -252,6 +252,41 @@ pub struct Notification {
     pub events: Vec<Event>,
 }
 
+impl Notification {
+    /// The items the events are about, in order, each once: created, modified, deleted, moved
+    /// (new and old id), copied, new mail. Empty for status events only.
+    pub fn item_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = Vec::new();
+        let mut push = |id: &str| {
+            if !ids.iter().any(|known| known == id) {
+                ids.push(id.to_string());
+            }
+        };
+        for event in &self.events {
+            let Some(object) = event.object() else {
+                continue;
+            };
+            if let Some(id) = object.item_id() {
+                push(id.id.as_str());
+            }
+            if let Some(ChangedObject::ItemId(old)) = &object.old_object {
+                push(old.id.as_str());
+            }
+        }
+        ids
+    }
+
+    /// The position to resume from: the watermark of the last event that carries one, else
+    /// the previous watermark.
+    pub fn resume_watermark(&self) -> Option<&Watermark> {
+        self.events
+            .iter()
+            .rev()
+            .find_map(|e| e.watermark())
+            .or(self.previous_watermark.as_ref())
+    }
+}
+
 xml_struct! {
     /// The leading part of `t:NotificationType`; the events follow as a choice.
     struct NotificationHead {

@@ -161,6 +161,11 @@ pub fn snake_case(name: &str) -> String {
     out
 }
 
+/// Operations whose one response is a stream of envelopes (GetStreamingEvents): listed in
+/// `OPERATIONS`, but without a method in `EwsOperations`, whose methods read one envelope. The
+/// client reads them with `EwsClient::get_streaming_events`.
+pub const STREAMING: &[&str] = &["GetStreamingEvents"];
+
 /// Generates the source of `src/generated/operations.rs` (before rustfmt).
 pub fn generate(wsdl: &str) -> Result<String, String> {
     let mut ops = read_operations(wsdl, "ExchangeServicePortType")?;
@@ -205,10 +210,14 @@ pub fn generate(wsdl: &str) -> Result<String, String> {
     out.push_str("];\n\n");
 
     out.push_str(
-        "/// One typed method per operation of `ExchangeServicePortType` in `wsdl/services.wsdl`.\n",
+        "/// One typed method per operation of `ExchangeServicePortType` in `wsdl/services.wsdl`, \
+         except the streaming ones (`EwsClient::get_streaming_events`).\n",
     );
     out.push_str("pub trait EwsOperations: EwsService {\n");
-    for op in &ops {
+    for op in ops
+        .iter()
+        .filter(|op| !STREAMING.contains(&op.name.as_str()))
+    {
         let module = snake_case(&op.name);
         let mut header_names = op.input_headers.clone();
         header_names.sort();

@@ -171,6 +171,28 @@ pub const TYPES: &[Emit] = &[
             CLONE_EQ,
         )
     },
+    Emit {
+        skip: &["SubscribeToAllFolders"],
+        ..emit(
+            "t:StreamingSubscriptionRequestType",
+            "StreamingSubscriptionRequest",
+            CLONE_EQ,
+        )
+    },
+    emit(
+        "t:NonEmptyArrayOfSubscriptionIdsType",
+        "SubscriptionIds",
+        CLONE_EQ_DEFAULT,
+    ),
+    emit(
+        "t:NonEmptyArrayOfNotificationsType",
+        "Notifications",
+        CLONE_DEFAULT,
+    ),
+    Emit {
+        variants: &[("OK", "Ok")],
+        ..emit("t:ConnectionStatusType", "ConnectionStatus", "")
+    },
 ];
 
 /// The message types generated into `src/ops/generated.rs`: requests and the payloads of
@@ -218,6 +240,12 @@ pub const MESSAGES: &[Emit] = &[
     emit(
         "m:GetEventsResponseMessageType",
         "NotificationPayload",
+        CLONE_DEFAULT,
+    ),
+    emit("m:GetStreamingEventsType", "GetStreamingEvents", CLONE_EQ),
+    emit(
+        "m:GetStreamingEventsResponseMessageType",
+        "StreamingPayload",
         CLONE_DEFAULT,
     ),
     emit(

@@ -373,7 +373,7 @@ fn run<O: SimOp>(
 }
 
 /// Resolves ExchangeImpersonation: the mailbox the request acts as.
-fn acting_mailbox(
+pub(crate) fn acting_mailbox(
     sim: &Sim,
     caller: &Caller,
     header: &Header,

@@ -1,4 +1,4 @@
-//! Subscribe: push and pull subscriptions on folders, optionally resuming from a watermark.
+//! Subscribe: push, pull and streaming subscriptions on folders, optionally resuming from a watermark.
 
 use std::sync::Arc;
 
@@ -23,6 +23,8 @@ impl SimOp for Subscribe {
         let (name, value, types) = match self {
             Subscribe::Push(p) => ("StatusFrequency", p.status_frequency, &p.event_types),
             Subscribe::Pull(p) => ("Timeout", p.timeout, &p.event_types),
+            // No number to check.
+            Subscribe::Streaming(p) => ("EventTypes", 1, &p.event_types),
         };
         if !(1..=1440).contains(&value) {
             return Err(format!(
@@ -79,6 +81,12 @@ fn subscribe(req: Subscribe, ctx: &Ctx<'_>) -> Result<SubscribePayload, ItemErro
                 },
             )
         }
+        Subscribe::Streaming(s) => (
+            s.folder_ids,
+            s.event_types.event_types,
+            None,
+            SubKind::Streaming,
+        ),
         Subscribe::Pull(p) => (
             p.folder_ids,
             p.event_types.event_types,
@@ -133,6 +141,9 @@ fn subscribe(req: Subscribe, ctx: &Ctx<'_>) -> Result<SubscribePayload, ItemErro
         }
     };
     let push = matches!(kind, SubKind::Push { .. });
+    // A streaming subscription has no watermark to resume from: its events come on the
+    // connection.
+    let streaming = kind == SubKind::Streaming;
     let sub = Arc::new(Sub::new(mailbox.clone(), folders, types, kind, position));
     ctx.sim.subs.insert(sub.clone());
     if push {
@@ -148,6 +159,6 @@ fn subscribe(req: Subscribe, ctx: &Ctx<'_>) -> Result<SubscribePayload, ItemErro
     }
     Ok(SubscribePayload {
         subscription_id: Some(sub.id.clone()),
-        watermark: Some(ids::watermark(mailbox.no, position)),
+        watermark: (!streaming).then(|| ids::watermark(mailbox.no, position)),
     })
 }

@@ -221,6 +221,76 @@ impl NtlmPool {
         self.handshake_and_send(wire, slot, req).await
     }
 
+    /// Opens a connection of its own (not from the pool: it stays busy for the whole
+    /// response), authenticates it with `req` carried by AUTHENTICATE, and returns the response
+    /// as soon as its head arrives, with the connection that carries its body.
+    pub(crate) async fn open_stream(
+        &self,
+        wire: &Wire,
+        req: &SoapRequest<'_>,
+    ) -> Result<(http::Response<hyper::body::Incoming>, DedicatedConnection), Error> {
+        let mut conn = wire.connect().await?;
+        let challenge = self.challenge(wire, &mut conn, req).await?;
+        let host = wire.endpoint.host_str().unwrap_or_default();
+        let authenticate =
+            authenticate_header(&self.creds, &challenge, conn.channel_bindings(), host)?;
+        self.handshakes.fetch_add(1, Ordering::Relaxed);
+        let response = wire
+            .send_on_streaming(&mut conn, wire.request(req, Some(authenticate), true)?)
+            .await?;
+        if response.status() == http::StatusCode::UNAUTHORIZED {
+            return Err(self.refused());
+        }
+        Ok((response, conn))
+    }
+
+    /// NEGOTIATE (empty body) on `conn`; the server's CHALLENGE.
+    async fn challenge(
+        &self,
+        wire: &Wire,
+        conn: &mut DedicatedConnection,
+        req: &SoapRequest<'_>,
+    ) -> Result<Vec<u8>, Error> {
+        let first = wire
+            .send_on(conn, wire.request(req, Some(negotiate_header()?), false)?)
+            .await?;
+        if first.status != 401 {
+            return Err(Error::Unauthorized {
+                scheme: "ntlm",
+                detail: format!(
+                    "the server answered the NTLM NEGOTIATE with HTTP {} instead of a challenge",
+                    first.status
+                ),
+            });
+        }
+        let Some(challenge) = challenge_of(&first) else {
+            return Err(Error::Unauthorized {
+                scheme: "ntlm",
+                detail: format!(
+                    "the server does not offer NTLM (it offers: {})",
+                    first.offered_schemes()
+                ),
+            });
+        };
+        if !conn.is_open() {
+            return Err(Error::Connection(
+                "the server closed the connection in the middle of the NTLM handshake".into(),
+            ));
+        }
+        Ok(challenge)
+    }
+
+    fn refused(&self) -> Error {
+        Error::Unauthorized {
+            scheme: "ntlm",
+            detail: format!(
+                "the server refused the NTLM credentials of {} (wrong password, or locked or \
+                 unknown account)",
+                self.creds.display()
+            ),
+        }
+    }
+
     /// NEGOTIATE (empty body) -> CHALLENGE -> AUTHENTICATE carrying the real request.
     async fn handshake_and_send(
         &self,
