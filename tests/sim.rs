@@ -1500,6 +1500,41 @@ async fn fail_injection_gives_empty_500_or_a_dropped_connection() {
     h.shutdown().await;
 }
 
+/// The simulator's operations are the generated surface's: every operation of `wsdl/` (as
+/// generated into `OPERATIONS`) reaches a handler (an empty request is refused by that
+/// operation's schema check), so an operation added to the WSDL fails here until the simulator
+/// answers it.
+#[tokio::test]
+async fn every_operation_of_the_wsdl_subset_has_a_handler() {
+    // Sends invalid requests on purpose: not recorded.
+    let h = start(unrecorded_config()).await;
+    let ews = Ews::new(&h);
+    for op in taskbridge::ews::generated::OPERATIONS {
+        let envelope = format!(
+            r#"<?xml version="1.0" encoding="utf-8"?><soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/" xmlns:m="http://schemas.microsoft.com/exchange/services/2006/messages"><soap:Body><m:{}/></soap:Body></soap:Envelope>"#,
+            op.request
+        );
+        let resp = tokio::time::timeout(Duration::from_secs(10), ews.raw(envelope.into_bytes()))
+            .await
+            .unwrap_or_else(|_| panic!("{} was not answered", op.name));
+        let text = tokio::time::timeout(Duration::from_secs(10), resp.text())
+            .await
+            .unwrap_or_else(|_| panic!("{}'s answer did not end", op.name))
+            .expect("text");
+        assert!(
+            !text.contains("not handled") && !text.contains("does not implement"),
+            "{}: {text}",
+            op.name
+        );
+        assert!(
+            text.contains("ErrorSchemaValidation") || text.contains("ResponseCode"),
+            "{}: {text}",
+            op.name
+        );
+    }
+    h.shutdown().await;
+}
+
 #[tokio::test]
 async fn unknown_operations_and_out_of_order_requests_get_faults() {
     // Sends an out-of-order request on purpose: not recorded.
