@@ -7,6 +7,8 @@
 //!   under `publish` and once under `serve` with user edits between the kills.
 //! - `network`: 1,000 user edits through throttling (all three shapes), failures, lost push
 //!   deliveries and spontaneous change keys.
+//! - `streaming`: 300 user edits reaching `serve` over GetStreamingEvents connections that the
+//!   simulator cuts at random, with throttling, failures and reconciliation off.
 //! - `listener`: hostile input at the push listener of a running `serve`.
 //! - `secrets`: the listener secret, the PM API token, TLS verification, and no secret in any
 //!   log line.
@@ -24,5 +26,7 @@ mod listener_support;
 mod network;
 #[path = "chaos/secrets.rs"]
 mod secrets;
+#[path = "chaos/streaming.rs"]
+mod streaming;
 #[path = "chaos/support.rs"]
 mod support;
