@@ -90,7 +90,7 @@ impl OpenResponse {
 }
 
 /// An open GetStreamingEvents response: its envelopes, decoded as they arrive
-/// ([`EwsClient::get_streaming_events`]).
+/// ([`crate::client::EwsClient::get_streaming_events`]).
 pub struct StreamingEvents {
     response: Option<OpenResponse>,
     /// When the connection must have ended (its time-out and the request time-out).
