@@ -169,34 +169,18 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 .await?;
             return Ok(report);
         }
-        // A pass of this mailbox may have run between the plan and the lock, with fresher PM
-        // values than the plan's: its rows are left to the next publish, which plans from them.
-        let now_rows: HashMap<AssignmentKey, AssignmentState> = self
-            .inner
-            .state
-            .mailbox_assignments(mailbox)
-            .await?
-            .into_iter()
-            .map(|s| (s.key, s))
-            .collect();
-        let (current, moved): (Vec<_>, Vec<_>) = plan
-            .desired
-            .into_iter()
-            .partition(|(key, _, state)| now_rows.get(key) == state.as_ref());
-        if !moved.is_empty() {
-            debug!(
-                count = moved.len(),
-                "items changed since the plan was made; left to the next publish"
-            );
-            report.deferred += moved.len();
-        }
         let rule = self.inner.config.deleted_task;
         let mut creates = Vec::new();
         let mut updates = Vec::new();
         let mut with_items = 0usize;
-        for (key, desired, state) in current {
+        // Assignments with no row at all when the plan was made.
+        let mut unrecorded = std::collections::HashSet::new();
+        for (key, desired, state) in plan.desired {
             match state {
-                None => creates.push((key, desired, AssignmentState::new(key, mailbox.clone()))),
+                None => {
+                    unrecorded.insert(key);
+                    creates.push((key, desired, AssignmentState::new(key, mailbox.clone())));
+                }
                 Some(s) if s.item.is_none() => {
                     if s.status == SyncStatus::Detached
                         && rule != super::config::DeletedTaskRule::Recreate
@@ -232,6 +216,37 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                         _ => updates.push((key, desired, s)),
                     }
                 }
+            }
+        }
+        // A pass of this mailbox may have run between the plan and the lock, with fresher PM
+        // values than the plan's: the items it settled are left to the next publish, which
+        // plans from what it stored. Only items this publish would write are looked at (an
+        // unchanged re-publish reads nothing more).
+        if !creates.is_empty() || !updates.is_empty() {
+            let now_rows: HashMap<AssignmentKey, AssignmentState> = self
+                .inner
+                .state
+                .mailbox_assignments(mailbox)
+                .await?
+                .into_iter()
+                .map(|s| (s.key, s))
+                .collect();
+            let planned = creates.len() + updates.len();
+            creates.retain(|(key, _, s)| {
+                if unrecorded.contains(key) {
+                    !now_rows.contains_key(key)
+                } else {
+                    now_rows.get(key) == Some(s)
+                }
+            });
+            updates.retain(|(key, _, s)| now_rows.get(key) == Some(s));
+            let moved = planned - creates.len() - updates.len();
+            if moved > 0 {
+                debug!(
+                    count = moved,
+                    "items changed since the plan was made; left to the next publish"
+                );
+                report.deferred += moved;
             }
         }
         let mut deletes: Vec<AssignmentState> = Vec::new();
