@@ -446,6 +446,35 @@ impl Commit {
     }
 }
 
+// Text forms both stores write: times as RFC 3339 exactly as held (the engine compares stored
+// rows with rows it holds), hashes in their own text form.
+
+fn time_text(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+fn parse_time(what: &str, text: Option<String>) -> Result<Option<DateTime<Utc>>, StateError> {
+    text.map(|t| {
+        DateTime::parse_from_rfc3339(&t)
+            .map(|d| d.with_timezone(&Utc))
+            .map_err(|e| StateError::Corrupt {
+                what: what.to_string(),
+                detail: e.to_string(),
+            })
+    })
+    .transpose()
+}
+
+fn parse_hash(what: &str, text: Option<String>) -> Result<Option<ValueHash>, StateError> {
+    text.map(|t| {
+        t.parse().map_err(|e| StateError::Corrupt {
+            what: what.to_string(),
+            detail: format!("{e}"),
+        })
+    })
+    .transpose()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -15,7 +15,7 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -320,32 +320,6 @@ fn from_json<T: for<'de> Deserialize<'de>>(
         what: what.to_string(),
         detail: e.to_string(),
     })
-}
-
-fn time_text(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-}
-
-fn parse_time(what: &str, text: Option<String>) -> Result<Option<DateTime<Utc>>, StateError> {
-    text.map(|t| {
-        DateTime::parse_from_rfc3339(&t)
-            .map(|d| d.with_timezone(&Utc))
-            .map_err(|e| StateError::Corrupt {
-                what: what.to_string(),
-                detail: e.to_string(),
-            })
-    })
-    .transpose()
-}
-
-fn parse_hash(what: &str, text: Option<String>) -> Result<Option<ValueHash>, StateError> {
-    text.map(|t| {
-        t.parse().map_err(|e| StateError::Corrupt {
-            what: what.to_string(),
-            detail: format!("{e}"),
-        })
-    })
-    .transpose()
 }
 
 fn parse_key(what: &str, project: &str, uid: i64) -> Result<AssignmentKey, StateError> {
