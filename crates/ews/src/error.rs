@@ -56,6 +56,9 @@ pub enum Error {
     /// The server's certificate is not trusted (unknown issuer, expired, wrong host name...).
     #[error("untrusted server certificate: {0}")]
     UntrustedCertificate(String),
+    /// Kerberos cannot be used here (the GSSAPI library is missing or unusable).
+    #[error("{0}")]
+    Kerberos(#[from] crate::transport::auth::gssapi::GssError),
     /// A configuration problem found when the client was built.
     #[error("invalid EWS client configuration: {0}")]
     Config(String),
