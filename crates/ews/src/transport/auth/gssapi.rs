@@ -114,7 +114,6 @@ static NT_HOSTBASED_SERVICE: StaticOid = StaticOid(OidDesc {
     elements: HOSTBASED_BYTES.as_ptr() as *mut c_void,
 });
 
-const GSS_S_COMPLETE: u32 = 0;
 const GSS_S_CONTINUE_NEEDED: u32 = 1;
 const GSS_C_GSS_CODE: c_int = 1;
 const GSS_C_MECH_CODE: c_int = 2;
@@ -474,10 +473,11 @@ impl Initiator {
         if is_error(major) {
             return Err(lib.error("gss_init_sec_context", major, minor));
         }
-        self.complete = major & 0xffff == GSS_S_COMPLETE;
+        // Other supplementary bits (an old or duplicate token) do not leave the context open.
+        self.complete = major & GSS_S_CONTINUE_NEEDED == 0;
         Ok(Step {
             token,
-            complete: major & GSS_S_CONTINUE_NEEDED == 0,
+            complete: self.complete,
         })
     }
 }
