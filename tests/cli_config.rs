@@ -259,3 +259,38 @@ fn check_without_user_says_that_auth_defaults_to_ntlm() {
     assert!(err.contains("--auth ntlm needs --user"), "{err}");
     assert!(err.contains("--auth defaults to ntlm"), "{err}");
 }
+
+#[test]
+fn config_check_takes_negotiate_without_a_password_and_names_a_bad_spn() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    init(d);
+    std::fs::remove_file(d.join("taskbridge-data/exchange.password")).expect("rm password");
+    let negotiate = [("TASKBRIDGE_EXCHANGE_AUTH", "negotiate")];
+    let out = taskbridge(d, &["config", "check"], &negotiate);
+    let stdout = text(&out.stdout);
+    // Kerberos needs no password; a machine without the GSSAPI library is told so.
+    assert!(!stdout.contains("exchange.password_env"), "{stdout}");
+    let library = stdout.contains("exchange.auth: Kerberos is not available");
+    assert_eq!(out.status.success(), !library, "{stdout}");
+    if library {
+        assert!(stdout.contains("libgssapi-krb5-2"), "{stdout}");
+    }
+
+    let out = taskbridge(
+        d,
+        &["config", "check"],
+        &[
+            ("TASKBRIDGE_EXCHANGE_AUTH", "negotiate"),
+            ("TASKBRIDGE_EXCHANGE_SPN", "mail.contoso.com"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("exchange.spn:") && l.contains("SERVICE/host")),
+        "{stdout}"
+    );
+}

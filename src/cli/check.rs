@@ -55,6 +55,9 @@ pub enum AuthKind {
     Basic,
     /// NTLMv2 (--user as DOMAIN\user or user@domain, --password-env/--password-file).
     Ntlm,
+    /// Kerberos through Negotiate, with the ticket cache (KRB5CCNAME) or client keytab
+    /// (KRB5_CLIENT_KTNAME); --spn names the service if it is not HTTP/<host of --url>.
+    Negotiate,
     /// A static OAuth bearer token (--token-env).
     Bearer,
     /// OAuth client credentials (--token-url, --client-id, --client-secret-env, --scope).
@@ -94,6 +97,9 @@ pub struct CheckArgs {
     /// Read the password from the first line of this file.
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
+    /// The service principal name for --auth negotiate (default HTTP/<host of the URL>).
+    #[arg(long, value_name = "SERVICE/HOST")]
+    pub spn: Option<String>,
     /// Read the bearer token from this environment variable (--auth bearer).
     #[arg(long, value_name = "VAR")]
     pub token_env: Option<String>,
@@ -153,7 +159,7 @@ fn needs(auth: AuthKind, flag: &str) -> CliError {
         .to_possible_value()
         .map_or_else(String::new, |v| v.get_name().to_string());
     let default = if auth == AuthKind::Ntlm {
-        " (--auth defaults to ntlm; --auth none, basic, bearer or oauth picks another)"
+        " (--auth defaults to ntlm; --auth none, basic, negotiate, bearer or oauth picks another)"
     } else {
         ""
     };
@@ -193,6 +199,9 @@ fn config(
         AuthKind::Ntlm => Auth::Ntlm {
             user: required(&args.user, "--user", args.auth)?.to_string(),
             password: password(args)?,
+        },
+        AuthKind::Negotiate => Auth::Negotiate {
+            spn: args.spn.clone(),
         },
         AuthKind::Bearer => Auth::Bearer {
             token: env_secret(

@@ -82,8 +82,12 @@ pub struct RawExchange {
     pub autodiscover_timeout_secs: u64,
     /// `RequestServerVersion`.
     pub version: String,
-    /// `none`, `basic`, `ntlm`, `bearer` or `oauth`.
+    /// `none`, `basic`, `ntlm`, `negotiate`, `bearer` or `oauth`.
     pub auth: String,
+    /// With `auth = "negotiate"`: the service principal name (`HTTP/host`); empty means
+    /// `HTTP/<host of url>`. Kerberos credentials come from the process's ticket cache
+    /// (`KRB5CCNAME`) or client keytab (`KRB5_CLIENT_KTNAME`).
+    pub spn: String,
     /// The service account (`DOMAIN\user` or `user@domain`).
     pub user: String,
     /// Environment variable holding the password.
@@ -131,6 +135,7 @@ impl Default for RawExchange {
             autodiscover_timeout_secs: 10,
             version: "Exchange2013_SP1".into(),
             auth: "basic".into(),
+            spn: String::new(),
             user: "taskbridge@sim.example".into(),
             password_env: "TASKBRIDGE_EXCHANGE_PASSWORD".into(),
             password_file: "exchange.password".into(),
@@ -839,6 +844,22 @@ impl RawConfig {
                     }
                 }
             }
+            "negotiate" => {
+                let spn = x.spn.trim();
+                if !spn.is_empty()
+                    && !spn
+                        .split_once('/')
+                        .is_some_and(|(s, h)| !s.is_empty() && !h.is_empty() && !h.contains('/'))
+                {
+                    return Err(bad(
+                        "exchange.spn",
+                        format!("{spn:?} is not SERVICE/host (e.g. HTTP/mail.contoso.com)"),
+                    ));
+                }
+                Auth::Negotiate {
+                    spn: (!spn.is_empty()).then(|| spn.to_string()),
+                }
+            }
             "bearer" => Auth::Bearer {
                 token: self
                     .read_secret("exchange.token_env", &x.token_env, &x.token_file)?
@@ -869,7 +890,9 @@ impl RawConfig {
             other => {
                 return Err(bad(
                     "exchange.auth",
-                    format!("unknown scheme {other:?} (none, basic, ntlm, bearer, oauth)"),
+                    format!(
+                        "unknown scheme {other:?} (none, basic, ntlm, negotiate, bearer, oauth)"
+                    ),
                 ));
             }
         };

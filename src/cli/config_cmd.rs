@@ -74,6 +74,13 @@ pub fn problems(raw: &RawConfig) -> Vec<String> {
     // The typed settings (credentials are read here: a password that is neither in its
     // variable nor in its file is a problem).
     push(raw.check_exchange());
+    if raw.exchange.auth == "negotiate" {
+        // Kerberos is loaded when the client is built: say now if it cannot be.
+        push(
+            taskbridge::ews::transport::auth::gssapi::available()
+                .map_err(|e| bad("exchange.auth", e)),
+        );
+    }
     push(raw.field_table().map(|_| ()));
     push(raw.sync().map(|_| ()));
     push(raw.socket("admin.listen", &raw.admin.listen).map(|_| ()));

@@ -48,7 +48,8 @@ data_dir = "taskbridge-data"
 url = "http://127.0.0.1:8443/EWS/Exchange.asmx"
 # RequestServerVersion: Exchange2010_SP2, Exchange2013_SP1, Exchange2016, V2017_07_11, ...
 version = "Exchange2013_SP1"
-# none, basic, ntlm, bearer or oauth. On premises use ntlm (or basic over TLS).
+# none, basic, ntlm, negotiate, bearer or oauth. On premises use ntlm or negotiate (Kerberos:
+# ticket cache KRB5CCNAME or client keytab KRB5_CLIENT_KTNAME; spn defaults to HTTP/<host of url>).
 auth = "basic"
 # The service account with the ApplicationImpersonation role (DOMAIN\user or user@domain).
 user = "taskbridge@sim.example"

@@ -41,9 +41,12 @@ pub struct SimArgs {
     /// How clients authenticate.
     #[arg(long, value_enum, default_value_t = AuthArg::None)]
     auth: AuthArg,
+    /// The keytab with the service key (HTTP/host@REALM) for --auth negotiate.
+    #[arg(long, value_name = "FILE")]
+    keytab: Option<PathBuf>,
     /// Extended Protection on the TLS listener, as IIS enforces it for Exchange: `require`
-    /// refuses an NTLM authentication without channel bindings that match the certificate,
-    /// `allow` refuses only wrong ones.
+    /// refuses an NTLM or Kerberos authentication without channel bindings that match the
+    /// certificate, `allow` refuses only wrong ones.
     #[arg(long, value_enum, default_value_t = ExtendedProtectionArg::None)]
     extended_protection: ExtendedProtectionArg,
     /// What UpdateItem with a stale ChangeKey meets under NeverOverwrite and AutoResolve:
@@ -99,6 +102,8 @@ enum AuthArg {
     Basic,
     /// NTLM.
     Ntlm,
+    /// Negotiate (Kerberos tickets for the service key in --keytab).
+    Negotiate,
 }
 
 /// `--extended-protection`.
@@ -163,7 +168,9 @@ fn config(args: SimArgs) -> Result<SimConfig, CliError> {
             AuthArg::None => AuthMode::None,
             AuthArg::Basic => AuthMode::Basic,
             AuthArg::Ntlm => AuthMode::Ntlm,
+            AuthArg::Negotiate => AuthMode::Negotiate,
         },
+        keytab: args.keytab,
         extended_protection: match args.extended_protection {
             ExtendedProtectionArg::None => ExtendedProtection::None,
             ExtendedProtectionArg::Allow => ExtendedProtection::Allow,

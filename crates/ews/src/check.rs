@@ -76,6 +76,8 @@ impl CheckFailure {
     fn from_error(err: Error) -> Self {
         match err {
             Error::Config(m) => CheckFailure::Config(m),
+            // Kerberos asked for on a machine without the GSSAPI library: a setup problem.
+            Error::Kerberos(e) => CheckFailure::Config(e.to_string()),
             Error::Connection(m) => CheckFailure::Unreachable(m),
             Error::Tls(m) => CheckFailure::Tls(m),
             Error::UntrustedCertificate(m) => CheckFailure::UntrustedCertificate(m),

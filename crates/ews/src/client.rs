@@ -200,7 +200,7 @@ impl EwsClient {
             )?,
             _ => pooled.clone(),
         };
-        let auth = Authenticator::new(&config.auth, &token_http)?;
+        let auth = Authenticator::new(&config.auth, &endpoint, &token_http)?;
         Ok(EwsClient {
             inner: Arc::new(Inner {
                 wire: Wire {
@@ -258,7 +258,7 @@ impl EwsClient {
         self.inner.wire.endpoint.as_str()
     }
 
-    /// The authentication scheme (`none`, `basic`, `ntlm`, `bearer`, `oauth`).
+    /// The authentication scheme (`none`, `basic`, `ntlm`, `negotiate`, `bearer`, `oauth`).
     pub fn auth_scheme(&self) -> &'static str {
         self.inner.scheme
     }
@@ -268,7 +268,7 @@ impl EwsClient {
         self.inner.wire.gate.closed_until()
     }
 
-    /// NTLM handshakes run so far (AUTHENTICATE messages sent).
+    /// NTLM handshakes run so far (AUTHENTICATE messages sent), or Negotiate handshakes.
     pub fn ntlm_handshakes(&self) -> u64 {
         self.inner.auth.ntlm_handshakes()
     }
@@ -378,6 +378,10 @@ impl EwsClient {
             Authenticator::Basic(h) => Some(h.clone()),
             Authenticator::Bearer(source) => Some(source.token().await?.header()?),
             Authenticator::Ntlm(pool) => {
+                let (response, conn) = pool.open_stream(&inner.wire, req).await?;
+                return Ok(OpenResponse::dedicated(response, conn));
+            }
+            Authenticator::Negotiate(pool) => {
                 let (response, conn) = pool.open_stream(&inner.wire, req).await?;
                 return Ok(OpenResponse::dedicated(response, conn));
             }

@@ -56,6 +56,9 @@ pub enum Error {
     /// The server's certificate is not trusted (unknown issuer, expired, wrong host name...).
     #[error("untrusted server certificate: {0}")]
     UntrustedCertificate(String),
+    /// Kerberos cannot be used here (the GSSAPI library is missing or unusable).
+    #[error("{0}")]
+    Kerberos(#[from] GssError),
     /// A configuration problem found when the client was built.
     #[error("invalid EWS client configuration: {0}")]
     Config(String),
@@ -75,5 +78,43 @@ impl From<DecodeError> for Error {
             source,
             body: Box::default(),
         }
+    }
+}
+
+/// A failure of the system's GSSAPI (Kerberos), from `transport::auth::gssapi`. Defined here,
+/// below the transport, so that [`Error::Kerberos`] can carry it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GssError {
+    /// The GSSAPI library could not be loaded.
+    #[error(
+        "Kerberos is not available: cannot load libgssapi_krb5.so.2 ({detail}); install the libgssapi-krb5-2 package"
+    )]
+    LibraryMissing {
+        /// What the dynamic loader said.
+        detail: String,
+    },
+    /// A GSSAPI call failed.
+    #[error("{call} failed: {message}")]
+    Call {
+        /// The function that failed.
+        call: &'static str,
+        /// Its major status.
+        major: u32,
+        /// Its minor (mechanism) status.
+        minor: u32,
+        /// The library's own words for both statuses.
+        message: String,
+    },
+    /// An input that cannot be handed to the library (an interior NUL byte).
+    #[error("invalid Kerberos input: {0}")]
+    Input(String),
+}
+
+impl GssError {
+    /// Whether the failure is the acceptor's refusal of the initiator's channel bindings
+    /// (`GSS_S_BAD_BINDINGS`).
+    pub fn is_bad_bindings(&self) -> bool {
+        matches!(self, GssError::Call { major, .. } if *major & 0x00ff_0000 == 4 << 16)
     }
 }

@@ -18,6 +18,7 @@ use base64::engine::general_purpose::STANDARD;
 use subtle::ConstantTimeEq;
 
 use crate::ntlm_server;
+use taskbridge_ews::transport::auth::gssapi::{Acceptor, AcceptorCredential};
 
 /// How clients authenticate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -30,6 +31,10 @@ pub enum AuthMode {
     Basic,
     /// NTLM (NTLMv2 verified against the password); authenticates the TCP connection.
     Ntlm,
+    /// Negotiate: Kerberos tickets for the keytab's service, through the system's GSSAPI;
+    /// authenticates the TCP connection. The ticket's principal (`user@REALM`) is matched to an
+    /// account as a logon name.
+    Negotiate,
 }
 
 /// A password; `Debug` prints `***`.
@@ -305,13 +310,114 @@ pub(crate) fn ntlm_step(
     }
 }
 
-/// Per-connection authentication state: NTLM authenticates the TCP connection, not a request.
+/// Per-connection authentication state: NTLM and Negotiate authenticate the TCP connection,
+/// not a request.
 #[derive(Debug)]
 pub(crate) struct ConnState {
     // A std Mutex: read and written between awaits only.
     pub ntlm: std::sync::Mutex<NtlmState>,
+    // Likewise.
+    pub negotiate: std::sync::Mutex<NegotiateState>,
     /// The TLS channel's bindings (from our certificate); `None` over plain HTTP.
     pub channel: Option<taskbridge_ews::transport::channel_binding::ChannelBindings>,
+    /// The same bindings' application data (`tls-server-end-point:` + certificate hash).
+    pub end_point: Option<std::sync::Arc<[u8]>>,
+}
+
+/// The Negotiate state of one connection.
+#[derive(Debug, Default)]
+pub struct NegotiateState {
+    /// The caller, once the connection is authenticated.
+    caller: Option<Caller>,
+    /// A handshake that needs another leg.
+    pending: Option<Acceptor>,
+    /// The token for the response to the request that completed the handshake.
+    reply: Option<String>,
+}
+
+/// The `WWW-Authenticate` value that asks for Negotiate.
+pub(crate) const NEGOTIATE_OFFER: &str = "Negotiate";
+
+/// The `WWW-Authenticate` value (`Negotiate <token>`) the response to the current request must
+/// carry, once.
+pub(crate) fn take_negotiate_reply(conn: &ConnState) -> Option<String> {
+    conn.negotiate
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .reply
+        .take()
+}
+
+/// One step of Negotiate on a connection: the caller once authenticated, or the
+/// `WWW-Authenticate` value of the 401 to answer.
+///
+/// The ticket is checked by GSSAPI against `keys`, with the channel bindings of the TLS
+/// listener. GSSAPI itself refuses bindings that differ from the channel's; an initiator that
+/// sent none passes GSSAPI without `GSS_C_CHANNEL_BOUND_FLAG` (MIT krb5 1.19 and later), and
+/// is refused here under `Require`, as IIS refuses it when Extended Protection is required.
+/// A ticket for a principal with no account here is refused like a bad one.
+pub(crate) fn negotiate_step(
+    users: &Users,
+    keys: &std::sync::Arc<AcceptorCredential>,
+    conn: &ConnState,
+    authorization: Option<&str>,
+    extended_protection: ntlm_server::ExtendedProtection,
+) -> Result<Caller, String> {
+    let mut state = conn.negotiate.lock().unwrap_or_else(|e| e.into_inner());
+    let token = authorization.and_then(|h| {
+        let (scheme, token) = h.trim().split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("Negotiate") {
+            return None;
+        }
+        STANDARD.decode(token.trim()).ok()
+    });
+    let Some(token) = token else {
+        return state
+            .caller
+            .clone()
+            .ok_or_else(|| NEGOTIATE_OFFER.to_string());
+    };
+    state.caller = None;
+    // Under `None` the channel is not checked at all, as IIS does with Extended Protection off.
+    let bindings = match extended_protection {
+        ntlm_server::ExtendedProtection::None => None,
+        _ => conn.end_point.as_ref().map(|d| d.to_vec()),
+    };
+    let mut acceptor = state
+        .pending
+        .take()
+        .unwrap_or_else(|| keys.acceptor(bindings));
+    let accepted = match acceptor.step(&token) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::info!(error = %e, "Negotiate authentication refused");
+            return Err(NEGOTIATE_OFFER.to_string());
+        }
+    };
+    let reply = (!accepted.token.is_empty())
+        .then(|| format!("Negotiate {}", STANDARD.encode(&accepted.token)));
+    if !accepted.complete {
+        state.pending = Some(acceptor);
+        return Err(reply.unwrap_or_else(|| NEGOTIATE_OFFER.to_string()));
+    }
+    if extended_protection == ntlm_server::ExtendedProtection::Require
+        && conn.end_point.is_some()
+        && !accepted.channel_bound
+    {
+        tracing::info!(
+            client = %accepted.client,
+            "Negotiate authentication refused: no channel bindings under Extended Protection"
+        );
+        return Err(NEGOTIATE_OFFER.to_string());
+    }
+    let Some(user) = users.find(&accepted.client) else {
+        tracing::info!(client = %accepted.client, "Kerberos principal without an account");
+        return Err(NEGOTIATE_OFFER.to_string());
+    };
+    let caller = users.caller(user);
+    state.caller = Some(caller.clone());
+    state.reply = reply;
+    Ok(caller)
 }
 
 #[cfg(test)]

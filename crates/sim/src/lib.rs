@@ -82,6 +82,9 @@ pub struct SimConfig {
     /// How NTLM channel bindings are checked on the TLS listener (Extended Protection, as IIS
     /// enforces it for Exchange 2019 CU14 and later); plain HTTP has no channel to bind.
     pub extended_protection: ExtendedProtection,
+    /// The keytab holding the service key (`HTTP/host@REALM`) that `AuthMode::Negotiate`
+    /// accepts Kerberos tickets for.
+    pub keytab: Option<PathBuf>,
     /// What a stale change key in UpdateItem meets: Exchange's strictness (the default) or a
     /// property-level merge.
     pub conflict_model: ConflictModel,
@@ -112,6 +115,7 @@ impl Default for SimConfig {
             users: Vec::new(),
             auth: AuthMode::None,
             extended_protection: ExtendedProtection::None,
+            keytab: None,
             conflict_model: ConflictModel::Strict,
             state: None,
             record: None,
@@ -274,7 +278,9 @@ pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let sim = Arc::new(shared::Sim::new(config, shutdown_rx)?);
     sim.set_me();
-    let channel = tls.as_ref().map(|tls| tls.bindings);
+    let channel = tls
+        .as_ref()
+        .map(|tls| (tls.bindings, tls.end_point.clone()));
     let bound = taskbridge_ews::server::Bound::new(
         "sim",
         listener,
@@ -332,6 +338,11 @@ fn validate(config: &SimConfig) -> Result<(), SimError> {
     if config.auth != AuthMode::None && config.users.is_empty() {
         return Err(SimError::Config(
             "authentication needs at least one --user or --service".into(),
+        ));
+    }
+    if config.auth == AuthMode::Negotiate && config.keytab.is_none() {
+        return Err(SimError::Config(
+            "--auth negotiate needs --keytab with the service key".into(),
         ));
     }
     if f.max_concurrency == Some(0) {

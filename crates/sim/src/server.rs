@@ -26,7 +26,7 @@ use crate::streaming::{self, StreamBody};
 use crate::{ADMIN_PATH, EWS_PATH, SimError, TlsFiles, admin, autodiscover, ops};
 use taskbridge_ews::server::{self as http_server, ServerLimits};
 use taskbridge_ews::soap::{self, Fault};
-use taskbridge_ews::transport::channel_binding::ChannelBindings;
+use taskbridge_ews::transport::channel_binding::{ChannelBindings, tls_server_end_point_data};
 
 /// The TLS side of the listener: the acceptor, and the channel bindings its certificate gives
 /// (what an NTLM client under Extended Protection must send).
@@ -34,6 +34,8 @@ use taskbridge_ews::transport::channel_binding::ChannelBindings;
 pub(crate) struct Tls {
     pub acceptor: TlsAcceptor,
     pub bindings: ChannelBindings,
+    /// The same bindings' application data, as a Kerberos acceptor checks them.
+    pub end_point: Arc<[u8]>,
 }
 
 /// Builds the TLS acceptor from PEM files.
@@ -44,6 +46,7 @@ pub(crate) fn tls_acceptor(files: &TlsFiles) -> Result<Tls, SimError> {
     })?;
     Ok(Tls {
         bindings: ChannelBindings::tls_server_end_point(&loaded.certificate),
+        end_point: tls_server_end_point_data(&loaded.certificate).into(),
         acceptor: loaded.acceptor,
     })
 }
@@ -68,7 +71,7 @@ pub(crate) fn limits() -> ServerLimits {
 pub(crate) async fn run(
     sim: Arc<Sim>,
     bound: http_server::Bound,
-    channel: Option<ChannelBindings>,
+    channel: Option<(ChannelBindings, Arc<[u8]>)>,
     stop_all: watch::Sender<bool>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -79,7 +82,9 @@ pub(crate) async fn run(
             let sim = sim.clone();
             let conn_state = Arc::new(ConnState {
                 ntlm: Default::default(),
-                channel,
+                negotiate: Default::default(),
+                channel: channel.as_ref().map(|(bindings, _)| *bindings),
+                end_point: channel.as_ref().map(|(_, data)| data.clone()),
             });
             service_fn(move |req| {
                 let sim = sim.clone();
@@ -123,11 +128,21 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<SimBody>, Dropped> {
     let mut stream = None;
-    let whole = handle_whole(sim, conn, req, &mut stream).await?;
-    Ok(match stream {
+    let whole = handle_whole(sim, conn.clone(), req, &mut stream).await?;
+    let mut response = match stream {
         Some(s) => s.map(http_body_util::Either::Right),
         None => whole.map(http_body_util::Either::Left),
-    })
+    };
+    // Negotiate's mutual authentication: the answer to a request that carried a ticket proves
+    // the server holds the service key.
+    if let Some(token) = crate::auth::take_negotiate_reply(&conn)
+        && let Ok(value) = token.parse()
+    {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
+    }
+    Ok(response)
 }
 
 /// Handles a request; a streaming answer goes to `stream` (and the returned one is unused).
@@ -218,6 +233,16 @@ fn authenticate(sim: &Sim, conn: &ConnState, req: &Request<Incoming>) -> Result<
             authorization,
             sim.config.extended_protection,
         ),
+        AuthMode::Negotiate => match &sim.kerberos {
+            Some(keys) => crate::auth::negotiate_step(
+                &sim.users,
+                keys,
+                conn,
+                authorization,
+                sim.config.extended_protection,
+            ),
+            None => Err(crate::auth::NEGOTIATE_OFFER.to_string()),
+        },
     }
 }
 

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use taskbridge_ews::transport::auth::gssapi::AcceptorCredential;
 
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
@@ -31,6 +32,8 @@ pub(crate) struct Sim {
     pub store: Store,
     /// The accounts.
     pub users: Users,
+    /// The Kerberos service keys (`--auth negotiate`).
+    pub kerberos: Option<Arc<AcceptorCredential>>,
     /// Fault injection.
     pub faults: Faults,
     /// Counters for the admin API.
@@ -97,6 +100,13 @@ impl Sim {
             ),
             None => None,
         };
+        let kerberos = match (&config.auth, &config.keytab) {
+            (crate::auth::AuthMode::Negotiate, Some(keytab)) => Some(Arc::new(
+                AcceptorCredential::from_keytab(keytab)
+                    .map_err(|e| SimError::Config(format!("keytab {}: {e}", keytab.display())))?,
+            )),
+            _ => None,
+        };
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(4)
             .build()
@@ -106,6 +116,7 @@ impl Sim {
             config,
             store,
             users,
+            kerberos,
             counters: Counters::default(),
             recorder,
             persist,

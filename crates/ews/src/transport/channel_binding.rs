@@ -30,8 +30,7 @@ impl ChannelBindings {
     /// inside a `gss_channel_bindings_struct` with no addresses (RFC 2744 section 3.11), hashed
     /// with MD5 as MS-NLMP 3.1.5.1.2 says.
     pub fn tls_server_end_point(certificate: &[u8]) -> ChannelBindings {
-        let mut application_data = b"tls-server-end-point:".to_vec();
-        application_data.extend_from_slice(&certificate_hash(certificate));
+        let application_data = tls_server_end_point_data(certificate);
         let mut md5 = Md5::new();
         // initiator_addrtype, initiator_address length, acceptor_addrtype, acceptor_address
         // length: all zero; then the application data with its length.
@@ -40,6 +39,16 @@ impl ChannelBindings {
         md5.update(&application_data);
         ChannelBindings(md5.finalize().into())
     }
+}
+
+/// The application data of the `tls-server-end-point` bindings of a TLS connection whose server
+/// presented `certificate` (DER, the leaf): `tls-server-end-point:` + the certificate's hash
+/// (RFC 5929 section 4). Kerberos hands this to GSSAPI, which builds and hashes the structure
+/// itself.
+pub fn tls_server_end_point_data(certificate: &[u8]) -> Vec<u8> {
+    let mut application_data = b"tls-server-end-point:".to_vec();
+    application_data.extend_from_slice(&certificate_hash(certificate));
+    application_data
 }
 
 /// RFC 5929 4.1: the certificate is hashed with the hash of its own signature algorithm, except

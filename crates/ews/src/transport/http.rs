@@ -1,5 +1,5 @@
 //! HTTP/1.1 plumbing: TLS settings, the pooled reqwest client, dedicated connections for
-//! connection-bound authentication (NTLM), and the mapping of low-level errors to
+//! connection-bound authentication (NTLM, Negotiate), and the mapping of low-level errors to
 //! [`Error`].
 //!
 //! Two ways to send, one response shape (`HttpResponse`):
@@ -24,7 +24,7 @@ use tracing::{debug, trace, warn};
 
 use crate::error::{DecodeError, Error};
 use crate::transport::backoff::BackoffGate;
-use crate::transport::channel_binding::ChannelBindings;
+use crate::transport::channel_binding::{ChannelBindings, tls_server_end_point_data};
 
 /// TLS settings.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -373,30 +373,38 @@ impl Wire {
                     .connect(name, tcp)
                     .await
                     .map_err(|e| classify(&e))?;
-                let bindings = tls
+                let leaf = tls
                     .get_ref()
                     .1
                     .peer_certificates()
-                    .and_then(|chain| chain.first())
+                    .and_then(|chain| chain.first());
+                let bindings = leaf
                     .map(|leaf| ChannelBindings::tls_server_end_point(leaf))
                     .unwrap_or(ChannelBindings::NONE);
-                Ok::<_, Error>((handshake(TokioIo::new(tls)).await?, bindings))
+                let end_point = leaf.map(|leaf| tls_server_end_point_data(leaf));
+                Ok::<_, Error>((handshake(TokioIo::new(tls)).await?, bindings, end_point))
             } else {
-                Ok((handshake(TokioIo::new(tcp)).await?, ChannelBindings::NONE))
+                Ok((
+                    handshake(TokioIo::new(tcp)).await?,
+                    ChannelBindings::NONE,
+                    None,
+                ))
             }
         };
-        let (sender, channel_bindings) = tokio::time::timeout(self.timeouts.connect, connect)
-            .await
-            .map_err(|_| {
-                Error::Connection(format!(
-                    "connecting to {host}:{port} timed out after {:?}",
-                    self.timeouts.connect
-                ))
-            })??;
+        let (sender, channel_bindings, end_point) =
+            tokio::time::timeout(self.timeouts.connect, connect)
+                .await
+                .map_err(|_| {
+                    Error::Connection(format!(
+                        "connecting to {host}:{port} timed out after {:?}",
+                        self.timeouts.connect
+                    ))
+                })??;
         debug!(%host, port, "opened a dedicated connection");
         Ok(DedicatedConnection {
             sender,
             channel_bindings,
+            end_point,
         })
     }
 
@@ -529,9 +537,17 @@ pub(crate) struct DedicatedConnection {
     /// The TLS channel's bindings (the server certificate's hash), for NTLM under Extended
     /// Protection; none over plain HTTP.
     channel_bindings: ChannelBindings,
+    /// The same bindings' application data (`tls-server-end-point:` + certificate hash), as
+    /// Kerberos hands them to GSSAPI; none over plain HTTP.
+    end_point: Option<Vec<u8>>,
 }
 
 impl DedicatedConnection {
+    /// The application data of this connection's TLS channel bindings (none over plain HTTP).
+    pub(crate) fn tls_end_point(&self) -> Option<&[u8]> {
+        self.end_point.as_deref()
+    }
+
     /// The channel bindings of this connection.
     pub(crate) fn channel_bindings(&self) -> ChannelBindings {
         self.channel_bindings

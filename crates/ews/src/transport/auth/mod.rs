@@ -4,14 +4,18 @@
 //! - NTLM authenticates dedicated connections (`ntlm`), with channel bindings and a MIC for
 //!   Extended Protection (`ntlm_message`).
 //! - OAuth client credentials fetches and refreshes bearer tokens (`oauth`).
+//! - Negotiate (Kerberos through SPNEGO) authenticates dedicated connections (`negotiate`),
+//!   through the system's GSSAPI loaded at run time ([`gssapi`], also the simulator's acceptor).
 //!
-//! A 401 is final for every scheme except two one-time repairs: NTLM redoes the handshake once
+//! A 401 is final for every scheme except two one-time repairs: NTLM (and Negotiate) redoes the handshake once
 //! on a connection it had authenticated before, and OAuth fetches a new token once when a cached
 //! token is refused. Credentials are never retried blindly, so an account is never locked out.
 //!
 //! The acceptor half of NTLM lives with the simulator (`taskbridge_sim::ntlm_server`).
 
 pub(crate) mod basic;
+pub mod gssapi;
+pub(crate) mod negotiate;
 pub(crate) mod ntlm;
 pub mod ntlm_message;
 pub(crate) mod oauth;
@@ -43,6 +47,12 @@ pub enum Auth {
         /// The password.
         password: Secret,
     },
+    /// Negotiate (Kerberos through SPNEGO) on dedicated connections, with the process's
+    /// Kerberos credentials (ticket cache `KRB5CCNAME` or client keytab `KRB5_CLIENT_KTNAME`).
+    Negotiate {
+        /// The service principal name, `HTTP/host`; `None` means `HTTP/<host of the EWS URL>`.
+        spn: Option<String>,
+    },
     /// A static OAuth bearer token.
     Bearer {
         /// The access token.
@@ -63,12 +73,13 @@ pub enum Auth {
 }
 
 impl Auth {
-    /// The scheme's short name: `none`, `basic`, `ntlm`, `bearer` or `oauth`.
+    /// The scheme's short name: `none`, `basic`, `ntlm`, `negotiate`, `bearer` or `oauth`.
     pub fn scheme(&self) -> &'static str {
         match self {
             Auth::None => "none",
             Auth::Basic { .. } => "basic",
             Auth::Ntlm { .. } => "ntlm",
+            Auth::Negotiate { .. } => "negotiate",
             Auth::Bearer { .. } => "bearer",
             Auth::OAuthClientCredentials { .. } => "oauth",
         }
@@ -92,18 +103,36 @@ pub(crate) enum Authenticator {
     None,
     Basic(HeaderValue),
     Ntlm(ntlm::NtlmPool),
+    Negotiate(negotiate::NegotiatePool),
     Bearer(oauth::TokenSource),
 }
 
 impl Authenticator {
-    /// Prepares `auth`; `http` is the pooled client (also used for the token endpoint).
-    pub(crate) fn new(auth: &Auth, http: &reqwest::Client) -> Result<Self, Error> {
+    /// Prepares `auth` for `endpoint`; `http` is the pooled client (also used for the token
+    /// endpoint).
+    pub(crate) fn new(
+        auth: &Auth,
+        endpoint: &reqwest::Url,
+        http: &reqwest::Client,
+    ) -> Result<Self, Error> {
         Ok(match auth {
             Auth::None => Authenticator::None,
             Auth::Basic { user, password } => Authenticator::Basic(basic::header(user, password)?),
             Auth::Ntlm { user, password } => Authenticator::Ntlm(ntlm::NtlmPool::new(
                 ntlm::NtlmCredentials::new(user, password.clone())?,
             )),
+            Auth::Negotiate { spn } => {
+                let spn = match spn {
+                    Some(spn) => spn.clone(),
+                    None => format!(
+                        "HTTP/{}",
+                        endpoint
+                            .host_str()
+                            .ok_or_else(|| Error::Config("the endpoint URL has no host".into()))?
+                    ),
+                };
+                Authenticator::Negotiate(negotiate::NegotiatePool::new(&spn)?)
+            }
             Auth::Bearer { token } => {
                 Authenticator::Bearer(oauth::TokenSource::Static(token.clone()))
             }
@@ -139,6 +168,7 @@ impl Authenticator {
                     .await?
             }
             Authenticator::Ntlm(pool) => pool.send(wire, req).await?,
+            Authenticator::Negotiate(pool) => pool.send(wire, req).await?,
             Authenticator::Bearer(source) => {
                 let token = source.token().await?;
                 let response = wire
@@ -175,10 +205,11 @@ impl Authenticator {
         Ok(response)
     }
 
-    /// NTLM handshakes so far (0 for other schemes).
+    /// NTLM or Negotiate handshakes so far (0 for other schemes).
     pub(crate) fn ntlm_handshakes(&self) -> u64 {
         match self {
             Authenticator::Ntlm(pool) => pool.handshakes(),
+            Authenticator::Negotiate(pool) => pool.handshakes(),
             _ => 0,
         }
     }
