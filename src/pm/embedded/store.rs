@@ -20,6 +20,7 @@ use tokio::sync::{Notify, broadcast};
 use super::EmbeddedError;
 use super::rows::ts;
 use super::schema::SCHEMA;
+use super::sql::{Conn, args, one};
 use crate::pm::HostEvent;
 use crate::sqlite::actor::{Actor, Housekeeping};
 use crate::sqlite::migrate::MigrateError;
@@ -33,10 +34,13 @@ pub(crate) const OUTBOX_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(7
 /// How often the idle thread prunes.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
-/// The handle to the SQLite thread ([`crate::sqlite::actor`]). Dropping the last handle ends
-/// the thread.
-pub(crate) struct Db {
-    actor: Actor,
+/// The handle to the store's thread: SQLite's ([`crate::sqlite::actor`]) or PostgreSQL's
+/// ([`super::postgres`]). Dropping the last handle ends the thread.
+pub(crate) enum Db {
+    /// An SQLite file.
+    Sqlite(Actor),
+    /// A PostgreSQL database.
+    Postgres(super::postgres::PgDb),
 }
 
 /// What the SQLite thread relays to the async side.
@@ -57,7 +61,7 @@ impl Db {
     ) -> Result<Db, EmbeddedError> {
         let (actor, ready) = Actor::spawn("taskbridge-pm-sqlite", move || {
             let conn = open_connection(&path, create)?;
-            let cursors = Cursors::at_end(&conn);
+            let cursors = Cursors::at_end(&conn as &dyn Conn);
             Ok::<_, EmbeddedError>((
                 conn,
                 Relaying {
@@ -69,49 +73,67 @@ impl Db {
         })
         .map_err(EmbeddedError::Io)?;
         ready.await.map_err(|_| EmbeddedError::Closed)??;
-        Ok(Db { actor })
+        Ok(Db::Sqlite(actor))
     }
 
     /// Ends the thread and waits until it has closed the connection (which checkpoints the
     /// WAL into the main file).
     pub(crate) async fn close(self) {
-        self.actor.close().await;
+        match self {
+            Db::Sqlite(actor) => actor.close().await,
+            Db::Postgres(db) => db.close().await,
+        }
     }
 
     /// Runs `f` on the SQLite thread and returns its result.
     pub(crate) async fn call<R, F>(&self, f: F) -> Result<R, EmbeddedError>
     where
-        F: FnOnce(&mut Connection) -> Result<R, EmbeddedError> + Send + 'static,
+        F: FnOnce(&dyn Conn) -> Result<R, EmbeddedError> + Send + 'static,
         R: Send + 'static,
     {
-        // `Closed` also when the job panicked (a bug, caught on the thread).
-        self.actor
-            .call(f)
-            .await
-            .map_err(|_| EmbeddedError::Closed)?
+        match self {
+            // `Closed` also when the job panicked (a bug, caught on the thread).
+            Db::Sqlite(actor) => actor
+                .call(move |conn| f(conn))
+                .await
+                .map_err(|_| EmbeddedError::Closed)?,
+            Db::Postgres(db) => db.call(f).await,
+        }
     }
 }
 
 /// The thread's housekeeping: the relay after every job and at every idle poll, pruning every
 /// hour. No pruning at open: opening a store must not write to it (a failed import leaves the
 /// file byte-identical), and a short-lived CLI process has no reason to prune.
-struct Relaying {
-    relay: Relay,
-    cursors: Cursors,
-    poll_interval: Duration,
+pub(crate) struct Relaying {
+    pub(crate) relay: Relay,
+    pub(crate) cursors: Cursors,
+    pub(crate) poll_interval: Duration,
 }
 
-impl Housekeeping for Relaying {
-    fn after_job(&mut self, conn: &Connection) {
+impl Relaying {
+    /// After each job.
+    pub(crate) fn after_job(&mut self, conn: &dyn Conn) {
         pump(conn, &self.relay, &mut self.cursors);
     }
 
-    fn when_idle(&mut self, conn: &Connection) {
+    /// At each idle poll.
+    pub(crate) fn when_idle(&mut self, conn: &dyn Conn) {
         pump(conn, &self.relay, &mut self.cursors);
         if self.cursors.last_prune.elapsed() >= PRUNE_EVERY {
             prune(conn);
             self.cursors.last_prune = Instant::now();
         }
+    }
+}
+
+impl Housekeeping for Relaying {
+    fn after_job(&mut self, conn: &Connection) {
+        Relaying::after_job(self, conn);
+    }
+
+    fn when_idle(&mut self, conn: &Connection) {
+        Relaying::when_idle(self, conn);
     }
 
     fn interval(&self) -> Option<Duration> {
@@ -120,7 +142,7 @@ impl Housekeeping for Relaying {
 }
 
 /// Where the relay has got to in the events and the outbox.
-struct Cursors {
+pub(crate) struct Cursors {
     event: i64,
     outbox: i64,
     last_prune: Instant,
@@ -129,11 +151,8 @@ struct Cursors {
 impl Cursors {
     /// Starts after everything already committed: events from before this process opened the
     /// store are history, not news.
-    fn at_end(conn: &Connection) -> Cursors {
-        let max = |sql| {
-            conn.query_row(sql, [], |row| row.get::<_, i64>(0))
-                .unwrap_or(0)
-        };
+    pub(crate) fn at_end(conn: &dyn Conn) -> Cursors {
+        let max = |sql| one::<i64>(conn, sql, &[]).unwrap_or(0);
         Cursors {
             event: max("SELECT COALESCE(MAX(seq), 0) FROM events"),
             // The outbox is durable work, not news: a worker started now must see old rows, so
@@ -146,15 +165,14 @@ impl Cursors {
 
 /// Broadcasts the events committed since the cursor and wakes the webhook worker on new outbox
 /// rows.
-fn pump(conn: &Connection, relay: &Relay, cursors: &mut Cursors) {
-    let result = (|| -> rusqlite::Result<()> {
-        let mut stmt =
-            conn.prepare_cached("SELECT seq, body FROM events WHERE seq > ?1 ORDER BY seq")?;
-        let rows = stmt.query_map([cursors.event], |row| {
-            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
-        })?;
+fn pump(conn: &dyn Conn, relay: &Relay, cursors: &mut Cursors) {
+    let result = (|| -> Result<(), EmbeddedError> {
+        let rows = conn.query(
+            "SELECT seq, body FROM events WHERE seq > ?1 ORDER BY seq",
+            args![cursors.event],
+        )?;
         for row in rows {
-            let (seq, body) = row?;
+            let (seq, body) = (row.get::<i64>(0)?, row.get::<String>(1)?);
             cursors.event = seq;
             match serde_json::from_str::<HostEvent>(&body) {
                 // No receiver is not an error: nobody listens in a CLI process.
@@ -164,10 +182,10 @@ fn pump(conn: &Connection, relay: &Relay, cursors: &mut Cursors) {
                 Err(e) => tracing::warn!(seq, error = %e, "skipping an unreadable stored event"),
             }
         }
-        let outbox: i64 = conn.query_row(
+        let outbox: i64 = one(
+            conn,
             "SELECT COALESCE(MAX(seq), 0) FROM webhook_outbox",
-            [],
-            |r| r.get(0),
+            &[],
         )?;
         if outbox > cursors.outbox {
             cursors.outbox = outbox;
@@ -180,17 +198,17 @@ fn pump(conn: &Connection, relay: &Relay, cursors: &mut Cursors) {
     }
 }
 
-fn prune(conn: &Connection) {
+fn prune(conn: &dyn Conn) {
     let now = Utc::now();
     let result = conn
         .execute(
             "DELETE FROM events WHERE created_at < ?1",
-            [ts(now - EVENT_RETENTION)],
+            args![ts(now - EVENT_RETENTION)],
         )
         .and_then(|_| {
             conn.execute(
                 "DELETE FROM webhook_outbox WHERE created_at < ?1",
-                [ts(now - OUTBOX_RETENTION)],
+                args![ts(now - OUTBOX_RETENTION)],
             )
         });
     if let Err(e) = result {
