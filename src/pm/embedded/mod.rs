@@ -1,7 +1,9 @@
 //! The embedded PM host: the default PM side of the standalone connector, for teams without a
 //! PM server. It keeps projects imported from Microsoft Project XML (MSPDI) or JSON files, and
 //! the task status updates that come back from mailboxes, in its own SQLite file (`pm.sqlite`
-//! in the data directory), and implements [`PmHost`] over them.
+//! in the data directory) or in a PostgreSQL database ([`PmLocation`]), and implements
+//! [`PmHost`] over them. Both backends run the same statements in the same transactions (see
+//! `sql`).
 //!
 //! - **Import** ([`EmbeddedHost::import_file`]): importing is publishing. Re-importing a
 //!   project with the same GUID updates it in place and stamps the fields that changed (see
