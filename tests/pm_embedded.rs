@@ -188,6 +188,115 @@ async fn suite(mut fresh: impl FnMut(&str) -> Store) {
     task_field_change_republishes_and_stamps_sibling_assignments(fresh("task_field")).await;
     reimport_removing_an_assignment_closes_its_pending_updates(fresh("reimport_removing")).await;
     decision_in_another_process_reaches_this_ones_subscribers(fresh("two_processes")).await;
+    two_processes_approving_one_update_apply_it_once(fresh("approve_race")).await;
+    project_part_equals_the_same_rows_of_the_whole_project(fresh("part")).await;
+}
+
+/// Two processes approving the same pending update at once: the write lock makes one decide
+/// it and tells the other it is no longer pending, and the update is applied once.
+async fn two_processes_approving_one_update_apply_it_once(store: Store) {
+    let first = edge_host(&store, Policy::Approval).await;
+    let second = open(&store).await;
+    let UpdateOutcome::Pending { id } = first
+        .submit(update(3, "ck-1", vec![percent_change(0, 75)]))
+        .await
+        .expect("accepted")
+    else {
+        panic!("expected Pending");
+    };
+    let (a, b) = tokio::join!(
+        first.approve(&id, "one", false),
+        second.approve(&id, "two", false)
+    );
+    assert_eq!(
+        [&a, &b].iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{a:?} {b:?}"
+    );
+    assert!(
+        [&a, &b]
+            .iter()
+            .any(|r| matches!(r, Err(EmbeddedError::NotPending { .. }))),
+        "{a:?} {b:?}"
+    );
+    let applied = second
+        .status_updates(UpdateFilter {
+            state: Some(UpdateState::Applied),
+            ..UpdateFilter::default()
+        })
+        .await
+        .expect("readable");
+    assert_eq!(applied.len(), 1);
+    assert_eq!(
+        assignment(&second, 3).await.percent_work_complete,
+        Percent::new(75).expect("valid")
+    );
+}
+
+/// The part of a project for one assignment (what the connector reads to map and decide it)
+/// equals the same rows of the whole project, field times included.
+async fn project_part_equals_the_same_rows_of_the_whole_project(store: Store) {
+    let host = edge_host(&store, Policy::Auto).await;
+    let outcome = host
+        .submit(update(3, "ck-1", vec![percent_change(0, 75)]))
+        .await
+        .expect("answered");
+    assert!(
+        matches!(outcome, UpdateOutcome::Applied { .. }),
+        "{outcome:?}"
+    );
+    let whole = host
+        .load_project(edge_guid())
+        .await
+        .expect("readable")
+        .expect("stored");
+    let part = host
+        .load_project_part(edge_guid(), vec![AssignmentUid(3)])
+        .await
+        .expect("readable")
+        .expect("stored");
+    let a3 = whole
+        .assignment(AssignmentUid(3))
+        .cloned()
+        .expect("assignment 3");
+    assert_eq!(part.assignments, vec![a3.clone()]);
+    assert_eq!(
+        part.tasks,
+        whole
+            .tasks
+            .iter()
+            .filter(|t| t.uid == a3.task_uid)
+            .cloned()
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        part.resources,
+        whole
+            .resources
+            .iter()
+            .filter(|r| r.uid == a3.resource_uid)
+            .cloned()
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        (part.guid, &part.name, part.time_zone),
+        (whole.guid, &whole.name, whole.time_zone)
+    );
+    let none = host
+        .load_project_part(edge_guid(), vec![AssignmentUid(99)])
+        .await
+        .expect("readable")
+        .expect("the project is there");
+    assert!(none.assignments.is_empty() && none.tasks.is_empty());
+    let other: ProjectGuid = "b0000000-0000-4000-8000-000000000002"
+        .parse()
+        .expect("valid guid");
+    assert_eq!(
+        host.load_project_part(other, vec![AssignmentUid(3)])
+            .await
+            .expect("readable"),
+        None
+    );
 }
 
 #[tokio::test]
