@@ -156,6 +156,41 @@ async fn a_postgres_database_without_the_store_is_no_store_and_a_newer_one_is_re
     );
 }
 
+/// A database restart costs the calls made while it is down (an error the connector retries,
+/// never a panic or a dead store); afterwards the pool's fresh connections serve again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_pm_store_rides_out_a_database_restart() {
+    let Some(cluster) = Cluster::start("PostgreSQL PM store restarts") else {
+        return;
+    };
+    let store = Store::postgres(cluster.create_database("restart"));
+    let host = edge_host(&store, Policy::Auto).await;
+    cluster.kill();
+    let down = PmHost::project(&host, edge_guid()).await;
+    assert!(
+        matches!(down, Err(HostError::Unavailable(_))),
+        "a dead database is a temporary failure: {down:?}"
+    );
+    cluster.restart();
+    let mut back = None;
+    for _ in 0..50 {
+        if let Ok(project) = PmHost::project(&host, edge_guid()).await {
+            back = project;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(back.map(|p| p.guid), Some(edge_guid()));
+    let outcome = host
+        .submit(update(3, "ck-1", vec![percent_change(0, 75)]))
+        .await
+        .expect("writes again");
+    assert!(
+        matches!(outcome, UpdateOutcome::Applied { .. }),
+        "{outcome:?}"
+    );
+}
+
 async fn open_dir(dir: &Path) -> EmbeddedHost {
     EmbeddedHost::open(dir).await.expect("store opens")
 }

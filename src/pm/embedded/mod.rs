@@ -25,6 +25,7 @@ mod copy;
 mod merge;
 mod ops;
 mod postgres;
+mod relay;
 mod remove;
 mod rows;
 mod schema;
@@ -42,7 +43,8 @@ use std::time::Duration;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use tokio::sync::{Notify, broadcast};
 
-use self::store::{Db, Relay};
+use self::relay::Relay;
+use self::store::Db;
 use super::export::ExportFormat;
 use super::host::{HostError, HostEvent, PmHost, StatusUpdate, StatusUpdateId, UpdateOutcome};
 use super::import::{ImportError, ImportOptions};

@@ -21,9 +21,9 @@ use tokio::sync::oneshot;
 use tokio_postgres::types::{ToSql, Type};
 
 use super::EmbeddedError;
+use super::relay::{Cursors, Relay, Relaying};
 use super::schema::{self, MIGRATIONS};
 use super::sql::{Backend, Conn, Row, Tx, Value, args};
-use super::store::{Cursors, Relay, Relaying};
 use crate::secret::Secret;
 
 /// Where a PM store on PostgreSQL is.
