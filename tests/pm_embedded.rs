@@ -1,6 +1,10 @@
-//! The embedded PM host over a real SQLite file: import and re-import of our MSPDI/JSON
-//! fixtures, a broken file leaving the store byte-identical, and status updates under both
-//! policies with the events their decisions emit.
+//! The embedded PM host on both backends: import and re-import of our MSPDI/JSON fixtures and
+//! status updates under both policies with the events their decisions emit, run as one suite on
+//! SQLite (a file per case) and on PostgreSQL (a database per case in a throw-away cluster; see
+//! `external/postgres.rs`); a broken file leaving the SQLite file byte-identical, and what only
+//! one backend has, beside it.
+
+mod external;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,9 +14,11 @@ use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 use tokio::sync::broadcast;
 
+use external::postgres::Cluster;
+
 use taskbridge::pm::embedded::{
-    DECIDER_AUTO, DECIDER_TASKBRIDGE, EmbeddedError, EmbeddedHost, HostOptions, Policy,
-    UpdateFilter, UpdateState,
+    DECIDER_AUTO, DECIDER_TASKBRIDGE, EmbeddedError, EmbeddedHost, HostOptions, PmLocation, Policy,
+    PostgresPm, UpdateFilter, UpdateState,
 };
 use taskbridge::pm::import::import_file;
 use taskbridge::pm::{
@@ -52,17 +58,293 @@ fn key(uid: i64) -> AssignmentKey {
     }
 }
 
-async fn open(dir: &Path) -> EmbeddedHost {
-    EmbeddedHost::open(dir).await.expect("store opens")
+/// Where a case's store lives: a folder for its files, and the PM store in it (SQLite) or in
+/// a PostgreSQL database of its own. Opening it again gives a second handle on the same data
+/// (a restarted process, or a CLI process beside `serve`).
+struct Store {
+    dir: TempDir,
+    url: Option<String>,
 }
 
-/// A host on `dir` with the edge-cases fixture imported.
-async fn edge_host(dir: &Path, policy: Policy) -> EmbeddedHost {
-    let host = open(dir).await;
+impl Store {
+    fn sqlite() -> Store {
+        Store {
+            dir: TempDir::new().expect("temp dir"),
+            url: None,
+        }
+    }
+
+    fn postgres(url: String) -> Store {
+        Store {
+            dir: TempDir::new().expect("temp dir"),
+            url: Some(url),
+        }
+    }
+
+    fn location(&self) -> PmLocation {
+        match &self.url {
+            None => PmLocation::Sqlite(self.dir.path().join(EmbeddedHost::FILE_NAME)),
+            Some(url) => PmLocation::Postgres(PostgresPm {
+                url: url.clone(),
+                password: None,
+                tls: std::sync::Arc::new(
+                    taskbridge::ews::transport::rustls_client_config(&Default::default())
+                        .expect("TLS configuration"),
+                ),
+            }),
+        }
+    }
+
+    async fn open_with(&self, options: HostOptions) -> EmbeddedHost {
+        EmbeddedHost::open_at(&self.location(), options)
+            .await
+            .expect("store opens")
+    }
+}
+
+async fn open(store: &Store) -> EmbeddedHost {
+    store.open_with(HostOptions::default()).await
+}
+
+/// A host on `store` with the edge-cases fixture imported.
+async fn edge_host(store: &Store, policy: Policy) -> EmbeddedHost {
+    let host = open(store).await;
     host.import_file(fixture("mspdi/edge-cases.xml"), berlin(), Some(policy))
         .await
         .expect("edge-cases.xml imports");
     host
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_database_without_the_store_is_no_store_and_a_newer_one_is_refused() {
+    let Some(cluster) = Cluster::start("PostgreSQL PM store migrations") else {
+        return;
+    };
+    let store = Store::postgres(cluster.create_database("versions"));
+    let existing = HostOptions {
+        create: false,
+        ..HostOptions::default()
+    };
+    let missing = EmbeddedHost::open_at(&store.location(), existing.clone()).await;
+    assert!(
+        matches!(missing, Err(EmbeddedError::NoDatabaseStore(_))),
+        "{missing:?}"
+    );
+    // Four processes opening together: one migrates, the others find it done.
+    let hosts = futures::future::join_all((0..4).map(|_| open(&store))).await;
+    for host in hosts {
+        host.close().await;
+    }
+    open(&store).await.close().await;
+    store.open_with(existing.clone()).await.close().await;
+    let (client, conn) =
+        tokio_postgres::connect(store.url.as_deref().expect("url"), tokio_postgres::NoTls)
+            .await
+            .expect("psql-like connection");
+    tokio::spawn(conn);
+    client
+        .execute(
+            "UPDATE taskbridge_schema SET version = 999 WHERE store = 'pm'",
+            &[],
+        )
+        .await
+        .expect("pretend a newer release migrated");
+    let newer = EmbeddedHost::open_at(&store.location(), existing).await;
+    assert!(
+        matches!(newer, Err(EmbeddedError::SchemaTooNew { found: 999, .. })),
+        "{newer:?}"
+    );
+}
+
+/// A database restart costs the calls made while it is down (an error the connector retries,
+/// never a panic or a dead store); afterwards the pool's fresh connections serve again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_pm_store_rides_out_a_database_restart() {
+    let Some(cluster) = Cluster::start("PostgreSQL PM store restarts") else {
+        return;
+    };
+    let store = Store::postgres(cluster.create_database("restart"));
+    let host = edge_host(&store, Policy::Auto).await;
+    cluster.kill();
+    let down = PmHost::project(&host, edge_guid()).await;
+    assert!(
+        matches!(down, Err(HostError::Unavailable(_))),
+        "a dead database is a temporary failure: {down:?}"
+    );
+    cluster.restart();
+    let mut back = None;
+    for _ in 0..50 {
+        if let Ok(project) = PmHost::project(&host, edge_guid()).await {
+            back = project;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(back.map(|p| p.guid), Some(edge_guid()));
+    let outcome = host
+        .submit(update(3, "ck-1", vec![percent_change(0, 75)]))
+        .await
+        .expect("writes again");
+    assert!(
+        matches!(outcome, UpdateOutcome::Applied { .. }),
+        "{outcome:?}"
+    );
+}
+
+async fn open_dir(dir: &Path) -> EmbeddedHost {
+    EmbeddedHost::open(dir).await.expect("store opens")
+}
+
+async fn edge_host_dir(dir: &Path, policy: Policy) -> EmbeddedHost {
+    let host = open_dir(dir).await;
+    host.import_file(fixture("mspdi/edge-cases.xml"), berlin(), Some(policy))
+        .await
+        .expect("edge-cases.xml imports");
+    host
+}
+
+/// Every case that holds for either backend, each on a fresh store made by `fresh`.
+async fn suite(mut fresh: impl FnMut(&str) -> Store) {
+    import_edge_cases_round_trips_through_the_store(fresh("edge")).await;
+    import_every_fixture_round_trips_through_the_store(fresh("fixtures")).await;
+    reimport_with_changes_counts_and_stamps_changed_fields(fresh("reimport")).await;
+    reimport_same_file_changes_nothing(fresh("reimport_same")).await;
+    auto_policy_applies_percent_on_seven_and_a_half_hours(fresh("auto_percent")).await;
+    auto_policy_work_arithmetic_full_hours_and_zero_work(fresh("auto_work")).await;
+    approval_policy_supersedes_then_approves_and_emits_decision(fresh("approve")).await;
+    approval_policy_reject_keeps_plan_and_emits_pm_values(fresh("reject")).await;
+    invalid_update_is_rejected_at_once_under_either_policy([
+        fresh("invalid_auto"),
+        fresh("invalid_approval"),
+    ])
+    .await;
+    resubmitting_the_same_item_version_returns_the_first_outcome(fresh("resubmit")).await;
+    unknown_project_or_assignment_is_an_error(fresh("unknown")).await;
+    task_field_change_republishes_and_stamps_sibling_assignments(fresh("task_field")).await;
+    reimport_removing_an_assignment_closes_its_pending_updates(fresh("reimport_removing")).await;
+    decision_in_another_process_reaches_this_ones_subscribers(fresh("two_processes")).await;
+    two_processes_approving_one_update_apply_it_once(fresh("approve_race")).await;
+    project_part_equals_the_same_rows_of_the_whole_project(fresh("part")).await;
+}
+
+/// Two processes approving the same pending update at once: the write lock makes one decide
+/// it and tells the other it is no longer pending, and the update is applied once.
+async fn two_processes_approving_one_update_apply_it_once(store: Store) {
+    let first = edge_host(&store, Policy::Approval).await;
+    let second = open(&store).await;
+    let UpdateOutcome::Pending { id } = first
+        .submit(update(3, "ck-1", vec![percent_change(0, 75)]))
+        .await
+        .expect("accepted")
+    else {
+        panic!("expected Pending");
+    };
+    let (a, b) = tokio::join!(
+        first.approve(&id, "one", false),
+        second.approve(&id, "two", false)
+    );
+    assert_eq!(
+        [&a, &b].iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{a:?} {b:?}"
+    );
+    assert!(
+        [&a, &b]
+            .iter()
+            .any(|r| matches!(r, Err(EmbeddedError::NotPending { .. }))),
+        "{a:?} {b:?}"
+    );
+    let applied = second
+        .status_updates(UpdateFilter {
+            state: Some(UpdateState::Applied),
+            ..UpdateFilter::default()
+        })
+        .await
+        .expect("readable");
+    assert_eq!(applied.len(), 1);
+    assert_eq!(
+        assignment(&second, 3).await.percent_work_complete,
+        Percent::new(75).expect("valid")
+    );
+}
+
+/// The part of a project for one assignment (what the connector reads to map and decide it)
+/// equals the same rows of the whole project, field times included.
+async fn project_part_equals_the_same_rows_of_the_whole_project(store: Store) {
+    let host = edge_host(&store, Policy::Auto).await;
+    let outcome = host
+        .submit(update(3, "ck-1", vec![percent_change(0, 75)]))
+        .await
+        .expect("answered");
+    assert!(
+        matches!(outcome, UpdateOutcome::Applied { .. }),
+        "{outcome:?}"
+    );
+    let whole = host
+        .load_project(edge_guid())
+        .await
+        .expect("readable")
+        .expect("stored");
+    let part = host
+        .load_project_part(edge_guid(), vec![AssignmentUid(3)])
+        .await
+        .expect("readable")
+        .expect("stored");
+    let a3 = whole
+        .assignment(AssignmentUid(3))
+        .cloned()
+        .expect("assignment 3");
+    assert_eq!(part.assignments, vec![a3.clone()]);
+    assert_eq!(
+        part.tasks,
+        whole
+            .tasks
+            .iter()
+            .filter(|t| t.uid == a3.task_uid)
+            .cloned()
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        part.resources,
+        whole
+            .resources
+            .iter()
+            .filter(|r| r.uid == a3.resource_uid)
+            .cloned()
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        (part.guid, &part.name, part.time_zone),
+        (whole.guid, &whole.name, whole.time_zone)
+    );
+    let none = host
+        .load_project_part(edge_guid(), vec![AssignmentUid(99)])
+        .await
+        .expect("readable")
+        .expect("the project is there");
+    assert!(none.assignments.is_empty() && none.tasks.is_empty());
+    let other: ProjectGuid = "b0000000-0000-4000-8000-000000000002"
+        .parse()
+        .expect("valid guid");
+    assert_eq!(
+        host.load_project_part(other, vec![AssignmentUid(3)])
+            .await
+            .expect("readable"),
+        None
+    );
+}
+
+#[tokio::test]
+async fn the_sqlite_store_passes_the_suite() {
+    suite(|_| Store::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_store_passes_the_suite() {
+    let Some(cluster) = Cluster::start("the PM store on PostgreSQL") else {
+        return;
+    };
+    suite(|name| Store::postgres(cluster.create_database(name))).await;
 }
 
 fn update(uid: i64, change_key: &str, changes: Vec<FieldChange>) -> StatusUpdate {
@@ -148,10 +430,8 @@ fn within(at: Option<DateTime<Utc>>, from: DateTime<Utc>, to: DateTime<Utc>) -> 
 // ---------------------------------------------------------------------------------------------
 // Import.
 
-#[tokio::test]
-async fn import_edge_cases_round_trips_through_the_store() {
-    let dir = TempDir::new().expect("temp dir");
-    let host = open(dir.path()).await;
+async fn import_edge_cases_round_trips_through_the_store(store: Store) {
+    let host = open(&store).await;
     let mut events = host.subscribe();
     let report = host
         .import_file(fixture("mspdi/edge-cases.xml"), berlin(), None)
@@ -227,10 +507,8 @@ async fn import_edge_cases_round_trips_through_the_store() {
     );
 }
 
-#[tokio::test]
-async fn import_every_fixture_round_trips_through_the_store() {
-    let dir = TempDir::new().expect("temp dir");
-    let host = open(dir.path()).await;
+async fn import_every_fixture_round_trips_through_the_store(store: Store) {
+    let host = open(&store).await;
     let names = [
         "mspdi/project2007.xml",
         "mspdi/project2019.xml",
@@ -261,10 +539,9 @@ async fn import_every_fixture_round_trips_through_the_store() {
     assert_eq!(summaries.len(), names.len());
 }
 
-#[tokio::test]
-async fn reimport_with_changes_counts_and_stamps_changed_fields() {
-    let dir = TempDir::new().expect("temp dir");
-    let host = edge_host(dir.path(), Policy::Auto).await;
+async fn reimport_with_changes_counts_and_stamps_changed_fields(store: Store) {
+    let dir = &store.dir;
+    let host = edge_host(&store, Policy::Auto).await;
     let original = std::fs::read_to_string(fixture("mspdi/edge-cases.xml")).expect("readable");
     let a1 = "<Assignment><UID>1</UID><TaskUID>2</TaskUID><ResourceUID>1</ResourceUID><Work>PT7H30M0S</Work>";
     let a9 = "\t\t<Assignment><UID>9</UID><TaskUID>0</TaskUID><ResourceUID>1</ResourceUID><Work>PT0H0M0S</Work></Assignment>\n";
@@ -329,14 +606,12 @@ async fn reimport_with_changes_counts_and_stamps_changed_fields() {
 
     // The times survive the store being closed and reopened.
     host.close().await;
-    let host = open(dir.path()).await;
+    let host = open(&store).await;
     assert_eq!(assignment(&host, 1).await.modified, a1.modified);
 }
 
-#[tokio::test]
-async fn reimport_same_file_changes_nothing() {
-    let dir = TempDir::new().expect("temp dir");
-    let host = edge_host(dir.path(), Policy::Auto).await;
+async fn reimport_same_file_changes_nothing(store: Store) {
+    let host = edge_host(&store, Policy::Auto).await;
     let first = host.load_project(edge_guid()).await.expect("readable");
     let report = host
         .import_file(fixture("mspdi/edge-cases.xml"), berlin(), None)
@@ -368,7 +643,7 @@ const BROKEN: [&str; 5] = [
 #[tokio::test]
 async fn import_broken_file_leaves_open_store_byte_identical() {
     let dir = TempDir::new().expect("temp dir");
-    let host = edge_host(dir.path(), Policy::Auto).await;
+    let host = edge_host_dir(dir.path(), Policy::Auto).await;
     let db = host.path().to_owned();
     let before = store_hash(&db);
     for name in BROKEN {
@@ -388,13 +663,13 @@ async fn import_broken_file_leaves_open_store_byte_identical() {
 #[tokio::test]
 async fn import_broken_file_leaves_closed_store_byte_identical() {
     let dir = TempDir::new().expect("temp dir");
-    let host = edge_host(dir.path(), Policy::Auto).await;
+    let host = edge_host_dir(dir.path(), Policy::Auto).await;
     let db = host.path().to_owned();
     host.close().await;
     let before = store_hash(&db);
     assert!(before.0.is_some());
     for name in BROKEN {
-        let host = open(dir.path()).await;
+        let host = open_dir(dir.path()).await;
         let result = host.import_file(fixture(name), berlin(), None).await;
         assert!(matches!(result, Err(EmbeddedError::Import(_))), "{name}");
         host.close().await;
@@ -413,10 +688,8 @@ async fn open_existing_without_store_is_no_store() {
 // ---------------------------------------------------------------------------------------------
 // Status updates.
 
-#[tokio::test]
-async fn auto_policy_applies_percent_on_seven_and_a_half_hours() {
-    let dir = TempDir::new().expect("temp dir");
-    let host = edge_host(dir.path(), Policy::Auto).await;
+async fn auto_policy_applies_percent_on_seven_and_a_half_hours(store: Store) {
+    let host = edge_host(&store, Policy::Auto).await;
     let mut events = host.subscribe();
     let before = Utc::now();
     let outcome = host
@@ -453,10 +726,8 @@ async fn auto_policy_applies_percent_on_seven_and_a_half_hours() {
     assert_no_event_before_publish(&host, &mut events).await;
 }
 
-#[tokio::test]
-async fn auto_policy_work_arithmetic_full_hours_and_zero_work() {
-    let dir = TempDir::new().expect("temp dir");
-    let host = edge_host(dir.path(), Policy::Auto).await;
+async fn auto_policy_work_arithmetic_full_hours_and_zero_work(store: Store) {
+    let host = edge_host(&store, Policy::Auto).await;
     // 3 h of 7.5 h reported: 40 %, 4.5 h remaining.
     let outcome = host
         .submit(update(
@@ -526,10 +797,8 @@ async fn auto_policy_work_arithmetic_full_hours_and_zero_work() {
     assert_eq!(survey.percent_work_complete, Percent::FULL);
 }
 
-#[tokio::test]
-async fn approval_policy_supersedes_then_approves_and_emits_decision() {
-    let dir = TempDir::new().expect("temp dir");
-    let host = edge_host(dir.path(), Policy::Approval).await;
+async fn approval_policy_supersedes_then_approves_and_emits_decision(store: Store) {
+    let host = edge_host(&store, Policy::Approval).await;
     let mut events = host.subscribe();
     let untouched = assignment(&host, 3).await;
 
@@ -618,10 +887,8 @@ async fn approval_policy_supersedes_then_approves_and_emits_decision() {
     ));
 }
 
-#[tokio::test]
-async fn approval_policy_reject_keeps_plan_and_emits_pm_values() {
-    let dir = TempDir::new().expect("temp dir");
-    let host = edge_host(dir.path(), Policy::Approval).await;
+async fn approval_policy_reject_keeps_plan_and_emits_pm_values(store: Store) {
+    let host = edge_host(&store, Policy::Approval).await;
     let mut events = host.subscribe();
     let plan = assignment(&host, 3).await;
     let UpdateOutcome::Pending { id } = host
@@ -678,11 +945,9 @@ async fn approval_policy_reject_keeps_plan_and_emits_pm_values() {
     assert_eq!(reason, "rejected by the status manager");
 }
 
-#[tokio::test]
-async fn invalid_update_is_rejected_at_once_under_either_policy() {
-    let dir = TempDir::new().expect("temp dir");
-    for policy in [Policy::Auto, Policy::Approval] {
-        let host = edge_host(&dir.path().join(policy.as_str()), policy).await;
+async fn invalid_update_is_rejected_at_once_under_either_policy(stores: [Store; 2]) {
+    for (policy, store) in [Policy::Auto, Policy::Approval].into_iter().zip(&stores) {
+        let host = edge_host(store, policy).await;
         let plan = assignment(&host, 1).await;
         let outcome = host
             .submit(update(
@@ -716,10 +981,8 @@ async fn invalid_update_is_rejected_at_once_under_either_policy() {
     }
 }
 
-#[tokio::test]
-async fn resubmitting_the_same_item_version_returns_the_first_outcome() {
-    let dir = TempDir::new().expect("temp dir");
-    let host = edge_host(dir.path(), Policy::Auto).await;
+async fn resubmitting_the_same_item_version_returns_the_first_outcome(store: Store) {
+    let host = edge_host(&store, Policy::Auto).await;
     let first = host
         .submit(update(1, "ck-1", vec![percent_change(27, 60)]))
         .await
@@ -760,10 +1023,8 @@ async fn resubmitting_the_same_item_version_returns_the_first_outcome() {
     assert_ne!(replay.id(), &older);
 }
 
-#[tokio::test]
-async fn unknown_project_or_assignment_is_an_error() {
-    let dir = TempDir::new().expect("temp dir");
-    let host = edge_host(dir.path(), Policy::Auto).await;
+async fn unknown_project_or_assignment_is_an_error(store: Store) {
+    let host = edge_host(&store, Policy::Auto).await;
     let result = host
         .submit_status_update(update(99, "ck", vec![percent_change(0, 10)]))
         .await;
@@ -796,10 +1057,8 @@ async fn unknown_project_or_assignment_is_an_error() {
     );
 }
 
-#[tokio::test]
-async fn task_field_change_republishes_and_stamps_sibling_assignments() {
-    let dir = TempDir::new().expect("temp dir");
-    let host = edge_host(dir.path(), Policy::Auto).await;
+async fn task_field_change_republishes_and_stamps_sibling_assignments(store: Store) {
+    let host = edge_host(&store, Policy::Auto).await;
     let mut events = host.subscribe();
     let outcome = host
         .submit(update(
@@ -836,10 +1095,9 @@ async fn task_field_change_republishes_and_stamps_sibling_assignments() {
     );
 }
 
-#[tokio::test]
-async fn reimport_removing_an_assignment_closes_its_pending_updates() {
-    let dir = TempDir::new().expect("temp dir");
-    let host = edge_host(dir.path(), Policy::Approval).await;
+async fn reimport_removing_an_assignment_closes_its_pending_updates(store: Store) {
+    let dir = &store.dir;
+    let host = edge_host(&store, Policy::Approval).await;
     let UpdateOutcome::Pending { id } = host
         .submit(update(9, "ck-1", vec![percent_change(0, 10)]))
         .await
@@ -870,17 +1128,12 @@ async fn reimport_removing_an_assignment_closes_its_pending_updates() {
     assert_eq!(record.task_name, None);
 }
 
-#[tokio::test]
-async fn decision_in_another_process_reaches_this_ones_subscribers() {
-    let dir = TempDir::new().expect("temp dir");
+async fn decision_in_another_process_reaches_this_ones_subscribers(store: Store) {
     let options = HostOptions {
         poll_interval: Duration::from_millis(20),
         ..HostOptions::default()
     };
-    let db = dir.path().join(EmbeddedHost::FILE_NAME);
-    let connector = EmbeddedHost::open_with(&db, options.clone())
-        .await
-        .expect("opens");
+    let connector = store.open_with(options.clone()).await;
     connector
         .import_file(
             fixture("mspdi/edge-cases.xml"),
@@ -899,7 +1152,7 @@ async fn decision_in_another_process_reaches_this_ones_subscribers() {
     let mut events = connector.subscribe();
     // A second, independent store handle on the same file stands in for `taskbridge updates
     // approve` run from a shell.
-    let cli = EmbeddedHost::open_with(&db, options).await.expect("opens");
+    let cli = store.open_with(options).await;
     let outcome = cli
         .approve(&id, "status.manager", false)
         .await
@@ -919,7 +1172,7 @@ async fn decision_in_another_process_reaches_this_ones_subscribers() {
 async fn store_file_is_created_readable_by_its_owner_only() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().expect("tempdir");
-    let host = open(dir.path()).await;
+    let host = open_dir(dir.path()).await;
     drop(host);
     for name in ["pm.sqlite", "pm.sqlite-wal"] {
         let path = dir.path().join(name);

@@ -285,6 +285,16 @@ fn site_with_sim(d: &Path) -> (Kill, u16, u16) {
 /// [`site_with_sim`], with the simulator knowing the service account by `password` when one
 /// is given instead of the one init wrote.
 fn site_with_sim_password(d: &Path, password: Option<&str>) -> (Kill, u16, u16) {
+    site_with_sim_configured(d, password, |config| config)
+}
+
+/// [`site_with_sim_password`], with the configuration `init` wrote changed by `edit` before
+/// anything is imported.
+fn site_with_sim_configured(
+    d: &Path,
+    password: Option<&str>,
+    edit: impl FnOnce(String) -> String,
+) -> (Kill, u16, u16) {
     // As the README's tour does it: from an empty folder, with the sample `init` writes.
     let out = taskbridge(d, &["init", "--sample"]);
     assert!(
@@ -298,7 +308,7 @@ fn site_with_sim_password(d: &Path, password: Option<&str>) -> (Kill, u16, u16) 
         .replace("127.0.0.1:8443", &format!("127.0.0.1:{ews}"))
         .replace("127.0.0.1:8081", &format!("127.0.0.1:{listen}"))
         .replace("127.0.0.1:8082", &format!("127.0.0.1:{admin}"));
-    std::fs::write(d.join("taskbridge.toml"), config).expect("write config");
+    std::fs::write(d.join("taskbridge.toml"), edit(config)).expect("write config");
     let written = std::fs::read_to_string(d.join("taskbridge-data/exchange.password"))
         .expect("password written by init");
     let sim = start_sim(d, ews, password.unwrap_or(written.trim()));
@@ -733,25 +743,57 @@ fn exchange_url_autodiscover_finds_caches_and_falls_back_to_the_ews_url() {
     assert!(err.contains(&format!("POST {dead} -> ")), "{err}");
 }
 
-/// The tour on a PostgreSQL state store (`[state] url`): publish, status, audit and `serve`
-/// keep every row in the database, none in a local file, and an Outlook edit still arrives.
+/// `[state] url` and `[pm] url` set to `url`.
+fn on_postgres(config: String, url: &str) -> String {
+    let edited = config
+        .replace(
+            "url = \"\"\npassword_env = \"TASKBRIDGE_STATE_PASSWORD\"",
+            &format!("url = \"{url}\"\npassword_env = \"TASKBRIDGE_STATE_PASSWORD\""),
+        )
+        .replace(
+            "url = \"\"\npassword_env = \"TASKBRIDGE_PM_PASSWORD\"",
+            &format!("url = \"{url}\"\npassword_env = \"TASKBRIDGE_PM_PASSWORD\""),
+        );
+    assert_eq!(
+        edited.matches(url).count(),
+        2,
+        "init writes a [state] url and a [pm] url to edit"
+    );
+    edited
+}
+
+/// A query's single number, on a connection of its own.
+fn count_in(url: &str, sql: &str) -> i64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(conn);
+        client.query_one(sql, &[]).await.expect("count").get(0)
+    })
+}
+
+/// The tour with both stores on PostgreSQL (`[state] url` and `[pm] url`): import, publish,
+/// status, audit, updates and `serve` keep every row in the database, none in a local file, and
+/// an Outlook edit arrives as a status update applied in the PM store there.
 #[test]
-fn with_state_url_set_publish_serve_and_status_keep_their_state_in_postgres() {
-    let Some(cluster) = external::postgres::Cluster::start("serve on a PostgreSQL state store")
-    else {
+fn with_state_and_pm_urls_set_the_tour_keeps_both_stores_in_postgres() {
+    let Some(cluster) = external::postgres::Cluster::start("serve on PostgreSQL stores") else {
         return;
     };
     let url = cluster.create_database("serve");
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
-    let (sim, ews, admin) = site_with_sim(d);
-    let config = std::fs::read_to_string(d.join("taskbridge.toml")).expect("config");
-    let edited = config.replace(
-        "url = \"\"\npassword_env = \"TASKBRIDGE_STATE_PASSWORD\"",
-        &format!("url = \"{url}\"\npassword_env = \"TASKBRIDGE_STATE_PASSWORD\""),
+    let (sim, ews, admin) = site_with_sim_configured(d, None, |c| on_postgres(c, &url));
+    assert_eq!(
+        count_in(&url, "SELECT count(*) FROM assignments"),
+        7,
+        "the import wrote the plan (seven assignments, six for mailboxes) into PostgreSQL"
     );
-    assert_ne!(edited, config, "init writes a [state] url to edit");
-    std::fs::write(d.join("taskbridge.toml"), edited).expect("write config");
 
     let out = taskbridge(d, &["publish", "Harbour Bridge Refit"]);
     assert!(
@@ -759,31 +801,23 @@ fn with_state_url_set_publish_serve_and_status_keep_their_state_in_postgres() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        !d.join("taskbridge-data/state.sqlite").exists(),
-        "no local state file beside a database"
-    );
-    let rows = || -> i64 {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .expect("connect");
-            tokio::spawn(conn);
-            client
-                .query_one(
-                    "SELECT count(*) FROM assignment WHERE status->>'state' = 'synced'",
-                    &[],
-                )
-                .await
-                .expect("count")
-                .get(0)
-        })
+    let no_local_files = || {
+        for file in ["state.sqlite", "pm.sqlite"] {
+            assert!(
+                !d.join("taskbridge-data").join(file).exists(),
+                "no {file} beside a database"
+            );
+        }
     };
-    assert_eq!(rows(), 6, "the six assignments are rows in PostgreSQL");
+    no_local_files();
+    assert_eq!(
+        count_in(
+            &url,
+            "SELECT count(*) FROM assignment WHERE status->>'state' = 'synced'"
+        ),
+        6,
+        "the six assignments are rows in PostgreSQL"
+    );
 
     let serve = Kill(
         Command::new(BIN)
@@ -830,18 +864,34 @@ fn with_state_url_set_publish_serve_and_status_keep_their_state_in_postgres() {
     let status = json_of(d, &["status", "--json"]);
     let lines = status.as_array().expect("array");
     assert_eq!(lines.len(), 6, "{status}");
-    assert!(!d.join("taskbridge-data/state.sqlite").exists());
+    assert_eq!(
+        count_in(
+            &url,
+            "SELECT count(*) FROM status_updates WHERE state = 'applied'"
+        ),
+        1,
+        "the edit is an applied status update in the PM store on PostgreSQL"
+    );
+    assert_eq!(
+        count_in(
+            &url,
+            "SELECT count(*) FROM assignments WHERE percent_work_complete = 60"
+        ),
+        1,
+        "the plan holds the edited progress"
+    );
+    no_local_files();
     drop(serve);
     drop(sim);
     let log = std::fs::read_to_string(d.join("serve.log")).unwrap_or_default();
     assert!(!log.contains("ERROR"), "{log}");
 }
 
-/// `taskbridge migrate --to URL` copies an SQLite state into PostgreSQL, after which the same
-/// configuration pointed at the database shows the same status; a database that holds state
-/// is refused without `--force`.
+/// `taskbridge migrate --to URL` copies both SQLite stores (state and PM) into PostgreSQL,
+/// after which the same configuration pointed at the database shows the same status, projects
+/// and updates; a database that holds either store is refused without `--force`.
 #[test]
-fn migrate_copies_the_sqlite_state_into_postgres_and_refuses_a_full_target() {
+fn migrate_copies_both_sqlite_stores_into_postgres_and_refuses_a_full_target() {
     let Some(cluster) = external::postgres::Cluster::start("taskbridge migrate to PostgreSQL")
     else {
         return;
@@ -858,6 +908,8 @@ fn migrate_copies_the_sqlite_state_into_postgres_and_refuses_a_full_target() {
     );
     let before = json_of(d, &["status", "--json"]);
     assert_eq!(before.as_array().map(Vec::len), Some(6), "{before}");
+    let projects_before = json_of(d, &["projects", "--json"]);
+    assert_eq!(projects_before.as_array().map(Vec::len), Some(1));
 
     let out = taskbridge(d, &["migrate", "--to", "sqlite:///tmp/x"]);
     assert_eq!(out.status.code(), Some(2), "only PostgreSQL is a target");
@@ -870,10 +922,16 @@ fn migrate_copies_the_sqlite_state_into_postgres_and_refuses_a_full_target() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(said.contains("copied 6 assignments, 3 mailboxes"), "{said}");
+    assert!(
+        said.contains("copied the PM store") && said.contains("1 projects, "),
+        "{said}"
+    );
+    assert_eq!(count_in(&url, "SELECT count(*) FROM assignments"), 7);
     let out = taskbridge(d, &["migrate", "--to", &url]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("already holds sync state; --force"),
+        String::from_utf8_lossy(&out.stderr)
+            .contains("already holds sync state and a PM store; --force"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -884,19 +942,21 @@ fn migrate_copies_the_sqlite_state_into_postgres_and_refuses_a_full_target() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // The configuration pointed at the database: the same status, read from PostgreSQL.
+    assert_eq!(
+        count_in(&url, "SELECT count(*) FROM assignments"),
+        7,
+        "--force replaced the copy instead of adding a second one"
+    );
+
+    // The configuration pointed at the database: the same status and projects, read from
+    // PostgreSQL.
     std::fs::remove_file(d.join("taskbridge-data/state.sqlite")).expect("remove the file");
+    std::fs::remove_file(d.join("taskbridge-data/pm.sqlite")).expect("remove the file");
     let config = std::fs::read_to_string(d.join("taskbridge.toml")).expect("config");
-    std::fs::write(
-        d.join("taskbridge.toml"),
-        config.replace(
-            "url = \"\"\npassword_env = \"TASKBRIDGE_STATE_PASSWORD\"",
-            &format!("url = \"{url}\"\npassword_env = \"TASKBRIDGE_STATE_PASSWORD\""),
-        ),
-    )
-    .expect("write config");
+    std::fs::write(d.join("taskbridge.toml"), on_postgres(config, &url)).expect("write config");
     let after = json_of(d, &["status", "--json"]);
     assert_eq!(after, before);
+    assert_eq!(json_of(d, &["projects", "--json"]), projects_before);
     drop(sim);
 }
 

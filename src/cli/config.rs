@@ -17,6 +17,7 @@ use taskbridge::ews::ExchangeVersion;
 use taskbridge::ews::client::EwsClientConfig;
 use taskbridge::ews::transport::{Auth, Limits, TlsConfig};
 use taskbridge::mapping::{FieldTable, MappingConfig};
+use taskbridge::pm::embedded::{EmbeddedHost, PmLocation, PostgresPm};
 use taskbridge::secret::Secret;
 use taskbridge::state::StateLocation;
 use taskbridge::sync::{
@@ -259,6 +260,15 @@ pub struct RawPm {
     pub watch_dir: String,
     /// The IANA time zone the dates of plans in the watch folder are local to.
     pub watch_time_zone: String,
+    /// Empty: `pm.sqlite` in the data directory. Else a `postgres://` URL (without the
+    /// password; see `password_env`), shared by every instance.
+    pub url: String,
+    /// Environment variable holding the database password.
+    pub password_env: String,
+    /// File holding the database password (used when the variable is unset).
+    pub password_file: String,
+    /// Extra trusted CA certificates (PEM) for the database's TLS.
+    pub ca_file: String,
 }
 
 impl Default for RawPm {
@@ -269,6 +279,10 @@ impl Default for RawPm {
             webhook_secret_file: String::new(),
             watch_dir: String::new(),
             watch_time_zone: "UTC".into(),
+            url: String::new(),
+            password_env: "TASKBRIDGE_PM_PASSWORD".into(),
+            password_file: "pm.password".into(),
+            ca_file: String::new(),
         }
     }
 }
@@ -466,6 +480,7 @@ pub fn load_with_sources(
     // Variables named by the file itself (where a password or token is) are not keys either.
     let named = [
         &raw.state.password_env,
+        &raw.pm.password_env,
         &raw.exchange.password_env,
         &raw.exchange.token_env,
         &raw.exchange.client_secret_env,
@@ -712,6 +727,46 @@ impl RawConfig {
                 extra_ca_file: (!st.ca_file.is_empty()).then(|| PathBuf::from(&st.ca_file)),
             },
         })
+    }
+
+    /// Where the PM store lives: `pm.sqlite` in the data directory, or the PostgreSQL
+    /// database of `pm.url` with its password from `password_env` or `password_file` (TLS as
+    /// the EWS client trusts, plus `ca_file`).
+    pub fn pm_location(&self) -> Result<PmLocation, CliError> {
+        let pm = &self.pm;
+        let url = pm.url.trim();
+        if url.is_empty() {
+            return Ok(PmLocation::Sqlite(self.data_path(EmbeddedHost::FILE_NAME)));
+        }
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(bad(
+                "pm.url",
+                "must be empty (SQLite in the data directory) or a postgres:// URL",
+            ));
+        }
+        if taskbridge::state::without_password(url) != url {
+            return Err(bad(
+                "pm.url",
+                format!(
+                    "holds a password; put it in {} or {} instead",
+                    pm.password_env,
+                    self.data_path(&pm.password_file).display()
+                ),
+            ));
+        }
+        let password = self.read_secret("pm.password_env", &pm.password_env, &pm.password_file)?;
+        let tls = taskbridge::ews::transport::rustls_client_config(
+            &taskbridge::ews::transport::TlsConfig {
+                extra_ca_file: (!pm.ca_file.is_empty()).then(|| PathBuf::from(&pm.ca_file)),
+                ..Default::default()
+            },
+        )
+        .map_err(|e| bad("pm.ca_file", e.to_string()))?;
+        Ok(PmLocation::Postgres(PostgresPm {
+            url: url.to_string(),
+            password,
+            tls: std::sync::Arc::new(tls),
+        }))
     }
 
     /// The EWS client settings. With `url = "autodiscover"` the URL is the one Autodiscover

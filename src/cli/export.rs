@@ -1,7 +1,7 @@
 //! `taskbridge export PROJECT`: writes a project of the embedded PM store, with the progress
 //! that came from the mailboxes, as MSPDI or taskbridge JSON.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -36,13 +36,13 @@ pub struct ExportArgs {
 }
 
 /// Runs `taskbridge export`.
-pub fn run(args: ExportArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
+pub fn run(args: ExportArgs, raw: &super::config::RawConfig) -> anyhow::Result<ExitCode> {
     let format = match args.format {
         FormatArg::Mspdi => ExportFormat::Mspdi,
         FormatArg::Json => ExportFormat::Json,
     };
     let (project, text) = runtime()?.block_on(async {
-        let host = open_existing_store(data_dir).await?;
+        let host = open_existing_store(raw).await?;
         let project = match super::names::project(&host, &args.project).await {
             Ok(guid) => guid,
             Err(e) => {

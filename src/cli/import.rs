@@ -3,12 +3,12 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
 use chrono_tz::Tz;
 use clap::Args;
 
 use taskbridge::pm::embedded::{
-    DocumentFormat, EmbeddedError, EmbeddedHost, ImportReport, ImportedDocument, Policy,
+    DocumentFormat, EmbeddedError, EmbeddedHost, HostOptions, ImportReport, ImportedDocument,
+    Policy,
 };
 use taskbridge::pm::import::read_document;
 use taskbridge::pm::{ImportError, ImportOptions, ProjectGuid};
@@ -49,7 +49,7 @@ pub struct ImportArgs {
 }
 
 /// Runs `taskbridge import`.
-pub fn run(args: ImportArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
+pub fn run(args: ImportArgs, raw: &super::config::RawConfig) -> anyhow::Result<ExitCode> {
     let options = ImportOptions {
         time_zone: args.time_zone.unwrap_or(Tz::UTC),
         fallback_guid: args.guid,
@@ -81,19 +81,20 @@ pub fn run(args: ImportArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
     }
     let document = DocumentFormat::of(&text).map(|format| ImportedDocument { format, text });
     let report = runtime()?.block_on(async {
-        let host =
-            if args.dry_run {
-                // A preview never creates a store.
-                match EmbeddedHost::open_existing(data_dir).await {
-                    Ok(host) => Some(host),
-                    Err(EmbeddedError::NoStore(_)) => None,
-                    Err(e) => return Err(e.into()),
-                }
-            } else {
-                Some(EmbeddedHost::open(data_dir).await.with_context(|| {
-                    format!("cannot open the PM store in {}", data_dir.display())
-                })?)
+        let host = if args.dry_run {
+            // A preview never creates a store.
+            let options = HostOptions {
+                create: false,
+                ..HostOptions::default()
             };
+            match EmbeddedHost::open_at(&raw.pm_location()?, options).await {
+                Ok(host) => Some(host),
+                Err(EmbeddedError::NoStore(_) | EmbeddedError::NoDatabaseStore(_)) => None,
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            Some(super::open_store(raw).await?)
+        };
         let Some(host) = host else {
             return anyhow::Ok(None);
         };

@@ -121,6 +121,15 @@ webhook_secret_file = ""
 watch_dir = ""
 # The time zone the dates of those plans are local to (MSPDI names none).
 watch_time_zone = "UTC"
+# Where the projects and status updates live. Empty: pm.sqlite in the data directory. A
+# postgres:// URL (without the password; it may be the [state] database) puts them in
+# PostgreSQL, shared by every instance and CLI process; the password comes from the variable,
+# else the file.
+url = ""
+password_env = "TASKBRIDGE_PM_PASSWORD"
+password_file = "pm.password"
+# Extra CA certificates (PEM) trusted for the database's TLS (sslmode=require in the URL).
+ca_file = ""
 
 [state]
 # Where the sync state lives. Empty: state.sqlite in the data directory. A postgres:// URL

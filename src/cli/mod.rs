@@ -166,8 +166,8 @@ fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Init(args) => init::run(args, &config_path, cli.data_dir.as_deref()),
         Command::Ews(cmd) => ews::run(cmd),
         Command::Check(args) => check::run(*args, settings),
-        Command::Import(args) => import::run(args, &settings()?.data_dir),
-        Command::Export(args) => export::run(args, &settings()?.data_dir),
+        Command::Import(args) => import::run(args, &settings()?),
+        Command::Export(args) => export::run(args, &settings()?),
         Command::Projects(projects::ProjectsArgs {
             command:
                 Some(projects::ProjectsCommand::Remove {
@@ -188,8 +188,8 @@ fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             &settings()?,
         ),
-        Command::Projects(args) => projects::run(args, &settings()?.data_dir),
-        Command::Updates(args) => updates::run(args, &settings()?.data_dir),
+        Command::Projects(args) => projects::run(args, &settings()?),
+        Command::Updates(args) => updates::run(args, &settings()?),
         #[cfg(feature = "sim")]
         Command::Sim(args) => sim::run(*args),
         Command::Serve(args) => {
@@ -238,18 +238,42 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// Opens the store, which must exist: a missing store is a wrong `--data-dir` (exit 2).
+/// Opens the PM store (`[pm] url`, else `pm.sqlite` in the data directory), which must exist:
+/// a missing store is a wrong `--data-dir` or URL (exit 2).
 async fn open_existing_store(
-    data_dir: &std::path::Path,
+    raw: &config::RawConfig,
 ) -> anyhow::Result<taskbridge::pm::embedded::EmbeddedHost> {
-    use taskbridge::pm::embedded::{EmbeddedError, EmbeddedHost};
-    match EmbeddedHost::open_existing(data_dir).await {
+    use taskbridge::pm::embedded::{EmbeddedError, EmbeddedHost, HostOptions};
+    let options = HostOptions {
+        create: false,
+        ..HostOptions::default()
+    };
+    match EmbeddedHost::open_at(&raw.pm_location()?, options).await {
         Ok(host) => Ok(host),
-        Err(e @ (EmbeddedError::NoStore(_) | EmbeddedError::SchemaTooNew { .. })) => {
-            Err(CliError::Usage(e.to_string()).into())
-        }
+        Err(
+            e @ (EmbeddedError::NoStore(_)
+            | EmbeddedError::NoDatabaseStore(_)
+            | EmbeddedError::SchemaTooNew { .. }),
+        ) => Err(CliError::Usage(e.to_string()).into()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Opens the PM store (`[pm] url`, else `pm.sqlite` in the data directory), creating it when
+/// missing.
+async fn open_store(
+    raw: &config::RawConfig,
+) -> anyhow::Result<taskbridge::pm::embedded::EmbeddedHost> {
+    use taskbridge::pm::embedded::{EmbeddedHost, HostOptions};
+    let location = raw.pm_location()?;
+    EmbeddedHost::open_at(&location, HostOptions::default())
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(e).context(format!(
+                "cannot open the PM store ({})",
+                location.describe()
+            ))
+        })
 }
 
 /// Writes `text` and a newline to stdout; a closed stdout (`| head`) is not a failure.

@@ -1,6 +1,5 @@
 //! `taskbridge projects`: the projects of the embedded PM store.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
@@ -69,9 +68,9 @@ pub enum ProjectsCommand {
 }
 
 /// Runs `taskbridge projects`.
-pub fn run(args: ProjectsArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
+pub fn run(args: ProjectsArgs, raw: &super::config::RawConfig) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
-        let host = open_existing_store(data_dir).await?;
+        let host = open_existing_store(raw).await?;
         let result = match args.command {
             None => list(&host, args.json).await,
             Some(ProjectsCommand::Show { guid, json }) => {

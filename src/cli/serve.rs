@@ -16,9 +16,7 @@ use tracing::{info, warn};
 
 use taskbridge::connector::{Connector, ConnectorConfig, PushListener};
 use taskbridge::listener::{AdminConfig, ListenerConfig, ListenerSecret, TlsFiles};
-use taskbridge::pm::embedded::{
-    EmbeddedHost, WatchConfig, WebhookConfig, pm_api, run_watch_folder, run_webhook,
-};
+use taskbridge::pm::embedded::{WatchConfig, WebhookConfig, pm_api, run_watch_folder, run_webhook};
 use taskbridge::secret::Secret;
 
 use super::CliError;
@@ -300,7 +298,7 @@ pub fn run(args: ServeArgs, raw: &RawConfig, reload: Reload) -> anyhow::Result<E
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let host = EmbeddedHost::open(&raw.data_dir).await?;
+        let host = super::open_store(raw).await?;
         let connector = Connector::new(config, host.clone())?;
         let api = pm_api(host.clone(), token)
             .with_conflicts(std::sync::Arc::new(connector.engine().clone()));

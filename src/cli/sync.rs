@@ -25,7 +25,7 @@ pub type CliEngine = Engine<EmbeddedHost, EwsMailboxStore<EwsClient>, AnyStateSt
 /// Builds the engine from the configuration, over the embedded PM store.
 pub async fn open_engine(raw: &RawConfig) -> anyhow::Result<CliEngine> {
     super::autodiscover::refresh(raw).await?;
-    let host = open_existing_store(&raw.data_dir).await?;
+    let host = open_existing_store(raw).await?;
     build_engine(raw, host)
 }
 
@@ -267,7 +267,7 @@ fn shown_state(s: &taskbridge::state::AssignmentState) -> &'static str {
 /// parked.
 pub fn status(args: StatusArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
-        let host = open_existing_store(&raw.data_dir).await?;
+        let host = open_existing_store(raw).await?;
         let state = raw.state_location()?.open()?;
         let projects = match &args.project {
             Some(p) => vec![super::names::project(&host, p).await?],
@@ -615,7 +615,7 @@ pub fn audit(args: AuditArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
             ),
             None => None,
         };
-        let host = open_existing_store(&raw.data_dir).await?;
+        let host = open_existing_store(raw).await?;
         let project = match &args.project {
             Some(p) => Some(super::names::project(&host, p).await?),
             None => None,

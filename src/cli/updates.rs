@@ -1,7 +1,6 @@
 //! `taskbridge updates`: task status updates of the embedded PM store, and the status manager's
 //! approve and reject.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
@@ -70,9 +69,9 @@ pub enum UpdatesCommand {
 }
 
 /// Runs `taskbridge updates`.
-pub fn run(args: UpdatesArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
+pub fn run(args: UpdatesArgs, raw: &super::config::RawConfig) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
-        let host = open_existing_store(data_dir).await?;
+        let host = open_existing_store(raw).await?;
         let result = match args.command {
             None => {
                 let filter = UpdateFilter {

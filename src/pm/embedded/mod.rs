@@ -1,7 +1,9 @@
 //! The embedded PM host: the default PM side of the standalone connector, for teams without a
 //! PM server. It keeps projects imported from Microsoft Project XML (MSPDI) or JSON files, and
 //! the task status updates that come back from mailboxes, in its own SQLite file (`pm.sqlite`
-//! in the data directory), and implements [`PmHost`] over them.
+//! in the data directory) or in a PostgreSQL database ([`PmLocation`]), and implements
+//! [`PmHost`] over them. Both backends run the same statements in the same transactions (see
+//! `sql`).
 //!
 //! - **Import** ([`EmbeddedHost::import_file`]): importing is publishing. Re-importing a
 //!   project with the same GUID updates it in place and stamps the fields that changed (see
@@ -19,12 +21,16 @@
 
 mod api;
 mod apply;
+mod copy;
 mod merge;
 mod ops;
+mod postgres;
+mod relay;
 mod remove;
 mod rows;
 mod schema;
 mod snapshot;
+mod sql;
 mod store;
 mod types;
 mod watch;
@@ -37,7 +43,8 @@ use std::time::Duration;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use tokio::sync::{Notify, broadcast};
 
-use self::store::{Db, Relay};
+use self::relay::Relay;
+use self::store::Db;
 use super::export::ExportFormat;
 use super::host::{HostError, HostEvent, PmHost, StatusUpdate, StatusUpdateId, UpdateOutcome};
 use super::import::{ImportError, ImportOptions};
@@ -49,6 +56,8 @@ pub use api::{
     pm_api, serve_pm_api,
 };
 pub use apply::{Applied, ApplyError, apply_changes, apply_update, field_value};
+pub use copy::TableCount;
+pub use postgres::PostgresPm;
 pub use remove::RemovedRows;
 pub use snapshot::{DocumentFormat, ImportedDocument};
 pub(crate) use store::create_private_file;
@@ -123,9 +132,21 @@ pub enum EmbeddedError {
         /// The newest version this build knows.
         supported: i64,
     },
+    /// The target of a copy already holds rows (and they were not to be replaced).
+    #[error("the target PM store already holds data")]
+    NotEmpty,
+    /// There is no PM store in this PostgreSQL database (and it was not to be created).
+    #[error("no PM store in {0} (import a project first)")]
+    NoDatabaseStore(String),
     /// SQLite failed.
     #[error("PM store: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL answered with an error.
+    #[error("PM store: PostgreSQL: {0}")]
+    Postgres(String),
+    /// PostgreSQL cannot be reached (or the connection broke); a later call may succeed.
+    #[error("PM store: PostgreSQL unavailable: {0}")]
+    DatabaseUnavailable(String),
     /// A stored value cannot be read back.
     #[error("PM store is corrupt: {0}")]
     Corrupt(String),
@@ -151,7 +172,9 @@ impl From<EmbeddedError> for HostError {
         match e {
             EmbeddedError::UnknownProject(guid) => HostError::UnknownProject(guid),
             EmbeddedError::UnknownAssignment(key) => HostError::UnknownAssignment(key),
-            EmbeddedError::Closed => HostError::Unavailable(e.to_string()),
+            EmbeddedError::Closed | EmbeddedError::DatabaseUnavailable(_) => {
+                HostError::Unavailable(e.to_string())
+            }
             // Another process held the write lock past the busy timeout: retry later.
             EmbeddedError::Sqlite(ref sqlite)
                 if matches!(
@@ -198,14 +221,37 @@ struct Inner {
     db: Db,
     events: broadcast::Sender<HostEvent>,
     outbox: Arc<Notify>,
+    /// The SQLite file; empty on PostgreSQL.
     path: PathBuf,
+    /// Where the store is, for messages (never a password).
+    shown: String,
 }
 
 impl std::fmt::Debug for EmbeddedHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EmbeddedHost")
-            .field("path", &self.inner.path)
+            .field("store", &self.inner.shown)
             .finish_non_exhaustive()
+    }
+}
+
+/// Where the PM store lives.
+#[derive(Clone, Debug)]
+pub enum PmLocation {
+    /// An SQLite file on this machine (the default: [`EmbeddedHost::FILE_NAME`] in the data
+    /// directory).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, which several instances and CLI processes may share.
+    Postgres(PostgresPm),
+}
+
+impl PmLocation {
+    /// A description for messages, without any password.
+    pub fn describe(&self) -> String {
+        match self {
+            PmLocation::Sqlite(path) => format!("SQLite {}", path.display()),
+            PmLocation::Postgres(pg) => postgres::describe(&pg.url),
+        }
     }
 }
 
@@ -234,6 +280,36 @@ impl EmbeddedHost {
         .await
     }
 
+    /// Opens the store at `location`: an SQLite file as [`EmbeddedHost::open_with`] opens it,
+    /// or a PostgreSQL database, migrated on opening (without [`HostOptions::create`], a
+    /// database holding no PM store is [`EmbeddedError::NoDatabaseStore`]).
+    pub async fn open_at(
+        location: &PmLocation,
+        options: HostOptions,
+    ) -> Result<EmbeddedHost, EmbeddedError> {
+        let target = match location {
+            PmLocation::Sqlite(path) => return EmbeddedHost::open_with(path, options).await,
+            PmLocation::Postgres(target) => target.clone(),
+        };
+        let (events, _) = broadcast::channel(options.event_capacity.max(1));
+        let outbox = Arc::new(Notify::new());
+        let relay = Relay {
+            events: events.clone(),
+            outbox: outbox.clone(),
+        };
+        let shown = location.describe();
+        let db = postgres::PgDb::open(target, options.create, relay, options.poll_interval).await?;
+        Ok(EmbeddedHost {
+            inner: Arc::new(Inner {
+                db: Db::Postgres(db),
+                events,
+                outbox,
+                path: PathBuf::new(),
+                shown,
+            }),
+        })
+    }
+
     /// Opens the store file at `path`.
     pub async fn open_with(
         path: impl Into<PathBuf>,
@@ -257,14 +333,20 @@ impl EmbeddedHost {
                 db,
                 events,
                 outbox,
+                shown: format!("SQLite {}", path.display()),
                 path,
             }),
         })
     }
 
-    /// The store file.
+    /// The store file; empty for a store on PostgreSQL.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Where the store is, for messages (never a password).
+    pub fn describe(&self) -> &str {
+        &self.inner.shown
     }
 
     /// Closes the store if this is the last handle, waiting until SQLite has closed the file;
@@ -507,7 +589,7 @@ impl EmbeddedHost {
     /// Runs `f` on the store's thread.
     pub(crate) async fn call<R, F>(&self, f: F) -> Result<R, EmbeddedError>
     where
-        F: FnOnce(&mut rusqlite::Connection) -> Result<R, EmbeddedError> + Send + 'static,
+        F: FnOnce(&dyn sql::Conn) -> Result<R, EmbeddedError> + Send + 'static,
         R: Send + 'static,
     {
         self.inner.db.call(f).await

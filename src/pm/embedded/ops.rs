@@ -1,9 +1,8 @@
-//! The embedded host's operations as synchronous transactions, run on the SQLite thread. Each
+//! The embedded host's operations as synchronous transactions, run on the store's thread. Each
 //! one is a single immediate transaction: its rows, its events and its webhook deliveries are
 //! committed together or not at all.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, Transaction, TransactionBehavior};
 use serde::Serialize;
 
 use super::EmbeddedError;
@@ -11,6 +10,7 @@ use super::apply::{Applied, ApplyError, apply_update, field_value};
 use super::merge::merge_import;
 use super::rows;
 use super::snapshot::{self, ImportedDocument};
+use super::sql::{Conn, Tx};
 use super::types::{
     AppliedValue, DECIDER_AUTO, DECIDER_TASKBRIDGE, ImportReport, Policy, StaleField,
     StatusUpdateRecord, UpdateFilter, UpdateState,
@@ -28,17 +28,16 @@ const MAX_SUPERSEDE_CHAIN: usize = 10_000;
 /// The event name and payload of a webhook delivery.
 pub(crate) const WEBHOOK_EVENT: &str = "status_update.applied";
 
-fn begin(conn: &mut Connection) -> Result<Transaction<'_>, EmbeddedError> {
-    // Immediate: take the write lock up front, so that a concurrent writer in another process
-    // makes us wait (busy timeout) instead of failing a read-then-write upgrade.
-    Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
+/// Begins a transaction holding the store's write lock ([`Tx::begin`]).
+fn begin(conn: &dyn Conn) -> Result<Tx<'_>, EmbeddedError> {
+    Tx::begin(conn)
 }
 
 /// Stores `project`, merging it three-way over the stored one with the same GUID against the
 /// previous import, records it (and `document`) as the last import, and publishes it. A dry
 /// run computes the same report and rolls back.
 pub(crate) fn import(
-    conn: &mut Connection,
+    conn: &dyn Conn,
     project: Project,
     document: Option<ImportedDocument>,
     policy: Option<Policy>,
@@ -114,7 +113,7 @@ pub(crate) fn import(
 
 /// Re-emits `ProjectPublished`.
 pub(crate) fn publish(
-    conn: &mut Connection,
+    conn: &dyn Conn,
     guid: ProjectGuid,
     now: DateTime<Utc>,
 ) -> Result<(), EmbeddedError> {
@@ -129,7 +128,7 @@ pub(crate) fn publish(
 
 /// Sets a project's policy. Pending updates stay pending under either policy.
 pub(crate) fn set_policy(
-    conn: &mut Connection,
+    conn: &dyn Conn,
     guid: ProjectGuid,
     policy: Policy,
 ) -> Result<(), EmbeddedError> {
@@ -143,7 +142,7 @@ pub(crate) fn set_policy(
 
 /// Accepts a status update under the project's policy.
 pub(crate) fn submit(
-    conn: &mut Connection,
+    conn: &dyn Conn,
     update: StatusUpdate,
     now: DateTime<Utc>,
 ) -> Result<UpdateOutcome, EmbeddedError> {
@@ -270,7 +269,7 @@ pub(crate) fn submit(
 /// [`EmbeddedError::Stale`], naming each field and both values, unless `force`, which applies it
 /// anyway and records that in the update's reason.
 pub(crate) fn approve(
-    conn: &mut Connection,
+    conn: &dyn Conn,
     id: &StatusUpdateId,
     decider: &str,
     force: bool,
@@ -406,7 +405,7 @@ fn applied_values(
 
 /// Refuses a pending update on the status manager's word.
 pub(crate) fn reject(
-    conn: &mut Connection,
+    conn: &dyn Conn,
     id: &StatusUpdateId,
     decider: &str,
     reason: Option<&str>,
@@ -455,7 +454,7 @@ pub(crate) fn reject(
 
 /// The update, which must be pending.
 fn pending_record(
-    conn: &Connection,
+    conn: &dyn Conn,
     id: &StatusUpdateId,
 ) -> Result<StatusUpdateRecord, EmbeddedError> {
     let record =
@@ -489,7 +488,7 @@ struct WebhookBody<'a> {
 /// Writes what [`apply_changes`] changed in `project`, queues the webhook delivery, and returns
 /// the updated assignment.
 fn persist_applied(
-    tx: &Transaction<'_>,
+    tx: &dyn Conn,
     project: &Project,
     applied: &Applied,
     record: &StatusUpdateRecord,
@@ -537,7 +536,7 @@ fn persist_applied(
 
 /// The outcome of a stored update, as a resubmission of it is answered. A superseded update
 /// answers with the outcome of the update that superseded it (following the chain).
-fn outcome_of(conn: &Connection, id: &StatusUpdateId) -> Result<UpdateOutcome, EmbeddedError> {
+fn outcome_of(conn: &dyn Conn, id: &StatusUpdateId) -> Result<UpdateOutcome, EmbeddedError> {
     let mut id = id.clone();
     for _ in 0..MAX_SUPERSEDE_CHAIN {
         let record = rows::load_update(conn, &id)?

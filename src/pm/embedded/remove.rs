@@ -1,9 +1,8 @@
 //! Removing a project from the store: its rows, its status updates and its last import, in one
 //! transaction.
 
-use rusqlite::{Connection, TransactionBehavior, params};
-
 use super::EmbeddedError;
+use super::sql::{Conn, Tx, args, one};
 use crate::pm::model::ProjectGuid;
 
 /// How many rows of each kind a removal took.
@@ -20,17 +19,14 @@ pub struct RemovedRows {
 }
 
 /// Removes `guid` and everything of it; [`EmbeddedError::UnknownProject`] if it is not stored.
-pub(crate) fn remove(
-    conn: &mut Connection,
-    guid: ProjectGuid,
-) -> Result<RemovedRows, EmbeddedError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+pub(crate) fn remove(conn: &dyn Conn, guid: ProjectGuid) -> Result<RemovedRows, EmbeddedError> {
+    let tx = Tx::begin(conn)?;
     let key = guid.to_string();
     let count = |table: &str| -> Result<usize, EmbeddedError> {
-        let n: i64 = tx.query_row(
+        let n: i64 = one(
+            &tx,
             &format!("SELECT COUNT(*) FROM {table} WHERE project = ?1"),
-            params![key],
-            |row| row.get(0),
+            args![key],
         )?;
         Ok(usize::try_from(n).unwrap_or(0))
     };
@@ -46,13 +42,10 @@ pub(crate) fn remove(
     tx.execute(
         "DELETE FROM webhook_outbox WHERE update_id IN
              (SELECT id FROM status_updates WHERE project = ?1)",
-        params![key],
+        args![key],
     )?;
-    tx.execute(
-        "DELETE FROM status_updates WHERE project = ?1",
-        params![key],
-    )?;
-    if tx.execute("DELETE FROM projects WHERE guid = ?1", params![key])? == 0 {
+    tx.execute("DELETE FROM status_updates WHERE project = ?1", args![key])?;
+    if tx.execute("DELETE FROM projects WHERE guid = ?1", args![key])? == 0 {
         return Err(EmbeddedError::UnknownProject(guid));
     }
     tx.commit()?;

@@ -6,9 +6,9 @@ use std::str::FromStr;
 
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use chrono_tz::Tz;
-use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::EmbeddedError;
+use super::sql::{Conn, Row, Value, args, one};
 use super::types::{Policy, ProjectSummary, StatusUpdateRecord, UpdateFilter, UpdateState};
 use crate::pm::host::{FieldChange, HostEvent, StatusUpdateId, UpdateSource};
 use crate::pm::model::{
@@ -83,34 +83,29 @@ pub(crate) struct ProjectMeta {
 }
 
 /// The GUIDs of all stored projects, in name order.
-pub(crate) fn project_guids(conn: &Connection) -> Result<Vec<ProjectGuid>, EmbeddedError> {
-    let mut stmt = conn.prepare_cached("SELECT guid FROM projects ORDER BY name, guid")?;
-    let guids = stmt
-        .query_map([], |row| row.get::<_, String>(0))?
-        .collect::<Result<Vec<_>, _>>()?;
-    guids.iter().map(|g| parse_guid(g)).collect()
+pub(crate) fn project_guids(conn: &dyn Conn) -> Result<Vec<ProjectGuid>, EmbeddedError> {
+    conn.query("SELECT guid FROM projects ORDER BY name, guid", &[])?
+        .iter()
+        .map(|row| parse_guid(&row.get::<String>(0)?))
+        .collect()
 }
 
 /// The project's policy and bookkeeping, if the project is stored.
 pub(crate) fn project_meta(
-    conn: &Connection,
+    conn: &dyn Conn,
     guid: ProjectGuid,
 ) -> Result<Option<ProjectMeta>, EmbeddedError> {
-    let row = conn
-        .query_row(
-            "SELECT policy, revision, imported_at, published_at FROM projects WHERE guid = ?1",
-            [guid.to_string()],
-            |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, i64>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, String>(3)?,
-                ))
-            },
-        )
-        .optional()?;
-    row.map(|(policy, revision, imported_at, published_at)| {
+    let row = conn.query_opt(
+        "SELECT policy, revision, imported_at, published_at FROM projects WHERE guid = ?1",
+        args![guid.to_string()],
+    )?;
+    row.map(|row| {
+        let (policy, revision, imported_at, published_at) = (
+            row.get::<String>(0)?,
+            row.get::<i64>(1)?,
+            row.get::<String>(2)?,
+            row.get::<String>(3)?,
+        );
         Ok(ProjectMeta {
             policy: policy.parse().map_err(|_| corrupt("policy", &policy))?,
             revision,
@@ -123,37 +118,39 @@ pub(crate) fn project_meta(
 
 /// A stored project with all its rows.
 pub(crate) fn load_project(
-    conn: &Connection,
+    conn: &dyn Conn,
     guid: ProjectGuid,
 ) -> Result<Option<Project>, EmbeddedError> {
     let key = guid.to_string();
     let Some(mut project) = load_head(conn, guid)? else {
         return Ok(None);
     };
-    project.tasks = query_tasks(conn, "project = ?1 ORDER BY position", params![key])?
+    project.tasks = query_tasks(conn, "project = ?1 ORDER BY position", args![key])?
         .into_iter()
         .map(|(_, t)| t)
         .collect();
-    project.resources = query_resources(conn, "project = ?1 ORDER BY position", params![key])?
+    project.resources = query_resources(conn, "project = ?1 ORDER BY position", args![key])?
         .into_iter()
         .map(|(_, r)| r)
         .collect();
-    project.assignments = query_assignments(conn, "project = ?1 ORDER BY position", params![key])?
+    project.assignments = query_assignments(conn, "project = ?1 ORDER BY position", args![key])?
         .into_iter()
         .map(|(_, a)| a)
         .collect();
-    let mut stmt = conn.prepare_cached(
-        "SELECT assignment_uid, field, modified_at FROM assignment_field_times WHERE project = ?1",
-    )?;
-    let times = stmt
-        .query_map([&key], |row| {
+    let times = conn
+        .query(
+            "SELECT assignment_uid, field, modified_at FROM assignment_field_times WHERE project = ?1",
+            args![key],
+        )?
+        .iter()
+        .map(|row| {
             Ok((
-                row.get::<_, i64>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
+                row.get::<i64>(0)?,
+                row.get::<String>(1)?,
+                row.get::<String>(2)?,
             ))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
+        })
+        .collect::<Result<Vec<_>, EmbeddedError>>()?;
     // Indexed by UID: a plan of tens of thousands of assignments, each with a few stamped
     // fields, must not be joined by a linear search per row.
     let at: std::collections::HashMap<i64, usize> = project
@@ -177,7 +174,7 @@ pub(crate) fn load_project(
 /// to map and decide those assignments, and (with siblings) to apply a status update to one of
 /// them, without reading the whole plan.
 pub(crate) fn load_project_part(
-    conn: &Connection,
+    conn: &dyn Conn,
     guid: ProjectGuid,
     uids: &[AssignmentUid],
     siblings: bool,
@@ -189,7 +186,7 @@ pub(crate) fn load_project_part(
     let mut assignments: std::collections::BTreeMap<i64, (i64, Assignment)> = Default::default();
     for uid in uids {
         for (position, a) in
-            query_assignments(conn, "project = ?1 AND uid = ?2", params![key, uid.0])?
+            query_assignments(conn, "project = ?1 AND uid = ?2", args![key, uid.0])?
         {
             assignments.insert(a.uid.0, (position, a));
         }
@@ -199,7 +196,7 @@ pub(crate) fn load_project_part(
     if siblings {
         for task in &task_uids {
             for (position, a) in
-                query_assignments(conn, "project = ?1 AND task_uid = ?2", params![key, task])?
+                query_assignments(conn, "project = ?1 AND task_uid = ?2", args![key, task])?
             {
                 assignments.insert(a.uid.0, (position, a));
             }
@@ -214,7 +211,7 @@ pub(crate) fn load_project_part(
         tasks.extend(query_tasks(
             conn,
             "project = ?1 AND uid = ?2",
-            params![key, task],
+            args![key, task],
         )?);
     }
     let mut resources = Vec::new();
@@ -222,21 +219,20 @@ pub(crate) fn load_project_part(
         resources.extend(query_resources(
             conn,
             "project = ?1 AND uid = ?2",
-            params![key, r],
+            args![key, r],
         )?);
     }
-    let mut times = conn.prepare_cached(
-        "SELECT field, modified_at FROM assignment_field_times
-         WHERE project = ?1 AND assignment_uid = ?2",
-    )?;
     for (_, a) in assignments.values_mut() {
-        let rows = times
-            .query_map(params![key, a.uid.0], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        for (field, when) in rows {
-            a.modified.set(parse_field(&field)?, parse_ts(&when)?);
+        let rows = conn.query(
+            "SELECT field, modified_at FROM assignment_field_times
+             WHERE project = ?1 AND assignment_uid = ?2",
+            args![key, a.uid.0],
+        )?;
+        for row in rows {
+            a.modified.set(
+                parse_field(&row.get::<String>(0)?)?,
+                parse_ts(&row.get::<String>(1)?)?,
+            );
         }
     }
     let mut assignments: Vec<(i64, Assignment)> = assignments.into_values().collect();
@@ -250,23 +246,24 @@ pub(crate) fn load_project_part(
 }
 
 /// The project row, with no tasks, resources or assignments yet.
-fn load_head(conn: &Connection, guid: ProjectGuid) -> Result<Option<Project>, EmbeddedError> {
+fn load_head(conn: &dyn Conn, guid: ProjectGuid) -> Result<Option<Project>, EmbeddedError> {
     let key = guid.to_string();
     let head = conn
-        .prepare_cached(
+        .query_opt(
             "SELECT name, time_zone, minutes_per_day, minutes_per_week, start
              FROM projects WHERE guid = ?1",
+            args![key],
         )?
-        .query_row([&key], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, u32>(2)?,
-                row.get::<_, u32>(3)?,
-                row.get::<_, Option<String>>(4)?,
+        .map(|row| {
+            Ok::<_, EmbeddedError>((
+                row.get::<String>(0)?,
+                row.get::<String>(1)?,
+                row.get::<u32>(2)?,
+                row.get::<u32>(3)?,
+                row.get::<Option<String>>(4)?,
             ))
         })
-        .optional()?;
+        .transpose()?;
     let Some((name, zone, minutes_per_day, minutes_per_week, start)) = head else {
         return Ok(None);
     };
@@ -285,32 +282,34 @@ fn load_head(conn: &Connection, guid: ProjectGuid) -> Result<Option<Project>, Em
 
 /// Tasks matching `filter` (a `WHERE` clause over `tasks`), with their positions.
 fn query_tasks(
-    conn: &Connection,
+    conn: &dyn Conn,
     filter: &str,
-    args: impl rusqlite::Params,
+    args: &[Value],
 ) -> Result<Vec<(i64, Task)>, EmbeddedError> {
-    let mut stmt = conn.prepare_cached(&format!(
+    let sql = format!(
         "SELECT uid, name, notes, start, finish, work, priority, percent_work_complete,
                 summary, milestone, outline_level, position
          FROM tasks WHERE {filter}"
-    ))?;
-    let raw = stmt
-        .query_map(args, |row| {
+    );
+    let raw = conn
+        .query(&sql, args)?
+        .iter()
+        .map(|row| {
             Ok((
-                (row.get::<_, i64>(0)?, row.get::<_, i64>(11)?),
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, String>(3)?,
-                row.get::<_, String>(4)?,
-                row.get::<_, i64>(5)?,
-                row.get::<_, u16>(6)?,
-                row.get::<_, i64>(7)?,
-                row.get::<_, bool>(8)?,
-                row.get::<_, bool>(9)?,
-                row.get::<_, u16>(10)?,
+                (row.get::<i64>(0)?, row.get::<i64>(11)?),
+                row.get::<String>(1)?,
+                row.get::<String>(2)?,
+                row.get::<String>(3)?,
+                row.get::<String>(4)?,
+                row.get::<i64>(5)?,
+                row.get::<u16>(6)?,
+                row.get::<i64>(7)?,
+                row.get::<bool>(8)?,
+                row.get::<bool>(9)?,
+                row.get::<u16>(10)?,
             ))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
+        })
+        .collect::<Result<Vec<_>, EmbeddedError>>()?;
     raw.into_iter()
         .map(
             |(
@@ -350,24 +349,24 @@ fn query_tasks(
 
 /// Resources matching `filter`, with their positions.
 fn query_resources(
-    conn: &Connection,
+    conn: &dyn Conn,
     filter: &str,
-    args: impl rusqlite::Params,
+    args: &[Value],
 ) -> Result<Vec<(i64, Resource)>, EmbeddedError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT uid, name, email, time_zone, position FROM resources WHERE {filter}"
-    ))?;
-    let raw = stmt
-        .query_map(args, |row| {
+    let sql = format!("SELECT uid, name, email, time_zone, position FROM resources WHERE {filter}");
+    let raw = conn
+        .query(&sql, args)?
+        .iter()
+        .map(|row| {
             Ok((
-                row.get::<_, i64>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, Option<String>>(2)?,
-                row.get::<_, Option<String>>(3)?,
-                row.get::<_, i64>(4)?,
+                row.get::<i64>(0)?,
+                row.get::<String>(1)?,
+                row.get::<Option<String>>(2)?,
+                row.get::<Option<String>>(3)?,
+                row.get::<i64>(4)?,
             ))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
+        })
+        .collect::<Result<Vec<_>, EmbeddedError>>()?;
     raw.into_iter()
         .map(|(uid, name, email, zone, position)| {
             Ok((
@@ -385,35 +384,29 @@ fn query_resources(
 
 /// Assignments matching `filter`, with their positions (field times not yet read).
 fn query_assignments(
-    conn: &Connection,
+    conn: &dyn Conn,
     filter: &str,
-    args: impl rusqlite::Params,
+    args: &[Value],
 ) -> Result<Vec<(i64, Assignment)>, EmbeddedError> {
-    let mut stmt = conn.prepare_cached(&format!(
+    let sql = format!(
         "SELECT uid, task_uid, resource_uid, start, finish, work, actual_work, remaining_work,
                 percent_work_complete, actual_finish, position
          FROM assignments WHERE {filter}"
-    ))?;
-    let raw = stmt
-        .query_map(args, |row| {
+    );
+    let raw = conn
+        .query(&sql, args)?
+        .iter()
+        .map(|row| {
             Ok((
-                (
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, i64>(1)?,
-                    row.get::<_, i64>(2)?,
-                ),
-                row.get::<_, String>(3)?,
-                row.get::<_, String>(4)?,
-                (
-                    row.get::<_, i64>(5)?,
-                    row.get::<_, i64>(6)?,
-                    row.get::<_, i64>(7)?,
-                ),
-                (row.get::<_, i64>(8)?, row.get::<_, i64>(10)?),
-                row.get::<_, Option<String>>(9)?,
+                (row.get::<i64>(0)?, row.get::<i64>(1)?, row.get::<i64>(2)?),
+                row.get::<String>(3)?,
+                row.get::<String>(4)?,
+                (row.get::<i64>(5)?, row.get::<i64>(6)?, row.get::<i64>(7)?),
+                (row.get::<i64>(8)?, row.get::<i64>(10)?),
+                row.get::<Option<String>>(9)?,
             ))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
+        })
+        .collect::<Result<Vec<_>, EmbeddedError>>()?;
     raw.into_iter()
         .map(
             |(
@@ -450,7 +443,7 @@ fn query_assignments(
 /// replaced), as imported and published `now`. A new project gets `policy` (or the default);
 /// a stored one keeps its policy unless `policy` is given.
 pub(crate) fn write_project(
-    conn: &Connection,
+    conn: &dyn Conn,
     project: &Project,
     policy: Option<Policy>,
     now: DateTime<Utc>,
@@ -467,7 +460,7 @@ pub(crate) fn write_project(
              minutes_per_week = excluded.minutes_per_week, start = excluded.start,
              policy = COALESCE(?9, projects.policy), revision = projects.revision + 1,
              imported_at = excluded.imported_at, published_at = excluded.published_at",
-        params![
+        args![
             key,
             project.name,
             project.time_zone.name(),
@@ -481,71 +474,78 @@ pub(crate) fn write_project(
     )?;
     for table in ["assignments", "tasks", "resources"] {
         // Field times go with their assignments (ON DELETE CASCADE).
-        conn.execute(&format!("DELETE FROM {table} WHERE project = ?1"), [&key])?;
+        conn.execute(
+            &format!("DELETE FROM {table} WHERE project = ?1"),
+            args![key],
+        )?;
     }
     {
-        let mut insert = conn.prepare_cached(
-            "INSERT INTO tasks (project, uid, position, name, notes, start, finish, work,
+        let insert = "INSERT INTO tasks (project, uid, position, name, notes, start, finish, work,
                                 priority, percent_work_complete, summary, milestone,
                                 outline_level)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-        )?;
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
         for (position, t) in project.tasks.iter().enumerate() {
-            insert.execute(params![
-                key,
-                t.uid.0,
-                i64::try_from(position).unwrap_or(i64::MAX),
-                t.name,
-                t.notes,
-                local(t.start),
-                local(t.finish),
-                t.work.seconds(),
-                t.priority,
-                t.percent_work_complete.get(),
-                t.summary,
-                t.milestone,
-                t.outline_level,
-            ])?;
+            conn.execute(
+                insert,
+                args![
+                    key,
+                    t.uid.0,
+                    i64::try_from(position).unwrap_or(i64::MAX),
+                    t.name,
+                    t.notes,
+                    local(t.start),
+                    local(t.finish),
+                    t.work.seconds(),
+                    t.priority,
+                    t.percent_work_complete.get(),
+                    t.summary,
+                    t.milestone,
+                    t.outline_level,
+                ],
+            )?;
         }
     }
     {
-        let mut insert = conn.prepare_cached(
-            "INSERT INTO resources (project, uid, position, name, email, time_zone)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
+        let insert = "INSERT INTO resources (project, uid, position, name, email, time_zone)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
         for (position, r) in project.resources.iter().enumerate() {
-            insert.execute(params![
-                key,
-                r.uid.0,
-                i64::try_from(position).unwrap_or(i64::MAX),
-                r.name,
-                r.email,
-                r.time_zone.map(|z| z.name()),
-            ])?;
+            conn.execute(
+                insert,
+                args![
+                    key,
+                    r.uid.0,
+                    i64::try_from(position).unwrap_or(i64::MAX),
+                    r.name,
+                    r.email,
+                    r.time_zone.map(|z| z.name()),
+                ],
+            )?;
         }
     }
     {
-        let mut insert = conn.prepare_cached(
+        let insert =
             "INSERT INTO assignments (project, uid, position, task_uid, resource_uid, start,
                                       finish, work, actual_work, remaining_work,
                                       percent_work_complete, actual_finish)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        )?;
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
         for (position, a) in project.assignments.iter().enumerate() {
-            insert.execute(params![
-                key,
-                a.uid.0,
-                i64::try_from(position).unwrap_or(i64::MAX),
-                a.task_uid.0,
-                a.resource_uid.0,
-                local(a.start),
-                local(a.finish),
-                a.work.seconds(),
-                a.actual_work.seconds(),
-                a.remaining_work.seconds(),
-                a.percent_work_complete.get(),
-                a.actual_finish.map(local),
-            ])?;
+            conn.execute(
+                insert,
+                args![
+                    key,
+                    a.uid.0,
+                    i64::try_from(position).unwrap_or(i64::MAX),
+                    a.task_uid.0,
+                    a.resource_uid.0,
+                    local(a.start),
+                    local(a.finish),
+                    a.work.seconds(),
+                    a.actual_work.seconds(),
+                    a.remaining_work.seconds(),
+                    a.percent_work_complete.get(),
+                    a.actual_finish.map(local),
+                ],
+            )?;
             write_field_times(conn, &key, a)?;
         }
     }
@@ -555,25 +555,19 @@ pub(crate) fn write_project(
     Ok(meta.policy)
 }
 
-fn write_field_times(
-    conn: &Connection,
-    project: &str,
-    a: &Assignment,
-) -> Result<(), EmbeddedError> {
-    let mut upsert = conn.prepare_cached(
-        "INSERT INTO assignment_field_times (project, assignment_uid, field, modified_at)
+fn write_field_times(conn: &dyn Conn, project: &str, a: &Assignment) -> Result<(), EmbeddedError> {
+    let upsert = "INSERT INTO assignment_field_times (project, assignment_uid, field, modified_at)
          VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (project, assignment_uid, field) DO UPDATE SET modified_at = excluded.modified_at",
-    )?;
+         ON CONFLICT (project, assignment_uid, field) DO UPDATE SET modified_at = excluded.modified_at";
     for (field, at) in a.modified.iter() {
-        upsert.execute(params![project, a.uid.0, field_name(field), ts(at)])?;
+        conn.execute(upsert, args![project, a.uid.0, field_name(field), ts(at)])?;
     }
     Ok(())
 }
 
 /// Writes the values of one assignment (not its position) and its field times.
 pub(crate) fn save_assignment(
-    conn: &Connection,
+    conn: &dyn Conn,
     project: ProjectGuid,
     a: &Assignment,
 ) -> Result<(), EmbeddedError> {
@@ -583,7 +577,7 @@ pub(crate) fn save_assignment(
                 work = ?7, actual_work = ?8, remaining_work = ?9, percent_work_complete = ?10,
                 actual_finish = ?11
          WHERE project = ?1 AND uid = ?2",
-        params![
+        args![
             key,
             a.uid.0,
             a.task_uid.0,
@@ -602,7 +596,7 @@ pub(crate) fn save_assignment(
 
 /// Writes the values of one task (not its position).
 pub(crate) fn save_task(
-    conn: &Connection,
+    conn: &dyn Conn,
     project: ProjectGuid,
     t: &Task,
 ) -> Result<(), EmbeddedError> {
@@ -611,7 +605,7 @@ pub(crate) fn save_task(
                 priority = ?8, percent_work_complete = ?9, summary = ?10, milestone = ?11,
                 outline_level = ?12
          WHERE project = ?1 AND uid = ?2",
-        params![
+        args![
             project.to_string(),
             t.uid.0,
             t.name,
@@ -631,32 +625,32 @@ pub(crate) fn save_task(
 
 /// Sets the project's policy; `false` when there is no such project.
 pub(crate) fn set_policy(
-    conn: &Connection,
+    conn: &dyn Conn,
     guid: ProjectGuid,
     policy: Policy,
 ) -> Result<bool, EmbeddedError> {
     let n = conn.execute(
         "UPDATE projects SET policy = ?2 WHERE guid = ?1",
-        params![guid.to_string(), policy.as_str()],
+        args![guid.to_string(), policy.as_str()],
     )?;
     Ok(n > 0)
 }
 
 /// Records a (re)publication; `false` when there is no such project.
 pub(crate) fn touch_published(
-    conn: &Connection,
+    conn: &dyn Conn,
     guid: ProjectGuid,
     now: DateTime<Utc>,
 ) -> Result<bool, EmbeddedError> {
     let n = conn.execute(
         "UPDATE projects SET published_at = ?2 WHERE guid = ?1",
-        params![guid.to_string(), ts(now)],
+        args![guid.to_string(), ts(now)],
     )?;
     Ok(n > 0)
 }
 
 /// Summaries of all projects, in name order.
-pub(crate) fn summaries(conn: &Connection) -> Result<Vec<ProjectSummary>, EmbeddedError> {
+pub(crate) fn summaries(conn: &dyn Conn) -> Result<Vec<ProjectSummary>, EmbeddedError> {
     let mut out = Vec::new();
     for guid in project_guids(conn)? {
         if let Some(summary) = summary(conn, guid)? {
@@ -668,7 +662,7 @@ pub(crate) fn summaries(conn: &Connection) -> Result<Vec<ProjectSummary>, Embedd
 
 /// The summary of one project.
 pub(crate) fn summary(
-    conn: &Connection,
+    conn: &dyn Conn,
     guid: ProjectGuid,
 ) -> Result<Option<ProjectSummary>, EmbeddedError> {
     let Some(meta) = project_meta(conn, guid)? else {
@@ -677,10 +671,10 @@ pub(crate) fn summary(
     let Some(project) = load_project(conn, guid)? else {
         return Ok(None);
     };
-    let pending: i64 = conn.query_row(
+    let pending: i64 = one(
+        conn,
         "SELECT COUNT(*) FROM status_updates WHERE project = ?1 AND state = 'pending'",
-        [guid.to_string()],
-        |row| row.get(0),
+        args![guid.to_string()],
     )?;
     Ok(Some(ProjectSummary {
         guid,
@@ -700,21 +694,21 @@ pub(crate) fn summary(
 
 /// Appends `event` to the event log, for every process's subscribers.
 pub(crate) fn emit(
-    conn: &Connection,
+    conn: &dyn Conn,
     event: &HostEvent,
     now: DateTime<Utc>,
 ) -> Result<(), EmbeddedError> {
     let body = serde_json::to_string(event).map_err(|e| EmbeddedError::Corrupt(e.to_string()))?;
     conn.execute(
         "INSERT INTO events (body, created_at) VALUES (?1, ?2)",
-        params![body, ts(now)],
+        args![body, ts(now)],
     )?;
     Ok(())
 }
 
 /// Stores a new status update.
 pub(crate) fn insert_update(
-    conn: &Connection,
+    conn: &dyn Conn,
     record: &StatusUpdateRecord,
 ) -> Result<(), EmbeddedError> {
     let changes = serde_json::to_string(&record.changes)
@@ -724,7 +718,7 @@ pub(crate) fn insert_update(
                                      change_key, mail_modified_at, state, submitted_at,
                                      decided_at, decider, reason, superseded_by, details)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-        params![
+        args![
             record.id.0,
             record.key.project.to_string(),
             record.key.assignment.0,
@@ -767,19 +761,19 @@ fn details(record: &StatusUpdateRecord) -> Result<String, EmbeddedError> {
 
 /// Records the values an update applied.
 pub(crate) fn save_details(
-    conn: &Connection,
+    conn: &dyn Conn,
     record: &StatusUpdateRecord,
 ) -> Result<(), EmbeddedError> {
     conn.execute(
         "UPDATE status_updates SET details = ?2 WHERE id = ?1",
-        params![record.id.0, details(record)?],
+        args![record.id.0, details(record)?],
     )?;
     Ok(())
 }
 
 /// Records a decision on an update.
 pub(crate) fn decide_update(
-    conn: &Connection,
+    conn: &dyn Conn,
     id: &StatusUpdateId,
     state: UpdateState,
     at: DateTime<Utc>,
@@ -791,7 +785,7 @@ pub(crate) fn decide_update(
         "UPDATE status_updates SET state = ?2, decided_at = ?3, decider = ?4, reason = ?5,
                 superseded_by = ?6
          WHERE id = ?1",
-        params![
+        args![
             id.0,
             state.as_str(),
             ts(at),
@@ -821,7 +815,7 @@ type RawUpdate = (
     (Option<String>, Option<String>, Option<String>),
 );
 
-fn raw_update(row: &Row<'_>) -> rusqlite::Result<RawUpdate> {
+fn raw_update(row: &Row) -> Result<RawUpdate, EmbeddedError> {
     Ok((
         (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?),
         (row.get(4)?, row.get(5)?, row.get(6)?, row.get(7)?),
@@ -873,47 +867,45 @@ fn record(raw: RawUpdate) -> Result<StatusUpdateRecord, EmbeddedError> {
 
 /// One status update by id.
 pub(crate) fn load_update(
-    conn: &Connection,
+    conn: &dyn Conn,
     id: &StatusUpdateId,
 ) -> Result<Option<StatusUpdateRecord>, EmbeddedError> {
-    let mut stmt = conn.prepare_cached(&format!("{SELECT_UPDATES} WHERE su.id = ?1"))?;
-    let raw = stmt.query_row([&id.0], raw_update).optional()?;
-    raw.map(record).transpose()
+    let raw = conn.query_opt(&format!("{SELECT_UPDATES} WHERE su.id = ?1"), args![id.0])?;
+    raw.map(|row| record(raw_update(&row)?)).transpose()
 }
 
 /// The update already stored for this mailbox item version, if any.
 pub(crate) fn find_update_by_source(
-    conn: &Connection,
+    conn: &dyn Conn,
     key: AssignmentKey,
     source: &UpdateSource,
 ) -> Result<Option<StatusUpdateId>, EmbeddedError> {
-    Ok(conn
-        .query_row(
-            "SELECT id FROM status_updates
-             WHERE project = ?1 AND assignment_uid = ?2 AND item_id = ?3 AND change_key = ?4",
-            params![
-                key.project.to_string(),
-                key.assignment.0,
-                source.item_id,
-                source.change_key
-            ],
-            |row| row.get::<_, String>(0),
-        )
-        .optional()?
-        .map(StatusUpdateId))
+    conn.query_opt(
+        "SELECT id FROM status_updates
+         WHERE project = ?1 AND assignment_uid = ?2 AND item_id = ?3 AND change_key = ?4",
+        args![
+            key.project.to_string(),
+            key.assignment.0,
+            source.item_id,
+            source.change_key
+        ],
+    )?
+    .map(|row| Ok(StatusUpdateId(row.get::<String>(0)?)))
+    .transpose()
 }
 
 /// Status updates matching `filter`, oldest first.
 pub(crate) fn list_updates(
-    conn: &Connection,
+    conn: &dyn Conn,
     filter: &UpdateFilter,
 ) -> Result<Vec<StatusUpdateRecord>, EmbeddedError> {
     // Each condition is either on or matches everything, so one statement serves every filter.
+    // The casts give PostgreSQL the type of a parameter that may be NULL.
     let sql = format!(
         "{SELECT_UPDATES}
-         WHERE (?1 IS NULL OR su.state = ?1)
-           AND (?2 IS NULL OR su.project = ?2)
-           AND (?3 IS NULL OR su.assignment_uid = ?3)
+         WHERE (CAST(?1 AS TEXT) IS NULL OR su.state = ?1)
+           AND (CAST(?2 AS TEXT) IS NULL OR su.project = ?2)
+           AND (CAST(?3 AS BIGINT) IS NULL OR su.assignment_uid = ?3)
          ORDER BY su.seq"
     );
     if let (Some(project), Some(key)) = (filter.project, filter.key)
@@ -925,18 +917,17 @@ pub(crate) fn list_updates(
         .project
         .or(filter.key.map(|k| k.project))
         .map(|g| g.to_string());
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let raw = stmt
-        .query_map(
-            params![
-                filter.state.map(UpdateState::as_str),
-                project,
-                filter.key.map(|k| k.assignment.0)
-            ],
-            raw_update,
-        )?
-        .collect::<Result<Vec<_>, _>>()?;
-    raw.into_iter().map(record).collect()
+    conn.query(
+        &sql,
+        args![
+            filter.state.map(UpdateState::as_str),
+            project,
+            filter.key.map(|k| k.assignment.0)
+        ],
+    )?
+    .iter()
+    .map(|row| record(raw_update(row)?))
+    .collect()
 }
 
 /// A webhook delivery waiting in the outbox.
@@ -950,46 +941,46 @@ pub(crate) struct OutboxRow {
 
 /// Queues a webhook delivery.
 pub(crate) fn enqueue_webhook(
-    conn: &Connection,
+    conn: &dyn Conn,
     update_id: &StatusUpdateId,
     body: &str,
     now: DateTime<Utc>,
 ) -> Result<(), EmbeddedError> {
     conn.execute(
         "INSERT INTO webhook_outbox (update_id, body, created_at) VALUES (?1, ?2, ?3)",
-        params![update_id.0, body, ts(now)],
+        args![update_id.0, body, ts(now)],
     )?;
     Ok(())
 }
 
 /// The oldest deliveries not yet delivered nor given up on.
-pub(crate) fn outbox_due(conn: &Connection, limit: usize) -> Result<Vec<OutboxRow>, EmbeddedError> {
-    let mut stmt = conn.prepare_cached(
+pub(crate) fn outbox_due(conn: &dyn Conn, limit: usize) -> Result<Vec<OutboxRow>, EmbeddedError> {
+    conn.query(
         "SELECT seq, update_id, body, attempts FROM webhook_outbox
          WHERE failed_at IS NULL ORDER BY seq LIMIT ?1",
-    )?;
-    let rows = stmt
-        .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
-            Ok(OutboxRow {
-                seq: row.get(0)?,
-                update_id: StatusUpdateId(row.get(1)?),
-                body: row.get(2)?,
-                attempts: row.get(3)?,
-            })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(rows)
+        args![i64::try_from(limit).unwrap_or(i64::MAX)],
+    )?
+    .iter()
+    .map(|row| {
+        Ok(OutboxRow {
+            seq: row.get(0)?,
+            update_id: StatusUpdateId(row.get(1)?),
+            body: row.get(2)?,
+            attempts: row.get(3)?,
+        })
+    })
+    .collect()
 }
 
 /// Removes a delivered row.
-pub(crate) fn outbox_delivered(conn: &Connection, seq: i64) -> Result<(), EmbeddedError> {
-    conn.execute("DELETE FROM webhook_outbox WHERE seq = ?1", [seq])?;
+pub(crate) fn outbox_delivered(conn: &dyn Conn, seq: i64) -> Result<(), EmbeddedError> {
+    conn.execute("DELETE FROM webhook_outbox WHERE seq = ?1", args![seq])?;
     Ok(())
 }
 
 /// Records a failed attempt; with `give_up`, the row is kept but no longer due.
 pub(crate) fn outbox_failed(
-    conn: &Connection,
+    conn: &dyn Conn,
     seq: i64,
     error: &str,
     give_up: bool,
@@ -999,7 +990,7 @@ pub(crate) fn outbox_failed(
         "UPDATE webhook_outbox SET attempts = attempts + 1, last_error = ?2,
                 failed_at = CASE WHEN ?3 THEN ?4 ELSE NULL END
          WHERE seq = ?1",
-        params![seq, error, give_up, ts(now)],
+        args![seq, error, give_up, ts(now)],
     )?;
     Ok(())
 }
@@ -1039,7 +1030,7 @@ mod tests {
     /// a stamped update; the part of assignment 1 must equal the same rows of the whole plan.
     #[test]
     fn project_part_equals_the_same_rows_of_the_whole_project() {
-        let mut conn = Connection::open_in_memory().expect("open");
+        let mut conn = rusqlite::Connection::open_in_memory().expect("open");
         crate::sqlite::migrate::migrate(&mut conn, &super::super::schema::SCHEMA).expect("migrate");
         let day = |d, h| {
             NaiveDate::from_ymd_opt(2026, 3, d)

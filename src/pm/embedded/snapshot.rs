@@ -2,10 +2,10 @@
 //! three-way import, and the document an MSPDI export writes its changes into.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, params};
 
 use super::EmbeddedError;
 use super::rows::ts;
+use super::sql::{Conn, args};
 use crate::pm::model::{Project, ProjectGuid};
 
 /// The format of an imported document.
@@ -59,17 +59,14 @@ pub(crate) struct Snapshot {
 }
 
 /// The last import of `guid`, if one was recorded.
-pub(crate) fn load(
-    conn: &Connection,
-    guid: ProjectGuid,
-) -> Result<Option<Snapshot>, EmbeddedError> {
+pub(crate) fn load(conn: &dyn Conn, guid: ProjectGuid) -> Result<Option<Snapshot>, EmbeddedError> {
     let row: Option<(String, String, Option<String>)> = conn
-        .query_row(
+        .query_opt(
             "SELECT project_json, format, document FROM import_snapshots WHERE project = ?1",
-            [guid.to_string()],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-        )
-        .optional()?;
+            args![guid.to_string()],
+        )?
+        .map(|row| Ok::<_, EmbeddedError>((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .transpose()?;
     let Some((json, format, document)) = row else {
         return Ok(None);
     };
@@ -89,7 +86,7 @@ pub(crate) fn load(
 
 /// Records `project` (as the file said it) and the file as the project's last import.
 pub(crate) fn save(
-    conn: &Connection,
+    conn: &dyn Conn,
     project: &Project,
     document: Option<&ImportedDocument>,
     now: DateTime<Utc>,
@@ -102,7 +99,7 @@ pub(crate) fn save(
          ON CONFLICT (project) DO UPDATE SET project_json = excluded.project_json,
              format = excluded.format, document = excluded.document,
              imported_at = excluded.imported_at",
-        params![
+        args![
             project.guid.to_string(),
             json,
             document.map_or("model", |d| d.format.as_str()),

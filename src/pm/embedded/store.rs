@@ -1,50 +1,31 @@
 //! The embedded host's SQLite connection: one connection, owned by the shared actor thread
 //! ([`crate::sqlite::actor`]), fed closures over a channel, so that no SQLite call ever runs on
 //! a tokio worker; migrated by the shared scheme ([`crate::sqlite::migrate`]).
-//!
-//! The same thread relays the durable event log (`events` table) to the in-process broadcast
-//! channel: after every job, and every `poll_interval` when idle, it reads the events committed
-//! since its cursor and broadcasts them. Events written by *another process* on the same file
-//! (a `taskbridge updates approve` next to a running `taskbridge serve`) therefore reach this
-//! process's subscribers too, at most one poll interval late. It also wakes the webhook worker
-//! when the outbox grew.
+//! The same thread relays the durable event log to subscribers (`relay`). `Db` is the handle
+//! to either backend's thread.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use chrono::Utc;
 use rusqlite::{Connection, OpenFlags};
-use tokio::sync::{Notify, broadcast};
 
 use super::EmbeddedError;
-use super::rows::ts;
+use super::relay::{Cursors, Relay, Relaying};
 use super::schema::SCHEMA;
-use crate::pm::HostEvent;
+use super::sql::Conn;
 use crate::sqlite::actor::{Actor, Housekeeping};
 use crate::sqlite::migrate::MigrateError;
 
 /// How long SQLite waits for another process's write lock before giving up with `SQLITE_BUSY`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Events older than this are pruned: they only exist to reach other processes' subscribers.
-const EVENT_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(1);
-/// Outbox rows older than this are pruned, delivered or not (see `docs/PM-HOST.md`).
-pub(crate) const OUTBOX_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(7);
-/// How often the idle thread prunes.
-const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
-/// The handle to the SQLite thread ([`crate::sqlite::actor`]). Dropping the last handle ends
-/// the thread.
-pub(crate) struct Db {
-    actor: Actor,
-}
-
-/// What the SQLite thread relays to the async side.
-pub(crate) struct Relay {
-    /// Where host events go.
-    pub(crate) events: broadcast::Sender<HostEvent>,
-    /// Woken when the webhook outbox has new rows.
-    pub(crate) outbox: Arc<Notify>,
+/// The handle to the store's thread: SQLite's ([`crate::sqlite::actor`]) or PostgreSQL's
+/// ([`super::postgres`]). Dropping the last handle ends the thread.
+pub(crate) enum Db {
+    /// An SQLite file.
+    Sqlite(Actor),
+    /// A PostgreSQL database.
+    Postgres(super::postgres::PgDb),
 }
 
 impl Db {
@@ -57,7 +38,7 @@ impl Db {
     ) -> Result<Db, EmbeddedError> {
         let (actor, ready) = Actor::spawn("taskbridge-pm-sqlite", move || {
             let conn = open_connection(&path, create)?;
-            let cursors = Cursors::at_end(&conn);
+            let cursors = Cursors::at_end(&conn as &dyn Conn);
             Ok::<_, EmbeddedError>((
                 conn,
                 Relaying {
@@ -69,132 +50,46 @@ impl Db {
         })
         .map_err(EmbeddedError::Io)?;
         ready.await.map_err(|_| EmbeddedError::Closed)??;
-        Ok(Db { actor })
+        Ok(Db::Sqlite(actor))
     }
 
     /// Ends the thread and waits until it has closed the connection (which checkpoints the
     /// WAL into the main file).
     pub(crate) async fn close(self) {
-        self.actor.close().await;
+        match self {
+            Db::Sqlite(actor) => actor.close().await,
+            Db::Postgres(db) => db.close().await,
+        }
     }
 
     /// Runs `f` on the SQLite thread and returns its result.
     pub(crate) async fn call<R, F>(&self, f: F) -> Result<R, EmbeddedError>
     where
-        F: FnOnce(&mut Connection) -> Result<R, EmbeddedError> + Send + 'static,
+        F: FnOnce(&dyn Conn) -> Result<R, EmbeddedError> + Send + 'static,
         R: Send + 'static,
     {
-        // `Closed` also when the job panicked (a bug, caught on the thread).
-        self.actor
-            .call(f)
-            .await
-            .map_err(|_| EmbeddedError::Closed)?
+        match self {
+            // `Closed` also when the job panicked (a bug, caught on the thread).
+            Db::Sqlite(actor) => actor
+                .call(move |conn| f(conn))
+                .await
+                .map_err(|_| EmbeddedError::Closed)?,
+            Db::Postgres(db) => db.call(f).await,
+        }
     }
-}
-
-/// The thread's housekeeping: the relay after every job and at every idle poll, pruning every
-/// hour. No pruning at open: opening a store must not write to it (a failed import leaves the
-/// file byte-identical), and a short-lived CLI process has no reason to prune.
-struct Relaying {
-    relay: Relay,
-    cursors: Cursors,
-    poll_interval: Duration,
 }
 
 impl Housekeeping for Relaying {
     fn after_job(&mut self, conn: &Connection) {
-        pump(conn, &self.relay, &mut self.cursors);
+        Relaying::after_job(self, conn);
     }
 
     fn when_idle(&mut self, conn: &Connection) {
-        pump(conn, &self.relay, &mut self.cursors);
-        if self.cursors.last_prune.elapsed() >= PRUNE_EVERY {
-            prune(conn);
-            self.cursors.last_prune = Instant::now();
-        }
+        Relaying::when_idle(self, conn);
     }
 
     fn interval(&self) -> Option<Duration> {
         Some(self.poll_interval)
-    }
-}
-
-/// Where the relay has got to in the events and the outbox.
-struct Cursors {
-    event: i64,
-    outbox: i64,
-    last_prune: Instant,
-}
-
-impl Cursors {
-    /// Starts after everything already committed: events from before this process opened the
-    /// store are history, not news.
-    fn at_end(conn: &Connection) -> Cursors {
-        let max = |sql| {
-            conn.query_row(sql, [], |row| row.get::<_, i64>(0))
-                .unwrap_or(0)
-        };
-        Cursors {
-            event: max("SELECT COALESCE(MAX(seq), 0) FROM events"),
-            // The outbox is durable work, not news: a worker started now must see old rows, so
-            // the first pump wakes it.
-            outbox: -1,
-            last_prune: Instant::now(),
-        }
-    }
-}
-
-/// Broadcasts the events committed since the cursor and wakes the webhook worker on new outbox
-/// rows.
-fn pump(conn: &Connection, relay: &Relay, cursors: &mut Cursors) {
-    let result = (|| -> rusqlite::Result<()> {
-        let mut stmt =
-            conn.prepare_cached("SELECT seq, body FROM events WHERE seq > ?1 ORDER BY seq")?;
-        let rows = stmt.query_map([cursors.event], |row| {
-            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
-        })?;
-        for row in rows {
-            let (seq, body) = row?;
-            cursors.event = seq;
-            match serde_json::from_str::<HostEvent>(&body) {
-                // No receiver is not an error: nobody listens in a CLI process.
-                Ok(event) => {
-                    let _ = relay.events.send(event);
-                }
-                Err(e) => tracing::warn!(seq, error = %e, "skipping an unreadable stored event"),
-            }
-        }
-        let outbox: i64 = conn.query_row(
-            "SELECT COALESCE(MAX(seq), 0) FROM webhook_outbox",
-            [],
-            |r| r.get(0),
-        )?;
-        if outbox > cursors.outbox {
-            cursors.outbox = outbox;
-            relay.outbox.notify_one();
-        }
-        Ok(())
-    })();
-    if let Err(e) = result {
-        tracing::warn!(error = %e, "cannot read the PM event log; retrying at the next poll");
-    }
-}
-
-fn prune(conn: &Connection) {
-    let now = Utc::now();
-    let result = conn
-        .execute(
-            "DELETE FROM events WHERE created_at < ?1",
-            [ts(now - EVENT_RETENTION)],
-        )
-        .and_then(|_| {
-            conn.execute(
-                "DELETE FROM webhook_outbox WHERE created_at < ?1",
-                [ts(now - OUTBOX_RETENTION)],
-            )
-        });
-    if let Err(e) = result {
-        tracing::warn!(error = %e, "cannot prune the PM event log");
     }
 }
 
