@@ -12,6 +12,7 @@
 #![allow(dead_code)] // each test binary uses part of it
 
 pub mod postgres;
+pub mod redmine;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
