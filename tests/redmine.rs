@@ -414,3 +414,93 @@ async fn redmine_validation_error_rejects_the_update_and_restores_the_mailbox() 
     assert_eq!(w.task(0).await["DueDate"], due);
     assert_eq!(w.redmine.read_issue(issue).await["due_date"], "2026-03-20");
 }
+
+#[tokio::test]
+async fn check_accepts_an_administrator_key_and_names_what_is_wrong_otherwise() {
+    let Some(w) = world("taskbridge check --pm", 1, &[]).await else {
+        return;
+    };
+    let identifier = w
+        .redmine
+        .get(&format!("/projects/{}.json", w.project))
+        .await["project"]["identifier"]
+        .as_str()
+        .expect("identifier")
+        .to_string();
+    let config = |key: &str| {
+        RedmineConfig::new(
+            w.redmine.url.clone(),
+            Secret::new(key.to_string()),
+            vec![identifier.clone()],
+        )
+    };
+    let lines = RedmineHost::connect(config(&w.redmine.key))
+        .expect("host")
+        .check()
+        .await
+        .expect("the admin's key passes");
+    assert!(lines.iter().any(|l| l.contains(&identifier)), "{lines:?}");
+    // A member's own key is valid but not an administrator's.
+    let user_key = w
+        .redmine
+        .get(&format!("/users/{}.json", w.users[0].2))
+        .await["user"]["api_key"]
+        .as_str()
+        .expect("the admin sees the user's key")
+        .to_string();
+    let e = RedmineHost::connect(config(&user_key))
+        .expect("host")
+        .check()
+        .await
+        .expect_err("not an administrator");
+    assert!(
+        matches!(
+            e,
+            taskbridge::pm::redmine::RedmineError::Refused { status: 403, .. }
+        ),
+        "{e}"
+    );
+    let e = RedmineHost::connect(config("not-a-key"))
+        .expect("host")
+        .check()
+        .await
+        .expect_err("a wrong key");
+    assert!(
+        matches!(
+            e,
+            taskbridge::pm::redmine::RedmineError::Refused { status: 401, .. }
+        ),
+        "{e}"
+    );
+    // An unknown project is named.
+    let mut unknown = config(&w.redmine.key);
+    unknown.projects = vec![format!("{identifier}-missing")];
+    let e = RedmineHost::connect(unknown)
+        .expect("host")
+        .check()
+        .await
+        .expect_err("an unknown project");
+    assert!(e.to_string().contains("-missing"), "{e}");
+}
+
+#[tokio::test]
+async fn redmine_down_is_unavailable_and_reported_until_it_answers() {
+    // A port nothing listens on: taken and released at once.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let mut config = RedmineConfig::new(
+        format!("http://127.0.0.1:{port}"),
+        Secret::new("k".to_string()),
+        vec!["p".into()],
+    );
+    config.timeout = Duration::from_secs(2);
+    let host = RedmineHost::connect(config).expect("host");
+    let e = host.projects().await.expect_err("nothing answers");
+    assert!(
+        matches!(e, taskbridge::pm::HostError::Unavailable(_)),
+        "{e}"
+    );
+    assert!(host.last_error().is_some_and(|e| e.contains("unreachable")));
+}
