@@ -609,6 +609,11 @@ impl Inner {
         if first && since.is_none() {
             *since = Some(Utc::now());
         }
+        // Only issues at or after the watermark come back: older entries are never asked
+        // about again.
+        if let Some(at) = *since {
+            seen.retain(|_, updated| *updated >= at);
+        }
         Ok(changed)
     }
 }
