@@ -127,6 +127,43 @@ pub struct CheckArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Check the PM side of the configuration file instead of Exchange: for `[pm] kind =
+    /// "redmine"`, Redmine reachable, the API key valid and an administrator's, the REST API
+    /// enabled, the projects, statuses, trackers and activity found.
+    #[arg(long, conflicts_with_all = ["url", "autodiscover", "mailbox"])]
+    pub pm: bool,
+}
+
+/// `taskbridge check --pm`.
+fn run_pm(raw: &super::config::RawConfig) -> anyhow::Result<ExitCode> {
+    use taskbridge::pm::redmine::{RedmineError, RedmineHost};
+    let Some(config) = raw.redmine()? else {
+        println!("PM host: embedded (projects imported into taskbridge); nothing to reach");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(async {
+        let host = RedmineHost::connect(config)?;
+        host.check().await
+    });
+    match result {
+        Ok(lines) => {
+            for line in lines {
+                println!("ok: {line}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(match e {
+                RedmineError::Unreachable(_) => EXIT_UNREACHABLE,
+                RedmineError::Refused { .. } => EXIT_UNAUTHORIZED,
+                _ => super::EXIT_FAILURE,
+            }))
+        }
+    }
 }
 
 fn env_secret(var: &str, what: &str) -> Result<Secret, CliError> {
@@ -302,6 +339,9 @@ pub fn run(
     args: CheckArgs,
     file: impl FnOnce() -> Result<super::config::RawConfig, CliError>,
 ) -> anyhow::Result<ExitCode> {
+    if args.pm {
+        return run_pm(&file()?);
+    }
     let mut config = config(&args, file)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -260,15 +260,41 @@ pub struct RawPm {
     pub watch_dir: String,
     /// The IANA time zone the dates of plans in the watch folder are local to.
     pub watch_time_zone: String,
-    /// Empty: `pm.sqlite` in the data directory. Else a `postgres://` URL (without the
-    /// password; see `password_env`), shared by every instance.
+    /// The PM host: `embedded` (projects imported into taskbridge) or `redmine`.
+    pub kind: String,
+    /// Where the PM side is. `kind = "embedded"`: empty for `pm.sqlite` in the data
+    /// directory, else a `postgres://` URL (without the password; see `password_env`), shared by
+    /// every instance. `kind = "redmine"`: Redmine's URL.
     pub url: String,
-    /// Environment variable holding the database password.
+    /// Environment variable holding the PM database's password (`kind = "embedded"`).
     pub password_env: String,
-    /// File holding the database password (used when the variable is unset).
+    /// File holding the PM database's password (used when the variable is unset).
     pub password_file: String,
-    /// Extra trusted CA certificates (PEM) for the database's TLS.
+    /// Extra trusted CA certificates (PEM) for the PM database's TLS.
     pub ca_file: String,
+    /// Environment variable holding the Redmine administrator's API key.
+    pub api_key_env: String,
+    /// File holding the API key (used when the variable is unset).
+    pub api_key_file: String,
+    /// The Redmine projects to sync, by identifier.
+    pub projects: Vec<String>,
+    /// Whether the projects' subprojects are synced with them.
+    pub subprojects: bool,
+    /// Tracker names in scope (empty: all).
+    pub trackers: Vec<String>,
+    /// Open status names in scope (empty: every open status).
+    pub statuses: Vec<String>,
+    /// The status a task completed in a mailbox sets (empty: the first closed status).
+    pub closed_status: String,
+    /// The activity of time entries booked from mailboxes (empty: Redmine's default).
+    pub activity: String,
+    /// Seconds between two polls of Redmine for changed issues.
+    pub poll_interval_secs: u64,
+    /// Where Redmine takes % done from: `issue_field` or `issue_status` (Redmine's
+    /// "Calculate the issue done ratio with" setting).
+    pub done_ratio: String,
+    /// The IANA time zone Redmine's dates are local to.
+    pub time_zone: String,
 }
 
 impl Default for RawPm {
@@ -279,10 +305,22 @@ impl Default for RawPm {
             webhook_secret_file: String::new(),
             watch_dir: String::new(),
             watch_time_zone: "UTC".into(),
+            kind: "embedded".into(),
             url: String::new(),
             password_env: "TASKBRIDGE_PM_PASSWORD".into(),
             password_file: "pm.password".into(),
             ca_file: String::new(),
+            api_key_env: "TASKBRIDGE_REDMINE_API_KEY".into(),
+            api_key_file: "redmine.key".into(),
+            projects: Vec::new(),
+            subprojects: false,
+            trackers: Vec::new(),
+            statuses: Vec::new(),
+            closed_status: String::new(),
+            activity: String::new(),
+            poll_interval_secs: 30,
+            done_ratio: "issue_field".into(),
+            time_zone: "UTC".into(),
         }
     }
 }
@@ -484,6 +522,7 @@ pub fn load_with_sources(
         &raw.exchange.password_env,
         &raw.exchange.token_env,
         &raw.exchange.client_secret_env,
+        &raw.pm.api_key_env,
     ];
     let known = known_paths();
     for (name, _) in &vars {
@@ -694,6 +733,68 @@ impl RawConfig {
         }
     }
 
+    /// The Redmine host's settings when `pm.kind` is `redmine` (`None` for the embedded host),
+    /// with the API key from `api_key_env` or `api_key_file`.
+    pub fn redmine(&self) -> Result<Option<taskbridge::pm::redmine::RedmineConfig>, CliError> {
+        use taskbridge::pm::redmine::{DoneRatio, RedmineConfig};
+        let pm = &self.pm;
+        match pm.kind.as_str() {
+            "embedded" => return Ok(None),
+            "redmine" => {}
+            other => {
+                return Err(bad(
+                    "pm.kind",
+                    format!("must be embedded or redmine, not {other:?}"),
+                ));
+            }
+        }
+        let url = reqwest::Url::parse(pm.url.trim())
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+            .ok_or_else(|| bad("pm.url", "must be Redmine's http:// or https:// URL"))?;
+        if pm.projects.is_empty() {
+            return Err(bad(
+                "pm.projects",
+                "name at least one Redmine project identifier",
+            ));
+        }
+        let key = self
+            .read_secret("pm.api_key_file", &pm.api_key_env, &pm.api_key_file)?
+            .ok_or_else(|| {
+                bad(
+                    "pm.api_key_env",
+                    format!(
+                        "no Redmine API key: set {} or write it to {}",
+                        pm.api_key_env,
+                        self.data_path(&pm.api_key_file).display()
+                    ),
+                )
+            })?;
+        let mut config =
+            RedmineConfig::new(url.as_str().trim_end_matches('/'), key, pm.projects.clone());
+        config.subprojects = pm.subprojects;
+        config.trackers = pm.trackers.clone();
+        config.statuses = pm.statuses.clone();
+        config.closed_status = pm.closed_status.clone();
+        config.activity = pm.activity.clone();
+        if pm.poll_interval_secs == 0 {
+            return Err(bad("pm.poll_interval_secs", "must be at least 1"));
+        }
+        config.poll_interval = std::time::Duration::from_secs(pm.poll_interval_secs);
+        config.done_ratio = match pm.done_ratio.as_str() {
+            "issue_field" => DoneRatio::IssueField,
+            "issue_status" => DoneRatio::IssueStatus,
+            _ => return Err(bad("pm.done_ratio", "must be issue_field or issue_status")),
+        };
+        config.time_zone = pm.time_zone.parse().map_err(|_| {
+            bad(
+                "pm.time_zone",
+                format!("unknown time zone {:?}", pm.time_zone),
+            )
+        })?;
+        Ok(Some(config))
+    }
+
     /// Where the sync state lives: `state.sqlite` in the data directory, or the PostgreSQL
     /// database of `state.url` with its password from `password_env` or `password_file`.
     pub fn state_location(&self) -> Result<StateLocation, CliError> {
@@ -731,11 +832,12 @@ impl RawConfig {
 
     /// Where the PM store lives: `pm.sqlite` in the data directory, or the PostgreSQL
     /// database of `pm.url` with its password from `password_env` or `password_file` (TLS as
-    /// the EWS client trusts, plus `ca_file`).
+    /// the EWS client trusts, plus `ca_file`). With `kind = "redmine"`, `pm.url` is Redmine's
+    /// and the store is the file in the data directory.
     pub fn pm_location(&self) -> Result<PmLocation, CliError> {
         let pm = &self.pm;
         let url = pm.url.trim();
-        if url.is_empty() {
+        if url.is_empty() || pm.kind == "redmine" {
             return Ok(PmLocation::Sqlite(self.data_path(EmbeddedHost::FILE_NAME)));
         }
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -1075,6 +1177,9 @@ impl RawConfig {
         self.check_exchange()?;
         self.field_table()?;
         self.sync()?;
+        if !matches!(self.pm.kind.as_str(), "embedded" | "redmine") {
+            return Err(bad("pm.kind", "must be embedded or redmine"));
+        }
         if self.push_listener() {
             self.socket("listener.listen", &self.listener.listen)?;
             let url = reqwest::Url::parse(&self.listener.public_url)

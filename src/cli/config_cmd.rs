@@ -96,6 +96,7 @@ pub fn problems(raw: &RawConfig) -> Vec<String> {
     push(data_dir(&raw.data_dir));
     push(raw.state_location().map(|_| ()));
     push(raw.pm_location().map(|_| ()));
+    push(raw.redmine().map(|_| ()));
     if !raw.pm.ca_file.is_empty() {
         push(ca_file("pm.ca_file", Path::new(&raw.pm.ca_file)));
     }

@@ -121,15 +121,37 @@ webhook_secret_file = ""
 watch_dir = ""
 # The time zone the dates of those plans are local to (MSPDI names none).
 watch_time_zone = "UTC"
-# Where the projects and status updates live. Empty: pm.sqlite in the data directory. A
-# postgres:// URL (without the password; it may be the [state] database) puts them in
-# PostgreSQL, shared by every instance and CLI process; the password comes from the variable,
-# else the file.
+# The PM side: "embedded" (the projects above, imported into taskbridge) or "redmine" (the
+# issues of a Redmine server; see the README's "Syncing a Redmine").
+kind = "embedded"
+# Where the PM side is. embedded: empty for pm.sqlite in the data directory, or a postgres://
+# URL (without the password; it may be the [state] database) that puts the projects and status
+# updates in PostgreSQL, shared by every instance and CLI process; the password comes from the
+# variable, else the file. redmine: Redmine's URL.
 url = ""
 password_env = "TASKBRIDGE_PM_PASSWORD"
 password_file = "pm.password"
-# Extra CA certificates (PEM) trusted for the database's TLS (sslmode=require in the URL).
+# Extra CA certificates (PEM) trusted for the PM database's TLS (sslmode=require in the URL).
 ca_file = ""
+# Redmine: an administrator's API key in the variable or, when it is unset, the file (readable
+# by its owner only).
+api_key_env = "TASKBRIDGE_REDMINE_API_KEY"
+api_key_file = "redmine.key"
+# The Redmine projects by identifier, with their subprojects or not; the trackers and open
+# statuses in scope (empty: all).
+projects = []
+subprojects = false
+trackers = []
+statuses = []
+# The status a task completed in Outlook sets (empty: the first closed one); the activity of
+# time booked from Outlook (empty: Redmine's default).
+closed_status = ""
+activity = ""
+# Seconds between two polls for changed issues; where Redmine takes % done from
+# ("issue_field" or "issue_status"); the zone of Redmine's dates.
+poll_interval_secs = 30
+done_ratio = "issue_field"
+time_zone = "UTC"
 
 [state]
 # Where the sync state lives. Empty: state.sqlite in the data directory. A postgres:// URL

@@ -264,6 +264,9 @@ const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 pub fn run(args: ServeArgs, raw: &RawConfig, reload: Reload) -> anyhow::Result<ExitCode> {
     super::runtime()?.block_on(super::autodiscover::refresh(raw))?;
     let config = connector_config(raw)?;
+    if let Some(redmine) = raw.redmine()? {
+        return run_redmine(redmine, config, raw, reload);
+    }
     super::config::refuse_if_readable_by_others(
         "admin.token_file",
         &raw.data_path(&raw.admin.token_file),
@@ -382,6 +385,84 @@ pub fn run(args: ServeArgs, raw: &RawConfig, reload: Reload) -> anyhow::Result<E
             let _ = w.await;
         }
         host.close().await;
+        result.map_err(|e| address_in_use_hint(e, raw))?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Runs `taskbridge serve` over Redmine (`[pm] kind = "redmine"`): the connector, the
+/// Redmine poller, `/healthz` degraded while Exchange or Redmine fails. Status updates are
+/// decided by Redmine, so there is no PM API, watch folder or webhook.
+fn run_redmine(
+    redmine: taskbridge::pm::redmine::RedmineConfig,
+    config: ConnectorConfig,
+    raw: &RawConfig,
+    reload: Reload,
+) -> anyhow::Result<ExitCode> {
+    use taskbridge::pm::redmine::RedmineHost;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let host = RedmineHost::connect(redmine)?;
+        let connector = Connector::new(config, host.clone())?;
+        let health = tokio::spawn(taskbridge::listener::health::watch_exchange(
+            connector.client().clone(),
+            connector.readiness(),
+            HEALTH_INTERVAL,
+            super::logs::last_error,
+        ));
+        let redmine_health = {
+            let readiness = connector.readiness();
+            let host = host.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(HEALTH_INTERVAL).await;
+                    // Only this watcher's own reason is cleared; Exchange's stays.
+                    match host.last_error() {
+                        Some(e) => readiness.set_degraded(Some(format!("Redmine: {e}"))),
+                        None if readiness
+                            .degraded()
+                            .is_some_and(|r| r.starts_with("Redmine: ")) =>
+                        {
+                            readiness.set_degraded(None);
+                        }
+                        None => {}
+                    }
+                }
+            })
+        };
+        #[cfg(unix)]
+        let hangup = {
+            let engine = connector.engine().clone();
+            tokio::spawn(on_hangup(raw.clone(), reload, move |sync| {
+                engine.set_debounce(sync.debounce, sync.max_debounce);
+            }))
+        };
+        #[cfg(not(unix))]
+        drop(reload);
+        let result = connector
+            .run(
+                None,
+                |bound| {
+                    if let Some(a) = bound.listener {
+                        eprintln!("listening for notifications on {a}");
+                    }
+                    if let Some(a) = bound.admin {
+                        eprintln!("admin endpoint on http://{a} (/healthz, /metrics)");
+                    }
+                    notify_service_manager("READY=1");
+                },
+                async {
+                    shutdown_signal().await;
+                    notify_service_manager("STOPPING=1");
+                },
+            )
+            .await;
+        health.abort();
+        redmine_health.abort();
+        #[cfg(unix)]
+        hangup.abort();
         result.map_err(|e| address_in_use_hint(e, raw))?;
         Ok(ExitCode::SUCCESS)
     })

@@ -10,6 +10,7 @@ pub mod export;
 pub mod host;
 pub mod import;
 mod model;
+pub mod redmine;
 
 pub use host::{
     FieldChange, FieldValue, HostError, HostEvent, PmHost, StatusNoteChange, StatusUpdate,

@@ -13,6 +13,7 @@
 
 pub mod kerberos;
 pub mod postgres;
+pub mod redmine;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

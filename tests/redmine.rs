@@ -1,0 +1,506 @@
+//! The Redmine host against a real Redmine (Debian's package, run by `scripts/redmine.sh`) and
+//! the simulator: every test makes its own users, project and issues through Redmine's REST
+//! API, publishes them with the engine, plays the owners' Outlook edits on the simulator and
+//! reads the result back from Redmine's API (time entries included).
+
+mod external;
+mod harness;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use external::redmine::Redmine;
+use harness::{id_of, start_sim, urlencode};
+use taskbridge::ews::client::{EwsClient, EwsClientConfig};
+use taskbridge::ews::transport::Auth;
+use taskbridge::exchange::EwsMailboxStore;
+use taskbridge::mapping::{FieldTable, MappingConfig};
+use taskbridge::pm::redmine::{RedmineConfig, RedmineHost, project_guid};
+use taskbridge::pm::{HostEvent, PmHost, ProjectGuid};
+use taskbridge::secret::Secret;
+use taskbridge::state::{MailboxAddress, SqliteStore};
+use taskbridge::sync::{BatchLimits, Engine, PublishOptions, SyncConfig};
+use taskbridge_sim::{SimConfig, SimHandle};
+
+type RedmineEngine = Engine<RedmineHost, EwsMailboxStore<EwsClient>, SqliteStore>;
+
+/// One test's world: a Redmine project with its members, the simulator with their mailboxes,
+/// and an engine over the Redmine host.
+struct World {
+    redmine: Redmine,
+    sim: SimHandle,
+    host: RedmineHost,
+    engine: RedmineEngine,
+    guid: ProjectGuid,
+    project: i64,
+    /// (login, mailbox, Redmine user id) of each member.
+    users: Vec<(String, String, i64)>,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+}
+
+/// A fresh world of `members` people, or `None` when Redmine is not installed.
+async fn world(what: &str, members: usize, fields: &[(&str, &str)]) -> Option<World> {
+    let redmine = Redmine::start(what)?;
+    let turn = external::redmine::TURN.lock().await;
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
+    let mut users = Vec::new();
+    for i in 0..members {
+        let login = format!("u{i}{tag}");
+        let mail = format!("{login}@example.com");
+        let id = redmine.user(&login, &mail).await;
+        users.push((login, mail, id));
+    }
+    let identifier = format!("p{tag}");
+    let ids: Vec<i64> = users.iter().map(|u| u.2).collect();
+    let project = redmine.project(&identifier, &ids).await;
+    let specs: Vec<String> = users.iter().map(|u| format!("{}:pw", u.1)).collect();
+    let specs: Vec<&str> = specs.iter().map(String::as_str).collect();
+    let sim = start_sim(SimConfig::for_tests(&specs)).await;
+    let mut config = RedmineConfig::new(
+        redmine.url.clone(),
+        Secret::new(redmine.key.clone()),
+        vec![identifier.clone()],
+    );
+    config.poll_interval = Duration::from_millis(300);
+    let host = RedmineHost::connect(config).expect("host");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut mapping = MappingConfig::default();
+    for (field, setting) in fields {
+        mapping.fields.insert(
+            field.to_string(),
+            taskbridge::mapping::FieldSetting::Direction(setting.to_string()),
+        );
+    }
+    let table = FieldTable::from_config(&mapping).expect("mapping");
+    let client = EwsClient::new(EwsClientConfig::new(sim.url.clone(), Auth::None)).expect("client");
+    let store = EwsMailboxStore::new(
+        client,
+        Arc::new(table.clone()),
+        BatchLimits {
+            write: 50,
+            fetch: 10,
+        },
+    );
+    let state = SqliteStore::open(&dir.path().join("state.sqlite")).expect("state");
+    let sync = SyncConfig {
+        debounce: Duration::ZERO,
+        max_debounce: Duration::ZERO,
+        clock_skew: Duration::ZERO,
+        ..SyncConfig::default()
+    };
+    let engine = Engine::new(host.clone(), store, state, table, sync);
+    Some(World {
+        guid: project_guid(&redmine.url, &identifier),
+        redmine,
+        sim,
+        host,
+        engine,
+        project,
+        users,
+        http: reqwest::Client::new(),
+        _dir: dir,
+        _turn: turn,
+    })
+}
+
+impl World {
+    async fn publish(&self) {
+        self.engine
+            .publish(self.guid, PublishOptions::default())
+            .await
+            .expect("publish");
+    }
+
+    async fn tasks(&self, user: usize) -> Vec<Value> {
+        self.http
+            .get(format!(
+                "{}mailboxes/{}/tasks",
+                self.sim.admin_url, self.users[user].1
+            ))
+            .send()
+            .await
+            .expect("admin")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    /// The one task in a member's mailbox.
+    async fn task(&self, user: usize) -> Value {
+        let tasks = self.tasks(user).await;
+        assert_eq!(tasks.len(), 1, "{tasks:?}");
+        tasks[0].clone()
+    }
+
+    async fn edit(&self, user: usize, change: Value) {
+        let id = id_of(&self.task(user).await);
+        let resp = self
+            .http
+            .patch(format!(
+                "{}mailboxes/{}/tasks/{}",
+                self.sim.admin_url,
+                self.users[user].1,
+                urlencode(&id)
+            ))
+            .json(&change)
+            .send()
+            .await
+            .expect("admin");
+        assert!(resp.status().is_success(), "edit: {}", resp.status());
+    }
+
+    async fn sync(&self, user: usize) -> taskbridge::sync::InboundReport {
+        self.engine
+            .sync_mailbox(&MailboxAddress::new(&self.users[user].1))
+            .await
+            .expect("mailbox pass")
+    }
+
+    /// An issue of this project assigned to member `user`.
+    async fn issue(&self, user: usize, fields: Value) -> i64 {
+        let mut f = json!({"assigned_to_id": self.users[user].2, "subject": "Fit the rails"});
+        for (k, v) in fields.as_object().expect("fields") {
+            f[k] = v.clone();
+        }
+        self.redmine.issue(self.project, f).await
+    }
+}
+
+#[tokio::test]
+async fn publish_makes_one_task_per_assigned_open_issue_with_redmine_fields() {
+    let Some(w) = world("publishing Redmine issues", 2, &[]).await else {
+        return;
+    };
+    let a = w
+        .issue(
+            0,
+            json!({"subject": "Weld the span", "description": "Both ends.",
+                   "start_date": "2026-03-02", "due_date": "2026-03-06",
+                   "estimated_hours": 8, "priority_id": 4}),
+        )
+        .await;
+    w.issue(1, json!({"subject": "Paint", "priority_id": 1}))
+        .await;
+    // Not published: no assignee, or closed.
+    w.redmine
+        .issue(w.project, json!({"subject": "Nobody's"}))
+        .await;
+    // A new issue starts in the initial status whatever it asks for: close it afterwards.
+    let closed = w.issue(1, json!({"subject": "Done already"})).await;
+    w.redmine.update(closed, json!({"status_id": 5})).await;
+    w.publish().await;
+
+    let t = w.task(0).await;
+    assert_eq!(
+        t["Subject"],
+        format!("Project p{}: #{a} Weld the span", &w.users[0].0[2..])
+    );
+    let body = t["Body"]["Text"].as_str().unwrap_or_default().to_string();
+    assert!(body.contains("Both ends."), "{body}");
+    assert!(
+        body.contains(&format!("{}/issues/{a}", w.redmine.url)),
+        "{body}"
+    );
+    assert_eq!(t["TotalWork"], 480);
+    assert_eq!(t["Importance"], "High");
+    assert!(
+        t["DueDate"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("2026-03-0"),
+        "{t}"
+    );
+    let other = w.task(1).await;
+    assert_eq!(other["Importance"], "Low");
+    assert_eq!(
+        other["Subject"].as_str().map(|s| s.ends_with("Paint")),
+        Some(true)
+    );
+}
+
+#[tokio::test]
+async fn mailbox_percent_actual_work_and_completion_arrive_in_redmine() {
+    let Some(w) = world("mailbox edits reaching Redmine", 1, &[]).await else {
+        return;
+    };
+    let issue = w.issue(0, json!({"estimated_hours": 10})).await;
+    w.publish().await;
+
+    w.edit(0, json!({"PercentComplete": 40, "ActualWork": 90}))
+        .await;
+    let report = w.sync(0).await;
+    assert_eq!(report.applied, 1, "{report:?}");
+    let i = w.redmine.read_issue(issue).await;
+    assert_eq!(i["done_ratio"], 40);
+    let entries = w.redmine.time_entries(issue).await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["hours"].as_f64(), Some(1.5));
+    assert_eq!(
+        entries[0]["user"]["id"], w.users[0].2,
+        "booked as the assignee"
+    );
+    assert!(
+        entries[0]["comments"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Outlook"),
+        "{entries:?}"
+    );
+    // More time: only the difference is booked.
+    w.edit(0, json!({"ActualWork": 150})).await;
+    assert_eq!(w.sync(0).await.applied, 1);
+    let hours: Vec<f64> = w
+        .redmine
+        .time_entries(issue)
+        .await
+        .iter()
+        .filter_map(|e| e["hours"].as_f64())
+        .collect();
+    assert_eq!(hours.iter().sum::<f64>(), 2.5, "{hours:?}");
+
+    // Completed in Outlook: the issue is closed, and the closed issue leaves the mailbox.
+    w.edit(0, json!({"PercentComplete": 100})).await;
+    assert_eq!(w.sync(0).await.applied, 1);
+    let i = w.redmine.read_issue(issue).await;
+    assert_eq!(i["status"]["name"], "Closed", "{i}");
+    w.publish().await;
+    assert!(w.tasks(0).await.is_empty());
+}
+
+#[tokio::test]
+async fn lowering_actual_work_in_a_mailbox_is_refused_and_redmine_value_comes_back() {
+    let Some(w) = world("lowering spent time", 1, &[]).await else {
+        return;
+    };
+    let issue = w.issue(0, json!({"estimated_hours": 4})).await;
+    w.redmine
+        .call(
+            reqwest::Method::POST,
+            "/time_entries.json",
+            Some(json!({"time_entry": {"issue_id": issue, "hours": 2, "activity_id": 9}})),
+        )
+        .await;
+    w.publish().await;
+    assert_eq!(w.task(0).await["ActualWork"], 120);
+    w.edit(0, json!({"ActualWork": 60})).await;
+    let report = w.sync(0).await;
+    assert_eq!(report.rejected, 1, "{report:?}");
+    assert_eq!(w.task(0).await["ActualWork"], 120);
+    assert_eq!(w.redmine.time_entries(issue).await.len(), 1);
+}
+
+#[tokio::test]
+async fn redmine_edits_are_noticed_by_polling_and_reach_the_mailbox() {
+    let Some(w) = world("Redmine edits reaching mailboxes", 1, &[]).await else {
+        return;
+    };
+    let issue = w.issue(0, json!({})).await;
+    w.publish().await;
+    let mut events = w.host.subscribe();
+    w.redmine
+        .update(
+            issue,
+            json!({"subject": "Fit the new rails", "done_ratio": 30}),
+        )
+        .await;
+    // The poller notices the change and asks for a publish of the project.
+    let event = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match events.recv().await {
+                Ok(HostEvent::ProjectPublished { project }) if project == w.guid => break,
+                Ok(_) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await;
+    assert!(event.is_ok(), "no event for the changed issue");
+    w.publish().await;
+    let t = w.task(0).await;
+    assert!(
+        t["Subject"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("Fit the new rails"),
+        "{t}"
+    );
+    assert_eq!(t["PercentComplete"], 30.0);
+}
+
+/// Both sides change % done; the later one (by Redmine's journal time against the item's
+/// modification time) wins.
+async fn both_changed(redmine_later: bool) -> Option<(i64, f64)> {
+    let w = world("newer-wins by journal time", 1, &[]).await?;
+    let issue = w.issue(0, json!({})).await;
+    w.publish().await;
+    // Journal times have whole seconds: a second and a bit between the two edits orders them.
+    let gap = Duration::from_millis(1500);
+    if redmine_later {
+        w.edit(0, json!({"PercentComplete": 30})).await;
+        tokio::time::sleep(gap).await;
+        w.redmine.update(issue, json!({"done_ratio": 70})).await;
+    } else {
+        w.redmine.update(issue, json!({"done_ratio": 70})).await;
+        tokio::time::sleep(gap).await;
+        w.edit(0, json!({"PercentComplete": 30})).await;
+    }
+    w.sync(0).await;
+    w.publish().await;
+    let done = w.redmine.read_issue(issue).await["done_ratio"]
+        .as_i64()
+        .expect("done_ratio");
+    let mail = w.task(0).await["PercentComplete"]
+        .as_f64()
+        .expect("percent");
+    Some((done, mail))
+}
+
+#[tokio::test]
+async fn both_changed_the_newer_wins_by_journal_time() {
+    let Some(redmine_wins) = both_changed(true).await else {
+        return;
+    };
+    assert_eq!(redmine_wins, (70, 70.0));
+    let Some(mailbox_wins) = both_changed(false).await else {
+        return;
+    };
+    assert_eq!(mailbox_wins, (30, 30.0));
+}
+
+#[tokio::test]
+async fn reassignment_moves_the_task_to_the_new_assignee() {
+    let Some(w) = world("reassignment", 2, &[]).await else {
+        return;
+    };
+    let issue = w.issue(0, json!({"estimated_hours": 2})).await;
+    w.publish().await;
+    assert_eq!(w.tasks(0).await.len(), 1);
+    w.redmine
+        .update(issue, json!({"assigned_to_id": w.users[1].2}))
+        .await;
+    w.publish().await;
+    assert!(w.tasks(0).await.is_empty());
+    let t = w.task(1).await;
+    assert!(
+        t["Subject"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("#{issue} ")),
+        "{t}"
+    );
+}
+
+#[tokio::test]
+async fn redmine_validation_error_rejects_the_update_and_restores_the_mailbox() {
+    let Some(w) = world("a 422 from Redmine", 1, &[("due_date", "both")]).await else {
+        return;
+    };
+    let issue = w
+        .issue(
+            0,
+            json!({"start_date": "2026-03-10", "due_date": "2026-03-20"}),
+        )
+        .await;
+    w.publish().await;
+    let due = w.task(0).await["DueDate"].clone();
+    // A due date before the start date: Redmine refuses it.
+    w.edit(0, json!({"DueDate": "2026-03-05T00:00:00Z"})).await;
+    let report = w.sync(0).await;
+    assert_eq!(report.rejected, 1, "{report:?}");
+    assert_eq!(w.task(0).await["DueDate"], due);
+    assert_eq!(w.redmine.read_issue(issue).await["due_date"], "2026-03-20");
+}
+
+#[tokio::test]
+async fn check_accepts_an_administrator_key_and_names_what_is_wrong_otherwise() {
+    let Some(w) = world("taskbridge check --pm", 1, &[]).await else {
+        return;
+    };
+    let identifier = w
+        .redmine
+        .get(&format!("/projects/{}.json", w.project))
+        .await["project"]["identifier"]
+        .as_str()
+        .expect("identifier")
+        .to_string();
+    let config = |key: &str| {
+        RedmineConfig::new(
+            w.redmine.url.clone(),
+            Secret::new(key.to_string()),
+            vec![identifier.clone()],
+        )
+    };
+    let lines = RedmineHost::connect(config(&w.redmine.key))
+        .expect("host")
+        .check()
+        .await
+        .expect("the admin's key passes");
+    assert!(lines.iter().any(|l| l.contains(&identifier)), "{lines:?}");
+    // A member's own key is valid but not an administrator's.
+    let user_key = w
+        .redmine
+        .get(&format!("/users/{}.json", w.users[0].2))
+        .await["user"]["api_key"]
+        .as_str()
+        .expect("the admin sees the user's key")
+        .to_string();
+    let e = RedmineHost::connect(config(&user_key))
+        .expect("host")
+        .check()
+        .await
+        .expect_err("not an administrator");
+    assert!(
+        matches!(
+            e,
+            taskbridge::pm::redmine::RedmineError::Refused { status: 403, .. }
+        ),
+        "{e}"
+    );
+    let e = RedmineHost::connect(config("not-a-key"))
+        .expect("host")
+        .check()
+        .await
+        .expect_err("a wrong key");
+    assert!(
+        matches!(
+            e,
+            taskbridge::pm::redmine::RedmineError::Refused { status: 401, .. }
+        ),
+        "{e}"
+    );
+    // An unknown project is named.
+    let mut unknown = config(&w.redmine.key);
+    unknown.projects = vec![format!("{identifier}-missing")];
+    let e = RedmineHost::connect(unknown)
+        .expect("host")
+        .check()
+        .await
+        .expect_err("an unknown project");
+    assert!(e.to_string().contains("-missing"), "{e}");
+}
+
+#[tokio::test]
+async fn redmine_down_is_unavailable_and_reported_until_it_answers() {
+    // A port nothing listens on: taken and released at once.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let mut config = RedmineConfig::new(
+        format!("http://127.0.0.1:{port}"),
+        Secret::new("k".to_string()),
+        vec!["p".into()],
+    );
+    config.timeout = Duration::from_secs(2);
+    let host = RedmineHost::connect(config).expect("host");
+    let e = host.projects().await.expect_err("nothing answers");
+    assert!(
+        matches!(e, taskbridge::pm::HostError::Unavailable(_)),
+        "{e}"
+    );
+    assert!(host.last_error().is_some_and(|e| e.contains("unreachable")));
+}
