@@ -23,7 +23,7 @@ use crate::listener::{
 };
 use crate::mapping::FieldTable;
 use crate::pm::PmHost;
-use crate::state::{AnyStateStore, StateLocation};
+use crate::state::{AnyStateStore, InstanceId, StateLocation};
 use crate::sync::{
     BatchLimits, Engine, Metrics, Notice, NotificationOutcome, NotificationSink, PushSettings,
     SyncConfig,
@@ -153,8 +153,15 @@ impl<H: PmHost> Connector<H> {
                 status_frequency: l.status_frequency,
             });
         }
+        let lease = sync.lease;
+        let engine = Engine::new(host, store, state, config.table, sync);
+        // Every serve is an instance of a cluster, alone on SQLite (it then holds every
+        // lease): one code path whatever the store.
+        let instance = InstanceId::generate();
+        info!(%instance, "instance id");
+        engine.join_cluster(instance, lease);
         Ok(Connector {
-            engine: Engine::new(host, store, state, config.table, sync),
+            engine,
             client,
             listener: config.listener,
             admin: config.admin,
