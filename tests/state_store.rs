@@ -693,3 +693,46 @@ async fn queued_notices_reach_the_owner_once<S: StateStore>(store: S) {
     assert_eq!(bobs.len(), 1);
     assert_eq!(bobs[0].subscription_id, "s2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_listener_hears_of_a_notice_queued_by_another_instance() {
+    let Some(cluster) = Cluster::start("PostgreSQL LISTEN/NOTIFY") else {
+        return;
+    };
+    let backend = Postgres(cluster.create_database("listen"));
+    let owner = backend.open().await;
+    let other = backend.open().await;
+    let mut heard = owner
+        .listen_notices()
+        .expect("PostgreSQL can wake the owner");
+    let ann = MailboxAddress::new("ann@example.com");
+    // The listening connection opens in the background: queue until it hears one.
+    let got = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            other
+                .enqueue_notice(QueuedNotice {
+                    mailbox: ann.clone(),
+                    subscription_id: "s1".into(),
+                    watermark: None,
+                    item_ids: vec!["item".into()],
+                })
+                .await
+                .expect("enqueue");
+            if let Ok(Some(m)) =
+                tokio::time::timeout(std::time::Duration::from_millis(200), heard.recv()).await
+            {
+                return m;
+            }
+        }
+    })
+    .await
+    .expect("the owner was never woken");
+    assert_eq!(got, ann);
+    assert!(
+        !owner
+            .take_notices(vec![ann])
+            .await
+            .expect("take")
+            .is_empty()
+    );
+}

@@ -217,6 +217,13 @@ impl StateStore for AnyStateStore {
         either!(self, s => s.enqueue_notice(notice))
     }
 
+    fn listen_notices(&self) -> Option<tokio::sync::mpsc::Receiver<MailboxAddress>> {
+        match self {
+            AnyStateStore::Sqlite(s) => s.listen_notices(),
+            AnyStateStore::Postgres(p) => StateStore::listen_notices(p),
+        }
+    }
+
     async fn take_notices(
         &self,
         mailboxes: Vec<MailboxAddress>,

@@ -492,6 +492,11 @@ pub trait StateStore: Send + Sync + 'static {
         &self,
         notice: QueuedNotice,
     ) -> impl Future<Output = Result<(), StateError>> + Send;
+    /// Mailboxes as notifications are queued for them, where the database can tell at once
+    /// (PostgreSQL's `LISTEN`); `None` where the queue must be polled.
+    fn listen_notices(&self) -> Option<tokio::sync::mpsc::Receiver<MailboxAddress>> {
+        None
+    }
     /// Takes (removes and returns, oldest first) the queued notifications of `mailboxes`.
     fn take_notices(
         &self,

@@ -119,6 +119,11 @@ const VERSIONS: &str = "CREATE TABLE IF NOT EXISTS taskbridge_schema (
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
+    /// For the connection that listens for queued notifications, outside the pool.
+    listen: Arc<(
+        tokio_postgres::Config,
+        tokio_postgres_rustls::MakeRustlsConnect,
+    )>,
     /// Set once the schema is known to be current: the first call migrates.
     ready: Arc<tokio::sync::OnceCell<()>>,
 }
@@ -181,9 +186,11 @@ impl PostgresStore {
         if config.get_application_name().is_none() {
             config.application_name("taskbridge");
         }
+        let connector = tls_connector(tls)?;
+        let listen = Arc::new((config.clone(), connector.clone()));
         let manager = Manager::from_config(
             config,
-            tls_connector(tls)?,
+            connector,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -194,8 +201,65 @@ impl PostgresStore {
             .map_err(|e| StateError::Database(format!("PostgreSQL pool: {e}")))?;
         Ok(PostgresStore {
             pool,
+            listen,
             ready: Arc::default(),
         })
+    }
+
+    /// Mailboxes as notifications are queued for them (by any instance), from a connection
+    /// of its own that `LISTEN`s on [`NOTICE_CHANNEL`] and is opened again when it breaks.
+    /// Dropping the receiver ends it.
+    pub fn listen(&self) -> tokio::sync::mpsc::Receiver<MailboxAddress> {
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let listen = Arc::clone(&self.listen);
+        tokio::spawn(async move {
+            while !tx.is_closed() {
+                let (config, tls) = &*listen;
+                match config.connect(tls.clone()).await {
+                    Ok((client, mut connection)) => {
+                        let mut messages =
+                            futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+                        let listening = async {
+                            client
+                                .batch_execute(&format!("LISTEN {NOTICE_CHANNEL}"))
+                                .await
+                        };
+                        // The connection must be polled for the LISTEN to be answered.
+                        let mut listening = std::pin::pin!(listening);
+                        let mut listened = false;
+                        loop {
+                            tokio::select! {
+                                r = &mut listening, if !listened => {
+                                    listened = true;
+                                    if let Err(e) = r {
+                                        tracing::warn!(error = %db(e), "LISTEN failed");
+                                        break;
+                                    }
+                                }
+                                m = futures::StreamExt::next(&mut messages) => match m {
+                                    Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                                        if tx.send(MailboxAddress::new(n.payload())).await.is_err() {
+                                            return;
+                                        }
+                                    }
+                                    Some(Ok(_)) => {}
+                                    Some(Err(e)) => {
+                                        tracing::debug!(error = %db(e), "the LISTEN connection broke");
+                                        break;
+                                    }
+                                    None => break,
+                                },
+                                _ = tx.closed() => return,
+                            }
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %db(e), "cannot open the LISTEN connection"),
+                }
+                // Polling covers the time without it.
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        });
+        rx
     }
 
     /// A pooled connection to a database whose schema is current.
@@ -935,6 +999,10 @@ impl StateStore for PostgresStore {
             .await
             .map_err(db)?;
         Ok(())
+    }
+
+    fn listen_notices(&self) -> Option<tokio::sync::mpsc::Receiver<MailboxAddress>> {
+        Some(self.listen())
     }
 
     async fn enqueue_notice(&self, notice: QueuedNotice) -> Result<(), StateError> {

@@ -223,6 +223,13 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         let mut scheduler = Scheduler::new(Instant::now(), self.inner.config.mailbox_concurrency);
         let mut tasks = Work::new();
         let mut unrouted = self.inner.runtime.take_unrouted();
+        // Woken at once when another instance queues a notification (PostgreSQL); the queue
+        // is polled every second besides.
+        let mut queued = match &cluster {
+            Some(_) => self.inner.state.listen_notices(),
+            None => None,
+        }
+        .unwrap_or_else(|| tokio::sync::mpsc::channel(1).1);
         // Subscriptions no instance knew, since when: buried after two lease periods (one made
         // by another instance a moment ago is in the store by then).
         let mut unknown: std::collections::HashMap<String, Instant> =
@@ -267,6 +274,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 _ = clocks.watchdog.tick() => Wake::Watchdog,
                 _ = clocks.lease.tick(), if clocks.clustered => Wake::Lease,
                 _ = clocks.queue.tick(), if clocks.clustered => Wake::Queue,
+                Some(_) = queued.recv() => Wake::Queue,
                 Some(notice) = unrouted.recv() => Wake::Unrouted(notice),
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => Wake::Done(done),
             };
