@@ -207,7 +207,7 @@ impl PostgresStore {
     }
 
     /// Mailboxes as notifications are queued for them (by any instance), from a connection
-    /// of its own that `LISTEN`s on [`NOTICE_CHANNEL`] and is opened again when it breaks.
+    /// of its own that `LISTEN`s on `taskbridge_notice` and is opened again when it breaks.
     /// Dropping the receiver ends it.
     pub fn listen(&self) -> tokio::sync::mpsc::Receiver<MailboxAddress> {
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
