@@ -227,3 +227,47 @@ async fn a_pass_under_a_lease_taken_over_meanwhile_commits_nothing() {
         .expect("row");
     assert_eq!(before, after, "nothing of the stale pass was committed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mailboxes_of_an_instance_that_died_are_taken_over_and_handed_back_when_it_returns() {
+    let h = harness(6, ApprovalPolicy::Auto, cluster_sync()).await;
+    h.engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    let (a, _) = engine(&h.sim, &h.host, h.dir.path(), cluster_sync());
+    let (b, _) = engine(&h.sim, &h.host, h.dir.path(), cluster_sync());
+    a.join_cluster(InstanceId::new("a"), TIMING);
+    b.join_cluster(InstanceId::new("b"), TIMING);
+    let (_stop_a, run_a) = run(&a);
+    let (stop_b, run_b) = run(&b);
+    wait_for("the leases never settled", async || {
+        let (ha, hb) = (a.leases_held()?, b.leases_held()?);
+        (ha.len() == 2 && hb.len() == 1).then_some(())
+    })
+    .await;
+    // a dies: its loop is gone without handing anything back.
+    run_a.abort();
+    let _ = run_a.await;
+    wait_for("b never took a's mailboxes over", async || {
+        (b.leases_held()?.len() == 3).then_some(())
+    })
+    .await;
+    let state = SqliteStore::open(&h.dir.path().join("state.sqlite")).expect("state");
+    for lease in state.leases().await.expect("leases") {
+        assert_eq!(lease.owner, Some(InstanceId::new("b")), "{lease:?}");
+    }
+    // A new instance starts: b hands back the new instance's share.
+    let (c, _) = engine(&h.sim, &h.host, h.dir.path(), cluster_sync());
+    c.join_cluster(InstanceId::new("c"), TIMING);
+    let (stop_c, run_c) = run(&c);
+    wait_for("b never handed mailboxes back", async || {
+        let (hb, hc) = (b.leases_held()?, c.leases_held()?);
+        (hb.len() == 2 && hc.len() == 1).then_some(())
+    })
+    .await;
+    let _ = stop_b.send(());
+    let _ = stop_c.send(());
+    run_b.await.expect("b stops");
+    run_c.await.expect("c stops");
+}
