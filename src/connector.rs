@@ -23,7 +23,7 @@ use crate::listener::{
 };
 use crate::mapping::FieldTable;
 use crate::pm::PmHost;
-use crate::state::{AnyStateStore, StateLocation};
+use crate::state::{AnyStateStore, InstanceId, StateLocation};
 use crate::sync::{
     BatchLimits, Engine, Metrics, Notice, NotificationOutcome, NotificationSink, PushSettings,
     SyncConfig,
@@ -131,6 +131,24 @@ impl MetricsSource for EngineMetrics {
     }
 }
 
+/// The instance and its mailbox leases as a metrics source.
+struct LeaseMetrics(Box<dyn Fn() -> (String, usize) + Send + Sync>);
+
+impl MetricsSource for LeaseMetrics {
+    fn render(&self, out: &mut String) {
+        let (instance, held) = (self.0)();
+        let instance = instance.replace('\\', "\\\\").replace('"', "\\\"");
+        out.push_str(&format!(
+            "# HELP taskbridge_leases_held Mailbox leases this instance holds.\n\
+             # TYPE taskbridge_leases_held gauge\n\
+             taskbridge_leases_held{{instance=\"{instance}\"}} {held}\n\
+             # HELP taskbridge_instance_info This instance's id.\n\
+             # TYPE taskbridge_instance_info gauge\n\
+             taskbridge_instance_info{{instance=\"{instance}\"}} 1\n"
+        ));
+    }
+}
+
 impl<H: PmHost> Connector<H> {
     /// Builds the connector; nothing is bound or sent yet.
     pub fn new(config: ConnectorConfig, host: H) -> Result<Self, ConnectorError> {
@@ -153,12 +171,31 @@ impl<H: PmHost> Connector<H> {
                 status_frequency: l.status_frequency,
             });
         }
+        let lease = sync.lease;
+        let engine = Engine::new(host, store, state, config.table, sync);
+        // Every serve is an instance of a cluster, alone on SQLite (it then holds every
+        // lease): one code path whatever the store.
+        let instance = InstanceId::generate();
+        info!(%instance, "instance id");
+        engine.join_cluster(instance, lease);
+        let engine_for_health = engine.clone();
         Ok(Connector {
-            engine: Engine::new(host, store, state, config.table, sync),
+            engine,
             client,
             listener: config.listener,
             admin: config.admin,
-            readiness: Readiness::new(false),
+            readiness: {
+                let readiness = Readiness::new(false);
+                let engine = engine_for_health;
+                readiness.set_info(move || {
+                    format!(
+                        "instance: {}\nleases: {}",
+                        engine.instance().map(|i| i.to_string()).unwrap_or_default(),
+                        engine.leases_held().map_or(0, |l| l.len())
+                    )
+                });
+                readiness
+            },
         })
     }
 
@@ -202,8 +239,16 @@ impl<H: PmHost> Connector<H> {
         let listener_metrics = listener.as_ref().map(|l| l.metrics());
         let admin = match &self.admin {
             Some(config) => {
+                let engine = self.engine.clone();
+                let leases = move || {
+                    (
+                        engine.instance().map(|i| i.to_string()).unwrap_or_default(),
+                        engine.leases_held().map_or(0, |l| l.len()),
+                    )
+                };
                 let mut r = AdminRoutes::new()
                     .source(EngineMetrics(self.engine.metrics()))
+                    .source(LeaseMetrics(Box::new(leases)))
                     .source(self.client.clone())
                     .readiness(self.readiness.clone());
                 if let Some(m) = listener_metrics {

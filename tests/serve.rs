@@ -264,6 +264,26 @@ fn serve_against_sim_brings_a_mailbox_edit_to_updates_and_status() {
     let lines = status.as_array().expect("array");
     assert_eq!(lines.len(), 6, "{status}");
     assert!(lines.iter().all(|l| l["state"] == "synced"), "{status}");
+    // One instance alone holds every mailbox's lease: /healthz and /metrics say which instance
+    // it is and how many it holds, and `status` names it as each mailbox's owner.
+    let health = http("GET", &format!("{admin_url}/healthz"), None).expect("healthz");
+    let instance = health
+        .lines()
+        .find_map(|l| l.strip_prefix("instance: "))
+        .expect("the instance id in /healthz")
+        .to_string();
+    assert!(health.lines().any(|l| l == "leases: 3"), "{health}");
+    assert!(
+        lines.iter().all(|l| l["owner"] == instance.as_str()),
+        "{status}"
+    );
+    let metrics = http("GET", &format!("{admin_url}/metrics"), None).expect("metrics");
+    assert!(
+        metrics.contains(&format!(
+            "taskbridge_leases_held{{instance=\"{instance}\"}} 3"
+        )),
+        "{metrics}"
+    );
     // A clean stop on SIGTERM.
     let pid = serve.0.id().to_string();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
@@ -509,7 +529,7 @@ fn a_wrong_password_shows_in_publish_status_and_healthz() {
     let _sim = start_sim(d, ews, password.trim());
     wait_until("/healthz to say ok", Duration::from_secs(30), || {
         let (status, body) = get_any(&healthz)?;
-        (status == 200 && body == "ok").then_some(())
+        (status == 200 && body.lines().next() == Some("ok")).then_some(())
     });
     let status = wait_until("the tasks to be published", Duration::from_secs(30), || {
         let out = taskbridge(d, &["status"]);

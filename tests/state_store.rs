@@ -5,15 +5,17 @@
 
 mod external;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 
 use chrono::Utc;
 use taskbridge::mapping::{MailField, MailValues};
 use taskbridge::pm::{AssignmentKey, AssignmentUid, ProjectGuid};
 use taskbridge::state::{
-    AssignmentState, AuditRecord, Baseline, Commit, DecisionRule, ItemRef, JournalEntry,
-    MailboxAddress, PostgresStore, PostgresTls, Side, SqliteStore, StateStore, SyncStatus,
-    TrackedItem, WriteKind,
+    AssignmentState, AuditRecord, Baseline, Commit, DecisionRule, Fence, InstanceId, ItemRef,
+    JournalEntry, LeaseRound, LeaseTiming, MailboxAddress, PostgresStore, PostgresTls,
+    QueuedNotice, Side, SqliteStore, StateError, StateStore, SyncStatus, TrackedItem, WriteKind,
+    lease_round,
 };
 
 use external::postgres::Cluster;
@@ -82,6 +84,12 @@ async fn suite<B: Backend>(mut fresh: impl FnMut(&str) -> B) {
     what_is_stored_is_there_after_reopening(&fresh("reopen")).await;
     forgetting_a_project_removes_only_its_rows(fresh("forget").open().await).await;
     two_handles_changing_one_mailbox_at_once_lose_nothing(&fresh("two_handles")).await;
+    a_lone_instance_takes_and_renews_every_lease(fresh("lease_alone").open().await).await;
+    an_expired_lease_is_taken_over_with_a_new_generation(fresh("lease_expiry").open().await).await;
+    leases_spread_evenly_and_move_back_when_an_instance_joins(fresh("lease_spread").open().await)
+        .await;
+    a_commit_under_a_lost_lease_is_refused(&fresh("lease_fence")).await;
+    queued_notices_reach_the_owner_once(fresh("notice_queue").open().await).await;
 }
 
 #[tokio::test]
@@ -332,6 +340,7 @@ async fn the_journal_stays_open_until_committed<S: StateStore>(store: S) {
             put: vec![state(1, "ann@example.com"), state(2, "ann@example.com")],
             delete: vec![],
             close_journal: ids[..2].to_vec(),
+            fences: vec![],
         })
         .await
         .expect("commit");
@@ -438,4 +447,292 @@ async fn the_audit_filters_by_project_in_order<S: StateStore>(store: S) {
     assert_eq!(mine[0].rule, DecisionRule::MailOnly);
     assert_eq!(mine[1].rule, DecisionRule::NewerWins);
     assert_eq!(store.audit(None).await.expect("all").len(), 3);
+}
+
+// Leases: instances are handles with ids of their own on one store; times are given, so that
+// expiry is a matter of the clock passed in, never of waiting.
+
+const TIMING: LeaseTiming = LeaseTiming {
+    lease: std::time::Duration::from_secs(30),
+    renew: std::time::Duration::from_secs(10),
+};
+
+fn mailboxes(n: usize) -> Vec<MailboxAddress> {
+    (0..n)
+        .map(|i| MailboxAddress::new(&format!("user{i:02}@example.com")))
+        .collect()
+}
+
+fn at(seconds: i64) -> chrono::DateTime<Utc> {
+    chrono::DateTime::from_timestamp(1_800_000_000 + seconds, 0).expect("time")
+}
+
+/// One instance's view: its id and the leases it held after its last round.
+struct Member {
+    id: InstanceId,
+    held: BTreeMap<MailboxAddress, i64>,
+}
+
+impl Member {
+    fn new(name: &str) -> Self {
+        Member {
+            id: InstanceId::new(name),
+            held: BTreeMap::new(),
+        }
+    }
+
+    async fn round<S: StateStore>(&mut self, store: &S, now: i64) -> LeaseRound {
+        let round = lease_round(store, &self.id, &self.held, at(now), TIMING)
+            .await
+            .expect("lease round");
+        self.held = round.held.clone();
+        round
+    }
+}
+
+/// Who owns each mailbox, by the rows.
+async fn owners<S: StateStore>(store: &S) -> BTreeMap<String, usize> {
+    let mut count = BTreeMap::new();
+    for lease in store.leases().await.expect("leases") {
+        let owner = lease.owner.map(|o| o.to_string()).unwrap_or_default();
+        *count.entry(owner).or_insert(0) += 1;
+    }
+    count
+}
+
+async fn a_lone_instance_takes_and_renews_every_lease<S: StateStore>(store: S) {
+    store.add_leases(mailboxes(5)).await.expect("rows");
+    let mut a = Member::new("a");
+    let first = a.round(&store, 0).await;
+    assert_eq!(first.gained.len(), 5);
+    assert_eq!(first.live, vec![InstanceId::new("a")]);
+    let generations: Vec<i64> = first.held.values().copied().collect();
+    assert_eq!(generations, vec![1; 5], "taking raises the generation");
+    // Renewal keeps the generation and pushes the expiry.
+    let second = a.round(&store, 10).await;
+    assert!(
+        second.gained.is_empty() && second.lost.is_empty(),
+        "{second:?}"
+    );
+    assert_eq!(second.held, first.held);
+    for lease in store.leases().await.expect("leases") {
+        assert_eq!(lease.expires, at(40));
+        assert_eq!(lease.owner, Some(InstanceId::new("a")));
+    }
+    // Adding rows again changes nothing held.
+    store.add_leases(mailboxes(5)).await.expect("rows again");
+    assert_eq!(owners(&store).await.get("a"), Some(&5));
+}
+
+async fn an_expired_lease_is_taken_over_with_a_new_generation<S: StateStore>(store: S) {
+    store.add_leases(mailboxes(4)).await.expect("rows");
+    let mut a = Member::new("a");
+    let mut b = Member::new("b");
+    a.round(&store, 0).await;
+    // b joins while a is alive: it gets nothing until a hands back its surplus.
+    let joined = b.round(&store, 5).await;
+    assert!(joined.held.is_empty(), "{joined:?}");
+    // a dies (no more rounds). Before the expiry b still may not take a's leases.
+    let early = b.round(&store, 29).await;
+    assert!(early.held.is_empty(), "{early:?}");
+    // After it, b takes all: a's heartbeat ran out too, so b's share is everything.
+    let late = b.round(&store, 31).await;
+    assert_eq!(late.gained.len(), 4, "{late:?}");
+    assert!(late.held.values().all(|g| *g == 2), "{late:?}");
+    // a comes back (a process that was stopped, not dead): its leases are gone.
+    let back = a.round(&store, 32).await;
+    assert_eq!(back.lost.len(), 4, "{back:?}");
+    assert!(back.held.is_empty(), "a over its share takes nothing");
+}
+
+async fn leases_spread_evenly_and_move_back_when_an_instance_joins<S: StateStore>(store: S) {
+    store.add_leases(mailboxes(10)).await.expect("rows");
+    let mut a = Member::new("a");
+    let mut b = Member::new("b");
+    let mut c = Member::new("c");
+    a.round(&store, 0).await;
+    assert_eq!(owners(&store).await.get("a"), Some(&10));
+    // b joins: registered at its first round, it sees a over its share.
+    b.round(&store, 1).await;
+    let handed = a.round(&store, 10).await;
+    assert_eq!(handed.lost.len(), 5, "a releases its surplus: {handed:?}");
+    b.round(&store, 11).await;
+    let two = owners(&store).await;
+    assert_eq!(
+        (two.get("a"), two.get("b")),
+        (Some(&5), Some(&5)),
+        "{two:?}"
+    );
+    // c joins: the split becomes 4, 3, 3 (the remainder to the first ids).
+    c.round(&store, 12).await;
+    a.round(&store, 20).await;
+    b.round(&store, 20).await;
+    c.round(&store, 21).await;
+    let three = owners(&store).await;
+    assert_eq!(
+        (three.get("a"), three.get("b"), three.get("c")),
+        (Some(&4), Some(&3), Some(&3)),
+        "{three:?}"
+    );
+    // Every mailbox has exactly one owner, and each member's view matches the rows.
+    let held: usize = [&a, &b, &c].iter().map(|m| m.held.len()).sum();
+    assert_eq!(held, 10);
+    // c leaves cleanly: the others take its mailboxes at their next rounds, without waiting
+    // for the expiry.
+    taskbridge::state::lease::leave(&store, &c.id, &c.held)
+        .await
+        .expect("leave");
+    a.round(&store, 22).await;
+    b.round(&store, 22).await;
+    let after = owners(&store).await;
+    assert_eq!(
+        (after.get("a"), after.get("b"), after.get("c")),
+        (Some(&5), Some(&5), None),
+        "{after:?}"
+    );
+}
+
+async fn a_commit_under_a_lost_lease_is_refused<B: Backend>(backend: &B) {
+    let old = backend.open().await;
+    let new = backend.open().await;
+    let mailbox = MailboxAddress::new("ann@example.com");
+    old.add_leases(vec![mailbox.clone()]).await.expect("row");
+    let mut a = Member::new("a");
+    let mut b = Member::new("b");
+    a.round(&old, 0).await;
+    let fence_a = Fence {
+        mailbox: mailbox.clone(),
+        owner: a.id.clone(),
+        generation: a.held[&mailbox],
+    };
+    let mut row = state(1, "ann@example.com");
+    old.commit(Commit {
+        put: vec![row.clone()],
+        fences: vec![fence_a.clone()],
+        ..Commit::default()
+    })
+    .await
+    .expect("a commit under a held lease");
+    // a stalls past its lease; b takes over and commits.
+    let taken = b.round(&new, 40).await;
+    assert_eq!(taken.gained, vec![mailbox.clone()]);
+    row.last_error = Some("b's row".into());
+    new.commit(Commit {
+        put: vec![row.clone()],
+        fences: vec![Fence {
+            mailbox: mailbox.clone(),
+            owner: b.id.clone(),
+            generation: b.held[&mailbox],
+        }],
+        ..Commit::default()
+    })
+    .await
+    .expect("b's commit");
+    // a wakes up and commits what it worked out under its old lease: refused, nothing written.
+    let mut stale = row.clone();
+    stale.last_error = Some("a's stale row".into());
+    let ids = old
+        .open_journal(vec![JournalEntry {
+            id: 0,
+            mailbox: mailbox.clone(),
+            key: key(1),
+            kind: WriteKind::Update,
+            at: Utc::now(),
+        }])
+        .await
+        .expect("journal");
+    let err = old
+        .commit(Commit {
+            put: vec![stale],
+            close_journal: ids,
+            fences: vec![fence_a],
+            ..Commit::default()
+        })
+        .await
+        .expect_err("a stale owner's commit is refused");
+    assert!(
+        matches!(&err, StateError::LeaseLost { mailbox: m } if m == "ann@example.com"),
+        "{err:?}"
+    );
+    let stored = new.assignment(&key(1)).await.expect("read").expect("row");
+    assert_eq!(stored.last_error.as_deref(), Some("b's row"));
+    assert_eq!(
+        new.unfinished_journal().await.expect("journal").len(),
+        1,
+        "the refused commit closed no journal entry either"
+    );
+}
+
+async fn queued_notices_reach_the_owner_once<S: StateStore>(store: S) {
+    let ann = MailboxAddress::new("ann@example.com");
+    let bob = MailboxAddress::new("bob@example.com");
+    for (m, sub, items) in [(&ann, "s1", 1), (&bob, "s2", 2), (&ann, "s1", 3)] {
+        store
+            .enqueue_notice(QueuedNotice {
+                mailbox: m.clone(),
+                subscription_id: sub.into(),
+                watermark: Some(format!("w{items}")),
+                item_ids: (0..items).map(|i| format!("item{i}")).collect(),
+            })
+            .await
+            .expect("enqueue");
+    }
+    let taken = store.take_notices(vec![ann.clone()]).await.expect("take");
+    assert_eq!(taken.len(), 2);
+    assert_eq!(taken[0].watermark.as_deref(), Some("w1"));
+    assert_eq!(taken[1].item_ids.len(), 3);
+    assert!(taken.iter().all(|n| n.mailbox == ann));
+    assert!(
+        store
+            .take_notices(vec![ann])
+            .await
+            .expect("again")
+            .is_empty()
+    );
+    let bobs = store.take_notices(vec![bob]).await.expect("bob's");
+    assert_eq!(bobs.len(), 1);
+    assert_eq!(bobs[0].subscription_id, "s2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_listener_hears_of_a_notice_queued_by_another_instance() {
+    let Some(cluster) = Cluster::start("PostgreSQL LISTEN/NOTIFY") else {
+        return;
+    };
+    let backend = Postgres(cluster.create_database("listen"));
+    let owner = backend.open().await;
+    let other = backend.open().await;
+    let mut heard = owner
+        .listen_notices()
+        .expect("PostgreSQL can wake the owner");
+    let ann = MailboxAddress::new("ann@example.com");
+    // The listening connection opens in the background: queue until it hears one.
+    let got = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            other
+                .enqueue_notice(QueuedNotice {
+                    mailbox: ann.clone(),
+                    subscription_id: "s1".into(),
+                    watermark: None,
+                    item_ids: vec!["item".into()],
+                })
+                .await
+                .expect("enqueue");
+            if let Ok(Some(m)) =
+                tokio::time::timeout(std::time::Duration::from_millis(200), heard.recv()).await
+            {
+                return m;
+            }
+        }
+    })
+    .await
+    .expect("the owner was never woken");
+    assert_eq!(got, ann);
+    assert!(
+        !owner
+            .take_notices(vec![ann])
+            .await
+            .expect("take")
+            .is_empty()
+    );
 }

@@ -58,6 +58,8 @@ pub struct RawConfig {
     pub pm: RawPm,
     /// The sync state store.
     pub state: RawState,
+    /// Several instances over one state store.
+    pub cluster: RawCluster,
     /// The sync engine.
     pub sync: RawSync,
     /// The field table.
@@ -347,6 +349,26 @@ impl Default for RawState {
             password_env: "TASKBRIDGE_STATE_PASSWORD".into(),
             password_file: "state.password".into(),
             ca_file: String::new(),
+        }
+    }
+}
+
+/// `[cluster]`: how `serve` instances sharing one state store divide the mailboxes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCluster {
+    /// How long a mailbox lease lasts without renewal: after an instance dies, its mailboxes
+    /// wait at most this long for another instance.
+    pub lease_seconds: u64,
+    /// How often an instance renews its leases (well under `lease_seconds`).
+    pub renew_seconds: u64,
+}
+
+impl Default for RawCluster {
+    fn default() -> Self {
+        RawCluster {
+            lease_seconds: 30,
+            renew_seconds: 10,
         }
     }
 }
@@ -1146,7 +1168,18 @@ impl RawConfig {
         if s.reconcile_interval_secs == 0 {
             return Err(bad("sync.reconcile_interval_secs", "must be at least 1"));
         }
+        let c = &self.cluster;
+        if c.renew_seconds == 0 || c.renew_seconds * 2 > c.lease_seconds {
+            return Err(bad(
+                "cluster.renew_seconds",
+                "must be at least 1 and at most half of cluster.lease_seconds",
+            ));
+        }
         Ok(SyncConfig {
+            lease: taskbridge::state::LeaseTiming {
+                lease: Duration::from_secs(c.lease_seconds),
+                renew: Duration::from_secs(c.renew_seconds),
+            },
             policy,
             clock_skew: Duration::from_millis(s.clock_skew_ms),
             debounce: Duration::from_millis(s.debounce_ms),

@@ -251,6 +251,9 @@ struct StatusLine {
     last_sync: Option<chrono::DateTime<chrono::Utc>>,
     attempts: u32,
     last_error: Option<String>,
+    /// The `serve` instance holding the mailbox's lease (none: no instance holds it now).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
 }
 
 /// The state `status` shows: an assignment whose task could not be created (the last attempt
@@ -274,6 +277,14 @@ pub fn status(args: StatusArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
             None => host.projects().await?,
         };
         let wanted = if args.failed { None } else { args.state };
+        // Which instance works on each mailbox: a lease that ran out has no owner any more.
+        let now = chrono::Utc::now();
+        let leases = state.leases().await?;
+        let owners: std::collections::BTreeMap<String, String> = leases
+            .iter()
+            .filter(|l| l.expires > now)
+            .filter_map(|l| Some((l.mailbox.to_string(), l.owner.as_ref()?.to_string())))
+            .collect();
         let mut all = Vec::new();
         for p in projects {
             let project = host.load_project(p).await?;
@@ -311,6 +322,7 @@ pub fn status(args: StatusArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
                     last_sync: s.last_sync,
                     attempts: s.attempts,
                     last_error: s.last_error.clone(),
+                    owner: owners.get(s.mailbox.as_str()).cloned(),
                 });
             }
         }
@@ -410,6 +422,28 @@ pub fn status(args: StatusArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
             }
             if !all.is_empty() {
                 print_out(&summary(&all))?;
+            }
+            if !leases.is_empty() {
+                let mut table = Table::new(&[
+                    Column::left("MAILBOX", 32),
+                    Column::left("OWNER", 32),
+                    Column::left("LEASE UNTIL", 0),
+                ]);
+                for l in leases.iter().filter(|l| {
+                    args.mailbox
+                        .as_deref()
+                        .is_none_or(|m| l.mailbox.as_str().eq_ignore_ascii_case(m))
+                }) {
+                    let owner = owners.get(l.mailbox.as_str());
+                    table.row(vec![
+                        l.mailbox.to_string(),
+                        owner.cloned().unwrap_or_else(|| "-".into()),
+                        owner
+                            .map(|_| l.expires.format("%Y-%m-%d %H:%M:%S").to_string())
+                            .unwrap_or_else(|| "-".into()),
+                    ]);
+                }
+                print_out(&table.render())?;
             }
         }
         // With --json the states are the answer (scripts and the chaos suite read them); a

@@ -65,17 +65,30 @@ where
 
 /// Whether the process is ready to serve and whether it is healthy; `/healthz` answers 200
 /// `ok` when it is ready and not degraded, 503 `not ready` before it is ready, and 503
-/// `degraded: <reason>` while something it depends on (Exchange) keeps failing. The process
+/// `degraded: <reason>` while something it depends on (Exchange) keeps failing; lines the
+/// process adds ([`Readiness::set_info`], e.g. its instance id and leases) follow. The process
 /// keeps running either way: the answer is for the operator and the supervisor's health check.
 /// Cheap to clone; clones share the state.
 #[derive(Clone, Debug)]
 pub struct Readiness(Arc<ReadinessState>);
 
-#[derive(Debug)]
 struct ReadinessState {
     ready: AtomicBool,
     // A std Mutex: held for a clone or a store, never across an await.
     degraded: Mutex<Option<String>>,
+    info: Mutex<Option<InfoFn>>,
+}
+
+/// Lines `/healthz` adds after its first, asked at each request.
+type InfoFn = Arc<dyn Fn() -> String + Send + Sync>;
+
+impl std::fmt::Debug for ReadinessState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadinessState")
+            .field("ready", &self.ready)
+            .field("degraded", &self.degraded)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Readiness {
@@ -84,7 +97,29 @@ impl Readiness {
         Readiness(Arc::new(ReadinessState {
             ready: AtomicBool::new(ready),
             degraded: Mutex::new(None),
+            info: Mutex::new(None),
         }))
+    }
+
+    /// Lines for `/healthz` after its first (`ok`, `not ready`, `degraded: …`), computed at
+    /// each request: what tells instances apart behind a load balancer.
+    pub fn set_info(&self, info: impl Fn() -> String + Send + Sync + 'static) {
+        *self
+            .0
+            .info
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Arc::new(info));
+    }
+
+    /// The lines of [`Readiness::set_info`], if any.
+    pub fn info(&self) -> Option<String> {
+        let info = self
+            .0
+            .info
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()?;
+        Some(info())
     }
 
     /// Sets the flag.
@@ -208,6 +243,10 @@ impl AdminRoutes {
                 )
             } else {
                 (StatusCode::OK, "ok".to_string())
+            };
+            let body = match self.readiness.info() {
+                Some(info) => format!("{body}\n{info}"),
+                None => body,
             };
             return text(status, "text/plain; charset=utf-8", body.into());
         }

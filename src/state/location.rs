@@ -161,6 +161,75 @@ impl StateStore for AnyStateStore {
     async fn forget_project(&self, project: ProjectGuid) -> Result<u64, StateError> {
         either!(self, s => s.forget_project(project))
     }
+
+    async fn heartbeat(
+        &self,
+        instance: &InstanceId,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<InstanceRow>, StateError> {
+        either!(self, s => s.heartbeat(instance, now, until))
+    }
+
+    async fn remove_instance(&self, instance: &InstanceId) -> Result<(), StateError> {
+        either!(self, s => s.remove_instance(instance))
+    }
+
+    async fn leases(&self) -> Result<Vec<Lease>, StateError> {
+        either!(self, s => s.leases())
+    }
+
+    async fn add_leases(&self, mailboxes: Vec<MailboxAddress>) -> Result<(), StateError> {
+        either!(self, s => s.add_leases(mailboxes))
+    }
+
+    async fn take_lease(
+        &self,
+        mailbox: &MailboxAddress,
+        instance: &InstanceId,
+        generation: i64,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Option<i64>, StateError> {
+        either!(self, s => s.take_lease(mailbox, instance, generation, now, until))
+    }
+
+    async fn renew_lease(
+        &self,
+        mailbox: &MailboxAddress,
+        instance: &InstanceId,
+        generation: i64,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StateError> {
+        either!(self, s => s.renew_lease(mailbox, instance, generation, until))
+    }
+
+    async fn release_lease(
+        &self,
+        mailbox: &MailboxAddress,
+        instance: &InstanceId,
+        generation: i64,
+    ) -> Result<(), StateError> {
+        either!(self, s => s.release_lease(mailbox, instance, generation))
+    }
+
+    async fn enqueue_notice(&self, notice: QueuedNotice) -> Result<(), StateError> {
+        either!(self, s => s.enqueue_notice(notice))
+    }
+
+    fn listen_notices(&self) -> Option<tokio::sync::mpsc::Receiver<MailboxAddress>> {
+        match self {
+            AnyStateStore::Sqlite(s) => s.listen_notices(),
+            AnyStateStore::Postgres(p) => StateStore::listen_notices(p),
+        }
+    }
+
+    async fn take_notices(
+        &self,
+        mailboxes: Vec<MailboxAddress>,
+    ) -> Result<Vec<QueuedNotice>, StateError> {
+        either!(self, s => s.take_notices(mailboxes))
+    }
 }
 
 #[cfg(test)]

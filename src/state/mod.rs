@@ -7,15 +7,17 @@
 //! implement it with the same rows and the same transactions: [`SqliteStore`] (one file, the
 //! default) and [`PostgresStore`] (a database several instances can share); a
 //! [`StateLocation`] chooses one at run time as an [`AnyStateStore`]. Every write is one
-//! transaction over rows keyed by (project, assignment) or by mailbox. Nothing partitions
-//! mailboxes between connector instances yet (the `lease_*` columns of SQLite's first schema
-//! version are unused).
+//! transaction over rows keyed by (project, assignment) or by mailbox. Several connector
+//! instances sharing one store divide the mailboxes by leases ([`lease`]); a commit made under a
+//! lease carries a [`Fence`] that the store checks in the same transaction (the `lease_*`
+//! columns of SQLite's first schema version are unused: leases have a table of their own).
 //!
 //! Rule of use: a state change is committed only after the remote write it records succeeded.
 //! A [`JournalEntry`] is opened before the write and closed in the same transaction that stores
 //! its result, so after a crash the open entries say which mailboxes need a look before anything
 //! is written again.
 
+pub mod lease;
 mod location;
 mod postgres;
 mod sqlite;
@@ -29,6 +31,10 @@ use serde::{Deserialize, Serialize};
 use crate::mapping::{MailField, MailValues, ValueHash};
 use crate::pm::{AssignmentKey, ProjectGuid, StatusUpdateId};
 
+pub use lease::{
+    Fence, InstanceId, InstanceRow, Lease, LeaseRound, LeaseTiming, QueuedNotice, fair_share,
+    lease_round,
+};
 pub use location::{AnyStateStore, StateLocation, without_password};
 pub use postgres::{PostgresStore, PostgresTls};
 pub use sqlite::SqliteStore;
@@ -347,6 +353,13 @@ pub enum StateError {
     /// The store is closed (the process is shutting down).
     #[error("the state store is closed")]
     Closed,
+    /// A commit was fenced by a mailbox lease this instance no longer holds (another instance
+    /// took it over): nothing of the commit was written.
+    #[error("the lease of mailbox {mailbox} was lost; the write was not committed")]
+    LeaseLost {
+        /// The mailbox.
+        mailbox: String,
+    },
 }
 
 /// The state store as the engine sees it.
@@ -426,6 +439,69 @@ pub trait StateStore: Send + Sync + 'static {
         &self,
         project: ProjectGuid,
     ) -> impl Future<Output = Result<u64, StateError>> + Send;
+
+    /// Records that `instance` is alive until `until`, and returns every instance alive at
+    /// `now` (with this one), in id order.
+    fn heartbeat(
+        &self,
+        instance: &InstanceId,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<InstanceRow>, StateError>> + Send;
+    /// Removes an instance's heartbeat (it is leaving).
+    fn remove_instance(
+        &self,
+        instance: &InstanceId,
+    ) -> impl Future<Output = Result<(), StateError>> + Send;
+    /// Every lease row, in mailbox order.
+    fn leases(&self) -> impl Future<Output = Result<Vec<Lease>, StateError>> + Send;
+    /// Makes a free lease row for each mailbox that has none.
+    fn add_leases(
+        &self,
+        mailboxes: Vec<MailboxAddress>,
+    ) -> impl Future<Output = Result<(), StateError>> + Send;
+    /// Takes the lease of `mailbox` for `instance` until `until`, if it is still at
+    /// `generation` and free or expired at `now`; returns the new generation (one more).
+    fn take_lease(
+        &self,
+        mailbox: &MailboxAddress,
+        instance: &InstanceId,
+        generation: i64,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<i64>, StateError>> + Send;
+    /// Extends a lease `instance` holds at `generation` to `until`; whether it still held it.
+    fn renew_lease(
+        &self,
+        mailbox: &MailboxAddress,
+        instance: &InstanceId,
+        generation: i64,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StateError>> + Send;
+    /// Frees a lease `instance` holds at `generation` (the generation stays: the next owner
+    /// raises it).
+    fn release_lease(
+        &self,
+        mailbox: &MailboxAddress,
+        instance: &InstanceId,
+        generation: i64,
+    ) -> impl Future<Output = Result<(), StateError>> + Send;
+    /// Queues a notification for the instance that holds its mailbox (and wakes it where the
+    /// database can).
+    fn enqueue_notice(
+        &self,
+        notice: QueuedNotice,
+    ) -> impl Future<Output = Result<(), StateError>> + Send;
+    /// Mailboxes as notifications are queued for them, where the database can tell at once
+    /// (PostgreSQL's `LISTEN`); `None` where the queue must be polled.
+    fn listen_notices(&self) -> Option<tokio::sync::mpsc::Receiver<MailboxAddress>> {
+        None
+    }
+    /// Takes (removes and returns, oldest first) the queued notifications of `mailboxes`.
+    fn take_notices(
+        &self,
+        mailboxes: Vec<MailboxAddress>,
+    ) -> impl Future<Output = Result<Vec<QueuedNotice>, StateError>> + Send;
 }
 
 /// One transaction of results: rows to store, rows to remove, journal entries to close.
@@ -437,6 +513,9 @@ pub struct Commit {
     pub delete: Vec<AssignmentKey>,
     /// Journal entries whose writes finished (whatever their outcome).
     pub close_journal: Vec<i64>,
+    /// The leases the rows were worked out under: when one of them has moved, the store
+    /// commits nothing and answers [`StateError::LeaseLost`].
+    pub fences: Vec<Fence>,
 }
 
 impl Commit {

@@ -20,6 +20,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
+use super::lease::{from_millis, millis};
 use super::*;
 use crate::pm::AssignmentUid;
 
@@ -79,7 +80,30 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX audit_project ON audit (project, id);",
     // 2: who settled a conflict and why.
     "ALTER TABLE audit ADD COLUMN note TEXT;",
+    // 3: instances, mailbox leases and the queue of notifications handed to a lease's owner.
+    "CREATE TABLE instance (
+        id      TEXT PRIMARY KEY,
+        expires BIGINT NOT NULL
+    );
+    CREATE TABLE lease (
+        mailbox    TEXT PRIMARY KEY,
+        owner      TEXT,
+        expires    BIGINT NOT NULL DEFAULT 0,
+        generation BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE TABLE notice_queue (
+        id              BIGSERIAL PRIMARY KEY,
+        mailbox         TEXT NOT NULL,
+        subscription_id TEXT NOT NULL,
+        watermark       TEXT,
+        item_ids        TEXT NOT NULL
+    );
+    CREATE INDEX notice_queue_mailbox ON notice_queue (mailbox, id);",
 ];
+
+/// The channel `enqueue_notice` notifies on (the payload is the mailbox), so that the instance
+/// holding the mailbox hears of it at once instead of at its next poll.
+pub const NOTICE_CHANNEL: &str = "taskbridge_notice";
 
 /// The advisory lock held while a store migrates ("taskbrid" in ASCII): one key for every
 /// taskbridge store in the database, so that migrations never interleave.
@@ -95,6 +119,11 @@ const VERSIONS: &str = "CREATE TABLE IF NOT EXISTS taskbridge_schema (
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
+    /// For the connection that listens for queued notifications, outside the pool.
+    listen: Arc<(
+        tokio_postgres::Config,
+        tokio_postgres_rustls::MakeRustlsConnect,
+    )>,
     /// Set once the schema is known to be current: the first call migrates.
     ready: Arc<tokio::sync::OnceCell<()>>,
 }
@@ -157,9 +186,11 @@ impl PostgresStore {
         if config.get_application_name().is_none() {
             config.application_name("taskbridge");
         }
+        let connector = tls_connector(tls)?;
+        let listen = Arc::new((config.clone(), connector.clone()));
         let manager = Manager::from_config(
             config,
-            tls_connector(tls)?,
+            connector,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -170,8 +201,65 @@ impl PostgresStore {
             .map_err(|e| StateError::Database(format!("PostgreSQL pool: {e}")))?;
         Ok(PostgresStore {
             pool,
+            listen,
             ready: Arc::default(),
         })
+    }
+
+    /// Mailboxes as notifications are queued for them (by any instance), from a connection
+    /// of its own that `LISTEN`s on `taskbridge_notice` and is opened again when it breaks.
+    /// Dropping the receiver ends it.
+    pub fn listen(&self) -> tokio::sync::mpsc::Receiver<MailboxAddress> {
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let listen = Arc::clone(&self.listen);
+        tokio::spawn(async move {
+            while !tx.is_closed() {
+                let (config, tls) = &*listen;
+                match config.connect(tls.clone()).await {
+                    Ok((client, mut connection)) => {
+                        let mut messages =
+                            futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+                        let listening = async {
+                            client
+                                .batch_execute(&format!("LISTEN {NOTICE_CHANNEL}"))
+                                .await
+                        };
+                        // The connection must be polled for the LISTEN to be answered.
+                        let mut listening = std::pin::pin!(listening);
+                        let mut listened = false;
+                        loop {
+                            tokio::select! {
+                                r = &mut listening, if !listened => {
+                                    listened = true;
+                                    if let Err(e) = r {
+                                        tracing::warn!(error = %db(e), "LISTEN failed");
+                                        break;
+                                    }
+                                }
+                                m = futures::StreamExt::next(&mut messages) => match m {
+                                    Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                                        if tx.send(MailboxAddress::new(n.payload())).await.is_err() {
+                                            return;
+                                        }
+                                    }
+                                    Some(Ok(_)) => {}
+                                    Some(Err(e)) => {
+                                        tracing::debug!(error = %db(e), "the LISTEN connection broke");
+                                        break;
+                                    }
+                                    None => break,
+                                },
+                                _ = tx.closed() => return,
+                            }
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %db(e), "cannot open the LISTEN connection"),
+                }
+                // Polling covers the time without it.
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        });
+        rx
     }
 
     /// A pooled connection to a database whose schema is current.
@@ -270,7 +358,10 @@ impl PostgresStore {
     pub async fn clear(&self) -> Result<(), StateError> {
         let client = self.client().await?;
         client
-            .batch_execute("TRUNCATE assignment, mailbox, journal, audit RESTART IDENTITY")
+            .batch_execute(
+                "TRUNCATE assignment, mailbox, journal, audit, instance, lease, notice_queue \
+                 RESTART IDENTITY",
+            )
             .await
             .map_err(db)
     }
@@ -464,6 +555,26 @@ impl StateStore for PostgresStore {
         }
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
+        for fence in &commit.fences {
+            // FOR SHARE: a take-over (an UPDATE of the row) waits for this commit, and this
+            // commit never follows one it did not see.
+            let row = tx
+                .query_opt(
+                    "SELECT owner, generation FROM lease WHERE mailbox = $1 FOR SHARE",
+                    &[&fence.mailbox.0],
+                )
+                .await
+                .map_err(db)?;
+            let held = row.is_some_and(|r| {
+                r.get::<_, Option<String>>(0).as_deref() == Some(fence.owner.as_str())
+                    && r.get::<_, i64>(1) == fence.generation
+            });
+            if !held {
+                return Err(StateError::LeaseLost {
+                    mailbox: fence.mailbox.0.clone(),
+                });
+            }
+        }
         if !commit.put.is_empty() {
             let put = tx
                 .prepare_cached(&format!(
@@ -742,5 +853,214 @@ impl StateStore for PostgresStore {
         }
         tx.commit().await.map_err(db)?;
         Ok(n)
+    }
+
+    async fn heartbeat(
+        &self,
+        instance: &InstanceId,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<InstanceRow>, StateError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO instance (id, expires) VALUES ($1, $2) \
+                 ON CONFLICT (id) DO UPDATE SET expires = $2",
+                &[&instance.as_str(), &millis(until)],
+            )
+            .await
+            .map_err(db)?;
+        let rows = client
+            .query(
+                "SELECT id, expires FROM instance WHERE expires > $1 ORDER BY id",
+                &[&millis(now)],
+            )
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok(InstanceRow {
+                    id: InstanceId::new(r.try_get::<_, &str>(0).map_err(db)?),
+                    expires: from_millis(r.try_get(1).map_err(db)?),
+                })
+            })
+            .collect()
+    }
+
+    async fn remove_instance(&self, instance: &InstanceId) -> Result<(), StateError> {
+        let client = self.client().await?;
+        client
+            .execute("DELETE FROM instance WHERE id = $1", &[&instance.as_str()])
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn leases(&self) -> Result<Vec<Lease>, StateError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT mailbox, owner, expires, generation FROM lease ORDER BY mailbox",
+                &[],
+            )
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok(Lease {
+                    mailbox: MailboxAddress(r.try_get(0).map_err(db)?),
+                    owner: r
+                        .try_get::<_, Option<&str>>(1)
+                        .map_err(db)?
+                        .map(InstanceId::new),
+                    expires: from_millis(r.try_get(2).map_err(db)?),
+                    generation: r.try_get(3).map_err(db)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn add_leases(&self, mailboxes: Vec<MailboxAddress>) -> Result<(), StateError> {
+        if mailboxes.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = mailboxes.iter().map(|m| m.as_str()).collect();
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO lease (mailbox) SELECT unnest($1::text[]) \
+                 ON CONFLICT (mailbox) DO NOTHING",
+                &[&names],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn take_lease(
+        &self,
+        mailbox: &MailboxAddress,
+        instance: &InstanceId,
+        generation: i64,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Option<i64>, StateError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "UPDATE lease SET owner = $2, expires = $5, generation = generation + 1 \
+                 WHERE mailbox = $1 AND generation = $3 AND (owner IS NULL OR expires <= $4) \
+                 RETURNING generation",
+                &[
+                    &mailbox.0,
+                    &instance.as_str(),
+                    &generation,
+                    &millis(now),
+                    &millis(until),
+                ],
+            )
+            .await
+            .map_err(db)?;
+        row.map(|r| r.try_get(0).map_err(db)).transpose()
+    }
+
+    async fn renew_lease(
+        &self,
+        mailbox: &MailboxAddress,
+        instance: &InstanceId,
+        generation: i64,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StateError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE lease SET expires = $4 \
+                 WHERE mailbox = $1 AND owner = $2 AND generation = $3",
+                &[&mailbox.0, &instance.as_str(), &generation, &millis(until)],
+            )
+            .await
+            .map_err(db)?;
+        Ok(n == 1)
+    }
+
+    async fn release_lease(
+        &self,
+        mailbox: &MailboxAddress,
+        instance: &InstanceId,
+        generation: i64,
+    ) -> Result<(), StateError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE lease SET owner = NULL, expires = 0 \
+                 WHERE mailbox = $1 AND owner = $2 AND generation = $3",
+                &[&mailbox.0, &instance.as_str(), &generation],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    fn listen_notices(&self) -> Option<tokio::sync::mpsc::Receiver<MailboxAddress>> {
+        Some(self.listen())
+    }
+
+    async fn enqueue_notice(&self, notice: QueuedNotice) -> Result<(), StateError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        tx.execute(
+            "INSERT INTO notice_queue (mailbox, subscription_id, watermark, item_ids) \
+             VALUES ($1, $2, $3, $4)",
+            &[
+                &notice.mailbox.0,
+                &notice.subscription_id,
+                &notice.watermark,
+                &to_json(&notice.item_ids).to_string(),
+            ],
+        )
+        .await
+        .map_err(db)?;
+        // Delivered at commit, to every session listening (the owner among them).
+        tx.execute(
+            "SELECT pg_notify($1, $2)",
+            &[&NOTICE_CHANNEL, &notice.mailbox.0],
+        )
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn take_notices(
+        &self,
+        mailboxes: Vec<MailboxAddress>,
+    ) -> Result<Vec<QueuedNotice>, StateError> {
+        if mailboxes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<&str> = mailboxes.iter().map(|m| m.as_str()).collect();
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "WITH taken AS (DELETE FROM notice_queue WHERE mailbox = ANY($1) \
+                 RETURNING id, mailbox, subscription_id, watermark, item_ids) \
+                 SELECT mailbox, subscription_id, watermark, item_ids FROM taken ORDER BY id",
+                &[&names],
+            )
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                let items: String = r.try_get(3).map_err(db)?;
+                Ok(QueuedNotice {
+                    mailbox: MailboxAddress(r.try_get(0).map_err(db)?),
+                    subscription_id: r.try_get(1).map_err(db)?,
+                    watermark: r.try_get(2).map_err(db)?,
+                    item_ids: serde_json::from_str(&items).map_err(|e| StateError::Corrupt {
+                        what: "queued notice".into(),
+                        detail: e.to_string(),
+                    })?,
+                })
+            })
+            .collect()
     }
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use super::lease::{from_millis, millis};
 use super::*;
 use crate::pm::AssignmentUid;
 use crate::sqlite::actor::{Actor, Quiet};
@@ -71,6 +72,25 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX audit_project ON audit (project, id);",
     // Who settled a conflict and why.
     "ALTER TABLE audit ADD COLUMN note TEXT;",
+    // 3: instances, mailbox leases and the queue of notifications handed to a lease's owner.
+    "CREATE TABLE instance (
+        id      TEXT PRIMARY KEY,
+        expires INTEGER NOT NULL
+    );
+    CREATE TABLE lease (
+        mailbox    TEXT PRIMARY KEY,
+        owner      TEXT,
+        expires    INTEGER NOT NULL DEFAULT 0,
+        generation INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE notice_queue (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        mailbox         TEXT NOT NULL,
+        subscription_id TEXT NOT NULL,
+        watermark       TEXT,
+        item_ids        TEXT NOT NULL
+    );
+    CREATE INDEX notice_queue_mailbox ON notice_queue (mailbox, id);",
 ];
 
 /// The state store's schema for the shared migration scheme.
@@ -373,7 +393,26 @@ impl StateStore for SqliteStore {
             return Ok(());
         }
         self.call(move |c| {
-            let tx = c.transaction().map_err(db)?;
+            // Immediate when fenced: the lease row read below cannot change before the commit.
+            let behavior = if commit.fences.is_empty() {
+                rusqlite::TransactionBehavior::Deferred
+            } else {
+                rusqlite::TransactionBehavior::Immediate
+            };
+            let tx = c.transaction_with_behavior(behavior).map_err(db)?;
+            for fence in &commit.fences {
+                let row: Option<(Option<String>, i64)> = tx
+                    .prepare_cached("SELECT owner, generation FROM lease WHERE mailbox = ?1")
+                    .map_err(db)?
+                    .query_row(params![fence.mailbox.0], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+                    .map_err(db)?;
+                if row != Some((Some(fence.owner.as_str().to_string()), fence.generation)) {
+                    return Err(StateError::LeaseLost {
+                        mailbox: fence.mailbox.0.clone(),
+                    });
+                }
+            }
             {
                 let mut put = tx
                     .prepare_cached(&format!(
@@ -616,6 +655,238 @@ impl StateStore for SqliteStore {
             }
             tx.commit().map_err(db)?;
             Ok(n)
+        })
+        .await
+    }
+
+    async fn heartbeat(
+        &self,
+        instance: &InstanceId,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<InstanceRow>, StateError> {
+        let (id, now, until) = (instance.as_str().to_string(), millis(now), millis(until));
+        self.call(move |c| {
+            let tx = c.transaction().map_err(db)?;
+            tx.execute(
+                "INSERT INTO instance (id, expires) VALUES (?1, ?2) \
+                 ON CONFLICT (id) DO UPDATE SET expires = ?2",
+                params![id, until],
+            )
+            .map_err(db)?;
+            let live = {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT id, expires FROM instance WHERE expires > ?1 ORDER BY id",
+                    )
+                    .map_err(db)?;
+                let rows = stmt
+                    .query_map(params![now], |r| {
+                        Ok(InstanceRow {
+                            id: InstanceId::new(&r.get::<_, String>(0)?),
+                            expires: from_millis(r.get(1)?),
+                        })
+                    })
+                    .map_err(db)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(db)?
+            };
+            tx.commit().map_err(db)?;
+            Ok(live)
+        })
+        .await
+    }
+
+    async fn remove_instance(&self, instance: &InstanceId) -> Result<(), StateError> {
+        let id = instance.as_str().to_string();
+        self.call(move |c| {
+            c.execute("DELETE FROM instance WHERE id = ?1", params![id])
+                .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn leases(&self) -> Result<Vec<Lease>, StateError> {
+        self.call(|c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT mailbox, owner, expires, generation FROM lease ORDER BY mailbox",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(Lease {
+                        mailbox: MailboxAddress(r.get(0)?),
+                        owner: r.get::<_, Option<String>>(1)?.map(|o| InstanceId::new(&o)),
+                        expires: from_millis(r.get(2)?),
+                        generation: r.get(3)?,
+                    })
+                })
+                .map_err(db)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db)
+        })
+        .await
+    }
+
+    async fn add_leases(&self, mailboxes: Vec<MailboxAddress>) -> Result<(), StateError> {
+        if mailboxes.is_empty() {
+            return Ok(());
+        }
+        self.call(move |c| {
+            let tx = c.transaction().map_err(db)?;
+            {
+                let mut ins = tx
+                    .prepare_cached("INSERT OR IGNORE INTO lease (mailbox) VALUES (?1)")
+                    .map_err(db)?;
+                for m in &mailboxes {
+                    ins.execute(params![m.0]).map_err(db)?;
+                }
+            }
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn take_lease(
+        &self,
+        mailbox: &MailboxAddress,
+        instance: &InstanceId,
+        generation: i64,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Option<i64>, StateError> {
+        let (m, id) = (mailbox.0.clone(), instance.as_str().to_string());
+        let (now, until) = (millis(now), millis(until));
+        self.call(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE lease SET owner = ?2, expires = ?5, generation = generation + 1 \
+                     WHERE mailbox = ?1 AND generation = ?3 AND (owner IS NULL OR expires <= ?4)",
+                )
+                .map_err(db)?
+                .execute(params![m, id, generation, now, until])
+                .map_err(db)?;
+            Ok((n == 1).then_some(generation + 1))
+        })
+        .await
+    }
+
+    async fn renew_lease(
+        &self,
+        mailbox: &MailboxAddress,
+        instance: &InstanceId,
+        generation: i64,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StateError> {
+        let (m, id, until) = (
+            mailbox.0.clone(),
+            instance.as_str().to_string(),
+            millis(until),
+        );
+        self.call(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE lease SET expires = ?4 \
+                     WHERE mailbox = ?1 AND owner = ?2 AND generation = ?3",
+                )
+                .map_err(db)?
+                .execute(params![m, id, generation, until])
+                .map_err(db)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn release_lease(
+        &self,
+        mailbox: &MailboxAddress,
+        instance: &InstanceId,
+        generation: i64,
+    ) -> Result<(), StateError> {
+        let (m, id) = (mailbox.0.clone(), instance.as_str().to_string());
+        self.call(move |c| {
+            c.prepare_cached(
+                "UPDATE lease SET owner = NULL, expires = 0 \
+                 WHERE mailbox = ?1 AND owner = ?2 AND generation = ?3",
+            )
+            .map_err(db)?
+            .execute(params![m, id, generation])
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn enqueue_notice(&self, notice: QueuedNotice) -> Result<(), StateError> {
+        self.call(move |c| {
+            c.prepare_cached(
+                "INSERT INTO notice_queue (mailbox, subscription_id, watermark, item_ids) \
+                 VALUES (?1, ?2, ?3, ?4)",
+            )
+            .map_err(db)?
+            .execute(params![
+                notice.mailbox.0,
+                notice.subscription_id,
+                notice.watermark,
+                to_json(&notice.item_ids),
+            ])
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn take_notices(
+        &self,
+        mailboxes: Vec<MailboxAddress>,
+    ) -> Result<Vec<QueuedNotice>, StateError> {
+        if mailboxes.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.call(move |c| {
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(db)?;
+            let mut out = Vec::new();
+            {
+                let mut select = tx
+                    .prepare_cached(
+                        "SELECT id, subscription_id, watermark, item_ids FROM notice_queue \
+                         WHERE mailbox = ?1 ORDER BY id",
+                    )
+                    .map_err(db)?;
+                let mut delete = tx
+                    .prepare_cached("DELETE FROM notice_queue WHERE mailbox = ?1 AND id <= ?2")
+                    .map_err(db)?;
+                for m in &mailboxes {
+                    let rows = select
+                        .query_map(params![m.0], |r| {
+                            Ok((
+                                r.get::<_, i64>(0)?,
+                                r.get::<_, String>(1)?,
+                                r.get::<_, Option<String>>(2)?,
+                                r.get::<_, String>(3)?,
+                            ))
+                        })
+                        .map_err(db)?
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(db)?;
+                    let Some(last) = rows.last().map(|r| r.0) else {
+                        continue;
+                    };
+                    for (id, subscription_id, watermark, items) in rows {
+                        out.push(QueuedNotice {
+                            mailbox: m.clone(),
+                            subscription_id,
+                            watermark,
+                            item_ids: from_json(&format!("notice {id}"), &items)?,
+                        });
+                    }
+                    delete.execute(params![m.0, last]).map_err(db)?;
+                }
+            }
+            tx.commit().map_err(db)?;
+            Ok(out)
         })
         .await
     }

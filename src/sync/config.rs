@@ -71,6 +71,9 @@ pub struct SyncConfig {
     /// Without push: streaming subscriptions read over held-open connections (ahead of
     /// `pull_interval`).
     pub streaming: Option<StreamingSettings>,
+    /// How long mailbox leases last and how often they are renewed, for a `serve` instance
+    /// ([`Engine::join_cluster`](crate::sync::Engine::join_cluster); `[cluster]`).
+    pub lease: crate::state::LeaseTiming,
 }
 
 /// The most subscriptions one streaming connection carries: Exchange's limit for a group.
@@ -122,6 +125,7 @@ impl Default for SyncConfig {
             queue_capacity: 4096,
             pull_interval: None,
             streaming: None,
+            lease: crate::state::LeaseTiming::default(),
         }
     }
 }

@@ -251,14 +251,11 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 note: Some(note),
             };
             tracing::info!(%key, field = field.name(), %take, by, "conflict resolved");
-            self.inner
-                .state
-                .commit(Commit {
-                    put: vec![row],
-                    ..Commit::default()
-                })
-                .await
-                .map_err(SyncError::from)?;
+            self.commit(Commit {
+                put: vec![row],
+                ..Commit::default()
+            })
+            .await?;
             self.inner
                 .state
                 .append_audit(vec![record])

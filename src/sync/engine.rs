@@ -18,7 +18,10 @@ use crate::pm::{
     Assignment, AssignmentField, AssignmentKey, AssignmentUid, HostError, PmHost, Project,
     ProjectGuid, ResourceUid, SyncUnit, TaskUid,
 };
-use crate::state::{JournalEntry, MailboxAddress, StateError, StateStore, WriteKind};
+use crate::state::{
+    Commit, Fence, InstanceId, JournalEntry, LeaseTiming, MailboxAddress, StateError, StateStore,
+    WriteKind,
+};
 
 /// Errors that stop a whole operation (item failures are counted in reports instead).
 #[derive(Debug, thiserror::Error)]
@@ -239,12 +242,78 @@ pub(crate) struct Inner<H, M, S> {
     pub runtime: Runtime,
     /// Whether a publish of every project runs (`Engine::publish_all`: one at a time).
     pub republishing: AtomicBool,
+    /// A publish of every project was asked for while one ran: the running one goes round
+    /// once more (a lease taken meanwhile brings mailboxes the running one skipped).
+    pub republish_again: AtomicBool,
     /// One lock per mailbox: publish, inbound changes and mapping back never work on the same
     /// mailbox at once. A std mutex guards the map (held only to look up or insert).
     locks: Mutex<HashMap<MailboxAddress, Arc<tokio::sync::Mutex<()>>>>,
     /// The debounce and its cap, which a running engine may be given anew
     /// ([`Engine::set_debounce`]); starts as `config.debounce` / `config.max_debounce`.
     debounce: Mutex<(Duration, Duration)>,
+    /// This instance's mailbox leases, once it joined a cluster ([`Engine::join_cluster`]);
+    /// without, the engine works on every mailbox and fences nothing (one-shot commands).
+    pub cluster: std::sync::OnceLock<Arc<Cluster>>,
+}
+
+/// An instance's part in a cluster: its id, and the leases it holds.
+pub(crate) struct Cluster {
+    /// This instance.
+    pub me: InstanceId,
+    /// Lease length and renewal period.
+    pub timing: LeaseTiming,
+    /// The leases held after the last round, with their generations.
+    held: Mutex<std::collections::BTreeMap<MailboxAddress, i64>>,
+    /// Until when the leases are surely held: the start of the last successful round plus the
+    /// lease length. Past it (the database unreachable), nothing is held.
+    valid_until: Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Cluster {
+    /// Whether `mailbox` is held now.
+    pub fn holds(&self, mailbox: &MailboxAddress) -> bool {
+        self.generation(mailbox).is_some()
+    }
+
+    /// The generation `mailbox` is held at, if it is held now.
+    pub fn generation(&self, mailbox: &MailboxAddress) -> Option<i64> {
+        let valid = self
+            .valid_until
+            .lock()
+            .expect("lease lock poisoned")
+            .is_some_and(|t| tokio::time::Instant::now() < t);
+        if !valid {
+            return None;
+        }
+        self.held
+            .lock()
+            .expect("lease lock poisoned")
+            .get(mailbox)
+            .copied()
+    }
+
+    /// The leases held (whatever their validity), for the next round.
+    pub fn held(&self) -> std::collections::BTreeMap<MailboxAddress, i64> {
+        self.held.lock().expect("lease lock poisoned").clone()
+    }
+
+    /// A round that started at `started` left `held`.
+    pub fn set(
+        &self,
+        held: std::collections::BTreeMap<MailboxAddress, i64>,
+        started: tokio::time::Instant,
+    ) {
+        *self.held.lock().expect("lease lock poisoned") = held;
+        *self.valid_until.lock().expect("lease lock poisoned") = Some(started + self.timing.lease);
+    }
+
+    /// `mailbox` turned out lost (a fenced commit was refused).
+    pub fn drop_lease(&self, mailbox: &MailboxAddress) {
+        self.held
+            .lock()
+            .expect("lease lock poisoned")
+            .remove(mailbox);
+    }
 }
 
 impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
@@ -260,10 +329,86 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 metrics: Arc::new(Metrics::default()),
                 runtime: Runtime::new(config.queue_capacity),
                 republishing: AtomicBool::new(false),
+                republish_again: AtomicBool::new(false),
                 locks: Mutex::new(HashMap::new()),
                 debounce: Mutex::new((config.debounce, config.max_debounce)),
+                cluster: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Makes this engine one instance of a cluster sharing the state store: from now on it
+    /// works only on the mailboxes whose leases it holds (taken by [`Engine::run`]), and
+    /// every commit about a mailbox is fenced by its lease. With one instance (SQLite) it holds
+    /// every lease. Call it before `run`; a second call changes nothing.
+    pub fn join_cluster(&self, me: InstanceId, timing: LeaseTiming) {
+        let _ = self.inner.cluster.set(Arc::new(Cluster {
+            me,
+            timing,
+            held: Mutex::default(),
+            valid_until: Mutex::new(None),
+        }));
+        self.inner.runtime.set_clustered();
+    }
+
+    /// This instance's id, when it is part of a cluster.
+    pub fn instance(&self) -> Option<InstanceId> {
+        self.inner.cluster.get().map(|c| c.me.clone())
+    }
+
+    /// The mailboxes whose leases this instance holds now (`None` outside a cluster).
+    pub fn leases_held(&self) -> Option<Vec<MailboxAddress>> {
+        let c = self.inner.cluster.get()?;
+        Some(c.held().into_keys().filter(|m| c.holds(m)).collect())
+    }
+
+    /// Whether this instance may work on `mailbox` now: it holds its lease, or it is not part
+    /// of a cluster.
+    pub(crate) fn holds(&self, mailbox: &MailboxAddress) -> bool {
+        self.inner.cluster.get().is_none_or(|c| c.holds(mailbox))
+    }
+
+    /// Commits to the state store, fenced by the leases of the mailboxes of the rows put: a
+    /// lease lost meanwhile refuses the whole commit ([`StateError::LeaseLost`]) and the
+    /// engine stops working on that mailbox.
+    pub(crate) async fn commit(&self, mut commit: Commit) -> Result<(), SyncError> {
+        if let Some(c) = self.inner.cluster.get() {
+            let mut mailboxes: Vec<&MailboxAddress> =
+                commit.put.iter().map(|s| &s.mailbox).collect();
+            mailboxes.sort();
+            mailboxes.dedup();
+            let mut fences = Vec::with_capacity(mailboxes.len());
+            for m in mailboxes {
+                let Some(generation) = c.generation(m) else {
+                    self.lost_lease(m);
+                    return Err(StateError::LeaseLost {
+                        mailbox: m.to_string(),
+                    }
+                    .into());
+                };
+                fences.push(Fence {
+                    mailbox: m.clone(),
+                    owner: c.me.clone(),
+                    generation,
+                });
+            }
+            commit.fences = fences;
+        }
+        match self.inner.state.commit(commit).await {
+            Err(StateError::LeaseLost { mailbox }) => {
+                self.lost_lease(&MailboxAddress::new(&mailbox));
+                Err(StateError::LeaseLost { mailbox }.into())
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Stops working on `mailbox`: its lease is gone.
+    pub(crate) fn lost_lease(&self, mailbox: &MailboxAddress) {
+        if let Some(c) = self.inner.cluster.get() {
+            c.drop_lease(mailbox);
+        }
+        self.inner.runtime.forget(mailbox);
     }
 
     /// Changes the quiet time after a notification and its cap under a stream of

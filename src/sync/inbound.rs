@@ -67,6 +67,10 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     #[instrument(skip_all, fields(mailbox = %mailbox))]
     pub async fn sync_mailbox(&self, mailbox: &MailboxAddress) -> Result<InboundReport, SyncError> {
         let _guard = self.lock(mailbox).await;
+        if !self.holds(mailbox) {
+            // Another instance holds the mailbox's lease: its pass is that one's.
+            return Ok(InboundReport::default());
+        }
         let state = self.ensure_mailbox(mailbox).await?;
         let mut report = InboundReport::default();
         let (mut rows, zones) = self.pass_rows(mailbox, state.sync_state.is_none()).await?;
@@ -506,13 +510,11 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 // next decision starts from it; otherwise the PM's copy of the edit would count
                 // as a change of its own and could win a tie over a newer edit made meanwhile.
                 row.baseline = Some(round.baseline_taken());
-                self.inner
-                    .state
-                    .commit(Commit {
-                        put: vec![row.clone()],
-                        ..Commit::default()
-                    })
-                    .await?;
+                self.commit(Commit {
+                    put: vec![row.clone()],
+                    ..Commit::default()
+                })
+                .await?;
                 round.pm_decided(&self.inner.table, pass.cache, row.key, assignment);
                 Ok(None)
             }
@@ -759,14 +761,12 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 mail: Some(Box::new(sides.mail.clone())),
             }
         };
-        self.inner
-            .state
-            .commit(Commit {
-                put: vec![row],
-                close_journal: journal,
-                ..Commit::default()
-            })
-            .await?;
+        self.commit(Commit {
+            put: vec![row],
+            close_journal: journal,
+            ..Commit::default()
+        })
+        .await?;
         Ok(())
     }
 
@@ -809,14 +809,12 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             pass.report.parked += 1;
         }
         pass.report.fail(row.key, pass.mailbox, &failure);
-        self.inner
-            .state
-            .commit(Commit {
-                put: vec![row],
-                close_journal: journal,
-                ..Commit::default()
-            })
-            .await?;
+        self.commit(Commit {
+            put: vec![row],
+            close_journal: journal,
+            ..Commit::default()
+        })
+        .await?;
         Ok(())
     }
 
@@ -845,13 +843,11 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         }
         row.item = Some(item.item.clone());
         row.last_sync = Some(round.now);
-        self.inner
-            .state
-            .commit(Commit {
-                put: vec![row],
-                ..Commit::default()
-            })
-            .await?;
+        self.commit(Commit {
+            put: vec![row],
+            ..Commit::default()
+        })
+        .await?;
         Ok(())
     }
 
@@ -863,26 +859,22 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         report: &mut InboundReport,
     ) -> Result<(), SyncError> {
         row.item = Some(item.item.clone());
-        self.inner
-            .state
-            .commit(Commit {
-                put: vec![row],
-                ..Commit::default()
-            })
-            .await?;
+        self.commit(Commit {
+            put: vec![row],
+            ..Commit::default()
+        })
+        .await?;
         report.unchanged += 1;
         Ok(())
     }
 
     /// Closes journal entries whose writes' outcome is known and needs no other record.
     async fn close_journal(&self, journal: Vec<i64>) -> Result<(), SyncError> {
-        self.inner
-            .state
-            .commit(Commit {
-                close_journal: journal,
-                ..Commit::default()
-            })
-            .await?;
+        self.commit(Commit {
+            close_journal: journal,
+            ..Commit::default()
+        })
+        .await?;
         Ok(())
     }
 
@@ -967,13 +959,11 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             SyncStatus::Detached
         };
         row.last_sync = Some(Utc::now());
-        self.inner
-            .state
-            .commit(Commit {
-                put: vec![row],
-                ..Commit::default()
-            })
-            .await?;
+        self.commit(Commit {
+            put: vec![row],
+            ..Commit::default()
+        })
+        .await?;
         Ok(())
     }
 
@@ -994,6 +984,10 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         }
         let mailbox = row.mailbox.clone();
         let _guard = self.lock(&mailbox).await;
+        if !self.holds(&mailbox) {
+            // The holder maps it back when it asks the host again (recheck_pending).
+            return Ok(report);
+        }
         let mode = match outcome {
             UpdateOutcome::Applied { .. } => {
                 report.applied += 1;

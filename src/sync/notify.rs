@@ -3,7 +3,8 @@
 //! subscriptions and queues the notification for the engine's loop without waiting (a full
 //! queue makes the listener answer so that Exchange sends it again).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::mpsc;
@@ -23,6 +24,16 @@ pub struct Notice {
     pub item_ids: Vec<String>,
 }
 
+impl From<crate::state::QueuedNotice> for Notice {
+    fn from(q: crate::state::QueuedNotice) -> Self {
+        Notice {
+            subscription_id: q.subscription_id,
+            watermark: q.watermark,
+            item_ids: q.item_ids,
+        }
+    }
+}
+
 /// What the listener should answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NotificationOutcome {
@@ -35,11 +46,31 @@ pub enum NotificationOutcome {
 }
 
 /// Where the listener hands notifications to the engine. Cheap to clone.
+///
+/// In a cluster any instance may receive a notification for any mailbox (Exchange posts to the
+/// load-balanced URL): one for a mailbox another instance holds is accepted and queued too; the
+/// engine's loop hands it to the holder through the state store. One whose subscription is not
+/// known here yet (made by another instance a moment ago) is accepted and looked up in the
+/// store; only one the store did not know either for a while is answered Unsubscribe.
 #[derive(Clone)]
 pub struct NotificationSink {
     tx: mpsc::Sender<(MailboxAddress, Notice)>,
     subscriptions: Arc<RwLock<HashMap<String, MailboxAddress>>>,
+    shared: Arc<Shared>,
     metrics: Arc<Metrics>,
+}
+
+/// What the sink knows of the other instances' subscriptions.
+#[derive(Default)]
+pub(crate) struct Shared {
+    /// Whether the engine is part of a cluster.
+    clustered: AtomicBool,
+    /// Subscriptions of mailboxes held elsewhere, from the store.
+    foreign: RwLock<HashMap<String, MailboxAddress>>,
+    /// Subscriptions the store did not know for a while: answered Unsubscribe.
+    dead: RwLock<HashSet<String>>,
+    /// Notices on subscriptions not known here, for the loop to look up.
+    unrouted: Mutex<Option<mpsc::Sender<Notice>>>,
 }
 
 impl NotificationSink {
@@ -49,6 +80,12 @@ impl NotificationSink {
             .read()
             .expect("subscription map poisoned")
             .contains_key(subscription_id)
+            || self
+                .shared
+                .foreign
+                .read()
+                .expect("subscription map poisoned")
+                .contains_key(subscription_id)
     }
 
     /// Hands a notification over without waiting.
@@ -58,9 +95,39 @@ impl NotificationSink {
             .read()
             .expect("subscription map poisoned")
             .get(&notice.subscription_id)
-            .cloned();
+            .cloned()
+            .or_else(|| {
+                self.shared
+                    .foreign
+                    .read()
+                    .expect("subscription map poisoned")
+                    .get(&notice.subscription_id)
+                    .cloned()
+            });
         let Some(mailbox) = mailbox else {
-            return NotificationOutcome::UnknownSubscription;
+            if !self.shared.clustered.load(Ordering::Relaxed)
+                || self
+                    .shared
+                    .dead
+                    .read()
+                    .expect("subscription map poisoned")
+                    .contains(&notice.subscription_id)
+            {
+                return NotificationOutcome::UnknownSubscription;
+            }
+            let unrouted = self
+                .shared
+                .unrouted
+                .lock()
+                .expect("runtime lock poisoned")
+                .clone();
+            return match unrouted.map(|tx| tx.try_send(notice)) {
+                Some(Ok(())) => {
+                    Metrics::add(&self.metrics.notifications, 1);
+                    NotificationOutcome::Accepted
+                }
+                _ => NotificationOutcome::QueueFull,
+            };
         };
         Metrics::add(&self.metrics.notifications, 1);
         match self.tx.try_send((mailbox, notice)) {
@@ -84,13 +151,23 @@ pub(crate) struct Runtime {
     /// streaming connection that broke or was reopened).
     pub(crate) resync_tx: mpsc::UnboundedSender<MailboxAddress>,
     resync_rx: Mutex<Option<mpsc::UnboundedReceiver<MailboxAddress>>>,
+    /// What the sink knows of other instances' subscriptions.
+    pub(crate) shared: Arc<Shared>,
+    unrouted_rx: Mutex<Option<mpsc::Receiver<Notice>>>,
 }
 
 impl Runtime {
     pub(crate) fn new(capacity: usize) -> Self {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let (resync_tx, resync_rx) = mpsc::unbounded_channel();
+        let (unrouted_tx, unrouted_rx) = mpsc::channel(capacity.max(1));
+        let shared = Shared {
+            unrouted: Mutex::new(Some(unrouted_tx)),
+            ..Shared::default()
+        };
         Runtime {
+            shared: Arc::new(shared),
+            unrouted_rx: Mutex::new(Some(unrouted_rx)),
             tx,
             rx: Mutex::new(Some(rx)),
             subscriptions: Arc::default(),
@@ -115,7 +192,74 @@ impl Runtime {
         NotificationSink {
             tx: self.tx.clone(),
             subscriptions: Arc::clone(&self.subscriptions),
+            shared: Arc::clone(&self.shared),
             metrics,
+        }
+    }
+
+    /// The engine is part of a cluster: notifications on subscriptions unknown here are looked
+    /// up in the store instead of refused.
+    pub(crate) fn set_clustered(&self) {
+        self.shared.clustered.store(true, Ordering::Relaxed);
+    }
+
+    /// The receiving end of the notices on unknown subscriptions (a closed one once taken).
+    pub(crate) fn take_unrouted(&self) -> mpsc::Receiver<Notice> {
+        self.unrouted_rx
+            .lock()
+            .expect("runtime lock poisoned")
+            .take()
+            .unwrap_or_else(|| mpsc::channel(1).1)
+    }
+
+    /// Replaces what is known of the subscriptions of mailboxes held elsewhere.
+    pub(crate) fn set_foreign(&self, foreign: HashMap<String, MailboxAddress>) {
+        *self
+            .shared
+            .foreign
+            .write()
+            .expect("subscription map poisoned") = foreign;
+    }
+
+    /// The mailbox a subscription (held here or elsewhere) is about.
+    pub(crate) fn mailbox_of(&self, subscription_id: &str) -> Option<MailboxAddress> {
+        let local = self
+            .subscriptions
+            .read()
+            .expect("subscription map poisoned")
+            .get(subscription_id)
+            .cloned();
+        local.or_else(|| {
+            self.shared
+                .foreign
+                .read()
+                .expect("subscription map poisoned")
+                .get(subscription_id)
+                .cloned()
+        })
+    }
+
+    /// A subscription no instance knows: answered Unsubscribe from now on.
+    pub(crate) fn bury(&self, subscription_id: String) {
+        self.shared
+            .dead
+            .write()
+            .expect("subscription map poisoned")
+            .insert(subscription_id);
+    }
+
+    /// The mailbox's subscription is no longer this instance's to hold (its lease went).
+    pub(crate) fn forget(&self, mailbox: &MailboxAddress) {
+        let mut map = self
+            .subscriptions
+            .write()
+            .expect("subscription map poisoned");
+        let before = map.len();
+        map.retain(|_, m| m != mailbox);
+        let changed = map.len() != before;
+        drop(map);
+        if changed {
+            self.subscriptions_changed.send_modify(|n| *n += 1);
         }
     }
 

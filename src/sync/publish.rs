@@ -105,6 +105,14 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 .leaving
                 .push(state);
         }
+        if self.inner.cluster.get().is_some() {
+            // Lease rows for mailboxes new to the store: some instance takes each at its next
+            // round and publishes there.
+            self.inner
+                .state
+                .add_leases(plans.keys().cloned().collect())
+                .await?;
+        }
         let mut report = PublishReport::default();
         let total: usize = plans
             .values()
@@ -151,6 +159,10 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     ) -> Result<PublishReport, SyncError> {
         let _guard = self.lock(mailbox).await;
         let mut report = PublishReport::default();
+        if !self.holds(mailbox) {
+            // Another instance holds the mailbox's lease and publishes there.
+            return Ok(report);
+        }
         if let Err(e) = self.ensure_mailbox(mailbox).await {
             // The mailbox cannot be reached: every task of it failed this time.
             warn!(error = %e, "mailbox unavailable");
@@ -295,13 +307,11 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             self.publish_deletes(mailbox, deletes, &mut report).await?;
         }
         if !forget.is_empty() {
-            self.inner
-                .state
-                .commit(Commit {
-                    delete: forget,
-                    ..Commit::default()
-                })
-                .await?;
+            self.commit(Commit {
+                delete: forget,
+                ..Commit::default()
+            })
+            .await?;
         }
         Ok(report)
     }
@@ -342,13 +352,11 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 }
             };
             if !uncertain.is_empty() {
-                self.inner
-                    .state
-                    .commit(Commit {
-                        close_journal: std::mem::take(&mut uncertain),
-                        ..Commit::default()
-                    })
-                    .await?;
+                self.commit(Commit {
+                    close_journal: std::mem::take(&mut uncertain),
+                    ..Commit::default()
+                })
+                .await?;
             }
             let (adopt, fresh): (Vec<_>, Vec<_>) = todo
                 .into_iter()
@@ -402,7 +410,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     self.record_creates(mailbox, view, chunk, results, journal, report);
                 report.created += created;
                 Metrics::add(&self.inner.metrics.created, created);
-                self.inner.state.commit(commit).await?;
+                self.commit(commit).await?;
                 debug!(batch = chunk.len(), "create batch committed");
             }
             if again.is_empty() {
@@ -433,13 +441,11 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         if put.is_empty() {
             return Ok(());
         }
-        self.inner
-            .state
-            .commit(Commit {
-                put,
-                ..Commit::default()
-            })
-            .await?;
+        self.commit(Commit {
+            put,
+            ..Commit::default()
+        })
+        .await?;
         Ok(())
     }
 
@@ -625,7 +631,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     }
                 }
             }
-            self.inner.state.commit(commit).await?;
+            self.commit(commit).await?;
         }
         Metrics::add(&self.inner.metrics.written, report.updated);
         if !gone.is_empty() {
@@ -680,7 +686,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     }
                 }
             }
-            self.inner.state.commit(commit).await?;
+            self.commit(commit).await?;
         }
         Metrics::add(&self.inner.metrics.deleted, report.deleted);
         Ok(())

@@ -21,7 +21,7 @@ use super::notify::{Notice, NotificationSink};
 use super::publish::PublishOptions;
 use super::scheduler::Scheduler;
 use crate::pm::{HostEvent, PmHost};
-use crate::state::{MailboxAddress, StateStore, SyncStatus};
+use crate::state::{LeaseTiming, MailboxAddress, QueuedNotice, StateStore, SyncStatus};
 
 /// The right to publish every project, held by one [`Engine::publish_all`] at a time; given
 /// back when dropped, also when the publish is cancelled.
@@ -59,6 +59,12 @@ enum Wake {
     Poll,
     /// Time to look for silent subscriptions.
     Watchdog,
+    /// Time to renew the mailbox leases.
+    Lease,
+    /// Time to look for notifications other instances queued for this one.
+    Queue,
+    /// A notification on a subscription not known here.
+    Unrouted(Notice),
     /// A task ended.
     Done(Result<(Option<MailboxAddress>, Result<(), SyncError>), tokio::task::JoinError>),
 }
@@ -74,10 +80,15 @@ struct Clocks {
     /// Every `pull_interval`, when polling pull subscriptions (no listener, no streaming).
     poll: tokio::time::Interval,
     polling: bool,
+    /// Every lease renewal period, in a cluster.
+    lease: tokio::time::Interval,
+    /// Every second, in a cluster: the notifications queued for this instance.
+    queue: tokio::time::Interval,
+    clustered: bool,
 }
 
 impl Clocks {
-    fn new(config: &SyncConfig) -> Self {
+    fn new(config: &SyncConfig, leases: Option<LeaseTiming>) -> Self {
         let reconcile = tokio::time::interval_at(
             Instant::now() + config.reconcile_interval,
             config.reconcile_interval,
@@ -100,12 +111,20 @@ impl Clocks {
             (config.debounce / 4).clamp(Duration::from_millis(5), Duration::from_millis(250));
         let mut debounce = tokio::time::interval(tick);
         debounce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let renew = leases.map_or(Duration::from_secs(3600), |t| t.renew);
+        let mut lease = tokio::time::interval_at(Instant::now() + renew, renew);
+        lease.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut queue = tokio::time::interval(Duration::from_secs(1));
+        queue.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Clocks {
             debounce,
             reconcile,
             watchdog,
             poll,
             polling: poll_every.is_some(),
+            lease,
+            queue,
+            clustered: leases.is_some(),
         }
     }
 }
@@ -120,44 +139,60 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         self.inner.runtime.remember(id, mailbox);
     }
 
-    /// Subscribes every known mailbox that has no live subscription (push when a listener URL
-    /// is configured). Call it once the listener accepts connections.
+    /// Subscribes every known mailbox (held here, in a cluster) that has no live subscription
+    /// (push when a listener URL is configured). Call it once the listener accepts connections.
     pub async fn subscribe_all(&self, renew: bool) -> Result<(), SyncError> {
-        let Some(delivery) = self.delivery() else {
+        if self.delivery().is_none() {
+            return Ok(());
+        }
+        for state in self.inner.state.mailboxes().await? {
+            if let Some(mailbox) = &state.mailbox
+                && self.holds(mailbox)
+            {
+                self.subscribe_one(state.clone(), renew).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Subscribes one mailbox unless it has a subscription (and `renew` is off): a
+    /// subscription made by another instance serves this one as well, since Exchange posts
+    /// to the shared URL and any instance may open a stream on it.
+    async fn subscribe_one(
+        &self,
+        state: crate::state::MailboxState,
+        renew: bool,
+    ) -> Result<(), SyncError> {
+        let (Some(delivery), Some(mailbox)) = (self.delivery(), state.mailbox.clone()) else {
             return Ok(());
         };
-        for state in self.inner.state.mailboxes().await? {
-            let Some(mailbox) = state.mailbox.clone() else {
-                continue;
-            };
-            if !renew && let Some(id) = &state.subscription_id {
-                self.remember_subscription(id, &mailbox);
-                continue;
+        if !renew && let Some(id) = &state.subscription_id {
+            self.remember_subscription(id, &mailbox);
+            return Ok(());
+        }
+        // Resume after the last watermark when there is one: events since then are
+        // delivered and nothing is missed.
+        let result = match self
+            .inner
+            .mailboxes
+            .subscribe(&mailbox, &delivery, state.watermark.as_deref())
+            .await
+        {
+            Err(MailboxError::SubscriptionGone(_)) if state.watermark.is_some() => {
+                self.inner
+                    .mailboxes
+                    .subscribe(&mailbox, &delivery, None)
+                    .await
             }
-            // Resume after the last watermark when there is one: events since then are
-            // delivered and nothing is missed.
-            let result = match self
-                .inner
-                .mailboxes
-                .subscribe(&mailbox, &delivery, state.watermark.as_deref())
-                .await
-            {
-                Err(MailboxError::SubscriptionGone(_)) if state.watermark.is_some() => {
-                    self.inner
-                        .mailboxes
-                        .subscribe(&mailbox, &delivery, None)
-                        .await
-                }
-                other => other,
-            };
-            match result {
-                Ok(sub) => {
-                    self.remember_subscription(&sub.id, &mailbox);
-                    self.heard_from(&mailbox, Some(sub.id), sub.watermark)
-                        .await?;
-                }
-                Err(e) => warn!(%mailbox, error = %e, "cannot subscribe; reconciliation covers it"),
+            other => other,
+        };
+        match result {
+            Ok(sub) => {
+                self.remember_subscription(&sub.id, &mailbox);
+                self.heard_from(&mailbox, Some(sub.id), sub.watermark)
+                    .await?;
             }
+            Err(e) => warn!(%mailbox, error = %e, "cannot subscribe; reconciliation covers it"),
         }
         Ok(())
     }
@@ -183,10 +218,39 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             _ => None,
         };
         let mut host_events = self.inner.host.subscribe();
-        let mut clocks = Clocks::new(&self.inner.config);
+        let cluster = self.inner.cluster.get().cloned();
+        let mut clocks = Clocks::new(&self.inner.config, cluster.as_ref().map(|c| c.timing));
         let mut scheduler = Scheduler::new(Instant::now(), self.inner.config.mailbox_concurrency);
         let mut tasks = Work::new();
+        let mut unrouted = self.inner.runtime.take_unrouted();
+        // Woken at once when another instance queues a notification (PostgreSQL); the queue
+        // is polled every second besides.
+        let mut queued = match &cluster {
+            Some(_) => self.inner.state.listen_notices(),
+            None => None,
+        }
+        .unwrap_or_else(|| tokio::sync::mpsc::channel(1).1);
+        // Subscriptions no instance knew, since when: buried after two lease periods (one made
+        // by another instance a moment ago is in the store by then).
+        let mut unknown: std::collections::HashMap<String, Instant> =
+            std::collections::HashMap::new();
         tokio::pin!(shutdown);
+        if let Some(c) = &cluster {
+            info!(instance = %c.me, lease_s = c.timing.lease.as_secs(), renew_s = c.timing.renew.as_secs(), "joining the cluster");
+            // Lease rows for every mailbox known so far (publishes add rows for new ones).
+            let known: Vec<MailboxAddress> = self
+                .inner
+                .state
+                .mailboxes()
+                .await?
+                .into_iter()
+                .filter_map(|m| m.mailbox)
+                .collect();
+            self.inner.state.add_leases(known).await?;
+            // The first round before anything else: catch-up and resume work only on what
+            // this instance holds.
+            self.lease_tick(&mut scheduler, &mut tasks).await;
+        }
         // Catch up with what happened while the connector was not running: a pass for every
         // mailbox, and the status updates decided meanwhile.
         scheduler.catch_up(self.known_mailboxes().await?);
@@ -208,13 +272,56 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 _ = clocks.reconcile.tick() => Wake::Reconcile,
                 _ = clocks.poll.tick(), if clocks.polling => Wake::Poll,
                 _ = clocks.watchdog.tick() => Wake::Watchdog,
+                _ = clocks.lease.tick(), if clocks.clustered => Wake::Lease,
+                _ = clocks.queue.tick(), if clocks.clustered => Wake::Queue,
+                Some(_) = queued.recv() => Wake::Queue,
+                Some(notice) = unrouted.recv() => Wake::Unrouted(notice),
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => Wake::Done(done),
             };
             match wake {
                 Wake::Notice(mailbox, notice) => {
-                    let changed = !notice.item_ids.is_empty();
-                    scheduler.heard(mailbox.clone(), Instant::now(), changed);
-                    self.note_notification(&mailbox, &notice).await?;
+                    self.on_notice(mailbox, notice, &mut scheduler).await?;
+                }
+                Wake::Unrouted(notice) => {
+                    let id = notice.subscription_id.clone();
+                    let mut mailbox = self.inner.runtime.mailbox_of(&id);
+                    if mailbox.is_none() {
+                        self.refresh_foreign().await?;
+                        mailbox = self.inner.runtime.mailbox_of(&id);
+                    }
+                    match (mailbox, &cluster) {
+                        (Some(m), _) => {
+                            unknown.remove(&id);
+                            self.on_notice(m, notice, &mut scheduler).await?;
+                        }
+                        (None, Some(c)) => {
+                            let now = Instant::now();
+                            let first = *unknown.entry(id.clone()).or_insert(now);
+                            if now.duration_since(first) > c.timing.lease * 2 {
+                                debug!(subscription = %id, "no instance knows the subscription; unsubscribing it");
+                                unknown.remove(&id);
+                                self.inner.runtime.bury(id);
+                            }
+                        }
+                        (None, None) => {}
+                    }
+                }
+                Wake::Lease => self.lease_tick(&mut scheduler, &mut tasks).await,
+                Wake::Queue => {
+                    if let Some(held) = self.leases_held()
+                        && !held.is_empty()
+                    {
+                        match self.inner.state.take_notices(held).await {
+                            Ok(queued) => {
+                                for q in queued {
+                                    let mailbox = q.mailbox.clone();
+                                    self.on_notice(mailbox, Notice::from(q), &mut scheduler)
+                                        .await?;
+                                }
+                            }
+                            Err(e) => warn!(error = %e, "reading the notification queue failed"),
+                        }
+                    }
                 }
                 Wake::Missed(mailbox) => scheduler.missed(mailbox, Instant::now()),
                 Wake::Host(Ok(event)) => self.on_host_event(event, &mut tasks),
@@ -263,6 +370,121 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 warn!(error = %e, "sync work failed during shutdown");
             }
         }
+        if let Some(c) = &cluster {
+            // Handed back now, so that the others take these mailboxes at their next round
+            // rather than after the expiry.
+            if let Err(e) = crate::state::lease::leave(&self.inner.state, &c.me, &c.held()).await {
+                warn!(error = %e, "cannot hand the leases back; they expire instead");
+            }
+            c.set(Default::default(), Instant::now());
+        }
+        Ok(())
+    }
+
+    /// A notification for `mailbox`: its pass is due after the debounce when this instance
+    /// holds the mailbox; else it is queued in the store for the instance that does.
+    async fn on_notice(
+        &self,
+        mailbox: MailboxAddress,
+        notice: Notice,
+        scheduler: &mut Scheduler,
+    ) -> Result<(), SyncError> {
+        if !self.holds(&mailbox) {
+            debug!(%mailbox, "notification for a mailbox held elsewhere; handed over");
+            self.inner
+                .state
+                .enqueue_notice(QueuedNotice {
+                    mailbox,
+                    subscription_id: notice.subscription_id,
+                    watermark: notice.watermark,
+                    item_ids: notice.item_ids,
+                })
+                .await?;
+            return Ok(());
+        }
+        let changed = !notice.item_ids.is_empty();
+        scheduler.heard(mailbox.clone(), Instant::now(), changed);
+        self.note_notification(&mailbox, &notice).await
+    }
+
+    /// One lease round: renewal, hand-back and take-over (`state::lease`). A mailbox gained gets
+    /// its subscription, a catch-up pass, its interrupted writes resumed and its tasks
+    /// published; a mailbox lost is dropped from the subscriptions and the waiting passes.
+    async fn lease_tick(&self, scheduler: &mut Scheduler, tasks: &mut Work) {
+        let Some(c) = self.inner.cluster.get() else {
+            return;
+        };
+        let started = Instant::now();
+        let round = match crate::state::lease_round(
+            &self.inner.state,
+            &c.me,
+            &c.held(),
+            chrono::Utc::now(),
+            c.timing,
+        )
+        .await
+        {
+            Ok(round) => round,
+            Err(e) => {
+                warn!(error = %e, "renewing the mailbox leases failed; they lapse unless the next round succeeds");
+                return;
+            }
+        };
+        c.set(round.held.clone(), started);
+        for m in &round.lost {
+            info!(mailbox = %m, "mailbox lease handed back or lost");
+            self.inner.runtime.forget(m);
+            scheduler.forget(m);
+        }
+        if !round.gained.is_empty() {
+            info!(
+                gained = round.gained.len(),
+                held = round.held.len(),
+                instances = round.live.len(),
+                "mailbox leases taken"
+            );
+            scheduler.catch_up(round.gained.clone());
+            let engine = self.clone();
+            let gained = round.gained.clone();
+            tasks.spawn(async move {
+                // The catch-up pass reads everything queued notifications were about.
+                let r = engine.inner.state.take_notices(gained.clone()).await;
+                if let Err(e) = r {
+                    return (None, Err(e.into()));
+                }
+                for m in &gained {
+                    if let Some(state) = engine.inner.state.mailbox(m).await.ok().flatten()
+                        && engine.holds(m)
+                        && let Err(e) = engine.subscribe_one(state, false).await
+                    {
+                        return (None, Err(e));
+                    }
+                }
+                let resumed = engine.resume().await.map(|_| ());
+                (None, resumed.and(engine.publish_all().await))
+            });
+        }
+        if let Err(e) = self.refresh_foreign().await {
+            warn!(error = %e, "cannot read the other instances' subscriptions");
+        }
+    }
+
+    /// Reads the subscriptions of the mailboxes held elsewhere, so that their notifications
+    /// received here are handed over.
+    async fn refresh_foreign(&self) -> Result<(), SyncError> {
+        if self.inner.cluster.get().is_none() {
+            return Ok(());
+        }
+        let foreign = self
+            .inner
+            .state
+            .mailboxes()
+            .await?
+            .into_iter()
+            .filter_map(|s| Some((s.subscription_id?, s.mailbox?)))
+            .filter(|(_, m)| !self.holds(m))
+            .collect();
+        self.inner.runtime.set_foreign(foreign);
         Ok(())
     }
 
@@ -339,7 +561,10 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     /// creates in flight are published again (tagged items are found, never duplicated), and
     /// mailboxes with updates or deletes in flight get a pass. Returns the entries resumed.
     pub async fn resume(&self) -> Result<usize, SyncError> {
-        let open = self.inner.state.unfinished_journal().await?;
+        let mut open = self.inner.state.unfinished_journal().await?;
+        // In a cluster, only the entries of mailboxes held here: the others are another
+        // instance's writes, maybe still in flight.
+        open.retain(|e| self.holds(&e.mailbox));
         if open.is_empty() {
             return Ok(0);
         }
@@ -371,13 +596,11 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             self.sync_mailbox(&m).await?;
         }
         // Every interrupted write is settled now (done, found, or redone).
-        self.inner
-            .state
-            .commit(crate::state::Commit {
-                close_journal: open.iter().map(|e| e.id).collect(),
-                ..crate::state::Commit::default()
-            })
-            .await?;
+        self.commit(crate::state::Commit {
+            close_journal: open.iter().map(|e| e.id).collect(),
+            ..crate::state::Commit::default()
+        })
+        .await?;
         Ok(open.len())
     }
 
@@ -391,6 +614,9 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         let mut by_mailbox: std::collections::BTreeMap<MailboxAddress, Vec<_>> =
             std::collections::BTreeMap::new();
         for row in self.inner.state.pending_approvals().await? {
+            if !self.holds(&row.mailbox) {
+                continue;
+            }
             by_mailbox
                 .entry(row.mailbox.clone())
                 .or_default()
@@ -425,8 +651,19 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     pub(crate) async fn publish_all(&self) -> Result<(), SyncError> {
         let Some(_turn) = RepublishTurn::take(&self.inner.republishing) else {
             debug!("every project is being published already");
+            self.inner.republish_again.store(true, Ordering::SeqCst);
             return Ok(());
         };
+        loop {
+            self.inner.republish_again.store(false, Ordering::SeqCst);
+            self.publish_every_project().await?;
+            if !self.inner.republish_again.swap(false, Ordering::SeqCst) {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn publish_every_project(&self) -> Result<(), SyncError> {
         for project in self.inner.host.projects().await? {
             match self.publish(project, PublishOptions::default()).await {
                 Ok(report) if report.failed > 0 => {
@@ -446,7 +683,12 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     /// unbounded, a thousand mailboxes would all be in memory together.
     fn start_passes(&self, scheduler: &mut Scheduler, tasks: &mut Work) {
         let (debounce, max_debounce) = self.debounce();
-        for mailbox in scheduler.start_due(Instant::now(), debounce, max_debounce) {
+        let now = Instant::now();
+        for mailbox in scheduler.start_due(now, debounce, max_debounce) {
+            if !self.holds(&mailbox) {
+                scheduler.finished(&mailbox, now);
+                continue;
+            }
             let engine = self.clone();
             tasks.spawn(async move {
                 let r = engine.sync_mailbox(&mailbox).await.map(|_| ());
@@ -463,6 +705,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             .await?
             .into_iter()
             .filter_map(|m| m.mailbox)
+            .filter(|m| self.holds(m))
             .collect())
     }
 
@@ -528,6 +771,9 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             else {
                 continue;
             };
+            if !self.holds(&mailbox) {
+                continue;
+            }
             let watermark = state.watermark.clone().unwrap_or_default();
             match self.inner.mailboxes.pull(&mailbox, &sub, &watermark).await {
                 Ok(events) => {

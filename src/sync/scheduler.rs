@@ -159,6 +159,14 @@ impl Scheduler {
         start
     }
 
+    /// `mailbox` is no longer this instance's (its lease went): no pass of it waits. A pass
+    /// running now ends at its next commit, which the lease's fence refuses.
+    pub fn forget(&mut self, mailbox: &MailboxAddress) {
+        self.pending.remove(mailbox);
+        self.again.remove(mailbox);
+        self.last_heard.remove(mailbox);
+    }
+
     /// The pass of `mailbox` ended at `now` (done or failed): its slot is free, and if it was
     /// due again meanwhile, it is pending as if notified now.
     pub fn finished(&mut self, mailbox: &MailboxAddress, now: Instant) {
@@ -305,6 +313,22 @@ mod tests {
         assert_eq!(s.start_due(t0 + DEBOUNCE, DEBOUNCE, CAP), vec![mb("ann")]);
         s.finished(&mb("ann"), t0 + ms(100));
         assert!(s.start_due(t0 + ms(10_000), DEBOUNCE, CAP).is_empty());
+    }
+
+    #[test]
+    fn scheduler_forgets_a_mailbox_whose_lease_went() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(t0, 4);
+        s.heard(mb("ann"), t0, true);
+        s.heard(mb("bob"), t0, true);
+        s.forget(&mb("ann"));
+        assert_eq!(s.start_due(t0 + DEBOUNCE, DEBOUNCE, CAP), vec![mb("bob")]);
+        // Due again while its pass runs, then forgotten: no pass after it either.
+        s.heard(mb("bob"), t0 + ms(600), true);
+        assert!(s.start_due(t0 + ms(1200), DEBOUNCE, CAP).is_empty());
+        s.forget(&mb("bob"));
+        s.finished(&mb("bob"), t0 + ms(1300));
+        assert!(s.start_due(t0 + ms(5000), DEBOUNCE, CAP).is_empty());
     }
 
     #[test]
