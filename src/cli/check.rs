@@ -1,7 +1,9 @@
 //! `taskbridge check`: tests EWS settings against the server and says what works.
 //!
 //! The flags become an [`EwsClientConfig`]; the work is [`run_check`] in the library, so the
-//! config file (later) and the PM host go through the same code.
+//! config file (later) and the PM host go through the same code. With a mailbox named, it then
+//! reports one line per notification mode ([`check_modes`]) and the one recommended from here;
+//! a mode that fails does not change the exit code.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -12,7 +14,7 @@ use clap::{Args, ValueEnum};
 
 use taskbridge::ews::EwsClientConfig;
 use taskbridge::ews::autodiscover::{Attempt, AutodiscoverError, AutodiscoverSettings, discover};
-use taskbridge::ews::check::{CheckFailure, CheckReport, run_check};
+use taskbridge::ews::check::{CheckFailure, CheckReport, ModesReport, check_modes, run_check};
 use taskbridge::ews::transport::Auth;
 use taskbridge::secret::Secret;
 
@@ -115,9 +117,14 @@ pub struct CheckArgs {
     /// OAuth scope (--auth oauth).
     #[arg(long, default_value = "https://outlook.office365.com/.default")]
     pub scope: String,
-    /// Mailbox to impersonate: reports its Tasks folder id and whether impersonation works.
+    /// Mailbox to impersonate: reports its Tasks folder id and whether impersonation works,
+    /// then which notification modes (streaming, push, pull) work for it from here.
     #[arg(long)]
     pub mailbox: Option<String>,
+    /// The public URL of the push listener to probe (default: listener.public_url of the
+    /// configuration when it is read, i.e. without --url and --autodiscover).
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
     /// PEM file of extra CA certificates to trust besides the system's.
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
@@ -212,19 +219,24 @@ fn required<'a>(
 }
 
 /// Builds the library configuration from the flags, or from the configuration file when no
-/// `--url` is given.
+/// `--url` is given; with it, the push listener's public URL to probe (if any).
 fn config(
     args: &CheckArgs,
     file: impl FnOnce() -> Result<super::config::RawConfig, CliError>,
-) -> Result<EwsClientConfig, CliError> {
+) -> Result<(EwsClientConfig, Option<String>), CliError> {
     // Autodiscover replaces the URL once it has found one.
     let url = match (&args.url, &args.autodiscover) {
         (Some(url), _) => url,
         (None, Some(_)) => &"https://autodiscover.invalid/EWS/Exchange.asmx".to_string(),
         (None, None) => {
-            let mut config = file()?.exchange()?;
+            let raw = file()?;
+            let mut config = raw.exchange()?;
             quick(&mut config);
-            return Ok(config);
+            let public_url = args
+                .public_url
+                .clone()
+                .or_else(|| Some(raw.listener.public_url.clone()).filter(|u| !u.trim().is_empty()));
+            return Ok((config, public_url));
         }
     };
     let auth = match args.auth {
@@ -260,7 +272,7 @@ fn config(
     config.tls.extra_ca_file = args.ca_file.clone();
     config.tls.accept_invalid_certs = args.insecure;
     quick(&mut config);
-    Ok(config)
+    Ok((config, args.public_url.clone()))
 }
 
 /// A check should answer quickly: one retry, short waits.
@@ -322,6 +334,26 @@ fn print_text(out: &mut impl Write, report: &CheckReport) -> std::io::Result<()>
     Ok(())
 }
 
+/// One line per notification mode, then the recommended one.
+fn print_modes(out: &mut impl Write, modes: &ModesReport) -> std::io::Result<()> {
+    for m in &modes.modes {
+        let verdict = match m.works {
+            Some(true) => "works",
+            Some(false) => "fails",
+            None => "not checked",
+        };
+        let label = format!("{} mode:", m.mode);
+        writeln!(out, "{label:<17}{verdict} ({})", m.detail)?;
+    }
+    match modes.recommended {
+        Some(mode) => writeln!(
+            out,
+            "recommended:     listener.mode = \"{mode}\" (see docs/LISTENER.md)"
+        ),
+        None => writeln!(out, "recommended:     none works from here"),
+    }
+}
+
 /// One line per Autodiscover step.
 fn print_attempts(out: &mut impl Write, attempts: &[Attempt]) -> std::io::Result<()> {
     for a in attempts {
@@ -342,7 +374,7 @@ pub fn run(
     if args.pm {
         return run_pm(&file()?);
     }
-    let mut config = config(&args, file)?;
+    let (mut config, public_url) = config(&args, file)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -383,16 +415,29 @@ pub fn run(
         }
     }
     let report = runtime.block_on(run_check(&config, args.mailbox.as_deref()));
+    // The modes are tried only for a mailbox that checked out: any other failure would repeat
+    // in every mode's line.
+    let modes = match (&args.mailbox, &report.failure) {
+        (Some(mailbox), None) => {
+            Some(runtime.block_on(check_modes(&config, mailbox, public_url.as_deref())))
+        }
+        _ => None,
+    };
     let mut out = std::io::stdout().lock();
     let printed = if args.json {
         let mut value = serde_json::to_value(&report)?;
         if let (Some(found), Some(map)) = (&discovery, value.as_object_mut()) {
             map.insert("autodiscover".into(), serde_json::to_value(found)?);
         }
+        if let (Some(modes), Some(map)) = (&modes, value.as_object_mut()) {
+            map.insert("notification_modes".into(), serde_json::to_value(modes)?);
+        }
         writeln!(out, "{}", serde_json::to_string_pretty(&value)?)
     } else {
         let attempts = discovery.as_ref().map_or(&[][..], |d| &d.attempts[..]);
-        print_attempts(&mut out, attempts).and_then(|()| print_text(&mut out, &report))
+        print_attempts(&mut out, attempts)
+            .and_then(|()| print_text(&mut out, &report))
+            .and_then(|()| modes.as_ref().map_or(Ok(()), |m| print_modes(&mut out, m)))
     };
     printed.or_else(super::ignore_broken_pipe)?;
     match &report.failure {

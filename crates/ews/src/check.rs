@@ -2,7 +2,10 @@
 //! certificate trusted, are the credentials accepted, and may we impersonate a given mailbox?
 //!
 //! [`run_check`] never fails as a function: every outcome is a [`CheckReport`], whose
-//! [`CheckFailure`] (if any) names the first thing that went wrong.
+//! [`CheckFailure`] (if any) names the first thing that went wrong. [`check_modes`] then says
+//! which notification modes (streaming, push, pull) work from where it runs.
+
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -10,9 +13,18 @@ use crate::client::{EwsClient, EwsClientConfig};
 use crate::error::Error;
 use crate::generated::EwsOperations;
 use crate::ops::get_folder::{GetFolder, GetFolderResponse};
+use crate::ops::get_streaming_events::{
+    CONNECTION_TIMEOUT_MINUTES, ConnectionStatus, GetStreamingEvents, SubscriptionIds,
+};
+use crate::ops::subscribe::{EventTypes, StreamingSubscriptionRequest, Subscribe};
+use crate::ops::sync_folder_items::SyncFolderItems;
+use crate::ops::unsubscribe::Unsubscribe;
 use crate::service::CallContext;
 use crate::soap::ServerVersionInfo;
-use crate::types::{BaseFolderId, BaseShape, FolderIds, FolderShape, ResponseCode};
+use crate::types::{
+    BaseFolderId, BaseShape, EventType, FolderIds, FolderShape, ItemShape, ResponseCode,
+    SubscriptionId,
+};
 
 /// What `taskbridge check` found.
 #[derive(Clone, Debug, Serialize)]
@@ -242,4 +254,268 @@ pub async fn run_check(config: &EwsClientConfig, mailbox: Option<&str>) -> Check
         }
     }
     report
+}
+
+/// How long a probe of the push URL may take to connect.
+const PUSH_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the streaming probe waits on the open response for an early error envelope (an
+/// unknown subscription is answered at once; a good connection sends nothing until the first
+/// keep-alive, so silence after the HTTP 200 head means it holds).
+const STREAMING_SETTLE: Duration = Duration::from_secs(2);
+
+/// One notification mode tried from where `taskbridge check` runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ModeCheck {
+    /// `streaming`, `push` or `pull`.
+    pub mode: &'static str,
+    /// Whether it works from here (`None`: not tried, e.g. no push URL configured).
+    pub works: Option<bool>,
+    /// What was tried and what came of it, or the reason it failed.
+    pub detail: String,
+}
+
+/// The three notification modes as seen from here, and the one to use.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ModesReport {
+    /// The mailbox the subscriptions and the sync were made for.
+    pub mailbox: String,
+    /// Streaming, push, pull, in that order.
+    pub modes: Vec<ModeCheck>,
+    /// The mode recommended from here (`None`: none works).
+    pub recommended: Option<&'static str>,
+}
+
+/// Tries each notification mode for `mailbox` (by impersonation, as the connector does).
+///
+/// - streaming: Subscribe with a streaming subscription, open one GetStreamingEvents
+///   connection (`ConnectionTimeout` 1 minute, the least allowed), see its HTTP 200 head and no
+///   error envelope, close it, Unsubscribe;
+/// - push: whether a TCP connection to the host and port of `push_url` opens from here. That
+///   cannot prove that Exchange reaches it (it connects from its own network), and the report
+///   says so;
+/// - pull: one SyncFolderItems of the Tasks folder.
+///
+/// Streaming is recommended when it works, since it needs no inbound connection; push when only
+/// its URL answers; pull otherwise. No failure here is fatal: each is one mode's line.
+pub async fn check_modes(
+    config: &EwsClientConfig,
+    mailbox: &str,
+    push_url: Option<&str>,
+) -> ModesReport {
+    let client = EwsClient::new(config.clone());
+    let (streaming, pull) = match &client {
+        Ok(client) => (
+            check_streaming(client, mailbox).await,
+            check_pull(client, mailbox).await,
+        ),
+        Err(e) => (
+            fails("streaming", e.to_string()),
+            fails("pull", e.to_string()),
+        ),
+    };
+    let push = match push_url {
+        Some(url) => check_push(url).await,
+        None => ModeCheck {
+            mode: "push",
+            works: None,
+            detail: "not checked: no public URL of the listener configured".into(),
+        },
+    };
+    let recommended = [&streaming, &push, &pull]
+        .into_iter()
+        .find(|m| m.works == Some(true))
+        .map(|m| m.mode);
+    ModesReport {
+        mailbox: mailbox.to_string(),
+        modes: vec![streaming, push, pull],
+        recommended,
+    }
+}
+
+fn fails(mode: &'static str, detail: String) -> ModeCheck {
+    ModeCheck {
+        mode,
+        works: Some(false),
+        detail,
+    }
+}
+
+/// The code and text of a failed response message.
+fn message_failure(code: &ResponseCode, text: Option<&str>) -> String {
+    format!("{}: {}", code.as_str(), text.unwrap_or_default())
+}
+
+async fn check_streaming(client: &EwsClient, mailbox: &str) -> ModeCheck {
+    let ctx = CallContext::for_mailbox(mailbox);
+    let request = Subscribe::Streaming(StreamingSubscriptionRequest {
+        folder_ids: Some(FolderIds(vec![BaseFolderId::tasks_of(Some(mailbox))])),
+        event_types: EventTypes {
+            event_types: vec![EventType::CreatedEvent, EventType::ModifiedEvent],
+        },
+    });
+    let id = match client.subscribe(&ctx, &request).await {
+        Ok(resp) => match resp.response_messages.first() {
+            Some(m) if m.is_success() => match m.payload.subscription_id.clone() {
+                Some(id) => id,
+                None => return fails("streaming", "Subscribe answered without an id".into()),
+            },
+            Some(m) => {
+                return fails(
+                    "streaming",
+                    format!(
+                        "Subscribe refused ({})",
+                        message_failure(&m.code(), m.message_text.as_deref())
+                    ),
+                );
+            }
+            None => return fails("streaming", "Subscribe answered no message".into()),
+        },
+        Err(e) => return fails("streaming", format!("Subscribe failed: {e}")),
+    };
+    let opened = open_stream(client, &ctx, &id).await;
+    // Always unsubscribe, whatever the connection did; an expired subscription would go anyway.
+    let gone = client
+        .unsubscribe(
+            &ctx,
+            &Unsubscribe {
+                subscription_id: id,
+            },
+        )
+        .await;
+    match opened {
+        Err(reason) => fails("streaming", reason),
+        Ok(()) => {
+            let mut detail = "a streaming subscription and a GetStreamingEvents connection \
+                              opened and held"
+                .to_string();
+            if let Err(e) = gone {
+                detail.push_str(&format!(" (Unsubscribe failed: {e})"));
+            }
+            ModeCheck {
+                mode: "streaming",
+                works: Some(true),
+                detail,
+            }
+        }
+    }
+}
+
+/// Opens one GetStreamingEvents connection for `id` and closes it; `Err` is why it failed.
+async fn open_stream(
+    client: &EwsClient,
+    ctx: &CallContext,
+    id: &SubscriptionId,
+) -> Result<(), String> {
+    let request = GetStreamingEvents {
+        subscription_ids: SubscriptionIds {
+            subscription_ids: vec![id.clone()],
+        },
+        connection_timeout: *CONNECTION_TIMEOUT_MINUTES.start(),
+    };
+    let mut stream = client
+        .get_streaming_events(ctx.clone(), &request)
+        .await
+        .map_err(|e| format!("GetStreamingEvents failed: {e}"))?;
+    let first = match tokio::time::timeout(STREAMING_SETTLE, stream.next()).await {
+        // Nothing yet: the response is open and waiting for events, as it should be.
+        Err(_) => return Ok(()),
+        Ok(first) => first,
+    };
+    match first {
+        None => Err("the server ended the GetStreamingEvents response at once".into()),
+        Some(Err(e)) => Err(format!("GetStreamingEvents failed: {e}")),
+        Some(Ok(resp)) => match resp.response_messages.iter().find(|m| !m.is_success()) {
+            Some(m) => Err(format!(
+                "GetStreamingEvents refused ({})",
+                message_failure(&m.code(), m.message_text.as_deref())
+            )),
+            None if resp
+                .response_messages
+                .iter()
+                .any(|m| m.payload.connection_status == Some(ConnectionStatus::Closed)) =>
+            {
+                Err("the server closed the streaming connection at once".into())
+            }
+            None => Ok(()),
+        },
+    }
+}
+
+async fn check_push(url: &str) -> ModeCheck {
+    let parsed = match reqwest::Url::parse(url) {
+        Ok(u) => u,
+        Err(e) => return fails("push", format!("the public URL {url} is not a URL: {e}")),
+    };
+    let (Some(host), Some(port)) = (parsed.host_str(), parsed.port_or_known_default()) else {
+        return fails("push", format!("the public URL {url} names no host"));
+    };
+    // A URL host in brackets is an IPv6 address; connect wants it bare.
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let caveat = "this does not prove Exchange can reach it from its own network";
+    let loopback = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    };
+    let caveat = if loopback {
+        format!("{caveat}; a loopback address is reachable only from this machine")
+    } else {
+        caveat.to_string()
+    };
+    match tokio::time::timeout(
+        PUSH_PROBE_TIMEOUT,
+        tokio::net::TcpStream::connect((host, port)),
+    )
+    .await
+    {
+        Ok(Ok(_)) => ModeCheck {
+            mode: "push",
+            works: Some(true),
+            detail: format!(
+                "{url} answers from here ({host}:{port} accepts connections); {caveat}"
+            ),
+        },
+        Ok(Err(e)) => fails(
+            "push",
+            format!("{url} does not answer from here ({host}:{port}: {e})"),
+        ),
+        Err(_) => fails(
+            "push",
+            format!(
+                "{url} does not answer from here ({host}:{port}: no connection within {} s)",
+                PUSH_PROBE_TIMEOUT.as_secs()
+            ),
+        ),
+    }
+}
+
+async fn check_pull(client: &EwsClient, mailbox: &str) -> ModeCheck {
+    let request = SyncFolderItems {
+        item_shape: ItemShape::new(BaseShape::IdOnly, Vec::new()),
+        sync_folder_id: FolderIds(vec![BaseFolderId::tasks_of(Some(mailbox))]),
+        sync_state: None,
+        ignore: None,
+        max_changes_returned: 1,
+    };
+    match client
+        .sync_folder_items(&CallContext::for_mailbox(mailbox), &request)
+        .await
+    {
+        Ok(resp) => match resp.response_messages.first() {
+            Some(m) if m.is_success() => ModeCheck {
+                mode: "pull",
+                works: Some(true),
+                detail: "SyncFolderItems of the Tasks folder works".into(),
+            },
+            Some(m) => fails(
+                "pull",
+                format!(
+                    "SyncFolderItems refused ({})",
+                    message_failure(&m.code(), m.message_text.as_deref())
+                ),
+            ),
+            None => fails("pull", "SyncFolderItems answered no message".into()),
+        },
+        Err(e) => fails("pull", format!("SyncFolderItems failed: {e}")),
+    }
 }
