@@ -108,7 +108,9 @@ struct Site {
 }
 
 impl Site {
-    fn start() -> Site {
+    /// `wrong_password`: the simulator knows the service account by another password, so
+    /// every Exchange call is refused.
+    fn start(wrong_password: bool) -> Site {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
         taskbridge(d, &["init", "--sample"], None);
@@ -128,7 +130,14 @@ impl Site {
                 .args(["--auth", "basic"])
                 .args([
                     "--service",
-                    &format!("taskbridge@sim.example:{}", password.trim()),
+                    &format!(
+                        "taskbridge@sim.example:{}",
+                        if wrong_password {
+                            "not-the-password"
+                        } else {
+                            password.trim()
+                        }
+                    ),
                 ])
                 .args(["--user", "ann@example.com:a", "--user", "bob@example.com:b"])
                 .args(["--user", "chen@example.com:c"])
@@ -370,7 +379,7 @@ async fn status_managers_decide_updates_in_the_console() {
     let Some(driver) = external::browser::Driver::start("the web console in a browser") else {
         return;
     };
-    let site = Site::start();
+    let site = Site::start(false);
     wait_until("serve to be ready", || async {
         let r = reqwest::get(site.console("/healthz")).await.ok()?;
         r.status().is_success().then_some(())
@@ -629,4 +638,118 @@ async fn status_managers_decide_updates_in_the_console() {
         let _ = c.close().await;
     }
     let _ = PathBuf::new();
+}
+
+/// The value of cookie `name` in the `Set-Cookie` headers of `resp`, with its attributes.
+fn set_cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(str::to_owned)
+}
+
+fn cookie_value(set_cookie: &str) -> &str {
+    set_cookie
+        .split(';')
+        .next()
+        .and_then(|kv| kv.split_once('='))
+        .map(|(_, v)| v)
+        .unwrap_or("")
+}
+
+/// When Exchange refuses the service account, `/healthz` says degraded with the reason and the
+/// console's header says so on every page. Plain HTTP, no browser: the sign-in is the form a
+/// browser would post, cookies as it would keep them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_header_says_when_exchange_refuses_the_credentials() {
+    taskbridge::ews::transport::install_crypto_provider();
+    let site = Site::start(true);
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let reason = wait_until("/healthz to say degraded", || async {
+        let r = reqwest::get(site.console("/healthz")).await.ok()?;
+        let status = r.status().as_u16();
+        let body = r.text().await.ok()?;
+        (status == 503 && body.starts_with("degraded: "))
+            .then(|| body["degraded: ".len()..].to_owned())
+    })
+    .await;
+    // Not signed in: the pages send to the sign-in form.
+    let r = client
+        .get(site.console("/console/updates"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(r.headers()["location"], "/console/signin");
+    // Sign in as the admin.
+    let r = client
+        .get(site.console("/console/signin"))
+        .send()
+        .await
+        .expect("GET");
+    let signin_cookie = set_cookie(&r, "tb_signin").expect("a sign-in cookie");
+    assert!(signin_cookie.contains("HttpOnly") && signin_cookie.contains("SameSite=Strict"));
+    let html = r.text().await.expect("page");
+    let token = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the form's token")
+        .to_owned();
+    let r = client
+        .post(site.console("/console/signin"))
+        .header(
+            "cookie",
+            format!("tb_signin={}", cookie_value(&signin_cookie)),
+        )
+        .form(&[
+            ("csrf", token.as_str()),
+            ("name", "root"),
+            ("password", "root password 1"),
+        ])
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status().as_u16(), 303);
+    let session = set_cookie(&r, "tb_session").expect("a session cookie");
+    assert!(
+        session.contains("HttpOnly")
+            && session.contains("SameSite=Strict")
+            && !session.contains("Secure"),
+        "{session}"
+    );
+    for page in [
+        "/console/updates",
+        "/console/projects",
+        "/console/conflicts",
+    ] {
+        let r = client
+            .get(site.console(page))
+            .header("cookie", format!("tb_session={}", cookie_value(&session)))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(r.status().as_u16(), 200, "{page}");
+        let html = r.text().await.expect("page");
+        let banner = html
+            .split("id=\"health-banner\">")
+            .nth(1)
+            .and_then(|rest| rest.split("</div>").next())
+            .unwrap_or_else(|| panic!("no health banner on {page}: {html}"));
+        assert!(banner.contains("Sync degraded"), "{banner}");
+        // The reason as /healthz gives it (HTML-escaped in the page).
+        let first_words: String = reason.chars().take(20).collect();
+        let escaped = first_words
+            .replace('&', "&amp;")
+            .replace('"', "&#34;")
+            .replace('\'', "&#39;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
+        assert!(banner.contains(&escaped), "{banner} / {reason}");
+    }
 }
