@@ -97,12 +97,33 @@ async fn patch(url: &str, body: &str) {
     assert!(resp.status().is_success(), "{url}: {}", resp.status());
 }
 
+/// `taskbridge serve` in `d` under the sync policy `policy`.
+fn start_serve(d: &Path, policy: &str) -> Kill {
+    Kill(
+        Command::new(BIN)
+            .current_dir(d)
+            .arg("serve")
+            .env("TASKBRIDGE_SYNC_DEBOUNCE_MS", "100")
+            .env("TASKBRIDGE_SYNC_POLICY", policy)
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(d.join("serve.log"))
+                    .expect("serve log"),
+            )
+            .spawn()
+            .expect("start serve"),
+    )
+}
+
 /// The site: init, a second project beside the sample, both under approval, the simulator,
 /// three console accounts, and `serve`.
 struct Site {
     dir: tempfile::TempDir,
     _sim: Kill,
-    _serve: Kill,
+    serve: Kill,
     ews: u16,
     admin: u16,
 }
@@ -158,7 +179,8 @@ impl Site {
             .replace("Harbour Bridge Refit", "Ferry Terminal Works")
             .replace("Survey the north abutment", "Survey the ferry ramp")
             .replace("Order bearing pads", "Order mooring lines")
-            .replace("Remove old expansion joint", "Remove old gangway");
+            .replace("Remove old expansion joint", "Remove old gangway")
+            .replace("Install bearing pads", "Install fenders");
         std::fs::write(d.join("ferry.xml"), ferry).expect("write ferry");
         for plan in ["sample-project.xml", "ferry.xml"] {
             taskbridge(d, &["import", plan, "--time-zone", "Europe/Berlin"], None);
@@ -197,20 +219,11 @@ impl Site {
             ],
             Some("olaf password 1\n"),
         );
-        let serve = Kill(
-            Command::new(BIN)
-                .current_dir(d)
-                .arg("serve")
-                .env("TASKBRIDGE_SYNC_DEBOUNCE_MS", "100")
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(d.join("serve.log")).expect("serve log"))
-                .spawn()
-                .expect("start serve"),
-        );
+        let serve = start_serve(d, "newer-wins");
         Site {
             dir,
             _sim: sim,
-            _serve: serve,
+            serve,
             ews,
             admin,
         }
@@ -379,7 +392,7 @@ async fn status_managers_decide_updates_in_the_console() {
     let Some(driver) = external::browser::Driver::start("the web console in a browser") else {
         return;
     };
-    let site = Site::start(false);
+    let mut site = Site::start(false);
     wait_until("serve to be ready", || async {
         let r = reqwest::get(site.console("/healthz")).await.ok()?;
         r.status().is_success().then_some(())
@@ -633,6 +646,81 @@ async fn status_managers_decide_updates_in_the_console() {
         .await
         .expect("js");
     assert_eq!(visible, Value::from(""), "cookies are HttpOnly");
+
+    // A conflict: with serve stopped, the plan says 25 % for Chen's bearing pads and Chen
+    // says 50 %; under the manual policy the restarted serve keeps it for a person.
+    site.serve.0.kill().expect("stop serve");
+    let _ = site.serve.0.wait();
+    let d = site.dir.path();
+    let plan = std::fs::read_to_string(d.join("sample-project.xml")).expect("sample");
+    let old = "<Work>PT32H0M0S</Work></Assignment>";
+    assert!(plan.contains(old));
+    let plan = plan.replace(
+        old,
+        "<Work>PT32H0M0S</Work><ActualWork>PT8H0M0S</ActualWork><RemainingWork>PT24H0M0S</RemainingWork><PercentWorkComplete>25</PercentWorkComplete></Assignment>",
+    );
+    std::fs::write(d.join("plan-v2.xml"), plan).expect("write plan");
+    taskbridge(
+        d,
+        &["import", "plan-v2.xml", "--time-zone", "Europe/Berlin"],
+        None,
+    );
+    site.report(
+        "chen@example.com",
+        "Harbour Bridge Refit: Install bearing pads",
+        50,
+    )
+    .await;
+    site.serve = start_serve(d, "manual");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = taskbridge(d, &["conflicts", "--json"], None);
+        let list: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        if list.as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        if Instant::now() > deadline {
+            let status = taskbridge(d, &["status", "--json"], None);
+            let audit = taskbridge(d, &["audit"], None);
+            let log = std::fs::read_to_string(d.join("serve.log")).unwrap_or_default();
+            panic!(
+                "no conflict\n{}\n{}\n{}",
+                String::from_utf8_lossy(&status.stdout),
+                String::from_utf8_lossy(&audit.stdout),
+                log.lines().rev().take(30).collect::<Vec<_>>().join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The restart ended the sessions: Mia signs in again.
+    sign_in(&mia, &site, "mia", "mia password 1").await;
+    mia.goto(&site.console("/console/conflicts"))
+        .await
+        .expect("goto");
+    let page = text(&mia).await;
+    assert!(page.contains("Install bearing pads"), "{page}");
+    assert!(page.contains("25") && page.contains("50"), "{page}");
+    screenshot(&mia, "console-conflicts-1280").await;
+    mia.find(Locator::Css("button[name=take][value=pm]"))
+        .await
+        .expect("take the plan's")
+        .click()
+        .await
+        .expect("click");
+    wait_for_path(&mia, "/console/conflicts").await;
+    let page = text(&mia).await;
+    assert!(page.contains("the plan's value stands"), "{page}");
+    assert!(page.contains("No open conflicts."), "{page}");
+    wait_until("the plan's 25 % in Chen's task", || async {
+        let t = site
+            .task(
+                "chen@example.com",
+                "Harbour Bridge Refit: Install bearing pads",
+            )
+            .await;
+        (t["PercentComplete"].as_f64() == Some(25.0)).then_some(())
+    })
+    .await;
 
     for c in [mia, olaf, guest] {
         let _ = c.close().await;
