@@ -692,6 +692,29 @@ async fn status_managers_decide_updates_in_the_console() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Olaf cannot settle it, with his own token and the conflict's id forged into a form.
+    let conflict_id = {
+        let out = taskbridge(d, &["conflicts", "--json"], None);
+        let list: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        list[0]["id"].as_str().expect("an id").to_owned()
+    };
+    sign_in(&olaf, &site, "olaf", "olaf password 1").await;
+    let token = csrf_of(&olaf).await;
+    post_form(
+        &olaf,
+        "/console/conflicts/resolve",
+        &[("csrf", &token), ("id", &conflict_id), ("take", "mailbox")],
+    )
+    .await;
+    assert!(
+        text(&olaf)
+            .await
+            .contains("no such conflict among your projects")
+    );
+    olaf.goto(&site.console("/console/conflicts"))
+        .await
+        .expect("goto");
+    assert!(text(&olaf).await.contains("No open conflicts."));
     // The restart ended the sessions: Mia signs in again.
     sign_in(&mia, &site, "mia", "mia password 1").await;
     mia.goto(&site.console("/console/conflicts"))
