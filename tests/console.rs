@@ -745,6 +745,40 @@ async fn status_managers_decide_updates_in_the_console() {
     })
     .await;
 
+    // The audit, searched by person: Bob's rejected pads, none of Ann's decisions, nothing of
+    // the ferry project.
+    mia.goto(&site.console("/console/audit?person=bob"))
+        .await
+        .expect("goto");
+    let page = text(&mia).await;
+    assert!(page.contains("Order bearing pads"), "{page}");
+    assert!(!page.contains("ann@example.com"), "{page}");
+    mia.goto(&site.console("/console/audit"))
+        .await
+        .expect("goto");
+    let page = text(&mia).await;
+    assert!(page.contains("Survey the north abutment"), "{page}");
+    assert!(!page.contains("ferry"), "{page}");
+    // Sync health is the admins': each mailbox with its subscription.
+    mia.goto(&site.console("/console/health"))
+        .await
+        .expect("goto");
+    assert!(text(&mia).await.contains("Sync health is for admins."));
+    sign_in(&guest, &site, "root", "root password 1").await;
+    guest
+        .goto(&site.console("/console/health"))
+        .await
+        .expect("goto");
+    let row = guest
+        .find(Locator::Css("tr[data-mailbox='chen@example.com']"))
+        .await
+        .expect("Chen's mailbox")
+        .text()
+        .await
+        .expect("text");
+    assert!(row.contains("active"), "{row}");
+    screenshot(&guest, "console-health-1280").await;
+
     for c in [mia, olaf, guest] {
         let _ = c.close().await;
     }

@@ -306,7 +306,8 @@ pub fn run(args: ServeArgs, raw: &RawConfig, reload: Reload) -> anyhow::Result<E
             .with_conflicts(std::sync::Arc::new(connector.engine().clone()));
         let console =
             taskbridge::console::Console::new(host.clone(), raw.console()?, connector.readiness())
-                .with_conflicts(std::sync::Arc::new(connector.engine().clone()));
+                .with_conflicts(std::sync::Arc::new(connector.engine().clone()))
+                .with_sync_view(std::sync::Arc::new(connector.engine().clone()));
         let routes = console.mount(Some(taskbridge::listener::admin::fallback_from_service(
             api,
         )));

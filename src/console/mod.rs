@@ -13,6 +13,7 @@
 
 pub mod pages;
 pub mod session;
+pub mod sync_view;
 pub mod users;
 
 use std::collections::BTreeMap;
@@ -72,6 +73,7 @@ pub struct Console {
 struct Inner {
     host: EmbeddedHost,
     desk: Option<Arc<dyn ConflictDesk>>,
+    sync: Option<Arc<dyn sync_view::SyncView>>,
     users: UserStore,
     sessions: Sessions,
     config: ConsoleConfig,
@@ -122,6 +124,7 @@ impl Console {
             inner: Arc::new(Inner {
                 host,
                 desk: None,
+                sync: None,
                 users: UserStore::new(config.users_file.clone()),
                 sessions: Sessions::default(),
                 config,
@@ -135,6 +138,15 @@ impl Console {
     pub fn with_conflicts(self, desk: Arc<dyn ConflictDesk>) -> Console {
         let mut inner = Arc::into_inner(self.inner).expect("configured before it is shared");
         inner.desk = Some(desk);
+        Console {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Shows the audit log and the mailboxes' health from `view` (the engine).
+    pub fn with_sync_view(self, view: Arc<dyn sync_view::SyncView>) -> Console {
+        let mut inner = Arc::into_inner(self.inner).expect("configured before it is shared");
+        inner.sync = Some(view);
         Console {
             inner: Arc::new(inner),
         }
@@ -217,6 +229,8 @@ impl Console {
             (Method::GET, "/console/conflicts") => self.conflicts_page(&caller).await,
             (Method::POST, "/console/conflicts/resolve") => self.resolve(&caller, &form).await,
             (Method::GET, "/console/projects") => self.projects_page(&caller).await,
+            (Method::GET, "/console/health") => self.health_page(&caller).await,
+            (Method::GET, "/console/audit") => self.audit_page(&caller, &query).await,
             (Method::POST, "/console/projects/policy") => self.policy(&caller, &form).await,
             (Method::POST, "/console/projects/publish") => self.publish(&caller, &form).await,
             (Method::POST, "/console/signout") => {
@@ -341,6 +355,8 @@ impl Console {
             ("/console/updates", "Pending updates"),
             ("/console/conflicts", "Conflicts"),
             ("/console/projects", "Projects"),
+            ("/console/health", "Sync health"),
+            ("/console/audit", "Audit"),
         ]
         .into_iter()
         .map(|(href, label)| NavItem {
@@ -620,6 +636,146 @@ impl Console {
                 Some("/console/projects"),
             ),
             projects,
+        };
+        Ok(html(StatusCode::OK, page.render()))
+    }
+
+    async fn health_page(&self, caller: &Caller) -> Result<Reply, Failure> {
+        if caller.user.role != Role::Admin {
+            return Err(not_found("Sync health is for admins."));
+        }
+        let mut mailboxes = Vec::new();
+        if let Some(view) = &self.inner.sync {
+            for m in view.health().await.map_err(failed)? {
+                mailboxes.push(pages::MailboxRow {
+                    mailbox: m.mailbox,
+                    subscription: if m.subscribed { "active" } else { "none" },
+                    last_notification: when(m.last_notification),
+                    last_pass: when(m.last_pass),
+                    last_reconcile: when(m.last_reconcile),
+                    last_error: m.last_error.unwrap_or_default(),
+                    parked: m.parked,
+                });
+            }
+        }
+        let page = pages::Health {
+            c: self.chrome(
+                "Sync health",
+                Some(caller),
+                &caller.csrf,
+                Some("/console/health"),
+            ),
+            mailboxes,
+        };
+        Ok(html(StatusCode::OK, page.render()))
+    }
+
+    /// The audit log of the caller's projects, filtered by project, person, field and time
+    /// span, newest first (at most 500 lines).
+    async fn audit_page(&self, caller: &Caller, query: &str) -> Result<Reply, Failure> {
+        let q: BTreeMap<String, String> = form_urlencoded::parse(query.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.trim().to_owned()))
+            .collect();
+        let get = |k: &str| q.get(k).cloned().unwrap_or_default();
+        let (project, person, field, since, until) = (
+            get("project"),
+            get("person"),
+            get("field"),
+            get("since"),
+            get("until"),
+        );
+        let names = self.project_names().await?;
+        let wanted: Option<ProjectGuid> = if project.is_empty() {
+            None
+        } else {
+            Some(
+                project
+                    .parse::<ProjectGuid>()
+                    .ok()
+                    .filter(|p| caller.user.may_see(*p))
+                    .ok_or_else(|| not_found("There is no such project among yours."))?,
+            )
+        };
+        let day = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok();
+        let from = day(&since)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|t| t.and_utc());
+        let to = day(&until)
+            .and_then(|d| d.succ_opt())
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|t| t.and_utc());
+        let field_key = field.to_lowercase().replace(' ', "_");
+        let mut records = Vec::new();
+        if let Some(view) = &self.inner.sync {
+            let mut tasks: BTreeMap<ProjectGuid, Option<crate::pm::Project>> = BTreeMap::new();
+            let all = view.audit(wanted).await.map_err(failed)?;
+            for r in all.into_iter().rev() {
+                if !caller.user.may_see(r.key.project)
+                    || (!person.is_empty()
+                        && !r.mailbox.as_str().contains(person.to_lowercase().as_str()))
+                    || (!field_key.is_empty() && !r.field.to_string().contains(&field_key))
+                    || from.is_some_and(|f| r.at < f)
+                    || to.is_some_and(|t| r.at >= t)
+                {
+                    continue;
+                }
+                if records.len() >= 500 {
+                    break;
+                }
+                if let std::collections::btree_map::Entry::Vacant(slot) = tasks.entry(r.key.project)
+                {
+                    let p = self
+                        .inner
+                        .host
+                        .load_project(r.key.project)
+                        .await
+                        .ok()
+                        .flatten();
+                    slot.insert(p);
+                }
+                let task = tasks
+                    .get(&r.key.project)
+                    .and_then(Option::as_ref)
+                    .and_then(|p| {
+                        let a = p.assignments.iter().find(|a| a.uid == r.key.assignment)?;
+                        p.tasks
+                            .iter()
+                            .find(|t| t.uid == a.task_uid)
+                            .map(|t| t.name.clone())
+                    })
+                    .unwrap_or_else(|| r.key.to_string());
+                let winner = match r.winner {
+                    crate::state::Side::Pm => "plan's value stands",
+                    crate::state::Side::Mail => "mailbox value taken",
+                    crate::state::Side::Neither => "kept for a person",
+                };
+                records.push(pages::AuditRow {
+                    at: r.at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                    task,
+                    mailbox: r.mailbox.to_string(),
+                    field: field_label(&serde_json::Value::String(r.field.to_string())),
+                    pm_value: r.pm_value,
+                    mail_value: r.mail_value,
+                    decision: match r.note {
+                        Some(n) => format!("{winner} ({n})"),
+                        None => winner.to_owned(),
+                    },
+                });
+            }
+        }
+        let page = pages::Audit {
+            c: self.chrome("Audit", Some(caller), &caller.csrf, Some("/console/audit")),
+            projects: names
+                .into_iter()
+                .filter(|(g, _)| caller.user.may_see(*g))
+                .map(|(g, n)| (g.to_string(), n))
+                .collect(),
+            project,
+            person,
+            field,
+            since,
+            until,
+            records,
         };
         Ok(html(StatusCode::OK, page.render()))
     }

@@ -176,3 +176,71 @@ pub struct ErrorPage {
     /// What went wrong.
     pub message: String,
 }
+
+/// One mailbox on the sync health page.
+pub struct MailboxRow {
+    /// The mailbox.
+    pub mailbox: String,
+    /// Its subscription, in words.
+    pub subscription: &'static str,
+    /// When its subscription last said anything.
+    pub last_notification: String,
+    /// The newest sync of one of its items.
+    pub last_pass: String,
+    /// The last full reconciliation.
+    pub last_reconcile: String,
+    /// The last error, or nothing.
+    pub last_error: String,
+    /// Parked items and why.
+    pub parked: Vec<(String, String)>,
+}
+
+/// The sync health page.
+#[derive(Template)]
+#[template(path = "health.html")]
+pub struct Health {
+    /// Around.
+    pub c: Chrome,
+    /// Per mailbox.
+    pub mailboxes: Vec<MailboxRow>,
+}
+
+/// One audit record.
+pub struct AuditRow {
+    /// When.
+    pub at: String,
+    /// The task.
+    pub task: String,
+    /// The mailbox.
+    pub mailbox: String,
+    /// The field.
+    pub field: String,
+    /// The plan's value.
+    pub pm_value: String,
+    /// The mailbox's value.
+    pub mail_value: String,
+    /// Which stands and why.
+    pub decision: String,
+}
+
+/// The audit page.
+#[derive(Template)]
+#[template(path = "audit.html")]
+pub struct Audit {
+    /// Around.
+    pub c: Chrome,
+    /// The projects to choose from: (GUID, name).
+    pub projects: Vec<(String, String)>,
+    /// The filters as given.
+    pub project: String,
+    /// The person filter.
+    pub person: String,
+    /// The field filter.
+    pub field: String,
+    /// From (YYYY-MM-DD).
+    pub since: String,
+    /// To (YYYY-MM-DD).
+    pub until: String,
+    /// Newest first.
+    pub records: Vec<AuditRow>,
+}
