@@ -115,14 +115,18 @@ impl Driver {
             format!("--window-size={width},900"),
             format!("--user-data-dir={}", profile.display()),
         ];
+        let mut options = serde_json::json!({
+            "binary": self.chromium.display().to_string(),
+            "args": args,
+        });
+        // A window cannot be narrower than about 500 pixels; a phone's width is emulated.
+        if width < 500 {
+            options["mobileEmulation"] = serde_json::json!({
+                "deviceMetrics": { "width": width, "height": 844, "pixelRatio": 1.0 }
+            });
+        }
         let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            serde_json::json!({
-                "binary": self.chromium.display().to_string(),
-                "args": args,
-            }),
-        );
+        caps.insert("goog:chromeOptions".into(), options);
         caps
     }
 }
