@@ -35,6 +35,7 @@ pub use taskbridge_ews::secret;
 pub use taskbridge_ews::server;
 
 pub mod connector;
+pub mod console;
 pub mod exchange;
 pub mod listener;
 pub mod mapping;

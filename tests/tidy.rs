@@ -15,6 +15,12 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("exchange", &["ews", "pm", "mapping", "state", "sync"]),
     ("listener", &["ews", "secret", "server"]),
     (
+        "console",
+        &[
+            "ews", "pm", "mapping", "state", "sync", "listener", "server",
+        ],
+    ),
+    (
         "connector",
         &[
             "ews", "pm", "mapping", "state", "sync", "exchange", "listener", "secret",

@@ -64,6 +64,34 @@ pub struct RawConfig {
     pub sync: RawSync,
     /// The field table.
     pub mapping: MappingConfig,
+    /// The web console.
+    pub ui: RawUi,
+}
+
+/// `[ui]`: the web console on the admin address.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawUi {
+    /// The console's accounts (written by `taskbridge users`).
+    pub users_file: String,
+    /// A header a reverse proxy sets to the signed-in user's name, for single sign-on (empty:
+    /// none). Believed only from `trusted_proxies`.
+    pub trusted_user_header: String,
+    /// The reverse proxies' addresses (IP addresses).
+    pub trusted_proxies: Vec<String>,
+    /// Mark the console's cookies `Secure` on plain HTTP too (TLS ends at a proxy in front).
+    pub secure_cookies: bool,
+}
+
+impl Default for RawUi {
+    fn default() -> Self {
+        RawUi {
+            users_file: "console-users.json".into(),
+            trusted_user_header: String::new(),
+            trusted_proxies: Vec::new(),
+            secure_cookies: false,
+        }
+    }
 }
 
 /// `[exchange]`.
@@ -723,6 +751,37 @@ fn bad(key: &str, reason: impl std::fmt::Display) -> CliError {
 
 impl RawConfig {
     /// A path relative to the data directory (absolute paths stay as they are).
+    /// The web console's settings from `[ui]`.
+    pub fn console(&self) -> Result<taskbridge::console::ConsoleConfig, CliError> {
+        let trusted_proxies = self
+            .ui
+            .trusted_proxies
+            .iter()
+            .map(|a| {
+                a.trim()
+                    .parse()
+                    .map_err(|_| bad("ui.trusted_proxies", format!("{a:?} is not an IP address")))
+            })
+            .collect::<Result<Vec<std::net::IpAddr>, CliError>>()?;
+        let header = self.ui.trusted_user_header.trim();
+        if !header.is_empty() && http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+            return Err(bad("ui.trusted_user_header", "not a header name"));
+        }
+        if !header.is_empty() && trusted_proxies.is_empty() {
+            return Err(bad(
+                "ui.trusted_user_header",
+                "needs ui.trusted_proxies: the header is believed only from those addresses",
+            ));
+        }
+        Ok(taskbridge::console::ConsoleConfig {
+            users_file: self.data_path(&self.ui.users_file),
+            trusted_user_header: (!header.is_empty()).then(|| header.to_owned()),
+            trusted_proxies,
+            secure_cookies: self.ui.secure_cookies,
+        })
+    }
+
+    /// `file` under the data directory unless it is absolute.
     pub fn data_path(&self, file: &str) -> PathBuf {
         let p = Path::new(file);
         if p.is_absolute() {
@@ -1238,6 +1297,7 @@ impl RawConfig {
             }
         }
         self.socket("admin.listen", &self.admin.listen)?;
+        self.console()?;
         if !matches!(self.pm.default_policy.as_str(), "auto" | "approval") {
             return Err(bad("pm.default_policy", "must be auto or approval"));
         }

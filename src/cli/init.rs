@@ -105,9 +105,19 @@ streaming_timeout_minutes = 30
 streaming_subscriptions_per_connection = 200
 
 [admin]
-# /healthz, /metrics and the PM API (bearer token in token_file).
+# /healthz, /metrics, the PM API (bearer token in token_file) and the web console.
 listen = "127.0.0.1:8082"
 token_file = "admin.token"
+
+[ui]
+# The web console at /console/ on the admin address (docs/CONSOLE.md). Accounts: taskbridge users.
+users_file = "console-users.json"
+# Single sign-on: the header a reverse proxy sets to the user's name, believed only from the
+# proxies' addresses; empty: off.
+trusted_user_header = ""
+trusted_proxies = []
+# Mark cookies Secure on plain HTTP too (TLS ends at a proxy in front).
+secure_cookies = false
 
 [pm]
 # Status updates of newly imported projects: auto (applied at once) or approval.

@@ -24,6 +24,7 @@ mod sim;
 mod sync;
 mod table;
 mod updates;
+mod users;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -119,6 +120,9 @@ pub enum Command {
     /// The conflicts the `manual` policy keeps for a person (field, both values and when each
     /// side changed it), or settle one with `conflicts resolve ID --take pm|mailbox`.
     Conflicts(conflicts::ConflictsArgs),
+    /// The web console's accounts: list them, or `users add|remove|passwd NAME --role
+    /// admin|manager [--project P...]` (the password is read from standard input).
+    Users(users::UsersArgs),
     /// Copy the sync state from state.sqlite into a PostgreSQL database (--to URL), then read
     /// it back and compare; refuses a database that holds state unless --force.
     Migrate(migrate::MigrateArgs),
@@ -203,6 +207,7 @@ fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit(args) => sync::audit(args, &settings()?),
         Command::Conflicts(args) => conflicts::run(args, &settings()?),
         Command::Migrate(args) => migrate::run(args, &settings()?),
+        Command::Users(args) => users::run(args, &settings()?),
         Command::Config(cmd) => config_cmd::run(
             cmd,
             &config_cmd::Origin {

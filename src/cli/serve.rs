@@ -305,7 +305,13 @@ pub fn run(args: ServeArgs, raw: &RawConfig, reload: Reload) -> anyhow::Result<E
         let connector = Connector::new(config, host.clone())?;
         let api = pm_api(host.clone(), token)
             .with_conflicts(std::sync::Arc::new(connector.engine().clone()));
-        let routes = taskbridge::listener::admin::fallback_from_service(api);
+        let console =
+            taskbridge::console::Console::new(host.clone(), raw.console()?, connector.readiness())
+                .with_conflicts(std::sync::Arc::new(connector.engine().clone()))
+                .with_sync_view(std::sync::Arc::new(connector.engine().clone()));
+        let routes = console.mount(Some(taskbridge::listener::admin::fallback_from_service(
+            api,
+        )));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let webhook = if raw.pm.webhook_url.is_empty() {
             None
@@ -364,7 +370,9 @@ pub fn run(args: ServeArgs, raw: &RawConfig, reload: Reload) -> anyhow::Result<E
                         eprintln!("listening for notifications on {a}");
                     }
                     if let Some(a) = bound.admin {
-                        eprintln!("admin endpoint on http://{a} (/healthz, /metrics, /pm/...)");
+                        eprintln!(
+                            "admin endpoint on http://{a} (/console/, /healthz, /metrics, /pm/...)"
+                        );
                     }
                     notify_service_manager("READY=1");
                 },

@@ -11,6 +11,7 @@
 //! instead, so CI always runs everything.
 #![allow(dead_code)] // each test binary uses part of it
 
+pub mod browser;
 pub mod kerberos;
 pub mod postgres;
 pub mod redmine;

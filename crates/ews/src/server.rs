@@ -319,6 +319,15 @@ where
     }
 }
 
+/// The connection a request arrived on, in the request's extensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// The client's address (a reverse proxy's, behind one).
+    pub addr: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+}
+
 /// Serves `bound` until `shutdown` completes, then drains the connections. `connection_service`
 /// makes each connection's service (state that lives as long as a connection, such as NTLM's,
 /// belongs in it).
@@ -409,7 +418,11 @@ pub async fn run<F, S, B>(
                     let served = served.clone();
                     let state = slot.state.clone();
                     let slots = slot.slots.clone();
-                    hyper::service::service_fn(move |req| {
+                    let tls = tls.is_some();
+                    hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                        // Handlers that care who is calling (a console trusting a proxy's
+                        // header, throttling by address) read it here.
+                        req.extensions_mut().insert(Peer { addr: peer, tls });
                         served.store(true, Ordering::Relaxed);
                         state.busy.store(true, Ordering::Relaxed);
                         let state = state.clone();

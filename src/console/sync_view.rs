@@ -1,0 +1,87 @@
+//! What the console reads of the sync state: the audit log and each mailbox's health. A trait
+//! object over the engine, so that the console needs none of the engine's type parameters.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use chrono::{DateTime, Utc};
+
+use crate::pm::{PmHost, ProjectGuid};
+use crate::state::{AuditRecord, MailboxAddress, StateStore, SyncStatus};
+use crate::sync::Engine;
+use crate::sync::mailbox::MailboxStore;
+
+/// A boxed future of the view.
+pub type ViewFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
+
+/// One mailbox's health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxHealth {
+    /// The mailbox.
+    pub mailbox: String,
+    /// Whether it has a subscription.
+    pub subscribed: bool,
+    /// When its subscription last said anything.
+    pub last_notification: Option<DateTime<Utc>>,
+    /// When the last full reconciliation finished.
+    pub last_reconcile: Option<DateTime<Utc>>,
+    /// The newest sync of one of its items.
+    pub last_pass: Option<DateTime<Utc>>,
+    /// The last error of one of its items.
+    pub last_error: Option<String>,
+    /// Its parked items: (assignment key, why).
+    pub parked: Vec<(String, String)>,
+}
+
+/// The sync state as the console shows it.
+pub trait SyncView: Send + Sync + 'static {
+    /// The audit log, oldest first, of one project or all.
+    fn audit(&self, project: Option<ProjectGuid>) -> ViewFuture<'_, Vec<AuditRecord>>;
+    /// Every known mailbox's health.
+    fn health(&self) -> ViewFuture<'_, Vec<MailboxHealth>>;
+}
+
+impl<H: PmHost, M: MailboxStore, S: StateStore> SyncView for Engine<H, M, S> {
+    fn audit(&self, project: Option<ProjectGuid>) -> ViewFuture<'_, Vec<AuditRecord>> {
+        Box::pin(async move { self.state().audit(project).await.map_err(|e| e.to_string()) })
+    }
+
+    fn health(&self) -> ViewFuture<'_, Vec<MailboxHealth>> {
+        Box::pin(async move {
+            let state = self.state();
+            let mut out = Vec::new();
+            for m in state.mailboxes().await.map_err(|e| e.to_string())? {
+                let Some(address) = m.mailbox.clone() else {
+                    continue;
+                };
+                let items = state
+                    .mailbox_assignments(&MailboxAddress::new(address.as_str()))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                out.push(MailboxHealth {
+                    mailbox: address.to_string(),
+                    subscribed: m.subscription_id.is_some(),
+                    last_notification: m.last_notification,
+                    last_reconcile: m.last_reconcile,
+                    last_pass: items.iter().filter_map(|a| a.last_sync).max(),
+                    last_error: items
+                        .iter()
+                        .filter(|a| a.last_error.is_some())
+                        .max_by_key(|a| a.last_sync)
+                        .and_then(|a| a.last_error.clone()),
+                    parked: items
+                        .iter()
+                        .filter_map(|a| match &a.status {
+                            SyncStatus::Parked { reason } => {
+                                Some((a.key.to_string(), reason.clone()))
+                            }
+                            _ => None,
+                        })
+                        .collect(),
+                });
+            }
+            out.sort_by(|a, b| a.mailbox.cmp(&b.mailbox));
+            Ok(out)
+        })
+    }
+}

@@ -1,0 +1,900 @@
+//! The web console in a real browser: `taskbridge serve` and `taskbridge sim` as child
+//! processes, headless Chromium driven over WebDriver (see `external/browser.rs`). A status
+//! manager signs in, sees an update a person made in a simulator mailbox, approves it (the
+//! value stays in the mailbox and reaches the plan), rejects another with a reason (the plan's
+//! value goes back to the mailbox); a manager of another project neither sees nor can act on
+//! it, even with a forged form; a form without the session's CSRF token changes nothing; the
+//! whole approval works from the keyboard. Screenshots at 1280 and 390 pixels wide go to
+//! `docs/screenshots/`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator, key::Key};
+use serde_json::Value;
+
+mod external;
+
+const BIN: &str = env!("CARGO_BIN_EXE_taskbridge");
+const SAMPLE_GUID: &str = "7D0C3E5A-9B21-4F6E-8A47-1C2D3E4F5A6B";
+const FERRY_GUID: &str = "2B7E51A0-6C3D-4E8F-9A10-B2C3D4E5F607";
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn taskbridge(dir: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    let mut child = Command::new(BIN)
+        .current_dir(dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run taskbridge");
+    {
+        let mut input = child.stdin.take().expect("stdin");
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).expect("write stdin");
+        }
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+async fn wait_until<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+async fn get_json(url: &str) -> Option<Value> {
+    let resp = reqwest::get(url).await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    resp.json().await.ok()
+}
+
+async fn patch(url: &str, body: &str) {
+    let resp = reqwest::Client::new()
+        .patch(url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("PATCH");
+    assert!(resp.status().is_success(), "{url}: {}", resp.status());
+}
+
+/// `taskbridge serve` in `d` under the sync policy `policy`.
+fn start_serve(d: &Path, policy: &str) -> Kill {
+    Kill(
+        Command::new(BIN)
+            .current_dir(d)
+            .arg("serve")
+            .env("TASKBRIDGE_SYNC_DEBOUNCE_MS", "100")
+            .env("TASKBRIDGE_SYNC_POLICY", policy)
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(d.join("serve.log"))
+                    .expect("serve log"),
+            )
+            .spawn()
+            .expect("start serve"),
+    )
+}
+
+/// The site: init, a second project beside the sample, both under approval, the simulator,
+/// three console accounts, and `serve`.
+struct Site {
+    dir: tempfile::TempDir,
+    _sim: Kill,
+    serve: Kill,
+    ews: u16,
+    admin: u16,
+}
+
+impl Site {
+    /// `wrong_password`: the simulator knows the service account by another password, so
+    /// every Exchange call is refused.
+    fn start(wrong_password: bool) -> Site {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        taskbridge(d, &["init", "--sample"], None);
+        let (ews, listen, admin) = (free_port(), free_port(), free_port());
+        let config = std::fs::read_to_string(d.join("taskbridge.toml")).expect("config");
+        let config = config
+            .replace("127.0.0.1:8443", &format!("127.0.0.1:{ews}"))
+            .replace("127.0.0.1:8081", &format!("127.0.0.1:{listen}"))
+            .replace("127.0.0.1:8082", &format!("127.0.0.1:{admin}"));
+        std::fs::write(d.join("taskbridge.toml"), config).expect("write config");
+        let password = std::fs::read_to_string(d.join("taskbridge-data/exchange.password"))
+            .expect("password written by init");
+        let mut sim = Kill(
+            Command::new(BIN)
+                .current_dir(d)
+                .args(["sim", "--listen", &format!("127.0.0.1:{ews}")])
+                .args(["--auth", "basic"])
+                .args([
+                    "--service",
+                    &format!(
+                        "taskbridge@sim.example:{}",
+                        if wrong_password {
+                            "not-the-password"
+                        } else {
+                            password.trim()
+                        }
+                    ),
+                ])
+                .args(["--user", "ann@example.com:a", "--user", "bob@example.com:b"])
+                .args(["--user", "chen@example.com:c"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start sim"),
+        );
+        let mut first = String::new();
+        BufReader::new(sim.0.stdout.take().expect("stdout"))
+            .read_line(&mut first)
+            .expect("sim prints its URL");
+        // A second project, for a second manager: the sample with another GUID, title and
+        // task names.
+        let sample = std::fs::read_to_string(d.join("sample-project.xml")).expect("sample");
+        let ferry = sample
+            .replace(SAMPLE_GUID, FERRY_GUID)
+            .replace("Harbour Bridge Refit", "Ferry Terminal Works")
+            .replace("Survey the north abutment", "Survey the ferry ramp")
+            .replace("Order bearing pads", "Order mooring lines")
+            .replace("Remove old expansion joint", "Remove old gangway")
+            .replace("Install bearing pads", "Install fenders");
+        std::fs::write(d.join("ferry.xml"), ferry).expect("write ferry");
+        for plan in ["sample-project.xml", "ferry.xml"] {
+            taskbridge(d, &["import", plan, "--time-zone", "Europe/Berlin"], None);
+        }
+        for guid in [SAMPLE_GUID, FERRY_GUID] {
+            taskbridge(d, &["projects", "set-policy", guid, "approval"], None);
+        }
+        taskbridge(
+            d,
+            &["users", "add", "root", "--role", "admin"],
+            Some("root password 1\n"),
+        );
+        taskbridge(
+            d,
+            &[
+                "users",
+                "add",
+                "mia",
+                "--role",
+                "manager",
+                "--project",
+                "Harbour Bridge Refit",
+            ],
+            Some("mia password 1\n"),
+        );
+        taskbridge(
+            d,
+            &[
+                "users",
+                "add",
+                "olaf",
+                "--role",
+                "manager",
+                "--project",
+                "Ferry Terminal Works",
+            ],
+            Some("olaf password 1\n"),
+        );
+        let serve = start_serve(d, "newer-wins");
+        Site {
+            dir,
+            _sim: sim,
+            serve,
+            ews,
+            admin,
+        }
+    }
+
+    fn console(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin)
+    }
+
+    fn sim(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/sim{path}", self.ews)
+    }
+
+    /// The mailbox task whose subject ends with `task`.
+    async fn task(&self, mailbox: &str, task: &str) -> Value {
+        let url = self.sim(&format!("/mailboxes/{mailbox}/tasks"));
+        wait_until(&format!("the task {task} in {mailbox}"), || {
+            let url = url.clone();
+            async move {
+                get_json(&url)
+                    .await?
+                    .as_array()?
+                    .iter()
+                    .find(|t| t["Subject"].as_str().is_some_and(|s| s.ends_with(task)))
+                    .cloned()
+            }
+        })
+        .await
+    }
+
+    /// Sets the percentage of `task` in `mailbox` as the person would.
+    async fn report(&self, mailbox: &str, task: &str, percent: u32) {
+        let t = self.task(mailbox, task).await;
+        let id = t["ItemId"]["Id"].as_str().expect("id");
+        patch(
+            &self.sim(&format!("/mailboxes/{mailbox}/tasks/{id}")),
+            &format!(r#"{{"PercentComplete": {percent}}}"#),
+        )
+        .await;
+    }
+
+    /// The store's status updates (`taskbridge updates --json`).
+    fn updates(&self) -> Vec<Value> {
+        let out = taskbridge(self.dir.path(), &["updates", "--json"], None);
+        serde_json::from_slice::<Value>(&out.stdout)
+            .expect("JSON")
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    async fn pending_for(&self, task: &str) -> Value {
+        wait_until(&format!("a pending update of {task}"), || {
+            let found = self
+                .updates()
+                .into_iter()
+                .find(|u| u["state"] == "pending" && u["task_name"] == task);
+            async move { found }
+        })
+        .await
+    }
+
+    fn update_state(&self, id: &str) -> (String, Value) {
+        let u = self
+            .updates()
+            .into_iter()
+            .find(|u| u["id"] == id)
+            .expect("the update");
+        (u["state"].as_str().unwrap_or("").to_owned(), u)
+    }
+}
+
+async fn browser(driver: &external::browser::Driver, name: &str, width: u32) -> Client {
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    ClientBuilder::new(connector)
+        .capabilities(driver.capabilities(name, width))
+        .connect(&driver.url)
+        .await
+        .expect("a WebDriver session")
+}
+
+async fn sign_in(c: &Client, site: &Site, name: &str, password: &str) {
+    c.goto(&site.console("/console/")).await.expect("goto");
+    c.find(Locator::Id("name"))
+        .await
+        .expect("name field")
+        .send_keys(name)
+        .await
+        .expect("type");
+    let field = c
+        .find(Locator::Id("password"))
+        .await
+        .expect("password field");
+    field.send_keys(password).await.expect("type");
+    field
+        .send_keys(&Key::Enter.to_string())
+        .await
+        .expect("enter");
+    wait_for_path(c, "/console/updates").await;
+}
+
+async fn wait_for_path(c: &Client, path: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let url = c.current_url().await.expect("url");
+        if url.path() == path {
+            return;
+        }
+        assert!(Instant::now() < deadline, "still on {url}, expected {path}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn text(c: &Client) -> String {
+    c.find(Locator::Css("body"))
+        .await
+        .expect("body")
+        .text()
+        .await
+        .expect("text")
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    let png = c.screenshot().await.expect("screenshot");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshot folder");
+    std::fs::write(dir.join(format!("{name}.png")), png).expect("write screenshot");
+}
+
+/// Posts a form built in the page (what a forged or foreign form sends): `fields` as hidden
+/// inputs, to `action`.
+async fn post_form(c: &Client, action: &str, fields: &[(&str, &str)]) {
+    let fields: Vec<Value> = fields
+        .iter()
+        .map(|(k, v)| serde_json::json!([k, v]))
+        .collect();
+    c.execute(
+        "const [action, fields] = arguments;
+         const f = document.createElement('form');
+         f.method = 'post'; f.action = action;
+         for (const [k, v] of fields) {
+           const i = document.createElement('input');
+           i.type = 'hidden'; i.name = k; i.value = v; f.appendChild(i);
+         }
+         document.body.appendChild(f); f.submit();",
+        vec![Value::from(action), Value::from(fields)],
+    )
+    .await
+    .expect("post a form");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+async fn csrf_of(c: &Client) -> String {
+    c.find(Locator::Css("input[name=csrf]"))
+        .await
+        .expect("a form")
+        .attr("value")
+        .await
+        .expect("attr")
+        .expect("a token")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_managers_decide_updates_in_the_console() {
+    taskbridge::ews::transport::install_crypto_provider();
+    let Some(driver) = external::browser::Driver::start("the web console in a browser") else {
+        return;
+    };
+    let mut site = Site::start(false);
+    wait_until("serve to be ready", || async {
+        let r = reqwest::get(site.console("/healthz")).await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+    wait_until("the subscriptions", || async {
+        (get_json(&site.sim("/subscriptions"))
+            .await?
+            .as_array()?
+            .len()
+            >= 3)
+            .then_some(())
+    })
+    .await;
+
+    // Ann reports 60 % on the harbour survey, Bob 40 % on the bearing pads, Ann 30 % on the
+    // ferry survey.
+    site.report("ann@example.com", "Survey the north abutment", 60)
+        .await;
+    site.report("bob@example.com", "Order bearing pads", 40)
+        .await;
+    site.report("ann@example.com", "Survey the ferry ramp", 30)
+        .await;
+    let survey = site.pending_for("Survey the north abutment").await;
+    let pads = site.pending_for("Order bearing pads").await;
+    let ferry = site.pending_for("Survey the ferry ramp").await;
+    let survey_id = survey["id"].as_str().expect("id").to_owned();
+    let pads_id = pads["id"].as_str().expect("id").to_owned();
+    let ferry_id = ferry["id"].as_str().expect("id").to_owned();
+
+    // Mia, manager of the harbour project, signs in and sees her two updates, not the ferry's.
+    let mia = browser(&driver, "mia", 1280).await;
+    sign_in(&mia, &site, "mia", "mia password 1").await;
+    let page = text(&mia).await;
+    assert!(page.contains("Harbour Bridge Refit"), "{page}");
+    assert!(page.contains("Survey the north abutment"), "{page}");
+    assert!(
+        page.contains("Ann Larsen") && page.contains("ann@example.com"),
+        "{page}"
+    );
+    assert!(page.contains("0% → 60%"), "{page}");
+    assert!(page.contains("Order bearing pads"), "{page}");
+    assert!(!page.contains("Ferry Terminal Works"), "{page}");
+    assert!(!page.contains("Survey the ferry ramp"), "{page}");
+    screenshot(&mia, "console-updates-1280").await;
+
+    // A form without the session's token changes nothing.
+    post_form(
+        &mia,
+        "/console/updates/decide",
+        &[
+            ("csrf", "forged"),
+            ("single", &format!("approve:{survey_id}")),
+        ],
+    )
+    .await;
+    let page = text(&mia).await;
+    assert!(page.contains("security token"), "{page}");
+    assert_eq!(site.update_state(&survey_id).0, "pending");
+    post_form(
+        &mia,
+        "/console/updates/decide",
+        &[("single", &format!("approve:{survey_id}"))],
+    )
+    .await;
+    assert!(text(&mia).await.contains("security token"));
+    assert_eq!(site.update_state(&survey_id).0, "pending");
+
+    // Mia cannot act on the ferry's update, with her own valid token and the id forged in.
+    mia.goto(&site.console("/console/updates"))
+        .await
+        .expect("goto");
+    let token = csrf_of(&mia).await;
+    post_form(
+        &mia,
+        "/console/updates/decide",
+        &[
+            ("csrf", &token),
+            ("project", SAMPLE_GUID),
+            ("single", &format!("approve:{ferry_id}")),
+        ],
+    )
+    .await;
+    let page = text(&mia).await;
+    assert!(
+        page.contains("no such update among your projects"),
+        "{page}"
+    );
+    // Nor with one of her own ids beside it: nothing of the form is done.
+    post_form(
+        &mia,
+        "/console/updates/decide",
+        &[
+            ("csrf", &token),
+            ("action", "approve"),
+            ("id", &pads_id),
+            ("id", &ferry_id),
+        ],
+    )
+    .await;
+    assert_eq!(site.update_state(&ferry_id).0, "pending");
+    assert_eq!(site.update_state(&pads_id).0, "pending");
+    // Nor switch the ferry project's policy or publish it.
+    post_form(
+        &mia,
+        "/console/projects/policy",
+        &[
+            ("csrf", &token),
+            ("project", FERRY_GUID),
+            ("policy", "auto"),
+        ],
+    )
+    .await;
+    assert!(text(&mia).await.contains("no such project"));
+    mia.goto(&site.console("/console/projects"))
+        .await
+        .expect("goto");
+    let page = text(&mia).await;
+    assert!(
+        page.contains("Harbour Bridge Refit") && !page.contains("Ferry"),
+        "{page}"
+    );
+
+    // Approve Ann's survey from the keyboard only: Tab to its Approve button, Enter.
+    mia.goto(&site.console("/console/updates"))
+        .await
+        .expect("goto");
+    let mut reached = false;
+    for _ in 0..40 {
+        mia.active_element()
+            .await
+            .expect("focus")
+            .send_keys(&Key::Tab.to_string())
+            .await
+            .expect("tab");
+        let focused = mia.active_element().await.expect("focus");
+        if focused.attr("value").await.ok().flatten().as_deref()
+            == Some(&format!("approve:{survey_id}"))
+        {
+            focused
+                .send_keys(&Key::Enter.to_string())
+                .await
+                .expect("enter");
+            reached = true;
+            break;
+        }
+    }
+    assert!(reached, "the Approve button is reachable with Tab");
+    wait_until("the approval", || {
+        let state = site.update_state(&survey_id).0;
+        async move { (state == "applied").then_some(()) }
+    })
+    .await;
+    let (_, approved) = site.update_state(&survey_id);
+    assert_eq!(approved["decider"], "mia");
+    let flash = mia
+        .find(Locator::Id("flash"))
+        .await
+        .expect("a message")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(flash, "1 update approved.");
+    // The value stays in Ann's mailbox and is the plan's now.
+    let task = site
+        .task("ann@example.com", "Survey the north abutment")
+        .await;
+    assert_eq!(task["PercentComplete"].as_f64(), Some(60.0), "{task}");
+
+    // Reject Bob's pads with a reason: the plan keeps its value, which goes back to his task.
+    let row = mia
+        .find(Locator::Css(&format!("input[value='{pads_id}']")))
+        .await
+        .expect("the row's checkbox");
+    row.click().await.expect("tick");
+    let form = mia
+        .find(Locator::Css(&format!(
+            "section[aria-labelledby='p-{}'] input[name=reason]",
+            SAMPLE_GUID.to_lowercase()
+        )))
+        .await
+        .expect("the reason field");
+    form.send_keys("The pads are not delivered yet")
+        .await
+        .expect("type");
+    mia.find(Locator::Css("button[value=reject]"))
+        .await
+        .expect("reject")
+        .click()
+        .await
+        .expect("click");
+    wait_until("the rejection", || {
+        let state = site.update_state(&pads_id).0;
+        async move { (state == "rejected").then_some(()) }
+    })
+    .await;
+    let (_, rejected) = site.update_state(&pads_id);
+    assert_eq!(rejected["reason"], "The pads are not delivered yet");
+    assert_eq!(rejected["decider"], "mia");
+    wait_until("the plan's value back in Bob's task", || async {
+        let t = site.task("bob@example.com", "Order bearing pads").await;
+        (t["PercentComplete"].as_f64() == Some(0.0)).then_some(())
+    })
+    .await;
+    let page = text(&mia).await;
+    assert!(page.contains("1 update rejected."), "{page}");
+    assert!(page.contains("Nothing waits for a decision."), "{page}");
+
+    // Olaf sees only the ferry's update; 390 pixels wide, as on a phone.
+    let olaf = browser(&driver, "olaf", 390).await;
+    sign_in(&olaf, &site, "olaf", "olaf password 1").await;
+    let page = text(&olaf).await;
+    assert!(page.contains("Survey the ferry ramp"), "{page}");
+    assert!(!page.contains("Harbour Bridge Refit"), "{page}");
+    screenshot(&olaf, "console-updates-390").await;
+
+    // A wrong password is refused, and the sixth try in a row is throttled.
+    let guest = browser(&driver, "guest", 1280).await;
+    for attempt in 1..=6 {
+        guest
+            .goto(&site.console("/console/signin"))
+            .await
+            .expect("goto");
+        guest
+            .find(Locator::Id("name"))
+            .await
+            .expect("name")
+            .send_keys("olaf")
+            .await
+            .expect("type");
+        let p = guest.find(Locator::Id("password")).await.expect("password");
+        p.send_keys("not the password").await.expect("type");
+        p.send_keys(&Key::Enter.to_string()).await.expect("enter");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let message = guest
+            .find(Locator::Id("signin-error"))
+            .await
+            .expect("an error")
+            .text()
+            .await
+            .expect("text");
+        if attempt <= 5 {
+            assert!(message.contains("not right"), "{attempt}: {message}");
+        } else {
+            assert!(message.contains("Too many failed sign-ins"), "{message}");
+        }
+    }
+    // The session cookie is HttpOnly and SameSite=Strict: not readable by the page's script.
+    let visible: Value = mia
+        .execute("return document.cookie", vec![])
+        .await
+        .expect("js");
+    assert_eq!(visible, Value::from(""), "cookies are HttpOnly");
+
+    // A conflict: with serve stopped, the plan says 25 % for Chen's bearing pads and Chen
+    // says 50 %; under the manual policy the restarted serve keeps it for a person.
+    site.serve.0.kill().expect("stop serve");
+    let _ = site.serve.0.wait();
+    let d = site.dir.path();
+    let plan = std::fs::read_to_string(d.join("sample-project.xml")).expect("sample");
+    let old = "<Work>PT32H0M0S</Work></Assignment>";
+    assert!(plan.contains(old));
+    let plan = plan.replace(
+        old,
+        "<Work>PT32H0M0S</Work><ActualWork>PT8H0M0S</ActualWork><RemainingWork>PT24H0M0S</RemainingWork><PercentWorkComplete>25</PercentWorkComplete></Assignment>",
+    );
+    std::fs::write(d.join("plan-v2.xml"), plan).expect("write plan");
+    taskbridge(
+        d,
+        &["import", "plan-v2.xml", "--time-zone", "Europe/Berlin"],
+        None,
+    );
+    site.report(
+        "chen@example.com",
+        "Harbour Bridge Refit: Install bearing pads",
+        50,
+    )
+    .await;
+    site.serve = start_serve(d, "manual");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = taskbridge(d, &["conflicts", "--json"], None);
+        let list: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        if list.as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        if Instant::now() > deadline {
+            let status = taskbridge(d, &["status", "--json"], None);
+            let audit = taskbridge(d, &["audit"], None);
+            let log = std::fs::read_to_string(d.join("serve.log")).unwrap_or_default();
+            panic!(
+                "no conflict\n{}\n{}\n{}",
+                String::from_utf8_lossy(&status.stdout),
+                String::from_utf8_lossy(&audit.stdout),
+                log.lines().rev().take(30).collect::<Vec<_>>().join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Olaf cannot settle it, with his own token and the conflict's id forged into a form.
+    let conflict_id = {
+        let out = taskbridge(d, &["conflicts", "--json"], None);
+        let list: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        list[0]["id"].as_str().expect("an id").to_owned()
+    };
+    sign_in(&olaf, &site, "olaf", "olaf password 1").await;
+    let token = csrf_of(&olaf).await;
+    post_form(
+        &olaf,
+        "/console/conflicts/resolve",
+        &[("csrf", &token), ("id", &conflict_id), ("take", "mailbox")],
+    )
+    .await;
+    assert!(
+        text(&olaf)
+            .await
+            .contains("no such conflict among your projects")
+    );
+    olaf.goto(&site.console("/console/conflicts"))
+        .await
+        .expect("goto");
+    assert!(text(&olaf).await.contains("No open conflicts."));
+    // The restart ended the sessions: Mia signs in again.
+    sign_in(&mia, &site, "mia", "mia password 1").await;
+    mia.goto(&site.console("/console/conflicts"))
+        .await
+        .expect("goto");
+    let page = text(&mia).await;
+    assert!(page.contains("Install bearing pads"), "{page}");
+    assert!(page.contains("25") && page.contains("50"), "{page}");
+    screenshot(&mia, "console-conflicts-1280").await;
+    mia.find(Locator::Css("button[name=take][value=pm]"))
+        .await
+        .expect("take the plan's")
+        .click()
+        .await
+        .expect("click");
+    wait_for_path(&mia, "/console/conflicts").await;
+    let page = text(&mia).await;
+    assert!(page.contains("the plan's value stands"), "{page}");
+    assert!(page.contains("No open conflicts."), "{page}");
+    wait_until("the plan's 25 % in Chen's task", || async {
+        let t = site
+            .task(
+                "chen@example.com",
+                "Harbour Bridge Refit: Install bearing pads",
+            )
+            .await;
+        (t["PercentComplete"].as_f64() == Some(25.0)).then_some(())
+    })
+    .await;
+
+    // The audit, searched by person: Bob's rejected pads, none of Ann's decisions, nothing of
+    // the ferry project.
+    mia.goto(&site.console("/console/audit?person=bob"))
+        .await
+        .expect("goto");
+    let page = text(&mia).await;
+    assert!(page.contains("Order bearing pads"), "{page}");
+    assert!(!page.contains("ann@example.com"), "{page}");
+    mia.goto(&site.console("/console/audit"))
+        .await
+        .expect("goto");
+    let page = text(&mia).await;
+    assert!(page.contains("Survey the north abutment"), "{page}");
+    assert!(!page.contains("ferry"), "{page}");
+    // Sync health is the admins': each mailbox with its subscription.
+    mia.goto(&site.console("/console/health"))
+        .await
+        .expect("goto");
+    assert!(text(&mia).await.contains("Sync health is for admins."));
+    sign_in(&guest, &site, "root", "root password 1").await;
+    guest
+        .goto(&site.console("/console/health"))
+        .await
+        .expect("goto");
+    let row = guest
+        .find(Locator::Css("tr[data-mailbox='chen@example.com']"))
+        .await
+        .expect("Chen's mailbox")
+        .text()
+        .await
+        .expect("text");
+    assert!(row.contains("active"), "{row}");
+    screenshot(&guest, "console-health-1280").await;
+
+    for c in [mia, olaf, guest] {
+        let _ = c.close().await;
+    }
+    let _ = PathBuf::new();
+}
+
+/// The value of cookie `name` in the `Set-Cookie` headers of `resp`, with its attributes.
+fn set_cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(str::to_owned)
+}
+
+fn cookie_value(set_cookie: &str) -> &str {
+    set_cookie
+        .split(';')
+        .next()
+        .and_then(|kv| kv.split_once('='))
+        .map(|(_, v)| v)
+        .unwrap_or("")
+}
+
+/// When Exchange refuses the service account, `/healthz` says degraded with the reason and the
+/// console's header says so on every page. Plain HTTP, no browser: the sign-in is the form a
+/// browser would post, cookies as it would keep them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_header_says_when_exchange_refuses_the_credentials() {
+    taskbridge::ews::transport::install_crypto_provider();
+    let site = Site::start(true);
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let reason = wait_until("/healthz to say degraded", || async {
+        let r = reqwest::get(site.console("/healthz")).await.ok()?;
+        let status = r.status().as_u16();
+        let body = r.text().await.ok()?;
+        (status == 503 && body.starts_with("degraded: "))
+            .then(|| body["degraded: ".len()..].to_owned())
+    })
+    .await;
+    // Not signed in: the pages send to the sign-in form.
+    let r = client
+        .get(site.console("/console/updates"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(r.headers()["location"], "/console/signin");
+    // Sign in as the admin.
+    let r = client
+        .get(site.console("/console/signin"))
+        .send()
+        .await
+        .expect("GET");
+    let signin_cookie = set_cookie(&r, "tb_signin").expect("a sign-in cookie");
+    assert!(signin_cookie.contains("HttpOnly") && signin_cookie.contains("SameSite=Strict"));
+    let html = r.text().await.expect("page");
+    let token = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the form's token")
+        .to_owned();
+    let r = client
+        .post(site.console("/console/signin"))
+        .header(
+            "cookie",
+            format!("tb_signin={}", cookie_value(&signin_cookie)),
+        )
+        .form(&[
+            ("csrf", token.as_str()),
+            ("name", "root"),
+            ("password", "root password 1"),
+        ])
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status().as_u16(), 303);
+    let session = set_cookie(&r, "tb_session").expect("a session cookie");
+    assert!(
+        session.contains("HttpOnly")
+            && session.contains("SameSite=Strict")
+            && !session.contains("Secure"),
+        "{session}"
+    );
+    for page in [
+        "/console/updates",
+        "/console/projects",
+        "/console/conflicts",
+    ] {
+        let r = client
+            .get(site.console(page))
+            .header("cookie", format!("tb_session={}", cookie_value(&session)))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(r.status().as_u16(), 200, "{page}");
+        let html = r.text().await.expect("page");
+        let banner = html
+            .split("id=\"health-banner\">")
+            .nth(1)
+            .and_then(|rest| rest.split("</div>").next())
+            .unwrap_or_else(|| panic!("no health banner on {page}: {html}"));
+        assert!(banner.contains("Sync degraded"), "{banner}");
+        // The reason as /healthz gives it (HTML-escaped in the page).
+        let first_words: String = reason.chars().take(20).collect();
+        let escaped = first_words
+            .replace('&', "&amp;")
+            .replace('"', "&#34;")
+            .replace('\'', "&#39;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
+        assert!(banner.contains(&escaped), "{banner} / {reason}");
+    }
+}
