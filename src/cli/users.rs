@@ -177,7 +177,7 @@ fn resolve_projects(
         return Ok(Vec::new());
     }
     runtime()?.block_on(async {
-        let host = open_existing_store(&raw.data_dir).await?;
+        let host = open_existing_store(raw).await?;
         let mut out = Vec::new();
         for p in typed {
             let guid = names::project(&host, p).await;
