@@ -160,6 +160,7 @@ impl<H: PmHost> Connector<H> {
         let store = EwsMailboxStore::new(client.clone(), Arc::new(config.table.clone()), limits);
         let state = config.state.open()?;
         info!(state = %config.state.describe(), "sync state store");
+        let shared = matches!(config.state, StateLocation::Postgres { .. });
         let mut sync = config.sync;
         if let Some(l) = &config.listener {
             sync.push = Some(PushSettings {
@@ -174,10 +175,15 @@ impl<H: PmHost> Connector<H> {
         let lease = sync.lease;
         let engine = Engine::new(host, store, state, config.table, sync);
         // Every serve is an instance of a cluster, alone on SQLite (it then holds every
-        // lease): one code path whatever the store.
+        // lease): one code path whatever the store. Only a shared store makes a notification on
+        // a subscription unknown here possibly another instance's.
         let instance = InstanceId::generate();
         info!(%instance, "instance id");
-        engine.join_cluster(instance, lease);
+        if shared {
+            engine.join_cluster(instance, lease);
+        } else {
+            engine.run_alone(instance, lease);
+        }
         let engine_for_health = engine.clone();
         Ok(Connector {
             engine,

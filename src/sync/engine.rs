@@ -342,13 +342,25 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     /// every commit about a mailbox is fenced by its lease. With one instance (SQLite) it holds
     /// every lease. Call it before `run`; a second call changes nothing.
     pub fn join_cluster(&self, me: InstanceId, timing: LeaseTiming) {
+        self.hold_leases(me, timing);
+        self.inner.runtime.set_clustered();
+    }
+
+    /// Runs this engine as the one instance of a store no other process shares (an SQLite
+    /// file): the same lease code path as [`Engine::join_cluster`], holding every lease, but a
+    /// notification on a subscription unknown here is refused (Unsubscribe) at once, since no
+    /// other instance can know it. Call it before `run`.
+    pub fn run_alone(&self, me: InstanceId, timing: LeaseTiming) {
+        self.hold_leases(me, timing);
+    }
+
+    fn hold_leases(&self, me: InstanceId, timing: LeaseTiming) {
         let _ = self.inner.cluster.set(Arc::new(Cluster {
             me,
             timing,
             held: Mutex::default(),
             valid_until: Mutex::new(None),
         }));
-        self.inner.runtime.set_clustered();
     }
 
     /// This instance's id, when it is part of a cluster.
