@@ -79,20 +79,20 @@ async fn a_notification_received_by_the_other_instance_reaches_the_owner_once() 
     b.join_cluster(InstanceId::new("b"), TIMING);
     let (stop_a, run_a) = run(&a);
     let (stop_b, run_b) = run(&b);
-    // Three mailboxes over two instances: two and one, every mailbox held once.
-    let (held_a, held_b) = wait_for("the leases never settled", async || {
-        let (ha, hb) = (a.leases_held()?, b.leases_held()?);
-        (ha.len() + hb.len() == 3 && !ha.is_empty() && !hb.is_empty()).then_some((ha, hb))
-    })
+    // Three mailboxes over two instances settle at two and one (the remainder goes to the
+    // first id), every mailbox held once. On the way an instance that started first may hold
+    // more than its share until its next round hands the surplus back.
+    let (held_a, held_b) = wait_for(
+        "the leases never settled at two for a and one for b",
+        async || {
+            let (ha, hb) = (a.leases_held()?, b.leases_held()?);
+            (ha.len() == 2 && hb.len() == 1).then_some((ha, hb))
+        },
+    )
     .await;
     assert!(
         held_a.iter().all(|m| !held_b.contains(m)),
         "{held_a:?} {held_b:?}"
-    );
-    assert_eq!(
-        (held_a.len(), held_b.len()),
-        (2, 1),
-        "the remainder goes to the first id"
     );
     // An edit in b's mailbox; Exchange's notification reaches a (the load balancer's pick).
     let mailbox = held_b[0].clone();
