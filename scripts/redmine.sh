@@ -89,8 +89,10 @@ start() {
   fi
   prepare
   rm -f "$dir/server.pid"
-  (cd "$app" && setsid ruby bin/rails server -u webrick -b 127.0.0.1 -p "$port" \
-      -P "$dir/server.pid" >"$dir/server.log" 2>&1 < /dev/null &)
+  # Every descriptor of the background part goes to the log: a caller reading this script's
+  # output (a test harness) would otherwise wait for an end of file that never comes.
+  (cd "$app" && exec setsid ruby bin/rails server -u webrick -b 127.0.0.1 -p "$port" \
+      -P "$dir/server.pid") >"$dir/server.log" 2>&1 </dev/null &
   for _ in $(seq 1 180); do
     if answering; then
       report
