@@ -24,7 +24,7 @@ use http::HeaderValue;
 
 use crate::error::Error;
 use crate::secret::Secret;
-use crate::transport::http::{HttpResponse, SoapRequest, Wire};
+use crate::transport::http::{DedicatedConnection, HttpResponse, SoapRequest, Wire};
 
 /// How the client authenticates to the EWS endpoint.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -219,6 +219,42 @@ impl Authenticator {
         match self {
             Authenticator::Bearer(source) => source.fetches().await,
             _ => 0,
+        }
+    }
+}
+
+/// One in-flight slot of a connection-authenticating scheme (NTLM, Negotiate): a connection and
+/// whether it is authenticated.
+pub(crate) struct Slot {
+    pub(crate) conn: Option<DedicatedConnection>,
+    pub(crate) authenticated: bool,
+}
+
+/// The free slots of one client's connection-authenticating scheme. A std Mutex: held only to
+/// push or pop a slot, never across an await. The limiter caps requests in flight, so the
+/// number of slots never exceeds `total_in_flight`.
+#[derive(Default)]
+pub(crate) struct Slots {
+    free: std::sync::Mutex<Vec<Slot>>,
+}
+
+impl Slots {
+    /// A free slot, an authenticated one first (they are kept at the end).
+    pub(crate) fn take(&self) -> Slot {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        free.pop().unwrap_or(Slot {
+            conn: None,
+            authenticated: false,
+        })
+    }
+
+    /// Returns a slot: authenticated at the end, to be used first; others at the front.
+    pub(crate) fn put_back(&self, slot: Slot) {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.authenticated {
+            free.push(slot);
+        } else {
+            free.insert(0, slot);
         }
     }
 }

@@ -18,7 +18,6 @@
 //! tickets itself. A 401 answering a token is final (a ticket is not a password: retrying
 //! cannot help); a 401 on a connection authenticated before redoes the handshake once.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine;
@@ -27,6 +26,7 @@ use http::{HeaderMap, HeaderValue};
 use tracing::{debug, info};
 
 use super::gssapi::{self, GssError, Initiator};
+use super::{Slot, Slots};
 use crate::error::Error;
 use crate::transport::http::{DedicatedConnection, HttpResponse, SoapRequest, Wire};
 
@@ -86,18 +86,11 @@ fn offered(headers: &HeaderMap) -> String {
     .offered_schemes()
 }
 
-/// One in-flight slot: a connection and whether it is authenticated.
-struct Slot {
-    conn: Option<DedicatedConnection>,
-    authenticated: bool,
-}
-
 /// The Negotiate connections of one client.
 pub(crate) struct NegotiatePool {
     /// The service in GSSAPI's host-based form, `HTTP@host`.
     service: String,
-    // A std Mutex: held only to push or pop a slot, never across an await.
-    free: Mutex<Vec<Slot>>,
+    free: Slots,
     handshakes: AtomicU64,
 }
 
@@ -108,7 +101,7 @@ impl NegotiatePool {
         gssapi::available()?;
         Ok(NegotiatePool {
             service: host_based_name(spn)?,
-            free: Mutex::new(Vec::new()),
+            free: Slots::default(),
             handshakes: AtomicU64::new(0),
         })
     }
@@ -124,32 +117,15 @@ impl NegotiatePool {
         wire: &Wire,
         req: &SoapRequest<'_>,
     ) -> Result<HttpResponse, Error> {
-        let mut slot = self.take();
+        let mut slot = self.free.take();
         let result = self.send_on_slot(wire, &mut slot, req).await;
         if result.is_err() {
             // The connection is in an unknown state; the next user of the slot starts afresh.
             slot.conn = None;
             slot.authenticated = false;
         }
-        self.put_back(slot);
+        self.free.put_back(slot);
         result
-    }
-
-    fn take(&self) -> Slot {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        free.pop().unwrap_or(Slot {
-            conn: None,
-            authenticated: false,
-        })
-    }
-
-    fn put_back(&self, slot: Slot) {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.authenticated {
-            free.push(slot);
-        } else {
-            free.insert(0, slot);
-        }
     }
 
     async fn send_on_slot(

@@ -10,7 +10,6 @@
 //! redoes the handshake once. A 401 answering AUTHENTICATE is final: a wrong password fails
 //! after exactly one handshake, so an account is never locked out by retries.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine;
@@ -21,6 +20,7 @@ use tracing::{debug, info};
 use rand::RngCore;
 
 use super::ntlm_message;
+use super::{Slot, Slots};
 use crate::error::Error;
 use crate::secret::Secret;
 use crate::transport::channel_binding::ChannelBindings;
@@ -126,18 +126,10 @@ fn token_header(bytes: &[u8]) -> Result<HeaderValue, Error> {
     Ok(value)
 }
 
-/// One in-flight slot: a connection and whether it is authenticated.
-struct Slot {
-    conn: Option<DedicatedConnection>,
-    authenticated: bool,
-}
-
 /// The NTLM connections of one client (one credential).
 pub(crate) struct NtlmPool {
     creds: NtlmCredentials,
-    // A std Mutex: held only to push or pop a slot, never across an await. The limiter caps
-    // requests in flight, so the number of slots never exceeds `total_in_flight`.
-    free: Mutex<Vec<Slot>>,
+    free: Slots,
     handshakes: AtomicU64,
 }
 
@@ -145,7 +137,7 @@ impl NtlmPool {
     pub(crate) fn new(creds: NtlmCredentials) -> Self {
         NtlmPool {
             creds,
-            free: Mutex::new(Vec::new()),
+            free: Slots::default(),
             handshakes: AtomicU64::new(0),
         }
     }
@@ -161,7 +153,7 @@ impl NtlmPool {
         wire: &Wire,
         req: &SoapRequest<'_>,
     ) -> Result<HttpResponse, Error> {
-        let mut slot = self.take();
+        let mut slot = self.free.take();
         let result = self.send_on_slot(wire, &mut slot, req).await;
         if matches!(
             result,
@@ -171,26 +163,8 @@ impl NtlmPool {
             slot.conn = None;
             slot.authenticated = false;
         }
-        self.put_back(slot);
+        self.free.put_back(slot);
         result
-    }
-
-    fn take(&self) -> Slot {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        // Authenticated slots are kept at the end, so they are used first.
-        free.pop().unwrap_or(Slot {
-            conn: None,
-            authenticated: false,
-        })
-    }
-
-    fn put_back(&self, slot: Slot) {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.authenticated {
-            free.push(slot);
-        } else {
-            free.insert(0, slot);
-        }
     }
 
     async fn send_on_slot(
