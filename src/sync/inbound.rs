@@ -530,6 +530,28 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 Metrics::add(&metrics.updates_rejected, 1);
                 info!(key = %row.key, %reason, "status update rejected; restoring PM values");
                 round.pm_decided(&self.inner.table, pass.cache, row.key, assignment);
+                // The audit said the mailbox's values were taken; it also says that the PM
+                // side refused them, and its reason (a validation message, a rule of the
+                // host), so that nothing a person reported disappears without a trace.
+                let target = round.target();
+                let note = format!("rejected by the PM side: {reason}");
+                let records = round
+                    .decision
+                    .take
+                    .iter()
+                    .map(|f| AuditRecord {
+                        at: round.now,
+                        key: row.key,
+                        mailbox: pass.mailbox.clone(),
+                        field: *f,
+                        pm_value: field_text(&target, *f),
+                        mail_value: field_text(&round.sides.mail, *f),
+                        rule: DecisionRule::Rejected,
+                        winner: Side::Pm,
+                        note: Some(note.clone()),
+                    })
+                    .collect();
+                self.inner.state.append_audit(records).await?;
                 Ok(None)
             }
         }
