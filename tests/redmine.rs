@@ -17,10 +17,11 @@ use taskbridge::ews::client::{EwsClient, EwsClientConfig};
 use taskbridge::ews::transport::Auth;
 use taskbridge::exchange::EwsMailboxStore;
 use taskbridge::mapping::{FieldTable, MappingConfig};
+use taskbridge::pm::embedded::{UpdateFilter, UpdateState};
 use taskbridge::pm::redmine::{RedmineConfig, RedmineHost, project_guid};
-use taskbridge::pm::{HostEvent, PmHost, ProjectGuid};
+use taskbridge::pm::{HostEvent, PmHost, ProjectGuid, UpdateOutcome};
 use taskbridge::secret::Secret;
-use taskbridge::state::{MailboxAddress, SqliteStore};
+use taskbridge::state::{MailboxAddress, SqliteStore, StateStore};
 use taskbridge::sync::{BatchLimits, Engine, PublishOptions, SyncConfig};
 use taskbridge_sim::{SimConfig, SimHandle};
 
@@ -29,6 +30,8 @@ type RedmineEngine = Engine<RedmineHost, EwsMailboxStore<EwsClient>, SqliteStore
 /// One test's world: a Redmine project with its members, the simulator with their mailboxes,
 /// and an engine over the Redmine host.
 struct World {
+    /// The host's settings (to connect a second host, as another process would).
+    config: RedmineConfig,
     redmine: Redmine,
     sim: SimHandle,
     host: RedmineHost,
@@ -44,6 +47,16 @@ struct World {
 
 /// A fresh world of `members` people, or `None` when Redmine is not installed.
 async fn world(what: &str, members: usize, fields: &[(&str, &str)]) -> Option<World> {
+    world_with(what, members, fields, false).await
+}
+
+/// [`world`], with status updates waiting for approval when `approval`.
+async fn world_with(
+    what: &str,
+    members: usize,
+    fields: &[(&str, &str)],
+    approval: bool,
+) -> Option<World> {
     let redmine = Redmine::start(what)?;
     let turn = external::redmine::TURN.lock().await;
     let tag = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
@@ -66,8 +79,10 @@ async fn world(what: &str, members: usize, fields: &[(&str, &str)]) -> Option<Wo
         vec![identifier.clone()],
     );
     config.poll_interval = Duration::from_millis(300);
-    let host = RedmineHost::connect(config).expect("host");
     let dir = tempfile::tempdir().expect("tempdir");
+    config.updates_file = Some(dir.path().join("redmine-updates.sqlite"));
+    config.approval = approval;
+    let host = RedmineHost::connect(config.clone()).expect("host");
     let mut mapping = MappingConfig::default();
     for (field, setting) in fields {
         mapping.fields.insert(
@@ -94,6 +109,7 @@ async fn world(what: &str, members: usize, fields: &[(&str, &str)]) -> Option<Wo
     };
     let engine = Engine::new(host.clone(), store, state, table, sync);
     Some(World {
+        config,
         guid: project_guid(&redmine.url, &identifier),
         redmine,
         sim,
@@ -503,4 +519,342 @@ async fn redmine_down_is_unavailable_and_reported_until_it_answers() {
         "{e}"
     );
     assert!(host.last_error().is_some_and(|e| e.contains("unreachable")));
+}
+
+/// The key of member `user`'s one assignment in this world.
+fn key_of(w: &World, issue: i64, user: usize) -> taskbridge::pm::AssignmentKey {
+    taskbridge::pm::AssignmentKey {
+        project: w.guid,
+        assignment: taskbridge::pm::redmine::assignment_uid(issue, w.users[user].2),
+    }
+}
+
+#[tokio::test]
+async fn approval_holds_the_update_until_approved_in_another_process_naming_the_approver() {
+    let Some(w) = world_with("approval of status updates", 1, &[], true).await else {
+        return;
+    };
+    let issue = w.issue(0, json!({"estimated_hours": 10})).await;
+    w.publish().await;
+    w.edit(0, json!({"PercentComplete": 40, "ActualWork": 90}))
+        .await;
+    let report = w.sync(0).await;
+    assert_eq!(report.pending, 1, "{report:?}");
+    // Nothing reached Redmine yet.
+    assert_eq!(w.redmine.read_issue(issue).await["done_ratio"], 0);
+    assert!(w.redmine.time_entries(issue).await.is_empty());
+
+    // Another process (`taskbridge updates approve` in a shell) opens the same record.
+    let other = RedmineHost::connect(w.config.clone()).expect("second host");
+    let pending = other
+        .status_updates(UpdateFilter::pending())
+        .await
+        .expect("list");
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0].key, key_of(&w, issue, 0));
+    assert_eq!(
+        pending[0].task_name.as_deref(),
+        Some(format!("#{issue} Fit the rails").as_str())
+    );
+    let mut events = w.host.subscribe();
+    let outcome = other
+        .approve(&pending[0].id, "Status Manager", false)
+        .await
+        .expect("approve");
+    assert!(
+        matches!(outcome, UpdateOutcome::Applied { .. }),
+        "{outcome:?}"
+    );
+    let again = other.approve(&pending[0].id, "Status Manager", false).await;
+    assert!(
+        matches!(
+            again,
+            Err(taskbridge::pm::redmine::RedmineError::NotPending { .. })
+        ),
+        "{again:?}"
+    );
+    // Applied to Redmine, the approver named in the journal and on the time entry.
+    let i = w.redmine.read_issue(issue).await;
+    assert_eq!(i["done_ratio"], 40);
+    let journal = w
+        .redmine
+        .get(&format!("/issues/{issue}.json?include=journals"))
+        .await;
+    let notes: Vec<String> = journal["issue"]["journals"]
+        .as_array()
+        .expect("journals")
+        .iter()
+        .filter_map(|j| j["notes"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("approved by Status Manager")),
+        "{notes:?}"
+    );
+    let entries = w.redmine.time_entries(issue).await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["hours"].as_f64(), Some(1.5));
+    assert!(
+        entries[0]["comments"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("approved by Status Manager"),
+        "{entries:?}"
+    );
+    // The serving host relays the decision taken elsewhere to its engine.
+    let decided = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.recv().await {
+                Ok(HostEvent::UpdateDecided { key, outcome }) => break (key, outcome),
+                Ok(_) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await
+    .expect("the decision is relayed");
+    assert_eq!(decided.0, key_of(&w, issue, 0));
+    let mapped = w
+        .engine
+        .map_back(decided.0, &decided.1)
+        .await
+        .expect("map back");
+    assert_eq!(mapped.applied, 1, "{mapped:?}");
+    let t = w.task(0).await;
+    assert_eq!(t["PercentComplete"], 40.0);
+    assert_eq!(t["ActualWork"], 90);
+    let listed = w
+        .host
+        .status_updates(UpdateFilter::default())
+        .await
+        .expect("list");
+    assert_eq!(listed[0].state, UpdateState::Applied);
+    assert_eq!(listed[0].decider.as_deref(), Some("Status Manager"));
+}
+
+#[tokio::test]
+async fn a_rejected_update_puts_redmine_values_back_and_keeps_the_reason() {
+    let Some(w) = world_with("rejecting a status update", 1, &[], true).await else {
+        return;
+    };
+    let issue = w
+        .issue(0, json!({"estimated_hours": 4, "done_ratio": 10}))
+        .await;
+    w.publish().await;
+    w.edit(0, json!({"PercentComplete": 90})).await;
+    assert_eq!(w.sync(0).await.pending, 1);
+    let pending = w
+        .host
+        .status_updates(UpdateFilter::pending())
+        .await
+        .expect("list");
+    let outcome = w
+        .host
+        .reject(&pending[0].id, "Status Manager", Some("not that far yet"))
+        .await
+        .expect("reject");
+    let UpdateOutcome::Rejected { reason, .. } = &outcome else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!(reason, "not that far yet");
+    let mapped = w
+        .engine
+        .map_back(key_of(&w, issue, 0), &outcome)
+        .await
+        .expect("map back");
+    assert_eq!(mapped.rejected, 1, "{mapped:?}");
+    assert_eq!(w.task(0).await["PercentComplete"], 10.0);
+    assert_eq!(w.redmine.read_issue(issue).await["done_ratio"], 10);
+    let listed = w
+        .host
+        .status_updates(UpdateFilter::default())
+        .await
+        .expect("list");
+    assert_eq!(listed[0].state, UpdateState::Rejected);
+    assert_eq!(listed[0].reason.as_deref(), Some("not that far yet"));
+    // The record survives the process: a new host reads it from the file.
+    drop(w.host.clone());
+    let again = RedmineHost::connect(w.config.clone()).expect("host");
+    let listed = again
+        .status_updates(UpdateFilter::default())
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].reason.as_deref(), Some("not that far yet"));
+}
+
+#[tokio::test]
+async fn time_booked_in_redmine_is_noticed_by_the_poll_and_reaches_actual_work() {
+    let Some(w) = world("time booked in Redmine", 1, &[]).await else {
+        return;
+    };
+    let issue = w.issue(0, json!({"estimated_hours": 8})).await;
+    w.publish().await;
+    assert_eq!(w.task(0).await["ActualWork"], 0);
+    let before = w.redmine.read_issue(issue).await["updated_on"].clone();
+    // Let the poller take its first look before the booking.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut events = w.host.subscribe();
+    w.redmine
+        .call(
+            reqwest::Method::POST,
+            "/time_entries.json",
+            Some(json!({"time_entry": {"issue_id": issue, "hours": 2, "activity_id": 9}})),
+        )
+        .await;
+    // Redmine does not move the issue's updated_on for a time entry.
+    assert_eq!(w.redmine.read_issue(issue).await["updated_on"], before);
+    let event = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match events.recv().await {
+                Ok(HostEvent::ProjectPublished { project }) if project == w.guid => break,
+                Ok(_) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await;
+    assert!(event.is_ok(), "no event for the booked time");
+    w.publish().await;
+    assert_eq!(w.task(0).await["ActualWork"], 120);
+}
+
+#[tokio::test]
+async fn redmine_validation_error_is_in_the_audit_log_with_redmine_reason() {
+    let Some(w) = world("a 422 in the audit", 1, &[("due_date", "both")]).await else {
+        return;
+    };
+    let issue = w
+        .issue(
+            0,
+            json!({"start_date": "2026-03-10", "due_date": "2026-03-20"}),
+        )
+        .await;
+    w.publish().await;
+    w.edit(0, json!({"DueDate": "2026-03-05T00:00:00Z"})).await;
+    assert_eq!(w.sync(0).await.rejected, 1);
+    let audit = w.engine.state().audit(Some(w.guid)).await.expect("audit");
+    let rejected: Vec<_> = audit
+        .iter()
+        .filter(|a| a.rule == taskbridge::state::DecisionRule::Rejected)
+        .collect();
+    assert_eq!(rejected.len(), 1, "{audit:?}");
+    let note = rejected[0].note.clone().unwrap_or_default();
+    // Redmine's own words (its English message for a due date before the start date).
+    assert!(
+        note.contains("Due date must be greater than start date"),
+        "{note}"
+    );
+    assert_eq!(rejected[0].key, key_of(&w, issue, 0));
+}
+
+/// A TLS front for the real Redmine with the test certificate (for `localhost`, signed by the
+/// test CA), as a reverse proxy on the Redmine machine would be.
+async fn tls_front(redmine: &str) -> String {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
+    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(
+        std::fs::File::open(format!("{dir}/server.pem")).expect("cert"),
+    ))
+    .collect::<Result<Vec<_>, _>>()
+    .expect("certs");
+    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
+        std::fs::File::open(format!("{dir}/server.key")).expect("key"),
+    ))
+    .expect("key")
+    .expect("a key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let upstream = redmine
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    format!("https://localhost:{port}")
+}
+
+#[tokio::test]
+async fn tls_to_redmine_trusts_pm_ca_file_and_plain_http_to_another_host_is_refused() {
+    let Some(w) = world("TLS to Redmine", 1, &[]).await else {
+        return;
+    };
+    let identifier = w
+        .redmine
+        .get(&format!("/projects/{}.json", w.project))
+        .await["project"]["identifier"]
+        .as_str()
+        .expect("identifier")
+        .to_string();
+    let url = tls_front(&w.redmine.url).await;
+    let config = |tls: Option<rustls::ClientConfig>| {
+        let mut c = RedmineConfig::new(
+            url.clone(),
+            Secret::new(w.redmine.key.clone()),
+            vec![identifier.clone()],
+        );
+        c.tls = tls;
+        c.timeout = Duration::from_secs(10);
+        c
+    };
+    let ca =
+        taskbridge::ews::transport::rustls_client_config(&taskbridge::ews::transport::TlsConfig {
+            extra_ca_file: Some(
+                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls/ca.pem").into(),
+            ),
+            ..Default::default()
+        })
+        .expect("tls config");
+    let lines = RedmineHost::connect(config(Some(ca)))
+        .expect("host")
+        .check()
+        .await
+        .expect("Redmine over TLS with the private CA");
+    assert!(lines.iter().any(|l| l.contains(&identifier)), "{lines:?}");
+    // Without the CA the certificate is not trusted: verification is on.
+    let e = RedmineHost::connect(config(None))
+        .expect("host")
+        .check()
+        .await
+        .expect_err("an untrusted certificate");
+    assert!(
+        matches!(e, taskbridge::pm::redmine::RedmineError::Unreachable(_)),
+        "{e}"
+    );
+    // The key never goes over plain http:// to another machine.
+    let e = RedmineHost::connect(RedmineConfig::new(
+        "http://redmine.example.com",
+        Secret::new("k".to_string()),
+        vec!["p".into()],
+    ))
+    .expect_err("plain http to another host");
+    assert!(
+        matches!(e, taskbridge::pm::redmine::RedmineError::PlainHttp { .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("https://"), "{e}");
 }

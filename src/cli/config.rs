@@ -300,7 +300,8 @@ pub struct RawPm {
     pub password_env: String,
     /// File holding the PM database's password (used when the variable is unset).
     pub password_file: String,
-    /// Extra trusted CA certificates (PEM) for the PM database's TLS.
+    /// Extra trusted CA certificates (PEM) for the PM database's TLS, or Redmine's
+    /// (`kind = "redmine"`).
     pub ca_file: String,
     /// Environment variable holding the Redmine administrator's API key.
     pub api_key_env: String,
@@ -858,6 +859,24 @@ impl RawConfig {
         config.statuses = pm.statuses.clone();
         config.closed_status = pm.closed_status.clone();
         config.activity = pm.activity.clone();
+        if !pm.ca_file.is_empty() {
+            let tls = taskbridge::ews::transport::rustls_client_config(
+                &taskbridge::ews::transport::TlsConfig {
+                    extra_ca_file: Some(PathBuf::from(&pm.ca_file)),
+                    ..Default::default()
+                },
+            )
+            .map_err(|e| bad("pm.ca_file", e.to_string()))?;
+            config.tls = Some(tls);
+        }
+        // Redmine has no approval of status updates: taskbridge keeps them (pending ones, and
+        // every outcome for resubmissions) in a file of its own in the data directory.
+        config.updates_file = Some(self.data_path(REDMINE_UPDATES_FILE));
+        config.approval = match pm.default_policy.as_str() {
+            "auto" => false,
+            "approval" => true,
+            _ => return Err(bad("pm.default_policy", "must be auto or approval")),
+        };
         if pm.poll_interval_secs == 0 {
             return Err(bad("pm.poll_interval_secs", "must be at least 1"));
         }
@@ -1304,6 +1323,9 @@ impl RawConfig {
         Ok(())
     }
 }
+
+/// The file in the data directory where taskbridge keeps the Redmine host's status updates.
+pub const REDMINE_UPDATES_FILE: &str = "redmine-updates.sqlite";
 
 #[cfg(test)]
 mod tests {

@@ -1,12 +1,14 @@
-//! `taskbridge updates`: task status updates of the embedded PM store, and the status manager's
-//! approve and reject.
+//! `taskbridge updates`: task status updates of the PM host, and the status manager's approve
+//! and reject: those of the embedded PM store, or, with `[pm] kind = "redmine"`, those
+//! taskbridge keeps for Redmine (which has no approval of its own).
 
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
 use taskbridge::pm::embedded::{EmbeddedHost, StatusUpdateRecord, UpdateFilter, UpdateState};
-use taskbridge::pm::{AssignmentField, FieldValue, StatusUpdateId, UpdateOutcome};
+use taskbridge::pm::redmine::RedmineHost;
+use taskbridge::pm::{AssignmentField, FieldValue, ProjectGuid, StatusUpdateId, UpdateOutcome};
 
 use super::table::{Column, Table, hours};
 
@@ -68,10 +70,88 @@ pub enum UpdatesCommand {
     },
 }
 
+/// Where the status updates are: the embedded store, or taskbridge's record for Redmine.
+enum Desk {
+    Embedded(EmbeddedHost),
+    Redmine(RedmineHost),
+}
+
+impl Desk {
+    async fn list(&self, filter: UpdateFilter) -> anyhow::Result<Vec<StatusUpdateRecord>> {
+        Ok(match self {
+            Desk::Embedded(h) => h.status_updates(filter).await?,
+            Desk::Redmine(h) => h.status_updates(filter).await?,
+        })
+    }
+
+    async fn approve(
+        &self,
+        id: &StatusUpdateId,
+        by: &str,
+        force: bool,
+    ) -> anyhow::Result<UpdateOutcome> {
+        Ok(match self {
+            Desk::Embedded(h) => h.approve(id, by, force).await?,
+            Desk::Redmine(h) => h.approve(id, by, force).await?,
+        })
+    }
+
+    async fn reject(
+        &self,
+        id: &StatusUpdateId,
+        by: &str,
+        reason: Option<&str>,
+    ) -> anyhow::Result<UpdateOutcome> {
+        Ok(match self {
+            Desk::Embedded(h) => h.reject(id, by, reason).await?,
+            Desk::Redmine(h) => h.reject(id, by, reason).await?,
+        })
+    }
+
+    /// A project named on the command line: for Redmine its identifier (or GUID).
+    async fn project(
+        &self,
+        raw: &super::config::RawConfig,
+        name: &str,
+    ) -> anyhow::Result<ProjectGuid> {
+        match self {
+            Desk::Embedded(h) => super::names::project(h, name).await,
+            Desk::Redmine(h) => {
+                if let Ok(guid) = name.trim().parse::<uuid::Uuid>() {
+                    return Ok(ProjectGuid(guid));
+                }
+                let url = h.client().base().to_string();
+                let wanted = name.trim();
+                raw.pm
+                    .projects
+                    .iter()
+                    .find(|p| p.as_str() == wanted)
+                    .map(|p| taskbridge::pm::redmine::project_guid(&url, p))
+                    .ok_or_else(|| {
+                        super::CliError::Usage(format!(
+                            "unknown project {wanted:?}: pm.projects names {}",
+                            raw.pm.projects.join(", ")
+                        ))
+                        .into()
+                    })
+            }
+        }
+    }
+
+    async fn close(self) {
+        if let Desk::Embedded(h) = self {
+            h.close().await;
+        }
+    }
+}
+
 /// Runs `taskbridge updates`.
 pub fn run(args: UpdatesArgs, raw: &super::config::RawConfig) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
-        let host = open_existing_store(raw).await?;
+        let host = match raw.redmine()? {
+            Some(config) => Desk::Redmine(RedmineHost::connect(config)?),
+            None => Desk::Embedded(open_existing_store(raw).await?),
+        };
         let result = match args.command {
             None => {
                 let filter = UpdateFilter {
@@ -81,7 +161,7 @@ pub fn run(args: UpdatesArgs, raw: &super::config::RawConfig) -> anyhow::Result<
                         args.state
                     },
                     project: match &args.project {
-                        Some(p) => Some(super::names::project(&host, p).await?),
+                        Some(p) => Some(host.project(raw, p).await?),
                         None => None,
                     },
                     key: None,
@@ -93,27 +173,25 @@ pub fn run(args: UpdatesArgs, raw: &super::config::RawConfig) -> anyhow::Result<
                 by,
                 force,
                 json,
-            }) => {
-                let id = full_id(&host, &id).await?;
-                let outcome = host.approve(&id, &decider(by), force).await;
-                match outcome {
+            }) => match full_id(&host, &id).await {
+                Ok(id) => match host.approve(&id, &decider(by), force).await {
                     Ok(outcome) => report(&outcome, json),
-                    Err(e) => Err(e.into()),
-                }
-            }
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            },
             Some(UpdatesCommand::Reject {
                 id,
                 reason,
                 by,
                 json,
-            }) => {
-                let id = full_id(&host, &id).await?;
-                let outcome = host.reject(&id, &decider(by), reason.as_deref()).await;
-                match outcome {
+            }) => match full_id(&host, &id).await {
+                Ok(id) => match host.reject(&id, &decider(by), reason.as_deref()).await {
                     Ok(outcome) => report(&outcome, json),
-                    Err(e) => Err(e.into()),
-                }
-            }
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            },
         };
         host.close().await;
         result.map(|()| ExitCode::SUCCESS)
@@ -121,8 +199,8 @@ pub fn run(args: UpdatesArgs, raw: &super::config::RawConfig) -> anyhow::Result<
 }
 
 /// The update `typed` names: its id or a unique start of it.
-async fn full_id(host: &EmbeddedHost, typed: &str) -> anyhow::Result<StatusUpdateId> {
-    let all = host.status_updates(UpdateFilter::default()).await?;
+async fn full_id(host: &Desk, typed: &str) -> anyhow::Result<StatusUpdateId> {
+    let all = host.list(UpdateFilter::default()).await?;
     let id = super::names::by_prefix(
         "update",
         "taskbridge updates",
@@ -159,8 +237,8 @@ fn report(outcome: &UpdateOutcome, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn list(host: &EmbeddedHost, filter: UpdateFilter, json: bool) -> anyhow::Result<()> {
-    let updates = host.status_updates(filter).await?;
+async fn list(host: &Desk, filter: UpdateFilter, json: bool) -> anyhow::Result<()> {
+    let updates = host.list(filter).await?;
     if json {
         return print_out(&to_json(&updates)?);
     }

@@ -36,6 +36,49 @@ pub enum RedmineError {
     /// Another status or an answer that is not the JSON expected.
     #[error("Redmine answered {0}")]
     Other(String),
+    /// The URL is plain `http://` to another machine: the API key (an administrator's) would
+    /// cross the network readable by anyone on the way.
+    #[error(
+        "refusing to send the Redmine API key over plain http:// to {host}: use Redmine's \
+         https:// URL in pm.url (pm.ca_file names the CA of a private certificate); plain \
+         http:// is accepted only for a Redmine on this machine (localhost, 127.0.0.1, ::1)"
+    )]
+    PlainHttp {
+        /// The host the URL names.
+        host: String,
+    },
+    /// The store of taskbridge's own record of status updates failed.
+    #[error("the Redmine update store failed: {0}")]
+    Store(String),
+    /// No status update has this id.
+    #[error("unknown status update {0} (run `taskbridge updates` to list them)")]
+    UnknownUpdate(crate::pm::StatusUpdateId),
+    /// The update was decided already.
+    #[error("status update {id} is {state}, not pending")]
+    NotPending {
+        /// The update.
+        id: crate::pm::StatusUpdateId,
+        /// Its state.
+        state: String,
+    },
+    /// Redmine changed fields of the update since it was submitted; approving it would
+    /// overwrite those changes (`force` approves anyway).
+    #[error(
+        "Redmine changed {} since the update was submitted; approve with --force to apply it anyway",
+        .0.join(", ")
+    )]
+    Stale(Vec<String>),
+    /// Approving and rejecting needs the update store (`RedmineConfig::updates_file`).
+    #[error("the Redmine host keeps no status updates here (no update store configured)")]
+    NoUpdateStore,
+    /// The URL cannot be used (not http:// or https://, no host).
+    #[error("invalid Redmine URL {url:?}: {reason}")]
+    BadUrl {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl RedmineError {
@@ -174,6 +217,9 @@ pub struct User {
 pub struct TimeEntry {
     /// Its id.
     pub id: i64,
+    /// The project it is booked in.
+    #[serde(default)]
+    pub project: Option<Ref>,
     /// The issue it is booked on.
     #[serde(default)]
     pub issue: Option<Ref>,
@@ -209,17 +255,62 @@ pub struct Client {
     key: Secret,
 }
 
+/// Whether a URL names this machine (where plain http:// does not leave it).
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback())
+}
+
 /// The page size asked for (Redmine's maximum).
 const PAGE: usize = 100;
 
 impl Client {
-    /// A client for the Redmine at `base` (e.g. `http://127.0.0.1:3000`) with an API key.
-    pub fn new(base: &str, key: Secret, timeout: Duration) -> Result<Client, RedmineError> {
+    /// A client for the Redmine at `base` (e.g. `https://redmine.example.com`) with an API
+    /// key. `tls` is the TLS configuration to trust Redmine's certificate with (a private CA
+    /// added to the system's roots); `None` trusts the system's roots. Certificates are always
+    /// verified. Plain `http://` is refused unless Redmine is on this machine
+    /// ([`RedmineError::PlainHttp`]).
+    pub fn new(
+        base: &str,
+        key: Secret,
+        timeout: Duration,
+        tls: Option<rustls::ClientConfig>,
+    ) -> Result<Client, RedmineError> {
+        let bad = |reason: &str| RedmineError::BadUrl {
+            url: base.to_string(),
+            reason: reason.to_string(),
+        };
+        let url = reqwest::Url::parse(base).map_err(|e| bad(&e.to_string()))?;
+        match url.scheme() {
+            "https" => {}
+            "http" if is_loopback(&url) => {}
+            "http" => {
+                return Err(RedmineError::PlainHttp {
+                    host: url.host_str().unwrap_or_default().to_string(),
+                });
+            }
+            _ => return Err(bad("must be an http:// or https:// URL")),
+        }
         // reqwest is built without a TLS provider; install ring unless one is installed already.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             .user_agent(concat!("taskbridge/", env!("CARGO_PKG_VERSION")))
+            // A redirect could carry the key elsewhere (and to http://): Redmine's API does
+            // not redirect, so a redirect is an answer to report, not to follow.
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(mut tls) = tls {
+            // reqwest speaks HTTP/1.1 here; an ALPN list from elsewhere must not offer h2.
+            tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+            builder = builder.tls_backend_preconfigured(tls);
+        }
+        let http = builder
             .build()
             .map_err(|e| RedmineError::Other(e.to_string()))?;
         Ok(Client {

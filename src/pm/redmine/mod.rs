@@ -22,8 +22,10 @@
 
 pub mod api;
 mod convert;
+mod updates;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,6 +39,10 @@ pub use self::api::RedmineError;
 use self::api::{Client, Issue, Named, ProjectRecord, TimeEntry, User};
 use self::convert::{IssueExtras, Shape, field_times, work_to_hours};
 pub use self::convert::{assignment_uid, issue_of, project_guid};
+use self::updates::UpdateStore;
+use super::embedded::{
+    DECIDER_AUTO, DECIDER_TASKBRIDGE, StatusUpdateRecord, UpdateFilter, UpdateState,
+};
 use super::host::{
     FieldValue, HostError, HostEvent, PmHost, StatusUpdate, StatusUpdateId, UpdateOutcome,
 };
@@ -79,6 +85,16 @@ pub struct RedmineConfig {
     pub time_zone: Tz,
     /// The time-out of one request.
     pub timeout: Duration,
+    /// The TLS configuration Redmine's certificate is verified with (the system's roots plus
+    /// `pm.ca_file`); `None`: the system's roots.
+    pub tls: Option<rustls::ClientConfig>,
+    /// Whether status updates wait for a status manager's approval (`pm.default_policy =
+    /// "approval"`) instead of being applied to Redmine at once. Needs `updates_file`.
+    pub approval: bool,
+    /// The SQLite file of taskbridge's own record of status updates (pending ones, and every
+    /// outcome, so that resubmissions are answered alike after a restart); `None`: outcomes are
+    /// remembered in memory only and approval is not possible.
+    pub updates_file: Option<PathBuf>,
 }
 
 impl RedmineConfig {
@@ -97,6 +113,9 @@ impl RedmineConfig {
             done_ratio: DoneRatio::IssueField,
             time_zone: Tz::UTC,
             timeout: Duration::from_secs(30),
+            tls: None,
+            approval: false,
+            updates_file: None,
         }
     }
 }
@@ -137,6 +156,13 @@ struct Inner {
     cache: Mutex<Cache>,
     events: broadcast::Sender<HostEvent>,
     next_id: std::sync::atomic::AtomicU64,
+    /// Taskbridge's record of status updates, when configured.
+    updates: Option<UpdateStore>,
+    /// Decisions this process emitted itself, so that the relay does not emit them again.
+    own_decisions: Mutex<HashSet<i64>>,
+    /// Held while a decision is recorded and marked as this process's own, and while the
+    /// relay reads decisions, so that the relay never sees one of ours before it is marked.
+    deciding: tokio::sync::Mutex<()>,
 }
 
 /// The PM host over a Redmine server. Cheap to clone.
@@ -144,6 +170,7 @@ struct Inner {
 pub struct RedmineHost {
     inner: Arc<Inner>,
     poller: Arc<tokio::task::AbortHandle>,
+    relay: Option<Arc<tokio::task::AbortHandle>>,
 }
 
 impl std::fmt::Debug for RedmineHost {
@@ -444,19 +471,241 @@ impl Inner {
     }
 
     fn id(&self) -> StatusUpdateId {
+        if self.updates.is_some() {
+            // Recorded ids outlive the process: unique without a counter.
+            return StatusUpdateId(uuid::Uuid::new_v4().to_string());
+        }
         let n = self
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         StatusUpdateId(format!("redmine-{}-{n}", Utc::now().timestamp_millis()))
     }
 
-    async fn apply(&self, update: &StatusUpdate) -> Result<UpdateOutcome, RedmineError> {
+    /// Step "status update" with Redmine: a mailbox item version submitted before is answered
+    /// with its first outcome; under the approval policy the update waits in taskbridge's
+    /// record; otherwise it is applied to Redmine at once (and recorded).
+    async fn submit(&self, update: StatusUpdate) -> Result<UpdateOutcome, RedmineError> {
+        let version = (
+            update.source.item_id.clone(),
+            update.source.change_key.clone(),
+        );
+        let Some(store) = &self.updates else {
+            if let Some(o) = self
+                .cache
+                .lock()
+                .expect("cache lock")
+                .outcomes
+                .get(&version)
+            {
+                return Ok(o.clone());
+            }
+            let r = self.apply(&update, self.id(), None).await;
+            self.note(&r.as_ref().map(|_| ()));
+            let outcome = r?;
+            let mut c = self.cache.lock().expect("cache lock");
+            if c.outcomes.len() > 10_000 {
+                c.outcomes.clear();
+            }
+            c.outcomes.insert(version, outcome.clone());
+            return Ok(outcome);
+        };
+        if let Some(stored) = store
+            .by_source(update.key, version.0.clone(), version.1.clone())
+            .await?
+        {
+            return self.answer_again(store, stored).await;
+        }
+        let key = update.key;
+        let found = self.current(key.project, key.assignment).await;
+        self.note(&found.as_ref().map(|_| ()));
+        let (issue, _) = found?.ok_or_else(|| RedmineError::NotFound(key.to_string()))?;
+        let id = self.id();
+        let now = Utc::now();
+        let mut record = StatusUpdateRecord {
+            id: id.clone(),
+            key,
+            changes: update.changes.clone(),
+            source: update.source.clone(),
+            state: UpdateState::Pending,
+            submitted_at: now,
+            decided_at: None,
+            decider: None,
+            reason: None,
+            superseded_by: None,
+            task_name: Some(format!("#{} {}", issue.id, issue.subject)),
+            resource_name: issue.assigned_to.as_ref().map(|r| r.name.clone()),
+            status_note: update.status_note.clone(),
+            completed_on: update.completed_on,
+            applied: Vec::new(),
+        };
+        if self.config.approval && !update.changes.is_empty() {
+            for old in store.insert(record, None).await? {
+                info!(id = %old, by = %id, %key, "status update superseded");
+            }
+            info!(%id, %key, issue = issue.id, "status update waits for approval");
+            return Ok(UpdateOutcome::Pending { id });
+        }
+        let r = self.apply(&update, id, None).await;
+        self.note(&r.as_ref().map(|_| ()));
+        let outcome = r?;
+        decided(&mut record, &outcome, DECIDER_AUTO, now);
+        store.insert(record, Some(outcome.clone())).await?;
+        Ok(outcome)
+    }
+
+    /// The outcome of an update submitted before, with Redmine's values as they are now.
+    async fn answer_again(
+        &self,
+        store: &UpdateStore,
+        (mut record, mut outcome): updates::Stored,
+    ) -> Result<UpdateOutcome, RedmineError> {
+        // A superseded update is answered with what became of the one that replaced it.
+        for _ in 0..16 {
+            match (record.state, &record.superseded_by) {
+                (UpdateState::Superseded, Some(next)) => match store.get(next.clone()).await? {
+                    Some(s) => (record, outcome) = s,
+                    None => break,
+                },
+                _ => break,
+            }
+        }
+        let Some(mut outcome) = outcome.filter(|_| record.state != UpdateState::Pending) else {
+            return Ok(UpdateOutcome::Pending { id: record.id });
+        };
+        let key = record.key;
+        if let Some((_, now)) = self.current(key.project, key.assignment).await? {
+            match &mut outcome {
+                UpdateOutcome::Applied { assignment, .. }
+                | UpdateOutcome::Rejected { assignment, .. } => *assignment = now,
+                UpdateOutcome::Pending { .. } => {}
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// The status manager approves a pending update: it is applied to Redmine now, with the
+    /// approver named in the journal note and the time entry's comment.
+    async fn approve(
+        &self,
+        id: &StatusUpdateId,
+        by: &str,
+        force: bool,
+    ) -> Result<UpdateOutcome, RedmineError> {
+        let (store, mut record) = self.pending(id).await?;
+        let key = record.key;
+        let (_, current) = self
+            .current(key.project, key.assignment)
+            .await?
+            .ok_or_else(|| RedmineError::NotFound(key.to_string()))?;
+        let stale: Vec<String> = record
+            .changes
+            .iter()
+            .filter_map(|c| {
+                let now = value_of(&current, c.field)?;
+                (now != c.old).then(|| format!("{:?} ({} then, {} now)", c.field, c.old, now))
+            })
+            .collect();
+        if !stale.is_empty() && !force {
+            return Err(RedmineError::Stale(stale));
+        }
+        let update = StatusUpdate {
+            key,
+            changes: record.changes.clone(),
+            source: record.source.clone(),
+            status_note: record.status_note.clone(),
+            completed_on: record.completed_on,
+        };
+        let outcome = self.apply(&update, id.clone(), Some(by)).await?;
+        decided(&mut record, &outcome, by, Utc::now());
+        if !stale.is_empty() && record.state == UpdateState::Applied {
+            record.reason = Some(format!(
+                "approved with --force over Redmine's newer values: {}",
+                stale.join(", ")
+            ));
+        }
+        self.record_decision(store, record, outcome).await
+    }
+
+    /// The status manager rejects a pending update: Redmine keeps its values, and the mailbox
+    /// gets them back.
+    async fn reject(
+        &self,
+        id: &StatusUpdateId,
+        by: &str,
+        reason: Option<&str>,
+    ) -> Result<UpdateOutcome, RedmineError> {
+        let (store, mut record) = self.pending(id).await?;
+        let key = record.key;
+        let (_, current) = self
+            .current(key.project, key.assignment)
+            .await?
+            .ok_or_else(|| RedmineError::NotFound(key.to_string()))?;
+        let outcome = UpdateOutcome::Rejected {
+            id: id.clone(),
+            assignment: current,
+            reason: reason
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("rejected by {by}")),
+        };
+        decided(&mut record, &outcome, by, Utc::now());
+        record.reason = reason.map(str::to_owned);
+        self.record_decision(store, record, outcome).await
+    }
+
+    /// The store and the pending update `id`.
+    async fn pending(
+        &self,
+        id: &StatusUpdateId,
+    ) -> Result<(&UpdateStore, StatusUpdateRecord), RedmineError> {
+        let store = self.updates.as_ref().ok_or(RedmineError::NoUpdateStore)?;
+        let (record, _) = store
+            .get(id.clone())
+            .await?
+            .ok_or_else(|| RedmineError::UnknownUpdate(id.clone()))?;
+        if record.state != UpdateState::Pending {
+            return Err(RedmineError::NotPending {
+                id: id.clone(),
+                state: record.state.as_str().to_owned(),
+            });
+        }
+        Ok((store, record))
+    }
+
+    /// Records a decision and tells this process's engine at once (the relay tells the others).
+    async fn record_decision(
+        &self,
+        store: &UpdateStore,
+        record: StatusUpdateRecord,
+        outcome: UpdateOutcome,
+    ) -> Result<UpdateOutcome, RedmineError> {
+        let key = record.key;
+        let _turn = self.deciding.lock().await;
+        let seq = store.decide(record, outcome.clone()).await?;
+        self.own_decisions.lock().expect("own lock").insert(seq);
+        info!(id = %outcome.id(), %key, "status update decided");
+        let _ = self.events.send(HostEvent::UpdateDecided {
+            key,
+            outcome: outcome.clone(),
+        });
+        Ok(outcome)
+    }
+
+    /// Applies `update` to Redmine; `approver` is the status manager who approved it, named
+    /// in the journal note and the time entry's comment.
+    async fn apply(
+        &self,
+        update: &StatusUpdate,
+        id: StatusUpdateId,
+        approver: Option<&str>,
+    ) -> Result<UpdateOutcome, RedmineError> {
         let key = update.key;
         let catalog = self.catalog().await?;
         let Some((issue, before)) = self.current(key.project, key.assignment).await? else {
             return Err(RedmineError::NotFound(key.to_string()));
         };
-        let id = self.id();
+        let approved = approver
+            .map(|by| format!(", approved by {by}"))
+            .unwrap_or_default();
         let reject = |assignment: Assignment, reason: String| UpdateOutcome::Rejected {
             id: id.clone(),
             assignment,
@@ -513,7 +762,9 @@ impl Inner {
         if !fields.is_empty() {
             fields.insert(
                 "notes".into(),
-                json!(format!("Updated from Outlook ({who}) by taskbridge.")),
+                json!(format!(
+                    "Updated from Outlook ({who}) by taskbridge{approved}."
+                )),
             );
             match self
                 .client
@@ -533,7 +784,7 @@ impl Inner {
                 None => None,
             }
             .unwrap_or_default();
-            let comment = format!("Booked from Outlook ({who}) by taskbridge");
+            let comment = format!("Booked from Outlook ({who}) by taskbridge{approved}");
             match self
                 .client
                 .book_time(
@@ -560,15 +811,87 @@ impl Inner {
             .current(key.project, key.assignment)
             .await?
             .ok_or_else(|| RedmineError::NotFound(key.to_string()))?;
-        info!(issue = issue.id, mailbox = %who, "status update applied to Redmine");
+        info!(issue = issue.id, mailbox = %who, approver, "status update applied to Redmine");
         Ok(UpdateOutcome::Applied {
             id,
             assignment: after,
         })
     }
 
-    /// One poll: the issues updated since `since`; the projects of those not seen yet.
-    async fn poll(
+    /// One poll: the issues updated since the last poll, and the time entries booked or
+    /// removed since; the projects of those not seen yet.
+    async fn poll(&self, marks: &mut Watermarks) -> Result<Vec<ProjectGuid>, RedmineError> {
+        let mut changed = self.poll_issues(&mut marks.since, &mut marks.seen).await?;
+        for guid in self.poll_time_entries(&mut marks.entries).await? {
+            if !changed.contains(&guid) {
+                changed.push(guid);
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Time booked in Redmine moves neither the issue's `updated_on` nor anything the issue
+    /// query can filter on (Redmine 5), so the poll also asks for the newest time entries:
+    /// one small request, sorted by creation. A new entry publishes its project; a count that
+    /// fell (an entry deleted), or more new entries than one page shows, publishes every
+    /// project in scope. A changed entry (other hours on an old entry) keeps the count and the
+    /// newest id: it reaches the mailboxes at the next reconciliation.
+    async fn poll_time_entries(
+        &self,
+        mark: &mut Option<(u64, i64)>,
+    ) -> Result<Vec<ProjectGuid>, RedmineError> {
+        const NEWEST: usize = 25;
+        let catalog = self.catalog().await?;
+        let v = self
+            .client
+            .call(
+                reqwest::Method::GET,
+                "/time_entries.json",
+                &[
+                    ("sort", "created_on:desc".to_string()),
+                    ("limit", NEWEST.to_string()),
+                ],
+                None,
+                None,
+            )
+            .await?;
+        let total = v["total_count"].as_u64().unwrap_or(0);
+        let entries: Vec<TimeEntry> = serde_json::from_value(v["time_entries"].clone())
+            .map_err(|e| RedmineError::Other(format!("/time_entries.json: {e}")))?;
+        let newest = entries.iter().map(|e| e.id).max().unwrap_or(0);
+        let Some((last_total, last_newest)) = mark.replace((total, newest)) else {
+            return Ok(Vec::new());
+        };
+        if (last_total, last_newest) == (total, newest) {
+            return Ok(Vec::new());
+        }
+        let new: Vec<&TimeEntry> = entries.iter().filter(|e| e.id > last_newest).collect();
+        let added = total.saturating_sub(last_total) as usize;
+        let every = total < last_total || new.len() != added || added >= NEWEST;
+        let projects = catalog
+            .projects
+            .iter()
+            .filter(|(_, scoped)| {
+                every
+                    || new.iter().any(|e| {
+                        e.project
+                            .as_ref()
+                            .is_some_and(|p| scoped.ids.contains(&p.id))
+                    })
+            })
+            .map(|(guid, _)| *guid)
+            .collect::<Vec<_>>();
+        debug!(
+            total,
+            newest,
+            projects = projects.len(),
+            "time entries changed in Redmine"
+        );
+        Ok(projects)
+    }
+
+    /// The issues updated since `since`; the projects of those not seen yet.
+    async fn poll_issues(
         &self,
         since: &mut Option<DateTime<Utc>>,
         seen: &mut HashMap<i64, DateTime<Utc>>,
@@ -622,7 +945,21 @@ impl RedmineHost {
     /// A host for the Redmine of `config`, with its poller running; nothing is asked of
     /// Redmine before the first call (so a connector starts while Redmine is down).
     pub fn connect(config: RedmineConfig) -> Result<RedmineHost, RedmineError> {
-        let client = Client::new(&config.url, config.api_key.clone(), config.timeout)?;
+        let client = Client::new(
+            &config.url,
+            config.api_key.clone(),
+            config.timeout,
+            config.tls.clone(),
+        )?;
+        if config.approval && config.updates_file.is_none() {
+            return Err(RedmineError::NoUpdateStore);
+        }
+        // Opened once at start (a small local file), before the host serves anything.
+        let updates = config
+            .updates_file
+            .as_deref()
+            .map(UpdateStore::open)
+            .transpose()?;
         let (events, _) = broadcast::channel(256);
         let inner = Arc::new(Inner {
             client,
@@ -630,11 +967,19 @@ impl RedmineHost {
             cache: Mutex::new(Cache::default()),
             events,
             next_id: std::sync::atomic::AtomicU64::new(1),
+            updates,
+            own_decisions: Mutex::new(HashSet::new()),
+            deciding: tokio::sync::Mutex::new(()),
         });
         let poller = tokio::spawn(run_poller(Arc::downgrade(&inner)));
+        let relay = inner
+            .updates
+            .is_some()
+            .then(|| Arc::new(tokio::spawn(run_relay(Arc::downgrade(&inner))).abort_handle()));
         Ok(RedmineHost {
             inner,
             poller: Arc::new(poller.abort_handle()),
+            relay,
         })
     }
 
@@ -653,6 +998,44 @@ impl RedmineHost {
         let mut c = self.inner.cache.lock().expect("cache lock");
         c.catalog = None;
         c.users.clear();
+    }
+
+    /// Approves a pending status update (`taskbridge updates approve`): it is applied to
+    /// Redmine now, the journal note and the time entry's comment naming `by`, and the mailbox
+    /// gets Redmine's resulting values. [`RedmineError::Stale`] when Redmine changed one of its
+    /// fields since, unless `force`; a Redmine validation error rejects it with Redmine's
+    /// message.
+    pub async fn approve(
+        &self,
+        id: &StatusUpdateId,
+        by: &str,
+        force: bool,
+    ) -> Result<UpdateOutcome, RedmineError> {
+        self.inner.approve(id, by, force).await
+    }
+
+    /// Rejects a pending status update (`taskbridge updates reject`): Redmine keeps its
+    /// values, the mailbox gets them back, and the reason is kept with the update.
+    pub async fn reject(
+        &self,
+        id: &StatusUpdateId,
+        by: &str,
+        reason: Option<&str>,
+    ) -> Result<UpdateOutcome, RedmineError> {
+        self.inner.reject(id, by, reason).await
+    }
+
+    /// The status updates taskbridge recorded, oldest first (`taskbridge updates`).
+    pub async fn status_updates(
+        &self,
+        filter: UpdateFilter,
+    ) -> Result<Vec<StatusUpdateRecord>, RedmineError> {
+        let store = self
+            .inner
+            .updates
+            .as_ref()
+            .ok_or(RedmineError::NoUpdateStore)?;
+        store.list(filter).await
     }
 
     /// The REST client (for `taskbridge check --pm`).
@@ -703,16 +1086,100 @@ impl Drop for Inner {
     }
 }
 
+/// `record` as decided by `decider` with `outcome`.
+fn decided(
+    record: &mut StatusUpdateRecord,
+    outcome: &UpdateOutcome,
+    decider: &str,
+    at: DateTime<Utc>,
+) {
+    record.decided_at = Some(at);
+    record.decider = Some(decider.to_owned());
+    match outcome {
+        UpdateOutcome::Applied { .. } => record.state = UpdateState::Applied,
+        UpdateOutcome::Rejected { reason, .. } => {
+            record.state = UpdateState::Rejected;
+            record.reason = Some(reason.clone());
+            // Refused by Redmine or by a rule of this host, not by a person.
+            if decider == DECIDER_AUTO {
+                record.decider = Some(DECIDER_TASKBRIDGE.to_owned());
+            }
+        }
+        UpdateOutcome::Pending { .. } => {}
+    }
+}
+
+/// The value of an assignment field the Redmine host takes from mailboxes.
+fn value_of(a: &Assignment, field: AssignmentField) -> Option<FieldValue> {
+    Some(match field {
+        AssignmentField::Start => FieldValue::DateTime(a.start),
+        AssignmentField::Finish => FieldValue::DateTime(a.finish),
+        AssignmentField::Work => FieldValue::Work(a.work),
+        AssignmentField::ActualWork => FieldValue::Work(a.actual_work),
+        AssignmentField::RemainingWork => FieldValue::Work(a.remaining_work),
+        AssignmentField::PercentWorkComplete => FieldValue::Percent(a.percent_work_complete),
+        _ => return None,
+    })
+}
+
+/// How often decisions taken by other processes are looked for.
+const RELAY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Relays decisions recorded by other processes (`taskbridge updates approve` in a shell) to
+/// this process's subscribers, until the host is dropped.
+async fn run_relay(inner: std::sync::Weak<Inner>) {
+    let mut last: Option<i64> = None;
+    loop {
+        let Some(host) = inner.upgrade() else { return };
+        let Some(store) = host.updates.clone() else {
+            return;
+        };
+        {
+            let _turn = host.deciding.lock().await;
+            match last {
+                None => match store.last_decision().await {
+                    Ok(n) => last = Some(n),
+                    Err(e) => warn!(error = %e, "reading Redmine update decisions failed"),
+                },
+                Some(after) => match store.decisions_after(after).await {
+                    Ok(decisions) => {
+                        for (seq, key, outcome) in decisions {
+                            last = Some(seq);
+                            if !host.own_decisions.lock().expect("own lock").remove(&seq) {
+                                debug!(%key, "relaying a decision taken elsewhere");
+                                let _ = host.events.send(HostEvent::UpdateDecided { key, outcome });
+                            }
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "reading Redmine update decisions failed"),
+                },
+            }
+        }
+        drop(host);
+        tokio::time::sleep(RELAY_INTERVAL).await;
+    }
+}
+
+/// Where the poller is in Redmine's changes.
+#[derive(Default)]
+struct Watermarks {
+    /// The latest `updated_on` seen.
+    since: Option<DateTime<Utc>>,
+    /// The issues seen at that time or later, with their `updated_on`.
+    seen: HashMap<i64, DateTime<Utc>>,
+    /// The number of time entries and the newest one's id.
+    entries: Option<(u64, i64)>,
+}
+
 /// Polls until the host is dropped; backs off (doubling, at most 5 minutes) while Redmine
 /// fails.
 async fn run_poller(inner: std::sync::Weak<Inner>) {
-    let mut since = None;
-    let mut seen = HashMap::new();
+    let mut marks = Watermarks::default();
     let mut failures = 0u32;
     loop {
         let Some(host) = inner.upgrade() else { return };
         let interval = host.config.poll_interval;
-        let result = host.poll(&mut since, &mut seen).await;
+        let result = host.poll(&mut marks).await;
         host.note(&result.as_ref().map(|_| ()));
         let wait = match result {
             Ok(changed) => {
@@ -739,9 +1206,12 @@ async fn run_poller(inner: std::sync::Weak<Inner>) {
 
 impl Drop for RedmineHost {
     fn drop(&mut self) {
-        // The last handle stops the poller.
+        // The last handle stops the poller and the relay.
         if Arc::strong_count(&self.poller) == 1 {
             self.poller.abort();
+            if let Some(relay) = &self.relay {
+                relay.abort();
+            }
         }
     }
 }
@@ -772,32 +1242,10 @@ impl PmHost for RedmineHost {
     }
 
     async fn submit_status_update(&self, update: StatusUpdate) -> Result<UpdateOutcome, HostError> {
-        let version = (
-            update.source.item_id.clone(),
-            update.source.change_key.clone(),
-        );
-        if let Some(o) = self
-            .inner
-            .cache
-            .lock()
-            .expect("cache lock")
-            .outcomes
-            .get(&version)
-        {
-            return Ok(o.clone());
-        }
-        let r = self.inner.apply(&update).await;
-        self.inner.note(&r.as_ref().map(|_| ()));
-        match r {
-            Ok(outcome) => {
-                let mut c = self.inner.cache.lock().expect("cache lock");
-                if c.outcomes.len() > 10_000 {
-                    c.outcomes.clear();
-                }
-                c.outcomes.insert(version, outcome.clone());
-                Ok(outcome)
-            }
-            Err(RedmineError::NotFound(_)) => Err(HostError::UnknownAssignment(update.key)),
+        let key = update.key;
+        match self.inner.submit(update).await {
+            Ok(outcome) => Ok(outcome),
+            Err(RedmineError::NotFound(_)) => Err(HostError::UnknownAssignment(key)),
             Err(e) => Err(unavailable(e)),
         }
     }
