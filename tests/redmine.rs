@@ -858,3 +858,75 @@ async fn tls_to_redmine_trusts_pm_ca_file_and_plain_http_to_another_host_is_refu
     );
     assert!(e.to_string().contains("https://"), "{e}");
 }
+
+/// One request to the PM API: its status and JSON answer.
+async fn api_call(
+    api: &taskbridge::pm::embedded::PmApi,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    use http_body_util::BodyExt;
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("Authorization", "Bearer the-admin-token");
+    if body.is_some() {
+        req = req.header("Content-Type", "application/json");
+    }
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let reply = api
+        .handle(
+            req.body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                .expect("request"),
+        )
+        .await;
+    let status = reply.status().as_u16();
+    let bytes = reply.into_body().collect().await.expect("body").to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn the_pm_api_lists_and_approves_redmine_updates() {
+    let Some(w) = world_with("approval through the PM API", 1, &[], true).await else {
+        return;
+    };
+    let issue = w.issue(0, json!({})).await;
+    w.publish().await;
+    w.edit(0, json!({"PercentComplete": 60})).await;
+    assert_eq!(w.sync(0).await.pending, 1);
+    let api = taskbridge::pm::embedded::pm_updates_api(
+        Arc::new(w.host.clone()),
+        Secret::new("the-admin-token".to_string()),
+    );
+    let (status, list) = api_call(&api, "GET", "/pm/updates?state=pending", None).await;
+    assert_eq!(status, 200, "{list}");
+    let list = list.as_array().expect("a list").clone();
+    assert_eq!(list.len(), 1, "{list:?}");
+    let id = list[0]["id"].as_str().expect("id").to_string();
+    // Projects live in Redmine: there is no project route.
+    assert_eq!(api_call(&api, "GET", "/pm/projects", None).await.0, 404);
+    let (status, one) = api_call(&api, "GET", &format!("/pm/updates/{id}"), None).await;
+    assert_eq!((status, one["state"].as_str()), (200, Some("pending")));
+    let (status, outcome) = api_call(
+        &api,
+        "POST",
+        &format!("/pm/updates/{id}/approve"),
+        Some(json!({"by": "Status Manager"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{outcome}");
+    assert_eq!(outcome["outcome"], "applied", "{outcome}");
+    assert_eq!(w.redmine.read_issue(issue).await["done_ratio"], 60);
+    let (status, again) = api_call(
+        &api,
+        "POST",
+        &format!("/pm/updates/{id}/reject"),
+        Some(json!({"reason": "too late"})),
+    )
+    .await;
+    assert_eq!(status, 409, "{again}");
+}

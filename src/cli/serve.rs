@@ -399,8 +399,9 @@ pub fn run(args: ServeArgs, raw: &RawConfig, reload: Reload) -> anyhow::Result<E
 }
 
 /// Runs `taskbridge serve` over Redmine (`[pm] kind = "redmine"`): the connector, the
-/// Redmine poller, `/healthz` degraded while Exchange or Redmine fails. Status updates are
-/// decided by Redmine, so there is no PM API, watch folder or webhook.
+/// Redmine poller, `/healthz` degraded while Exchange or Redmine fails, and the PM API's
+/// `/pm/updates…` and `/pm/conflicts…` (Redmine has no approval of its own: taskbridge keeps the
+/// updates). Projects live in Redmine, so there is no watch folder, webhook or project route.
 fn run_redmine(
     redmine: taskbridge::pm::redmine::RedmineConfig,
     config: ConnectorConfig,
@@ -408,12 +409,27 @@ fn run_redmine(
     reload: Reload,
 ) -> anyhow::Result<ExitCode> {
     use taskbridge::pm::redmine::RedmineHost;
+    super::config::refuse_if_readable_by_others(
+        "admin.token_file",
+        &raw.data_path(&raw.admin.token_file),
+    )?;
+    let token = std::fs::read_to_string(raw.data_path(&raw.admin.token_file))
+        .map(|t| Secret::new(t.trim().to_string()))
+        .map_err(|e| {
+            CliError::Usage(format!(
+                "invalid configuration: admin.token_file: cannot read {}: {e} (run taskbridge init)",
+                raw.data_path(&raw.admin.token_file).display()
+            ))
+        })?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
         let host = RedmineHost::connect(redmine)?;
         let connector = Connector::new(config, host.clone())?;
+        let api = taskbridge::pm::embedded::pm_updates_api(std::sync::Arc::new(host.clone()), token)
+            .with_conflicts(std::sync::Arc::new(connector.engine().clone()));
+        let routes = taskbridge::listener::admin::fallback_from_service(api);
         let health = tokio::spawn(taskbridge::listener::health::watch_exchange(
             connector.client().clone(),
             connector.readiness(),
@@ -451,13 +467,15 @@ fn run_redmine(
         drop(reload);
         let result = connector
             .run(
-                None,
+                Some(routes),
                 |bound| {
                     if let Some(a) = bound.listener {
                         eprintln!("listening for notifications on {a}");
                     }
                     if let Some(a) = bound.admin {
-                        eprintln!("admin endpoint on http://{a} (/healthz, /metrics)");
+                        eprintln!(
+                            "admin endpoint on http://{a} (/healthz, /metrics, /pm/updates, /pm/conflicts)"
+                        );
                     }
                     notify_service_manager("READY=1");
                 },

@@ -76,13 +76,39 @@ pub trait ConflictDesk: Send + Sync + 'static {
     ) -> DeskFuture<'a>;
 }
 
-/// Why a [`ConflictDesk`] could not answer.
+/// The status updates of a PM host that keeps no store here (Redmine: taskbridge keeps its
+/// updates), served by the update routes instead of the embedded store's.
+pub trait UpdateDesk: Send + Sync + 'static {
+    /// The updates `filter` selects, oldest first.
+    fn list(&self, filter: UpdateFilter) -> UpdateDeskFuture<'_, Vec<super::StatusUpdateRecord>>;
+    /// Approves pending update `id` as `by` (`force`: over newer PM values).
+    fn approve<'a>(
+        &'a self,
+        id: &'a StatusUpdateId,
+        by: &'a str,
+        force: bool,
+    ) -> UpdateDeskFuture<'a, crate::pm::UpdateOutcome>;
+    /// Rejects pending update `id` as `by`, with `reason`.
+    fn reject<'a>(
+        &'a self,
+        id: &'a StatusUpdateId,
+        by: &'a str,
+        reason: Option<&'a str>,
+    ) -> UpdateDeskFuture<'a, crate::pm::UpdateOutcome>;
+}
+
+/// What an [`UpdateDesk`] answers.
+pub type UpdateDeskFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, DeskError>> + Send + 'a>>;
+
+/// Why a [`ConflictDesk`] or an [`UpdateDesk`] could not answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeskError {
-    /// No such conflict (404).
+    /// No such conflict or update (404).
     NotFound(String),
     /// A bad request (400).
     BadRequest(String),
+    /// Not in a state to do this: decided already, or stale (409).
+    Conflict(String),
     /// Anything else (500).
     Failed(String),
 }
@@ -90,8 +116,11 @@ pub enum DeskError {
 /// The PM API as a hyper service. Cheap to clone.
 #[derive(Clone)]
 pub struct PmApi {
-    host: EmbeddedHost,
+    /// The embedded store; `None` when the PM side is elsewhere (only updates and conflicts
+    /// are served then).
+    host: Option<EmbeddedHost>,
     conflicts: Option<Arc<dyn ConflictDesk>>,
+    updates: Option<Arc<dyn UpdateDesk>>,
     /// SHA-256 of the token, or `None` for an empty token, which matches nothing. Comparing
     /// digests in constant time hides the token's length as well as its content.
     token: Option<Arc<[u8; 32]>>,
@@ -113,8 +142,23 @@ impl std::fmt::Debug for PmApi {
 pub fn pm_api(host: EmbeddedHost, token: Secret) -> PmApi {
     let token = (!token.is_empty()).then(|| Arc::new(digest(token.expose().as_bytes())));
     PmApi {
-        host,
+        host: Some(host),
         conflicts: None,
+        updates: None,
+        token,
+        max_body: DEFAULT_MAX_BODY_BYTES,
+        body_timeout: DEFAULT_BODY_TIMEOUT,
+    }
+}
+
+/// The PM API of a PM side that is not the embedded store (Redmine): `/pm/updates…` served by
+/// `desk` (the project routes answer 404), with the same authentication and limits.
+pub fn pm_updates_api(desk: Arc<dyn UpdateDesk>, token: Secret) -> PmApi {
+    let token = (!token.is_empty()).then(|| Arc::new(digest(token.expose().as_bytes())));
+    PmApi {
+        host: None,
+        conflicts: None,
+        updates: Some(desk),
         token,
         max_body: DEFAULT_MAX_BODY_BYTES,
         body_timeout: DEFAULT_BODY_TIMEOUT,
@@ -277,7 +321,54 @@ impl PmApi {
     }
 
     async fn dispatch(&self, route: Route, query: &str, body: &[u8]) -> Result<Reply, ApiError> {
-        let host = &self.host;
+        if let Some(desk) = &self.updates {
+            match route {
+                Route::Updates => {
+                    let filter = update_filter(query)?;
+                    return Ok(json(
+                        StatusCode::OK,
+                        &desk.list(filter).await.map_err(desk_error)?,
+                    ));
+                }
+                Route::Update(id) => {
+                    let all = desk
+                        .list(UpdateFilter::default())
+                        .await
+                        .map_err(desk_error)?;
+                    return match all.into_iter().find(|u| u.id.0 == id) {
+                        Some(record) => Ok(json(StatusCode::OK, &record)),
+                        None => Err(store_error(EmbeddedError::UnknownUpdate(StatusUpdateId(
+                            id,
+                        )))),
+                    };
+                }
+                Route::Approve(id) => {
+                    let ApproveBody { by, force } = parse_body(body)?.unwrap_or_default();
+                    let by = decider(by);
+                    let outcome = desk
+                        .approve(&StatusUpdateId(id), &by, force)
+                        .await
+                        .map_err(desk_error)?;
+                    return Ok(json(StatusCode::OK, &outcome));
+                }
+                Route::Reject(id) => {
+                    let RejectBody { reason, by } = parse_body(body)?.unwrap_or_default();
+                    let by = decider(by);
+                    let outcome = desk
+                        .reject(&StatusUpdateId(id), &by, reason.as_deref())
+                        .await
+                        .map_err(desk_error)?;
+                    return Ok(json(StatusCode::OK, &outcome));
+                }
+                _ => {}
+            }
+        }
+        if matches!(route, Route::Conflicts | Route::Resolve(_)) {
+            return self.dispatch_conflicts(route, query, body).await;
+        }
+        let Some(host) = &self.host else {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, "no such route"));
+        };
         match route {
             Route::Projects => Ok(json(
                 StatusCode::OK,
@@ -340,6 +431,29 @@ impl PmApi {
                     .map_err(store_error)?;
                 Ok(json(StatusCode::OK, &outcome))
             }
+            Route::Conflicts | Route::Resolve(_) => {
+                self.dispatch_conflicts(route, query, body).await
+            }
+            Route::Reject(id) => {
+                let RejectBody { reason, by } = parse_body(body)?.unwrap_or_default();
+                let by = decider(by);
+                let outcome = host
+                    .reject(&StatusUpdateId(id), &by, reason.as_deref())
+                    .await
+                    .map_err(store_error)?;
+                Ok(json(StatusCode::OK, &outcome))
+            }
+        }
+    }
+
+    /// `/pm/conflicts` and `/pm/conflicts/{id}/resolve`.
+    async fn dispatch_conflicts(
+        &self,
+        route: Route,
+        query: &str,
+        body: &[u8],
+    ) -> Result<Reply, ApiError> {
+        match route {
             Route::Conflicts => {
                 let desk = self.desk()?;
                 let filter = update_filter(query)?;
@@ -367,15 +481,7 @@ impl PmApi {
                     .map_err(desk_error)?;
                 Ok(json(StatusCode::OK, &settled))
             }
-            Route::Reject(id) => {
-                let RejectBody { reason, by } = parse_body(body)?.unwrap_or_default();
-                let by = decider(by);
-                let outcome = host
-                    .reject(&StatusUpdateId(id), &by, reason.as_deref())
-                    .await
-                    .map_err(store_error)?;
-                Ok(json(StatusCode::OK, &outcome))
-            }
+            _ => Err(ApiError::new(StatusCode::NOT_FOUND, "no such route")),
         }
     }
 }
@@ -447,6 +553,7 @@ fn desk_error(e: DeskError) -> ApiError {
     match e {
         DeskError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, m),
         DeskError::BadRequest(m) => ApiError::new(StatusCode::BAD_REQUEST, m),
+        DeskError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
         DeskError::Failed(m) => {
             tracing::error!(error = %m, "PM API conflicts request failed");
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m)

@@ -53,7 +53,7 @@ use super::model::{AssignmentKey, AssignmentUid, Project, ProjectGuid};
 pub use crate::secret::Secret;
 pub use api::{
     ConflictDesk, DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DeskError, DeskFuture, PmApi,
-    pm_api, serve_pm_api,
+    UpdateDesk, UpdateDeskFuture, pm_api, pm_updates_api, serve_pm_api,
 };
 pub use apply::{Applied, ApplyError, apply_changes, apply_update, field_value};
 pub use copy::TableCount;

@@ -13,10 +13,19 @@
 //!   decrease is refused. % done becomes `done_ratio` (100 % also sets the closed status), dates
 //!   and work their fields. Redmine's validation errors (422) refuse the update with Redmine's
 //!   message, so the mailbox shows Redmine's values again.
+//! - **Approval** (`updates`): Redmine has no approval of status updates, so taskbridge records
+//!   every update with its outcome in a SQLite file of its own; under the approval policy an
+//!   update waits there until [`RedmineHost::approve`] (applied then, the approver named in the
+//!   journal note and the time entry's comment) or [`RedmineHost::reject`] (the mailbox gets
+//!   Redmine's values back). Decisions taken by another process are relayed as
+//!   [`HostEvent::UpdateDecided`].
 //! - **Noticing changes**: Redmine has no webhooks; [`RedmineHost::connect`] starts a poller
-//!   that asks every `poll_interval` for issues updated since the last poll (one small request
-//!   when nothing changed) and emits [`HostEvent::ProjectPublished`] for their projects, with
-//!   back-off while Redmine is unreachable.
+//!   that asks every `poll_interval` for issues updated since the last poll and for the newest
+//!   time entries (time booked in Redmine does not move the issue's `updated_on`): two small
+//!   requests when nothing changed. It emits [`HostEvent::ProjectPublished`] for the projects
+//!   concerned, with back-off while Redmine is unreachable.
+//! - **TLS**: the administrator's API key goes only over verified TLS (a private CA through
+//!   [`RedmineConfig::tls`]) or to this machine; plain `http://` elsewhere is refused.
 //!
 //! See `docs/PM-HOST.md`. This module knows nothing of EWS.
 
@@ -1252,5 +1261,56 @@ impl PmHost for RedmineHost {
 
     fn subscribe(&self) -> broadcast::Receiver<HostEvent> {
         self.inner.events.subscribe()
+    }
+}
+
+/// How a Redmine host's error reads in the PM API.
+fn desk_error(e: RedmineError) -> super::embedded::DeskError {
+    use super::embedded::DeskError;
+    match e {
+        RedmineError::UnknownUpdate(_) | RedmineError::NotFound(_) => {
+            DeskError::NotFound(e.to_string())
+        }
+        RedmineError::NotPending { .. } | RedmineError::Stale(_) => {
+            DeskError::Conflict(e.to_string())
+        }
+        e => DeskError::Failed(e.to_string()),
+    }
+}
+
+/// `/pm/updates…` of the PM API (`pm_updates_api`) over taskbridge's record of Redmine's
+/// status updates.
+impl super::embedded::UpdateDesk for RedmineHost {
+    fn list(
+        &self,
+        filter: UpdateFilter,
+    ) -> super::embedded::UpdateDeskFuture<'_, Vec<StatusUpdateRecord>> {
+        Box::pin(async move { self.status_updates(filter).await.map_err(desk_error) })
+    }
+
+    fn approve<'a>(
+        &'a self,
+        id: &'a StatusUpdateId,
+        by: &'a str,
+        force: bool,
+    ) -> super::embedded::UpdateDeskFuture<'a, UpdateOutcome> {
+        Box::pin(async move {
+            RedmineHost::approve(self, id, by, force)
+                .await
+                .map_err(desk_error)
+        })
+    }
+
+    fn reject<'a>(
+        &'a self,
+        id: &'a StatusUpdateId,
+        by: &'a str,
+        reason: Option<&'a str>,
+    ) -> super::embedded::UpdateDeskFuture<'a, UpdateOutcome> {
+        Box::pin(async move {
+            RedmineHost::reject(self, id, by, reason)
+                .await
+                .map_err(desk_error)
+        })
     }
 }
