@@ -930,3 +930,61 @@ async fn the_pm_api_lists_and_approves_redmine_updates() {
     .await;
     assert_eq!(status, 409, "{again}");
 }
+
+#[tokio::test]
+async fn taskbridge_updates_lists_and_approves_redmine_updates_from_the_command_line() {
+    let Some(w) = world_with("taskbridge updates with Redmine", 1, &[], true).await else {
+        return;
+    };
+    let issue = w.issue(0, json!({})).await;
+    w.publish().await;
+    w.edit(0, json!({"PercentComplete": 20})).await;
+    assert_eq!(w.sync(0).await.pending, 1);
+    let identifier = w
+        .redmine
+        .get(&format!("/projects/{}.json", w.project))
+        .await["project"]["identifier"]
+        .as_str()
+        .expect("identifier")
+        .to_string();
+    // The world's update record is where the CLI keeps it: redmine-updates.sqlite in the data
+    // directory.
+    let dir = w._dir.path();
+    let config = dir.join("taskbridge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[pm]\nkind = \"redmine\"\nurl = \"{}\"\nprojects = [\"{identifier}\"]\n\
+             default_policy = \"approval\"\n",
+            w.redmine.url
+        ),
+    )
+    .expect("config");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_taskbridge"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(dir)
+            .args(args)
+            .env("TASKBRIDGE_REDMINE_API_KEY", &w.redmine.key)
+            .output()
+            .expect("taskbridge");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, out, err) = run(&["updates", "--pending", "--json", "--project", &identifier]);
+    assert_eq!(code, Some(0), "{err}");
+    let list: Value = serde_json::from_str(&out).expect("json");
+    let id = list[0]["id"].as_str().expect("an update").to_string();
+    let (code, _, err) = run(&["updates", "approve", &id[..8], "--by", "Status Manager"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("applied"), "{err}");
+    assert_eq!(w.redmine.read_issue(issue).await["done_ratio"], 20);
+    let (code, _, err) = run(&["updates", "reject", &id[..8]]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("not pending"), "{err}");
+}
