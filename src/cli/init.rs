@@ -120,7 +120,8 @@ trusted_proxies = []
 secure_cookies = false
 
 [pm]
-# Status updates of newly imported projects: auto (applied at once) or approval.
+# Status updates of newly imported projects: auto (applied at once) or approval. With
+# kind = "redmine": of every Redmine project (waiting in redmine-updates.sqlite here).
 default_policy = "auto"
 # Tell an external PM tool about applied updates (HMAC-SHA256 signed); empty: off.
 webhook_url = ""
@@ -137,11 +138,12 @@ kind = "embedded"
 # Where the PM side is. embedded: empty for pm.sqlite in the data directory, or a postgres://
 # URL (without the password; it may be the [state] database) that puts the projects and status
 # updates in PostgreSQL, shared by every instance and CLI process; the password comes from the
-# variable, else the file. redmine: Redmine's URL.
+# variable, else the file. redmine: Redmine's https:// URL (plain http:// only on this machine).
 url = ""
 password_env = "TASKBRIDGE_PM_PASSWORD"
 password_file = "pm.password"
-# Extra CA certificates (PEM) trusted for the PM database's TLS (sslmode=require in the URL).
+# Extra CA certificates (PEM) trusted for the PM database's TLS (sslmode=require in the URL),
+# or for Redmine's certificate.
 ca_file = ""
 # Redmine: an administrator's API key in the variable or, when it is unset, the file (readable
 # by its owner only).
