@@ -665,6 +665,17 @@ async fn a_rejected_update_puts_redmine_values_back_and_keeps_the_reason() {
         .expect("map back");
     assert_eq!(mapped.rejected, 1, "{mapped:?}");
     assert_eq!(w.task(0).await["PercentComplete"], 10.0);
+    // The audit log says the mailbox's value was put back, and why.
+    let audit = w.engine.state().audit(Some(w.guid)).await.expect("audit");
+    assert!(
+        audit.iter().any(|a| {
+            a.rule == taskbridge::state::DecisionRule::Rejected
+                && a.note
+                    .as_deref()
+                    .is_some_and(|n| n.contains("not that far yet"))
+        }),
+        "{audit:?}"
+    );
     assert_eq!(w.redmine.read_issue(issue).await["done_ratio"], 10);
     let listed = w
         .host

@@ -330,7 +330,8 @@ pub struct AuditRecord {
     pub rule: DecisionRule,
     /// The winner.
     pub winner: Side,
-    /// Who decided and why, when a person did (`taskbridge conflicts resolve`).
+    /// Who decided and why, when a person did (`taskbridge conflicts resolve`), or the PM
+    /// side's reason for a rejection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }

@@ -273,6 +273,20 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         mode: Mode,
         report: &mut InboundReport,
     ) -> Result<(), SyncError> {
+        self.process_rows_noted(mailbox, rows, mode, None, report)
+            .await
+    }
+
+    /// [`Engine::process_rows`], with `rejection`, the PM side's reason for a rejection, noted
+    /// on the audit records of the fields it restores.
+    async fn process_rows_noted(
+        &self,
+        mailbox: &MailboxAddress,
+        rows: Vec<AssignmentState>,
+        mode: Mode,
+        rejection: Option<&str>,
+        report: &mut InboundReport,
+    ) -> Result<(), SyncError> {
         let mut cache = ProjectCache::default();
         cache.load_parts(self, rows.iter().map(|r| r.key)).await?;
         let batch = self.inner.mailboxes.limits().fetch.max(1);
@@ -302,8 +316,15 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             for (row, result) in chunk.iter().zip(results) {
                 match result {
                     Ok(item) => {
-                        self.apply_item(mailbox, row.clone(), item, mode, &mut cache, report)
-                            .await?
+                        self.apply_item(
+                            mailbox,
+                            row.clone(),
+                            item,
+                            (mode, rejection),
+                            &mut cache,
+                            report,
+                        )
+                        .await?
                     }
                     Err(ItemFailure::NotFound) => {
                         self.item_deleted(mailbox, row.clone(), report).await?
@@ -326,7 +347,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         mailbox: &MailboxAddress,
         mut row: AssignmentState,
         mut item: MailboxItem,
-        mode: Mode,
+        (mode, rejection): (Mode, Option<&str>),
         cache: &mut ProjectCache,
         report: &mut InboundReport,
     ) -> Result<(), SyncError> {
@@ -350,7 +371,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             }
             let decision = self.decide_item(&view, &row, &sides, mode);
             let mut round = Round::new(view, sides, decision);
-            self.audit(mailbox, row.key, &round).await?;
+            self.audit(mailbox, row.key, &round, rejection).await?;
             if let Some(update) = self
                 .submit_status_update(&mut pass, &mut row, &item, &mut round)
                 .await?
@@ -430,6 +451,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         mailbox: &MailboxAddress,
         key: AssignmentKey,
         round: &Round,
+        rejection: Option<&str>,
     ) -> Result<(), SyncError> {
         let Round {
             sides,
@@ -450,7 +472,9 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     mail_value: field_text(&sides.mail, d.field),
                     rule: d.rule?,
                     winner: d.winner,
-                    note: None,
+                    note: rejection
+                        .filter(|_| d.rule == Some(DecisionRule::Rejected))
+                        .map(|reason| format!("rejected by the PM side: {reason}")),
                 })
             })
             .collect();
@@ -1010,19 +1034,19 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             // The holder maps it back when it asks the host again (recheck_pending).
             return Ok(report);
         }
-        let mode = match outcome {
+        let (mode, rejection) = match outcome {
             UpdateOutcome::Applied { .. } => {
                 report.applied += 1;
-                Mode::Normal
+                (Mode::Normal, None)
             }
-            UpdateOutcome::Rejected { .. } => {
+            UpdateOutcome::Rejected { reason, .. } => {
                 report.rejected += 1;
-                Mode::Restore
+                (Mode::Restore, Some(reason.as_str()))
             }
             UpdateOutcome::Pending { .. } => return Ok(report),
         };
         row.status = SyncStatus::Synced;
-        self.process_rows(&mailbox, vec![row], mode, &mut report)
+        self.process_rows_noted(&mailbox, vec![row], mode, rejection, &mut report)
             .await?;
         Ok(report)
     }
