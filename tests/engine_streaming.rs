@@ -345,3 +345,46 @@ async fn a_client_that_mixes_backends_on_one_connection_is_refused() {
         StreamEvent::Gone(vec![a.id.clone()])
     );
 }
+
+#[tokio::test]
+async fn the_backend_cookie_answers_only_a_subscribe_that_asks_for_affinity() {
+    use taskbridge::ews::affinity::{BackendCookie, prefer_server_affinity};
+    use taskbridge::ews::client::{EwsClient, EwsClientConfig};
+    use taskbridge::ews::ops::subscribe::{EventTypes, StreamingSubscriptionRequest, Subscribe};
+    use taskbridge::ews::transport::Auth;
+    use taskbridge::ews::types::{BaseFolderId, EventType, FolderIds};
+    use taskbridge::ews::{CallContext, EwsService};
+
+    let mut config = sim_config();
+    config.backends = 3;
+    let sim = start_sim(config).await;
+    sim.move_mailbox("ann@example.com", 0).expect("move");
+    sim.move_mailbox("bob@example.com", 0).expect("move");
+    sim.move_mailbox("chen@example.com", 2).expect("move");
+    let client = EwsClient::new(EwsClientConfig::new(sim.url.clone(), Auth::None)).expect("client");
+    let subscribe = async |mailbox: &str, affinity: bool| {
+        let request = Subscribe::Streaming(StreamingSubscriptionRequest {
+            folder_ids: Some(FolderIds(vec![BaseFolderId::tasks_of(Some(mailbox))])),
+            event_types: EventTypes {
+                event_types: vec![EventType::ModifiedEvent],
+            },
+        });
+        let mut ctx = CallContext::for_mailbox(mailbox);
+        if affinity {
+            ctx = ctx.with_http_header(prefer_server_affinity());
+        }
+        let (response, headers) = client
+            .send_with_headers(ctx, &request)
+            .await
+            .expect("Subscribe");
+        assert!(response.response_messages[0].is_success());
+        BackendCookie::from_response(&headers)
+    };
+    assert_eq!(subscribe("ann@example.com", false).await, None, "not asked");
+    let ann = subscribe("ann@example.com", true).await.expect("a cookie");
+    let bob = subscribe("bob@example.com", true).await.expect("a cookie");
+    let chen = subscribe("chen@example.com", true).await.expect("a cookie");
+    assert_eq!(ann, bob, "one backend, one cookie");
+    assert_ne!(ann, chen, "another backend, another cookie");
+    sim.shutdown().await;
+}
