@@ -2,18 +2,28 @@
 //! GetStreamingEvents connection for the three mailboxes (no push listener, no polling), and an
 //! owner's edit reaches the PM side; a connection that is cut is reopened, and an edit made
 //! while it was down arrives through the pass that follows the reconnection.
+//!
+//! Server affinity: against a simulator of three Mailbox servers (backends), the engine opens
+//! one connection per backend, each with its backend's cookie, and edits in every mailbox
+//! arrive; a mailbox moved to another backend (a database fail-over) gets a new subscription
+//! whose cookie moves it to a connection of its new backend; and a client that mixes the
+//! backends' subscriptions on one connection is refused the way Exchange refuses it.
 
 mod harness;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use futures::StreamExt;
 use serde_json::json;
 
 use harness::*;
 use taskbridge::pm::AssignmentUid;
 use taskbridge::pm::embedded::Policy as ApprovalPolicy;
-use taskbridge::sync::{PublishOptions, StreamingSettings, SyncConfig};
+use taskbridge::state::MailboxAddress;
+use taskbridge::sync::{
+    Delivery, MailboxStore, PublishOptions, StreamEvent, StreamingSettings, SyncConfig,
+};
 
 fn streaming_sync() -> SyncConfig {
     SyncConfig {
@@ -50,9 +60,21 @@ async fn percent(h: &Harness, uid: i64) -> u8 {
         .get()
 }
 
-/// Publishes, subscribes, and runs the engine until `stop` fires.
+/// Publishes, subscribes, and runs the engine until `stop` fires; one connection is open.
 async fn running(
     h: &Harness,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), taskbridge::sync::SyncError>>,
+) {
+    running_on(h, 1).await
+}
+
+/// Publishes, subscribes, and runs the engine until `stop` fires, once `connections` streaming
+/// connections are open.
+async fn running_on(
+    h: &Harness,
+    connections: usize,
 ) -> (
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<Result<(), taskbridge::sync::SyncError>>,
@@ -84,8 +106,8 @@ async fn running(
             .await
     });
     // The catch-up pass of every mailbox at start, and the one connection for all three.
-    until("catch-up passes and an open stream", async || {
-        h.count("SyncFolderItems") >= 3 && h.sim.open_streams() == 1
+    until("catch-up passes and the open streams", async || {
+        h.count("SyncFolderItems") >= 3 && h.sim.open_streams() == connections
     })
     .await;
     (stop, runner)
@@ -166,4 +188,203 @@ async fn a_cut_connection_is_reopened_and_an_edit_made_while_it_was_down_arrives
     .await;
     let _ = stop.send(());
     runner.await.expect("join").expect("run");
+}
+
+/// A simulator of `backends` backends with Ann, Bob and Chen placed on the given ones.
+async fn on_backends(backends: usize, placed: [usize; 3]) -> Harness {
+    let mut config = sim_config();
+    config.backends = backends;
+    let h = harness_on(3, ApprovalPolicy::Auto, streaming_sync(), config).await;
+    for (mailbox, backend) in ["ann@example.com", "bob@example.com", "chen@example.com"]
+        .into_iter()
+        .zip(placed)
+    {
+        move_mailbox(&h, mailbox, backend).await;
+    }
+    h
+}
+
+/// Moves a mailbox to another backend through the admin API.
+async fn move_mailbox(h: &Harness, mailbox: &str, backend: usize) {
+    let resp = h
+        .http
+        .put(format!("{}mailboxes/{mailbox}/backend", h.sim.admin_url))
+        .json(&json!({ "backend": backend }))
+        .send()
+        .await
+        .expect("admin");
+    assert!(resp.status().is_success(), "move: {}", resp.status());
+    assert_eq!(h.sim.backend_of(mailbox), Some(backend));
+}
+
+/// Edits every assignment's task (one per mailbox) to `value` and waits until each arrives.
+async fn every_edit_arrives(h: &Harness, value: u8) {
+    for uid in 1..=3 {
+        let (mailbox, task) = h.task_of(uid).await;
+        h.edit(&mailbox, &id_of(&task), json!({ "PercentComplete": value }))
+            .await;
+    }
+    for uid in 1..=3 {
+        until(
+            &format!("the edit of assignment {uid} arrives"),
+            async || percent(h, uid).await == value,
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn one_connection_per_backend_carries_the_edits_of_every_mailbox() {
+    let h = on_backends(3, [0, 1, 2]).await;
+    let (stop, runner) = running_on(&h, 3).await;
+    assert_eq!(
+        h.engine.metrics().streams_open.load(Ordering::Relaxed),
+        3,
+        "one connection per backend"
+    );
+    // Each opened once and accepted: a connection mixing backends would have been answered
+    // ErrorSubscriptionNotFound, replaced and reopened.
+    assert_eq!(h.count("Subscribe"), 3);
+    assert_eq!(h.count("GetStreamingEvents"), 3);
+    every_edit_arrives(&h, 40).await;
+    assert_eq!(h.count("GetEvents"), 0, "no polling in streaming mode");
+    assert_eq!(h.count("GetStreamingEvents"), 3, "no connection reopened");
+    assert_eq!(h.sim.open_streams(), 3);
+    let _ = stop.send(());
+    runner.await.expect("join").expect("run");
+}
+
+#[tokio::test]
+async fn a_mailbox_moved_to_another_backend_is_regrouped_and_its_edits_still_arrive() {
+    // Ann and Bob share backend 0 (one connection), Chen is on backend 1.
+    let h = on_backends(3, [0, 0, 1]).await;
+    let (stop, runner) = running_on(&h, 2).await;
+    every_edit_arrives(&h, 30).await;
+
+    // Bob's database fails over to backend 2: the connections break, his subscription is not
+    // found where the old cookie routes, and the new one's cookie names backend 2.
+    move_mailbox(&h, "bob@example.com", 2).await;
+    until("the mailbox is subscribed again", async || {
+        h.count("Subscribe") >= 4
+    })
+    .await;
+    until(
+        "three connections: Ann's, Bob's and Chen's backends",
+        async || {
+            h.sim.open_streams() == 3
+                && h.engine.metrics().streams_open.load(Ordering::Relaxed) == 3
+        },
+    )
+    .await;
+    every_edit_arrives(&h, 70).await;
+
+    // And back: Bob joins Ann's connection again.
+    move_mailbox(&h, "bob@example.com", 0).await;
+    until("two connections again", async || {
+        h.count("Subscribe") >= 5
+            && h.sim.open_streams() == 2
+            && h.engine.metrics().streams_open.load(Ordering::Relaxed) == 2
+    })
+    .await;
+    every_edit_arrives(&h, 90).await;
+    let _ = stop.send(());
+    runner.await.expect("join").expect("run");
+}
+
+#[tokio::test]
+async fn a_client_that_mixes_backends_on_one_connection_is_refused() {
+    let h = on_backends(3, [0, 1, 2]).await;
+    h.engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    let ann = MailboxAddress::new("ann@example.com");
+    let bob = MailboxAddress::new("bob@example.com");
+    let a = h
+        .spy
+        .subscribe(&ann, &Delivery::Streaming, None)
+        .await
+        .expect("subscribe Ann");
+    let b = h
+        .spy
+        .subscribe(&bob, &Delivery::Streaming, None)
+        .await
+        .expect("subscribe Bob");
+    let (Some(ann_backend), Some(bob_backend)) = (a.backend.clone(), b.backend.clone()) else {
+        panic!("Subscribe with server affinity answers the backend cookie: {a:?} {b:?}");
+    };
+    assert_ne!(
+        ann_backend, bob_backend,
+        "different backends, different cookies"
+    );
+    let both = [a.id.clone(), b.id.clone()];
+    let first = async |anchor: &MailboxAddress, backend| {
+        let mut stream = h
+            .spy
+            .open_stream(anchor, &both, backend, Duration::from_secs(60))
+            .await
+            .expect("the connection opens");
+        tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("an answer at once")
+            .expect("an event")
+            .expect("not a failure")
+    };
+    // Routed by Ann's cookie, or only by Ann as the anchor: Bob's subscription is not there.
+    assert_eq!(
+        first(&ann, Some(&ann_backend)).await,
+        StreamEvent::Gone(vec![b.id.clone()])
+    );
+    assert_eq!(
+        first(&ann, None).await,
+        StreamEvent::Gone(vec![b.id.clone()])
+    );
+    // Bob's cookie wins over Ann as the anchor: Ann's is the one not found.
+    assert_eq!(
+        first(&ann, Some(&bob_backend)).await,
+        StreamEvent::Gone(vec![a.id.clone()])
+    );
+}
+
+#[tokio::test]
+async fn the_backend_cookie_answers_only_a_subscribe_that_asks_for_affinity() {
+    use taskbridge::ews::affinity::{BackendCookie, prefer_server_affinity};
+    use taskbridge::ews::client::{EwsClient, EwsClientConfig};
+    use taskbridge::ews::ops::subscribe::{EventTypes, StreamingSubscriptionRequest, Subscribe};
+    use taskbridge::ews::transport::Auth;
+    use taskbridge::ews::types::{BaseFolderId, EventType, FolderIds};
+    use taskbridge::ews::{CallContext, EwsService};
+
+    let mut config = sim_config();
+    config.backends = 3;
+    let sim = start_sim(config).await;
+    sim.move_mailbox("ann@example.com", 0).expect("move");
+    sim.move_mailbox("bob@example.com", 0).expect("move");
+    sim.move_mailbox("chen@example.com", 2).expect("move");
+    let client = EwsClient::new(EwsClientConfig::new(sim.url.clone(), Auth::None)).expect("client");
+    let subscribe = async |mailbox: &str, affinity: bool| {
+        let request = Subscribe::Streaming(StreamingSubscriptionRequest {
+            folder_ids: Some(FolderIds(vec![BaseFolderId::tasks_of(Some(mailbox))])),
+            event_types: EventTypes {
+                event_types: vec![EventType::ModifiedEvent],
+            },
+        });
+        let mut ctx = CallContext::for_mailbox(mailbox);
+        if affinity {
+            ctx = ctx.with_http_header(prefer_server_affinity());
+        }
+        let (response, headers) = client
+            .send_with_headers(ctx, &request)
+            .await
+            .expect("Subscribe");
+        assert!(response.response_messages[0].is_success());
+        BackendCookie::from_response(&headers)
+    };
+    assert_eq!(subscribe("ann@example.com", false).await, None, "not asked");
+    let ann = subscribe("ann@example.com", true).await.expect("a cookie");
+    let bob = subscribe("bob@example.com", true).await.expect("a cookie");
+    let chen = subscribe("chen@example.com", true).await.expect("a cookie");
+    assert_eq!(ann, bob, "one backend, one cookie");
+    assert_ne!(ann, chen, "another backend, another cookie");
+    sim.shutdown().await;
 }

@@ -133,7 +133,7 @@ impl Ews {
     async fn call<O: Operation>(&self, who: Option<&str>, request: &O) -> Answer<O::Response> {
         let ctx = CallContext {
             mailbox: who.map(str::to_string),
-            time_zone: None,
+            ..CallContext::default()
         };
         let result = self.client.send(ctx, request).await;
         assert!(

@@ -99,8 +99,8 @@ tls_key = ""
 # Minutes between Exchange's "still alive" notifications (1 to 1440).
 status_frequency_minutes = 1
 # Streaming mode: minutes each connection stays open before it is reopened (1 to 30), and
-# subscriptions per connection (1 to 200; 1 where the mailboxes live on several Mailbox
-# servers, as on Exchange Online: see docs/LISTENER.md).
+# subscriptions per connection of one Mailbox server (1 to 200; mailboxes on different servers
+# never share a connection: see docs/LISTENER.md).
 streaming_timeout_minutes = 30
 streaming_subscriptions_per_connection = 200
 

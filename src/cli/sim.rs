@@ -91,6 +91,10 @@ pub struct SimArgs {
     /// keep-alive, connection time-out and expiry (0.001: minutes become tens of milliseconds).
     #[arg(long, default_value_t = 1.0)]
     push_time_scale: f64,
+    /// Mailbox servers the mailboxes are spread over (server affinity for subscriptions;
+    /// move a mailbox with PUT /sim/mailboxes/{smtp}/backend).
+    #[arg(long, default_value_t = 1)]
+    backends: usize,
 }
 
 /// `--auth`.
@@ -198,6 +202,7 @@ fn config(args: SimArgs) -> Result<SimConfig, CliError> {
             seed: args.seed.unwrap_or(defaults.seed),
         },
         push_time_scale: args.push_time_scale,
+        backends: args.backends,
         ..SimConfig::default()
     })
 }

@@ -33,6 +33,7 @@ use crate::ews::ops::unsubscribe::Unsubscribe;
 use crate::ews::ops::update_item::{
     ConflictResolution, ItemChange, ItemChanges, UpdateItem, Updates,
 };
+use crate::ews::service::Headers;
 use crate::ews::types::{
     BaseFolderId, BasePoint, BaseShape, ChangeKey, EventType, ExtendedFieldUri, ExtendedProperty,
     FolderIds, FolderShape, IndexedPageView, Item, ItemId, ItemShape, Items, Path, ResponseCode,
@@ -43,9 +44,9 @@ use crate::mapping::{FieldTable, MailValues};
 use crate::pm::{AssignmentKey, ProjectGuid};
 use crate::state::{ItemRef, MailboxAddress};
 use crate::sync::{
-    BatchLimits, ChangePage, ChangedItem, Delivery, EventStream, FetchRequest, ItemFailure,
-    ItemWrite, MailboxError, MailboxItem, MailboxStore, Notice, PulledEvents, StreamEvent,
-    Subscription,
+    Backend, BatchLimits, ChangePage, ChangedItem, Delivery, EventStream, FetchRequest,
+    ItemFailure, ItemWrite, MailboxError, MailboxItem, MailboxStore, Notice, PulledEvents,
+    StreamEvent, Subscription,
 };
 
 /// Name of the extended property holding the project GUID.
@@ -592,13 +593,25 @@ impl<C: EwsService + Clone + 'static> MailboxStore for EwsMailboxStore<C> {
                 event_types,
             }),
         };
-        let response = self
+        // Server affinity (Exchange 2013 and later): the mailbox anchors the request
+        // (X-AnchorMailbox, sent for the impersonated mailbox) and the answer's cookie names
+        // the backend that holds the subscription, for its streaming connection to reach.
+        let ctx = Self::ctx(mailbox)
+            .with_http_header(crate::ews::affinity::prefer_server_affinity())
+            .restricted(Headers {
+                impersonation: true,
+                time_zone: false,
+            });
+        let (response, headers) = self
             .client
-            .subscribe(&Self::ctx(mailbox), &request)
+            .send_with_headers(ctx, &request)
             .await
             .map_err(|e| call_error(mailbox, e))?;
+        let backend = crate::ews::affinity::BackendCookie::from_response(&headers)
+            .map(|c| Backend(c.as_str().to_string()));
         let message = only_message(mailbox, "Subscribe", response.response_messages)?;
         Ok(Subscription {
+            backend,
             id: message
                 .payload
                 .subscription_id
@@ -666,6 +679,7 @@ impl<C: EwsService + Clone + 'static> MailboxStore for EwsMailboxStore<C> {
         &self,
         anchor: &MailboxAddress,
         subscription_ids: &[String],
+        backend: Option<&Backend>,
         timeout: Duration,
     ) -> Result<EventStream, MailboxError> {
         let minutes = i32::try_from(timeout.as_secs() / 60)
@@ -680,9 +694,15 @@ impl<C: EwsService + Clone + 'static> MailboxStore for EwsMailboxStore<C> {
             },
             connection_timeout: minutes,
         };
+        let mut ctx = Self::ctx(anchor);
+        if let Some(cookie) =
+            backend.and_then(|b| crate::ews::affinity::BackendCookie::new(b.0.clone()))
+        {
+            ctx = ctx.with_http_header(cookie.request_header());
+        }
         let stream = self
             .client
-            .get_streaming_events(Self::ctx(anchor), &request)
+            .get_streaming_events(ctx, &request)
             .await
             .map_err(|e| call_error(anchor, e))?;
         let anchor = anchor.clone();

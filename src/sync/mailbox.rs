@@ -166,6 +166,18 @@ pub enum StreamEvent {
 /// does; an `Err` is a failure of the connection or of one of its messages.
 pub type EventStream = futures::stream::BoxStream<'static, Result<StreamEvent, MailboxError>>;
 
+/// The server that holds a subscription, as the store names it (Exchange's
+/// `X-BackEndOverrideCookie`): subscriptions held on different servers never share a
+/// streaming connection, and a connection is routed to its group's server.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Backend(pub String);
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A subscription to a Tasks folder.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Subscription {
@@ -173,6 +185,8 @@ pub struct Subscription {
     pub id: String,
     /// The watermark it starts after.
     pub watermark: Option<String>,
+    /// The server holding it, when the store said (server affinity).
+    pub backend: Option<Backend>,
 }
 
 /// An event a pull subscription delivered.
@@ -288,16 +302,18 @@ pub trait MailboxStore: Send + Sync + 'static {
         watermark: &str,
     ) -> impl Future<Output = Result<PulledEvents, MailboxError>> + Send;
 
-    /// Opens one streaming connection for `subscription_ids` (streaming subscriptions), acting
-    /// for `anchor` (one of their mailboxes), held open for up to `timeout`. A store without
-    /// streaming answers [`MailboxError::Unavailable`].
+    /// Opens one streaming connection for `subscription_ids` (streaming subscriptions, all
+    /// held by `backend` when it is known), acting for `anchor` (one of their mailboxes), held
+    /// open for up to `timeout`. A store without streaming answers
+    /// [`MailboxError::Unavailable`].
     fn open_stream(
         &self,
         anchor: &MailboxAddress,
         subscription_ids: &[String],
+        backend: Option<&Backend>,
         timeout: Duration,
     ) -> impl Future<Output = Result<EventStream, MailboxError>> + Send {
-        let _ = (anchor, subscription_ids, timeout);
+        let _ = (anchor, subscription_ids, backend, timeout);
         std::future::ready(Err(MailboxError::Unavailable(
             "this mailbox store offers no streaming notifications".into(),
         )))

@@ -63,8 +63,9 @@ pub use conflicts::{ConflictError, OpenConflict, Take};
 pub use decide::Policy;
 pub use engine::{Engine, ProjectView, SyncError};
 pub use mailbox::{
-    BatchLimits, ChangePage, ChangedItem, Delivery, EventStream, FetchRequest, ItemFailure,
-    ItemWrite, MailboxError, MailboxItem, MailboxStore, PulledEvents, StreamEvent, Subscription,
+    Backend, BatchLimits, ChangePage, ChangedItem, Delivery, EventStream, FetchRequest,
+    ItemFailure, ItemWrite, MailboxError, MailboxItem, MailboxStore, PulledEvents, StreamEvent,
+    Subscription,
 };
 pub use metrics::Metrics;
 pub use notify::{Notice, NotificationOutcome, NotificationSink};

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::mpsc;
 
+use super::mailbox::Backend;
 use super::metrics::Metrics;
 use crate::state::MailboxAddress;
 
@@ -145,6 +146,8 @@ pub(crate) struct Runtime {
     tx: mpsc::Sender<(MailboxAddress, Notice)>,
     rx: Mutex<Option<mpsc::Receiver<(MailboxAddress, Notice)>>>,
     pub(crate) subscriptions: Arc<RwLock<HashMap<String, MailboxAddress>>>,
+    /// The server holding each subscription of `subscriptions`, where the store said.
+    pub(crate) backends: RwLock<HashMap<String, Backend>>,
     /// Bumped whenever `subscriptions` changes (streaming regroups its connections).
     pub(crate) subscriptions_changed: tokio::sync::watch::Sender<u64>,
     /// Mailboxes that need a pass because their notifications may have been missed (a
@@ -171,6 +174,7 @@ impl Runtime {
             tx,
             rx: Mutex::new(Some(rx)),
             subscriptions: Arc::default(),
+            backends: RwLock::default(),
             subscriptions_changed: tokio::sync::watch::channel(0).0,
             resync_tx,
             resync_rx: Mutex::new(Some(resync_rx)),
@@ -264,16 +268,24 @@ impl Runtime {
     }
 
     /// Notifications of subscription `id` are about `mailbox` (whose older subscription is
-    /// forgotten).
-    pub(crate) fn remember(&self, id: &str, mailbox: &MailboxAddress) {
+    /// forgotten); `backend` holds it, when known.
+    pub(crate) fn remember(&self, id: &str, mailbox: &MailboxAddress, backend: Option<&Backend>) {
         let mut map = self
             .subscriptions
             .write()
             .expect("subscription map poisoned");
+        let mut backends = self.backends.write().expect("backend map poisoned");
         let changed = map.get(id) != Some(mailbox)
-            || map.iter().any(|(other, m)| m == mailbox && other != id);
+            || map.iter().any(|(other, m)| m == mailbox && other != id)
+            || backends.get(id) != backend;
         map.retain(|_, m| m != mailbox);
         map.insert(id.to_string(), mailbox.clone());
+        match backend {
+            Some(b) => backends.insert(id.to_string(), b.clone()),
+            None => backends.remove(id),
+        };
+        backends.retain(|id, _| map.contains_key(id));
+        drop(backends);
         drop(map);
         if changed {
             self.subscriptions_changed.send_modify(|n| *n += 1);

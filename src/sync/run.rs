@@ -135,8 +135,13 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         self.inner.runtime.sink(Arc::clone(&self.inner.metrics))
     }
 
-    fn remember_subscription(&self, id: &str, mailbox: &MailboxAddress) {
-        self.inner.runtime.remember(id, mailbox);
+    fn remember_subscription(
+        &self,
+        id: &str,
+        mailbox: &MailboxAddress,
+        backend: Option<&super::mailbox::Backend>,
+    ) {
+        self.inner.runtime.remember(id, mailbox, backend);
     }
 
     /// Subscribes every known mailbox (held here, in a cluster) that has no live subscription
@@ -167,7 +172,17 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             return Ok(());
         };
         if !renew && let Some(id) = &state.subscription_id {
-            self.remember_subscription(id, &mailbox);
+            // Made by another instance (or before a restart), which server holds it is not
+            // known; a streaming connection that misses it replaces it.
+            let known = self
+                .inner
+                .runtime
+                .backends
+                .read()
+                .expect("backend map poisoned")
+                .get(id)
+                .cloned();
+            self.remember_subscription(id, &mailbox, known.as_ref());
             return Ok(());
         }
         // Resume after the last watermark when there is one: events since then are
@@ -188,7 +203,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         };
         match result {
             Ok(sub) => {
-                self.remember_subscription(&sub.id, &mailbox);
+                self.remember_subscription(&sub.id, &mailbox, sub.backend.as_ref());
                 self.heard_from(&mailbox, Some(sub.id), sub.watermark)
                     .await?;
             }
@@ -809,7 +824,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         {
             Ok(sub) => {
                 // remember_subscription forgets the mailbox's old subscription id.
-                self.remember_subscription(&sub.id, mailbox);
+                self.remember_subscription(&sub.id, mailbox, sub.backend.as_ref());
                 let now = chrono::Utc::now();
                 self.inner
                     .state

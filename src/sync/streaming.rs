@@ -1,9 +1,18 @@
 //! Streaming notifications: the engine holds GetStreamingEvents connections open and feeds
 //! what they carry into the same queue the push listener fills.
 //!
-//! The subscriptions are grouped, at most `subscriptions_per_connection` (Exchange allows 200)
-//! to a connection. Groups are stable: a new subscription joins a group with room, a vanished
-//! one leaves its group, and only the groups that changed are reconnected. Each group's task
+//! The subscriptions are grouped by the server (backend) that holds them, as Exchange 2013 and
+//! later require: a GetStreamingEvents reaches one backend (the one its
+//! `X-BackEndOverrideCookie` names), which knows only its own subscriptions. So subscriptions
+//! of different backends never share a connection, at most `subscriptions_per_connection`
+//! (Exchange allows 200) share one, and each connection sends its group's cookie and is
+//! anchored (`X-AnchorMailbox`) on the group's first subscribed mailbox. Groups are stable: a
+//! new subscription joins a group of its backend with room, a vanished one leaves its group,
+//! and only the groups that changed are reconnected. A mailbox whose new subscription names
+//! another backend (a database fail-over moved it) leaves its old group for one of the new
+//! backend. Subscriptions whose backend is unknown (made before a restart) share groups of
+//! their own; the server answers ErrorSubscriptionNotFound for those it routed elsewhere, and
+//! their replacements name their backend. Each group's task
 //! reopens its connection at once when the server closes it at the time-out, and after a
 //! failure with a growing delay (none the first time, then 1 s doubling to 60 s, or the
 //! server's back-off). Whenever a connection is (re)opened for a mailbox that was streamed
@@ -22,7 +31,7 @@ use tracing::{debug, info, warn};
 
 use super::config::StreamingSettings;
 use super::engine::Engine;
-use super::mailbox::{MailboxError, MailboxStore, StreamEvent};
+use super::mailbox::{Backend, MailboxError, MailboxStore, StreamEvent};
 use super::metrics::Metrics;
 use super::notify::NotificationOutcome;
 use crate::pm::PmHost;
@@ -31,12 +40,19 @@ use crate::state::{MailboxAddress, StateStore};
 /// The longest wait before reopening a connection that keeps failing.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
 
-/// One connection's subscriptions.
+/// One connection's subscriptions, all held by one backend.
 struct Group {
+    /// The backend holding them (`None`: not known).
+    backend: Option<Backend>,
+    /// The mailbox the connection is anchored on: the group's first subscribed one.
+    anchor: MailboxAddress,
     ids: BTreeMap<String, MailboxAddress>,
     task: Option<AbortHandle>,
     changed: bool,
 }
+
+/// Every subscription the engine holds: its mailbox and the backend holding it.
+type Current = HashMap<String, (MailboxAddress, Option<Backend>)>;
 
 /// What the connection tasks share.
 #[derive(Default)]
@@ -61,20 +77,42 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         let mut tasks = JoinSet::new();
         loop {
             changed.borrow_and_update();
-            let current: HashMap<String, MailboxAddress> = self
-                .inner
-                .runtime
-                .subscriptions
-                .read()
-                .expect("subscription map poisoned")
-                .clone();
-            regroup(&mut groups, &current, per_connection);
+            let current: Current = {
+                let subscriptions = self
+                    .inner
+                    .runtime
+                    .subscriptions
+                    .read()
+                    .expect("subscription map poisoned");
+                let backends = self
+                    .inner
+                    .runtime
+                    .backends
+                    .read()
+                    .expect("backend map poisoned");
+                subscriptions
+                    .iter()
+                    .map(|(id, m)| (id.clone(), (m.clone(), backends.get(id).cloned())))
+                    .collect()
+            };
+            for (mailbox, from, to) in regroup(&mut groups, &current, per_connection) {
+                info!(
+                    %mailbox,
+                    from = from.as_ref().map_or("unknown", |b| b.0.as_str()),
+                    to = to.as_ref().map_or("unknown", |b| b.0.as_str()),
+                    "the mailbox's subscription is on another backend now; its streaming connection moves"
+                );
+            }
             for group in groups.iter_mut().filter(|g| g.changed) {
                 if let Some(task) = group.task.take() {
                     task.abort();
                 }
                 group.task = Some(tasks.spawn(self.clone().hold_connection(
-                    group.ids.clone(),
+                    Target {
+                        ids: group.ids.clone(),
+                        anchor: group.anchor.clone(),
+                        backend: group.backend.clone(),
+                    },
                     settings.connection_timeout,
                     Arc::clone(&shared),
                 )));
@@ -82,6 +120,11 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             }
             debug!(
                 connections = groups.len(),
+                backends = groups
+                    .iter()
+                    .map(|g| &g.backend)
+                    .collect::<HashSet<_>>()
+                    .len(),
                 subscriptions = current.len(),
                 "streaming connections grouped"
             );
@@ -95,18 +138,18 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     }
 
     /// Holds one group's connection open, reopening it for as long as the task lives.
-    async fn hold_connection(
-        self,
-        ids: BTreeMap<String, MailboxAddress>,
-        timeout: Duration,
-        shared: Arc<Shared>,
-    ) {
+    async fn hold_connection(self, target: Target, timeout: Duration, shared: Arc<Shared>) {
+        let Target {
+            ids,
+            anchor,
+            backend,
+        } = target;
         let mut mailboxes: Vec<MailboxAddress> = ids.values().cloned().collect();
         mailboxes.sort();
         mailboxes.dedup();
-        let Some(anchor) = mailboxes.first().cloned() else {
+        if mailboxes.is_empty() {
             return;
-        };
+        }
         let list: Vec<String> = ids.keys().cloned().collect();
         let sink = self.notification_sink();
         let resync = self.inner.runtime.resync_tx.clone();
@@ -129,7 +172,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             let mut stream = match self
                 .inner
                 .mailboxes
-                .open_stream(&anchor, &list, timeout)
+                .open_stream(&anchor, &list, backend.as_ref(), timeout)
                 .await
             {
                 Ok(stream) => stream,
@@ -141,7 +184,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     continue;
                 }
             };
-            debug!(%anchor, subscriptions = list.len(), "streaming connection open");
+            debug!(%anchor, backend = backend.as_ref().map_or("unknown", |b| b.0.as_str()), subscriptions = list.len(), "streaming connection open");
             let _open = OpenGauge::new(&self.inner.metrics);
             let mut closed = false;
             while let Some(event) = stream.next().await {
@@ -234,17 +277,41 @@ impl Drop for OpenGauge {
     }
 }
 
-/// Fits the groups to the subscriptions `current`: vanished ids leave, new ones join a group
-/// with room (or a new group); every group that changed is marked.
+/// What one connection is for.
+struct Target {
+    ids: BTreeMap<String, MailboxAddress>,
+    anchor: MailboxAddress,
+    backend: Option<Backend>,
+}
+
+/// Fits the groups to the subscriptions `current`: vanished ids (and ids whose backend is no
+/// longer the group's) leave, new ones join a group of their backend with room (or a new
+/// group); every group that changed is marked. Returns the mailboxes whose subscription moved
+/// to another backend (mailbox, old backend, new backend).
 fn regroup(
     groups: &mut Vec<Group>,
-    current: &HashMap<String, MailboxAddress>,
+    current: &Current,
     per_connection: usize,
-) {
+) -> Vec<(MailboxAddress, Option<Backend>, Option<Backend>)> {
+    let before: HashMap<MailboxAddress, Option<Backend>> = groups
+        .iter()
+        .flat_map(|g| g.ids.values().map(|m| (m.clone(), g.backend.clone())))
+        .collect();
     for g in groups.iter_mut() {
-        let before = g.ids.len();
-        g.ids.retain(|id, m| current.get(id) == Some(m));
-        g.changed |= g.ids.len() != before;
+        let count = g.ids.len();
+        g.ids.retain(|id, m| {
+            current
+                .get(id)
+                .is_some_and(|(cm, cb)| cm == m && *cb == g.backend)
+        });
+        g.changed |= g.ids.len() != count;
+        if !g.ids.values().any(|m| *m == g.anchor)
+            && let Some(next) = g.ids.values().min()
+        {
+            // The anchor left: the connection is routed by another of the group's mailboxes.
+            g.anchor = next.clone();
+            g.changed = true;
+        }
     }
     groups.retain(|g| {
         if g.ids.is_empty()
@@ -255,24 +322,37 @@ fn regroup(
         !g.ids.is_empty()
     });
     let known: HashSet<String> = groups.iter().flat_map(|g| g.ids.keys().cloned()).collect();
-    let mut new: Vec<(&String, &MailboxAddress)> = current
+    let mut new: Vec<(&String, &MailboxAddress, &Option<Backend>)> = current
         .iter()
         .filter(|(id, _)| !known.contains(*id))
+        .map(|(id, (m, b))| (id, m, b))
         .collect();
     new.sort_by(|a, b| (a.1, a.0).cmp(&(b.1, b.0)));
-    for (id, m) in new {
-        match groups.iter_mut().find(|g| g.ids.len() < per_connection) {
+    let mut moved = Vec::new();
+    for (id, m, backend) in new {
+        if let Some(old) = before.get(m)
+            && old != backend
+        {
+            moved.push((m.clone(), old.clone(), backend.clone()));
+        }
+        match groups
+            .iter_mut()
+            .find(|g| g.backend == *backend && g.ids.len() < per_connection)
+        {
             Some(g) => {
                 g.ids.insert(id.clone(), m.clone());
                 g.changed = true;
             }
             None => groups.push(Group {
+                backend: backend.clone(),
+                anchor: m.clone(),
                 ids: BTreeMap::from([(id.clone(), m.clone())]),
                 task: None,
                 changed: true,
             }),
         }
     }
+    moved
 }
 
 /// How long to wait before the `failures`-th reopening: none the first time, then 1 s doubling
@@ -292,11 +372,27 @@ fn retry_delay(failures: u32, error: &MailboxError) -> Duration {
 mod tests {
     use super::*;
 
-    fn subs(pairs: &[(&str, &str)]) -> HashMap<String, MailboxAddress> {
+    fn subs(pairs: &[(&str, &str)]) -> Current {
         pairs
             .iter()
-            .map(|(id, m)| (id.to_string(), MailboxAddress::new(m)))
+            .map(|(id, m)| (id.to_string(), (MailboxAddress::new(m), None)))
             .collect()
+    }
+
+    fn on(triples: &[(&str, &str, &str)]) -> Current {
+        triples
+            .iter()
+            .map(|(id, m, b)| {
+                (
+                    id.to_string(),
+                    (MailboxAddress::new(m), Some(Backend(b.to_string()))),
+                )
+            })
+            .collect()
+    }
+
+    fn anchors(groups: &[Group]) -> Vec<&str> {
+        groups.iter().map(|g| g.anchor.as_str()).collect()
     }
 
     fn ids(groups: &[Group]) -> Vec<Vec<&str>> {
@@ -334,6 +430,79 @@ mod tests {
         // Every subscription gone: no group left.
         regroup(&mut groups, &HashMap::new(), 2);
         assert!(groups.is_empty());
+    }
+
+    #[test]
+    fn backends_never_share_a_group_and_each_is_anchored_on_its_first_mailbox() {
+        let mut groups = Vec::new();
+        let current = on(&[
+            ("a", "ann@example.com", "MBX1"),
+            ("b", "bob@example.com", "MBX2"),
+            ("c", "chen@example.com", "MBX1"),
+            ("d", "dana@example.com", "MBX2"),
+            ("e", "eve@example.com", "MBX1"),
+        ]);
+        let moved = regroup(&mut groups, &current, 2);
+        assert!(moved.is_empty());
+        // MBX1 holds three: two groups of it; MBX2 one group.
+        assert_eq!(
+            ids(&groups),
+            vec![vec!["a", "c"], vec!["b", "d"], vec!["e"]]
+        );
+        assert_eq!(
+            anchors(&groups),
+            vec!["ann@example.com", "bob@example.com", "eve@example.com"]
+        );
+        for g in &groups {
+            let backends: HashSet<_> = g.ids.keys().map(|id| &current[id].1).collect();
+            assert_eq!(backends.len(), 1, "one backend per group");
+            assert_eq!(backends.into_iter().next().unwrap(), &g.backend);
+        }
+        groups.iter_mut().for_each(|g| g.changed = false);
+
+        // Ann's mailbox fails over to MBX2: her new subscription joins a group of MBX2 (with
+        // room: Eve's group is MBX1's), her old group is re-anchored on Chen.
+        let mut moved_on = current.clone();
+        moved_on.remove("a");
+        moved_on.insert(
+            "a2".into(),
+            (
+                MailboxAddress::new("ann@example.com"),
+                Some(Backend("MBX2".into())),
+            ),
+        );
+        let moved = regroup(&mut groups, &moved_on, 2);
+        assert_eq!(
+            moved,
+            vec![(
+                MailboxAddress::new("ann@example.com"),
+                Some(Backend("MBX1".into())),
+                Some(Backend("MBX2".into()))
+            )]
+        );
+        assert_eq!(
+            ids(&groups),
+            vec![vec!["c"], vec!["b", "d"], vec!["e"], vec!["a2"]]
+        );
+        assert_eq!(groups[0].anchor.as_str(), "chen@example.com");
+        assert_eq!(groups[3].backend, Some(Backend("MBX2".into())));
+        assert_eq!(
+            groups.iter().map(|g| g.changed).collect::<Vec<_>>(),
+            vec![true, false, false, true]
+        );
+    }
+
+    #[test]
+    fn a_subscription_whose_backend_becomes_known_leaves_the_unknown_group() {
+        let mut groups = Vec::new();
+        regroup(&mut groups, &subs(&[("a", "ann@example.com")]), 200);
+        assert_eq!(groups[0].backend, None);
+        groups.iter_mut().for_each(|g| g.changed = false);
+        let known = on(&[("a", "ann@example.com", "MBX1")]);
+        regroup(&mut groups, &known, 200);
+        assert_eq!(ids(&groups), vec![vec!["a"]]);
+        assert_eq!(groups[0].backend, Some(Backend("MBX1".into())));
+        assert!(groups[0].changed);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! requests, fails 5% (HTTP 500 or a dropped connection), closes every connection at its
 //! (time-scaled) time-out, and every 0.3 to 2 seconds cuts every open stream. Reconciliation
 //! is set to an hour, so edits can only arrive over a stream or through the pass that follows
-//! a reconnect. Every edit must reach the PM side exactly once, and both sides converge.
+//! a reconnect. The mailboxes are spread over three backends (`--backends 3`), so the
+//! connections must keep server affinity. Every edit must reach the PM side exactly once, and
+//! both sides converge.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -38,6 +40,9 @@ const FAULTS: &[&str] = &[
     // Keep-alives every 0.3 s and connection time-outs after 18 s instead of 30 s and 30 min.
     "--push-time-scale",
     "0.01",
+    // The mailboxes spread over three Mailbox servers: each connection must keep affinity.
+    "--backends",
+    "3",
 ];
 
 async fn pm_percents(ws: &Workspace, guid: ProjectGuid) -> Option<HashMap<String, u8>> {

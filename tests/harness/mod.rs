@@ -23,8 +23,8 @@ use taskbridge::pm::{
 };
 use taskbridge::state::{ItemRef, MailboxAddress, SqliteStore};
 use taskbridge::sync::{
-    BatchLimits, ChangePage, Delivery, Engine, EventStream, FetchRequest, ItemFailure, ItemWrite,
-    MailboxError, MailboxItem, MailboxStore, PulledEvents, Subscription, SyncConfig,
+    Backend, BatchLimits, ChangePage, Delivery, Engine, EventStream, FetchRequest, ItemFailure,
+    ItemWrite, MailboxError, MailboxItem, MailboxStore, PulledEvents, Subscription, SyncConfig,
 };
 pub use taskbridge_sim::ConflictModel;
 use taskbridge_sim::{self as sim, SimConfig, SimHandle};
@@ -162,12 +162,28 @@ pub async fn harness_with(
     sync: SyncConfig,
     conflict_model: ConflictModel,
 ) -> Harness {
-    let mut config = SimConfig::for_tests(&[
+    let mut config = sim_config();
+    config.conflict_model = conflict_model;
+    harness_on(assignments, policy, sync, config).await
+}
+
+/// The simulator configuration of the harness: Ann, Bob and Chen, no authentication.
+pub fn sim_config() -> SimConfig {
+    SimConfig::for_tests(&[
         "ann@example.com:pw-ann",
         "bob@example.com:pw-bob",
         "chen@example.com:pw-chen",
-    ]);
-    config.conflict_model = conflict_model;
+    ])
+}
+
+/// Like [`harness`], against a simulator started with `config` (Ann, Bob and Chen must be
+/// among its mailboxes: see [`sim_config`]).
+pub async fn harness_on(
+    assignments: usize,
+    policy: Policy,
+    sync: SyncConfig,
+    config: SimConfig,
+) -> Harness {
     let sim = start_sim(config).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let host = EmbeddedHost::open(dir.path()).await.expect("pm store");
@@ -570,6 +586,7 @@ impl<M: MailboxStore + Clone> MailboxStore for Spy<M> {
         &self,
         anchor: &MailboxAddress,
         subscription_ids: &[String],
+        backend: Option<&Backend>,
         timeout: Duration,
     ) -> Result<EventStream, MailboxError> {
         self.stream_opens.fetch_add(1, Ordering::SeqCst);
@@ -578,7 +595,8 @@ impl<M: MailboxStore + Clone> MailboxStore for Spy<M> {
         let _ = held.wait_for(|h| !*h).await;
         gated!(
             self,
-            self.inner.open_stream(anchor, subscription_ids, timeout)
+            self.inner
+                .open_stream(anchor, subscription_ids, backend, timeout)
         )
     }
 }

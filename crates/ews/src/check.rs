@@ -19,7 +19,7 @@ use crate::ops::get_streaming_events::{
 use crate::ops::subscribe::{EventTypes, StreamingSubscriptionRequest, Subscribe};
 use crate::ops::sync_folder_items::SyncFolderItems;
 use crate::ops::unsubscribe::Unsubscribe;
-use crate::service::CallContext;
+use crate::service::{CallContext, EwsService};
 use crate::soap::ServerVersionInfo;
 use crate::types::{
     BaseFolderId, BaseShape, EventType, FolderIds, FolderShape, ItemShape, ResponseCode,
@@ -354,10 +354,18 @@ async fn check_streaming(client: &EwsClient, mailbox: &str) -> ModeCheck {
             event_types: vec![EventType::CreatedEvent, EventType::ModifiedEvent],
         },
     });
-    let id = match client.subscribe(&ctx, &request).await {
-        Ok(resp) => match resp.response_messages.first() {
+    // As the engine does: ask for the backend cookie, and send it with the connection, so
+    // that a farm of several Mailbox servers routes the connection to the subscription's.
+    let subscribing = ctx
+        .clone()
+        .with_http_header(crate::affinity::prefer_server_affinity());
+    let (id, ctx) = match client.send_with_headers(subscribing, &request).await {
+        Ok((resp, headers)) => match resp.response_messages.first() {
             Some(m) if m.is_success() => match m.payload.subscription_id.clone() {
-                Some(id) => id,
+                Some(id) => match crate::affinity::BackendCookie::from_response(&headers) {
+                    Some(cookie) => (id, ctx.with_http_header(cookie.request_header())),
+                    None => (id, ctx),
+                },
                 None => return fails("streaming", "Subscribe answered without an id".into()),
             },
             Some(m) => {

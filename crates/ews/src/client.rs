@@ -235,6 +235,7 @@ impl EwsClient {
         let req = SoapRequest {
             action,
             mailbox: None,
+            extra: &[],
             body,
         };
         self.inner
@@ -314,6 +315,7 @@ impl EwsClient {
         let req = SoapRequest {
             action: GetStreamingEvents::NAME,
             mailbox: ctx.mailbox.as_deref(),
+            extra: &ctx.http_headers,
             body,
         };
         let inner = &self.inner;
@@ -422,6 +424,15 @@ impl EwsService for EwsClient {
         ctx: CallContext,
         request: &O,
     ) -> impl Future<Output = Result<O::Response, Error>> + Send {
+        let sent = self.send_with_headers(ctx, request);
+        async move { sent.await.map(|(response, _)| response) }
+    }
+
+    fn send_with_headers<O: Operation>(
+        &self,
+        ctx: CallContext,
+        request: &O,
+    ) -> impl Future<Output = Result<(O::Response, ::http::HeaderMap), Error>> + Send {
         let header = RequestHeader {
             version: self.inner.version.clone(),
             impersonation: ctx.mailbox.clone().map(Impersonation::PrimarySmtpAddress),
@@ -434,7 +445,12 @@ impl EwsService for EwsClient {
             op = O::NAME,
             mailbox = ctx.mailbox.as_deref().unwrap_or("")
         );
-        async move { inner.call::<O>(ctx.mailbox.as_deref(), body).await }.instrument(span)
+        async move {
+            inner
+                .call::<O>(ctx.mailbox.as_deref(), &ctx.http_headers, body)
+                .await
+        }
+        .instrument(span)
     }
 
     fn get_streaming_events(
@@ -447,15 +463,19 @@ impl EwsService for EwsClient {
 }
 
 impl Inner {
+    /// Sends one operation with its retries; the response and the headers of the HTTP
+    /// response that carried it.
     async fn call<O: Operation>(
         &self,
         mailbox: Option<&str>,
+        extra: &[(::http::HeaderName, ::http::HeaderValue)],
         body: Bytes,
-    ) -> Result<O::Response, Error> {
+    ) -> Result<(O::Response, ::http::HeaderMap), Error> {
         trace!(body = %loggable(&body), "request envelope");
         let req = SoapRequest {
             action: O::NAME,
             mailbox,
+            extra,
             body,
         };
         let mut transient_failures = 0u32;
@@ -464,7 +484,7 @@ impl Inner {
         loop {
             let last = attempt >= self.retry.max_attempts;
             match self.attempt::<O>(&req, throttled + 1).await {
-                Outcome::Done(response) => return Ok(response),
+                Outcome::Done(done) => return Ok(done),
                 Outcome::Fatal(err) => return Err(err),
                 Outcome::Throttled(back_off) => {
                     throttled += 1;
@@ -513,13 +533,17 @@ impl Inner {
         &self,
         req: &SoapRequest<'_>,
         throttle_round: u32,
-    ) -> Outcome<O::Response> {
+    ) -> Outcome<(O::Response, ::http::HeaderMap)> {
         // The permits are held until the answer is read: a throttled answer closes the gate
         // before the next waiting request may go and look at it.
         let permits = self.limiter.acquire(req.mailbox).await;
         let response = self.auth.send(&self.wire, self.scheme, req).await;
+        let mut headers = ::http::HeaderMap::new();
         let outcome = match response {
-            Ok(response) => self.interpret::<O>(response, throttle_round),
+            Ok(response) => {
+                headers = response.headers.clone();
+                self.interpret::<O>(response, throttle_round)
+            }
             Err(err @ Error::Connection(_)) => Outcome::Transient(err),
             // A token endpoint that is down is as transient as the EWS endpoint being down.
             Err(err @ Error::Http { status, .. }) if status >= 500 => Outcome::Transient(err),
@@ -527,7 +551,12 @@ impl Inner {
         };
         drop(permits);
         self.counters.record(O::NAME, outcome.metric());
-        outcome
+        match outcome {
+            Outcome::Done(response) => Outcome::Done((response, headers)),
+            Outcome::Throttled(d) => Outcome::Throttled(d),
+            Outcome::Transient(e) => Outcome::Transient(e),
+            Outcome::Fatal(e) => Outcome::Fatal(e),
+        }
     }
 
     /// The back-off to use when the server asks for one without saying how long.

@@ -11,6 +11,7 @@
 //!
 #![doc = include_str!("../README.md")]
 
+pub mod affinity;
 pub mod autodiscover;
 pub mod check;
 pub mod client;

@@ -8,6 +8,8 @@
 
 use std::future::Future;
 
+use http::{HeaderMap, HeaderName, HeaderValue};
+
 use crate::error::Error;
 use crate::ops::Operation;
 use crate::ops::get_streaming_events::GetStreamingEvents;
@@ -22,6 +24,9 @@ pub struct CallContext {
     pub mailbox: Option<String>,
     /// The time zone the server should use for local times.
     pub time_zone: Option<TimeZoneContext>,
+    /// HTTP headers sent with the request as given, replacing any of the same name (server
+    /// affinity: [`crate::affinity`]). Never credentials: these are not hidden from logs.
+    pub http_headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// Which optional SOAP headers an operation's input message declares.
@@ -38,8 +43,14 @@ impl CallContext {
     pub fn for_mailbox(mailbox: impl Into<String>) -> Self {
         Self {
             mailbox: Some(mailbox.into()),
-            time_zone: None,
+            ..Self::default()
         }
+    }
+
+    /// The context with `header` added to the HTTP request.
+    pub fn with_http_header(mut self, (name, value): (HeaderName, HeaderValue)) -> Self {
+        self.http_headers.push((name, value));
+        self
     }
 
     /// The context with only the headers `allowed` kept.
@@ -47,6 +58,8 @@ impl CallContext {
         CallContext {
             mailbox: self.mailbox.clone().filter(|_| allowed.impersonation),
             time_zone: self.time_zone.clone().filter(|_| allowed.time_zone),
+            // HTTP headers are not SOAP headers: the WSDL says nothing about them.
+            http_headers: self.http_headers.clone(),
         }
     }
 }
@@ -61,6 +74,18 @@ pub trait EwsService: Send + Sync {
         ctx: CallContext,
         request: &O,
     ) -> impl Future<Output = Result<O::Response, Error>> + Send;
+
+    /// Sends `request` like [`send`](Self::send) and also returns the headers of the HTTP
+    /// response that answered it (cookies such as [`crate::affinity::BackendCookie`]). A
+    /// service without HTTP answers an empty map.
+    fn send_with_headers<O: Operation>(
+        &self,
+        ctx: CallContext,
+        request: &O,
+    ) -> impl Future<Output = Result<(O::Response, HeaderMap), Error>> + Send {
+        let sent = self.send(ctx, request);
+        async move { sent.await.map(|response| (response, HeaderMap::new())) }
+    }
 
     /// Opens a GetStreamingEvents connection and returns its envelopes as they arrive. A
     /// service that cannot hold a response open answers [`Error::Config`]; [`EwsClient`]

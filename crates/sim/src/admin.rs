@@ -15,6 +15,7 @@
 //! | DELETE | `/sim/mailboxes/{smtp}/tasks/{id}` | delete (`?move=true`: into Deleted Items) |
 //! | POST | `/sim/mailboxes/{smtp}/tasks/{id}/bump` | new ChangeKey, no field change |
 //! | PUT | `/sim/mailboxes/{smtp}/quota` | `{"exceeded": true}`: every create and update in the mailbox fails with ErrorQuotaExceeded until `false` |
+//! | PUT | `/sim/mailboxes/{smtp}/backend` | `{"backend": n}`: move the mailbox to backend `n` (0-based, below `--backends`), as a database fail-over does; open streaming connections break |
 //! | GET | `/sim/subscriptions` | live subscriptions |
 //! | GET | `/sim/counters` | counters per operation, in flight, throttled, failed, push, requests inside an announced back-off window (per caller) |
 //! | POST | `/sim/counters/reset` | zero the counters |
@@ -112,6 +113,20 @@ pub(crate) async fn handle(sim: &Sim, req: Request<Incoming>) -> Resp {
                 ),
             }
         }
+        (Method::PUT, ["sim", "mailboxes", smtp, "backend"]) => {
+            let Some(backend) = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v["backend"].as_u64())
+                .and_then(|n| usize::try_from(n).ok())
+            else {
+                return error(StatusCode::BAD_REQUEST, "the body is {\"backend\": n}");
+            };
+            match sim.move_mailbox(smtp, backend) {
+                Ok(()) => json_resp(StatusCode::OK, &json!({"smtp": smtp, "backend": backend})),
+                Err(e) if e.starts_with("no mailbox") => error(StatusCode::NOT_FOUND, &e),
+                Err(e) => error(StatusCode::BAD_REQUEST, &e),
+            }
+        }
         (_, ["sim", "mailboxes", smtp, "tasks", rest @ ..]) => {
             let Some(mb) = sim.store.by_smtp(smtp).cloned() else {
                 return error(StatusCode::NOT_FOUND, &format!("no mailbox {smtp}"));
@@ -166,6 +181,7 @@ fn routes() -> Value {
             "DELETE /sim/mailboxes/{smtp}/tasks/{id}[?move=true]",
             "POST /sim/mailboxes/{smtp}/tasks/{id}/bump",
             "PUT /sim/mailboxes/{smtp}/quota",
+            "PUT /sim/mailboxes/{smtp}/backend",
             "GET /sim/subscriptions",
             "POST /sim/subscriptions/forget",
             "POST /sim/streams/cut",
@@ -188,6 +204,7 @@ fn mailboxes(sim: &Sim) -> Resp {
                 "items": st.items.len(),
                 "watermark": mb.head_watermark(),
                 "tasks_folder_id": ids::folder_id(mb.no, FolderKind::Tasks),
+                "backend": sim.backend_of(&mb.smtp),
             })
         })
         .collect();

@@ -98,6 +98,12 @@ pub struct SimConfig {
     /// Timeout, streaming keep-alive, ConnectionTimeout and expiry), so tests run in
     /// milliseconds what Exchange does in minutes.
     pub push_time_scale: f64,
+    /// How many Mailbox servers (backends) the mailboxes are spread over (at least 1). Each
+    /// mailbox is on one, by a hash of its address until the admin API moves it; a
+    /// Subscribe asking for server affinity gets the `X-BackEndOverrideCookie` of its
+    /// mailbox's backend, and a GetStreamingEvents finds only the subscriptions of the backend
+    /// it is routed to (its cookie's, else its anchor mailbox's).
+    pub backends: usize,
     /// Largest request body accepted (413 beyond).
     pub max_request_bytes: usize,
     /// The `ServerVersionInfo` header of every response.
@@ -121,6 +127,7 @@ impl Default for SimConfig {
             record: None,
             faults: FaultConfig::default(),
             push_time_scale: 1.0,
+            backends: 1,
             max_request_bytes: taskbridge_ews::soap::DEFAULT_MAX_MESSAGE_BYTES,
             server_version: exchange_2019(),
         }
@@ -224,6 +231,20 @@ impl SimHandle {
             self.sim.subs.remove(s.id.as_str());
         }
         all.len()
+    }
+
+    /// The backend (0-based) the mailbox `smtp` is on; `None` for an unknown mailbox.
+    pub fn backend_of(&self, smtp: &str) -> Option<usize> {
+        self.sim
+            .store
+            .by_smtp(smtp)
+            .map(|mb| self.sim.backend_of(&mb.smtp))
+    }
+
+    /// Moves the mailbox `smtp` to `backend`, as a database fail-over does: its subscriptions
+    /// are now found only through that backend, and every open streaming connection breaks.
+    pub fn move_mailbox(&self, smtp: &str, backend: usize) -> Result<(), String> {
+        self.sim.move_mailbox(smtp, backend)
     }
 
     /// GetStreamingEvents connections open now.
@@ -334,6 +355,9 @@ fn validate(config: &SimConfig) -> Result<(), SimError> {
         return Err(SimError::Config(
             "--push-time-scale must be a positive number".into(),
         ));
+    }
+    if config.backends == 0 {
+        return Err(SimError::Config("--backends must be at least 1".into()));
     }
     if config.auth != AuthMode::None && config.users.is_empty() {
         return Err(SimError::Config(

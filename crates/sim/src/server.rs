@@ -24,6 +24,7 @@ use crate::shared::{Resp, Sim, respond};
 use crate::store::Mailbox;
 use crate::streaming::{self, StreamBody};
 use crate::{ADMIN_PATH, EWS_PATH, SimError, TlsFiles, admin, autodiscover, ops};
+use taskbridge_ews::affinity::{BackendCookie, prefers_affinity};
 use taskbridge_ews::server::{self as http_server, ServerLimits};
 use taskbridge_ews::soap::{self, Fault};
 use taskbridge_ews::transport::channel_binding::{ChannelBindings, tls_server_end_point_data};
@@ -213,7 +214,7 @@ async fn handle_whole(
         return Ok(autodiscover::answer(&sim, &path, scheme, &headers, &body));
     }
     let _in_flight = sim.counters.begin();
-    ews(&sim, &caller, &body, anchor.as_deref(), stream).await
+    ews(&sim, &caller, &body, anchor.as_deref(), &headers, stream).await
 }
 
 /// The caller, or the `WWW-Authenticate` challenge of a 401.
@@ -268,6 +269,7 @@ async fn ews(
     caller: &Caller,
     body: &Bytes,
     anchor: Option<&str>,
+    headers: &http::HeaderMap,
     stream: &mut Option<Response<StreamBody>>,
 ) -> Result<Resp, Dropped> {
     let server = Some(&sim.config.server_version);
@@ -371,7 +373,11 @@ async fn ews(
     if let (Ok((header, name)), None) = (&peek, busy)
         && name == "GetStreamingEvents"
     {
-        return match streaming::open(sim, caller, header, body) {
+        // The backend the request reaches: the cookie's, else the anchor mailbox's.
+        let routed = BackendCookie::from_request(headers)
+            .and_then(|c| sim.backend_named(&c))
+            .or_else(|| mailbox.as_ref().map(|mb| sim.backend_of(&mb.smtp)));
+        return match streaming::open(sim, caller, header, body, routed) {
             Ok(response) => {
                 // The envelopes are written as events happen; none is recorded.
                 record(200, None);
@@ -417,7 +423,17 @@ async fn ews(
         spontaneous_change_key(sim, mb).await;
     }
     record(bytes.0.as_u16(), Some(&bytes.1));
-    Ok(respond(bytes.0, XML, bytes.1))
+    let affinity = bytes.0 == StatusCode::OK && op == "Subscribe" && prefers_affinity(headers);
+    let mut response = respond(bytes.0, XML, bytes.1);
+    if affinity && let Some(mb) = &mailbox {
+        // Exchange names the anchor mailbox's backend, for the later requests to send back.
+        response.headers_mut().append(
+            header::SET_COOKIE,
+            sim.backend_cookie(sim.backend_of(&mb.smtp))
+                .set_cookie_header(),
+        );
+    }
+    Ok(response)
 }
 
 /// `Retry-After` is in whole seconds: the back-off rounded up, at least 1.

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use taskbridge_ews::affinity::BackendCookie;
 use taskbridge_ews::transport::auth::gssapi::AcceptorCredential;
 
 use bytes::Bytes;
@@ -46,6 +47,9 @@ pub(crate) struct Sim {
     pub subs: Subscriptions,
     /// GetStreamingEvents connections open now.
     pub open_streams: std::sync::atomic::AtomicUsize,
+    /// Mailboxes moved to another backend than their address's hash gives (by lowercase
+    /// address).
+    pub moved: std::sync::Mutex<std::collections::HashMap<String, usize>>,
     /// Bumped to break every open streaming connection (`POST /sim/streams/cut`).
     pub cut_streams: watch::Sender<u64>,
     /// Flips to true when the simulator shuts down; push deliveries watch it.
@@ -122,6 +126,7 @@ impl Sim {
             persist,
             subs: Subscriptions::default(),
             open_streams: Default::default(),
+            moved: Default::default(),
             cut_streams: watch::channel(0).0,
             shutdown,
             http,
@@ -139,6 +144,50 @@ impl Sim {
     pub(crate) fn cut_streams(&self) -> usize {
         self.cut_streams.send_modify(|n| *n += 1);
         self.open_streams.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The backend (0-based) the mailbox `smtp` is on: where the admin API moved it, else a
+    /// hash of its address (stable across runs).
+    pub(crate) fn backend_of(&self, smtp: &str) -> usize {
+        let key = smtp.to_ascii_lowercase();
+        if let Some(n) = self.moved.lock().expect("moved map poisoned").get(&key) {
+            return *n;
+        }
+        // FNV-1a: the same address lands on the same backend in every run.
+        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        usize::try_from(hash % self.config.backends.max(1) as u64).unwrap_or(0)
+    }
+
+    /// The cookie naming backend `n`.
+    pub(crate) fn backend_cookie(&self, n: usize) -> BackendCookie {
+        BackendCookie::new(format!("MBX{:02}.sim.invalid~1", n + 1)).expect("a valid cookie value")
+    }
+
+    /// The backend a cookie names, if it names one of ours.
+    pub(crate) fn backend_named(&self, cookie: &BackendCookie) -> Option<usize> {
+        (0..self.config.backends.max(1)).find(|n| self.backend_cookie(*n) == *cookie)
+    }
+
+    /// Moves a mailbox to another backend; open streaming connections break, as they do when
+    /// a database fails over.
+    pub(crate) fn move_mailbox(&self, smtp: &str, backend: usize) -> Result<(), String> {
+        if backend >= self.config.backends.max(1) {
+            return Err(format!(
+                "backend {backend} does not exist (there are {})",
+                self.config.backends.max(1)
+            ));
+        }
+        let Some(mb) = self.store.by_smtp(smtp) else {
+            return Err(format!("no mailbox {smtp}"));
+        };
+        self.moved
+            .lock()
+            .expect("moved map poisoned")
+            .insert(mb.smtp.to_ascii_lowercase(), backend);
+        self.cut_streams();
+        Ok(())
     }
 
     /// The simulator as an `Arc`, while it runs.

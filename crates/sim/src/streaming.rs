@@ -15,6 +15,11 @@
 //!   `ErrorInvalidSubscription`. The connection carries on with the good ids, or closes when
 //!   there are none.
 //!
+//! - With `--backends` above 1, the request reaches one backend (its `X-BackEndOverrideCookie`'s,
+//!   else its anchor mailbox's) and a subscription of a mailbox on another backend is
+//!   `ErrorSubscriptionNotFound` there, as Exchange answers a client that does not keep
+//!   affinity.
+//!
 //! `--push-time-scale` scales the keep-alive interval, the connection time-out and the expiry.
 //! [`crate::SimHandle::cut_streams`] (admin: `POST /sim/streams/cut`) breaks every open
 //! streaming connection without the final chunk, as a network failure does.
@@ -92,6 +97,7 @@ pub(crate) fn open(
     caller: &Caller,
     header: &Header,
     body: &[u8],
+    routed: Option<usize>,
 ) -> Result<Response<StreamBody>, Box<Fault>> {
     let (_, request) =
         decode_request_strict::<GetStreamingEvents>(body, sim.config.max_request_bytes)
@@ -123,7 +129,7 @@ pub(crate) fn open(
     let mut good = Vec::new();
     let mut bad = Vec::new();
     for id in &request.subscription_ids.subscription_ids {
-        match usable(&ctx, id) {
+        match usable(&ctx, id, routed) {
             Ok(sub) => good.push(sub),
             Err(e) => bad.push((id.clone(), e)),
         }
@@ -154,7 +160,11 @@ pub(crate) fn open(
 }
 
 /// The subscription `id` names, if this connection may stream it.
-fn usable(ctx: &Ctx<'_>, id: &SubscriptionId) -> Result<Arc<Sub>, ItemError> {
+fn usable(
+    ctx: &Ctx<'_>,
+    id: &SubscriptionId,
+    routed: Option<usize>,
+) -> Result<Arc<Sub>, ItemError> {
     let not_found = || {
         (
             ResponseCode::ErrorSubscriptionNotFound,
@@ -162,6 +172,11 @@ fn usable(ctx: &Ctx<'_>, id: &SubscriptionId) -> Result<Arc<Sub>, ItemError> {
         )
     };
     let sub = ctx.sim.subs.get(id.as_str()).ok_or_else(not_found)?;
+    // The subscription lives on its mailbox's backend; a request routed to another one does
+    // not find it there, which is what Exchange answers a client that mixes backends.
+    if routed.is_some_and(|n| n != ctx.sim.backend_of(&sub.mailbox.smtp)) {
+        return Err(not_found());
+    }
     if sub.kind != SubKind::Streaming {
         return Err((
             ResponseCode::ErrorInvalidSubscription,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use tracing::{debug, trace, warn};
@@ -254,6 +254,8 @@ pub(crate) struct SoapRequest<'a> {
     pub action: &'static str,
     /// The mailbox acted for (`X-AnchorMailbox`).
     pub mailbox: Option<&'a str>,
+    /// Further headers, replacing any of the same name ([`crate::service::CallContext`]).
+    pub extra: &'a [(HeaderName, HeaderValue)],
     /// The envelope.
     pub body: Bytes,
 }
@@ -296,6 +298,11 @@ impl Wire {
             let value = HeaderValue::from_str(mailbox)
                 .map_err(|_| Error::Config(format!("mailbox {mailbox:?} is not a valid header")))?;
             builder = builder.header("X-AnchorMailbox", value);
+        }
+        if let Some(headers) = builder.headers_mut() {
+            for (name, value) in req.extra {
+                headers.insert(name.clone(), value.clone());
+            }
         }
         if let Some(mut auth) = authorization {
             auth.set_sensitive(true);
