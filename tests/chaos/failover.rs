@@ -422,12 +422,13 @@ async fn the_database_restarted_under_two_instances_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     // The database goes away for longer than a lease, with edits made meanwhile.
-    cluster.kill();
+    // pg_ctl waits for the server: off the runtime's worker.
+    tokio::task::block_in_place(|| cluster.kill());
     for _ in 0..24 {
         edit_one(&admin, &boxes, &mut rng, &mut edits).await;
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    cluster.restart();
+    tokio::task::block_in_place(|| cluster.restart());
     for _ in 0..20 {
         edit_one(&admin, &boxes, &mut rng, &mut edits).await;
         tokio::time::sleep(Duration::from_millis(250)).await;
