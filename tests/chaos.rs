@@ -9,6 +9,9 @@
 //!   deliveries and spontaneous change keys.
 //! - `streaming`: 300 user edits reaching `serve` over GetStreamingEvents connections that the
 //!   simulator cuts at random, with throttling, failures and reconciliation off.
+//! - `failover`: two `serve` instances over one PostgreSQL, one SIGKILLed every 10 s while
+//!   users edit; and the database restarted under a running pair (needs PostgreSQL's server
+//!   package, like `tests/external/postgres.rs`).
 //! - `listener`: hostile input at the push listener of a running `serve`.
 //! - `secrets`: the listener secret, the PM API token, TLS verification, and no secret in any
 //!   log line.
@@ -18,6 +21,10 @@
 
 #[path = "chaos/crash.rs"]
 mod crash;
+#[path = "external/mod.rs"]
+mod external;
+#[path = "chaos/failover.rs"]
+mod failover;
 #[path = "chaos/listener.rs"]
 mod listener;
 #[path = "listener_support/mod.rs"]

@@ -224,7 +224,62 @@ async fn suite(mut fresh: impl FnMut(&str) -> Store) {
     reimport_removing_an_assignment_closes_its_pending_updates(fresh("reimport_removing")).await;
     decision_in_another_process_reaches_this_ones_subscribers(fresh("two_processes")).await;
     two_processes_approving_one_update_apply_it_once(fresh("approve_race")).await;
+    two_instances_submitting_one_edit_apply_it_once(fresh("submit_race")).await;
     project_part_equals_the_same_rows_of_the_whole_project(fresh("part")).await;
+}
+
+/// One mailbox edit submitted by two instances at once (the old owner of a mailbox and the one
+/// taking its lease over) and once more after a restart: one update is recorded and applied,
+/// every submission answers with its outcome. The next version of the item is a new update.
+async fn two_instances_submitting_one_edit_apply_it_once(store: Store) {
+    let first = edge_host(&store, Policy::Auto).await;
+    let second = open(&store).await;
+    let edit = update(3, "ck-race", vec![percent_change(0, 40)]);
+    assert_eq!(
+        edit.idempotency_key().to_string(),
+        format!("{}/AAMk-item-3/ck-race", key(3))
+    );
+    let (a, b) = tokio::join!(
+        first.submit(edit.clone()),
+        second.submit_status_update(edit.clone())
+    );
+    let a = a.expect("first instance's submission accepted");
+    let b = b.expect("second instance's submission accepted");
+    assert!(matches!(a, UpdateOutcome::Applied { .. }), "{a:?}");
+    assert_eq!(a, b, "both instances are answered with the one outcome");
+    let restarted = open(&store).await;
+    let again = restarted
+        .submit(edit.clone())
+        .await
+        .expect("resubmission accepted");
+    assert_eq!(
+        again, a,
+        "a restarted instance is answered with the first outcome"
+    );
+    let updates = restarted
+        .status_updates(UpdateFilter::default())
+        .await
+        .expect("lists");
+    assert_eq!(updates.len(), 1, "{updates:?}");
+    assert_eq!(updates[0].state, UpdateState::Applied);
+    assert_eq!(&updates[0].id, a.id());
+
+    // The item edited again has a new change key: a second update, applied on its own.
+    let next = update(3, "ck-race-2", vec![percent_change(40, 70)]);
+    let later = second.submit(next).await.expect("accepted");
+    assert_ne!(later.id(), a.id());
+    let UpdateOutcome::Applied { assignment, .. } = later else {
+        panic!("expected Applied: {later:?}");
+    };
+    assert_eq!(assignment.percent_work_complete.get(), 70);
+    assert_eq!(
+        first
+            .status_updates(UpdateFilter::default())
+            .await
+            .expect("lists")
+            .len(),
+        2
+    );
 }
 
 /// Two processes approving the same pending update at once: the write lock makes one decide

@@ -85,6 +85,7 @@ async fn suite<B: Backend>(mut fresh: impl FnMut(&str) -> B) {
     forgetting_a_project_removes_only_its_rows(fresh("forget").open().await).await;
     two_handles_changing_one_mailbox_at_once_lose_nothing(&fresh("two_handles")).await;
     a_lone_instance_takes_and_renews_every_lease(fresh("lease_alone").open().await).await;
+    one_statement_renews_only_the_leases_still_held(fresh("lease_batch").open().await).await;
     an_expired_lease_is_taken_over_with_a_new_generation(fresh("lease_expiry").open().await).await;
     leases_spread_evenly_and_move_back_when_an_instance_joins(fresh("lease_spread").open().await)
         .await;
@@ -522,6 +523,51 @@ async fn a_lone_instance_takes_and_renews_every_lease<S: StateStore>(store: S) {
     // Adding rows again changes nothing held.
     store.add_leases(mailboxes(5)).await.expect("rows again");
     assert_eq!(owners(&store).await.get("a"), Some(&5));
+}
+
+/// The batched renewal extends the leases still held at their generation and names them; a
+/// lease taken over meanwhile (a new owner and generation) and one asked at a stale generation
+/// are left alone.
+async fn one_statement_renews_only_the_leases_still_held<S: StateStore>(store: S) {
+    store.add_leases(mailboxes(4)).await.expect("rows");
+    let mut a = Member::new("a");
+    let first = a.round(&store, 0).await;
+    assert_eq!(first.held.len(), 4);
+    let boxes: Vec<MailboxAddress> = first.held.keys().cloned().collect();
+    // b takes the first mailbox's lease over as if a's had run out.
+    let b = InstanceId::new("b");
+    let taken = store
+        .take_lease(&boxes[0], &b, first.held[&boxes[0]], at(100), at(130))
+        .await
+        .expect("take");
+    assert_eq!(taken, Some(2));
+    let mut asked: Vec<(MailboxAddress, i64)> =
+        boxes.iter().map(|m| (m.clone(), first.held[m])).collect();
+    // A generation a never held.
+    asked[1].1 += 7;
+    let renewed = store
+        .renew_leases(&InstanceId::new("a"), &asked, at(200))
+        .await
+        .expect("renew");
+    let expected: std::collections::BTreeSet<MailboxAddress> = boxes[2..].iter().cloned().collect();
+    assert_eq!(renewed, expected);
+    for lease in store.leases().await.expect("leases") {
+        let want = if lease.mailbox == boxes[0] {
+            (Some(b.clone()), at(130))
+        } else if lease.mailbox == boxes[1] {
+            (Some(InstanceId::new("a")), at(30))
+        } else {
+            (Some(InstanceId::new("a")), at(200))
+        };
+        assert_eq!((lease.owner.clone(), lease.expires), want, "{lease:?}");
+    }
+    assert!(
+        store
+            .renew_leases(&InstanceId::new("a"), &[], at(300))
+            .await
+            .expect("nothing to renew")
+            .is_empty()
+    );
 }
 
 async fn an_expired_lease_is_taken_over_with_a_new_generation<S: StateStore>(store: S) {

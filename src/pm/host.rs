@@ -98,6 +98,42 @@ pub struct StatusUpdate {
     pub completed_on: Option<NaiveDateTime>,
 }
 
+impl StatusUpdate {
+    /// The update's idempotency key: the assignment, the mailbox item and the item's change key
+    /// it was read at. Two submissions with the same key report the same edit (the connector
+    /// resubmitting after a crash, or two instances reading one edit during a lease take-over)
+    /// and a host applies it once; see [`PmHost::submit_status_update`].
+    pub fn idempotency_key(&self) -> IdempotencyKey {
+        IdempotencyKey {
+            key: self.key,
+            item_id: self.source.item_id.clone(),
+            change_key: self.source.change_key.clone(),
+        }
+    }
+}
+
+/// What identifies one mailbox edit across submissions ([`StatusUpdate::idempotency_key`]).
+///
+/// The change key is part of it because Exchange gives every version of an item a new one: a
+/// later edit of the same item is a new update, the same version seen twice is not. Its
+/// [`Display`](std::fmt::Display) form, `{project}:{assignment}/{item_id}/{change_key}`, is one
+/// string for a host that keeps the key in a single column or field.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct IdempotencyKey {
+    /// The assignment.
+    pub key: AssignmentKey,
+    /// The item's store id in its mailbox.
+    pub item_id: String,
+    /// The item's version the update was read at.
+    pub change_key: String,
+}
+
+impl std::fmt::Display for IdempotencyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.key, self.item_id, self.change_key)
+    }
+}
+
 /// A status note set, changed or cleared in the mailbox. A note is `WaitingOnOthers` or
 /// `Deferred` (Exchange's status names); `None` is no note.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -229,9 +265,12 @@ pub trait PmHost: Send + Sync + 'static {
     ///   not `Err`: the mailbox then shows the PM values again.
     /// - A `Pending` update is decided later; the host then emits [`HostEvent::UpdateDecided`].
     ///   A decision returned directly from this call is not emitted again.
-    /// - The connector resubmits after a crash. A host should answer a resubmission of the same
-    ///   mailbox item version (same `key`, `source.item_id` and `source.change_key`) with the
-    ///   first submission's outcome instead of recording a second update; the embedded host does.
+    /// - Exactly once: the connector resubmits after a crash, and during a lease take-over two
+    ///   instances can submit the same edit. A host should answer a second submission with the
+    ///   same [`StatusUpdate::idempotency_key`] (same `key`, `source.item_id` and
+    ///   `source.change_key`) with the first submission's outcome instead of applying it again.
+    ///   The embedded host records the key in the transaction that records the update (a
+    ///   unique index), so this holds across processes and restarts.
     /// - `Err` means the update was not taken at all ([`HostError::Unavailable`]: retry later).
     fn submit_status_update(
         &self,

@@ -13,8 +13,8 @@ mod model;
 pub mod redmine;
 
 pub use host::{
-    FieldChange, FieldValue, HostError, HostEvent, PmHost, StatusNoteChange, StatusUpdate,
-    StatusUpdateId, UpdateOutcome, UpdateSource,
+    FieldChange, FieldValue, HostError, HostEvent, IdempotencyKey, PmHost, StatusNoteChange,
+    StatusUpdate, StatusUpdateId, UpdateOutcome, UpdateSource,
 };
 pub use import::{ImportError, ImportOptions, import_file};
 pub use model::{

@@ -199,6 +199,14 @@ pub async fn lease_round<S: StateStore>(
     }
     // Renew up to the share; release the rest (the last in address order, so that the choice
     // is stable from one round to the next).
+    // The renewals are one statement, so that a round costs the same few round trips
+    // whatever number of leases the instance holds.
+    let to_renew: Vec<(MailboxAddress, i64)> = mine
+        .iter()
+        .take(share)
+        .map(|l| (l.mailbox.clone(), l.generation))
+        .collect();
+    let renewed = store.renew_leases(me, &to_renew, until).await?;
     for (i, lease) in mine.iter().enumerate() {
         if i >= share {
             store
@@ -207,10 +215,7 @@ pub async fn lease_round<S: StateStore>(
             if held.contains_key(&lease.mailbox) {
                 round.lost.push(lease.mailbox.clone());
             }
-        } else if store
-            .renew_lease(&lease.mailbox, me, lease.generation, until)
-            .await?
-        {
+        } else if renewed.contains(&lease.mailbox) {
             round.held.insert(lease.mailbox.clone(), lease.generation);
             if !held.contains_key(&lease.mailbox) {
                 round.gained.push(lease.mailbox.clone());

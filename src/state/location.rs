@@ -204,6 +204,15 @@ impl StateStore for AnyStateStore {
         either!(self, s => s.renew_lease(mailbox, instance, generation, until))
     }
 
+    async fn renew_leases(
+        &self,
+        instance: &InstanceId,
+        leases: &[(MailboxAddress, i64)],
+        until: DateTime<Utc>,
+    ) -> Result<std::collections::BTreeSet<MailboxAddress>, StateError> {
+        either!(self, s => s.renew_leases(instance, leases, until))
+    }
+
     async fn release_lease(
         &self,
         mailbox: &MailboxAddress,

@@ -479,6 +479,15 @@ pub trait StateStore: Send + Sync + 'static {
         generation: i64,
         until: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, StateError>> + Send;
+    /// Extends every lease in `leases` (mailbox and generation) that `instance` still holds at
+    /// that generation to `until`, in one statement (one round trip however many leases an
+    /// instance holds); the mailboxes renewed, the others were lost.
+    fn renew_leases(
+        &self,
+        instance: &InstanceId,
+        leases: &[(MailboxAddress, i64)],
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<std::collections::BTreeSet<MailboxAddress>, StateError>> + Send;
     /// Frees a lease `instance` holds at `generation` (the generation stays: the next owner
     /// raises it).
     fn release_lease(

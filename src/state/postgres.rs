@@ -983,6 +983,34 @@ impl StateStore for PostgresStore {
         Ok(n == 1)
     }
 
+    async fn renew_leases(
+        &self,
+        instance: &InstanceId,
+        leases: &[(MailboxAddress, i64)],
+        until: DateTime<Utc>,
+    ) -> Result<std::collections::BTreeSet<MailboxAddress>, StateError> {
+        if leases.is_empty() {
+            return Ok(std::collections::BTreeSet::new());
+        }
+        let mailboxes: Vec<&str> = leases.iter().map(|(m, _)| m.0.as_str()).collect();
+        let generations: Vec<i64> = leases.iter().map(|(_, g)| *g).collect();
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "UPDATE lease SET expires = $4 \
+                 FROM unnest($1::text[], $2::bigint[]) AS held (mailbox, generation) \
+                 WHERE lease.mailbox = held.mailbox AND lease.generation = held.generation \
+                   AND lease.owner = $3 \
+                 RETURNING lease.mailbox",
+                &[&mailboxes, &generations, &instance.as_str(), &millis(until)],
+            )
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| Ok(MailboxAddress(r.try_get::<_, String>(0).map_err(db)?)))
+            .collect()
+    }
+
     async fn release_lease(
         &self,
         mailbox: &MailboxAddress,

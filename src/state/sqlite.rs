@@ -797,6 +797,44 @@ impl StateStore for SqliteStore {
         .await
     }
 
+    async fn renew_leases(
+        &self,
+        instance: &InstanceId,
+        leases: &[(MailboxAddress, i64)],
+        until: DateTime<Utc>,
+    ) -> Result<std::collections::BTreeSet<MailboxAddress>, StateError> {
+        let (leases, id, until) = (
+            leases.to_vec(),
+            instance.as_str().to_string(),
+            millis(until),
+        );
+        // One transaction: one fsync for the round, as PostgreSQL's one statement.
+        self.call(move |c| {
+            let tx = c.transaction().map_err(db)?;
+            let mut renewed = std::collections::BTreeSet::new();
+            {
+                let mut update = tx
+                    .prepare_cached(
+                        "UPDATE lease SET expires = ?4 \
+                         WHERE mailbox = ?1 AND owner = ?2 AND generation = ?3",
+                    )
+                    .map_err(db)?;
+                for (mailbox, generation) in leases {
+                    if update
+                        .execute(params![mailbox.0, id, generation, until])
+                        .map_err(db)?
+                        == 1
+                    {
+                        renewed.insert(mailbox);
+                    }
+                }
+            }
+            tx.commit().map_err(db)?;
+            Ok(renewed)
+        })
+        .await
+    }
+
     async fn release_lease(
         &self,
         mailbox: &MailboxAddress,

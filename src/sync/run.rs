@@ -295,19 +295,22 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             };
             match wake {
                 Wake::Notice(mailbox, notice) => {
-                    self.on_notice(mailbox, notice, &mut scheduler).await?;
+                    let r = self.on_notice(mailbox, notice, &mut scheduler).await;
+                    outlive_outage(r, "handling a notification")?;
                 }
                 Wake::Unrouted(notice) => {
                     let id = notice.subscription_id.clone();
                     let mut mailbox = self.inner.runtime.mailbox_of(&id);
                     if mailbox.is_none() {
-                        self.refresh_foreign().await?;
+                        let r = self.refresh_foreign().await;
+                        outlive_outage(r, "reading the other instances' subscriptions")?;
                         mailbox = self.inner.runtime.mailbox_of(&id);
                     }
                     match (mailbox, &cluster) {
                         (Some(m), _) => {
                             unknown.remove(&id);
-                            self.on_notice(m, notice, &mut scheduler).await?;
+                            let r = self.on_notice(m, notice, &mut scheduler).await;
+                            outlive_outage(r, "handling a notification")?;
                         }
                         (None, Some(c)) => {
                             let now = Instant::now();
@@ -330,8 +333,10 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                             Ok(queued) => {
                                 for q in queued {
                                     let mailbox = q.mailbox.clone();
-                                    self.on_notice(mailbox, Notice::from(q), &mut scheduler)
-                                        .await?;
+                                    let r = self
+                                        .on_notice(mailbox, Notice::from(q), &mut scheduler)
+                                        .await;
+                                    outlive_outage(r, "handling a queued notification")?;
                                 }
                             }
                             Err(e) => warn!(error = %e, "reading the notification queue failed"),
@@ -352,11 +357,19 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     host_events = broadcast::channel(1).1;
                 }
                 Wake::Debounce => self.start_passes(&mut scheduler, &mut tasks),
-                Wake::Reconcile => self.reconcile(&mut scheduler, &mut tasks).await?,
+                Wake::Reconcile => {
+                    let r = self.reconcile(&mut scheduler, &mut tasks).await;
+                    outlive_outage(r, "reconciling")?;
+                }
                 Wake::Poll => {
                     let now = Instant::now();
-                    for m in self.poll_all().await? {
-                        scheduler.heard(m, now, true);
+                    match self.poll_all().await {
+                        Ok(changed) => {
+                            for m in changed {
+                                scheduler.heard(m, now, true);
+                            }
+                        }
+                        Err(e) => outlive_outage(Err(e), "polling")?,
                     }
                 }
                 Wake::Watchdog => self.watch_subscriptions(&mut scheduler).await?,
@@ -841,5 +854,19 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 Ok(false)
             }
         }
+    }
+}
+
+/// The run loop's answer to a step that failed: a state database that cannot be reached (a
+/// restart, a fail-over of PostgreSQL) is waited out with a warning, since every such step is
+/// done again later (the next reconciliation reads every change a lost notification was about,
+/// the next lease round renews or takes leases); any other error ends the loop.
+fn outlive_outage(result: Result<(), SyncError>, what: &str) -> Result<(), SyncError> {
+    match result {
+        Err(SyncError::State(crate::state::StateError::Database(e))) => {
+            warn!(error = %e, "{what} failed: the state database is unreachable; done again at the next reconciliation");
+            Ok(())
+        }
+        other => other,
     }
 }

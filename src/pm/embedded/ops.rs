@@ -148,8 +148,12 @@ pub(crate) fn submit(
 ) -> Result<UpdateOutcome, EmbeddedError> {
     let tx = begin(conn)?;
     let key = update.key;
-    // The same mailbox item version twice is one update: the connector resubmits after a crash.
-    if let Some(id) = rows::find_update_by_source(&tx, key, &update.source)? {
+    // The same mailbox item version twice is one update: the connector resubmits after a crash,
+    // and two instances can both read an edit during a lease take-over. The write lock makes
+    // the second submission wait for the first one's commit, so this read sees it; the unique
+    // index `status_updates_by_source` backs the key up in the schema.
+    if let Some(id) = rows::find_update_by_key(&tx, &update.idempotency_key())? {
+        tracing::debug!(%id, %key, "status update submitted again: answered with its outcome");
         return outcome_of(&tx, &id);
     }
     let meta =

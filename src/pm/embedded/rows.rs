@@ -10,7 +10,7 @@ use chrono_tz::Tz;
 use super::EmbeddedError;
 use super::sql::{Conn, Row, Value, args, one};
 use super::types::{Policy, ProjectSummary, StatusUpdateRecord, UpdateFilter, UpdateState};
-use crate::pm::host::{FieldChange, HostEvent, StatusUpdateId, UpdateSource};
+use crate::pm::host::{FieldChange, HostEvent, IdempotencyKey, StatusUpdateId, UpdateSource};
 use crate::pm::model::{
     Assignment, AssignmentField, AssignmentKey, AssignmentUid, FieldTimes, Percent, Project,
     ProjectGuid, Resource, ResourceUid, Task, TaskUid, Work,
@@ -874,20 +874,19 @@ pub(crate) fn load_update(
     raw.map(|row| record(raw_update(&row)?)).transpose()
 }
 
-/// The update already stored for this mailbox item version, if any.
-pub(crate) fn find_update_by_source(
+/// The update already stored under this idempotency key (one mailbox item version), if any.
+pub(crate) fn find_update_by_key(
     conn: &dyn Conn,
-    key: AssignmentKey,
-    source: &UpdateSource,
+    key: &IdempotencyKey,
 ) -> Result<Option<StatusUpdateId>, EmbeddedError> {
     conn.query_opt(
         "SELECT id FROM status_updates
          WHERE project = ?1 AND assignment_uid = ?2 AND item_id = ?3 AND change_key = ?4",
         args![
-            key.project.to_string(),
-            key.assignment.0,
-            source.item_id,
-            source.change_key
+            key.key.project.to_string(),
+            key.key.assignment.0,
+            key.item_id,
+            key.change_key
         ],
     )?
     .map(|row| Ok(StatusUpdateId(row.get::<String>(0)?)))
