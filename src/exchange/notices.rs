@@ -30,8 +30,8 @@ use crate::pm::host::{FieldValue, StatusUpdateId};
 pub struct NoticeConfig {
     /// How often the waiting updates are looked at for a digest.
     pub digest_interval: Duration,
-    /// The status managers' addresses per project (GUID).
-    pub status_managers: BTreeMap<ProjectGuid, Vec<String>>,
+    /// The status managers' addresses per project, named by its GUID or its name.
+    pub status_managers: BTreeMap<String, Vec<String>>,
     /// The wait before a notice that could not be sent is tried again (doubled per failure, up
     /// to ten times this).
     pub retry_after: Duration,
@@ -194,10 +194,15 @@ impl<S: EwsService + Send + Sync + 'static> Notifier<S> {
         // A project whose queue emptied is forgotten, so that a later wait is announced.
         state.digested.retain(|p, _| waiting.contains_key(p));
         for (project, records) in waiting {
-            let Some(to) = self
-                .config
-                .status_managers
+            let name = names
                 .get(&project)
+                .map_or_else(|| project.to_string(), Clone::clone);
+            let managers = &self.config.status_managers;
+            let Some(to) = managers
+                .iter()
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case(&project.to_string()))
+                .or_else(|| managers.iter().find(|(k, _)| k.trim() == name))
+                .map(|(_, to)| to)
                 .filter(|to| !to.is_empty())
             else {
                 debug!(%project, "notices: no status manager's address for the project");
@@ -207,9 +212,6 @@ impl<S: EwsService + Send + Sync + 'static> Notifier<S> {
             if state.digested.get(&project) == Some(&ids) {
                 continue;
             }
-            let name = names
-                .get(&project)
-                .map_or_else(|| project.to_string(), Clone::clone);
             info!(%project, waiting = ids.len(), "notices: digest queued");
             state
                 .outbox
@@ -344,16 +346,30 @@ pub fn digest_notice(to: Vec<String>, project: &str, records: &[StatusUpdateReco
 
 fn push_changes(body: &mut String, record: &StatusUpdateRecord) {
     for change in &record.changes {
-        let field = serde_json::to_value(change.field)
-            .ok()
-            .and_then(|v| v.as_str().map(|s| s.replace('_', " ")))
-            .unwrap_or_else(|| format!("{:?}", change.field));
+        let field = words(
+            &serde_json::to_value(change.field)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_else(|| format!("{:?}", change.field)),
+        );
         body.push_str(&format!(
             "  {field}: {} -> {}\n",
             value(&change.old),
             value(&change.new)
         ));
     }
+}
+
+/// `PercentWorkComplete` as people write it: `percent work complete`.
+fn words(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, c) in name.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            out.push(' ');
+        }
+        out.extend(c.to_lowercase());
+    }
+    out.replace('_', " ")
 }
 
 /// A value for people: work in hours.
