@@ -363,12 +363,24 @@ pub fn run(args: ServeArgs, raw: &RawConfig, reload: Reload) -> anyhow::Result<E
             }))
         });
         // `/healthz` says degraded while every Exchange call fails (a wrong password, an
-        // unreachable server), with the latest error from the log as the reason.
-        let health = tokio::spawn(taskbridge::listener::health::watch_exchange(
+        // unreachable server), with the latest error from the log as the reason, and while
+        // more than half of the mailboxes have a current error.
+        let view = connector.engine().clone();
+        let health = tokio::spawn(taskbridge::listener::health::watch_exchange_and(
             connector.client().clone(),
             connector.readiness(),
             HEALTH_INTERVAL,
             super::logs::last_error,
+            move || {
+                let view = view.clone();
+                Box::pin(async move {
+                    use taskbridge::console::sync_view::{SyncView, most_mailboxes_failing};
+                    match view.health().await {
+                        Ok(health) => most_mailboxes_failing(&health),
+                        Err(e) => Some(format!("the sync state cannot be read: {e}")),
+                    }
+                })
+            },
         ));
         #[cfg(unix)]
         let hangup = {
