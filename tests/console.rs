@@ -141,6 +141,12 @@ impl Site {
             .replace("127.0.0.1:8443", &format!("127.0.0.1:{ews}"))
             .replace("127.0.0.1:8081", &format!("127.0.0.1:{listen}"))
             .replace("127.0.0.1:8082", &format!("127.0.0.1:{admin}"));
+        // Notices through the simulator: a digest pass every second, Mia the harbour
+        // project's status manager (the ferry project has none).
+        let config = format!(
+            "{config}\n[notices]\nenabled = true\ndigest_interval_secs = 1\nretry_secs = 1\n\n\
+             [notices.status_managers]\n\"Harbour Bridge Refit\" = [\"mia@example.com\"]\n"
+        );
         std::fs::write(d.join("taskbridge.toml"), config).expect("write config");
         let password = std::fs::read_to_string(d.join("taskbridge-data/exchange.password"))
             .expect("password written by init");
@@ -161,7 +167,12 @@ impl Site {
                     ),
                 ])
                 .args(["--user", "ann@example.com:a", "--user", "bob@example.com:b"])
-                .args(["--user", "chen@example.com:c"])
+                .args([
+                    "--user",
+                    "chen@example.com:c",
+                    "--user",
+                    "mia@example.com:m",
+                ])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .spawn()
@@ -263,6 +274,14 @@ impl Site {
             &format!(r#"{{"PercentComplete": {percent}}}"#),
         )
         .await;
+    }
+
+    /// The messages in the Inbox of `mailbox`, oldest first.
+    async fn inbox(&self, mailbox: &str) -> Vec<Value> {
+        get_json(&self.sim(&format!("/mailboxes/{mailbox}/inbox")))
+            .await
+            .and_then(|v| v.as_array().cloned())
+            .expect("the simulator's Inbox")
     }
 
     /// The store's status updates (`taskbridge updates --json`).
@@ -600,6 +619,38 @@ async fn status_managers_decide_updates_in_the_console() {
     let page = text(&mia).await;
     assert!(page.contains("1 update rejected."), "{page}");
     assert!(page.contains("Nothing waits for a decision."), "{page}");
+    // Bob is told, by the service account through Exchange, with the reason.
+    let notice = wait_until("the rejection notice in Bob's Inbox", || async {
+        site.inbox("bob@example.com")
+            .await
+            .into_iter()
+            .find(|m| m["subject"] == "Update rejected: Order bearing pads (Harbour Bridge Refit)")
+    })
+    .await;
+    assert_eq!(notice["from"], "taskbridge@sim.example", "{notice}");
+    assert_eq!(
+        notice["to"],
+        serde_json::json!(["bob@example.com"]),
+        "{notice}"
+    );
+    let body = notice["body"].as_str().unwrap_or("");
+    assert!(body.contains("rejected by mia"), "{body}");
+    assert!(
+        body.contains("Reason: The pads are not delivered yet"),
+        "{body}"
+    );
+    assert!(body.contains("percent work complete: 0% -> 40%"), "{body}");
+    // Ann's approved update brings her no notice.
+    assert!(
+        site.inbox("ann@example.com")
+            .await
+            .iter()
+            .all(|m| !m["subject"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("Update rejected")),
+        "a notice for an approved update"
+    );
 
     // Olaf sees only the ferry's update; 390 pixels wide, as on a phone.
     let olaf = browser(&driver, "olaf", 390).await;
@@ -897,4 +948,101 @@ async fn the_console_header_says_when_exchange_refuses_the_credentials() {
             .replace('>', "&gt;");
         assert!(banner.contains(&escaped), "{banner} / {reason}");
     }
+}
+
+/// The digest: nothing goes to the status manager while nothing waits; when updates wait, a
+/// digest naming them reaches her Inbox, and it is not sent again for the same waiting
+/// updates. The project without a status manager sends nobody anything. A rejection made
+/// with the CLI is announced to the person too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_digest_goes_to_the_status_manager_only_when_updates_wait() {
+    taskbridge::ews::transport::install_crypto_provider();
+    let site = Site::start(false);
+    wait_until("serve to be ready", || async {
+        let r = reqwest::get(site.console("/healthz")).await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+    wait_until("the subscriptions", || async {
+        (get_json(&site.sim("/subscriptions"))
+            .await?
+            .as_array()?
+            .len()
+            >= 3)
+            .then_some(())
+    })
+    .await;
+    // Three digest passes with nothing waiting send nothing.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(site.inbox("mia@example.com").await, Vec::<Value>::new());
+
+    // The ferry's update has no status manager to tell; the harbour's two are Mia's.
+    site.report("ann@example.com", "Survey the ferry ramp", 30)
+        .await;
+    site.report("ann@example.com", "Survey the north abutment", 60)
+        .await;
+    site.report("bob@example.com", "Order bearing pads", 40)
+        .await;
+    site.pending_for("Survey the ferry ramp").await;
+    site.pending_for("Survey the north abutment").await;
+    let pads = site.pending_for("Order bearing pads").await;
+    let digest = wait_until("a digest of both harbour updates", || async {
+        site.inbox("mia@example.com")
+            .await
+            .into_iter()
+            .find(|m| m["subject"] == "2 updates wait for approval: Harbour Bridge Refit")
+    })
+    .await;
+    assert_eq!(digest["from"], "taskbridge@sim.example", "{digest}");
+    let body = digest["body"].as_str().unwrap_or("");
+    assert!(body.contains("Survey the north abutment"), "{body}");
+    assert!(body.contains("Order bearing pads"), "{body}");
+    assert!(body.contains("percent work complete: 0% -> 60%"), "{body}");
+    assert!(!body.contains("ferry"), "{body}");
+    let sent = site.inbox("mia@example.com").await.len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        site.inbox("mia@example.com").await.len(),
+        sent,
+        "the same waiting updates were announced again"
+    );
+
+    // Rejected from the command line: Bob is told; one update still waits, so Mia gets a
+    // digest of that one.
+    let id = pads["id"].as_str().expect("id");
+    taskbridge(
+        site.dir.path(),
+        &[
+            "updates",
+            "reject",
+            id,
+            "--reason",
+            "Not delivered",
+            "--by",
+            "mia",
+        ],
+        None,
+    );
+    let notice = wait_until("the rejection notice in Bob's Inbox", || async {
+        site.inbox("bob@example.com").await.into_iter().find(|m| {
+            m["subject"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("Update rejected"))
+        })
+    })
+    .await;
+    assert!(
+        notice["body"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Reason: Not delivered"),
+        "{notice}"
+    );
+    wait_until("a digest of the one left", || async {
+        site.inbox("mia@example.com")
+            .await
+            .into_iter()
+            .find(|m| m["subject"] == "1 update waits for approval: Harbour Bridge Refit")
+    })
+    .await;
 }

@@ -134,6 +134,23 @@ fn all_variants(dir: &FsPath) -> Vec<PathBuf> {
         ),
         write(
             dir,
+            "create-item-send-message",
+            &plain(),
+            &CreateItem {
+                message_disposition: Some(MessageDisposition::SendOnly),
+                saved_item_folder_id: None,
+                items: Items(vec![Item::message(
+                    vec![
+                        Mailbox::smtp("mia@example.com"),
+                        Mailbox::smtp("ann@example.com"),
+                    ],
+                    "taskbridge: 2 updates wait for your approval",
+                    "Harbour Bridge Refit\n  Design review (ann): work 12 h -> 16 h",
+                )]),
+            },
+        ),
+        write(
+            dir,
             "create-item-time-zone",
             &with_time_zone(),
             &CreateItem {

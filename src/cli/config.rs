@@ -66,6 +66,34 @@ pub struct RawConfig {
     pub mapping: MappingConfig,
     /// The web console.
     pub ui: RawUi,
+    /// E-mail notices sent through Exchange.
+    pub notices: RawNotices,
+}
+
+/// `[notices]`: digests to status managers and rejection notices, sent through Exchange.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawNotices {
+    /// Send notices (off by default: the service account then sends mail).
+    pub enabled: bool,
+    /// How often waiting updates are looked at for a digest, in seconds.
+    pub digest_interval_secs: u64,
+    /// The first wait before a notice that could not be sent is tried again, in seconds
+    /// (doubled per failure, up to ten times this).
+    pub retry_secs: u64,
+    /// Per project (its name or GUID), the status managers' addresses that get the digest.
+    pub status_managers: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl Default for RawNotices {
+    fn default() -> Self {
+        RawNotices {
+            enabled: false,
+            digest_interval_secs: 3600,
+            retry_secs: 30,
+            status_managers: std::collections::BTreeMap::new(),
+        }
+    }
 }
 
 /// `[ui]`: the web console on the admin address.
@@ -780,6 +808,33 @@ impl RawConfig {
             trusted_proxies,
             secure_cookies: self.ui.secure_cookies,
         })
+    }
+
+    /// The notices' settings from `[notices]`, or `None` when they are off.
+    pub fn notices(&self) -> Result<Option<taskbridge::exchange::notices::NoticeConfig>, CliError> {
+        if !self.notices.enabled {
+            return Ok(None);
+        }
+        if self.notices.digest_interval_secs == 0 {
+            return Err(bad("notices.digest_interval_secs", "must be at least 1"));
+        }
+        if self.notices.retry_secs == 0 {
+            return Err(bad("notices.retry_secs", "must be at least 1"));
+        }
+        for (project, to) in &self.notices.status_managers {
+            if let Some(a) = to.iter().find(|a| !a.contains('@')) {
+                return Err(bad(
+                    "notices.status_managers",
+                    format!("{project:?}: {a:?} is not an e-mail address"),
+                ));
+            }
+        }
+        Ok(Some(taskbridge::exchange::notices::NoticeConfig {
+            digest_interval: std::time::Duration::from_secs(self.notices.digest_interval_secs),
+            status_managers: self.notices.status_managers.clone(),
+            retry_after: std::time::Duration::from_secs(self.notices.retry_secs),
+            ..Default::default()
+        }))
     }
 
     /// `file` under the data directory unless it is absolute.

@@ -309,10 +309,27 @@ pub fn run(args: ServeArgs, raw: &RawConfig, reload: Reload) -> anyhow::Result<E
             taskbridge::console::Console::new(host.clone(), raw.console()?, connector.readiness())
                 .with_conflicts(std::sync::Arc::new(connector.engine().clone()))
                 .with_sync_view(std::sync::Arc::new(connector.engine().clone()));
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        // Notices go out as the service account over the connector's own EWS client.
+        let (console, notifier) = match raw.notices()? {
+            Some(config) => {
+                let notifier = taskbridge::exchange::notices::Notifier::new(
+                    host.clone(),
+                    connector.client().clone(),
+                    config,
+                );
+                let console = console.with_decision_signal(notifier.waker());
+                let mut rx = stop_rx.clone();
+                let task = tokio::spawn(notifier.run(async move {
+                    let _ = rx.changed().await;
+                }));
+                (console, Some(task))
+            }
+            None => (console, None),
+        };
         let routes = console.mount(Some(taskbridge::listener::admin::fallback_from_service(
             api,
         )));
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let webhook = if raw.pm.webhook_url.is_empty() {
             None
         } else {
@@ -346,12 +363,24 @@ pub fn run(args: ServeArgs, raw: &RawConfig, reload: Reload) -> anyhow::Result<E
             }))
         });
         // `/healthz` says degraded while every Exchange call fails (a wrong password, an
-        // unreachable server), with the latest error from the log as the reason.
-        let health = tokio::spawn(taskbridge::listener::health::watch_exchange(
+        // unreachable server), with the latest error from the log as the reason, and while
+        // more than half of the mailboxes have a current error.
+        let view = connector.engine().clone();
+        let health = tokio::spawn(taskbridge::listener::health::watch_exchange_and(
             connector.client().clone(),
             connector.readiness(),
             HEALTH_INTERVAL,
             super::logs::last_error,
+            move || {
+                let view = view.clone();
+                Box::pin(async move {
+                    use taskbridge::console::sync_view::{SyncView, most_mailboxes_failing};
+                    match view.health().await {
+                        Ok(health) => most_mailboxes_failing(&health),
+                        Err(e) => Some(format!("the sync state cannot be read: {e}")),
+                    }
+                })
+            },
         ));
         #[cfg(unix)]
         let hangup = {
@@ -391,6 +420,9 @@ pub fn run(args: ServeArgs, raw: &RawConfig, reload: Reload) -> anyhow::Result<E
         }
         if let Some(w) = watcher {
             let _ = w.await;
+        }
+        if let Some(n) = notifier {
+            let _ = n.await;
         }
         host.close().await;
         result.map_err(|e| address_in_use_hint(e, raw))?;

@@ -78,6 +78,8 @@ struct Inner {
     sessions: Sessions,
     config: ConsoleConfig,
     readiness: Readiness,
+    /// Raised after each decision, so that notices about it go out at once.
+    decisions: Option<Arc<tokio::sync::Notify>>,
     flashes: std::sync::Mutex<std::collections::HashMap<String, Flash>>,
 }
 
@@ -129,6 +131,7 @@ impl Console {
                 sessions: Sessions::default(),
                 config,
                 readiness,
+                decisions: None,
                 flashes: Default::default(),
             }),
         }
@@ -138,6 +141,16 @@ impl Console {
     pub fn with_conflicts(self, desk: Arc<dyn ConflictDesk>) -> Console {
         let mut inner = Arc::into_inner(self.inner).expect("configured before it is shared");
         inner.desk = Some(desk);
+        Console {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Raises `signal` after every approval or rejection made here (the notices watch it to
+    /// tell the person about a rejection at once).
+    pub fn with_decision_signal(self, signal: Arc<tokio::sync::Notify>) -> Console {
+        let mut inner = Arc::into_inner(self.inner).expect("configured before it is shared");
+        inner.decisions = Some(signal);
         Console {
             inner: Arc::new(inner),
         }
@@ -503,6 +516,11 @@ impl Console {
                     record.task_name.as_deref().unwrap_or(&record.id.0)
                 )),
             }
+        }
+        if done > 0
+            && let Some(signal) = &self.inner.decisions
+        {
+            signal.notify_one();
         }
         let verb = if action == "approve" {
             "approved"

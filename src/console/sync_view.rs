@@ -33,6 +33,32 @@ pub struct MailboxHealth {
     pub parked: Vec<(String, String)>,
 }
 
+/// Why the service counts as degraded when more than half of the mailboxes have a current
+/// error (an item whose last sync failed), naming a few of them; `None` otherwise.
+pub fn most_mailboxes_failing(health: &[MailboxHealth]) -> Option<String> {
+    let failing: Vec<&MailboxHealth> = health.iter().filter(|m| m.last_error.is_some()).collect();
+    if health.is_empty() || failing.len() * 2 <= health.len() {
+        return None;
+    }
+    let mut reason = format!(
+        "{} of {} mailboxes are failing",
+        failing.len(),
+        health.len()
+    );
+    for (i, m) in failing.iter().take(3).enumerate() {
+        reason.push_str(if i == 0 { ": " } else { "; " });
+        reason.push_str(&format!(
+            "{} ({})",
+            m.mailbox,
+            m.last_error.as_deref().unwrap_or_default()
+        ));
+    }
+    if failing.len() > 3 {
+        reason.push_str(&format!("; and {} more", failing.len() - 3));
+    }
+    Some(reason)
+}
+
 /// The sync state as the console shows it.
 pub trait SyncView: Send + Sync + 'static {
     /// The audit log, oldest first, of one project or all.
@@ -83,5 +109,57 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> SyncView for Engine<H, M, S> {
             out.sort_by(|a, b| a.mailbox.cmp(&b.mailbox));
             Ok(out)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mailbox(name: &str, error: Option<&str>) -> MailboxHealth {
+        MailboxHealth {
+            mailbox: name.into(),
+            subscribed: true,
+            last_notification: None,
+            last_reconcile: None,
+            last_pass: None,
+            last_error: error.map(str::to_owned),
+            parked: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn degraded_only_when_more_than_half_of_the_mailboxes_fail() {
+        assert_eq!(most_mailboxes_failing(&[]), None);
+        let half = [
+            mailbox("ann@example.com", Some("ErrorQuotaExceeded")),
+            mailbox("bob@example.com", None),
+        ];
+        assert_eq!(most_mailboxes_failing(&half), None);
+        let most = [
+            mailbox("ann@example.com", Some("ErrorQuotaExceeded")),
+            mailbox("bob@example.com", None),
+            mailbox("chen@example.com", Some("ErrorAccessDenied")),
+        ];
+        assert_eq!(
+            most_mailboxes_failing(&most).as_deref(),
+            Some(
+                "2 of 3 mailboxes are failing: ann@example.com (ErrorQuotaExceeded); \
+                 chen@example.com (ErrorAccessDenied)"
+            )
+        );
+    }
+
+    #[test]
+    fn a_long_list_of_failing_mailboxes_is_cut_short() {
+        let all: Vec<MailboxHealth> = (0..5)
+            .map(|i| mailbox(&format!("m{i}@example.com"), Some("ErrorServerBusy")))
+            .collect();
+        let reason = most_mailboxes_failing(&all).expect("degraded");
+        assert!(
+            reason.starts_with("5 of 5 mailboxes are failing: m0@example.com"),
+            "{reason}"
+        );
+        assert!(reason.ends_with("; and 2 more"), "{reason}");
     }
 }

@@ -9,6 +9,8 @@
 //! assignment key (`project-guid:assignment-uid`) and the project GUID, so that the tasks of a
 //! project are found with one FindItem per mailbox (`IsEqualTo` on the project property).
 
+pub mod notices;
+
 use std::collections::HashMap;
 use std::time::Duration;
 

@@ -77,13 +77,32 @@ pub async fn watch_exchange(
     every: Duration,
     last_error: impl Fn() -> Option<String> + Send + 'static,
 ) {
+    watch_exchange_and(client, readiness, every, last_error, || {
+        Box::pin(async { None })
+    })
+    .await
+}
+
+/// A further check of `watch_exchange_and`: the reason to report degraded, or `None`.
+pub type HealthCheck =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send + 'static>>;
+
+/// As [`watch_exchange`], and, while Exchange calls do not all fail, degraded with the reason
+/// `more` gives at each look (e.g. most mailboxes failing), healthy when it gives none.
+pub async fn watch_exchange_and(
+    client: EwsClient,
+    readiness: Readiness,
+    every: Duration,
+    last_error: impl Fn() -> Option<String> + Send + 'static,
+    mut more: impl FnMut() -> HealthCheck + Send + 'static,
+) {
     let mut health = ExchangeHealth::new();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         match health.observe(client.request_metrics(), Utc::now()) {
-            ExchangeVerdict::Healthy => readiness.set_degraded(None),
+            ExchangeVerdict::Healthy => readiness.set_degraded(more().await),
             ExchangeVerdict::Failing { failed, since } => {
                 let mut reason = format!(
                     "Exchange calls are failing: {failed} failed and none succeeded since {} UTC",

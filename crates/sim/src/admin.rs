@@ -127,6 +127,10 @@ pub(crate) async fn handle(sim: &Sim, req: Request<Incoming>) -> Resp {
                 Err(e) => error(StatusCode::BAD_REQUEST, &e),
             }
         }
+        (Method::GET, ["sim", "mailboxes", smtp, "inbox"]) => match sim.store.by_smtp(smtp) {
+            Some(mb) => json_resp(StatusCode::OK, &json!(mb.inbox())),
+            None => error(StatusCode::NOT_FOUND, &format!("no mailbox {smtp}")),
+        },
         (_, ["sim", "mailboxes", smtp, "tasks", rest @ ..]) => {
             let Some(mb) = sim.store.by_smtp(smtp).cloned() else {
                 return error(StatusCode::NOT_FOUND, &format!("no mailbox {smtp}"));
@@ -182,6 +186,7 @@ fn routes() -> Value {
             "POST /sim/mailboxes/{smtp}/tasks/{id}/bump",
             "PUT /sim/mailboxes/{smtp}/quota",
             "PUT /sim/mailboxes/{smtp}/backend",
+            "GET /sim/mailboxes/{smtp}/inbox",
             "GET /sim/subscriptions",
             "POST /sim/subscriptions/forget",
             "POST /sim/streams/cut",

@@ -176,6 +176,7 @@ impl StoredItem {
         Item {
             kind: self.kind.clone(),
             fields: fields::apply_shape(&self.full_view(mailbox), shape, drop_body),
+            to_recipients: None,
         }
     }
 }
@@ -249,6 +250,39 @@ pub struct Mailbox {
     /// Set through the admin API: the mailbox is over its size quota, so every create and
     /// update in it fails with ErrorQuotaExceeded until it is cleared (not persisted).
     pub quota_exceeded: AtomicBool,
+    /// Mail delivered to this mailbox's Inbox (CreateItem of a message with a sending
+    /// disposition), oldest first; read through the admin API, not persisted.
+    pub inbox: Mutex<Vec<InboxMessage>>,
+}
+
+/// A message delivered to an Inbox.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct InboxMessage {
+    /// The sender's address (the mailbox it was sent as).
+    pub from: String,
+    /// Every `ToRecipients` address, as sent.
+    pub to: Vec<String>,
+    /// The subject.
+    pub subject: String,
+    /// The body's text.
+    pub body: String,
+    /// When it was delivered.
+    pub received: DateTime<Utc>,
+}
+
+impl Mailbox {
+    /// Delivers a message to the Inbox.
+    pub fn deliver(&self, message: InboxMessage) {
+        self.inbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(message);
+    }
+
+    /// The Inbox's messages, oldest first.
+    pub fn inbox(&self) -> Vec<InboxMessage> {
+        self.inbox.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 impl Mailbox {
@@ -267,6 +301,7 @@ impl Mailbox {
             head: watch::Sender::new(0),
             in_flight: AtomicU32::new(0),
             quota_exceeded: AtomicBool::new(false),
+            inbox: Mutex::new(Vec::new()),
         }
     }
 

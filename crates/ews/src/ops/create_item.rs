@@ -57,6 +57,25 @@ mod tests {
     }
 
     #[test]
+    fn create_item_sends_a_message_with_its_recipients_after_the_item_elements() {
+        let request = CreateItem {
+            message_disposition: Some(MessageDisposition::SendOnly),
+            saved_item_folder_id: None,
+            items: Items(vec![Item::message(
+                vec![crate::types::Mailbox::smtp("mia@example.com")],
+                "2 updates wait",
+                "Design review: 12 h -> 16 h",
+            )]),
+        };
+        assert_writes(
+            &request,
+            "m:CreateItem",
+            r#"<m:CreateItem MessageDisposition="SendOnly"><m:Items><t:Message><t:Subject>2 updates wait</t:Subject><t:Body BodyType="Text">Design review: 12 h -&gt; 16 h</t:Body><t:ToRecipients><t:Mailbox><t:EmailAddress>mia@example.com</t:EmailAddress></t:Mailbox></t:ToRecipients></t:Message></m:Items></m:CreateItem>"#,
+        );
+        assert_round_trip(&request, "m:CreateItem");
+    }
+
+    #[test]
     fn create_item_request_round_trips() {
         assert_round_trip(&request(), "m:CreateItem");
     }

@@ -407,6 +407,15 @@ xml_struct! {
 }
 
 xml_struct! {
+    /// `t:ArrayOfRecipientsType`.
+    #[derive(Clone, Debug, PartialEq, Eq, Default)]
+    pub struct Recipients {
+        /// `t:Mailbox` (`t:EmailAddressType`, repeated).
+        pub mailboxes: many Mailbox = t "Mailbox",
+    }
+}
+
+xml_struct! {
     /// `t:NonEmptyArrayOfBaseItemIdsType`.
     #[derive(Clone, Debug, PartialEq, Eq, Default)]
     pub struct ItemIds {

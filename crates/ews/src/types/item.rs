@@ -7,7 +7,7 @@ use crate::xml::{
 
 // Generated from wsdl/types.xsd (see `crate::types::generated`).
 pub use crate::types::generated::{
-    BodyType, ExtendedFieldUri, Importance, Sensitivity, Strings, Task, TaskStatus,
+    BodyType, ExtendedFieldUri, Importance, Recipients, Sensitivity, Strings, Task, TaskStatus,
 };
 
 // Hand-written: the schema lists 27 MAPI types; this names those taskbridge uses and keeps any
@@ -203,6 +203,10 @@ pub struct Item {
     /// The fields.
     #[serde(flatten)]
     pub fields: Task,
+    /// A message's `ToRecipients` (`t:MessageType`'s own element after the `t:ItemType` ones);
+    /// `None` for every other kind.
+    #[serde(rename = "ToRecipients", skip_serializing_if = "Option::is_none")]
+    pub to_recipients: Option<Recipients>,
 }
 
 impl Item {
@@ -211,6 +215,21 @@ impl Item {
         Item {
             kind: ItemKind::Task,
             fields: task,
+            to_recipients: None,
+        }
+    }
+
+    /// A mail message to `to` with a subject and a plain-text body, for CreateItem with the
+    /// `SendOnly` disposition.
+    pub fn message(to: Vec<crate::types::Mailbox>, subject: &str, body: &str) -> Self {
+        Item {
+            kind: ItemKind::Message,
+            fields: Task {
+                subject: Some(subject.to_owned()),
+                body: Some(Body::text(body)),
+                ..Task::default()
+            },
+            to_recipients: Some(Recipients { mailboxes: to }),
         }
     }
 
@@ -245,8 +264,21 @@ impl Item {
             | "Person" => ItemKind::Other(e.name_lossy()),
             _ => return Ok(Err(e)),
         };
-        let fields = Task::read_content(r, e, &mut |_, child| Ok(Some(child)))?;
-        Ok(Ok(Item { kind, fields }))
+        let mut to_recipients = None;
+        let is_message = kind == ItemKind::Message;
+        let fields = Task::read_content(r, e, &mut |r, child| {
+            // Only a message's recipients are read; every other unknown child is skipped.
+            if is_message && child.ns() == Ns::Types && child.local_name() == "ToRecipients" {
+                to_recipients = Some(Recipients::read(r, child)?);
+                return Ok(None);
+            }
+            Ok(Some(child))
+        })?;
+        Ok(Ok(Item {
+            kind,
+            fields,
+            to_recipients,
+        }))
     }
 
     /// Writes the item under its kind's element name.
@@ -256,7 +288,17 @@ impl Item {
             ItemKind::Item => "t:Item".into(),
             other => format!("t:{}", other.as_str()).into(),
         };
-        self.fields.write(w, &name);
+        match &self.to_recipients {
+            // `t:MessageType` extends `t:ItemType`: its recipients follow the item's elements
+            // (a message carries none of the task's own).
+            Some(to) if self.kind == ItemKind::Message => {
+                self.fields.write_attrs(w.tag(&name)).children(|w| {
+                    self.fields.write_children(w);
+                    to.write(w, "t:ToRecipients");
+                });
+            }
+            _ => self.fields.write(w, &name),
+        }
     }
 }
 

@@ -17,7 +17,8 @@ pub use ids::{
 };
 pub use item::{
     Body, BodyType, DistinguishedPropertySet, ExtendedFieldUri, ExtendedProperty, Importance, Item,
-    ItemKind, Items, MapiPropertyType, PropertyValues, Sensitivity, Strings, Task, TaskStatus,
+    ItemKind, Items, MapiPropertyType, PropertyValues, Recipients, Sensitivity, Strings, Task,
+    TaskStatus,
 };
 pub use notification::{ChangedObject, Event, EventType, Notification, ObjectEvent};
 pub use response::{

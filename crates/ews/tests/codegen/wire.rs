@@ -132,6 +132,8 @@ pub const TYPES: &[Emit] = &[
         ],
         ..emit("t:TaskType", "Task", CLONE_DEFAULT)
     },
+    // The recipients of a message (a notice sent with CreateItem); read into `Item`.
+    emit("t:ArrayOfRecipientsType", "Recipients", CLONE_EQ_DEFAULT),
     emit(
         "t:NonEmptyArrayOfBaseItemIdsType",
         "ItemIds",
@@ -827,6 +829,7 @@ pub fn dispatch(
 fn plural(name: &str) -> String {
     match name.strip_suffix('y') {
         Some(stem) if !stem.ends_with(['a', 'e', 'i', 'o', 'u']) => format!("{stem}ies"),
+        _ if name.ends_with(['x', 's']) => format!("{name}es"),
         _ => format!("{name}s"),
     }
 }

@@ -77,6 +77,7 @@ impl SimOp for UpdateItem {
                                     item_id: Some(item.item_id(mb.no)),
                                     ..Task::default()
                                 },
+                                to_recipients: None,
                             };
                             ctx.commit(&mb, &mut st);
                             ResponseMessage::success(UpdateItemPayload {
