@@ -260,6 +260,19 @@ fn address_in_use_hint(e: taskbridge::connector::ConnectorError, raw: &RawConfig
 /// How often `/healthz` looks at the outcome of the latest Exchange calls.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 
+/// The admin API's bearer token, from `admin.token_file` (written by `taskbridge init`).
+fn read_admin_token(raw: &RawConfig) -> Result<Secret, CliError> {
+    let path = raw.data_path(&raw.admin.token_file);
+    std::fs::read_to_string(&path)
+        .map(|t| Secret::new(t.trim().to_string()))
+        .map_err(|e| {
+            CliError::Usage(format!(
+                "invalid configuration: admin.token_file: cannot read {}: {e} (run taskbridge init)",
+                path.display()
+            ))
+        })
+}
+
 /// Runs `taskbridge serve`; `reload` re-reads the configuration on SIGHUP.
 pub fn run(args: ServeArgs, raw: &RawConfig, reload: Reload) -> anyhow::Result<ExitCode> {
     super::runtime()?.block_on(super::autodiscover::refresh(raw))?;
@@ -289,14 +302,7 @@ pub fn run(args: ServeArgs, raw: &RawConfig, reload: Reload) -> anyhow::Result<E
         ))
         .into());
     }
-    let token = std::fs::read_to_string(raw.data_path(&raw.admin.token_file))
-        .map(|t| Secret::new(t.trim().to_string()))
-        .map_err(|e| {
-            CliError::Usage(format!(
-                "invalid configuration: admin.token_file: cannot read {}: {e} (run taskbridge init)",
-                raw.data_path(&raw.admin.token_file).display()
-            ))
-        })?;
+    let token = read_admin_token(raw)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -445,14 +451,7 @@ fn run_redmine(
         "admin.token_file",
         &raw.data_path(&raw.admin.token_file),
     )?;
-    let token = std::fs::read_to_string(raw.data_path(&raw.admin.token_file))
-        .map(|t| Secret::new(t.trim().to_string()))
-        .map_err(|e| {
-            CliError::Usage(format!(
-                "invalid configuration: admin.token_file: cannot read {}: {e} (run taskbridge init)",
-                raw.data_path(&raw.admin.token_file).display()
-            ))
-        })?;
+    let token = read_admin_token(raw)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
