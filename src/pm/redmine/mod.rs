@@ -924,10 +924,15 @@ impl Inner {
             self.client.get("/issues.json", &query, "issues").await?
         };
         let first = since.is_none();
+        // `updated_on` has whole seconds: a second edit within the second of the one already
+        // seen keeps the same value. An issue updated in the last two seconds is therefore
+        // reported again until its time is older than that (an extra publish, never a miss).
+        let settled_before = Utc::now() - chrono::Duration::seconds(2);
         let mut changed = Vec::new();
         for issue in &issues {
             *since = Some(since.map_or(issue.updated_on, |s| s.max(issue.updated_on)));
-            if seen.insert(issue.id, issue.updated_on) == Some(issue.updated_on) || first {
+            let unchanged = seen.insert(issue.id, issue.updated_on) == Some(issue.updated_on);
+            if first || (unchanged && issue.updated_on < settled_before) {
                 continue;
             }
             // An issue that moved out of a project still changed that project: its scoped
