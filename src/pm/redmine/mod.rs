@@ -831,10 +831,17 @@ impl Inner {
     /// removed since; the projects of those not seen yet.
     async fn poll(&self, marks: &mut Watermarks) -> Result<Vec<ProjectGuid>, RedmineError> {
         let mut changed = self.poll_issues(&mut marks.since, &mut marks.seen).await?;
-        for guid in self.poll_time_entries(&mut marks.entries).await? {
-            if !changed.contains(&guid) {
-                changed.push(guid);
+        // The issue watermark has moved: a failed time-entry request must not drop the issue
+        // changes found above (its own mark is unchanged, so the next poll asks again).
+        match self.poll_time_entries(&mut marks.entries).await {
+            Ok(projects) => {
+                for guid in projects {
+                    if !changed.contains(&guid) {
+                        changed.push(guid);
+                    }
+                }
             }
+            Err(e) => warn!(error = %e, "reading Redmine's newest time entries failed"),
         }
         Ok(changed)
     }
