@@ -79,6 +79,7 @@ async fn world_with(
         vec![identifier.clone()],
     );
     config.poll_interval = Duration::from_millis(300);
+    config.time_entries_poll_interval = Duration::from_millis(300);
     let dir = tempfile::tempdir().expect("tempdir");
     config.updates_file = Some(dir.path().join("redmine-updates.sqlite"));
     config.approval = approval;
@@ -729,6 +730,41 @@ async fn time_booked_in_redmine_is_noticed_by_the_poll_and_reaches_actual_work()
     assert!(event.is_ok(), "no event for the booked time");
     w.publish().await;
     assert_eq!(w.task(0).await["ActualWork"], 120);
+}
+
+/// Polls until `host` has begun `n` polls (at most 30 s).
+async fn polls_reach(host: &RedmineHost, n: u64) {
+    let reached = tokio::time::timeout(Duration::from_secs(30), async {
+        while host.polls() < n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(reached.is_ok(), "{} polls, not {n}", host.polls());
+}
+
+#[tokio::test]
+async fn an_unchanged_redmine_costs_one_request_per_poll() {
+    let Some(w) = world("the cost of polling", 1, &[]).await else {
+        return;
+    };
+    w.issue(0, json!({})).await;
+    let mut config = w.config.clone();
+    config.poll_interval = Duration::from_millis(100);
+    config.time_entries_poll_interval = Duration::from_secs(3600);
+    config.updates_file = None;
+    let host = RedmineHost::connect(config).expect("host");
+    // The first polls load the catalog and take the first look at issues and time entries.
+    polls_reach(&host, 3).await;
+    let (polls, requests) = (host.polls(), host.client().requests());
+    polls_reach(&host, polls + 10).await;
+    let polls = host.polls() - polls;
+    let requests = host.client().requests() - requests;
+    // A poll under way at either reading counts on one side only: one either way.
+    assert!(
+        requests <= polls + 1 && requests + 2 >= polls,
+        "{requests} requests for {polls} polls of an unchanged Redmine"
+    );
 }
 
 #[tokio::test]

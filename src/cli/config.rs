@@ -349,6 +349,9 @@ pub struct RawPm {
     pub activity: String,
     /// Seconds between two polls of Redmine for changed issues.
     pub poll_interval_secs: u64,
+    /// Seconds between two looks at Redmine's newest time entries (time booked in Redmine
+    /// itself moves no issue's `updated_on`); at least `poll_interval_secs`.
+    pub time_entries_poll_secs: u64,
     /// Where Redmine takes % done from: `issue_field` or `issue_status` (Redmine's
     /// "Calculate the issue done ratio with" setting).
     pub done_ratio: String,
@@ -378,6 +381,7 @@ impl Default for RawPm {
             closed_status: String::new(),
             activity: String::new(),
             poll_interval_secs: 30,
+            time_entries_poll_secs: 300,
             done_ratio: "issue_field".into(),
             time_zone: "UTC".into(),
         }
@@ -936,6 +940,14 @@ impl RawConfig {
             return Err(bad("pm.poll_interval_secs", "must be at least 1"));
         }
         config.poll_interval = std::time::Duration::from_secs(pm.poll_interval_secs);
+        if pm.time_entries_poll_secs < pm.poll_interval_secs {
+            return Err(bad(
+                "pm.time_entries_poll_secs",
+                "must be at least pm.poll_interval_secs",
+            ));
+        }
+        config.time_entries_poll_interval =
+            std::time::Duration::from_secs(pm.time_entries_poll_secs);
         config.done_ratio = match pm.done_ratio.as_str() {
             "issue_field" => DoneRatio::IssueField,
             "issue_status" => DoneRatio::IssueStatus,

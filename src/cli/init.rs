@@ -159,9 +159,11 @@ statuses = []
 # time booked from Outlook (empty: Redmine's default).
 closed_status = ""
 activity = ""
-# Seconds between two polls for changed issues; where Redmine takes % done from
-# ("issue_field" or "issue_status"); the zone of Redmine's dates.
+# Seconds between two polls for changed issues (one small request when nothing changed),
+# and between two looks at the newest time entries (time booked in Redmine itself); where
+# Redmine takes % done from ("issue_field" or "issue_status"); the zone of Redmine's dates.
 poll_interval_secs = 30
+time_entries_poll_secs = 300
 done_ratio = "issue_field"
 time_zone = "UTC"
 

@@ -253,6 +253,8 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     key: Secret,
+    /// Requests sent by this client and its clones.
+    requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Whether a URL names this machine (where plain http:// does not leave it).
@@ -317,7 +319,13 @@ impl Client {
             http,
             base: base.trim_end_matches('/').to_string(),
             key,
+            requests: Default::default(),
         })
+    }
+
+    /// The requests sent to Redmine so far by this client and its clones.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The base URL.
@@ -353,6 +361,8 @@ impl Client {
         if let Some(body) = body {
             req = req.json(body);
         }
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let resp = req
             .send()
             .await

@@ -20,10 +20,11 @@
 //!   Redmine's values back). Decisions taken by another process are relayed as
 //!   [`HostEvent::UpdateDecided`].
 //! - **Noticing changes**: Redmine has no webhooks; [`RedmineHost::connect`] starts a poller
-//!   that asks every `poll_interval` for issues updated since the last poll and for the newest
-//!   time entries (time booked in Redmine does not move the issue's `updated_on`): two small
-//!   requests when nothing changed. It emits [`HostEvent::ProjectPublished`] for the projects
-//!   concerned, with back-off while Redmine is unreachable.
+//!   that asks every `poll_interval` for issues updated since the last poll (one small request
+//!   when nothing changed) and, every `time_entries_poll_interval`, for the newest time entries
+//!   (time booked in Redmine does not move the issue's `updated_on`). It emits
+//!   [`HostEvent::ProjectPublished`] for the projects concerned, with back-off while Redmine is
+//!   unreachable.
 //! - **TLS**: the administrator's API key goes only over verified TLS (a private CA through
 //!   [`RedmineConfig::tls`]) or to this machine; plain `http://` elsewhere is refused.
 //!
@@ -88,6 +89,10 @@ pub struct RedmineConfig {
     pub activity: String,
     /// How often Redmine is asked for changed issues.
     pub poll_interval: Duration,
+    /// How often Redmine is asked for the newest time entries (time booked in Redmine itself);
+    /// never more often than `poll_interval`. Apart so that a poll of an unchanged Redmine is one
+    /// request.
+    pub time_entries_poll_interval: Duration,
     /// Where % done comes from.
     pub done_ratio: DoneRatio,
     /// The zone Redmine's dates are local to.
@@ -119,6 +124,7 @@ impl RedmineConfig {
             closed_status: String::new(),
             activity: String::new(),
             poll_interval: Duration::from_secs(30),
+            time_entries_poll_interval: Duration::from_secs(300),
             done_ratio: DoneRatio::IssueField,
             time_zone: Tz::UTC,
             timeout: Duration::from_secs(30),
@@ -172,6 +178,8 @@ struct Inner {
     /// Held while a decision is recorded and marked as this process's own, and while the
     /// relay reads decisions, so that the relay never sees one of ours before it is marked.
     deciding: tokio::sync::Mutex<()>,
+    /// Polls begun since the host was connected.
+    polls: std::sync::atomic::AtomicU64,
 }
 
 /// The PM host over a Redmine server. Cheap to clone.
@@ -827,10 +835,23 @@ impl Inner {
         })
     }
 
-    /// One poll: the issues updated since the last poll, and the time entries booked or
-    /// removed since; the projects of those not seen yet.
+    /// One poll: the issues updated since the last poll and, when their interval has passed,
+    /// the time entries booked or removed since; the projects of those not seen yet.
     async fn poll(&self, marks: &mut Watermarks) -> Result<Vec<ProjectGuid>, RedmineError> {
+        self.polls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut changed = self.poll_issues(&mut marks.since, &mut marks.seen).await?;
+        let interval = self
+            .config
+            .time_entries_poll_interval
+            .max(self.config.poll_interval);
+        if marks
+            .entries_asked
+            .is_some_and(|at| at.elapsed() < interval)
+        {
+            return Ok(changed);
+        }
+        marks.entries_asked = Some(std::time::Instant::now());
         // The issue watermark has moved: a failed time-entry request must not drop the issue
         // changes found above (its own mark is unchanged, so the next poll asks again).
         match self.poll_time_entries(&mut marks.entries).await {
@@ -841,7 +862,11 @@ impl Inner {
                     }
                 }
             }
-            Err(e) => warn!(error = %e, "reading Redmine's newest time entries failed"),
+            Err(e) => {
+                // Asked again at the next poll, not a whole interval later.
+                marks.entries_asked = None;
+                warn!(error = %e, "reading Redmine's newest time entries failed");
+            }
         }
         Ok(changed)
     }
@@ -991,6 +1016,7 @@ impl RedmineHost {
             updates,
             own_decisions: Mutex::new(HashSet::new()),
             deciding: tokio::sync::Mutex::new(()),
+            polls: std::sync::atomic::AtomicU64::new(0),
         });
         let poller = tokio::spawn(run_poller(Arc::downgrade(&inner)));
         let relay = inner
@@ -1012,6 +1038,12 @@ impl RedmineHost {
             .expect("cache lock")
             .last_error
             .clone()
+    }
+
+    /// The polls for Redmine's changes begun so far (with [`Client::requests`], what polling
+    /// costs).
+    pub fn polls(&self) -> u64 {
+        self.inner.polls.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Forgets what was learned of Redmine (projects, statuses, users), so it is asked again.
@@ -1190,6 +1222,8 @@ struct Watermarks {
     seen: HashMap<i64, DateTime<Utc>>,
     /// The number of time entries and the newest one's id.
     entries: Option<(u64, i64)>,
+    /// When the time entries were last asked for.
+    entries_asked: Option<std::time::Instant>,
 }
 
 /// Polls until the host is dropped; backs off (doubling, at most 5 minutes) while Redmine
