@@ -51,11 +51,11 @@ pub enum ConflictsCommand {
 pub fn run(args: ConflictsArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
     raw.validate()?;
     runtime()?.block_on(async {
-        let engine = open_engine(raw).await?;
+        let (engine, host) = open_engine(raw).await?;
         match args.command {
             None => {
                 let project = match &args.project {
-                    Some(p) => Some(super::names::project(engine.host(), p).await?),
+                    Some(p) => Some(super::names::project(&host, p).await?),
                     None => None,
                 };
                 let list = engine.conflicts(project).await?;

@@ -20,6 +20,7 @@ use taskbridge::ews::client::EwsClientConfig;
 use taskbridge::ews::transport::Auth;
 use taskbridge::listener::{ListenerConfig, ListenerSecret};
 use taskbridge::mapping::FieldTable;
+use taskbridge::pm::AnyHost;
 use taskbridge::pm::embedded::{EmbeddedHost, Policy, UpdateFilter, UpdateState};
 use taskbridge::pm::import::{ImportOptions, import_bytes};
 use taskbridge::secret::Secret;
@@ -167,7 +168,7 @@ async fn demo(dir: PathBuf) -> anyhow::Result<ExitCode> {
             }),
             admin: None,
         },
-        host.clone(),
+        AnyHost::Embedded(host.clone()),
     )?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = {

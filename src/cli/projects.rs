@@ -210,8 +210,7 @@ pub fn remove(
 ) -> anyhow::Result<ExitCode> {
     raw.validate()?;
     runtime()?.block_on(async {
-        let engine = super::sync::open_engine(raw).await?;
-        let host = engine.host().clone();
+        let (engine, host) = super::sync::open_engine(raw).await?;
         let guid = names::project(&host, &guid).await?;
         let report = engine.remove_project(guid, options).await?;
         let removed = if report.is_complete() && !options.dry_run {

@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use taskbridge::connector::{Connector, ConnectorConfig, PushListener};
 use taskbridge::listener::{AdminConfig, ListenerConfig, ListenerSecret, TlsFiles};
+use taskbridge::pm::AnyHost;
 use taskbridge::pm::embedded::{WatchConfig, WebhookConfig, pm_api, run_watch_folder, run_webhook};
 use taskbridge::secret::Secret;
 
@@ -308,7 +309,7 @@ pub fn run(args: ServeArgs, raw: &RawConfig, reload: Reload) -> anyhow::Result<E
         .build()?;
     rt.block_on(async {
         let host = super::open_store(raw).await?;
-        let connector = Connector::new(config, host.clone())?;
+        let connector = Connector::new(config, AnyHost::Embedded(host.clone()))?;
         let api = pm_api(host.clone(), token)
             .with_conflicts(std::sync::Arc::new(connector.engine().clone()));
         let console =
@@ -457,7 +458,7 @@ fn run_redmine(
         .build()?;
     rt.block_on(async {
         let host = RedmineHost::connect(redmine)?;
-        let connector = Connector::new(config, host.clone())?;
+        let connector = Connector::new(config, AnyHost::Redmine(host.clone()))?;
         let api = taskbridge::pm::embedded::pm_updates_api(std::sync::Arc::new(host.clone()), token)
             .with_conflicts(std::sync::Arc::new(connector.engine().clone()));
         let routes = taskbridge::listener::admin::fallback_from_service(api);

@@ -11,7 +11,7 @@ use taskbridge::ews::client::EwsClient;
 use taskbridge::exchange::EwsMailboxStore;
 use taskbridge::mapping::MailField;
 use taskbridge::pm::embedded::EmbeddedHost;
-use taskbridge::pm::{PmHost, ProjectGuid};
+use taskbridge::pm::{AnyHost, PmHost, ProjectGuid};
 use taskbridge::state::{AnyStateStore, DecisionRule, Side, StateStore, SyncStatus};
 use taskbridge::sync::{BatchLimits, Engine, PlannedAction, PublishOptions};
 
@@ -19,14 +19,15 @@ use super::config::RawConfig;
 use super::table::{Column, Table, tidy_hours};
 use super::{EXIT_FAILURE, open_existing_store, print_out, runtime, to_json};
 
-/// The engine of the standalone connector.
-pub type CliEngine = Engine<EmbeddedHost, EwsMailboxStore<EwsClient>, AnyStateStore>;
+/// The engine of the standalone connector. Every command and `serve`, over the embedded store
+/// or Redmine, names this one type, so the program carries one copy of the engine's code.
+pub type CliEngine = Engine<AnyHost, EwsMailboxStore<EwsClient>, AnyStateStore>;
 
-/// Builds the engine from the configuration, over the embedded PM store.
-pub async fn open_engine(raw: &RawConfig) -> anyhow::Result<CliEngine> {
+/// Builds the engine from the configuration, over the embedded PM store; returns the store too.
+pub async fn open_engine(raw: &RawConfig) -> anyhow::Result<(CliEngine, EmbeddedHost)> {
     super::autodiscover::refresh(raw).await?;
     let host = open_existing_store(raw).await?;
-    build_engine(raw, host)
+    Ok((build_engine(raw, host.clone())?, host))
 }
 
 /// Builds the engine over `host`.
@@ -40,7 +41,7 @@ pub fn build_engine(raw: &RawConfig, host: EmbeddedHost) -> anyhow::Result<CliEn
     let table = raw.field_table()?;
     let store = EwsMailboxStore::new(client, Arc::new(table.clone()), limits);
     let state = raw.state_location()?.open()?;
-    Ok(Engine::new(host, store, state, table, raw.sync()?))
+    Ok(Engine::new(host.into(), store, state, table, raw.sync()?))
 }
 
 /// Arguments of `taskbridge publish`.
@@ -64,14 +65,14 @@ pub struct PublishArgs {
 pub fn publish(args: PublishArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
     raw.validate()?;
     runtime()?.block_on(async {
-        let engine = open_engine(raw).await?;
-        let project = super::names::project(engine.host(), &args.project).await?;
+        let (engine, host) = open_engine(raw).await?;
+        let project = super::names::project(&host, &args.project).await?;
         if args.dry_run {
             let preview = engine.preview_publish(project, args.force).await?;
             if args.json {
                 print_out(&to_json(&preview)?)?;
             } else {
-                let plan = engine.host().load_project(project).await?;
+                let plan = host.load_project(project).await?;
                 let task = |key: &taskbridge::pm::AssignmentKey| -> String {
                     plan.as_ref()
                         .and_then(|p| p.task(p.assignment(key.assignment)?.task_uid))

@@ -5,6 +5,7 @@
 //! This layer knows nothing of EWS or mailboxes; the `mapping` layer turns its assignments into
 //! mailbox tasks.
 
+mod any;
 pub mod embedded;
 pub mod export;
 pub mod host;
@@ -12,6 +13,7 @@ pub mod import;
 mod model;
 pub mod redmine;
 
+pub use any::AnyHost;
 pub use host::{
     FieldChange, FieldValue, HostError, HostEvent, IdempotencyKey, PmHost, StatusNoteChange,
     StatusUpdate, StatusUpdateId, UpdateOutcome, UpdateSource,
