@@ -19,7 +19,8 @@ use tracing::{debug, info, instrument, warn};
 use super::config::DeletedTaskRule;
 use super::decide::{ItemDecision, ItemSides, Mode, decide_item};
 use super::engine::{
-    Engine, ProjectCache, ProjectView, SyncError, copy_field, field_text, pm_modified,
+    Engine, ProjectCache, ProjectView, SyncError, copy_field, field_text, journal_entries,
+    pm_modified,
 };
 use super::mailbox::{
     ChangedItem, FetchRequest, ItemFailure, ItemWrite, MailboxError, MailboxItem, MailboxStore,
@@ -33,7 +34,7 @@ use crate::pm::{
 };
 use crate::state::{
     AssignmentState, AuditRecord, Baseline, Commit, DecisionRule, ItemRef, MailboxAddress,
-    MailboxState, Side, StateStore, SyncStatus, WriteKind,
+    MailboxState, Side, StateStore, SyncStatus, Transaction, WriteKind,
 };
 
 impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
@@ -350,14 +351,14 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             }
             let decision = self.decide_item(&view, &row, &sides, mode);
             let mut round = Round::new(view, sides, decision);
-            self.audit(mailbox, row.key, &round).await?;
+            round.audit = self.audit(mailbox, row.key, &round);
             if let Some(update) = self
                 .submit_status_update(&mut pass, &mut row, &item, &mut round)
                 .await?
             {
-                return self.settle_pending(row, &item, &round, update).await;
+                return self.settle_pending(row, &item, &mut round, update).await;
             }
-            match self.write_back(&mut pass, &row, &item, &round).await? {
+            match self.write_back(&mut pass, &row, &item, &mut round).await? {
                 WriteBack::Refused {
                     failure: ItemFailure::StaleChangeKey,
                     journal,
@@ -370,7 +371,11 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     }
                     view = round.view;
                 }
-                written => return self.settle(&mut pass, row, &item, &round, written).await,
+                written => {
+                    return self
+                        .settle(&mut pass, row, &item, &mut round, written)
+                        .await;
+                }
             }
         }
     }
@@ -424,13 +429,14 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     }
 
     /// Step "audit": every decision that changes something, and a changed status note, is
-    /// logged and written to the audit log.
-    async fn audit(
+    /// logged; the records returned go to the audit log in the item's next transaction, with
+    /// the state they explain (the one before the write back, or the settle).
+    fn audit(
         &self,
         mailbox: &MailboxAddress,
         key: AssignmentKey,
         round: &Round,
-    ) -> Result<(), SyncError> {
+    ) -> Vec<AuditRecord> {
         let Round {
             sides,
             decision,
@@ -480,15 +486,14 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             );
         }
         Metrics::add(&self.inner.metrics.conflicts, decision.by_policy);
-        self.inner.state.append_audit(audit).await?;
-        Ok(())
+        audit
     }
 
     /// Step "status update": the fields taken from the mailbox, and a changed status note, go
     /// to the PM host as one task status update. Applied or rejected, `round` then holds the
-    /// PM's resulting values; applied, the row's baseline of the fields taken is committed at
-    /// once; pending, its id is returned and nothing goes back to the mailbox until the status
-    /// manager decides.
+    /// PM's resulting values; applied, the row's baseline of the fields taken is stored by the
+    /// item's next transaction, before any other remote call; pending, its id is returned and
+    /// nothing goes back to the mailbox until the status manager decides.
     async fn submit_status_update(
         &self,
         pass: &mut ItemPass<'_>,
@@ -505,16 +510,14 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 pass.report.applied += 1;
                 Metrics::add(&metrics.updates_applied, 1);
                 // Both sides hold this version's values for the fields taken: that is the
-                // baseline from now on, stored before anything else is tried. Whatever then
-                // fails (the write back, the read after a stale change key, the process), the
-                // next decision starts from it; otherwise the PM's copy of the edit would count
-                // as a change of its own and could win a tie over a newer edit made meanwhile.
+                // baseline from now on, stored before anything else is tried: by the
+                // transaction that opens the write back's journal entry, or by the settle when
+                // nothing is written back (no remote call comes between). Whatever then fails
+                // (the write back, the read after a stale change key, the process), the next
+                // decision starts from it; otherwise the PM's copy of the edit would count as a
+                // change of its own and could win a tie over a newer edit made meanwhile.
                 row.baseline = Some(round.baseline_taken());
-                self.commit(Commit {
-                    put: vec![row.clone()],
-                    ..Commit::default()
-                })
-                .await?;
+                round.row_unsaved = true;
                 round.pm_decided(&self.inner.table, pass.cache, row.key, assignment);
                 Ok(None)
             }
@@ -594,26 +597,39 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
 
     /// Step "write back" (the claim's mapping back): the PM's values go to the item where it
     /// shows others, under the journal, with the change key read (a stale key is refused).
+    /// The journal entry is opened in one transaction with what the round has not stored yet
+    /// (its audit records, the baseline of what the PM side took).
     async fn write_back(
         &self,
         pass: &mut ItemPass<'_>,
         row: &AssignmentState,
         item: &MailboxItem,
-        round: &Round,
+        round: &mut Round,
     ) -> Result<WriteBack, SyncError> {
         let mailbox = pass.mailbox;
-        let mail = &round.sides.mail;
         let target = round.target();
-        if self.inner.table.updates(mail, &target).is_empty() {
+        if self
+            .inner
+            .table
+            .updates(&round.sides.mail, &target)
+            .is_empty()
+        {
             return Ok(WriteBack::Unneeded);
         }
         let journal = self
-            .open_journal(mailbox, std::iter::once(row.key), WriteKind::Update)
+            .transact(Transaction {
+                commit: Commit {
+                    put: round.unsaved_row(row),
+                    ..Commit::default()
+                },
+                audit: std::mem::take(&mut round.audit),
+                open_journal: journal_entries(mailbox, std::iter::once(row.key), WriteKind::Update),
+            })
             .await?;
         let write = ItemWrite {
             key: row.key,
             item: item.item.clone(),
-            from: mail.clone(),
+            from: round.sides.mail.clone(),
             to: target,
         };
         let result = self
@@ -660,7 +676,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         pass: &mut ItemPass<'_>,
         row: AssignmentState,
         item: &MailboxItem,
-        round: &Round,
+        round: &mut Round,
         written: WriteBack,
     ) -> Result<(), SyncError> {
         match written {
@@ -690,7 +706,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             }
             WriteBack::CallFailed(e) => {
                 // The call failed as a whole: the journal stays open and the next pass tries
-                // again (what the PM side took is already the stored baseline).
+                // again (what the PM side took is already the stored baseline: the journal's
+                // transaction stored it).
                 pass.report.fail(row.key, pass.mailbox, &e);
                 Ok(())
             }
@@ -704,9 +721,10 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         report: &mut InboundReport,
         mut row: AssignmentState,
         item: ItemRef,
-        round: &Round,
+        round: &mut Round,
         journal: Vec<i64>,
     ) -> Result<(), SyncError> {
+        let target = round.target();
         let Round {
             view,
             sides,
@@ -714,8 +732,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             target_pm,
             now,
             ..
-        } = round;
-        let target = round.target();
+        } = &*round;
         let mut baseline = baseline_after(
             &sides.base,
             &target,
@@ -761,13 +778,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 mail: Some(Box::new(sides.mail.clone())),
             }
         };
-        self.commit(Commit {
-            put: vec![row],
-            close_journal: journal,
-            ..Commit::default()
-        })
-        .await?;
-        Ok(())
+        self.settle_commit(round, row, journal).await
     }
 
     /// Settles an item whose write was refused: the failure is counted, and after repeated or
@@ -777,7 +788,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         pass: &mut ItemPass<'_>,
         mut row: AssignmentState,
         item: &MailboxItem,
-        round: &Round,
+        round: &mut Round,
         failure: ItemFailure,
         journal: Vec<i64>,
     ) -> Result<(), SyncError> {
@@ -809,10 +820,27 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             pass.report.parked += 1;
         }
         pass.report.fail(row.key, pass.mailbox, &failure);
-        self.commit(Commit {
-            put: vec![row],
-            close_journal: journal,
-            ..Commit::default()
+        self.settle_commit(round, row, journal).await
+    }
+
+    /// The settle's one transaction: the row as the round leaves it, the journal entry of its
+    /// write closed, and the audit records not stored before the write back (all of them when
+    /// nothing was written).
+    async fn settle_commit(
+        &self,
+        round: &mut Round,
+        row: AssignmentState,
+        journal: Vec<i64>,
+    ) -> Result<(), SyncError> {
+        round.row_unsaved = false;
+        self.transact(Transaction {
+            commit: Commit {
+                put: vec![row],
+                close_journal: journal,
+                ..Commit::default()
+            },
+            audit: std::mem::take(&mut round.audit),
+            open_journal: Vec::new(),
         })
         .await?;
         Ok(())
@@ -824,7 +852,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         &self,
         mut row: AssignmentState,
         item: &MailboxItem,
-        round: &Round,
+        round: &mut Round,
         update: StatusUpdateId,
     ) -> Result<(), SyncError> {
         let mail = &round.sides.mail;
@@ -843,12 +871,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         }
         row.item = Some(item.item.clone());
         row.last_sync = Some(round.now);
-        self.commit(Commit {
-            put: vec![row],
-            ..Commit::default()
-        })
-        .await?;
-        Ok(())
+        self.settle_commit(round, row, Vec::new()).await
     }
 
     /// Settles an item whose edit already waits for approval: only its version moved.
@@ -1080,6 +1103,10 @@ struct Round {
     /// written: what the item shows of it is what the mailbox holds).
     target_pm: MailValues,
     now: DateTime<Utc>,
+    /// The audit records of the decision, until a transaction of the item stores them.
+    audit: Vec<AuditRecord>,
+    /// The row holds a baseline no transaction has stored yet (what the PM side took).
+    row_unsaved: bool,
 }
 
 impl Round {
@@ -1094,6 +1121,18 @@ impl Round {
             decision,
             target_pm,
             now: Utc::now(),
+            audit: Vec::new(),
+            row_unsaved: false,
+        }
+    }
+
+    /// The row to store with the round's next transaction: `row` when it holds a baseline not
+    /// stored yet (then it counts as stored).
+    fn unsaved_row(&mut self, row: &AssignmentState) -> Vec<AssignmentState> {
+        if std::mem::take(&mut self.row_unsaved) {
+            vec![row.clone()]
+        } else {
+            Vec::new()
         }
     }
 
