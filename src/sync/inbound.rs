@@ -9,6 +9,40 @@
 //! update), write back (`write_back`: the PM's resulting values go to the item) and settle
 //! (`settle`: one commit of what the round left). A write back that meets a stale change key
 //! reads the item again (`reread`) and goes through the steps again.
+//!
+//! # State transactions of an item
+//!
+//! An item's round stores what it decided in as few state transactions as crash safety allows,
+//! each one [`StateStore::transact`](crate::state::StateStore::transact): audit records, rows,
+//! journal entries opened and closed together. The audit records and, once the host applied a
+//! status update, the baseline of the fields it took are held in the round until the item's
+//! next transaction, which is one of two:
+//!
+//! - with a write back: the transaction that opens its journal entry stores them, then the
+//!   UpdateItem goes out, then the settle stores the result and closes the entry. Two
+//!   transactions, and neither can go: the journal entry must be durable before the write
+//!   (after a crash it says which mailbox needs a pass), the result only after it (the rule of
+//!   use of [`crate::state`]).
+//! - without one (nothing to map back, a pending update, a refusal): the settle stores them
+//!   with the result. One transaction.
+//!
+//! Why this keeps the guarantees the separate commits gave:
+//!
+//! - The baseline of what the PM side took was committed at once after the host applied the
+//!   update, so that no later failure (the write back, the read after a stale change key, the
+//!   process) leaves the PM's copy of the edit looking like a PM change that could win a tie
+//!   over a newer edit. It still is stored before any other remote call: between the host's
+//!   answer and the transaction that stores it there is no await but the store's own, and a
+//!   write back, a re-read or a next round all come after it. A crash before that transaction
+//!   is the window the early commit had too (host applied, nothing stored).
+//! - The audit was appended before the status update went to the host. It now goes in the
+//!   transaction that stores the decision's result, so the log holds exactly the decisions
+//!   whose results are stored: a host that fails, or a crash before the submit, no longer
+//!   leaves a record of a decision nothing carried out (nor one more per retry). The one window
+//!   without its line is a crash between the host's apply and the next transaction: the edit
+//!   is then not lost (the host holds the status update with its old and new values, source
+//!   item, change key and time; the next pass finds both sides agree and submits nothing), but
+//!   the audit log has no line for it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
