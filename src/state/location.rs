@@ -126,6 +126,10 @@ impl StateStore for AnyStateStore {
         either!(self, s => s.commit(commit))
     }
 
+    async fn transact(&self, transaction: Transaction) -> Result<Vec<i64>, StateError> {
+        either!(self, s => s.transact(transaction))
+    }
+
     async fn open_journal(&self, entries: Vec<JournalEntry>) -> Result<Vec<i64>, StateError> {
         either!(self, s => s.open_journal(entries))
     }

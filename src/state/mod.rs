@@ -399,6 +399,14 @@ pub trait StateStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<AssignmentState>, StateError>> + Send;
     /// Stores assignments, closes journal entries and deletes assignments, in one transaction.
     fn commit(&self, commit: Commit) -> impl Future<Output = Result<(), StateError>> + Send;
+    /// A [`Commit`], the audit records that explain it and the journal entries of the writes
+    /// about to follow it, in one transaction (under the commit's fences); returns the ids of
+    /// the journal entries opened, in order. What one step of an item records, so that an
+    /// applied edit costs one transaction where it used to cost one per kind of row.
+    fn transact(
+        &self,
+        transaction: Transaction,
+    ) -> impl Future<Output = Result<Vec<i64>, StateError>> + Send;
     /// Records intended writes; returns their ids in order.
     fn open_journal(
         &self,
@@ -532,6 +540,25 @@ impl Commit {
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.put.is_empty() && self.delete.is_empty() && self.close_journal.is_empty()
+    }
+}
+
+/// One transaction of [`StateStore::transact`]: a [`Commit`] with the audit records of the
+/// decisions it stores and the journal entries of the remote writes that will follow it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Transaction {
+    /// Rows to store and remove, journal entries to close, and the fences of all of it.
+    pub commit: Commit,
+    /// Audit records to append.
+    pub audit: Vec<AuditRecord>,
+    /// Intended writes to record (their ids are the store's).
+    pub open_journal: Vec<JournalEntry>,
+}
+
+impl Transaction {
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.commit.is_empty() && self.audit.is_empty() && self.open_journal.is_empty()
     }
 }
 

@@ -468,6 +468,170 @@ fn read_mailbox(row: &Row) -> Result<MailboxState, StateError> {
     })
 }
 
+/// Refuses a transaction made under a lease that has moved since ([`StateError::LeaseLost`]).
+async fn check_fences(
+    tx: &deadpool_postgres::Transaction<'_>,
+    fences: &[Fence],
+) -> Result<(), StateError> {
+    for fence in fences {
+        // FOR SHARE: a take-over (an UPDATE of the row) waits for this commit, and this
+        // commit never follows one it did not see.
+        let row = tx
+            .query_opt(
+                "SELECT owner, generation FROM lease WHERE mailbox = $1 FOR SHARE",
+                &[&fence.mailbox.0],
+            )
+            .await
+            .map_err(db)?;
+        let held = row.is_some_and(|r| {
+            r.get::<_, Option<String>>(0).as_deref() == Some(fence.owner.as_str())
+                && r.get::<_, i64>(1) == fence.generation
+        });
+        if !held {
+            return Err(StateError::LeaseLost {
+                mailbox: fence.mailbox.0.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The rows of a commit: assignments stored and removed, journal entries closed.
+async fn write_commit(
+    tx: &deadpool_postgres::Transaction<'_>,
+    commit: &Commit,
+) -> Result<(), StateError> {
+    if !commit.put.is_empty() {
+        let put = tx
+            .prepare_cached(&format!(
+                "INSERT INTO assignment ({ASSIGNMENT_COLUMNS}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                 ON CONFLICT (project, assignment) DO UPDATE SET mailbox = $3, \
+                 item_id = $4, change_key = $5, baseline = $6, pm_hash = $7, \
+                 mail_hash = $8, status = $9, attempts = $10, last_error = $11, \
+                 last_sync = $12"
+            ))
+            .await
+            .map_err(db)?;
+        for s in &commit.put {
+            tx.execute(
+                &put,
+                &[
+                    &s.key.project.to_string(),
+                    &s.key.assignment.0,
+                    &s.mailbox.0,
+                    &s.item.as_ref().map(|i| i.item_id.as_str()),
+                    &s.item.as_ref().map(|i| i.change_key.as_str()),
+                    &s.baseline.as_ref().map(to_json),
+                    &s.pm_hash.map(|h| h.to_string()),
+                    &s.mail_hash.map(|h| h.to_string()),
+                    &to_json(&s.status),
+                    &i64::from(s.attempts),
+                    &s.last_error,
+                    &s.last_sync.as_ref().map(time_text),
+                ],
+            )
+            .await
+            .map_err(db)?;
+        }
+    }
+    if !commit.delete.is_empty() {
+        let delete = tx
+            .prepare_cached("DELETE FROM assignment WHERE project = $1 AND assignment = $2")
+            .await
+            .map_err(db)?;
+        for k in &commit.delete {
+            tx.execute(&delete, &[&k.project.to_string(), &k.assignment.0])
+                .await
+                .map_err(db)?;
+        }
+    }
+    if !commit.close_journal.is_empty() {
+        tx.execute(
+            "DELETE FROM journal WHERE id = ANY($1)",
+            &[&commit.close_journal],
+        )
+        .await
+        .map_err(db)?;
+    }
+    Ok(())
+}
+
+/// Appends audit records.
+async fn insert_audit(
+    tx: &deadpool_postgres::Transaction<'_>,
+    records: &[AuditRecord],
+) -> Result<(), StateError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let ins = tx
+        .prepare_cached(
+            "INSERT INTO audit (at, project, assignment, mailbox, field, pm_value, \
+             mail_value, rule, winner, note) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .await
+        .map_err(db)?;
+    for r in records {
+        let rule = to_json(&r.rule);
+        let winner = to_json(&r.winner);
+        tx.execute(
+            &ins,
+            &[
+                &time_text(&r.at),
+                &r.key.project.to_string(),
+                &r.key.assignment.0,
+                &r.mailbox.0,
+                &r.field.name(),
+                &r.pm_value,
+                &r.mail_value,
+                &rule.as_str().unwrap_or_default(),
+                &winner.as_str().unwrap_or_default(),
+                &r.note,
+            ],
+        )
+        .await
+        .map_err(db)?;
+    }
+    Ok(())
+}
+
+/// Opens journal entries; their ids in order.
+async fn insert_journal(
+    tx: &deadpool_postgres::Transaction<'_>,
+    entries: &[JournalEntry],
+) -> Result<Vec<i64>, StateError> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ins = tx
+        .prepare_cached(
+            "INSERT INTO journal (mailbox, project, assignment, kind, at) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .await
+        .map_err(db)?;
+    let mut ids = Vec::with_capacity(entries.len());
+    for e in entries {
+        let row = tx
+            .query_one(
+                &ins,
+                &[
+                    &e.mailbox.0,
+                    &e.key.project.to_string(),
+                    &e.key.assignment.0,
+                    &e.kind.as_str(),
+                    &time_text(&e.at),
+                ],
+            )
+            .await
+            .map_err(db)?;
+        ids.push(row.get(0));
+    }
+    Ok(ids)
+}
+
 impl StateStore for PostgresStore {
     async fn assignment(&self, key: &AssignmentKey) -> Result<Option<AssignmentState>, StateError> {
         let (p, a) = (key.project.to_string(), key.assignment.0);
@@ -550,119 +714,40 @@ impl StateStore for PostgresStore {
     }
 
     async fn commit(&self, commit: Commit) -> Result<(), StateError> {
-        if commit.is_empty() {
-            return Ok(());
+        self.transact(Transaction {
+            commit,
+            ..Transaction::default()
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn transact(&self, transaction: Transaction) -> Result<Vec<i64>, StateError> {
+        if transaction.is_empty() {
+            return Ok(Vec::new());
         }
+        let Transaction {
+            commit,
+            audit,
+            open_journal,
+        } = transaction;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        for fence in &commit.fences {
-            // FOR SHARE: a take-over (an UPDATE of the row) waits for this commit, and this
-            // commit never follows one it did not see.
-            let row = tx
-                .query_opt(
-                    "SELECT owner, generation FROM lease WHERE mailbox = $1 FOR SHARE",
-                    &[&fence.mailbox.0],
-                )
-                .await
-                .map_err(db)?;
-            let held = row.is_some_and(|r| {
-                r.get::<_, Option<String>>(0).as_deref() == Some(fence.owner.as_str())
-                    && r.get::<_, i64>(1) == fence.generation
-            });
-            if !held {
-                return Err(StateError::LeaseLost {
-                    mailbox: fence.mailbox.0.clone(),
-                });
-            }
-        }
-        if !commit.put.is_empty() {
-            let put = tx
-                .prepare_cached(&format!(
-                    "INSERT INTO assignment ({ASSIGNMENT_COLUMNS}) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-                     ON CONFLICT (project, assignment) DO UPDATE SET mailbox = $3, \
-                     item_id = $4, change_key = $5, baseline = $6, pm_hash = $7, \
-                     mail_hash = $8, status = $9, attempts = $10, last_error = $11, \
-                     last_sync = $12"
-                ))
-                .await
-                .map_err(db)?;
-            for s in &commit.put {
-                tx.execute(
-                    &put,
-                    &[
-                        &s.key.project.to_string(),
-                        &s.key.assignment.0,
-                        &s.mailbox.0,
-                        &s.item.as_ref().map(|i| i.item_id.as_str()),
-                        &s.item.as_ref().map(|i| i.change_key.as_str()),
-                        &s.baseline.as_ref().map(to_json),
-                        &s.pm_hash.map(|h| h.to_string()),
-                        &s.mail_hash.map(|h| h.to_string()),
-                        &to_json(&s.status),
-                        &i64::from(s.attempts),
-                        &s.last_error,
-                        &s.last_sync.as_ref().map(time_text),
-                    ],
-                )
-                .await
-                .map_err(db)?;
-            }
-        }
-        if !commit.delete.is_empty() {
-            let delete = tx
-                .prepare_cached("DELETE FROM assignment WHERE project = $1 AND assignment = $2")
-                .await
-                .map_err(db)?;
-            for k in &commit.delete {
-                tx.execute(&delete, &[&k.project.to_string(), &k.assignment.0])
-                    .await
-                    .map_err(db)?;
-            }
-        }
-        if !commit.close_journal.is_empty() {
-            tx.execute(
-                "DELETE FROM journal WHERE id = ANY($1)",
-                &[&commit.close_journal],
-            )
-            .await
-            .map_err(db)?;
-        }
-        tx.commit().await.map_err(db)
+        // The fences first, in the same transaction as everything they guard.
+        check_fences(&tx, &commit.fences).await?;
+        write_commit(&tx, &commit).await?;
+        insert_audit(&tx, &audit).await?;
+        let ids = insert_journal(&tx, &open_journal).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(ids)
     }
 
     async fn open_journal(&self, entries: Vec<JournalEntry>) -> Result<Vec<i64>, StateError> {
-        if entries.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(db)?;
-        let ins = tx
-            .prepare_cached(
-                "INSERT INTO journal (mailbox, project, assignment, kind, at) \
-                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
-            )
-            .await
-            .map_err(db)?;
-        let mut ids = Vec::with_capacity(entries.len());
-        for e in &entries {
-            let row = tx
-                .query_one(
-                    &ins,
-                    &[
-                        &e.mailbox.0,
-                        &e.key.project.to_string(),
-                        &e.key.assignment.0,
-                        &e.kind.as_str(),
-                        &time_text(&e.at),
-                    ],
-                )
-                .await
-                .map_err(db)?;
-            ids.push(row.get(0));
-        }
-        tx.commit().await.map_err(db)?;
-        Ok(ids)
+        self.transact(Transaction {
+            open_journal: entries,
+            ..Transaction::default()
+        })
+        .await
     }
 
     async fn unfinished_journal(&self) -> Result<Vec<JournalEntry>, StateError> {
@@ -767,41 +852,12 @@ impl StateStore for PostgresStore {
     }
 
     async fn append_audit(&self, records: Vec<AuditRecord>) -> Result<(), StateError> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(db)?;
-        let ins = tx
-            .prepare_cached(
-                "INSERT INTO audit (at, project, assignment, mailbox, field, pm_value, \
-                 mail_value, rule, winner, note) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .await
-            .map_err(db)?;
-        for r in &records {
-            let rule = to_json(&r.rule);
-            let winner = to_json(&r.winner);
-            tx.execute(
-                &ins,
-                &[
-                    &time_text(&r.at),
-                    &r.key.project.to_string(),
-                    &r.key.assignment.0,
-                    &r.mailbox.0,
-                    &r.field.name(),
-                    &r.pm_value,
-                    &r.mail_value,
-                    &rule.as_str().unwrap_or_default(),
-                    &winner.as_str().unwrap_or_default(),
-                    &r.note,
-                ],
-            )
-            .await
-            .map_err(db)?;
-        }
-        tx.commit().await.map_err(db)
+        self.transact(Transaction {
+            audit: records,
+            ..Transaction::default()
+        })
+        .await
+        .map(drop)
     }
 
     async fn audit(&self, project: Option<ProjectGuid>) -> Result<Vec<AuditRecord>, StateError> {

@@ -288,6 +288,128 @@ fn read_mailbox(row: &Row<'_>) -> Result<MailboxState, StateError> {
 const MAILBOX_COLUMNS: &str =
     "mailbox, folder_id, subscription_id, watermark, last_notification, sync_state, last_reconcile";
 
+/// Refuses a transaction made under a lease that has moved since ([`StateError::LeaseLost`]).
+fn check_fences(tx: &Connection, fences: &[Fence]) -> Result<(), StateError> {
+    for fence in fences {
+        let row: Option<(Option<String>, i64)> = tx
+            .prepare_cached("SELECT owner, generation FROM lease WHERE mailbox = ?1")
+            .map_err(db)?
+            .query_row(params![fence.mailbox.0], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(db)?;
+        if row != Some((Some(fence.owner.as_str().to_string()), fence.generation)) {
+            return Err(StateError::LeaseLost {
+                mailbox: fence.mailbox.0.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The rows of a commit: assignments stored and removed, journal entries closed.
+fn write_commit(tx: &Connection, commit: &Commit) -> Result<(), StateError> {
+    if !commit.put.is_empty() {
+        let mut put = tx
+            .prepare_cached(&format!(
+                "INSERT OR REPLACE INTO assignment ({ASSIGNMENT_COLUMNS}) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+            ))
+            .map_err(db)?;
+        for s in &commit.put {
+            put.execute(params![
+                s.key.project.to_string(),
+                s.key.assignment.0,
+                s.mailbox.0,
+                s.item.as_ref().map(|i| &i.item_id),
+                s.item.as_ref().map(|i| &i.change_key),
+                s.baseline.as_ref().map(to_json),
+                s.pm_hash.map(|h| h.to_string()),
+                s.mail_hash.map(|h| h.to_string()),
+                to_json(&s.status),
+                s.attempts as i64,
+                s.last_error,
+                s.last_sync.as_ref().map(time_text),
+            ])
+            .map_err(db)?;
+        }
+    }
+    if !commit.delete.is_empty() {
+        let mut delete = tx
+            .prepare_cached("DELETE FROM assignment WHERE project = ?1 AND assignment = ?2")
+            .map_err(db)?;
+        for k in &commit.delete {
+            delete
+                .execute(params![k.project.to_string(), k.assignment.0])
+                .map_err(db)?;
+        }
+    }
+    if !commit.close_journal.is_empty() {
+        let mut close = tx
+            .prepare_cached("DELETE FROM journal WHERE id = ?1")
+            .map_err(db)?;
+        for id in &commit.close_journal {
+            close.execute(params![id]).map_err(db)?;
+        }
+    }
+    Ok(())
+}
+
+/// Appends audit records.
+fn insert_audit(tx: &Connection, records: &[AuditRecord]) -> Result<(), StateError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut ins = tx
+        .prepare_cached(
+            "INSERT INTO audit (at, project, assignment, mailbox, field, pm_value, \
+             mail_value, rule, winner, note) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )
+        .map_err(db)?;
+    for r in records {
+        ins.execute(params![
+            time_text(&r.at),
+            r.key.project.to_string(),
+            r.key.assignment.0,
+            r.mailbox.0,
+            r.field.name(),
+            r.pm_value,
+            r.mail_value,
+            to_json(&r.rule).trim_matches('"'),
+            to_json(&r.winner).trim_matches('"'),
+            r.note,
+        ])
+        .map_err(db)?;
+    }
+    Ok(())
+}
+
+/// Opens journal entries; their ids in order.
+fn insert_journal(tx: &Connection, entries: &[JournalEntry]) -> Result<Vec<i64>, StateError> {
+    let mut ids = Vec::with_capacity(entries.len());
+    if entries.is_empty() {
+        return Ok(ids);
+    }
+    let mut ins = tx
+        .prepare_cached(
+            "INSERT INTO journal (mailbox, project, assignment, kind, at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .map_err(db)?;
+    for e in entries {
+        ins.execute(params![
+            e.mailbox.0,
+            e.key.project.to_string(),
+            e.key.assignment.0,
+            e.kind.as_str(),
+            time_text(&e.at),
+        ])
+        .map_err(db)?;
+        ids.push(tx.last_insert_rowid());
+    }
+    Ok(ids)
+}
+
 impl StateStore for SqliteStore {
     async fn assignment(&self, key: &AssignmentKey) -> Result<Option<AssignmentState>, StateError> {
         let (p, a) = (key.project.to_string(), key.assignment.0);
@@ -389,10 +511,24 @@ impl StateStore for SqliteStore {
     }
 
     async fn commit(&self, commit: Commit) -> Result<(), StateError> {
-        if commit.is_empty() {
-            return Ok(());
+        self.transact(Transaction {
+            commit,
+            ..Transaction::default()
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn transact(&self, transaction: Transaction) -> Result<Vec<i64>, StateError> {
+        if transaction.is_empty() {
+            return Ok(Vec::new());
         }
         self.call(move |c| {
+            let Transaction {
+                commit,
+                audit,
+                open_journal,
+            } = transaction;
             // Immediate when fenced: the lease row read below cannot change before the commit.
             let behavior = if commit.fences.is_empty() {
                 rusqlite::TransactionBehavior::Deferred
@@ -400,88 +536,20 @@ impl StateStore for SqliteStore {
                 rusqlite::TransactionBehavior::Immediate
             };
             let tx = c.transaction_with_behavior(behavior).map_err(db)?;
-            for fence in &commit.fences {
-                let row: Option<(Option<String>, i64)> = tx
-                    .prepare_cached("SELECT owner, generation FROM lease WHERE mailbox = ?1")
-                    .map_err(db)?
-                    .query_row(params![fence.mailbox.0], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()
-                    .map_err(db)?;
-                if row != Some((Some(fence.owner.as_str().to_string()), fence.generation)) {
-                    return Err(StateError::LeaseLost {
-                        mailbox: fence.mailbox.0.clone(),
-                    });
-                }
-            }
-            {
-                let mut put = tx
-                    .prepare_cached(&format!(
-                        "INSERT OR REPLACE INTO assignment ({ASSIGNMENT_COLUMNS}) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
-                    ))
-                    .map_err(db)?;
-                for s in &commit.put {
-                    put.execute(params![
-                        s.key.project.to_string(),
-                        s.key.assignment.0,
-                        s.mailbox.0,
-                        s.item.as_ref().map(|i| &i.item_id),
-                        s.item.as_ref().map(|i| &i.change_key),
-                        s.baseline.as_ref().map(to_json),
-                        s.pm_hash.map(|h| h.to_string()),
-                        s.mail_hash.map(|h| h.to_string()),
-                        to_json(&s.status),
-                        s.attempts as i64,
-                        s.last_error,
-                        s.last_sync.as_ref().map(time_text),
-                    ])
-                    .map_err(db)?;
-                }
-                let mut delete = tx
-                    .prepare_cached("DELETE FROM assignment WHERE project = ?1 AND assignment = ?2")
-                    .map_err(db)?;
-                for k in &commit.delete {
-                    delete
-                        .execute(params![k.project.to_string(), k.assignment.0])
-                        .map_err(db)?;
-                }
-                let mut close = tx
-                    .prepare_cached("DELETE FROM journal WHERE id = ?1")
-                    .map_err(db)?;
-                for id in &commit.close_journal {
-                    close.execute(params![id]).map_err(db)?;
-                }
-            }
-            tx.commit().map_err(db)
+            check_fences(&tx, &commit.fences)?;
+            write_commit(&tx, &commit)?;
+            insert_audit(&tx, &audit)?;
+            let ids = insert_journal(&tx, &open_journal)?;
+            tx.commit().map_err(db)?;
+            Ok(ids)
         })
         .await
     }
 
     async fn open_journal(&self, entries: Vec<JournalEntry>) -> Result<Vec<i64>, StateError> {
-        self.call(move |c| {
-            let tx = c.transaction().map_err(db)?;
-            let mut ids = Vec::with_capacity(entries.len());
-            {
-                let mut ins = tx
-                    .prepare_cached(
-                        "INSERT INTO journal (mailbox, project, assignment, kind, at) \
-                         VALUES (?1, ?2, ?3, ?4, ?5)",
-                    )
-                    .map_err(db)?;
-                for e in &entries {
-                    ins.execute(params![
-                        e.mailbox.0,
-                        e.key.project.to_string(),
-                        e.key.assignment.0,
-                        e.kind.as_str(),
-                        time_text(&e.at),
-                    ])
-                    .map_err(db)?;
-                    ids.push(tx.last_insert_rowid());
-                }
-            }
-            tx.commit().map_err(db)?;
-            Ok(ids)
+        self.transact(Transaction {
+            open_journal: entries,
+            ..Transaction::default()
         })
         .await
     }
@@ -566,38 +634,12 @@ impl StateStore for SqliteStore {
     }
 
     async fn append_audit(&self, records: Vec<AuditRecord>) -> Result<(), StateError> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        self.call(move |c| {
-            let tx = c.transaction().map_err(db)?;
-            {
-                let mut ins = tx
-                    .prepare_cached(
-                        "INSERT INTO audit (at, project, assignment, mailbox, field, pm_value, \
-                         mail_value, rule, winner, note) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                    )
-                    .map_err(db)?;
-                for r in &records {
-                    ins.execute(params![
-                        time_text(&r.at),
-                        r.key.project.to_string(),
-                        r.key.assignment.0,
-                        r.mailbox.0,
-                        r.field.name(),
-                        r.pm_value,
-                        r.mail_value,
-                        to_json(&r.rule).trim_matches('"'),
-                        to_json(&r.winner).trim_matches('"'),
-                        r.note,
-                    ])
-                    .map_err(db)?;
-                }
-            }
-            tx.commit().map_err(db)
+        self.transact(Transaction {
+            audit: records,
+            ..Transaction::default()
         })
         .await
+        .map(drop)
     }
 
     async fn audit(&self, project: Option<ProjectGuid>) -> Result<Vec<AuditRecord>, StateError> {

@@ -20,7 +20,7 @@ use crate::pm::{
 };
 use crate::state::{
     Commit, Fence, InstanceId, JournalEntry, LeaseTiming, MailboxAddress, StateError, StateStore,
-    WriteKind,
+    Transaction, WriteKind,
 };
 
 /// Errors that stop a whole operation (item failures are counted in reports instead).
@@ -383,10 +383,30 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     /// Commits to the state store, fenced by the leases of the mailboxes of the rows put: a
     /// lease lost meanwhile refuses the whole commit ([`StateError::LeaseLost`]) and the
     /// engine stops working on that mailbox.
-    pub(crate) async fn commit(&self, mut commit: Commit) -> Result<(), SyncError> {
+    pub(crate) async fn commit(&self, commit: Commit) -> Result<(), SyncError> {
+        self.transact(Transaction {
+            commit,
+            ..Transaction::default()
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Commits a [`Transaction`] (rows, audit records, journal entries opened) to the state
+    /// store in one transaction, fenced like [`Engine::commit`] by the leases of the mailboxes
+    /// of its rows and of the writes it journals; returns the ids of the entries opened.
+    pub(crate) async fn transact(
+        &self,
+        mut transaction: Transaction,
+    ) -> Result<Vec<i64>, SyncError> {
+        let commit = &mut transaction.commit;
         if let Some(c) = self.inner.cluster.get() {
-            let mut mailboxes: Vec<&MailboxAddress> =
-                commit.put.iter().map(|s| &s.mailbox).collect();
+            let mut mailboxes: Vec<&MailboxAddress> = commit
+                .put
+                .iter()
+                .map(|s| &s.mailbox)
+                .chain(transaction.open_journal.iter().map(|e| &e.mailbox))
+                .collect();
             mailboxes.sort();
             mailboxes.dedup();
             let mut fences = Vec::with_capacity(mailboxes.len());
@@ -406,7 +426,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             }
             commit.fences = fences;
         }
-        match self.inner.state.commit(commit).await {
+        match self.inner.state.transact(transaction).await {
             Err(StateError::LeaseLost { mailbox }) => {
                 self.lost_lease(&MailboxAddress::new(&mailbox));
                 Err(StateError::LeaseLost { mailbox }.into())
@@ -485,18 +505,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         keys: impl Iterator<Item = AssignmentKey>,
         kind: WriteKind,
     ) -> Result<Vec<i64>, SyncError> {
-        let at = Utc::now();
-        let mut seen = HashSet::new();
-        let entries = keys
-            .filter(|k| seen.insert(*k))
-            .map(|key| JournalEntry {
-                id: 0,
-                mailbox: mailbox.clone(),
-                key,
-                kind,
-                at,
-            })
-            .collect();
+        let entries = journal_entries(mailbox, keys, kind);
         Ok(self.inner.state.open_journal(entries).await?)
     }
 
@@ -507,6 +516,25 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             None => Err(SyncError::UnknownProject(project)),
         }
     }
+}
+
+/// Journal entries for writes of `kind` to the items of `keys` in `mailbox`, each key once.
+pub(crate) fn journal_entries(
+    mailbox: &MailboxAddress,
+    keys: impl Iterator<Item = AssignmentKey>,
+    kind: WriteKind,
+) -> Vec<JournalEntry> {
+    let at = Utc::now();
+    let mut seen = HashSet::new();
+    keys.filter(|k| seen.insert(*k))
+        .map(|key| JournalEntry {
+            id: 0,
+            mailbox: mailbox.clone(),
+            key,
+            kind,
+            at,
+        })
+        .collect()
 }
 
 /// Projects loaded during one pass, so each is fetched once.

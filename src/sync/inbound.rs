@@ -9,6 +9,40 @@
 //! update), write back (`write_back`: the PM's resulting values go to the item) and settle
 //! (`settle`: one commit of what the round left). A write back that meets a stale change key
 //! reads the item again (`reread`) and goes through the steps again.
+//!
+//! # State transactions of an item
+//!
+//! An item's round stores what it decided in as few state transactions as crash safety allows,
+//! each one [`StateStore::transact`](crate::state::StateStore::transact): audit records, rows,
+//! journal entries opened and closed together. The audit records and, once the host applied a
+//! status update, the baseline of the fields it took are held in the round until the item's
+//! next transaction, which is one of two:
+//!
+//! - with a write back: the transaction that opens its journal entry stores them, then the
+//!   UpdateItem goes out, then the settle stores the result and closes the entry. Two
+//!   transactions, and neither can go: the journal entry must be durable before the write
+//!   (after a crash it says which mailbox needs a pass), the result only after it (the rule of
+//!   use of [`crate::state`]).
+//! - without one (nothing to map back, a pending update, a refusal): the settle stores them
+//!   with the result. One transaction.
+//!
+//! Why this keeps the guarantees the separate commits gave:
+//!
+//! - The baseline of what the PM side took was committed at once after the host applied the
+//!   update, so that no later failure (the write back, the read after a stale change key, the
+//!   process) leaves the PM's copy of the edit looking like a PM change that could win a tie
+//!   over a newer edit. It still is stored before any other remote call: between the host's
+//!   answer and the transaction that stores it there is no await but the store's own, and a
+//!   write back, a re-read or a next round all come after it. A crash before that transaction
+//!   is the window the early commit had too (host applied, nothing stored).
+//! - The audit was appended before the status update went to the host. It now goes in the
+//!   transaction that stores the decision's result, so the log holds exactly the decisions
+//!   whose results are stored: a host that fails, or a crash before the submit, no longer
+//!   leaves a record of a decision nothing carried out (nor one more per retry). The one window
+//!   without its line is a crash between the host's apply and the next transaction: the edit
+//!   is then not lost (the host holds the status update with its old and new values, source
+//!   item, change key and time; the next pass finds both sides agree and submits nothing), but
+//!   the audit log has no line for it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,7 +53,8 @@ use tracing::{debug, info, instrument, warn};
 use super::config::DeletedTaskRule;
 use super::decide::{ItemDecision, ItemSides, Mode, decide_item};
 use super::engine::{
-    Engine, ProjectCache, ProjectView, SyncError, copy_field, field_text, pm_modified,
+    Engine, ProjectCache, ProjectView, SyncError, copy_field, field_text, journal_entries,
+    pm_modified,
 };
 use super::mailbox::{
     ChangedItem, FetchRequest, ItemFailure, ItemWrite, MailboxError, MailboxItem, MailboxStore,
@@ -33,7 +68,7 @@ use crate::pm::{
 };
 use crate::state::{
     AssignmentState, AuditRecord, Baseline, Commit, DecisionRule, ItemRef, MailboxAddress,
-    MailboxState, Side, StateStore, SyncStatus, WriteKind,
+    MailboxState, Side, StateStore, SyncStatus, Transaction, WriteKind,
 };
 
 impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
@@ -371,14 +406,14 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             }
             let decision = self.decide_item(&view, &row, &sides, mode);
             let mut round = Round::new(view, sides, decision);
-            self.audit(mailbox, row.key, &round, rejection).await?;
+            round.audit = self.audit(mailbox, row.key, &round, rejection);
             if let Some(update) = self
                 .submit_status_update(&mut pass, &mut row, &item, &mut round)
                 .await?
             {
-                return self.settle_pending(row, &item, &round, update).await;
+                return self.settle_pending(row, &item, &mut round, update).await;
             }
-            match self.write_back(&mut pass, &row, &item, &round).await? {
+            match self.write_back(&mut pass, &row, &item, &mut round).await? {
                 WriteBack::Refused {
                     failure: ItemFailure::StaleChangeKey,
                     journal,
@@ -391,7 +426,11 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     }
                     view = round.view;
                 }
-                written => return self.settle(&mut pass, row, &item, &round, written).await,
+                written => {
+                    return self
+                        .settle(&mut pass, row, &item, &mut round, written)
+                        .await;
+                }
             }
         }
     }
@@ -445,14 +484,15 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     }
 
     /// Step "audit": every decision that changes something, and a changed status note, is
-    /// logged and written to the audit log.
-    async fn audit(
+    /// logged; the records returned go to the audit log in the item's next transaction, with
+    /// the state they explain (the one before the write back, or the settle).
+    fn audit(
         &self,
         mailbox: &MailboxAddress,
         key: AssignmentKey,
         round: &Round,
         rejection: Option<&str>,
-    ) -> Result<(), SyncError> {
+    ) -> Vec<AuditRecord> {
         let Round {
             sides,
             decision,
@@ -504,15 +544,14 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             );
         }
         Metrics::add(&self.inner.metrics.conflicts, decision.by_policy);
-        self.inner.state.append_audit(audit).await?;
-        Ok(())
+        audit
     }
 
     /// Step "status update": the fields taken from the mailbox, and a changed status note, go
     /// to the PM host as one task status update. Applied or rejected, `round` then holds the
-    /// PM's resulting values; applied, the row's baseline of the fields taken is committed at
-    /// once; pending, its id is returned and nothing goes back to the mailbox until the status
-    /// manager decides.
+    /// PM's resulting values; applied, the row's baseline of the fields taken is stored by the
+    /// item's next transaction, before any other remote call; pending, its id is returned and
+    /// nothing goes back to the mailbox until the status manager decides.
     async fn submit_status_update(
         &self,
         pass: &mut ItemPass<'_>,
@@ -529,16 +568,14 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 pass.report.applied += 1;
                 Metrics::add(&metrics.updates_applied, 1);
                 // Both sides hold this version's values for the fields taken: that is the
-                // baseline from now on, stored before anything else is tried. Whatever then
-                // fails (the write back, the read after a stale change key, the process), the
-                // next decision starts from it; otherwise the PM's copy of the edit would count
-                // as a change of its own and could win a tie over a newer edit made meanwhile.
+                // baseline from now on, stored before anything else is tried: by the
+                // transaction that opens the write back's journal entry, or by the settle when
+                // nothing is written back (no remote call comes between). Whatever then fails
+                // (the write back, the read after a stale change key, the process), the next
+                // decision starts from it; otherwise the PM's copy of the edit would count as a
+                // change of its own and could win a tie over a newer edit made meanwhile.
                 row.baseline = Some(round.baseline_taken());
-                self.commit(Commit {
-                    put: vec![row.clone()],
-                    ..Commit::default()
-                })
-                .await?;
+                round.row_unsaved = true;
                 round.pm_decided(&self.inner.table, pass.cache, row.key, assignment);
                 Ok(None)
             }
@@ -640,26 +677,39 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
 
     /// Step "write back" (the claim's mapping back): the PM's values go to the item where it
     /// shows others, under the journal, with the change key read (a stale key is refused).
+    /// The journal entry is opened in one transaction with what the round has not stored yet
+    /// (its audit records, the baseline of what the PM side took).
     async fn write_back(
         &self,
         pass: &mut ItemPass<'_>,
         row: &AssignmentState,
         item: &MailboxItem,
-        round: &Round,
+        round: &mut Round,
     ) -> Result<WriteBack, SyncError> {
         let mailbox = pass.mailbox;
-        let mail = &round.sides.mail;
         let target = round.target();
-        if self.inner.table.updates(mail, &target).is_empty() {
+        if self
+            .inner
+            .table
+            .updates(&round.sides.mail, &target)
+            .is_empty()
+        {
             return Ok(WriteBack::Unneeded);
         }
         let journal = self
-            .open_journal(mailbox, std::iter::once(row.key), WriteKind::Update)
+            .transact(Transaction {
+                commit: Commit {
+                    put: round.unsaved_row(row),
+                    ..Commit::default()
+                },
+                audit: std::mem::take(&mut round.audit),
+                open_journal: journal_entries(mailbox, std::iter::once(row.key), WriteKind::Update),
+            })
             .await?;
         let write = ItemWrite {
             key: row.key,
             item: item.item.clone(),
-            from: mail.clone(),
+            from: round.sides.mail.clone(),
             to: target,
         };
         let result = self
@@ -706,7 +756,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         pass: &mut ItemPass<'_>,
         row: AssignmentState,
         item: &MailboxItem,
-        round: &Round,
+        round: &mut Round,
         written: WriteBack,
     ) -> Result<(), SyncError> {
         match written {
@@ -736,7 +786,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             }
             WriteBack::CallFailed(e) => {
                 // The call failed as a whole: the journal stays open and the next pass tries
-                // again (what the PM side took is already the stored baseline).
+                // again (what the PM side took is already the stored baseline: the journal's
+                // transaction stored it).
                 pass.report.fail(row.key, pass.mailbox, &e);
                 Ok(())
             }
@@ -750,9 +801,10 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         report: &mut InboundReport,
         mut row: AssignmentState,
         item: ItemRef,
-        round: &Round,
+        round: &mut Round,
         journal: Vec<i64>,
     ) -> Result<(), SyncError> {
+        let target = round.target();
         let Round {
             view,
             sides,
@@ -760,8 +812,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             target_pm,
             now,
             ..
-        } = round;
-        let target = round.target();
+        } = &*round;
         let mut baseline = baseline_after(
             &sides.base,
             &target,
@@ -807,13 +858,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 mail: Some(Box::new(sides.mail.clone())),
             }
         };
-        self.commit(Commit {
-            put: vec![row],
-            close_journal: journal,
-            ..Commit::default()
-        })
-        .await?;
-        Ok(())
+        self.settle_commit(round, row, journal).await
     }
 
     /// Settles an item whose write was refused: the failure is counted, and after repeated or
@@ -823,7 +868,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         pass: &mut ItemPass<'_>,
         mut row: AssignmentState,
         item: &MailboxItem,
-        round: &Round,
+        round: &mut Round,
         failure: ItemFailure,
         journal: Vec<i64>,
     ) -> Result<(), SyncError> {
@@ -855,10 +900,27 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             pass.report.parked += 1;
         }
         pass.report.fail(row.key, pass.mailbox, &failure);
-        self.commit(Commit {
-            put: vec![row],
-            close_journal: journal,
-            ..Commit::default()
+        self.settle_commit(round, row, journal).await
+    }
+
+    /// The settle's one transaction: the row as the round leaves it, the journal entry of its
+    /// write closed, and the audit records not stored before the write back (all of them when
+    /// nothing was written).
+    async fn settle_commit(
+        &self,
+        round: &mut Round,
+        row: AssignmentState,
+        journal: Vec<i64>,
+    ) -> Result<(), SyncError> {
+        round.row_unsaved = false;
+        self.transact(Transaction {
+            commit: Commit {
+                put: vec![row],
+                close_journal: journal,
+                ..Commit::default()
+            },
+            audit: std::mem::take(&mut round.audit),
+            open_journal: Vec::new(),
         })
         .await?;
         Ok(())
@@ -870,7 +932,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         &self,
         mut row: AssignmentState,
         item: &MailboxItem,
-        round: &Round,
+        round: &mut Round,
         update: StatusUpdateId,
     ) -> Result<(), SyncError> {
         let mail = &round.sides.mail;
@@ -889,12 +951,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         }
         row.item = Some(item.item.clone());
         row.last_sync = Some(round.now);
-        self.commit(Commit {
-            put: vec![row],
-            ..Commit::default()
-        })
-        .await?;
-        Ok(())
+        self.settle_commit(round, row, Vec::new()).await
     }
 
     /// Settles an item whose edit already waits for approval: only its version moved.
@@ -1126,6 +1183,10 @@ struct Round {
     /// written: what the item shows of it is what the mailbox holds).
     target_pm: MailValues,
     now: DateTime<Utc>,
+    /// The audit records of the decision, until a transaction of the item stores them.
+    audit: Vec<AuditRecord>,
+    /// The row holds a baseline no transaction has stored yet (what the PM side took).
+    row_unsaved: bool,
 }
 
 impl Round {
@@ -1140,6 +1201,18 @@ impl Round {
             decision,
             target_pm,
             now: Utc::now(),
+            audit: Vec::new(),
+            row_unsaved: false,
+        }
+    }
+
+    /// The row to store with the round's next transaction: `row` when it holds a baseline not
+    /// stored yet (then it counts as stored).
+    fn unsaved_row(&mut self, row: &AssignmentState) -> Vec<AssignmentState> {
+        if std::mem::take(&mut self.row_unsaved) {
+            vec![row.clone()]
+        } else {
+            Vec::new()
         }
     }
 

@@ -18,17 +18,21 @@
 //!   attributes are newer than the PM's: [`decide::decide`], and for one item `decide_item`
 //!   (`decide.rs`).
 //! - **audit** (the engine's own): every decision that changes something is logged and written
-//!   to the audit log: `Engine::audit`.
+//!   to the audit log, in the item's next state transaction with the state it explains:
+//!   `Engine::audit`.
 //! - **status update**: replace the PM's attributes with the newer ones through a task status
 //!   update: `Engine::submit_status_update`, which hands it to
 //!   [`PmHost::submit_status_update`](crate::pm::PmHost::submit_status_update) and, once the
-//!   host applied it, commits the fields taken as the item's baseline before anything else is
-//!   tried (a later failure must not leave the PM's copy of the edit looking like a PM change).
+//!   host applied it, makes the fields taken the item's baseline, stored by the item's next
+//!   transaction before anything else is tried (a later failure must not leave the PM's copy of
+//!   the edit looking like a PM change).
 //! - **write back**: map the attributes the status update left back to the mailbox task (the
 //!   claim's last step): `Engine::write_back`; [`Engine::map_back`] does it for an update a
 //!   person decided later.
 //! - **settle** (the engine's own): commit what the item's round left (baseline, hashes,
-//!   status) together with the journal entry of its write: `Engine::settle`.
+//!   status, and the audit records not stored before a write back) together with the journal
+//!   entry of its write: `Engine::settle`. An applied edit costs one state transaction, or two
+//!   when its values are written back (`inbound.rs`, "State transactions of an item").
 //! - **reconcile** (the engine's own): every `reconcile_interval` each mailbox gets a pass and
 //!   every project is published again (`Engine::reconcile`, `Engine::publish_all`), so a lost
 //!   notification costs at most one interval.
