@@ -186,17 +186,24 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             return Ok(());
         }
         // Resume after the last watermark when there is one: events since then are
-        // delivered and nothing is missed.
+        // delivered and nothing is missed. A streaming subscription is anchored on its
+        // affinity group, when the mailbox has one.
+        let affinity = self.affinity_for(&mailbox, &delivery);
         let result = match self
             .inner
             .mailboxes
-            .subscribe(&mailbox, &delivery, state.watermark.as_deref())
+            .subscribe(
+                &mailbox,
+                &delivery,
+                state.watermark.as_deref(),
+                affinity.as_ref(),
+            )
             .await
         {
             Err(MailboxError::SubscriptionGone(_)) if state.watermark.is_some() => {
                 self.inner
                     .mailboxes
-                    .subscribe(&mailbox, &delivery, None)
+                    .subscribe(&mailbox, &delivery, None, affinity.as_ref())
                     .await
             }
             other => other,
@@ -829,10 +836,11 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         let Some(delivery) = self.delivery() else {
             return Ok(false);
         };
+        let affinity = self.affinity_for(mailbox, &delivery);
         match self
             .inner
             .mailboxes
-            .subscribe(mailbox, &delivery, None)
+            .subscribe(mailbox, &delivery, None, affinity.as_ref())
             .await
         {
             Ok(sub) => {
