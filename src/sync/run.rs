@@ -171,6 +171,14 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         let (Some(delivery), Some(mailbox)) = (self.delivery(), state.mailbox.clone()) else {
             return Ok(());
         };
+        // One at a time, each looking at the stored state afresh: two callers at once (the
+        // start-up, leases gained, a publish) would otherwise both find no subscription and
+        // subscribe the mailbox twice.
+        let _one = self.inner.runtime.subscribing.lock().await;
+        let state = match self.inner.state.mailbox(&mailbox).await? {
+            Some(fresh) if !renew => fresh,
+            _ => state,
+        };
         if !renew && let Some(id) = &state.subscription_id {
             // Made by another instance (or before a restart), which server holds it is not
             // known; a streaming connection that misses it replaces it.
