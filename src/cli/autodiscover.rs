@@ -227,3 +227,67 @@ fn keys_of(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A configuration asking Autodiscover at a server that accepts connections and never
+    /// answers (the classic time-out), in streaming mode.
+    fn silent_site(dir: &std::path::Path, port: u16) -> RawConfig {
+        let mut raw = RawConfig {
+            data_dir: dir.to_path_buf(),
+            ..RawConfig::default()
+        };
+        raw.exchange.url = AUTODISCOVER.into();
+        raw.exchange.auth = "none".into();
+        raw.exchange.autodiscover_address = "ann@example.com".into();
+        raw.exchange.autodiscover_url =
+            format!("http://127.0.0.1:{port}/autodiscover/autodiscover.svc");
+        raw.exchange.autodiscover_timeout_secs = 1;
+        raw.listener.mode = "streaming".into();
+        raw
+    }
+
+    #[tokio::test]
+    async fn a_time_out_falls_back_to_the_groups_found_before_or_to_none() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Connections are queued by the kernel and never answered.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = silent.local_addr().expect("addr").port();
+        let raw = silent_site(dir.path(), port);
+        let ann = MailboxAddress::new("ann@example.com");
+        let mailboxes = vec![ann.clone()];
+
+        // Nothing found before: no groups (each subscription anchored on its own mailbox).
+        assert_eq!(affinity_groups(&raw, &mailboxes).await, None);
+
+        // Groups found two days ago: stale, looked up again, the time-out keeps the old ones.
+        let old = AffinityGroupsFound {
+            groups: [(
+                "ann@example.com".to_string(),
+                "MBX01|https://ews".to_string(),
+            )]
+            .into(),
+            found_at: Utc::now() - chrono::Duration::hours(48),
+        };
+        std::fs::write(
+            raw.data_path(GROUPS_CACHE_FILE),
+            serde_json::to_vec(&old).expect("json"),
+        )
+        .expect("write cache");
+        let found = affinity_groups(&raw, &mailboxes)
+            .await
+            .expect("the old groups");
+        assert_eq!(
+            found.get(&ann).map(String::as_str),
+            Some("MBX01|https://ews")
+        );
+
+        // Not streaming: not asked at all.
+        let mut push = raw.clone();
+        push.listener.mode = "push".into();
+        assert_eq!(affinity_groups(&push, &mailboxes).await, None);
+        drop(silent);
+    }
+}
