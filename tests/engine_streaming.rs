@@ -6,8 +6,13 @@
 //! Server affinity: against a simulator of three Mailbox servers (backends), the engine opens
 //! one connection per backend, each with its backend's cookie, and edits in every mailbox
 //! arrive; a mailbox moved to another backend (a database fail-over) gets a new subscription
-//! whose cookie moves it to a connection of its new backend; and a client that mixes the
-//! backends' subscriptions on one connection is refused the way Exchange refuses it.
+//! whose cookie moves it to a connection of its new backend, and its old subscription is ended
+//! on its old backend; and a client that mixes the backends' subscriptions on one connection is
+//! refused the way Exchange refuses it.
+//!
+//! Affinity groups: with the groups Autodiscover's GroupingInformation gives, every Subscribe
+//! of a group carries the group's anchor (recorded per subscription by the simulator), so the
+//! group's subscriptions are held by the anchor's backend and share one connection.
 
 mod harness;
 
@@ -263,6 +268,8 @@ async fn a_mailbox_moved_to_another_backend_is_regrouped_and_its_edits_still_arr
 
     // Bob's database fails over to backend 2: the connections break, his subscription is not
     // found where the old cookie routes, and the new one's cookie names backend 2.
+    let old = subscription_of(&h, "bob@example.com").await;
+    assert_eq!(old["backend"], 0);
     move_mailbox(&h, "bob@example.com", 2).await;
     until("the mailbox is subscribed again", async || {
         h.count("Subscribe") >= 4
@@ -277,6 +284,16 @@ async fn a_mailbox_moved_to_another_backend_is_regrouped_and_its_edits_still_arr
     )
     .await;
     every_edit_arrives(&h, 70).await;
+    // The old subscription was ended on backend 0 (routed there by its cookie) rather than
+    // left to linger until it expires.
+    until(
+        "the old subscription is gone from its old backend",
+        async || subscriptions(&h).await.iter().all(|s| s["id"] != old["id"]),
+    )
+    .await;
+    assert!(h.count("Unsubscribe") >= 1);
+    let new = subscription_of(&h, "bob@example.com").await;
+    assert_eq!(new["backend"], 2, "{new}");
 
     // And back: Bob joins Ann's connection again.
     move_mailbox(&h, "bob@example.com", 0).await;
@@ -287,6 +304,127 @@ async fn a_mailbox_moved_to_another_backend_is_regrouped_and_its_edits_still_arr
     })
     .await;
     every_edit_arrives(&h, 90).await;
+    let _ = stop.send(());
+    runner.await.expect("join").expect("run");
+}
+
+/// The simulator's live subscriptions.
+async fn subscriptions(h: &Harness) -> Vec<serde_json::Value> {
+    let subs: serde_json::Value = h
+        .http
+        .get(format!("{}subscriptions", h.sim.admin_url))
+        .send()
+        .await
+        .expect("admin")
+        .json()
+        .await
+        .expect("json");
+    subs.as_array().expect("list").clone()
+}
+
+/// The one live subscription of `mailbox`.
+async fn subscription_of(h: &Harness, mailbox: &str) -> serde_json::Value {
+    let mut of: Vec<_> = subscriptions(h)
+        .await
+        .into_iter()
+        .filter(|s| s["mailbox"] == mailbox)
+        .collect();
+    assert_eq!(of.len(), 1, "one subscription of {mailbox}: {of:?}");
+    of.remove(0)
+}
+
+/// Each mailbox's grouping key, asked of the simulator's SOAP Autodiscover.
+async fn groupings(h: &Harness) -> std::collections::HashMap<MailboxAddress, String> {
+    use taskbridge::ews::autodiscover::{AutodiscoverSettings, user_groupings};
+    use taskbridge::ews::transport::Auth;
+    let url = reqwest::Url::parse(&h.sim.url)
+        .expect("url")
+        .join("/autodiscover/autodiscover.svc")
+        .expect("join");
+    let addresses: Vec<String> = ["ann@example.com", "bob@example.com", "chen@example.com"]
+        .map(String::from)
+        .to_vec();
+    let found = user_groupings(
+        url.as_str(),
+        &addresses,
+        &AutodiscoverSettings::new(Auth::None),
+    )
+    .await
+    .expect("GetUserSettings");
+    found
+        .into_iter()
+        .map(|g| {
+            let key = g.key().expect("GroupingInformation");
+            (MailboxAddress::new(&g.address), key)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn groups_come_from_grouping_information_and_each_subscribe_carries_its_anchor() {
+    // Bob and Chen share backend 1, Ann is on backend 0.
+    let h = on_backends(3, [0, 1, 1]).await;
+    let keys = groupings(&h).await;
+    let key = |m: &str| keys[&MailboxAddress::new(m)].clone();
+    assert!(key("ann@example.com").starts_with("MBX01|"), "{keys:?}");
+    assert!(key("bob@example.com").starts_with("MBX02|"), "{keys:?}");
+    assert_eq!(key("bob@example.com"), key("chen@example.com"));
+    h.engine.set_affinity_groups(&keys);
+    let (stop, runner) = running_on(&h, 2).await;
+    // Chen's Subscribe was anchored on Bob, the first of their group, and is held by Bob's
+    // backend; Ann's group is Ann alone.
+    let anchor = async |m: &str| {
+        let s = subscription_of(&h, m).await;
+        (
+            s["anchor"].as_str().unwrap_or("none").to_string(),
+            s["backend"].clone(),
+        )
+    };
+    assert_eq!(
+        anchor("ann@example.com").await,
+        ("ann@example.com".into(), json!(0))
+    );
+    assert_eq!(
+        anchor("bob@example.com").await,
+        ("bob@example.com".into(), json!(1))
+    );
+    assert_eq!(
+        anchor("chen@example.com").await,
+        ("bob@example.com".into(), json!(1))
+    );
+    every_edit_arrives(&h, 35).await;
+    let _ = stop.send(());
+    runner.await.expect("join").expect("run");
+
+    // A move changes the mailbox's GroupingInformation.
+    move_mailbox(&h, "chen@example.com", 2).await;
+    let keys = groupings(&h).await;
+    assert!(
+        keys[&MailboxAddress::new("chen@example.com")].starts_with("MBX03|"),
+        "{keys:?}"
+    );
+}
+
+#[tokio::test]
+async fn one_group_is_held_by_its_anchors_backend_and_shares_one_connection() {
+    // Three backends, but the grouping puts the three mailboxes in one group: every
+    // Subscribe is anchored on Ann, so Ann's backend holds all three subscriptions (Exchange
+    // does not refuse a Subscribe anchored on another mailbox) and one connection carries them.
+    let h = on_backends(3, [0, 1, 2]).await;
+    let one: std::collections::HashMap<MailboxAddress, String> =
+        ["ann@example.com", "bob@example.com", "chen@example.com"]
+            .into_iter()
+            .map(|m| (MailboxAddress::new(m), "MBX01|https://ews".to_string()))
+            .collect();
+    h.engine.set_affinity_groups(&one);
+    let (stop, runner) = running_on(&h, 1).await;
+    for s in subscriptions(&h).await {
+        assert_eq!(s["anchor"], "ann@example.com", "{s}");
+        assert_eq!(s["backend"], 0, "{s}");
+    }
+    assert_eq!(h.engine.metrics().streams_open.load(Ordering::Relaxed), 1);
+    every_edit_arrives(&h, 55).await;
+    assert_eq!(h.count("GetStreamingEvents"), 1, "no connection reopened");
     let _ = stop.send(());
     runner.await.expect("join").expect("run");
 }
@@ -302,12 +440,12 @@ async fn a_client_that_mixes_backends_on_one_connection_is_refused() {
     let bob = MailboxAddress::new("bob@example.com");
     let a = h
         .spy
-        .subscribe(&ann, &Delivery::Streaming, None)
+        .subscribe(&ann, &Delivery::Streaming, None, None)
         .await
         .expect("subscribe Ann");
     let b = h
         .spy
-        .subscribe(&bob, &Delivery::Streaming, None)
+        .subscribe(&bob, &Delivery::Streaming, None, None)
         .await
         .expect("subscribe Bob");
     let (Some(ann_backend), Some(bob_backend)) = (a.backend.clone(), b.backend.clone()) else {

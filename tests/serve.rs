@@ -357,6 +357,11 @@ fn site_with_sim_configured(
 /// The simulator on `ews` with the three mailboxes of the sample and the service account's
 /// `password`; returns once it listens.
 fn start_sim(d: &Path, ews: u16, password: &str) -> Kill {
+    start_sim_with(d, ews, password, &[])
+}
+
+/// [`start_sim`] with further arguments.
+fn start_sim_with(d: &Path, ews: u16, password: &str, extra: &[&str]) -> Kill {
     let mut sim = Kill(
         Command::new(BIN)
             .current_dir(d)
@@ -370,6 +375,7 @@ fn start_sim(d: &Path, ews: u16, password: &str) -> Kill {
             .args(["--service", &format!("taskbridge@sim.example:{password}")])
             .args(["--user", "ann@example.com:a", "--user", "bob@example.com:b"])
             .args(["--user", "chen@example.com:c"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(d.join("sim.log")).expect("sim log"))
             .spawn()
@@ -1052,6 +1058,107 @@ fn serve_in_streaming_mode_brings_an_edit_over_a_held_connection() {
         0,
         "no polling"
     );
+    let pid = serve.0.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let code = wait_until("serve to stop", Duration::from_secs(20), || {
+        serve.0.try_wait().ok().flatten()
+    });
+    assert!(code.success(), "serve exited with {code}");
+}
+
+/// Streaming with `url = "autodiscover"`: `serve` asks the simulator's SOAP Autodiscover for
+/// the published mailboxes' GroupingInformation (kept in `autodiscover-groups.json`) and
+/// anchors every Subscribe of a group on the group's first mailbox, so the group's
+/// subscriptions are held by one backend.
+#[test]
+fn serve_in_streaming_mode_anchors_each_group_from_grouping_information() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (sim, ews, admin) = site_with_sim(d);
+    drop(sim);
+    let password = std::fs::read_to_string(d.join("taskbridge-data/exchange.password"))
+        .expect("password written by init");
+    let _sim = start_sim_with(d, ews, password.trim(), &["--backends", "2"]);
+    let sim_admin = format!("http://127.0.0.1:{ews}/sim");
+    // Ann and Chen on backend 0, Bob on backend 1.
+    for (mailbox, backend) in [
+        ("ann@example.com", 0),
+        ("bob@example.com", 1),
+        ("chen@example.com", 0),
+    ] {
+        let moved = http(
+            "PUT",
+            &format!("{sim_admin}/mailboxes/{mailbox}/backend"),
+            Some(&format!("{{\"backend\": {backend}}}")),
+        );
+        assert!(moved.is_some(), "move {mailbox}");
+    }
+    let config = std::fs::read_to_string(d.join("taskbridge.toml")).expect("config");
+    let ews_url = format!("http://127.0.0.1:{ews}/EWS/Exchange.asmx");
+    let text = config.replace(
+        &format!("url = \"{ews_url}\""),
+        &format!(
+            "url = \"autodiscover\"\nautodiscover_address = \"ann@example.com\"\n\
+             autodiscover_url = \"http://127.0.0.1:{ews}/autodiscover/autodiscover.svc\"\n\
+             autodiscover_timeout_secs = 3"
+        ),
+    );
+    assert_ne!(text, config, "the url line is replaced");
+    std::fs::write(d.join("taskbridge.toml"), text).expect("write config");
+    // Published first, so that serve knows the mailboxes when it starts.
+    let out = taskbridge(d, &["publish", "Harbour Bridge Refit"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut serve = Kill(
+        Command::new(BIN)
+            .current_dir(d)
+            .arg("serve")
+            .env("TASKBRIDGE_LISTENER_MODE", "streaming")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join("serve.log")).expect("serve log"))
+            .spawn()
+            .expect("start serve"),
+    );
+    wait_until("serve to be ready", Duration::from_secs(20), || {
+        http("GET", &format!("http://127.0.0.1:{admin}/healthz"), None)
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let subs = loop {
+        let subs = get(&format!("{sim_admin}/subscriptions"))
+            .and_then(|s| s.as_array().cloned())
+            .unwrap_or_default();
+        if subs.len() == 3 {
+            break subs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for three subscriptions: {subs:?}\nserve said: {}",
+            std::fs::read_to_string(d.join("serve.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let of = |m: &str| {
+        subs.iter()
+            .find(|s| s["mailbox"] == m)
+            .cloned()
+            .unwrap_or_else(|| panic!("a subscription of {m}: {subs:?}"))
+    };
+    assert_eq!(of("ann@example.com")["anchor"], "ann@example.com");
+    assert_eq!(of("chen@example.com")["anchor"], "ann@example.com");
+    assert_eq!(of("chen@example.com")["backend"], 0);
+    assert_eq!(of("bob@example.com")["anchor"], "bob@example.com");
+    assert_eq!(of("bob@example.com")["backend"], 1);
+    let groups: Value = serde_json::from_slice(
+        &std::fs::read(d.join("taskbridge-data/autodiscover-groups.json")).expect("groups cached"),
+    )
+    .expect("json");
+    let key = |m: &str| groups["groups"][m].as_str().unwrap_or_default().to_string();
+    assert!(key("ann@example.com").starts_with("MBX01|"), "{groups}");
+    assert!(key("bob@example.com").starts_with("MBX02|"), "{groups}");
+    assert_eq!(key("ann@example.com"), key("chen@example.com"));
     let pid = serve.0.id().to_string();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
     let code = wait_until("serve to stop", Duration::from_secs(20), || {

@@ -229,6 +229,39 @@ async fn unknown_and_unsubscribed_ids_are_answered_subscription_not_found() {
 }
 
 #[tokio::test]
+async fn a_subscription_left_without_a_connection_expires_and_is_not_found() {
+    // 30 minutes scaled down to under a second.
+    let h = start(0.0005).await;
+    let c = client(&h);
+    let left = subscribe(&c, ANN).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut stream = open(&c, ANN, &[&left]).await;
+    let r = next(&mut stream).await;
+    let m = &r.response_messages[0];
+    assert_eq!(
+        m.response_code,
+        Some(ResponseCode::ErrorSubscriptionNotFound)
+    );
+    let ids = &m
+        .payload
+        .error_subscription_ids
+        .as_ref()
+        .expect("ids")
+        .subscription_ids;
+    assert_eq!(ids, &vec![left.clone()]);
+    assert_eq!(m.payload.connection_status, Some(ConnectionStatus::Closed));
+    // And it is gone: a new one made now is found at once.
+    let fresh = subscribe(&c, ANN).await;
+    let mut stream = open(&c, ANN, &[&fresh]).await;
+    let r = next(&mut stream).await;
+    assert_ne!(
+        r.response_messages[0].response_code,
+        Some(ResponseCode::ErrorSubscriptionNotFound)
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_cut_connection_breaks_off_and_the_subscription_streams_again_on_a_new_one() {
     let h = start(0.1).await;
     let c = client(&h);

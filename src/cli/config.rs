@@ -38,6 +38,22 @@ pub struct AutodiscoverFound {
     pub address: String,
     /// The EWS URL found.
     pub ews_url: String,
+    /// The Autodiscover URL that answered (absent in caches written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autodiscover_url: Option<String>,
+    /// When.
+    pub found_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The cache of the mailboxes' server-affinity groups, in the data directory.
+pub const GROUPS_CACHE_FILE: &str = "autodiscover-groups.json";
+
+/// What the affinity-group cache holds: each mailbox's grouping key (GroupingInformation and
+/// EWS URL), as SOAP Autodiscover gave them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AffinityGroupsFound {
+    /// Grouping key by mailbox address (lowercase).
+    pub groups: std::collections::BTreeMap<String, String>,
     /// When.
     pub found_at: chrono::DateTime<chrono::Utc>,
 }

@@ -274,6 +274,23 @@ fn read_admin_token(raw: &RawConfig) -> Result<Secret, CliError> {
         })
 }
 
+/// Streaming with `exchange.url = "autodiscover"`: the known mailboxes' affinity groups from
+/// Autodiscover's GroupingInformation, before the connector subscribes them.
+async fn group_for_affinity<H: taskbridge::pm::PmHost>(raw: &RawConfig, connector: &Connector<H>) {
+    use taskbridge::state::StateStore;
+    let engine = connector.engine();
+    let mailboxes: Vec<_> = match engine.state().mailboxes().await {
+        Ok(states) => states.into_iter().filter_map(|s| s.mailbox).collect(),
+        Err(e) => {
+            warn!(error = %e, "cannot list the mailboxes to group them for server affinity");
+            return;
+        }
+    };
+    if let Some(keys) = super::autodiscover::affinity_groups(raw, &mailboxes).await {
+        engine.set_affinity_groups(&keys);
+    }
+}
+
 /// Runs `taskbridge serve`; `reload` re-reads the configuration on SIGHUP.
 pub fn run(args: ServeArgs, raw: &RawConfig, reload: Reload) -> anyhow::Result<ExitCode> {
     super::runtime()?.block_on(super::autodiscover::refresh(raw))?;
@@ -310,6 +327,7 @@ pub fn run(args: ServeArgs, raw: &RawConfig, reload: Reload) -> anyhow::Result<E
     rt.block_on(async {
         let host = super::open_store(raw).await?;
         let connector = Connector::new(config, AnyHost::Embedded(host.clone()))?;
+        group_for_affinity(raw, &connector).await;
         let api = pm_api(host.clone(), token)
             .with_conflicts(std::sync::Arc::new(connector.engine().clone()));
         let console =
@@ -459,6 +477,7 @@ fn run_redmine(
     rt.block_on(async {
         let host = RedmineHost::connect(redmine)?;
         let connector = Connector::new(config, AnyHost::Redmine(host.clone()))?;
+        group_for_affinity(raw, &connector).await;
         let api = taskbridge::pm::embedded::pm_updates_api(std::sync::Arc::new(host.clone()), token)
             .with_conflicts(std::sync::Arc::new(connector.engine().clone()));
         let routes = taskbridge::listener::admin::fallback_from_service(api);

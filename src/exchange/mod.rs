@@ -46,7 +46,7 @@ use crate::mapping::{FieldTable, MailValues};
 use crate::pm::{AssignmentKey, ProjectGuid};
 use crate::state::{ItemRef, MailboxAddress};
 use crate::sync::{
-    Backend, BatchLimits, ChangePage, ChangedItem, Delivery, EventStream, FetchRequest,
+    Affinity, Backend, BatchLimits, ChangePage, ChangedItem, Delivery, EventStream, FetchRequest,
     ItemFailure, ItemWrite, MailboxError, MailboxItem, MailboxStore, Notice, PulledEvents,
     StreamEvent, Subscription,
 };
@@ -560,6 +560,7 @@ impl<C: EwsService + Clone + 'static> MailboxStore for EwsMailboxStore<C> {
         mailbox: &MailboxAddress,
         delivery: &Delivery,
         watermark: Option<&str>,
+        affinity: Option<&Affinity>,
     ) -> Result<Subscription, MailboxError> {
         let event_types = EventTypes {
             event_types: vec![
@@ -595,15 +596,27 @@ impl<C: EwsService + Clone + 'static> MailboxStore for EwsMailboxStore<C> {
                 event_types,
             }),
         };
-        // Server affinity (Exchange 2013 and later): the mailbox anchors the request
-        // (X-AnchorMailbox, sent for the impersonated mailbox) and the answer's cookie names
-        // the backend that holds the subscription, for its streaming connection to reach.
-        let ctx = Self::ctx(mailbox)
-            .with_http_header(crate::ews::affinity::prefer_server_affinity())
-            .restricted(Headers {
-                impersonation: true,
-                time_zone: false,
-            });
+        // Server affinity (Exchange 2013 and later): the anchor routes the request
+        // (X-AnchorMailbox: the mailbox itself, or its group's anchor so that the group's
+        // subscriptions share a backend, whose cookie is sent back once known) and the
+        // answer's cookie names the backend that holds the subscription, for its streaming
+        // connection to reach.
+        let mut ctx =
+            Self::ctx(mailbox).with_http_header(crate::ews::affinity::prefer_server_affinity());
+        if let Some(affinity) = affinity {
+            ctx = ctx.with_http_header(anchor_header(&affinity.anchor)?);
+            if let Some(cookie) = affinity
+                .backend
+                .as_ref()
+                .and_then(|b| crate::ews::affinity::BackendCookie::new(b.0.clone()))
+            {
+                ctx = ctx.with_http_header(cookie.request_header());
+            }
+        }
+        let ctx = ctx.restricted(Headers {
+            impersonation: true,
+            time_zone: false,
+        });
         let (response, headers) = self
             .client
             .send_with_headers(ctx, &request)
@@ -627,13 +640,21 @@ impl<C: EwsService + Clone + 'static> MailboxStore for EwsMailboxStore<C> {
         &self,
         mailbox: &MailboxAddress,
         subscription_id: &str,
+        backend: Option<&Backend>,
     ) -> Result<(), MailboxError> {
         let request = Unsubscribe {
             subscription_id: subscription_id.into(),
         };
+        // Only the backend holding the subscription knows it: its cookie routes the request.
+        let mut ctx = Self::ctx(mailbox);
+        if let Some(cookie) =
+            backend.and_then(|b| crate::ews::affinity::BackendCookie::new(b.0.clone()))
+        {
+            ctx = ctx.with_http_header(cookie.request_header());
+        }
         let response = self
             .client
-            .unsubscribe(&Self::ctx(mailbox), &request)
+            .unsubscribe(&ctx, &request)
             .await
             .map_err(|e| call_error(mailbox, e))?;
         match response.response_messages.first() {
@@ -724,6 +745,16 @@ impl<C: EwsService + Clone + 'static> MailboxStore for EwsMailboxStore<C> {
         );
         Ok(Box::pin(events))
     }
+}
+
+/// `X-AnchorMailbox: <anchor>`, replacing the one sent for the impersonated mailbox.
+fn anchor_header(
+    anchor: &MailboxAddress,
+) -> Result<(http::HeaderName, http::HeaderValue), MailboxError> {
+    let value = http::HeaderValue::from_str(anchor.as_str()).map_err(|_| {
+        MailboxError::Unavailable(format!("{anchor} cannot be sent as X-AnchorMailbox"))
+    })?;
+    Ok((http::HeaderName::from_static("x-anchormailbox"), value))
 }
 
 /// What one GetStreamingEvents envelope says, in order: notifications, subscriptions the server

@@ -178,6 +178,18 @@ impl std::fmt::Display for Backend {
     }
 }
 
+/// Server affinity for a Subscribe: the mailbox whose backend should hold the subscription
+/// (its group's anchor, sent as `X-AnchorMailbox`) and, when known, that backend (its cookie,
+/// sent back), so that every subscription of the group lands on one server and one streaming
+/// connection can carry them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Affinity {
+    /// The group's anchor mailbox: its first address in alphabetical order.
+    pub anchor: MailboxAddress,
+    /// The backend already holding the group's subscriptions, if one answered.
+    pub backend: Option<Backend>,
+}
+
 /// A subscription to a Tasks folder.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Subscription {
@@ -279,19 +291,23 @@ pub trait MailboxStore: Send + Sync + 'static {
         zones: &std::collections::HashMap<String, chrono_tz::Tz>,
     ) -> impl Future<Output = Result<ChangePage, MailboxError>> + Send;
 
-    /// Subscribes to changes in the Tasks folder, resuming after `watermark` when given.
+    /// Subscribes to changes in the Tasks folder, resuming after `watermark` when given; with
+    /// `affinity`, on the backend of the group's anchor rather than the mailbox's own.
     fn subscribe(
         &self,
         mailbox: &MailboxAddress,
         delivery: &Delivery,
         watermark: Option<&str>,
+        affinity: Option<&Affinity>,
     ) -> impl Future<Output = Result<Subscription, MailboxError>> + Send;
 
-    /// Ends a pull subscription (push subscriptions end by answering `Unsubscribe`).
+    /// Ends a pull or streaming subscription (push subscriptions end by answering
+    /// `Unsubscribe`), on `backend` when given (the one holding it).
     fn unsubscribe(
         &self,
         mailbox: &MailboxAddress,
         subscription_id: &str,
+        backend: Option<&Backend>,
     ) -> impl Future<Output = Result<(), MailboxError>> + Send;
 
     /// Fetches the events of a pull subscription.

@@ -44,6 +44,7 @@
 //! The engine knows no wire format: the mailbox side is a [`MailboxStore`], the PM side a
 //! [`crate::pm::PmHost`], and what was synced lives in a [`crate::state::StateStore`].
 
+mod affinity;
 pub mod config;
 mod conflicts;
 pub mod decide;
@@ -67,7 +68,7 @@ pub use conflicts::{ConflictError, OpenConflict, Take};
 pub use decide::Policy;
 pub use engine::{Engine, ProjectView, SyncError};
 pub use mailbox::{
-    Backend, BatchLimits, ChangePage, ChangedItem, Delivery, EventStream, FetchRequest,
+    Affinity, Backend, BatchLimits, ChangePage, ChangedItem, Delivery, EventStream, FetchRequest,
     ItemFailure, ItemWrite, MailboxError, MailboxItem, MailboxStore, PulledEvents, StreamEvent,
     Subscription,
 };

@@ -148,6 +148,11 @@ pub(crate) struct Runtime {
     pub(crate) subscriptions: Arc<RwLock<HashMap<String, MailboxAddress>>>,
     /// The server holding each subscription of `subscriptions`, where the store said.
     pub(crate) backends: RwLock<HashMap<String, Backend>>,
+    /// Held while a mailbox is subscribed: two at once (start-up and gained leases, say)
+    /// would both find it without a subscription and subscribe it twice.
+    pub(crate) subscribing: tokio::sync::Mutex<()>,
+    /// Each grouped mailbox's affinity anchor (`affinity.rs`).
+    pub(crate) anchors: RwLock<HashMap<MailboxAddress, MailboxAddress>>,
     /// Bumped whenever `subscriptions` changes (streaming regroups its connections).
     pub(crate) subscriptions_changed: tokio::sync::watch::Sender<u64>,
     /// Mailboxes that need a pass because their notifications may have been missed (a
@@ -175,6 +180,8 @@ impl Runtime {
             rx: Mutex::new(Some(rx)),
             subscriptions: Arc::default(),
             backends: RwLock::default(),
+            subscribing: tokio::sync::Mutex::new(()),
+            anchors: RwLock::default(),
             subscriptions_changed: tokio::sync::watch::channel(0).0,
             resync_tx,
             resync_rx: Mutex::new(Some(resync_rx)),

@@ -171,6 +171,14 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         let (Some(delivery), Some(mailbox)) = (self.delivery(), state.mailbox.clone()) else {
             return Ok(());
         };
+        // One at a time, each looking at the stored state afresh: two callers at once (the
+        // start-up, leases gained, a publish) would otherwise both find no subscription and
+        // subscribe the mailbox twice.
+        let _one = self.inner.runtime.subscribing.lock().await;
+        let state = match self.inner.state.mailbox(&mailbox).await? {
+            Some(fresh) if !renew => fresh,
+            _ => state,
+        };
         if !renew && let Some(id) = &state.subscription_id {
             // Made by another instance (or before a restart), which server holds it is not
             // known; a streaming connection that misses it replaces it.
@@ -186,17 +194,24 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             return Ok(());
         }
         // Resume after the last watermark when there is one: events since then are
-        // delivered and nothing is missed.
+        // delivered and nothing is missed. A streaming subscription is anchored on its
+        // affinity group, when the mailbox has one.
+        let affinity = self.affinity_for(&mailbox, &delivery);
         let result = match self
             .inner
             .mailboxes
-            .subscribe(&mailbox, &delivery, state.watermark.as_deref())
+            .subscribe(
+                &mailbox,
+                &delivery,
+                state.watermark.as_deref(),
+                affinity.as_ref(),
+            )
             .await
         {
             Err(MailboxError::SubscriptionGone(_)) if state.watermark.is_some() => {
                 self.inner
                     .mailboxes
-                    .subscribe(&mailbox, &delivery, None)
+                    .subscribe(&mailbox, &delivery, None, affinity.as_ref())
                     .await
             }
             other => other,
@@ -829,10 +844,11 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         let Some(delivery) = self.delivery() else {
             return Ok(false);
         };
+        let affinity = self.affinity_for(mailbox, &delivery);
         match self
             .inner
             .mailboxes
-            .subscribe(mailbox, &delivery, None)
+            .subscribe(mailbox, &delivery, None, affinity.as_ref())
             .await
         {
             Ok(sub) => {

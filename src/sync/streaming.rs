@@ -95,13 +95,30 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     .map(|(id, m)| (id.clone(), (m.clone(), backends.get(id).cloned())))
                     .collect()
             };
-            for (mailbox, from, to) in regroup(&mut groups, &current, per_connection) {
+            for moved in regroup(&mut groups, &current, per_connection) {
                 info!(
-                    %mailbox,
-                    from = from.as_ref().map_or("unknown", |b| b.0.as_str()),
-                    to = to.as_ref().map_or("unknown", |b| b.0.as_str()),
+                    mailbox = %moved.mailbox,
+                    from = moved.from.as_ref().map_or("unknown", |b| b.0.as_str()),
+                    to = moved.to.as_ref().map_or("unknown", |b| b.0.as_str()),
                     "the mailbox's subscription is on another backend now; its streaming connection moves"
                 );
+                // The old backend would keep the old subscription until it expires: end it
+                // there (its cookie routes the request). A failure costs nothing but that
+                // wait, so it is logged and left.
+                if let Some(old_backend) = moved.from {
+                    let engine = self.clone();
+                    tasks.spawn(async move {
+                        match engine
+                            .inner
+                            .mailboxes
+                            .unsubscribe(&moved.mailbox, &moved.old_id, Some(&old_backend))
+                            .await
+                        {
+                            Ok(()) => debug!(mailbox = %moved.mailbox, backend = %old_backend, "old subscription ended on its old backend"),
+                            Err(e) => warn!(mailbox = %moved.mailbox, backend = %old_backend, error = %e, "cannot end the old subscription on its old backend; it expires by itself"),
+                        }
+                    });
+                }
             }
             for group in groups.iter_mut().filter(|g| g.changed) {
                 if let Some(task) = group.task.take() {
@@ -227,6 +244,9 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                             let mut replaced = false;
                             for m in lost {
                                 info!(mailbox = %m, "the server lost the streaming subscription; subscribing again");
+                                // Its group's backend lost it (a fail-over may have moved the
+                                // mailbox): the new one goes where the mailbox lives.
+                                engine.leave_affinity_group(&m);
                                 match engine.resubscribe(&m).await {
                                     Ok(made) => replaced |= made,
                                     Err(e) => warn!(mailbox = %m, error = %e, "re-subscription failed"),
@@ -284,18 +304,28 @@ struct Target {
     backend: Option<Backend>,
 }
 
+/// A mailbox whose new subscription is held by another backend than its old one.
+#[derive(Debug, PartialEq, Eq)]
+struct Moved {
+    mailbox: MailboxAddress,
+    /// The subscription it had.
+    old_id: String,
+    from: Option<Backend>,
+    to: Option<Backend>,
+}
+
 /// Fits the groups to the subscriptions `current`: vanished ids (and ids whose backend is no
 /// longer the group's) leave, new ones join a group of their backend with room (or a new
 /// group); every group that changed is marked. Returns the mailboxes whose subscription moved
-/// to another backend (mailbox, old backend, new backend).
-fn regroup(
-    groups: &mut Vec<Group>,
-    current: &Current,
-    per_connection: usize,
-) -> Vec<(MailboxAddress, Option<Backend>, Option<Backend>)> {
-    let before: HashMap<MailboxAddress, Option<Backend>> = groups
+/// to another backend.
+fn regroup(groups: &mut Vec<Group>, current: &Current, per_connection: usize) -> Vec<Moved> {
+    let before: HashMap<MailboxAddress, (String, Option<Backend>)> = groups
         .iter()
-        .flat_map(|g| g.ids.values().map(|m| (m.clone(), g.backend.clone())))
+        .flat_map(|g| {
+            g.ids
+                .iter()
+                .map(|(id, m)| (m.clone(), (id.clone(), g.backend.clone())))
+        })
         .collect();
     for g in groups.iter_mut() {
         let count = g.ids.len();
@@ -330,10 +360,16 @@ fn regroup(
     new.sort_by(|a, b| (a.1, a.0).cmp(&(b.1, b.0)));
     let mut moved = Vec::new();
     for (id, m, backend) in new {
-        if let Some(old) = before.get(m)
+        if let Some((old_id, old)) = before.get(m)
             && old != backend
+            && old_id != id
         {
-            moved.push((m.clone(), old.clone(), backend.clone()));
+            moved.push(Moved {
+                mailbox: m.clone(),
+                old_id: old_id.clone(),
+                from: old.clone(),
+                to: backend.clone(),
+            });
         }
         match groups
             .iter_mut()
@@ -474,11 +510,12 @@ mod tests {
         let moved = regroup(&mut groups, &moved_on, 2);
         assert_eq!(
             moved,
-            vec![(
-                MailboxAddress::new("ann@example.com"),
-                Some(Backend("MBX1".into())),
-                Some(Backend("MBX2".into()))
-            )]
+            vec![Moved {
+                mailbox: MailboxAddress::new("ann@example.com"),
+                old_id: "a".into(),
+                from: Some(Backend("MBX1".into())),
+                to: Some(Backend("MBX2".into()))
+            }]
         );
         assert_eq!(
             ids(&groups),

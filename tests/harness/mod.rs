@@ -23,8 +23,9 @@ use taskbridge::pm::{
 };
 use taskbridge::state::{ItemRef, MailboxAddress, SqliteStore};
 use taskbridge::sync::{
-    Backend, BatchLimits, ChangePage, Delivery, Engine, EventStream, FetchRequest, ItemFailure,
-    ItemWrite, MailboxError, MailboxItem, MailboxStore, PulledEvents, Subscription, SyncConfig,
+    Affinity, Backend, BatchLimits, ChangePage, Delivery, Engine, EventStream, FetchRequest,
+    ItemFailure, ItemWrite, MailboxError, MailboxItem, MailboxStore, PulledEvents, Subscription,
+    SyncConfig,
 };
 pub use taskbridge_sim::ConflictModel;
 use taskbridge_sim::{self as sim, SimConfig, SimHandle};
@@ -561,16 +562,24 @@ impl<M: MailboxStore + Clone> MailboxStore for Spy<M> {
         mailbox: &MailboxAddress,
         delivery: &Delivery,
         watermark: Option<&str>,
+        affinity: Option<&Affinity>,
     ) -> Result<Subscription, MailboxError> {
-        gated!(self, self.inner.subscribe(mailbox, delivery, watermark))
+        gated!(
+            self,
+            self.inner.subscribe(mailbox, delivery, watermark, affinity)
+        )
     }
 
     async fn unsubscribe(
         &self,
         mailbox: &MailboxAddress,
         subscription_id: &str,
+        backend: Option<&Backend>,
     ) -> Result<(), MailboxError> {
-        gated!(self, self.inner.unsubscribe(mailbox, subscription_id))
+        gated!(
+            self,
+            self.inner.unsubscribe(mailbox, subscription_id, backend)
+        )
     }
 
     async fn pull(

@@ -16,7 +16,7 @@
 //! | POST | `/sim/mailboxes/{smtp}/tasks/{id}/bump` | new ChangeKey, no field change |
 //! | PUT | `/sim/mailboxes/{smtp}/quota` | `{"exceeded": true}`: every create and update in the mailbox fails with ErrorQuotaExceeded until `false` |
 //! | PUT | `/sim/mailboxes/{smtp}/backend` | `{"backend": n}`: move the mailbox to backend `n` (0-based, below `--backends`), as a database fail-over does; open streaming connections break |
-//! | GET | `/sim/subscriptions` | live subscriptions |
+//! | GET | `/sim/subscriptions` | live subscriptions: id, mailbox, kind, watermark, the backend holding it, the `X-AnchorMailbox` its Subscribe carried, whether its mailbox moved away since (`orphaned`) |
 //! | GET | `/sim/counters` | counters per operation, in flight, throttled, failed, push, requests inside an announced back-off window (per caller) |
 //! | POST | `/sim/counters/reset` | zero the counters |
 //!
@@ -239,6 +239,9 @@ fn subscriptions(sim: &Sim) -> Resp {
                 "mailbox": s.mailbox.smtp,
                 "kind": kind,
                 "watermark": ids::watermark(s.mailbox.no, s.position()),
+                "backend": s.backend,
+                "anchor": s.anchor,
+                "orphaned": s.is_orphaned(),
             })
         })
         .collect();

@@ -2,7 +2,9 @@
 //! `/autodiscover/autodiscover.xml` and SOAP (`GetUserSettings`) at
 //! `/autodiscover/autodiscover.svc`. A request naming a mailbox owner's address is answered with
 //! that mailbox's settings: POX `EXCH` and `EXPR` protocols, or SOAP `InternalEwsUrl` and
-//! `ExternalEwsUrl`, each carrying the simulator's own EWS URL. An unknown address gets POX error
+//! `ExternalEwsUrl`, each carrying the simulator's own EWS URL, and SOAP `GroupingInformation`
+//! naming the mailbox's backend (`MBX01`, `MBX02`, ...; it follows a move through the admin
+//! API). A SOAP request may name up to 100 users and gets one `UserResponse` each, in order. An unknown address gets POX error
 //! 500 or SOAP `InvalidUser`; a setting we do not serve is listed in `UserSettingErrors`. The
 //! caller authenticates as for EWS.
 
@@ -112,49 +114,68 @@ fn answer_soap(sim: &Sim, scheme: &str, headers: &HeaderMap, body: &Bytes) -> Re
     let Some(request) = soap_request(body) else {
         return xml(soap_envelope(
             "<ErrorCode>InvalidRequest</ErrorCode><ErrorMessage>The request is not a \
-             GetUserSettings request for one user.</ErrorMessage><UserResponses/>",
+             GetUserSettings request for 1 to 100 users.</ErrorMessage><UserResponses/>",
         ));
     };
-    let user = match sim.users.find(&request.mailbox).filter(|u| !u.service) {
-        None => format!(
+    let ews = escape(&ews_url(scheme, headers));
+    let users: String = request
+        .mailboxes
+        .iter()
+        .map(|mailbox| user_response(sim, mailbox, &request.settings, &ews))
+        .collect();
+    xml(soap_envelope(&format!(
+        "<ErrorCode>NoError</ErrorCode><ErrorMessage/><UserResponses>{users}</UserResponses>"
+    )))
+}
+
+/// The `UserResponse` for one mailbox: the settings asked for that we serve, errors for the
+/// rest. `GroupingInformation` names the mailbox's backend, so mailboxes of one backend share
+/// a value (as Exchange groups mailboxes whose subscriptions one server can hold).
+fn user_response(sim: &Sim, mailbox: &str, requested: &[String], ews: &str) -> String {
+    let Some(user) = sim.users.find(mailbox).filter(|u| !u.service) else {
+        return format!(
             "<UserResponse><ErrorCode>InvalidUser</ErrorCode><ErrorMessage>Invalid user: \
              '{}'</ErrorMessage><RedirectTarget i:nil=\"true\"/><UserSettingErrors/>\
              <UserSettings/></UserResponse>",
-            escape(&request.mailbox)
-        ),
-        Some(_) => {
-            let ews = escape(&ews_url(scheme, headers));
-            let (mut settings, mut errors) = (String::new(), String::new());
-            for name in &request.settings {
-                match name.as_str() {
-                    "InternalEwsUrl" | "ExternalEwsUrl" => {
-                        let _ = write!(
-                            settings,
-                            "<UserSetting i:type=\"StringSetting\"><Name>{name}</Name>\
-                             <Value>{ews}</Value></UserSetting>"
-                        );
-                    }
-                    other => {
-                        let _ = write!(
-                            errors,
-                            "<UserSettingError><ErrorCode>SettingIsNotAvailable</ErrorCode>\
-                             <ErrorMessage>User setting '{0}' is not available.</ErrorMessage>\
-                             <SettingName>{0}</SettingName></UserSettingError>",
-                            escape(other)
-                        );
-                    }
-                }
-            }
-            format!(
-                "<UserResponse><ErrorCode>NoError</ErrorCode><ErrorMessage>No error.</ErrorMessage>\
-                 <RedirectTarget i:nil=\"true\"/><UserSettingErrors>{errors}</UserSettingErrors>\
-                 <UserSettings>{settings}</UserSettings></UserResponse>"
-            )
-        }
+            escape(mailbox)
+        );
     };
-    xml(soap_envelope(&format!(
-        "<ErrorCode>NoError</ErrorCode><ErrorMessage/><UserResponses>{user}</UserResponses>"
-    )))
+    let (mut settings, mut errors) = (String::new(), String::new());
+    for name in requested {
+        let value = match name.as_str() {
+            "InternalEwsUrl" | "ExternalEwsUrl" => Some(ews.to_string()),
+            "GroupingInformation" => Some(grouping_information(sim.backend_of(&user.smtp))),
+            _ => None,
+        };
+        match value {
+            Some(value) => {
+                let _ = write!(
+                    settings,
+                    "<UserSetting i:type=\"StringSetting\"><Name>{name}</Name>\
+                     <Value>{value}</Value></UserSetting>"
+                );
+            }
+            None => {
+                let _ = write!(
+                    errors,
+                    "<UserSettingError><ErrorCode>SettingIsNotAvailable</ErrorCode>\
+                     <ErrorMessage>User setting '{0}' is not available.</ErrorMessage>\
+                     <SettingName>{0}</SettingName></UserSettingError>",
+                    escape(name)
+                );
+            }
+        }
+    }
+    format!(
+        "<UserResponse><ErrorCode>NoError</ErrorCode><ErrorMessage>No error.</ErrorMessage>\
+         <RedirectTarget i:nil=\"true\"/><UserSettingErrors>{errors}</UserSettingErrors>\
+         <UserSettings>{settings}</UserSettings></UserResponse>"
+    )
+}
+
+/// The `GroupingInformation` of backend `n` (0-based): the backend's server name.
+pub fn grouping_information(n: usize) -> String {
+    format!("MBX{:02}", n + 1)
 }
 
 fn soap_envelope(response: &str) -> String {
@@ -169,13 +190,16 @@ fn soap_envelope(response: &str) -> String {
     )
 }
 
+/// Most users one GetUserSettings request may name, as Exchange allows.
+const MAX_USERS: usize = 100;
+
 /// What a GetUserSettings request asks.
 struct SoapRequest {
-    mailbox: String,
+    mailboxes: Vec<String>,
     settings: Vec<String>,
 }
 
-/// The mailbox and settings of a GetUserSettings request for one user, if it is one.
+/// The mailboxes and settings of a GetUserSettings request (1 to 100 users), if it is one.
 fn soap_request(body: &[u8]) -> Option<SoapRequest> {
     let mut r = XmlReader::new(body);
     let envelope = r.root().ok()?;
@@ -220,10 +244,9 @@ fn soap_request(body: &[u8]) -> Option<SoapRequest> {
                         _ => r.skip(field).ok()?,
                     }
                 }
-                // One user per request is what taskbridge and this simulator handle.
-                if mailboxes.len() == 1 {
+                if (1..=MAX_USERS).contains(&mailboxes.len()) {
                     found = Some(SoapRequest {
-                        mailbox: mailboxes.remove(0),
+                        mailboxes,
                         settings,
                     });
                 }

@@ -370,14 +370,11 @@ async fn ews(
     }
 
     let busy = (throttle == Some(ThrottleShape::Message)).then_some(back_off);
+    let route = route_of(sim, headers, anchor, mailbox.as_deref());
     if let (Ok((header, name)), None) = (&peek, busy)
         && name == "GetStreamingEvents"
     {
-        // The backend the request reaches: the cookie's, else the anchor mailbox's.
-        let routed = BackendCookie::from_request(headers)
-            .and_then(|c| sim.backend_named(&c))
-            .or_else(|| mailbox.as_ref().map(|mb| sim.backend_of(&mb.smtp)));
-        return match streaming::open(sim, caller, header, body, routed) {
+        return match streaming::open(sim, caller, header, body, route.backend) {
             Ok(response) => {
                 // The envelopes are written as events happen; none is recorded.
                 record(200, None);
@@ -393,7 +390,7 @@ async fn ews(
         };
     }
     let mut out = match peek {
-        Ok((header, name)) => ops::dispatch(sim, caller, header, &name, body, busy),
+        Ok((header, name)) => ops::dispatch(sim, caller, header, &name, body, busy, &route),
         Err(fault) => ops::Dispatched::fault(*fault),
     };
     for ack in std::mem::take(&mut out.acks) {
@@ -425,15 +422,38 @@ async fn ews(
     record(bytes.0.as_u16(), Some(&bytes.1));
     let affinity = bytes.0 == StatusCode::OK && op == "Subscribe" && prefers_affinity(headers);
     let mut response = respond(bytes.0, XML, bytes.1);
-    if affinity && let Some(mb) = &mailbox {
-        // Exchange names the anchor mailbox's backend, for the later requests to send back.
+    if affinity && let Some(backend) = route.backend {
+        // Exchange names the backend the Subscribe reached (the anchor mailbox's), which now
+        // holds the subscription, for the later requests to send back.
         response.headers_mut().append(
             header::SET_COOKIE,
-            sim.backend_cookie(sim.backend_of(&mb.smtp))
-                .set_cookie_header(),
+            sim.backend_cookie(backend).set_cookie_header(),
         );
     }
     Ok(response)
+}
+
+/// Where a Client Access server sends the request: to the backend its
+/// `X-BackEndOverrideCookie` names, else to the `X-AnchorMailbox`'s, else to the mailbox it
+/// acts for.
+fn route_of(
+    sim: &Sim,
+    headers: &http::HeaderMap,
+    anchor: Option<&str>,
+    mailbox: Option<&Mailbox>,
+) -> ops::Route {
+    let backend = BackendCookie::from_request(headers)
+        .and_then(|c| sim.backend_named(&c))
+        .or_else(|| {
+            anchor
+                .and_then(|a| sim.store.by_smtp(a))
+                .map(|mb| sim.backend_of(&mb.smtp))
+        })
+        .or_else(|| mailbox.map(|mb| sim.backend_of(&mb.smtp)));
+    ops::Route {
+        backend,
+        anchor: anchor.map(str::to_string),
+    }
 }
 
 /// `Retry-After` is in whole seconds: the back-off rounded up, at least 1.

@@ -186,6 +186,13 @@ impl Sim {
             .lock()
             .expect("moved map poisoned")
             .insert(mb.smtp.to_ascii_lowercase(), backend);
+        // The old backend keeps the mailbox's subscriptions (until Unsubscribe or expiry) but
+        // has nothing to deliver for them any more.
+        for sub in self.subs.list() {
+            if sub.mailbox.smtp.eq_ignore_ascii_case(&mb.smtp) && sub.backend != backend {
+                sub.orphan();
+            }
+        }
         self.cut_streams();
         Ok(())
     }

@@ -16,9 +16,10 @@
 //!   there are none.
 //!
 //! - With `--backends` above 1, the request reaches one backend (its `X-BackEndOverrideCookie`'s,
-//!   else its anchor mailbox's) and a subscription of a mailbox on another backend is
-//!   `ErrorSubscriptionNotFound` there, as Exchange answers a client that does not keep
-//!   affinity.
+//!   else its anchor mailbox's) and a subscription held by another backend (the one its
+//!   Subscribe was routed to) is `ErrorSubscriptionNotFound` there, as Exchange answers a client
+//!   that does not keep affinity. So is one whose mailbox moved to another backend since (a
+//!   database fail-over); its old backend keeps it until Unsubscribe (routed there) or expiry.
 //!
 //! `--push-time-scale` scales the keep-alive interval, the connection time-out and the expiry.
 //! [`crate::SimHandle::cut_streams`] (admin: `POST /sim/streams/cut`) breaks every open
@@ -123,6 +124,10 @@ pub(crate) fn open(
         caller,
         acting,
         impersonating,
+        route: ops::Route {
+            backend: routed,
+            anchor: None,
+        },
         now: chrono::Utc::now(),
         acks: Vec::new(),
     };
@@ -172,9 +177,10 @@ fn usable(
         )
     };
     let sub = ctx.sim.subs.get(id.as_str()).ok_or_else(not_found)?;
-    // The subscription lives on its mailbox's backend; a request routed to another one does
-    // not find it there, which is what Exchange answers a client that mixes backends.
-    if routed.is_some_and(|n| n != ctx.sim.backend_of(&sub.mailbox.smtp)) {
+    // The subscription lives on the backend its Subscribe was routed to; a request routed to
+    // another one does not find it there, which is what Exchange answers a client that mixes
+    // backends. One whose mailbox has moved away since is not served by its backend either.
+    if routed.is_some_and(|n| n != sub.backend) || sub.is_orphaned() {
         return Err(not_found());
     }
     if sub.kind != SubKind::Streaming {

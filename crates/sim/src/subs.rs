@@ -51,8 +51,15 @@ pub struct Sub {
     pub types: Vec<EventType>,
     /// Push or pull.
     pub kind: SubKind,
+    /// The backend (Mailbox server) holding it: the one its Subscribe was routed to.
+    pub backend: usize,
+    /// The `X-AnchorMailbox` its Subscribe carried, if any.
+    pub anchor: Option<String>,
     state: Mutex<SubState>,
     ended: AtomicBool,
+    /// Its mailbox moved to another backend since: that backend keeps it (until Unsubscribe
+    /// or expiry) but has nothing to deliver for it any more.
+    orphaned: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -82,12 +89,32 @@ impl Sub {
             folders,
             types,
             kind,
+            backend: 0,
+            anchor: None,
             state: Mutex::new(SubState {
                 position,
                 last_access: Instant::now(),
             }),
             ended: AtomicBool::new(false),
+            orphaned: AtomicBool::new(false),
         }
+    }
+
+    /// The same subscription, held by `backend` and made with `anchor` as `X-AnchorMailbox`.
+    pub fn placed(mut self, backend: usize, anchor: Option<String>) -> Self {
+        self.backend = backend;
+        self.anchor = anchor;
+        self
+    }
+
+    /// Marks it as left behind by its mailbox's move to another backend.
+    pub fn orphan(&self) {
+        self.orphaned.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether its mailbox moved away from its backend since it was made.
+    pub fn is_orphaned(&self) -> bool {
+        self.orphaned.load(Ordering::SeqCst)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SubState> {

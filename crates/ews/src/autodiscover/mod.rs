@@ -90,6 +90,9 @@ pub struct Discovery {
     pub address: String,
     /// The EWS URL.
     pub ews_url: String,
+    /// The Autodiscover URL that answered (SOAP or POX); [`soap_url_of`] gives the SOAP
+    /// service beside it, which [`user_groupings`] asks.
+    pub autodiscover_url: String,
     /// Every step, in order.
     pub attempts: Vec<Attempt>,
 }
@@ -324,12 +327,13 @@ pub async fn discover(
                     Ok(Step::Answer(Answer::Settings { ews_url: Some(ews) })) => {
                         attempts.push(Attempt {
                             method: "POST",
-                            url,
+                            url: url.clone(),
                             result: format!("EWS URL {ews}"),
                         });
                         return Ok(Discovery {
                             address,
                             ews_url: ews,
+                            autodiscover_url: url,
                             attempts,
                         });
                     }
@@ -381,6 +385,83 @@ pub async fn discover(
     Err(AutodiscoverError::NotFound { address, attempts })
 }
 
+/// Users per GetUserSettings request: Exchange answers at most 100.
+pub const MAX_USERS_PER_REQUEST: usize = 100;
+
+/// The SOAP Autodiscover service beside an Autodiscover URL: the URL itself when it names the
+/// `.svc` service, else `autodiscover.svc` in the same folder (a POX `autodiscover.xml`).
+pub fn soap_url_of(url: &str) -> String {
+    let path_end = url.find(['?', '#']).unwrap_or(url.len());
+    let path = &url[..path_end];
+    if path.to_ascii_lowercase().ends_with(".svc") {
+        return path.to_string();
+    }
+    match path.rfind('/') {
+        Some(slash) if slash > path.find("://").map_or(0, |i| i + 2) => {
+            format!("{}/autodiscover.svc", &path[..slash])
+        }
+        _ => format!(
+            "{}/autodiscover/autodiscover.svc",
+            path.trim_end_matches('/')
+        ),
+    }
+}
+
+/// Asks the SOAP Autodiscover service at `url` for the `GroupingInformation` and EWS URL of
+/// every address (in requests of at most [`MAX_USERS_PER_REQUEST`] users, each with the
+/// step time-out). Mailboxes with equal [`UserGrouping::key`]s can share a Mailbox server's
+/// subscriptions (server affinity). One answer per address, in order; a request that fails
+/// fails the whole lookup, since a partial grouping would anchor mailboxes wrongly.
+pub async fn user_groupings(
+    url: &str,
+    addresses: &[String],
+    settings: &AutodiscoverSettings,
+) -> Result<Vec<soap::UserGrouping>, AutodiscoverError> {
+    let mut out = Vec::with_capacity(addresses.len());
+    let mut attempts = Vec::new();
+    let client = autodiscover_client(url, settings).map_err(AutodiscoverError::Config)?;
+    for batch in addresses.chunks(MAX_USERS_PER_REQUEST) {
+        let body = soap::grouping_request_envelope(batch, url);
+        let answered = tokio::time::timeout(
+            settings.step_timeout,
+            client.post_raw(Bytes::from(body), soap::ACTION),
+        )
+        .await;
+        let result = match answered {
+            Err(_) => Err(format!("timed out after {:?}", settings.step_timeout)),
+            Ok(Err(e)) => Err(bounded(&e.to_string())),
+            Ok(Ok(r)) if r.status == 200 => soap::read_groupings(&r.body, batch)
+                .map_err(|e| bounded(&format!("not an Autodiscover answer: {e}"))),
+            Ok(Ok(r)) => Err(format!("HTTP {}", r.status)),
+        };
+        match result {
+            Ok(found) => out.extend(found),
+            Err(result) => {
+                attempts.push(Attempt {
+                    method: "POST",
+                    url: url.to_string(),
+                    result,
+                });
+                return Err(AutodiscoverError::NotFound {
+                    address: batch.first().cloned().unwrap_or_default(),
+                    attempts,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A client for one Autodiscover URL, with the step time-out.
+fn autodiscover_client(url: &str, settings: &AutodiscoverSettings) -> Result<EwsClient, String> {
+    let mut config = EwsClientConfig::new(url, settings.auth.clone());
+    config.tls = settings.tls.clone();
+    config.timeouts.connect = settings.step_timeout;
+    config.timeouts.request = settings.step_timeout;
+    config.max_response_bytes = MAX_RESPONSE_BYTES;
+    EwsClient::new(config).map_err(|e| e.to_string())
+}
+
 /// What one POST came to.
 enum Step {
     Redirect(String),
@@ -393,12 +474,7 @@ async fn post(
     soap: bool,
     settings: &AutodiscoverSettings,
 ) -> Result<Step, String> {
-    let mut config = EwsClientConfig::new(url, settings.auth.clone());
-    config.tls = settings.tls.clone();
-    config.timeouts.connect = settings.step_timeout;
-    config.timeouts.request = settings.step_timeout;
-    config.max_response_bytes = MAX_RESPONSE_BYTES;
-    let client = EwsClient::new(config).map_err(|e| e.to_string())?;
+    let client = autodiscover_client(url, settings)?;
     let (body, action) = if soap {
         (soap::request_envelope(address, url), soap::ACTION)
     } else {
@@ -458,6 +534,22 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_soap_service_beside_an_autodiscover_url() {
+        assert_eq!(
+            soap_url_of("https://mail.contoso.com/autodiscover/autodiscover.xml"),
+            "https://mail.contoso.com/autodiscover/autodiscover.svc"
+        );
+        assert_eq!(
+            soap_url_of("https://mail.contoso.com/Autodiscover/Autodiscover.svc?x=1"),
+            "https://mail.contoso.com/Autodiscover/Autodiscover.svc"
+        );
+        assert_eq!(
+            soap_url_of("https://mail.contoso.com"),
+            "https://mail.contoso.com/autodiscover/autodiscover.svc"
+        );
+    }
 
     #[test]
     fn the_standard_places_come_in_the_documented_order() {

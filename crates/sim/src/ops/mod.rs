@@ -130,6 +130,8 @@ pub(crate) struct Ctx<'a> {
     pub acting: Option<Arc<Mailbox>>,
     /// Whether `acting` comes from ExchangeImpersonation.
     pub impersonating: bool,
+    /// Where the request was routed.
+    pub route: Route,
     pub now: DateTime<Utc>,
     pub acks: Vec<oneshot::Receiver<Result<(), String>>>,
 }
@@ -267,6 +269,17 @@ pub(crate) trait SimOp: Operation + Sized {
 }
 
 /// Decodes and handles a request of operation `name`.
+/// Where a request was routed, as a Client Access server routes it: the backend (by the
+/// `X-BackEndOverrideCookie`, else the `X-AnchorMailbox`, else the mailbox acted for) and the
+/// `X-AnchorMailbox` it carried.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Route {
+    /// The backend reached; `None` when no mailbox tells.
+    pub backend: Option<usize>,
+    /// The `X-AnchorMailbox` header.
+    pub anchor: Option<String>,
+}
+
 pub(crate) fn dispatch(
     sim: &Sim,
     caller: &Caller,
@@ -274,21 +287,30 @@ pub(crate) fn dispatch(
     name: &str,
     body: &[u8],
     busy: Option<Duration>,
+    route: &Route,
 ) -> Dispatched {
     use taskbridge_ews::ops as wire;
     let result = match name {
-        "CreateItem" => run::<wire::create_item::CreateItem>(sim, caller, &header, body, busy),
-        "GetItem" => run::<wire::get_item::GetItem>(sim, caller, &header, body, busy),
-        "UpdateItem" => run::<wire::update_item::UpdateItem>(sim, caller, &header, body, busy),
-        "DeleteItem" => run::<wire::delete_item::DeleteItem>(sim, caller, &header, body, busy),
-        "FindItem" => run::<wire::find_item::FindItem>(sim, caller, &header, body, busy),
-        "SyncFolderItems" => {
-            run::<wire::sync_folder_items::SyncFolderItems>(sim, caller, &header, body, busy)
+        "CreateItem" => {
+            run::<wire::create_item::CreateItem>(sim, caller, &header, body, busy, route)
         }
-        "GetFolder" => run::<wire::get_folder::GetFolder>(sim, caller, &header, body, busy),
-        "Subscribe" => run::<wire::subscribe::Subscribe>(sim, caller, &header, body, busy),
-        "GetEvents" => run::<wire::get_events::GetEvents>(sim, caller, &header, body, busy),
-        "Unsubscribe" => run::<wire::unsubscribe::Unsubscribe>(sim, caller, &header, body, busy),
+        "GetItem" => run::<wire::get_item::GetItem>(sim, caller, &header, body, busy, route),
+        "UpdateItem" => {
+            run::<wire::update_item::UpdateItem>(sim, caller, &header, body, busy, route)
+        }
+        "DeleteItem" => {
+            run::<wire::delete_item::DeleteItem>(sim, caller, &header, body, busy, route)
+        }
+        "FindItem" => run::<wire::find_item::FindItem>(sim, caller, &header, body, busy, route),
+        "SyncFolderItems" => {
+            run::<wire::sync_folder_items::SyncFolderItems>(sim, caller, &header, body, busy, route)
+        }
+        "GetFolder" => run::<wire::get_folder::GetFolder>(sim, caller, &header, body, busy, route),
+        "Subscribe" => run::<wire::subscribe::Subscribe>(sim, caller, &header, body, busy, route),
+        "GetEvents" => run::<wire::get_events::GetEvents>(sim, caller, &header, body, busy, route),
+        "Unsubscribe" => {
+            run::<wire::unsubscribe::Unsubscribe>(sim, caller, &header, body, busy, route)
+        }
         other => Err(Box::new(unknown_operation(other))),
     };
     match result {
@@ -328,6 +350,7 @@ fn run<O: SimOp>(
     header: &Header,
     body: &[u8],
     busy: Option<Duration>,
+    route: &Route,
 ) -> Result<Done, Box<Fault>> {
     let (_, request) = decode_request_strict::<O>(body, sim.config.max_request_bytes)
         .map_err(|e| schema_fault(&e))?;
@@ -356,6 +379,7 @@ fn run<O: SimOp>(
                 caller,
                 acting,
                 impersonating,
+                route: route.clone(),
                 now: Utc::now(),
                 acks: Vec::new(),
             };

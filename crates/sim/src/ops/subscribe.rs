@@ -144,7 +144,16 @@ fn subscribe(req: Subscribe, ctx: &Ctx<'_>) -> Result<SubscribePayload, ItemErro
     // A streaming subscription has no watermark to resume from: its events come on the
     // connection.
     let streaming = kind == SubKind::Streaming;
-    let sub = Arc::new(Sub::new(mailbox.clone(), folders, types, kind, position));
+    // The subscription is held where the request was routed (by the anchor mailbox, which may
+    // be another mailbox of the client's group: Exchange does not refuse that).
+    let backend = ctx
+        .route
+        .backend
+        .unwrap_or_else(|| ctx.sim.backend_of(&mailbox.smtp));
+    let sub = Arc::new(
+        Sub::new(mailbox.clone(), folders, types, kind, position)
+            .placed(backend, ctx.route.anchor.clone()),
+    );
     ctx.sim.subs.insert(sub.clone());
     if push {
         match ctx.sim.me() {

@@ -1,4 +1,4 @@
-//! Unsubscribe: ends a pull subscription. Push subscriptions end when the subscriber answers
+//! Unsubscribe: ends a pull or streaming subscription, on the backend holding it. Push subscriptions end when the subscriber answers
 //! `Unsubscribe` to a notification (or stops answering), so Unsubscribe refuses them.
 
 use crate::ops::{Ctx, SimOp, error_message};
@@ -17,7 +17,14 @@ impl SimOp for Unsubscribe {
     }
 
     fn handle(self, ctx: &mut Ctx<'_>) -> Result<UnsubscribeResponse, Box<Fault>> {
-        let result = match ctx.sim.subs.get(self.subscription_id.as_str()) {
+        // Only the backend holding the subscription knows it: the request must reach it (by
+        // the backend cookie of the Subscribe's answer, or the anchor mailbox).
+        let found = ctx
+            .sim
+            .subs
+            .get(self.subscription_id.as_str())
+            .filter(|sub| ctx.route.backend.is_none_or(|n| n == sub.backend));
+        let result = match found {
             None => Err((
                 ResponseCode::ErrorSubscriptionNotFound,
                 "The specified subscription was not found.".to_string(),
