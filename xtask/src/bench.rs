@@ -174,7 +174,9 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
         return Err(Usage("--large-mailboxes must be at least 1".into()).into());
     }
     let bin = match &args.taskbridge {
-        Some(path) => path.clone(),
+        // The children run in their own folders: a relative path would not reach it.
+        Some(path) => std::fs::canonicalize(path)
+            .with_context(|| format!("--taskbridge {}", path.display()))?,
         None => build_taskbridge(args.debug)?,
     };
     let work = std::env::temp_dir().join(format!(

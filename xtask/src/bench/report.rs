@@ -964,6 +964,60 @@ mod tests {
     }
 
     #[test]
+    fn stores_table_puts_postgres_beside_sqlite_or_says_why_not() {
+        let publish = |cpu_s, db_cpu_s| Publish {
+            assignments: 1_000,
+            cpu_s,
+            db_cpu_s,
+            ..Publish::default()
+        };
+        let mut f = Figures {
+            sqlite: Stores {
+                publish: Some(publish(0.05, None)),
+                ..Stores::default()
+            },
+            postgres_skipped: Some("no PostgreSQL server installed".into()),
+            ..Figures::default()
+        };
+        let t = stores_table(&f);
+        assert!(
+            t.contains("| publish: connector CPU per assignment | 50.0 µs | — | ≤ 10 µs |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("PostgreSQL: not measured: no PostgreSQL server installed."),
+            "{t}"
+        );
+        f.postgres = Some(Stores {
+            publish: Some(publish(0.08, Some(0.02))),
+            ..Stores::default()
+        });
+        let t = stores_table(&f);
+        assert!(
+            t.contains(
+                "| publish: database server CPU per assignment | in the connector's | 20.0 µs |  |"
+            ),
+            "{t}"
+        );
+        assert!(!t.contains("not measured"), "{t}");
+    }
+
+    #[test]
+    fn splice_between_keeps_the_other_generated_part() {
+        let doc = format!("{BEGIN}\nfull run\n{END}\n\n{STORES_BEGIN}\nold\n{STORES_END}\n");
+        let new = splice_between(
+            &doc,
+            &format!("{STORES_BEGIN}\nquick\n{STORES_END}\n"),
+            STORES_BEGIN,
+            STORES_END,
+        );
+        assert_eq!(
+            new,
+            format!("{BEGIN}\nfull run\n{END}\n\n{STORES_BEGIN}\nquick\n{STORES_END}\n")
+        );
+    }
+
+    #[test]
     fn table_marks_missed_targets() {
         let f = Figures {
             sqlite: Stores {
