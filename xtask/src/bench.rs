@@ -187,7 +187,10 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&work)?;
     let started = Instant::now();
     let mut figures = Figures {
-        machine: report::Machine::describe(),
+        machine: report::Machine {
+            taskbridge: describe_binary(&bin, &args),
+            ..report::Machine::describe()
+        },
         params: Params {
             assignments: args.assignments,
             mailboxes: args.mailboxes,
@@ -388,6 +391,34 @@ fn build_taskbridge(debug: bool) -> anyhow::Result<PathBuf> {
         }
     }
     exe.context("cargo build reported no taskbridge executable")
+}
+
+/// The measured binary: its `--version` and how it was built (the xtask's own profile says
+/// nothing about it).
+fn describe_binary(bin: &Path, args: &BenchArgs) -> String {
+    let version = Command::new(bin)
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "taskbridge (version unknown)".into());
+    let how = if args.debug {
+        "debug build".to_string()
+    } else if args.taskbridge.is_some() {
+        // Cargo's layout names the profile; a binary from elsewhere is named by its path.
+        let under = |dir: &str| bin.components().any(|c| c.as_os_str() == dir);
+        if under("release") {
+            "release build, --taskbridge".to_string()
+        } else if under("debug") {
+            "debug build, --taskbridge".to_string()
+        } else {
+            format!("--taskbridge {}", bin.display())
+        }
+    } else {
+        "release build".to_string()
+    };
+    format!("{version} ({how})")
 }
 
 /// Prints to stdout; a closed stdout (`| head`) is not a failure.
