@@ -401,8 +401,12 @@ fn describe_binary(bin: &Path, args: &BenchArgs) -> String {
         .output()
         .ok()
         .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "taskbridge (version unknown)".into());
+        .map(|o| {
+            let out = String::from_utf8_lossy(&o.stdout);
+            let out = out.trim();
+            out.strip_prefix("taskbridge ").unwrap_or(out).to_string()
+        })
+        .unwrap_or_else(|| "version unknown".into());
     let how = if args.debug {
         "debug build".to_string()
     } else if args.taskbridge.is_some() {
