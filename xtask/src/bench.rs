@@ -473,16 +473,24 @@ impl Site {
     }
 }
 
+/// `bin` in `dir` with none of the caller's `TASKBRIDGE_*` variables: the bench's own (say
+/// `TASKBRIDGE_PG_BIN`) are no configuration keys, and `taskbridge` refuses unknown ones.
+fn clean_command(bin: &Path, dir: &Path) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.current_dir(dir);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("TASKBRIDGE_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
 impl Site {
     /// `taskbridge` in the site's directory, with the bench's configuration overrides.
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(&self.bin);
-        cmd.current_dir(&self.dir).args(args);
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("TASKBRIDGE_") {
-                cmd.env_remove(k);
-            }
-        }
+        let mut cmd = clean_command(&self.bin, &self.dir);
+        cmd.args(args);
         cmd.env("TASKBRIDGE_EXCHANGE_URL", &self.url)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null());
@@ -521,11 +529,8 @@ impl Bench<'_> {
     ) -> anyhow::Result<Site> {
         std::fs::create_dir_all(dir)?;
         let log = dir.join("connector.log");
-        let status = Command::new(&self.bin)
-            .current_dir(dir)
+        let status = clean_command(&self.bin, dir)
             .arg("init")
-            .env_remove("TASKBRIDGE_CONFIG")
-            .env_remove("TASKBRIDGE_DATA_DIR")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -537,22 +542,21 @@ impl Bench<'_> {
             .context("init wrote no exchange.password")?;
         let users = dir.join("users.txt");
         std::fs::write(&users, workload::users_file(mailboxes))?;
-        let mut cmd = Command::new(&self.bin);
-        cmd.current_dir(dir)
-            .args([
-                "--log",
-                "warn",
-                "sim",
-                "--listen",
-                "127.0.0.1:0",
-                "--auth",
-                "basic",
-            ])
-            .arg("--users")
-            .arg(&users)
-            .arg("--service")
-            .arg(format!("{SERVICE}:{}", password.trim()))
-            .stdout(Stdio::piped());
+        let mut cmd = clean_command(&self.bin, dir);
+        cmd.args([
+            "--log",
+            "warn",
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--auth",
+            "basic",
+        ])
+        .arg("--users")
+        .arg(&users)
+        .arg("--service")
+        .arg(format!("{SERVICE}:{}", password.trim()))
+        .stdout(Stdio::piped());
         let mut sim = Proc::spawn(cmd, "taskbridge sim", &dir.join("sim.log"))?;
         let mut first = String::new();
         if let Some(out) = sim.stdout() {
