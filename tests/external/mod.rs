@@ -13,6 +13,7 @@
 
 pub mod browser;
 pub mod kerberos;
+pub mod pg_cluster;
 pub mod postgres;
 pub mod redmine;
 

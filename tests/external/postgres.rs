@@ -1,208 +1,50 @@
-//! A throw-away PostgreSQL cluster for the tests: `initdb` and `pg_ctl` from the machine's
-//! PostgreSQL server package, a data directory in a temporary folder, a free port on loopback,
-//! trust authentication for one user. Stopped (immediately) and removed when dropped.
-//!
-//! PostgreSQL refuses to run as root; as root (a CI container) the cluster runs as the
-//! `postgres` user the Debian package creates.
+//! A throw-away PostgreSQL cluster for the tests (the cluster itself is
+//! `tests/external/pg_cluster.rs`, shared with the benchmark): a missing server is reported as
+//! not checked (failing under `TASKBRIDGE_TEST_REQUIRE_ALL`), and a cluster that cannot start
+//! fails the test.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::ops::Deref;
 
 use super::not_checked;
+use super::pg_cluster;
 
-/// The Debian/Ubuntu command that installs the PostgreSQL server.
-pub const INSTALL_POSTGRES: &str = "apt-get install -y postgresql";
+pub use super::pg_cluster::INSTALL_POSTGRES;
 
-/// A running cluster.
-pub struct Cluster {
-    dir: tempfile::TempDir,
-    bin: PathBuf,
-    run_as: Option<String>,
-    /// The port it listens on (127.0.0.1).
-    pub port: u16,
-}
+/// A running cluster; the shared cluster's methods (`url`, `kill`, `log`, `port`) through
+/// `Deref`.
+pub struct Cluster(pg_cluster::Cluster);
 
-/// The server's binaries: `TASKBRIDGE_PG_BIN`, else the newest `/usr/lib/postgresql/*/bin`
-/// holding `initdb`, else `initdb` on the `PATH`.
-fn server_bin() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("TASKBRIDGE_PG_BIN") {
-        let dir = PathBuf::from(dir);
-        return dir.join("initdb").is_file().then_some(dir);
+impl Deref for Cluster {
+    type Target = pg_cluster::Cluster;
+
+    fn deref(&self) -> &pg_cluster::Cluster {
+        &self.0
     }
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let version: u32 = e.file_name().to_str()?.parse().ok()?;
-            let bin = e.path().join("bin");
-            bin.join("initdb").is_file().then_some((version, bin))
-        })
-        .collect();
-    found.sort();
-    if let Some((_, bin)) = found.pop() {
-        return Some(bin);
-    }
-    let out = Command::new("sh")
-        .args(["-c", "command -v initdb"])
-        .output()
-        .ok()?;
-    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    path.is_file()
-        .then(|| path.parent().map(Path::to_path_buf))?
-}
-
-fn is_root() -> bool {
-    // Asked of `id` rather than of libc: no unsafe code in the tests for this.
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 impl Cluster {
     /// Starts a cluster, or reports `what` as not checked (failing under
     /// `TASKBRIDGE_TEST_REQUIRE_ALL`) when PostgreSQL is not installed.
     pub fn start(what: &str) -> Option<Cluster> {
-        let Some(bin) = server_bin() else {
+        let Some(bin) = pg_cluster::server_bin() else {
             not_checked(what, "PostgreSQL server (initdb)", INSTALL_POSTGRES);
             return None;
         };
-        let run_as = is_root().then(|| "postgres".to_string());
-        let dir = tempfile::Builder::new()
-            .prefix("taskbridge-pg-")
-            .tempdir()
-            .expect("tempdir");
-        if let Some(user) = &run_as {
-            let status = Command::new("chown")
-                .args(["-R", &format!("{user}:"), &dir.path().to_string_lossy()])
-                .status()
-                .expect("chown");
-            assert!(status.success(), "cannot hand the cluster folder to {user}");
+        match pg_cluster::Cluster::start_with(bin) {
+            Ok(cluster) => Some(Cluster(cluster)),
+            Err(e) => panic!("{e}"),
         }
-        let mut cluster = Cluster {
-            dir,
-            bin,
-            run_as,
-            port: 0,
-        };
-        let data = cluster.dir.path().join("data");
-        let out = cluster
-            .command("initdb")
-            .args(["-D", &data.to_string_lossy()])
-            .args(["-U", "taskbridge", "-A", "trust", "-E", "UTF8", "--no-sync"])
-            .output()
-            .expect("initdb runs");
-        assert!(
-            out.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // A port found free can be taken before the server binds it: try a few.
-        for _ in 0..5 {
-            cluster.port = free_port();
-            if cluster.pg_ctl_start() {
-                return Some(cluster);
-            }
-        }
-        panic!("the PostgreSQL cluster did not start:\n{}", cluster.log());
-    }
-
-    fn pg_ctl_start(&self) -> bool {
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
-            self.port,
-            self.dir.path().display()
-        );
-        self.command("pg_ctl")
-            .args(["-D", &self.dir.path().join("data").to_string_lossy()])
-            .args(["-l", &self.dir.path().join("log").to_string_lossy()])
-            .args(["-w", "-t", "60", "-o", &options, "start"])
-            .output()
-            .expect("pg_ctl runs")
-            .status
-            .success()
-    }
-
-    fn command(&self, tool: &str) -> Command {
-        let path = self.bin.join(tool);
-        match &self.run_as {
-            Some(user) => {
-                let mut c = Command::new("runuser");
-                c.args(["-u", user, "--"]).arg(path);
-                c
-            }
-            None => Command::new(path),
-        }
-    }
-
-    /// The server's log so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
-    }
-
-    /// The URL of database `name` (created first with [`Cluster::create_database`]).
-    pub fn url(&self, name: &str) -> String {
-        format!(
-            "postgres://taskbridge@127.0.0.1:{}/{name}?sslmode=disable",
-            self.port
-        )
     }
 
     /// Creates an empty database and returns its URL.
     pub fn create_database(&self, name: &str) -> String {
-        let out = Command::new(self.bin.join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args([
-                "-U",
-                "taskbridge",
-                "-d",
-                "postgres",
-                "-v",
-                "ON_ERROR_STOP=1",
-            ])
-            .args(["-c", &format!("CREATE DATABASE \"{name}\"")])
-            .output()
-            .expect("psql runs");
-        assert!(
-            out.status.success(),
-            "CREATE DATABASE {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        self.url(name)
+        self.0
+            .try_create_database(name)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// Stops the server at once (as a crash would) and waits until the port is closed.
-    pub fn kill(&self) {
-        let _ = self
-            .command("pg_ctl")
-            .args(["-D", &self.dir.path().join("data").to_string_lossy()])
-            .args(["-m", "immediate", "-w", "stop"])
-            .output();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline
-            && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-        {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Starts the server again on the same port after [`Cluster::kill`].
+    /// Starts the server again on the same port after [`pg_cluster::Cluster::kill`].
     pub fn restart(&self) {
-        assert!(self.pg_ctl_start(), "restart failed:\n{}", self.log());
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.kill();
+        self.0.try_restart().unwrap_or_else(|e| panic!("{e}"));
     }
 }

@@ -18,12 +18,24 @@
 //! 4. a second simulator and data directory with many tracked assignments: time to ready and
 //!    RSS after start, then RSS after a reconciliation pass over every mailbox.
 //!
+//! Phases 1 and 3 run once per kind of store (`--backend`): on the default SQLite files, and
+//! with `[state] url` and `[pm] url` on a throw-away PostgreSQL cluster the bench starts itself
+//! when PostgreSQL is installed (`tests/external/pg_cluster.rs`, shared with the tests). The
+//! PostgreSQL server's CPU (the postmaster and its backends) is measured beside the
+//! connector's, since SQLite's work is inside the connector's process. Phase 4 runs on SQLite.
+//!
 //! Targets are reported, never asserted: a missed target is a finding. Figures taken while
 //! other work runs on the machine are unreliable; the load average is printed with them.
 
 mod proc;
 mod report;
 mod workload;
+
+// The tests' throw-away cluster, shared rather than copied (the xtask is never published);
+// the bench uses less of it than the tests do.
+#[allow(dead_code)]
+#[path = "../../tests/external/pg_cluster.rs"]
+mod pg_cluster;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
@@ -33,12 +45,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
 use self::proc::Proc;
-use self::report::{Comparison, Edits, Figures, Large, Params, Publish, Republish, to_mb};
+use self::report::{Comparison, Edits, Figures, Large, Params, Publish, Republish, Stores, to_mb};
 use crate::Usage;
 
 /// The comparison client, written into the work directory when it runs.
@@ -46,6 +58,20 @@ const EXCHANGELIB_SCRIPT: &str = include_str!("../../benches/exchangelib_creates
 
 /// The service account the connector logs on as (the starter configuration's).
 const SERVICE: &str = "taskbridge@sim.example";
+
+/// The quick size (`--quick`): minutes on a small machine.
+const QUICK: (usize, usize, usize) = (2_000, 20, 1_000);
+
+/// Which stores the publish and edit phases run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// The default SQLite files.
+    Sqlite,
+    /// Both stores on a throw-away PostgreSQL cluster.
+    Postgres,
+    /// SQLite, then PostgreSQL (when installed), side by side.
+    Both,
+}
 
 /// Arguments of `cargo xtask bench`.
 #[derive(Debug, Args)]
@@ -69,6 +95,16 @@ pub struct BenchArgs {
     /// Mailboxes of the memory phase.
     #[arg(long, default_value_t = 1_000)]
     pub large_mailboxes: usize,
+    /// The stores the publish and edit phases run on; PostgreSQL needs its server installed
+    /// (initdb and pg_ctl; `apt-get install -y postgresql`), the bench starts a cluster of its
+    /// own.
+    #[arg(long, value_enum, default_value_t = Backend::Both)]
+    pub backend: Backend,
+    /// Only a quick size: 2,000 assignments over 20 mailboxes, 1,000 edits per edit phase, no
+    /// memory phase. With --write-doc only the SQLite and PostgreSQL table is written, never
+    /// the full-size figures.
+    #[arg(long, conflicts_with_all = ["assignments", "mailboxes", "edits", "large_assignments", "large_mailboxes"])]
+    pub quick: bool,
     /// Leave out the exchangelib comparison.
     #[arg(long)]
     pub no_exchangelib: bool,
@@ -105,7 +141,11 @@ pub struct BenchArgs {
 }
 
 /// Runs `cargo xtask bench`.
-pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+pub fn run(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.quick {
+        (args.assignments, args.mailboxes, args.edits) = QUICK;
+        args.large_assignments = 0;
+    }
     if args.mailboxes == 0 || args.assignments == 0 {
         return Err(Usage("--assignments and --mailboxes must be at least 1".into()).into());
     }
@@ -134,7 +174,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         return Err(Usage("--large-mailboxes must be at least 1".into()).into());
     }
     let bin = match &args.taskbridge {
-        Some(path) => path.clone(),
+        // The children run in their own folders: a relative path would not reach it.
+        Some(path) => std::fs::canonicalize(path)
+            .with_context(|| format!("--taskbridge {}", path.display()))?,
         None => build_taskbridge(args.debug)?,
     };
     let work = std::env::temp_dir().join(format!(
@@ -145,7 +187,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&work)?;
     let started = Instant::now();
     let mut figures = Figures {
-        machine: report::Machine::describe(),
+        machine: report::Machine {
+            taskbridge: describe_binary(&bin, &args),
+            ..report::Machine::describe()
+        },
         params: Params {
             assignments: args.assignments,
             mailboxes: args.mailboxes,
@@ -167,6 +212,36 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             "bench: warning: load average {load:.2}: other work is running, figures will be noisy"
         );
     }
+    // The cluster lives until the end of the run (dropping it stops the server).
+    let cluster = match args.backend {
+        Backend::Sqlite => {
+            figures.postgres_skipped = Some("`--backend sqlite`".into());
+            None
+        }
+        Backend::Postgres | Backend::Both => match pg_cluster::server_bin() {
+            None => {
+                let why = format!(
+                    "no PostgreSQL server installed (initdb); to measure it: {}, or \
+                     TASKBRIDGE_PG_BIN=<folder of initdb and pg_ctl>",
+                    pg_cluster::INSTALL_POSTGRES
+                );
+                if args.backend == Backend::Postgres {
+                    bail!("--backend postgres: {why}");
+                }
+                eprintln!("bench: the PostgreSQL column is not measured: {why}");
+                figures.postgres_skipped = Some(why);
+                None
+            }
+            Some(bin) => {
+                eprintln!("bench: starting a throw-away PostgreSQL cluster");
+                let cluster = pg_cluster::Cluster::start_with(bin)
+                    .map_err(|e| anyhow::anyhow!("{e}"))
+                    .context("the PostgreSQL cluster for the bench")?;
+                figures.postgres_version = cluster.version();
+                Some(cluster)
+            }
+        },
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -182,12 +257,52 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         connector_env,
     };
     let result = rt.block_on(async {
-        bench.medium(&work.join("medium"), &mut figures).await?;
+        let mut exchangelib = !args.no_exchangelib;
+        if args.backend != Backend::Postgres {
+            let mut stores = Stores::default();
+            bench
+                .medium(
+                    &work.join("medium"),
+                    None,
+                    exchangelib,
+                    &mut stores,
+                    &mut figures,
+                )
+                .await?;
+            figures.sqlite = stores;
+            exchangelib = false;
+        }
+        if let Some(cluster) = &cluster {
+            let db = PgDatabase {
+                url: cluster
+                    .try_create_database("bench")
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+                server_pid: cluster
+                    .server_pid()
+                    .context("the PostgreSQL cluster wrote no postmaster.pid")?,
+            };
+            let mut stores = Stores::default();
+            let result = bench
+                .medium(
+                    &work.join("medium-postgres"),
+                    Some(&db),
+                    exchangelib,
+                    &mut stores,
+                    &mut figures,
+                )
+                .await;
+            if result.is_err() {
+                std::fs::write(work.join("postgres.log"), cluster.log())?;
+            }
+            result?;
+            figures.postgres = Some(stores);
+        }
         if args.large_assignments > 0 {
             bench.large(&work.join("large"), &mut figures).await?;
         }
         anyhow::Ok(())
     });
+    drop(cluster);
     figures.load_after = report::load_average();
     figures.run_seconds = started.elapsed().as_secs_f64();
     if let Err(e) = result {
@@ -204,14 +319,27 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         print_out(&report::machine_text(&figures))?;
         print_out(&report::table(&figures))?;
+        print_out(&format!(
+            "SQLite and PostgreSQL side by side:\n\n{}",
+            report::stores_table(&figures)
+        ))?;
     }
     if let Some(doc) = &args.write_doc {
         let criterion = args.criterion.as_deref().and_then(report::criterion_table);
         if args.criterion.is_some() && criterion.is_none() {
             eprintln!("bench: no criterion estimates found (run cargo bench first)");
         }
-        let old = std::fs::read_to_string(doc).unwrap_or_default();
-        let new = report::splice(&old, &report::doc_section(&figures, criterion.as_deref()));
+        let mut new = std::fs::read_to_string(doc).unwrap_or_default();
+        // A quick size's figures never replace those of the full run.
+        if !args.quick && args.backend != Backend::Postgres {
+            new = report::splice(&new, &report::doc_section(&figures, criterion.as_deref()));
+        }
+        new = report::splice_between(
+            &new,
+            &report::stores_section(&figures),
+            report::STORES_BEGIN,
+            report::STORES_END,
+        );
         std::fs::write(doc, new).with_context(|| format!("cannot write {}", doc.display()))?;
         eprintln!("bench: wrote {}", doc.display());
     }
@@ -265,6 +393,38 @@ fn build_taskbridge(debug: bool) -> anyhow::Result<PathBuf> {
     exe.context("cargo build reported no taskbridge executable")
 }
 
+/// The measured binary: its `--version` and how it was built (the xtask's own profile says
+/// nothing about it).
+fn describe_binary(bin: &Path, args: &BenchArgs) -> String {
+    let version = Command::new(bin)
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| {
+            let out = String::from_utf8_lossy(&o.stdout);
+            let out = out.trim();
+            out.strip_prefix("taskbridge ").unwrap_or(out).to_string()
+        })
+        .unwrap_or_else(|| "version unknown".into());
+    let how = if args.debug {
+        "debug build".to_string()
+    } else if args.taskbridge.is_some() {
+        // Cargo's layout names the profile; a binary from elsewhere is named by its path.
+        let under = |dir: &str| bin.components().any(|c| c.as_os_str() == dir);
+        if under("release") {
+            "release build, --taskbridge".to_string()
+        } else if under("debug") {
+            "debug build, --taskbridge".to_string()
+        } else {
+            format!("--taskbridge {}", bin.display())
+        }
+    } else {
+        "release build".to_string()
+    };
+    format!("{version} ({how})")
+}
+
 /// Prints to stdout; a closed stdout (`| head`) is not a failure.
 fn print_out(text: &str) -> anyhow::Result<()> {
     use std::io::Write;
@@ -284,6 +444,14 @@ struct Bench<'a> {
     connector_env: Vec<(String, String)>,
 }
 
+/// The PostgreSQL database a site's stores live in.
+struct PgDatabase {
+    /// For `[state] url` and `[pm] url`.
+    url: String,
+    /// The postmaster, whose CPU (with its backends') is the database's cost.
+    server_pid: u32,
+}
+
 /// A simulator and a connector data directory.
 struct Site {
     dir: PathBuf,
@@ -294,18 +462,35 @@ struct Site {
     sim_admin: String,
     log: PathBuf,
     env: Vec<(String, String)>,
+    /// The PostgreSQL server holding the stores (none: SQLite).
+    db_pid: Option<u32>,
+}
+
+impl Site {
+    /// The database server's CPU so far (PostgreSQL only).
+    fn db_cpu(&self) -> Option<Duration> {
+        self.db_pid.and_then(proc::family_cpu)
+    }
+}
+
+/// `bin` in `dir` with none of the caller's `TASKBRIDGE_*` variables: the bench's own (say
+/// `TASKBRIDGE_PG_BIN`) are no configuration keys, and `taskbridge` refuses unknown ones.
+fn clean_command(bin: &Path, dir: &Path) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.current_dir(dir);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("TASKBRIDGE_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
 }
 
 impl Site {
     /// `taskbridge` in the site's directory, with the bench's configuration overrides.
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(&self.bin);
-        cmd.current_dir(&self.dir).args(args);
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("TASKBRIDGE_") {
-                cmd.env_remove(k);
-            }
-        }
+        let mut cmd = clean_command(&self.bin, &self.dir);
+        cmd.args(args);
         cmd.env("TASKBRIDGE_EXCHANGE_URL", &self.url)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null());
@@ -334,15 +519,18 @@ impl Bench<'_> {
         );
     }
 
-    /// `taskbridge init` in `dir`, then a simulator with `mailboxes` and the service account.
-    async fn open_site(&self, dir: &Path, mailboxes: Vec<String>) -> anyhow::Result<Site> {
+    /// `taskbridge init` in `dir`, then a simulator with `mailboxes` and the service account;
+    /// the stores in `db` when given.
+    async fn open_site(
+        &self,
+        dir: &Path,
+        mailboxes: Vec<String>,
+        db: Option<&PgDatabase>,
+    ) -> anyhow::Result<Site> {
         std::fs::create_dir_all(dir)?;
         let log = dir.join("connector.log");
-        let status = Command::new(&self.bin)
-            .current_dir(dir)
+        let status = clean_command(&self.bin, dir)
             .arg("init")
-            .env_remove("TASKBRIDGE_CONFIG")
-            .env_remove("TASKBRIDGE_DATA_DIR")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -354,26 +542,30 @@ impl Bench<'_> {
             .context("init wrote no exchange.password")?;
         let users = dir.join("users.txt");
         std::fs::write(&users, workload::users_file(mailboxes))?;
-        let mut cmd = Command::new(&self.bin);
-        cmd.current_dir(dir)
-            .args([
-                "--log",
-                "warn",
-                "sim",
-                "--listen",
-                "127.0.0.1:0",
-                "--auth",
-                "basic",
-            ])
-            .arg("--users")
-            .arg(&users)
-            .arg("--service")
-            .arg(format!("{SERVICE}:{}", password.trim()))
-            .stdout(Stdio::piped());
+        let mut cmd = clean_command(&self.bin, dir);
+        cmd.args([
+            "--log",
+            "warn",
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--auth",
+            "basic",
+        ])
+        .arg("--users")
+        .arg(&users)
+        .arg("--service")
+        .arg(format!("{SERVICE}:{}", password.trim()))
+        .stdout(Stdio::piped());
         let mut sim = Proc::spawn(cmd, "taskbridge sim", &dir.join("sim.log"))?;
         let mut first = String::new();
         if let Some(out) = sim.stdout() {
             BufReader::new(out).read_line(&mut first)?;
+        }
+        let mut env = self.connector_env.clone();
+        if let Some(db) = db {
+            env.push(("TASKBRIDGE_STATE_URL".into(), db.url.clone()));
+            env.push(("TASKBRIDGE_PM_URL".into(), db.url.clone()));
         }
         let url = first.trim().to_string();
         let Some(base) = url.strip_suffix("/EWS/Exchange.asmx") else {
@@ -389,7 +581,8 @@ impl Bench<'_> {
             url,
             _sim: sim,
             log,
-            env: self.connector_env.clone(),
+            env,
+            db_pid: db.map(|d| d.server_pid),
         })
     }
 
@@ -448,6 +641,7 @@ impl Bench<'_> {
         mailboxes: usize,
     ) -> anyhow::Result<Publish> {
         self.reset_counters(site).await?;
+        let db_before = site.db_cpu();
         let mut cmd = site.command(&["publish", guid, "--json"]);
         cmd.stdout(Stdio::piped());
         let (status, out, usage) = Proc::spawn(cmd, "taskbridge publish", &site.log)?.finish()?;
@@ -457,6 +651,9 @@ impl Bench<'_> {
                 site.log.display()
             )
         })?;
+        let db_cpu_s = db_before
+            .zip(site.db_cpu())
+            .map(|(b, a)| a.saturating_sub(b).as_secs_f64());
         let requests = self.counters(site).await?;
         let batch = taskbridge::ews::transport::Limits::default().batch_size;
         // Per mailbox with tasks: GetFolder (its Tasks folder), FindItem (tasks left by an
@@ -474,6 +671,7 @@ impl Bench<'_> {
             wall_s: usage.wall.as_secs_f64(),
             cpu_s: usage.cpu.as_secs_f64(),
             peak_rss_mb: to_mb(usage.peak_rss),
+            db_cpu_s,
             requests_total: requests.values().sum(),
             requests,
             requests_min,
@@ -551,20 +749,33 @@ impl Bench<'_> {
             .unwrap_or_default() as u64)
     }
 
-    /// Phases 1 to 3.
-    async fn medium(&self, dir: &Path, f: &mut Figures) -> anyhow::Result<()> {
+    /// Phases 1 to 3 on one kind of store (`db`: PostgreSQL, else SQLite), into `stores`;
+    /// phase 2 too when `exchangelib` (once per run: it does not depend on the stores).
+    async fn medium(
+        &self,
+        dir: &Path,
+        db: Option<&PgDatabase>,
+        exchangelib: bool,
+        stores: &mut Stores,
+        f: &mut Figures,
+    ) -> anyhow::Result<()> {
         let a = self.args;
+        stores.load.0 = report::load_average();
         let exchangelib = if a.no_exchangelib {
-            Err("--no-exchangelib".to_string())
+            Some(Err("--no-exchangelib".to_string()))
         } else {
-            exchangelib_version(&a.python)
+            exchangelib.then(|| exchangelib_version(&a.python))
         };
         let mut mailboxes: Vec<String> = (0..a.mailboxes).map(workload::mailbox).collect();
-        if exchangelib.is_ok() {
+        if matches!(exchangelib, Some(Ok(_))) {
             mailboxes.extend((0..a.mailboxes).map(workload::other_mailbox));
         }
-        self.progress(&format!("simulator with {} mailboxes", mailboxes.len()));
-        let site = self.open_site(dir, mailboxes).await?;
+        let stored_in = if db.is_some() { "PostgreSQL" } else { "SQLite" };
+        self.progress(&format!(
+            "simulator with {} mailboxes; stores on {stored_in}",
+            mailboxes.len()
+        ));
+        let site = self.open_site(dir, mailboxes, db).await?;
         let guid = "5b0c7f3e-2d1a-4c55-8e7b-0a9d3c2b1e47";
         self.progress(&format!(
             "importing a project of {} assignments",
@@ -582,30 +793,33 @@ impl Bench<'_> {
         let again = self
             .publish(&site, guid, a.assignments, a.mailboxes)
             .await?;
-        f.republish = Some(Republish {
+        stores.republish = Some(Republish {
             wall_s: again.wall_s,
             cpu_s: again.cpu_s,
+            db_cpu_s: again.db_cpu_s,
             requests_total: again.requests_total,
             writes: ["CreateItem", "UpdateItem", "DeleteItem"]
                 .iter()
                 .map(|op| again.requests.get(*op).copied().unwrap_or_default())
                 .sum(),
         });
-        f.publish = Some(publish);
+        stores.publish = Some(publish);
         match exchangelib {
-            Ok(version) => {
+            None => {}
+            Some(Ok(version)) => {
                 self.progress("exchangelib: the same creates");
                 f.comparison = Some(self.exchangelib(&site, version).await?);
             }
-            Err(why) => {
+            Some(Err(why)) => {
                 self.progress(&format!("exchangelib comparison left out: {why}"));
                 f.comparison_skipped = Some(why);
             }
         }
         if a.edits > 0 {
-            self.edits(&site, f).await?;
+            self.edits(&site, stores).await?;
         }
         drop(site);
+        stores.load.1 = report::load_average();
         Ok(())
     }
 
@@ -652,7 +866,7 @@ impl Bench<'_> {
     }
 
     /// Phase 3: `serve` running, E edits in a burst, then E more at a steady rate.
-    async fn edits(&self, site: &Site, f: &mut Figures) -> anyhow::Result<()> {
+    async fn edits(&self, site: &Site, f: &mut Stores) -> anyhow::Result<()> {
         let a = self.args;
         self.progress("serve (debounce 0)");
         self.reset_counters(site).await?;
@@ -730,6 +944,7 @@ impl Bench<'_> {
         let applied_before = self.applied(serve).await?;
         self.reset_counters(site).await?;
         let cpu_before = serve.proc.cpu_now().unwrap_or_default();
+        let db_before = site.db_cpu();
         let phase_start = SystemTime::now();
         let t0 = tokio::time::Instant::now();
         let http = &self.http;
@@ -783,6 +998,9 @@ impl Bench<'_> {
             .cpu_now()
             .unwrap_or_default()
             .saturating_sub(cpu_before);
+        let db_cpu = db_before
+            .zip(site.db_cpu())
+            .map(|(b, a)| a.saturating_sub(b));
         let requests = self.counters(site).await?;
         let updates = self
             .get_json(
@@ -835,6 +1053,7 @@ impl Bench<'_> {
             p99_ms: report::percentile(&latencies, 99.0),
             max_ms: latencies.last().copied().unwrap_or(f64::NAN),
             cpu_us_per_edit: cpu.as_secs_f64() * 1e6 / n.max(1) as f64,
+            db_cpu_us_per_edit: db_cpu.map(|c| c.as_secs_f64() * 1e6 / n.max(1) as f64),
             requests,
         })
     }
@@ -845,7 +1064,7 @@ impl Bench<'_> {
         let (n, m) = (a.large_assignments, a.large_mailboxes);
         self.progress(&format!("simulator with {m} mailboxes"));
         let site = self
-            .open_site(dir, (0..m).map(workload::mailbox).collect())
+            .open_site(dir, (0..m).map(workload::mailbox).collect(), None)
             .await?;
         let guid = "9e4d2a61-3f0b-4c8e-b5a7-1d6c0e9f8b32";
         self.progress(&format!("importing a project of {n} assignments"));

@@ -23,8 +23,9 @@ enum Task {
     /// Measure the connector end to end against the simulator, each in its own process: publish
     /// (wall time, CPU and requests per assignment, peak RSS), an unchanged re-publish, the
     /// same creates made by exchangelib, user edits with `serve` running (edits per second,
-    /// latency), and `serve` with many tracked assignments (time to ready, RSS). Prints one
-    /// table of figures against their targets; builds and measures the release binary.
+    /// latency), and `serve` with many tracked assignments (time to ready, RSS). The publish and
+    /// edit phases run on SQLite and on a throw-away PostgreSQL cluster (`--backend`). Prints
+    /// the figures against their targets; builds and measures the release binary.
     Bench(Box<bench::BenchArgs>),
 }
 

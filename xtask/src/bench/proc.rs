@@ -209,6 +209,46 @@ pub fn cpu_of(pid: u32) -> Option<Duration> {
     Some(Duration::from_nanos((utime + stime) * 1_000_000_000 / tps))
 }
 
+/// The fields of `/proc/<pid>/stat` after the command name (the first is the state, field 3
+/// of the whole line).
+fn stat_fields(pid: &str) -> Option<Vec<u64>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; the fields after it are plain.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    // The state is a letter; numbers from the parent's pid on.
+    Some(
+        rest.split(' ')
+            .skip(1)
+            .map(|f| f.trim().parse().unwrap_or_default())
+            .collect(),
+    )
+}
+
+/// CPU time of a process and of its children, running and exited: its own user + system time,
+/// that of its exited children it has reaped (cutime + cstime), and all four of each running
+/// child. For a database server whose backends come and go with the connections (PostgreSQL's
+/// postmaster), the difference between two readings is the CPU the server spent between them.
+pub fn family_cpu(pid: u32) -> Option<Duration> {
+    // After the state: ppid is index 0, utime 10, stime 11, cutime 12, cstime 13.
+    let own = |f: &[u64]| f.get(10..14).map_or(0, |t| t.iter().sum::<u64>());
+    let mut ticks = own(&stat_fields(&pid.to_string())?);
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if let Some(f) = stat_fields(name)
+            && f.first() == Some(&u64::from(pid))
+        {
+            ticks += own(&f);
+        }
+    }
+    Some(Duration::from_nanos(
+        ticks * 1_000_000_000 / ticks_per_second(),
+    ))
+}
+
 /// VmRSS and VmHWM of a running process, in bytes.
 pub fn rss_of(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -262,7 +302,9 @@ mod tests {
     #[test]
     fn own_process_reports_cpu_and_rss() {
         let pid = std::process::id();
-        assert!(cpu_of(pid).is_some());
+        let own = cpu_of(pid).expect("cpu");
+        // Read after the process's own time, so it can only be larger.
+        assert!(family_cpu(pid).is_some_and(|f| f >= own));
         let (rss, hwm) = rss_of(pid).expect("rss");
         assert!(rss > 0 && hwm >= rss);
     }

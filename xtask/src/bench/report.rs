@@ -14,19 +14,20 @@ pub struct Figures {
     pub machine: Machine,
     /// The sizes asked for.
     pub params: Params,
-    /// The first publish.
-    pub publish: Option<Publish>,
-    /// The same publish again, nothing changed.
-    pub republish: Option<Republish>,
+    /// The publish and edit phases on the default stores, SQLite (empty when only PostgreSQL
+    /// was asked for); flattened, so the JSON keeps its shape from before PostgreSQL.
+    #[serde(flatten)]
+    pub sqlite: Stores,
+    /// The same phases with `[state] url` and `[pm] url` on PostgreSQL.
+    pub postgres: Option<Stores>,
+    /// Why PostgreSQL was not measured (not installed, or not asked for).
+    pub postgres_skipped: Option<String>,
+    /// `postgres --version` of the server measured.
+    pub postgres_version: Option<String>,
     /// exchangelib making the same creates.
     pub comparison: Option<Comparison>,
     /// Why there is no comparison.
     pub comparison_skipped: Option<String>,
-    /// EWS requests of `serve`'s start after the publishes (subscriptions, the start-up
-    /// publish of the unchanged project).
-    pub serve_start_requests: BTreeMap<String, u64>,
-    /// User edits with `serve` running: a burst, then a paced run.
-    pub edits: Vec<Edits>,
     /// `serve` with many tracked assignments.
     pub large: Option<Large>,
     /// Load average (1 min) when the run began and ended.
@@ -35,6 +36,22 @@ pub struct Figures {
     pub load_after: Option<f64>,
     /// Seconds the whole run took.
     pub run_seconds: f64,
+}
+
+/// The publish and edit phases on one kind of store.
+#[derive(Debug, Default, Serialize)]
+pub struct Stores {
+    /// The first publish.
+    pub publish: Option<Publish>,
+    /// The same publish again, nothing changed.
+    pub republish: Option<Republish>,
+    /// EWS requests of `serve`'s start after the publishes (subscriptions, the start-up
+    /// publish of the unchanged project).
+    pub serve_start_requests: BTreeMap<String, u64>,
+    /// User edits with `serve` running: a burst, then a paced run.
+    pub edits: Vec<Edits>,
+    /// Load average (1 min) when these phases began and ended.
+    pub load: (Option<f64>, Option<f64>),
 }
 
 /// The sizes asked for.
@@ -71,6 +88,9 @@ pub struct Publish {
     pub cpu_s: f64,
     /// Its peak RSS.
     pub peak_rss_mb: f64,
+    /// CPU time of the database server meanwhile (PostgreSQL; SQLite works inside the
+    /// connector's process, so its share is in `cpu_s`).
+    pub db_cpu_s: Option<f64>,
     /// EWS requests the simulator answered, by operation.
     pub requests: BTreeMap<String, u64>,
     /// Their sum.
@@ -83,6 +103,12 @@ impl Publish {
     /// CPU per assignment, in microseconds.
     pub fn cpu_us_per_assignment(&self) -> f64 {
         self.cpu_s * 1e6 / self.assignments.max(1) as f64
+    }
+
+    /// The database server's CPU per assignment, in microseconds.
+    pub fn db_cpu_us_per_assignment(&self) -> Option<f64> {
+        self.db_cpu_s
+            .map(|c| c * 1e6 / self.assignments.max(1) as f64)
     }
 
     /// How far the requests are over the minimum, in percent.
@@ -98,6 +124,8 @@ pub struct Republish {
     pub wall_s: f64,
     /// CPU time.
     pub cpu_s: f64,
+    /// CPU time of the database server meanwhile (PostgreSQL only).
+    pub db_cpu_s: Option<f64>,
     /// EWS requests of any kind.
     pub requests_total: u64,
     /// CreateItem + UpdateItem + DeleteItem.
@@ -147,6 +175,8 @@ pub struct Edits {
     pub max_ms: f64,
     /// CPU time of the `serve` process during the phase, per edit.
     pub cpu_us_per_edit: f64,
+    /// CPU time of the database server during the phase, per edit (PostgreSQL only).
+    pub db_cpu_us_per_edit: Option<f64>,
     /// EWS requests during the phase, by operation.
     pub requests: BTreeMap<String, u64>,
 }
@@ -311,7 +341,7 @@ fn rows(f: &Figures) -> Vec<Row> {
             verdict,
         })
     };
-    if let Some(p) = &f.publish {
+    if let Some(p) = &f.sqlite.publish {
         row(
             format!(
                 "publish {} assignments to {} mailboxes: wall time",
@@ -346,8 +376,8 @@ fn rows(f: &Figures) -> Vec<Row> {
             "≤ 2 % over",
             verdict(over <= 2.0),
         );
-        if !f.serve_start_requests.is_empty() {
-            let total: u64 = f.serve_start_requests.values().sum();
+        if !f.sqlite.serve_start_requests.is_empty() {
+            let total: u64 = f.sqlite.serve_start_requests.values().sum();
             let min = p.mailboxes as u64;
             let over = (total as f64 / min.max(1) as f64 - 1.0) * 100.0;
             row(
@@ -355,7 +385,7 @@ fn rows(f: &Figures) -> Vec<Row> {
                     .into(),
                 format!(
                     "{total} / {min} ({over:+.1} %): {}",
-                    ops(&f.serve_start_requests)
+                    ops(&f.sqlite.serve_start_requests)
                 ),
                 "≤ 2 % over",
                 verdict(over <= 2.0),
@@ -368,7 +398,7 @@ fn rows(f: &Figures) -> Vec<Row> {
             "",
         );
     }
-    if let Some(r) = &f.republish {
+    if let Some(r) = &f.sqlite.republish {
         row(
             "re-publish, nothing changed: wall time".into(),
             format!(
@@ -387,7 +417,7 @@ fn rows(f: &Figures) -> Vec<Row> {
             verdict(r.writes == 0),
         );
     }
-    match (&f.comparison, &f.publish) {
+    match (&f.comparison, &f.sqlite.publish) {
         (Some(c), Some(p)) => {
             let theirs = c.cpu_s * 1e6 / c.created.max(1) as f64;
             let ours = p.cpu_us_per_assignment();
@@ -433,7 +463,7 @@ fn rows(f: &Figures) -> Vec<Row> {
             }
         }
     }
-    for e in &f.edits {
+    for e in &f.sqlite.edits {
         let label = if e.phase == "paced" {
             format!("{} edits offered at {:.0}/s", e.made, e.offered_per_s)
         } else {
@@ -524,6 +554,210 @@ pub fn table(f: &Figures) -> String {
             "| {} | {} | {} | {} |",
             r.figure, r.value, r.target, r.verdict
         );
+    }
+    out
+}
+
+/// One row of the side-by-side table: a label, a cell per kind of store, a target.
+type StoresRow = (String, [String; 2], &'static str);
+
+/// The publish and edit figures on SQLite and PostgreSQL side by side, as Markdown; a kind of
+/// store that was not measured has empty cells and a line under the table saying why.
+pub fn stores_table(f: &Figures) -> String {
+    let measured = |s: &Stores| s.publish.is_some() || !s.edits.is_empty();
+    let columns: [Option<&Stores>; 2] = [
+        Some(&f.sqlite).filter(|s| measured(s)),
+        f.postgres.as_ref().filter(|s| measured(s)),
+    ];
+    let mut rows: Vec<StoresRow> = Vec::new();
+    let cell = |get: &dyn Fn(&Stores) -> Option<String>| -> [String; 2] {
+        columns.map(|c| c.and_then(get).unwrap_or_else(|| "—".into()))
+    };
+    let p = &f.params;
+    rows.push((
+        format!(
+            "publish {} assignments to {} mailboxes: wall time",
+            p.assignments, p.mailboxes
+        ),
+        cell(&|s| {
+            s.publish.as_ref().map(|p| {
+                format!(
+                    "{} ({:.0}/s; created {}, failed {})",
+                    secs(p.wall_s),
+                    p.assignments as f64 / p.wall_s.max(1e-9),
+                    p.created,
+                    p.failed
+                )
+            })
+        }),
+        "",
+    ));
+    rows.push((
+        "publish: connector CPU per assignment".into(),
+        cell(&|s| {
+            s.publish
+                .as_ref()
+                .map(|p| format!("{:.1} µs", p.cpu_us_per_assignment()))
+        }),
+        "≤ 10 µs",
+    ));
+    rows.push((
+        "publish: database server CPU per assignment".into(),
+        cell(&|s| {
+            s.publish
+                .as_ref()
+                .map(|p| match p.db_cpu_us_per_assignment() {
+                    Some(us) => format!("{us:.1} µs"),
+                    None => "in the connector's".into(),
+                })
+        }),
+        "",
+    ));
+    rows.push((
+        "publish: EWS requests / minimum".into(),
+        cell(&|s| {
+            s.publish
+                .as_ref()
+                .map(|p| format!("{} / {}", p.requests_total, p.requests_min))
+        }),
+        "≤ 2 % over",
+    ));
+    rows.push((
+        "publish: peak RSS of the connector".into(),
+        cell(&|s| {
+            s.publish
+                .as_ref()
+                .map(|p| format!("{:.1} MiB", p.peak_rss_mb))
+        }),
+        "",
+    ));
+    rows.push((
+        "re-publish, nothing changed: wall time (connector CPU; database CPU)".into(),
+        cell(&|s| {
+            s.republish.as_ref().map(|r| {
+                let db = r.db_cpu_s.map_or_else(|| "—".into(), secs);
+                format!("{} ({}; {db})", secs(r.wall_s), secs(r.cpu_s))
+            })
+        }),
+        "",
+    ));
+    rows.push((
+        "re-publish, nothing changed: write requests".into(),
+        cell(&|s| s.republish.as_ref().map(|r| r.writes.to_string())),
+        "0",
+    ));
+    let phases = columns
+        .iter()
+        .flatten()
+        .map(|s| s.edits.len())
+        .max()
+        .unwrap_or(0);
+    for i in 0..phases {
+        let Some(e) = columns.iter().flatten().find_map(|s| s.edits.get(i)) else {
+            continue;
+        };
+        let label = if e.phase == "paced" {
+            format!("{} edits offered at {}/s", e.made, p.edit_rate)
+        } else {
+            format!("{} edits in a burst", e.made)
+        };
+        rows.push((
+            format!("{label}: applied on the PM side"),
+            cell(&|s| {
+                s.edits.get(i).map(|e| {
+                    format!(
+                        "{:.0} edits/s ({} of {}; made at {:.0}/s)",
+                        e.applied_per_s, e.applied, e.made, e.offered_per_s
+                    )
+                })
+            }),
+            "≥ 1,000 /s",
+        ));
+        rows.push((
+            format!("{label}: edit → applied update, p50 / p99 / max"),
+            cell(&|s| {
+                s.edits
+                    .get(i)
+                    .map(|e| format!("{:.1} / {:.1} / {:.1} ms", e.p50_ms, e.p99_ms, e.max_ms))
+            }),
+            "p99 ≤ 100 ms",
+        ));
+        rows.push((
+            format!("{label}: `serve` CPU per edit (database server CPU)"),
+            cell(&|s| {
+                s.edits.get(i).map(|e| {
+                    let db = e
+                        .db_cpu_us_per_edit
+                        .map_or_else(|| "in serve's".into(), |us| format!("{us:.0} µs"));
+                    format!("{:.0} µs ({db})", e.cpu_us_per_edit)
+                })
+            }),
+            "",
+        ));
+    }
+    let mut out = String::new();
+    let _ = writeln!(out, "| figure | SQLite | PostgreSQL | target |");
+    let _ = writeln!(out, "|---|---|---|---|");
+    for (figure, [sqlite, postgres], target) in rows {
+        let _ = writeln!(out, "| {figure} | {sqlite} | {postgres} | {target} |");
+    }
+    if columns[0].is_none() {
+        let _ = writeln!(
+            out,
+            "
+SQLite: not measured (`--backend postgres`)."
+        );
+    }
+    if columns[1].is_none() {
+        let why = f.postgres_skipped.as_deref().unwrap_or("no figures");
+        let _ = writeln!(
+            out,
+            "
+PostgreSQL: not measured: {why}."
+        );
+    }
+    out
+}
+
+/// Where and how the side-by-side figures were taken, as Markdown.
+pub fn stores_text(f: &Figures) -> String {
+    let m = &f.machine;
+    let p = &f.params;
+    let load = |l: Option<f64>| l.map_or_else(|| "unknown".into(), |l| format!("{l:.2}"));
+    let mut out = format!(
+        "- date: {}\n- CPU: {}, {} cores; memory {:.1} GiB; taskbridge {}\n- sizes: {} \
+         assignments over {} mailboxes; {} edits per edit phase (paced phase at {}/s)\n",
+        m.date,
+        m.cpu,
+        m.cores,
+        m.memory_gib,
+        m.taskbridge,
+        p.assignments,
+        p.mailboxes,
+        p.edits,
+        p.edit_rate
+    );
+    if let Some(v) = &f.postgres_version {
+        let _ = writeln!(
+            out,
+            "- PostgreSQL: {v}, a throw-away cluster on loopback started by the bench \
+             (fsync off, default settings otherwise); both stores in one database"
+        );
+    }
+    for (name, s) in [
+        ("SQLite", Some(&f.sqlite)),
+        ("PostgreSQL", f.postgres.as_ref()),
+    ] {
+        if let Some(s) = s
+            && (s.publish.is_some() || !s.edits.is_empty())
+        {
+            let _ = writeln!(
+                out,
+                "- load average (1 min) at the start / end of the {name} phases: {} / {}",
+                load(s.load.0),
+                load(s.load.1)
+            );
+        }
     }
     out
 }
@@ -658,14 +892,38 @@ pub fn doc_section(f: &Figures, criterion: Option<&str>) -> String {
     out
 }
 
+/// Start and end markers of the generated side-by-side table of the stores.
+pub const STORES_BEGIN: &str =
+    "<!-- generated by `cargo xtask bench --write-doc`: SQLite and PostgreSQL, begin -->";
+/// See [`STORES_BEGIN`].
+pub const STORES_END: &str =
+    "<!-- generated by `cargo xtask bench --write-doc`: SQLite and PostgreSQL, end -->";
+
+/// The generated side-by-side part of the document.
+pub fn stores_section(f: &Figures) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{STORES_BEGIN}");
+    out.push_str(&stores_text(f));
+    out.push('\n');
+    out.push_str(&stores_table(f));
+    let _ = writeln!(out, "{STORES_END}");
+    out
+}
+
 /// Replaces the generated part of `doc` (or appends it when the markers are missing).
 pub fn splice(doc: &str, section: &str) -> String {
-    match (doc.find(BEGIN), doc.find(END)) {
+    splice_between(doc, section, BEGIN, END)
+}
+
+/// Replaces the part of `doc` from `begin` to `end` with `section` (which holds the markers
+/// itself), or appends `section` when the markers are missing.
+pub fn splice_between(doc: &str, section: &str, begin: &str, end: &str) -> String {
+    match (doc.find(begin), doc.find(end)) {
         (Some(b), Some(e)) if e > b => {
             let mut out = String::with_capacity(doc.len() + section.len());
             out.push_str(&doc[..b]);
             out.push_str(section.trim_end_matches('\n'));
-            out.push_str(&doc[e + END.len()..]);
+            out.push_str(&doc[e + end.len()..]);
             out
         }
         _ => {
@@ -706,12 +964,69 @@ mod tests {
     }
 
     #[test]
+    fn stores_table_puts_postgres_beside_sqlite_or_says_why_not() {
+        let publish = |cpu_s, db_cpu_s| Publish {
+            assignments: 1_000,
+            cpu_s,
+            db_cpu_s,
+            ..Publish::default()
+        };
+        let mut f = Figures {
+            sqlite: Stores {
+                publish: Some(publish(0.05, None)),
+                ..Stores::default()
+            },
+            postgres_skipped: Some("no PostgreSQL server installed".into()),
+            ..Figures::default()
+        };
+        let t = stores_table(&f);
+        assert!(
+            t.contains("| publish: connector CPU per assignment | 50.0 µs | — | ≤ 10 µs |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("PostgreSQL: not measured: no PostgreSQL server installed."),
+            "{t}"
+        );
+        f.postgres = Some(Stores {
+            publish: Some(publish(0.08, Some(0.02))),
+            ..Stores::default()
+        });
+        let t = stores_table(&f);
+        assert!(
+            t.contains(
+                "| publish: database server CPU per assignment | in the connector's | 20.0 µs |  |"
+            ),
+            "{t}"
+        );
+        assert!(!t.contains("not measured"), "{t}");
+    }
+
+    #[test]
+    fn splice_between_keeps_the_other_generated_part() {
+        let doc = format!("{BEGIN}\nfull run\n{END}\n\n{STORES_BEGIN}\nold\n{STORES_END}\n");
+        let new = splice_between(
+            &doc,
+            &format!("{STORES_BEGIN}\nquick\n{STORES_END}\n"),
+            STORES_BEGIN,
+            STORES_END,
+        );
+        assert_eq!(
+            new,
+            format!("{BEGIN}\nfull run\n{END}\n\n{STORES_BEGIN}\nquick\n{STORES_END}\n")
+        );
+    }
+
+    #[test]
     fn table_marks_missed_targets() {
         let f = Figures {
-            republish: Some(Republish {
-                writes: 3,
-                ..Republish::default()
-            }),
+            sqlite: Stores {
+                republish: Some(Republish {
+                    writes: 3,
+                    ..Republish::default()
+                }),
+                ..Stores::default()
+            },
             ..Figures::default()
         };
         let t = table(&f);
