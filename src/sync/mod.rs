@@ -48,6 +48,7 @@ mod inbound;
 pub mod mailbox;
 mod metrics;
 mod notify;
+mod parked;
 mod preview;
 mod publish;
 mod remove;
@@ -69,6 +70,7 @@ pub use mailbox::{
 };
 pub use metrics::Metrics;
 pub use notify::{Notice, NotificationOutcome, NotificationSink};
+pub use parked::{RetryError, RetryOutcome};
 pub use preview::{PlannedAction, PlannedChange, PlannedField, PublishPreview};
 pub use publish::{Progress, PublishOptions};
 pub use remove::{RemoveOptions, RemoveReport};
