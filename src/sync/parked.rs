@@ -79,18 +79,17 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         )
         .await?;
         let after = state.assignment(key).await.map_err(SyncError::from)?;
+        // This attempt's error; a read that failed as a whole commits nothing, and the row
+        // keeps its park and its older error.
+        let error = report.errors.first().map(|e| e.error.clone());
         Ok(match after {
             Some(r) if matches!(r.status, SyncStatus::Parked { .. }) => RetryOutcome::Failed {
                 parked: true,
-                error: r.last_error.unwrap_or_default(),
+                error: error.or(r.last_error).unwrap_or_default(),
             },
             _ if report.failed > 0 => RetryOutcome::Failed {
                 parked: false,
-                error: report
-                    .errors
-                    .first()
-                    .map(|e| e.error.clone())
-                    .unwrap_or_default(),
+                error: error.unwrap_or_default(),
             },
             _ => RetryOutcome::Synced,
         })
