@@ -266,7 +266,34 @@ async fn notices_owed_outlive_the_process_and_are_owed_once(store: Store) {
         .await
         .expect("owed");
     let owed = host.owed_notices().await.expect("readable");
-    host.notice_failed(owed[0].seq, "ErrorServerBusy")
+    assert_eq!(owed.len(), 2, "{owed:?}");
+    // One process claims the rejection's notice to send it: another one on the same store
+    // cannot claim it too, nor sees it due.
+    let minute = chrono::Duration::seconds(60);
+    assert!(
+        host.claim_notice(owed[0].seq, Utc::now() + minute)
+            .await
+            .expect("claims")
+    );
+    let other = open(&store).await;
+    assert!(
+        !other
+            .claim_notice(owed[0].seq, Utc::now() + minute)
+            .await
+            .expect("readable"),
+        "a notice claimed twice"
+    );
+    let due: Vec<String> = other
+        .owed_notices()
+        .await
+        .expect("readable")
+        .into_iter()
+        .map(|n| n.subject)
+        .collect();
+    assert_eq!(due, vec!["1 waits".to_owned()]);
+    other.close().await;
+    // The send failed; it is due again at once (a wait that is over).
+    host.notice_failed(owed[0].seq, "ErrorServerBusy", Utc::now() - minute)
         .await
         .expect("recorded");
     host.close().await;
@@ -302,6 +329,12 @@ async fn notices_owed_outlive_the_process_and_are_owed_once(store: Store) {
     let left = again.owed_notices().await.expect("readable");
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].subject, "1 waits");
+    // A failure's wait that is not over keeps a notice owed but not due.
+    again
+        .notice_failed(left[0].seq, "ErrorServerBusy", Utc::now() + minute)
+        .await
+        .expect("recorded");
+    assert_eq!(again.owed_notices().await.expect("readable"), Vec::new());
     again.close().await;
 }
 

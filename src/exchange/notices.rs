@@ -10,7 +10,7 @@
 //! rejection and its notice, or while a notice waits for another attempt, loses nothing, and a
 //! rejection made while the service was down is announced at the next start.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -153,7 +153,7 @@ impl<S: EwsService + Send + Sync + 'static> Notifier<S> {
             if let Err(e) = self.queue_rejections().await {
                 warn!(error = %e, "notices: cannot read the rejected updates");
             }
-            if let Err(e) = self.send_due(&mut state).await {
+            if let Err(e) = self.send_due().await {
                 warn!(error = %e, "notices: cannot read the notices owed");
             }
         }
@@ -237,17 +237,10 @@ impl<S: EwsService + Send + Sync + 'static> Notifier<S> {
     }
 
     /// Sends every notice owed whose wait after a failure is over; each one Exchange takes is
-    /// owed no more.
-    async fn send_due(&self, state: &mut State) -> Result<(), EmbeddedError> {
-        let now = tokio::time::Instant::now();
-        let owed = self.host.owed_notices().await?;
-        state
-            .not_before
-            .retain(|seq, _| owed.iter().any(|o| o.seq == *seq));
-        for owed in owed {
-            if state.not_before.get(&owed.seq).is_some_and(|t| *t > now) {
-                continue;
-            }
+    /// owed no more. Each is claimed first, so that another `serve` on the same store does not
+    /// send it too.
+    async fn send_due(&self) -> Result<(), EmbeddedError> {
+        for owed in self.host.owed_notices().await? {
             let OwedNotice {
                 seq,
                 to,
@@ -255,6 +248,13 @@ impl<S: EwsService + Send + Sync + 'static> Notifier<S> {
                 body,
                 attempts,
             } = owed;
+            if !self
+                .host
+                .claim_notice(seq, chrono::Utc::now() + SEND_CLAIM)
+                .await?
+            {
+                continue;
+            }
             let notice = Notice { to, subject, body };
             match self.send(&notice).await {
                 Ok(()) => {
@@ -264,7 +264,6 @@ impl<S: EwsService + Send + Sync + 'static> Notifier<S> {
                         "notices: sent"
                     );
                     self.host.notice_sent(seq).await?;
-                    state.not_before.remove(&seq);
                 }
                 Err(e) => {
                     let failures = attempts.saturating_add(1);
@@ -280,8 +279,11 @@ impl<S: EwsService + Send + Sync + 'static> Notifier<S> {
                         retry_in_secs = wait.as_secs(),
                         "notices: not sent; kept for another attempt"
                     );
-                    self.host.notice_failed(seq, &e.to_string()).await?;
-                    state.not_before.insert(seq, now + wait);
+                    let retry_at = chrono::Utc::now()
+                        + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
+                    self.host
+                        .notice_failed(seq, &e.to_string(), retry_at)
+                        .await?;
                 }
             }
         }
@@ -303,9 +305,11 @@ impl<S: EwsService + Send + Sync + 'static> Notifier<S> {
 struct State {
     /// Per project, the waiting set the last digest announced.
     digested: BTreeMap<ProjectGuid, BTreeSet<StatusUpdateId>>,
-    /// Notices owed that failed, and when each may be tried again (after a restart, at once).
-    not_before: HashMap<i64, tokio::time::Instant>,
 }
+
+/// How long a send may take before another process may take the notice over (this one
+/// having died meanwhile).
+const SEND_CLAIM: chrono::TimeDelta = chrono::TimeDelta::minutes(2);
 
 /// The notice to the person whose update was rejected.
 pub fn rejection_notice(record: &StatusUpdateRecord, project: &str) -> Notice {

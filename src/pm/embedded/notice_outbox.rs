@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use super::rows::ts;
 use super::sql::{Conn, Tx, args};
@@ -102,12 +102,14 @@ impl EmbeddedHost {
         .await
     }
 
-    /// Every notice owed, oldest first.
+    /// Every notice owed and due (not being sent by another process, not waiting after a
+    /// failure), oldest first.
     pub async fn owed_notices(&self) -> Result<Vec<OwedNotice>, EmbeddedError> {
         self.call(|conn| {
             conn.query(
-                "SELECT seq, recipients, subject, body, attempts FROM notice_outbox ORDER BY seq",
-                &[],
+                "SELECT seq, recipients, subject, body, attempts FROM notice_outbox
+                 WHERE not_before IS NULL OR not_before <= ?1 ORDER BY seq",
+                args![ts(Utc::now())],
             )?
             .iter()
             .map(|r| {
@@ -127,6 +129,25 @@ impl EmbeddedHost {
         .await
     }
 
+    /// Claims notice `seq` for a send that ends before `until`: `false` when it is not due
+    /// (another process on the same store claimed it, or it waits after a failure), so that
+    /// two `serve` processes do not both send it.
+    pub async fn claim_notice(
+        &self,
+        seq: i64,
+        until: DateTime<Utc>,
+    ) -> Result<bool, EmbeddedError> {
+        self.call(move |conn| {
+            let claimed = conn.execute(
+                "UPDATE notice_outbox SET not_before = ?2
+                 WHERE seq = ?1 AND (not_before IS NULL OR not_before <= ?3)",
+                args![seq, ts(until), ts(Utc::now())],
+            )?;
+            Ok(claimed == 1)
+        })
+        .await
+    }
+
     /// Exchange took notice `seq`: it is owed no more.
     pub async fn notice_sent(&self, seq: i64) -> Result<(), EmbeddedError> {
         self.call(move |conn| {
@@ -136,13 +157,20 @@ impl EmbeddedHost {
         .await
     }
 
-    /// Notice `seq` was not taken: its attempts and the error are recorded; it stays owed.
-    pub async fn notice_failed(&self, seq: i64, error: &str) -> Result<(), EmbeddedError> {
+    /// Notice `seq` was not taken: its attempts and the error are recorded; it stays owed,
+    /// due again at `retry_at`.
+    pub async fn notice_failed(
+        &self,
+        seq: i64,
+        error: &str,
+        retry_at: DateTime<Utc>,
+    ) -> Result<(), EmbeddedError> {
         let error = error.to_owned();
         self.call(move |conn| {
             conn.execute(
-                "UPDATE notice_outbox SET attempts = attempts + 1, last_error = ?2 WHERE seq = ?1",
-                args![seq, error],
+                "UPDATE notice_outbox SET attempts = attempts + 1, last_error = ?2, not_before = ?3
+                 WHERE seq = ?1",
+                args![seq, error, ts(retry_at)],
             )?;
             Ok(())
         })

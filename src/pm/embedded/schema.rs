@@ -182,7 +182,10 @@ CREATE TABLE notice_outbox (
     body TEXT NOT NULL,
     created_at TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT
+    last_error TEXT,
+    -- Not tried before this instant: a send under way (claimed by one process) or the wait
+    -- after a failure. NULL: due now.
+    not_before TEXT
 );
 
 CREATE TABLE rejection_notices (
