@@ -4,8 +4,11 @@
 //! value stays in the mailbox and reaches the plan), rejects another with a reason (the plan's
 //! value goes back to the mailbox); a manager of another project neither sees nor can act on
 //! it, even with a forged form; a form without the session's CSRF token changes nothing; the
-//! whole approval works from the keyboard. Screenshots at 1280 and 390 pixels wide go to
-//! `docs/screenshots/`.
+//! whole approval works from the keyboard, a rejection of one row with its own reason too; an
+//! item parked when the plan's value cannot go back is retried by the admin from Sync health.
+//! Without a browser: `/healthz` and the console's banner when Exchange refuses the credentials
+//! or most mailboxes fail, and the notices (digests; a rejection's notice owed across a
+//! restart). Screenshots at 1280 and 390 pixels wide go to `docs/screenshots/`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -142,9 +145,10 @@ impl Site {
             .replace("127.0.0.1:8081", &format!("127.0.0.1:{listen}"))
             .replace("127.0.0.1:8082", &format!("127.0.0.1:{admin}"));
         // Notices through the simulator: a digest pass every second, Mia the harbour
-        // project's status manager (the ferry project has none).
+        // project's status manager (the ferry project has none). Short mailbox leases: a
+        // restarted serve takes over the mailboxes of the one stopped within seconds.
         let config = format!(
-            "{config}\n[notices]\nenabled = true\ndigest_interval_secs = 1\nretry_secs = 1\n\n\
+            "{config}\n[cluster]\nlease_seconds = 4\nrenew_seconds = 2\n\n[notices]\nenabled = true\ndigest_interval_secs = 1\nretry_secs = 1\n\n\
              [notices.status_managers]\n\"Harbour Bridge Refit\" = [\"mia@example.com\"]\n"
         );
         std::fs::write(d.join("taskbridge.toml"), config).expect("write config");
@@ -276,6 +280,29 @@ impl Site {
         .await;
     }
 
+    /// Puts `mailbox` over its quota (every create and update in it fails) or back under it.
+    async fn quota(&self, mailbox: &str, exceeded: bool) {
+        let r = reqwest::Client::new()
+            .put(self.sim(&format!("/mailboxes/{mailbox}/quota")))
+            .body(format!(r#"{{"exceeded": {exceeded}}}"#))
+            .send()
+            .await
+            .expect("PUT quota");
+        assert!(r.status().is_success(), "{mailbox}: {}", r.status());
+    }
+
+    /// The sync state of assignment `key` (`taskbridge status --json`).
+    fn assignment_state(&self, key: &str) -> String {
+        let out = taskbridge(self.dir.path(), &["status", "--json"], None);
+        let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let found = v
+            .as_array()
+            .or_else(|| v["assignments"].as_array())
+            .and_then(|a| a.iter().find(|s| s["key"] == key))
+            .unwrap_or_else(|| panic!("no assignment {key} in {v}"));
+        found["state"].as_str().unwrap_or("").to_owned()
+    }
+
     /// The messages in the Inbox of `mailbox`, oldest first.
     async fn inbox(&self, mailbox: &str) -> Vec<Value> {
         get_json(&self.sim(&format!("/mailboxes/{mailbox}/inbox")))
@@ -352,6 +379,21 @@ async fn wait_for_path(c: &Client, path: &str) {
             return;
         }
         assert!(Instant::now() < deadline, "still on {url}, expected {path}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The message a form's answer shows (`#flash`), once the page after the form has loaded (the
+/// form's page may be the same path, so the path says nothing).
+async fn wait_for_flash(c: &Client) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(e) = c.find(Locator::Id("flash")).await
+            && let Ok(t) = e.text().await
+        {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "no message after the form");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -660,6 +702,146 @@ async fn status_managers_decide_updates_in_the_console() {
     assert!(!page.contains("Harbour Bridge Refit"), "{page}");
     screenshot(&olaf, "console-updates-390").await;
 
+    // Ann's mailbox goes over its quota: the plan's value cannot go back into her task.
+    site.quota("ann@example.com", true).await;
+    // Olaf rejects the ferry's update on its own row with its own reason, from the keyboard
+    // only: Tab to the row's "Reject…", Enter opens it, Tab to the reason, type it, Tab to
+    // the row's Reject button, Enter.
+    let summary_id = format!("reject-{ferry_id}");
+    let mut opened = false;
+    for _ in 0..40 {
+        olaf.active_element()
+            .await
+            .expect("focus")
+            .send_keys(&Key::Tab.to_string())
+            .await
+            .expect("tab");
+        let focused = olaf.active_element().await.expect("focus");
+        if focused.attr("id").await.ok().flatten().as_deref() == Some(summary_id.as_str()) {
+            focused
+                .send_keys(&Key::Enter.to_string())
+                .await
+                .expect("enter");
+            opened = true;
+            break;
+        }
+    }
+    assert!(opened, "the row's Reject… is reachable with Tab");
+    let keys = |k: String| {
+        let olaf = olaf.clone();
+        async move {
+            olaf.active_element()
+                .await
+                .expect("focus")
+                .send_keys(&k)
+                .await
+                .expect("keys");
+        }
+    };
+    keys(Key::Tab.to_string()).await;
+    let focused = olaf.active_element().await.expect("focus");
+    assert_eq!(
+        focused.attr("name").await.ok().flatten(),
+        Some(format!("reason-{ferry_id}")),
+        "the row's reason field follows its Reject…"
+    );
+    keys("The ramp is flooded".to_owned()).await;
+    keys(Key::Tab.to_string()).await;
+    let focused = olaf.active_element().await.expect("focus");
+    assert_eq!(
+        focused.attr("value").await.ok().flatten(),
+        Some(format!("reject:{ferry_id}"))
+    );
+    keys(Key::Enter.to_string()).await;
+    wait_until("the ferry's rejection", || {
+        let state = site.update_state(&ferry_id).0;
+        async move { (state == "rejected").then_some(()) }
+    })
+    .await;
+    let (_, rejected) = site.update_state(&ferry_id);
+    assert_eq!(rejected["reason"], "The ramp is flooded");
+    assert_eq!(rejected["decider"], "olaf");
+    let flash = wait_for_flash(&olaf).await;
+    assert_eq!(flash, "1 update rejected.");
+
+    // The write of the plan's value was refused for good: the item is parked. The admin sees
+    // it on Sync health with the reason and a Retry button.
+    let root = browser(&driver, "root", 1280).await;
+    sign_in(&root, &site, "root", "root password 1").await;
+    let parked_row = format!("tr[data-parked^='{}:']", FERRY_GUID.to_lowercase());
+    let row_text = wait_until("the ferry survey parked on Sync health", || {
+        let root = root.clone();
+        let parked_row = parked_row.clone();
+        let url = site.console("/console/health");
+        async move {
+            root.goto(&url).await.ok()?;
+            let rows = root.find_all(Locator::Css(&parked_row)).await.ok()?;
+            rows.first()?.text().await.ok()
+        }
+    })
+    .await;
+    assert!(row_text.contains("Survey the ferry ramp"), "{row_text}");
+    assert!(row_text.contains("ann@example.com"), "{row_text}");
+    assert!(row_text.contains("ErrorQuotaExceeded"), "{row_text}");
+    screenshot(&root, "console-health-parked-1280").await;
+    let parked_key = root
+        .find(Locator::Css("tr[data-parked] input[name=key]"))
+        .await
+        .expect("the retry form")
+        .attr("value")
+        .await
+        .expect("attr")
+        .expect("a key");
+    // A manager cannot retry it, even with her own valid token and the key forged in; nor
+    // the admin with a form that lacks the token.
+    mia.goto(&site.console("/console/updates"))
+        .await
+        .expect("goto");
+    let token = csrf_of(&mia).await;
+    post_form(
+        &mia,
+        "/console/health/retry",
+        &[("csrf", &token), ("key", &parked_key)],
+    )
+    .await;
+    assert!(text(&mia).await.contains("Sync health is for admins."));
+    post_form(&root, "/console/health/retry", &[("key", &parked_key)]).await;
+    assert!(text(&root).await.contains("security token"));
+    assert_eq!(site.assignment_state(&parked_key), "parked");
+    // Still over the quota: Retry tries it, and it is parked again with the reason.
+    root.goto(&site.console("/console/health"))
+        .await
+        .expect("goto");
+    root.find(Locator::Css("tr[data-parked] button"))
+        .await
+        .expect("Retry")
+        .click()
+        .await
+        .expect("click");
+    let flash = wait_for_flash(&root).await;
+    assert!(flash.contains("parked again"), "{flash}");
+    assert!(flash.contains("ErrorQuotaExceeded"), "{flash}");
+    assert!(
+        root.find(Locator::Css("tr[data-parked]")).await.is_ok(),
+        "the item is back in the parked list"
+    );
+    // The quota is raised: Retry writes the plan's value at once and the list is empty.
+    site.quota("ann@example.com", false).await;
+    root.find(Locator::Css("tr[data-parked] button"))
+        .await
+        .expect("Retry")
+        .click()
+        .await
+        .expect("click");
+    let flash = wait_for_flash(&root).await;
+    assert!(flash.contains("in step now"), "{flash}");
+    let page = text(&root).await;
+    assert!(page.contains("No item is parked."), "{page}");
+    assert_eq!(site.assignment_state(&parked_key), "synced");
+    let t = site.task("ann@example.com", "Survey the ferry ramp").await;
+    assert_eq!(t["PercentComplete"].as_f64(), Some(0.0), "{t}");
+    let _ = root.close().await;
+
     // A wrong password is refused, and the sixth try in a row is throttled.
     let guest = browser(&driver, "guest", 1280).await;
     for attempt in 1..=6 {
@@ -883,6 +1065,48 @@ async fn the_console_header_says_when_exchange_refuses_the_credentials() {
     assert_eq!(r.status().as_u16(), 303);
     assert_eq!(r.headers()["location"], "/console/signin");
     // Sign in as the admin.
+    let session = sign_in_over_http(&client, &site, "root", "root password 1").await;
+    assert!(
+        session.contains("HttpOnly")
+            && session.contains("SameSite=Strict")
+            && !session.contains("Secure"),
+        "{session}"
+    );
+    for page in [
+        "/console/updates",
+        "/console/projects",
+        "/console/conflicts",
+    ] {
+        let r = client
+            .get(site.console(page))
+            .header("cookie", format!("tb_session={}", cookie_value(&session)))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(r.status().as_u16(), 200, "{page}");
+        let html = r.text().await.expect("page");
+        let banner =
+            health_banner(&html).unwrap_or_else(|| panic!("no health banner on {page}: {html}"));
+        assert!(banner.contains("Sync degraded"), "{banner}");
+        // The reason as /healthz gives it (HTML-escaped in the page).
+        let first_words: String = reason.chars().take(20).collect();
+        let escaped = first_words
+            .replace('&', "&amp;")
+            .replace('"', "&#34;")
+            .replace('\'', "&#39;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
+        assert!(banner.contains(&escaped), "{banner} / {reason}");
+    }
+}
+
+/// Signs in with plain HTTP as a browser would post the form; the session's `Set-Cookie`.
+async fn sign_in_over_http(
+    client: &reqwest::Client,
+    site: &Site,
+    name: &str,
+    password: &str,
+) -> String {
     let r = client
         .get(site.console("/console/signin"))
         .send()
@@ -905,48 +1129,100 @@ async fn the_console_header_says_when_exchange_refuses_the_credentials() {
         )
         .form(&[
             ("csrf", token.as_str()),
-            ("name", "root"),
-            ("password", "root password 1"),
+            ("name", name),
+            ("password", password),
         ])
         .send()
         .await
         .expect("POST");
     assert_eq!(r.status().as_u16(), 303);
-    let session = set_cookie(&r, "tb_session").expect("a session cookie");
-    assert!(
-        session.contains("HttpOnly")
-            && session.contains("SameSite=Strict")
-            && !session.contains("Secure"),
-        "{session}"
+    set_cookie(&r, "tb_session").expect("a session cookie")
+}
+
+/// The health banner of a console page (its text between the tags), if any.
+fn health_banner(html: &str) -> Option<String> {
+    html.split("id=\"health-banner\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</div>").next())
+        .map(str::to_owned)
+}
+
+/// When most mailboxes fail (two of the three task lists over their quota, so that the
+/// plan's new task names cannot be written), `/healthz` says degraded and names them, and the
+/// console's header says so; over real sockets, `serve` against the simulator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn most_mailboxes_failing_is_degraded_in_healthz_and_in_the_console() {
+    taskbridge::ews::transport::install_crypto_provider();
+    let mut site = Site::start(false);
+    wait_until("serve to be ready", || async {
+        let r = reqwest::get(site.console("/healthz")).await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+    // Every task list has its tasks.
+    site.task("ann@example.com", "Survey the north abutment")
+        .await;
+    site.task("bob@example.com", "Order bearing pads").await;
+    site.task("chen@example.com", "Install bearing pads").await;
+    site.serve.0.kill().expect("stop serve");
+    let _ = site.serve.0.wait();
+    for mailbox in ["ann@example.com", "bob@example.com"] {
+        site.quota(mailbox, true).await;
+    }
+    // The plan renames Ann's and Bob's tasks; Chen's is unchanged.
+    let d = site.dir.path();
+    let plan = std::fs::read_to_string(d.join("sample-project.xml"))
+        .expect("sample")
+        .replace(
+            "Survey the north abutment",
+            "Survey the north abutment again",
+        )
+        .replace("Order bearing pads", "Order more bearing pads");
+    std::fs::write(d.join("plan-renamed.xml"), plan).expect("write plan");
+    taskbridge(
+        d,
+        &["import", "plan-renamed.xml", "--time-zone", "Europe/Berlin"],
+        None,
     );
-    for page in [
-        "/console/updates",
-        "/console/projects",
-        "/console/conflicts",
-    ] {
-        let r = client
+    site.serve = start_serve(d, "newer-wins");
+    let reason = wait_until("/healthz to say degraded", || async {
+        let r = reqwest::get(site.console("/healthz")).await.ok()?;
+        let status = r.status().as_u16();
+        let body = r.text().await.ok()?;
+        (status == 503 && body.starts_with("degraded: "))
+            .then(|| body["degraded: ".len()..].to_owned())
+    })
+    .await;
+    assert!(
+        reason.starts_with("2 of 3 mailboxes are failing: ann@example.com ("),
+        "{reason}"
+    );
+    assert!(reason.contains("bob@example.com ("), "{reason}");
+    assert!(reason.contains("ErrorQuotaExceeded"), "{reason}");
+    assert!(!reason.contains("chen@example.com"), "{reason}");
+
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let session = sign_in_over_http(&client, &site, "root", "root password 1").await;
+    for page in ["/console/updates", "/console/health"] {
+        let html = client
             .get(site.console(page))
             .header("cookie", format!("tb_session={}", cookie_value(&session)))
             .send()
             .await
-            .expect("GET");
-        assert_eq!(r.status().as_u16(), 200, "{page}");
-        let html = r.text().await.expect("page");
-        let banner = html
-            .split("id=\"health-banner\">")
-            .nth(1)
-            .and_then(|rest| rest.split("</div>").next())
-            .unwrap_or_else(|| panic!("no health banner on {page}: {html}"));
+            .expect("GET")
+            .text()
+            .await
+            .expect("page");
+        let banner =
+            health_banner(&html).unwrap_or_else(|| panic!("no health banner on {page}: {html}"));
         assert!(banner.contains("Sync degraded"), "{banner}");
-        // The reason as /healthz gives it (HTML-escaped in the page).
-        let first_words: String = reason.chars().take(20).collect();
-        let escaped = first_words
-            .replace('&', "&amp;")
-            .replace('"', "&#34;")
-            .replace('\'', "&#39;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;");
-        assert!(banner.contains(&escaped), "{banner} / {reason}");
+        assert!(
+            banner.contains("2 of 3 mailboxes are failing: ann@example.com"),
+            "{banner}"
+        );
     }
 }
 
@@ -957,7 +1233,7 @@ async fn the_console_header_says_when_exchange_refuses_the_credentials() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_digest_goes_to_the_status_manager_only_when_updates_wait() {
     taskbridge::ews::transport::install_crypto_provider();
-    let site = Site::start(false);
+    let mut site = Site::start(false);
     wait_until("serve to be ready", || async {
         let r = reqwest::get(site.console("/healthz")).await.ok()?;
         r.status().is_success().then_some(())
@@ -1045,4 +1321,46 @@ async fn a_digest_goes_to_the_status_manager_only_when_updates_wait() {
             .find(|m| m["subject"] == "1 update waits for approval: Harbour Bridge Refit")
     })
     .await;
+
+    // A rejection made while serve is down is owed all the same: the restarted serve tells
+    // Ann (the notices owed live in the store, not in the process).
+    site.serve.0.kill().expect("stop serve");
+    let _ = site.serve.0.wait();
+    let ferry = site.pending_for("Survey the ferry ramp").await;
+    taskbridge(
+        site.dir.path(),
+        &[
+            "updates",
+            "reject",
+            ferry["id"].as_str().expect("id"),
+            "--reason",
+            "The ramp is flooded",
+            "--by",
+            "olaf",
+        ],
+        None,
+    );
+    site.serve = start_serve(site.dir.path(), "newer-wins");
+    let notice = wait_until("the ferry's rejection notice in Ann's Inbox", || async {
+        site.inbox("ann@example.com").await.into_iter().find(|m| {
+            m["subject"] == "Update rejected: Survey the ferry ramp (Ferry Terminal Works)"
+        })
+    })
+    .await;
+    let body = notice["body"].as_str().unwrap_or("");
+    assert!(body.contains("Reason: The ramp is flooded"), "{body}");
+    assert!(body.contains("rejected by olaf"), "{body}");
+    // Bob's notice, sent before the restart, is not sent again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let to_bob = site
+        .inbox("bob@example.com")
+        .await
+        .into_iter()
+        .filter(|m| {
+            m["subject"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("Update rejected"))
+        })
+        .count();
+    assert_eq!(to_bob, 1, "Bob's notice was sent again after the restart");
 }

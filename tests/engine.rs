@@ -11,7 +11,7 @@ use harness::*;
 use taskbridge::pm::embedded::Policy as ApprovalPolicy;
 use taskbridge::pm::{AssignmentKey, AssignmentUid, PmHost};
 use taskbridge::state::{DecisionRule, MailboxAddress, Side, StateStore, SyncStatus};
-use taskbridge::sync::{Policy, PublishOptions, SyncConfig};
+use taskbridge::sync::{Policy, PublishOptions, RetryError, RetryOutcome, SyncConfig};
 
 #[tokio::test]
 async fn publish_creates_one_task_per_assignment_and_republish_writes_nothing() {
@@ -491,6 +491,78 @@ async fn parked_item_is_not_retried_on_every_pass_and_the_next_publish_finishes_
     let (_, task) = h.task_of(1).await;
     assert_eq!(task["PercentComplete"], 50.0);
     assert_eq!(task["ActualWork"], 240);
+}
+
+/// A person takes a parked item back once the cause is fixed (`Engine::retry_parked`, the
+/// console's Retry): the item is tried at once and is in step, without waiting for the
+/// reconciliation. Retried while the cause lasts, it is parked again with the error; an item
+/// that is not parked is refused.
+#[tokio::test]
+async fn a_parked_item_taken_back_is_written_at_once_or_parked_again() {
+    let h = harness(6, ApprovalPolicy::Auto, quick_sync()).await;
+    h.engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    let (mailbox, task) = h.task_of(1).await;
+    let quota = |exceeded: bool| {
+        let url = format!("{}mailboxes/{mailbox}/quota", h.sim.admin_url);
+        let http = h.http.clone();
+        async move {
+            let r = http
+                .put(url)
+                .json(&json!({ "exceeded": exceeded }))
+                .send()
+                .await
+                .expect("admin");
+            assert!(r.status().is_success());
+        }
+    };
+    quota(true).await;
+    h.edit(&mailbox, &id_of(&task), json!({"PercentComplete": 50}))
+        .await;
+    let address = MailboxAddress::new(&mailbox);
+    h.engine.sync_mailbox(&address).await.expect("pass");
+    let key = AssignmentKey {
+        project: h.project,
+        assignment: AssignmentUid(1),
+    };
+    let row = h.engine.state().assignment(&key).await.unwrap().unwrap();
+    assert_eq!(row.status.name(), "parked", "{row:?}");
+    // Still over the quota: tried, refused, parked again with the reason.
+    let writes = h.count("UpdateItem");
+    match h.engine.retry_parked(&key).await.expect("retried") {
+        RetryOutcome::Failed {
+            parked: true,
+            error,
+        } => {
+            assert!(error.contains("ErrorQuotaExceeded"), "{error}")
+        }
+        other => panic!("expected parked again, got {other:?}"),
+    }
+    assert!(h.count("UpdateItem") > writes, "the retry wrote nothing");
+    let row = h.engine.state().assignment(&key).await.unwrap().unwrap();
+    assert_eq!(row.status.name(), "parked", "{row:?}");
+    // The quota is raised: the retry writes what the plan owes the item, at once.
+    quota(false).await;
+    assert_eq!(
+        h.engine.retry_parked(&key).await.expect("retried"),
+        RetryOutcome::Synced
+    );
+    let row = h.engine.state().assignment(&key).await.unwrap().unwrap();
+    assert_eq!(row.status.name(), "synced", "{row:?}");
+    assert_eq!(row.attempts, 0);
+    assert_eq!(row.last_error, None);
+    let (_, task) = h.task_of(1).await;
+    assert_eq!(task["PercentComplete"], 50.0);
+    assert_eq!(task["ActualWork"], 240);
+    // Not parked (any more): refused, nothing written.
+    let writes = h.count("UpdateItem");
+    assert!(matches!(
+        h.engine.retry_parked(&key).await,
+        Err(RetryError::NotParked(k)) if k == key
+    ));
+    assert_eq!(h.count("UpdateItem"), writes);
 }
 
 /// Found by the chaos suite (the simulator killed while `serve` published, a user editing the

@@ -226,6 +226,116 @@ async fn suite(mut fresh: impl FnMut(&str) -> Store) {
     two_processes_approving_one_update_apply_it_once(fresh("approve_race")).await;
     two_instances_submitting_one_edit_apply_it_once(fresh("submit_race")).await;
     project_part_equals_the_same_rows_of_the_whole_project(fresh("part")).await;
+    notices_owed_outlive_the_process_and_are_owed_once(fresh("notices")).await;
+}
+
+/// The e-mail notices owed are kept in the store: a second process (or this one after a
+/// restart) finds them, owes a rejection's notice only once, and a new digest of a project
+/// replaces one not sent yet. A failure is counted; a notice sent is owed no more.
+async fn notices_owed_outlive_the_process_and_are_owed_once(store: Store) {
+    let host = edge_host(&store, Policy::Approval).await;
+    let UpdateOutcome::Pending { id } = host
+        .submit(update(3, "ck-notice", vec![percent_change(0, 40)]))
+        .await
+        .expect("accepted")
+    else {
+        panic!("expected Pending");
+    };
+    host.reject(&id, "mia", Some("not yet"))
+        .await
+        .expect("rejects");
+    assert!(
+        host.announced_rejections()
+            .await
+            .expect("readable")
+            .is_empty(),
+        "a rejection made after the store's upgrade is not announced by itself"
+    );
+    let to = vec!["zoe.mueller@example.de".to_owned()];
+    assert!(
+        host.owe_rejection_notice(&id, to.clone(), "rejected".into(), "why".into())
+            .await
+            .expect("owed")
+    );
+    let project = key(3).project;
+    let mia = vec!["mia@example.com".to_owned()];
+    host.owe_digest(project, mia.clone(), "2 wait".into(), "a, b".into())
+        .await
+        .expect("owed");
+    host.owe_digest(project, mia.clone(), "1 waits".into(), "a".into())
+        .await
+        .expect("owed");
+    let owed = host.owed_notices().await.expect("readable");
+    assert_eq!(owed.len(), 2, "{owed:?}");
+    // One process claims the rejection's notice to send it: another one on the same store
+    // cannot claim it too, nor sees it due.
+    let minute = chrono::Duration::seconds(60);
+    assert!(
+        host.claim_notice(owed[0].seq, Utc::now() + minute)
+            .await
+            .expect("claims")
+    );
+    let other = open(&store).await;
+    assert!(
+        !other
+            .claim_notice(owed[0].seq, Utc::now() + minute)
+            .await
+            .expect("readable"),
+        "a notice claimed twice"
+    );
+    let due: Vec<String> = other
+        .owed_notices()
+        .await
+        .expect("readable")
+        .into_iter()
+        .map(|n| n.subject)
+        .collect();
+    assert_eq!(due, vec!["1 waits".to_owned()]);
+    other.close().await;
+    // The send failed; it is due again at once (a wait that is over).
+    host.notice_failed(owed[0].seq, "ErrorServerBusy", Utc::now() - minute)
+        .await
+        .expect("recorded");
+    host.close().await;
+
+    let again = open(&store).await;
+    assert!(
+        !again
+            .owe_rejection_notice(&id, to.clone(), "rejected".into(), "why".into())
+            .await
+            .expect("readable"),
+        "the same rejection was owed twice"
+    );
+    assert!(
+        again
+            .announced_rejections()
+            .await
+            .expect("readable")
+            .contains(&id)
+    );
+    let owed = again.owed_notices().await.expect("readable");
+    let summary: Vec<(&str, &[String], u32)> = owed
+        .iter()
+        .map(|n| (n.subject.as_str(), n.to.as_slice(), n.attempts))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("rejected", to.as_slice(), 1),
+            ("1 waits", mia.as_slice(), 0)
+        ]
+    );
+    again.notice_sent(owed[0].seq).await.expect("sent");
+    let left = again.owed_notices().await.expect("readable");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].subject, "1 waits");
+    // A failure's wait that is not over keeps a notice owed but not due.
+    again
+        .notice_failed(left[0].seq, "ErrorServerBusy", Utc::now() + minute)
+        .await
+        .expect("recorded");
+    assert_eq!(again.owed_notices().await.expect("readable"), Vec::new());
+    again.close().await;
 }
 
 /// One mailbox edit submitted by two instances at once (the old owner of a mailbox and the one

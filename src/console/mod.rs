@@ -35,6 +35,7 @@ use crate::pm::AssignmentField;
 use crate::pm::ProjectGuid;
 use crate::pm::embedded::{ConflictDesk, EmbeddedHost, Policy, StatusUpdateRecord, UpdateFilter};
 use crate::pm::host::{FieldValue, StatusUpdateId};
+use crate::sync::RetryOutcome;
 
 pub use session::Sessions;
 pub use users::{Role, User, UserError, UserStore};
@@ -243,6 +244,7 @@ impl Console {
             (Method::POST, "/console/conflicts/resolve") => self.resolve(&caller, &form).await,
             (Method::GET, "/console/projects") => self.projects_page(&caller).await,
             (Method::GET, "/console/health") => self.health_page(&caller).await,
+            (Method::POST, "/console/health/retry") => self.retry_parked(&caller, &form).await,
             (Method::GET, "/console/audit") => self.audit_page(&caller, &query).await,
             (Method::POST, "/console/projects/policy") => self.policy(&caller, &form).await,
             (Method::POST, "/console/projects/publish") => self.publish(&caller, &form).await,
@@ -488,7 +490,14 @@ impl Console {
             self.flash(caller, false, "Select at least one update first.".into());
             return Ok(redirect("/console/updates", None));
         }
-        let reason = form.get("reason").map(str::trim).filter(|r| !r.is_empty());
+        // One row's own Reject takes the reason typed beside it; the selected rows share the
+        // one under the table.
+        let reason = match form.get("single") {
+            Some(_) => form.get(&format!("reason-{}", ids[0])),
+            None => form.get("reason"),
+        }
+        .map(str::trim)
+        .filter(|r| !r.is_empty());
         let host = &self.inner.host;
         // Checked first, all of them: a form naming one update of another project changes
         // nothing.
@@ -663,8 +672,22 @@ impl Console {
             return Err(not_found("Sync health is for admins."));
         }
         let mut mailboxes = Vec::new();
+        let mut parked = Vec::new();
         if let Some(view) = &self.inner.sync {
+            let names = self.project_names().await?;
             for m in view.health().await.map_err(failed)? {
+                for (key, reason) in &m.parked {
+                    parked.push(pages::ParkedRow {
+                        key: key.to_string(),
+                        task: self
+                            .task_name(key.project, &key.assignment.to_string())
+                            .await
+                            .unwrap_or_else(|| key.to_string()),
+                        project: names.get(&key.project).cloned().unwrap_or_default(),
+                        mailbox: m.mailbox.clone(),
+                        reason: reason.clone(),
+                    });
+                }
                 mailboxes.push(pages::MailboxRow {
                     mailbox: m.mailbox,
                     subscription: if m.subscribed { "active" } else { "none" },
@@ -672,7 +695,7 @@ impl Console {
                     last_pass: when(m.last_pass),
                     last_reconcile: when(m.last_reconcile),
                     last_error: m.last_error.unwrap_or_default(),
-                    parked: m.parked,
+                    parked: m.parked.len(),
                 });
             }
         }
@@ -684,8 +707,58 @@ impl Console {
                 Some("/console/health"),
             ),
             mailboxes,
+            parked,
         };
         Ok(html(StatusCode::OK, page.render()))
+    }
+
+    /// Takes a parked item back and tries it at once. Admins only, as the page is: what parks
+    /// an item is a mailbox's or the service account's trouble (a quota, a permission), which
+    /// an operator fixes first, and a retry writes into the person's mailbox.
+    async fn retry_parked(&self, caller: &Caller, form: &Form) -> Result<Reply, Failure> {
+        if caller.user.role != Role::Admin {
+            return Err(not_found("Sync health is for admins."));
+        }
+        let view = self
+            .inner
+            .sync
+            .as_ref()
+            .ok_or_else(|| not_found("The sync state is not available here."))?;
+        let key: crate::pm::AssignmentKey = form
+            .get("key")
+            .and_then(|k| k.trim().parse().ok())
+            .ok_or_else(|| bad("The form names no parked item."))?;
+        let task = self
+            .task_name(key.project, &key.assignment.to_string())
+            .await
+            .unwrap_or_else(|| key.to_string());
+        tracing::info!(%key, by = %caller.user.name, "console: retry of a parked item");
+        match view.retry_parked(key).await.map_err(failed)? {
+            None => self.flash(
+                caller,
+                false,
+                format!("{task} is not parked (any more)."),
+            ),
+            Some(RetryOutcome::Synced) => {
+                self.flash(caller, true, format!("{task}: tried again, and it is in step now."))
+            }
+            Some(RetryOutcome::Queued) => self.flash(
+                caller,
+                true,
+                format!(
+                    "{task}: taken back; the instance that holds its mailbox writes it at its next reconciliation."
+                ),
+            ),
+            Some(RetryOutcome::Failed { parked, error }) => self.flash(
+                caller,
+                false,
+                format!(
+                    "{task}: tried again and failed{}: {error}",
+                    if parked { ", parked again" } else { "; the next pass tries it again" }
+                ),
+            ),
+        }
+        Ok(redirect("/console/health", None))
     }
 
     /// The audit log of the caller's projects, filtered by project, person, field and time

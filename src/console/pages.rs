@@ -191,8 +191,22 @@ pub struct MailboxRow {
     pub last_reconcile: String,
     /// The last error, or nothing.
     pub last_error: String,
-    /// Parked items and why.
-    pub parked: Vec<(String, String)>,
+    /// How many of its items are parked.
+    pub parked: usize,
+}
+
+/// One parked item on the sync health page, with its retry button.
+pub struct ParkedRow {
+    /// The assignment key (`<project GUID>:<assignment uid>`), what the retry form sends.
+    pub key: String,
+    /// The task's name, or the key when the plan no longer has it.
+    pub task: String,
+    /// The project's name.
+    pub project: String,
+    /// The mailbox.
+    pub mailbox: String,
+    /// Why it was parked.
+    pub reason: String,
 }
 
 /// The sync health page.
@@ -203,6 +217,8 @@ pub struct Health {
     pub c: Chrome,
     /// Per mailbox.
     pub mailboxes: Vec<MailboxRow>,
+    /// The parked items of every mailbox.
+    pub parked: Vec<ParkedRow>,
 }
 
 /// One audit record.

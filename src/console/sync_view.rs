@@ -6,10 +6,10 @@ use std::pin::Pin;
 
 use chrono::{DateTime, Utc};
 
-use crate::pm::{PmHost, ProjectGuid};
+use crate::pm::{AssignmentKey, PmHost, ProjectGuid};
 use crate::state::{AuditRecord, MailboxAddress, StateStore, SyncStatus};
-use crate::sync::Engine;
 use crate::sync::mailbox::MailboxStore;
+use crate::sync::{Engine, RetryError, RetryOutcome};
 
 /// A boxed future of the view.
 pub type ViewFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
@@ -30,7 +30,7 @@ pub struct MailboxHealth {
     /// The last error of one of its items.
     pub last_error: Option<String>,
     /// Its parked items: (assignment key, why).
-    pub parked: Vec<(String, String)>,
+    pub parked: Vec<(AssignmentKey, String)>,
 }
 
 /// Why the service counts as degraded when more than half of the mailboxes have a current
@@ -65,11 +65,23 @@ pub trait SyncView: Send + Sync + 'static {
     fn audit(&self, project: Option<ProjectGuid>) -> ViewFuture<'_, Vec<AuditRecord>>;
     /// Every known mailbox's health.
     fn health(&self) -> ViewFuture<'_, Vec<MailboxHealth>>;
+    /// Takes the parked item of `key` back and tries it at once; `None` when it is not parked.
+    fn retry_parked(&self, key: AssignmentKey) -> ViewFuture<'_, Option<RetryOutcome>>;
 }
 
 impl<H: PmHost, M: MailboxStore, S: StateStore> SyncView for Engine<H, M, S> {
     fn audit(&self, project: Option<ProjectGuid>) -> ViewFuture<'_, Vec<AuditRecord>> {
         Box::pin(async move { self.state().audit(project).await.map_err(|e| e.to_string()) })
+    }
+
+    fn retry_parked(&self, key: AssignmentKey) -> ViewFuture<'_, Option<RetryOutcome>> {
+        Box::pin(async move {
+            match Engine::retry_parked(self, &key).await {
+                Ok(outcome) => Ok(Some(outcome)),
+                Err(RetryError::NotParked(_)) => Ok(None),
+                Err(e) => Err(e.to_string()),
+            }
+        })
     }
 
     fn health(&self) -> ViewFuture<'_, Vec<MailboxHealth>> {
@@ -98,9 +110,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> SyncView for Engine<H, M, S> {
                     parked: items
                         .iter()
                         .filter_map(|a| match &a.status {
-                            SyncStatus::Parked { reason } => {
-                                Some((a.key.to_string(), reason.clone()))
-                            }
+                            SyncStatus::Parked { reason } => Some((a.key, reason.clone())),
                             _ => None,
                         })
                         .collect(),

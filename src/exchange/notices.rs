@@ -5,11 +5,12 @@
 //!
 //! The decisions are the embedded host's and are recorded before any notice is thought of; a
 //! notice that cannot be sent is logged and kept for another attempt, and never undoes or holds
-//! up a decision. What is kept to send lives in memory: a restart forgets notices not yet sent,
-//! and rejections made while the service was down are not announced (the store keeps them, and
-//! the console and `taskbridge updates` show them).
+//! up a decision. What is owed is kept in the PM store (`notice_outbox`, with the rejections
+//! already announced in `rejection_notices`) until Exchange takes it: a restart between a
+//! rejection and its notice, or while a notice waits for another attempt, loses nothing, and a
+//! rejection made while the service was down is announced at the next start.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use crate::ews::service::{CallContext, EwsService};
 use crate::ews::types::{Item, Items, Mailbox};
 use crate::pm::ProjectGuid;
 use crate::pm::embedded::{
-    EmbeddedError, EmbeddedHost, StatusUpdateRecord, UpdateFilter, UpdateState,
+    EmbeddedError, EmbeddedHost, OwedNotice, StatusUpdateRecord, UpdateFilter, UpdateState,
 };
 use crate::pm::host::{FieldValue, StatusUpdateId};
 
@@ -129,15 +130,11 @@ impl<S: EwsService + Send + Sync + 'static> Notifier<S> {
     }
 
     /// Runs until `stop` completes: digests every `digest_interval`, rejection notices as
-    /// soon as the waker is raised (or every `poll`), and retries of what failed.
+    /// soon as the waker is raised (or every `poll`), and what is owed from before (a restart
+    /// included) and retries of what failed.
     pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
         let mut state = State::default();
-        // Rejections from before the start are not announced again at every restart.
-        match self.rejected().await {
-            Ok(list) => state.seen = list.into_iter().map(|r| r.id).collect(),
-            Err(e) => warn!(error = %e, "notices: cannot read the rejected updates"),
-        }
         let mut digest = tokio::time::interval(self.config.digest_interval);
         digest.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut poll = tokio::time::interval(self.config.poll);
@@ -153,10 +150,12 @@ impl<S: EwsService + Send + Sync + 'static> Notifier<S> {
                 _ = poll.tick() => {}
                 _ = self.wake.notified() => {}
             }
-            if let Err(e) = self.queue_rejections(&mut state).await {
+            if let Err(e) = self.queue_rejections().await {
                 warn!(error = %e, "notices: cannot read the rejected updates");
             }
-            self.send_due(&mut state).await;
+            if let Err(e) = self.send_due().await {
+                warn!(error = %e, "notices: cannot read the notices owed");
+            }
         }
     }
 
@@ -169,18 +168,33 @@ impl<S: EwsService + Send + Sync + 'static> Notifier<S> {
             .await
     }
 
-    async fn queue_rejections(&self, state: &mut State) -> Result<(), EmbeddedError> {
+    /// Owes a notice for each rejection not announced yet. Kept in the store with the mark
+    /// that it is owed, in one transaction: a second process on the same store, or this one
+    /// after a restart, does not owe it again.
+    async fn queue_rejections(&self) -> Result<(), EmbeddedError> {
+        let announced = self.host.announced_rejections().await?;
+        let fresh: Vec<StatusUpdateRecord> = self
+            .rejected()
+            .await?
+            .into_iter()
+            .filter(|r| !announced.contains(&r.id))
+            .collect();
+        if fresh.is_empty() {
+            return Ok(());
+        }
         let names = self.project_names().await?;
-        for record in self.rejected().await? {
-            if !state.seen.insert(record.id.clone()) {
-                continue;
-            }
+        for record in fresh {
             let project = names
                 .get(&record.key.project)
                 .map_or_else(|| record.key.project.to_string(), Clone::clone);
             let notice = rejection_notice(&record, &project);
-            info!(update = %record.id.0, to = %record.source.mailbox, "notices: rejection notice queued");
-            state.outbox.push_back(Pending::new(notice));
+            if self
+                .host
+                .owe_rejection_notice(&record.id, notice.to, notice.subject, notice.body)
+                .await?
+            {
+                info!(update = %record.id.0, to = %record.source.mailbox, "notices: rejection notice queued");
+            }
         }
         Ok(())
     }
@@ -213,48 +227,67 @@ impl<S: EwsService + Send + Sync + 'static> Notifier<S> {
                 continue;
             }
             info!(%project, waiting = ids.len(), "notices: digest queued");
-            state
-                .outbox
-                .push_back(Pending::new(digest_notice(to.clone(), &name, &records)));
+            let notice = digest_notice(to.clone(), &name, &records);
+            self.host
+                .owe_digest(project, notice.to, notice.subject, notice.body)
+                .await?;
             state.digested.insert(project, ids);
         }
         Ok(())
     }
 
-    async fn send_due(&self, state: &mut State) {
-        let now = tokio::time::Instant::now();
-        let mut kept = VecDeque::new();
-        while let Some(mut pending) = state.outbox.pop_front() {
-            if pending.not_before > now {
-                kept.push_back(pending);
+    /// Sends every notice owed whose wait after a failure is over; each one Exchange takes is
+    /// owed no more. Each is claimed first, so that another `serve` on the same store does not
+    /// send it too.
+    async fn send_due(&self) -> Result<(), EmbeddedError> {
+        for owed in self.host.owed_notices().await? {
+            let OwedNotice {
+                seq,
+                to,
+                subject,
+                body,
+                attempts,
+            } = owed;
+            if !self
+                .host
+                .claim_notice(seq, chrono::Utc::now() + SEND_CLAIM)
+                .await?
+            {
                 continue;
             }
-            match self.send(&pending.notice).await {
-                Ok(()) => info!(
-                    to = %pending.notice.to.join(", "),
-                    subject = %pending.notice.subject,
-                    "notices: sent"
-                ),
+            let notice = Notice { to, subject, body };
+            match self.send(&notice).await {
+                Ok(()) => {
+                    info!(
+                        to = %notice.to.join(", "),
+                        subject = %notice.subject,
+                        "notices: sent"
+                    );
+                    self.host.notice_sent(seq).await?;
+                }
                 Err(e) => {
-                    pending.failures += 1;
+                    let failures = attempts.saturating_add(1);
                     let wait = self
                         .config
                         .retry_after
-                        .saturating_mul(1 << pending.failures.min(10).saturating_sub(1))
+                        .saturating_mul(1 << failures.min(10).saturating_sub(1))
                         .min(self.config.retry_after.saturating_mul(10));
                     warn!(
                         error = %e,
-                        to = %pending.notice.to.join(", "),
-                        failures = pending.failures,
+                        to = %notice.to.join(", "),
+                        failures,
                         retry_in_secs = wait.as_secs(),
                         "notices: not sent; kept for another attempt"
                     );
-                    pending.not_before = now + wait;
-                    kept.push_back(pending);
+                    let retry_at = chrono::Utc::now()
+                        + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
+                    self.host
+                        .notice_failed(seq, &e.to_string(), retry_at)
+                        .await?;
                 }
             }
         }
-        state.outbox = kept;
+        Ok(())
     }
 
     async fn project_names(&self) -> Result<BTreeMap<ProjectGuid, String>, EmbeddedError> {
@@ -270,29 +303,13 @@ impl<S: EwsService + Send + Sync + 'static> Notifier<S> {
 
 #[derive(Default)]
 struct State {
-    /// Rejections already announced (or from before the start).
-    seen: HashSet<StatusUpdateId>,
     /// Per project, the waiting set the last digest announced.
     digested: BTreeMap<ProjectGuid, BTreeSet<StatusUpdateId>>,
-    /// Notices not sent yet.
-    outbox: VecDeque<Pending>,
 }
 
-struct Pending {
-    notice: Notice,
-    failures: u32,
-    not_before: tokio::time::Instant,
-}
-
-impl Pending {
-    fn new(notice: Notice) -> Self {
-        Pending {
-            notice,
-            failures: 0,
-            not_before: tokio::time::Instant::now(),
-        }
-    }
-}
+/// How long a send may take before another process may take the notice over (this one
+/// having died meanwhile).
+const SEND_CLAIM: chrono::TimeDelta = chrono::TimeDelta::minutes(2);
 
 /// The notice to the person whose update was rejected.
 pub fn rejection_notice(record: &StatusUpdateRecord, project: &str) -> Notice {

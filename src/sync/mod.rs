@@ -53,6 +53,7 @@ mod inbound;
 pub mod mailbox;
 mod metrics;
 mod notify;
+mod parked;
 mod preview;
 mod publish;
 mod remove;
@@ -74,6 +75,7 @@ pub use mailbox::{
 };
 pub use metrics::Metrics;
 pub use notify::{Notice, NotificationOutcome, NotificationSink};
+pub use parked::{RetryError, RetryOutcome};
 pub use preview::{PlannedAction, PlannedChange, PlannedField, PublishPreview};
 pub use publish::{Progress, PublishOptions};
 pub use remove::{RemoveOptions, RemoveReport};

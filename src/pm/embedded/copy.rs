@@ -16,11 +16,18 @@ const TABLES: &[&str] = &[
     "events",
     "webhook_outbox",
     "import_snapshots",
+    "notice_outbox",
+    "rejection_notices",
 ];
 
 /// The tables whose `seq` numbers new rows: after a copy the target's next number must follow
 /// the copied ones.
-const NUMBERED: &[&str] = &["status_updates", "events", "webhook_outbox"];
+const NUMBERED: &[&str] = &[
+    "status_updates",
+    "events",
+    "webhook_outbox",
+    "notice_outbox",
+];
 
 /// One table's rows in the source and in the copy.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

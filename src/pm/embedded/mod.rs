@@ -23,6 +23,7 @@ mod api;
 mod apply;
 mod copy;
 mod merge;
+mod notice_outbox;
 mod ops;
 mod postgres;
 mod relay;
@@ -57,6 +58,7 @@ pub use api::{
 };
 pub use apply::{Applied, ApplyError, apply_changes, apply_update, field_value};
 pub use copy::TableCount;
+pub use notice_outbox::OwedNotice;
 pub use postgres::PostgresPm;
 pub use remove::RemovedRows;
 pub use snapshot::{DocumentFormat, ImportedDocument};

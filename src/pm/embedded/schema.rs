@@ -14,7 +14,7 @@
 //! order is time order); `position` keeps the file order of tasks, resources and assignments.
 
 /// The migrations, version 1 first.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The PM store's schema for the shared migration scheme.
 pub(crate) const SCHEMA: crate::sqlite::migrate::Schema = crate::sqlite::migrate::Schema {
@@ -163,6 +163,37 @@ CREATE TABLE import_snapshots (
     document TEXT,
     imported_at TEXT NOT NULL
 );
+";
+
+/// Version 5: the e-mail notices owed (kept until Exchange takes them, so that a restart loses
+/// none) and the rejections already announced. Rejections from before this version count as
+/// announced: the service never told of them before either, and an upgrade must not send a
+/// notice for each old rejection at once.
+const V5: &str = "
+CREATE TABLE notice_outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    -- The rejected update it announces, or NULL.
+    update_id TEXT,
+    -- The project whose waiting updates a digest names, or NULL.
+    project TEXT,
+    -- JSON array of addresses.
+    recipients TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    -- Not tried before this instant: a send under way (claimed by one process) or the wait
+    -- after a failure. NULL: due now.
+    not_before TEXT
+);
+
+CREATE TABLE rejection_notices (
+    update_id TEXT PRIMARY KEY NOT NULL,
+    queued_at TEXT NOT NULL
+);
+INSERT INTO rejection_notices (update_id, queued_at)
+    SELECT id, COALESCE(decided_at, submitted_at) FROM status_updates WHERE state = 'rejected';
 ";
 
 /// Migration `sql` (one of [`MIGRATIONS`]) in PostgreSQL's dialect.

@@ -219,6 +219,60 @@ mod tests {
         assert_eq!(backups().len(), 1);
     }
 
+    /// Version 5 counts the rejections already in the store as announced, so that an upgrade
+    /// does not send a notice for every old rejection at once; later ones are not counted.
+    #[test]
+    fn migration_5_counts_earlier_rejections_as_announced() {
+        let mut conn = Connection::open_in_memory().expect("in-memory db");
+        let tx = conn.transaction().expect("tx");
+        tx.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER PRIMARY KEY NOT NULL, applied_at TEXT NOT NULL)",
+        )
+        .expect("schema_version");
+        for (i, sql) in MIGRATIONS[..4].iter().enumerate() {
+            tx.execute_batch(sql).expect("old migration");
+            tx.execute(
+                "INSERT INTO schema_version (version, applied_at) VALUES (?1, 'then')",
+                [i64::try_from(i + 1).expect("small")],
+            )
+            .expect("version row");
+        }
+        tx.execute_batch(
+            "INSERT INTO projects (guid, name, time_zone, minutes_per_day, minutes_per_week,
+                 policy, revision, imported_at, published_at)
+             VALUES ('p', 'P', 'UTC', 480, 2400, 'approval', 1, 't', 't');
+             INSERT INTO status_updates (id, project, assignment_uid, changes, mailbox, item_id,
+                 change_key, mail_modified_at, state, submitted_at, decided_at)
+             VALUES ('old-rejected', 'p', 1, '[]', 'ann@example.com', 'i1', 'k1', 't',
+                     'rejected', '2026-01-01T00:00:00.000000Z', '2026-01-02T00:00:00.000000Z'),
+                    ('old-applied', 'p', 1, '[]', 'ann@example.com', 'i1', 'k2', 't',
+                     'applied', '2026-01-01T00:00:00.000000Z', '2026-01-02T00:00:00.000000Z'),
+                    ('old-pending', 'p', 1, '[]', 'ann@example.com', 'i1', 'k3', 't',
+                     'pending', '2026-01-01T00:00:00.000000Z', NULL);",
+        )
+        .expect("rows of the old version");
+        tx.commit().expect("commit");
+        migrate(&mut conn).expect("migrates");
+        let announced: Vec<(String, String)> = conn
+            .prepare("SELECT update_id, queued_at FROM rejection_notices")
+            .expect("prepare")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(
+            announced,
+            vec![(
+                "old-rejected".to_owned(),
+                "2026-01-02T00:00:00.000000Z".to_owned()
+            )]
+        );
+        let owed: i64 = conn
+            .query_row("SELECT COUNT(*) FROM notice_outbox", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(owed, 0);
+    }
+
     #[test]
     fn migrate_newer_file_is_refused() {
         let mut conn = Connection::open_in_memory().expect("in-memory db");
