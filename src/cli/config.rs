@@ -520,6 +520,13 @@ const OTHER_VARIABLES: &[&str] = &[
     "TASKBRIDGE_RECORD_FIXTURES",
     "TASKBRIDGE_CHAOS_KEEP",
     "TASKBRIDGE_CHAOS_CONFLICT_MODEL",
+    // The test harnesses' own settings (tests/external, scripts/redmine.sh), which may be set
+    // in a shell that also runs taskbridge.
+    "TASKBRIDGE_PG_BIN",
+    "TASKBRIDGE_CHROMIUM",
+    "TASKBRIDGE_CHROMEDRIVER",
+    "TASKBRIDGE_REDMINE_DIR",
+    "TASKBRIDGE_REDMINE_PORT",
 ];
 
 /// Where a value of the effective configuration came from.
