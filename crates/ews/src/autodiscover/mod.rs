@@ -409,7 +409,7 @@ pub fn soap_url_of(url: &str) -> String {
 
 /// Asks the SOAP Autodiscover service at `url` for the `GroupingInformation` and EWS URL of
 /// every address (in requests of at most [`MAX_USERS_PER_REQUEST`] users, each with the
-/// step time-out). Mailboxes with equal [`UserGrouping::key`]s can share a Mailbox server's
+/// step time-out). Mailboxes with equal [`UserGrouping::key`](soap::UserGrouping::key)s can share a Mailbox server's
 /// subscriptions (server affinity). One answer per address, in order; a request that fails
 /// fails the whole lookup, since a partial grouping would anchor mailboxes wrongly.
 pub async fn user_groupings(
