@@ -198,16 +198,6 @@ impl StateStore for AnyStateStore {
         either!(self, s => s.take_lease(mailbox, instance, generation, now, until))
     }
 
-    async fn renew_lease(
-        &self,
-        mailbox: &MailboxAddress,
-        instance: &InstanceId,
-        generation: i64,
-        until: DateTime<Utc>,
-    ) -> Result<bool, StateError> {
-        either!(self, s => s.renew_lease(mailbox, instance, generation, until))
-    }
-
     async fn renew_leases(
         &self,
         instance: &InstanceId,

@@ -479,14 +479,6 @@ pub trait StateStore: Send + Sync + 'static {
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> impl Future<Output = Result<Option<i64>, StateError>> + Send;
-    /// Extends a lease `instance` holds at `generation` to `until`; whether it still held it.
-    fn renew_lease(
-        &self,
-        mailbox: &MailboxAddress,
-        instance: &InstanceId,
-        generation: i64,
-        until: DateTime<Utc>,
-    ) -> impl Future<Output = Result<bool, StateError>> + Send;
     /// Extends every lease in `leases` (mailbox and generation) that `instance` still holds at
     /// that generation to `until`, in one statement (one round trip however many leases an
     /// instance holds); the mailboxes renewed, the others were lost.

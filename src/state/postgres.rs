@@ -320,20 +320,6 @@ impl PostgresStore {
         tx.commit().await.map_err(db)
     }
 
-    /// The schema version the database is at.
-    pub async fn schema_version(&self) -> Result<i64, StateError> {
-        let client = self.client().await?;
-        Ok(client
-            .query_opt(
-                "SELECT version FROM taskbridge_schema WHERE store = 'state'",
-                &[],
-            )
-            .await
-            .map_err(db)?
-            .map(|r| r.get(0))
-            .unwrap_or(0))
-    }
-
     /// Every assignment row, ordered by key.
     pub async fn all_assignments(&self) -> Result<Vec<AssignmentState>, StateError> {
         self.query_assignments("TRUE ORDER BY project, assignment", &[])
@@ -1018,25 +1004,6 @@ impl StateStore for PostgresStore {
             .await
             .map_err(db)?;
         row.map(|r| r.try_get(0).map_err(db)).transpose()
-    }
-
-    async fn renew_lease(
-        &self,
-        mailbox: &MailboxAddress,
-        instance: &InstanceId,
-        generation: i64,
-        until: DateTime<Utc>,
-    ) -> Result<bool, StateError> {
-        let client = self.client().await?;
-        let n = client
-            .execute(
-                "UPDATE lease SET expires = $4 \
-                 WHERE mailbox = $1 AND owner = $2 AND generation = $3",
-                &[&mailbox.0, &instance.as_str(), &generation, &millis(until)],
-            )
-            .await
-            .map_err(db)?;
-        Ok(n == 1)
     }
 
     async fn renew_leases(

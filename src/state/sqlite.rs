@@ -129,11 +129,6 @@ impl SqliteStore {
         Self::start(conn)
     }
 
-    /// A store in memory (tests).
-    pub fn in_memory() -> Result<SqliteStore, StateError> {
-        Self::start(Connection::open_in_memory().map_err(db)?)
-    }
-
     fn start(mut conn: Connection) -> Result<SqliteStore, StateError> {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db)?;
@@ -809,32 +804,6 @@ impl StateStore for SqliteStore {
                 .execute(params![m, id, generation, now, until])
                 .map_err(db)?;
             Ok((n == 1).then_some(generation + 1))
-        })
-        .await
-    }
-
-    async fn renew_lease(
-        &self,
-        mailbox: &MailboxAddress,
-        instance: &InstanceId,
-        generation: i64,
-        until: DateTime<Utc>,
-    ) -> Result<bool, StateError> {
-        let (m, id, until) = (
-            mailbox.0.clone(),
-            instance.as_str().to_string(),
-            millis(until),
-        );
-        self.call(move |c| {
-            let n = c
-                .prepare_cached(
-                    "UPDATE lease SET expires = ?4 \
-                     WHERE mailbox = ?1 AND owner = ?2 AND generation = ?3",
-                )
-                .map_err(db)?
-                .execute(params![m, id, generation, until])
-                .map_err(db)?;
-            Ok(n == 1)
         })
         .await
     }
