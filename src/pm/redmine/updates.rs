@@ -8,16 +8,18 @@
 //! timeout, the numbered migrations every taskbridge file uses. Every decision also adds a row
 //! to `decisions`, so that the `serve` process relays a decision taken by another process (the
 //! CLI) to its engine: the host reads the rows after the last one it relayed every second.
-//! Calls run on tokio's blocking pool, never on a runtime worker.
+//! Calls run on the file's own thread (the shared [`crate::sqlite::actor`]), never on a
+//! runtime worker.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::pm::embedded::{StatusUpdateRecord, UpdateFilter, UpdateState};
 use crate::pm::{AssignmentKey, StatusUpdateId, UpdateOutcome};
+use crate::sqlite::actor::{Actor, Quiet};
 use crate::sqlite::migrate::{Schema, migrate};
 
 use super::RedmineError;
@@ -55,7 +57,7 @@ pub(crate) type Decision = (i64, AssignmentKey, UpdateOutcome);
 /// The store of the Redmine host's status updates. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct UpdateStore {
-    conn: Arc<Mutex<Connection>>,
+    actor: Arc<Actor>,
 }
 
 impl std::fmt::Debug for UpdateStore {
@@ -109,26 +111,25 @@ impl UpdateStore {
             .map_err(db)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
         migrate(&mut conn, &SCHEMA).map_err(db)?;
+        let (actor, _opened) = Actor::spawn("taskbridge-redmine-updates", move || {
+            Ok::<_, RedmineError>((conn, Quiet))
+        })
+        .map_err(|e| RedmineError::Store(format!("cannot start the update store's thread: {e}")))?;
         Ok(UpdateStore {
-            conn: Arc::new(Mutex::new(conn)),
+            actor: Arc::new(actor),
         })
     }
 
-    /// Runs `f` with the connection on the blocking pool.
+    /// Runs `f` on the store's thread.
     async fn call<T, F>(&self, f: F) -> Result<T, RedmineError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, RedmineError> + Send + 'static,
     {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut c = conn
-                .lock()
-                .map_err(|_| RedmineError::Store("the update store's lock is poisoned".into()))?;
-            f(&mut c)
-        })
-        .await
-        .map_err(db)?
+        self.actor
+            .call(f)
+            .await
+            .map_err(|_| RedmineError::Store("the update store is closed".into()))?
     }
 
     /// The update recorded for this mailbox item version, if any.
