@@ -7,7 +7,8 @@
 //! - `crate::ops::generated`: requests, response payloads and response bodies from
 //!   `wsdl/messages.xsd`;
 //! - `operations` (here, the top): the operation surface from `wsdl/services.wsdl`, above the
-//!   service it calls;
+//!   service it calls, and a server's dispatch by operation name (`OperationVisitor`, which the
+//!   simulator implements);
 //! - `crate::decode::dispatch`: every message body element with its operation, role and JSON
 //!   reader, from `wsdl/services.wsdl`, `wsdl/notification.wsdl` and the schema (what
 //!   `ews decode` routes by, and the operation list a server can route by).
@@ -18,7 +19,7 @@
 mod operations;
 
 pub use crate::decode::{BodyRole, MESSAGE_BODIES, MessageBody, message_body};
-pub use operations::{EwsOperations, OPERATIONS, OperationInfo};
+pub use operations::{EwsOperations, OPERATIONS, OperationInfo, OperationVisitor, visit_operation};
 
 // Keeps the generated body table honest: every WSDL operation decodes by it.
 #[cfg(test)]
@@ -47,6 +48,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Answers with the operation it was routed to.
+    struct Echo;
+
+    impl OperationVisitor for Echo {
+        type Output = String;
+        fn unhandled(self, operation: &'static OperationInfo) -> String {
+            operation.name.to_string()
+        }
+        fn unknown(self, name: &str) -> String {
+            format!("unknown {name}")
+        }
+    }
+
+    #[test]
+    fn visit_operation_routes_every_wsdl_operation_to_its_own_method() {
+        for op in OPERATIONS {
+            assert_eq!(visit_operation(op.name, Echo), op.name);
+        }
+        assert_eq!(
+            visit_operation("GetUserOofSettings", Echo),
+            "unknown GetUserOofSettings"
+        );
+        assert_eq!(visit_operation("getitem", Echo), "unknown getitem");
     }
 
     #[test]

@@ -269,3 +269,75 @@ pub trait EwsOperations: EwsService {
 }
 
 impl<S: EwsService + ?Sized> EwsOperations for S {}
+
+/// A server's dispatch by operation name: one method per operation of `ExchangeServicePortType`, each by default [`OperationVisitor::unhandled`], so that a server overrides the operations it serves and [`visit_operation`] routes a request to them by name.
+pub trait OperationVisitor: Sized {
+    /// What handling a request gives.
+    type Output;
+    /// An operation the WSDL declares and this visitor does not handle.
+    fn unhandled(self, operation: &'static OperationInfo) -> Self::Output;
+    /// A name the WSDL does not declare.
+    fn unknown(self, name: &str) -> Self::Output;
+    /// `CreateItem` (`ops::create_item::CreateItem`).
+    fn create_item(self) -> Self::Output {
+        self.unhandled(&OPERATIONS[0])
+    }
+    /// `DeleteItem` (`ops::delete_item::DeleteItem`).
+    fn delete_item(self) -> Self::Output {
+        self.unhandled(&OPERATIONS[1])
+    }
+    /// `FindItem` (`ops::find_item::FindItem`).
+    fn find_item(self) -> Self::Output {
+        self.unhandled(&OPERATIONS[2])
+    }
+    /// `GetEvents` (`ops::get_events::GetEvents`).
+    fn get_events(self) -> Self::Output {
+        self.unhandled(&OPERATIONS[3])
+    }
+    /// `GetFolder` (`ops::get_folder::GetFolder`).
+    fn get_folder(self) -> Self::Output {
+        self.unhandled(&OPERATIONS[4])
+    }
+    /// `GetItem` (`ops::get_item::GetItem`).
+    fn get_item(self) -> Self::Output {
+        self.unhandled(&OPERATIONS[5])
+    }
+    /// `GetStreamingEvents` (`ops::get_streaming_events::GetStreamingEvents`).
+    fn get_streaming_events(self) -> Self::Output {
+        self.unhandled(&OPERATIONS[6])
+    }
+    /// `Subscribe` (`ops::subscribe::Subscribe`).
+    fn subscribe(self) -> Self::Output {
+        self.unhandled(&OPERATIONS[7])
+    }
+    /// `SyncFolderItems` (`ops::sync_folder_items::SyncFolderItems`).
+    fn sync_folder_items(self) -> Self::Output {
+        self.unhandled(&OPERATIONS[8])
+    }
+    /// `Unsubscribe` (`ops::unsubscribe::Unsubscribe`).
+    fn unsubscribe(self) -> Self::Output {
+        self.unhandled(&OPERATIONS[9])
+    }
+    /// `UpdateItem` (`ops::update_item::UpdateItem`).
+    fn update_item(self) -> Self::Output {
+        self.unhandled(&OPERATIONS[10])
+    }
+}
+
+/// Calls the method of `visitor` for the operation `name` (the `SOAPAction` suffix or the request body's element), or [`OperationVisitor::unknown`].
+pub fn visit_operation<V: OperationVisitor>(name: &str, visitor: V) -> V::Output {
+    match name {
+        "CreateItem" => visitor.create_item(),
+        "DeleteItem" => visitor.delete_item(),
+        "FindItem" => visitor.find_item(),
+        "GetEvents" => visitor.get_events(),
+        "GetFolder" => visitor.get_folder(),
+        "GetItem" => visitor.get_item(),
+        "GetStreamingEvents" => visitor.get_streaming_events(),
+        "Subscribe" => visitor.subscribe(),
+        "SyncFolderItems" => visitor.sync_folder_items(),
+        "Unsubscribe" => visitor.unsubscribe(),
+        "UpdateItem" => visitor.update_item(),
+        other => visitor.unknown(other),
+    }
+}

@@ -243,7 +243,49 @@ pub fn generate(wsdl: &str) -> Result<String, String> {
         out.push_str("    }\n");
     }
     out.push_str("}\n\n");
-    out.push_str("impl<S: EwsService + ?Sized> EwsOperations for S {}\n");
+    out.push_str("impl<S: EwsService + ?Sized> EwsOperations for S {}\n\n");
+
+    // A server's side: the dispatch by operation name, so that a server's list of operations
+    // is this file's and a new operation in the WSDL reaches it as "not handled".
+    out.push_str(
+        "/// A server's dispatch by operation name: one method per operation of \
+         `ExchangeServicePortType`, each by default [`OperationVisitor::unhandled`], so that a \
+         server overrides the operations it serves and [`visit_operation`] routes a request to \
+         them by name.\n",
+    );
+    out.push_str("pub trait OperationVisitor: Sized {\n");
+    out.push_str("    /// What handling a request gives.\n    type Output;\n");
+    out.push_str(
+        "    /// An operation the WSDL declares and this visitor does not handle.\n    fn unhandled(self, operation: &'static OperationInfo) -> Self::Output;\n",
+    );
+    out.push_str(
+        "    /// A name the WSDL does not declare.\n    fn unknown(self, name: &str) -> Self::Output;\n",
+    );
+    for (i, op) in ops.iter().enumerate() {
+        let module = snake_case(&op.name);
+        let _ = writeln!(
+            out,
+            "    /// `{}` (`ops::{module}::{}`).\n    fn {module}(self) -> Self::Output {{ self.unhandled(&OPERATIONS[{i}]) }}",
+            op.name, op.request_element,
+        );
+    }
+    out.push_str("}\n\n");
+    out.push_str(
+        "/// Calls the method of `visitor` for the operation `name` (the `SOAPAction` suffix or \
+         the request body's element), or [`OperationVisitor::unknown`].\n",
+    );
+    out.push_str(
+        "pub fn visit_operation<V: OperationVisitor>(name: &str, visitor: V) -> V::Output {\n    match name {\n",
+    );
+    for op in &ops {
+        let _ = writeln!(
+            out,
+            "        {:?} => visitor.{}(),",
+            op.name,
+            snake_case(&op.name)
+        );
+    }
+    out.push_str("        other => visitor.unknown(other),\n    }\n}\n");
     Ok(out)
 }
 

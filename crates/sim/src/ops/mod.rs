@@ -28,6 +28,8 @@ use crate::ids::{self, FolderKind};
 use crate::shared::Sim;
 use crate::store::{Mailbox, MailboxState};
 use taskbridge_ews::error::DecodeError;
+use taskbridge_ews::generated::OperationInfo;
+use taskbridge_ews::ops as wire;
 use taskbridge_ews::ops::{Operation, OperationResponse, decode_request_strict, encode_response};
 use taskbridge_ews::soap::{self, Fault, Header};
 use taskbridge_ews::types::{
@@ -289,30 +291,17 @@ pub(crate) fn dispatch(
     busy: Option<Duration>,
     route: &Route,
 ) -> Dispatched {
-    use taskbridge_ews::ops as wire;
-    let result = match name {
-        "CreateItem" => {
-            run::<wire::create_item::CreateItem>(sim, caller, &header, body, busy, route)
-        }
-        "GetItem" => run::<wire::get_item::GetItem>(sim, caller, &header, body, busy, route),
-        "UpdateItem" => {
-            run::<wire::update_item::UpdateItem>(sim, caller, &header, body, busy, route)
-        }
-        "DeleteItem" => {
-            run::<wire::delete_item::DeleteItem>(sim, caller, &header, body, busy, route)
-        }
-        "FindItem" => run::<wire::find_item::FindItem>(sim, caller, &header, body, busy, route),
-        "SyncFolderItems" => {
-            run::<wire::sync_folder_items::SyncFolderItems>(sim, caller, &header, body, busy, route)
-        }
-        "GetFolder" => run::<wire::get_folder::GetFolder>(sim, caller, &header, body, busy, route),
-        "Subscribe" => run::<wire::subscribe::Subscribe>(sim, caller, &header, body, busy, route),
-        "GetEvents" => run::<wire::get_events::GetEvents>(sim, caller, &header, body, busy, route),
-        "Unsubscribe" => {
-            run::<wire::unsubscribe::Unsubscribe>(sim, caller, &header, body, busy, route)
-        }
-        other => Err(Box::new(unknown_operation(other))),
+    let request = Request {
+        sim,
+        caller,
+        header: &header,
+        body,
+        busy,
+        route,
     };
+    // The operation names are the generated list's (wsdl/services.wsdl): an operation added
+    // there and not handled here is answered as declared but not handled.
+    let result = taskbridge_ews::generated::visit_operation(name, request);
     match result {
         Ok((body, acks)) => Dispatched {
             body,
@@ -320,6 +309,72 @@ pub(crate) fn dispatch(
             acks,
         },
         Err(fault) => Dispatched::fault(*fault),
+    }
+}
+
+/// One request on its way to its operation's handler.
+struct Request<'a> {
+    sim: &'a Sim,
+    caller: &'a Caller,
+    header: &'a Header,
+    body: &'a [u8],
+    busy: Option<Duration>,
+    route: &'a Route,
+}
+
+impl Request<'_> {
+    fn run<O: SimOp>(self) -> Result<Done, Box<Fault>> {
+        run::<O>(
+            self.sim,
+            self.caller,
+            self.header,
+            self.body,
+            self.busy,
+            self.route,
+        )
+    }
+}
+
+/// The operations the simulator serves; GetStreamingEvents is answered by the HTTP layer,
+/// which streams (`crate::streaming`).
+impl taskbridge_ews::generated::OperationVisitor for Request<'_> {
+    type Output = Result<Done, Box<Fault>>;
+
+    fn unhandled(self, operation: &'static OperationInfo) -> Self::Output {
+        Err(Box::new(unknown_operation(operation.name)))
+    }
+    fn unknown(self, name: &str) -> Self::Output {
+        Err(Box::new(unknown_operation(name)))
+    }
+    fn create_item(self) -> Self::Output {
+        self.run::<wire::create_item::CreateItem>()
+    }
+    fn delete_item(self) -> Self::Output {
+        self.run::<wire::delete_item::DeleteItem>()
+    }
+    fn find_item(self) -> Self::Output {
+        self.run::<wire::find_item::FindItem>()
+    }
+    fn get_events(self) -> Self::Output {
+        self.run::<wire::get_events::GetEvents>()
+    }
+    fn get_folder(self) -> Self::Output {
+        self.run::<wire::get_folder::GetFolder>()
+    }
+    fn get_item(self) -> Self::Output {
+        self.run::<wire::get_item::GetItem>()
+    }
+    fn subscribe(self) -> Self::Output {
+        self.run::<wire::subscribe::Subscribe>()
+    }
+    fn sync_folder_items(self) -> Self::Output {
+        self.run::<wire::sync_folder_items::SyncFolderItems>()
+    }
+    fn unsubscribe(self) -> Self::Output {
+        self.run::<wire::unsubscribe::Unsubscribe>()
+    }
+    fn update_item(self) -> Self::Output {
+        self.run::<wire::update_item::UpdateItem>()
     }
 }
 
