@@ -2,7 +2,9 @@
 //! Exchange mailboxes in step, over EWS.
 //!
 //! # Layout
-//! The workspace has three crates, each depending only on those before it:
+//! The workspace has three product crates, each depending only on those before it (a fourth,
+//! `xtask`, holds the development tasks such as `cargo xtask bench` and is not part of the
+//! product):
 //! - `taskbridge-ews` (`crates/ews`): the EWS protocol, usable on its own by any Rust program
 //!   that talks to Exchange: XML codec, SOAP envelope, typed operations, response codes,
 //!   transport (HTTP, NTLM/Basic/OAuth, throttling back-off), Autodiscover. Here as [`ews`],
@@ -18,8 +20,8 @@
 //!     hashes of mapped values.
 //!   - [`state`]: what was synced (item ids, change keys, baselines, subscriptions, journal,
 //!     audit log); SQLite by default.
-//!   - [`sync`]: the engine, the claimed method: publish, mailbox changes, decisions, status
-//!     updates, map back, reconciliation.
+//!   - [`sync`]: the engine, the claimed method in the steps publish, notified, request,
+//!     decide, audit, status update, write back, settle and reconcile.
 //!   - [`exchange`]: the engine's mailbox side over EWS.
 //!   - [`listener`]: the push-notification endpoint Exchange posts to, and the admin
 //!     endpoint (`/healthz`, `/metrics`); depends only on [`ews`].

@@ -216,7 +216,8 @@ pub fn minutes_as_hours(minutes: i32) -> String {
     format!("{:.2}h", f64::from(minutes) / 60.0)
 }
 
-/// The sync engine: publish, inbound changes, mapping back, reconciliation.
+/// The sync engine: the steps publish, notified, request, decide, audit, status update, write
+/// back, settle and reconcile of the list in the [`sync`](super) module doc.
 ///
 /// Cheap to clone; clones share everything.
 pub struct Engine<H, M, S> {

@@ -23,7 +23,7 @@
 //!   transactions, and neither can go: the journal entry must be durable before the write
 //!   (after a crash it says which mailbox needs a pass), the result only after it (the rule of
 //!   use of [`crate::state`]).
-//! - without one (nothing to map back, a pending update, a refusal): the settle stores them
+//! - without one (nothing to write back, a pending update, a refusal): the settle stores them
 //!   with the result. One transaction.
 //!
 //! Why this keeps the guarantees the separate commits gave:

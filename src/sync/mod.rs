@@ -9,7 +9,8 @@
 //!   [`FieldTable`](crate::mapping::FieldTable)) and send them with web services:
 //!   [`Engine::publish`] (`publish.rs`), writing through the [`MailboxStore`].
 //! - **notified**: a mailbox says that a task was updated: [`NotificationSink::deliver`]
-//!   (push), or the poll of a pull subscription; the scheduler (`scheduler.rs`) turns
+//!   (push), the GetStreamingEvents connections the engine holds open (streaming,
+//!   `streaming.rs`), or the poll of a pull subscription; the scheduler (`scheduler.rs`) turns
 //!   notifications into debounced mailbox passes for [`Engine::run`].
 //! - **request**: request the updated task's attributes and receive them:
 //!   [`Engine::sync_mailbox`] (what changed, SyncFolderItems) and `Engine::process_rows` (the

@@ -1,5 +1,6 @@
-//! Streaming notifications: the engine holds GetStreamingEvents connections open and feeds
-//! what they carry into the same queue the push listener fills.
+//! Step notified of the list in the [`sync`](super) module doc, for streaming subscriptions:
+//! the engine holds GetStreamingEvents connections open and feeds what they carry into the same
+//! queue the push listener fills.
 //!
 //! The subscriptions are grouped by the server (backend) that holds them, as Exchange 2013 and
 //! later require: a GetStreamingEvents reaches one backend (the one its

@@ -17,13 +17,17 @@
 //! - `auth`: users, Basic and NTLM authentication, the access rules.
 //! - [`ntlm_server`]: the acceptor half of NTLM (challenge, verification with MIC and channel
 //!   bindings), over the message codec of `taskbridge_ews::transport::auth::ntlm_message`.
-//! - `autodiscover`: POX Autodiscover at `/autodiscover/autodiscover.xml`, pointing at the
-//!   simulator's own EWS URL.
+//! - `autodiscover`: POX Autodiscover at `/autodiscover/autodiscover.xml` and SOAP Autodiscover
+//!   (GetUserSettings with GroupingInformation), pointing at the simulator's own EWS URL.
 //! - `store`: mailboxes, items, change numbers, the event log, sync pages.
 //! - `fields`: task properties by field URI, response shapes, the status coupling.
-//! - `ops`: one handler per EWS operation, dispatched by the body element's name.
+//! - `ops`: one handler per EWS operation, routed by name through the generated
+//!   `taskbridge_ews::generated::visit_operation`.
 //! - `shared`: the running simulator's state, its counters, the response helpers.
-//! - `subs`: push and pull subscriptions (kind, watermark, filter) and the table of live ones.
+//! - `subs`: push, pull and streaming subscriptions (kind, watermark, filter, backend) and the
+//!   table of live ones.
+//! - [`streaming`]: GetStreamingEvents connections, held open and fed as events arrive.
+//! - `ids`: the simulator's opaque tokens: ids, change keys, watermarks and sync states.
 //! - `push`: push delivery with Exchange's retry schedule.
 //! - `admin`: the JSON admin API under `/sim/` (what a user does in Outlook; counters).
 //! - `faults`: throttling, failures, latency and other injected misbehaviour.

@@ -5,6 +5,8 @@ use crate::xml::{DecodeError, Element, Ns, XmlContent, XmlElement, XmlReader, Xm
 // Generated from wsdl/types.xsd (see `crate::types::generated`).
 pub use crate::types::generated::Folder;
 
+// Hand-written: a folder's kind shows only in its element name (a choice of
+// `t:ArrayOfFoldersType`); this keeps the name beside the generated `Folder` read from it.
 /// A folder with the element name it came in (`Folder`, `TasksFolder`, ...).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct AnyFolder {
@@ -16,6 +18,8 @@ pub struct AnyFolder {
     pub folder: Folder,
 }
 
+// Hand-written: `t:ArrayOfFoldersType` is a repeated choice of folder kinds, which `xml_struct!`
+// cannot express; any `t:...Folder` element is read, also kinds our subset leaves out.
 /// A folders array (`t:ArrayOfFoldersType`).
 #[derive(Clone, Debug, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(transparent)]

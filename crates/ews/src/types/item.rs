@@ -139,6 +139,8 @@ impl ExtendedFieldUri {
     }
 }
 
+// Hand-written: `t:NonEmptyArrayOfPropertyValuesType` is not in our schema subset (see
+// `ExtendedProperty`).
 xml_struct! {
     /// An array of property values (`t:NonEmptyArrayOfPropertyValuesType`).
     #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -148,6 +150,8 @@ xml_struct! {
     }
 }
 
+// Hand-written: the schema's `t:ExtendedPropertyType` holds a `Value` or, for an array property,
+// `Values`; our subset leaves `Values` out, so a generated type would lack it.
 xml_struct! {
     /// An extended property and its value (`t:ExtendedPropertyType`).
     /// See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/extendedproperty>.
@@ -191,6 +195,8 @@ xml_enum! {
     }
 }
 
+// Hand-written: the items arrays are a choice of item elements (`Task`, `Message`, `Item`, ...),
+// which `xml_struct!` cannot express; each is read by element name into the generated `Task`.
 /// Any item: its kind and the fields taskbridge knows.
 ///
 /// A Tasks folder can hold other kinds (a mail dragged there, say); they are read with the

@@ -8,6 +8,8 @@ use crate::xml::{DecodeError, Element, Ns, XmlElement, XmlReader, XmlWriter, xml
 // Generated from wsdl/types.xsd (see `crate::types::generated`).
 pub use crate::types::generated::EventType;
 
+// Hand-written: `FolderId` / `ItemId` (and `OldFolderId` / `OldItemId`) are a choice of two
+// elements, which is a Rust enum and which `xml_struct!` cannot express.
 /// Which object an event is about.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum ChangedObject {
@@ -17,6 +19,8 @@ pub enum ChangedObject {
     FolderId(FolderId),
 }
 
+// Hand-written: one struct for `t:BaseObjectChangedEventType` and its extensions (moved / copied,
+// modified), whose content holds choices (`ChangedObject`); `Event` reads and writes it.
 /// The body of an object event (`t:BaseObjectChangedEventType` and its extensions).
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -51,6 +55,8 @@ impl ObjectEvent {
     }
 }
 
+// Hand-written: the events of `t:NotificationType` are a choice of eight elements, which is a
+// Rust enum (one arm per element name) and which `xml_struct!` cannot express.
 /// One event of a notification.
 /// See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/notification-ex15websvcsotherref>.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -235,6 +241,8 @@ fn write_object(w: &mut XmlWriter, object: &ChangedObject, item: &str, folder: &
     }
 }
 
+// Hand-written: `t:NotificationType` ends in a repeated choice of events, which `xml_struct!`
+// cannot express; its leading elements are read by `NotificationHead`.
 /// A batch of events of one subscription (`t:NotificationType`).
 /// See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/notification-ex15websvcsotherref>.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]

@@ -50,6 +50,8 @@ pub mod field_uri {
     pub const TOTAL_WORK: &str = "task:TotalWork";
 }
 
+// Hand-written: `t:Path` is a substitution group (`FieldURI`, `ExtendedFieldURI`): the element
+// name picks the variant, which is a Rust enum and which `xml_struct!` cannot express.
 /// A property path (the `t:Path` substitution group): an unindexed field or an extended property.
 /// See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/path>.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -91,6 +93,8 @@ impl Path {
     }
 }
 
+// Hand-written: a repeated choice of the `t:Path` substitution group, which `xml_struct!` cannot
+// express.
 /// A list of paths (`t:NonEmptyArrayOfPathsToElementType`), e.g. `AdditionalProperties`.
 #[derive(Clone, Debug, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(transparent)]
@@ -151,6 +155,8 @@ pub struct IsEqualTo {
     pub value: Option<String>,
 }
 
+// Hand-written: `t:SearchExpression` is a substitution group (a Rust enum, which `xml_struct!`
+// cannot express); our subset has only `IsEqualTo`, any other is kept by name in `Other`.
 /// A search expression (`t:SearchExpression` substitution group); taskbridge uses `IsEqualTo`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum SearchExpression {
@@ -160,6 +166,8 @@ pub enum SearchExpression {
     Other(String),
 }
 
+// Hand-written: its one child is any member of the `t:SearchExpression` substitution group,
+// which `xml_struct!` cannot express.
 /// A restriction (`t:RestrictionType`): one search expression.
 /// See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/restriction>.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
