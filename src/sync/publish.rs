@@ -480,8 +480,10 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                         }
                     }
                     s.baseline = Some(baseline);
-                    s.pm_hash = Some(desired.hash());
-                    s.mail_hash = Some(desired.hash());
+                    // Both sides hold the values just written: one hash serves both.
+                    let hash = desired.hash();
+                    s.pm_hash = Some(hash);
+                    s.mail_hash = Some(hash);
                     s.status = SyncStatus::Synced;
                     s.attempts = 0;
                     s.last_error = None;
@@ -600,8 +602,9 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                         baseline.values.status_note = note;
                         s.baseline = Some(baseline);
                         s.item = Some(item);
-                        s.pm_hash = Some(desired.hash());
-                        s.mail_hash = Some(desired.hash());
+                        let hash = desired.hash();
+                        s.pm_hash = Some(hash);
+                        s.mail_hash = Some(hash);
                         s.attempts = 0;
                         s.last_error = None;
                         s.last_sync = Some(now);

@@ -4,7 +4,7 @@
 
 use std::str::FromStr;
 
-use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 use chrono_tz::Tz;
 
 use super::EmbeddedError;
@@ -33,7 +33,45 @@ fn local(at: NaiveDateTime) -> String {
 }
 
 fn parse_local(text: &str) -> Result<NaiveDateTime, EmbeddedError> {
-    NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f").map_err(|_| corrupt("date", text))
+    // Loading a plan reads four of these per assignment: the form `local` writes is read by
+    // hand, anything else (never written by us, but accepted before) by chrono's format parser.
+    local_as_written(text)
+        .or_else(|| NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f").ok())
+        .ok_or_else(|| corrupt("date", text))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` with an optional fraction of one to nine digits, as `local` writes
+/// it; `None` for anything else, including dates and times that do not exist.
+fn local_as_written(text: &str) -> Option<NaiveDateTime> {
+    let b = text.as_bytes();
+    if b.len() < 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let digits = |part: &[u8]| {
+        part.iter().try_fold(0u32, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    let nanos = match &b[19..] {
+        [] => 0,
+        [b'.', fraction @ ..] if (1..=9).contains(&fraction.len()) => {
+            digits(fraction)? * 10u32.pow(9 - fraction.len() as u32)
+        }
+        _ => return None,
+    };
+    let year = i32::try_from(digits(&b[0..4])?).ok()?;
+    NaiveDate::from_ymd_opt(year, digits(&b[5..7])?, digits(&b[8..10])?)?.and_hms_nano_opt(
+        digits(&b[11..13])?,
+        digits(&b[14..16])?,
+        digits(&b[17..19])?,
+        nanos,
+    )
 }
 
 fn corrupt(what: &str, text: &str) -> EmbeddedError {
@@ -1012,6 +1050,45 @@ mod tests {
         for at in [plain, fraction] {
             assert_eq!(parse_local(&local(at)).ok(), Some(at));
         }
+    }
+
+    proptest::proptest! {
+        /// The hand-written reader agrees with chrono's format parser on what `local` writes
+        /// and on text close to it, and a text it refuses is still read by the fallback.
+        #[test]
+        fn local_dates_are_read_as_chrono_reads_them(
+            secs in 0i64..8_000_000_000i64,
+            nanos in 0u32..1_000_000_000u32,
+            cut in 0usize..32,
+            noise in "[0-9T:.\\-]{0,4}",
+        ) {
+            let at = chrono::DateTime::from_timestamp(secs, nanos).expect("in range").naive_utc();
+            let written = local(at);
+            proptest::prop_assert_eq!(local_as_written(&written), Some(at));
+            proptest::prop_assert_eq!(parse_local(&written).ok(), Some(at));
+            let mut bent = written[..cut.min(written.len())].to_string();
+            bent.push_str(&noise);
+            let chrono = NaiveDateTime::parse_from_str(&bent, "%Y-%m-%dT%H:%M:%S%.f").ok();
+            if let Some(fast) = local_as_written(&bent) {
+                proptest::prop_assert_eq!(Some(fast), chrono);
+            }
+            proptest::prop_assert_eq!(parse_local(&bent).ok(), chrono);
+        }
+    }
+
+    #[test]
+    fn impossible_local_dates_are_refused() {
+        for text in [
+            "2026-02-30T08:00:00",
+            "2026-03-02T24:00:00",
+            "2026-03-02T08:00:00.",
+            "2026-03-02T08:00:00.1234567890",
+            "2026-03-02 08:00:00",
+            "2026-3-02T08:00:00",
+        ] {
+            assert_eq!(local_as_written(text), None, "{text}");
+        }
+        assert!(parse_local("2026-02-30T08:00:00").is_err());
     }
 
     #[test]
