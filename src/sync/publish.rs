@@ -44,8 +44,10 @@ impl std::fmt::Debug for PublishOptions {
 /// What one mailbox has to do.
 #[derive(Default)]
 struct MailboxPlan {
-    /// Assignments that should have a task here, with their desired values and current state.
-    desired: Vec<(AssignmentKey, MailValues, Option<AssignmentState>)>,
+    /// Assignments that should have a task here, with their current state. Their desired values
+    /// are mapped from the plan when the mailbox's turn comes, so that a publish holds the
+    /// values of the mailboxes in progress only, not of the whole project.
+    desired: Vec<(AssignmentKey, Option<AssignmentState>)>,
     /// Assignments whose task here must go.
     leaving: Vec<AssignmentState>,
 }
@@ -76,12 +78,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             .map(|s| (s.key, s))
             .collect();
         let view = self.view(project).await?;
-        let table = &self.inner.table;
         let mut plans: BTreeMap<MailboxAddress, MailboxPlan> = BTreeMap::new();
         for unit in view.units() {
-            let Some((values, _zone)) = view.desired(table, unit.assignment.uid) else {
-                continue;
-            };
             let mailbox = MailboxAddress::new(unit.email);
             let mut state = known.remove(&unit.key);
             // The resource's address changed: the old task goes, a new one comes.
@@ -96,7 +94,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 .entry(mailbox)
                 .or_default()
                 .desired
-                .push((unit.key, values, state));
+                .push((unit.key, state));
         }
         for (_, state) in known {
             plans
@@ -166,17 +164,17 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         if let Err(e) = self.ensure_mailbox(mailbox).await {
             // The mailbox cannot be reached: every task of it failed this time.
             warn!(error = %e, "mailbox unavailable");
-            for (key, _, _) in &plan.desired {
+            for (key, _) in &plan.desired {
                 report.fail(*key, mailbox, &e);
             }
             let never_created = plan
                 .desired
                 .into_iter()
-                .filter(|(_, _, s)| {
+                .filter(|(_, s)| {
                     s.as_ref()
                         .is_none_or(|s| s.item.is_none() && s.status != SyncStatus::Detached)
                 })
-                .map(|(key, _, s)| s.unwrap_or_else(|| AssignmentState::new(key, mailbox.clone())));
+                .map(|(key, s)| s.unwrap_or_else(|| AssignmentState::new(key, mailbox.clone())));
             self.record_not_created(never_created, &e.to_string())
                 .await?;
             return Ok(report);
@@ -187,7 +185,12 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         let mut with_items = 0usize;
         // Assignments with no row at all when the plan was made.
         let mut unrecorded = std::collections::HashSet::new();
-        for (key, desired, state) in plan.desired {
+        let table = &self.inner.table;
+        for (key, state) in plan.desired {
+            // The plan named this assignment's unit: the same view maps it.
+            let Some((desired, _zone)) = view.desired(table, key.assignment) else {
+                continue;
+            };
             match state {
                 None => {
                     unrecorded.insert(key);
