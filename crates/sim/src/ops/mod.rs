@@ -270,7 +270,6 @@ pub(crate) trait SimOp: Operation + Sized {
     fn handle(self, ctx: &mut Ctx<'_>) -> Result<Self::Response, Box<Fault>>;
 }
 
-/// Decodes and handles a request of operation `name`.
 /// Where a request was routed, as a Client Access server routes it: the backend (by the
 /// `X-BackEndOverrideCookie`, else the `X-AnchorMailbox`, else the mailbox acted for) and the
 /// `X-AnchorMailbox` it carried.
@@ -282,6 +281,7 @@ pub(crate) struct Route {
     pub anchor: Option<String>,
 }
 
+/// Decodes and handles a request of operation `name`.
 pub(crate) fn dispatch(
     sim: &Sim,
     caller: &Caller,
