@@ -122,10 +122,6 @@ impl StateStore for AnyStateStore {
         either!(self, s => s.assignment_by_item(mailbox, item_id))
     }
 
-    async fn commit(&self, commit: Commit) -> Result<(), StateError> {
-        either!(self, s => s.commit(commit))
-    }
-
     async fn transact(&self, transaction: Transaction) -> Result<Vec<i64>, StateError> {
         either!(self, s => s.transact(transaction))
     }

@@ -397,8 +397,15 @@ pub trait StateStore: Send + Sync + 'static {
         mailbox: &MailboxAddress,
         item_id: &str,
     ) -> impl Future<Output = Result<Option<AssignmentState>, StateError>> + Send;
-    /// Stores assignments, closes journal entries and deletes assignments, in one transaction.
-    fn commit(&self, commit: Commit) -> impl Future<Output = Result<(), StateError>> + Send;
+    /// Stores assignments, closes journal entries and deletes assignments, in one transaction:
+    /// a [`StateStore::transact`] with nothing else in it.
+    fn commit(&self, commit: Commit) -> impl Future<Output = Result<(), StateError>> + Send {
+        let done = self.transact(Transaction {
+            commit,
+            ..Transaction::default()
+        });
+        async move { done.await.map(drop) }
+    }
     /// A [`Commit`], the audit records that explain it and the journal entries of the writes
     /// about to follow it, in one transaction (under the commit's fences); returns the ids of
     /// the journal entries opened, in order. What one step of an item records, so that an

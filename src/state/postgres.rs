@@ -699,15 +699,6 @@ impl StateStore for PostgresStore {
             .pop())
     }
 
-    async fn commit(&self, commit: Commit) -> Result<(), StateError> {
-        self.transact(Transaction {
-            commit,
-            ..Transaction::default()
-        })
-        .await
-        .map(drop)
-    }
-
     async fn transact(&self, transaction: Transaction) -> Result<Vec<i64>, StateError> {
         if transaction.is_empty() {
             return Ok(Vec::new());

@@ -505,15 +505,6 @@ impl StateStore for SqliteStore {
         .await
     }
 
-    async fn commit(&self, commit: Commit) -> Result<(), StateError> {
-        self.transact(Transaction {
-            commit,
-            ..Transaction::default()
-        })
-        .await
-        .map(drop)
-    }
-
     async fn transact(&self, transaction: Transaction) -> Result<Vec<i64>, StateError> {
         if transaction.is_empty() {
             return Ok(Vec::new());
