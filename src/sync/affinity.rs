@@ -83,24 +83,15 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             .expect("anchor map poisoned")
             .get(mailbox)
             .cloned()?;
-        let backend = {
-            let subscriptions = self
-                .inner
-                .runtime
-                .subscriptions
-                .read()
-                .expect("subscription map poisoned");
-            let backends = self
-                .inner
-                .runtime
-                .backends
-                .read()
-                .expect("backend map poisoned");
-            subscriptions
-                .iter()
-                .find(|(_, m)| **m == anchor)
-                .and_then(|(id, _)| backends.get(id).cloned())
-        };
+        let backend = self
+            .inner
+            .runtime
+            .with_subscriptions(|subscriptions, backends| {
+                subscriptions
+                    .iter()
+                    .find(|(_, m)| **m == anchor)
+                    .and_then(|(id, _)| backends.get(id).cloned())
+            });
         Some(Affinity { anchor, backend })
     }
 

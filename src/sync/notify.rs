@@ -188,6 +188,20 @@ impl Runtime {
         }
     }
 
+    /// Runs `read` over the subscriptions (id to mailbox) and the backends holding them (id to
+    /// backend, where known), both read at once in the order `remember` takes them.
+    pub(crate) fn with_subscriptions<R>(
+        &self,
+        read: impl FnOnce(&HashMap<String, MailboxAddress>, &HashMap<String, Backend>) -> R,
+    ) -> R {
+        let subscriptions = self
+            .subscriptions
+            .read()
+            .expect("subscription map poisoned");
+        let backends = self.backends.read().expect("backend map poisoned");
+        read(&subscriptions, &backends)
+    }
+
     /// The receiving end of the resync requests, for the one running engine loop (a closed
     /// one once taken).
     pub(crate) fn take_resyncs(&self) -> mpsc::UnboundedReceiver<MailboxAddress> {

@@ -78,24 +78,15 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         let mut tasks = JoinSet::new();
         loop {
             changed.borrow_and_update();
-            let current: Current = {
-                let subscriptions = self
-                    .inner
+            let current: Current =
+                self.inner
                     .runtime
-                    .subscriptions
-                    .read()
-                    .expect("subscription map poisoned");
-                let backends = self
-                    .inner
-                    .runtime
-                    .backends
-                    .read()
-                    .expect("backend map poisoned");
-                subscriptions
-                    .iter()
-                    .map(|(id, m)| (id.clone(), (m.clone(), backends.get(id).cloned())))
-                    .collect()
-            };
+                    .with_subscriptions(|subscriptions, backends| {
+                        subscriptions
+                            .iter()
+                            .map(|(id, m)| (id.clone(), (m.clone(), backends.get(id).cloned())))
+                            .collect()
+                    });
             for moved in regroup(&mut groups, &current, per_connection) {
                 info!(
                     mailbox = %moved.mailbox,
