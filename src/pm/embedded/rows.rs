@@ -706,28 +706,69 @@ pub(crate) fn summary(
     let Some(meta) = project_meta(conn, guid)? else {
         return Ok(None);
     };
-    let Some(project) = load_project(conn, guid)? else {
+    // Counted, not loaded: resolving a project's name reads every project's summary, and a
+    // plan of 100,000 assignments took 80 MB to count.
+    let Some(head) = load_head(conn, guid)? else {
         return Ok(None);
+    };
+    let key = guid.to_string();
+    let rows_of = |table: &str| -> Result<usize, EmbeddedError> {
+        let n: i64 = one(
+            conn,
+            &format!("SELECT COUNT(*) FROM {table} WHERE project = ?1"),
+            args![key],
+        )?;
+        Ok(count(n))
     };
     let pending: i64 = one(
         conn,
         "SELECT COUNT(*) FROM status_updates WHERE project = ?1 AND state = 'pending'",
-        args![guid.to_string()],
+        args![key],
     )?;
     Ok(Some(ProjectSummary {
         guid,
-        name: project.name.clone(),
-        time_zone: project.time_zone.name().to_owned(),
+        name: head.name,
+        time_zone: head.time_zone.name().to_owned(),
         policy: meta.policy,
-        tasks: project.tasks.len(),
-        resources: project.resources.len(),
-        assignments: project.assignments.len(),
-        mailbox_assignments: project.sync_units().len(),
+        tasks: rows_of("tasks")?,
+        resources: rows_of("resources")?,
+        assignments: rows_of("assignments")?,
+        mailbox_assignments: count_sync_units(conn, guid)?,
         pending_updates: count(pending),
         revision: meta.revision,
         imported_at: meta.imported_at,
         published_at: meta.published_at,
     }))
+}
+
+/// How many assignments of a stored project are sync units, by the rule of
+/// [`Project::sync_units`] without loading the plan: a non-summary task and a resource whose
+/// address is not blank. Addresses are judged here, with Rust's `trim`, as the rule does.
+fn count_sync_units(conn: &dyn Conn, guid: ProjectGuid) -> Result<usize, EmbeddedError> {
+    let key = guid.to_string();
+    let mut with_address = std::collections::HashSet::new();
+    for row in conn.query(
+        "SELECT uid, email FROM resources WHERE project = ?1 AND email IS NOT NULL",
+        args![key],
+    )? {
+        let uid = row.get::<i64>(0)?;
+        if uid != ResourceUid::NONE.0 && !row.get::<String>(1)?.trim().is_empty() {
+            with_address.insert(uid);
+        }
+    }
+    let mut units = 0;
+    for row in conn.query(
+        "SELECT a.resource_uid, COUNT(*) FROM assignments a
+         JOIN tasks t ON t.project = a.project AND t.uid = a.task_uid
+         WHERE a.project = ?1 AND a.task_uid <> ?2 AND t.summary = 0
+         GROUP BY a.resource_uid",
+        args![key, TaskUid::PROJECT_SUMMARY.0],
+    )? {
+        if with_address.contains(&row.get::<i64>(0)?) {
+            units += count(row.get::<i64>(1)?);
+        }
+    }
+    Ok(units)
 }
 
 /// Appends `event` to the event log, for every process's subscribers.
@@ -1201,6 +1242,95 @@ mod tests {
                 .expect("load")
                 .is_none()
         );
+    }
+
+    /// A summary counts what loading the plan would: every kind of assignment that is not a
+    /// sync unit (summary task, the project summary task, no resource, a blank or missing
+    /// address, a task or resource not in the plan) is left out, as `sync_units` leaves it out.
+    #[test]
+    fn summary_counts_sync_units_as_the_loaded_plan_does() {
+        let mut conn = rusqlite::Connection::open_in_memory().expect("open");
+        crate::sqlite::migrate::migrate(&mut conn, &super::super::schema::SCHEMA).expect("migrate");
+        let day = NaiveDate::from_ymd_opt(2026, 3, 2)
+            .and_then(|x| x.and_hms_opt(8, 0, 0))
+            .expect("valid");
+        let task = |uid: i64, summary: bool| Task {
+            uid: TaskUid(uid),
+            name: format!("task {uid}"),
+            notes: String::new(),
+            start: day,
+            finish: day,
+            work: Work::from_hours(8),
+            priority: Task::DEFAULT_PRIORITY,
+            percent_work_complete: Percent::ZERO,
+            summary,
+            milestone: false,
+            outline_level: 1,
+        };
+        let resource = |uid: i64, email: Option<&str>| Resource {
+            uid: ResourceUid(uid),
+            name: format!("r{uid}"),
+            email: email.map(str::to_owned),
+            time_zone: None,
+        };
+        let assignment = |uid: i64, task: i64, resource: i64| Assignment {
+            uid: AssignmentUid(uid),
+            task_uid: TaskUid(task),
+            resource_uid: ResourceUid(resource),
+            start: day,
+            finish: day,
+            work: Work::from_hours(8),
+            actual_work: Work::ZERO,
+            remaining_work: Work::from_hours(8),
+            percent_work_complete: Percent::ZERO,
+            actual_finish: None,
+            modified: FieldTimes::new(),
+        };
+        let guid = ProjectGuid(uuid::Uuid::from_u128(9));
+        let project = Project {
+            guid,
+            name: "counted".into(),
+            time_zone: Tz::UTC,
+            minutes_per_day: 480,
+            minutes_per_week: 2400,
+            start: None,
+            tasks: vec![
+                task(0, false),
+                task(1, false),
+                task(2, true),
+                task(3, false),
+            ],
+            resources: vec![
+                resource(1, Some(" ann@example.com ")),
+                resource(2, Some(" \t\u{a0}")),
+                resource(3, None),
+                resource(ResourceUid::NONE.0, Some("none@example.com")),
+            ],
+            assignments: vec![
+                assignment(1, 1, 1),
+                assignment(2, 2, 1),
+                assignment(3, 1, 2),
+                assignment(4, 1, 3),
+                assignment(5, 1, ResourceUid::NONE.0),
+                assignment(6, 0, 1),
+                assignment(7, 99, 1),
+                assignment(8, 1, 42),
+                assignment(9, 3, 1),
+            ],
+        };
+        let now = Utc
+            .with_ymd_and_hms(2026, 3, 4, 12, 0, 0)
+            .single()
+            .expect("valid");
+        write_project(&conn, &project, None, now).expect("write");
+        let summary = summary(&conn, guid).expect("summary").expect("stored");
+        assert_eq!(project.sync_units().len(), 2);
+        assert_eq!(summary.mailbox_assignments, project.sync_units().len());
+        assert_eq!(
+            (summary.tasks, summary.resources, summary.assignments),
+            (4, 4, 9)
+        );
+        assert_eq!(summary.name, "counted");
     }
 
     #[test]
