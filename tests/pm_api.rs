@@ -14,8 +14,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use taskbridge::pm::embedded::{
-    EmbeddedHost, Policy, SIGNATURE_HEADER, Secret, UpdateState, WebhookConfig, run_webhook,
-    serve_pm_api, verify,
+    EmbeddedHost, HostOptions, Policy, SIGNATURE_HEADER, Secret, UpdateState, WebhookConfig,
+    run_webhook, serve_pm_api, verify,
 };
 use taskbridge::pm::{
     AssignmentField, AssignmentKey, AssignmentUid, FieldChange, FieldValue, HostEvent,
@@ -798,6 +798,69 @@ async fn webhook_signs_retries_and_delivers_applied_updates_in_order() {
         Some(third.0.as_str())
     );
 
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), worker)
+        .await
+        .expect("worker stops")
+        .expect("worker task")
+        .expect("worker ends cleanly");
+}
+
+/// A process whose configuration has no webhook queues no delivery (and no body to build);
+/// one with a webhook on the same store still queues its own.
+#[tokio::test]
+async fn a_host_without_a_webhook_queues_no_delivery() {
+    let dir = TempDir::new().expect("temp dir");
+    let queued = edge_host(dir.path(), Policy::Auto).await;
+    let silent = EmbeddedHost::open_with(
+        queued.path(),
+        HostOptions {
+            webhook: false,
+            ..HostOptions::default()
+        },
+    )
+    .await
+    .expect("opens");
+    let applied = |outcome| match outcome {
+        UpdateOutcome::Applied { id, .. } => id,
+        other => panic!("expected Applied, got {other:?}"),
+    };
+    let not_queued = applied(
+        silent
+            .submit_status_update(update(1, "ck-1", vec![percent(27, 50)]))
+            .await
+            .expect("accepted"),
+    );
+    let before = queued
+        .load_project(guid())
+        .await
+        .expect("loads")
+        .and_then(|p| p.assignment(AssignmentUid(3)).cloned())
+        .expect("assignment")
+        .percent_work_complete
+        .get();
+    let queued_id = applied(
+        queued
+            .submit_status_update(update(3, "ck-2", vec![percent(before, before / 2 + 1)]))
+            .await
+            .expect("accepted"),
+    );
+    let (addr, mut hooks) = receiver(vec![200, 200]).await;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = tokio::spawn(run_webhook(
+        queued.clone(),
+        fast(format!("http://{addr}/hooks/taskbridge"), "webhook-secret"),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    // Deliveries go in order: had the first update been queued, it would come first.
+    let first = next_hook(&mut hooks).await;
+    assert_eq!(
+        first.header("x-taskbridge-delivery"),
+        Some(queued_id.0.as_str())
+    );
+    assert_ne!(not_queued, queued_id);
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(10), worker)
         .await

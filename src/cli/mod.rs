@@ -243,6 +243,15 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// How this configuration opens the PM store: webhook deliveries are queued only when `[pm]
+/// webhook_url` is set (every process reading the same configuration agrees).
+fn host_options(raw: &config::RawConfig) -> taskbridge::pm::embedded::HostOptions {
+    taskbridge::pm::embedded::HostOptions {
+        webhook: !raw.pm.webhook_url.is_empty(),
+        ..Default::default()
+    }
+}
+
 /// Opens the PM store (`[pm] url`, else `pm.sqlite` in the data directory), which must exist:
 /// a missing store is a wrong `--data-dir` or URL (exit 2).
 async fn open_existing_store(
@@ -251,7 +260,7 @@ async fn open_existing_store(
     use taskbridge::pm::embedded::{EmbeddedError, EmbeddedHost, HostOptions};
     let options = HostOptions {
         create: false,
-        ..HostOptions::default()
+        ..host_options(raw)
     };
     match EmbeddedHost::open_at(&raw.pm_location()?, options).await {
         Ok(host) => Ok(host),
@@ -269,9 +278,9 @@ async fn open_existing_store(
 async fn open_store(
     raw: &config::RawConfig,
 ) -> anyhow::Result<taskbridge::pm::embedded::EmbeddedHost> {
-    use taskbridge::pm::embedded::{EmbeddedHost, HostOptions};
+    use taskbridge::pm::embedded::EmbeddedHost;
     let location = raw.pm_location()?;
-    EmbeddedHost::open_at(&location, HostOptions::default())
+    EmbeddedHost::open_at(&location, host_options(raw))
         .await
         .map_err(|e| {
             anyhow::anyhow!(e).context(format!(

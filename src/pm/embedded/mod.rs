@@ -201,6 +201,11 @@ pub struct HostOptions {
     pub poll_interval: Duration,
     /// Events buffered per subscriber before a slow one starts missing them.
     pub event_capacity: usize,
+    /// Queue a webhook delivery for every applied update ([`run_webhook`] sends them). Every
+    /// process writing to one store must agree: the `serve` that delivers may not be the
+    /// process that applied the update. Without a webhook, queueing would cost each applied
+    /// update a serialisation and an insert for nothing to deliver (pruned after 7 days).
+    pub webhook: bool,
 }
 
 impl Default for HostOptions {
@@ -209,6 +214,7 @@ impl Default for HostOptions {
             create: true,
             poll_interval: Duration::from_secs(1),
             event_capacity: 1024,
+            webhook: true,
         }
     }
 }
@@ -227,6 +233,8 @@ struct Inner {
     path: PathBuf,
     /// Where the store is, for messages (never a password).
     shown: String,
+    /// [`HostOptions::webhook`].
+    webhook: bool,
 }
 
 impl std::fmt::Debug for EmbeddedHost {
@@ -308,6 +316,7 @@ impl EmbeddedHost {
                 outbox,
                 path: PathBuf::new(),
                 shown,
+                webhook: options.webhook,
             }),
         })
     }
@@ -337,6 +346,7 @@ impl EmbeddedHost {
                 outbox,
                 shown: format!("SQLite {}", path.display()),
                 path,
+                webhook: options.webhook,
             }),
         })
     }
@@ -523,9 +533,10 @@ impl EmbeddedHost {
     /// [`UpdateOutcome::Rejected`]. Resubmitting the same mailbox item version (same key, item
     /// id and change key) returns the first submission's outcome.
     pub async fn submit(&self, update: StatusUpdate) -> Result<UpdateOutcome, EmbeddedError> {
+        let webhook = self.inner.webhook;
         self.inner
             .db
-            .call(move |conn| ops::submit(conn, update, now()))
+            .call(move |conn| ops::submit(conn, update, webhook, now()))
             .await
     }
 
@@ -539,9 +550,10 @@ impl EmbeddedHost {
         force: bool,
     ) -> Result<UpdateOutcome, EmbeddedError> {
         let (id, decider) = (id.clone(), decider.to_owned());
+        let webhook = self.inner.webhook;
         self.inner
             .db
-            .call(move |conn| ops::approve(conn, &id, &decider, force, now()))
+            .call(move |conn| ops::approve(conn, &id, &decider, force, webhook, now()))
             .await
     }
 

@@ -144,6 +144,7 @@ pub(crate) fn set_policy(
 pub(crate) fn submit(
     conn: &dyn Conn,
     update: StatusUpdate,
+    webhook: bool,
     now: DateTime<Utc>,
 ) -> Result<UpdateOutcome, EmbeddedError> {
     let tx = begin(conn)?;
@@ -232,7 +233,7 @@ pub(crate) fn submit(
             record.decider = Some(DECIDER_AUTO.to_owned());
             record.applied = applied_values(&after, &record, &applied);
             rows::insert_update(&tx, &record)?;
-            let assignment = persist_applied(&tx, &after, &applied, &record, now)?;
+            let assignment = persist_applied(&tx, &after, &applied, &record, webhook, now)?;
             tracing::info!(%id, %key, "status update applied");
             UpdateOutcome::Applied { id, assignment }
         }
@@ -277,6 +278,7 @@ pub(crate) fn approve(
     id: &StatusUpdateId,
     decider: &str,
     force: bool,
+    webhook: bool,
     now: DateTime<Utc>,
 ) -> Result<UpdateOutcome, EmbeddedError> {
     let tx = begin(conn)?;
@@ -331,7 +333,7 @@ pub(crate) fn approve(
     record.reason = forced;
     record.applied = applied_values(&project, &record, &applied);
     rows::save_details(&tx, &record)?;
-    let assignment = persist_applied(&tx, &project, &applied, &record, now)?;
+    let assignment = persist_applied(&tx, &project, &applied, &record, webhook, now)?;
     let outcome = UpdateOutcome::Applied {
         id: id.clone(),
         assignment,
@@ -489,13 +491,14 @@ struct WebhookBody<'a> {
     assignment: &'a Assignment,
 }
 
-/// Writes what [`apply_changes`] changed in `project`, queues the webhook delivery, and returns
-/// the updated assignment.
+/// Writes what [`apply_changes`] changed in `project`, queues the webhook delivery (when
+/// `webhook`), and returns the updated assignment.
 fn persist_applied(
     tx: &dyn Conn,
     project: &Project,
     applied: &Applied,
     record: &StatusUpdateRecord,
+    webhook: bool,
     now: DateTime<Utc>,
 ) -> Result<Assignment, EmbeddedError> {
     let key = record.key;
@@ -526,6 +529,9 @@ fn persist_applied(
             },
             now,
         )?;
+    }
+    if !webhook {
+        return Ok(assignment);
     }
     let body = serde_json::to_string(&WebhookBody {
         event: WEBHOOK_EVENT,
