@@ -124,6 +124,7 @@ impl MetricsSource for EngineMetrics {
             deleted: get(&m.deleted),
             parked: get(&m.parked),
             reconciles: get(&m.reconciles),
+            publish_rounds: get(&m.publish_rounds),
             streams_open: get(&m.streams_open),
             stream_reconnects: get(&m.stream_reconnects),
         }
@@ -281,11 +282,13 @@ impl<H: PmHost> Connector<H> {
         let engine = self.engine.clone();
         let startup = tokio::spawn(async move {
             // Bring every project in step once (unchanged projects send no write), one publish
-            // of every project at a time with the reconciliation's.
-            if let Err(e) = engine.publish_all().await {
+            // of every project at a time with the reconciliation's, once the mailboxes' leases
+            // are held (earlier, it would skip every mailbox and have to go round again). The
+            // first lease round asks for the same: whichever starts first serves both.
+            engine.leases_taken().await;
+            if let Err(e) = engine.publish_all_after(0).await {
                 warn!(error = %e, "publishing at start failed");
             }
-            release_freed_memory();
         });
         let result = self.engine.run(shutdown).await;
         startup.abort();
@@ -307,18 +310,4 @@ pub struct Bound {
     pub listener: Option<std::net::SocketAddr>,
     /// The admin endpoint.
     pub admin: Option<std::net::SocketAddr>,
-}
-
-/// Hands memory freed by the start-up publish back to the operating system.
-///
-/// Publishing a whole plan holds every assignment's state and values at once (nearly 4 KiB per
-/// assignment); glibc keeps what the worker threads freed in their arenas, so without this a
-/// connector that started with 100,000 tracked assignments stays at the start-up peak for good,
-/// though it keeps nothing per assignment in memory afterwards (the state is in SQLite).
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free pages of the allocator's own heaps to the kernel.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }

@@ -1085,6 +1085,7 @@ fn engine_source(m: Arc<taskbridge::sync::Metrics>) -> impl MetricsSource {
             deleted: n(&m.deleted),
             parked: n(&m.parked),
             reconciles: n(&m.reconciles),
+            publish_rounds: n(&m.publish_rounds),
             streams_open: n(&m.streams_open),
             stream_reconnects: n(&m.stream_reconnects),
         }

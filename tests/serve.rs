@@ -284,6 +284,12 @@ fn serve_against_sim_brings_a_mailbox_edit_to_updates_and_status() {
         )),
         "{metrics}"
     );
+    // Published at start in two rounds: the project's mailboxes were new, so the first round
+    // added their leases and skipped them, and the round after the lease was taken published.
+    assert!(
+        metrics.contains("taskbridge_publish_rounds_total 2\n"),
+        "{metrics}"
+    );
     // A clean stop on SIGTERM.
     let pid = serve.0.id().to_string();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
@@ -1159,6 +1165,20 @@ fn serve_in_streaming_mode_anchors_each_group_from_grouping_information() {
     assert!(key("ann@example.com").starts_with("MBX01|"), "{groups}");
     assert!(key("bob@example.com").starts_with("MBX02|"), "{groups}");
     assert_eq!(key("ann@example.com"), key("chen@example.com"));
+    // The mailboxes were known at start: one round of publishing every project, not a second
+    // one for the first lease round's request (which read every row and the plan again).
+    wait_until("the start-up publish", Duration::from_secs(20), || {
+        std::fs::read_to_string(d.join("serve.log"))
+            .ok()
+            .filter(|log| log.contains("published"))
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let metrics = http("GET", &format!("http://127.0.0.1:{admin}/metrics"), None).expect("metrics");
+    assert!(
+        metrics.contains("taskbridge_publish_rounds_total 1\n"),
+        "{metrics}\nserve said: {}",
+        std::fs::read_to_string(d.join("serve.log")).unwrap_or_default()
+    );
     let pid = serve.0.id().to_string();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
     let code = wait_until("serve to stop", Duration::from_secs(20), || {

@@ -220,6 +220,8 @@ pub struct EngineCounters {
     pub parked: u64,
     /// Reconciliation passes.
     pub reconciles: u64,
+    /// Rounds of publishing every project.
+    pub publish_rounds: u64,
     /// Streaming connections open now.
     pub streams_open: u64,
     /// Streaming connections opened again after one closed or failed.
@@ -289,6 +291,12 @@ impl MetricsSource for EngineCounters {
             "taskbridge_reconciliations_total",
             "Reconciliation passes over a mailbox.",
             self.reconciles,
+        );
+        write_counter(
+            out,
+            "taskbridge_publish_rounds_total",
+            "Rounds of publishing every project (at start, after a lease gain, at a reconciliation).",
+            self.publish_rounds,
         );
         let name = "taskbridge_streaming_connections";
         write_family(
@@ -422,16 +430,18 @@ mod tests {
         let c = EngineCounters {
             updates_pending: 2,
             reconciles: 7,
+            publish_rounds: 1,
             ..EngineCounters::default()
         };
         let mut out = String::new();
         c.render(&mut out);
         assert!(out.contains("taskbridge_status_updates_total{outcome=\"pending\"} 2\n"));
         assert!(out.contains("taskbridge_reconciliations_total 7\n"));
+        assert!(out.contains("taskbridge_publish_rounds_total 1\n"));
         assert!(out.contains("# TYPE taskbridge_streaming_connections gauge\n"));
         let types = out.lines().filter(|l| l.starts_with("# TYPE")).count();
         let helps = out.lines().filter(|l| l.starts_with("# HELP")).count();
-        assert_eq!(types, 11);
+        assert_eq!(types, 12);
         assert_eq!(helps, types);
     }
 }

@@ -244,8 +244,13 @@ pub(crate) struct Inner<H, M, S> {
     /// Whether a publish of every project runs (`Engine::publish_all`: one at a time).
     pub republishing: AtomicBool,
     /// A publish of every project was asked for while one ran: the running one goes round
-    /// once more (a lease taken meanwhile brings mailboxes the running one skipped).
+    /// once more if it skipped a mailbox (`republish_skipped`), since a lease taken meanwhile
+    /// brings mailboxes it did not publish.
     pub republish_again: AtomicBool,
+    /// A publish skipped a mailbox whose lease was held elsewhere or not yet taken.
+    pub republish_skipped: AtomicBool,
+    /// Becomes true once [`Engine::run`] has taken its first round of leases.
+    pub first_lease_round: tokio::sync::watch::Sender<bool>,
     /// One lock per mailbox: publish, inbound changes and mapping back never work on the same
     /// mailbox at once. A std mutex guards the map (held only to look up or insert).
     locks: Mutex<HashMap<MailboxAddress, Arc<tokio::sync::Mutex<()>>>>,
@@ -331,6 +336,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 runtime: Runtime::new(config.queue_capacity),
                 republishing: AtomicBool::new(false),
                 republish_again: AtomicBool::new(false),
+                republish_skipped: AtomicBool::new(false),
+                first_lease_round: tokio::sync::watch::Sender::new(false),
                 locks: Mutex::new(HashMap::new()),
                 debounce: Mutex::new((config.debounce, config.max_debounce)),
                 cluster: std::sync::OnceLock::new(),
@@ -377,6 +384,17 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
 
     /// Whether this instance may work on `mailbox` now: it holds its lease, or it is not part
     /// of a cluster.
+    /// Returns once [`Engine::run`] has taken its first round of leases (at once outside a
+    /// cluster): work on every mailbox started earlier would find none held and skip them all.
+    pub async fn leases_taken(&self) {
+        if self.inner.cluster.get().is_none() {
+            return;
+        }
+        let mut ready = self.inner.first_lease_round.subscribe();
+        // The sender lives as long as the engine, which `self` keeps alive.
+        let _ = ready.wait_for(|taken| *taken).await;
+    }
+
     pub(crate) fn holds(&self, mailbox: &MailboxAddress) -> bool {
         self.inner.cluster.get().is_none_or(|c| c.holds(mailbox))
     }

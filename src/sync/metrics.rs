@@ -27,6 +27,8 @@ pub struct Metrics {
     pub parked: AtomicU64,
     /// Reconciliation passes.
     pub reconciles: AtomicU64,
+    /// Rounds of publishing every project (at start, after a lease gain, at a reconciliation).
+    pub publish_rounds: AtomicU64,
     /// Streaming connections open now.
     pub streams_open: AtomicU64,
     /// Streaming connections opened again after one closed or failed.

@@ -46,8 +46,10 @@ impl std::fmt::Debug for PublishOptions {
 struct MailboxPlan {
     /// Assignments that should have a task here, with their current state. Their desired values
     /// are mapped from the plan when the mailbox's turn comes, so that a publish holds the
-    /// values of the mailboxes in progress only, not of the whole project.
-    desired: Vec<(AssignmentKey, Option<AssignmentState>)>,
+    /// values of the mailboxes in progress only, not of the whole project. Boxed: a row is
+    /// large and a first publish has none, so an inline `None` would cost a row's size for
+    /// every assignment of the project.
+    desired: Vec<(AssignmentKey, Option<Box<AssignmentState>>)>,
     /// Assignments whose task here must go.
     leaving: Vec<AssignmentState>,
 }
@@ -81,14 +83,14 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         let mut plans: BTreeMap<MailboxAddress, MailboxPlan> = BTreeMap::new();
         for unit in view.units() {
             let mailbox = MailboxAddress::new(unit.email);
-            let mut state = known.remove(&unit.key);
+            let mut state = known.remove(&unit.key).map(Box::new);
             // The resource's address changed: the old task goes, a new one comes.
             if let Some(old) = state.take_if(|s| s.mailbox != mailbox) {
                 plans
                     .entry(old.mailbox.clone())
                     .or_default()
                     .leaving
-                    .push(old);
+                    .push(*old);
             }
             plans
                 .entry(mailbox)
@@ -158,7 +160,11 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         let _guard = self.lock(mailbox).await;
         let mut report = PublishReport::default();
         if !self.holds(mailbox) {
-            // Another instance holds the mailbox's lease and publishes there.
+            // Another instance holds the mailbox's lease and publishes there (or nobody yet:
+            // a round of publishing every project then goes again once leases are taken).
+            self.inner
+                .republish_skipped
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             return Ok(report);
         }
         if let Err(e) = self.ensure_mailbox(mailbox).await {
@@ -174,7 +180,9 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     s.as_ref()
                         .is_none_or(|s| s.item.is_none() && s.status != SyncStatus::Detached)
                 })
-                .map(|(key, s)| s.unwrap_or_else(|| AssignmentState::new(key, mailbox.clone())));
+                .map(|(key, s)| {
+                    s.map_or_else(|| AssignmentState::new(key, mailbox.clone()), |s| *s)
+                });
             self.record_not_created(never_created, &e.to_string())
                 .await?;
             return Ok(report);
@@ -202,7 +210,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     {
                         report.unchanged += 1;
                     } else {
-                        creates.push((key, desired, s));
+                        creates.push((key, desired, *s));
                     }
                 }
                 Some(s) => {
@@ -228,7 +236,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                         // A row from before fields were recorded: the whole item waits.
                         _ if held.is_none() => report.unchanged += 1,
                         Some(b) if changed_fields(b, &desired).is_empty() => report.unchanged += 1,
-                        _ => updates.push((key, desired, s)),
+                        _ => updates.push((key, desired, *s)),
                     }
                 }
             }
