@@ -80,16 +80,20 @@ async fn edge_host(dir: &Path, policy: Policy) -> EmbeddedHost {
     host
 }
 
-async fn pending(host: &EmbeddedHost, uid: i64, change_key: &str, to: u8) -> StatusUpdateId {
-    // Made against the PM's current percent, as the connector makes it (approval checks it).
-    let now = host
-        .load_project(guid())
+/// An assignment's percent complete as the PM store holds it now.
+async fn current_percent(host: &EmbeddedHost, uid: i64) -> u8 {
+    host.load_project(guid())
         .await
         .expect("loads")
         .and_then(|p| p.assignment(AssignmentUid(uid)).cloned())
         .expect("assignment")
         .percent_work_complete
-        .get();
+        .get()
+}
+
+async fn pending(host: &EmbeddedHost, uid: i64, change_key: &str, to: u8) -> StatusUpdateId {
+    // Made against the PM's current percent, as the connector makes it (approval checks it).
+    let now = current_percent(host, uid).await;
     match host
         .submit(update(uid, change_key, vec![percent(now, to)]))
         .await
@@ -649,6 +653,36 @@ async fn api_wrong_method_unknown_route_and_oversized_body() {
 // ---------------------------------------------------------------------------------------------
 // Webhook.
 
+/// A webhook worker posting to the receiver at `addr`, until stopped.
+struct WebhookWorker {
+    stop: oneshot::Sender<()>,
+    handle: JoinHandle<Result<(), taskbridge::pm::embedded::WebhookError>>,
+}
+
+impl WebhookWorker {
+    fn start(host: &EmbeddedHost, addr: std::net::SocketAddr) -> WebhookWorker {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(run_webhook(
+            host.clone(),
+            fast(format!("http://{addr}/hooks/taskbridge"), "webhook-secret"),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        WebhookWorker { stop, handle }
+    }
+
+    /// Stops the worker and checks that it ended cleanly.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(10), self.handle)
+            .await
+            .expect("worker stops")
+            .expect("worker task")
+            .expect("worker ends cleanly");
+    }
+}
+
 /// A received webhook request.
 #[derive(Debug)]
 struct Hook {
@@ -742,14 +776,7 @@ async fn webhook_signs_retries_and_delivers_applied_updates_in_order() {
     // First a server error (retried), then a permanent refusal for the second delivery (given
     // up after one attempt), then success.
     let (addr, mut hooks) = receiver(vec![503, 200, 400]).await;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let worker = tokio::spawn(run_webhook(
-        host.clone(),
-        fast(format!("http://{addr}/hooks/taskbridge"), "webhook-secret"),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let worker = WebhookWorker::start(&host, addr);
 
     let UpdateOutcome::Applied { id: first, .. } = host
         .submit_status_update(update(1, "ck-1", vec![percent(27, 50)]))
@@ -798,12 +825,7 @@ async fn webhook_signs_retries_and_delivers_applied_updates_in_order() {
         Some(third.0.as_str())
     );
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(10), worker)
-        .await
-        .expect("worker stops")
-        .expect("worker task")
-        .expect("worker ends cleanly");
+    worker.stop().await;
 }
 
 /// A process whose configuration has no webhook queues no delivery (and no body to build);
@@ -831,14 +853,7 @@ async fn a_host_without_a_webhook_queues_no_delivery() {
             .await
             .expect("accepted"),
     );
-    let before = queued
-        .load_project(guid())
-        .await
-        .expect("loads")
-        .and_then(|p| p.assignment(AssignmentUid(3)).cloned())
-        .expect("assignment")
-        .percent_work_complete
-        .get();
+    let before = current_percent(&queued, 3).await;
     let queued_id = applied(
         queued
             .submit_status_update(update(3, "ck-2", vec![percent(before, before / 2 + 1)]))
@@ -846,14 +861,7 @@ async fn a_host_without_a_webhook_queues_no_delivery() {
             .expect("accepted"),
     );
     let (addr, mut hooks) = receiver(vec![200, 200]).await;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let worker = tokio::spawn(run_webhook(
-        queued.clone(),
-        fast(format!("http://{addr}/hooks/taskbridge"), "webhook-secret"),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let worker = WebhookWorker::start(&queued, addr);
     // Deliveries go in order: had the first update been queued, it would come first.
     let first = next_hook(&mut hooks).await;
     assert_eq!(
@@ -861,12 +869,7 @@ async fn a_host_without_a_webhook_queues_no_delivery() {
         Some(queued_id.0.as_str())
     );
     assert_ne!(not_queued, queued_id);
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(10), worker)
-        .await
-        .expect("worker stops")
-        .expect("worker task")
-        .expect("worker ends cleanly");
+    worker.stop().await;
 }
 
 #[tokio::test]

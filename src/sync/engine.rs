@@ -386,7 +386,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     /// of a cluster.
     /// Returns once [`Engine::run`] has taken its first round of leases (at once outside a
     /// cluster): work on every mailbox started earlier would find none held and skip them all.
-    pub async fn leases_taken(&self) {
+    pub(crate) async fn leases_taken(&self) {
         if self.inner.cluster.get().is_none() {
             return;
         }
