@@ -650,6 +650,65 @@ async fn connections_over_the_per_address_limit_are_not_served() {
     assert_eq!(next_notice(&mut l.rx).await.item_ids, ["A"]);
 }
 
+/// Posts one notification on an open connection and reads the answer, leaving the connection
+/// open; returns the status.
+async fn post_keeping_alive(stream: &mut TcpStream, path: &str, body: &str) -> u16 {
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body.as_bytes()).await.unwrap();
+    // One response: head, then Content-Length bytes.
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(HANG, stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed early");
+        raw.extend_from_slice(&buf[..n]);
+        if let Some(resp) = parse_response(&raw) {
+            let len: usize = resp.header("content-length").unwrap().parse().unwrap();
+            if resp.body.len() == len {
+                return resp.status;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_new_connection_over_the_per_address_limit_replaces_its_idlest_keep_alive_one() {
+    // Exchange opens a connection per subscription with a notification in flight; more
+    // subscriptions than the cap must not leave one of them unanswered.
+    let mut l = start(&["sub-1"], 8, |c| {
+        c.limits.max_connections_per_address = 2;
+    })
+    .await;
+    let mut first = TcpStream::connect(l.addr()).await.unwrap();
+    let mut second = TcpStream::connect(l.addr()).await.unwrap();
+    for (stream, item) in [(&mut first, "A"), (&mut second, "B")] {
+        let body = notification("sub-1", &[item], "w");
+        assert_eq!(post_keeping_alive(stream, &l.path, &body).await, 200);
+        assert_eq!(next_notice(&mut l.rx).await.item_ids, [item]);
+        // Apart in time, so that the first is the idlest.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let body = notification("sub-1", &["C"], "w");
+    assert_eq!(notify(l.addr(), &l.path, &body).await.status, 200);
+    assert_eq!(next_notice(&mut l.rx).await.item_ids, ["C"]);
+    // The first was closed for it; the second still serves.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(HANG, first.read_to_end(&mut rest)).await;
+    assert!(matches!(read, Ok(Ok(0))), "{read:?}");
+    let body = notification("sub-1", &["D"], "w");
+    assert_eq!(post_keeping_alive(&mut second, &l.path, &body).await, 200);
+    assert_eq!(next_notice(&mut l.rx).await.item_ids, ["D"]);
+    // Replacing a finished-with connection is not a failure.
+    assert_eq!(l.handle.metrics().get(ListenerOutcome::Shed), 0);
+}
+
 #[tokio::test]
 async fn keep_alive_serves_several_notifications_on_one_connection() {
     let mut l = start(&["sub-1"], 8, |c| {
@@ -659,31 +718,7 @@ async fn keep_alive_serves_several_notifications_on_one_connection() {
     let mut stream = TcpStream::connect(l.addr()).await.unwrap();
     for i in 0..3 {
         let body = notification("sub-1", &[&format!("I{i}")], "w");
-        let head = format!(
-            "POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n",
-            l.path,
-            body.len()
-        );
-        stream.write_all(head.as_bytes()).await.unwrap();
-        stream.write_all(body.as_bytes()).await.unwrap();
-        // Read one response: head, then Content-Length bytes.
-        let mut raw = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = tokio::time::timeout(HANG, stream.read(&mut buf))
-                .await
-                .unwrap()
-                .unwrap();
-            assert!(n > 0, "closed early");
-            raw.extend_from_slice(&buf[..n]);
-            if let Some(resp) = parse_response(&raw) {
-                let len: usize = resp.header("content-length").unwrap().parse().unwrap();
-                if resp.body.len() == len {
-                    assert_eq!(resp.status, 200);
-                    break;
-                }
-            }
-        }
+        assert_eq!(post_keeping_alive(&mut stream, &l.path, &body).await, 200);
         assert_eq!(next_notice(&mut l.rx).await.item_ids, [format!("I{i}")]);
     }
     // Left idle, the connection is closed after the head time-out, and that is not counted as

@@ -8,8 +8,10 @@
 //! close, and what is still running after the grace period is aborted.
 //!
 //! Connections are admitted by a slot table so that clients who never send a request cannot
-//! keep out one that does: at most `max_connections_per_address` from one address (more are
-//! held unread for the head time-out, then closed), and when all `max_connections` slots are
+//! keep out one that does: at most `max_connections_per_address` from one address (a new one
+//! over the cap replaces that address's keep-alive connection idle the longest, if it has one;
+//! otherwise it is held unread for the head time-out, then closed), and when all
+//! `max_connections` slots are
 //! taken, the connection that has been waiting for a request head the longest (idle, or sending
 //! its head slowly) is closed to make room (taken from the address holding the most
 //! connections). A connection in the middle of a request is never closed for room. When the
@@ -80,7 +82,9 @@ pub struct ServerLimits {
     /// the longest is closed to make room; connections in the middle of a request are kept, and
     /// only when every one is, new connections wait.
     pub max_connections: usize,
-    /// Connections open at once from one IP address; more are closed as soon as accepted.
+    /// Connections open at once from one IP address. A new connection over the cap takes the
+    /// place of the address's connection that answered a request and has waited for the next
+    /// one the longest; when the address has none, the new connection is not served.
     pub max_connections_per_address: usize,
     /// Time allowed for the TLS handshake and for each request's head (request line and
     /// headers). It also bounds how long an idle keep-alive connection is kept.
@@ -146,7 +150,8 @@ pub enum ConnectionFailure {
     /// The request head was over `max_header_bytes`.
     HeadTooLarge,
     /// The connection was closed unserved: over the per-address limit, or waiting for a head
-    /// when a new connection needed its slot.
+    /// when a new connection needed its slot (also when it was an idle keep-alive connection
+    /// replaced by a new one from its own address).
     Shed,
 }
 
@@ -388,9 +393,16 @@ pub async fn run<F, S, B>(
                 }
             }
         };
-        if let Some(evicted) = slot.evicted_peer {
-            debug!(server = name, peer = %evicted, "closed a connection waiting for a head to make room");
-            on_failure(ConnectionFailure::Shed);
+        match slot.evicted {
+            Some(Eviction::ForRoom(evicted)) => {
+                debug!(server = name, peer = %evicted, "closed a connection waiting for a head to make room");
+                on_failure(ConnectionFailure::Shed);
+            }
+            // The client had finished with it, as far as the server can tell: not a failure.
+            Some(Eviction::Replaced) => {
+                debug!(server = name, %peer, "closed an idle keep-alive connection for a new one from its address");
+            }
+            None => {}
         }
         // Reap finished connections so that the set does not grow with the server's age.
         while connections.try_join_next().is_some() {}
@@ -411,11 +423,7 @@ pub async fn run<F, S, B>(
                 } else {
                     limits.header_timeout
                 };
-                // Whether a request was served: a head time-out afterwards is an idle keep-alive
-                // connection being closed, not a slow client.
-                let served = Arc::new(AtomicBool::new(false));
                 let service = {
-                    let served = served.clone();
                     let state = slot.state.clone();
                     let slots = slot.slots.clone();
                     let tls = tls.is_some();
@@ -423,7 +431,7 @@ pub async fn run<F, S, B>(
                         // Handlers that care who is calling (a console trusting a proxy's
                         // header, throttling by address) read it here.
                         req.extensions_mut().insert(Peer { addr: peer, tls });
-                        served.store(true, Ordering::Relaxed);
+                        state.served.store(true, Ordering::Relaxed);
                         state.busy.store(true, Ordering::Relaxed);
                         let state = state.clone();
                         let slots = slots.clone();
@@ -469,7 +477,9 @@ pub async fn run<F, S, B>(
                     () = evict.evict.notified() => return,
                 };
                 if let Err(e) = result {
-                    if e.is_timeout() && served.load(Ordering::Relaxed) {
+                    // A head time-out after a request is an idle keep-alive connection being
+                    // closed, not a slow client.
+                    if e.is_timeout() && evict.served.load(Ordering::Relaxed) {
                         debug!("idle keep-alive connection closed");
                     } else if e.is_timeout() {
                         debug!("request head timed out");
@@ -615,6 +625,9 @@ struct SlotState {
     peer: IpAddr,
     /// In the middle of a request (from the head read to the answer): never closed for room.
     busy: AtomicBool,
+    /// Has answered at least one request: when it is not busy, it is an idle keep-alive
+    /// connection the client may reuse or drop.
+    served: AtomicBool,
     /// When the connection last started waiting for a head (accept, or the end of an answer),
     /// in milliseconds since the table was made.
     idle_since: AtomicU64,
@@ -670,15 +683,26 @@ impl Drop for SlotGuard {
 /// An admitted connection.
 pub struct Slot {
     guard: SlotGuard,
-    /// The address of the connection closed to make room for this one, if any.
-    evicted_peer: Option<IpAddr>,
+    /// The connection closed to make room for this one, if any.
+    evicted: Option<Eviction>,
+}
+
+/// Which connection was closed for a new one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Eviction {
+    /// The table was full: the busiest address's connection waiting for a head the longest.
+    ForRoom(IpAddr),
+    /// The address was at its cap: its own keep-alive connection idle the longest. Exchange
+    /// opens one connection per subscription with a notification in flight; refusing the new
+    /// one would make Exchange resend 30 s later, while the idle one was finished with.
+    Replaced,
 }
 
 /// What [`Slots::admit`] decided.
 pub enum Admission {
     /// Served; `pressure` when the table is at least half full.
     Admitted { slot: Slot, pressure: bool },
-    /// The address already has its share of connections.
+    /// The address already has its share of connections, none of them an idle keep-alive one.
     OverAddressLimit,
     /// The table is full and the address, which holds some, would hold as many as the busiest.
     OverFairShare,
@@ -706,15 +730,35 @@ impl Slots {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Takes a slot for a connection from `peer`; when the table is full, closes the connection
+    /// Takes a slot for a connection from `peer`. When the address is at its cap, closes its
+    /// keep-alive connection idle the longest; when the table is full, closes the connection
     /// waiting for a head the longest among those of the address with the most connections.
     pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Admission {
         let mut table = self.lock();
+        let mut evicted = None;
         if table.per_address.get(&peer).copied().unwrap_or(0) >= self.max_per_address {
-            return Admission::OverAddressLimit;
-        }
-        let mut evicted_peer = None;
-        if table.open.len() >= self.max_total {
+            // Only a connection that has answered a request is replaced: one that never sent a
+            // whole head may be a slow client of the same address, and replacing those would
+            // let a flood from one address cycle through its own connections as fast as it
+            // reconnects.
+            let idlest = table
+                .open
+                .iter()
+                .filter(|(_, s)| {
+                    s.peer == peer
+                        && s.served.load(Ordering::Relaxed)
+                        && !s.busy.load(Ordering::Relaxed)
+                })
+                .min_by_key(|(id, s)| (s.idle_since.load(Ordering::Relaxed), **id))
+                .map(|(id, _)| *id);
+            let Some(id) = idlest else {
+                return Admission::OverAddressLimit;
+            };
+            if let Some(state) = table.remove(id) {
+                state.evict.notify_one();
+                evicted = Some(Eviction::Replaced);
+            }
+        } else if table.open.len() >= self.max_total {
             // Room is made only for an address with fewer connections than the busiest one,
             // by closing the busiest address's connection idle the longest: a flood comes from
             // few addresses, Exchange's notifications from others. Making room for the flood's
@@ -745,7 +789,7 @@ impl Slots {
             if let Some(state) = table.remove(id) {
                 // `notify_one` keeps the wake-up for a task not yet waiting.
                 state.evict.notify_one();
-                evicted_peer = Some(state.peer);
+                evicted = Some(Eviction::ForRoom(state.peer));
             }
         }
         let id = table.next_id;
@@ -753,6 +797,7 @@ impl Slots {
         let state = Arc::new(SlotState {
             peer,
             busy: AtomicBool::new(false),
+            served: AtomicBool::new(false),
             idle_since: AtomicU64::new(self.now_ms()),
             evict: Notify::new(),
         });
@@ -766,7 +811,7 @@ impl Slots {
                     id,
                     state,
                 },
-                evicted_peer,
+                evicted,
             },
             pressure,
         }
@@ -881,6 +926,37 @@ mod tests {
     }
 
     #[test]
+    fn slots_at_an_address_cap_replace_its_idlest_keep_alive_connection_only() {
+        let s = slots(10, 2);
+        let first = admitted(s.admit(A));
+        let second = admitted(s.admit(A));
+        // Neither has answered a request: they may be slow clients, and stay.
+        assert!(matches!(s.admit(A), Admission::OverAddressLimit));
+        // Both have answered one; the first is in the middle of its next.
+        for slot in [&first, &second] {
+            slot.guard.state.served.store(true, Ordering::Relaxed);
+        }
+        first.guard.state.busy.store(true, Ordering::Relaxed);
+        let third = admitted(s.admit(A));
+        assert_eq!(third.evicted, Some(Eviction::Replaced));
+        {
+            let notified = std::pin::pin!(second.guard.state.evict.notified());
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            assert!(
+                notified.poll(&mut cx).is_ready(),
+                "the idle one was told to close"
+            );
+        }
+        drop(second);
+        assert_eq!(s.open(), 2);
+        // The busy one and the new one, which has answered nothing yet: no room.
+        assert!(matches!(s.admit(A), Admission::OverAddressLimit));
+        // Another address is not affected by A's cap.
+        let _b = admitted(s.admit(B));
+        assert_eq!(s.open(), 3);
+    }
+
+    #[test]
     fn slots_when_full_close_the_busiest_address_idlest_connection_never_a_busy_one() {
         let s = slots(3, 10);
         let first = admitted(s.admit(A));
@@ -890,7 +966,7 @@ mod tests {
         first.guard.state.busy.store(true, Ordering::Relaxed);
         let c = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 3));
         let third = admitted(s.admit(c));
-        assert_eq!(third.evicted_peer, Some(A));
+        assert_eq!(third.evicted, Some(Eviction::ForRoom(A)));
         {
             let notified = std::pin::pin!(second.guard.state.evict.notified());
             let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
