@@ -623,19 +623,29 @@ async fn connection_table_full_of_idle_connections_closes_one_for_another_addres
 }
 
 #[tokio::test]
-async fn connections_over_the_per_address_limit_are_not_served() {
+async fn connections_over_the_per_address_limit_wait_at_most_the_head_time_out() {
     let mut l = start(&["sub-1"], 8, |c| {
         c.limits.max_connections_per_address = 2;
         c.limits.header_timeout = Duration::from_millis(500);
     })
     .await;
-    let _a = TcpStream::connect(l.addr()).await.unwrap();
-    let _b = TcpStream::connect(l.addr()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    // The third from 127.0.0.1 is held unread and closed; a notification sent on it gets no
-    // answer.
-    let third = TcpStream::connect(l.addr()).await.unwrap();
+    // Both of 127.0.0.1's connections are in the middle of requests that outlast the head
+    // time-out: head and part of the body.
     let body = notification("sub-1", &["A"], "w");
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(l.addr()).await.unwrap();
+        stream
+            .write_all(&post_head(&l.path, Some("text/xml"), Some(body.len())))
+            .await
+            .unwrap();
+        stream.write_all(&body.as_bytes()[..10]).await.unwrap();
+        busy.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The third waits for one of them, unread, for the head time-out, and is then closed; a
+    // notification sent on it gets no answer.
+    let third = TcpStream::connect(l.addr()).await.unwrap();
     let resp = exchange(
         third,
         post_head(&l.path, Some("text/xml"), Some(body.len())),
@@ -643,9 +653,12 @@ async fn connections_over_the_per_address_limit_are_not_served() {
     )
     .await;
     assert!(resp.is_none(), "{resp:?}");
-    assert!(l.handle.metrics().get(ListenerOutcome::Shed) >= 1);
-    // Once the two idle ones are timed out, 127.0.0.1 is served again.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(l.handle.metrics().get(ListenerOutcome::Shed), 1);
+    // Once their requests end, 127.0.0.1 is served again.
+    for stream in &mut busy {
+        stream.write_all(&body.as_bytes()[10..]).await.unwrap();
+        assert_eq!(next_notice(&mut l.rx).await.item_ids, ["A"]);
+    }
     assert_eq!(notify(l.addr(), &l.path, &body).await.status, 200);
     assert_eq!(next_notice(&mut l.rx).await.item_ids, ["A"]);
 }
@@ -695,6 +708,9 @@ async fn a_new_connection_over_the_per_address_limit_replaces_its_idlest_keep_al
         // Apart in time, so that the first is the idlest.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // A connection is replaced only once it has been idle a second (a client may be about to
+    // reuse one that has just answered); the new one waits for that.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     let body = notification("sub-1", &["C"], "w");
     assert_eq!(notify(l.addr(), &l.path, &body).await.status, 200);
     assert_eq!(next_notice(&mut l.rx).await.item_ids, ["C"]);
@@ -706,6 +722,44 @@ async fn a_new_connection_over_the_per_address_limit_replaces_its_idlest_keep_al
     assert_eq!(post_keeping_alive(&mut second, &l.path, &body).await, 200);
     assert_eq!(next_notice(&mut l.rx).await.item_ids, ["D"]);
     // Replacing a finished-with connection is not a failure.
+    assert_eq!(l.handle.metrics().get(ListenerOutcome::Shed), 0);
+}
+
+#[tokio::test]
+async fn a_connection_over_the_per_address_limit_waits_while_its_address_is_mid_request() {
+    let mut l = start(&["sub-1"], 8, |c| {
+        c.limits.max_connections_per_address = 1;
+    })
+    .await;
+    // The address's one connection is in the middle of a request: head and part of the body.
+    let first_body = notification("sub-1", &["A"], "w");
+    let mut first = TcpStream::connect(l.addr()).await.unwrap();
+    first
+        .write_all(&post_head(
+            &l.path,
+            Some("text/xml"),
+            Some(first_body.len()),
+        ))
+        .await
+        .unwrap();
+    first.write_all(&first_body.as_bytes()[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A second from the same address is neither served nor refused yet.
+    let second = tokio::spawn({
+        let (addr, path) = (l.addr(), l.path.clone());
+        async move { notify(addr, &path, &notification("sub-1", &["B"], "w")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !second.is_finished(),
+        "served while the address was at its cap"
+    );
+    // The first request ends; the waiting connection takes the slot.
+    first.write_all(&first_body.as_bytes()[10..]).await.unwrap();
+    assert_eq!(next_notice(&mut l.rx).await.item_ids, ["A"]);
+    let second = tokio::time::timeout(HANG, second).await.unwrap().unwrap();
+    assert_eq!(second.status, 200);
+    assert_eq!(next_notice(&mut l.rx).await.item_ids, ["B"]);
     assert_eq!(l.handle.metrics().get(ListenerOutcome::Shed), 0);
 }
 

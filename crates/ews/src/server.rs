@@ -9,9 +9,9 @@
 //!
 //! Connections are admitted by a slot table so that clients who never send a request cannot
 //! keep out one that does: at most `max_connections_per_address` from one address (a new one
-//! over the cap replaces that address's keep-alive connection idle the longest, if it has one;
-//! otherwise it is held unread for the head time-out, then closed), and when all
-//! `max_connections` slots are
+//! over the cap replaces that address's keep-alive connection idle the longest, if one has been
+//! idle a second; otherwise it waits unread, for at most the head time-out, until one can be
+//! replaced or closes), and when all `max_connections` slots are
 //! taken, the connection that has been waiting for a request head the longest (idle, or sending
 //! its head slowly) is closed to make room (taken from the address holding the most
 //! connections). A connection in the middle of a request is never closed for room. When the
@@ -84,7 +84,8 @@ pub struct ServerLimits {
     pub max_connections: usize,
     /// Connections open at once from one IP address. A new connection over the cap takes the
     /// place of the address's connection that answered a request and has waited for the next
-    /// one the longest; when the address has none, the new connection is not served.
+    /// one the longest, at least a second; when the address has none, the new connection waits
+    /// for one (at most `header_timeout`, then it is closed unserved).
     pub max_connections_per_address: usize,
     /// Time allowed for the TLS handshake and for each request's head (request line and
     /// headers). It also bounds how long an idle keep-alive connection is kept.
@@ -369,9 +370,19 @@ pub async fn run<F, S, B>(
             accepted = accept(&listener, name) => accepted,
             () = &mut shutdown => break,
         };
-        let (slot, pressure) = match slots.admit(peer.ip()) {
-            Admission::Admitted { slot, pressure } => (slot, pressure),
-            Admission::OverAddressLimit | Admission::OverFairShare => {
+        let start = match slots.admit(peer.ip()) {
+            Admission::Admitted { slot, pressure } => Start::Admitted(slot, pressure),
+            // The address's requests end within the body time-out, and then one of its
+            // connections can be replaced; the new one waits for that off the accept loop,
+            // unread. Exchange would otherwise send its notification again only 30 s later.
+            Admission::OverAddressLimit => match tarpit.take() {
+                Some(held) => Start::Waiting(held),
+                None => {
+                    on_failure(ConnectionFailure::Shed);
+                    continue;
+                }
+            },
+            Admission::OverFairShare => {
                 debug!(server = name, %peer, "over the per-address connection limit or share");
                 on_failure(ConnectionFailure::Shed);
                 tarpit.hold(stream, &limits);
@@ -382,7 +393,7 @@ pub async fn run<F, S, B>(
                 // Wait for one, as the kernel's accept queue would have.
                 tokio::select! {
                     slot = slots.admit_when_free(peer.ip()) => match slot {
-                        Some((slot, pressure)) => (slot, pressure),
+                        Some((slot, pressure)) => Start::Admitted(slot, pressure),
                         None => {
                             on_failure(ConnectionFailure::Shed);
                             tarpit.hold(stream, &limits);
@@ -393,17 +404,6 @@ pub async fn run<F, S, B>(
                 }
             }
         };
-        match slot.evicted {
-            Some(Eviction::ForRoom(evicted)) => {
-                debug!(server = name, peer = %evicted, "closed a connection waiting for a head to make room");
-                on_failure(ConnectionFailure::Shed);
-            }
-            // The client had finished with it, as far as the server can tell: not a failure.
-            Some(Eviction::Replaced) => {
-                debug!(server = name, %peer, "closed an idle keep-alive connection for a new one from its address");
-            }
-            None => {}
-        }
         // Reap finished connections so that the set does not grow with the server's age.
         while connections.try_join_next().is_some() {}
         let tls = tls.clone();
@@ -411,9 +411,39 @@ pub async fn run<F, S, B>(
         let limits = limits.clone();
         let stop = stop_rx.clone();
         let on_failure = on_failure.clone();
+        let slots = slots.clone();
         let span = tracing::debug_span!("connection", server = name, %peer);
         connections.spawn(
             async move {
+                let (slot, pressure) = match start {
+                    Start::Admitted(slot, pressure) => (slot, pressure),
+                    Start::Waiting(held) => {
+                        let waited =
+                            tokio::time::timeout(limits.header_timeout, slots.admit_when_address_frees(peer.ip()))
+                                .await;
+                        drop(held);
+                        match waited {
+                            Ok(Some(admitted)) => admitted,
+                            _ => {
+                                debug!("no slot of its address freed in time");
+                                on_failure(ConnectionFailure::Shed);
+                                return;
+                            }
+                        }
+                    }
+                };
+                match slot.evicted {
+                    Some(Eviction::ForRoom(evicted)) => {
+                        debug!(peer = %evicted, "closed a connection waiting for a head to make room");
+                        on_failure(ConnectionFailure::Shed);
+                    }
+                    // The client had finished with it, as far as the server can tell: not a
+                    // failure.
+                    Some(Eviction::Replaced) => {
+                        debug!("closed an idle keep-alive connection of this address for this one");
+                    }
+                    None => {}
+                }
                 // Held for the connection's lifetime; dropping it frees the slot.
                 let slot = slot.guard;
                 let evict = slot.state.clone();
@@ -438,8 +468,7 @@ pub async fn run<F, S, B>(
                         let call = service.call(req);
                         async move {
                             let answer = call.await;
-                            state.busy.store(false, Ordering::Relaxed);
-                            state.idle_since.store(slots.now_ms(), Ordering::Relaxed);
+                            slots.request_done(&state);
                             answer
                         }
                     })
@@ -517,6 +546,14 @@ pub async fn run<F, S, B>(
         connections.shutdown().await;
     }
     info!(server = name, %local_addr, "stopped");
+}
+
+/// How an accepted connection starts.
+enum Start {
+    /// With a slot; `true` when the table was at least half full.
+    Admitted(Slot, bool),
+    /// Waiting for a slot of its address, counted among the held connections.
+    Waiting(Held),
 }
 
 /// Accepts the next connection. Errors (out of file descriptors, a connection reset before it
@@ -638,11 +675,25 @@ struct SlotState {
 /// The open connections, per address and in total.
 pub struct Slots {
     table: std::sync::Mutex<SlotTable>,
+    /// Notified (all waiters) when a slot frees or a request ends.
     freed: Notify,
     max_total: usize,
     max_per_address: usize,
     started: std::time::Instant,
+    /// How long a keep-alive connection must have been idle to be replaced by a new one from
+    /// its address (milliseconds).
+    replace_idle_after_ms: u64,
 }
+
+/// A keep-alive connection idle for less than this may be about to carry the client's next
+/// request: closing it then resets that request (Exchange sends it again 30 s later). Clients'
+/// pools reuse the connection returned last, so one idle for a second is one the client is not
+/// about to pick.
+const REPLACE_IDLE_AFTER: Duration = Duration::from_secs(1);
+
+/// How often a connection waiting for a slot of its address looks again for a connection that
+/// has become replaceable by being idle long enough (other changes wake it at once).
+const ADDRESS_WAIT_RECHECK: Duration = Duration::from_millis(250);
 
 #[derive(Default)]
 struct SlotTable {
@@ -675,7 +726,7 @@ impl Drop for SlotGuard {
     fn drop(&mut self) {
         // Already gone when the connection was closed to make room.
         if self.slots.lock().remove(self.id).is_some() {
-            self.slots.freed.notify_one();
+            self.slots.freed.notify_waiters();
         }
     }
 }
@@ -718,6 +769,7 @@ impl Slots {
             max_total: limits.max_connections,
             max_per_address: limits.max_connections_per_address,
             started: std::time::Instant::now(),
+            replace_idle_after_ms: REPLACE_IDLE_AFTER.as_millis() as u64,
         }
     }
 
@@ -737,10 +789,11 @@ impl Slots {
         let mut table = self.lock();
         let mut evicted = None;
         if table.per_address.get(&peer).copied().unwrap_or(0) >= self.max_per_address {
-            // Only a connection that has answered a request is replaced: one that never sent a
-            // whole head may be a slow client of the same address, and replacing those would
-            // let a flood from one address cycle through its own connections as fast as it
-            // reconnects.
+            // Only a connection that has answered a request and been idle a while is replaced:
+            // one that never sent a whole head may be a slow client of the same address, and
+            // replacing those would let a flood from one address cycle through its own
+            // connections as fast as it reconnects.
+            let now = self.now_ms();
             let idlest = table
                 .open
                 .iter()
@@ -748,6 +801,8 @@ impl Slots {
                     s.peer == peer
                         && s.served.load(Ordering::Relaxed)
                         && !s.busy.load(Ordering::Relaxed)
+                        && now.saturating_sub(s.idle_since.load(Ordering::Relaxed))
+                            >= self.replace_idle_after_ms
                 })
                 .min_by_key(|(id, s)| (s.idle_since.load(Ordering::Relaxed), **id))
                 .map(|(id, _)| *id);
@@ -821,6 +876,7 @@ impl Slots {
     /// meanwhile.
     async fn admit_when_free(self: &Arc<Self>, peer: IpAddr) -> Option<(Slot, bool)> {
         loop {
+            // Created before the check, so that a slot freed in between still wakes it.
             let freed = self.freed.notified();
             match self.admit(peer) {
                 Admission::Admitted { slot, pressure } => return Some((slot, pressure)),
@@ -828,6 +884,32 @@ impl Slots {
                 Admission::Full => freed.await,
             }
         }
+    }
+
+    /// Waits until `peer` may have another connection (one of its connections closed, or has
+    /// been idle long enough to be replaced) and takes the slot; `None` if the table is full
+    /// of others.
+    async fn admit_when_address_frees(self: &Arc<Self>, peer: IpAddr) -> Option<(Slot, bool)> {
+        loop {
+            let freed = self.freed.notified();
+            match self.admit(peer) {
+                Admission::Admitted { slot, pressure } => return Some((slot, pressure)),
+                Admission::OverAddressLimit | Admission::Full => {
+                    tokio::select! {
+                        () = freed => {}
+                        () = tokio::time::sleep(ADDRESS_WAIT_RECHECK) => {}
+                    }
+                }
+                Admission::OverFairShare => return None,
+            }
+        }
+    }
+
+    /// A connection's request was answered: it waits for a head again, and may be replaced.
+    fn request_done(&self, state: &SlotState) {
+        state.busy.store(false, Ordering::Relaxed);
+        state.idle_since.store(self.now_ms(), Ordering::Relaxed);
+        self.freed.notify_waiters();
     }
 
     /// Open connections now.
@@ -839,8 +921,9 @@ impl Slots {
 
 /// Connections refused a slot are held open, unread, for the head time-out, then
 /// closed: closing them at once only invites the client to reconnect at once, and a flood of
-/// reconnections costs more than an idle socket. Bounded by the open-file limit, past which
-/// they are closed at once.
+/// reconnections costs more than an idle socket. Connections waiting for a slot of their
+/// address count among them. Bounded by the open-file limit, past which they are closed at
+/// once.
 struct Tarpit {
     held: Arc<std::sync::atomic::AtomicUsize>,
     max: usize,
@@ -858,18 +941,34 @@ impl Tarpit {
         }
     }
 
-    fn hold(&self, stream: TcpStream, limits: &ServerLimits) {
+    /// Counts one more held connection; `None` when there are as many as allowed.
+    fn take(&self) -> Option<Held> {
         if self.held.fetch_add(1, Ordering::Relaxed) >= self.max {
             self.held.fetch_sub(1, Ordering::Relaxed);
-            return;
+            return None;
         }
-        let held = self.held.clone();
+        Some(Held(self.held.clone()))
+    }
+
+    fn hold(&self, stream: TcpStream, limits: &ServerLimits) {
+        let Some(held) = self.take() else {
+            return;
+        };
         let for_how_long = limits.header_timeout;
         tokio::spawn(async move {
             tokio::time::sleep(for_how_long).await;
             drop(stream);
-            held.fetch_sub(1, Ordering::Relaxed);
+            drop(held);
         });
+    }
+}
+
+/// One connection counted by the [`Tarpit`]; dropping it uncounts it.
+struct Held(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -894,11 +993,14 @@ mod tests {
     use super::*;
 
     fn slots(total: usize, per_address: usize) -> Arc<Slots> {
-        Arc::new(Slots::new(&ServerLimits {
+        let mut slots = Slots::new(&ServerLimits {
             max_connections: total,
             max_connections_per_address: per_address,
             ..ServerLimits::default()
-        }))
+        });
+        // Replaceable as soon as idle, unless a test says otherwise.
+        slots.replace_idle_after_ms = 0;
+        Arc::new(slots)
     }
 
     fn admitted(a: Admission) -> Slot {
@@ -954,6 +1056,50 @@ mod tests {
         // Another address is not affected by A's cap.
         let _b = admitted(s.admit(B));
         assert_eq!(s.open(), 3);
+    }
+
+    #[test]
+    fn a_keep_alive_connection_idle_for_less_than_a_second_is_not_replaced() {
+        let mut s = Slots::new(&ServerLimits {
+            max_connections_per_address: 1,
+            ..ServerLimits::default()
+        });
+        s.replace_idle_after_ms = 60_000;
+        let s = Arc::new(s);
+        let only = admitted(s.admit(A));
+        // Just answered: the client may be writing its next request on it.
+        s.request_done(&only.guard.state);
+        only.guard.state.served.store(true, Ordering::Relaxed);
+        assert!(matches!(s.admit(A), Admission::OverAddressLimit));
+    }
+
+    #[tokio::test]
+    async fn a_connection_over_its_address_cap_waits_for_one_of_its_requests_to_end() {
+        let s = slots(10, 1);
+        let busy = admitted(s.admit(A));
+        busy.guard.state.served.store(true, Ordering::Relaxed);
+        busy.guard.state.busy.store(true, Ordering::Relaxed);
+        let waiting = tokio::spawn({
+            let s = s.clone();
+            async move {
+                s.admit_when_address_frees(A)
+                    .await
+                    .map(|(slot, _)| slot.evicted)
+            }
+        });
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !waiting.is_finished(),
+            "admitted while A's only connection was busy"
+        );
+        s.request_done(&busy.guard.state);
+        let evicted = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("woken when the request ended")
+            .unwrap();
+        assert_eq!(evicted, Some(Some(Eviction::Replaced)));
     }
 
     #[test]
