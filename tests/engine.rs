@@ -1075,3 +1075,96 @@ async fn journal_of_a_crashed_publish_is_resumed_at_start() {
     tags.dedup();
     assert_eq!((n, tags.len()), (9, 9), "every task once");
 }
+
+/// Notifications that queue up while the loop is busy are noted together, one state write per
+/// mailbox: each mailbox keeps the last watermark it was sent (a status notification without
+/// one does not erase it), as if they had been noted one by one.
+#[tokio::test]
+async fn queued_notifications_leave_each_mailbox_its_last_watermark() {
+    use taskbridge::sync::{Notice, NotificationOutcome};
+    let h = harness(
+        6,
+        ApprovalPolicy::Auto,
+        SyncConfig {
+            // Pull subscriptions (never polled here), so that every mailbox has one.
+            pull_interval: Some(Duration::from_secs(3600)),
+            reconcile_interval: Duration::from_secs(3600),
+            ..quick_sync()
+        },
+    )
+    .await;
+    h.engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    // As the connector does once its listener is up.
+    h.engine.subscribe_all(false).await.expect("subscribe");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let engine = h.engine.clone();
+    let runner = tokio::spawn(async move {
+        engine
+            .run(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let state = h.engine.state();
+    let (ann, bob) = (
+        MailboxAddress::new(MAILBOXES[0]),
+        MailboxAddress::new(MAILBOXES[1]),
+    );
+    let mut subscriptions = Vec::new();
+    for m in [&ann, &bob] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(id) = state
+                .mailbox(m)
+                .await
+                .unwrap()
+                .and_then(|s| s.subscription_id)
+                && h.engine.notification_sink().knows(&id)
+            {
+                subscriptions.push(id);
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{m} never subscribed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let sink = h.engine.notification_sink();
+    let notice = |sub: &str, watermark: Option<&str>| Notice {
+        subscription_id: sub.to_string(),
+        watermark: watermark.map(str::to_string),
+        item_ids: Vec::new(),
+    };
+    for (sub, watermark) in [
+        (&subscriptions[0], Some("ann-1")),
+        (&subscriptions[1], Some("bob-1")),
+        (&subscriptions[0], Some("ann-2")),
+        (&subscriptions[0], None),
+        (&subscriptions[1], Some("bob-2")),
+    ] {
+        assert_eq!(
+            sink.deliver(notice(sub, watermark)),
+            NotificationOutcome::Accepted
+        );
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let a = state.mailbox(&ann).await.unwrap().and_then(|s| s.watermark);
+        let b = state.mailbox(&bob).await.unwrap().and_then(|s| s.watermark);
+        if a.as_deref() == Some("ann-2") && b.as_deref() == Some("bob-2") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "watermarks {a:?} {b:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop.send(());
+    runner.await.expect("join").expect("run");
+}

@@ -3,6 +3,7 @@
 //! `scheduler.rs`); host events; reconciliation (every mailbox read, every project published
 //! again); subscriptions kept alive.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -128,6 +129,9 @@ impl Clocks {
         }
     }
 }
+
+/// Notifications taken from the queue at once at most (noted with one state write per mailbox).
+const NOTICE_BATCH: usize = 1024;
 
 impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     /// The sink the listener delivers notifications to.
@@ -311,7 +315,17 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             };
             match wake {
                 Wake::Notice(mailbox, notice) => {
-                    let r = self.on_notice(mailbox, notice, &mut scheduler).await;
+                    // With it, every notification queued meanwhile: they are noted with one
+                    // state write per mailbox, not one each, so that under load the loop keeps
+                    // up with the listener and the queue does not fill (a full queue answers
+                    // Exchange "busy", and Exchange sends again only 30 s later).
+                    let mut batch = vec![(mailbox, notice)];
+                    while batch.len() < NOTICE_BATCH
+                        && let Ok(next) = notices.try_recv()
+                    {
+                        batch.push(next);
+                    }
+                    let r = self.on_notices(batch, &mut scheduler).await;
                     outlive_outage(r, "handling a notification")?;
                 }
                 Wake::Unrouted(notice) => {
@@ -325,7 +339,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     match (mailbox, &cluster) {
                         (Some(m), _) => {
                             unknown.remove(&id);
-                            let r = self.on_notice(m, notice, &mut scheduler).await;
+                            let r = self.on_notices(vec![(m, notice)], &mut scheduler).await;
                             outlive_outage(r, "handling a notification")?;
                         }
                         (None, Some(c)) => {
@@ -347,13 +361,12 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     {
                         match self.inner.state.take_notices(held).await {
                             Ok(queued) => {
-                                for q in queued {
-                                    let mailbox = q.mailbox.clone();
-                                    let r = self
-                                        .on_notice(mailbox, Notice::from(q), &mut scheduler)
-                                        .await;
-                                    outlive_outage(r, "handling a queued notification")?;
-                                }
+                                let batch = queued
+                                    .into_iter()
+                                    .map(|q| (q.mailbox.clone(), Notice::from(q)))
+                                    .collect();
+                                let r = self.on_notices(batch, &mut scheduler).await;
+                                outlive_outage(r, "handling a queued notification")?;
                             }
                             Err(e) => warn!(error = %e, "reading the notification queue failed"),
                         }
@@ -425,30 +438,51 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         Ok(())
     }
 
-    /// A notification for `mailbox`: its pass is due after the debounce when this instance
-    /// holds the mailbox; else it is queued in the store for the instance that does.
-    async fn on_notice(
+    /// Notifications, in the order they came: for a mailbox this instance holds, its pass is
+    /// due after the debounce, and the last watermark is recorded (one write per mailbox, as
+    /// writing each in turn would leave it); one for a mailbox held elsewhere is queued in the
+    /// store for the instance that does.
+    async fn on_notices(
         &self,
-        mailbox: MailboxAddress,
-        notice: Notice,
+        batch: Vec<(MailboxAddress, Notice)>,
         scheduler: &mut Scheduler,
     ) -> Result<(), SyncError> {
-        if !self.holds(&mailbox) {
-            debug!(%mailbox, "notification for a mailbox held elsewhere; handed over");
-            self.inner
-                .state
-                .enqueue_notice(QueuedNotice {
-                    mailbox,
-                    subscription_id: notice.subscription_id,
-                    watermark: notice.watermark,
-                    item_ids: notice.item_ids,
-                })
-                .await?;
-            return Ok(());
+        let now = Instant::now();
+        // Each mailbox's last watermark, in the order the mailboxes were first heard from.
+        let mut heard: Vec<(MailboxAddress, Option<String>)> = Vec::new();
+        let mut index: HashMap<MailboxAddress, usize> = HashMap::new();
+        for (mailbox, notice) in batch {
+            if !self.holds(&mailbox) {
+                debug!(%mailbox, "notification for a mailbox held elsewhere; handed over");
+                self.inner
+                    .state
+                    .enqueue_notice(QueuedNotice {
+                        mailbox,
+                        subscription_id: notice.subscription_id,
+                        watermark: notice.watermark,
+                        item_ids: notice.item_ids,
+                    })
+                    .await?;
+                continue;
+            }
+            debug!(%mailbox, items = notice.item_ids.len(), "notification");
+            scheduler.heard(mailbox.clone(), now, !notice.item_ids.is_empty());
+            match index.get(&mailbox) {
+                Some(&at) => {
+                    if notice.watermark.is_some() {
+                        heard[at].1 = notice.watermark;
+                    }
+                }
+                None => {
+                    index.insert(mailbox.clone(), heard.len());
+                    heard.push((mailbox, notice.watermark));
+                }
+            }
         }
-        let changed = !notice.item_ids.is_empty();
-        scheduler.heard(mailbox.clone(), Instant::now(), changed);
-        self.note_notification(&mailbox, &notice).await
+        for (mailbox, watermark) in heard {
+            self.heard_from(&mailbox, None, watermark).await?;
+        }
+        Ok(())
     }
 
     /// One lease round: renewal, hand-back and take-over (`state::lease`). A mailbox gained gets
@@ -787,17 +821,6 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             .filter_map(|m| m.mailbox)
             .filter(|m| self.holds(m))
             .collect())
-    }
-
-    async fn note_notification(
-        &self,
-        mailbox: &MailboxAddress,
-        notice: &Notice,
-    ) -> Result<(), SyncError> {
-        self.heard_from(mailbox, None, notice.watermark.clone())
-            .await?;
-        debug!(%mailbox, items = notice.item_ids.len(), "notification");
-        Ok(())
     }
 
     /// How subscriptions deliver: push when a listener is configured, else streaming when
