@@ -150,9 +150,10 @@ pub enum ConnectionFailure {
     Malformed,
     /// The request head was over `max_header_bytes`.
     HeadTooLarge,
-    /// The connection was closed unserved: over the per-address limit, or waiting for a head
-    /// when a new connection needed its slot (also when it was an idle keep-alive connection
-    /// replaced by a new one from its own address).
+    /// The connection was closed unserved: over the per-address limit for longer than the
+    /// head time-out, or waiting for a head when a new connection needed its slot. (An idle
+    /// keep-alive connection replaced by a new one from its address is not counted: it had
+    /// been served.)
     Shed,
 }
 
@@ -383,7 +384,7 @@ pub async fn run<F, S, B>(
                 }
             },
             Admission::OverFairShare => {
-                debug!(server = name, %peer, "over the per-address connection limit or share");
+                debug!(server = name, %peer, "over the address's share of a full table");
                 on_failure(ConnectionFailure::Shed);
                 tarpit.hold(stream, &limits);
                 continue;
@@ -418,9 +419,8 @@ pub async fn run<F, S, B>(
                 let (slot, pressure) = match start {
                     Start::Admitted(slot, pressure) => (slot, pressure),
                     Start::Waiting(held) => {
-                        let waited =
-                            tokio::time::timeout(limits.header_timeout, slots.admit_when_address_frees(peer.ip()))
-                                .await;
+                        let wait = slots.admit_when_address_frees(peer.ip());
+                        let waited = tokio::time::timeout(limits.header_timeout, wait).await;
                         drop(held);
                         match waited {
                             Ok(Some(admitted)) => admitted,
@@ -753,7 +753,8 @@ pub enum Eviction {
 pub enum Admission {
     /// Served; `pressure` when the table is at least half full.
     Admitted { slot: Slot, pressure: bool },
-    /// The address already has its share of connections, none of them an idle keep-alive one.
+    /// The address already has its share of connections, none of them replaceable (an idle
+    /// keep-alive one, idle for a second or more).
     OverAddressLimit,
     /// The table is full and the address, which holds some, would hold as many as the busiest.
     OverFairShare,
@@ -783,8 +784,9 @@ impl Slots {
     }
 
     /// Takes a slot for a connection from `peer`. When the address is at its cap, closes its
-    /// keep-alive connection idle the longest; when the table is full, closes the connection
-    /// waiting for a head the longest among those of the address with the most connections.
+    /// keep-alive connection idle the longest (a second or more); when the table is full,
+    /// closes the connection waiting for a head the longest among those of the address with the
+    /// most connections.
     pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Admission {
         let mut table = self.lock();
         let mut evicted = None;
