@@ -441,7 +441,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     /// Notifications, in the order they came: for a mailbox this instance holds, its pass is
     /// due after the debounce, and the last watermark is recorded (one write per mailbox, as
     /// writing each in turn would leave it); one for a mailbox held elsewhere is queued in the
-    /// store for the instance that does.
+    /// store for the instance that does. A failed write does not stop the others; the first
+    /// failure is returned.
     async fn on_notices(
         &self,
         batch: Vec<(MailboxAddress, Notice)>,
@@ -451,10 +452,12 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         // Each mailbox's last watermark, in the order the mailboxes were first heard from.
         let mut heard: Vec<(MailboxAddress, Option<String>)> = Vec::new();
         let mut index: HashMap<MailboxAddress, usize> = HashMap::new();
+        let mut first_failure = Ok(());
         for (mailbox, notice) in batch {
             if !self.holds(&mailbox) {
                 debug!(%mailbox, "notification for a mailbox held elsewhere; handed over");
-                self.inner
+                let queued = self
+                    .inner
                     .state
                     .enqueue_notice(QueuedNotice {
                         mailbox,
@@ -462,7 +465,10 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                         watermark: notice.watermark,
                         item_ids: notice.item_ids,
                     })
-                    .await?;
+                    .await;
+                if let Err(e) = queued {
+                    first_failure = first_failure.and(Err(e.into()));
+                }
                 continue;
             }
             debug!(%mailbox, items = notice.item_ids.len(), "notification");
@@ -480,9 +486,10 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             }
         }
         for (mailbox, watermark) in heard {
-            self.heard_from(&mailbox, None, watermark).await?;
+            let noted = self.heard_from(&mailbox, None, watermark).await;
+            first_failure = first_failure.and(noted);
         }
-        Ok(())
+        first_failure
     }
 
     /// One lease round: renewal, hand-back and take-over (`state::lease`). A mailbox gained gets
