@@ -654,10 +654,16 @@ async fn connections_over_the_per_address_limit_wait_at_most_the_head_time_out()
     .await;
     assert!(resp.is_none(), "{resp:?}");
     assert_eq!(l.handle.metrics().get(ListenerOutcome::Shed), 1);
-    // Once their requests end, 127.0.0.1 is served again.
+    // Once their requests end (and their keep-alive connections, idle, close after the head
+    // time-out), 127.0.0.1 is served again.
     for stream in &mut busy {
         stream.write_all(&body.as_bytes()[10..]).await.unwrap();
         assert_eq!(next_notice(&mut l.rx).await.item_ids, ["A"]);
+    }
+    for stream in &mut busy {
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(HANG, stream.read_to_end(&mut rest)).await;
+        assert!(matches!(read, Ok(Ok(_))), "{read:?}");
     }
     assert_eq!(notify(l.addr(), &l.path, &body).await.status, 200);
     assert_eq!(next_notice(&mut l.rx).await.item_ids, ["A"]);
