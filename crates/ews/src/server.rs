@@ -703,6 +703,15 @@ struct SlotTable {
 }
 
 impl SlotTable {
+    /// The connection waiting for a head the longest among those `eligible` (ties: the oldest).
+    fn idlest(&self, eligible: impl Fn(&SlotState) -> bool) -> Option<u64> {
+        self.open
+            .iter()
+            .filter(|(_, s)| eligible(s))
+            .min_by_key(|(id, s)| (s.idle_since.load(Ordering::Relaxed), **id))
+            .map(|(id, _)| *id)
+    }
+
     fn remove(&mut self, id: u64) -> Option<Arc<SlotState>> {
         let state = self.open.remove(&id)?;
         if let Some(n) = self.per_address.get_mut(&state.peer) {
@@ -796,18 +805,13 @@ impl Slots {
             // replacing those would let a flood from one address cycle through its own
             // connections as fast as it reconnects.
             let now = self.now_ms();
-            let idlest = table
-                .open
-                .iter()
-                .filter(|(_, s)| {
-                    s.peer == peer
-                        && s.served.load(Ordering::Relaxed)
-                        && !s.busy.load(Ordering::Relaxed)
-                        && now.saturating_sub(s.idle_since.load(Ordering::Relaxed))
-                            >= self.replace_idle_after_ms
-                })
-                .min_by_key(|(id, s)| (s.idle_since.load(Ordering::Relaxed), **id))
-                .map(|(id, _)| *id);
+            let idlest = table.idlest(|s| {
+                s.peer == peer
+                    && s.served.load(Ordering::Relaxed)
+                    && !s.busy.load(Ordering::Relaxed)
+                    && now.saturating_sub(s.idle_since.load(Ordering::Relaxed))
+                        >= self.replace_idle_after_ms
+            });
             let Some(id) = idlest else {
                 return Admission::OverAddressLimit;
             };
@@ -834,12 +838,7 @@ impl Slots {
             if mine > 0 && mine + 1 >= most {
                 return Admission::OverFairShare;
             }
-            let idlest = table
-                .open
-                .iter()
-                .filter(|(_, s)| s.peer == busiest && !s.busy.load(Ordering::Relaxed))
-                .min_by_key(|(id, s)| (s.idle_since.load(Ordering::Relaxed), **id))
-                .map(|(id, _)| *id);
+            let idlest = table.idlest(|s| s.peer == busiest && !s.busy.load(Ordering::Relaxed));
             let Some(id) = idlest else {
                 return Admission::Full;
             };
@@ -1014,6 +1013,13 @@ mod tests {
         }
     }
 
+    /// Whether the connection holding `slot` was told to close.
+    fn told_to_close(slot: &Slot) -> bool {
+        let notified = std::pin::pin!(slot.guard.state.evict.notified());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        notified.poll(&mut cx).is_ready()
+    }
+
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
     const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 2));
 
@@ -1043,14 +1049,7 @@ mod tests {
         first.guard.state.busy.store(true, Ordering::Relaxed);
         let third = admitted(s.admit(A));
         assert_eq!(third.evicted, Some(Eviction::Replaced));
-        {
-            let notified = std::pin::pin!(second.guard.state.evict.notified());
-            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-            assert!(
-                notified.poll(&mut cx).is_ready(),
-                "the idle one was told to close"
-            );
-        }
+        assert!(told_to_close(&second), "the idle one was told to close");
         drop(second);
         assert_eq!(s.open(), 2);
         // The busy one and the new one, which has answered nothing yet: no room.
@@ -1115,14 +1114,10 @@ mod tests {
         let c = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 3));
         let third = admitted(s.admit(c));
         assert_eq!(third.evicted, Some(Eviction::ForRoom(A)));
-        {
-            let notified = std::pin::pin!(second.guard.state.evict.notified());
-            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-            assert!(
-                notified.poll(&mut cx).is_ready(),
-                "the evicted connection was told to close"
-            );
-        }
+        assert!(
+            told_to_close(&second),
+            "the evicted connection was told to close"
+        );
         drop(second);
         assert_eq!(s.open(), 3);
         // One each now: no address has fewer than the busiest, so nobody is closed for A.
