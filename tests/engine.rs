@@ -649,15 +649,7 @@ async fn lost_notifications_are_healed_within_one_reconciliation_interval() {
         .await
         .expect("publish");
     let (mailbox, task) = h.task_of(1).await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let engine = h.engine.clone();
-    let runner = tokio::spawn(async move {
-        engine
-            .run(async move {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let (stop, runner) = run_engine(&h.engine);
     h.edit(&mailbox, &id_of(&task), json!({"ActualWork": 240}))
         .await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -707,15 +699,7 @@ async fn publish_cut_short_by_an_unreachable_server_is_finished_by_the_next_reco
     h.spy
         .budget
         .store(usize::MAX, std::sync::atomic::Ordering::SeqCst);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let engine = h.engine.clone();
-    let runner = tokio::spawn(async move {
-        engine
-            .run(async move {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let (stop, runner) = run_engine(&h.engine);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let mut total = 0;
@@ -847,15 +831,7 @@ async fn pull_subscription_without_a_listener_finds_the_edit_before_reconciliati
         "one pull subscription per mailbox"
     );
     let (mailbox, task) = h.task_of(2).await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let engine = h.engine.clone();
-    let runner = tokio::spawn(async move {
-        engine
-            .run(async move {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let (stop, runner) = run_engine(&h.engine);
     // Let the catch-up pass at start finish first: after it, only polling can find the edit.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while h.count("SyncFolderItems") < 3 {
@@ -1099,42 +1075,22 @@ async fn queued_notifications_leave_each_mailbox_its_last_watermark() {
         .expect("publish");
     // As the connector does once its listener is up.
     h.engine.subscribe_all(false).await.expect("subscribe");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let engine = h.engine.clone();
-    let runner = tokio::spawn(async move {
-        engine
-            .run(async move {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let (stop, runner) = run_engine(&h.engine);
     let state = h.engine.state();
     let (ann, bob) = (
         MailboxAddress::new(MAILBOXES[0]),
         MailboxAddress::new(MAILBOXES[1]),
     );
+    let sink = h.engine.notification_sink();
     let mut subscriptions = Vec::new();
     for m in [&ann, &bob] {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(id) = state
-                .mailbox(m)
-                .await
-                .unwrap()
-                .and_then(|s| s.subscription_id)
-                && h.engine.notification_sink().knows(&id)
-            {
-                subscriptions.push(id);
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{m} never subscribed"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let id = wait_for(&format!("{m} never subscribed"), async || {
+            let id = state.mailbox(m).await.unwrap()?.subscription_id?;
+            sink.knows(&id).then_some(id)
+        })
+        .await;
+        subscriptions.push(id);
     }
-    let sink = h.engine.notification_sink();
     let notice = |sub: &str, watermark: Option<&str>| Notice {
         subscription_id: sub.to_string(),
         watermark: watermark.map(str::to_string),
@@ -1152,19 +1108,12 @@ async fn queued_notifications_leave_each_mailbox_its_last_watermark() {
             NotificationOutcome::Accepted
         );
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let a = state.mailbox(&ann).await.unwrap().and_then(|s| s.watermark);
-        let b = state.mailbox(&bob).await.unwrap().and_then(|s| s.watermark);
-        if a.as_deref() == Some("ann-2") && b.as_deref() == Some("bob-2") {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "watermarks {a:?} {b:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for("the last watermarks were never recorded", async || {
+        let a = state.mailbox(&ann).await.unwrap()?.watermark;
+        let b = state.mailbox(&bob).await.unwrap()?.watermark;
+        (a.as_deref() == Some("ann-2") && b.as_deref() == Some("bob-2")).then_some(())
+    })
+    .await;
     let _ = stop.send(());
     runner.await.expect("join").expect("run");
 }

@@ -45,11 +45,7 @@ fn streaming_sync() -> SyncConfig {
 
 /// Waits (up to 20 s) until `done` holds.
 async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !done().await {
-        assert!(tokio::time::Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for(what, async || done().await.then_some(())).await
 }
 
 async fn percent(h: &Harness, uid: i64) -> u8 {
@@ -66,24 +62,13 @@ async fn percent(h: &Harness, uid: i64) -> u8 {
 }
 
 /// Publishes, subscribes, and runs the engine until `stop` fires; one connection is open.
-async fn running(
-    h: &Harness,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<(), taskbridge::sync::SyncError>>,
-) {
+async fn running(h: &Harness) -> RunningEngine {
     running_on(h, 1).await
 }
 
 /// Publishes, subscribes, and runs the engine until `stop` fires, once `connections` streaming
 /// connections are open.
-async fn running_on(
-    h: &Harness,
-    connections: usize,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<(), taskbridge::sync::SyncError>>,
-) {
+async fn running_on(h: &Harness, connections: usize) -> RunningEngine {
     h.engine
         .publish(h.project, PublishOptions::default())
         .await
@@ -101,15 +86,7 @@ async fn running_on(
     let subs = subs.as_array().expect("list");
     assert_eq!(subs.len(), 3, "one subscription per mailbox");
     assert!(subs.iter().all(|s| s["kind"] == "streaming"), "{subs:?}");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let engine = h.engine.clone();
-    let runner = tokio::spawn(async move {
-        engine
-            .run(async move {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let (stop, runner) = run_engine(&h.engine);
     // The catch-up pass of every mailbox at start, and the one connection for all three.
     until("catch-up passes and the open streams", async || {
         h.count("SyncFolderItems") >= 3 && h.sim.open_streams() == connections

@@ -672,6 +672,7 @@ async fn connections_over_the_per_address_limit_wait_at_most_the_head_time_out()
 /// Posts one notification on an open connection and reads the answer, leaving the connection
 /// open; returns the status.
 async fn post_keeping_alive(stream: &mut TcpStream, path: &str, body: &str) -> u16 {
+    // Not `post_head`, which asks for the connection to close.
     let head = format!(
         "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n",
         body.len()

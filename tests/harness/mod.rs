@@ -610,6 +610,40 @@ impl<M: MailboxStore + Clone> MailboxStore for Spy<M> {
     }
 }
 
+/// An engine's loop running in a task: stop it by sending on (or dropping) the sender, then
+/// await the handle for the loop's result.
+pub type RunningEngine = (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), taskbridge::sync::SyncError>>,
+);
+
+/// Runs `engine`'s loop (`Engine::run`) in a task until stopped.
+pub fn run_engine(engine: &TestEngine) -> RunningEngine {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let engine = engine.clone();
+    let runner = tokio::spawn(async move {
+        engine
+            .run(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    (stop, runner)
+}
+
+/// Waits (up to 20 s, looking every 20 ms) until `f` gives a value, and returns it; fails
+/// naming `what` otherwise.
+pub async fn wait_for<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A quiet engine configuration for tests: no debounce, fast reconciliation off.
 pub fn quick_sync() -> SyncConfig {
     SyncConfig {
