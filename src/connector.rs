@@ -97,6 +97,9 @@ impl NotificationHandler for SinkHandler {
             subscription_id: notice.subscription_id,
             watermark: notice.watermark,
             item_ids: notice.item_ids,
+            versions: notice
+                .versions
+                .map(|v| v.iter().map(crate::exchange::item_ref).collect()),
         }) {
             NotificationOutcome::Accepted => HandlerAnswer::Ok,
             NotificationOutcome::UnknownSubscription => HandlerAnswer::Unsubscribe,
@@ -115,6 +118,7 @@ impl MetricsSource for EngineMetrics {
         EngineCounters {
             notifications: get(&m.notifications),
             events_queued: get(&m.events_queued),
+            own_echoes: get(&m.own_echoes),
             updates_applied: get(&m.updates_applied),
             updates_pending: get(&m.updates_pending),
             updates_rejected: get(&m.updates_rejected),

@@ -1095,6 +1095,7 @@ async fn queued_notifications_leave_each_mailbox_its_last_watermark() {
         subscription_id: sub.to_string(),
         watermark: watermark.map(str::to_string),
         item_ids: Vec::new(),
+        versions: None,
     };
     for (sub, watermark) in [
         (&subscriptions[0], Some("ann-1")),
@@ -1114,6 +1115,106 @@ async fn queued_notifications_leave_each_mailbox_its_last_watermark() {
         (a.as_deref() == Some("ann-2") && b.as_deref() == Some("bob-2")).then_some(())
     })
     .await;
+    let _ = stop.send(());
+    runner.await.expect("join").expect("run");
+}
+
+#[tokio::test]
+async fn the_notification_of_our_own_write_is_noted_without_a_pass() {
+    use std::sync::atomic::Ordering;
+    use taskbridge::state::ItemRef;
+    use taskbridge::sync::{Notice, NotificationOutcome};
+    let h = harness(
+        6,
+        ApprovalPolicy::Auto,
+        SyncConfig {
+            // Pull subscriptions, never polled: the only notifications are the test's.
+            pull_interval: Some(Duration::from_secs(3600)),
+            reconcile_interval: Duration::from_secs(3600),
+            ..quick_sync()
+        },
+    )
+    .await;
+    h.engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    h.engine.subscribe_all(false).await.expect("subscribe");
+    let (stop, runner) = run_engine(&h.engine);
+    let state = h.engine.state();
+    let metrics = h.engine.metrics();
+    let (mailbox, task) = h.task_of(2).await;
+    let mb = MailboxAddress::new(&mailbox);
+    let id = id_of(&task);
+    let sink = h.engine.notification_sink();
+    let subscription = wait_for("never subscribed", async || {
+        let id = state.mailbox(&mb).await.unwrap()?.subscription_id?;
+        sink.knows(&id).then_some(id)
+    })
+    .await;
+    // The passes the engine makes by itself at start are over once the count stands still.
+    let mut passes = h.count("SyncFolderItems");
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = h.count("SyncFolderItems");
+        if now == passes {
+            break;
+        }
+        passes = now;
+    }
+    let version = |task: &serde_json::Value| ItemRef {
+        item_id: id_of(task),
+        change_key: task["ItemId"]["ChangeKey"]
+            .as_str()
+            .expect("change key")
+            .to_string(),
+    };
+    let notice = |versions: Option<Vec<ItemRef>>| Notice {
+        subscription_id: subscription.clone(),
+        watermark: None,
+        item_ids: vec![id.clone()],
+        versions,
+    };
+
+    // The owner's edit names a version the engine never wrote: a pass takes it and writes the
+    // PM's resulting values back.
+    let edited = h.edit(&mailbox, &id, json!({"PercentComplete": 40})).await;
+    assert_eq!(
+        sink.deliver(notice(Some(vec![version(&edited)]))),
+        NotificationOutcome::Accepted
+    );
+    let written = wait_for("the edit was never applied and written back", async || {
+        let row = state.assignment_by_item(&mb, &id).await.unwrap()?;
+        let stored = row.item?.change_key;
+        let (_, now) = h.task_of(2).await;
+        (stored != version(&edited).change_key && stored == version(&now).change_key).then_some(now)
+    })
+    .await;
+    assert!(h.count("SyncFolderItems") > passes, "the edit had its pass");
+    assert_eq!(written["ActualWork"], 192, "40 % of 8 h came back");
+    assert_eq!(metrics.own_echoes.load(Ordering::Relaxed), 0);
+
+    // The notification of that write names the version the engine wrote: noted, no pass.
+    let passes = h.count("SyncFolderItems");
+    assert_eq!(
+        sink.deliver(notice(Some(vec![version(&written)]))),
+        NotificationOutcome::Accepted
+    );
+    wait_for("the echo was never noted", async || {
+        (metrics.own_echoes.load(Ordering::Relaxed) == 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(h.count("SyncFolderItems"), passes, "no pass for the echo");
+
+    // The same item without its versions (a notification that cannot be compared) gets its
+    // pass, which finds nothing to do.
+    assert_eq!(sink.deliver(notice(None)), NotificationOutcome::Accepted);
+    wait_for("no pass for a notification without versions", async || {
+        (h.count("SyncFolderItems") > passes).then_some(())
+    })
+    .await;
+    assert_eq!(updates(&h.host).await.len(), 1, "one status update in all");
     let _ = stop.send(());
     runner.await.expect("join").expect("run");
 }

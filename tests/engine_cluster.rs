@@ -118,6 +118,7 @@ async fn a_notification_received_by_the_other_instance_reaches_the_owner_once() 
         subscription_id: subscription,
         watermark: None,
         item_ids: vec![id_of(&task)],
+        versions: None,
     });
     assert_eq!(outcome, NotificationOutcome::Accepted);
     // b applies it (a holds no lease on the mailbox and never reads it).
@@ -138,6 +139,7 @@ async fn a_notification_received_by_the_other_instance_reaches_the_owner_once() 
         subscription_id: "no-such-subscription".into(),
         watermark: None,
         item_ids: vec![],
+        versions: None,
     };
     assert_eq!(sink.deliver(unknown()), NotificationOutcome::Accepted);
     wait_for("an unknown subscription was never refused", async || {

@@ -1077,6 +1077,7 @@ async fn admin_metrics_and_healthz_from_every_source() {
         "taskbridge_listener_requests_total",
         "taskbridge_notifications_received_total",
         "taskbridge_events_queued_total",
+        "taskbridge_own_write_notifications_total",
         "taskbridge_status_updates_total",
         "taskbridge_conflicts_total",
         "taskbridge_items_created_total",
@@ -1158,6 +1159,9 @@ fn handler_for(sink: taskbridge::sync::NotificationSink) -> impl NotificationHan
         subscription_id: n.subscription_id,
         watermark: n.watermark,
         item_ids: n.item_ids,
+        versions: n
+            .versions
+            .map(|v| v.iter().map(taskbridge::exchange::item_ref).collect()),
     }) {
         NotificationOutcome::Accepted => HandlerAnswer::Ok,
         NotificationOutcome::UnknownSubscription => HandlerAnswer::Unsubscribe,
@@ -1172,6 +1176,7 @@ fn engine_source(m: Arc<taskbridge::sync::Metrics>) -> impl MetricsSource {
         EngineCounters {
             notifications: n(&m.notifications),
             events_queued: n(&m.events_queued),
+            own_echoes: n(&m.own_echoes),
             updates_applied: n(&m.updates_applied),
             updates_pending: n(&m.updates_pending),
             updates_rejected: n(&m.updates_rejected),

@@ -223,7 +223,8 @@ fn mailbox_failure<T>(mailbox: &MailboxAddress, m: &ResponseMessage<T>) -> Mailb
     }
 }
 
-fn item_ref(id: &ItemId) -> ItemRef {
+/// An EWS item id in the engine's terms (an empty change key where it has none).
+pub fn item_ref(id: &ItemId) -> ItemRef {
     ItemRef {
         item_id: id.id.to_string(),
         change_key: id
@@ -683,9 +684,13 @@ impl<C: EwsService + Clone + 'static> MailboxStore for EwsMailboxStore<C> {
             items: Vec::new(),
             watermark: None,
             more: false,
+            versions: None,
         };
         if let Some(n) = message.payload.notification {
             out.more = n.more_events.unwrap_or(false);
+            out.versions = n
+                .item_versions()
+                .map(|v| v.into_iter().map(item_ref).collect());
             for e in &n.events {
                 if let Some(w) = e.watermark() {
                     out.watermark = Some(w.0.clone());
@@ -779,6 +784,9 @@ fn stream_events(
                     subscription_id: n.subscription_id.as_str().to_string(),
                     watermark: n.resume_watermark().map(|w| w.as_str().to_string()),
                     item_ids: n.item_ids(),
+                    versions: n
+                        .item_versions()
+                        .map(|v| v.into_iter().map(item_ref).collect()),
                 })
                 .collect();
             if !notices.is_empty() {

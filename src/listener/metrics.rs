@@ -202,6 +202,8 @@ pub struct EngineCounters {
     pub notifications: u64,
     /// Mailbox syncs queued by notifications.
     pub events_queued: u64,
+    /// Notifications that named only versions taskbridge wrote itself (no pass).
+    pub own_echoes: u64,
     /// Status updates applied on the PM side.
     pub updates_applied: u64,
     /// Status updates left waiting for approval.
@@ -241,6 +243,12 @@ impl MetricsSource for EngineCounters {
             "taskbridge_events_queued_total",
             "Mailbox syncs queued by notifications.",
             self.events_queued,
+        );
+        write_counter(
+            out,
+            "taskbridge_own_write_notifications_total",
+            "Notifications naming only versions taskbridge wrote itself, noted without a pass.",
+            self.own_echoes,
         );
         let name = "taskbridge_status_updates_total";
         write_family(
@@ -431,17 +439,22 @@ mod tests {
             updates_pending: 2,
             reconciles: 7,
             publish_rounds: 1,
+            own_echoes: 4,
             ..EngineCounters::default()
         };
         let mut out = String::new();
         c.render(&mut out);
+        assert!(out.contains(
+            "taskbridge_own_write_notifications_total 4
+"
+        ));
         assert!(out.contains("taskbridge_status_updates_total{outcome=\"pending\"} 2\n"));
         assert!(out.contains("taskbridge_reconciliations_total 7\n"));
         assert!(out.contains("taskbridge_publish_rounds_total 1\n"));
         assert!(out.contains("# TYPE taskbridge_streaming_connections gauge\n"));
         let types = out.lines().filter(|l| l.starts_with("# TYPE")).count();
         let helps = out.lines().filter(|l| l.starts_with("# HELP")).count();
-        assert_eq!(types, 12);
+        assert_eq!(types, 13);
         assert_eq!(helps, types);
     }
 }

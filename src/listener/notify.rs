@@ -5,7 +5,7 @@
 //! engine's notification sink to that trait.
 
 use crate::ews::ops::send_notification::SendNotification;
-use crate::ews::types::Notification;
+use crate::ews::types::{ItemId, Notification};
 
 /// The longest watermark handed on. Exchange's are base64 of a few dozen bytes.
 pub const MAX_WATERMARK_BYTES: usize = 1024;
@@ -22,6 +22,10 @@ pub struct ListenerNotice {
     /// The items the events are about, in order, each once: created, modified, deleted, moved
     /// (new and old id), copied, new mail. Empty for a notification of status events only.
     pub item_ids: Vec<String>,
+    /// The item versions (id and change key) of its events when every item event is a
+    /// creation or a modification naming its change key; `None` otherwise
+    /// ([`Notification::item_versions`]). A handler can tell the echo of its own writes by them.
+    pub versions: Option<Vec<ItemId>>,
 }
 
 /// What the handler says about one notice.
@@ -82,6 +86,9 @@ pub(crate) fn notice_of(notification: &Notification) -> ListenerNotice {
         subscription_id: notification.subscription_id.as_str().to_string(),
         watermark,
         item_ids: notification.item_ids(),
+        versions: notification
+            .item_versions()
+            .map(|v| v.into_iter().cloned().collect()),
     }
 }
 
@@ -145,6 +152,52 @@ mod tests {
         assert_eq!(n.watermark.as_deref(), Some("wm-6"));
         // A twice, the moved item under its new and old id, the folder event not at all.
         assert_eq!(n.item_ids, ["A", "B2", "B"]);
+        // A move is more than a version: nothing to compare.
+        assert_eq!(n.versions, None);
+    }
+
+    fn versions(n: &ListenerNotice) -> Option<Vec<(&str, Option<&str>)>> {
+        n.versions.as_ref().map(|v| {
+            v.iter()
+                .map(|id| (id.id.as_str(), id.change_key.as_ref().map(|c| c.as_str())))
+                .collect()
+        })
+    }
+
+    #[test]
+    fn notice_names_the_versions_of_creations_and_modifications_only() {
+        // Two modifications and a creation, a folder's modification and a status event: the
+        // three item versions, in order.
+        let c = call(&[
+            r#"<t:SubscriptionId>s</t:SubscriptionId><t:PreviousWatermark>p</t:PreviousWatermark><t:ModifiedEvent><t:Watermark>w1</t:Watermark><t:TimeStamp>2026-03-02T10:00:00Z</t:TimeStamp><t:ItemId Id="A" ChangeKey="2"/><t:ParentFolderId Id="F"/></t:ModifiedEvent><t:CreatedEvent><t:Watermark>w2</t:Watermark><t:TimeStamp>2026-03-02T10:00:00Z</t:TimeStamp><t:ItemId Id="C" ChangeKey="1"/><t:ParentFolderId Id="F"/></t:CreatedEvent><t:ModifiedEvent><t:Watermark>w3</t:Watermark><t:TimeStamp>2026-03-02T10:00:00Z</t:TimeStamp><t:FolderId Id="F"/><t:ParentFolderId Id="R"/></t:ModifiedEvent><t:ModifiedEvent><t:Watermark>w4</t:Watermark><t:TimeStamp>2026-03-02T10:00:01Z</t:TimeStamp><t:ItemId Id="A" ChangeKey="3"/><t:ParentFolderId Id="F"/></t:ModifiedEvent><t:StatusEvent><t:Watermark>w5</t:Watermark></t:StatusEvent>"#,
+        ]);
+        let n = notice_of(c.notifications().next().expect("one"));
+        assert_eq!(
+            versions(&n),
+            Some(vec![("A", Some("2")), ("C", Some("1")), ("A", Some("3"))])
+        );
+        // Status events alone: no versions, and nothing else either.
+        let c = call(&[
+            r#"<t:SubscriptionId>s</t:SubscriptionId><t:PreviousWatermark>p</t:PreviousWatermark><t:StatusEvent><t:Watermark>w</t:Watermark></t:StatusEvent>"#,
+        ]);
+        let n = notice_of(c.notifications().next().expect("one"));
+        assert_eq!(versions(&n), Some(vec![]));
+    }
+
+    #[test]
+    fn notice_without_a_change_key_or_with_a_deletion_names_no_versions() {
+        for event in [
+            // A modification whose id has no change key: its version is unknown.
+            r#"<t:ModifiedEvent><t:Watermark>w1</t:Watermark><t:TimeStamp>2026-03-02T10:00:00Z</t:TimeStamp><t:ItemId Id="A"/><t:ParentFolderId Id="F"/></t:ModifiedEvent>"#,
+            r#"<t:DeletedEvent><t:Watermark>w1</t:Watermark><t:TimeStamp>2026-03-02T10:00:00Z</t:TimeStamp><t:ItemId Id="A" ChangeKey="2"/><t:ParentFolderId Id="F"/></t:DeletedEvent>"#,
+            r#"<t:NewMailEvent><t:Watermark>w1</t:Watermark><t:TimeStamp>2026-03-02T10:00:00Z</t:TimeStamp><t:ItemId Id="A" ChangeKey="2"/><t:ParentFolderId Id="F"/></t:NewMailEvent>"#,
+        ] {
+            let c = call(&[&format!(
+                r#"<t:SubscriptionId>s</t:SubscriptionId><t:PreviousWatermark>p</t:PreviousWatermark><t:ModifiedEvent><t:Watermark>w0</t:Watermark><t:TimeStamp>2026-03-02T10:00:00Z</t:TimeStamp><t:ItemId Id="B" ChangeKey="5"/><t:ParentFolderId Id="F"/></t:ModifiedEvent>{event}"#
+            )]);
+            let n = notice_of(c.notifications().next().expect("one"));
+            assert_eq!(versions(&n), None, "{event}");
+        }
     }
 
     #[test]

@@ -249,6 +249,8 @@ pub(crate) struct Inner<H, M, S> {
     pub republish_again: AtomicBool,
     /// A publish skipped a mailbox whose lease was held elsewhere or not yet taken.
     pub republish_skipped: AtomicBool,
+    /// The item versions this process wrote lately, to tell the echo of its writes.
+    pub own_writes: super::echo::OwnWrites,
     /// Becomes true once [`Engine::run`] has taken its first round of leases.
     pub first_lease_round: tokio::sync::watch::Sender<bool>,
     /// One lock per mailbox: publish, inbound changes and mapping back never work on the same
@@ -337,6 +339,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 republishing: AtomicBool::new(false),
                 republish_again: AtomicBool::new(false),
                 republish_skipped: AtomicBool::new(false),
+                own_writes: Default::default(),
                 first_lease_round: tokio::sync::watch::Sender::new(false),
                 locks: Mutex::new(HashMap::new()),
                 debounce: Mutex::new((config.debounce, config.max_debounce)),

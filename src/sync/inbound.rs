@@ -722,6 +722,9 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 r.pop()
                     .unwrap_or(Err(ItemFailure::Transient("no answer".into())))
             });
+        if let Ok(Ok(item)) = &result {
+            self.inner.own_writes.wrote([item]);
+        }
         Ok(match result {
             Ok(Ok(item)) => {
                 pass.report.written += 1;

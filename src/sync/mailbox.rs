@@ -210,6 +210,8 @@ pub struct PulledEvents {
     pub watermark: Option<String>,
     /// Whether more events wait.
     pub more: bool,
+    /// The item versions the events name, as [`Notice::versions`](super::Notice::versions).
+    pub versions: Option<Vec<ItemRef>>,
 }
 
 /// One item to read.

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::mailbox::Backend;
 use super::metrics::Metrics;
-use crate::state::MailboxAddress;
+use crate::state::{ItemRef, MailboxAddress};
 
 /// A notification, in engine terms: which subscription, up to which watermark, about which
 /// items.
@@ -23,6 +23,11 @@ pub struct Notice {
     pub watermark: Option<String>,
     /// Items created, changed, moved or deleted (empty for a status notification).
     pub item_ids: Vec<String>,
+    /// The item versions (id and change key) the events name, when they name nothing but
+    /// creations and modifications with their change keys; `None` otherwise, or when not known.
+    /// A notice naming only versions the engine wrote is the echo of its own writes: noted,
+    /// without a pass (`echo.rs`).
+    pub versions: Option<Vec<ItemRef>>,
 }
 
 impl From<crate::state::QueuedNotice> for Notice {
@@ -31,6 +36,8 @@ impl From<crate::state::QueuedNotice> for Notice {
             subscription_id: q.subscription_id,
             watermark: q.watermark,
             item_ids: q.item_ids,
+            // Not kept in the store's queue: the holder makes the pass.
+            versions: None,
         }
     }
 }

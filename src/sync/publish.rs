@@ -390,7 +390,10 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 let items: Vec<(AssignmentKey, MailValues)> =
                     chunk.iter().map(|(k, v, _)| (*k, v.clone())).collect();
                 let results = match store.create(mailbox, &items).await {
-                    Ok(r) => r,
+                    Ok(r) => {
+                        self.inner.own_writes.wrote(r.iter().flatten());
+                        r
+                    }
                     Err(e) => {
                         // Unknown whether anything was created: the journal stays open until
                         // the items are looked for (here, or by the next publish).
@@ -578,7 +581,10 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 .open_journal(mailbox, writes.iter().map(|w| w.key), WriteKind::Update)
                 .await?;
             let results = match store.update(mailbox, &writes).await {
-                Ok(r) => r,
+                Ok(r) => {
+                    self.inner.own_writes.wrote(r.iter().flatten());
+                    r
+                }
                 Err(e) => {
                     warn!(error = %e, "update batch failed");
                     for w in &writes {

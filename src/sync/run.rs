@@ -471,8 +471,15 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 }
                 continue;
             }
-            debug!(%mailbox, items = notice.item_ids.len(), "notification");
-            scheduler.heard(mailbox.clone(), now, !notice.item_ids.is_empty());
+            let echo = notice
+                .versions
+                .as_deref()
+                .is_some_and(|v| self.inner.own_writes.all_own(v));
+            debug!(%mailbox, items = notice.item_ids.len(), echo, "notification");
+            if echo {
+                Metrics::add(&self.inner.metrics.own_echoes, 1);
+            }
+            scheduler.heard(mailbox.clone(), now, !notice.item_ids.is_empty() && !echo);
             match index.get(&mailbox) {
                 Some(&at) => {
                     if notice.watermark.is_some() {
@@ -889,7 +896,13 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 Ok(events) => {
                     self.heard_from(&mailbox, None, events.watermark.clone())
                         .await?;
-                    if !events.items.is_empty() {
+                    let echo = events
+                        .versions
+                        .as_deref()
+                        .is_some_and(|v| self.inner.own_writes.all_own(v));
+                    if echo {
+                        Metrics::add(&self.inner.metrics.own_echoes, 1);
+                    } else if !events.items.is_empty() {
                         Metrics::add(&self.inner.metrics.events_queued, 1);
                         changed.push(mailbox);
                     }

@@ -284,6 +284,38 @@ impl Notification {
         ids
     }
 
+    /// The item versions the notification reports, when that is all it reports: every item
+    /// event is a creation or a modification whose item id carries a change key. `None` when
+    /// an item was deleted, moved, copied or delivered as new mail, or an id came without its
+    /// change key: such a notification cannot be settled by comparing versions. Folder and
+    /// status events name no item and are left out (`Some` of an empty list when only they
+    /// came).
+    pub fn item_versions(&self) -> Option<Vec<&ItemId>> {
+        let mut versions = Vec::new();
+        for event in &self.events {
+            let object = match event {
+                Event::CreatedEvent(o) | Event::ModifiedEvent(o) => o,
+                Event::StatusEvent { .. } => continue,
+                Event::CopiedEvent(o)
+                | Event::DeletedEvent(o)
+                | Event::MovedEvent(o)
+                | Event::NewMailEvent(o)
+                | Event::FreeBusyChangedEvent(o) => {
+                    if o.item_id().is_some() {
+                        return None;
+                    }
+                    continue;
+                }
+            };
+            match object.item_id() {
+                Some(id) if id.change_key.is_some() => versions.push(id),
+                Some(_) => return None,
+                None => {}
+            }
+        }
+        Some(versions)
+    }
+
     /// The position to resume from: the watermark of the last event that carries one, else
     /// the previous watermark.
     pub fn resume_watermark(&self) -> Option<&Watermark> {
