@@ -1077,7 +1077,7 @@ async fn admin_metrics_and_healthz_from_every_source() {
         "taskbridge_listener_requests_total",
         "taskbridge_notifications_received_total",
         "taskbridge_events_queued_total",
-        "taskbridge_own_write_notifications_total",
+        "taskbridge_echo_passes_skipped_total",
         "taskbridge_status_updates_total",
         "taskbridge_conflicts_total",
         "taskbridge_items_created_total",

@@ -202,7 +202,8 @@ pub struct EngineCounters {
     pub notifications: u64,
     /// Mailbox syncs queued by notifications.
     pub events_queued: u64,
-    /// Notifications that named only versions taskbridge wrote itself (no pass).
+    /// Mailbox passes not made because the notifications named only item versions
+    /// taskbridge wrote itself.
     pub own_echoes: u64,
     /// Status updates applied on the PM side.
     pub updates_applied: u64,
@@ -246,8 +247,8 @@ impl MetricsSource for EngineCounters {
         );
         write_counter(
             out,
-            "taskbridge_own_write_notifications_total",
-            "Notifications naming only versions taskbridge wrote itself, noted without a pass.",
+            "taskbridge_echo_passes_skipped_total",
+            "Mailbox passes not made: the notifications named only versions taskbridge wrote.",
             self.own_echoes,
         );
         let name = "taskbridge_status_updates_total";
@@ -445,7 +446,7 @@ mod tests {
         let mut out = String::new();
         c.render(&mut out);
         assert!(out.contains(
-            "taskbridge_own_write_notifications_total 4
+            "taskbridge_echo_passes_skipped_total 4
 "
         ));
         assert!(out.contains("taskbridge_status_updates_total{outcome=\"pending\"} 2\n"));

@@ -4,15 +4,16 @@
 //! Every item taskbridge creates or updates comes back as a notification naming the version it
 //! wrote. A mailbox pass would list that version with SyncFolderItems and skip it by its change
 //! key (`is_own_version` in `inbound.rs`): a round trip to Exchange and several to the state
-//! store for nothing. [`OwnWrites`] remembers the versions written lately, so that a
-//! notification naming only those is noted (its watermark) without a pass.
+//! store for nothing. [`OwnWrites`] remembers the versions written lately; the scheduler asks
+//! it, when a notified mailbox's pass would start, whether the notifications named only those,
+//! and then makes no pass (their watermarks are noted all the same).
 //!
 //! Why skipping that pass loses no edit: each change in a mailbox is its own event with the
 //! change key of the version it made, so a person's edit, even one Exchange merged into our
 //! write (the case `is_own_version` checks the content for), has an event with a change key of
 //! its own, which is not ours and brings the pass. The memory is per process and bounded: a
-//! version it forgot, or never saw (after a restart, or a notification faster than the write's
-//! answer), costs the pass it costs without it.
+//! version it forgot or never saw (after a restart; a publish's write whose notification came
+//! before its answer) costs the pass it costs without it.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};

@@ -9,7 +9,8 @@ pub struct Metrics {
     pub notifications: AtomicU64,
     /// Mailbox syncs queued by notifications.
     pub events_queued: AtomicU64,
-    /// Notifications that named only versions taskbridge wrote itself: noted, no pass.
+    /// Mailbox passes not made: the notifications named only item versions taskbridge wrote
+    /// itself (the echo of its own writes).
     pub own_echoes: AtomicU64,
     /// Status updates applied on the PM side.
     pub updates_applied: AtomicU64,

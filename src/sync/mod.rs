@@ -11,8 +11,8 @@
 //! - **notified**: a mailbox says that a task was updated: [`NotificationSink::deliver`]
 //!   (push), the GetStreamingEvents connections the engine holds open (streaming,
 //!   `streaming.rs`), or the poll of a pull subscription; the scheduler (`scheduler.rs`) turns
-//!   notifications into debounced mailbox passes for [`Engine::run`]; one naming only versions
-//!   the engine wrote itself is the echo of its write, noted without a pass (`echo.rs`).
+//!   notifications into debounced mailbox passes for [`Engine::run`], and makes none for
+//!   notifications that named only versions the engine wrote itself (`echo.rs`).
 //! - **request**: request the updated task's attributes and receive them:
 //!   [`Engine::sync_mailbox`] (what changed, SyncFolderItems) and `Engine::process_rows` (the
 //!   items, GetItem), in `inbound.rs`.

@@ -25,8 +25,8 @@ pub struct Notice {
     pub item_ids: Vec<String>,
     /// The item versions (id and change key) the events name, when they name nothing but
     /// creations and modifications with their change keys; `None` otherwise, or when not known.
-    /// A notice naming only versions the engine wrote is the echo of its own writes: noted,
-    /// without a pass (`echo.rs`).
+    /// A mailbox whose notices named only versions the engine wrote (the echo of its own
+    /// writes) gets no pass (`echo.rs`).
     pub versions: Option<Vec<ItemRef>>,
 }
 

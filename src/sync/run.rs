@@ -22,7 +22,7 @@ use super::notify::{Notice, NotificationSink};
 use super::publish::PublishOptions;
 use super::scheduler::Scheduler;
 use crate::pm::{HostEvent, PmHost};
-use crate::state::{LeaseTiming, MailboxAddress, QueuedNotice, StateStore, SyncStatus};
+use crate::state::{ItemRef, LeaseTiming, MailboxAddress, QueuedNotice, StateStore, SyncStatus};
 
 /// The right to publish every project, held by one [`Engine::publish_all`] at a time; given
 /// back when dropped, also when the publish is cancelled.
@@ -394,8 +394,11 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     let now = Instant::now();
                     match self.poll_all().await {
                         Ok(changed) => {
-                            for m in changed {
-                                scheduler.heard(m, now, true);
+                            for (m, versions) in changed {
+                                match versions {
+                                    Some(v) => scheduler.heard_versions(m, now, v),
+                                    None => scheduler.heard(m, now, true),
+                                }
                             }
                         }
                         Err(e) => outlive_outage(Err(e), "polling")?,
@@ -471,15 +474,11 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 }
                 continue;
             }
-            let echo = notice
-                .versions
-                .as_deref()
-                .is_some_and(|v| self.inner.own_writes.all_own(v));
-            debug!(%mailbox, items = notice.item_ids.len(), echo, "notification");
-            if echo {
-                Metrics::add(&self.inner.metrics.own_echoes, 1);
+            debug!(%mailbox, items = notice.item_ids.len(), "notification");
+            match notice.versions {
+                Some(versions) => scheduler.heard_versions(mailbox.clone(), now, versions),
+                None => scheduler.heard(mailbox.clone(), now, !notice.item_ids.is_empty()),
             }
-            scheduler.heard(mailbox.clone(), now, !notice.item_ids.is_empty() && !echo);
             match index.get(&mailbox) {
                 Some(&at) => {
                     if notice.watermark.is_some() {
@@ -812,7 +811,13 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     fn start_passes(&self, scheduler: &mut Scheduler, tasks: &mut Work) {
         let (debounce, max_debounce) = self.debounce();
         let now = Instant::now();
-        for mailbox in scheduler.start_due(now, debounce, max_debounce) {
+        let own = |versions: &[ItemRef]| self.inner.own_writes.all_own(versions);
+        let due = scheduler.start_due(now, debounce, max_debounce, own);
+        for mailbox in &due.echoes {
+            debug!(%mailbox, "notified of our own writes only; no pass");
+        }
+        Metrics::add(&self.inner.metrics.own_echoes, due.echoes.len());
+        for mailbox in due.start {
             if !self.holds(&mailbox) {
                 scheduler.finished(&mailbox, now);
                 continue;
@@ -880,8 +885,9 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         Ok(())
     }
 
-    /// Polls the pull subscription of every mailbox; returns the mailboxes with changes.
-    async fn poll_all(&self) -> Result<Vec<MailboxAddress>, SyncError> {
+    /// Polls the pull subscription of every mailbox; returns the mailboxes with changes, each
+    /// with the item versions its events named when they named nothing else.
+    async fn poll_all(&self) -> Result<Vec<(MailboxAddress, Option<Vec<ItemRef>>)>, SyncError> {
         let mut changed = Vec::new();
         for state in self.inner.state.mailboxes().await? {
             let (Some(mailbox), Some(sub)) = (state.mailbox.clone(), state.subscription_id.clone())
@@ -896,21 +902,15 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 Ok(events) => {
                     self.heard_from(&mailbox, None, events.watermark.clone())
                         .await?;
-                    let echo = events
-                        .versions
-                        .as_deref()
-                        .is_some_and(|v| self.inner.own_writes.all_own(v));
-                    if echo {
-                        Metrics::add(&self.inner.metrics.own_echoes, 1);
-                    } else if !events.items.is_empty() {
+                    if !events.items.is_empty() {
                         Metrics::add(&self.inner.metrics.events_queued, 1);
-                        changed.push(mailbox);
+                        changed.push((mailbox, events.versions));
                     }
                 }
                 Err(MailboxError::SubscriptionGone(why)) => {
                     warn!(%mailbox, %why, "pull subscription gone; subscribing again");
                     self.resubscribe(&mailbox).await?;
-                    changed.push(mailbox);
+                    changed.push((mailbox, None));
                 }
                 Err(e) => warn!(%mailbox, error = %e, "polling failed; retried at the next poll"),
             }

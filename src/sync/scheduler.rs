@@ -7,6 +7,13 @@
 //! never two of one mailbox: a mailbox due while its pass runs gets another pass after it
 //! ends (its retry), a debounce later. The scheduler also tells which subscriptions fell silent.
 //!
+//! A mailbox whose notifications named nothing but item versions is asked about them when its
+//! pass would start: if the engine wrote every one of them itself (`echo.rs`), the pass is not
+//! made. Asking then rather than when the notification came matters: Exchange sends the
+//! notification of a write as it commits it, often before the write's answer reached the pass
+//! that made it, and that pass is still running (the mailbox waits for it) until it has the
+//! answer.
+//!
 //! Pure bookkeeping over the instants the caller gives, so it is tested without a runtime;
 //! [`Engine::run`](super::Engine::run) waits for the next event, asks it, and acts.
 
@@ -15,15 +22,51 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::state::MailboxAddress;
+use crate::state::{ItemRef, MailboxAddress};
+
+/// More versions than this waiting for one mailbox: the pass is made without asking (it costs
+/// less than remembering them).
+const MAX_VERSIONS: usize = 256;
+
+/// What the notifications a mailbox waits with were about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum News {
+    /// Only these item versions, created or modified.
+    Versions(Vec<ItemRef>),
+    /// Anything else: a deletion or move, a notification without versions, a poll, a catch-up.
+    Other,
+}
+
+impl News {
+    fn and(self, later: News) -> News {
+        match (self, later) {
+            (News::Versions(mut a), News::Versions(b)) if a.len() + b.len() <= MAX_VERSIONS => {
+                a.extend(b);
+                News::Versions(a)
+            }
+            _ => News::Other,
+        }
+    }
+}
 
 /// A mailbox waiting for its pass.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Pending {
     /// The first notification not yet read (the start, for a catch-up).
     first: Instant,
     /// The last one.
     last: Instant,
+    /// What they were about.
+    news: News,
+}
+
+/// The passes [`Scheduler::start_due`] starts, and the mailboxes it let go without one.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Due {
+    /// The mailboxes whose pass starts now, marked running.
+    pub start: Vec<MailboxAddress>,
+    /// Mailboxes due whose notifications named only versions the engine wrote: no pass.
+    pub echoes: Vec<MailboxAddress>,
 }
 
 /// The passes of the mailboxes: which wait, which run, which were heard from when.
@@ -38,8 +81,9 @@ pub(crate) struct Scheduler {
     pending: HashMap<MailboxAddress, Pending>,
     /// Mailboxes whose pass runs.
     running: HashSet<MailboxAddress>,
-    /// Mailboxes due again while their pass ran: pending again when it ends.
-    again: HashSet<MailboxAddress>,
+    /// Mailboxes due again while their pass ran, with what they were due for: pending again
+    /// when it ends.
+    again: HashMap<MailboxAddress, News>,
     /// When the server last spoke for each mailbox (a notification or a poll).
     last_heard: HashMap<MailboxAddress, Instant>,
 }
@@ -53,7 +97,7 @@ impl Scheduler {
             concurrency: concurrency.max(1),
             pending: HashMap::new(),
             running: HashSet::new(),
-            again: HashSet::new(),
+            again: HashMap::new(),
             last_heard: HashMap::new(),
         }
     }
@@ -63,10 +107,7 @@ impl Scheduler {
     pub fn catch_up(&mut self, mailboxes: impl IntoIterator<Item = MailboxAddress>) {
         let start = self.start;
         for m in mailboxes {
-            self.pending.entry(m).or_insert(Pending {
-                first: start,
-                last: start,
-            });
+            self.pend(m, start, start, News::Other, false);
         }
     }
 
@@ -75,26 +116,53 @@ impl Scheduler {
     pub fn heard(&mut self, mailbox: MailboxAddress, now: Instant, changed: bool) {
         self.last_heard.insert(mailbox.clone(), now);
         if changed {
-            self.pending
-                .entry(mailbox)
-                .and_modify(|p| p.last = now)
-                .or_insert(Pending {
-                    first: now,
-                    last: now,
-                });
+            self.pend(mailbox, now, now, News::Other, true);
+        }
+    }
+
+    /// A notification for `mailbox` at `now` named only these item versions (created or
+    /// modified; none: nothing changed): its pass is due after the debounce, unless when it
+    /// would start the engine wrote each version itself.
+    pub fn heard_versions(
+        &mut self,
+        mailbox: MailboxAddress,
+        now: Instant,
+        versions: Vec<ItemRef>,
+    ) {
+        self.last_heard.insert(mailbox.clone(), now);
+        if !versions.is_empty() {
+            self.pend(mailbox, now, now, News::Versions(versions), true);
         }
     }
 
     /// `mailbox`'s notifications may have been missed (a streaming connection broke or was
     /// reopened) at `now`: its pass is due after the debounce, without counting as heard from.
     pub fn missed(&mut self, mailbox: MailboxAddress, now: Instant) {
-        self.pending
-            .entry(mailbox)
-            .and_modify(|p| p.last = now)
-            .or_insert(Pending {
-                first: now,
-                last: now,
-            });
+        self.pend(mailbox, now, now, News::Other, true);
+    }
+
+    /// Adds `news` to the mailbox's wait, or starts one from `first`; `restart` moves a
+    /// waiting mailbox's quiet time to `last`.
+    fn pend(
+        &mut self,
+        mailbox: MailboxAddress,
+        first: Instant,
+        last: Instant,
+        news: News,
+        restart: bool,
+    ) {
+        match self.pending.get_mut(&mailbox) {
+            Some(p) => {
+                if restart {
+                    p.last = last;
+                }
+                let earlier = std::mem::replace(&mut p.news, News::Other);
+                p.news = earlier.and(news);
+            }
+            None => {
+                self.pending.insert(mailbox, Pending { first, last, news });
+            }
+        }
     }
 
     /// Of `known`, the mailboxes not heard from for longer than `silent_after` at `now`;
@@ -128,13 +196,16 @@ impl Scheduler {
     /// The mailboxes whose pass starts at `now`, marked running: those whose debounce is over
     /// (`debounce` since the last notification, or `max_debounce` since the first), oldest
     /// first, while fewer than the concurrency run. Others due stay pending until a pass ends;
-    /// a mailbox due while its pass runs gets another pass after it.
+    /// a mailbox due while its pass runs gets another pass after it. A mailbox due whose
+    /// notifications named only versions for which `own` says the engine wrote them all gets
+    /// no pass (it is in [`Due::echoes`]).
     pub fn start_due(
         &mut self,
         now: Instant,
         debounce: Duration,
         max_debounce: Duration,
-    ) -> Vec<MailboxAddress> {
+        own: impl Fn(&[ItemRef]) -> bool,
+    ) -> Due {
         let mut due: Vec<(Instant, MailboxAddress)> = self
             .pending
             .iter()
@@ -142,11 +213,24 @@ impl Scheduler {
             .map(|(m, p)| (p.first, m.clone()))
             .collect();
         due.sort();
-        let mut start = Vec::new();
+        let mut out = Due::default();
         for (_, mailbox) in due {
             if self.running.contains(&mailbox) {
+                // Asked when it ends: the running pass may be the one that wrote them.
+                let news = self
+                    .pending
+                    .remove(&mailbox)
+                    .map_or(News::Other, |p| p.news);
+                let news = match self.again.remove(&mailbox) {
+                    Some(earlier) => earlier.and(news),
+                    None => news,
+                };
+                self.again.insert(mailbox, news);
+                continue;
+            }
+            if matches!(&self.pending[&mailbox].news, News::Versions(v) if own(v)) {
                 self.pending.remove(&mailbox);
-                self.again.insert(mailbox);
+                out.echoes.push(mailbox);
                 continue;
             }
             if self.running.len() >= self.concurrency {
@@ -154,9 +238,9 @@ impl Scheduler {
             }
             self.pending.remove(&mailbox);
             self.running.insert(mailbox.clone());
-            start.push(mailbox);
+            out.start.push(mailbox);
         }
-        start
+        out
     }
 
     /// `mailbox` is no longer this instance's (its lease went): no pass of it waits. A pass
@@ -171,11 +255,8 @@ impl Scheduler {
     /// due again meanwhile, it is pending as if notified now.
     pub fn finished(&mut self, mailbox: &MailboxAddress, now: Instant) {
         self.running.remove(mailbox);
-        if self.again.remove(mailbox) {
-            self.pending.entry(mailbox.clone()).or_insert(Pending {
-                first: now,
-                last: now,
-            });
+        if let Some(news) = self.again.remove(mailbox) {
+            self.pend(mailbox.clone(), now, now, news, false);
         }
     }
 }
@@ -195,15 +276,31 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// The engine wrote none of the versions.
+    fn no_echo(_: &[ItemRef]) -> bool {
+        false
+    }
+
     #[test]
     fn scheduler_notified_mailbox_is_due_after_the_quiet_time() {
         let t0 = Instant::now();
         let mut s = Scheduler::new(t0, 4);
         s.heard(mb("ann"), t0, true);
-        assert!(s.start_due(t0 + ms(499), DEBOUNCE, CAP).is_empty());
-        assert_eq!(s.start_due(t0 + ms(500), DEBOUNCE, CAP), vec![mb("ann")]);
+        assert!(
+            s.start_due(t0 + ms(499), DEBOUNCE, CAP, no_echo)
+                .start
+                .is_empty()
+        );
+        assert_eq!(
+            s.start_due(t0 + ms(500), DEBOUNCE, CAP, no_echo).start,
+            vec![mb("ann")]
+        );
         // Started once: not due again.
-        assert!(s.start_due(t0 + ms(2000), DEBOUNCE, CAP).is_empty());
+        assert!(
+            s.start_due(t0 + ms(2000), DEBOUNCE, CAP, no_echo)
+                .start
+                .is_empty()
+        );
     }
 
     #[test]
@@ -211,7 +308,11 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Scheduler::new(t0, 4);
         s.heard(mb("ann"), t0, false);
-        assert!(s.start_due(t0 + ms(10_000), DEBOUNCE, CAP).is_empty());
+        assert!(
+            s.start_due(t0 + ms(10_000), DEBOUNCE, CAP, no_echo)
+                .start
+                .is_empty()
+        );
     }
 
     #[test]
@@ -220,8 +321,15 @@ mod tests {
         let mut s = Scheduler::new(t0, 4);
         s.heard(mb("ann"), t0, true);
         s.heard(mb("ann"), t0 + ms(400), true);
-        assert!(s.start_due(t0 + ms(800), DEBOUNCE, CAP).is_empty());
-        assert_eq!(s.start_due(t0 + ms(900), DEBOUNCE, CAP), vec![mb("ann")]);
+        assert!(
+            s.start_due(t0 + ms(800), DEBOUNCE, CAP, no_echo)
+                .start
+                .is_empty()
+        );
+        assert_eq!(
+            s.start_due(t0 + ms(900), DEBOUNCE, CAP, no_echo).start,
+            vec![mb("ann")]
+        );
     }
 
     #[test]
@@ -232,10 +340,13 @@ mod tests {
         // A notification every 400 ms never leaves a quiet time of 500 ms.
         while at < t0 + CAP {
             s.heard(mb("ann"), at, true);
-            assert!(s.start_due(at, DEBOUNCE, CAP).is_empty());
+            assert!(s.start_due(at, DEBOUNCE, CAP, no_echo).start.is_empty());
             at += ms(400);
         }
-        assert_eq!(s.start_due(t0 + CAP, DEBOUNCE, CAP), vec![mb("ann")]);
+        assert_eq!(
+            s.start_due(t0 + CAP, DEBOUNCE, CAP, no_echo).start,
+            vec![mb("ann")]
+        );
     }
 
     #[test]
@@ -245,10 +356,20 @@ mod tests {
         s.heard(mb("ann"), t0 + ms(100), true);
         s.catch_up([mb("bob")]);
         // One slot: the catch-up (notified at the start) goes before the newer notification.
-        assert_eq!(s.start_due(t0 + ms(600), DEBOUNCE, CAP), vec![mb("bob")]);
-        assert!(s.start_due(t0 + ms(700), DEBOUNCE, CAP).is_empty());
+        assert_eq!(
+            s.start_due(t0 + ms(600), DEBOUNCE, CAP, no_echo).start,
+            vec![mb("bob")]
+        );
+        assert!(
+            s.start_due(t0 + ms(700), DEBOUNCE, CAP, no_echo)
+                .start
+                .is_empty()
+        );
         s.finished(&mb("bob"), t0 + ms(800));
-        assert_eq!(s.start_due(t0 + ms(800), DEBOUNCE, CAP), vec![mb("ann")]);
+        assert_eq!(
+            s.start_due(t0 + ms(800), DEBOUNCE, CAP, no_echo).start,
+            vec![mb("ann")]
+        );
     }
 
     #[test]
@@ -258,8 +379,15 @@ mod tests {
         s.heard(mb("ann"), t0 + ms(100), true);
         s.catch_up([mb("ann")]);
         // Still waiting for its own quiet time.
-        assert!(s.start_due(t0 + ms(200), DEBOUNCE, CAP).is_empty());
-        assert_eq!(s.start_due(t0 + ms(600), DEBOUNCE, CAP), vec![mb("ann")]);
+        assert!(
+            s.start_due(t0 + ms(200), DEBOUNCE, CAP, no_echo)
+                .start
+                .is_empty()
+        );
+        assert_eq!(
+            s.start_due(t0 + ms(600), DEBOUNCE, CAP, no_echo).start,
+            vec![mb("ann")]
+        );
     }
 
     #[test]
@@ -270,13 +398,20 @@ mod tests {
         s.heard(mb("ann"), t0, true);
         s.heard(mb("bob"), t0 + ms(10), true);
         assert_eq!(
-            s.start_due(t0 + ms(600), DEBOUNCE, CAP),
+            s.start_due(t0 + ms(600), DEBOUNCE, CAP, no_echo).start,
             vec![mb("ann"), mb("bob")]
         );
         // Both slots taken: the third waits for a pass to end, not for a new notification.
-        assert!(s.start_due(t0 + ms(700), DEBOUNCE, CAP).is_empty());
+        assert!(
+            s.start_due(t0 + ms(700), DEBOUNCE, CAP, no_echo)
+                .start
+                .is_empty()
+        );
         s.finished(&mb("bob"), t0 + ms(800));
-        assert_eq!(s.start_due(t0 + ms(800), DEBOUNCE, CAP), vec![mb("cid")]);
+        assert_eq!(
+            s.start_due(t0 + ms(800), DEBOUNCE, CAP, no_echo).start,
+            vec![mb("cid")]
+        );
     }
 
     #[test]
@@ -284,7 +419,12 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Scheduler::new(t0, 0);
         s.catch_up([mb("ann"), mb("bob")]);
-        assert_eq!(s.start_due(t0 + DEBOUNCE, DEBOUNCE, CAP).len(), 1);
+        assert_eq!(
+            s.start_due(t0 + DEBOUNCE, DEBOUNCE, CAP, no_echo)
+                .start
+                .len(),
+            1
+        );
     }
 
     #[test]
@@ -292,16 +432,34 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Scheduler::new(t0, 4);
         s.heard(mb("ann"), t0, true);
-        assert_eq!(s.start_due(t0 + ms(500), DEBOUNCE, CAP), vec![mb("ann")]);
+        assert_eq!(
+            s.start_due(t0 + ms(500), DEBOUNCE, CAP, no_echo).start,
+            vec![mb("ann")]
+        );
         // Notified again during the pass: never a second pass of the same mailbox at once.
         s.heard(mb("ann"), t0 + ms(600), true);
-        assert!(s.start_due(t0 + ms(1200), DEBOUNCE, CAP).is_empty());
+        assert!(
+            s.start_due(t0 + ms(1200), DEBOUNCE, CAP, no_echo)
+                .start
+                .is_empty()
+        );
         // The pass ends: another follows after a quiet time counted from its end.
         s.finished(&mb("ann"), t0 + ms(1300));
-        assert!(s.start_due(t0 + ms(1799), DEBOUNCE, CAP).is_empty());
-        assert_eq!(s.start_due(t0 + ms(1800), DEBOUNCE, CAP), vec![mb("ann")]);
+        assert!(
+            s.start_due(t0 + ms(1799), DEBOUNCE, CAP, no_echo)
+                .start
+                .is_empty()
+        );
+        assert_eq!(
+            s.start_due(t0 + ms(1800), DEBOUNCE, CAP, no_echo).start,
+            vec![mb("ann")]
+        );
         s.finished(&mb("ann"), t0 + ms(1900));
-        assert!(s.start_due(t0 + ms(5000), DEBOUNCE, CAP).is_empty());
+        assert!(
+            s.start_due(t0 + ms(5000), DEBOUNCE, CAP, no_echo)
+                .start
+                .is_empty()
+        );
     }
 
     #[test]
@@ -309,10 +467,21 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Scheduler::new(t0, 4);
         s.catch_up([mb("ann")]);
-        assert!(s.start_due(t0 + ms(499), DEBOUNCE, CAP).is_empty());
-        assert_eq!(s.start_due(t0 + DEBOUNCE, DEBOUNCE, CAP), vec![mb("ann")]);
+        assert!(
+            s.start_due(t0 + ms(499), DEBOUNCE, CAP, no_echo)
+                .start
+                .is_empty()
+        );
+        assert_eq!(
+            s.start_due(t0 + DEBOUNCE, DEBOUNCE, CAP, no_echo).start,
+            vec![mb("ann")]
+        );
         s.finished(&mb("ann"), t0 + ms(100));
-        assert!(s.start_due(t0 + ms(10_000), DEBOUNCE, CAP).is_empty());
+        assert!(
+            s.start_due(t0 + ms(10_000), DEBOUNCE, CAP, no_echo)
+                .start
+                .is_empty()
+        );
     }
 
     #[test]
@@ -322,13 +491,24 @@ mod tests {
         s.heard(mb("ann"), t0, true);
         s.heard(mb("bob"), t0, true);
         s.forget(&mb("ann"));
-        assert_eq!(s.start_due(t0 + DEBOUNCE, DEBOUNCE, CAP), vec![mb("bob")]);
+        assert_eq!(
+            s.start_due(t0 + DEBOUNCE, DEBOUNCE, CAP, no_echo).start,
+            vec![mb("bob")]
+        );
         // Due again while its pass runs, then forgotten: no pass after it either.
         s.heard(mb("bob"), t0 + ms(600), true);
-        assert!(s.start_due(t0 + ms(1200), DEBOUNCE, CAP).is_empty());
+        assert!(
+            s.start_due(t0 + ms(1200), DEBOUNCE, CAP, no_echo)
+                .start
+                .is_empty()
+        );
         s.forget(&mb("bob"));
         s.finished(&mb("bob"), t0 + ms(1300));
-        assert!(s.start_due(t0 + ms(5000), DEBOUNCE, CAP).is_empty());
+        assert!(
+            s.start_due(t0 + ms(5000), DEBOUNCE, CAP, no_echo)
+                .start
+                .is_empty()
+        );
     }
 
     #[test]
@@ -347,9 +527,103 @@ mod tests {
         s.resubscribed(mb("cid"), now);
         assert_eq!(s.silent(known(), now, after), vec![mb("bob")]);
         assert_eq!(
-            s.start_due(now, DEBOUNCE, CAP),
+            s.start_due(now, DEBOUNCE, CAP, no_echo).start,
             vec![mb("cid"), mb("bob")],
             "the catch-up counts from the start, before bob's later notification"
         );
+    }
+    fn v(id: &str, ck: &str) -> ItemRef {
+        ItemRef {
+            item_id: id.into(),
+            change_key: ck.into(),
+        }
+    }
+
+    #[test]
+    fn scheduler_mailbox_notified_of_its_own_writes_only_gets_no_pass() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(t0, 4);
+        let own = |versions: &[ItemRef]| versions.iter().all(|x| x.change_key == "ours");
+        s.heard_versions(mb("ann"), t0, vec![v("A", "ours"), v("B", "ours")]);
+        s.heard_versions(mb("bob"), t0, vec![v("A", "ours"), v("C", "theirs")]);
+        let due = s.start_due(t0 + DEBOUNCE, DEBOUNCE, CAP, own);
+        assert_eq!(
+            due.start,
+            vec![mb("bob")],
+            "a version not ours needs the pass"
+        );
+        assert_eq!(due.echoes, vec![mb("ann")]);
+        // Let go: not due again, and it took no slot.
+        assert_eq!(
+            s.start_due(t0 + ms(5000), DEBOUNCE, CAP, own),
+            Due::default()
+        );
+        // Own versions with any other news (a deletion, a catch-up): the pass is made.
+        s.heard_versions(mb("cid"), t0, vec![v("A", "ours")]);
+        s.heard(mb("cid"), t0, true);
+        s.heard_versions(mb("dan"), t0, vec![v("A", "ours")]);
+        s.catch_up([mb("dan")]);
+        let due = s.start_due(t0 + ms(6000), DEBOUNCE, CAP, own);
+        assert_eq!(due.start, vec![mb("cid"), mb("dan")]);
+        assert!(due.echoes.is_empty());
+        // A notification of folder or status events only names no version: nothing is due.
+        s.heard_versions(mb("eve"), t0, vec![]);
+        assert_eq!(
+            s.start_due(t0 + ms(9000), DEBOUNCE, CAP, own),
+            Due::default()
+        );
+    }
+
+    #[test]
+    fn scheduler_asks_about_versions_when_the_pass_that_may_have_written_them_ends() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(t0, 4);
+        let written = std::cell::Cell::new(false);
+        let own = |_: &[ItemRef]| written.get();
+        s.heard(mb("ann"), t0, true);
+        assert_eq!(
+            s.start_due(t0 + DEBOUNCE, DEBOUNCE, CAP, own).start,
+            vec![mb("ann")]
+        );
+        // The notification of the pass's own write comes before the write's answer.
+        s.heard_versions(mb("ann"), t0 + ms(600), vec![v("A", "2")]);
+        assert_eq!(
+            s.start_due(t0 + ms(1100), DEBOUNCE, CAP, own),
+            Due::default()
+        );
+        // The answer came (the version is known), then the pass ended: no second pass.
+        written.set(true);
+        s.finished(&mb("ann"), t0 + ms(1200));
+        let due = s.start_due(t0 + ms(1700), DEBOUNCE, CAP, own);
+        assert!(due.start.is_empty());
+        assert_eq!(due.echoes, vec![mb("ann")]);
+        // Versions the engine never wrote, heard during a pass: the pass follows it.
+        written.set(false);
+        s.heard(mb("bob"), t0, true);
+        assert_eq!(
+            s.start_due(t0 + ms(2000), DEBOUNCE, CAP, own).start,
+            vec![mb("bob")]
+        );
+        s.heard_versions(mb("bob"), t0 + ms(2100), vec![v("B", "9")]);
+        assert_eq!(
+            s.start_due(t0 + ms(2600), DEBOUNCE, CAP, own),
+            Due::default()
+        );
+        s.finished(&mb("bob"), t0 + ms(2700));
+        assert_eq!(
+            s.start_due(t0 + ms(3200), DEBOUNCE, CAP, own).start,
+            vec![mb("bob")]
+        );
+    }
+
+    #[test]
+    fn scheduler_forgets_versions_beyond_its_bound_and_makes_the_pass() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(t0, 4);
+        for i in 0..=MAX_VERSIONS {
+            s.heard_versions(mb("ann"), t0, vec![v(&format!("i{i}"), "ours")]);
+        }
+        let due = s.start_due(t0 + DEBOUNCE, DEBOUNCE, CAP, |_| true);
+        assert_eq!(due.start, vec![mb("ann")]);
     }
 }
