@@ -64,6 +64,8 @@ enum Wake {
     Lease,
     /// Time to look for notifications other instances queued for this one.
     Queue,
+    /// Time to write the watermarks of the notifications heard.
+    Note,
     /// A notification on a subscription not known here.
     Unrouted(Notice),
     /// A task ended.
@@ -86,6 +88,8 @@ struct Clocks {
     /// Every second, in a cluster: the notifications queued for this instance.
     queue: tokio::time::Interval,
     clustered: bool,
+    /// Every [`NOTE_EVERY`]: the watermarks of the notifications heard meanwhile are written.
+    note: tokio::time::Interval,
 }
 
 impl Clocks {
@@ -117,6 +121,8 @@ impl Clocks {
         lease.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut queue = tokio::time::interval(Duration::from_secs(1));
         queue.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut note = tokio::time::interval(NOTE_EVERY);
+        note.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Clocks {
             debounce,
             reconcile,
@@ -126,12 +132,36 @@ impl Clocks {
             lease,
             queue,
             clustered: leases.is_some(),
+            note,
         }
     }
 }
 
-/// Notifications taken from the queue at once at most (noted with one state write per mailbox).
+/// Notifications taken from the queue at once at most.
 const NOTICE_BATCH: usize = 1024;
+
+/// How often the watermarks of the notifications heard are written ([`Heard`]).
+const NOTE_EVERY: Duration = Duration::from_secs(1);
+
+/// The mailboxes heard from since their watermarks were last written, each with the last
+/// watermark heard (`None`: none came).
+///
+/// Written every [`NOTE_EVERY`], before a lease round and when the loop stops, one state write
+/// per mailbox, rather than one per notification (two state writes per edit at low rates, one
+/// for the edit's notification and one for the echo of the write back). A watermark only says
+/// where a new subscription resumes: one a second old, or lost with the process, makes Exchange
+/// send some notifications again, each of which costs at most a pass that finds nothing new.
+#[derive(Default)]
+struct Heard(HashMap<MailboxAddress, Option<String>>);
+
+impl Heard {
+    fn note(&mut self, mailbox: MailboxAddress, watermark: Option<String>) {
+        let last = self.0.entry(mailbox).or_default();
+        if watermark.is_some() {
+            *last = watermark;
+        }
+    }
+}
 
 impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     /// The sink the listener delivers notifications to.
@@ -297,6 +327,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 (None, resumed.and(rechecked).map(|_| ()))
             });
         }
+        let mut heard = Heard::default();
         loop {
             let wake = tokio::select! {
                 _ = &mut shutdown => break,
@@ -309,6 +340,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 _ = clocks.watchdog.tick() => Wake::Watchdog,
                 _ = clocks.lease.tick(), if clocks.clustered => Wake::Lease,
                 _ = clocks.queue.tick(), if clocks.clustered => Wake::Queue,
+                _ = clocks.note.tick(), if !heard.0.is_empty() => Wake::Note,
                 Some(_) = queued.recv() => Wake::Queue,
                 Some(notice) = unrouted.recv() => Wake::Unrouted(notice),
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => Wake::Done(done),
@@ -325,7 +357,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     {
                         batch.push(next);
                     }
-                    let r = self.on_notices(batch, &mut scheduler).await;
+                    let r = self.on_notices(batch, &mut scheduler, &mut heard).await;
                     outlive_outage(r, "handling a notification")?;
                 }
                 Wake::Unrouted(notice) => {
@@ -339,7 +371,9 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     match (mailbox, &cluster) {
                         (Some(m), _) => {
                             unknown.remove(&id);
-                            let r = self.on_notices(vec![(m, notice)], &mut scheduler).await;
+                            let r = self
+                                .on_notices(vec![(m, notice)], &mut scheduler, &mut heard)
+                                .await;
                             outlive_outage(r, "handling a notification")?;
                         }
                         (None, Some(c)) => {
@@ -354,7 +388,16 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                         (None, None) => {}
                     }
                 }
-                Wake::Lease => self.lease_tick(&mut scheduler, &mut tasks).await,
+                Wake::Lease => {
+                    // Written while the leases are surely held.
+                    let r = self.write_heard(&mut heard).await;
+                    outlive_outage(r, "recording notifications")?;
+                    self.lease_tick(&mut scheduler, &mut tasks).await
+                }
+                Wake::Note => {
+                    let r = self.write_heard(&mut heard).await;
+                    outlive_outage(r, "recording notifications")?;
+                }
                 Wake::Queue => {
                     if let Some(held) = self.leases_held()
                         && !held.is_empty()
@@ -365,7 +408,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                                     .into_iter()
                                     .map(|q| (q.mailbox.clone(), Notice::from(q)))
                                     .collect();
-                                let r = self.on_notices(batch, &mut scheduler).await;
+                                let r = self.on_notices(batch, &mut scheduler, &mut heard).await;
                                 outlive_outage(r, "handling a queued notification")?;
                             }
                             Err(e) => warn!(error = %e, "reading the notification queue failed"),
@@ -418,6 +461,9 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 Wake::Done(Err(e)) => warn!(error = %e, "sync task panicked or was cancelled"),
             }
         }
+        if let Err(e) = self.write_heard(&mut heard).await {
+            warn!(error = %e, "cannot record the last notifications' watermarks");
+        }
         if let Some(streams) = streams {
             streams.abort();
         }
@@ -442,19 +488,17 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     }
 
     /// Notifications, in the order they came: for a mailbox this instance holds, its pass is
-    /// due after the debounce, and the last watermark is recorded (one write per mailbox, as
-    /// writing each in turn would leave it); one for a mailbox held elsewhere is queued in the
-    /// store for the instance that does. A failed write does not stop the others; the first
-    /// failure is returned.
+    /// due after the debounce, and its last watermark is noted in `heard` (written by
+    /// [`Engine::write_heard`]); one for a mailbox held elsewhere is queued in the store for the
+    /// instance that does. A failed write does not stop the others; the first failure is
+    /// returned.
     async fn on_notices(
         &self,
         batch: Vec<(MailboxAddress, Notice)>,
         scheduler: &mut Scheduler,
+        heard: &mut Heard,
     ) -> Result<(), SyncError> {
         let now = Instant::now();
-        // Each mailbox's last watermark, in the order the mailboxes were first heard from.
-        let mut heard: Vec<(MailboxAddress, Option<String>)> = Vec::new();
-        let mut index: HashMap<MailboxAddress, usize> = HashMap::new();
         let mut first_failure = Ok(());
         for (mailbox, notice) in batch {
             if !self.holds(&mailbox) {
@@ -479,21 +523,24 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 Some(versions) => scheduler.heard_versions(mailbox.clone(), now, versions),
                 None => scheduler.heard(mailbox.clone(), now, !notice.item_ids.is_empty()),
             }
-            match index.get(&mailbox) {
-                Some(&at) => {
-                    if notice.watermark.is_some() {
-                        heard[at].1 = notice.watermark;
-                    }
-                }
-                None => {
-                    index.insert(mailbox.clone(), heard.len());
-                    heard.push((mailbox, notice.watermark));
-                }
-            }
+            heard.note(mailbox, notice.watermark);
         }
-        for (mailbox, watermark) in heard {
-            let noted = self.heard_from(&mailbox, None, watermark).await;
-            first_failure = first_failure.and(noted);
+        first_failure
+    }
+
+    /// Writes the watermarks noted in `heard`, one state write per mailbox; a mailbox whose
+    /// write failed stays noted for the next time, one whose lease went meanwhile is dropped
+    /// (its holder records its own). The first failure is returned.
+    async fn write_heard(&self, heard: &mut Heard) -> Result<(), SyncError> {
+        let mut first_failure = Ok(());
+        for (mailbox, watermark) in std::mem::take(&mut heard.0) {
+            if !self.holds(&mailbox) {
+                continue;
+            }
+            if let Err(e) = self.heard_from(&mailbox, None, watermark.clone()).await {
+                first_failure = first_failure.and(Err(e));
+                heard.note(mailbox, watermark);
+            }
         }
         first_failure
     }
