@@ -137,6 +137,12 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(db)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
+        // SQLite's default page cache is 2 MiB: a store of a few thousand assignments no longer
+        // fits, and every pass read its mailbox's rows from the file again (a tenth of `serve`'s
+        // CPU at 100 edits/s was page reads). 16 MiB at most, taken only as pages are read, so
+        // that `serve` stays far below 100 MB with 100,000 assignments.
+        conn.pragma_update(None, "cache_size", -16 * 1024)
+            .map_err(db)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(db)?;
         migrate::migrate(&mut conn, &SCHEMA).map_err(|e| match e {

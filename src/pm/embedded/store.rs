@@ -128,6 +128,9 @@ fn open_connection(path: &Path, create: bool) -> Result<Connection, EmbeddedErro
     }
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // As the state store's (`state::sqlite`): the default 2 MiB page cache is smaller than a
+    // plan of a few thousand assignments.
+    conn.pragma_update(None, "cache_size", -16 * 1024)?;
     migrate(&mut conn)?;
     Ok(conn)
 }
