@@ -153,6 +153,66 @@ async fn mailbox_edit_of_percent_becomes_one_status_update_and_comes_back_withou
 }
 
 #[tokio::test]
+async fn edits_read_together_are_written_back_in_one_update_item() {
+    let h = harness(6, ApprovalPolicy::Auto, quick_sync()).await;
+    h.engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    // Two assignments whose tasks are in one mailbox, edited before its pass.
+    let mut by_mailbox: std::collections::HashMap<String, Vec<(i64, String)>> = Default::default();
+    for uid in 1..=6 {
+        let (mailbox, task) = h.task_of(uid).await;
+        by_mailbox
+            .entry(mailbox)
+            .or_default()
+            .push((uid, id_of(&task)));
+    }
+    let (mailbox, tasks) = by_mailbox
+        .into_iter()
+        .find(|(_, t)| t.len() >= 2)
+        .expect("a mailbox with two tasks");
+    let ((a, a_id), (b, b_id)) = (tasks[0].clone(), tasks[1].clone());
+    h.edit(&mailbox, &a_id, json!({"PercentComplete": 25}))
+        .await;
+    h.edit(&mailbox, &b_id, json!({"PercentComplete": 50}))
+        .await;
+    let updates_before = h.count("UpdateItem");
+    let report = h
+        .engine
+        .sync_mailbox(&MailboxAddress::new(&mailbox))
+        .await
+        .expect("sync");
+    assert_eq!((report.applied, report.written), (2, 2), "{report:?}");
+    assert_eq!(
+        h.count("UpdateItem"),
+        updates_before + 1,
+        "one call for both"
+    );
+    // Each item got its own PM values back (8 h of work each).
+    for (uid, percent) in [(a, 25.0), (b, 50.0)] {
+        let (_, task) = h.task_of(uid).await;
+        assert_eq!(task["PercentComplete"], percent);
+        assert_eq!(task["ActualWork"], percent / 100.0 * 480.0);
+    }
+    // Both settled: the next pass finds nothing to do, and the journal is closed.
+    let again = h
+        .engine
+        .sync_mailbox(&MailboxAddress::new(&mailbox))
+        .await
+        .expect("sync");
+    assert_eq!((again.applied, again.written), (0, 0), "{again:?}");
+    assert!(
+        h.engine
+            .state()
+            .unfinished_journal()
+            .await
+            .expect("journal")
+            .is_empty()
+    );
+}
+
+#[tokio::test]
 async fn spontaneous_change_key_bump_causes_no_update_and_no_write() {
     let h = harness(3, ApprovalPolicy::Auto, quick_sync()).await;
     h.engine

@@ -3,12 +3,13 @@
 //!
 //! A mailbox pass (request: [`Engine::sync_mailbox`]) asks SyncFolderItems what changed since
 //! the last pass, skips items whose change key is the one taskbridge last wrote or read (its own
-//! writes, never echoed), and reads the others with GetItem (`process_rows`). Each item then
-//! goes through `apply_item`: decide (`decide_item`), audit (`audit`), status update
-//! (`submit_status_update`: the mailbox's newer values go to the PM host as one task status
-//! update), write back (`write_back`: the PM's resulting values go to the item) and settle
-//! (`settle`: one commit of what the round left). A write back that meets a stale change key
-//! reads the item again (`reread`) and goes through the steps again.
+//! writes, never echoed), and reads the others with GetItem (`process_rows`, a batch at a
+//! time). Each item then goes through `prepare`: decide (`decide_item`), audit (`audit`) and
+//! status update (`submit_status_update`: the mailbox's newer values go to the PM host as one
+//! task status update); then the batch's items whose PM values go back are written back
+//! together (`write_back`: one journal transaction, one UpdateItem), and each is settled
+//! (`after_write`, `settle`: one commit of what its round left). A write back that meets a
+//! stale change key reads the item again (`reread`) and goes through the steps again, alone.
 //!
 //! # State transactions of an item
 //!
@@ -18,11 +19,11 @@
 //! status update, the baseline of the fields it took are held in the round until the item's
 //! next transaction, which is one of two:
 //!
-//! - with a write back: the transaction that opens its journal entry stores them, then the
-//!   UpdateItem goes out, then the settle stores the result and closes the entry. Two
-//!   transactions, and neither can go: the journal entry must be durable before the write
-//!   (after a crash it says which mailbox needs a pass), the result only after it (the rule of
-//!   use of [`crate::state`]).
+//! - with a write back: the transaction that opens the journal entries of the batch's write
+//!   backs stores them, then the UpdateItem goes out, then each item's settle stores its result
+//!   and closes its entry. One transaction per batch and one per item, and neither can go: the
+//!   journal entry must be durable before the write (after a crash it says which mailbox needs
+//!   a pass), the result only after it (the rule of use of [`crate::state`]).
 //! - without one (nothing to write back, a pending update, a refusal): the settle stores them
 //!   with the result. One transaction.
 //!
@@ -31,10 +32,12 @@
 //! - The baseline of what the PM side took was committed at once after the host applied the
 //!   update, so that no later failure (the write back, the read after a stale change key, the
 //!   process) leaves the PM's copy of the edit looking like a PM change that could win a tie
-//!   over a newer edit. It still is stored before any other remote call: between the host's
-//!   answer and the transaction that stores it there is no await but the store's own, and a
-//!   write back, a re-read or a next round all come after it. A crash before that transaction
-//!   is the window the early commit had too (host applied, nothing stored).
+//!   over a newer edit. It still is stored before any call to the mailbox: between the host's
+//!   answer and the transaction that stores it come only the status updates of the batch's
+//!   other items, and when one of those fails, the rounds staged so far are stored before the
+//!   error is returned (`keep_staged`); a write back, a re-read or a next round all come after
+//!   it. A crash before that transaction is the window the early commit had too (host applied,
+//!   nothing stored), longer by the other items' status updates.
 //! - The audit was appended before the status update went to the host. It now goes in the
 //!   transaction that stores the decision's result, so the log holds exactly the decisions
 //!   whose results are stored: a host that fails, or a crash before the submit, no longer
@@ -348,88 +351,171 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     continue;
                 }
             };
+            // Each item through decide, audit and status update; then the values of those that
+            // need them go back in one UpdateItem, under one journal transaction.
+            let mut pass = ItemPass {
+                mailbox,
+                cache: &mut cache,
+                report,
+            };
+            let mut staged = Vec::new();
             for (row, result) in chunk.iter().zip(results) {
-                match result {
-                    Ok(item) => {
-                        self.apply_item(
-                            mailbox,
-                            row.clone(),
-                            item,
-                            (mode, rejection),
-                            &mut cache,
-                            report,
-                        )
-                        .await?
-                    }
-                    Err(ItemFailure::NotFound) => {
-                        self.item_deleted(mailbox, row.clone(), report).await?
-                    }
-                    Err(f) => {
-                        report.fail(row.key, mailbox, &f);
-                    }
+                let step = self
+                    .stage(&mut pass, row, result, (mode, rejection), &mut staged)
+                    .await;
+                if let Err(e) = step {
+                    self.keep_staged(&mut staged).await;
+                    return Err(e);
                 }
+            }
+            self.write_back_staged(&mut pass, staged, (mode, rejection))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Steps decide, audit and status update of one version of an item. What needs no write
+    /// back of the PM's values (a version waiting for approval, a pending update, an
+    /// assignment that left the project) is settled here.
+    async fn prepare(
+        &self,
+        pass: &mut ItemPass<'_>,
+        mut row: AssignmentState,
+        item: MailboxItem,
+        view: Arc<ProjectView>,
+        (mode, rejection): (Mode, Option<&str>),
+    ) -> Result<Prepared, SyncError> {
+        let Some(sides) = self.sides(&view, &row, &item) else {
+            debug!(key = %row.key, "assignment left the project; left to the next publish");
+            return Ok(Prepared::Done);
+        };
+        if awaits_approval(&row, &sides.mail) {
+            self.settle_new_version(row, &item, pass.report).await?;
+            return Ok(Prepared::Done);
+        }
+        let decision = self.decide_item(&view, &row, &sides, mode);
+        let mut round = Round::new(view, sides, decision);
+        round.audit = self.audit(pass.mailbox, row.key, &round, rejection);
+        if let Some(update) = self
+            .submit_status_update(pass, &mut row, &item, &mut round)
+            .await?
+        {
+            self.settle_pending(row, &item, &mut round, update).await?;
+            return Ok(Prepared::Done);
+        }
+        Ok(Prepared::Round(row, item, round))
+    }
+
+    /// One item read (or its failure) through steps decide, audit and status update; a round
+    /// that goes on to the write back is added to `staged`.
+    async fn stage(
+        &self,
+        pass: &mut ItemPass<'_>,
+        row: &AssignmentState,
+        read: Result<MailboxItem, ItemFailure>,
+        modes: (Mode, Option<&str>),
+        staged: &mut Vec<(AssignmentState, MailboxItem, Round)>,
+    ) -> Result<(), SyncError> {
+        match read {
+            Ok(item) => {
+                let Some(view) = pass.cache.get(self, &row.key).await? else {
+                    debug!(key = %row.key, "project no longer published; left to the next publish");
+                    return Ok(());
+                };
+                if let Prepared::Round(row, item, round) =
+                    self.prepare(pass, row.clone(), item, view, modes).await?
+                {
+                    staged.push((row, item, round));
+                }
+            }
+            Err(ItemFailure::NotFound) => {
+                self.item_deleted(pass.mailbox, row.clone(), pass.report)
+                    .await?
+            }
+            Err(f) => pass.report.fail(row.key, pass.mailbox, &f),
+        }
+        Ok(())
+    }
+
+    /// When the batch stops on an error: the baselines of what the PM side took and the audit
+    /// records of the rounds already staged are stored (as their write backs' transaction
+    /// would have), so that the next pass does not count the PM's copy of an applied edit as
+    /// a PM change. Best effort: the error that stopped the batch is the one reported.
+    async fn keep_staged(&self, staged: &mut [(AssignmentState, MailboxItem, Round)]) {
+        let mut transaction = Transaction::default();
+        for (row, _, round) in staged.iter_mut() {
+            transaction.commit.put.extend(round.unsaved_row(row));
+            transaction.audit.append(&mut round.audit);
+        }
+        if transaction.commit.put.is_empty() && transaction.audit.is_empty() {
+            return;
+        }
+        if let Err(e) = self.transact(transaction).await {
+            warn!(error = %e, "cannot store what the PM side took before the failure");
+        }
+    }
+
+    /// The prepared items of a read batch written back, at most the write batch size per
+    /// UpdateItem, and each settled (`after_write`).
+    async fn write_back_staged(
+        &self,
+        pass: &mut ItemPass<'_>,
+        staged: Vec<(AssignmentState, MailboxItem, Round)>,
+        modes: (Mode, Option<&str>),
+    ) -> Result<(), SyncError> {
+        let batch = self.inner.mailboxes.limits().write.max(1);
+        let mut staged = staged.into_iter().peekable();
+        while staged.peek().is_some() {
+            let mut part: Vec<(AssignmentState, MailboxItem, Round)> =
+                staged.by_ref().take(batch).collect();
+            let written = self
+                .write_back(
+                    pass,
+                    part.iter_mut()
+                        .map(|(row, item, round)| (&*row, &*item, round))
+                        .collect(),
+                )
+                .await?;
+            for ((row, item, round), written) in part.into_iter().zip(written) {
+                self.after_write(pass, row, item, round, written, modes)
+                    .await?;
             }
         }
         Ok(())
     }
 
-    /// Brings one item read from the mailbox in step with the PM side, in the per-item steps
-    /// of the [module list](super): decide, audit, status update, write back, settle. A write
-    /// back that meets a stale change key reads the item again and goes through the steps
-    /// again, up to `max_attempts` times.
-    async fn apply_item(
+    /// After the write back: a stale change key reads the item again and goes through the
+    /// steps again (up to `max_attempts` in all); anything else is settled.
+    async fn after_write(
         &self,
-        mailbox: &MailboxAddress,
+        pass: &mut ItemPass<'_>,
         mut row: AssignmentState,
         mut item: MailboxItem,
-        (mode, rejection): (Mode, Option<&str>),
-        cache: &mut ProjectCache,
-        report: &mut InboundReport,
+        mut round: Round,
+        mut written: WriteBack,
+        modes: (Mode, Option<&str>),
     ) -> Result<(), SyncError> {
-        let mut pass = ItemPass {
-            mailbox,
-            cache,
-            report,
-        };
-        let Some(mut view) = pass.cache.get(self, &row.key).await? else {
-            debug!(key = %row.key, "project no longer published; left to the next publish");
-            return Ok(());
-        };
         let mut attempts = 0u32;
         loop {
-            let Some(sides) = self.sides(&view, &row, &item) else {
-                debug!(key = %row.key, "assignment left the project; left to the next publish");
-                return Ok(());
-            };
-            if awaits_approval(&row, &sides.mail) {
-                return self.settle_new_version(row, &item, pass.report).await;
-            }
-            let decision = self.decide_item(&view, &row, &sides, mode);
-            let mut round = Round::new(view, sides, decision);
-            round.audit = self.audit(mailbox, row.key, &round, rejection);
-            if let Some(update) = self
-                .submit_status_update(&mut pass, &mut row, &item, &mut round)
-                .await?
-            {
-                return self.settle_pending(row, &item, &mut round, update).await;
-            }
-            match self.write_back(&mut pass, &row, &item, &mut round).await? {
+            match written {
                 WriteBack::Refused {
                     failure: ItemFailure::StaleChangeKey,
                     journal,
                 } if attempts + 1 < self.inner.config.max_attempts => {
                     // Changed again while we decided: read it again and decide again.
                     attempts += 1;
-                    match self.reread(mailbox, &item, &round, journal).await? {
-                        Some(fresh) => item = fresh,
-                        None => return self.item_deleted(mailbox, row, pass.report).await,
+                    let fresh = self.reread(pass.mailbox, &item, &round, journal).await?;
+                    let Some(fresh) = fresh else {
+                        return self.item_deleted(pass.mailbox, row, pass.report).await;
+                    };
+                    match self.prepare(pass, row, fresh, round.view, modes).await? {
+                        Prepared::Done => return Ok(()),
+                        Prepared::Round(r, i, next) => (row, item, round) = (r, i, next),
                     }
-                    view = round.view;
+                    written = self.write_back_one(pass, &row, &item, &mut round).await?;
                 }
                 written => {
-                    return self
-                        .settle(&mut pass, row, &item, &mut round, written)
-                        .await;
+                    return self.settle(pass, row, &item, &mut round, written).await;
                 }
             }
         }
@@ -675,65 +761,96 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         }
     }
 
-    /// Step "write back" (the claim's mapping back): the PM's values go to the item where it
-    /// shows others, under the journal, with the change key read (a stale key is refused).
-    /// The journal entry is opened in one transaction with what the round has not stored yet
-    /// (its audit records, the baseline of what the PM side took).
+    /// Step "write back" (the claim's mapping back): the PM's values go to the items where
+    /// they show others, under the journal, each with the change key read (a stale key is
+    /// refused). The items' journal entries are opened in one transaction with what their
+    /// rounds have not stored yet (audit records, the baselines of what the PM side took), and
+    /// the writes go out in one UpdateItem. One answer per item, in order.
     async fn write_back(
+        &self,
+        pass: &mut ItemPass<'_>,
+        items: Vec<(&AssignmentState, &MailboxItem, &mut Round)>,
+    ) -> Result<Vec<WriteBack>, SyncError> {
+        let mailbox = pass.mailbox;
+        let mut answers: Vec<Option<WriteBack>> = Vec::with_capacity(items.len());
+        let mut transaction = Transaction::default();
+        let mut writes = Vec::new();
+        for (row, item, round) in items {
+            let target = round.target();
+            if self
+                .inner
+                .table
+                .updates(&round.sides.mail, &target)
+                .is_empty()
+            {
+                answers.push(Some(WriteBack::Unneeded));
+                continue;
+            }
+            answers.push(None);
+            transaction.commit.put.extend(round.unsaved_row(row));
+            transaction.audit.append(&mut round.audit);
+            writes.push(ItemWrite {
+                key: row.key,
+                item: item.item.clone(),
+                from: round.sides.mail.clone(),
+                to: target,
+            });
+        }
+        if writes.is_empty() {
+            return Ok(answers.into_iter().flatten().collect());
+        }
+        transaction.open_journal =
+            journal_entries(mailbox, writes.iter().map(|w| w.key), WriteKind::Update);
+        let journal = self.transact(transaction).await?;
+        let results = match self.inner.mailboxes.update(mailbox, &writes).await {
+            Ok(results) => Ok(results),
+            Err(e) => Err(Arc::new(SyncError::mailbox(mailbox, e))),
+        };
+        let mut results = match results {
+            Ok(r) => {
+                self.inner.own_writes.wrote(r.iter().flatten());
+                r.into_iter().map(Ok).collect::<Vec<_>>()
+            }
+            Err(e) => writes.iter().map(|_| Err(Arc::clone(&e))).collect(),
+        }
+        .into_iter();
+        let mut journal = journal.into_iter();
+        Ok(answers
+            .into_iter()
+            .map(|answer| {
+                answer.unwrap_or_else(|| {
+                    let journal: Vec<i64> = journal.next().into_iter().collect();
+                    match results.next() {
+                        Some(Ok(Ok(item))) => {
+                            pass.report.written += 1;
+                            Metrics::add(&self.inner.metrics.written, 1);
+                            WriteBack::Written { item, journal }
+                        }
+                        Some(Ok(Err(failure))) => WriteBack::Refused { failure, journal },
+                        None => WriteBack::Refused {
+                            failure: ItemFailure::Transient("no answer".into()),
+                            journal,
+                        },
+                        Some(Err(e)) => WriteBack::CallFailed(e),
+                    }
+                })
+            })
+            .collect())
+    }
+
+    /// [`Engine::write_back`] of one item.
+    async fn write_back_one(
         &self,
         pass: &mut ItemPass<'_>,
         row: &AssignmentState,
         item: &MailboxItem,
         round: &mut Round,
     ) -> Result<WriteBack, SyncError> {
-        let mailbox = pass.mailbox;
-        let target = round.target();
-        if self
-            .inner
-            .table
-            .updates(&round.sides.mail, &target)
-            .is_empty()
-        {
-            return Ok(WriteBack::Unneeded);
-        }
-        let journal = self
-            .transact(Transaction {
-                commit: Commit {
-                    put: round.unsaved_row(row),
-                    ..Commit::default()
-                },
-                audit: std::mem::take(&mut round.audit),
-                open_journal: journal_entries(mailbox, std::iter::once(row.key), WriteKind::Update),
-            })
-            .await?;
-        let write = ItemWrite {
-            key: row.key,
-            item: item.item.clone(),
-            from: round.sides.mail.clone(),
-            to: target,
-        };
-        let result = self
-            .inner
-            .mailboxes
-            .update(mailbox, std::slice::from_ref(&write))
-            .await
-            .map_err(|e| SyncError::mailbox(mailbox, e))
-            .map(|mut r| {
-                r.pop()
-                    .unwrap_or(Err(ItemFailure::Transient("no answer".into())))
-            });
-        if let Ok(Ok(item)) = &result {
-            self.inner.own_writes.wrote([item]);
-        }
-        Ok(match result {
-            Ok(Ok(item)) => {
-                pass.report.written += 1;
-                Metrics::add(&self.inner.metrics.written, 1);
-                WriteBack::Written { item, journal }
-            }
-            Ok(Err(failure)) => WriteBack::Refused { failure, journal },
-            Err(e) => WriteBack::CallFailed(e),
-        })
+        let mut answers = self.write_back(pass, vec![(row, item, round)]).await?;
+        Ok(answers.pop().unwrap_or(WriteBack::Refused {
+            failure: ItemFailure::Transient("no answer".into()),
+            journal: Vec::new(),
+        }))
     }
 
     /// After a stale change key: closes the write's journal entry and reads the item again
@@ -1175,8 +1292,8 @@ struct ItemPass<'a> {
     report: &'a mut InboundReport,
 }
 
-/// One round of [`Engine::apply_item`]: a version of the item decided, and what the PM side
-/// holds after the status update.
+/// One round of an item's steps (`Engine::prepare`): a version of the item decided, and what
+/// the PM side holds after the status update.
 struct Round {
     /// The project; after a status update the host applied or rejected, its resulting values.
     view: Arc<ProjectView>,
@@ -1262,6 +1379,15 @@ impl Round {
 }
 
 /// What the step "write back" gave.
+/// What steps decide, audit and status update left of an item's version
+/// (`Engine::prepare`).
+enum Prepared {
+    /// Nothing is left to write: settled, waiting for approval, or left to the next publish.
+    Done,
+    /// Decided (and submitted): its round goes on to the write back.
+    Round(AssignmentState, MailboxItem, Round),
+}
+
 enum WriteBack {
     /// The item shows the PM's values already: nothing was written.
     Unneeded,
@@ -1273,8 +1399,8 @@ enum WriteBack {
         journal: Vec<i64>,
     },
     /// The call failed as a whole: whether the item was written is unknown, so its journal
-    /// entry stays open.
-    CallFailed(SyncError),
+    /// entry stays open. (Shared by the items of the call.)
+    CallFailed(Arc<SyncError>),
 }
 
 /// Whether the version read is the edit that already waits for approval (only its change key

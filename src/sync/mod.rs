@@ -39,9 +39,9 @@
 //!   every project is published again (`Engine::reconcile`, `Engine::publish_all`), so a lost
 //!   notification costs at most one interval.
 //!
-//! One item read from a mailbox goes through decide, audit, status update, write back and
-//! settle (`Engine::apply_item` in `inbound.rs`); a write back that meets a stale change key
-//! reads the item again and goes through them again.
+//! One item read from a mailbox goes through decide, audit, status update (`Engine::prepare`
+//! in `inbound.rs`), write back (together with the other items of its read batch) and settle;
+//! a write back that meets a stale change key reads the item again and goes through them again.
 //!
 //! The engine knows no wire format: the mailbox side is a [`MailboxStore`], the PM side a
 //! [`crate::pm::PmHost`], and what was synced lives in a [`crate::state::StateStore`].
