@@ -384,14 +384,14 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         item: MailboxItem,
         view: Arc<ProjectView>,
         (mode, rejection): (Mode, Option<&str>),
-    ) -> Result<Prepared, SyncError> {
+    ) -> Result<Option<Staged>, SyncError> {
         let Some(sides) = self.sides(&view, &row, &item) else {
             debug!(key = %row.key, "assignment left the project; left to the next publish");
-            return Ok(Prepared::Done);
+            return Ok(None);
         };
         if awaits_approval(&row, &sides.mail) {
             self.settle_new_version(row, &item, pass.report).await?;
-            return Ok(Prepared::Done);
+            return Ok(None);
         }
         let decision = self.decide_item(&view, &row, &sides, mode);
         let mut round = Round::new(view, sides, decision);
@@ -401,9 +401,9 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             .await?
         {
             self.settle_pending(row, &item, &mut round, update).await?;
-            return Ok(Prepared::Done);
+            return Ok(None);
         }
-        Ok(Prepared::Round(row, item, round))
+        Ok(Some(Staged { row, item, round }))
     }
 
     /// One item read (or its failure) through steps decide, audit and status update; a round
@@ -414,7 +414,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         row: &AssignmentState,
         read: Result<MailboxItem, ItemFailure>,
         modes: (Mode, Option<&str>),
-        staged: &mut Vec<(AssignmentState, MailboxItem, Round)>,
+        staged: &mut Vec<Staged>,
     ) -> Result<(), SyncError> {
         match read {
             Ok(item) => {
@@ -422,10 +422,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     debug!(key = %row.key, "project no longer published; left to the next publish");
                     return Ok(());
                 };
-                if let Prepared::Round(row, item, round) =
-                    self.prepare(pass, row.clone(), item, view, modes).await?
-                {
-                    staged.push((row, item, round));
+                if let Some(round) = self.prepare(pass, row.clone(), item, view, modes).await? {
+                    staged.push(round);
                 }
             }
             Err(ItemFailure::NotFound) => {
@@ -441,9 +439,9 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     /// records of the rounds already staged are stored (as their write backs' transaction
     /// would have), so that the next pass does not count the PM's copy of an applied edit as
     /// a PM change. Best effort: the error that stopped the batch is the one reported.
-    async fn keep_staged(&self, staged: &mut [(AssignmentState, MailboxItem, Round)]) {
+    async fn keep_staged(&self, staged: &mut [Staged]) {
         let mut transaction = Transaction::default();
-        for (row, _, round) in staged.iter_mut() {
+        for Staged { row, round, .. } in staged.iter_mut() {
             transaction.commit.put.extend(round.unsaved_row(row));
             transaction.audit.append(&mut round.audit);
         }
@@ -460,23 +458,22 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     async fn write_back_staged(
         &self,
         pass: &mut ItemPass<'_>,
-        staged: Vec<(AssignmentState, MailboxItem, Round)>,
+        staged: Vec<Staged>,
         modes: (Mode, Option<&str>),
     ) -> Result<(), SyncError> {
         let batch = self.inner.mailboxes.limits().write.max(1);
         let mut staged = staged.into_iter().peekable();
         while staged.peek().is_some() {
-            let mut part: Vec<(AssignmentState, MailboxItem, Round)> =
-                staged.by_ref().take(batch).collect();
+            let mut part: Vec<Staged> = staged.by_ref().take(batch).collect();
             let written = self
                 .write_back(
                     pass,
                     part.iter_mut()
-                        .map(|(row, item, round)| (&*row, &*item, round))
+                        .map(|s| (&s.row, &s.item, &mut s.round))
                         .collect(),
                 )
                 .await?;
-            for ((row, item, round), written) in part.into_iter().zip(written) {
+            for (Staged { row, item, round }, written) in part.into_iter().zip(written) {
                 self.after_write(pass, row, item, round, written, modes)
                     .await?;
             }
@@ -509,8 +506,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                         return self.item_deleted(pass.mailbox, row, pass.report).await;
                     };
                     match self.prepare(pass, row, fresh, round.view, modes).await? {
-                        Prepared::Done => return Ok(()),
-                        Prepared::Round(r, i, next) => (row, item, round) = (r, i, next),
+                        None => return Ok(()),
+                        Some(next) => (row, item, round) = (next.row, next.item, next.round),
                     }
                     written = self.write_back_one(pass, &row, &item, &mut round).await?;
                 }
@@ -1378,16 +1375,15 @@ impl Round {
     }
 }
 
-/// What the step "write back" gave.
-/// What steps decide, audit and status update left of an item's version
-/// (`Engine::prepare`).
-enum Prepared {
-    /// Nothing is left to write: settled, waiting for approval, or left to the next publish.
-    Done,
-    /// Decided (and submitted): its round goes on to the write back.
-    Round(AssignmentState, MailboxItem, Round),
+/// An item's version through steps decide, audit and status update (`Engine::prepare`), on
+/// its way to the write back.
+struct Staged {
+    row: AssignmentState,
+    item: MailboxItem,
+    round: Round,
 }
 
+/// What the step "write back" gave.
 enum WriteBack {
     /// The item shows the PM's values already: nothing was written.
     Unneeded,
