@@ -347,10 +347,9 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             };
             match wake {
                 Wake::Notice(mailbox, notice) => {
-                    // With it, every notification queued meanwhile: they are noted with one
-                    // state write per mailbox, not one each, so that under load the loop keeps
-                    // up with the listener and the queue does not fill (a full queue answers
-                    // Exchange "busy", and Exchange sends again only 30 s later).
+                    // With it, every notification queued meanwhile, so that under load the loop
+                    // keeps up with the listener and the queue does not fill (a full queue
+                    // answers Exchange "busy", and Exchange sends again only 30 s later).
                     let mut batch = vec![(mailbox, notice)];
                     while batch.len() < NOTICE_BATCH
                         && let Ok(next) = notices.try_recv()
