@@ -454,7 +454,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     }
 
     /// The prepared items of a read batch written back, at most the write batch size per
-    /// UpdateItem, and each settled (`after_write`).
+    /// UpdateItem, and each settled (`after_write`). When a part fails, the rounds of the
+    /// parts not written yet are stored as `keep_staged` does.
     async fn write_back_staged(
         &self,
         pass: &mut ItemPass<'_>,
@@ -462,21 +463,38 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         modes: (Mode, Option<&str>),
     ) -> Result<(), SyncError> {
         let batch = self.inner.mailboxes.limits().write.max(1);
-        let mut staged = staged.into_iter().peekable();
-        while staged.peek().is_some() {
-            let mut part: Vec<Staged> = staged.by_ref().take(batch).collect();
-            let written = self
-                .write_back(
-                    pass,
-                    part.iter_mut()
-                        .map(|s| (&s.row, &s.item, &mut s.round))
-                        .collect(),
-                )
-                .await?;
-            for (Staged { row, item, round }, written) in part.into_iter().zip(written) {
-                self.after_write(pass, row, item, round, written, modes)
-                    .await?;
+        let mut staged = staged.into_iter();
+        loop {
+            let part: Vec<Staged> = staged.by_ref().take(batch).collect();
+            if part.is_empty() {
+                return Ok(());
             }
+            if let Err(e) = self.write_back_part(pass, part, modes).await {
+                let mut rest: Vec<Staged> = staged.collect();
+                self.keep_staged(&mut rest).await;
+                return Err(e);
+            }
+        }
+    }
+
+    /// One UpdateItem's worth of [`Engine::write_back_staged`].
+    async fn write_back_part(
+        &self,
+        pass: &mut ItemPass<'_>,
+        mut part: Vec<Staged>,
+        modes: (Mode, Option<&str>),
+    ) -> Result<(), SyncError> {
+        let written = self
+            .write_back(
+                pass,
+                part.iter_mut()
+                    .map(|s| (&s.row, &s.item, &mut s.round))
+                    .collect(),
+            )
+            .await?;
+        for (Staged { row, item, round }, written) in part.into_iter().zip(written) {
+            self.after_write(pass, row, item, round, written, modes)
+                .await?;
         }
         Ok(())
     }
