@@ -131,7 +131,12 @@ impl Scheduler {
     ) {
         self.last_heard.insert(mailbox.clone(), now);
         if !versions.is_empty() {
-            self.pend(mailbox, now, now, News::Versions(versions), true);
+            let news = if versions.len() > MAX_VERSIONS {
+                News::Other
+            } else {
+                News::Versions(versions)
+            };
+            self.pend(mailbox, now, now, news, true);
         }
     }
 
@@ -623,7 +628,12 @@ mod tests {
         for i in 0..=MAX_VERSIONS {
             s.heard_versions(mb("ann"), t0, vec![v(&format!("i{i}"), "ours")]);
         }
+        // As many in one notification.
+        let many = (0..=MAX_VERSIONS)
+            .map(|i| v(&format!("i{i}"), "ours"))
+            .collect();
+        s.heard_versions(mb("bob"), t0, many);
         let due = s.start_due(t0 + DEBOUNCE, DEBOUNCE, CAP, |_| true);
-        assert_eq!(due.start, vec![mb("ann")]);
+        assert_eq!(due.start, vec![mb("ann"), mb("bob")]);
     }
 }
