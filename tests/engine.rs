@@ -1118,39 +1118,17 @@ async fn journal_of_a_crashed_publish_is_resumed_at_start() {
 #[tokio::test]
 async fn queued_notifications_leave_each_mailbox_its_last_watermark() {
     use taskbridge::sync::{Notice, NotificationOutcome};
-    let h = harness(
-        6,
-        ApprovalPolicy::Auto,
-        SyncConfig {
-            // Pull subscriptions (never polled here), so that every mailbox has one.
-            pull_interval: Some(Duration::from_secs(3600)),
-            reconcile_interval: Duration::from_secs(3600),
-            ..quick_sync()
-        },
-    )
-    .await;
-    h.engine
-        .publish(h.project, PublishOptions::default())
-        .await
-        .expect("publish");
-    // As the connector does once its listener is up.
-    h.engine.subscribe_all(false).await.expect("subscribe");
-    let (stop, runner) = run_engine(&h.engine);
+    let (h, (stop, runner)) = published_and_subscribed().await;
     let state = h.engine.state();
     let (ann, bob) = (
         MailboxAddress::new(MAILBOXES[0]),
         MailboxAddress::new(MAILBOXES[1]),
     );
     let sink = h.engine.notification_sink();
-    let mut subscriptions = Vec::new();
-    for m in [&ann, &bob] {
-        let id = wait_for(&format!("{m} never subscribed"), async || {
-            let id = state.mailbox(m).await.unwrap()?.subscription_id?;
-            sink.knows(&id).then_some(id)
-        })
-        .await;
-        subscriptions.push(id);
-    }
+    let subscriptions = [
+        subscription_of(&h, &ann).await,
+        subscription_of(&h, &bob).await,
+    ];
     let notice = |sub: &str, watermark: Option<&str>| Notice {
         subscription_id: sub.to_string(),
         watermark: watermark.map(str::to_string),
@@ -1184,34 +1162,14 @@ async fn the_notification_of_our_own_write_is_noted_without_a_pass() {
     use std::sync::atomic::Ordering;
     use taskbridge::state::ItemRef;
     use taskbridge::sync::{Notice, NotificationOutcome};
-    let h = harness(
-        6,
-        ApprovalPolicy::Auto,
-        SyncConfig {
-            // Pull subscriptions, never polled: the only notifications are the test's.
-            pull_interval: Some(Duration::from_secs(3600)),
-            reconcile_interval: Duration::from_secs(3600),
-            ..quick_sync()
-        },
-    )
-    .await;
-    h.engine
-        .publish(h.project, PublishOptions::default())
-        .await
-        .expect("publish");
-    h.engine.subscribe_all(false).await.expect("subscribe");
-    let (stop, runner) = run_engine(&h.engine);
+    let (h, (stop, runner)) = published_and_subscribed().await;
     let state = h.engine.state();
     let metrics = h.engine.metrics();
     let (mailbox, task) = h.task_of(2).await;
     let mb = MailboxAddress::new(&mailbox);
     let id = id_of(&task);
     let sink = h.engine.notification_sink();
-    let subscription = wait_for("never subscribed", async || {
-        let id = state.mailbox(&mb).await.unwrap()?.subscription_id?;
-        sink.knows(&id).then_some(id)
-    })
-    .await;
+    let subscription = subscription_of(&h, &mb).await;
     // The passes the engine makes by itself at start are over once the count stands still.
     let mut passes = h.count("SyncFolderItems");
     loop {
@@ -1277,4 +1235,38 @@ async fn the_notification_of_our_own_write_is_noted_without_a_pass() {
     assert_eq!(updates(&h.host).await.len(), 1, "one status update in all");
     let _ = stop.send(());
     runner.await.expect("join").expect("run");
+}
+
+/// Six assignments published, every mailbox with a pull subscription that is never polled (so
+/// the only notifications are the test's, handed to the engine's sink), and the engine's loop
+/// running.
+async fn published_and_subscribed() -> (Harness, RunningEngine) {
+    let h = harness(
+        6,
+        ApprovalPolicy::Auto,
+        SyncConfig {
+            pull_interval: Some(Duration::from_secs(3600)),
+            reconcile_interval: Duration::from_secs(3600),
+            ..quick_sync()
+        },
+    )
+    .await;
+    h.engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    // As the connector does once its listener is up.
+    h.engine.subscribe_all(false).await.expect("subscribe");
+    let running = run_engine(&h.engine);
+    (h, running)
+}
+
+/// The subscription of `mailbox`, once the engine's sink knows it.
+async fn subscription_of(h: &Harness, mailbox: &MailboxAddress) -> String {
+    let (state, sink) = (h.engine.state(), h.engine.notification_sink());
+    wait_for(&format!("{mailbox} never subscribed"), async || {
+        let id = state.mailbox(mailbox).await.unwrap()?.subscription_id?;
+        sink.knows(&id).then_some(id)
+    })
+    .await
 }

@@ -281,9 +281,9 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    /// The engine wrote none of the versions.
-    fn no_echo(_: &[ItemRef]) -> bool {
-        false
+    /// The passes starting at `at`, where the engine wrote none of the versions.
+    fn due(s: &mut Scheduler, at: Instant) -> Vec<MailboxAddress> {
+        s.start_due(at, DEBOUNCE, CAP, |_| false).start
     }
 
     #[test]
@@ -291,21 +291,10 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Scheduler::new(t0, 4);
         s.heard(mb("ann"), t0, true);
-        assert!(
-            s.start_due(t0 + ms(499), DEBOUNCE, CAP, no_echo)
-                .start
-                .is_empty()
-        );
-        assert_eq!(
-            s.start_due(t0 + ms(500), DEBOUNCE, CAP, no_echo).start,
-            vec![mb("ann")]
-        );
+        assert!(due(&mut s, t0 + ms(499)).is_empty());
+        assert_eq!(due(&mut s, t0 + ms(500)), vec![mb("ann")]);
         // Started once: not due again.
-        assert!(
-            s.start_due(t0 + ms(2000), DEBOUNCE, CAP, no_echo)
-                .start
-                .is_empty()
-        );
+        assert!(due(&mut s, t0 + ms(2000)).is_empty());
     }
 
     #[test]
@@ -313,11 +302,7 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Scheduler::new(t0, 4);
         s.heard(mb("ann"), t0, false);
-        assert!(
-            s.start_due(t0 + ms(10_000), DEBOUNCE, CAP, no_echo)
-                .start
-                .is_empty()
-        );
+        assert!(due(&mut s, t0 + ms(10_000)).is_empty());
     }
 
     #[test]
@@ -326,15 +311,8 @@ mod tests {
         let mut s = Scheduler::new(t0, 4);
         s.heard(mb("ann"), t0, true);
         s.heard(mb("ann"), t0 + ms(400), true);
-        assert!(
-            s.start_due(t0 + ms(800), DEBOUNCE, CAP, no_echo)
-                .start
-                .is_empty()
-        );
-        assert_eq!(
-            s.start_due(t0 + ms(900), DEBOUNCE, CAP, no_echo).start,
-            vec![mb("ann")]
-        );
+        assert!(due(&mut s, t0 + ms(800)).is_empty());
+        assert_eq!(due(&mut s, t0 + ms(900)), vec![mb("ann")]);
     }
 
     #[test]
@@ -345,13 +323,10 @@ mod tests {
         // A notification every 400 ms never leaves a quiet time of 500 ms.
         while at < t0 + CAP {
             s.heard(mb("ann"), at, true);
-            assert!(s.start_due(at, DEBOUNCE, CAP, no_echo).start.is_empty());
+            assert!(due(&mut s, at).is_empty());
             at += ms(400);
         }
-        assert_eq!(
-            s.start_due(t0 + CAP, DEBOUNCE, CAP, no_echo).start,
-            vec![mb("ann")]
-        );
+        assert_eq!(due(&mut s, t0 + CAP), vec![mb("ann")]);
     }
 
     #[test]
@@ -361,20 +336,10 @@ mod tests {
         s.heard(mb("ann"), t0 + ms(100), true);
         s.catch_up([mb("bob")]);
         // One slot: the catch-up (notified at the start) goes before the newer notification.
-        assert_eq!(
-            s.start_due(t0 + ms(600), DEBOUNCE, CAP, no_echo).start,
-            vec![mb("bob")]
-        );
-        assert!(
-            s.start_due(t0 + ms(700), DEBOUNCE, CAP, no_echo)
-                .start
-                .is_empty()
-        );
+        assert_eq!(due(&mut s, t0 + ms(600)), vec![mb("bob")]);
+        assert!(due(&mut s, t0 + ms(700)).is_empty());
         s.finished(&mb("bob"), t0 + ms(800));
-        assert_eq!(
-            s.start_due(t0 + ms(800), DEBOUNCE, CAP, no_echo).start,
-            vec![mb("ann")]
-        );
+        assert_eq!(due(&mut s, t0 + ms(800)), vec![mb("ann")]);
     }
 
     #[test]
@@ -384,15 +349,8 @@ mod tests {
         s.heard(mb("ann"), t0 + ms(100), true);
         s.catch_up([mb("ann")]);
         // Still waiting for its own quiet time.
-        assert!(
-            s.start_due(t0 + ms(200), DEBOUNCE, CAP, no_echo)
-                .start
-                .is_empty()
-        );
-        assert_eq!(
-            s.start_due(t0 + ms(600), DEBOUNCE, CAP, no_echo).start,
-            vec![mb("ann")]
-        );
+        assert!(due(&mut s, t0 + ms(200)).is_empty());
+        assert_eq!(due(&mut s, t0 + ms(600)), vec![mb("ann")]);
     }
 
     #[test]
@@ -402,21 +360,11 @@ mod tests {
         s.heard(mb("cid"), t0 + ms(20), true);
         s.heard(mb("ann"), t0, true);
         s.heard(mb("bob"), t0 + ms(10), true);
-        assert_eq!(
-            s.start_due(t0 + ms(600), DEBOUNCE, CAP, no_echo).start,
-            vec![mb("ann"), mb("bob")]
-        );
+        assert_eq!(due(&mut s, t0 + ms(600)), vec![mb("ann"), mb("bob")]);
         // Both slots taken: the third waits for a pass to end, not for a new notification.
-        assert!(
-            s.start_due(t0 + ms(700), DEBOUNCE, CAP, no_echo)
-                .start
-                .is_empty()
-        );
+        assert!(due(&mut s, t0 + ms(700)).is_empty());
         s.finished(&mb("bob"), t0 + ms(800));
-        assert_eq!(
-            s.start_due(t0 + ms(800), DEBOUNCE, CAP, no_echo).start,
-            vec![mb("cid")]
-        );
+        assert_eq!(due(&mut s, t0 + ms(800)), vec![mb("cid")]);
     }
 
     #[test]
@@ -424,12 +372,7 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Scheduler::new(t0, 0);
         s.catch_up([mb("ann"), mb("bob")]);
-        assert_eq!(
-            s.start_due(t0 + DEBOUNCE, DEBOUNCE, CAP, no_echo)
-                .start
-                .len(),
-            1
-        );
+        assert_eq!(due(&mut s, t0 + DEBOUNCE).len(), 1);
     }
 
     #[test]
@@ -437,34 +380,16 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Scheduler::new(t0, 4);
         s.heard(mb("ann"), t0, true);
-        assert_eq!(
-            s.start_due(t0 + ms(500), DEBOUNCE, CAP, no_echo).start,
-            vec![mb("ann")]
-        );
+        assert_eq!(due(&mut s, t0 + ms(500)), vec![mb("ann")]);
         // Notified again during the pass: never a second pass of the same mailbox at once.
         s.heard(mb("ann"), t0 + ms(600), true);
-        assert!(
-            s.start_due(t0 + ms(1200), DEBOUNCE, CAP, no_echo)
-                .start
-                .is_empty()
-        );
+        assert!(due(&mut s, t0 + ms(1200)).is_empty());
         // The pass ends: another follows after a quiet time counted from its end.
         s.finished(&mb("ann"), t0 + ms(1300));
-        assert!(
-            s.start_due(t0 + ms(1799), DEBOUNCE, CAP, no_echo)
-                .start
-                .is_empty()
-        );
-        assert_eq!(
-            s.start_due(t0 + ms(1800), DEBOUNCE, CAP, no_echo).start,
-            vec![mb("ann")]
-        );
+        assert!(due(&mut s, t0 + ms(1799)).is_empty());
+        assert_eq!(due(&mut s, t0 + ms(1800)), vec![mb("ann")]);
         s.finished(&mb("ann"), t0 + ms(1900));
-        assert!(
-            s.start_due(t0 + ms(5000), DEBOUNCE, CAP, no_echo)
-                .start
-                .is_empty()
-        );
+        assert!(due(&mut s, t0 + ms(5000)).is_empty());
     }
 
     #[test]
@@ -472,21 +397,10 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Scheduler::new(t0, 4);
         s.catch_up([mb("ann")]);
-        assert!(
-            s.start_due(t0 + ms(499), DEBOUNCE, CAP, no_echo)
-                .start
-                .is_empty()
-        );
-        assert_eq!(
-            s.start_due(t0 + DEBOUNCE, DEBOUNCE, CAP, no_echo).start,
-            vec![mb("ann")]
-        );
+        assert!(due(&mut s, t0 + ms(499)).is_empty());
+        assert_eq!(due(&mut s, t0 + DEBOUNCE), vec![mb("ann")]);
         s.finished(&mb("ann"), t0 + ms(100));
-        assert!(
-            s.start_due(t0 + ms(10_000), DEBOUNCE, CAP, no_echo)
-                .start
-                .is_empty()
-        );
+        assert!(due(&mut s, t0 + ms(10_000)).is_empty());
     }
 
     #[test]
@@ -496,24 +410,13 @@ mod tests {
         s.heard(mb("ann"), t0, true);
         s.heard(mb("bob"), t0, true);
         s.forget(&mb("ann"));
-        assert_eq!(
-            s.start_due(t0 + DEBOUNCE, DEBOUNCE, CAP, no_echo).start,
-            vec![mb("bob")]
-        );
+        assert_eq!(due(&mut s, t0 + DEBOUNCE), vec![mb("bob")]);
         // Due again while its pass runs, then forgotten: no pass after it either.
         s.heard(mb("bob"), t0 + ms(600), true);
-        assert!(
-            s.start_due(t0 + ms(1200), DEBOUNCE, CAP, no_echo)
-                .start
-                .is_empty()
-        );
+        assert!(due(&mut s, t0 + ms(1200)).is_empty());
         s.forget(&mb("bob"));
         s.finished(&mb("bob"), t0 + ms(1300));
-        assert!(
-            s.start_due(t0 + ms(5000), DEBOUNCE, CAP, no_echo)
-                .start
-                .is_empty()
-        );
+        assert!(due(&mut s, t0 + ms(5000)).is_empty());
     }
 
     #[test]
@@ -532,7 +435,7 @@ mod tests {
         s.resubscribed(mb("cid"), now);
         assert_eq!(s.silent(known(), now, after), vec![mb("bob")]);
         assert_eq!(
-            s.start_due(now, DEBOUNCE, CAP, no_echo).start,
+            due(&mut s, now),
             vec![mb("cid"), mb("bob")],
             "the catch-up counts from the start, before bob's later notification"
         );
