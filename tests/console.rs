@@ -364,10 +364,12 @@ async fn sign_in(c: &Client, site: &Site, name: &str, password: &str) {
         .await
         .expect("password field");
     field.send_keys(password).await.expect("type");
+    mark_page(c).await;
     field
         .send_keys(&Key::Enter.to_string())
         .await
         .expect("enter");
+    wait_for_new_page(c).await;
     wait_for_path(c, "/console/updates").await;
 }
 
@@ -380,6 +382,34 @@ async fn wait_for_path(c: &Client, path: &str) {
         }
         assert!(Instant::now() < deadline, "still on {url}, expected {path}");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Marks the document now shown, so that [`wait_for_new_page`] can tell when the browser has
+/// replaced it: a form posted back to the same path changes neither the path nor, always,
+/// the text, and reading the old page while it goes raises stale element references.
+async fn mark_page(c: &Client) {
+    c.execute("window.__tbOldPage = true", vec![])
+        .await
+        .expect("mark the page");
+}
+
+/// Waits until the page marked by [`mark_page`] has been replaced by a fully loaded one.
+async fn wait_for_new_page(c: &Client) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        // While the browser navigates, scripts may fail: that is "not yet".
+        let loaded = c
+            .execute(
+                "return !window.__tbOldPage && document.readyState === 'complete'",
+                vec![],
+            )
+            .await;
+        if matches!(loaded, Ok(Value::Bool(true))) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the page did not change");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -398,13 +428,21 @@ async fn wait_for_flash(c: &Client) -> String {
     }
 }
 
+/// The page's text. A page that a script or a late redirect replaces while it is read is read
+/// again, not failed on.
 async fn text(c: &Client) -> String {
-    c.find(Locator::Css("body"))
-        .await
-        .expect("body")
-        .text()
-        .await
-        .expect("text")
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let read = match c.find(Locator::Css("body")).await {
+            Ok(body) => body.text().await,
+            Err(e) => Err(e),
+        };
+        match read {
+            Ok(t) => return t,
+            Err(e) => assert!(Instant::now() < deadline, "the page's text: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn screenshot(c: &Client, name: &str) {
@@ -421,6 +459,7 @@ async fn post_form(c: &Client, action: &str, fields: &[(&str, &str)]) {
         .iter()
         .map(|(k, v)| serde_json::json!([k, v]))
         .collect();
+    mark_page(c).await;
     c.execute(
         "const [action, fields] = arguments;
          const f = document.createElement('form');
@@ -434,7 +473,7 @@ async fn post_form(c: &Client, action: &str, fields: &[(&str, &str)]) {
     )
     .await
     .expect("post a form");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_new_page(c).await;
 }
 
 async fn csrf_of(c: &Client) -> String {
@@ -593,10 +632,12 @@ async fn status_managers_decide_updates_in_the_console() {
         if focused.attr("value").await.ok().flatten().as_deref()
             == Some(&format!("approve:{survey_id}"))
         {
+            mark_page(&mia).await;
             focused
                 .send_keys(&Key::Enter.to_string())
                 .await
                 .expect("enter");
+            wait_for_new_page(&mia).await;
             reached = true;
             break;
         }
@@ -639,12 +680,14 @@ async fn status_managers_decide_updates_in_the_console() {
     form.send_keys("The pads are not delivered yet")
         .await
         .expect("type");
+    mark_page(&mia).await;
     mia.find(Locator::Css("button[value=reject]"))
         .await
         .expect("reject")
         .click()
         .await
         .expect("click");
+    wait_for_new_page(&mia).await;
     wait_until("the rejection", || {
         let state = site.update_state(&pads_id).0;
         async move { (state == "rejected").then_some(()) }
@@ -752,7 +795,9 @@ async fn status_managers_decide_updates_in_the_console() {
         focused.attr("value").await.ok().flatten(),
         Some(format!("reject:{ferry_id}"))
     );
+    mark_page(&olaf).await;
     keys(Key::Enter.to_string()).await;
+    wait_for_new_page(&olaf).await;
     wait_until("the ferry's rejection", || {
         let state = site.update_state(&ferry_id).0;
         async move { (state == "rejected").then_some(()) }
@@ -812,12 +857,14 @@ async fn status_managers_decide_updates_in_the_console() {
     root.goto(&site.console("/console/health"))
         .await
         .expect("goto");
+    mark_page(&root).await;
     root.find(Locator::Css("tr[data-parked] button"))
         .await
         .expect("Retry")
         .click()
         .await
         .expect("click");
+    wait_for_new_page(&root).await;
     let flash = wait_for_flash(&root).await;
     assert!(flash.contains("parked again"), "{flash}");
     assert!(flash.contains("ErrorQuotaExceeded"), "{flash}");
@@ -827,12 +874,14 @@ async fn status_managers_decide_updates_in_the_console() {
     );
     // The quota is raised: Retry writes the plan's value at once and the list is empty.
     site.quota("ann@example.com", false).await;
+    mark_page(&root).await;
     root.find(Locator::Css("tr[data-parked] button"))
         .await
         .expect("Retry")
         .click()
         .await
         .expect("click");
+    wait_for_new_page(&root).await;
     let flash = wait_for_flash(&root).await;
     assert!(flash.contains("in step now"), "{flash}");
     let page = text(&root).await;
@@ -858,8 +907,9 @@ async fn status_managers_decide_updates_in_the_console() {
             .expect("type");
         let p = guest.find(Locator::Id("password")).await.expect("password");
         p.send_keys("not the password").await.expect("type");
+        mark_page(&guest).await;
         p.send_keys(&Key::Enter.to_string()).await.expect("enter");
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        wait_for_new_page(&guest).await;
         let message = guest
             .find(Locator::Id("signin-error"))
             .await
@@ -957,12 +1007,14 @@ async fn status_managers_decide_updates_in_the_console() {
     assert!(page.contains("Install bearing pads"), "{page}");
     assert!(page.contains("25") && page.contains("50"), "{page}");
     screenshot(&mia, "console-conflicts-1280").await;
+    mark_page(&mia).await;
     mia.find(Locator::Css("button[name=take][value=pm]"))
         .await
         .expect("take the plan's")
         .click()
         .await
         .expect("click");
+    wait_for_new_page(&mia).await;
     wait_for_path(&mia, "/console/conflicts").await;
     let page = text(&mia).await;
     assert!(page.contains("the plan's value stands"), "{page}");
