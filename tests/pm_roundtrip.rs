@@ -16,8 +16,9 @@ use taskbridge::pm::embedded::{DocumentFormat, EmbeddedHost, ImportedDocument, P
 use taskbridge::pm::export::ExportFormat;
 use taskbridge::pm::import::import_str;
 use taskbridge::pm::{
-    AssignmentField, AssignmentKey, AssignmentUid, FieldChange, FieldValue, ImportOptions, Percent,
-    ProjectGuid, StatusUpdate, UpdateOutcome, UpdateSource, Work,
+    AssignmentField, AssignmentKey, AssignmentUid, FieldChange, FieldValue, HostError, HostEvent,
+    ImportOptions, Percent, PmHost, Project, ProjectGuid, StatusUpdate, UpdateOutcome,
+    UpdateSource, Work,
 };
 use taskbridge::state::MailboxAddress;
 use taskbridge::sync::PublishOptions;
@@ -722,6 +723,131 @@ async fn remove_project_deletes_its_tasks_and_leaves_no_row_in_either_store() {
         .expect("updates");
     assert!(updates.is_empty(), "{updates:?}");
     assert!(h.host.project_guids().await.expect("guids").is_empty());
+}
+
+/// A host that lists no units (the trait's default), so that a publish plans from the whole
+/// plan, as with a host that can only load whole projects.
+#[derive(Clone)]
+struct WholePlanHost(EmbeddedHost);
+
+impl PmHost for WholePlanHost {
+    async fn projects(&self) -> Result<Vec<ProjectGuid>, HostError> {
+        self.0.projects().await
+    }
+
+    async fn project(&self, guid: ProjectGuid) -> Result<Option<Project>, HostError> {
+        PmHost::project(&self.0, guid).await
+    }
+
+    async fn project_part(
+        &self,
+        guid: ProjectGuid,
+        uids: &[AssignmentUid],
+    ) -> Result<Option<Project>, HostError> {
+        self.0.project_part(guid, uids).await
+    }
+
+    async fn submit_status_update(&self, update: StatusUpdate) -> Result<UpdateOutcome, HostError> {
+        self.0.submit_status_update(update).await
+    }
+
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<HostEvent> {
+        self.0.subscribe()
+    }
+}
+
+/// A re-publish after the plan moved and removed assignments, mailbox by mailbox (the
+/// embedded host lists its units) and from the whole plan (a host that does not): Bob's
+/// address becomes Chen's, so his two tasks (one he finished) leave his mailbox for hers, the
+/// milestone leaves the plan, and Ann gets a new assignment. Both ways leave the same tasks and
+/// the same rows, the finished task keeps its 100 % in its new mailbox, and the next publish
+/// sends nothing.
+#[tokio::test]
+async fn a_republish_moves_and_removes_tasks_the_same_mailbox_by_mailbox_as_from_the_whole_plan() {
+    use taskbridge::state::{SqliteStore, StateStore};
+
+    let mut outcomes = Vec::new();
+    for listed in [true, false] {
+        let h = published_sample().await;
+        people_report_progress(&h).await;
+        let milestone = "\t\t<Assignment><UID>6</UID><TaskUID>6</TaskUID><ResourceUID>3</ResourceUID><Start>2026-03-20T17:00:00</Start>\n\t\t\t<Finish>2026-03-20T17:00:00</Finish><Work>PT0H0M0S</Work></Assignment>\n";
+        let plan = sample();
+        assert!(plan.contains(milestone));
+        let plan = plan
+            .replace(milestone, "\t\t<Assignment><UID>8</UID><TaskUID>4</TaskUID><ResourceUID>1</ResourceUID><Start>2026-03-11T08:00:00</Start>\n\t\t\t<Finish>2026-03-16T17:00:00</Finish><Work>PT8H0M0S</Work></Assignment>\n")
+            .replace(
+                "<EmailAddress>bob@example.com</EmailAddress>",
+                "<EmailAddress>chen@example.com</EmailAddress>",
+            );
+        import_text(&h.host, h.dir.path(), "moved.xml", &plan).await;
+
+        let report = if listed {
+            h.engine
+                .publish(guid(), PublishOptions::default())
+                .await
+                .expect("publish")
+        } else {
+            let whole = taskbridge::sync::Engine::new(
+                WholePlanHost(h.host.clone()),
+                h.spy.clone(),
+                SqliteStore::open(&h.dir.path().join("state.sqlite")).expect("state"),
+                taskbridge::mapping::FieldTable::default(),
+                quick_sync(),
+            );
+            whole
+                .publish(guid(), PublishOptions::default())
+                .await
+                .expect("publish")
+        };
+        assert_eq!(
+            (report.created, report.deleted, report.failed),
+            (3, 3, 0),
+            "listed {listed}: {report:?}"
+        );
+        let mut tasks = std::collections::BTreeMap::new();
+        for m in MAILBOXES {
+            let mut here: Vec<(String, Option<f64>)> = h
+                .tasks(m)
+                .await
+                .iter()
+                .map(|t| {
+                    (
+                        t["Subject"].as_str().unwrap_or("").to_owned(),
+                        t["PercentComplete"].as_f64(),
+                    )
+                })
+                .collect();
+            here.sort_by(|a, b| a.0.cmp(&b.0));
+            tasks.insert(m, here);
+        }
+        assert!(tasks["bob@example.com"].is_empty(), "{tasks:?}");
+        assert_eq!(tasks["chen@example.com"].len(), 3, "{tasks:?}");
+        assert_eq!(tasks["ann@example.com"].len(), 3, "{tasks:?}");
+        assert!(
+            tasks["chen@example.com"]
+                .iter()
+                .any(|(_, percent)| *percent == Some(100.0)),
+            "the finished task kept its progress in its new mailbox: {tasks:?}"
+        );
+        let state = SqliteStore::open(&h.dir.path().join("state.sqlite")).expect("state");
+        let rows: Vec<(i64, String, bool)> = state
+            .project_assignments(guid())
+            .await
+            .expect("rows")
+            .into_iter()
+            .map(|s| (s.key.assignment.0, s.mailbox.to_string(), s.item.is_some()))
+            .collect();
+        let before = h.sim.counters()["operations"].clone();
+        let again = h
+            .engine
+            .publish(guid(), PublishOptions::default())
+            .await
+            .expect("publish");
+        assert_eq!(again.unchanged, 6, "{again:?}");
+        assert_eq!(before, h.sim.counters()["operations"], "a request");
+        outcomes.push((tasks, rows));
+    }
+    assert_eq!(outcomes[0], outcomes[1]);
 }
 
 /// Waits (polling) until `f` gives a value; a hang is a bug, so the bound is generous.

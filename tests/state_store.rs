@@ -221,13 +221,26 @@ async fn forgetting_a_project_removes_only_its_rows<S: StateStore>(store: S) {
         .commit(Commit {
             put: vec![
                 state(1, "ann@example.com"),
-                state(2, "ann@example.com"),
+                state(2, "bob@example.com"),
                 theirs,
             ],
             ..Commit::default()
         })
         .await
         .expect("commit");
+    // Where each of the project's assignments has its task, and only the project's.
+    let mut placed = store
+        .assignment_mailboxes(key(1).project)
+        .await
+        .expect("placed");
+    placed.sort();
+    assert_eq!(
+        placed,
+        vec![
+            (AssignmentUid(1), MailboxAddress::new("ann@example.com")),
+            (AssignmentUid(2), MailboxAddress::new("bob@example.com")),
+        ]
+    );
     store
         .open_journal(vec![JournalEntry {
             id: 0,

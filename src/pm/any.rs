@@ -7,7 +7,7 @@
 //! call, next to a database or HTTP round trip.
 
 use super::embedded::EmbeddedHost;
-use super::host::{HostError, HostEvent, PmHost, StatusUpdate, UpdateOutcome};
+use super::host::{HostError, HostEvent, PmHost, StatusUpdate, UnitAddress, UpdateOutcome};
 use super::model::{AssignmentUid, Project, ProjectGuid};
 use super::redmine::RedmineHost;
 
@@ -67,6 +67,13 @@ impl PmHost for AnyHost {
         uids: &[AssignmentUid],
     ) -> Result<Option<Project>, HostError> {
         either!(self, h => PmHost::project_part(h, guid, uids))
+    }
+
+    async fn project_units(
+        &self,
+        guid: ProjectGuid,
+    ) -> Result<Option<Vec<UnitAddress>>, HostError> {
+        either!(self, h => PmHost::project_units(h, guid))
     }
 
     async fn submit_status_update(&self, update: StatusUpdate) -> Result<UpdateOutcome, HostError> {

@@ -16,6 +16,16 @@ use super::model::{
     Assignment, AssignmentField, AssignmentKey, AssignmentUid, Percent, Project, ProjectGuid, Work,
 };
 
+/// Where one sync unit of a project goes: the assignment and its resource's mailbox address
+/// (trimmed, as [`crate::pm::SyncUnit::email`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnitAddress {
+    /// The assignment.
+    pub uid: AssignmentUid,
+    /// Its resource's mailbox address.
+    pub email: String,
+}
+
 /// Identifies a status update within a host.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -254,6 +264,22 @@ pub trait PmHost: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<Project>, HostError>> + Send {
         let _ = uids;
         self.project(guid)
+    }
+
+    /// The sync units of a project (those [`Project::sync_units`] lists, in its order) with
+    /// their resources' addresses, without their values. With them a publish reads each
+    /// mailbox's part of the plan in turn ([`PmHost::project_part`]), so that it holds the
+    /// values of the mailboxes in progress only, however large the plan.
+    ///
+    /// `Ok(None)` when the host cannot list them more cheaply than by loading the plan (the
+    /// default) or does not know the project: the publish then loads the whole plan, and a
+    /// host whose `project_part` is no cheaper than `project` should leave it so.
+    fn project_units(
+        &self,
+        guid: ProjectGuid,
+    ) -> impl Future<Output = Result<Option<Vec<UnitAddress>>, HostError>> + Send {
+        let _ = guid;
+        std::future::ready(Ok(None))
     }
 
     /// Accepts a task status update and says whether it was applied, is pending, or was

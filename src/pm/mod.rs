@@ -16,7 +16,7 @@ pub mod redmine;
 pub use any::AnyHost;
 pub use host::{
     FieldChange, FieldValue, HostError, HostEvent, IdempotencyKey, PmHost, StatusNoteChange,
-    StatusUpdate, StatusUpdateId, UpdateOutcome, UpdateSource,
+    StatusUpdate, StatusUpdateId, UnitAddress, UpdateOutcome, UpdateSource,
 };
 pub use import::{ImportError, ImportOptions, import_file};
 pub use model::{

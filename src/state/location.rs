@@ -96,6 +96,13 @@ impl StateStore for AnyStateStore {
         either!(self, s => s.project_assignments(project))
     }
 
+    async fn assignment_mailboxes(
+        &self,
+        project: ProjectGuid,
+    ) -> Result<Vec<(AssignmentUid, MailboxAddress)>, StateError> {
+        either!(self, s => s.assignment_mailboxes(project))
+    }
+
     async fn mailbox_assignments(
         &self,
         mailbox: &MailboxAddress,

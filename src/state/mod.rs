@@ -29,7 +29,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::mapping::{MailField, MailValues, ValueHash};
-use crate::pm::{AssignmentKey, ProjectGuid, StatusUpdateId};
+use crate::pm::{AssignmentKey, AssignmentUid, ProjectGuid, StatusUpdateId};
 
 pub use lease::{
     Fence, InstanceId, InstanceRow, Lease, LeaseRound, LeaseTiming, QueuedNotice, fair_share,
@@ -375,6 +375,12 @@ pub trait StateStore: Send + Sync + 'static {
         &self,
         project: ProjectGuid,
     ) -> impl Future<Output = Result<Vec<AssignmentState>, StateError>> + Send;
+    /// Where each tracked assignment of a project has its task, without the rows: what a
+    /// publish plans its mailboxes from, so that it never holds the whole project's rows.
+    fn assignment_mailboxes(
+        &self,
+        project: ProjectGuid,
+    ) -> impl Future<Output = Result<Vec<(AssignmentUid, MailboxAddress)>, StateError>> + Send;
     /// The assignments whose tasks live in a mailbox.
     fn mailbox_assignments(
         &self,

@@ -22,7 +22,6 @@ use tokio_postgres::types::ToSql;
 
 use super::lease::{from_millis, millis};
 use super::*;
-use crate::pm::AssignmentUid;
 
 /// Migrations in order, version 1 first: the same steps as the SQLite store's, in
 /// PostgreSQL's dialect, so that one version number means one schema on either backend (a test
@@ -634,6 +633,29 @@ impl StateStore for PostgresStore {
         let p = project.to_string();
         self.query_assignments("project = $1 ORDER BY assignment", &[&p])
             .await
+    }
+
+    async fn assignment_mailboxes(
+        &self,
+        project: ProjectGuid,
+    ) -> Result<Vec<(AssignmentUid, MailboxAddress)>, StateError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT assignment, mailbox FROM assignment WHERE project = $1")
+            .await
+            .map_err(db)?;
+        client
+            .query(&stmt, &[&project.to_string()])
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|row| {
+                Ok((
+                    AssignmentUid(row.try_get(0).map_err(db)?),
+                    MailboxAddress(row.try_get(1).map_err(db)?),
+                ))
+            })
+            .collect()
     }
 
     async fn mailbox_assignments(

@@ -13,7 +13,6 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::lease::{from_millis, millis};
 use super::*;
-use crate::pm::AssignmentUid;
 use crate::sqlite::actor::{Actor, Quiet};
 use crate::sqlite::migrate::{self, Schema};
 
@@ -427,6 +426,28 @@ impl StateStore for SqliteStore {
         let p = project.to_string();
         self.call(move |c| query_assignments(c, "project = ?1 ORDER BY assignment", params![p]))
             .await
+    }
+
+    async fn assignment_mailboxes(
+        &self,
+        project: ProjectGuid,
+    ) -> Result<Vec<(AssignmentUid, MailboxAddress)>, StateError> {
+        let p = project.to_string();
+        self.call(move |c| {
+            let mut stmt = c
+                .prepare_cached("SELECT assignment, mailbox FROM assignment WHERE project = ?1")
+                .map_err(db)?;
+            let mut rows = stmt.query(params![p]).map_err(db)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(db)? {
+                out.push((
+                    AssignmentUid(row.get(0).map_err(db)?),
+                    MailboxAddress(row.get(1).map_err(db)?),
+                ));
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn mailbox_assignments(

@@ -4,6 +4,7 @@
 //! through the request and decide steps like a notified one.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use chrono::Utc;
 use futures::StreamExt;
@@ -15,7 +16,7 @@ use super::mailbox::{ItemFailure, ItemWrite, MailboxError, MailboxStore};
 use super::metrics::Metrics;
 use super::report::{InboundReport, PublishReport};
 use crate::mapping::{MailField, MailValues, changed_fields};
-use crate::pm::{AssignmentKey, PmHost, ProjectGuid};
+use crate::pm::{AssignmentKey, AssignmentUid, PmHost, ProjectGuid, UnitAddress};
 use crate::state::{
     AssignmentState, Baseline, Commit, MailboxAddress, StateStore, SyncStatus, WriteKind,
 };
@@ -54,6 +55,33 @@ struct MailboxPlan {
     leaving: Vec<AssignmentState>,
 }
 
+/// What a publish does in one mailbox, as planned before the mailbox's turn.
+enum MailboxWork {
+    /// Planned from the whole plan and every row of the project, read before it: for a host
+    /// that cannot list a project's units without loading its plan.
+    Planned {
+        plan: MailboxPlan,
+        view: Arc<ProjectView>,
+    },
+    /// The mailbox's sync units and the assignments leaving it. Its rows and its part of the
+    /// plan are read when its turn comes, under its lock, so that a publish holds the rows and
+    /// values of the mailboxes in progress only.
+    Listed {
+        desired: Vec<AssignmentUid>,
+        leaving: Vec<AssignmentUid>,
+    },
+}
+
+impl MailboxWork {
+    /// Assignments handled, for the progress.
+    fn size(&self) -> usize {
+        match self {
+            MailboxWork::Planned { plan, .. } => plan.desired.len() + plan.leaving.len(),
+            MailboxWork::Listed { desired, leaving } => desired.len() + leaving.len(),
+        }
+    }
+}
+
 impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     /// Publishes `project`: after this, every assignment of the project has a task in its
     /// resource's mailbox showing the PM's values, and assignments that left have none.
@@ -61,12 +89,104 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     /// Safe to repeat: an unchanged project sends no write at all, and a publish cut short by a
     /// crash finds the tasks it already created (they carry the assignment's key) instead of
     /// creating them twice.
+    ///
+    /// Mailbox by mailbox when the host lists the project's units
+    /// ([`PmHost::project_units`]): then only the mailboxes in progress
+    /// (`mailbox_concurrency`) have their rows and values in memory.
     #[instrument(skip_all, fields(project = %project))]
     pub async fn publish(
         &self,
         project: ProjectGuid,
         options: PublishOptions,
     ) -> Result<PublishReport, SyncError> {
+        let works = match self.inner.host.project_units(project).await? {
+            Some(units) => self.plan_listed(project, units).await?,
+            None => self.plan_whole(project).await?,
+        };
+        if self.inner.cluster.get().is_some() {
+            // Lease rows for mailboxes new to the store: some instance takes each at its next
+            // round and publishes there.
+            self.inner
+                .state
+                .add_leases(works.keys().cloned().collect())
+                .await?;
+        }
+        let mut report = PublishReport::default();
+        let total: usize = works.values().map(MailboxWork::size).sum();
+        let mut done = 0usize;
+        let mut runs = futures::stream::iter(works.into_iter().map(|(mailbox, work)| {
+            let options = options.clone();
+            let size = work.size();
+            async move {
+                let r = self
+                    .publish_mailbox(&mailbox, project, work, &options)
+                    .await;
+                (size, r)
+            }
+        }))
+        .buffer_unordered(self.inner.config.mailbox_concurrency.max(1));
+        while let Some((size, r)) = runs.next().await {
+            report.merge(r?);
+            done += size;
+            if let Some(progress) = &options.progress {
+                progress(done, total);
+            }
+        }
+        info!(
+            created = report.created,
+            updated = report.updated,
+            deleted = report.deleted,
+            unchanged = report.unchanged,
+            adopted = report.adopted,
+            failed = report.failed,
+            refused_deletes = report.refused_deletes,
+            "published"
+        );
+        Ok(report)
+    }
+
+    /// Plans from the units the host listed and where the store has each tracked assignment's
+    /// task: a unit goes to its resource's mailbox, and leaves the mailbox its task is in when
+    /// that is another (the resource's address changed) or it is no unit any more.
+    async fn plan_listed(
+        &self,
+        project: ProjectGuid,
+        units: Vec<UnitAddress>,
+    ) -> Result<BTreeMap<MailboxAddress, MailboxWork>, SyncError> {
+        let mut placed: HashMap<AssignmentUid, MailboxAddress> = self
+            .inner
+            .state
+            .assignment_mailboxes(project)
+            .await?
+            .into_iter()
+            .collect();
+        let mut lists: BTreeMap<MailboxAddress, (Vec<AssignmentUid>, Vec<AssignmentUid>)> =
+            BTreeMap::new();
+        for unit in units {
+            let mailbox = MailboxAddress::new(&unit.email);
+            if let Some(old) = placed.remove(&unit.uid)
+                && old != mailbox
+            {
+                lists.entry(old).or_default().1.push(unit.uid);
+            }
+            lists.entry(mailbox).or_default().0.push(unit.uid);
+        }
+        for (uid, mailbox) in placed {
+            lists.entry(mailbox).or_default().1.push(uid);
+        }
+        Ok(lists
+            .into_iter()
+            .map(|(mailbox, (desired, leaving))| {
+                (mailbox, MailboxWork::Listed { desired, leaving })
+            })
+            .collect())
+    }
+
+    /// Plans from the whole plan and every row of the project.
+    async fn plan_whole(
+        &self,
+        project: ProjectGuid,
+    ) -> Result<BTreeMap<MailboxAddress, MailboxWork>, SyncError> {
         // The rows before the plan: a row never shows a pass newer than the plan's values
         // (that pass's write would otherwise be undone by older values under a current change
         // key). A row older than the plan carries an old change key: the write meets a stale
@@ -105,56 +225,64 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 .leaving
                 .push(state);
         }
-        if self.inner.cluster.get().is_some() {
-            // Lease rows for mailboxes new to the store: some instance takes each at its next
-            // round and publishes there.
-            self.inner
-                .state
-                .add_leases(plans.keys().cloned().collect())
-                .await?;
-        }
-        let mut report = PublishReport::default();
-        let total: usize = plans
-            .values()
-            .map(|p| p.desired.len() + p.leaving.len())
-            .sum();
-        let mut done = 0usize;
-        let mut work = futures::stream::iter(plans.into_iter().map(|(mailbox, plan)| {
-            let view = view.clone();
-            let options = options.clone();
-            let size = plan.desired.len() + plan.leaving.len();
-            async move {
-                let r = self.publish_mailbox(&mailbox, plan, &view, &options).await;
-                (size, r)
-            }
-        }))
-        .buffer_unordered(self.inner.config.mailbox_concurrency.max(1));
-        while let Some((size, r)) = work.next().await {
-            report.merge(r?);
-            done += size;
-            if let Some(progress) = &options.progress {
-                progress(done, total);
-            }
-        }
-        info!(
-            created = report.created,
-            updated = report.updated,
-            deleted = report.deleted,
-            unchanged = report.unchanged,
-            adopted = report.adopted,
-            failed = report.failed,
-            refused_deletes = report.refused_deletes,
-            "published"
-        );
-        Ok(report)
+        Ok(plans
+            .into_iter()
+            .map(|(mailbox, plan)| {
+                let view = view.clone();
+                (mailbox, MailboxWork::Planned { plan, view })
+            })
+            .collect())
+    }
+
+    /// A listed mailbox's rows of `project` and its part of the plan. The rows first, under the
+    /// mailbox's lock: no pass of the mailbox can settle an item between the two reads, so no
+    /// row is newer than the values (see `plan_whole`).
+    async fn read_listed(
+        &self,
+        mailbox: &MailboxAddress,
+        project: ProjectGuid,
+        desired: Vec<AssignmentUid>,
+        leaving: Vec<AssignmentUid>,
+    ) -> Result<(MailboxPlan, Arc<ProjectView>), SyncError> {
+        let mut rows: HashMap<AssignmentUid, AssignmentState> = self
+            .inner
+            .state
+            .mailbox_assignments(mailbox)
+            .await?
+            .into_iter()
+            .filter(|s| s.key.project == project)
+            .map(|s| (s.key.assignment, s))
+            .collect();
+        let view = match self.inner.host.project_part(project, &desired).await? {
+            Some(part) => Arc::new(ProjectView::new(part)),
+            None => return Err(SyncError::UnknownProject(project)),
+        };
+        let plan = MailboxPlan {
+            desired: desired
+                .into_iter()
+                .map(|uid| {
+                    let key = AssignmentKey {
+                        project,
+                        assignment: uid,
+                    };
+                    (key, rows.remove(&uid).map(Box::new))
+                })
+                .collect(),
+            // A row that came since the plan was made is left to the next publish.
+            leaving: leaving
+                .into_iter()
+                .filter_map(|uid| rows.remove(&uid))
+                .collect(),
+        };
+        Ok((plan, view))
     }
 
     #[instrument(skip_all, fields(mailbox = %mailbox))]
     async fn publish_mailbox(
         &self,
         mailbox: &MailboxAddress,
-        plan: MailboxPlan,
-        view: &ProjectView,
+        project: ProjectGuid,
+        work: MailboxWork,
         options: &PublishOptions,
     ) -> Result<PublishReport, SyncError> {
         let _guard = self.lock(mailbox).await;
@@ -167,6 +295,16 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 .store(true, std::sync::atomic::Ordering::SeqCst);
             return Ok(report);
         }
+        // Rows read under this lock are current; rows planned before it are checked again
+        // before anything is written (below).
+        let (plan, view, rows_current) = match work {
+            MailboxWork::Planned { plan, view } => (plan, view, false),
+            MailboxWork::Listed { desired, leaving } => {
+                let (plan, view) = self.read_listed(mailbox, project, desired, leaving).await?;
+                (plan, view, true)
+            }
+        };
+        let view = &*view;
         if let Err(e) = self.ensure_mailbox(mailbox).await {
             // The mailbox cannot be reached: every task of it failed this time.
             warn!(error = %e, "mailbox unavailable");
@@ -241,11 +379,11 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 }
             }
         }
-        // A pass of this mailbox may have run between the plan and the lock, with fresher PM
-        // values than the plan's: the items it settled are left to the next publish, which
-        // plans from what it stored. Only items this publish would write are looked at (an
-        // unchanged re-publish reads nothing more).
-        if !creates.is_empty() || !updates.is_empty() {
+        // Rows planned before the lock: a pass of this mailbox may have run between the plan
+        // and the lock, with fresher PM values than the plan's: the items it settled are left
+        // to the next publish, which plans from what it stored. Only items this publish would
+        // write are looked at (an unchanged re-publish reads nothing more).
+        if !rows_current && (!creates.is_empty() || !updates.is_empty()) {
             let now_rows: HashMap<AssignmentKey, AssignmentState> = self
                 .inner
                 .state

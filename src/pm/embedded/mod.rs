@@ -47,7 +47,9 @@ use tokio::sync::{Notify, broadcast};
 use self::relay::Relay;
 use self::store::Db;
 use super::export::ExportFormat;
-use super::host::{HostError, HostEvent, PmHost, StatusUpdate, StatusUpdateId, UpdateOutcome};
+use super::host::{
+    HostError, HostEvent, PmHost, StatusUpdate, StatusUpdateId, UnitAddress, UpdateOutcome,
+};
 use super::import::{ImportError, ImportOptions};
 use super::model::{AssignmentKey, AssignmentUid, Project, ProjectGuid};
 
@@ -625,6 +627,15 @@ impl PmHost for EmbeddedHost {
         uids: &[AssignmentUid],
     ) -> Result<Option<Project>, HostError> {
         Ok(self.load_project_part(guid, uids.to_vec()).await?)
+    }
+
+    async fn project_units(
+        &self,
+        guid: ProjectGuid,
+    ) -> Result<Option<Vec<UnitAddress>>, HostError> {
+        Ok(self
+            .call(move |c| rows::sync_unit_addresses(c, guid))
+            .await?)
     }
 
     async fn submit_status_update(&self, update: StatusUpdate) -> Result<UpdateOutcome, HostError> {

@@ -210,7 +210,8 @@ pub(crate) fn load_project(
 /// Part of a stored project: the assignments `uids` (those that exist), with `siblings` every
 /// other assignment of their tasks too, their tasks and their resources, in file order. Enough
 /// to map and decide those assignments, and (with siblings) to apply a status update to one of
-/// them, without reading the whole plan.
+/// them, without reading the whole plan. Rows are read by their keys a chunk at a time: a
+/// publish reads a whole mailbox's part this way.
 pub(crate) fn load_project_part(
     conn: &dyn Conn,
     guid: ProjectGuid,
@@ -222,57 +223,52 @@ pub(crate) fn load_project_part(
         return Ok(None);
     };
     let mut assignments: std::collections::BTreeMap<i64, (i64, Assignment)> = Default::default();
-    for uid in uids {
-        for (position, a) in
-            query_assignments(conn, "project = ?1 AND uid = ?2", args![key, uid.0])?
-        {
+    let wanted: std::collections::BTreeSet<i64> = uids.iter().map(|u| u.0).collect();
+    by_keys(&key, "uid", &wanted, |filter, args| {
+        for (position, a) in query_assignments(conn, filter, args)? {
             assignments.insert(a.uid.0, (position, a));
         }
-    }
+        Ok(())
+    })?;
     let task_uids: std::collections::BTreeSet<i64> =
         assignments.values().map(|(_, a)| a.task_uid.0).collect();
     if siblings {
-        for task in &task_uids {
-            for (position, a) in
-                query_assignments(conn, "project = ?1 AND task_uid = ?2", args![key, task])?
-            {
+        by_keys(&key, "task_uid", &task_uids, |filter, args| {
+            for (position, a) in query_assignments(conn, filter, args)? {
                 assignments.insert(a.uid.0, (position, a));
             }
-        }
+            Ok(())
+        })?;
     }
     let resource_uids: std::collections::BTreeSet<i64> = assignments
         .values()
         .map(|(_, a)| a.resource_uid.0)
         .collect();
     let mut tasks = Vec::new();
-    for task in task_uids {
-        tasks.extend(query_tasks(
-            conn,
-            "project = ?1 AND uid = ?2",
-            args![key, task],
-        )?);
-    }
+    by_keys(&key, "uid", &task_uids, |filter, args| {
+        tasks.extend(query_tasks(conn, filter, args)?);
+        Ok(())
+    })?;
     let mut resources = Vec::new();
-    for r in resource_uids {
-        resources.extend(query_resources(
-            conn,
-            "project = ?1 AND uid = ?2",
-            args![key, r],
-        )?);
-    }
-    for (_, a) in assignments.values_mut() {
-        let rows = conn.query(
-            "SELECT field, modified_at FROM assignment_field_times
-             WHERE project = ?1 AND assignment_uid = ?2",
-            args![key, a.uid.0],
-        )?;
-        for row in rows {
-            a.modified.set(
-                parse_field(&row.get::<String>(0)?)?,
-                parse_ts(&row.get::<String>(1)?)?,
-            );
+    by_keys(&key, "uid", &resource_uids, |filter, args| {
+        resources.extend(query_resources(conn, filter, args)?);
+        Ok(())
+    })?;
+    let read: std::collections::BTreeSet<i64> = assignments.keys().copied().collect();
+    by_keys(&key, "assignment_uid", &read, |filter, args| {
+        let sql = format!(
+            "SELECT assignment_uid, field, modified_at FROM assignment_field_times WHERE {filter}"
+        );
+        for row in conn.query(&sql, args)? {
+            if let Some((_, a)) = assignments.get_mut(&row.get::<i64>(0)?) {
+                a.modified.set(
+                    parse_field(&row.get::<String>(1)?)?,
+                    parse_ts(&row.get::<String>(2)?)?,
+                );
+            }
         }
-    }
+        Ok(())
+    })?;
     let mut assignments: Vec<(i64, Assignment)> = assignments.into_values().collect();
     assignments.sort_by_key(|(position, _)| *position);
     tasks.sort_by_key(|(position, _)| *position);
@@ -281,6 +277,91 @@ pub(crate) fn load_project_part(
     project.tasks = tasks.into_iter().map(|(_, t)| t).collect();
     project.resources = resources.into_iter().map(|(_, r)| r).collect();
     Ok(Some(project))
+}
+
+/// Calls `read` with a filter `project = ?1 AND {column} IN (?2, ...)` and its arguments for
+/// `ids` a chunk at a time. A chunk is padded with its last id to one of three sizes, so that
+/// the statement cache holds three statements per query however many ids come (a repeated id
+/// matches a row once).
+fn by_keys(
+    project: &str,
+    column: &str,
+    ids: &std::collections::BTreeSet<i64>,
+    mut read: impl FnMut(&str, &[Value]) -> Result<(), EmbeddedError>,
+) -> Result<(), EmbeddedError> {
+    const SIZES: [usize; 3] = [8, 64, 256];
+    let ids: Vec<i64> = ids.iter().copied().collect();
+    for chunk in ids.chunks(SIZES[SIZES.len() - 1]) {
+        let Some(&last) = chunk.last() else {
+            continue;
+        };
+        let size = SIZES
+            .into_iter()
+            .find(|s| *s >= chunk.len())
+            .unwrap_or(chunk.len());
+        let list: Vec<String> = (2..size + 2).map(|i| format!("?{i}")).collect();
+        let filter = format!("project = ?1 AND {column} IN ({})", list.join(", "));
+        let mut args = Vec::with_capacity(size + 1);
+        args.push(Value::Text(project.to_owned()));
+        args.extend(chunk.iter().map(|id| Value::Int(*id)));
+        args.resize(size + 1, Value::Int(last));
+        read(&filter, &args)?;
+    }
+    Ok(())
+}
+
+/// The sync units of a stored project with their resources' addresses, in file order, by the
+/// rule of [`Project::sync_units`] without loading the plan (see [`count_sync_units`]);
+/// `None` for a project not stored.
+pub(crate) fn sync_unit_addresses(
+    conn: &dyn Conn,
+    guid: ProjectGuid,
+) -> Result<Option<Vec<crate::pm::UnitAddress>>, EmbeddedError> {
+    let key = guid.to_string();
+    if conn
+        .query_opt("SELECT 1 FROM projects WHERE guid = ?1", args![key])?
+        .is_none()
+    {
+        return Ok(None);
+    }
+    let addresses = resource_addresses(conn, &key)?;
+    let mut units = Vec::new();
+    for row in conn.query(
+        "SELECT a.uid, a.resource_uid FROM assignments a
+         JOIN tasks t ON t.project = a.project AND t.uid = a.task_uid
+         WHERE a.project = ?1 AND a.task_uid <> ?2 AND t.summary = 0
+         ORDER BY a.position",
+        args![key, TaskUid::PROJECT_SUMMARY.0],
+    )? {
+        if let Some(email) = addresses.get(&row.get::<i64>(1)?) {
+            units.push(crate::pm::UnitAddress {
+                uid: AssignmentUid(row.get(0)?),
+                email: email.clone(),
+            });
+        }
+    }
+    Ok(Some(units))
+}
+
+/// The trimmed, non-blank addresses of a project's resources (the rule of
+/// [`Project::sync_units`]: Rust's `trim`, not SQL's), by resource UID.
+fn resource_addresses(
+    conn: &dyn Conn,
+    project: &str,
+) -> Result<std::collections::HashMap<i64, String>, EmbeddedError> {
+    let mut with_address = std::collections::HashMap::new();
+    for row in conn.query(
+        "SELECT uid, email FROM resources WHERE project = ?1 AND email IS NOT NULL",
+        args![project],
+    )? {
+        let uid = row.get::<i64>(0)?;
+        let email = row.get::<String>(1)?;
+        let email = email.trim();
+        if uid != ResourceUid::NONE.0 && !email.is_empty() {
+            with_address.insert(uid, email.to_owned());
+        }
+    }
+    Ok(with_address)
 }
 
 /// The project row, with no tasks, resources or assignments yet.
@@ -746,16 +827,7 @@ pub(crate) fn summary(
 /// address is not blank. Addresses are judged here, with Rust's `trim`, as the rule does.
 fn count_sync_units(conn: &dyn Conn, guid: ProjectGuid) -> Result<usize, EmbeddedError> {
     let key = guid.to_string();
-    let mut with_address = std::collections::HashSet::new();
-    for row in conn.query(
-        "SELECT uid, email FROM resources WHERE project = ?1 AND email IS NOT NULL",
-        args![key],
-    )? {
-        let uid = row.get::<i64>(0)?;
-        if uid != ResourceUid::NONE.0 && !row.get::<String>(1)?.trim().is_empty() {
-            with_address.insert(uid);
-        }
-    }
+    let with_address = resource_addresses(conn, &key)?;
     let mut units = 0;
     for row in conn.query(
         "SELECT a.resource_uid, COUNT(*) FROM assignments a
@@ -764,7 +836,7 @@ fn count_sync_units(conn: &dyn Conn, guid: ProjectGuid) -> Result<usize, Embedde
          GROUP BY a.resource_uid",
         args![key, TaskUid::PROJECT_SUMMARY.0],
     )? {
-        if with_address.contains(&row.get::<i64>(0)?) {
+        if with_address.contains_key(&row.get::<i64>(0)?) {
             units += count(row.get::<i64>(1)?);
         }
     }
@@ -1244,6 +1316,107 @@ mod tests {
         );
     }
 
+    /// A part of hundreds of assignments (read in chunks of padded key lists) is the same rows
+    /// as the whole plan has, every field time with its assignment, nothing else.
+    #[test]
+    fn a_large_part_is_read_in_chunks_as_the_whole_plan_has_it() {
+        let mut conn = rusqlite::Connection::open_in_memory().expect("open");
+        crate::sqlite::migrate::migrate(&mut conn, &super::super::schema::SCHEMA).expect("migrate");
+        let day = NaiveDate::from_ymd_opt(2026, 3, 2)
+            .and_then(|x| x.and_hms_opt(8, 0, 0))
+            .expect("valid");
+        let guid = ProjectGuid(uuid::Uuid::from_u128(11));
+        let mut project = Project {
+            guid,
+            name: "large".into(),
+            time_zone: Tz::UTC,
+            minutes_per_day: 480,
+            minutes_per_week: 2400,
+            start: None,
+            tasks: (1..=700)
+                .map(|uid| Task {
+                    uid: TaskUid(uid),
+                    name: format!("task {uid}"),
+                    notes: String::new(),
+                    start: day,
+                    finish: day,
+                    work: Work::from_hours(8),
+                    priority: Task::DEFAULT_PRIORITY,
+                    percent_work_complete: Percent::ZERO,
+                    summary: false,
+                    milestone: false,
+                    outline_level: 1,
+                })
+                .collect(),
+            resources: (1..=7)
+                .map(|uid| Resource {
+                    uid: ResourceUid(uid),
+                    name: format!("r{uid}"),
+                    email: Some(format!("r{uid}@example.com")),
+                    time_zone: None,
+                })
+                .collect(),
+            assignments: (1..=700)
+                .map(|uid| Assignment {
+                    uid: AssignmentUid(uid),
+                    task_uid: TaskUid(uid),
+                    resource_uid: ResourceUid(uid % 7 + 1),
+                    start: day,
+                    finish: day,
+                    work: Work::from_hours(8),
+                    actual_work: Work::ZERO,
+                    remaining_work: Work::from_hours(8),
+                    percent_work_complete: Percent::ZERO,
+                    actual_finish: None,
+                    modified: FieldTimes::new(),
+                })
+                .collect(),
+        };
+        let now = Utc
+            .with_ymd_and_hms(2026, 3, 4, 12, 0, 0)
+            .single()
+            .expect("valid");
+        write_project(&conn, &project, None, now).expect("write");
+        for a in project.assignments.iter_mut().filter(|a| a.uid.0 % 3 == 0) {
+            a.modified.touch(AssignmentField::PercentWorkComplete, now);
+            save_assignment(&conn, guid, a).expect("stamp");
+        }
+        let whole = load_project(&conn, guid).expect("load").expect("stored");
+        // Every other assignment: 350 keys, one full chunk of 256 and one padded to 256; and
+        // 9 keys, padded to 64.
+        for every in [2usize, 70] {
+            let uids: Vec<AssignmentUid> = whole
+                .assignments
+                .iter()
+                .step_by(every)
+                .map(|a| a.uid)
+                .collect();
+            let part = load_project_part(&conn, guid, &uids, false)
+                .expect("load")
+                .expect("stored");
+            let expected: Vec<Assignment> =
+                whole.assignments.iter().step_by(every).cloned().collect();
+            assert_eq!(part.assignments, expected, "every {every}");
+            assert_eq!(part.tasks.len(), uids.len());
+            assert!(part.resources.len() <= 7);
+        }
+
+        // The units with their addresses, as the loaded plan gives them.
+        let units = sync_unit_addresses(&conn, guid)
+            .expect("units")
+            .expect("stored");
+        let loaded: Vec<(AssignmentUid, String)> = whole
+            .sync_units()
+            .iter()
+            .map(|u| (u.assignment.uid, u.email.to_owned()))
+            .collect();
+        let listed: Vec<(AssignmentUid, String)> =
+            units.into_iter().map(|u| (u.uid, u.email)).collect();
+        assert_eq!(listed, loaded);
+        let other = ProjectGuid(uuid::Uuid::from_u128(12));
+        assert!(sync_unit_addresses(&conn, other).expect("units").is_none());
+    }
+
     /// A summary counts what loading the plan would: every kind of assignment that is not a
     /// sync unit (summary task, the project summary task, no resource, a blank or missing
     /// address, a task or resource not in the plan) is left out, as `sync_units` leaves it out.
@@ -1326,6 +1499,19 @@ mod tests {
         let summary = summary(&conn, guid).expect("summary").expect("stored");
         assert_eq!(project.sync_units().len(), 2);
         assert_eq!(summary.mailbox_assignments, project.sync_units().len());
+        // The units listed without the plan are the loaded plan's, addresses trimmed.
+        let listed: Vec<(AssignmentUid, String)> = sync_unit_addresses(&conn, guid)
+            .expect("units")
+            .expect("stored")
+            .into_iter()
+            .map(|u| (u.uid, u.email))
+            .collect();
+        let loaded: Vec<(AssignmentUid, String)> = project
+            .sync_units()
+            .iter()
+            .map(|u| (u.assignment.uid, u.email.to_owned()))
+            .collect();
+        assert_eq!(listed, loaded);
         assert_eq!(
             (summary.tasks, summary.resources, summary.assignments),
             (4, 4, 9)
