@@ -11,14 +11,15 @@ use futures::StreamExt;
 use tracing::{debug, info, instrument, warn};
 
 use super::decide::Mode;
-use super::engine::{Engine, ProjectView, SyncError, copy_field, pm_modified};
+use super::engine::{Engine, ProjectView, SyncError, copy_field, journal_entries, pm_modified};
 use super::mailbox::{ItemFailure, ItemWrite, MailboxError, MailboxStore};
 use super::metrics::Metrics;
 use super::report::{InboundReport, PublishReport};
 use crate::mapping::{MailField, MailValues, changed_fields};
 use crate::pm::{AssignmentKey, AssignmentUid, PmHost, ProjectGuid, UnitAddress};
 use crate::state::{
-    AssignmentState, Baseline, Commit, MailboxAddress, StateStore, SyncStatus, WriteKind,
+    AssignmentState, Baseline, Commit, MailboxAddress, StateStore, SyncStatus, Transaction,
+    WriteKind,
 };
 
 /// Told how far a publish is: assignments handled so far, and in all.
@@ -515,6 +516,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             }
             let mut again = Vec::new();
             let batch = store.limits().write.max(1);
+            let mut stored_later = None;
             for chunk in fresh.chunks(batch) {
                 if !again.is_empty() {
                     // The server just failed a call: the rest waits for the next round
@@ -523,7 +525,12 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     continue;
                 }
                 let journal = self
-                    .open_journal(mailbox, chunk.iter().map(|c| c.0), WriteKind::Create)
+                    .open_journal_after(
+                        &mut stored_later,
+                        mailbox,
+                        chunk.iter().map(|c| c.0),
+                        WriteKind::Create,
+                    )
                     .await?;
                 let items: Vec<(AssignmentKey, MailValues)> =
                     chunk.iter().map(|(k, v, _)| (*k, v.clone())).collect();
@@ -562,8 +569,10 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     self.record_creates(mailbox, view, chunk, results, journal, report);
                 report.created += created;
                 Metrics::add(&self.inner.metrics.created, created);
+                stored_later = Some(commit);
+            }
+            if let Some(commit) = stored_later {
                 self.commit(commit).await?;
-                debug!(batch = chunk.len(), "create batch committed");
             }
             if again.is_empty() {
                 break;
@@ -699,6 +708,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         let batch = store.limits().write.max(1);
         let mut stale = Vec::new();
         let mut gone = Vec::new();
+        let mut stored_later = None;
         for chunk in updates.chunks(batch) {
             let writes: Vec<ItemWrite> = chunk
                 .iter()
@@ -716,7 +726,12 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 })
                 .collect();
             let journal = self
-                .open_journal(mailbox, writes.iter().map(|w| w.key), WriteKind::Update)
+                .open_journal_after(
+                    &mut stored_later,
+                    mailbox,
+                    writes.iter().map(|w| w.key),
+                    WriteKind::Update,
+                )
                 .await?;
             let results = match store.update(mailbox, &writes).await {
                 Ok(r) => {
@@ -789,6 +804,9 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     }
                 }
             }
+            stored_later = Some(commit);
+        }
+        if let Some(commit) = stored_later {
             self.commit(commit).await?;
         }
         Metrics::add(&self.inner.metrics.written, report.updated);
@@ -802,6 +820,32 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         Ok(stale)
     }
 
+    /// Opens the journal entries of a batch's writes in one transaction with the results of
+    /// the batch before (`stored_later`), if any. Those results are stored before the next
+    /// remote write is sent, as a commit of their own would store them, with no remote call
+    /// between their answer and their transaction: one state transaction per batch instead of
+    /// two, and a crash leaves exactly what it left before (the open journal entries of the
+    /// batch whose answer was not stored, for the next publish to look for).
+    async fn open_journal_after(
+        &self,
+        stored_later: &mut Option<Commit>,
+        mailbox: &MailboxAddress,
+        keys: impl Iterator<Item = AssignmentKey>,
+        kind: WriteKind,
+    ) -> Result<Vec<i64>, SyncError> {
+        match stored_later.take() {
+            None => self.open_journal(mailbox, keys, kind).await,
+            Some(commit) => {
+                self.transact(Transaction {
+                    commit,
+                    open_journal: journal_entries(mailbox, keys, kind),
+                    ..Transaction::default()
+                })
+                .await
+            }
+        }
+    }
+
     pub(crate) async fn publish_deletes(
         &self,
         mailbox: &MailboxAddress,
@@ -810,9 +854,15 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     ) -> Result<(), SyncError> {
         let store = &self.inner.mailboxes;
         let batch = store.limits().write.max(1);
+        let mut stored_later = None;
         for chunk in deletes.chunks(batch) {
             let journal = self
-                .open_journal(mailbox, chunk.iter().map(|s| s.key), WriteKind::Delete)
+                .open_journal_after(
+                    &mut stored_later,
+                    mailbox,
+                    chunk.iter().map(|s| s.key),
+                    WriteKind::Delete,
+                )
                 .await?;
             let items: Vec<_> = chunk.iter().filter_map(|s| s.item.clone()).collect();
             let results = match store.delete(mailbox, &items).await {
@@ -844,6 +894,9 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     }
                 }
             }
+            stored_later = Some(commit);
+        }
+        if let Some(commit) = stored_later {
             self.commit(commit).await?;
         }
         Metrics::add(&self.inner.metrics.deleted, report.deleted);
