@@ -21,7 +21,7 @@ use taskbridge::pm::{
     UpdateSource, Work,
 };
 use taskbridge::state::MailboxAddress;
-use taskbridge::sync::PublishOptions;
+use taskbridge::sync::{PublishOptions, SyncConfig};
 use taskbridge_sim::SimConfig;
 
 const SAMPLE_GUID: &str = "7d0c3e5a-9b21-4f6e-8a47-1c2d3e4f5a6b";
@@ -758,10 +758,11 @@ impl PmHost for WholePlanHost {
 
 /// A re-publish after the plan moved and removed assignments, mailbox by mailbox (the
 /// embedded host lists its units) and from the whole plan (a host that does not): Bob's
-/// address becomes Chen's, so his two tasks (one he finished) leave his mailbox for hers, the
-/// milestone leaves the plan, and Ann gets a new assignment. Both ways leave the same tasks and
-/// the same rows, the finished task keeps its 100 % in its new mailbox, and the next publish
-/// sends nothing.
+/// address becomes Ann's, so his two tasks (one he finished) leave his mailbox for hers, the
+/// milestone leaves Chen's plan, and Ann gets a new assignment. One mailbox at a time, in
+/// address order, so the new mailbox (Ann's) is done before the old one (Bob's). Both ways
+/// leave the same tasks and the same rows, the finished task keeps its 100 % in its new
+/// mailbox, and the next publish sends nothing.
 #[tokio::test]
 async fn a_republish_moves_and_removes_tasks_the_same_mailbox_by_mailbox_as_from_the_whole_plan() {
     use taskbridge::state::{SqliteStore, StateStore};
@@ -777,28 +778,36 @@ async fn a_republish_moves_and_removes_tasks_the_same_mailbox_by_mailbox_as_from
             .replace(milestone, "\t\t<Assignment><UID>8</UID><TaskUID>4</TaskUID><ResourceUID>1</ResourceUID><Start>2026-03-11T08:00:00</Start>\n\t\t\t<Finish>2026-03-16T17:00:00</Finish><Work>PT8H0M0S</Work></Assignment>\n")
             .replace(
                 "<EmailAddress>bob@example.com</EmailAddress>",
-                "<EmailAddress>chen@example.com</EmailAddress>",
+                "<EmailAddress>ann@example.com</EmailAddress>",
             );
         import_text(&h.host, h.dir.path(), "moved.xml", &plan).await;
 
+        let one_at_a_time = SyncConfig {
+            mailbox_concurrency: 1,
+            ..quick_sync()
+        };
+        let state = || SqliteStore::open(&h.dir.path().join("state.sqlite")).expect("state");
+        let table = taskbridge::mapping::FieldTable::default;
         let report = if listed {
-            h.engine
-                .publish(guid(), PublishOptions::default())
-                .await
-                .expect("publish")
+            let engine = taskbridge::sync::Engine::new(
+                h.host.clone(),
+                h.spy.clone(),
+                state(),
+                table(),
+                one_at_a_time,
+            );
+            engine.publish(guid(), PublishOptions::default()).await
         } else {
-            let whole = taskbridge::sync::Engine::new(
+            let engine = taskbridge::sync::Engine::new(
                 WholePlanHost(h.host.clone()),
                 h.spy.clone(),
-                SqliteStore::open(&h.dir.path().join("state.sqlite")).expect("state"),
-                taskbridge::mapping::FieldTable::default(),
-                quick_sync(),
+                state(),
+                table(),
+                one_at_a_time,
             );
-            whole
-                .publish(guid(), PublishOptions::default())
-                .await
-                .expect("publish")
-        };
+            engine.publish(guid(), PublishOptions::default()).await
+        }
+        .expect("publish");
         assert_eq!(
             (report.created, report.deleted, report.failed),
             (3, 3, 0),
@@ -821,16 +830,15 @@ async fn a_republish_moves_and_removes_tasks_the_same_mailbox_by_mailbox_as_from
             tasks.insert(m, here);
         }
         assert!(tasks["bob@example.com"].is_empty(), "{tasks:?}");
-        assert_eq!(tasks["chen@example.com"].len(), 3, "{tasks:?}");
-        assert_eq!(tasks["ann@example.com"].len(), 3, "{tasks:?}");
+        assert_eq!(tasks["chen@example.com"].len(), 1, "{tasks:?}");
+        assert_eq!(tasks["ann@example.com"].len(), 5, "{tasks:?}");
         assert!(
-            tasks["chen@example.com"]
+            tasks["ann@example.com"]
                 .iter()
                 .any(|(_, percent)| *percent == Some(100.0)),
             "the finished task kept its progress in its new mailbox: {tasks:?}"
         );
-        let state = SqliteStore::open(&h.dir.path().join("state.sqlite")).expect("state");
-        let rows: Vec<(i64, String, bool)> = state
+        let rows: Vec<(i64, String, bool)> = state()
             .project_assignments(guid())
             .await
             .expect("rows")

@@ -241,6 +241,15 @@ async fn forgetting_a_project_removes_only_its_rows<S: StateStore>(store: S) {
             (AssignmentUid(2), MailboxAddress::new("bob@example.com")),
         ]
     );
+    // A row is forgotten only from the mailbox named with it: one that moved on stays.
+    store
+        .commit(Commit {
+            delete: vec![(key(2), MailboxAddress::new("ann@example.com"))],
+            ..Commit::default()
+        })
+        .await
+        .expect("commit");
+    assert!(store.assignment(&key(2)).await.expect("read").is_some());
     store
         .open_journal(vec![JournalEntry {
             id: 0,

@@ -532,8 +532,10 @@ pub trait StateStore: Send + Sync + 'static {
 pub struct Commit {
     /// Assignments to insert or replace.
     pub put: Vec<AssignmentState>,
-    /// Assignments to forget.
-    pub delete: Vec<AssignmentKey>,
+    /// Assignments to forget, each only while its row is still in the mailbox named with it:
+    /// a publish that moves a task to another mailbox may record the new task (the same key)
+    /// before the old one is deleted, and that row must stay.
+    pub delete: Vec<(AssignmentKey, MailboxAddress)>,
     /// Journal entries whose writes finished (whatever their outcome).
     pub close_journal: Vec<i64>,
     /// The leases the rows were worked out under: when one of them has moved, the store

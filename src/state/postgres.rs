@@ -522,13 +522,18 @@ async fn write_commit(
     }
     if !commit.delete.is_empty() {
         let delete = tx
-            .prepare_cached("DELETE FROM assignment WHERE project = $1 AND assignment = $2")
+            .prepare_cached(
+                "DELETE FROM assignment WHERE project = $1 AND assignment = $2 AND mailbox = $3",
+            )
             .await
             .map_err(db)?;
-        for k in &commit.delete {
-            tx.execute(&delete, &[&k.project.to_string(), &k.assignment.0])
-                .await
-                .map_err(db)?;
+        for (k, mailbox) in &commit.delete {
+            tx.execute(
+                &delete,
+                &[&k.project.to_string(), &k.assignment.0, &mailbox.0],
+            )
+            .await
+            .map_err(db)?;
         }
     }
     if !commit.close_journal.is_empty() {

@@ -335,11 +335,13 @@ fn write_commit(tx: &Connection, commit: &Commit) -> Result<(), StateError> {
     }
     if !commit.delete.is_empty() {
         let mut delete = tx
-            .prepare_cached("DELETE FROM assignment WHERE project = ?1 AND assignment = ?2")
+            .prepare_cached(
+                "DELETE FROM assignment WHERE project = ?1 AND assignment = ?2 AND mailbox = ?3",
+            )
             .map_err(db)?;
-        for k in &commit.delete {
+        for (k, mailbox) in &commit.delete {
             delete
-                .execute(params![k.project.to_string(), k.assignment.0])
+                .execute(params![k.project.to_string(), k.assignment.0, mailbox.0])
                 .map_err(db)?;
         }
     }

@@ -64,13 +64,23 @@ enum MailboxWork {
         plan: MailboxPlan,
         view: Arc<ProjectView>,
     },
-    /// The mailbox's sync units and the assignments leaving it. Its rows and its part of the
-    /// plan are read when its turn comes, under its lock, so that a publish holds the rows and
+    /// Planned from the units the host listed: the mailbox's rows and its part of the plan
+    /// are read when its turn comes, under its lock, so that a publish holds the rows and
     /// values of the mailboxes in progress only.
-    Listed {
-        desired: Vec<AssignmentUid>,
-        leaving: Vec<AssignmentUid>,
-    },
+    Listed(Listed),
+}
+
+/// A mailbox's share of a project's units, as [`PmHost::project_units`] lists them.
+#[derive(Default)]
+struct Listed {
+    /// The units whose tasks belong here.
+    desired: Vec<AssignmentUid>,
+    /// Assignments with a task here that are no units any more.
+    leaving: Vec<AssignmentUid>,
+    /// Rows of units whose resource's address changed, read when the plan was made: the new
+    /// mailbox may record its new task (the same key) before this mailbox's turn, and the old
+    /// task must still go.
+    moved_out: Vec<AssignmentState>,
 }
 
 impl MailboxWork {
@@ -78,7 +88,7 @@ impl MailboxWork {
     fn size(&self) -> usize {
         match self {
             MailboxWork::Planned { plan, .. } => plan.desired.len() + plan.leaving.len(),
-            MailboxWork::Listed { desired, leaving } => desired.len() + leaving.len(),
+            MailboxWork::Listed(l) => l.desired.len() + l.leaving.len() + l.moved_out.len(),
         }
     }
 }
@@ -161,25 +171,37 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             .await?
             .into_iter()
             .collect();
-        let mut lists: BTreeMap<MailboxAddress, (Vec<AssignmentUid>, Vec<AssignmentUid>)> =
-            BTreeMap::new();
+        let mut lists: BTreeMap<MailboxAddress, Listed> = BTreeMap::new();
+        let mut moved = Vec::new();
         for unit in units {
             let mailbox = MailboxAddress::new(&unit.email);
             if let Some(old) = placed.remove(&unit.uid)
                 && old != mailbox
             {
-                lists.entry(old).or_default().1.push(unit.uid);
+                moved.push(unit.uid);
             }
-            lists.entry(mailbox).or_default().0.push(unit.uid);
+            lists.entry(mailbox).or_default().desired.push(unit.uid);
         }
         for (uid, mailbox) in placed {
-            lists.entry(mailbox).or_default().1.push(uid);
+            lists.entry(mailbox).or_default().leaving.push(uid);
+        }
+        // Address changes are rare: their rows are read one by one.
+        for uid in moved {
+            let key = AssignmentKey {
+                project,
+                assignment: uid,
+            };
+            if let Some(row) = self.inner.state.assignment(&key).await? {
+                lists
+                    .entry(row.mailbox.clone())
+                    .or_default()
+                    .moved_out
+                    .push(row);
+            }
         }
         Ok(lists
             .into_iter()
-            .map(|(mailbox, (desired, leaving))| {
-                (mailbox, MailboxWork::Listed { desired, leaving })
-            })
+            .map(|(mailbox, listed)| (mailbox, MailboxWork::Listed(listed)))
             .collect())
     }
 
@@ -242,9 +264,13 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         &self,
         mailbox: &MailboxAddress,
         project: ProjectGuid,
-        desired: Vec<AssignmentUid>,
-        leaving: Vec<AssignmentUid>,
+        listed: Listed,
     ) -> Result<(MailboxPlan, Arc<ProjectView>), SyncError> {
+        let Listed {
+            desired,
+            leaving,
+            moved_out,
+        } = listed;
         let mut rows: HashMap<AssignmentUid, AssignmentState> = self
             .inner
             .state
@@ -273,6 +299,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             leaving: leaving
                 .into_iter()
                 .filter_map(|uid| rows.remove(&uid))
+                .chain(moved_out)
                 .collect(),
         };
         Ok((plan, view))
@@ -300,8 +327,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         // before anything is written (below).
         let (plan, view, rows_current) = match work {
             MailboxWork::Planned { plan, view } => (plan, view, false),
-            MailboxWork::Listed { desired, leaving } => {
-                let (plan, view) = self.read_listed(mailbox, project, desired, leaving).await?;
+            MailboxWork::Listed(listed) => {
+                let (plan, view) = self.read_listed(mailbox, project, listed).await?;
                 (plan, view, true)
             }
         };
@@ -417,7 +444,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             if s.item.is_some() {
                 deletes.push(s);
             } else {
-                forget.push(s.key);
+                forget.push((s.key, s.mailbox));
             }
         }
         with_items += deletes.len();
@@ -882,7 +909,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 match result {
                     // Already gone is as good as deleted.
                     Ok(()) | Err(ItemFailure::NotFound) => {
-                        commit.delete.push(s.key);
+                        commit.delete.push((s.key, s.mailbox.clone()));
                         report.deleted += 1;
                     }
                     Err(f) => {
