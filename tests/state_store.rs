@@ -241,6 +241,15 @@ async fn forgetting_a_project_removes_only_its_rows<S: StateStore>(store: S) {
             (AssignmentUid(2), MailboxAddress::new("bob@example.com")),
         ]
     );
+    // A mailbox's rows, of every project or of one.
+    let ann = MailboxAddress::new("ann@example.com");
+    let all = store.mailbox_assignments(&ann, None).await.expect("rows");
+    assert_eq!(all.len(), 2, "{all:?}");
+    let ours = store
+        .mailbox_assignments(&ann, Some(key(1).project))
+        .await
+        .expect("rows");
+    assert_eq!(ours.iter().map(|s| s.key).collect::<Vec<_>>(), vec![key(1)]);
     // A row is forgotten only from the mailbox named with it: one that moved on stays.
     store
         .commit(Commit {
@@ -324,7 +333,7 @@ async fn an_assignment_round_trips_every_column<S: StateStore>(store: S) {
     assert_eq!(by_item.key, key(7));
     assert_eq!(
         store
-            .mailbox_assignments(&MailboxAddress::new("bob@example.com"))
+            .mailbox_assignments(&MailboxAddress::new("bob@example.com"), None)
             .await
             .expect("read")
             .len(),

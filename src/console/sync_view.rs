@@ -93,7 +93,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> SyncView for Engine<H, M, S> {
                     continue;
                 };
                 let items = state
-                    .mailbox_assignments(&MailboxAddress::new(address.as_str()))
+                    .mailbox_assignments(&MailboxAddress::new(address.as_str()), None)
                     .await
                     .map_err(|e| e.to_string())?;
                 out.push(MailboxHealth {

@@ -106,8 +106,9 @@ impl StateStore for AnyStateStore {
     async fn mailbox_assignments(
         &self,
         mailbox: &MailboxAddress,
+        project: Option<ProjectGuid>,
     ) -> Result<Vec<AssignmentState>, StateError> {
-        either!(self, s => s.mailbox_assignments(mailbox))
+        either!(self, s => s.mailbox_assignments(mailbox, project))
     }
 
     async fn pending_approvals(&self) -> Result<Vec<AssignmentState>, StateError> {

@@ -381,10 +381,12 @@ pub trait StateStore: Send + Sync + 'static {
         &self,
         project: ProjectGuid,
     ) -> impl Future<Output = Result<Vec<(AssignmentUid, MailboxAddress)>, StateError>> + Send;
-    /// The assignments whose tasks live in a mailbox.
+    /// The assignments whose tasks live in a mailbox; with `project`, that project's only (a
+    /// publish reads a mailbox's rows once per project).
     fn mailbox_assignments(
         &self,
         mailbox: &MailboxAddress,
+        project: Option<ProjectGuid>,
     ) -> impl Future<Output = Result<Vec<AssignmentState>, StateError>> + Send;
     /// The assignments whose mailbox edit waits for the status manager's decision
     /// ([`SyncStatus::PendingApproval`]), ordered by mailbox.

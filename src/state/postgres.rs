@@ -666,9 +666,21 @@ impl StateStore for PostgresStore {
     async fn mailbox_assignments(
         &self,
         mailbox: &MailboxAddress,
+        project: Option<ProjectGuid>,
     ) -> Result<Vec<AssignmentState>, StateError> {
-        self.query_assignments("mailbox = $1 ORDER BY project, assignment", &[&mailbox.0])
-            .await
+        match project {
+            None => {
+                self.query_assignments("mailbox = $1 ORDER BY project, assignment", &[&mailbox.0])
+                    .await
+            }
+            Some(p) => {
+                self.query_assignments(
+                    "mailbox = $1 AND project = $2 ORDER BY assignment",
+                    &[&mailbox.0, &p.to_string()],
+                )
+                .await
+            }
+        }
     }
 
     async fn pending_approvals(&self) -> Result<Vec<AssignmentState>, StateError> {

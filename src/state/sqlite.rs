@@ -455,10 +455,16 @@ impl StateStore for SqliteStore {
     async fn mailbox_assignments(
         &self,
         mailbox: &MailboxAddress,
+        project: Option<ProjectGuid>,
     ) -> Result<Vec<AssignmentState>, StateError> {
         let m = mailbox.0.clone();
-        self.call(move |c| {
-            query_assignments(c, "mailbox = ?1 ORDER BY project, assignment", params![m])
+        self.call(move |c| match project {
+            None => query_assignments(c, "mailbox = ?1 ORDER BY project, assignment", params![m]),
+            Some(p) => query_assignments(
+                c,
+                "mailbox = ?1 AND project = ?2 ORDER BY assignment",
+                params![m, p.to_string()],
+            ),
         })
         .await
     }

@@ -273,7 +273,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         Ok(self
             .inner
             .state
-            .mailbox_assignments(mailbox)
+            .mailbox_assignments(mailbox, None)
             .await?
             .into_iter()
             .filter_map(|s| Some((s.item.as_ref()?.item_id.clone(), s)))
@@ -817,10 +817,12 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         transaction.open_journal =
             journal_entries(mailbox, writes.iter().map(|w| w.key), WriteKind::Update);
         let journal = self.transact(transaction).await?;
-        let results = match self.inner.mailboxes.update(mailbox, &writes).await {
-            Ok(results) => Ok(results),
-            Err(e) => Err(Arc::new(SyncError::mailbox(mailbox, e))),
-        };
+        let results = self
+            .inner
+            .mailboxes
+            .update(mailbox, &writes)
+            .await
+            .map_err(|e| Arc::new(SyncError::mailbox(mailbox, e)));
         let mut results = match results {
             Ok(r) => {
                 self.inner.own_writes.wrote(r.iter().flatten());

@@ -274,10 +274,9 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         let mut rows: HashMap<AssignmentUid, AssignmentState> = self
             .inner
             .state
-            .mailbox_assignments(mailbox)
+            .mailbox_assignments(mailbox, Some(project))
             .await?
             .into_iter()
-            .filter(|s| s.key.project == project)
             .map(|s| (s.key.assignment, s))
             .collect();
         let view = match self.inner.host.project_part(project, &desired).await? {
@@ -415,7 +414,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             let now_rows: HashMap<AssignmentKey, AssignmentState> = self
                 .inner
                 .state
-                .mailbox_assignments(mailbox)
+                .mailbox_assignments(mailbox, Some(project))
                 .await?
                 .into_iter()
                 .map(|s| (s.key, s))

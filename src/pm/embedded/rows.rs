@@ -1316,15 +1316,63 @@ mod tests {
         );
     }
 
+    /// The day every fixture task and assignment starts and ends.
+    fn day() -> NaiveDateTime {
+        NaiveDate::from_ymd_opt(2026, 3, 2)
+            .and_then(|x| x.and_hms_opt(8, 0, 0))
+            .expect("valid")
+    }
+
+    /// A one-day task of 8 hours.
+    fn task(uid: i64, summary: bool) -> Task {
+        Task {
+            uid: TaskUid(uid),
+            name: format!("task {uid}"),
+            notes: String::new(),
+            start: day(),
+            finish: day(),
+            work: Work::from_hours(8),
+            priority: Task::DEFAULT_PRIORITY,
+            percent_work_complete: Percent::ZERO,
+            summary,
+            milestone: false,
+            outline_level: 1,
+        }
+    }
+
+    /// A resource with `email` as its address.
+    fn resource(uid: i64, email: Option<&str>) -> Resource {
+        Resource {
+            uid: ResourceUid(uid),
+            name: format!("r{uid}"),
+            email: email.map(str::to_owned),
+            time_zone: None,
+        }
+    }
+
+    /// A one-day assignment of 8 hours, not started.
+    fn assignment(uid: i64, task: i64, resource: i64) -> Assignment {
+        Assignment {
+            uid: AssignmentUid(uid),
+            task_uid: TaskUid(task),
+            resource_uid: ResourceUid(resource),
+            start: day(),
+            finish: day(),
+            work: Work::from_hours(8),
+            actual_work: Work::ZERO,
+            remaining_work: Work::from_hours(8),
+            percent_work_complete: Percent::ZERO,
+            actual_finish: None,
+            modified: FieldTimes::new(),
+        }
+    }
+
     /// A part of hundreds of assignments (read in chunks of padded key lists) is the same rows
     /// as the whole plan has, every field time with its assignment, nothing else.
     #[test]
     fn a_large_part_is_read_in_chunks_as_the_whole_plan_has_it() {
         let mut conn = rusqlite::Connection::open_in_memory().expect("open");
         crate::sqlite::migrate::migrate(&mut conn, &super::super::schema::SCHEMA).expect("migrate");
-        let day = NaiveDate::from_ymd_opt(2026, 3, 2)
-            .and_then(|x| x.and_hms_opt(8, 0, 0))
-            .expect("valid");
         let guid = ProjectGuid(uuid::Uuid::from_u128(11));
         let mut project = Project {
             guid,
@@ -1333,43 +1381,12 @@ mod tests {
             minutes_per_day: 480,
             minutes_per_week: 2400,
             start: None,
-            tasks: (1..=700)
-                .map(|uid| Task {
-                    uid: TaskUid(uid),
-                    name: format!("task {uid}"),
-                    notes: String::new(),
-                    start: day,
-                    finish: day,
-                    work: Work::from_hours(8),
-                    priority: Task::DEFAULT_PRIORITY,
-                    percent_work_complete: Percent::ZERO,
-                    summary: false,
-                    milestone: false,
-                    outline_level: 1,
-                })
-                .collect(),
+            tasks: (1..=700).map(|uid| task(uid, false)).collect(),
             resources: (1..=7)
-                .map(|uid| Resource {
-                    uid: ResourceUid(uid),
-                    name: format!("r{uid}"),
-                    email: Some(format!("r{uid}@example.com")),
-                    time_zone: None,
-                })
+                .map(|uid| resource(uid, Some(&format!("r{uid}@example.com"))))
                 .collect(),
             assignments: (1..=700)
-                .map(|uid| Assignment {
-                    uid: AssignmentUid(uid),
-                    task_uid: TaskUid(uid),
-                    resource_uid: ResourceUid(uid % 7 + 1),
-                    start: day,
-                    finish: day,
-                    work: Work::from_hours(8),
-                    actual_work: Work::ZERO,
-                    remaining_work: Work::from_hours(8),
-                    percent_work_complete: Percent::ZERO,
-                    actual_finish: None,
-                    modified: FieldTimes::new(),
-                })
+                .map(|uid| assignment(uid, uid, uid % 7 + 1))
                 .collect(),
         };
         let now = Utc
@@ -1424,41 +1441,6 @@ mod tests {
     fn summary_counts_sync_units_as_the_loaded_plan_does() {
         let mut conn = rusqlite::Connection::open_in_memory().expect("open");
         crate::sqlite::migrate::migrate(&mut conn, &super::super::schema::SCHEMA).expect("migrate");
-        let day = NaiveDate::from_ymd_opt(2026, 3, 2)
-            .and_then(|x| x.and_hms_opt(8, 0, 0))
-            .expect("valid");
-        let task = |uid: i64, summary: bool| Task {
-            uid: TaskUid(uid),
-            name: format!("task {uid}"),
-            notes: String::new(),
-            start: day,
-            finish: day,
-            work: Work::from_hours(8),
-            priority: Task::DEFAULT_PRIORITY,
-            percent_work_complete: Percent::ZERO,
-            summary,
-            milestone: false,
-            outline_level: 1,
-        };
-        let resource = |uid: i64, email: Option<&str>| Resource {
-            uid: ResourceUid(uid),
-            name: format!("r{uid}"),
-            email: email.map(str::to_owned),
-            time_zone: None,
-        };
-        let assignment = |uid: i64, task: i64, resource: i64| Assignment {
-            uid: AssignmentUid(uid),
-            task_uid: TaskUid(task),
-            resource_uid: ResourceUid(resource),
-            start: day,
-            finish: day,
-            work: Work::from_hours(8),
-            actual_work: Work::ZERO,
-            remaining_work: Work::from_hours(8),
-            percent_work_complete: Percent::ZERO,
-            actual_finish: None,
-            modified: FieldTimes::new(),
-        };
         let guid = ProjectGuid(uuid::Uuid::from_u128(9));
         let project = Project {
             guid,
