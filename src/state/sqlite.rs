@@ -218,6 +218,13 @@ fn read_assignment(row: &Row<'_>) -> Result<AssignmentState, StateError> {
     })
 }
 
+/// A mailbox's rows of one project. `+project` keeps SQLite from using the primary key
+/// `(project, assignment)` for this query: without statistics the planner prefers it, since it
+/// also gives the order, and then reads every row of the project to find the mailbox's few
+/// (a publish of 10,000 assignments over 100 mailboxes read a million rows). The mailbox's
+/// index finds its rows; sorting them is cheap.
+const MAILBOX_PROJECT_ROWS: &str = "mailbox = ?1 AND +project = ?2 ORDER BY assignment";
+
 fn query_assignments(
     conn: &Connection,
     filter: &str,
@@ -460,11 +467,7 @@ impl StateStore for SqliteStore {
         let m = mailbox.0.clone();
         self.call(move |c| match project {
             None => query_assignments(c, "mailbox = ?1 ORDER BY project, assignment", params![m]),
-            Some(p) => query_assignments(
-                c,
-                "mailbox = ?1 AND project = ?2 ORDER BY assignment",
-                params![m, p.to_string()],
-            ),
+            Some(p) => query_assignments(c, MAILBOX_PROJECT_ROWS, params![m, p.to_string()]),
         })
         .await
     }
@@ -981,6 +984,33 @@ mod tests {
         drop(store);
         let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    /// The plan SQLite chooses for `filter` on the assignment table of a new state file.
+    fn query_plan(filter: &str) -> String {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.sqlite");
+        drop(SqliteStore::open(&path).expect("open"));
+        let conn = Connection::open(&path).expect("open");
+        let sql = format!(
+            "EXPLAIN QUERY PLAN SELECT {ASSIGNMENT_COLUMNS} FROM assignment WHERE {filter}"
+        );
+        let mut stmt = conn.prepare(&sql).expect("prepare");
+        let details: Vec<String> = stmt
+            .query_map(params!["m@example.com", "p"], |row| row.get(3))
+            .expect("plan")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        details.join("; ")
+    }
+
+    // A publish reads each mailbox's rows of the project: read by the project's key, every
+    // mailbox cost a read of the whole project.
+    #[test]
+    fn a_mailboxs_rows_of_a_project_are_found_by_the_mailbox_index() {
+        let plan = query_plan(MAILBOX_PROJECT_ROWS);
+        assert!(plan.contains("(mailbox=?)"), "{plan}");
+        assert!(!plan.contains("project=?"), "{plan}");
     }
 
     #[tokio::test]
