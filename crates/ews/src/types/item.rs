@@ -318,7 +318,14 @@ impl XmlElement for Items {
         let mut items = Vec::new();
         while let Some(child) = r.next_child(&e)? {
             match Item::read_any(r, child).map_err(|err| err.within("Items"))? {
-                Ok(item) => items.push(item),
+                Ok(item) => {
+                    // A GetItem response has one item per message; a Vec's first growth would
+                    // make room for four, and an item is large.
+                    if items.is_empty() {
+                        items.reserve_exact(1);
+                    }
+                    items.push(item)
+                }
                 Err(other) => r.skip(other)?,
             }
         }

@@ -107,10 +107,11 @@ pub fn read_text_value<'i, T: XmlText>(
     r: &mut XmlReader<'i>,
     e: Element<'i>,
 ) -> Result<T, DecodeError> {
-    let name = e.name_lossy();
+    // A borrowed start tag: the name is only made into a string for an error.
+    let element = e.clone();
     let text = r.text(e)?;
     T::from_text(text.trim()).map_err(|expected| DecodeError::InvalidValue {
-        path: name,
+        path: element.name_lossy(),
         value: truncate_for_message(&text),
         expected,
     })
@@ -127,18 +128,15 @@ pub fn parse_attr<T: XmlText>(e: &Element<'_>, name: &str, text: &str) -> Result
 
 /// Reads an attribute and parses it.
 pub fn read_attr_value<T: XmlText>(e: &Element<'_>, name: &str) -> Result<Option<T>, DecodeError> {
-    match e.attr(name)? {
-        None => Ok(None),
-        Some(text) => {
-            T::from_text(text.trim())
-                .map(Some)
-                .map_err(|expected| DecodeError::InvalidValue {
-                    path: format!("{}/@{name}", e.name_lossy()),
-                    value: truncate_for_message(&text),
-                    expected,
-                })
+    // Parsed from the borrowed value: no string is made for a value that is not one.
+    let mut found = None;
+    e.for_each_attr(|key, value| {
+        if found.is_none() && key == name {
+            found = Some(parse_attr(e, name, &value)?);
         }
-    }
+        Ok(())
+    })?;
+    Ok(found)
 }
 
 fn truncate_for_message(text: &str) -> String {

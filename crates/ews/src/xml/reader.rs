@@ -19,7 +19,9 @@ use crate::xml::DecodeError;
 const MAX_NAMESPACE_BINDINGS: usize = 256;
 
 /// One start tag, with the namespace it resolved to.
-#[derive(Debug)]
+///
+/// Cloning one read from an in-memory message copies no text: the tag borrows the input.
+#[derive(Clone, Debug)]
 pub struct Element<'i> {
     ns: Ns,
     start: BytesStart<'i>,
@@ -300,13 +302,7 @@ impl<'i> XmlReader<'i> {
 
     /// Records the `xmlns` declarations of a start tag.
     fn declare(&mut self, start: &BytesStart<'_>, depth: u32) -> Result<(), DecodeError> {
-        // Most tags have no attributes; a byte scan is cheaper than a substring searcher.
-        if !start
-            .attributes_raw()
-            .as_bytes()
-            .windows(5)
-            .any(|w| w == b"xmlns")
-        {
+        if !mentions_xmlns(start.attributes_raw().as_bytes()) {
             return Ok(());
         }
         for attr in start.attributes().with_checks(false) {
@@ -545,6 +541,20 @@ fn push_text<'i>(out: &mut Option<Cow<'i, str>>, piece: Cow<'i, str>) {
     }
 }
 
+/// Whether a start tag's attribute text contains `xmlns`: most tags have no attributes and
+/// the rest a few short ones, so a search for the `x` is cheaper than a substring searcher or
+/// a comparison at every offset.
+fn mentions_xmlns(attributes: &[u8]) -> bool {
+    let mut rest = attributes;
+    while let Some(at) = rest.iter().position(|&b| b == b'x') {
+        if rest[at..].starts_with(b"xmlns") {
+            return true;
+        }
+        rest = &rest[at + 1..];
+    }
+    false
+}
+
 /// Line and column (from 1) of `offset` in `input`.
 pub fn line_col(input: &[u8], offset: u64) -> (usize, usize) {
     let end = usize::try_from(offset)
@@ -605,14 +615,34 @@ mod tests {
     }
 
     #[test]
+    fn reader_xmlns_is_found_anywhere_in_the_attributes() {
+        for (text, expected) in [
+            ("", false),
+            (" Id=\"x\"", false),
+            (" xmlns=\"urn:a\"", true),
+            (" a=\"xx\" xmlns:t=\"urn:t\"", true),
+            (" a=\"xmln\"", false),
+            (" a=\"xxmlns\"", true),
+            ("xmlns", true),
+        ] {
+            assert_eq!(mentions_xmlns(text.as_bytes()), expected, "{text}");
+        }
+    }
+
+    #[test]
     fn reader_forbidden_control_is_found_at_every_offset() {
-        for len in 0..40 {
+        // Lengths around the eight-byte words and their remainders.
+        for len in 0..100 {
             for at in 0..len {
                 let mut input = vec![b'a'; len];
                 input[at] = 0x07;
                 assert_eq!(first_forbidden_control(&input), Some(at), "{len} {at}");
                 input[at] = b'\n';
                 assert_eq!(first_forbidden_control(&input), None);
+                // An allowed control character flags a word too; the search goes on past it.
+                input[0] = b'\t';
+                input[at] = 0x1b;
+                assert_eq!(first_forbidden_control(&input), Some(at), "{len} {at}");
             }
         }
         // Bytes of multi-byte UTF-8 sequences are all >= 0x80.
