@@ -1221,37 +1221,6 @@ mod tests {
     fn project_part_equals_the_same_rows_of_the_whole_project() {
         let mut conn = rusqlite::Connection::open_in_memory().expect("open");
         crate::sqlite::migrate::migrate(&mut conn, &super::super::schema::SCHEMA).expect("migrate");
-        let day = |d, h| {
-            NaiveDate::from_ymd_opt(2026, 3, d)
-                .and_then(|x| x.and_hms_opt(h, 0, 0))
-                .expect("valid")
-        };
-        let task = |uid: i64| Task {
-            uid: TaskUid(uid),
-            name: format!("task {uid}"),
-            notes: String::new(),
-            start: day(2, 8),
-            finish: day(6, 17),
-            work: Work::from_hours(16),
-            priority: Task::DEFAULT_PRIORITY,
-            percent_work_complete: Percent::ZERO,
-            summary: false,
-            milestone: false,
-            outline_level: 1,
-        };
-        let assignment = |uid: i64, task: i64| Assignment {
-            uid: AssignmentUid(uid),
-            task_uid: TaskUid(task),
-            resource_uid: ResourceUid(uid),
-            start: day(2, 8),
-            finish: day(6, 17),
-            work: Work::from_hours(8),
-            actual_work: Work::ZERO,
-            remaining_work: Work::from_hours(8),
-            percent_work_complete: Percent::ZERO,
-            actual_finish: None,
-            modified: FieldTimes::new(),
-        };
         let guid = ProjectGuid(uuid::Uuid::from_u128(7));
         let mut project = Project {
             guid,
@@ -1260,16 +1229,15 @@ mod tests {
             minutes_per_day: 480,
             minutes_per_week: 2400,
             start: None,
-            tasks: vec![task(2), task(1)],
+            tasks: vec![task(2, false), task(1, false)],
             resources: (1..=3)
-                .map(|uid| Resource {
-                    uid: ResourceUid(uid),
-                    name: format!("r{uid}"),
-                    email: Some(format!("r{uid}@example.com")),
-                    time_zone: None,
-                })
+                .map(|uid| resource(uid, Some(&format!("r{uid}@example.com"))))
                 .collect(),
-            assignments: vec![assignment(3, 2), assignment(2, 1), assignment(1, 1)],
+            assignments: vec![
+                assignment(3, 2, 3),
+                assignment(2, 1, 2),
+                assignment(1, 1, 1),
+            ],
         };
         let now = Utc
             .with_ymd_and_hms(2026, 3, 4, 12, 0, 0)
