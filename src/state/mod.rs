@@ -17,6 +17,7 @@
 //! its result, so after a crash the open entries say which mailboxes need a look before anything
 //! is written again.
 
+mod codec;
 pub mod lease;
 mod location;
 mod postgres;

@@ -2,15 +2,19 @@
 //!
 //! rusqlite is synchronous, so the connection lives on the shared actor thread
 //! ([`crate::sqlite::actor`]) and the async methods send it closures; nothing blocks the tokio
-//! runtime. Migrations follow the shared scheme ([`crate::sqlite::migrate`]). Structured values (the baseline, the status)
-//! are stored as JSON text, so the schema stays readable with the `sqlite3` shell.
+//! runtime. Migrations follow the shared scheme ([`crate::sqlite::migrate`]). The baseline is
+//! stored in a compact binary form ([`super::codec`]: every row a publish or a pass reads carries
+//! one), as a BLOB; rows written before that hold it as JSON text and are still read. The status
+//! stays JSON text, which a query filters on, so that column reads in the `sqlite3` shell.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use chrono::Utc;
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use super::codec;
 use super::lease::{from_millis, millis};
 use super::*;
 use crate::sqlite::actor::{Actor, Quiet};
@@ -186,6 +190,41 @@ fn from_json<T: for<'de> Deserialize<'de>>(what: &str, text: &str) -> Result<T, 
 const ASSIGNMENT_COLUMNS: &str = "project, assignment, mailbox, item_id, change_key, baseline, \
      pm_hash, mail_hash, status, attempts, last_error, last_sync";
 
+/// A stored baseline: the binary form, or JSON text in rows written before it.
+fn read_baseline(what: &str, value: ValueRef<'_>) -> Result<Option<Baseline>, StateError> {
+    match value {
+        ValueRef::Null => Ok(None),
+        ValueRef::Blob(bytes) => codec::decode(bytes)
+            .map(Some)
+            .map_err(|e| StateError::Corrupt {
+                what: what.to_string(),
+                detail: e.to_string(),
+            }),
+        ValueRef::Text(text) => from_json(what, &String::from_utf8_lossy(text)).map(Some),
+        ValueRef::Integer(_) | ValueRef::Real(_) => Err(StateError::Corrupt {
+            what: what.to_string(),
+            detail: "baseline is a number".into(),
+        }),
+    }
+}
+
+/// [`SyncStatus::Synced`] as JSON: nearly every row's status, written and read without serde.
+const SYNCED: &str = r#"{"state":"synced"}"#;
+
+fn status_text(status: &SyncStatus) -> String {
+    match status {
+        SyncStatus::Synced => SYNCED.to_string(),
+        other => to_json(other),
+    }
+}
+
+fn read_status(what: &str, text: &str) -> Result<SyncStatus, StateError> {
+    if text == SYNCED {
+        return Ok(SyncStatus::Synced);
+    }
+    from_json(what, text)
+}
+
 fn read_assignment(row: &Row<'_>) -> Result<AssignmentState, StateError> {
     let project: String = row.get(0).map_err(db)?;
     let uid: i64 = row.get(1).map_err(db)?;
@@ -196,7 +235,6 @@ fn read_assignment(row: &Row<'_>) -> Result<AssignmentState, StateError> {
     })?;
     let item_id: Option<String> = row.get(3).map_err(db)?;
     let change_key: Option<String> = row.get(4).map_err(db)?;
-    let baseline: Option<String> = row.get(5).map_err(db)?;
     let status: String = row.get(8).map_err(db)?;
     Ok(AssignmentState {
         key: AssignmentKey {
@@ -208,10 +246,10 @@ fn read_assignment(row: &Row<'_>) -> Result<AssignmentState, StateError> {
             item_id,
             change_key: change_key.unwrap_or_default(),
         }),
-        baseline: baseline.map(|b| from_json(&what, &b)).transpose()?,
+        baseline: read_baseline(&what, row.get_ref(5).map_err(db)?)?,
         pm_hash: parse_hash(&what, row.get(6).map_err(db)?)?,
         mail_hash: parse_hash(&what, row.get(7).map_err(db)?)?,
-        status: from_json(&what, &status)?,
+        status: read_status(&what, &status)?,
         attempts: row.get::<_, i64>(9).map_err(db)? as u32,
         last_error: row.get(10).map_err(db)?,
         last_sync: parse_time(&what, row.get(11).map_err(db)?)?,
@@ -329,10 +367,10 @@ fn write_commit(tx: &Connection, commit: &Commit) -> Result<(), StateError> {
                 s.mailbox.0,
                 s.item.as_ref().map(|i| &i.item_id),
                 s.item.as_ref().map(|i| &i.change_key),
-                s.baseline.as_ref().map(to_json),
+                s.baseline.as_ref().map(codec::encode),
                 s.pm_hash.map(|h| h.to_string()),
                 s.mail_hash.map(|h| h.to_string()),
-                to_json(&s.status),
+                status_text(&s.status),
                 s.attempts as i64,
                 s.last_error,
                 s.last_sync.as_ref().map(time_text),
@@ -492,11 +530,13 @@ impl StateStore for SqliteStore {
     ) -> Result<Vec<TrackedItem>, StateError> {
         let m = mailbox.0.clone();
         self.call(move |c| {
-            // The zone straight from the stored JSON: parsing whole baselines (dozens of
-            // timestamps each) for every row of the mailbox was most of an incremental pass.
+            // Only the zone, from the head of the binary form or by SQLite from a JSON one:
+            // reading whole baselines for every row of the mailbox was most of an incremental
+            // pass.
             let mut stmt = c
                 .prepare_cached(
-                    "SELECT item_id, project, assignment, json_extract(baseline, '$.values.zone') \
+                    "SELECT item_id, project, assignment, CASE typeof(baseline) \
+                     WHEN 'text' THEN json_extract(baseline, '$.values.zone') ELSE baseline END \
                      FROM assignment WHERE mailbox = ?1 AND item_id IS NOT NULL",
                 )
                 .map_err(db)?;
@@ -506,7 +546,18 @@ impl StateStore for SqliteStore {
                 let project: String = row.get(1).map_err(db)?;
                 let uid: i64 = row.get(2).map_err(db)?;
                 let what = format!("{project}:{uid}");
-                let zone: Option<String> = row.get(3).map_err(db)?;
+                let zone = match row.get_ref(3).map_err(db)? {
+                    ValueRef::Null => None,
+                    ValueRef::Blob(bytes) => {
+                        Some(codec::decode_zone(bytes).map_err(|e| e.to_string()))
+                    }
+                    ValueRef::Text(name) => Some(
+                        String::from_utf8_lossy(name)
+                            .parse::<chrono_tz::Tz>()
+                            .map_err(|e| format!("zone: {e}")),
+                    ),
+                    _ => Some(Err("zone: not text".to_string())),
+                };
                 out.push(TrackedItem {
                     item_id: row.get(0).map_err(db)?,
                     key: AssignmentKey {
@@ -517,13 +568,8 @@ impl StateStore for SqliteStore {
                         assignment: AssignmentUid(uid),
                     },
                     zone: zone
-                        .map(|z| {
-                            z.parse::<chrono_tz::Tz>().map_err(|e| StateError::Corrupt {
-                                what: what.clone(),
-                                detail: format!("zone: {e}"),
-                            })
-                        })
-                        .transpose()?,
+                        .transpose()
+                        .map_err(|detail| StateError::Corrupt { what, detail })?,
                 });
             }
             Ok(out)
@@ -1011,6 +1057,146 @@ mod tests {
         let plan = query_plan(MAILBOX_PROJECT_ROWS);
         assert!(plan.contains("(mailbox=?)"), "{plan}");
         assert!(!plan.contains("project=?"), "{plan}");
+    }
+
+    /// A synced row as a publish leaves it, with a baseline that has change times.
+    fn synced_row(uid: i64, zone: chrono_tz::Tz) -> AssignmentState {
+        let mut values = MailValues::empty(zone);
+        values.subject = Some(format!("Task {uid} \u{e9}"));
+        values.total_work = Some(450);
+        values.percent_complete = crate::pm::Percent::new(40).ok();
+        values.categories = vec!["Plan".into()];
+        let mut s = AssignmentState::new(
+            AssignmentKey {
+                project: ProjectGuid(uuid::Uuid::from_u128(9)),
+                assignment: AssignmentUid(uid),
+            },
+            MailboxAddress::new("m@example.com"),
+        );
+        s.item = Some(ItemRef {
+            item_id: format!("AAMk{uid}"),
+            change_key: "CK1".into(),
+        });
+        s.pm_hash = Some(values.hash());
+        s.mail_hash = s.pm_hash;
+        let mut baseline = Baseline::new(values);
+        let at = chrono::DateTime::from_timestamp(1_780_000_000, 123_456_789).expect("valid");
+        baseline.pm_changed.insert(MailField::PercentComplete, at);
+        baseline.mail_changed.insert(MailField::TotalWork, at);
+        s.baseline = Some(baseline);
+        s.last_sync = Some(at);
+        s
+    }
+
+    // Rows written before the binary baseline hold JSON text: they must read as they were, list
+    // with their zone, and take the binary form when next written.
+    #[tokio::test]
+    async fn baselines_stored_as_json_are_read_and_rewritten_in_the_binary_form() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.sqlite");
+        let store = SqliteStore::open(&path).expect("open");
+        let old = synced_row(1, chrono_tz::Tz::Europe__Berlin);
+        let new = synced_row(2, chrono_tz::Tz::America__New_York);
+        store
+            .commit(Commit {
+                put: vec![old.clone(), new.clone()],
+                ..Commit::default()
+            })
+            .await
+            .expect("commit");
+        let typeof_baseline = |uid: i64| -> String {
+            let conn = Connection::open(&path).expect("open");
+            conn.query_row(
+                "SELECT typeof(baseline) FROM assignment WHERE assignment = ?1",
+                params![uid],
+                |r| r.get(0),
+            )
+            .expect("row")
+        };
+        assert_eq!(typeof_baseline(1), "blob");
+        {
+            // Row 1 as an older release wrote it.
+            let conn = Connection::open(&path).expect("open");
+            let json =
+                serde_json::to_string(old.baseline.as_ref().expect("baseline")).expect("json");
+            conn.execute(
+                "UPDATE assignment SET baseline = ?1 WHERE assignment = 1",
+                params![json],
+            )
+            .expect("update");
+        }
+        assert_eq!(typeof_baseline(1), "text");
+        assert_eq!(
+            store.assignment(&old.key).await.expect("read"),
+            Some(old.clone())
+        );
+        assert_eq!(
+            store.assignment(&new.key).await.expect("read"),
+            Some(new.clone())
+        );
+        let mut zones: Vec<_> = store
+            .mailbox_items(&old.mailbox)
+            .await
+            .expect("items")
+            .into_iter()
+            .map(|i| (i.key.assignment.0, i.zone))
+            .collect();
+        zones.sort_by_key(|(uid, _)| *uid);
+        assert_eq!(
+            zones,
+            vec![
+                (1, Some(chrono_tz::Tz::Europe__Berlin)),
+                (2, Some(chrono_tz::Tz::America__New_York)),
+            ]
+        );
+        store
+            .commit(Commit {
+                put: vec![old.clone()],
+                ..Commit::default()
+            })
+            .await
+            .expect("commit");
+        assert_eq!(typeof_baseline(1), "blob");
+        assert_eq!(store.assignment(&old.key).await.expect("read"), Some(old));
+    }
+
+    #[tokio::test]
+    async fn a_damaged_binary_baseline_is_a_corrupt_row_not_a_panic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.sqlite");
+        let store = SqliteStore::open(&path).expect("open");
+        let row = synced_row(1, chrono_tz::Tz::UTC);
+        store
+            .commit(Commit {
+                put: vec![row.clone()],
+                ..Commit::default()
+            })
+            .await
+            .expect("commit");
+        let conn = Connection::open(&path).expect("open");
+        conn.execute(
+            "UPDATE assignment SET baseline = substr(baseline, 1, 12) WHERE assignment = 1",
+            [],
+        )
+        .expect("cut");
+        match store.assignment(&row.key).await {
+            Err(StateError::Corrupt { what, detail }) => {
+                assert!(what.ends_with(":1"), "{what}");
+                assert!(detail.contains("cut short"), "{detail}");
+            }
+            other => panic!("expected a corrupt row, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_synced_status_text_is_what_serde_writes() {
+        assert_eq!(to_json(&SyncStatus::Synced), SYNCED);
+        assert_eq!(status_text(&SyncStatus::Synced), SYNCED);
+        assert_eq!(read_status("x", SYNCED).ok(), Some(SyncStatus::Synced));
+        let parked = SyncStatus::Parked {
+            reason: "boom".into(),
+        };
+        assert_eq!(read_status("x", &status_text(&parked)).ok(), Some(parked));
     }
 
     #[tokio::test]
