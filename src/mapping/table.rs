@@ -223,7 +223,7 @@ impl FieldTable {
                     }
                 }
                 _ => {
-                    if from.encode_field(field) == to.encode_field(field) {
+                    if from.same_field(to, field) {
                         continue;
                     }
                 }

@@ -183,14 +183,11 @@ pub fn decide(
         .iter()
         .map(|entry| {
             let f = entry.field;
-            let b = base.values.encode_field(f);
-            let p = pm.encode_field(f);
-            let m = mail.encode_field(f);
             decide_field(
                 f,
-                p != b,
-                m != b,
-                p == m,
+                !pm.same_field(&base.values, f),
+                !mail.same_field(&base.values, f),
+                pm.same_field(mail, f),
                 entry.direction,
                 ChangeTimes {
                     pm: pm_modified(f).or_else(|| base.pm_changed.get(&f).copied()),
@@ -311,7 +308,7 @@ pub(crate) fn decide_item(
             .iter()
             .map(|e| FieldDecision {
                 field: e.field,
-                verdict: if pm.encode_field(e.field) == mail.encode_field(e.field) {
+                verdict: if pm.same_field(mail, e.field) {
                     Verdict::Keep
                 } else {
                     Verdict::WriteMail
