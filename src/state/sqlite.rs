@@ -226,16 +226,43 @@ fn read_status(what: &str, text: &str) -> Result<SyncStatus, StateError> {
 }
 
 fn read_assignment(row: &Row<'_>) -> Result<AssignmentState, StateError> {
-    let project: String = row.get(0).map_err(db)?;
-    let uid: i64 = row.get(1).map_err(db)?;
-    let what = format!("{project}:{uid}");
-    let project = project.parse().map_err(|e| StateError::Corrupt {
-        what: what.clone(),
-        detail: format!("{e}"),
+    // Which row, for an error only: formatting it for every row read was a cost of its own.
+    let named = |e: StateError| match e {
+        StateError::Corrupt { what, detail } if what.is_empty() => StateError::Corrupt {
+            what: format!(
+                "{}:{}",
+                row.get::<_, String>(0).unwrap_or_default(),
+                row.get::<_, i64>(1).unwrap_or_default()
+            ),
+            detail,
+        },
+        e => e,
+    };
+    read_assignment_fields(row).map_err(named)
+}
+
+/// [`read_assignment`] with errors that do not name the row yet.
+fn read_assignment_fields(row: &Row<'_>) -> Result<AssignmentState, StateError> {
+    let what = "";
+    let project = match row.get_ref(0).map_err(db)? {
+        ValueRef::Text(t) => std::str::from_utf8(t).ok().and_then(|t| t.parse().ok()),
+        _ => None,
+    }
+    .ok_or_else(|| StateError::Corrupt {
+        what: what.into(),
+        detail: "project is not a GUID".into(),
     })?;
+    let uid: i64 = row.get(1).map_err(db)?;
     let item_id: Option<String> = row.get(3).map_err(db)?;
     let change_key: Option<String> = row.get(4).map_err(db)?;
-    let status: String = row.get(8).map_err(db)?;
+    let status = match row.get_ref(8).map_err(db)? {
+        ValueRef::Text(t) => std::str::from_utf8(t).ok(),
+        _ => None,
+    }
+    .ok_or_else(|| StateError::Corrupt {
+        what: what.into(),
+        detail: "status is not text".into(),
+    })?;
     Ok(AssignmentState {
         key: AssignmentKey {
             project,
@@ -246,13 +273,13 @@ fn read_assignment(row: &Row<'_>) -> Result<AssignmentState, StateError> {
             item_id,
             change_key: change_key.unwrap_or_default(),
         }),
-        baseline: read_baseline(&what, row.get_ref(5).map_err(db)?)?,
-        pm_hash: parse_hash(&what, row.get(6).map_err(db)?)?,
-        mail_hash: parse_hash(&what, row.get(7).map_err(db)?)?,
-        status: read_status(&what, &status)?,
+        baseline: read_baseline(what, row.get_ref(5).map_err(db)?)?,
+        pm_hash: parse_hash(what, row.get(6).map_err(db)?)?,
+        mail_hash: parse_hash(what, row.get(7).map_err(db)?)?,
+        status: read_status(what, status)?,
         attempts: row.get::<_, i64>(9).map_err(db)? as u32,
         last_error: row.get(10).map_err(db)?,
-        last_sync: parse_time(&what, row.get(11).map_err(db)?)?,
+        last_sync: parse_time(what, row.get(11).map_err(db)?)?,
     })
 }
 
