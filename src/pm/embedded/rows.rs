@@ -261,10 +261,8 @@ pub(crate) fn load_project_part(
         );
         for row in conn.query(&sql, args)? {
             if let Some((_, a)) = assignments.get_mut(&row.get::<i64>(0)?) {
-                a.modified.set(
-                    parse_field(&row.get::<String>(1)?)?,
-                    parse_ts(&row.get::<String>(2)?)?,
-                );
+                a.modified
+                    .set(parse_field(row.text(1)?)?, parse_ts(row.text(2)?)?);
             }
         }
         Ok(())
@@ -290,17 +288,27 @@ fn by_keys(
     mut read: impl FnMut(&str, &[Value]) -> Result<(), EmbeddedError>,
 ) -> Result<(), EmbeddedError> {
     const SIZES: [usize; 3] = [8, 64, 256];
+    // The placeholder lists `?2, ?3, ...` of each size, written once: writing 256 of them for
+    // every chunk was a seventh of an unchanged publish's instructions.
+    static LISTS: std::sync::OnceLock<[String; 3]> = std::sync::OnceLock::new();
+    let lists = LISTS.get_or_init(|| {
+        SIZES.map(|size| {
+            (2..size + 2)
+                .map(|i| format!("?{i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+    });
     let ids: Vec<i64> = ids.iter().copied().collect();
     for chunk in ids.chunks(SIZES[SIZES.len() - 1]) {
         let Some(&last) = chunk.last() else {
             continue;
         };
-        let size = SIZES
-            .into_iter()
-            .find(|s| *s >= chunk.len())
-            .unwrap_or(chunk.len());
-        let list: Vec<String> = (2..size + 2).map(|i| format!("?{i}")).collect();
-        let filter = format!("project = ?1 AND {column} IN ({})", list.join(", "));
+        let Some(at) = SIZES.iter().position(|s| *s >= chunk.len()) else {
+            continue;
+        };
+        let size = SIZES[at];
+        let filter = format!("project = ?1 AND {column} IN ({})", lists[at]);
         let mut args = Vec::with_capacity(size + 1);
         args.push(Value::Text(project.to_owned()));
         args.extend(chunk.iter().map(|id| Value::Int(*id)));
@@ -410,59 +418,28 @@ fn query_tasks(
                 summary, milestone, outline_level, position
          FROM tasks WHERE {filter}"
     );
-    let raw = conn
-        .query(&sql, args)?
-        .iter()
-        .map(|row| {
+    conn.query(&sql, args)?
+        .into_iter()
+        .map(|mut row| {
+            let percent = row.get::<i64>(7)?;
             Ok((
-                (row.get::<i64>(0)?, row.get::<i64>(11)?),
-                row.get::<String>(1)?,
-                row.get::<String>(2)?,
-                row.get::<String>(3)?,
-                row.get::<String>(4)?,
-                row.get::<i64>(5)?,
-                row.get::<u16>(6)?,
-                row.get::<i64>(7)?,
-                row.get::<bool>(8)?,
-                row.get::<bool>(9)?,
-                row.get::<u16>(10)?,
+                row.get::<i64>(11)?,
+                Task {
+                    uid: TaskUid(row.get(0)?),
+                    name: row.take_text(1)?,
+                    notes: row.take_text(2)?,
+                    start: parse_local(row.text(3)?)?,
+                    finish: parse_local(row.text(4)?)?,
+                    work: Work::from_seconds(row.get(5)?),
+                    priority: row.get(6)?,
+                    percent_work_complete: Percent::from_i64(percent)
+                        .map_err(|_| corrupt("percent", &percent.to_string()))?,
+                    summary: row.get(8)?,
+                    milestone: row.get(9)?,
+                    outline_level: row.get(10)?,
+                },
             ))
         })
-        .collect::<Result<Vec<_>, EmbeddedError>>()?;
-    raw.into_iter()
-        .map(
-            |(
-                (uid, position),
-                name,
-                notes,
-                start,
-                finish,
-                work,
-                priority,
-                percent,
-                summary,
-                milestone,
-                level,
-            )| {
-                Ok((
-                    position,
-                    Task {
-                        uid: TaskUid(uid),
-                        name,
-                        notes,
-                        start: parse_local(&start)?,
-                        finish: parse_local(&finish)?,
-                        work: Work::from_seconds(work),
-                        priority,
-                        percent_work_complete: Percent::from_i64(percent)
-                            .map_err(|_| corrupt("percent", &percent.to_string()))?,
-                        summary,
-                        milestone,
-                        outline_level: level,
-                    },
-                ))
-            },
-        )
         .collect()
 }
 
@@ -512,49 +489,28 @@ fn query_assignments(
                 percent_work_complete, actual_finish, position
          FROM assignments WHERE {filter}"
     );
-    let raw = conn
-        .query(&sql, args)?
-        .iter()
+    conn.query(&sql, args)?
+        .into_iter()
         .map(|row| {
+            let percent = row.get::<i64>(8)?;
             Ok((
-                (row.get::<i64>(0)?, row.get::<i64>(1)?, row.get::<i64>(2)?),
-                row.get::<String>(3)?,
-                row.get::<String>(4)?,
-                (row.get::<i64>(5)?, row.get::<i64>(6)?, row.get::<i64>(7)?),
-                (row.get::<i64>(8)?, row.get::<i64>(10)?),
-                row.get::<Option<String>>(9)?,
+                row.get::<i64>(10)?,
+                Assignment {
+                    uid: AssignmentUid(row.get(0)?),
+                    task_uid: TaskUid(row.get(1)?),
+                    resource_uid: ResourceUid(row.get(2)?),
+                    start: parse_local(row.text(3)?)?,
+                    finish: parse_local(row.text(4)?)?,
+                    work: Work::from_seconds(row.get(5)?),
+                    actual_work: Work::from_seconds(row.get(6)?),
+                    remaining_work: Work::from_seconds(row.get(7)?),
+                    percent_work_complete: Percent::from_i64(percent)
+                        .map_err(|_| corrupt("percent", &percent.to_string()))?,
+                    actual_finish: row.opt_text(9)?.map(parse_local).transpose()?,
+                    modified: FieldTimes::new(),
+                },
             ))
         })
-        .collect::<Result<Vec<_>, EmbeddedError>>()?;
-    raw.into_iter()
-        .map(
-            |(
-                (uid, task, resource),
-                start,
-                finish,
-                (work, actual, remaining),
-                (percent, position),
-                done,
-            )| {
-                Ok((
-                    position,
-                    Assignment {
-                        uid: AssignmentUid(uid),
-                        task_uid: TaskUid(task),
-                        resource_uid: ResourceUid(resource),
-                        start: parse_local(&start)?,
-                        finish: parse_local(&finish)?,
-                        work: Work::from_seconds(work),
-                        actual_work: Work::from_seconds(actual),
-                        remaining_work: Work::from_seconds(remaining),
-                        percent_work_complete: Percent::from_i64(percent)
-                            .map_err(|_| corrupt("percent", &percent.to_string()))?,
-                        actual_finish: done.as_deref().map(parse_local).transpose()?,
-                        modified: FieldTimes::new(),
-                    },
-                ))
-            },
-        )
         .collect()
 }
 

@@ -36,6 +36,35 @@ pub(crate) enum Backend {
 pub(crate) struct Row(pub(crate) Vec<Value>);
 
 impl Row {
+    /// Column `i` as text, borrowed: for a value parsed at once (a date, a field name).
+    pub(crate) fn text(&self, i: usize) -> Result<&str, EmbeddedError> {
+        match self.0.get(i) {
+            Some(Value::Text(t)) => Ok(t),
+            other => Err(EmbeddedError::Corrupt(format!(
+                "column {i} holds {other:?}, not text"
+            ))),
+        }
+    }
+
+    /// Column `i` as text or NULL, borrowed.
+    pub(crate) fn opt_text(&self, i: usize) -> Result<Option<&str>, EmbeddedError> {
+        match self.0.get(i) {
+            Some(Value::Null) => Ok(None),
+            _ => self.text(i).map(Some),
+        }
+    }
+
+    /// Column `i` as text, moved out of the row (which then holds an empty text there): for a
+    /// value kept as it is (a name, notes), so that it is not copied.
+    pub(crate) fn take_text(&mut self, i: usize) -> Result<String, EmbeddedError> {
+        match self.0.get_mut(i) {
+            Some(Value::Text(t)) => Ok(std::mem::take(t)),
+            other => Err(EmbeddedError::Corrupt(format!(
+                "column {i} holds {other:?}, not text"
+            ))),
+        }
+    }
+
     /// Column `i` as `T`.
     pub(crate) fn get<T: FromValue>(&self, i: usize) -> Result<T, EmbeddedError> {
         let value = self
