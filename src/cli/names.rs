@@ -14,6 +14,14 @@ pub const SHORT_ID: usize = 8;
 /// project's name (case-insensitively when no name matches exactly). Anything else is a usage
 /// error: "unknown project", with the closest names, or "ambiguous", with the candidates.
 pub async fn project(host: &EmbeddedHost, name: &str) -> anyhow::Result<ProjectGuid> {
+    // A stored project's whole GUID names it whatever the list holds (a GUID match wins over
+    // names, and a whole GUID matches one project): found without the summaries, which count
+    // every project's rows (a tenth of an unchanged publish of 10,000 assignments).
+    if let Ok(guid) = name.parse::<ProjectGuid>()
+        && host.project_guids().await?.contains(&guid)
+    {
+        return Ok(guid);
+    }
     let projects = host.project_summaries().await?;
     Ok(resolve_project(&projects, name)?)
 }
@@ -178,6 +186,38 @@ fn distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_whole_guid_names_its_project_and_anything_else_goes_by_the_list() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let host = EmbeddedHost::open(dir.path()).await.expect("open");
+        let guid = ProjectGuid(uuid::Uuid::from_u128(0x5b0c_7f3e));
+        let plan = taskbridge::pm::Project {
+            guid,
+            name: "Office Move".into(),
+            time_zone: chrono_tz::Tz::UTC,
+            minutes_per_day: 480,
+            minutes_per_week: 2400,
+            start: None,
+            tasks: Vec::new(),
+            resources: Vec::new(),
+            assignments: Vec::new(),
+        };
+        host.import(plan).await.expect("import");
+        for typed in [
+            guid.to_string(),
+            guid.to_string().to_uppercase(),
+            format!("{{{guid}}}"),
+            "Office Move".to_string(),
+            "office move".to_string(),
+            guid.to_string()[..8].to_string(),
+        ] {
+            assert_eq!(project(&host, &typed).await.ok(), Some(guid), "{typed}");
+        }
+        let other = ProjectGuid(uuid::Uuid::from_u128(7)).to_string();
+        let err = project(&host, &other).await.expect_err("not stored");
+        assert!(err.to_string().contains("unknown project"), "{err}");
+    }
 
     #[test]
     fn prefixes_resolve_when_unique() {
