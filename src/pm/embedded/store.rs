@@ -120,6 +120,9 @@ fn open_connection(path: &Path, create: bool) -> Result<Connection, EmbeddedErro
     }
     let mut conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    // rusqlite keeps 16 prepared statements by default; reading a plan part by key lists uses
+    // up to 30 (`rows::by_keys`), and a statement prepared again costs more than it reads.
+    conn.set_prepared_statement_cache_capacity(64);
     // WAL lets readers (another CLI process) proceed while this one writes. Setting it again on
     // a WAL file writes nothing, which keeps a failed import from touching the file.
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
