@@ -98,6 +98,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
         item_ids        TEXT NOT NULL
     );
     CREATE INDEX notice_queue_mailbox ON notice_queue (mailbox, id);",
+    // 4: SQLite's step to the binary baseline; PostgreSQL keeps `jsonb`, but one version
+    // number means one step on both stores.
+    "-- the binary baseline is SQLite's: no statement",
 ];
 
 /// The channel `enqueue_notice` notifies on (the payload is the mailbox), so that the instance

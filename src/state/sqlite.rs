@@ -94,6 +94,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
         item_ids        TEXT NOT NULL
     );
     CREATE INDEX notice_queue_mailbox ON notice_queue (mailbox, id);",
+    // 4: baselines written in the binary form (`state::codec`). Nothing to rewrite (rows take
+    // the form as they are next written, JSON rows stay readable), but the version moves so
+    // that an older release, which reads baselines as text only, refuses the file as too new
+    // instead of failing on its rows, and the file is copied before it first changes.
+    "-- the binary baseline: no statement",
 ];
 
 /// The state store's schema for the shared migration scheme.
@@ -1115,22 +1120,40 @@ mod tests {
         s
     }
 
-    // Rows written before the binary baseline hold JSON text: they must read as they were, list
-    // with their zone, and take the binary form when next written.
+    // Rows written before the binary baseline hold JSON text: they must read as they were
+    // after the file moves to schema step 4, list with their zone, and take the binary form
+    // when next written.
     #[tokio::test]
     async fn baselines_stored_as_json_are_read_and_rewritten_in_the_binary_form() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("state.sqlite");
-        let store = SqliteStore::open(&path).expect("open");
         let old = synced_row(1, chrono_tz::Tz::Europe__Berlin);
         let new = synced_row(2, chrono_tz::Tz::America__New_York);
-        store
-            .commit(Commit {
-                put: vec![old.clone(), new.clone()],
-                ..Commit::default()
-            })
-            .await
-            .expect("commit");
+        {
+            // A file as the release before step 4 left it: row 1's baseline is JSON text.
+            let conn = Connection::open(&path).expect("open");
+            for sql in &MIGRATIONS[..3] {
+                conn.execute_batch(sql).expect("old migration");
+            }
+            conn.pragma_update(None, "user_version", 3)
+                .expect("version");
+            write_commit(
+                &conn,
+                &Commit {
+                    put: vec![old.clone(), new.clone()],
+                    ..Commit::default()
+                },
+            )
+            .expect("rows");
+            let json =
+                serde_json::to_string(old.baseline.as_ref().expect("baseline")).expect("json");
+            conn.execute(
+                "UPDATE assignment SET baseline = ?1 WHERE assignment = 1",
+                params![json],
+            )
+            .expect("update");
+        }
+        let store = SqliteStore::open(&path).expect("open migrates");
         let typeof_baseline = |uid: i64| -> String {
             let conn = Connection::open(&path).expect("open");
             conn.query_row(
@@ -1140,18 +1163,12 @@ mod tests {
             )
             .expect("row")
         };
-        assert_eq!(typeof_baseline(1), "blob");
-        {
-            // Row 1 as an older release wrote it.
-            let conn = Connection::open(&path).expect("open");
-            let json =
-                serde_json::to_string(old.baseline.as_ref().expect("baseline")).expect("json");
-            conn.execute(
-                "UPDATE assignment SET baseline = ?1 WHERE assignment = 1",
-                params![json],
-            )
-            .expect("update");
-        }
+        let version: i64 = Connection::open(&path)
+            .expect("open")
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, 4);
+        assert_eq!(typeof_baseline(2), "blob");
         assert_eq!(typeof_baseline(1), "text");
         assert_eq!(
             store.assignment(&old.key).await.expect("read"),
