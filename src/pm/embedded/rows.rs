@@ -293,7 +293,7 @@ fn by_keys(
     // sizes fit the connection's statement cache (`store`).
     const SIZES: [usize; 6] = [8, 16, 32, 64, 128, 256];
     // The placeholder lists `?2, ?3, ...` of each size, written once: writing 256 of them for
-    // every chunk was a seventh of an unchanged publish's instructions.
+    // every chunk was about a tenth of an unchanged publish's instructions.
     static LISTS: std::sync::OnceLock<[String; 6]> = std::sync::OnceLock::new();
     let lists = LISTS.get_or_init(|| {
         SIZES.map(|size| {
