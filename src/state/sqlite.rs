@@ -575,33 +575,38 @@ impl StateStore for SqliteStore {
             let mut rows = stmt.query(params![m]).map_err(db)?;
             let mut out = Vec::new();
             while let Some(row) = rows.next().map_err(db)? {
-                let project: String = row.get(1).map_err(db)?;
+                let project: &str = row
+                    .get_ref(1)
+                    .and_then(|v| v.as_str().map_err(Into::into))
+                    .map_err(db)?;
                 let uid: i64 = row.get(2).map_err(db)?;
-                let what = format!("{project}:{uid}");
                 let zone = match row.get_ref(3).map_err(db)? {
-                    ValueRef::Null => None,
-                    ValueRef::Blob(bytes) => {
-                        Some(codec::decode_zone(bytes).map_err(|e| e.to_string()))
-                    }
-                    ValueRef::Text(name) => Some(
-                        String::from_utf8_lossy(name)
-                            .parse::<chrono_tz::Tz>()
-                            .map_err(|e| format!("zone: {e}")),
-                    ),
-                    _ => Some(Err("zone: not text".to_string())),
+                    ValueRef::Null => Ok(None),
+                    ValueRef::Blob(bytes) => codec::decode_zone(bytes)
+                        .map(Some)
+                        .map_err(|e| e.to_string()),
+                    ValueRef::Text(name) => String::from_utf8_lossy(name)
+                        .parse::<chrono_tz::Tz>()
+                        .map(Some)
+                        .map_err(|e| format!("zone: {e}")),
+                    _ => Err("zone: not text".to_string()),
                 };
+                // The row's name is formatted for an error only, as in `read_assignment`.
+                let (project, zone) = project
+                    .parse()
+                    .map_err(|e| format!("{e}"))
+                    .and_then(|project| Ok((project, zone?)))
+                    .map_err(|detail| StateError::Corrupt {
+                        what: format!("{project}:{uid}"),
+                        detail,
+                    })?;
                 out.push(TrackedItem {
                     item_id: row.get(0).map_err(db)?,
                     key: AssignmentKey {
-                        project: project.parse().map_err(|e| StateError::Corrupt {
-                            what: what.clone(),
-                            detail: format!("{e}"),
-                        })?,
+                        project,
                         assignment: AssignmentUid(uid),
                     },
-                    zone: zone
-                        .transpose()
-                        .map_err(|detail| StateError::Corrupt { what, detail })?,
+                    zone,
                 });
             }
             Ok(out)
@@ -1120,6 +1125,17 @@ mod tests {
         s
     }
 
+    /// Stores `row` as a publish or a pass would.
+    async fn put(store: &SqliteStore, row: AssignmentState) {
+        store
+            .commit(Commit {
+                put: vec![row],
+                ..Commit::default()
+            })
+            .await
+            .expect("commit");
+    }
+
     // Rows written before the binary baseline hold JSON text: they must read as they were
     // after the file moves to schema step 4, list with their zone, and take the binary form
     // when next written.
@@ -1193,13 +1209,7 @@ mod tests {
                 (2, Some(chrono_tz::Tz::America__New_York)),
             ]
         );
-        store
-            .commit(Commit {
-                put: vec![old.clone()],
-                ..Commit::default()
-            })
-            .await
-            .expect("commit");
+        put(&store, old.clone()).await;
         assert_eq!(typeof_baseline(1), "blob");
         assert_eq!(store.assignment(&old.key).await.expect("read"), Some(old));
     }
@@ -1210,13 +1220,7 @@ mod tests {
         let path = dir.path().join("state.sqlite");
         let store = SqliteStore::open(&path).expect("open");
         let row = synced_row(1, chrono_tz::Tz::UTC);
-        store
-            .commit(Commit {
-                put: vec![row.clone()],
-                ..Commit::default()
-            })
-            .await
-            .expect("commit");
+        put(&store, row.clone()).await;
         let conn = Connection::open(&path).expect("open");
         conn.execute(
             "UPDATE assignment SET baseline = substr(baseline, 1, 12) WHERE assignment = 1",
