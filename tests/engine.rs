@@ -9,8 +9,11 @@ use serde_json::json;
 
 use harness::*;
 use taskbridge::pm::embedded::Policy as ApprovalPolicy;
-use taskbridge::pm::{AssignmentKey, AssignmentUid, PmHost};
-use taskbridge::state::{DecisionRule, MailboxAddress, Side, StateStore, SyncStatus};
+use taskbridge::pm::{
+    AssignmentField, AssignmentKey, AssignmentUid, FieldChange, FieldValue, Percent, PmHost,
+    StatusUpdate, UpdateOutcome, UpdateSource,
+};
+use taskbridge::state::{Commit, DecisionRule, MailboxAddress, Side, StateStore, SyncStatus};
 use taskbridge::sync::{Policy, PublishOptions, RetryError, RetryOutcome, SyncConfig};
 
 #[tokio::test]
@@ -61,6 +64,104 @@ async fn publish_creates_one_task_per_assignment_and_republish_writes_nothing() 
             "{op} was sent on an unchanged publish"
         );
     }
+}
+
+/// A publish that finds a project unchanged marks it, and the next publish at the same plan
+/// revision sends nothing and reads no row; but a change on either side, however it was made,
+/// is compared and published again.
+#[tokio::test]
+async fn an_unchanged_project_is_skipped_by_its_mark_and_any_change_is_published_again() {
+    let h = harness(20, ApprovalPolicy::Auto, quick_sync()).await;
+    let publish = || h.engine.publish(h.project, PublishOptions::default());
+    let first = publish().await.expect("publish");
+    assert_eq!((first.created, first.skipped), (20, 0), "{first:?}");
+    // The first publish wrote, so it marked nothing: the next compares in full and marks.
+    let compared = publish().await.expect("publish");
+    assert_eq!(
+        (compared.unchanged, compared.skipped),
+        (20, 0),
+        "{compared:?}"
+    );
+    let ops = h.ops();
+    let skipped = publish().await.expect("publish");
+    assert_eq!(
+        (skipped.unchanged, skipped.skipped),
+        (20, 20),
+        "{skipped:?}"
+    );
+    assert_eq!(h.ops(), ops, "no request of any kind");
+    // Asked to, a publish compares everything anyway (and marks again).
+    let full = h
+        .engine
+        .publish(
+            h.project,
+            PublishOptions {
+                full: true,
+                ..PublishOptions::default()
+            },
+        )
+        .await
+        .expect("publish");
+    assert_eq!((full.unchanged, full.skipped), (20, 0), "{full:?}");
+    assert_eq!(publish().await.expect("publish").skipped, 20);
+
+    // A PM change that is no import: an update the host applied on its own (its API, or
+    // another connector instance), never written to the mailbox.
+    let outcome = h
+        .host
+        .submit(StatusUpdate {
+            key: AssignmentKey {
+                project: h.project,
+                assignment: AssignmentUid(5),
+            },
+            changes: vec![FieldChange {
+                field: AssignmentField::PercentWorkComplete,
+                old: FieldValue::Percent(Percent::new(0).expect("percent")),
+                new: FieldValue::Percent(Percent::new(30).expect("percent")),
+            }],
+            source: UpdateSource {
+                mailbox: "pm-api".into(),
+                item_id: "none".into(),
+                change_key: "1".into(),
+                modified_at: chrono::Utc::now(),
+            },
+            status_note: None,
+            completed_on: None,
+        })
+        .await
+        .expect("applied");
+    assert!(
+        matches!(outcome, UpdateOutcome::Applied { .. }),
+        "{outcome:?}"
+    );
+    let after = publish().await.expect("publish");
+    assert_eq!((after.updated, after.skipped), (1, 0), "{after:?}");
+    assert_eq!(h.task_of(5).await.1["PercentComplete"], 30.0);
+    publish().await.expect("publish and mark");
+    assert_eq!(publish().await.expect("publish").skipped, 20);
+
+    // A change of the stored rows alone (a pass, `conflicts resolve`, another process): only
+    // that mailbox is compared again, the others stay skipped by their own marks. Assignment
+    // 7 is in ann's mailbox with six others.
+    let key = AssignmentKey {
+        project: h.project,
+        assignment: AssignmentUid(7),
+    };
+    let state = h.engine.state();
+    let mut row = state.assignment(&key).await.expect("read").expect("row");
+    let baseline = row.baseline.as_mut().expect("baseline");
+    baseline.values.subject = Some("What the mailbox showed before".into());
+    state
+        .commit(Commit {
+            put: vec![row],
+            ..Commit::default()
+        })
+        .await
+        .expect("commit");
+    let updates = h.count("UpdateItem");
+    let after = publish().await.expect("publish");
+    assert_eq!((after.updated, after.skipped), (1, 13), "{after:?}");
+    assert_eq!(h.count("UpdateItem"), updates + 1);
 }
 
 /// Found while reworking the create path for the chaos suite: the `created` metric added the

@@ -227,6 +227,70 @@ async fn suite(mut fresh: impl FnMut(&str) -> Store) {
     two_instances_submitting_one_edit_apply_it_once(fresh("submit_race")).await;
     project_part_equals_the_same_rows_of_the_whole_project(fresh("part")).await;
     notices_owed_outlive_the_process_and_are_owed_once(fresh("notices")).await;
+    the_plan_revision_moves_with_every_write_a_publish_reads(fresh("revision")).await;
+}
+
+/// The connector skips publishing a project whose plan revision it already published; so the
+/// revision must move with every write that changes what a publish reads (an applied update,
+/// in this process or another, and an import) and stay put with those that change nothing of
+/// it (a pending update, a policy change).
+async fn the_plan_revision_moves_with_every_write_a_publish_reads(store: Store) {
+    let host = edge_host(&store, Policy::Approval).await;
+    let revision = |host: &EmbeddedHost| {
+        let host = host.clone();
+        async move {
+            host.plan_revision(edge_guid())
+                .await
+                .expect("readable")
+                .expect("the project has a revision")
+        }
+    };
+    let first = revision(&host).await;
+    assert_eq!(revision(&host).await, first, "reading moves nothing");
+    assert_eq!(
+        host.plan_revision(ProjectGuid(uuid::Uuid::from_u128(7)))
+            .await
+            .expect("readable"),
+        None,
+        "an unknown project has none"
+    );
+    // Waiting for the status manager changes no PM value.
+    let UpdateOutcome::Pending { id } = host
+        .submit(update(9, "ck-1", vec![percent_change(0, 10)]))
+        .await
+        .expect("accepted")
+    else {
+        panic!("expected Pending");
+    };
+    assert_eq!(revision(&host).await, first, "a pending update");
+    host.set_policy(edge_guid(), Policy::Auto)
+        .await
+        .expect("policy");
+    assert_eq!(revision(&host).await, first, "a policy change");
+    // Approved in another process: the values change, and so does the revision.
+    let other = open(&store).await;
+    other
+        .approve(&id, "pm@example.com", false)
+        .await
+        .expect("approved");
+    let approved = revision(&host).await;
+    assert_ne!(approved, first, "an approval applies values");
+    // Applied at once under the auto policy.
+    let outcome = host
+        .submit(update(9, "ck-2", vec![percent_change(10, 20)]))
+        .await
+        .expect("accepted");
+    assert!(
+        matches!(outcome, UpdateOutcome::Applied { .. }),
+        "{outcome:?}"
+    );
+    let applied = revision(&host).await;
+    assert_ne!(applied, approved, "an applied update");
+    // An import, even of the same file.
+    host.import_file(fixture("mspdi/edge-cases.xml"), berlin(), None)
+        .await
+        .expect("imports again");
+    assert_ne!(revision(&host).await, applied, "an import");
 }
 
 /// The e-mail notices owed are kept in the store: a second process (or this one after a

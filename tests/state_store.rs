@@ -13,9 +13,9 @@ use taskbridge::mapping::{MailField, MailValues};
 use taskbridge::pm::{AssignmentKey, AssignmentUid, ProjectGuid};
 use taskbridge::state::{
     AssignmentState, AuditRecord, Baseline, Commit, DecisionRule, Fence, InstanceId, ItemRef,
-    JournalEntry, LeaseRound, LeaseTiming, MailboxAddress, PostgresStore, PostgresTls,
-    QueuedNotice, Side, SqliteStore, StateError, StateStore, SyncStatus, TrackedItem, WriteKind,
-    lease_round,
+    JournalEntry, LeaseRound, LeaseTiming, MailboxAddress, MarkScope, PostgresStore, PostgresTls,
+    PublishMark, QueuedNotice, Side, SqliteStore, StateError, StateStore, SyncStatus, TrackedItem,
+    WriteKind, lease_round,
 };
 
 use external::postgres::Cluster;
@@ -91,6 +91,7 @@ async fn suite<B: Backend>(mut fresh: impl FnMut(&str) -> B) {
         .await;
     a_commit_under_a_lost_lease_is_refused(&fresh("lease_fence")).await;
     queued_notices_reach_the_owner_once(fresh("notice_queue").open().await).await;
+    a_publish_mark_ends_with_any_write_of_its_rows(&fresh("publish_mark")).await;
 }
 
 #[tokio::test]
@@ -820,4 +821,105 @@ async fn a_postgres_listener_hears_of_a_notice_queued_by_another_instance() {
             .expect("take")
             .is_empty()
     );
+}
+
+/// A publish mark lets a publish skip rows it did not read, so it may only stand while those
+/// rows are exactly as the publish that confirmed it found them: any write of them, from
+/// another handle too, before or after the confirmation, ends it; writes of other rows do not.
+async fn a_publish_mark_ends_with_any_write_of_its_rows<B: Backend>(backend: &B) {
+    let (store, other) = (backend.open().await, backend.open().await);
+    let project = key(1).project;
+    let ann = MarkScope::Mailbox(MailboxAddress::new("ann@example.com"));
+    let bob = MarkScope::Mailbox(MailboxAddress::new("bob@example.com"));
+    let mark = |units| PublishMark {
+        revision: "r1".into(),
+        mapping: "m1".into(),
+        units,
+    };
+    let confirm = |scope: &MarkScope, token: i64, units: u64| {
+        let scope = scope.clone();
+        let store = &store;
+        async move {
+            store
+                .confirm_publish_mark(project, scope, token, mark(units))
+                .await
+                .expect("confirm")
+        }
+    };
+    let read = |scope: &MarkScope| {
+        let scope = scope.clone();
+        let store = &store;
+        async move { store.publish_mark(project, scope).await.expect("read") }
+    };
+    put(&store, state(1, "ann@example.com")).await;
+    put(&store, state(2, "bob@example.com")).await;
+
+    // Nothing until a reservation is confirmed, and only by its own token.
+    assert_eq!(read(&ann).await, None);
+    assert!(!confirm(&ann, 1, 1).await, "no reservation");
+    store
+        .reserve_publish_mark(project, ann.clone(), 1)
+        .await
+        .expect("reserve");
+    assert_eq!(read(&ann).await, None, "a reservation is no mark");
+    assert!(!confirm(&ann, 2, 1).await, "another publish's token");
+    assert!(confirm(&ann, 1, 1).await);
+    assert_eq!(read(&ann).await, Some(mark(1)));
+    assert!(!confirm(&ann, 1, 1).await, "confirmed once");
+
+    // The project's reservation and bob's: a write of bob's rows (by another handle) ends
+    // both, and leaves ann's mark alone.
+    for scope in [&MarkScope::Project, &bob] {
+        store
+            .reserve_publish_mark(project, scope.clone(), 3)
+            .await
+            .expect("reserve");
+    }
+    let mut changed = state(2, "bob@example.com");
+    changed.attempts = 1;
+    put(&other, changed).await;
+    assert!(!confirm(&bob, 3, 1).await, "bob's rows were written");
+    assert!(
+        !confirm(&MarkScope::Project, 3, 2).await,
+        "the project's rows were"
+    );
+    assert_eq!(read(&ann).await, Some(mark(1)));
+
+    // A confirmed mark goes with a later write, a delete as well as a put.
+    store
+        .reserve_publish_mark(project, MarkScope::Project, 4)
+        .await
+        .expect("reserve");
+    assert!(confirm(&MarkScope::Project, 4, 2).await);
+    other
+        .commit(Commit {
+            delete: vec![(key(1), MailboxAddress::new("ann@example.com"))],
+            ..Commit::default()
+        })
+        .await
+        .expect("delete");
+    assert_eq!(read(&ann).await, None, "ann's row was deleted");
+    assert_eq!(read(&MarkScope::Project).await, None);
+
+    // Another project's rows are no write of this one's; forgetting the project ends its marks.
+    store
+        .reserve_publish_mark(project, bob.clone(), 5)
+        .await
+        .expect("reserve");
+    let mut theirs = state(1, "bob@example.com");
+    theirs.key.project = ProjectGuid(uuid::Uuid::from_u128(9));
+    put(&other, theirs).await;
+    assert!(confirm(&bob, 5, 1).await, "another project's row");
+    store.forget_project(project).await.expect("forget");
+    assert_eq!(read(&bob).await, None, "forgotten with the project");
+}
+
+async fn put<S: StateStore>(store: &S, row: AssignmentState) {
+    store
+        .commit(Commit {
+            put: vec![row],
+            ..Commit::default()
+        })
+        .await
+        .expect("commit");
 }

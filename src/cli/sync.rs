@@ -52,6 +52,10 @@ pub struct PublishArgs {
     /// Delete tasks beyond the mass-delete guard.
     #[arg(long)]
     pub force: bool,
+    /// Compare every assignment with its stored row, even in a project (or mailbox) the last
+    /// publish found unchanged at the same plan revision, which is otherwise skipped unread.
+    #[arg(long)]
+    pub full: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -136,6 +140,7 @@ pub fn publish(args: PublishArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
                 project,
                 PublishOptions {
                     force: args.force,
+                    full: args.full,
                     progress,
                 },
             )
@@ -148,11 +153,19 @@ pub fn publish(args: PublishArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
             print_out(&to_json(&report)?)?;
         } else {
             print_out(&format!(
-                "created {}, updated {}, deleted {}, unchanged {}, adopted {}, failed {}{}",
+                "created {}, updated {}, deleted {}, unchanged {}{}, adopted {}, failed {}{}",
                 report.created,
                 report.updated,
                 report.deleted,
                 report.unchanged,
+                if report.skipped > 0 {
+                    format!(
+                        " ({} unread: unchanged since the last publish; --full compares them)",
+                        report.skipped
+                    )
+                } else {
+                    String::new()
+                },
                 report.adopted,
                 report.failed,
                 if report.refused_deletes > 0 {

@@ -7,7 +7,9 @@
 //! call, next to a database or HTTP round trip.
 
 use super::embedded::EmbeddedHost;
-use super::host::{HostError, HostEvent, PmHost, StatusUpdate, UnitAddress, UpdateOutcome};
+use super::host::{
+    HostError, HostEvent, PlanRevision, PmHost, StatusUpdate, UnitAddress, UpdateOutcome,
+};
 use super::model::{AssignmentUid, Project, ProjectGuid};
 use super::redmine::RedmineHost;
 
@@ -74,6 +76,10 @@ impl PmHost for AnyHost {
         guid: ProjectGuid,
     ) -> Result<Option<Vec<UnitAddress>>, HostError> {
         either!(self, h => PmHost::project_units(h, guid))
+    }
+
+    async fn plan_revision(&self, guid: ProjectGuid) -> Result<Option<PlanRevision>, HostError> {
+        either!(self, h => PmHost::plan_revision(h, guid))
     }
 
     async fn submit_status_update(&self, update: StatusUpdate) -> Result<UpdateOutcome, HostError> {

@@ -26,6 +26,16 @@ pub struct UnitAddress {
     pub email: String,
 }
 
+/// A project's plan revision ([`PmHost::plan_revision`]): opaque, compared only for equality.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PlanRevision(pub String);
+
+impl std::fmt::Display for PlanRevision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Identifies a status update within a host.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -278,6 +288,24 @@ pub trait PmHost: Send + Sync + 'static {
         &self,
         guid: ProjectGuid,
     ) -> impl Future<Output = Result<Option<Vec<UnitAddress>>, HostError>> + Send {
+        let _ = guid;
+        std::future::ready(Ok(None))
+    }
+
+    /// A value that moves whenever anything a publish reads of the project changes: its units,
+    /// their values and field times, their tasks and resources (names, addresses), the
+    /// project's own fields. With it an unchanged project is published without being read:
+    /// the connector records the revision a publish left every mailbox converged at and
+    /// compares the next one with it.
+    ///
+    /// `Ok(None)` (the default) when the host keeps no such value or does not know the
+    /// project: every publish then compares the whole plan with the stored rows. A host must
+    /// never answer the same revision for different contents; a revision that moves without a
+    /// change only costs a full comparison.
+    fn plan_revision(
+        &self,
+        guid: ProjectGuid,
+    ) -> impl Future<Output = Result<Option<PlanRevision>, HostError>> + Send {
         let _ = guid;
         std::future::ready(Ok(None))
     }

@@ -170,6 +170,33 @@ impl StateStore for AnyStateStore {
         either!(self, s => s.forget_project(project))
     }
 
+    async fn publish_mark(
+        &self,
+        project: ProjectGuid,
+        scope: MarkScope,
+    ) -> Result<Option<PublishMark>, StateError> {
+        either!(self, s => s.publish_mark(project, scope))
+    }
+
+    async fn reserve_publish_mark(
+        &self,
+        project: ProjectGuid,
+        scope: MarkScope,
+        token: i64,
+    ) -> Result<(), StateError> {
+        either!(self, s => s.reserve_publish_mark(project, scope, token))
+    }
+
+    async fn confirm_publish_mark(
+        &self,
+        project: ProjectGuid,
+        scope: MarkScope,
+        token: i64,
+        mark: PublishMark,
+    ) -> Result<bool, StateError> {
+        either!(self, s => s.confirm_publish_mark(project, scope, token, mark))
+    }
+
     async fn heartbeat(
         &self,
         instance: &InstanceId,

@@ -337,6 +337,42 @@ pub struct AuditRecord {
     pub note: Option<String>,
 }
 
+/// What a publish mark is of: one mailbox's rows of a project, or every row of the project.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MarkScope {
+    /// The project's rows in one mailbox.
+    Mailbox(MailboxAddress),
+    /// All the project's rows.
+    Project,
+}
+
+impl MarkScope {
+    /// The scope's key in the store's `publish_mark` table: the mailbox, or the empty string
+    /// (no mailbox address is empty).
+    fn key(&self) -> &str {
+        match self {
+            MarkScope::Mailbox(m) => m.as_str(),
+            MarkScope::Project => "",
+        }
+    }
+}
+
+/// What a publish that found a scope's rows all unchanged leaves, so that the next publish can
+/// skip the scope without reading it: the plan revision and the mapping it compared against.
+/// A store removes a scope's mark with any write of its rows (a mailbox's rows also end the
+/// project's mark), so a mark present and equal to what a publish would compare against says
+/// the comparison would find nothing to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublishMark {
+    /// The project's plan revision ([`crate::pm::PmHost::plan_revision`]) the publish read
+    /// before it read the plan.
+    pub revision: String,
+    /// A fingerprint of the field mapping and the settings that shape what a publish writes.
+    pub mapping: String,
+    /// How many assignments the scope held (reported as unchanged when it is skipped).
+    pub units: u64,
+}
+
 /// Errors of the state store.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -465,6 +501,42 @@ pub trait StateStore: Send + Sync + 'static {
         project: ProjectGuid,
     ) -> impl Future<Output = Result<u64, StateError>> + Send;
 
+    /// The publish mark of `scope`, when one is confirmed ([`PublishMark`]).
+    fn publish_mark(
+        &self,
+        project: ProjectGuid,
+        scope: MarkScope,
+    ) -> impl Future<Output = Result<Option<PublishMark>, StateError>> + Send {
+        let _ = (project, scope);
+        std::future::ready(Ok(None))
+    }
+    /// Reserves the publish mark of `scope` for the publish `token` (replacing any mark there):
+    /// from now on any write of the scope's rows removes the reservation, so that
+    /// [`StateStore::confirm_publish_mark`] can tell whether the rows stayed as the publish
+    /// read them. A write that began before the reservation is finished before it returns.
+    fn reserve_publish_mark(
+        &self,
+        project: ProjectGuid,
+        scope: MarkScope,
+        token: i64,
+    ) -> impl Future<Output = Result<(), StateError>> + Send {
+        let _ = (project, scope, token);
+        std::future::ready(Ok(()))
+    }
+    /// Turns the reservation of `token` into `mark`, if no write of the scope's rows came
+    /// since it was made; `false` (and nothing stored) otherwise. A store that keeps no marks
+    /// (the default) answers `false`: every publish then compares in full.
+    fn confirm_publish_mark(
+        &self,
+        project: ProjectGuid,
+        scope: MarkScope,
+        token: i64,
+        mark: PublishMark,
+    ) -> impl Future<Output = Result<bool, StateError>> + Send {
+        let _ = (project, scope, token, mark);
+        std::future::ready(Ok(false))
+    }
+
     /// Records that `instance` is alive until `until`, and returns every instance alive at
     /// `now` (with this one), in id order.
     fn heartbeat(
@@ -550,6 +622,20 @@ impl Commit {
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.put.is_empty() && self.delete.is_empty() && self.close_journal.is_empty()
+    }
+
+    /// The (project, mailbox) pairs whose rows the commit writes, each once: their publish
+    /// marks go with the commit.
+    fn touched_scopes(&self) -> Vec<(ProjectGuid, &MailboxAddress)> {
+        let mut pairs: Vec<(ProjectGuid, &MailboxAddress)> = self
+            .put
+            .iter()
+            .map(|s| (s.key.project, &s.mailbox))
+            .chain(self.delete.iter().map(|(k, m)| (k.project, m)))
+            .collect();
+        pairs.sort_unstable();
+        pairs.dedup();
+        pairs
     }
 }
 

@@ -101,6 +101,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 4: SQLite's step to the binary baseline; PostgreSQL keeps `jsonb`, but one version
     // number means one step on both stores.
     "-- the binary baseline is SQLite's: no statement",
+    // 5: publish marks, as on SQLite.
+    "CREATE TABLE publish_mark (
+        project  TEXT NOT NULL,
+        mailbox  TEXT NOT NULL,
+        token    BIGINT NOT NULL,
+        revision TEXT,
+        mapping  TEXT,
+        units    BIGINT,
+        PRIMARY KEY (project, mailbox)
+    );",
 ];
 
 /// The channel `enqueue_notice` notifies on (the payload is the mailbox), so that the instance
@@ -547,6 +557,21 @@ async fn write_commit(
         .await
         .map_err(db)?;
     }
+    // After the rows, so that this transaction holds its lock on `assignment` by now: a
+    // reservation (which waits for that lock) is either made before this statement, which
+    // then removes it, or after this transaction commits.
+    let touched = commit.touched_scopes();
+    if !touched.is_empty() {
+        let unmark = tx
+            .prepare_cached("DELETE FROM publish_mark WHERE project = $1 AND mailbox IN ($2, '')")
+            .await
+            .map_err(db)?;
+        for (project, mailbox) in touched {
+            tx.execute(&unmark, &[&project.to_string(), &mailbox.0])
+                .await
+                .map_err(db)?;
+        }
+    }
     Ok(())
 }
 
@@ -926,6 +951,9 @@ impl StateStore for PostgresStore {
                 .await
                 .map_err(db)?;
         }
+        tx.execute("DELETE FROM publish_mark WHERE project = $1", &[&key])
+            .await
+            .map_err(db)?;
         tx.commit().await.map_err(db)?;
         Ok(n)
     }
@@ -1065,6 +1093,79 @@ impl StateStore for PostgresStore {
         rows.iter()
             .map(|r| Ok(MailboxAddress(r.try_get::<_, String>(0).map_err(db)?)))
             .collect()
+    }
+
+    async fn publish_mark(
+        &self,
+        project: ProjectGuid,
+        scope: MarkScope,
+    ) -> Result<Option<PublishMark>, StateError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT revision, mapping, units FROM publish_mark \
+                 WHERE project = $1 AND mailbox = $2 AND revision IS NOT NULL",
+                &[&project.to_string(), &scope.key()],
+            )
+            .await
+            .map_err(db)?;
+        Ok(row.map(|r| PublishMark {
+            revision: r.get(0),
+            mapping: r.get::<_, Option<String>>(1).unwrap_or_default(),
+            units: r.get::<_, Option<i64>>(2).unwrap_or(0).max(0) as u64,
+        }))
+    }
+
+    async fn reserve_publish_mark(
+        &self,
+        project: ProjectGuid,
+        scope: MarkScope,
+        token: i64,
+    ) -> Result<(), StateError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        // SHARE waits for every transaction writing assignments to end (a write that read
+        // nothing of the reservation must be visible to the publish's reads after it) and
+        // holds new ones back until the reservation is committed; see `write_commit`.
+        tx.batch_execute("LOCK TABLE assignment IN SHARE MODE")
+            .await
+            .map_err(db)?;
+        tx.execute(
+            "INSERT INTO publish_mark (project, mailbox, token) VALUES ($1, $2, $3) \
+             ON CONFLICT (project, mailbox) DO UPDATE SET token = $3, revision = NULL, \
+             mapping = NULL, units = NULL",
+            &[&project.to_string(), &scope.key(), &token],
+        )
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn confirm_publish_mark(
+        &self,
+        project: ProjectGuid,
+        scope: MarkScope,
+        token: i64,
+        mark: PublishMark,
+    ) -> Result<bool, StateError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE publish_mark SET revision = $4, mapping = $5, units = $6 \
+                 WHERE project = $1 AND mailbox = $2 AND token = $3 AND revision IS NULL",
+                &[
+                    &project.to_string(),
+                    &scope.key(),
+                    &token,
+                    &mark.revision,
+                    &mark.mapping,
+                    &i64::try_from(mark.units).unwrap_or(i64::MAX),
+                ],
+            )
+            .await
+            .map_err(db)?;
+        Ok(n == 1)
     }
 
     async fn release_lease(

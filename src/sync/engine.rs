@@ -238,6 +238,8 @@ pub(crate) struct Inner<H, M, S> {
     pub state: S,
     pub table: Arc<FieldTable>,
     pub config: SyncConfig,
+    /// What a publish mark records of the mapping and settings ([`crate::state::PublishMark`]).
+    pub mapping_fingerprint: String,
     pub metrics: Arc<Metrics>,
     /// Notification queue and subscription map.
     pub runtime: Runtime,
@@ -324,6 +326,22 @@ impl Cluster {
     }
 }
 
+/// What decides, beside the plan and the stored rows, what a publish writes: the field table,
+/// the rule for tasks deleted in the mailbox, and the release (whose mapping code may differ).
+/// A publish mark made under another fingerprint is not trusted.
+fn mapping_fingerprint(table: &FieldTable, config: &SyncConfig) -> String {
+    use sha2::{Digest, Sha256};
+    let text = format!(
+        "{}|{table:?}|{:?}",
+        env!("CARGO_PKG_VERSION"),
+        config.deleted_task
+    );
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     /// An engine over a PM host, a mailbox store and a state store.
     pub fn new(host: H, mailboxes: M, state: S, table: FieldTable, config: SyncConfig) -> Self {
@@ -332,6 +350,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 host,
                 mailboxes,
                 state,
+                mapping_fingerprint: mapping_fingerprint(&table, &config),
                 table: Arc::new(table),
                 config: config.clone(),
                 metrics: Arc::new(Metrics::default()),
@@ -613,5 +632,37 @@ impl ProjectCache {
     /// Replaces a cached project after the host changed it.
     pub fn put(&mut self, view: Arc<ProjectView>) {
         self.views.insert(view.project.guid, Some(view));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::MappingConfig;
+    use crate::sync::config::DeletedTaskRule;
+
+    // A publish mark made under one mapping must not skip a publish under another.
+    #[test]
+    fn the_mapping_fingerprint_moves_with_what_shapes_a_publish() {
+        let table = FieldTable::default();
+        let config = SyncConfig::default();
+        let fingerprint = mapping_fingerprint(&table, &config);
+        assert_eq!(fingerprint.len(), 64);
+        assert_eq!(
+            fingerprint,
+            mapping_fingerprint(&FieldTable::default(), &SyncConfig::default()),
+            "the same settings, the same fingerprint"
+        );
+        let recreate = SyncConfig {
+            deleted_task: DeletedTaskRule::Recreate,
+            ..SyncConfig::default()
+        };
+        assert_ne!(fingerprint, mapping_fingerprint(&table, &recreate));
+        let subject = FieldTable::from_config(&MappingConfig {
+            subject_template: "{task}".into(),
+            ..MappingConfig::default()
+        })
+        .expect("valid mapping");
+        assert_ne!(fingerprint, mapping_fingerprint(&subject, &config));
     }
 }

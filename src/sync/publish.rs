@@ -18,8 +18,8 @@ use super::report::{InboundReport, PublishReport};
 use crate::mapping::{MailField, MailValues, changed_fields};
 use crate::pm::{AssignmentKey, AssignmentUid, PmHost, ProjectGuid, UnitAddress};
 use crate::state::{
-    AssignmentState, Baseline, Commit, MailboxAddress, StateStore, SyncStatus, Transaction,
-    WriteKind,
+    AssignmentState, Baseline, Commit, MailboxAddress, MarkScope, PublishMark, StateStore,
+    SyncStatus, Transaction, WriteKind,
 };
 
 /// Told how far a publish is: assignments handled so far, and in all.
@@ -30,6 +30,9 @@ pub type Progress = std::sync::Arc<dyn Fn(usize, usize) + Send + Sync>;
 pub struct PublishOptions {
     /// Delete even beyond the mass-delete guard.
     pub force: bool,
+    /// Compare every assignment, even where a publish mark says the last publish at the same
+    /// plan revision found nothing to do (the marks are still made again).
+    pub full: bool,
     /// Called as mailboxes finish (for a progress bar).
     pub progress: Option<Progress>,
 }
@@ -38,8 +41,34 @@ impl std::fmt::Debug for PublishOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PublishOptions")
             .field("force", &self.force)
+            .field("full", &self.full)
             .field("progress", &self.progress.is_some())
             .finish()
+    }
+}
+
+/// The publish mark a publish works toward: the plan revision it read before the plan, and
+/// the token of its reservations ([`StateStore::reserve_publish_mark`]).
+struct Marking {
+    revision: String,
+    token: i64,
+    /// Whether marks found may skip a scope (not with [`PublishOptions::full`]).
+    trusted: bool,
+}
+
+impl Marking {
+    /// Whether `mark` says a publish at this revision would find nothing to do.
+    fn matches(&self, mark: &PublishMark, fingerprint: &str) -> bool {
+        self.trusted && mark.revision == self.revision && mark.mapping == fingerprint
+    }
+
+    /// The mark this publish leaves on a scope of `units` unchanged assignments.
+    fn mark(&self, units: usize, fingerprint: &str) -> PublishMark {
+        PublishMark {
+            revision: self.revision.clone(),
+            mapping: fingerprint.to_string(),
+            units: units as u64,
+        }
     }
 }
 
@@ -81,6 +110,9 @@ struct Listed {
     /// mailbox may record its new task (the same key) before this mailbox's turn, and the old
     /// task must still go.
     moved_out: Vec<AssignmentState>,
+    /// How many of `desired` had no row when the plan was made: tasks to create, so the
+    /// publish will write and leave no mark (none is reserved).
+    unrecorded: usize,
 }
 
 impl MailboxWork {
@@ -110,6 +142,41 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         project: ProjectGuid,
         options: PublishOptions,
     ) -> Result<PublishReport, SyncError> {
+        // The revision before the plan is read: a PM change after this moves it past what a
+        // mark made by this publish records, so the next publish compares again.
+        let marking = self
+            .inner
+            .host
+            .plan_revision(project)
+            .await?
+            .map(|revision| Marking {
+                revision: revision.0,
+                token: rand::random(),
+                trusted: !options.full,
+            });
+        if let Some(marking) = &marking {
+            let state = &self.inner.state;
+            if let Some(mark) = state.publish_mark(project, MarkScope::Project).await?
+                && marking.matches(&mark, &self.inner.mapping_fingerprint)
+            {
+                let units = usize::try_from(mark.units).unwrap_or(usize::MAX);
+                if let Some(progress) = &options.progress {
+                    progress(units, units);
+                }
+                info!(
+                    unchanged = units,
+                    "published: nothing changed since the last publish at this plan revision"
+                );
+                return Ok(PublishReport {
+                    unchanged: units,
+                    skipped: units,
+                    ..PublishReport::default()
+                });
+            }
+            state
+                .reserve_publish_mark(project, MarkScope::Project, marking.token)
+                .await?;
+        }
         let works = match self.inner.host.project_units(project).await? {
             Some(units) => self.plan_listed(project, units).await?,
             None => self.plan_whole(project).await?,
@@ -125,23 +192,41 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         let mut report = PublishReport::default();
         let total: usize = works.values().map(MailboxWork::size).sum();
         let mut done = 0usize;
+        let mut all_marked = true;
+        let marking_ref = marking.as_ref();
         let mut runs = futures::stream::iter(works.into_iter().map(|(mailbox, work)| {
             let options = options.clone();
             let size = work.size();
             async move {
                 let r = self
-                    .publish_mailbox(&mailbox, project, work, &options)
+                    .publish_mailbox(&mailbox, project, work, &options, marking_ref)
                     .await;
                 (size, r)
             }
         }))
         .buffer_unordered(self.inner.config.mailbox_concurrency.max(1));
         while let Some((size, r)) = runs.next().await {
-            report.merge(r?);
+            let (mailbox_report, marked) = r?;
+            all_marked &= marked;
+            report.merge(mailbox_report);
             done += size;
             if let Some(progress) = &options.progress {
                 progress(done, total);
             }
+        }
+        drop(runs);
+        // Every mailbox unchanged (or skipped by its own mark) and nothing written: the next
+        // publish at this revision needs no read at all. Any write of the project's rows
+        // since the reservation (this publish's own included) has ended it.
+        if let Some(marking) = &marking
+            && all_marked
+            && report.wrote_nothing()
+        {
+            let mark = marking.mark(report.unchanged, &self.inner.mapping_fingerprint);
+            self.inner
+                .state
+                .confirm_publish_mark(project, MarkScope::Project, marking.token, mark)
+                .await?;
         }
         info!(
             created = report.created,
@@ -175,12 +260,15 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         let mut moved = Vec::new();
         for unit in units {
             let mailbox = MailboxAddress::new(&unit.email);
-            if let Some(old) = placed.remove(&unit.uid)
-                && old != mailbox
+            let old = placed.remove(&unit.uid);
+            if let Some(old) = &old
+                && *old != mailbox
             {
                 moved.push(unit.uid);
             }
-            lists.entry(mailbox).or_default().desired.push(unit.uid);
+            let list = lists.entry(mailbox).or_default();
+            list.desired.push(unit.uid);
+            list.unrecorded += usize::from(old.is_none());
         }
         for (uid, mailbox) in placed {
             lists.entry(mailbox).or_default().leaving.push(uid);
@@ -270,6 +358,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             desired,
             leaving,
             moved_out,
+            unrecorded: _,
         } = listed;
         let mut rows: HashMap<AssignmentUid, AssignmentState> = self
             .inner
@@ -304,6 +393,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         Ok((plan, view))
     }
 
+    /// Publishes the project's part in one mailbox under the mailbox's lock; says whether the
+    /// mailbox's publish mark is confirmed (or was already there) at `marking`'s revision.
     #[instrument(skip_all, fields(mailbox = %mailbox))]
     async fn publish_mailbox(
         &self,
@@ -311,17 +402,71 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         project: ProjectGuid,
         work: MailboxWork,
         options: &PublishOptions,
-    ) -> Result<PublishReport, SyncError> {
+        marking: Option<&Marking>,
+    ) -> Result<(PublishReport, bool), SyncError> {
         let _guard = self.lock(mailbox).await;
-        let mut report = PublishReport::default();
         if !self.holds(mailbox) {
             // Another instance holds the mailbox's lease and publishes there (or nobody yet:
             // a round of publishing every project then goes again once leases are taken).
             self.inner
                 .republish_skipped
                 .store(true, std::sync::atomic::Ordering::SeqCst);
-            return Ok(report);
+            return Ok((PublishReport::default(), false));
         }
+        // A planned mailbox's rows were read before its lock and before any reservation: only
+        // listed mailboxes, whose rows are read under both, are marked; and not those with
+        // tasks to create (a first publish), which will write.
+        let marking =
+            marking.filter(|_| matches!(&work, MailboxWork::Listed(l) if l.unrecorded == 0));
+        let Some(marking) = marking else {
+            let report = self
+                .publish_mailbox_locked(mailbox, project, work, options)
+                .await?;
+            return Ok((report, false));
+        };
+        let state = &self.inner.state;
+        let scope = MarkScope::Mailbox(mailbox.clone());
+        // Under the lock: no pass of this mailbox can write between this read and the skip.
+        if let Some(mark) = state.publish_mark(project, scope.clone()).await?
+            && marking.matches(&mark, &self.inner.mapping_fingerprint)
+        {
+            debug!("unchanged since the last publish at this plan revision");
+            let size = work.size();
+            let report = PublishReport {
+                unchanged: size,
+                skipped: size,
+                ..PublishReport::default()
+            };
+            return Ok((report, true));
+        }
+        // Before the rows are read: a write of them from now on ends the reservation.
+        state
+            .reserve_publish_mark(project, scope.clone(), marking.token)
+            .await?;
+        let report = self
+            .publish_mailbox_locked(mailbox, project, work, options)
+            .await?;
+        let marked = report.wrote_nothing()
+            && state
+                .confirm_publish_mark(
+                    project,
+                    scope,
+                    marking.token,
+                    marking.mark(report.unchanged, &self.inner.mapping_fingerprint),
+                )
+                .await?;
+        Ok((report, marked))
+    }
+
+    /// [`Engine::publish_mailbox`] with the mailbox's lock held and its lease checked.
+    async fn publish_mailbox_locked(
+        &self,
+        mailbox: &MailboxAddress,
+        project: ProjectGuid,
+        work: MailboxWork,
+        options: &PublishOptions,
+    ) -> Result<PublishReport, SyncError> {
+        let mut report = PublishReport::default();
         // Rows read under this lock are current; rows planned before it are checked again
         // before anything is written (below).
         let (plan, view, rows_current) = match work {

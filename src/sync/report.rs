@@ -51,6 +51,9 @@ pub struct PublishReport {
     pub deferred: usize,
     /// Items that failed (they are retried at the next publish).
     pub failed: usize,
+    /// Of the unchanged assignments, those of mailboxes (or a whole project) a publish mark
+    /// showed unchanged since the last publish, without reading them.
+    pub skipped: usize,
     /// The failures, for the report.
     pub errors: Vec<ItemError>,
 }
@@ -66,6 +69,7 @@ impl PublishReport {
         self.refused_deletes += other.refused_deletes;
         self.deferred += other.deferred;
         self.failed += other.failed;
+        self.skipped += other.skipped;
         self.errors.extend(other.errors);
     }
 
@@ -90,6 +94,18 @@ impl PublishReport {
     /// Whether every item went through.
     pub fn is_clean(&self) -> bool {
         self.failed == 0 && self.refused_deletes == 0
+    }
+
+    /// Whether the publish found nothing to do: no write, no failure, nothing refused or left
+    /// to the next publish. Only such a publish leaves a publish mark.
+    pub(crate) fn wrote_nothing(&self) -> bool {
+        self.created == 0
+            && self.updated == 0
+            && self.deleted == 0
+            && self.adopted == 0
+            && self.refused_deletes == 0
+            && self.deferred == 0
+            && self.failed == 0
     }
 }
 

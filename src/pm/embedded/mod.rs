@@ -48,7 +48,8 @@ use self::relay::Relay;
 use self::store::Db;
 use super::export::ExportFormat;
 use super::host::{
-    HostError, HostEvent, PmHost, StatusUpdate, StatusUpdateId, UnitAddress, UpdateOutcome,
+    HostError, HostEvent, PlanRevision, PmHost, StatusUpdate, StatusUpdateId, UnitAddress,
+    UpdateOutcome,
 };
 use super::import::{ImportError, ImportOptions};
 use super::model::{AssignmentKey, AssignmentUid, Project, ProjectGuid};
@@ -636,6 +637,13 @@ impl PmHost for EmbeddedHost {
         Ok(self
             .call(move |c| rows::sync_unit_addresses(c, guid))
             .await?)
+    }
+
+    async fn plan_revision(&self, guid: ProjectGuid) -> Result<Option<PlanRevision>, HostError> {
+        Ok(self
+            .call(move |c| rows::plan_revision(c, guid))
+            .await?
+            .map(PlanRevision))
     }
 
     async fn submit_status_update(&self, update: StatusUpdate) -> Result<UpdateOutcome, HostError> {

@@ -538,7 +538,7 @@ pub(crate) fn write_project(
              minutes_per_day = excluded.minutes_per_day,
              minutes_per_week = excluded.minutes_per_week, start = excluded.start,
              policy = COALESCE(?9, projects.policy), revision = projects.revision + 1,
-             imported_at = excluded.imported_at, published_at = excluded.published_at",
+             plan_version = projects.plan_version + 1, imported_at = excluded.imported_at, published_at = excluded.published_at",
         args![
             key,
             project.name,
@@ -670,7 +670,40 @@ pub(crate) fn save_assignment(
             a.actual_finish.map(local),
         ],
     )?;
-    write_field_times(conn, &key, a)
+    write_field_times(conn, &key, a)?;
+    touch_plan(conn, &key)
+}
+
+/// Moves the project's plan version: something a publish reads changed.
+fn touch_plan(conn: &dyn Conn, project: &str) -> Result<(), EmbeddedError> {
+    conn.execute(
+        "UPDATE projects SET plan_version = plan_version + 1 WHERE guid = ?1",
+        args![project],
+    )?;
+    Ok(())
+}
+
+/// What [`crate::pm::PmHost::plan_revision`] answers for the project: its import stamp, import
+/// count and plan version, which together move with every write of what a publish reads (the
+/// stamp tells a project removed and imported again from the one before it). `None` when the
+/// project is not stored.
+pub(crate) fn plan_revision(
+    conn: &dyn Conn,
+    guid: ProjectGuid,
+) -> Result<Option<String>, EmbeddedError> {
+    let row = conn.query_opt(
+        "SELECT imported_at, revision, plan_version FROM projects WHERE guid = ?1",
+        args![guid.to_string()],
+    )?;
+    row.map(|row| {
+        Ok(format!(
+            "{}/{}/{}",
+            row.get::<String>(0)?,
+            row.get::<i64>(1)?,
+            row.get::<i64>(2)?
+        ))
+    })
+    .transpose()
 }
 
 /// Writes the values of one task (not its position).
@@ -699,7 +732,7 @@ pub(crate) fn save_task(
             t.outline_level,
         ],
     )?;
-    Ok(())
+    touch_plan(conn, &project.to_string())
 }
 
 /// Sets the project's policy; `false` when there is no such project.

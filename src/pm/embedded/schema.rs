@@ -14,7 +14,7 @@
 //! order is time order); `position` keeps the file order of tasks, resources and assignments.
 
 /// The migrations, version 1 first.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// The PM store's schema for the shared migration scheme.
 pub(crate) const SCHEMA: crate::sqlite::migrate::Schema = crate::sqlite::migrate::Schema {
@@ -194,6 +194,13 @@ CREATE TABLE rejection_notices (
 );
 INSERT INTO rejection_notices (update_id, queued_at)
     SELECT id, COALESCE(decided_at, submitted_at) FROM status_updates WHERE state = 'rejected';
+";
+
+/// Version 6: a project's plan version, moved by every write of what a publish reads (an
+/// import, an assignment's or a task's values), so that the connector can tell an unchanged
+/// plan without reading it (`PmHost::plan_revision`). `revision` keeps counting imports only.
+const V6: &str = "
+ALTER TABLE projects ADD COLUMN plan_version INTEGER NOT NULL DEFAULT 0;
 ";
 
 /// Migration `sql` (one of [`MIGRATIONS`]) in PostgreSQL's dialect.
