@@ -506,6 +506,7 @@ fn persist_applied(
         .assignment(key.assignment)
         .cloned()
         .ok_or(EmbeddedError::UnknownAssignment(key))?;
+    rows::touch_plan(tx, key.project)?;
     rows::save_assignment(tx, key.project, &assignment)?;
     for (uid, _) in &applied.fields {
         if *uid != key.assignment

@@ -644,7 +644,8 @@ fn write_field_times(conn: &dyn Conn, project: &str, a: &Assignment) -> Result<(
     Ok(())
 }
 
-/// Writes the values of one assignment (not its position) and its field times.
+/// Writes the values of one assignment (not its position) and its field times. The caller
+/// moves the plan version ([`touch_plan`]).
 pub(crate) fn save_assignment(
     conn: &dyn Conn,
     project: ProjectGuid,
@@ -670,15 +671,15 @@ pub(crate) fn save_assignment(
             a.actual_finish.map(local),
         ],
     )?;
-    write_field_times(conn, &key, a)?;
-    touch_plan(conn, &key)
+    write_field_times(conn, &key, a)
 }
 
-/// Moves the project's plan version: something a publish reads changed.
-fn touch_plan(conn: &dyn Conn, project: &str) -> Result<(), EmbeddedError> {
+/// Moves the project's plan version: something a publish reads changed. Every transaction that
+/// saves an assignment or a task calls it once ([`write_project`] moves it itself).
+pub(crate) fn touch_plan(conn: &dyn Conn, project: ProjectGuid) -> Result<(), EmbeddedError> {
     conn.execute(
         "UPDATE projects SET plan_version = plan_version + 1 WHERE guid = ?1",
-        args![project],
+        args![project.to_string()],
     )?;
     Ok(())
 }
@@ -706,7 +707,8 @@ pub(crate) fn plan_revision(
     .transpose()
 }
 
-/// Writes the values of one task (not its position).
+/// Writes the values of one task (not its position). The caller moves the plan version
+/// ([`touch_plan`]).
 pub(crate) fn save_task(
     conn: &dyn Conn,
     project: ProjectGuid,
@@ -732,7 +734,7 @@ pub(crate) fn save_task(
             t.outline_level,
         ],
     )?;
-    touch_plan(conn, &project.to_string())
+    Ok(())
 }
 
 /// Sets the project's policy; `false` when there is no such project.
