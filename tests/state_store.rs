@@ -382,6 +382,7 @@ async fn the_journal_stays_open_until_committed<S: StateStore>(store: S) {
             delete: vec![],
             close_journal: ids[..2].to_vec(),
             fences: vec![],
+            publish_token: None,
         })
         .await
         .expect("commit");
@@ -900,6 +901,33 @@ async fn a_publish_mark_ends_with_any_write_of_its_rows<B: Backend>(backend: &B)
         .expect("delete");
     assert_eq!(read(&ann).await, None, "ann's row was deleted");
     assert_eq!(read(&MarkScope::Project).await, None);
+
+    // The reserving publish's own writes keep its reservation; another publish's end it.
+    store
+        .reserve_publish_mark(project, ann.clone(), 6)
+        .await
+        .expect("reserve");
+    let own = |token| Commit {
+        put: vec![state(1, "ann@example.com")],
+        publish_token: Some(token),
+        ..Commit::default()
+    };
+    other.commit(own(6)).await.expect("commit");
+    assert!(confirm(&ann, 6, 1).await, "the publish's own write");
+    store
+        .reserve_publish_mark(project, ann.clone(), 7)
+        .await
+        .expect("reserve");
+    other.commit(own(8)).await.expect("commit");
+    assert!(!confirm(&ann, 7, 1).await, "another publish's write");
+    // A confirmed mark goes with any later write, its publish's token or not.
+    store
+        .reserve_publish_mark(project, ann.clone(), 9)
+        .await
+        .expect("reserve");
+    assert!(confirm(&ann, 9, 1).await);
+    other.commit(own(9)).await.expect("commit");
+    assert_eq!(read(&ann).await, None, "written after it was confirmed");
 
     // Another project's rows are no write of this one's; forgetting the project ends its marks.
     store

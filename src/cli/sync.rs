@@ -53,7 +53,7 @@ pub struct PublishArgs {
     #[arg(long)]
     pub force: bool,
     /// Compare every assignment with its stored row, even in a project (or mailbox) the last
-    /// publish found unchanged at the same plan revision, which is otherwise skipped unread.
+    /// publish left in step at the same plan revision, which is otherwise skipped unread.
     #[arg(long)]
     pub full: bool,
     /// Print the report as JSON.

@@ -295,7 +295,7 @@ pub trait PmHost: Send + Sync + 'static {
     /// A value that moves whenever anything a publish reads of the project changes: its units,
     /// their values and field times, their tasks and resources (names, addresses), the
     /// project's own fields. With it an unchanged project is published without being read:
-    /// the connector records the revision a publish left every mailbox converged at and
+    /// the connector records the revision a publish left every mailbox in step at and
     /// compares the next one with it.
     ///
     /// `Ok(None)` (the default) when the host keeps no such value or does not know the

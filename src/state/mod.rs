@@ -357,11 +357,11 @@ impl MarkScope {
     }
 }
 
-/// What a publish that found a scope's rows all unchanged leaves, so that the next publish can
+/// What a publish that left a scope's rows in step with the plan leaves, so that the next publish can
 /// skip the scope without reading it: the plan revision and the mapping it compared against.
 /// A store removes a scope's mark with any write of its rows (a mailbox's rows also end the
-/// project's mark), so a mark present and equal to what a publish would compare against says
-/// the comparison would find nothing to do.
+/// project's mark) but the confirming publish's own, so a mark present and equal to what a
+/// publish would compare against says the comparison would find nothing to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PublishMark {
     /// The project's plan revision ([`crate::pm::PmHost::plan_revision`]) the publish read
@@ -511,9 +511,10 @@ pub trait StateStore: Send + Sync + 'static {
         std::future::ready(Ok(None))
     }
     /// Reserves the publish mark of `scope` for the publish `token` (replacing any mark there):
-    /// from now on any write of the scope's rows removes the reservation, so that
-    /// [`StateStore::confirm_publish_mark`] can tell whether the rows stayed as the publish
-    /// read them. A write that began before the reservation is finished before it returns.
+    /// from now on any write of the scope's rows removes the reservation, except the
+    /// publish's own (a [`Commit`] with its [`Commit::publish_token`]), so that
+    /// [`StateStore::confirm_publish_mark`] can tell whether the rows are as the publish read
+    /// and wrote them. A write that began before the reservation is finished before it returns.
     fn reserve_publish_mark(
         &self,
         project: ProjectGuid,
@@ -616,6 +617,10 @@ pub struct Commit {
     /// The leases the rows were worked out under: when one of them has moved, the store
     /// commits nothing and answers [`StateError::LeaseLost`].
     pub fences: Vec<Fence>,
+    /// The publish that writes these rows, by the token of its publish-mark reservations
+    /// ([`StateStore::reserve_publish_mark`]): a publish's own writes keep its reservations,
+    /// every other write of the rows ends them.
+    pub publish_token: Option<i64>,
 }
 
 impl Commit {

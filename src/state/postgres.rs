@@ -559,17 +559,24 @@ async fn write_commit(
     }
     // After the rows, so that this transaction holds its lock on `assignment` by now: a
     // reservation (which waits for that lock) is either made before this statement, which
-    // then removes it, or after this transaction commits.
+    // then removes it (unless this is the reserving publish's own write), or after this
+    // transaction commits.
     let touched = commit.touched_scopes();
     if !touched.is_empty() {
         let unmark = tx
-            .prepare_cached("DELETE FROM publish_mark WHERE project = $1 AND mailbox IN ($2, '')")
+            .prepare_cached(
+                "DELETE FROM publish_mark WHERE project = $1 AND mailbox IN ($2, '') \
+                 AND (revision IS NOT NULL OR token IS DISTINCT FROM $3)",
+            )
             .await
             .map_err(db)?;
         for (project, mailbox) in touched {
-            tx.execute(&unmark, &[&project.to_string(), &mailbox.0])
-                .await
-                .map_err(db)?;
+            tx.execute(
+                &unmark,
+                &[&project.to_string(), &mailbox.0, &commit.publish_token],
+            )
+            .await
+            .map_err(db)?;
         }
     }
     Ok(())

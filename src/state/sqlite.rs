@@ -100,8 +100,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // instead of failing on its rows, and the file is copied before it first changes.
     "-- the binary baseline: no statement",
     // 5: publish marks (`PublishMark`): a mailbox's rows of a project, or the whole project's
-    // (mailbox ''), as a publish found them all unchanged at a plan revision. `revision` is NULL
-    // while reserved. Every write of a mailbox's rows deletes its mark and the project's.
+    // (mailbox ''), as a publish left them in step with the plan at a revision. `revision` is
+    // NULL while reserved. Every write of a mailbox's rows deletes its mark and the project's
+    // (but the reserving publish's own).
     "CREATE TABLE publish_mark (
         project  TEXT NOT NULL,
         mailbox  TEXT NOT NULL,
@@ -442,15 +443,23 @@ fn write_commit(tx: &Connection, commit: &Commit) -> Result<(), StateError> {
             close.execute(params![id]).map_err(db)?;
         }
     }
-    // After the rows: the marks of what changed go (see `StateStore::reserve_publish_mark`).
+    // After the rows: the marks of what changed go, but the reservations of the publish that
+    // writes them (see `StateStore::reserve_publish_mark`).
     let touched = commit.touched_scopes();
     if !touched.is_empty() {
         let mut unmark = tx
-            .prepare_cached("DELETE FROM publish_mark WHERE project = ?1 AND mailbox IN (?2, '')")
+            .prepare_cached(
+                "DELETE FROM publish_mark WHERE project = ?1 AND mailbox IN (?2, '') \
+                 AND (revision IS NOT NULL OR token IS NOT ?3)",
+            )
             .map_err(db)?;
         for (project, mailbox) in touched {
             unmark
-                .execute(params![project.to_string(), mailbox.0])
+                .execute(params![
+                    project.to_string(),
+                    mailbox.0,
+                    commit.publish_token
+                ])
                 .map_err(db)?;
         }
     }
@@ -1254,7 +1263,7 @@ mod tests {
             // Today's `write_commit` also ends publish marks (step 5), which this file has no
             // table for: a table of this connection only stands in for it.
             conn.execute_batch(
-                "CREATE TEMP TABLE publish_mark (project TEXT, mailbox TEXT, token INTEGER)",
+                "CREATE TEMP TABLE publish_mark (project TEXT, mailbox TEXT, token INTEGER, revision TEXT)",
             )
             .expect("temp table");
             write_commit(

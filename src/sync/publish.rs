@@ -31,7 +31,7 @@ pub struct PublishOptions {
     /// Delete even beyond the mass-delete guard.
     pub force: bool,
     /// Compare every assignment, even where a publish mark says the last publish at the same
-    /// plan revision found nothing to do (the marks are still made again).
+    /// plan revision left it in step (the marks are still made again).
     pub full: bool,
     /// Called as mailboxes finish (for a progress bar).
     pub progress: Option<Progress>,
@@ -62,7 +62,7 @@ impl Marking {
         self.trusted && mark.revision == self.revision && mark.mapping == fingerprint
     }
 
-    /// The mark this publish leaves on a scope of `units` unchanged assignments.
+    /// The mark this publish leaves on a scope of `units` assignments in step.
     fn mark(&self, units: usize, fingerprint: &str) -> PublishMark {
         PublishMark {
             revision: self.revision.clone(),
@@ -110,9 +110,6 @@ struct Listed {
     /// mailbox may record its new task (the same key) before this mailbox's turn, and the old
     /// task must still go.
     moved_out: Vec<AssignmentState>,
-    /// How many of `desired` had no row when the plan was made: tasks to create, so the
-    /// publish will write and leave no mark (none is reserved).
-    unrecorded: usize,
 }
 
 impl MailboxWork {
@@ -215,14 +212,15 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             }
         }
         drop(runs);
-        // Every mailbox unchanged (or skipped by its own mark) and nothing written: the next
-        // publish at this revision needs no read at all. Any write of the project's rows
-        // since the reservation (this publish's own included) has ended it.
+        // Every mailbox marked (in step, or skipped by its own mark): the next publish at this
+        // revision needs no read at all. Any write of the project's rows since the
+        // reservation but this publish's own has ended it.
         if let Some(marking) = &marking
             && all_marked
-            && report.wrote_nothing()
+            && report.is_clean()
+            && report.deferred == 0
         {
-            let mark = marking.mark(report.unchanged, &self.inner.mapping_fingerprint);
+            let mark = marking.mark(report.in_step(), &self.inner.mapping_fingerprint);
             self.inner
                 .state
                 .confirm_publish_mark(project, MarkScope::Project, marking.token, mark)
@@ -260,15 +258,12 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         let mut moved = Vec::new();
         for unit in units {
             let mailbox = MailboxAddress::new(&unit.email);
-            let old = placed.remove(&unit.uid);
-            if let Some(old) = &old
-                && *old != mailbox
+            if let Some(old) = placed.remove(&unit.uid)
+                && old != mailbox
             {
                 moved.push(unit.uid);
             }
-            let list = lists.entry(mailbox).or_default();
-            list.desired.push(unit.uid);
-            list.unrecorded += usize::from(old.is_none());
+            lists.entry(mailbox).or_default().desired.push(unit.uid);
         }
         for (uid, mailbox) in placed {
             lists.entry(mailbox).or_default().leaving.push(uid);
@@ -358,7 +353,6 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             desired,
             leaving,
             moved_out,
-            unrecorded: _,
         } = listed;
         let mut rows: HashMap<AssignmentUid, AssignmentState> = self
             .inner
@@ -394,7 +388,9 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     }
 
     /// Publishes the project's part in one mailbox under the mailbox's lock; says whether the
-    /// mailbox's publish mark is confirmed (or was already there) at `marking`'s revision.
+    /// mailbox's publish mark is confirmed (or was already there) at `marking`'s revision: the
+    /// mailbox is in step with the plan (nothing failed, refused or left) and nothing but this
+    /// publish wrote its rows since it read them.
     #[instrument(skip_all, fields(mailbox = %mailbox))]
     async fn publish_mailbox(
         &self,
@@ -414,13 +410,11 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             return Ok((PublishReport::default(), false));
         }
         // A planned mailbox's rows were read before its lock and before any reservation: only
-        // listed mailboxes, whose rows are read under both, are marked; and not those with
-        // tasks to create (a first publish), which will write.
-        let marking =
-            marking.filter(|_| matches!(&work, MailboxWork::Listed(l) if l.unrecorded == 0));
+        // listed mailboxes, whose rows are read under both, are marked.
+        let marking = marking.filter(|_| matches!(work, MailboxWork::Listed(_)));
         let Some(marking) = marking else {
             let report = self
-                .publish_mailbox_locked(mailbox, project, work, options)
+                .publish_mailbox_locked(mailbox, project, work, options, None)
                 .await?;
             return Ok((report, false));
         };
@@ -439,32 +433,37 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             };
             return Ok((report, true));
         }
-        // Before the rows are read: a write of them from now on ends the reservation.
+        // Before the rows are read: a write of them from now on, but this publish's own, ends
+        // the reservation. What this publish sends through the inbound path (items found
+        // changed, gone or to take over) is written as a pass writes it, and ends it too.
         state
             .reserve_publish_mark(project, scope.clone(), marking.token)
             .await?;
         let report = self
-            .publish_mailbox_locked(mailbox, project, work, options)
+            .publish_mailbox_locked(mailbox, project, work, options, Some(marking.token))
             .await?;
-        let marked = report.wrote_nothing()
+        let marked = report.is_clean()
+            && report.deferred == 0
             && state
                 .confirm_publish_mark(
                     project,
                     scope,
                     marking.token,
-                    marking.mark(report.unchanged, &self.inner.mapping_fingerprint),
+                    marking.mark(report.in_step(), &self.inner.mapping_fingerprint),
                 )
                 .await?;
         Ok((report, marked))
     }
 
-    /// [`Engine::publish_mailbox`] with the mailbox's lock held and its lease checked.
+    /// [`Engine::publish_mailbox`] with the mailbox's lock held and its lease checked; its
+    /// commits carry `token` ([`Commit::publish_token`]).
     async fn publish_mailbox_locked(
         &self,
         mailbox: &MailboxAddress,
         project: ProjectGuid,
         work: MailboxWork,
         options: &PublishOptions,
+        token: Option<i64>,
     ) -> Result<PublishReport, SyncError> {
         let mut report = PublishReport::default();
         // Rows read under this lock are current; rows planned before it are checked again
@@ -606,13 +605,13 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             deletes.clear();
         }
         if !creates.is_empty() {
-            self.publish_creates(mailbox, view, creates, &mut report)
+            self.publish_creates(mailbox, view, creates, token, &mut report)
                 .await?;
         }
         let stale = if updates.is_empty() {
             Vec::new()
         } else {
-            self.publish_updates(mailbox, view, updates, &mut report)
+            self.publish_updates(mailbox, view, updates, token, &mut report)
                 .await?
         };
         if !stale.is_empty() {
@@ -625,11 +624,13 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             report.take_failures(inbound);
         }
         if !deletes.is_empty() {
-            self.publish_deletes(mailbox, deletes, &mut report).await?;
+            self.publish_deletes(mailbox, deletes, token, &mut report)
+                .await?;
         }
         if !forget.is_empty() {
             self.commit(Commit {
                 delete: forget,
+                publish_token: token,
                 ..Commit::default()
             })
             .await?;
@@ -649,6 +650,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         mailbox: &MailboxAddress,
         view: &ProjectView,
         creates: Vec<(AssignmentKey, MailValues, AssignmentState)>,
+        token: Option<i64>,
         report: &mut PublishReport,
     ) -> Result<(), SyncError> {
         let store = &self.inner.mailboxes;
@@ -736,8 +738,9 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                         continue;
                     }
                 };
-                let (commit, created) =
+                let (mut commit, created) =
                     self.record_creates(mailbox, view, chunk, results, journal, report);
+                commit.publish_token = token;
                 report.created += created;
                 Metrics::add(&self.inner.metrics.created, created);
                 stored_later = Some(commit);
@@ -873,6 +876,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         mailbox: &MailboxAddress,
         view: &ProjectView,
         updates: Vec<(AssignmentKey, MailValues, AssignmentState)>,
+        token: Option<i64>,
         report: &mut PublishReport,
     ) -> Result<Vec<AssignmentState>, SyncError> {
         let store = &self.inner.mailboxes;
@@ -920,6 +924,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             let now = Utc::now();
             let mut commit = Commit {
                 close_journal: journal,
+                publish_token: token,
                 ..Commit::default()
             };
             for ((key, desired, state), result) in chunk.iter().zip(results) {
@@ -1017,10 +1022,13 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         }
     }
 
+    /// Deletes the tasks of assignments that left; the commits carry `token`
+    /// ([`Commit::publish_token`]).
     pub(crate) async fn publish_deletes(
         &self,
         mailbox: &MailboxAddress,
         deletes: Vec<AssignmentState>,
+        token: Option<i64>,
         report: &mut PublishReport,
     ) -> Result<(), SyncError> {
         let store = &self.inner.mailboxes;
@@ -1047,6 +1055,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             };
             let mut commit = Commit {
                 close_journal: journal,
+                publish_token: token,
                 ..Commit::default()
             };
             for (s, result) in chunk.iter().zip(results) {

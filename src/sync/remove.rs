@@ -93,7 +93,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             }
             let _guard = self.lock(&mailbox).await;
             let mut deletes = PublishReport::default();
-            self.publish_deletes(&mailbox, with_items, &mut deletes)
+            self.publish_deletes(&mailbox, with_items, None, &mut deletes)
                 .await?;
             report.deleted.insert(mailbox.to_string(), deletes.deleted);
             report.failed += deletes.failed;

@@ -96,16 +96,10 @@ impl PublishReport {
         self.failed == 0 && self.refused_deletes == 0
     }
 
-    /// Whether the publish found nothing to do: no write, no failure, nothing refused or left
-    /// to the next publish. Only such a publish leaves a publish mark.
-    pub(crate) fn wrote_nothing(&self) -> bool {
-        self.created == 0
-            && self.updated == 0
-            && self.deleted == 0
-            && self.adopted == 0
-            && self.refused_deletes == 0
-            && self.deferred == 0
-            && self.failed == 0
+    /// Assignments whose tasks show the plan after this publish: what a later publish that
+    /// finds them unchanged reports as unchanged.
+    pub(crate) fn in_step(&self) -> usize {
+        self.created + self.updated + self.unchanged + self.adopted
     }
 }
 
