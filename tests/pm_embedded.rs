@@ -228,6 +228,74 @@ async fn suite(mut fresh: impl FnMut(&str) -> Store) {
     project_part_equals_the_same_rows_of_the_whole_project(fresh("part")).await;
     notices_owed_outlive_the_process_and_are_owed_once(fresh("notices")).await;
     the_plan_revision_moves_with_every_write_a_publish_reads(fresh("revision")).await;
+    updates_submitted_together_are_taken_in_order_until_one_fails(fresh("submit_many")).await;
+}
+
+/// The connector hands a read batch's status updates over in one call, which the embedded
+/// host takes in one transaction: each is taken as it would be alone (the same item version
+/// twice is one update), and one that fails leaves nothing of itself, keeps those before it
+/// and stops those after it, which are not submitted.
+async fn updates_submitted_together_are_taken_in_order_until_one_fails(store: Store) {
+    let host = edge_host(&store, Policy::Auto).await;
+    let before_3 = assignment(&host, 3).await;
+    let mut unknown = update(1, "ck-x", vec![percent_change(27, 50)]);
+    unknown.key = AssignmentKey {
+        project: edge_guid(),
+        assignment: AssignmentUid(999),
+    };
+    let taken = host
+        .submit_status_updates(vec![
+            update(1, "ck-1", vec![percent_change(27, 60)]),
+            update(1, "ck-1", vec![percent_change(27, 60)]),
+            unknown,
+            update(3, "ck-1", vec![percent_change(0, 75)]),
+        ])
+        .await;
+    let [first, again] = &taken.outcomes[..] else {
+        panic!("two outcomes before the failure: {taken:?}");
+    };
+    let UpdateOutcome::Applied { id, assignment: a } = first else {
+        panic!("expected Applied, got {first:?}");
+    };
+    assert_eq!(a.percent_work_complete, Percent::new(60).expect("in range"));
+    assert_eq!(again, first, "the same item version is the same update");
+    assert!(
+        matches!(taken.stopped, Some(HostError::UnknownAssignment(k)) if k.assignment == AssignmentUid(999)),
+        "{:?}",
+        taken.stopped
+    );
+    assert_eq!(
+        assignment(&host, 1).await.percent_work_complete,
+        Percent::new(60).expect("in range"),
+        "kept: taken before the failure"
+    );
+    assert_eq!(
+        assignment(&host, 3).await,
+        before_3,
+        "after the failure: not submitted"
+    );
+    let records = host
+        .status_updates(UpdateFilter::default())
+        .await
+        .expect("lists");
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(&records[0].id, id);
+    // Taken alone afterwards as if never tried.
+    let outcome = host
+        .submit_status_updates(vec![update(3, "ck-1", vec![percent_change(0, 75)])])
+        .await;
+    assert!(outcome.stopped.is_none(), "{:?}", outcome.stopped);
+    assert!(
+        matches!(&outcome.outcomes[..], [UpdateOutcome::Applied { .. }]),
+        "{:?}",
+        outcome.outcomes
+    );
+    assert!(
+        host.submit_status_updates(Vec::new())
+            .await
+            .outcomes
+            .is_empty()
+    );
 }
 
 /// The connector skips publishing a project whose plan revision it already published; so the

@@ -8,7 +8,7 @@
 
 use super::embedded::EmbeddedHost;
 use super::host::{
-    HostError, HostEvent, PlanRevision, PmHost, StatusUpdate, UnitAddress, UpdateOutcome,
+    HostError, HostEvent, PlanRevision, PmHost, StatusUpdate, Submitted, UnitAddress, UpdateOutcome,
 };
 use super::model::{AssignmentUid, Project, ProjectGuid};
 use super::redmine::RedmineHost;
@@ -84,6 +84,10 @@ impl PmHost for AnyHost {
 
     async fn submit_status_update(&self, update: StatusUpdate) -> Result<UpdateOutcome, HostError> {
         either!(self, h => PmHost::submit_status_update(h, update))
+    }
+
+    async fn submit_status_updates(&self, updates: Vec<StatusUpdate>) -> Submitted {
+        either!(self, h => PmHost::submit_status_updates(h, updates))
     }
 
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<HostEvent> {

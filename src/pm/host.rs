@@ -249,6 +249,17 @@ pub enum HostError {
     Other(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// What [`PmHost::submit_status_updates`] did with a list of updates: the outcomes of the
+/// first ones, in order, and the error that stopped the others, if any.
+#[derive(Debug, Default)]
+pub struct Submitted {
+    /// One per update taken, in the order given.
+    pub outcomes: Vec<UpdateOutcome>,
+    /// Why the update after the last outcome was not taken; that one and any after it were
+    /// not submitted.
+    pub stopped: Option<HostError>,
+}
+
 /// The PM side as the connector sees it.
 ///
 /// Implementations must be cheap to share (`Arc` inside) and safe to call concurrently.
@@ -330,6 +341,31 @@ pub trait PmHost: Send + Sync + 'static {
         &self,
         update: StatusUpdate,
     ) -> impl Future<Output = Result<UpdateOutcome, HostError>> + Send;
+
+    /// Several status updates, each as [`PmHost::submit_status_update`] would take it, in
+    /// order: the outcomes of those taken, then the error that stopped the rest, if one did
+    /// (the updates after it were not submitted). The connector hands over the updates of one
+    /// read batch of a mailbox at once; a host that can should take them in one transaction
+    /// (the embedded host does), since one commit per update is most of what an update costs
+    /// it. The default submits them one at a time.
+    fn submit_status_updates(
+        &self,
+        updates: Vec<StatusUpdate>,
+    ) -> impl Future<Output = Submitted> + Send {
+        async move {
+            let mut submitted = Submitted::default();
+            for update in updates {
+                match self.submit_status_update(update).await {
+                    Ok(outcome) => submitted.outcomes.push(outcome),
+                    Err(e) => {
+                        submitted.stopped = Some(e);
+                        break;
+                    }
+                }
+            }
+            submitted
+        }
+    }
 
     /// Events the connector reacts to. A lagging receiver misses events; the connector then
     /// reconciles every project, so nothing is lost.

@@ -16,7 +16,8 @@ pub mod redmine;
 pub use any::AnyHost;
 pub use host::{
     FieldChange, FieldValue, HostError, HostEvent, IdempotencyKey, PlanRevision, PmHost,
-    StatusNoteChange, StatusUpdate, StatusUpdateId, UnitAddress, UpdateOutcome, UpdateSource,
+    StatusNoteChange, StatusUpdate, StatusUpdateId, Submitted, UnitAddress, UpdateOutcome,
+    UpdateSource,
 };
 pub use import::{ImportError, ImportOptions, import_file};
 pub use model::{

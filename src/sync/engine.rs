@@ -139,10 +139,22 @@ impl ProjectView {
     /// The view with one assignment replaced (after the host applied a status update).
     pub fn with_assignment(&self, assignment: Assignment) -> ProjectView {
         let mut project = self.project.clone();
-        if let Some(a) = project.assignment_mut(assignment.uid) {
-            *a = assignment;
+        let Some(a) = project.assignment_mut(assignment.uid) else {
+            return ProjectView::new(project);
+        };
+        // Which assignments are sync units, and where, depends only on each one's task and
+        // resource: with those unchanged the index stands as it is.
+        let same_place =
+            a.task_uid == assignment.task_uid && a.resource_uid == assignment.resource_uid;
+        *a = assignment;
+        if !same_place {
+            return ProjectView::new(project);
         }
-        ProjectView::new(project)
+        ProjectView {
+            project,
+            units: self.units.clone(),
+            order: self.order.clone(),
+        }
     }
 }
 
@@ -627,6 +639,11 @@ impl ProjectCache {
             self.views.insert(project, view);
         }
         Ok(())
+    }
+
+    /// The cached view of `project`, if one was read: the latest the pass knows.
+    pub fn latest(&self, project: ProjectGuid) -> Option<Arc<ProjectView>> {
+        self.views.get(&project).cloned().flatten()
     }
 
     /// Replaces a cached project after the host changed it.

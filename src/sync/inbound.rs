@@ -4,12 +4,14 @@
 //! A mailbox pass (request: [`Engine::sync_mailbox`]) asks SyncFolderItems what changed since
 //! the last pass, skips items whose change key is the one taskbridge last wrote or read (its own
 //! writes, never echoed), and reads the others with GetItem (`process_rows`, a batch at a
-//! time). Each item then goes through `prepare`: decide (`decide_item`), audit (`audit`) and
-//! status update (`submit_status_update`: the mailbox's newer values go to the PM host as one
-//! task status update); then the batch's items whose PM values go back are written back
-//! together (`write_back`: one journal transaction, one UpdateItem), and each is settled
-//! (`after_write`, `settle`: one commit of what its round left). A write back that meets a
-//! stale change key reads the item again (`reread`) and goes through the steps again, alone.
+//! time). Each item of a batch is decided (`decide`: `decide_item`, then `audit`); then comes
+//! the status update (`submit_decided`: the mailbox's newer values of each item go to the PM
+//! host as one task status update, the batch's updates in one call that the embedded host
+//! takes in one transaction, and `status_update_taken` handles each answer); then the batch's
+//! items whose PM values go back are written back together (`write_back`: one journal
+//! transaction, one UpdateItem), and each is settled (`after_write`, `settle`: one commit of
+//! what its round left). A write back that meets a stale change key reads the item again
+//! (`reread`) and goes through the steps again, alone (`prepare`).
 //!
 //! # State transactions of an item
 //!
@@ -32,12 +34,11 @@
 //! - The baseline of what the PM side took was committed at once after the host applied the
 //!   update, so that no later failure (the write back, the read after a stale change key, the
 //!   process) leaves the PM's copy of the edit looking like a PM change that could win a tie
-//!   over a newer edit. It still is stored before any call to the mailbox: between the host's
-//!   answer and the transaction that stores it come only the status updates of the batch's
-//!   other items, and when one of those fails, the rounds staged so far are stored before the
-//!   error is returned (`keep_staged`); a write back, a re-read or a next round all come after
-//!   it. A crash before that transaction is the window the early commit had too (host applied,
-//!   nothing stored), longer by the other items' status updates.
+//!   over a newer edit. It still is stored before any call to the mailbox: the batch's status
+//!   updates go in one call, and when the host stops at one of them, the rounds it answered
+//!   are stored before the error is returned (`keep_staged`); a write back, a re-read or a
+//!   next round all come after it. A crash before that transaction is the window the early
+//!   commit had too (host applied, nothing stored), for the batch's updates together.
 //! - The audit was appended before the status update went to the host. It now goes in the
 //!   transaction that stores the decision's result, so the log holds exactly the decisions
 //!   whose results are stored: a host that fails, or a crash before the submit, no longer
@@ -67,7 +68,7 @@ use super::report::InboundReport;
 use crate::mapping::{FieldTable, MailField, MailValues, changed_fields, owner_zone};
 use crate::pm::{
     Assignment, AssignmentField, AssignmentKey, FieldChange, FieldValue, Percent, PmHost,
-    StatusNoteChange, StatusUpdate, StatusUpdateId, UpdateOutcome, UpdateSource,
+    StatusNoteChange, StatusUpdate, StatusUpdateId, Submitted, UpdateOutcome, UpdateSource,
 };
 use crate::state::{
     AssignmentState, AuditRecord, Baseline, Commit, DecisionRule, ItemRef, MailboxAddress,
@@ -351,22 +352,23 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     continue;
                 }
             };
-            // Each item through decide, audit and status update; then the values of those that
+            // Each item through decide and audit; the batch's status updates go to the PM host
+            // in one call, and each item through its outcome; then the values of those that
             // need them go back in one UpdateItem, under one journal transaction.
             let mut pass = ItemPass {
                 mailbox,
                 cache: &mut cache,
                 report,
             };
-            let mut staged = Vec::new();
+            let mut decided = Vec::new();
             for (row, result) in chunk.iter().zip(results) {
-                let step = self
-                    .stage(&mut pass, row, result, (mode, rejection), &mut staged)
-                    .await;
-                if let Err(e) = step {
-                    self.keep_staged(&mut staged).await;
-                    return Err(e);
-                }
+                self.decide_read(&mut pass, row, result, (mode, rejection), &mut decided)
+                    .await?;
+            }
+            let mut staged = Vec::new();
+            if let Err(e) = self.submit_decided(&mut pass, decided, &mut staged).await {
+                self.keep_staged(&mut staged).await;
+                return Err(e);
             }
             self.write_back_staged(&mut pass, staged, (mode, rejection))
                 .await?;
@@ -380,11 +382,32 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     async fn prepare(
         &self,
         pass: &mut ItemPass<'_>,
-        mut row: AssignmentState,
+        row: AssignmentState,
+        item: MailboxItem,
+        view: Arc<ProjectView>,
+        modes: (Mode, Option<&str>),
+    ) -> Result<Option<Staged>, SyncError> {
+        let Some(mut decided) = self.decide(pass, row, item, view, modes).await? else {
+            return Ok(None);
+        };
+        let outcome = match decided.update.take() {
+            Some(update) => Some(self.inner.host.submit_status_update(update).await?),
+            None => None,
+        };
+        self.take_outcome(pass, decided, outcome).await
+    }
+
+    /// Steps decide and audit of one version of an item, and the status update it makes, if
+    /// any. A version already waiting for approval, or whose assignment left the project, is
+    /// settled here (`None`).
+    async fn decide(
+        &self,
+        pass: &mut ItemPass<'_>,
+        row: AssignmentState,
         item: MailboxItem,
         view: Arc<ProjectView>,
         (mode, rejection): (Mode, Option<&str>),
-    ) -> Result<Option<Staged>, SyncError> {
+    ) -> Result<Option<Decided>, SyncError> {
         let Some(sides) = self.sides(&view, &row, &item) else {
             debug!(key = %row.key, "assignment left the project; left to the next publish");
             return Ok(None);
@@ -396,25 +419,24 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         let decision = self.decide_item(&view, &row, &sides, mode);
         let mut round = Round::new(view, sides, decision);
         round.audit = self.audit(pass.mailbox, row.key, &round, rejection);
-        if let Some(update) = self
-            .submit_status_update(pass, &mut row, &item, &mut round)
-            .await?
-        {
-            self.settle_pending(row, &item, &mut round, update).await?;
-            return Ok(None);
-        }
-        Ok(Some(Staged { row, item, round }))
+        let update = self.status_update(pass.mailbox, row.key, &item, &round);
+        Ok(Some(Decided {
+            row,
+            item,
+            round,
+            update,
+        }))
     }
 
-    /// One item read (or its failure) through steps decide, audit and status update; a round
-    /// that goes on to the write back is added to `staged`.
-    async fn stage(
+    /// One item read (or its failure) through steps decide and audit; a round that goes on
+    /// to the status update and the write back is added to `decided`.
+    async fn decide_read(
         &self,
         pass: &mut ItemPass<'_>,
         row: &AssignmentState,
         read: Result<MailboxItem, ItemFailure>,
         modes: (Mode, Option<&str>),
-        staged: &mut Vec<Staged>,
+        decided: &mut Vec<Decided>,
     ) -> Result<(), SyncError> {
         match read {
             Ok(item) => {
@@ -422,8 +444,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     debug!(key = %row.key, "project no longer published; left to the next publish");
                     return Ok(());
                 };
-                if let Some(round) = self.prepare(pass, row.clone(), item, view, modes).await? {
-                    staged.push(round);
+                if let Some(d) = self.decide(pass, row.clone(), item, view, modes).await? {
+                    decided.push(d);
                 }
             }
             Err(ItemFailure::NotFound) => {
@@ -433,6 +455,69 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             Err(f) => pass.report.fail(row.key, pass.mailbox, &f),
         }
         Ok(())
+    }
+
+    /// Step "status update" for the rounds of a read batch: their updates go to the PM host
+    /// in one call ([`PmHost::submit_status_updates`]), then each round takes its outcome in
+    /// order; those going on to the write back are added to `staged`. When the host stopped
+    /// at an update, the rounds before it are handled and its error returned: that round and
+    /// those after it were not submitted, and the next pass decides them again.
+    async fn submit_decided(
+        &self,
+        pass: &mut ItemPass<'_>,
+        mut decided: Vec<Decided>,
+        staged: &mut Vec<Staged>,
+    ) -> Result<(), SyncError> {
+        let submits: Vec<bool> = decided.iter().map(|d| d.update.is_some()).collect();
+        let updates: Vec<StatusUpdate> =
+            decided.iter_mut().filter_map(|d| d.update.take()).collect();
+        let Submitted { outcomes, stopped } = if updates.is_empty() {
+            Submitted::default()
+        } else {
+            self.inner.host.submit_status_updates(updates).await
+        };
+        let mut outcomes = outcomes.into_iter();
+        for (d, submits) in decided.into_iter().zip(submits) {
+            let outcome = match submits {
+                false => None,
+                true => match outcomes.next() {
+                    Some(outcome) => Some(outcome),
+                    None => break,
+                },
+            };
+            if let Some(round) = self.take_outcome(pass, d, outcome).await? {
+                staged.push(round);
+            }
+        }
+        match stopped {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// A decided round with its status update's outcome (`None`: it made none). A pending
+    /// update is settled here; anything else goes on to the write back.
+    async fn take_outcome(
+        &self,
+        pass: &mut ItemPass<'_>,
+        decided: Decided,
+        outcome: Option<UpdateOutcome>,
+    ) -> Result<Option<Staged>, SyncError> {
+        let Decided {
+            mut row,
+            item,
+            mut round,
+            ..
+        } = decided;
+        if let Some(outcome) = outcome
+            && let Some(update) = self
+                .status_update_taken(pass, &mut row, &mut round, outcome)
+                .await?
+        {
+            self.settle_pending(row, &item, &mut round, update).await?;
+            return Ok(None);
+        }
+        Ok(Some(Staged { row, item, round }))
     }
 
     /// When the batch stops on an error: the baselines of what the PM side took and the audit
@@ -648,23 +733,21 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         audit
     }
 
-    /// Step "status update": the fields taken from the mailbox, and a changed status note, go
-    /// to the PM host as one task status update. Applied or rejected, `round` then holds the
-    /// PM's resulting values; applied, the row's baseline of the fields taken is stored by the
-    /// item's next transaction, before any other remote call; pending, its id is returned and
-    /// nothing goes back to the mailbox until the status manager decides.
-    async fn submit_status_update(
+    /// Step "status update", the host's answer: the fields taken from the mailbox, and a
+    /// changed status note, went to the PM host as one task status update. Applied or
+    /// rejected, `round` then holds the PM's resulting values; applied, the row's baseline of
+    /// the fields taken is stored by the item's next transaction, before any other remote
+    /// call; pending, its id is returned and nothing goes back to the mailbox until the status
+    /// manager decides.
+    async fn status_update_taken(
         &self,
         pass: &mut ItemPass<'_>,
         row: &mut AssignmentState,
-        item: &MailboxItem,
         round: &mut Round,
+        outcome: UpdateOutcome,
     ) -> Result<Option<StatusUpdateId>, SyncError> {
-        let Some(update) = self.status_update(pass.mailbox, row.key, item, round) else {
-            return Ok(None);
-        };
         let metrics = &self.inner.metrics;
-        match self.inner.host.submit_status_update(update).await? {
+        match outcome {
             UpdateOutcome::Applied { assignment, .. } => {
                 pass.report.applied += 1;
                 Metrics::add(&metrics.updates_applied, 1);
@@ -1371,7 +1454,13 @@ impl Round {
         key: AssignmentKey,
         assignment: Assignment,
     ) {
-        let view = Arc::new(self.view.with_assignment(assignment));
+        // From the pass's latest view of the project: the rounds of a read batch were decided
+        // before any of their updates was taken, and each puts its own assignment in.
+        let base = cache
+            .latest(key.project)
+            .filter(|v| v.unit(key.assignment).is_some())
+            .unwrap_or_else(|| Arc::clone(&self.view));
+        let view = Arc::new(base.with_assignment(assignment));
         cache.put(Arc::clone(&view));
         self.view = view;
         let unit = self
@@ -1393,6 +1482,16 @@ impl Round {
             self.sides.mail_modified,
         )
     }
+}
+
+/// An item's version through steps decide and audit (`Engine::decide`), with the status
+/// update it makes, on its way to the PM host.
+struct Decided {
+    row: AssignmentState,
+    item: MailboxItem,
+    round: Round,
+    /// `None` when the round takes nothing from the mailbox.
+    update: Option<StatusUpdate>,
 }
 
 /// An item's version through steps decide, audit and status update (`Engine::prepare`), on

@@ -23,9 +23,10 @@
 //!   to the audit log, in the item's next state transaction with the state it explains:
 //!   `Engine::audit`.
 //! - **status update**: replace the PM's attributes with the newer ones through a task status
-//!   update: `Engine::submit_status_update`, which hands it to
-//!   [`PmHost::submit_status_update`](crate::pm::PmHost::submit_status_update) and, once the
-//!   host applied it, makes the fields taken the item's baseline, stored by the item's next
+//!   update: `Engine::submit_decided`, which hands a read batch's updates to
+//!   [`PmHost::submit_status_updates`](crate::pm::PmHost::submit_status_updates) in one call,
+//!   and `Engine::status_update_taken`, which, once the host applied an item's update, makes
+//!   the fields taken the item's baseline, stored by the item's next
 //!   transaction before anything else is tried (a later failure must not leave the PM's copy of
 //!   the edit looking like a PM change).
 //! - **write back**: map the attributes the status update left back to the mailbox task (the
@@ -39,9 +40,10 @@
 //!   every project is published again (`Engine::reconcile`, `Engine::publish_all`), so a lost
 //!   notification costs at most one interval.
 //!
-//! One item read from a mailbox goes through decide, audit, status update (`Engine::prepare`
-//! in `inbound.rs`), write back (together with the other items of its read batch) and settle;
-//! a write back that meets a stale change key reads the item again and goes through them again.
+//! One item read from a mailbox goes through decide and audit (`Engine::decide` in
+//! `inbound.rs`), status update and write back (each together with the other items of its read
+//! batch) and settle; a write back that meets a stale change key reads the item again and goes
+//! through them again, alone (`Engine::prepare`).
 //!
 //! The engine knows no wire format: the mailbox side is a [`MailboxStore`], the PM side a
 //! [`crate::pm::PmHost`], and what was synced lives in a [`crate::state::StateStore`].

@@ -857,7 +857,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     fn start_passes(&self, scheduler: &mut Scheduler, tasks: &mut Work) {
         let (debounce, max_debounce) = self.debounce();
         let now = Instant::now();
-        let own = |versions: &[ItemRef]| self.inner.own_writes.all_own(versions);
+        let own = |versions: &[ItemRef]| self.inner.own_writes.own_prefix(versions);
         let due = scheduler.start_due(now, debounce, max_debounce, own);
         for mailbox in &due.echoes {
             debug!(%mailbox, "notified of our own writes only; no pass");

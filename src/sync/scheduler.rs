@@ -58,6 +58,24 @@ struct Pending {
     last: Instant,
     /// What they were about.
     news: News,
+    /// How many of the versions in `news`, from the first, the engine is known to have
+    /// written: asked again when the pass would start, only the rest are looked up.
+    own_known: usize,
+}
+
+impl Pending {
+    /// Whether the news are versions only, all written by the engine. A mailbox waiting for a
+    /// free slot is asked at every event; the count of versions known as ours makes each
+    /// asking cost only the versions not known yet.
+    fn all_own(&mut self, own: impl Fn(&[ItemRef]) -> usize) -> bool {
+        let News::Versions(versions) = &self.news else {
+            return false;
+        };
+        if self.own_known < versions.len() {
+            self.own_known += own(&versions[self.own_known..]);
+        }
+        !versions.is_empty() && self.own_known == versions.len()
+    }
 }
 
 /// The passes [`Scheduler::start_due`] starts, and the mailboxes it let go without one.
@@ -165,7 +183,15 @@ impl Scheduler {
                 p.news = earlier.and(news);
             }
             None => {
-                self.pending.insert(mailbox, Pending { first, last, news });
+                self.pending.insert(
+                    mailbox,
+                    Pending {
+                        first,
+                        last,
+                        news,
+                        own_known: 0,
+                    },
+                );
             }
         }
     }
@@ -202,14 +228,14 @@ impl Scheduler {
     /// (`debounce` since the last notification, or `max_debounce` since the first), oldest
     /// first, while fewer than the concurrency run. Others due stay pending until a pass ends;
     /// a mailbox due while its pass runs gets another pass after it. A mailbox due whose
-    /// notifications named only versions for which `own` says the engine wrote them all gets
-    /// no pass (it is in [`Due::echoes`]).
+    /// notifications named only versions the engine wrote gets no pass (it is in
+    /// [`Due::echoes`]); `own` tells how many of a list of versions, from the first, it wrote.
     pub fn start_due(
         &mut self,
         now: Instant,
         debounce: Duration,
         max_debounce: Duration,
-        own: impl Fn(&[ItemRef]) -> bool,
+        own: impl Fn(&[ItemRef]) -> usize,
     ) -> Due {
         let mut due: Vec<(Instant, MailboxAddress)> = self
             .pending
@@ -233,7 +259,11 @@ impl Scheduler {
                 self.again.insert(mailbox, news);
                 continue;
             }
-            if matches!(&self.pending[&mailbox].news, News::Versions(v) if own(v)) {
+            if self
+                .pending
+                .get_mut(&mailbox)
+                .is_some_and(|p| p.all_own(&own))
+            {
                 self.pending.remove(&mailbox);
                 out.echoes.push(mailbox);
                 continue;
@@ -283,7 +313,7 @@ mod tests {
 
     /// The passes starting at `at`, where the engine wrote none of the versions.
     fn due(s: &mut Scheduler, at: Instant) -> Vec<MailboxAddress> {
-        s.start_due(at, DEBOUNCE, CAP, |_| false).start
+        s.start_due(at, DEBOUNCE, CAP, |_| 0).start
     }
 
     #[test]
@@ -451,7 +481,12 @@ mod tests {
     fn scheduler_mailbox_notified_of_its_own_writes_only_gets_no_pass() {
         let t0 = Instant::now();
         let mut s = Scheduler::new(t0, 4);
-        let own = |versions: &[ItemRef]| versions.iter().all(|x| x.change_key == "ours");
+        let own = |versions: &[ItemRef]| {
+            versions
+                .iter()
+                .take_while(|x| x.change_key == "ours")
+                .count()
+        };
         s.heard_versions(mb("ann"), t0, vec![v("A", "ours"), v("B", "ours")]);
         s.heard_versions(mb("bob"), t0, vec![v("A", "ours"), v("C", "theirs")]);
         let due = s.start_due(t0 + DEBOUNCE, DEBOUNCE, CAP, own);
@@ -487,7 +522,7 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Scheduler::new(t0, 4);
         let written = std::cell::Cell::new(false);
-        let own = |_: &[ItemRef]| written.get();
+        let own = |versions: &[ItemRef]| if written.get() { versions.len() } else { 0 };
         s.heard(mb("ann"), t0, true);
         assert_eq!(
             s.start_due(t0 + DEBOUNCE, DEBOUNCE, CAP, own).start,
@@ -536,7 +571,49 @@ mod tests {
             .map(|i| v(&format!("i{i}"), "ours"))
             .collect();
         s.heard_versions(mb("bob"), t0, many);
-        let due = s.start_due(t0 + DEBOUNCE, DEBOUNCE, CAP, |_| true);
+        let due = s.start_due(t0 + DEBOUNCE, DEBOUNCE, CAP, |v: &[ItemRef]| v.len());
         assert_eq!(due.start, vec![mb("ann"), mb("bob")]);
+    }
+
+    // A mailbox waiting for a slot is asked about its versions at every event; what it was
+    // told about the first ones is kept, so only later versions are looked up, and one version
+    // not ours keeps the pass however many of ours come after it.
+    #[test]
+    fn scheduler_asks_only_about_versions_not_known_as_ours_yet() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(t0, 1);
+        let asked = std::cell::RefCell::new(Vec::<String>::new());
+        // Looks versions up one by one, as the engine's memory of its writes does.
+        let own = |versions: &[ItemRef]| {
+            versions
+                .iter()
+                .take_while(|x| {
+                    asked.borrow_mut().push(x.item_id.clone());
+                    x.change_key == "ours"
+                })
+                .count()
+        };
+        s.heard(mb("ann"), t0, true);
+        s.heard_versions(mb("bob"), t0, vec![v("A", "ours"), v("B", "theirs")]);
+        let due = s.start_due(t0 + DEBOUNCE, DEBOUNCE, CAP, own);
+        assert_eq!(due.start, vec![mb("ann")], "one slot");
+        assert_eq!(*asked.borrow(), ["A", "B"]);
+        // Bob waits for ann's slot and is asked again at the next event: A is known as ours,
+        // B is looked up again (it may be a write whose answer had not come), C is behind B.
+        s.heard_versions(mb("bob"), t0 + ms(600), vec![v("C", "ours")]);
+        asked.borrow_mut().clear();
+        assert_eq!(
+            s.start_due(t0 + ms(1100), DEBOUNCE, CAP, own),
+            Due::default()
+        );
+        assert_eq!(*asked.borrow(), ["B"]);
+        s.finished(&mb("ann"), t0 + ms(1200));
+        let due = s.start_due(t0 + ms(1300), DEBOUNCE, CAP, own);
+        assert_eq!(
+            due.start,
+            vec![mb("bob")],
+            "B is not ours: the pass is made"
+        );
+        assert!(due.echoes.is_empty());
     }
 }

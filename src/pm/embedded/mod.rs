@@ -48,8 +48,8 @@ use self::relay::Relay;
 use self::store::Db;
 use super::export::ExportFormat;
 use super::host::{
-    HostError, HostEvent, PlanRevision, PmHost, StatusUpdate, StatusUpdateId, UnitAddress,
-    UpdateOutcome,
+    HostError, HostEvent, PlanRevision, PmHost, StatusUpdate, StatusUpdateId, Submitted,
+    UnitAddress, UpdateOutcome,
 };
 use super::import::{ImportError, ImportOptions};
 use super::model::{AssignmentKey, AssignmentUid, Project, ProjectGuid};
@@ -543,6 +543,27 @@ impl EmbeddedHost {
             .await
     }
 
+    /// Status updates in one transaction, in order: the outcomes of those taken, and the
+    /// error that stopped the rest (see [`PmHost::submit_status_updates`]).
+    pub async fn submit_many(
+        &self,
+        updates: Vec<StatusUpdate>,
+    ) -> (Vec<UpdateOutcome>, Option<EmbeddedError>) {
+        if updates.is_empty() {
+            return (Vec::new(), None);
+        }
+        let webhook = self.inner.webhook;
+        match self
+            .inner
+            .db
+            .call(move |conn| Ok(ops::submit_many(conn, updates, webhook, now())))
+            .await
+        {
+            Ok(taken) => taken,
+            Err(e) => (Vec::new(), Some(e)),
+        }
+    }
+
     /// Approves a pending update: applies it, records `decider`, and emits
     /// [`HostEvent::UpdateDecided`]. Refused with [`EmbeddedError::Stale`] when the plan changed
     /// a field of the update since it was submitted, unless `force`.
@@ -648,6 +669,14 @@ impl PmHost for EmbeddedHost {
 
     async fn submit_status_update(&self, update: StatusUpdate) -> Result<UpdateOutcome, HostError> {
         Ok(self.submit(update).await?)
+    }
+
+    async fn submit_status_updates(&self, updates: Vec<StatusUpdate>) -> Submitted {
+        let (outcomes, stopped) = self.submit_many(updates).await;
+        Submitted {
+            outcomes,
+            stopped: stopped.map(HostError::from),
+        }
     }
 
     /// Events of this process's handles as soon as they are committed (before the call that

@@ -148,20 +148,88 @@ pub(crate) fn submit(
     now: DateTime<Utc>,
 ) -> Result<UpdateOutcome, EmbeddedError> {
     let tx = begin(conn)?;
+    let outcome = submit_in(&tx, update, webhook, now)?;
+    tx.commit()?;
+    Ok(outcome)
+}
+
+/// Status updates in order, in one transaction (one commit is most of what an update costs),
+/// each in a savepoint: the outcomes of those taken, and the error that stopped the rest.
+/// An update that fails leaves nothing of itself; the ones before it are kept, unless the
+/// commit fails, which takes none.
+pub(crate) fn submit_many(
+    conn: &dyn Conn,
+    updates: Vec<StatusUpdate>,
+    webhook: bool,
+    now: DateTime<Utc>,
+) -> (Vec<UpdateOutcome>, Option<EmbeddedError>) {
+    let tx = match begin(conn) {
+        Ok(tx) => tx,
+        Err(e) => return (Vec::new(), Some(e)),
+    };
+    let mut outcomes = Vec::with_capacity(updates.len());
+    let mut stopped = None;
+    for update in updates {
+        match in_savepoint(&tx, |tx| submit_in(tx, update, webhook, now)) {
+            Ok(outcome) => outcomes.push(outcome),
+            Err(e) => {
+                stopped = Some(e);
+                break;
+            }
+        }
+    }
+    if outcomes.is_empty() {
+        return (outcomes, stopped);
+    }
+    match tx.commit() {
+        Ok(()) => (outcomes, stopped),
+        Err(e) => (Vec::new(), Some(e)),
+    }
+}
+
+/// Runs `step` in a savepoint of the open transaction `tx`: what it wrote stays when it
+/// succeeds and is undone when it fails.
+fn in_savepoint<T>(
+    tx: &dyn Conn,
+    step: impl FnOnce(&dyn Conn) -> Result<T, EmbeddedError>,
+) -> Result<T, EmbeddedError> {
+    tx.batch("SAVEPOINT submit_one")?;
+    match step(tx) {
+        Ok(value) => {
+            tx.batch("RELEASE SAVEPOINT submit_one")?;
+            Ok(value)
+        }
+        Err(e) => {
+            // The step's error is the one to report; a failed rollback ends the transaction,
+            // whose commit then fails and takes nothing.
+            let _ = tx.batch("ROLLBACK TO SAVEPOINT submit_one");
+            let _ = tx.batch("RELEASE SAVEPOINT submit_one");
+            Err(e)
+        }
+    }
+}
+
+/// [`submit`] inside the caller's transaction.
+fn submit_in(
+    tx: &dyn Conn,
+    update: StatusUpdate,
+    webhook: bool,
+    now: DateTime<Utc>,
+) -> Result<UpdateOutcome, EmbeddedError> {
     let key = update.key;
     // The same mailbox item version twice is one update: the connector resubmits after a crash,
     // and two instances can both read an edit during a lease take-over. The write lock makes
     // the second submission wait for the first one's commit, so this read sees it; the unique
     // index `status_updates_by_source` backs the key up in the schema.
-    if let Some(id) = rows::find_update_by_key(&tx, &update.idempotency_key())? {
+    if let Some(id) = rows::find_update_by_key(tx, &update.idempotency_key())? {
         tracing::debug!(%id, %key, "status update submitted again: answered with its outcome");
-        return outcome_of(&tx, &id);
+        return outcome_of(tx, &id);
     }
     let meta =
-        rows::project_meta(&tx, key.project)?.ok_or(EmbeddedError::UnknownProject(key.project))?;
+        rows::project_meta(tx, key.project)?.ok_or(EmbeddedError::UnknownProject(key.project))?;
     // The assignment's task with all its assignments is all an update touches (the task's
     // roll-up reads them); the rest of the plan is not read.
-    let project = rows::load_project_part(&tx, key.project, &[key.assignment], true)?
+    let project = rows::load_project_part(tx, key.project, &[key.assignment], true)?
         .ok_or(EmbeddedError::UnknownProject(key.project))?;
     let current = project
         .assignment(key.assignment)
@@ -191,8 +259,7 @@ pub(crate) fn submit(
         record.state = UpdateState::Applied;
         record.decided_at = Some(now);
         record.decider = Some(DECIDER_AUTO.to_owned());
-        rows::insert_update(&tx, &record)?;
-        tx.commit()?;
+        rows::insert_update(tx, &record)?;
         tracing::info!(%id, %key, "status note recorded");
         return Ok(UpdateOutcome::Applied {
             id,
@@ -216,8 +283,7 @@ pub(crate) fn submit(
             record.decided_at = Some(now);
             record.decider = Some(DECIDER_TASKBRIDGE.to_owned());
             record.reason = Some(reason.clone());
-            rows::insert_update(&tx, &record)?;
-            tx.commit()?;
+            rows::insert_update(tx, &record)?;
             tracing::info!(%id, %key, %reason, "status update refused");
             return Ok(UpdateOutcome::Rejected {
                 id,
@@ -232,24 +298,24 @@ pub(crate) fn submit(
             record.decided_at = Some(now);
             record.decider = Some(DECIDER_AUTO.to_owned());
             record.applied = applied_values(&after, &record, &applied);
-            rows::insert_update(&tx, &record)?;
-            let assignment = persist_applied(&tx, &after, &applied, &record, webhook, now)?;
+            rows::insert_update(tx, &record)?;
+            let assignment = persist_applied(tx, &after, &applied, &record, webhook, now)?;
             tracing::info!(%id, %key, "status update applied");
             UpdateOutcome::Applied { id, assignment }
         }
         Policy::Approval => {
             let older = rows::list_updates(
-                &tx,
+                tx,
                 &UpdateFilter {
                     state: Some(UpdateState::Pending),
                     key: Some(key),
                     ..UpdateFilter::default()
                 },
             )?;
-            rows::insert_update(&tx, &record)?;
+            rows::insert_update(tx, &record)?;
             for old in older {
                 rows::decide_update(
-                    &tx,
+                    tx,
                     &old.id,
                     UpdateState::Superseded,
                     now,
@@ -263,7 +329,6 @@ pub(crate) fn submit(
             UpdateOutcome::Pending { id }
         }
     };
-    tx.commit()?;
     Ok(outcome)
 }
 
