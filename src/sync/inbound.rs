@@ -22,10 +22,12 @@
 //! next transaction, which is one of two:
 //!
 //! - with a write back: the transaction that opens the journal entries of the batch's write
-//!   backs stores them, then the UpdateItem goes out, then each item's settle stores its result
-//!   and closes its entry. One transaction per batch and one per item, and neither can go: the
-//!   journal entry must be durable before the write (after a crash it says which mailbox needs
-//!   a pass), the result only after it (the rule of use of [`crate::state`]).
+//!   backs stores them, then the UpdateItem goes out, then the settles of the batch's items
+//!   store their results and close their entries, in one transaction once all are settled
+//!   (before that when an item's write met a stale change key: its re-read and second round
+//!   come after the others' settles are stored). Two transactions per write batch, and neither
+//!   can go: the journal entry must be durable before the write (after a crash it says which
+//!   mailbox needs a pass), the result only after it (the rule of use of [`crate::state`]).
 //! - without one (nothing to write back, a pending update, a refusal): the settle stores them
 //!   with the result. One transaction.
 //!
@@ -359,6 +361,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 mailbox,
                 cache: &mut cache,
                 report,
+                settled: Vec::new(),
             };
             let mut decided = Vec::new();
             for (row, result) in chunk.iter().zip(results) {
@@ -562,7 +565,11 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         }
     }
 
-    /// One UpdateItem's worth of [`Engine::write_back_staged`].
+    /// One UpdateItem's worth of [`Engine::write_back_staged`]. The settles of its items are
+    /// committed together, once all are settled, and before an item whose write met a stale
+    /// change key goes back to the mailbox and the host: each settled item's journal entry
+    /// stays open until then, so a crash meanwhile leaves the mailbox due for a pass, as a
+    /// crash between a write and its settle always did.
     async fn write_back_part(
         &self,
         pass: &mut ItemPass<'_>,
@@ -577,10 +584,45 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     .collect(),
             )
             .await?;
+        let mut result = Ok(());
         for (Staged { row, item, round }, written) in part.into_iter().zip(written) {
-            self.after_write(pass, row, item, round, written, modes)
-                .await?;
+            let stale = matches!(
+                written,
+                WriteBack::Refused {
+                    failure: ItemFailure::StaleChangeKey,
+                    ..
+                }
+            );
+            if stale && let Err(e) = self.commit_settled(pass).await {
+                result = Err(e);
+                break;
+            }
+            if let Err(e) = self
+                .after_write(pass, row, item, round, written, modes)
+                .await
+            {
+                result = Err(e);
+                break;
+            }
         }
+        // Stored even when an item failed: those settled before it are done.
+        let committed = self.commit_settled(pass).await;
+        result.and(committed)
+    }
+
+    /// Commits the settles waiting in `pass` as one transaction.
+    async fn commit_settled(&self, pass: &mut ItemPass<'_>) -> Result<(), SyncError> {
+        let settled = std::mem::take(&mut pass.settled);
+        if settled.is_empty() {
+            return Ok(());
+        }
+        let mut all = Transaction::default();
+        for t in settled {
+            all.commit.put.extend(t.commit.put);
+            all.commit.close_journal.extend(t.commit.close_journal);
+            all.audit.extend(t.audit);
+        }
+        self.transact(all).await?;
         Ok(())
     }
 
@@ -986,12 +1028,12 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 {
                     pass.report.unchanged += 1;
                 }
-                self.settle_in_step(pass.report, row, item.item.clone(), round, Vec::new())
-                    .await
+                self.settle_in_step(pass, row, item.item.clone(), round, Vec::new());
+                Ok(())
             }
             WriteBack::Written { item, journal } => {
-                self.settle_in_step(pass.report, row, item, round, journal)
-                    .await
+                self.settle_in_step(pass, row, item, round, journal);
+                Ok(())
             }
             WriteBack::Refused {
                 failure: ItemFailure::NotFound,
@@ -1001,8 +1043,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 self.item_deleted(pass.mailbox, row, pass.report).await
             }
             WriteBack::Refused { failure, journal } => {
-                self.settle_refused(pass, row, item, round, failure, journal)
-                    .await
+                self.settle_refused(pass, row, item, round, failure, journal);
+                Ok(())
             }
             WriteBack::CallFailed(e) => {
                 // The call failed as a whole: the journal stays open and the next pass tries
@@ -1015,15 +1057,16 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     }
 
     /// Settles an item in step: the new baseline (what both sides hold now), hashes, and the
-    /// status that is left (synced, still pending, or in conflict).
-    async fn settle_in_step(
+    /// status that is left (synced, still pending, or in conflict). Its transaction waits in
+    /// `pass` for those of the write batch's other items.
+    fn settle_in_step(
         &self,
-        report: &mut InboundReport,
+        pass: &mut ItemPass<'_>,
         mut row: AssignmentState,
         item: ItemRef,
         round: &mut Round,
         journal: Vec<i64>,
-    ) -> Result<(), SyncError> {
+    ) {
         let target = round.target();
         let Round {
             view,
@@ -1067,7 +1110,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         } else if decision.conflicts.is_empty() {
             SyncStatus::Synced
         } else {
-            report.conflicts += 1;
+            pass.report.conflicts += 1;
             let since = match &row.status {
                 SyncStatus::Conflict { since, .. } => *since,
                 _ => None,
@@ -1078,12 +1121,13 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 mail: Some(Box::new(sides.mail.clone())),
             }
         };
-        self.settle_commit(round, row, journal).await
+        pass.settled.push(settle_transaction(round, row, journal));
     }
 
     /// Settles an item whose write was refused: the failure is counted, and after repeated or
-    /// final failures the item is parked.
-    async fn settle_refused(
+    /// final failures the item is parked. Its transaction waits in `pass` as
+    /// [`Engine::settle_in_step`]'s does.
+    fn settle_refused(
         &self,
         pass: &mut ItemPass<'_>,
         mut row: AssignmentState,
@@ -1091,7 +1135,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         round: &mut Round,
         failure: ItemFailure,
         journal: Vec<i64>,
-    ) -> Result<(), SyncError> {
+    ) {
         let mail = &round.sides.mail;
         row.attempts += 1;
         row.last_error = Some(failure.to_string());
@@ -1120,30 +1164,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             pass.report.parked += 1;
         }
         pass.report.fail(row.key, pass.mailbox, &failure);
-        self.settle_commit(round, row, journal).await
-    }
-
-    /// The settle's one transaction: the row as the round leaves it, the journal entry of its
-    /// write closed, and the audit records not stored before the write back (all of them when
-    /// nothing was written).
-    async fn settle_commit(
-        &self,
-        round: &mut Round,
-        row: AssignmentState,
-        journal: Vec<i64>,
-    ) -> Result<(), SyncError> {
-        round.row_unsaved = false;
-        self.transact(Transaction {
-            commit: Commit {
-                put: vec![row],
-                close_journal: journal,
-                ..Commit::default()
-            },
-            audit: std::mem::take(&mut round.audit),
-            open_journal: Vec::new(),
-        })
-        .await?;
-        Ok(())
+        pass.settled.push(settle_transaction(round, row, journal));
     }
 
     /// Settles an item whose status update waits for approval: its fields are held, the note
@@ -1171,7 +1192,9 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         }
         row.item = Some(item.item.clone());
         row.last_sync = Some(round.now);
-        self.settle_commit(round, row, Vec::new()).await
+        self.transact(settle_transaction(round, row, Vec::new()))
+            .await?;
+        Ok(())
     }
 
     /// Settles an item whose edit already waits for approval: only its version moved.
@@ -1390,6 +1413,8 @@ struct ItemPass<'a> {
     /// The projects of the pass, updated when the host applies or rejects a status update.
     cache: &'a mut ProjectCache,
     report: &'a mut InboundReport,
+    /// Settles of a write batch's items, committed together (`Engine::commit_settled`).
+    settled: Vec<Transaction>,
 }
 
 /// One round of an item's steps (`Engine::prepare`): a version of the item decided, and what
@@ -1516,6 +1541,22 @@ enum WriteBack {
     /// The call failed as a whole: whether the item was written is unknown, so its journal
     /// entry stays open. (Shared by the items of the call.)
     CallFailed(Arc<SyncError>),
+}
+
+/// A settle's transaction: the row as the round leaves it, the journal entry of its write
+/// closed, and the audit records not stored before the write back (all of them when nothing
+/// was written).
+fn settle_transaction(round: &mut Round, row: AssignmentState, journal: Vec<i64>) -> Transaction {
+    round.row_unsaved = false;
+    Transaction {
+        commit: Commit {
+            put: vec![row],
+            close_journal: journal,
+            ..Commit::default()
+        },
+        audit: std::mem::take(&mut round.audit),
+        open_journal: Vec::new(),
+    }
 }
 
 /// Whether the version read is the edit that already waits for approval (only its change key

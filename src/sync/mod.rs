@@ -34,8 +34,9 @@
 //!   person decided later.
 //! - **settle** (the engine's own): commit what the item's round left (baseline, hashes,
 //!   status, and the audit records not stored before a write back) together with the journal
-//!   entry of its write: `Engine::settle`. An applied edit costs one state transaction, or two
-//!   when its values are written back (`inbound.rs`, "State transactions of an item").
+//!   entry of its write: `Engine::settle`. An applied edit costs one state transaction, or a
+//!   share of two per write batch when its values are written back (`inbound.rs`, "State
+//!   transactions of an item").
 //! - **reconcile** (the engine's own): every `reconcile_interval` each mailbox gets a pass and
 //!   every project is published again (`Engine::reconcile`, `Engine::publish_all`), so a lost
 //!   notification costs at most one interval.
