@@ -360,6 +360,36 @@ async fn an_assignment_round_trips_every_column<S: StateStore>(store: S) {
             zone: Some(chrono_tz::Europe::Berlin),
         }]
     );
+    // Several items in one call: each row found once; the ids of another mailbox's item and of
+    // no item are left out.
+    store
+        .commit(Commit {
+            put: vec![state(9, "ann@example.com")],
+            ..Commit::default()
+        })
+        .await
+        .expect("commit");
+    let mut found: Vec<i64> = store
+        .assignments_by_items(
+            &MailboxAddress::new("ann@example.com"),
+            ["AAMk9", "AAMk8", "nothing", "AAMk7"]
+                .map(String::from)
+                .to_vec(),
+        )
+        .await
+        .expect("read")
+        .iter()
+        .map(|s| s.key.assignment.0)
+        .collect();
+    found.sort();
+    assert_eq!(found, [7, 9]);
+    assert!(
+        store
+            .assignments_by_items(&MailboxAddress::new("ann@example.com"), Vec::new())
+            .await
+            .expect("read")
+            .is_empty()
+    );
 }
 
 async fn the_journal_stays_open_until_committed<S: StateStore>(store: S) {

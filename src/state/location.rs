@@ -122,12 +122,12 @@ impl StateStore for AnyStateStore {
         either!(self, s => s.mailbox_items(mailbox))
     }
 
-    async fn assignment_by_item(
+    async fn assignments_by_items(
         &self,
         mailbox: &MailboxAddress,
-        item_id: &str,
-    ) -> Result<Option<AssignmentState>, StateError> {
-        either!(self, s => s.assignment_by_item(mailbox, item_id))
+        item_ids: Vec<String>,
+    ) -> Result<Vec<AssignmentState>, StateError> {
+        either!(self, s => s.assignments_by_items(mailbox, item_ids))
     }
 
     async fn transact(&self, transaction: Transaction) -> Result<Vec<i64>, StateError> {

@@ -436,12 +436,23 @@ pub trait StateStore: Send + Sync + 'static {
         &self,
         mailbox: &MailboxAddress,
     ) -> impl Future<Output = Result<Vec<TrackedItem>, StateError>> + Send;
+    /// The assignments whose items these are, in no particular order; ids no row has are
+    /// left out. One call for all the items a change page names: an incremental pass used to
+    /// ask once per item, each a hand-off to the store and back.
+    fn assignments_by_items(
+        &self,
+        mailbox: &MailboxAddress,
+        item_ids: Vec<String>,
+    ) -> impl Future<Output = Result<Vec<AssignmentState>, StateError>> + Send;
     /// The assignment whose item this is.
     fn assignment_by_item(
         &self,
         mailbox: &MailboxAddress,
         item_id: &str,
-    ) -> impl Future<Output = Result<Option<AssignmentState>, StateError>> + Send;
+    ) -> impl Future<Output = Result<Option<AssignmentState>, StateError>> + Send {
+        let found = self.assignments_by_items(mailbox, vec![item_id.to_string()]);
+        async move { Ok(found.await?.pop()) }
+    }
     /// Stores assignments, closes journal entries and deletes assignments, in one transaction:
     /// a [`StateStore::transact`] with nothing else in it.
     fn commit(&self, commit: Commit) -> impl Future<Output = Result<(), StateError>> + Send {

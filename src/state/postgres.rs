@@ -762,15 +762,19 @@ impl StateStore for PostgresStore {
         Ok(out)
     }
 
-    async fn assignment_by_item(
+    async fn assignments_by_items(
         &self,
         mailbox: &MailboxAddress,
-        item_id: &str,
-    ) -> Result<Option<AssignmentState>, StateError> {
-        Ok(self
-            .query_assignments("mailbox = $1 AND item_id = $2", &[&mailbox.0, &item_id])
-            .await?
-            .pop())
+        item_ids: Vec<String>,
+    ) -> Result<Vec<AssignmentState>, StateError> {
+        if item_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.query_assignments(
+            "mailbox = $1 AND item_id = ANY($2)",
+            &[&mailbox.0, &item_ids],
+        )
+        .await
     }
 
     async fn transact(&self, transaction: Transaction) -> Result<Vec<i64>, StateError> {

@@ -647,14 +647,23 @@ impl StateStore for SqliteStore {
         .await
     }
 
-    async fn assignment_by_item(
+    async fn assignments_by_items(
         &self,
         mailbox: &MailboxAddress,
-        item_id: &str,
-    ) -> Result<Option<AssignmentState>, StateError> {
-        let (m, i) = (mailbox.0.clone(), item_id.to_string());
+        item_ids: Vec<String>,
+    ) -> Result<Vec<AssignmentState>, StateError> {
+        let m = mailbox.0.clone();
         self.call(move |c| {
-            Ok(query_assignments(c, "mailbox = ?1 AND item_id = ?2", params![m, i])?.pop())
+            // One indexed look-up per id with the one cached statement, all in this call.
+            let mut out = Vec::with_capacity(item_ids.len());
+            for i in &item_ids {
+                out.extend(query_assignments(
+                    c,
+                    "mailbox = ?1 AND item_id = ?2",
+                    params![m, i],
+                )?);
+            }
+            Ok(out)
         })
         .await
     }

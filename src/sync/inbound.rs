@@ -114,8 +114,10 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         }
         let state = self.ensure_mailbox(mailbox).await?;
         let mut report = InboundReport::default();
-        let (mut rows, zones) = self.pass_rows(mailbox, state.sync_state.is_none()).await?;
-        // Items already taken from `rows` (or read one by one): each is handled once per pass.
+        let (all_rows, zones) = self.pass_rows(mailbox, state.sync_state.is_none()).await?;
+        // Whether `rows` holds every tracked row (a full pass) or only those the pages name.
+        let listed_all = all_rows.is_some();
+        // Items already taken from `rows`: each is handled once per pass.
         let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
         let Changes {
             changed,
@@ -126,12 +128,14 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             .list_changes(mailbox, state.sync_state.clone(), &zones)
             .await?;
         let full_pass = state.sync_state.is_none() || rebased;
+        let mut rows = match all_rows {
+            Some(rows) => rows,
+            // An incremental pass: the rows of the items its pages name, in one store call.
+            None => self.named_rows(mailbox, &changed, &deleted).await?,
+        };
         let mut todo = Vec::new();
         for change in changed {
-            let Some(row) = self
-                .take_row(mailbox, &mut rows, &mut seen, &change.item.item_id)
-                .await?
-            else {
+            let Some(row) = take_row(&mut rows, &mut seen, &change.item.item_id) else {
                 continue; // not ours
             };
             report.examined += 1;
@@ -142,20 +146,19 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             todo.push(row);
         }
         for id in &deleted {
-            if let Some(row) = self.take_row(mailbox, &mut rows, &mut seen, id).await? {
+            if let Some(row) = take_row(&mut rows, &mut seen, id) {
                 self.item_deleted(mailbox, row, &mut report).await?;
             }
         }
         if full_pass {
             // A full pass lists every item: tracked items it did not list are gone.
-            let rows = match rows {
-                Some(rows) => rows,
+            let rows = if listed_all {
+                rows
+            } else {
                 // Re-based from an incremental pass: every row but those handled above.
-                None => {
-                    let mut all = self.tracked_rows(mailbox).await?;
-                    all.retain(|id, _| !seen.contains(id));
-                    all
-                }
+                let mut all = self.tracked_rows(mailbox).await?;
+                all.retain(|id, _| !seen.contains(id));
+                all
             };
             let missing: Vec<_> = rows
                 .into_values()
@@ -283,27 +286,29 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             .collect())
     }
 
-    /// The tracked row of an item named by a change page, once per pass: from `rows` when the
-    /// pass read them all, else from the store.
-    async fn take_row(
+    /// The tracked rows of the items an incremental pass's pages name, by item id.
+    async fn named_rows(
         &self,
         mailbox: &MailboxAddress,
-        rows: &mut Option<Rows>,
-        seen: &mut std::collections::HashSet<String>,
-        item_id: &str,
-    ) -> Result<Option<AssignmentState>, SyncError> {
-        if !seen.insert(item_id.to_string()) {
-            return Ok(None);
+        changed: &[ChangedItem],
+        deleted: &[String],
+    ) -> Result<Rows, SyncError> {
+        let ids: Vec<String> = changed
+            .iter()
+            .map(|c| c.item.item_id.clone())
+            .chain(deleted.iter().cloned())
+            .collect();
+        if ids.is_empty() {
+            return Ok(Rows::new());
         }
-        Ok(match rows {
-            Some(rows) => rows.remove(item_id),
-            None => self
-                .inner
-                .state
-                .assignment_by_item(mailbox, item_id)
-                .await?
-                .filter(|r| r.item.is_some()),
-        })
+        Ok(self
+            .inner
+            .state
+            .assignments_by_items(mailbox, ids)
+            .await?
+            .into_iter()
+            .filter_map(|s| Some((s.item.as_ref()?.item_id.clone(), s)))
+            .collect())
     }
 
     /// Reads the items of `rows` and handles each.
@@ -1386,6 +1391,18 @@ struct Changes {
     sync_state: Option<String>,
     /// The stored sync state was rejected: these are the pages of a full pass.
     rebased: bool,
+}
+
+/// The tracked row of an item named by a change page, once per pass.
+fn take_row(
+    rows: &mut Rows,
+    seen: &mut std::collections::HashSet<String>,
+    item_id: &str,
+) -> Option<AssignmentState> {
+    if !seen.insert(item_id.to_string()) {
+        return None;
+    }
+    rows.remove(item_id)
 }
 
 /// Whether a listed change is the version taskbridge wrote or read last: its own write is
