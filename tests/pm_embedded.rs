@@ -296,6 +296,23 @@ async fn updates_submitted_together_are_taken_in_order_until_one_fails(store: St
             .outcomes
             .is_empty()
     );
+    // A batch whose first update fails takes nothing, and says why.
+    let mut unknown = update(2, "ck-y", vec![percent_change(0, 10)]);
+    unknown.key.assignment = AssignmentUid(998);
+    let before_2 = assignment(&host, 2).await;
+    let taken = host
+        .submit_status_updates(vec![
+            unknown,
+            update(2, "ck-2", vec![percent_change(0, 20)]),
+        ])
+        .await;
+    assert!(taken.outcomes.is_empty(), "{:?}", taken.outcomes);
+    assert!(
+        matches!(taken.stopped, Some(HostError::UnknownAssignment(k)) if k.assignment == AssignmentUid(998)),
+        "{:?}",
+        taken.stopped
+    );
+    assert_eq!(assignment(&host, 2).await, before_2);
 }
 
 /// The connector skips publishing a project whose plan revision it already published; so the
