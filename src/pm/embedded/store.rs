@@ -134,6 +134,12 @@ fn open_connection(path: &Path, create: bool) -> Result<Connection, EmbeddedErro
     // As the state store's (`state::sqlite`): the default 2 MiB page cache is smaller than a
     // plan of a few thousand assignments.
     conn.pragma_update(None, "cache_size", -16 * 1024)?;
+    // Fewer, larger checkpoints write a page changed often once (see the constant).
+    conn.pragma_update(
+        None,
+        "wal_autocheckpoint",
+        crate::sqlite::WAL_AUTOCHECKPOINT_PAGES,
+    )?;
     migrate(&mut conn)?;
     Ok(conn)
 }
