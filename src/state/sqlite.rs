@@ -443,11 +443,13 @@ fn write_commit(tx: &Connection, commit: &Commit) -> Result<(), StateError> {
         }
     }
     if !commit.close_journal.is_empty() {
+        // A batch's entries were opened together, so their ids are mostly one run: a statement
+        // per run rather than per id.
         let mut close = tx
-            .prepare_cached("DELETE FROM journal WHERE id = ?1")
+            .prepare_cached("DELETE FROM journal WHERE id BETWEEN ?1 AND ?2")
             .map_err(db)?;
-        for id in &commit.close_journal {
-            close.execute(params![id]).map_err(db)?;
+        for (first, last) in id_runs(&commit.close_journal) {
+            close.execute(params![first, last]).map_err(db)?;
         }
     }
     // After the rows: the marks of what changed go, but the reservations of the publish that
@@ -504,6 +506,22 @@ fn insert_audit(tx: &Connection, records: &[AuditRecord]) -> Result<(), StateErr
 }
 
 /// Opens journal entries; their ids in order.
+/// `ids` as runs of consecutive ids, `(first, last)` each, in order: every id of a run is one
+/// of `ids`, so deleting the runs deletes exactly them.
+fn id_runs(ids: &[i64]) -> Vec<(i64, i64)> {
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut runs: Vec<(i64, i64)> = Vec::new();
+    for id in sorted {
+        match runs.last_mut() {
+            Some((_, last)) if *last + 1 == id => *last = id,
+            _ => runs.push((id, id)),
+        }
+    }
+    runs
+}
+
 fn insert_journal(tx: &Connection, entries: &[JournalEntry]) -> Result<Vec<i64>, StateError> {
     let mut ids = Vec::with_capacity(entries.len());
     if entries.is_empty() {
@@ -1179,6 +1197,18 @@ impl StateStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn journal_ids_close_as_runs_of_exactly_those_ids() {
+        assert_eq!(id_runs(&[]), []);
+        assert_eq!(id_runs(&[7]), [(7, 7)]);
+        assert_eq!(id_runs(&[3, 4, 5, 6]), [(3, 6)]);
+        // Unordered, repeated and with gaps: no id outside the list falls in a run.
+        assert_eq!(
+            id_runs(&[12, 10, 11, 11, 20, 14, 15, 2]),
+            [(2, 2), (10, 12), (14, 15), (20, 20)]
+        );
+    }
 
     #[cfg(unix)]
     #[test]
