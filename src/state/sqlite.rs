@@ -505,7 +505,6 @@ fn insert_audit(tx: &Connection, records: &[AuditRecord]) -> Result<(), StateErr
     Ok(())
 }
 
-/// Opens journal entries; their ids in order.
 /// `ids` as runs of consecutive ids, `(first, last)` each, in order: every id of a run is one
 /// of `ids`, so deleting the runs deletes exactly them.
 fn id_runs(ids: &[i64]) -> Vec<(i64, i64)> {
@@ -522,6 +521,7 @@ fn id_runs(ids: &[i64]) -> Vec<(i64, i64)> {
     runs
 }
 
+/// Opens journal entries; their ids in order.
 fn insert_journal(tx: &Connection, entries: &[JournalEntry]) -> Result<Vec<i64>, StateError> {
     let mut ids = Vec::with_capacity(entries.len());
     if entries.is_empty() {
