@@ -756,6 +756,91 @@ impl PmHost for WholePlanHost {
     }
 }
 
+/// A host that answers only the first of the status updates it is given together, and names
+/// no error for the others (a host with a fault of its own).
+#[derive(Clone)]
+struct FirstAnswerHost(EmbeddedHost);
+
+impl PmHost for FirstAnswerHost {
+    async fn projects(&self) -> Result<Vec<ProjectGuid>, HostError> {
+        self.0.projects().await
+    }
+
+    async fn project(&self, guid: ProjectGuid) -> Result<Option<Project>, HostError> {
+        PmHost::project(&self.0, guid).await
+    }
+
+    async fn project_part(
+        &self,
+        guid: ProjectGuid,
+        uids: &[AssignmentUid],
+    ) -> Result<Option<Project>, HostError> {
+        self.0.project_part(guid, uids).await
+    }
+
+    async fn submit_status_update(&self, update: StatusUpdate) -> Result<UpdateOutcome, HostError> {
+        self.0.submit_status_update(update).await
+    }
+
+    async fn submit_status_updates(
+        &self,
+        mut updates: Vec<StatusUpdate>,
+    ) -> taskbridge::pm::Submitted {
+        updates.truncate(1);
+        self.0.submit_status_updates(updates).await
+    }
+
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<HostEvent> {
+        self.0.subscribe()
+    }
+}
+
+/// Two edits of one mailbox read together go to the host in one call; a host that answers
+/// the first only, naming no error, fails the pass, so that the mailbox's sync state does not
+/// move past the other edit, which the next pass applies.
+#[tokio::test]
+async fn an_edit_the_host_left_unanswered_is_applied_by_the_next_pass() {
+    let h = published_sample().await;
+    let mailbox = "ann@example.com";
+    let tasks = h.tasks(mailbox).await;
+    assert!(tasks.len() >= 2, "{tasks:?}");
+    for task in &tasks[..2] {
+        h.edit(mailbox, &id_of(task), json!({ "PercentComplete": 40 }))
+            .await;
+    }
+    let state =
+        taskbridge::state::SqliteStore::open(&h.dir.path().join("state.sqlite")).expect("state");
+    let faulty = taskbridge::sync::Engine::new(
+        FirstAnswerHost(h.host.clone()),
+        h.spy.clone(),
+        state,
+        taskbridge::mapping::FieldTable::default(),
+        quick_sync(),
+    );
+    let address = MailboxAddress::new(mailbox);
+    let error = faulty
+        .sync_mailbox(&address)
+        .await
+        .expect_err("an update without an answer fails the pass");
+    assert!(
+        error.to_string().contains("fewer status updates"),
+        "{error}"
+    );
+    let taken = |h: &Harness| {
+        let host = h.host.clone();
+        async move {
+            host.status_updates(Default::default())
+                .await
+                .expect("updates")
+                .len()
+        }
+    };
+    assert_eq!(taken(&h).await, 1);
+    let report = h.engine.sync_mailbox(&address).await.expect("mailbox pass");
+    assert_eq!(report.applied, 1, "{report:?}");
+    assert_eq!(taken(&h).await, 2);
+}
+
 /// A re-publish after the plan moved and removed assignments, mailbox by mailbox (the
 /// embedded host lists its units) and from the whole plan (a host that does not): Bob's
 /// address becomes Ann's, so his two tasks (one he finished) leave his mailbox for hers, the

@@ -69,8 +69,8 @@ use super::metrics::Metrics;
 use super::report::InboundReport;
 use crate::mapping::{FieldTable, MailField, MailValues, changed_fields, owner_zone};
 use crate::pm::{
-    Assignment, AssignmentField, AssignmentKey, FieldChange, FieldValue, Percent, PmHost,
-    StatusNoteChange, StatusUpdate, StatusUpdateId, Submitted, UpdateOutcome, UpdateSource,
+    Assignment, AssignmentField, AssignmentKey, FieldChange, FieldValue, HostError, Percent,
+    PmHost, StatusNoteChange, StatusUpdate, StatusUpdateId, Submitted, UpdateOutcome, UpdateSource,
 };
 use crate::state::{
     AssignmentState, AuditRecord, Baseline, Commit, DecisionRule, ItemRef, MailboxAddress,
@@ -276,14 +276,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
 
     /// The mailbox's tracked rows, by item id.
     async fn tracked_rows(&self, mailbox: &MailboxAddress) -> Result<Rows, SyncError> {
-        Ok(self
-            .inner
-            .state
-            .mailbox_assignments(mailbox, None)
-            .await?
-            .into_iter()
-            .filter_map(|s| Some((s.item.as_ref()?.item_id.clone(), s)))
-            .collect())
+        let rows = self.inner.state.mailbox_assignments(mailbox, None).await?;
+        Ok(by_item_id(rows))
     }
 
     /// The tracked rows of the items an incremental pass's pages name, by item id.
@@ -301,14 +295,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         if ids.is_empty() {
             return Ok(Rows::new());
         }
-        Ok(self
-            .inner
-            .state
-            .assignments_by_items(mailbox, ids)
-            .await?
-            .into_iter()
-            .filter_map(|s| Some((s.item.as_ref()?.item_id.clone(), s)))
-            .collect())
+        let rows = self.inner.state.assignments_by_items(mailbox, ids).await?;
+        Ok(by_item_id(rows))
     }
 
     /// Reads the items of `rows` and handles each.
@@ -485,12 +473,17 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             self.inner.host.submit_status_updates(updates).await
         };
         let mut outcomes = outcomes.into_iter();
+        // Set when an update is left without an outcome: it and those after it were not taken.
+        let mut unanswered = false;
         for (d, submits) in decided.into_iter().zip(submits) {
             let outcome = match submits {
                 false => None,
                 true => match outcomes.next() {
                     Some(outcome) => Some(outcome),
-                    None => break,
+                    None => {
+                        unanswered = true;
+                        break;
+                    }
                 },
             };
             if let Some(round) = self.take_outcome(pass, d, outcome).await? {
@@ -499,6 +492,13 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         }
         match stopped {
             Some(e) => Err(e.into()),
+            // A host that answered fewer updates than it was given and named no error: the
+            // rest were not taken, as far as the connector can know, and the pass must not
+            // advance past them (the next pass decides them again).
+            None if unanswered => Err(HostError::Other(
+                "the PM host answered fewer status updates than it was given".into(),
+            )
+            .into()),
             None => Ok(()),
         }
     }
@@ -1391,6 +1391,13 @@ struct Changes {
     sync_state: Option<String>,
     /// The stored sync state was rejected: these are the pages of a full pass.
     rebased: bool,
+}
+
+/// Rows with an item, by its id.
+fn by_item_id(rows: Vec<AssignmentState>) -> Rows {
+    rows.into_iter()
+        .filter_map(|s| Some((s.item.as_ref()?.item_id.clone(), s)))
+        .collect()
 }
 
 /// The tracked row of an item named by a change page, once per pass.
