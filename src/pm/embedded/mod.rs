@@ -543,27 +543,6 @@ impl EmbeddedHost {
             .await
     }
 
-    /// Status updates in one transaction, in order: the outcomes of those taken, and the
-    /// error that stopped the rest (see [`PmHost::submit_status_updates`]).
-    pub async fn submit_many(
-        &self,
-        updates: Vec<StatusUpdate>,
-    ) -> (Vec<UpdateOutcome>, Option<EmbeddedError>) {
-        if updates.is_empty() {
-            return (Vec::new(), None);
-        }
-        let webhook = self.inner.webhook;
-        match self
-            .inner
-            .db
-            .call(move |conn| Ok(ops::submit_many(conn, updates, webhook, now())))
-            .await
-        {
-            Ok(taken) => taken,
-            Err(e) => (Vec::new(), Some(e)),
-        }
-    }
-
     /// Approves a pending update: applies it, records `decider`, and emits
     /// [`HostEvent::UpdateDecided`]. Refused with [`EmbeddedError::Stale`] when the plan changed
     /// a field of the update since it was submitted, unless `force`.
@@ -671,8 +650,21 @@ impl PmHost for EmbeddedHost {
         Ok(self.submit(update).await?)
     }
 
+    /// In one transaction (`ops::submit_many`).
     async fn submit_status_updates(&self, updates: Vec<StatusUpdate>) -> Submitted {
-        let (outcomes, stopped) = self.submit_many(updates).await;
+        if updates.is_empty() {
+            return Submitted::default();
+        }
+        let webhook = self.inner.webhook;
+        let (outcomes, stopped) = match self
+            .inner
+            .db
+            .call(move |conn| Ok(ops::submit_many(conn, updates, webhook, now())))
+            .await
+        {
+            Ok(taken) => taken,
+            Err(e) => (Vec::new(), Some(e)),
+        };
         Submitted {
             outcomes,
             stopped: stopped.map(HostError::from),
