@@ -726,17 +726,22 @@ async fn remove_project_deletes_its_tasks_and_leaves_no_row_in_either_store() {
 }
 
 /// A host that lists no units (the trait's default), so that a publish plans from the whole
-/// plan, as with a host that can only load whole projects.
+/// plan, as with a host that can only load whole projects. With `answers_first_only` it also
+/// answers only the first of the status updates it is given together, and names no error for
+/// the others (a host with a fault of its own).
 #[derive(Clone)]
-struct WholePlanHost(EmbeddedHost);
+struct WholePlanHost {
+    host: EmbeddedHost,
+    answers_first_only: bool,
+}
 
 impl PmHost for WholePlanHost {
     async fn projects(&self) -> Result<Vec<ProjectGuid>, HostError> {
-        self.0.projects().await
+        self.host.projects().await
     }
 
     async fn project(&self, guid: ProjectGuid) -> Result<Option<Project>, HostError> {
-        PmHost::project(&self.0, guid).await
+        PmHost::project(&self.host, guid).await
     }
 
     async fn project_part(
@@ -744,54 +749,25 @@ impl PmHost for WholePlanHost {
         guid: ProjectGuid,
         uids: &[AssignmentUid],
     ) -> Result<Option<Project>, HostError> {
-        self.0.project_part(guid, uids).await
+        self.host.project_part(guid, uids).await
     }
 
     async fn submit_status_update(&self, update: StatusUpdate) -> Result<UpdateOutcome, HostError> {
-        self.0.submit_status_update(update).await
-    }
-
-    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<HostEvent> {
-        self.0.subscribe()
-    }
-}
-
-/// A host that answers only the first of the status updates it is given together, and names
-/// no error for the others (a host with a fault of its own).
-#[derive(Clone)]
-struct FirstAnswerHost(EmbeddedHost);
-
-impl PmHost for FirstAnswerHost {
-    async fn projects(&self) -> Result<Vec<ProjectGuid>, HostError> {
-        self.0.projects().await
-    }
-
-    async fn project(&self, guid: ProjectGuid) -> Result<Option<Project>, HostError> {
-        PmHost::project(&self.0, guid).await
-    }
-
-    async fn project_part(
-        &self,
-        guid: ProjectGuid,
-        uids: &[AssignmentUid],
-    ) -> Result<Option<Project>, HostError> {
-        self.0.project_part(guid, uids).await
-    }
-
-    async fn submit_status_update(&self, update: StatusUpdate) -> Result<UpdateOutcome, HostError> {
-        self.0.submit_status_update(update).await
+        self.host.submit_status_update(update).await
     }
 
     async fn submit_status_updates(
         &self,
         mut updates: Vec<StatusUpdate>,
     ) -> taskbridge::pm::Submitted {
-        updates.truncate(1);
-        self.0.submit_status_updates(updates).await
+        if self.answers_first_only {
+            updates.truncate(1);
+        }
+        self.host.submit_status_updates(updates).await
     }
 
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<HostEvent> {
-        self.0.subscribe()
+        self.host.subscribe()
     }
 }
 
@@ -811,7 +787,10 @@ async fn an_edit_the_host_left_unanswered_is_applied_by_the_next_pass() {
     let state =
         taskbridge::state::SqliteStore::open(&h.dir.path().join("state.sqlite")).expect("state");
     let faulty = taskbridge::sync::Engine::new(
-        FirstAnswerHost(h.host.clone()),
+        WholePlanHost {
+            host: h.host.clone(),
+            answers_first_only: true,
+        },
         h.spy.clone(),
         state,
         taskbridge::mapping::FieldTable::default(),
@@ -884,7 +863,10 @@ async fn a_republish_moves_and_removes_tasks_the_same_mailbox_by_mailbox_as_from
             engine.publish(guid(), PublishOptions::default()).await
         } else {
             let engine = taskbridge::sync::Engine::new(
-                WholePlanHost(h.host.clone()),
+                WholePlanHost {
+                    host: h.host.clone(),
+                    answers_first_only: false,
+                },
                 h.spy.clone(),
                 state(),
                 table(),
