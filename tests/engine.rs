@@ -1288,7 +1288,9 @@ async fn the_notification_of_our_own_write_is_noted_without_a_pass() {
     };
 
     // The owner's edit names a version the engine never wrote: a pass takes it and writes the
-    // PM's resulting values back.
+    // PM's resulting values back. It reads the item by its id: nothing but versions of tracked
+    // items were named, so the folder's changes are not listed.
+    let reads = h.count("GetItem");
     let edited = h.edit(&mailbox, &id, json!({"PercentComplete": 40})).await;
     assert_eq!(
         sink.deliver(notice(Some(vec![version(&edited)]))),
@@ -1301,7 +1303,12 @@ async fn the_notification_of_our_own_write_is_noted_without_a_pass() {
         (stored != version(&edited).change_key && stored == version(&now).change_key).then_some(now)
     })
     .await;
-    assert!(h.count("SyncFolderItems") > passes, "the edit had its pass");
+    assert_eq!(
+        h.count("SyncFolderItems"),
+        passes,
+        "the edit's pass listed nothing"
+    );
+    assert!(h.count("GetItem") > reads, "the edit's pass read the item");
     assert_eq!(written["ActualWork"], 192, "40 % of 8 h came back");
     assert_eq!(metrics.own_echoes.load(Ordering::Relaxed), 0);
 
@@ -1326,6 +1333,30 @@ async fn the_notification_of_our_own_write_is_noted_without_a_pass() {
     })
     .await;
     assert_eq!(updates(&h.host).await.len(), 1, "one status update in all");
+
+    // A task the owner created is not tracked: its version brings the listing, which tells
+    // what it is.
+    let created: serde_json::Value = h
+        .http
+        .post(format!("{}mailboxes/{mailbox}/tasks", h.sim.admin_url))
+        .json(&json!({"Subject": "Call the crane hire"}))
+        .send()
+        .await
+        .expect("admin")
+        .json()
+        .await
+        .expect("json");
+    let passes = h.count("SyncFolderItems");
+    assert_eq!(
+        sink.deliver(notice(Some(vec![version(&created)]))),
+        NotificationOutcome::Accepted
+    );
+    wait_for(
+        "an untracked item's version brought no listing",
+        async || (h.count("SyncFolderItems") > passes).then_some(()),
+    )
+    .await;
+    assert_eq!(updates(&h.host).await.len(), 1, "still one status update");
     let _ = stop.send(());
     runner.await.expect("join").expect("run");
 }

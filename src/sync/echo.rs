@@ -96,6 +96,18 @@ impl OwnWrites {
             .count()
     }
 
+    /// Drops from `versions` those taskbridge wrote.
+    pub(crate) fn drop_own(&self, versions: &mut Vec<ItemRef>) {
+        if versions.is_empty() {
+            return;
+        }
+        let g = self.generations.lock().expect("own writes poisoned");
+        versions.retain(|v| {
+            let h = self.hash(v);
+            !(g.current.contains(&h) || g.previous.contains(&h))
+        });
+    }
+
     /// Whether `versions` are all versions taskbridge wrote. False for an empty list
     /// (nothing to recognise).
     #[cfg(test)]
@@ -136,6 +148,15 @@ mod tests {
         // The count stops at the first version not ours, whatever follows it.
         assert_eq!(own.own_prefix(&[v("A", "1"), v("C", "1"), v("B", "7")]), 1);
         assert_eq!(own.own_prefix(&[v("B", "7"), v("A", "1")]), 2);
+    }
+
+    #[test]
+    fn own_versions_are_dropped_wherever_they_stand() {
+        let own = OwnWrites::default();
+        own.wrote([&v("A", "1"), &v("B", "7")]);
+        let mut versions = vec![v("A", "1"), v("C", "1"), v("B", "7"), v("A", "2")];
+        own.drop_own(&mut versions);
+        assert_eq!(versions, vec![v("C", "1"), v("A", "2")]);
     }
 
     #[test]

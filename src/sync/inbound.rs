@@ -187,19 +187,100 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 })
                 .await?;
         }
-        if report.applied + report.written + report.deleted + report.conflicts > 0 {
-            info!(
-                examined = report.examined,
-                applied = report.applied,
-                pending = report.pending,
-                written = report.written,
-                conflicts = report.conflicts,
-                deleted = report.deleted,
-                failed = report.failed,
-                "mailbox changes handled"
-            );
-        }
+        log_handled(&report);
         Ok(report)
+    }
+
+    /// A pass over the items a mailbox's notifications named, read by their ids: step request
+    /// without SyncFolderItems, when the notifications named nothing but `versions` of items
+    /// (created or modified). The listing would name the same items and cost a round trip to
+    /// the server and a read of the mailbox's item list for nothing.
+    ///
+    /// The listing is still made ([`Engine::sync_mailbox`]) when it knows more: for an item
+    /// not tracked (a task someone created, or a write whose answer is not stored yet), a
+    /// mailbox never listed, and after an item failed here (the listing's stored sync state
+    /// is what takes a failed item again). The stored sync state is not moved: the next
+    /// listing names these items again and skips each by the change key stored for it.
+    #[instrument(skip_all, fields(mailbox = %mailbox))]
+    pub async fn sync_items(
+        &self,
+        mailbox: &MailboxAddress,
+        versions: Vec<ItemRef>,
+    ) -> Result<InboundReport, SyncError> {
+        let first = {
+            let _guard = self.lock(mailbox).await;
+            if !self.holds(mailbox) {
+                return Ok(InboundReport::default());
+            }
+            match self.item_pass(mailbox, versions).await? {
+                ItemPassEnd::Done(report) => {
+                    log_handled(&report);
+                    return Ok(report);
+                }
+                ItemPassEnd::List(report) => report,
+            }
+        };
+        let mut report = self.sync_mailbox(mailbox).await?;
+        report.merge(first);
+        Ok(report)
+    }
+
+    /// The body of [`Engine::sync_items`], under the mailbox's lock.
+    async fn item_pass(
+        &self,
+        mailbox: &MailboxAddress,
+        mut versions: Vec<ItemRef>,
+    ) -> Result<ItemPassEnd, SyncError> {
+        let listing = ItemPassEnd::List(InboundReport::default());
+        if self.ensure_mailbox(mailbox).await?.sync_state.is_none() {
+            return Ok(listing);
+        }
+        // Versions written since the scheduler asked are the echo of the engine's own writes.
+        self.inner.own_writes.drop_own(&mut versions);
+        // An item named twice is read once, at its newest version.
+        let mut newest: HashMap<&str, &str> = HashMap::with_capacity(versions.len());
+        let mut ids = Vec::with_capacity(versions.len());
+        for v in &versions {
+            if newest
+                .insert(v.item_id.as_str(), v.change_key.as_str())
+                .is_none()
+            {
+                ids.push(v.item_id.clone());
+            }
+        }
+        let mut report = InboundReport::default();
+        if ids.is_empty() {
+            return Ok(ItemPassEnd::Done(report));
+        }
+        let mut rows = by_item_id(
+            self.inner
+                .state
+                .assignments_by_items(mailbox, ids.clone())
+                .await?,
+        );
+        let mut todo = Vec::with_capacity(ids.len());
+        for id in &ids {
+            let Some(row) = rows.remove(id) else {
+                return Ok(listing);
+            };
+            report.examined += 1;
+            // The version this pass would read was read or written already.
+            if row
+                .item
+                .as_ref()
+                .is_some_and(|i| Some(i.change_key.as_str()) == newest.get(id.as_str()).copied())
+            {
+                report.unchanged += 1;
+                continue;
+            }
+            todo.push(row);
+        }
+        self.process_rows(mailbox, todo, Mode::Normal, &mut report)
+            .await?;
+        if report.failed > report.parked {
+            return Ok(ItemPassEnd::List(report));
+        }
+        Ok(ItemPassEnd::Done(report))
     }
 
     /// The rows a pass starts from, and the owner's zone of each item. A full pass compares
@@ -1381,6 +1462,30 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
 
 /// A mailbox's tracked rows, by item id.
 type Rows = HashMap<String, AssignmentState>;
+
+/// How a pass over named items ended.
+enum ItemPassEnd {
+    /// Done: its report.
+    Done(InboundReport),
+    /// The listing is needed (after what this report says was done).
+    List(InboundReport),
+}
+
+/// Logs a pass's report when it changed something.
+fn log_handled(report: &InboundReport) {
+    if report.applied + report.written + report.deleted + report.conflicts > 0 {
+        info!(
+            examined = report.examined,
+            applied = report.applied,
+            pending = report.pending,
+            written = report.written,
+            conflicts = report.conflicts,
+            deleted = report.deleted,
+            failed = report.failed,
+            "mailbox changes handled"
+        );
+    }
+}
 
 /// What a mailbox's change pages listed.
 struct Changes {

@@ -15,7 +15,8 @@
 //!   notifications that named only versions the engine wrote itself (`echo.rs`).
 //! - **request**: request the updated task's attributes and receive them:
 //!   [`Engine::sync_mailbox`] (what changed, SyncFolderItems) and `Engine::process_rows` (the
-//!   items, GetItem), in `inbound.rs`.
+//!   items, GetItem), in `inbound.rs`; [`Engine::sync_items`] reads the items named by
+//!   notifications that named nothing but versions of tracked items, without the listing.
 //! - **decide**: determine, field by field against the baseline, whether the mailbox's
 //!   attributes are newer than the PM's: [`decide::decide`], and for one item `decide_item`
 //!   (`decide.rs`).

@@ -863,15 +863,21 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             debug!(%mailbox, "notified of our own writes only; no pass");
         }
         Metrics::add(&self.inner.metrics.own_echoes, due.echoes.len());
+        let mut items = due.items;
         for mailbox in due.start {
             if !self.holds(&mailbox) {
                 scheduler.finished(&mailbox, now);
                 continue;
             }
             let engine = self.clone();
+            // Notified of item versions only: those items are read by their ids.
+            let versions = items.remove(&mailbox);
             tasks.spawn(async move {
-                let r = engine.sync_mailbox(&mailbox).await.map(|_| ());
-                (Some(mailbox), r)
+                let r = match versions {
+                    Some(versions) => engine.sync_items(&mailbox, versions).await,
+                    None => engine.sync_mailbox(&mailbox).await,
+                };
+                (Some(mailbox), r.map(|_| ()))
             });
         }
     }

@@ -12,7 +12,8 @@
 //! made. Asking then rather than when the notification came matters: Exchange sends the
 //! notification of a write as it commits it, often before the write's answer reached the pass
 //! that made it, and that pass is still running (the mailbox waits for it) until it has the
-//! answer.
+//! answer. If some are not the engine's, the pass starts with those versions
+//! ([`Due::items`]), so that it can read just those items rather than list the folder's changes.
 //!
 //! Pure bookkeeping over the instants the caller gives, so it is tested without a runtime;
 //! [`Engine::run`](super::Engine::run) waits for the next event, asks it, and acts.
@@ -85,6 +86,10 @@ pub(crate) struct Due {
     pub start: Vec<MailboxAddress>,
     /// Mailboxes due whose notifications named only versions the engine wrote: no pass.
     pub echoes: Vec<MailboxAddress>,
+    /// Of the passes in `start`, those whose notifications named nothing but item versions
+    /// (created or modified), with the versions not known as the engine's own: such a pass
+    /// may read those items alone ([`Engine::sync_items`](super::Engine::sync_items)).
+    pub items: HashMap<MailboxAddress, Vec<ItemRef>>,
 }
 
 /// The passes of the mailboxes: which wait, which run, which were heard from when.
@@ -271,7 +276,16 @@ impl Scheduler {
             if self.running.len() >= self.concurrency {
                 continue;
             }
-            self.pending.remove(&mailbox);
+            if let Some(Pending {
+                news: News::Versions(mut versions),
+                own_known,
+                ..
+            }) = self.pending.remove(&mailbox)
+            {
+                // The first `own_known` are the engine's own writes: nothing to read there.
+                versions.drain(..own_known.min(versions.len()));
+                out.items.insert(mailbox.clone(), versions);
+            }
             self.running.insert(mailbox.clone());
             out.start.push(mailbox);
         }
@@ -496,6 +510,11 @@ mod tests {
             "a version not ours needs the pass"
         );
         assert_eq!(due.echoes, vec![mb("ann")]);
+        // Bob's pass may read the one item not written by the engine.
+        assert_eq!(
+            due.items,
+            HashMap::from([(mb("bob"), vec![v("C", "theirs")])])
+        );
         // Let go: not due again, and it took no slot.
         assert_eq!(
             s.start_due(t0 + ms(5000), DEBOUNCE, CAP, own),
@@ -509,6 +528,8 @@ mod tests {
         let due = s.start_due(t0 + ms(6000), DEBOUNCE, CAP, own);
         assert_eq!(due.start, vec![mb("cid"), mb("dan")]);
         assert!(due.echoes.is_empty());
+        // Their passes list the folder's changes: the news are more than versions.
+        assert!(due.items.is_empty());
         // A notification of folder or status events only names no version: nothing is due.
         s.heard_versions(mb("eve"), t0, vec![]);
         assert_eq!(
