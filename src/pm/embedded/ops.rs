@@ -148,9 +148,38 @@ pub(crate) fn submit(
     now: DateTime<Utc>,
 ) -> Result<UpdateOutcome, EmbeddedError> {
     let tx = begin(conn)?;
-    let outcome = submit_in(&tx, update, webhook, now)?;
+    let mut taken = Vec::with_capacity(1);
+    let outcome = submit_in(&tx, update, webhook, now, &mut taken)?;
     tx.commit()?;
+    taken.iter().for_each(Taken::log);
     Ok(outcome)
+}
+
+/// What taking a status update says in the log. Written once its transaction committed, as
+/// approvals and rejections are: a batch taken again after a failed update, or a commit that
+/// failed, must neither log an update twice nor log one that was not kept.
+enum Taken {
+    NoteRecorded(StatusUpdateId, AssignmentKey),
+    Refused(StatusUpdateId, AssignmentKey, String),
+    Applied(StatusUpdateId, AssignmentKey),
+    Superseded(StatusUpdateId, StatusUpdateId, AssignmentKey),
+    Pending(StatusUpdateId, AssignmentKey),
+}
+
+impl Taken {
+    fn log(&self) {
+        match self {
+            Taken::NoteRecorded(id, key) => tracing::info!(%id, %key, "status note recorded"),
+            Taken::Refused(id, key, reason) => {
+                tracing::info!(%id, %key, %reason, "status update refused");
+            }
+            Taken::Applied(id, key) => tracing::info!(%id, %key, "status update applied"),
+            Taken::Superseded(id, by, key) => {
+                tracing::info!(%id, %by, %key, "status update superseded");
+            }
+            Taken::Pending(id, key) => tracing::info!(%id, %key, "status update pending approval"),
+        }
+    }
 }
 
 /// Status updates in order, in one transaction (one commit is most of what an update costs):
@@ -178,9 +207,10 @@ pub(crate) fn submit_many(
             Err(e) => return (Vec::new(), Some(e)),
         };
         let mut outcomes = Vec::with_capacity(updates.len());
+        let mut taken = Vec::with_capacity(updates.len());
         let mut failed = None;
         for (at, update) in updates.iter().enumerate() {
-            match submit_in(&tx, update.clone(), webhook, now) {
+            match submit_in(&tx, update.clone(), webhook, now, &mut taken) {
                 Ok(outcome) => outcomes.push(outcome),
                 Err(e) => {
                     failed = Some((at, e));
@@ -190,7 +220,10 @@ pub(crate) fn submit_many(
         }
         let Some((at, e)) = failed else {
             return match tx.commit() {
-                Ok(()) => (outcomes, stopped),
+                Ok(()) => {
+                    taken.iter().for_each(Taken::log);
+                    (outcomes, stopped)
+                }
                 Err(e) => (Vec::new(), Some(e)),
             };
         };
@@ -204,12 +237,14 @@ pub(crate) fn submit_many(
     (Vec::new(), stopped)
 }
 
-/// [`submit`] inside the caller's transaction.
+/// [`submit`] inside the caller's transaction; what it did is added to `taken`, for the log
+/// once the transaction commits.
 fn submit_in(
     tx: &dyn Conn,
     update: StatusUpdate,
     webhook: bool,
     now: DateTime<Utc>,
+    taken: &mut Vec<Taken>,
 ) -> Result<UpdateOutcome, EmbeddedError> {
     let key = update.key;
     // The same mailbox item version twice is one update: the connector resubmits after a crash,
@@ -255,7 +290,7 @@ fn submit_in(
         record.decided_at = Some(now);
         record.decider = Some(DECIDER_AUTO.to_owned());
         rows::insert_update(tx, &record)?;
-        tracing::info!(%id, %key, "status note recorded");
+        taken.push(Taken::NoteRecorded(id.clone(), key));
         return Ok(UpdateOutcome::Applied {
             id,
             assignment: current,
@@ -279,7 +314,7 @@ fn submit_in(
             record.decider = Some(DECIDER_TASKBRIDGE.to_owned());
             record.reason = Some(reason.clone());
             rows::insert_update(tx, &record)?;
-            tracing::info!(%id, %key, %reason, "status update refused");
+            taken.push(Taken::Refused(id.clone(), key, reason.clone()));
             return Ok(UpdateOutcome::Rejected {
                 id,
                 assignment: current,
@@ -295,7 +330,7 @@ fn submit_in(
             record.applied = applied_values(&after, &record, &applied);
             rows::insert_update(tx, &record)?;
             let assignment = persist_applied(tx, &after, &applied, &record, webhook, now)?;
-            tracing::info!(%id, %key, "status update applied");
+            taken.push(Taken::Applied(id.clone(), key));
             UpdateOutcome::Applied { id, assignment }
         }
         Policy::Approval => {
@@ -318,9 +353,9 @@ fn submit_in(
                     Some(&format!("superseded by {id}")),
                     Some(&id),
                 )?;
-                tracing::info!(id = %old.id, by = %id, %key, "status update superseded");
+                taken.push(Taken::Superseded(old.id, id.clone(), key));
             }
-            tracing::info!(%id, %key, "status update pending approval");
+            taken.push(Taken::Pending(id.clone(), key));
             UpdateOutcome::Pending { id }
         }
     };
@@ -640,4 +675,109 @@ fn outcome_of(conn: &dyn Conn, id: &StatusUpdateId) -> Result<UpdateOutcome, Emb
     Err(EmbeddedError::Corrupt(format!(
         "status update {id} is superseded in a loop"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use chrono::TimeZone;
+    use chrono_tz::Tz;
+
+    use super::*;
+    use crate::pm::host::UpdateSource;
+    use crate::pm::model::{AssignmentField, AssignmentUid, Percent};
+    use crate::pm::{FieldChange, FieldValue};
+    use rows::tests::{assignment, resource, task};
+
+    /// What the log says, captured.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("capture").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn update(guid: ProjectGuid, uid: i64, percent: u8) -> StatusUpdate {
+        StatusUpdate {
+            key: AssignmentKey {
+                project: guid,
+                assignment: AssignmentUid(uid),
+            },
+            changes: vec![FieldChange {
+                field: AssignmentField::PercentWorkComplete,
+                old: FieldValue::Percent(Percent::ZERO),
+                new: FieldValue::Percent(Percent::new(percent).expect("in range")),
+            }],
+            source: UpdateSource {
+                mailbox: "r1@example.com".into(),
+                item_id: format!("AAMk-{uid}"),
+                change_key: "ck-1".into(),
+                modified_at: Utc
+                    .with_ymd_and_hms(2026, 3, 4, 9, 0, 0)
+                    .single()
+                    .expect("valid"),
+            },
+            status_note: None,
+            completed_on: None,
+        }
+    }
+
+    // A batch whose second update fails is rolled back and its first update taken again in a
+    // new transaction: the log says "applied" once, for the update that was kept, not once
+    // per try.
+    #[test]
+    fn an_update_taken_again_after_a_failure_in_its_batch_is_logged_once() {
+        let mut conn = rusqlite::Connection::open_in_memory().expect("open");
+        crate::sqlite::migrate::migrate(&mut conn, &super::super::schema::SCHEMA).expect("migrate");
+        let guid = ProjectGuid(uuid::Uuid::from_u128(21));
+        let project = Project {
+            guid,
+            name: "logged".into(),
+            time_zone: Tz::UTC,
+            minutes_per_day: 480,
+            minutes_per_week: 2400,
+            start: None,
+            tasks: vec![task(1, false)],
+            resources: vec![resource(1, Some("r1@example.com"))],
+            assignments: vec![assignment(1, 1, 1)],
+        };
+        let now = Utc
+            .with_ymd_and_hms(2026, 3, 4, 12, 0, 0)
+            .single()
+            .expect("valid");
+        rows::write_project(&conn, &project, None, now).expect("write");
+        set_policy(&conn, guid, Policy::Auto).expect("policy");
+        let capture = Capture::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let (outcomes, stopped) = tracing::subscriber::with_default(subscriber, || {
+            submit_many(
+                &conn,
+                vec![update(guid, 1, 60), update(guid, 999, 10)],
+                false,
+                now,
+            )
+        });
+        assert!(
+            matches!(&outcomes[..], [UpdateOutcome::Applied { .. }]),
+            "{outcomes:?}"
+        );
+        assert!(
+            matches!(stopped, Some(EmbeddedError::UnknownAssignment(_))),
+            "{stopped:?}"
+        );
+        let log = String::from_utf8(capture.0.lock().expect("capture").clone()).expect("utf-8");
+        assert_eq!(log.matches("status update applied").count(), 1, "{log}");
+    }
 }

@@ -1141,7 +1141,7 @@ pub(crate) fn outbox_failed(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use chrono::{NaiveDate, TimeZone};
 
     use super::*;
@@ -1287,7 +1287,7 @@ mod tests {
     }
 
     /// A one-day task of 8 hours.
-    fn task(uid: i64, summary: bool) -> Task {
+    pub(in crate::pm::embedded) fn task(uid: i64, summary: bool) -> Task {
         Task {
             uid: TaskUid(uid),
             name: format!("task {uid}"),
@@ -1304,7 +1304,7 @@ mod tests {
     }
 
     /// A resource with `email` as its address.
-    fn resource(uid: i64, email: Option<&str>) -> Resource {
+    pub(in crate::pm::embedded) fn resource(uid: i64, email: Option<&str>) -> Resource {
         Resource {
             uid: ResourceUid(uid),
             name: format!("r{uid}"),
@@ -1314,7 +1314,7 @@ mod tests {
     }
 
     /// A one-day assignment of 8 hours, not started.
-    fn assignment(uid: i64, task: i64, resource: i64) -> Assignment {
+    pub(in crate::pm::embedded) fn assignment(uid: i64, task: i64, resource: i64) -> Assignment {
         Assignment {
             uid: AssignmentUid(uid),
             task_uid: TaskUid(task),
