@@ -1361,6 +1361,92 @@ async fn the_notification_of_our_own_write_is_noted_without_a_pass() {
     runner.await.expect("join").expect("run");
 }
 
+/// A pass over the items notifications named (`Engine::sync_items`): an edit is read by its
+/// id without a listing; a version already read is not read again; an item whose read failed
+/// brings the listing, which reads it again, so the failure loses nothing.
+#[tokio::test]
+async fn a_pass_over_named_items_lists_nothing_unless_an_item_failed() {
+    use std::sync::atomic::Ordering;
+    use taskbridge::state::ItemRef;
+    let h = harness(6, ApprovalPolicy::Auto, quick_sync()).await;
+    h.engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    let (mailbox, task) = h.task_of(3).await;
+    let mb = MailboxAddress::new(&mailbox);
+    let id = id_of(&task);
+    // Listed once, as the catch-up at start does: the mailbox has a sync state.
+    h.engine.sync_mailbox(&mb).await.expect("first pass");
+    let version = |task: &serde_json::Value| ItemRef {
+        item_id: id_of(task),
+        change_key: task["ItemId"]["ChangeKey"]
+            .as_str()
+            .expect("change key")
+            .to_string(),
+    };
+    let percent = async || {
+        let p = h.host.load_project(h.project).await.unwrap().unwrap();
+        p.assignment(AssignmentUid(3))
+            .unwrap()
+            .percent_work_complete
+            .get()
+    };
+
+    let listings = h.count("SyncFolderItems");
+    let edited = h.edit(&mailbox, &id, json!({"PercentComplete": 30})).await;
+    let report = h
+        .engine
+        .sync_items(&mb, vec![version(&edited)])
+        .await
+        .expect("pass");
+    assert_eq!((report.applied, report.failed), (1, 0), "{report:?}");
+    assert_eq!(percent().await, 30);
+    assert_eq!(h.count("SyncFolderItems"), listings, "nothing listed");
+
+    // The version the pass wrote back is the engine's own: named, it is not even looked up.
+    let (_, written) = h.task_of(3).await;
+    let reads = h.spy.fetches.load(Ordering::SeqCst);
+    let report = h
+        .engine
+        .sync_items(&mb, vec![version(&written)])
+        .await
+        .expect("pass");
+    assert_eq!(report.examined, 0, "{report:?}");
+    // A new change key without a field change is read once; named again, it is known by its
+    // change key and not read again.
+    h.bump(&mailbox, &id).await;
+    let (_, bumped) = h.task_of(3).await;
+    h.engine
+        .sync_items(&mb, vec![version(&bumped)])
+        .await
+        .expect("pass");
+    assert_eq!(h.spy.fetches.load(Ordering::SeqCst), reads + 1);
+    let report = h
+        .engine
+        .sync_items(&mb, vec![version(&bumped), version(&bumped)])
+        .await
+        .expect("pass");
+    assert_eq!((report.examined, report.unchanged), (1, 1), "{report:?}");
+    assert_eq!(
+        h.spy.fetches.load(Ordering::SeqCst),
+        reads + 1,
+        "not read again"
+    );
+
+    // The read fails (a dropped connection): the listing follows and takes the edit.
+    let edited = h.edit(&mailbox, &id, json!({"PercentComplete": 70})).await;
+    h.spy.fail_fetches.store(1, Ordering::SeqCst);
+    let report = h
+        .engine
+        .sync_items(&mb, vec![version(&edited)])
+        .await
+        .expect("pass");
+    assert_eq!((report.applied, report.failed), (1, 1), "{report:?}");
+    assert_eq!(percent().await, 70);
+    assert_eq!(h.count("SyncFolderItems"), listings + 1, "one listing");
+}
+
 /// Six assignments published, every mailbox with a pull subscription that is never polled (so
 /// the only notifications are the test's, handed to the engine's sink), and the engine's loop
 /// running.
