@@ -8,7 +8,8 @@
 //! item parked when the plan's value cannot go back is retried by the admin from Sync health.
 //! Without a browser: `/healthz` and the console's banner when Exchange refuses the credentials
 //! or most mailboxes fail, and the notices (digests; a rejection's notice owed across a
-//! restart). Screenshots at 1280 and 390 pixels wide go to `docs/screenshots/`.
+//! restart). Screenshots at 1280 and 390 pixels wide go to the tests' scratch folder under
+//! `target/`, or to `docs/screenshots/` with `TASKBRIDGE_SCREENSHOTS=docs/screenshots`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -445,9 +446,15 @@ async fn text(c: &Client) -> String {
     }
 }
 
+/// Writes a screenshot to the tests' scratch folder under `target/`, so that a test run
+/// leaves the working tree as it was; with `TASKBRIDGE_SCREENSHOTS` set to a folder (relative
+/// to the repository: `docs/screenshots` refreshes the ones the documentation shows), there.
 async fn screenshot(c: &Client, name: &str) {
     let png = c.screenshot().await.expect("screenshot");
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
+    let dir = match std::env::var_os("TASKBRIDGE_SCREENSHOTS") {
+        Some(dir) => Path::new(env!("CARGO_MANIFEST_DIR")).join(dir),
+        None => Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots"),
+    };
     std::fs::create_dir_all(&dir).expect("screenshot folder");
     std::fs::write(dir.join(format!("{name}.png")), png).expect("write screenshot");
 }
