@@ -1363,7 +1363,8 @@ async fn the_notification_of_our_own_write_is_noted_without_a_pass() {
 
 /// A pass over the items notifications named (`Engine::sync_items`): an edit is read by its
 /// id without a listing; a version already read is not read again; an item whose read failed
-/// brings the listing, which reads it again, so the failure loses nothing.
+/// brings the listing, which reads it again, and a listing that failed too makes the
+/// mailbox's next pass a listing: the failure loses nothing and waits for no reconciliation.
 #[tokio::test]
 async fn a_pass_over_named_items_lists_nothing_unless_an_item_failed() {
     use std::sync::atomic::Ordering;
@@ -1445,6 +1446,27 @@ async fn a_pass_over_named_items_lists_nothing_unless_an_item_failed() {
     assert_eq!((report.applied, report.failed), (1, 1), "{report:?}");
     assert_eq!(percent().await, 70);
     assert_eq!(h.count("SyncFolderItems"), listings + 1, "one listing");
+
+    // The listing's read fails too: the mailbox's next pass lists, whatever its notifications
+    // named, and takes the edit.
+    let edited = h.edit(&mailbox, &id, json!({"PercentComplete": 90})).await;
+    h.spy.fail_fetches.store(2, Ordering::SeqCst);
+    let report = h
+        .engine
+        .sync_items(&mb, vec![version(&edited)])
+        .await
+        .expect("pass");
+    assert_eq!((report.applied, report.failed), (0, 2), "{report:?}");
+    assert_eq!(percent().await, 70);
+    let listings = h.count("SyncFolderItems");
+    let report = h
+        .engine
+        .sync_items(&mb, vec![version(&bumped)])
+        .await
+        .expect("pass");
+    assert_eq!(report.applied, 1, "{report:?}");
+    assert_eq!(percent().await, 90);
+    assert_eq!(h.count("SyncFolderItems"), listings + 1, "the listing owed");
 }
 
 /// Six assignments published, every mailbox with a pull subscription that is never polled (so

@@ -265,6 +265,10 @@ pub(crate) struct Inner<H, M, S> {
     pub republish_skipped: AtomicBool,
     /// The item versions this process wrote lately, to tell the echo of its writes.
     pub own_writes: super::echo::OwnWrites,
+    /// Mailboxes whose last listing left an item to take again (its sync state was not
+    /// moved): their next pass lists, even one notified of item versions only, so that the
+    /// item is retried as soon as it would have been without passes over named items.
+    pub listing_owed: Mutex<std::collections::HashSet<MailboxAddress>>,
     /// Becomes true once [`Engine::run`] has taken its first round of leases.
     pub first_lease_round: tokio::sync::watch::Sender<bool>,
     /// One lock per mailbox: publish, inbound changes and mapping back never work on the same
@@ -371,6 +375,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 republish_again: AtomicBool::new(false),
                 republish_skipped: AtomicBool::new(false),
                 own_writes: Default::default(),
+                listing_owed: Mutex::new(Default::default()),
                 first_lease_round: tokio::sync::watch::Sender::new(false),
                 locks: Mutex::new(HashMap::new()),
                 debounce: Mutex::new((config.debounce, config.max_debounce)),

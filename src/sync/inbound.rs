@@ -112,6 +112,9 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             // Another instance holds the mailbox's lease: its pass is that one's.
             return Ok(InboundReport::default());
         }
+        // Owed until this listing ends with nothing left to take again: a listing that stops
+        // with an error leaves the next pass a listing too.
+        self.owe_listing(mailbox, true);
         let state = self.ensure_mailbox(mailbox).await?;
         let mut report = InboundReport::default();
         let (all_rows, zones) = self.pass_rows(mailbox, state.sync_state.is_none()).await?;
@@ -175,6 +178,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         // the reconciliation's publish instead.
         // Only the pass's own columns: notifications of this mailbox keep arriving meanwhile
         // and record their watermarks.
+        self.owe_listing(mailbox, report.failed > report.parked);
         if report.failed == report.parked {
             let now = Utc::now();
             self.inner
@@ -198,8 +202,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     ///
     /// The listing is still made ([`Engine::sync_mailbox`]) when it knows more: for an item
     /// not tracked (a task someone created, or a write whose answer is not stored yet), a
-    /// mailbox never listed, and after an item failed here (the listing's stored sync state
-    /// is what takes a failed item again). The stored sync state is not moved: the next
+    /// mailbox never listed, after an item failed here, and while the last listing left an
+    /// item to take again (the listing's stored sync state is what takes a failed item again). The stored sync state is not moved: the next
     /// listing names these items again and skips each by the change key stored for it.
     #[instrument(skip_all, fields(mailbox = %mailbox))]
     pub async fn sync_items(
@@ -225,6 +229,29 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         Ok(report)
     }
 
+    /// Notes whether the mailbox's last listing left an item to take again.
+    fn owe_listing(&self, mailbox: &MailboxAddress, owed: bool) {
+        let mut set = self
+            .inner
+            .listing_owed
+            .lock()
+            .expect("listing set poisoned");
+        if owed {
+            set.insert(mailbox.clone());
+        } else {
+            set.remove(mailbox);
+        }
+    }
+
+    /// Whether the mailbox's last listing left an item to take again.
+    fn owes_listing(&self, mailbox: &MailboxAddress) -> bool {
+        self.inner
+            .listing_owed
+            .lock()
+            .expect("listing set poisoned")
+            .contains(mailbox)
+    }
+
     /// The body of [`Engine::sync_items`], under the mailbox's lock.
     async fn item_pass(
         &self,
@@ -232,7 +259,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         mut versions: Vec<ItemRef>,
     ) -> Result<ItemPassEnd, SyncError> {
         let listing = ItemPassEnd::List(InboundReport::default());
-        if self.ensure_mailbox(mailbox).await?.sync_state.is_none() {
+        if self.owes_listing(mailbox) || self.ensure_mailbox(mailbox).await?.sync_state.is_none() {
             return Ok(listing);
         }
         // Versions written since the scheduler asked are the echo of the engine's own writes.
