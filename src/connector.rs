@@ -119,6 +119,8 @@ impl MetricsSource for EngineMetrics {
             notifications: get(&m.notifications),
             events_queued: get(&m.events_queued),
             own_echoes: get(&m.own_echoes),
+            listing_passes: get(&m.listing_passes),
+            item_passes: get(&m.item_passes),
             updates_applied: get(&m.updates_applied),
             updates_pending: get(&m.updates_pending),
             updates_rejected: get(&m.updates_rejected),

@@ -1404,6 +1404,13 @@ async fn a_pass_over_named_items_lists_nothing_unless_an_item_failed() {
     assert_eq!((report.applied, report.failed), (1, 0), "{report:?}");
     assert_eq!(percent().await, 30);
     assert_eq!(h.count("SyncFolderItems"), listings, "nothing listed");
+    let metrics = h.engine.metrics();
+    assert_eq!(metrics.item_passes.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        metrics.listing_passes.load(Ordering::Relaxed),
+        1,
+        "the first pass"
+    );
 
     // The version the pass wrote back is the engine's own: named, it is not even looked up.
     let (_, written) = h.task_of(3).await;

@@ -1177,6 +1177,8 @@ fn engine_source(m: Arc<taskbridge::sync::Metrics>) -> impl MetricsSource {
             notifications: n(&m.notifications),
             events_queued: n(&m.events_queued),
             own_echoes: n(&m.own_echoes),
+            listing_passes: n(&m.listing_passes),
+            item_passes: n(&m.item_passes),
             updates_applied: n(&m.updates_applied),
             updates_pending: n(&m.updates_pending),
             updates_rejected: n(&m.updates_rejected),

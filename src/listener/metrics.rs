@@ -205,6 +205,10 @@ pub struct EngineCounters {
     /// Mailbox passes not made because the notifications named only item versions
     /// taskbridge wrote itself.
     pub own_echoes: u64,
+    /// Mailbox passes that listed the folder's changes.
+    pub listing_passes: u64,
+    /// Mailbox passes that read the items notifications named, without a listing.
+    pub item_passes: u64,
     /// Status updates applied on the PM side.
     pub updates_applied: u64,
     /// Status updates left waiting for approval.
@@ -251,6 +255,20 @@ impl MetricsSource for EngineCounters {
             "Mailbox passes not made: the notifications named only versions taskbridge wrote.",
             self.own_echoes,
         );
+        let name = "taskbridge_mailbox_passes_total";
+        write_family(
+            out,
+            name,
+            "Mailbox passes, by how they found the changed items: a listing of the folder's \
+             changes, or the items notifications named, read by their ids.",
+            MetricKind::Counter,
+        );
+        for (kind, n) in [
+            ("listing", self.listing_passes),
+            ("items", self.item_passes),
+        ] {
+            write_sample(out, name, &[("kind", kind)], n);
+        }
         let name = "taskbridge_status_updates_total";
         write_family(
             out,
@@ -441,6 +459,7 @@ mod tests {
             reconciles: 7,
             publish_rounds: 1,
             own_echoes: 4,
+            item_passes: 9,
             ..EngineCounters::default()
         };
         let mut out = String::new();
@@ -450,12 +469,14 @@ mod tests {
 "
         ));
         assert!(out.contains("taskbridge_status_updates_total{outcome=\"pending\"} 2\n"));
+        assert!(out.contains("taskbridge_mailbox_passes_total{kind=\"items\"} 9\n"));
+        assert!(out.contains("taskbridge_mailbox_passes_total{kind=\"listing\"} 0\n"));
         assert!(out.contains("taskbridge_reconciliations_total 7\n"));
         assert!(out.contains("taskbridge_publish_rounds_total 1\n"));
         assert!(out.contains("# TYPE taskbridge_streaming_connections gauge\n"));
         let types = out.lines().filter(|l| l.starts_with("# TYPE")).count();
         let helps = out.lines().filter(|l| l.starts_with("# HELP")).count();
-        assert_eq!(types, 13);
+        assert_eq!(types, 14);
         assert_eq!(helps, types);
     }
 }

@@ -115,6 +115,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         // Owed until this listing ends with nothing left to take again: a listing that stops
         // with an error leaves the next pass a listing too.
         self.owe_listing(mailbox, true);
+        Metrics::add(&self.inner.metrics.listing_passes, 1);
         let state = self.ensure_mailbox(mailbox).await?;
         let mut report = InboundReport::default();
         let (all_rows, zones) = self.pass_rows(mailbox, state.sync_state.is_none()).await?;
@@ -218,6 +219,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             }
             match self.item_pass(mailbox, versions).await? {
                 ItemPassEnd::Done(report) => {
+                    Metrics::add(&self.inner.metrics.item_passes, 1);
                     log_handled(&report);
                     return Ok(report);
                 }

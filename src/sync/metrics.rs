@@ -12,6 +12,10 @@ pub struct Metrics {
     /// Mailbox passes not made: the notifications named only item versions taskbridge wrote
     /// itself (the echo of its own writes).
     pub own_echoes: AtomicU64,
+    /// Mailbox passes that listed the folder's changes (SyncFolderItems).
+    pub listing_passes: AtomicU64,
+    /// Mailbox passes that read the items notifications named by their ids, without a listing.
+    pub item_passes: AtomicU64,
     /// Status updates applied on the PM side.
     pub updates_applied: AtomicU64,
     /// Status updates waiting for approval.
