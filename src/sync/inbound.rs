@@ -204,8 +204,9 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     /// The listing is still made ([`Engine::sync_mailbox`]) when it knows more: for an item
     /// not tracked (a task someone created, or a write whose answer is not stored yet), a
     /// mailbox never listed, after an item failed here, and while the last listing left an
-    /// item to take again (the listing's stored sync state is what takes a failed item again). The stored sync state is not moved: the next
-    /// listing names these items again and skips each by the change key stored for it.
+    /// item to take again (the listing's stored sync state is what takes a failed item
+    /// again). The stored sync state is not moved: the next listing names these items again
+    /// and skips each by the change key stored for it.
     #[instrument(skip_all, fields(mailbox = %mailbox))]
     pub async fn sync_items(
         &self,
