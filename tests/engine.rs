@@ -1273,13 +1273,6 @@ async fn the_notification_of_our_own_write_is_noted_without_a_pass() {
         }
         passes = now;
     }
-    let version = |task: &serde_json::Value| ItemRef {
-        item_id: id_of(task),
-        change_key: task["ItemId"]["ChangeKey"]
-            .as_str()
-            .expect("change key")
-            .to_string(),
-    };
     let notice = |versions: Option<Vec<ItemRef>>| Notice {
         subscription_id: subscription.clone(),
         watermark: None,
@@ -1293,14 +1286,15 @@ async fn the_notification_of_our_own_write_is_noted_without_a_pass() {
     let reads = h.count("GetItem");
     let edited = h.edit(&mailbox, &id, json!({"PercentComplete": 40})).await;
     assert_eq!(
-        sink.deliver(notice(Some(vec![version(&edited)]))),
+        sink.deliver(notice(Some(vec![version_of(&edited)]))),
         NotificationOutcome::Accepted
     );
     let written = wait_for("the edit was never applied and written back", async || {
         let row = state.assignment_by_item(&mb, &id).await.unwrap()?;
         let stored = row.item?.change_key;
         let (_, now) = h.task_of(2).await;
-        (stored != version(&edited).change_key && stored == version(&now).change_key).then_some(now)
+        (stored != version_of(&edited).change_key && stored == version_of(&now).change_key)
+            .then_some(now)
     })
     .await;
     assert_eq!(
@@ -1315,7 +1309,7 @@ async fn the_notification_of_our_own_write_is_noted_without_a_pass() {
     // The notification of that write names the version the engine wrote: noted, no pass.
     let passes = h.count("SyncFolderItems");
     assert_eq!(
-        sink.deliver(notice(Some(vec![version(&written)]))),
+        sink.deliver(notice(Some(vec![version_of(&written)]))),
         NotificationOutcome::Accepted
     );
     wait_for("the echo was never noted", async || {
@@ -1336,19 +1330,10 @@ async fn the_notification_of_our_own_write_is_noted_without_a_pass() {
 
     // A task the owner created is not tracked: its version brings the listing, which tells
     // what it is.
-    let created: serde_json::Value = h
-        .http
-        .post(format!("{}mailboxes/{mailbox}/tasks", h.sim.admin_url))
-        .json(&json!({"Subject": "Call the crane hire"}))
-        .send()
-        .await
-        .expect("admin")
-        .json()
-        .await
-        .expect("json");
+    let created = h.create_task(&mailbox, "Call the crane hire").await;
     let passes = h.count("SyncFolderItems");
     assert_eq!(
-        sink.deliver(notice(Some(vec![version(&created)]))),
+        sink.deliver(notice(Some(vec![version_of(&created)]))),
         NotificationOutcome::Accepted
     );
     wait_for(
@@ -1379,13 +1364,8 @@ async fn a_pass_over_named_items_lists_nothing_unless_an_item_failed() {
     let id = id_of(&task);
     // Listed once, as the catch-up at start does: the mailbox has a sync state.
     h.engine.sync_mailbox(&mb).await.expect("first pass");
-    let version = |task: &serde_json::Value| ItemRef {
-        item_id: id_of(task),
-        change_key: task["ItemId"]["ChangeKey"]
-            .as_str()
-            .expect("change key")
-            .to_string(),
-    };
+    let pass =
+        async |versions: Vec<ItemRef>| h.engine.sync_items(&mb, versions).await.expect("pass");
     let percent = async || {
         let p = h.host.load_project(h.project).await.unwrap().unwrap();
         p.assignment(AssignmentUid(3))
@@ -1396,11 +1376,7 @@ async fn a_pass_over_named_items_lists_nothing_unless_an_item_failed() {
 
     let listings = h.count("SyncFolderItems");
     let edited = h.edit(&mailbox, &id, json!({"PercentComplete": 30})).await;
-    let report = h
-        .engine
-        .sync_items(&mb, vec![version(&edited)])
-        .await
-        .expect("pass");
+    let report = pass(vec![version_of(&edited)]).await;
     assert_eq!((report.applied, report.failed), (1, 0), "{report:?}");
     assert_eq!(percent().await, 30);
     assert_eq!(h.count("SyncFolderItems"), listings, "nothing listed");
@@ -1415,26 +1391,15 @@ async fn a_pass_over_named_items_lists_nothing_unless_an_item_failed() {
     // The version the pass wrote back is the engine's own: named, it is not even looked up.
     let (_, written) = h.task_of(3).await;
     let reads = h.spy.fetches.load(Ordering::SeqCst);
-    let report = h
-        .engine
-        .sync_items(&mb, vec![version(&written)])
-        .await
-        .expect("pass");
+    let report = pass(vec![version_of(&written)]).await;
     assert_eq!(report.examined, 0, "{report:?}");
     // A new change key without a field change is read once; named again, it is known by its
     // change key and not read again.
     h.bump(&mailbox, &id).await;
     let (_, bumped) = h.task_of(3).await;
-    h.engine
-        .sync_items(&mb, vec![version(&bumped)])
-        .await
-        .expect("pass");
+    pass(vec![version_of(&bumped)]).await;
     assert_eq!(h.spy.fetches.load(Ordering::SeqCst), reads + 1);
-    let report = h
-        .engine
-        .sync_items(&mb, vec![version(&bumped), version(&bumped)])
-        .await
-        .expect("pass");
+    let report = pass(vec![version_of(&bumped), version_of(&bumped)]).await;
     assert_eq!((report.examined, report.unchanged), (1, 1), "{report:?}");
     assert_eq!(
         h.spy.fetches.load(Ordering::SeqCst),
@@ -1445,11 +1410,7 @@ async fn a_pass_over_named_items_lists_nothing_unless_an_item_failed() {
     // The read fails (a dropped connection): the listing follows and takes the edit.
     let edited = h.edit(&mailbox, &id, json!({"PercentComplete": 70})).await;
     h.spy.fail_fetches.store(1, Ordering::SeqCst);
-    let report = h
-        .engine
-        .sync_items(&mb, vec![version(&edited)])
-        .await
-        .expect("pass");
+    let report = pass(vec![version_of(&edited)]).await;
     assert_eq!((report.applied, report.failed), (1, 1), "{report:?}");
     assert_eq!(percent().await, 70);
     assert_eq!(h.count("SyncFolderItems"), listings + 1, "one listing");
@@ -1458,19 +1419,11 @@ async fn a_pass_over_named_items_lists_nothing_unless_an_item_failed() {
     // named, and takes the edit.
     let edited = h.edit(&mailbox, &id, json!({"PercentComplete": 90})).await;
     h.spy.fail_fetches.store(2, Ordering::SeqCst);
-    let report = h
-        .engine
-        .sync_items(&mb, vec![version(&edited)])
-        .await
-        .expect("pass");
+    let report = pass(vec![version_of(&edited)]).await;
     assert_eq!((report.applied, report.failed), (0, 2), "{report:?}");
     assert_eq!(percent().await, 70);
     let listings = h.count("SyncFolderItems");
-    let report = h
-        .engine
-        .sync_items(&mb, vec![version(&bumped)])
-        .await
-        .expect("pass");
+    let report = pass(vec![version_of(&bumped)]).await;
     assert_eq!(report.applied, 1, "{report:?}");
     assert_eq!(percent().await, 90);
     assert_eq!(h.count("SyncFolderItems"), listings + 1, "the listing owed");

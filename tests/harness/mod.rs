@@ -274,6 +274,23 @@ impl Harness {
         resp.json().await.expect("json")
     }
 
+    /// Creates a task in the mailbox as its owner would (one taskbridge does not track).
+    pub async fn create_task(&self, mailbox: &str, subject: &str) -> Value {
+        let resp = self
+            .http
+            .post(format!("{}mailboxes/{mailbox}/tasks", self.sim.admin_url))
+            .json(&json!({ "Subject": subject }))
+            .send()
+            .await
+            .expect("admin");
+        assert!(
+            resp.status().is_success(),
+            "create failed: {}",
+            resp.status()
+        );
+        resp.json().await.expect("json")
+    }
+
     /// A new change key without a field change, as Exchange sometimes does by itself.
     pub async fn bump(&self, mailbox: &str, item_id: &str) {
         let resp = self
@@ -345,6 +362,17 @@ pub fn tag_of(task: &Value) -> Option<String> {
 /// The item id of a task.
 pub fn id_of(task: &Value) -> String {
     task["ItemId"]["Id"].as_str().expect("item id").to_string()
+}
+
+/// The version (id and change key) of a task as the admin API lists it.
+pub fn version_of(task: &Value) -> ItemRef {
+    ItemRef {
+        item_id: id_of(task),
+        change_key: task["ItemId"]["ChangeKey"]
+            .as_str()
+            .expect("change key")
+            .to_string(),
+    }
 }
 
 pub fn urlencode(s: &str) -> String {
