@@ -796,11 +796,7 @@ pub(crate) fn summary(
         )?;
         Ok(count(n))
     };
-    let pending: i64 = one(
-        conn,
-        "SELECT COUNT(*) FROM status_updates WHERE project = ?1 AND state = 'pending'",
-        args![key],
-    )?;
+    let pending: i64 = one(conn, PENDING_OF_PROJECT, args![key])?;
     Ok(Some(ProjectSummary {
         guid,
         name: head.name,
@@ -1039,40 +1035,55 @@ pub(crate) fn find_update_by_key(
     .transpose()
 }
 
+/// How many updates of a project wait for a decision.
+const PENDING_OF_PROJECT: &str =
+    "SELECT COUNT(*) FROM status_updates WHERE project = ?1 AND state = 'pending'";
+
+/// The statement and arguments of [`list_updates`] for `filter`: only the conditions the filter
+/// sets, so that the database can use an index for them (a condition written as `?n IS NULL OR
+/// column = ?n` made every lookup of one assignment's pending updates, which each submit under
+/// the approval policy does, scan the whole table).
+fn updates_query(filter: &UpdateFilter) -> (String, Vec<Value>) {
+    let mut conditions = Vec::new();
+    let mut args = Vec::new();
+    if let Some(state) = filter.state {
+        args.push(Value::Text(state.as_str().to_owned()));
+        conditions.push(format!("su.state = ?{}", args.len()));
+    }
+    if let Some(project) = filter.project.or(filter.key.map(|k| k.project)) {
+        args.push(Value::Text(project.to_string()));
+        conditions.push(format!("su.project = ?{}", args.len()));
+    }
+    if let Some(key) = filter.key {
+        args.push(Value::Int(key.assignment.0));
+        conditions.push(format!("su.assignment_uid = ?{}", args.len()));
+    }
+    let sql = if conditions.is_empty() {
+        format!("{SELECT_UPDATES} ORDER BY su.seq")
+    } else {
+        format!(
+            "{SELECT_UPDATES} WHERE {} ORDER BY su.seq",
+            conditions.join(" AND ")
+        )
+    };
+    (sql, args)
+}
+
 /// Status updates matching `filter`, oldest first.
 pub(crate) fn list_updates(
     conn: &dyn Conn,
     filter: &UpdateFilter,
 ) -> Result<Vec<StatusUpdateRecord>, EmbeddedError> {
-    // Each condition is either on or matches everything, so one statement serves every filter.
-    // The casts give PostgreSQL the type of a parameter that may be NULL.
-    let sql = format!(
-        "{SELECT_UPDATES}
-         WHERE (CAST(?1 AS TEXT) IS NULL OR su.state = ?1)
-           AND (CAST(?2 AS TEXT) IS NULL OR su.project = ?2)
-           AND (CAST(?3 AS BIGINT) IS NULL OR su.assignment_uid = ?3)
-         ORDER BY su.seq"
-    );
     if let (Some(project), Some(key)) = (filter.project, filter.key)
         && project != key.project
     {
         return Ok(Vec::new());
     }
-    let project = filter
-        .project
-        .or(filter.key.map(|k| k.project))
-        .map(|g| g.to_string());
-    conn.query(
-        &sql,
-        args![
-            filter.state.map(UpdateState::as_str),
-            project,
-            filter.key.map(|k| k.assignment.0)
-        ],
-    )?
-    .iter()
-    .map(|row| record(raw_update(row)?))
-    .collect()
+    let (sql, args) = updates_query(filter);
+    conn.query(&sql, &args)?
+        .iter()
+        .map(|row| record(raw_update(row)?))
+        .collect()
 }
 
 /// A webhook delivery waiting in the outbox.
@@ -1158,6 +1169,65 @@ pub(super) mod tests {
         for at in [plain, fraction] {
             assert_eq!(parse_local(&local(at)).ok(), Some(at));
         }
+    }
+
+    /// The plan the database chooses for `sql` with `args` on a new PM store.
+    fn query_plan(sql: &str, args: &[Value]) -> String {
+        let mut conn = rusqlite::Connection::open_in_memory().expect("open");
+        crate::pm::embedded::store::migrate(&mut conn).expect("migrated");
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("prepare");
+        let args = args.iter().map(|v| match v {
+            Value::Null => rusqlite::types::Value::Null,
+            Value::Int(i) => rusqlite::types::Value::Integer(*i),
+            Value::Text(t) => rusqlite::types::Value::Text(t.clone()),
+        });
+        let details: Vec<String> = stmt
+            .query_map(rusqlite::params_from_iter(args), |row| row.get(3))
+            .expect("plan")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        details.join("; ")
+    }
+
+    // Each submit under the approval policy looks up its assignment's pending updates (to
+    // supersede them): a scan of every update ever stored made it slower with each one.
+    #[test]
+    fn an_assignments_updates_are_found_by_index() {
+        let key = AssignmentKey {
+            project: "6f1f3a2e-0000-4000-8000-000000000001"
+                .parse()
+                .expect("guid"),
+            assignment: crate::pm::model::AssignmentUid(7),
+        };
+        let pending = UpdateFilter {
+            state: Some(UpdateState::Pending),
+            key: Some(key),
+            ..UpdateFilter::default()
+        };
+        let (sql, args) = updates_query(&pending);
+        let plan = query_plan(&sql, &args);
+        assert!(
+            plan.contains(
+                "SEARCH su USING INDEX status_updates_pending (project=? AND assignment_uid=?)"
+            ),
+            "{plan}"
+        );
+        let any_state = UpdateFilter {
+            key: Some(key),
+            ..UpdateFilter::default()
+        };
+        let (sql, args) = updates_query(&any_state);
+        let plan = query_plan(&sql, &args);
+        assert!(
+            plan.contains(
+                "SEARCH su USING INDEX status_updates_by_source (project=? AND assignment_uid=?)"
+            ),
+            "{plan}"
+        );
+        let plan = query_plan(PENDING_OF_PROJECT, &[Value::Text(key.project.to_string())]);
+        assert!(plan.contains("status_updates_pending"), "{plan}");
     }
 
     proptest::proptest! {

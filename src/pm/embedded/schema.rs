@@ -14,7 +14,7 @@
 //! order is time order); `position` keeps the file order of tasks, resources and assignments.
 
 /// The migrations, version 1 first.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// The PM store's schema for the shared migration scheme.
 pub(crate) const SCHEMA: crate::sqlite::migrate::Schema = crate::sqlite::migrate::Schema {
@@ -201,6 +201,18 @@ INSERT INTO rejection_notices (update_id, queued_at)
 /// plan without reading it (`PmHost::plan_revision`). `revision` keeps counting imports only.
 const V6: &str = "
 ALTER TABLE projects ADD COLUMN plan_version INTEGER NOT NULL DEFAULT 0;
+";
+
+/// Version 7: only pending updates indexed by assignment. Every status update was an entry in
+/// `status_updates_by_assignment`, at its assignment's place in the index: one more page
+/// written to the WAL at each commit, for an index only the pending lookups use (the count of
+/// a project's pending updates, an assignment's pending updates to supersede). Under the
+/// `auto` policy no update is ever pending, so the partial index stays empty; under
+/// `approval` it holds the updates waiting for a decision.
+const V7: &str = "
+DROP INDEX status_updates_by_assignment;
+CREATE INDEX status_updates_pending ON status_updates (project, assignment_uid)
+    WHERE state = 'pending';
 ";
 
 /// Migration `sql` (one of [`MIGRATIONS`]) in PostgreSQL's dialect.
