@@ -2,6 +2,8 @@
 //! one is a single immediate transaction: its rows, its events and its webhook deliveries are
 //! committed together or not at all.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -16,7 +18,7 @@ use super::types::{
     StatusUpdateRecord, UpdateFilter, UpdateState,
 };
 use crate::pm::host::{HostEvent, StatusUpdate, StatusUpdateId, UpdateOutcome};
-use crate::pm::model::{Assignment, AssignmentKey, Project, ProjectGuid};
+use crate::pm::model::{Assignment, AssignmentKey, AssignmentUid, Project, ProjectGuid};
 
 /// The reason given when a status manager rejects without saying why.
 pub(crate) const DEFAULT_REJECT_REASON: &str = "rejected by the status manager";
@@ -149,7 +151,8 @@ pub(crate) fn submit(
 ) -> Result<UpdateOutcome, EmbeddedError> {
     let tx = begin(conn)?;
     let mut taken = Vec::with_capacity(1);
-    let outcome = submit_in(&tx, update, webhook, now, &mut taken)?;
+    let mut parts = Parts::of(std::slice::from_ref(&update));
+    let outcome = submit_in(&tx, update, webhook, now, &mut parts, &mut taken)?;
     tx.commit()?;
     taken.iter().for_each(Taken::log);
     Ok(outcome)
@@ -209,8 +212,9 @@ pub(crate) fn submit_many(
         let mut outcomes = Vec::with_capacity(updates.len());
         let mut taken = Vec::with_capacity(updates.len());
         let mut failed = None;
+        let mut parts = Parts::of(&updates);
         for (at, update) in updates.iter().enumerate() {
-            match submit_in(&tx, update.clone(), webhook, now, &mut taken) {
+            match submit_in(&tx, update.clone(), webhook, now, &mut parts, &mut taken) {
                 Ok(outcome) => outcomes.push(outcome),
                 Err(e) => {
                     failed = Some((at, e));
@@ -237,13 +241,69 @@ pub(crate) fn submit_many(
     (Vec::new(), stopped)
 }
 
-/// [`submit`] inside the caller's transaction; what it did is added to `taken`, for the log
-/// once the transaction commits.
+/// The parts of the projects a batch of status updates touches, read once per transaction:
+/// each project's part holds every assignment of the batch in it (with their tasks' other
+/// assignments, for the roll-ups), and each update applies to the part as the updates before
+/// it left it, which is what it would read from the database inside the same transaction.
+/// Read per update, the part was a third of the time a burst of edits spent in the PM store.
+struct Parts {
+    /// The batch's assignments of each project.
+    wanted: HashMap<ProjectGuid, Vec<AssignmentUid>>,
+    /// Read so far: the project's policy and part, `None` for a project not stored.
+    read: HashMap<ProjectGuid, Option<(Policy, Project)>>,
+}
+
+impl Parts {
+    fn of(updates: &[StatusUpdate]) -> Parts {
+        let mut wanted: HashMap<ProjectGuid, Vec<AssignmentUid>> = HashMap::new();
+        for u in updates {
+            wanted
+                .entry(u.key.project)
+                .or_default()
+                .push(u.key.assignment);
+        }
+        Parts {
+            wanted,
+            read: HashMap::new(),
+        }
+    }
+
+    /// The policy and part of `project`, read on first use.
+    fn get(
+        &mut self,
+        tx: &dyn Conn,
+        project: ProjectGuid,
+    ) -> Result<&(Policy, Project), EmbeddedError> {
+        if !self.read.contains_key(&project) {
+            let read = match rows::project_meta(tx, project)? {
+                None => None,
+                Some(meta) => {
+                    let uids = self.wanted.get(&project).map_or(&[][..], Vec::as_slice);
+                    rows::load_project_part(tx, project, uids, true)?.map(|p| (meta.policy, p))
+                }
+            };
+            self.read.insert(project, read);
+        }
+        self.read
+            .get(&project)
+            .and_then(Option::as_ref)
+            .ok_or(EmbeddedError::UnknownProject(project))
+    }
+
+    /// `project` as an update applied in this transaction left it.
+    fn put(&mut self, policy: Policy, project: Project) {
+        self.read.insert(project.guid, Some((policy, project)));
+    }
+}
+
+/// [`submit`] inside the caller's transaction, reading and keeping the projects' parts in
+/// `parts`; what it did is added to `taken`, for the log once the transaction commits.
 fn submit_in(
     tx: &dyn Conn,
     update: StatusUpdate,
     webhook: bool,
     now: DateTime<Utc>,
+    parts: &mut Parts,
     taken: &mut Vec<Taken>,
 ) -> Result<UpdateOutcome, EmbeddedError> {
     let key = update.key;
@@ -255,17 +315,15 @@ fn submit_in(
         tracing::debug!(%id, %key, "status update submitted again: answered with its outcome");
         return outcome_of(tx, &id);
     }
-    let meta =
-        rows::project_meta(tx, key.project)?.ok_or(EmbeddedError::UnknownProject(key.project))?;
     // The assignment's task with all its assignments is all an update touches (the task's
     // roll-up reads them); the rest of the plan is not read.
-    let project = rows::load_project_part(tx, key.project, &[key.assignment], true)?
-        .ok_or(EmbeddedError::UnknownProject(key.project))?;
+    let (policy, project) = parts.get(tx, key.project)?;
+    let policy = *policy;
     let current = project
         .assignment(key.assignment)
         .cloned()
         .ok_or(EmbeddedError::UnknownAssignment(key))?;
-    let (task_name, resource_name) = names(&project, &current);
+    let (task_name, resource_name) = names(project, &current);
     let id = StatusUpdateId(uuid::Uuid::new_v4().to_string());
     let mut record = StatusUpdateRecord {
         id: id.clone(),
@@ -322,7 +380,7 @@ fn submit_in(
             });
         }
     };
-    let outcome = match meta.policy {
+    let outcome = match policy {
         Policy::Auto => {
             record.state = UpdateState::Applied;
             record.decided_at = Some(now);
@@ -330,6 +388,7 @@ fn submit_in(
             record.applied = applied_values(&after, &record, &applied);
             rows::insert_update(tx, &record)?;
             let assignment = persist_applied(tx, &after, &applied, &record, webhook, now)?;
+            parts.put(policy, after);
             taken.push(Taken::Applied(id.clone(), key));
             UpdateOutcome::Applied { id, assignment }
         }
@@ -779,5 +838,78 @@ mod tests {
         );
         let log = String::from_utf8(capture.0.lock().expect("capture").clone()).expect("utf-8");
         assert_eq!(log.matches("status update applied").count(), 1, "{log}");
+    }
+
+    /// A stored project of two tasks: task 1 with assignments 1 and 2, task 2 with 3.
+    fn two_tasks(guid: ProjectGuid, now: DateTime<Utc>) -> rusqlite::Connection {
+        let mut conn = rusqlite::Connection::open_in_memory().expect("open");
+        crate::sqlite::migrate::migrate(&mut conn, &super::super::schema::SCHEMA).expect("migrate");
+        let project = Project {
+            guid,
+            name: "batched".into(),
+            time_zone: Tz::UTC,
+            minutes_per_day: 480,
+            minutes_per_week: 2400,
+            start: None,
+            tasks: vec![task(1, false), task(2, false)],
+            resources: vec![resource(1, Some("r1@example.com"))],
+            assignments: vec![
+                assignment(1, 1, 1),
+                assignment(2, 1, 1),
+                assignment(3, 2, 1),
+            ],
+        };
+        rows::write_project(&conn, &project, None, now).expect("write");
+        set_policy(&conn, guid, Policy::Auto).expect("policy");
+        conn
+    }
+
+    // A batch reads each project's part once and applies its updates to it in order: the
+    // second update of a task's assignments must see the first in the task's roll-up, and a
+    // second update of the same assignment must start from the first one's values, as when
+    // each is submitted alone.
+    #[test]
+    fn a_batch_leaves_the_plan_as_its_updates_one_by_one_do() {
+        let guid = ProjectGuid(uuid::Uuid::from_u128(22));
+        let now = Utc
+            .with_ymd_and_hms(2026, 3, 4, 12, 0, 0)
+            .single()
+            .expect("valid");
+        let mut again = update(guid, 1, 100);
+        again.source.change_key = "ck-2".into();
+        let updates = vec![
+            update(guid, 1, 50),
+            update(guid, 2, 25),
+            update(guid, 3, 100),
+            again,
+        ];
+        let batched = two_tasks(guid, now);
+        let (outcomes, stopped) = submit_many(&batched, updates.clone(), false, now);
+        assert!(stopped.is_none(), "{stopped:?}");
+        let one_by_one = two_tasks(guid, now);
+        let alone: Vec<UpdateOutcome> = updates
+            .into_iter()
+            .map(|u| submit(&one_by_one, u, false, now).expect("taken"))
+            .collect();
+        let applied = |o: &[UpdateOutcome]| -> Vec<Assignment> {
+            o.iter()
+                .map(|o| match o {
+                    UpdateOutcome::Applied { assignment, .. } => assignment.clone(),
+                    other => panic!("expected Applied, got {other:?}"),
+                })
+                .collect()
+        };
+        assert_eq!(applied(&outcomes), applied(&alone));
+        let plan =
+            |c: &rusqlite::Connection| rows::load_project(c, guid).expect("read").expect("stored");
+        let (batched, alone) = (plan(&batched), plan(&one_by_one));
+        assert_eq!(batched.assignments, alone.assignments);
+        assert_eq!(batched.tasks, alone.tasks);
+        // Task 1's roll-up holds both of its assignments' actual work: 8 + 2 of 16 hours.
+        let task1 = batched.task(crate::pm::model::TaskUid(1)).expect("task 1");
+        assert_eq!(
+            task1.percent_work_complete,
+            Percent::new(63).expect("in range")
+        );
     }
 }
