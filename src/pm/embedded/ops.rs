@@ -245,7 +245,8 @@ pub(crate) fn submit_many(
 /// each project's part holds every assignment of the batch in it (with their tasks' other
 /// assignments, for the roll-ups), and each update applies to the part as the updates before
 /// it left it, which is what it would read from the database inside the same transaction.
-/// Read per update, the part was a third of the time a burst of edits spent in the PM store.
+/// Read per update, the part was over a quarter of the time a burst of edits spent in the PM
+/// store.
 struct Parts {
     /// The batch's assignments of each project.
     wanted: HashMap<ProjectGuid, Vec<AssignmentUid>>,
