@@ -1174,7 +1174,7 @@ pub(super) mod tests {
     /// The plan the database chooses for `sql` with `args` on a new PM store.
     fn query_plan(sql: &str, args: &[Value]) -> String {
         let mut conn = rusqlite::Connection::open_in_memory().expect("open");
-        crate::pm::embedded::store::migrate(&mut conn).expect("migrated");
+        crate::sqlite::migrate::migrate(&mut conn, &super::super::schema::SCHEMA).expect("migrate");
         let mut stmt = conn
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
             .expect("prepare");
