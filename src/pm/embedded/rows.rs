@@ -1201,31 +1201,21 @@ pub(super) mod tests {
                 .expect("guid"),
             assignment: crate::pm::model::AssignmentUid(7),
         };
-        let pending = UpdateFilter {
-            state: Some(UpdateState::Pending),
-            key: Some(key),
-            ..UpdateFilter::default()
-        };
-        let (sql, args) = updates_query(&pending);
-        let plan = query_plan(&sql, &args);
-        assert!(
-            plan.contains(
-                "SEARCH su USING INDEX status_updates_pending (project=? AND assignment_uid=?)"
-            ),
-            "{plan}"
-        );
-        let any_state = UpdateFilter {
-            key: Some(key),
-            ..UpdateFilter::default()
-        };
-        let (sql, args) = updates_query(&any_state);
-        let plan = query_plan(&sql, &args);
-        assert!(
-            plan.contains(
-                "SEARCH su USING INDEX status_updates_by_source (project=? AND assignment_uid=?)"
-            ),
-            "{plan}"
-        );
+        // An assignment's pending updates, and all of its updates.
+        for (state, index) in [
+            (Some(UpdateState::Pending), "status_updates_pending"),
+            (None, "status_updates_by_source"),
+        ] {
+            let filter = UpdateFilter {
+                state,
+                key: Some(key),
+                ..UpdateFilter::default()
+            };
+            let (sql, args) = updates_query(&filter);
+            let plan = query_plan(&sql, &args);
+            let search = format!("SEARCH su USING INDEX {index} (project=? AND assignment_uid=?)");
+            assert!(plan.contains(&search), "{state:?}: {plan}");
+        }
         let plan = query_plan(PENDING_OF_PROJECT, &[Value::Text(key.project.to_string())]);
         assert!(plan.contains("status_updates_pending"), "{plan}");
     }
