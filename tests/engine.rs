@@ -1429,6 +1429,45 @@ async fn a_pass_over_named_items_lists_nothing_unless_an_item_failed() {
     assert_eq!(h.count("SyncFolderItems"), listings + 1, "the listing owed");
 }
 
+/// A pass over named items of a mailbox this process has listed reads no row of the mailbox's
+/// state: the listing told it that a sync state is stored, and nothing clears one. Shown with a
+/// row whose Tasks folder is forgotten, which a read of the row would resolve again by a
+/// GetFolder: the pass takes the edit without one; the next listing resolves it.
+#[tokio::test]
+async fn a_pass_over_named_items_of_a_listed_mailbox_reads_no_mailbox_row() {
+    use taskbridge::state::StateStore;
+    let h = harness(6, ApprovalPolicy::Auto, quick_sync()).await;
+    h.engine
+        .publish(h.project, PublishOptions::default())
+        .await
+        .expect("publish");
+    let (mailbox, task) = h.task_of(2).await;
+    let mb = MailboxAddress::new(&mailbox);
+    h.engine.sync_mailbox(&mb).await.expect("first pass");
+    h.engine
+        .state()
+        .update_mailbox(&mb, |s| s.folder_id = None)
+        .await
+        .expect("forget the folder");
+    let folders = h.count("GetFolder");
+    let edited = h
+        .edit(&mailbox, &id_of(&task), json!({"PercentComplete": 40}))
+        .await;
+    let report = h
+        .engine
+        .sync_items(&mb, vec![version_of(&edited)])
+        .await
+        .expect("pass");
+    assert_eq!((report.applied, report.failed), (1, 0), "{report:?}");
+    assert_eq!(
+        h.count("GetFolder"),
+        folders,
+        "no read of the mailbox's row"
+    );
+    h.engine.sync_mailbox(&mb).await.expect("listing");
+    assert_eq!(h.count("GetFolder"), folders + 1, "the listing reads it");
+}
+
 /// Six assignments published, every mailbox with a pull subscription that is never polled (so
 /// the only notifications are the test's, handed to the engine's sink), and the engine's loop
 /// running.

@@ -265,10 +265,9 @@ pub(crate) struct Inner<H, M, S> {
     pub republish_skipped: AtomicBool,
     /// The item versions this process wrote lately, to tell the echo of its writes.
     pub own_writes: super::echo::OwnWrites,
-    /// Mailboxes whose last listing left an item to take again (its sync state was not
-    /// moved): their next pass lists, even one notified of item versions only, so that the
-    /// item is retried as soon as it would have been without passes over named items.
-    pub listing_owed: Mutex<std::collections::HashSet<MailboxAddress>>,
+    /// What this process knows of each mailbox's listings (a mailbox absent: nothing yet).
+    /// Read by every pass over named items, so that it needs no read of the mailbox's row.
+    pub listings: Mutex<HashMap<MailboxAddress, Listing>>,
     /// Becomes true once [`Engine::run`] has taken its first round of leases.
     pub first_lease_round: tokio::sync::watch::Sender<bool>,
     /// One lock per mailbox: publish, inbound changes and mapping back never work on the same
@@ -280,6 +279,19 @@ pub(crate) struct Inner<H, M, S> {
     /// This instance's mailbox leases, once it joined a cluster ([`Engine::join_cluster`]);
     /// without, the engine works on every mailbox and fences nothing (one-shot commands).
     pub cluster: std::sync::OnceLock<Arc<Cluster>>,
+}
+
+/// What this process knows of a mailbox's listings (SyncFolderItems passes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Listing {
+    /// The mailbox has a stored sync state, and its last listing here left nothing to take
+    /// again. Nothing clears a stored sync state (a rejected one is replaced by a full pass's),
+    /// so once known it stays true.
+    Stored,
+    /// The last listing left an item to take again (its sync state was not moved): the
+    /// next pass lists, even one notified of item versions only, so that the item is retried
+    /// as soon as it would have been without passes over named items.
+    Owed,
 }
 
 /// An instance's part in a cluster: its id, and the leases it holds.
@@ -375,7 +387,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 republish_again: AtomicBool::new(false),
                 republish_skipped: AtomicBool::new(false),
                 own_writes: Default::default(),
-                listing_owed: Mutex::new(Default::default()),
+                listings: Mutex::new(HashMap::new()),
                 first_lease_round: tokio::sync::watch::Sender::new(false),
                 locks: Mutex::new(HashMap::new()),
                 debounce: Mutex::new((config.debounce, config.max_debounce)),

@@ -59,7 +59,7 @@ use tracing::{debug, info, instrument, warn};
 use super::config::DeletedTaskRule;
 use super::decide::{ItemDecision, ItemSides, Mode, decide_item};
 use super::engine::{
-    Engine, ProjectCache, ProjectView, SyncError, copy_field, field_text, journal_entries,
+    Engine, Listing, ProjectCache, ProjectView, SyncError, copy_field, field_text, journal_entries,
     pm_modified,
 };
 use super::mailbox::{
@@ -114,7 +114,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         }
         // Owed until this listing ends with nothing left to take again: a listing that stops
         // with an error leaves the next pass a listing too.
-        self.owe_listing(mailbox, true);
+        self.note_listing(mailbox, Listing::Owed);
         Metrics::add(&self.inner.metrics.listing_passes, 1);
         let state = self.ensure_mailbox(mailbox).await?;
         let mut report = InboundReport::default();
@@ -179,7 +179,6 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         // the reconciliation's publish instead.
         // Only the pass's own columns: notifications of this mailbox keep arriving meanwhile
         // and record their watermarks.
-        self.owe_listing(mailbox, report.failed > report.parked);
         if report.failed == report.parked {
             let now = Utc::now();
             self.inner
@@ -191,6 +190,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     }
                 })
                 .await?;
+            self.note_listing(mailbox, Listing::Stored);
         }
         log_handled(&report);
         Ok(report)
@@ -232,27 +232,42 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         Ok(report)
     }
 
-    /// Notes whether the mailbox's last listing left an item to take again.
-    fn owe_listing(&self, mailbox: &MailboxAddress, owed: bool) {
-        let mut set = self
-            .inner
-            .listing_owed
+    /// Notes how the mailbox's listing ended: `Owed` from its start until it ends with
+    /// nothing left to take again and its sync state stored.
+    fn note_listing(&self, mailbox: &MailboxAddress, listing: Listing) {
+        self.inner
+            .listings
             .lock()
-            .expect("listing set poisoned");
-        if owed {
-            set.insert(mailbox.clone());
-        } else {
-            set.remove(mailbox);
-        }
+            .expect("listing map poisoned")
+            .insert(mailbox.clone(), listing);
     }
 
-    /// Whether the mailbox's last listing left an item to take again.
-    fn owes_listing(&self, mailbox: &MailboxAddress) -> bool {
+    /// What this process knows of the mailbox's listings.
+    fn listing(&self, mailbox: &MailboxAddress) -> Option<Listing> {
         self.inner
-            .listing_owed
+            .listings
             .lock()
-            .expect("listing set poisoned")
-            .contains(mailbox)
+            .expect("listing map poisoned")
+            .get(mailbox)
+            .copied()
+    }
+
+    /// Whether a pass over named items can do without a listing first: the mailbox has a
+    /// stored sync state and no listing owes an item. Known after this process's first
+    /// listing of the mailbox, or its first read of the mailbox's row that found a sync state,
+    /// so that an item pass costs no read of the row (a hand-off to the store's thread).
+    async fn listed(&self, mailbox: &MailboxAddress) -> Result<bool, SyncError> {
+        match self.listing(mailbox) {
+            Some(Listing::Stored) => Ok(true),
+            Some(Listing::Owed) => Ok(false),
+            None => {
+                let stored = self.ensure_mailbox(mailbox).await?.sync_state.is_some();
+                if stored {
+                    self.note_listing(mailbox, Listing::Stored);
+                }
+                Ok(stored)
+            }
+        }
     }
 
     /// The body of [`Engine::sync_items`], under the mailbox's lock.
@@ -262,7 +277,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         mut versions: Vec<ItemRef>,
     ) -> Result<ItemPassEnd, SyncError> {
         let listing = ItemPassEnd::List(InboundReport::default());
-        if self.owes_listing(mailbox) || self.ensure_mailbox(mailbox).await?.sync_state.is_none() {
+        if !self.listed(mailbox).await? {
             return Ok(listing);
         }
         // Versions written since the scheduler asked are the echo of the engine's own writes.
