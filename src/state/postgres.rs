@@ -111,6 +111,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
         units    BIGINT,
         PRIMARY KEY (project, mailbox)
     );",
+    // 6: SQLite drops its index on `mailbox` alone. This store's `assignment_mailbox` is
+    // `(mailbox, project, assignment)`, which gives a mailbox's rows in order: it stays.
+    "-- SQLite's index on mailbox alone: no statement",
 ];
 
 /// The channel `enqueue_notice` notifies on (the payload is the mailbox), so that the instance
