@@ -80,6 +80,8 @@ async fn suite<B: Backend>(mut fresh: impl FnMut(&str) -> B) {
     the_journal_stays_open_until_committed(fresh("journal").open().await).await;
     pending_approvals_lists_only_rows_waiting_for_a_decision(fresh("pending").open().await).await;
     update_mailbox_changes_only_what_the_caller_owns(fresh("mailbox").open().await).await;
+    noting_heard_mailboxes_changes_only_their_watermarks_and_time(fresh("heard").open().await)
+        .await;
     the_audit_filters_by_project_in_order(fresh("audit").open().await).await;
     what_is_stored_is_there_after_reopening(&fresh("reopen")).await;
     forgetting_a_project_removes_only_its_rows(fresh("forget").open().await).await;
@@ -488,6 +490,52 @@ async fn update_mailbox_changes_only_what_the_caller_owns<S: StateStore>(store: 
     assert_eq!(now.watermark.as_deref(), Some("wm-2"));
     assert_eq!(now.sync_state.as_deref(), Some("ss-7"));
     assert_eq!(now.folder_id.as_deref(), Some("AQMkTasks"));
+}
+
+/// The watermarks of a second's notifications, every mailbox's in one write: a watermark
+/// given replaces the stored one, none keeps it, the time is each one's, a mailbox never seen
+/// gets a row, and the other columns (a pass's sync state, the folder) stay.
+async fn noting_heard_mailboxes_changes_only_their_watermarks_and_time<S: StateStore>(store: S) {
+    let (ann, bob, cy) = (
+        MailboxAddress::new("ann@example.com"),
+        MailboxAddress::new("bob@example.com"),
+        MailboxAddress::new("cy@example.com"),
+    );
+    for (mb, wm) in [(&ann, "wm-a1"), (&bob, "wm-b1")] {
+        store
+            .update_mailbox(mb, move |s| {
+                s.folder_id = Some("AQMkTasks".into());
+                s.sync_state = Some("ss-1".into());
+                s.watermark = Some(wm.into());
+            })
+            .await
+            .expect("create");
+    }
+    store.note_heard(Vec::new(), at(5)).await.expect("nothing");
+    store
+        .note_heard(
+            vec![
+                (ann.clone(), Some("wm-a2".into())),
+                (bob.clone(), None),
+                (cy.clone(), Some("wm-c1".into())),
+            ],
+            at(10),
+        )
+        .await
+        .expect("heard");
+    let read = async |mb: &MailboxAddress| store.mailbox(mb).await.expect("read").expect("row");
+    let (a, b, c) = (read(&ann).await, read(&bob).await, read(&cy).await);
+    assert_eq!(a.watermark.as_deref(), Some("wm-a2"));
+    assert_eq!(b.watermark.as_deref(), Some("wm-b1"), "kept");
+    assert_eq!(c.watermark.as_deref(), Some("wm-c1"));
+    for s in [&a, &b, &c] {
+        assert_eq!(s.last_notification, Some(at(10)), "{s:?}");
+    }
+    for s in [&a, &b] {
+        assert_eq!(s.sync_state.as_deref(), Some("ss-1"), "{s:?}");
+        assert_eq!(s.folder_id.as_deref(), Some("AQMkTasks"), "{s:?}");
+    }
+    assert_eq!((c.sync_state, c.folder_id), (None, None));
 }
 
 async fn the_audit_filters_by_project_in_order<S: StateStore>(store: S) {

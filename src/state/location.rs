@@ -158,6 +158,14 @@ impl StateStore for AnyStateStore {
         either!(self, s => s.update_mailbox(mailbox, change))
     }
 
+    async fn note_heard(
+        &self,
+        heard: Vec<(MailboxAddress, Option<String>)>,
+        at: DateTime<Utc>,
+    ) -> Result<(), StateError> {
+        either!(self, s => s.note_heard(heard, at))
+    }
+
     async fn append_audit(&self, records: Vec<AuditRecord>) -> Result<(), StateError> {
         either!(self, s => s.append_audit(records))
     }

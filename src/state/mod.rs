@@ -495,6 +495,15 @@ pub trait StateStore: Send + Sync + 'static {
         mailbox: &MailboxAddress,
         change: impl FnOnce(&mut MailboxState) + Send + 'static,
     ) -> impl Future<Output = Result<MailboxState, StateError>> + Send;
+    /// Records, in one transaction, that the server spoke for each of `heard`'s mailboxes at
+    /// `at` (`last_notification`), with the last watermark it gave (`None`: the stored one
+    /// stays). Only these two columns, as [`StateStore::update_mailbox`] would change them; a
+    /// mailbox without a row gets one.
+    fn note_heard(
+        &self,
+        heard: Vec<(MailboxAddress, Option<String>)>,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StateError>> + Send;
     /// Appends to the audit log.
     fn append_audit(
         &self,

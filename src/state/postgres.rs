@@ -909,6 +909,38 @@ impl StateStore for PostgresStore {
         Ok(state)
     }
 
+    async fn note_heard(
+        &self,
+        heard: Vec<(MailboxAddress, Option<String>)>,
+        at: DateTime<Utc>,
+    ) -> Result<(), StateError> {
+        if heard.is_empty() {
+            return Ok(());
+        }
+        // In one order, so that two instances writing some of the same rows (a lease moving
+        // meanwhile) wait for each other instead of deadlocking.
+        let mut heard = heard;
+        heard.sort_by(|a, b| a.0.0.cmp(&b.0.0));
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let stmt = tx
+            .prepare(
+                "INSERT INTO mailbox (mailbox, watermark, last_notification) VALUES ($1, $2, $3) \
+                 ON CONFLICT (mailbox) DO UPDATE SET \
+                 watermark = COALESCE(EXCLUDED.watermark, mailbox.watermark), \
+                 last_notification = EXCLUDED.last_notification",
+            )
+            .await
+            .map_err(db)?;
+        let at = time_text(&at);
+        for (mailbox, watermark) in &heard {
+            tx.execute(&stmt, &[&mailbox.0, watermark, &at])
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
     async fn append_audit(&self, records: Vec<AuditRecord>) -> Result<(), StateError> {
         self.transact(Transaction {
             audit: records,

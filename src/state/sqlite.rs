@@ -810,6 +810,38 @@ impl StateStore for SqliteStore {
         .await
     }
 
+    async fn note_heard(
+        &self,
+        heard: Vec<(MailboxAddress, Option<String>)>,
+        at: DateTime<Utc>,
+    ) -> Result<(), StateError> {
+        if heard.is_empty() {
+            return Ok(());
+        }
+        self.call(move |c| {
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(db)?;
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "INSERT INTO mailbox (mailbox, watermark, last_notification) \
+                         VALUES (?1, ?2, ?3) ON CONFLICT (mailbox) DO UPDATE SET \
+                         watermark = coalesce(excluded.watermark, watermark), \
+                         last_notification = excluded.last_notification",
+                    )
+                    .map_err(db)?;
+                let at = time_text(&at);
+                for (mailbox, watermark) in &heard {
+                    stmt.execute(params![mailbox.0, watermark, at])
+                        .map_err(db)?;
+                }
+            }
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
     async fn append_audit(&self, records: Vec<AuditRecord>) -> Result<(), StateError> {
         self.transact(Transaction {
             audit: records,

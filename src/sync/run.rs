@@ -146,8 +146,8 @@ const NOTE_EVERY: Duration = Duration::from_secs(1);
 /// The mailboxes heard from since their watermarks were last written, each with the last
 /// watermark heard (`None`: none came).
 ///
-/// Written every [`NOTE_EVERY`], before a lease round and when the loop stops, one state write
-/// per mailbox, rather than one per notification (two state writes per edit at low rates, one
+/// Written every [`NOTE_EVERY`], before a lease round and when the loop stops, in one state
+/// transaction, rather than one per notification (two state writes per edit at low rates, one
 /// for the edit's notification and one for the echo of the write back). A watermark only says
 /// where a new subscription resumes: one a second old, or lost with the process, makes Exchange
 /// send some notifications again, each of which costs at most a pass that finds nothing new.
@@ -527,21 +527,26 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         first_failure
     }
 
-    /// Writes the watermarks noted in `heard`, one state write per mailbox; a mailbox whose
-    /// write failed stays noted for the next time, one whose lease went meanwhile is dropped
-    /// (its holder records its own). The first failure is returned.
+    /// Writes the watermarks noted in `heard`, every mailbox's in one state transaction; a
+    /// mailbox whose lease went meanwhile is dropped (its holder records its own). When the
+    /// write fails, they stay noted for the next time.
     async fn write_heard(&self, heard: &mut Heard) -> Result<(), SyncError> {
-        let mut first_failure = Ok(());
-        for (mailbox, watermark) in std::mem::take(&mut heard.0) {
-            if !self.holds(&mailbox) {
-                continue;
-            }
-            if let Err(e) = self.heard_from(&mailbox, None, watermark.clone()).await {
-                first_failure = first_failure.and(Err(e));
+        let noted: Vec<(MailboxAddress, Option<String>)> = std::mem::take(&mut heard.0)
+            .into_iter()
+            .filter(|(mailbox, _)| self.holds(mailbox))
+            .collect();
+        if let Err(e) = self
+            .inner
+            .state
+            .note_heard(noted.clone(), chrono::Utc::now())
+            .await
+        {
+            for (mailbox, watermark) in noted {
                 heard.note(mailbox, watermark);
             }
+            return Err(e.into());
         }
-        first_failure
+        Ok(())
     }
 
     /// One lease round: renewal, hand-back and take-over (`state::lease`). A mailbox gained gets
