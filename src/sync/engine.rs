@@ -284,9 +284,10 @@ pub(crate) struct Inner<H, M, S> {
 /// What this process knows of a mailbox's listings (SyncFolderItems passes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Listing {
-    /// The mailbox has a stored sync state, and its last listing here left nothing to take
-    /// again. Nothing clears a stored sync state (a rejected one is replaced by a full pass's),
-    /// so once known it stays true.
+    /// The mailbox has a stored sync state (its last listing here stored it, or a read of its
+    /// row found one), and no listing here left an item to take again since. Nothing clears a
+    /// stored sync state (a rejected one is replaced by a full pass's), so once known it stays
+    /// true.
     Stored,
     /// The last listing left an item to take again (its sync state was not moved): the
     /// next pass lists, even one notified of item versions only, so that the item is retried
