@@ -493,7 +493,7 @@ async fn update_mailbox_changes_only_what_the_caller_owns<S: StateStore>(store: 
 }
 
 /// The watermarks of a second's notifications, every mailbox's in one write: a watermark
-/// given replaces the stored one, none keeps it, the time is each one's, a mailbox never seen
+/// given replaces the stored one, none keeps it, each gets the time given, a mailbox never seen
 /// gets a row, and the other columns (a pass's sync state, the folder) stay.
 async fn noting_heard_mailboxes_changes_only_their_watermarks_and_time<S: StateStore>(store: S) {
     let (ann, bob, cy) = (
