@@ -14,3 +14,22 @@ pub(crate) mod migrate;
 /// eight times rarer writes each of them once where the default wrote it eight times. The WAL
 /// file grows to at most about 32 MiB and is reused after each checkpoint.
 pub(crate) const WAL_AUTOCHECKPOINT_PAGES: i64 = 8000;
+
+/// The plan SQLite chooses for `sql` with `args` (the details of `EXPLAIN QUERY PLAN`, joined
+/// by "; "), for the stores' tests of which index a query uses.
+#[cfg(test)]
+pub(crate) fn query_plan(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    args: impl rusqlite::Params,
+) -> String {
+    let mut stmt = conn
+        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .expect("prepare");
+    let details: Vec<String> = stmt
+        .query_map(args, |row| row.get(3))
+        .expect("plan")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    details.join("; ")
+}

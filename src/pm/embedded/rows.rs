@@ -1175,20 +1175,12 @@ pub(super) mod tests {
     fn query_plan(sql: &str, args: &[Value]) -> String {
         let mut conn = rusqlite::Connection::open_in_memory().expect("open");
         crate::sqlite::migrate::migrate(&mut conn, &super::super::schema::SCHEMA).expect("migrate");
-        let mut stmt = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-            .expect("prepare");
         let args = args.iter().map(|v| match v {
             Value::Null => rusqlite::types::Value::Null,
             Value::Int(i) => rusqlite::types::Value::Integer(*i),
             Value::Text(t) => rusqlite::types::Value::Text(t.clone()),
         });
-        let details: Vec<String> = stmt
-            .query_map(rusqlite::params_from_iter(args), |row| row.get(3))
-            .expect("plan")
-            .collect::<Result<_, _>>()
-            .expect("rows");
-        details.join("; ")
+        crate::sqlite::query_plan(&conn, sql, rusqlite::params_from_iter(args))
     }
 
     // Each submit under the approval policy looks up its assignment's pending updates (to
