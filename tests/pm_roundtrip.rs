@@ -1026,3 +1026,127 @@ async fn watch_folder_imports_a_saved_plan_and_writes_the_plan_with_progress_bes
     let _ = stop.send(());
     watcher.await.expect("the watcher stops");
 }
+
+/// Bob's address becomes Ann's and the mass-delete guard refuses to delete his old tasks:
+/// the move is held back whole, not made by halves. His tasks stay in his mailbox, tracked
+/// (what he reports there is still heard), Ann gets no copies, and the preview says the same;
+/// a forced publish then moves them, leaving nothing behind untracked. Both ways of planning.
+#[tokio::test]
+async fn a_move_the_delete_guard_refuses_is_held_whole_until_a_forced_publish() {
+    use taskbridge::state::{SqliteStore, StateStore};
+
+    for listed in [true, false] {
+        let h = published_sample().await;
+        people_report_progress(&h).await;
+        let plan = sample().replace(
+            "<EmailAddress>bob@example.com</EmailAddress>",
+            "<EmailAddress>ann@example.com</EmailAddress>",
+        );
+        import_text(&h.host, h.dir.path(), "moved.xml", &plan).await;
+        let strict = SyncConfig {
+            max_delete_floor: 1,
+            max_delete_share: 0.0,
+            mailbox_concurrency: 1,
+            ..quick_sync()
+        };
+        let state = || SqliteStore::open(&h.dir.path().join("state.sqlite")).expect("state");
+        let whole_plan = || {
+            taskbridge::sync::Engine::new(
+                WholePlanHost {
+                    host: h.host.clone(),
+                    answers_first_only: false,
+                },
+                h.spy.clone(),
+                state(),
+                taskbridge::mapping::FieldTable::default(),
+                strict.clone(),
+            )
+        };
+        let (listing, _) = engine(&h.sim, &h.host, h.dir.path(), strict.clone());
+        let publish = |force: bool| {
+            let options = PublishOptions {
+                force,
+                ..PublishOptions::default()
+            };
+            let (listing, whole) = (listing.clone(), whole_plan());
+            async move {
+                if listed {
+                    listing.publish(guid(), options).await
+                } else {
+                    whole.publish(guid(), options).await
+                }
+                .expect("publish")
+            }
+        };
+        let bobs_rows = || async {
+            state()
+                .project_assignments(guid())
+                .await
+                .expect("rows")
+                .into_iter()
+                .filter(|r| r.mailbox.to_string() == "bob@example.com")
+                .count()
+        };
+
+        let preview = listing
+            .preview_publish(guid(), false)
+            .await
+            .expect("preview");
+        assert_eq!(preview.refused_deletes, 2, "listed {listed}: {preview:?}");
+        assert!(
+            preview
+                .changes
+                .iter()
+                .all(|c| c.mailbox != "ann@example.com"),
+            "listed {listed}: {preview:?}"
+        );
+        let held = publish(false).await;
+        assert_eq!(
+            (held.refused_deletes, held.created, held.deleted),
+            (2, 0, 0),
+            "listed {listed}: {held:?}"
+        );
+        assert_eq!(h.tasks("bob@example.com").await.len(), 2);
+        assert_eq!(h.tasks("ann@example.com").await.len(), 2);
+        assert_eq!(bobs_rows().await, 2, "listed {listed}");
+        // Held, the tasks are still synced: what Bob reports on one is applied.
+        let (mailbox, task) = h.task_of(2).await;
+        assert_eq!(mailbox, "bob@example.com");
+        h.edit(&mailbox, &id_of(&task), json!({ "PercentComplete": 40 }))
+            .await;
+        let pass = listing
+            .sync_mailbox(&MailboxAddress::new(&mailbox))
+            .await
+            .expect("mailbox pass");
+        assert_eq!(pass.applied, 1, "listed {listed}: {pass:?}");
+        // Asked again, the guard holds them again.
+        assert_eq!(publish(false).await.refused_deletes, 2, "listed {listed}");
+
+        let forced = publish(true).await;
+        assert_eq!(
+            (
+                forced.refused_deletes,
+                forced.created,
+                forced.deleted,
+                forced.failed
+            ),
+            (0, 2, 2, 0),
+            "listed {listed}: {forced:?}"
+        );
+        assert!(
+            h.tasks("bob@example.com").await.is_empty(),
+            "listed {listed}"
+        );
+        let ann = h.tasks("ann@example.com").await;
+        assert_eq!(ann.len(), 4, "listed {listed}");
+        assert!(
+            ann.iter()
+                .any(|t| t["PercentComplete"].as_f64() == Some(40.0)),
+            "the progress reported while held moved with the task: {ann:?}"
+        );
+        assert_eq!(bobs_rows().await, 0, "listed {listed}");
+        let again = publish(false).await;
+        assert!(again.is_clean(), "listed {listed}: {again:?}");
+        assert_eq!((again.created, again.deleted), (0, 0), "listed {listed}");
+    }
+}

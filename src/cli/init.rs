@@ -192,7 +192,8 @@ reconcile_interval_secs = 900
 # A task deleted in Outlook: detach, recreate or complete-on-pm.
 deleted_task = "detach"
 # One publish deletes at most this share of a mailbox's tasks without --force, beyond
-# max_delete_floor deletions.
+# max_delete_floor deletions; beyond it, tasks whose resource's address changed stay in
+# that mailbox too.
 max_delete_share = 0.5
 max_delete_floor = 10
 # Attempts of a write before the item is parked and reported.

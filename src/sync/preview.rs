@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::config::DeletedTaskRule;
 use super::engine::{Engine, SyncError, field_text};
 use super::mailbox::MailboxStore;
+use super::publish::held_moves;
 use crate::mapping::{MailValues, changed_fields};
 use crate::pm::{AssignmentKey, PmHost, ProjectGuid};
 use crate::state::{AssignmentState, MailboxAddress, StateStore, SyncStatus};
@@ -80,19 +81,39 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             .into_iter()
             .map(|s| (s.key, s))
             .collect();
-        let mut preview = PublishPreview::default();
+        // The moves the guard holds back, as the publish works them out.
+        let held = held_moves(
+            config,
+            force,
+            known
+                .values()
+                .map(|s| (s.key.assignment, s.mailbox.clone())),
+            &view
+                .units()
+                .map(|u| (u.key.assignment, MailboxAddress::new(u.email)))
+                .collect(),
+        );
+        let mut preview = PublishPreview {
+            refused_deletes: held.len(),
+            ..PublishPreview::default()
+        };
         // Per mailbox: tasks it has, and the deletions planned there (for the guard).
         let mut per_mailbox: BTreeMap<MailboxAddress, (usize, Vec<PlannedChange>)> =
             BTreeMap::new();
         let mut leaving = Vec::new();
+        // The old tasks of the moves made: deleted whatever the guard says of the rest.
+        let mut moved_away = Vec::new();
         for unit in view.units() {
             let Some((desired, zone)) = view.desired(table, unit.assignment.uid) else {
                 continue;
             };
-            let mailbox = MailboxAddress::new(unit.email);
+            let mailbox = match held.get(&unit.key.assignment) {
+                Some(old) => old.clone(),
+                None => MailboxAddress::new(unit.email),
+            };
             let mut state = known.remove(&unit.key);
             if let Some(old) = state.take_if(|s| s.mailbox != mailbox) {
-                leaving.push(old);
+                moved_away.push(old);
             }
             // A create sets every field that has a value.
             let all_fields = |values: &MailValues| -> Vec<PlannedField> {
@@ -167,6 +188,14 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             } else {
                 preview.changes.extend(deletes);
             }
+        }
+        for s in moved_away.into_iter().filter(|s| s.item.is_some()) {
+            preview.changes.push(PlannedChange {
+                mailbox: s.mailbox.to_string(),
+                key: s.key,
+                action: PlannedAction::Delete,
+                fields: Vec::new(),
+            });
         }
         Ok(preview)
     }

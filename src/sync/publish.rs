@@ -81,8 +81,12 @@ struct MailboxPlan {
     /// large and a first publish has none, so an inline `None` would cost a row's size for
     /// every assignment of the project.
     desired: Vec<(AssignmentKey, Option<Box<AssignmentState>>)>,
-    /// Assignments whose task here must go.
+    /// Assignments whose task here must go: they left the plan (under the mass-delete guard).
     leaving: Vec<AssignmentState>,
+    /// Assignments whose resource's address changed: their task here goes, the new mailbox
+    /// makes one. Not under the guard here: the plan held back the moves it refuses
+    /// ([`held_moves`]), and a move made by halves would leave this task untracked.
+    moved_away: Vec<AssignmentState>,
 }
 
 /// What a publish does in one mailbox, as planned before the mailbox's turn.
@@ -110,16 +114,80 @@ struct Listed {
     /// mailbox may record its new task (the same key) before this mailbox's turn, and the old
     /// task must still go.
     moved_out: Vec<AssignmentState>,
+    /// Whether some of `desired` move here from another mailbox.
+    moved_in: bool,
 }
 
 impl MailboxWork {
     /// Assignments handled, for the progress.
     fn size(&self) -> usize {
         match self {
-            MailboxWork::Planned { plan, .. } => plan.desired.len() + plan.leaving.len(),
+            MailboxWork::Planned { plan, .. } => {
+                plan.desired.len() + plan.leaving.len() + plan.moved_away.len()
+            }
             MailboxWork::Listed(l) => l.desired.len() + l.leaving.len() + l.moved_out.len(),
         }
     }
+
+    /// Whether tasks move into or out of the mailbox: what its publish mark recorded is then
+    /// not what this publish does (a move the guard held back, made by a forced publish).
+    fn moves(&self) -> bool {
+        match self {
+            MailboxWork::Planned { plan, .. } => !plan.moved_away.is_empty(),
+            MailboxWork::Listed(l) => l.moved_in || !l.moved_out.is_empty(),
+        }
+    }
+}
+
+/// The moves the mass-delete guard holds back, each with the mailbox its task stays in.
+///
+/// An assignment whose resource's address changed moves: its task in the old mailbox goes and
+/// the new mailbox gets one. The guard counts, per mailbox, the tasks a publish would delete
+/// there (assignments that left the plan and assignments moving away) against the tasks the
+/// mailbox has; where that is beyond it, and the publish is not forced, the assignments moving
+/// away stay where they are, tracked and kept in step, and count as refused deletions. The
+/// guard decides this before any mailbox is published: refusing the old task's deletion after
+/// the new mailbox made its task would leave the old one in its mailbox untracked, with
+/// whatever its person reports there unheard, and no later publish would know to delete it.
+pub(super) fn held_moves(
+    config: &super::config::SyncConfig,
+    force: bool,
+    placed: impl IntoIterator<Item = (AssignmentUid, MailboxAddress)>,
+    desired: &HashMap<AssignmentUid, MailboxAddress>,
+) -> HashMap<AssignmentUid, MailboxAddress> {
+    let mut held = HashMap::new();
+    if force {
+        return held;
+    }
+    // Per mailbox: its tasks, those it would delete, and which of those move.
+    let mut per_mailbox: HashMap<MailboxAddress, (usize, usize, Vec<AssignmentUid>)> =
+        HashMap::new();
+    for (uid, mailbox) in placed {
+        let to = desired.get(&uid);
+        let entry = per_mailbox.entry(mailbox.clone()).or_default();
+        entry.0 += 1;
+        if to != Some(&mailbox) {
+            entry.1 += 1;
+            if to.is_some() {
+                entry.2.push(uid);
+            }
+        }
+    }
+    for (mailbox, (tasks, deletes, moving)) in per_mailbox {
+        let limit = (config.max_delete_share * tasks as f64).floor() as usize;
+        if !moving.is_empty() && deletes > config.max_delete_floor && deletes > limit {
+            warn!(
+                %mailbox,
+                moves = moving.len(),
+                deletes,
+                tasks,
+                "mass-delete guard: tasks whose resource's address changed stay here until a \
+                 publish with --force"
+            );
+            held.extend(moving.into_iter().map(|uid| (uid, mailbox.clone())));
+        }
+    }
+    held
 }
 
 impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
@@ -174,9 +242,9 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 .reserve_publish_mark(project, MarkScope::Project, marking.token)
                 .await?;
         }
-        let works = match self.inner.host.project_units(project).await? {
-            Some(units) => self.plan_listed(project, units).await?,
-            None => self.plan_whole(project).await?,
+        let (works, held) = match self.inner.host.project_units(project).await? {
+            Some(units) => self.plan_listed(project, units, options.force).await?,
+            None => self.plan_whole(project, options.force).await?,
         };
         if self.inner.cluster.get().is_some() {
             // Lease rows for mailboxes new to the store: some instance takes each at its next
@@ -212,6 +280,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             }
         }
         drop(runs);
+        // Moves held back: their old tasks' deletions are the ones refused.
+        report.refused_deletes += held;
         // Every mailbox marked (in step, or skipped by its own mark): the next publish at this
         // revision needs no read at all. Any write of the project's rows since the
         // reservation but this publish's own has ended it.
@@ -246,24 +316,30 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         &self,
         project: ProjectGuid,
         units: Vec<UnitAddress>,
-    ) -> Result<BTreeMap<MailboxAddress, MailboxWork>, SyncError> {
-        let mut placed: HashMap<AssignmentUid, MailboxAddress> = self
-            .inner
-            .state
-            .assignment_mailboxes(project)
-            .await?
-            .into_iter()
+        force: bool,
+    ) -> Result<(BTreeMap<MailboxAddress, MailboxWork>, usize), SyncError> {
+        let placed = self.inner.state.assignment_mailboxes(project).await?;
+        let desired: HashMap<AssignmentUid, MailboxAddress> = units
+            .iter()
+            .map(|u| (u.uid, MailboxAddress::new(&u.email)))
             .collect();
+        let held = held_moves(&self.inner.config, force, placed.iter().cloned(), &desired);
+        let mut placed: HashMap<AssignmentUid, MailboxAddress> = placed.into_iter().collect();
         let mut lists: BTreeMap<MailboxAddress, Listed> = BTreeMap::new();
         let mut moved = Vec::new();
         for unit in units {
-            let mailbox = MailboxAddress::new(&unit.email);
+            let mailbox = match held.get(&unit.uid) {
+                Some(old) => old.clone(),
+                None => MailboxAddress::new(&unit.email),
+            };
+            let list = lists.entry(mailbox.clone()).or_default();
             if let Some(old) = placed.remove(&unit.uid)
                 && old != mailbox
             {
                 moved.push(unit.uid);
+                list.moved_in = true;
             }
-            lists.entry(mailbox).or_default().desired.push(unit.uid);
+            list.desired.push(unit.uid);
         }
         for (uid, mailbox) in placed {
             lists.entry(mailbox).or_default().leaving.push(uid);
@@ -282,17 +358,19 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     .push(row);
             }
         }
-        Ok(lists
+        let works = lists
             .into_iter()
             .map(|(mailbox, listed)| (mailbox, MailboxWork::Listed(listed)))
-            .collect())
+            .collect();
+        Ok((works, held.len()))
     }
 
     /// Plans from the whole plan and every row of the project.
     async fn plan_whole(
         &self,
         project: ProjectGuid,
-    ) -> Result<BTreeMap<MailboxAddress, MailboxWork>, SyncError> {
+        force: bool,
+    ) -> Result<(BTreeMap<MailboxAddress, MailboxWork>, usize), SyncError> {
         // The rows before the plan: a row never shows a pass newer than the plan's values
         // (that pass's write would otherwise be undone by older values under a current change
         // key). A row older than the plan carries an old change key: the write meets a stale
@@ -306,16 +384,31 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             .map(|s| (s.key, s))
             .collect();
         let view = self.view(project).await?;
+        let desired: HashMap<AssignmentUid, MailboxAddress> = view
+            .units()
+            .map(|u| (u.key.assignment, MailboxAddress::new(u.email)))
+            .collect();
+        let held = held_moves(
+            &self.inner.config,
+            force,
+            known
+                .values()
+                .map(|s| (s.key.assignment, s.mailbox.clone())),
+            &desired,
+        );
         let mut plans: BTreeMap<MailboxAddress, MailboxPlan> = BTreeMap::new();
         for unit in view.units() {
-            let mailbox = MailboxAddress::new(unit.email);
+            let mailbox = match held.get(&unit.key.assignment) {
+                Some(old) => old.clone(),
+                None => MailboxAddress::new(unit.email),
+            };
             let mut state = known.remove(&unit.key).map(Box::new);
             // The resource's address changed: the old task goes, a new one comes.
             if let Some(old) = state.take_if(|s| s.mailbox != mailbox) {
                 plans
                     .entry(old.mailbox.clone())
                     .or_default()
-                    .leaving
+                    .moved_away
                     .push(*old);
             }
             plans
@@ -331,13 +424,14 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 .leaving
                 .push(state);
         }
-        Ok(plans
+        let works = plans
             .into_iter()
             .map(|(mailbox, plan)| {
                 let view = view.clone();
                 (mailbox, MailboxWork::Planned { plan, view })
             })
-            .collect())
+            .collect();
+        Ok((works, held.len()))
     }
 
     /// A listed mailbox's rows of `project` and its part of the plan. The rows first, under the
@@ -353,6 +447,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             desired,
             leaving,
             moved_out,
+            moved_in: _,
         } = listed;
         let mut rows: HashMap<AssignmentUid, AssignmentState> = self
             .inner
@@ -381,8 +476,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             leaving: leaving
                 .into_iter()
                 .filter_map(|uid| rows.remove(&uid))
-                .chain(moved_out)
                 .collect(),
+            moved_away: moved_out,
         };
         Ok((plan, view))
     }
@@ -421,7 +516,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         let state = &self.inner.state;
         let scope = MarkScope::Mailbox(mailbox.clone());
         // Under the lock: no pass of this mailbox can write between this read and the skip.
-        if let Some(mark) = state.publish_mark(project, scope.clone()).await?
+        if !work.moves()
+            && let Some(mark) = state.publish_mark(project, scope.clone()).await?
             && marking.matches(&mark, &self.inner.mapping_fingerprint)
         {
             debug!("unchanged since the last publish at this plan revision");
@@ -603,6 +699,14 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             );
             report.refused_deletes = deletes.len();
             deletes.clear();
+        }
+        // Moves the guard let through when the plan was made (`held_moves`).
+        for s in plan.moved_away {
+            if s.item.is_some() {
+                deletes.push(s);
+            } else {
+                forget.push((s.key, s.mailbox));
+            }
         }
         if !creates.is_empty() {
             self.publish_creates(mailbox, view, creates, token, &mut report)
@@ -1081,5 +1185,49 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         }
         Metrics::add(&self.inner.metrics.deleted, report.deleted);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(uid: i64, mailbox: &str) -> (AssignmentUid, MailboxAddress) {
+        (AssignmentUid(uid), MailboxAddress::new(mailbox))
+    }
+
+    /// The guard of the starter configuration: more than 10 deletions and more than half.
+    fn guard() -> super::super::config::SyncConfig {
+        super::super::config::SyncConfig::default()
+    }
+
+    #[test]
+    fn moves_are_held_where_the_deletions_they_add_to_pass_the_guard() {
+        // Twelve tasks in a@x: eight move to b@x, four leave the plan; c@x keeps its one.
+        let placed: Vec<_> = (1..=12)
+            .map(|uid| at(uid, "a@x"))
+            .chain([at(20, "c@x")])
+            .collect();
+        let desired: HashMap<_, _> = (1..=8)
+            .map(|uid| at(uid, "b@x"))
+            .chain([at(20, "c@x")])
+            .collect();
+        let held = held_moves(&guard(), false, placed.clone(), &desired);
+        let mut uids: Vec<i64> = held.keys().map(|u| u.0).collect();
+        uids.sort();
+        assert_eq!(uids, (1..=8).collect::<Vec<_>>());
+        assert!(held.values().all(|m| m.as_str() == "a@x"));
+        // Forced, nothing is held.
+        assert!(held_moves(&guard(), true, placed.clone(), &desired).is_empty());
+        // Within the guard (the four leaving stay in the plan), the moves are made.
+        let staying: HashMap<_, _> = desired
+            .clone()
+            .into_iter()
+            .chain((9..=12).map(|uid| at(uid, "a@x")))
+            .collect();
+        assert!(held_moves(&guard(), false, placed.clone(), &staying).is_empty());
+        // Deletions alone beyond the guard hold no move: the mailbox's turn refuses them.
+        let gone: HashMap<_, _> = [at(20, "c@x")].into_iter().collect();
+        assert!(held_moves(&guard(), false, placed, &gone).is_empty());
     }
 }
