@@ -11,7 +11,7 @@ use tempfile::TempDir;
 
 use serde_json::json;
 
-use harness::{Harness, MAILBOXES, engine, id_of, quick_sync, start_sim};
+use harness::{Harness, MAILBOXES, engine, id_of, quick_sync, start_sim, tag_of};
 use taskbridge::pm::embedded::{DocumentFormat, EmbeddedHost, ImportedDocument, Policy};
 use taskbridge::pm::export::ExportFormat;
 use taskbridge::pm::import::import_str;
@@ -1148,5 +1148,87 @@ async fn a_move_the_delete_guard_refuses_is_held_whole_until_a_forced_publish() 
         let again = publish(false).await;
         assert!(again.is_clean(), "listed {listed}: {again:?}");
         assert_eq!((again.created, again.deleted), (0, 0), "listed {listed}");
+    }
+}
+
+/// Bob's address becomes Ann's, and the publish that moves his two tasks is killed after each
+/// of its mailbox calls in turn (the last call reaching the server or not). A restarted engine
+/// finishes the move: Bob's mailbox is empty, Ann has one task per assignment, none twice,
+/// and the next publish has nothing to write. Before, a kill between Ann's new tasks and
+/// the deletion of Bob's old ones left those in his mailbox for good, untracked.
+#[tokio::test]
+async fn a_move_killed_at_every_step_leaves_no_task_behind_after_a_restart() {
+    async fn moved() -> Harness {
+        let h = published_sample().await;
+        people_report_progress(&h).await;
+        let plan = sample().replace(
+            "<EmailAddress>bob@example.com</EmailAddress>",
+            "<EmailAddress>ann@example.com</EmailAddress>",
+        );
+        import_text(&h.host, h.dir.path(), "moved.xml", &plan).await;
+        h
+    }
+    let calls = |h: &Harness| {
+        h.ops()
+            .as_object()
+            .map(|ops| ops.values().filter_map(|n| n.as_u64()).sum::<u64>())
+            .unwrap_or(0)
+    };
+    let probe = moved().await;
+    let before = calls(&probe);
+    let report = probe
+        .engine
+        .publish(guid(), PublishOptions::default())
+        .await
+        .expect("publish");
+    assert_eq!((report.created, report.deleted), (2, 2), "{report:?}");
+    let steps = calls(&probe) - before;
+    assert!(steps >= 3, "steps {steps}");
+    let one_at_a_time = SyncConfig {
+        mailbox_concurrency: 1,
+        ..quick_sync()
+    };
+    for step in 0..steps as usize {
+        for send_last in [false, true] {
+            let h = moved().await;
+            let (dying, spy) = engine(&h.sim, &h.host, h.dir.path(), one_at_a_time.clone());
+            spy.crash_after(step, send_last);
+            let _ = dying.publish(guid(), PublishOptions::default()).await;
+            drop(dying);
+            let (engine, _) = engine(&h.sim, &h.host, h.dir.path(), quick_sync());
+            let report = engine
+                .publish(guid(), PublishOptions::default())
+                .await
+                .expect("publish after restart");
+            assert_eq!(report.failed, 0, "step {step} ({send_last}): {report:?}");
+            let bob = h.tasks("bob@example.com").await;
+            assert!(
+                bob.is_empty(),
+                "step {step} ({send_last}): left behind {bob:?}"
+            );
+            let mut tags: Vec<String> = h
+                .tasks("ann@example.com")
+                .await
+                .iter()
+                .filter_map(tag_of)
+                .collect();
+            tags.sort();
+            let count = tags.len();
+            tags.dedup();
+            assert_eq!(
+                (count, tags.len()),
+                (4, 4),
+                "step {step} ({send_last}): {tags:?}"
+            );
+            let again = engine
+                .publish(guid(), PublishOptions::default())
+                .await
+                .expect("publish");
+            assert_eq!(
+                (again.created, again.updated, again.deleted, again.unchanged),
+                (0, 0, 0, 6),
+                "step {step} ({send_last}): {again:?}"
+            );
+        }
     }
 }

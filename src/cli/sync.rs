@@ -153,7 +153,7 @@ pub fn publish(args: PublishArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
             print_out(&to_json(&report)?)?;
         } else {
             print_out(&format!(
-                "created {}, updated {}, deleted {}, unchanged {}{}, adopted {}, failed {}{}",
+                "created {}, updated {}, deleted {}, unchanged {}{}, adopted {}, failed {}{}{}",
                 report.created,
                 report.updated,
                 report.deleted,
@@ -173,6 +173,11 @@ pub fn publish(args: PublishArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
                         ", {} deletions refused by the mass-delete guard (use --force)",
                         report.refused_deletes
                     )
+                } else {
+                    String::new()
+                },
+                if report.deferred > 0 {
+                    format!(", {} left to the next publish", report.deferred)
                 } else {
                     String::new()
                 }

@@ -87,6 +87,9 @@ struct MailboxPlan {
     /// makes one. Not under the guard here: the plan held back the moves it refuses
     /// ([`held_moves`]), and a move made by halves would leave this task untracked.
     moved_away: Vec<AssignmentState>,
+    /// Of `desired`, the assignments moving here from another mailbox: each is created only
+    /// once its old task is gone (see `defer_moves_in`).
+    moved_in: Vec<AssignmentUid>,
 }
 
 /// What a publish does in one mailbox, as planned before the mailbox's turn.
@@ -114,8 +117,8 @@ struct Listed {
     /// mailbox may record its new task (the same key) before this mailbox's turn, and the old
     /// task must still go.
     moved_out: Vec<AssignmentState>,
-    /// Whether some of `desired` move here from another mailbox.
-    moved_in: bool,
+    /// Of `desired`, the assignments moving here from another mailbox.
+    moved_in: Vec<AssignmentUid>,
 }
 
 impl MailboxWork {
@@ -133,8 +136,19 @@ impl MailboxWork {
     /// not what this publish does (a move the guard held back, made by a forced publish).
     fn moves(&self) -> bool {
         match self {
+            MailboxWork::Planned { plan, .. } => {
+                !plan.moved_away.is_empty() || !plan.moved_in.is_empty()
+            }
+            MailboxWork::Listed(l) => !l.moved_in.is_empty() || !l.moved_out.is_empty(),
+        }
+    }
+
+    /// Whether tasks move out of the mailbox: such mailboxes are published first, so that a
+    /// task moving away is gone before its new mailbox's turn creates the new one.
+    fn moves_out(&self) -> bool {
+        match self {
             MailboxWork::Planned { plan, .. } => !plan.moved_away.is_empty(),
-            MailboxWork::Listed(l) => l.moved_in || !l.moved_out.is_empty(),
+            MailboxWork::Listed(l) => !l.moved_out.is_empty(),
         }
     }
 }
@@ -259,27 +273,32 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         let mut done = 0usize;
         let mut all_marked = true;
         let marking_ref = marking.as_ref();
-        let mut runs = futures::stream::iter(works.into_iter().map(|(mailbox, work)| {
-            let options = options.clone();
-            let size = work.size();
-            async move {
-                let r = self
-                    .publish_mailbox(&mailbox, project, work, &options, marking_ref)
-                    .await;
-                (size, r)
-            }
-        }))
-        .buffer_unordered(self.inner.config.mailbox_concurrency.max(1));
-        while let Some((size, r)) = runs.next().await {
-            let (mailbox_report, marked) = r?;
-            all_marked &= marked;
-            report.merge(mailbox_report);
-            done += size;
-            if let Some(progress) = &options.progress {
-                progress(done, total);
+        // Two waves: the mailboxes that tasks move out of first, so that an old task is
+        // deleted before its new mailbox's turn (which waits for that: `defer_moves_in`).
+        let (first, then): (Vec<_>, Vec<_>) =
+            works.into_iter().partition(|(_, work)| work.moves_out());
+        for wave in [first, then] {
+            let mut runs = futures::stream::iter(wave.into_iter().map(|(mailbox, work)| {
+                let options = options.clone();
+                let size = work.size();
+                async move {
+                    let r = self
+                        .publish_mailbox(&mailbox, project, work, &options, marking_ref)
+                        .await;
+                    (size, r)
+                }
+            }))
+            .buffer_unordered(self.inner.config.mailbox_concurrency.max(1));
+            while let Some((size, r)) = runs.next().await {
+                let (mailbox_report, marked) = r?;
+                all_marked &= marked;
+                report.merge(mailbox_report);
+                done += size;
+                if let Some(progress) = &options.progress {
+                    progress(done, total);
+                }
             }
         }
-        drop(runs);
         // Moves held back: their old tasks' deletions are the ones refused.
         report.refused_deletes += held;
         // Every mailbox marked (in step, or skipped by its own mark): the next publish at this
@@ -337,7 +356,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 && old != mailbox
             {
                 moved.push(unit.uid);
-                list.moved_in = true;
+                list.moved_in.push(unit.uid);
             }
             list.desired.push(unit.uid);
         }
@@ -410,6 +429,11 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     .or_default()
                     .moved_away
                     .push(*old);
+                plans
+                    .entry(mailbox.clone())
+                    .or_default()
+                    .moved_in
+                    .push(unit.key.assignment);
             }
             plans
                 .entry(mailbox)
@@ -447,7 +471,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             desired,
             leaving,
             moved_out,
-            moved_in: _,
+            moved_in,
         } = listed;
         let mut rows: HashMap<AssignmentUid, AssignmentState> = self
             .inner
@@ -478,6 +502,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 .filter_map(|uid| rows.remove(&uid))
                 .collect(),
             moved_away: moved_out,
+            moved_in,
         };
         Ok((plan, view))
     }
@@ -564,7 +589,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         let mut report = PublishReport::default();
         // Rows read under this lock are current; rows planned before it are checked again
         // before anything is written (below).
-        let (plan, view, rows_current) = match work {
+        let (mut plan, view, rows_current) = match work {
             MailboxWork::Planned { plan, view } => (plan, view, false),
             MailboxWork::Listed(listed) => {
                 let (plan, view) = self.read_listed(mailbox, project, listed).await?;
@@ -572,6 +597,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             }
         };
         let view = &*view;
+        self.defer_moves_in(mailbox, project, &mut plan, &mut report)
+            .await?;
         if let Err(e) = self.ensure_mailbox(mailbox).await {
             // The mailbox cannot be reached: every task of it failed this time.
             warn!(error = %e, "mailbox unavailable");
@@ -740,6 +767,43 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             .await?;
         }
         Ok(report)
+    }
+
+    /// Takes out of `plan` the assignments moving here whose old task is still tracked in
+    /// another mailbox (its deletion failed, was cut short by a crash, or has not come yet):
+    /// creating the new task would record it under the same key and leave the old one in its
+    /// mailbox untracked, for good. They are left to the next publish, which deletes the old
+    /// task first. Mailboxes that tasks move out of are published first (see
+    /// [`Engine::publish`]), so a move normally takes one publish.
+    async fn defer_moves_in(
+        &self,
+        mailbox: &MailboxAddress,
+        project: ProjectGuid,
+        plan: &mut MailboxPlan,
+        report: &mut PublishReport,
+    ) -> Result<(), SyncError> {
+        let mut waiting = std::collections::HashSet::new();
+        for uid in std::mem::take(&mut plan.moved_in) {
+            let key = AssignmentKey {
+                project,
+                assignment: uid,
+            };
+            if let Some(row) = self.inner.state.assignment(&key).await?
+                && row.mailbox != *mailbox
+                && row.item.is_some()
+            {
+                waiting.insert(key);
+            }
+        }
+        if !waiting.is_empty() {
+            debug!(
+                count = waiting.len(),
+                "tasks moving here wait for the deletion of their old tasks"
+            );
+            plan.desired.retain(|(key, _)| !waiting.contains(key));
+            report.deferred += waiting.len();
+        }
+        Ok(())
     }
 
     /// Creates tasks, after looking for tasks already tagged with their keys (left by a

@@ -46,8 +46,9 @@ pub struct PublishReport {
     pub adopted: usize,
     /// Deletions refused by the mass-delete guard.
     pub refused_deletes: usize,
-    /// Items a mailbox pass handled while this publish waited for the mailbox: left to the
-    /// next publish, which plans from what that pass stored.
+    /// Items left to the next publish: those a mailbox pass handled while this publish waited
+    /// for the mailbox (the next publish plans from what that pass stored), and tasks moving
+    /// to another mailbox whose old task was not deleted yet.
     pub deferred: usize,
     /// Items that failed (they are retried at the next publish).
     pub failed: usize,
