@@ -1232,3 +1232,82 @@ async fn a_move_killed_at_every_step_leaves_no_task_behind_after_a_restart() {
         }
     }
 }
+
+/// Bob and Chen swap addresses: each mailbox has tasks moving out and in. Every old task is
+/// deleted before its new one is made, so the first publish makes the half whose old tasks
+/// went first and leaves the rest to the next, which finishes: no task twice, none behind.
+#[tokio::test]
+async fn two_resources_swapping_addresses_end_with_each_task_once_in_its_new_mailbox() {
+    let h = published_sample().await;
+    people_report_progress(&h).await;
+    let (_, bobs) = h.task_of(2).await;
+    let (_, chens) = h.task_of(4).await;
+    let plan = sample()
+        .replace(
+            "<EmailAddress>bob@example.com</EmailAddress>",
+            "<EmailAddress>swap</EmailAddress>",
+        )
+        .replace(
+            "<EmailAddress>chen@example.com</EmailAddress>",
+            "<EmailAddress>bob@example.com</EmailAddress>",
+        )
+        .replace(
+            "<EmailAddress>swap</EmailAddress>",
+            "<EmailAddress>chen@example.com</EmailAddress>",
+        );
+    import_text(&h.host, h.dir.path(), "swapped.xml", &plan).await;
+    let h = &h;
+    let tags = |m: &'static str| async move {
+        let mut t: Vec<String> = h.tasks(m).await.iter().filter_map(tag_of).collect();
+        t.sort();
+        t
+    };
+    let (bob_before, chen_before) = (
+        tags("bob@example.com").await,
+        tags("chen@example.com").await,
+    );
+    let mut reports = Vec::new();
+    for _ in 0..3 {
+        let report = h
+            .engine
+            .publish(guid(), PublishOptions::default())
+            .await
+            .expect("publish");
+        assert_eq!(report.failed, 0, "{report:?}");
+        let done = report.deferred == 0;
+        reports.push(report);
+        if done {
+            break;
+        }
+    }
+    assert!(reports.len() <= 2, "{reports:?}");
+    let created: usize = reports.iter().map(|r| r.created).sum();
+    let deleted: usize = reports.iter().map(|r| r.deleted).sum();
+    assert_eq!(
+        (created, deleted),
+        (
+            bob_before.len() + chen_before.len(),
+            bob_before.len() + chen_before.len()
+        ),
+        "{reports:?}"
+    );
+    assert_eq!(tags("chen@example.com").await, bob_before);
+    assert_eq!(tags("bob@example.com").await, chen_before);
+    // The old items themselves are gone.
+    let ids: Vec<String> = [
+        h.tasks("bob@example.com").await,
+        h.tasks("chen@example.com").await,
+    ]
+    .concat()
+    .iter()
+    .map(id_of)
+    .collect();
+    assert!(!ids.contains(&id_of(&bobs)) && !ids.contains(&id_of(&chens)));
+    let again = h
+        .engine
+        .publish(guid(), PublishOptions::default())
+        .await
+        .expect("publish");
+    assert!(again.is_clean() && again.deferred == 0, "{again:?}");
+    assert_eq!((again.created, again.deleted), (0, 0), "{again:?}");
+}
