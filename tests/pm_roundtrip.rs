@@ -1311,3 +1311,110 @@ async fn two_resources_swapping_addresses_end_with_each_task_once_in_its_new_mai
     assert!(again.is_clean() && again.deferred == 0, "{again:?}");
     assert_eq!((again.created, again.deleted), (0, 0), "{again:?}");
 }
+
+/// Bob's address becomes Ann's while his old mailbox can no longer be reached (gone, or no
+/// access). His tasks cannot be deleted, so they are not made in Ann's mailbox either: the
+/// publish reports the failed deletions and leaves the move to the next publish, and his rows
+/// keep tracking the old tasks. A forced publish makes the move anyway, leaving the old tasks
+/// behind; when the mailbox comes back, nothing tracks them (the operator chose that).
+#[tokio::test]
+async fn a_move_out_of_a_mailbox_that_cannot_be_reached_waits_unless_forced() {
+    use taskbridge::state::{SqliteStore, StateStore};
+
+    let h = published_sample().await;
+    people_report_progress(&h).await;
+    let plan = sample().replace(
+        "<EmailAddress>bob@example.com</EmailAddress>",
+        "<EmailAddress>ann@example.com</EmailAddress>",
+    );
+    import_text(&h.host, h.dir.path(), "moved.xml", &plan).await;
+    h.spy.deny("bob@example.com", true);
+    let state = || SqliteStore::open(&h.dir.path().join("state.sqlite")).expect("state");
+    let bobs_rows = || async {
+        state()
+            .project_assignments(guid())
+            .await
+            .expect("rows")
+            .into_iter()
+            .filter(|r| r.mailbox.to_string() == "bob@example.com" && r.item.is_some())
+            .count()
+    };
+    for _ in 0..2 {
+        let waiting = h
+            .engine
+            .publish(guid(), PublishOptions::default())
+            .await
+            .expect("publish");
+        assert_eq!(
+            (waiting.failed, waiting.deferred, waiting.created),
+            (2, 2, 0),
+            "{waiting:?}"
+        );
+        assert!(!waiting.is_clean());
+        assert_eq!(h.tasks("ann@example.com").await.len(), 2);
+        assert_eq!(bobs_rows().await, 2);
+    }
+    // Reachable again, the next publish finishes the move.
+    h.spy.deny("bob@example.com", false);
+    let done = h
+        .engine
+        .publish(guid(), PublishOptions::default())
+        .await
+        .expect("publish");
+    assert_eq!(
+        (done.failed, done.deferred, done.created, done.deleted),
+        (0, 0, 2, 2),
+        "{done:?}"
+    );
+    assert!(h.tasks("bob@example.com").await.is_empty());
+    assert_eq!(h.tasks("ann@example.com").await.len(), 4);
+}
+
+/// As above, but the operator gives up on the old mailbox: `--force` makes the move.
+#[tokio::test]
+async fn a_forced_publish_moves_tasks_out_of_a_mailbox_that_cannot_be_reached() {
+    use taskbridge::state::{SqliteStore, StateStore};
+
+    let h = published_sample().await;
+    let plan = sample().replace(
+        "<EmailAddress>bob@example.com</EmailAddress>",
+        "<EmailAddress>ann@example.com</EmailAddress>",
+    );
+    import_text(&h.host, h.dir.path(), "moved.xml", &plan).await;
+    h.spy.deny("bob@example.com", true);
+    let forced = h
+        .engine
+        .publish(
+            guid(),
+            PublishOptions {
+                force: true,
+                ..PublishOptions::default()
+            },
+        )
+        .await
+        .expect("publish");
+    assert_eq!(
+        (forced.failed, forced.deferred, forced.created),
+        (2, 0, 2),
+        "{forced:?}"
+    );
+    assert_eq!(h.tasks("ann@example.com").await.len(), 4);
+    let rows = SqliteStore::open(&h.dir.path().join("state.sqlite"))
+        .expect("state")
+        .project_assignments(guid())
+        .await
+        .expect("rows");
+    assert!(
+        rows.iter()
+            .all(|r| r.mailbox.to_string() != "bob@example.com"),
+        "{rows:?}"
+    );
+    // Nothing tracks Bob's old mailbox any more: the next publish is clean.
+    let again = h
+        .engine
+        .publish(guid(), PublishOptions::default())
+        .await
+        .expect("publish");
+    assert!(again.is_clean() && again.deferred == 0, "{again:?}");
+    assert_eq!((again.created, again.deleted), (0, 0), "{again:?}");
+}

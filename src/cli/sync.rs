@@ -49,7 +49,8 @@ pub fn build_engine(raw: &RawConfig, host: EmbeddedHost) -> anyhow::Result<CliEn
 pub struct PublishArgs {
     /// The project: its GUID, a unique GUID prefix, or its name.
     pub project: String,
-    /// Delete tasks beyond the mass-delete guard.
+    /// Delete tasks beyond the mass-delete guard, and move tasks out of a mailbox that can no
+    /// longer be reached (their old tasks stay there).
     #[arg(long)]
     pub force: bool,
     /// Compare every assignment with its stored row, even in a project (or mailbox) the last

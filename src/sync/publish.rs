@@ -28,7 +28,8 @@ pub type Progress = std::sync::Arc<dyn Fn(usize, usize) + Send + Sync>;
 /// Options of one publish.
 #[derive(Clone, Default)]
 pub struct PublishOptions {
-    /// Delete even beyond the mass-delete guard.
+    /// Delete even beyond the mass-delete guard, and make moves whose old task could not be
+    /// deleted (an old mailbox that can no longer be reached), leaving that task behind.
     pub force: bool,
     /// Compare every assignment, even where a publish mark says the last publish at the same
     /// plan revision left it in step (the marks are still made again).
@@ -597,13 +598,19 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             }
         };
         let view = &*view;
-        self.defer_moves_in(mailbox, project, &mut plan, &mut report)
+        self.defer_moves_in(mailbox, project, &mut plan, options.force, &mut report)
             .await?;
         if let Err(e) = self.ensure_mailbox(mailbox).await {
-            // The mailbox cannot be reached: every task of it failed this time.
+            // The mailbox cannot be reached: every task of it failed this time, the deletions
+            // of tasks leaving it too.
             warn!(error = %e, "mailbox unavailable");
             for (key, _) in &plan.desired {
                 report.fail(*key, mailbox, &e);
+            }
+            for s in plan.leaving.iter().chain(&plan.moved_away) {
+                if s.item.is_some() {
+                    report.fail(s.key, mailbox, &e);
+                }
             }
             let never_created = plan
                 .desired
@@ -774,12 +781,15 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     /// creating the new task would record it under the same key and leave the old one in its
     /// mailbox untracked, for good. They are left to the next publish, which deletes the old
     /// task first. Mailboxes that tasks move out of are published first (see
-    /// [`Engine::publish`]), so a move normally takes one publish.
+    /// [`Engine::publish`]), so a move normally takes one publish. A forced publish makes the
+    /// move anyway, leaving an old task it could not delete behind (an old mailbox that no
+    /// longer exists or may not be accessed); it says so in the log.
     async fn defer_moves_in(
         &self,
         mailbox: &MailboxAddress,
         project: ProjectGuid,
         plan: &mut MailboxPlan,
+        force: bool,
         report: &mut PublishReport,
     ) -> Result<(), SyncError> {
         let mut waiting = std::collections::HashSet::new();
@@ -795,7 +805,16 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 waiting.insert(key);
             }
         }
-        if !waiting.is_empty() {
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        if force {
+            warn!(
+                count = waiting.len(),
+                "tasks moving here are made though their old tasks could not be deleted \
+                 (--force): the old tasks stay in their mailbox, no longer synced"
+            );
+        } else {
             debug!(
                 count = waiting.len(),
                 "tasks moving here wait for the deletion of their old tasks"

@@ -414,6 +414,8 @@ pub struct Spy<M> {
     pub hold_streams: Arc<tokio::sync::watch::Sender<bool>>,
     /// Streaming connections opened (or tried).
     pub stream_opens: Arc<AtomicUsize>,
+    /// Mailboxes every call to which is refused, as for a mailbox that no longer exists.
+    pub denied: Arc<std::sync::Mutex<std::collections::HashSet<MailboxAddress>>>,
     table: FieldTable,
 }
 
@@ -436,8 +438,31 @@ impl<M> Spy<M> {
             fail_fetches: Arc::default(),
             hold_streams: Arc::new(tokio::sync::watch::channel(false).0),
             stream_opens: Arc::default(),
+            denied: Arc::default(),
             table: FieldTable::default(),
         }
+    }
+
+    /// Refuses every later call to `mailbox` (`false`: lets them through again).
+    pub fn deny(&self, mailbox: &str, denied: bool) {
+        let mut set = self.denied.lock().unwrap_or_else(|e| e.into_inner());
+        let mailbox = MailboxAddress::new(mailbox);
+        if denied {
+            set.insert(mailbox);
+        } else {
+            set.remove(&mailbox);
+        }
+    }
+
+    fn check_access(&self, mailbox: &MailboxAddress) -> Result<(), MailboxError> {
+        let set = self.denied.lock().unwrap_or_else(|e| e.into_inner());
+        if set.contains(mailbox) {
+            return Err(MailboxError::AccessDenied {
+                mailbox: mailbox.to_string(),
+                detail: "The SMTP address has no mailbox associated with it.".into(),
+            });
+        }
+        Ok(())
     }
 
     /// Writes (create, update, delete items) seen so far.
@@ -495,6 +520,7 @@ impl<M: MailboxStore + Clone> MailboxStore for Spy<M> {
     }
 
     async fn tasks_folder(&self, mailbox: &MailboxAddress) -> Result<String, MailboxError> {
+        self.check_access(mailbox)?;
         gated!(self, self.inner.tasks_folder(mailbox))
     }
 
@@ -503,6 +529,7 @@ impl<M: MailboxStore + Clone> MailboxStore for Spy<M> {
         mailbox: &MailboxAddress,
         project: ProjectGuid,
     ) -> Result<Vec<(AssignmentKey, ItemRef)>, MailboxError> {
+        self.check_access(mailbox)?;
         gated!(self, self.inner.find_tagged(mailbox, project))
     }
 
@@ -511,6 +538,7 @@ impl<M: MailboxStore + Clone> MailboxStore for Spy<M> {
         mailbox: &MailboxAddress,
         items: &[(AssignmentKey, MailValues)],
     ) -> Result<Vec<Result<ItemRef, ItemFailure>>, MailboxError> {
+        self.check_access(mailbox)?;
         self.creates.fetch_add(items.len(), Ordering::SeqCst);
         let lose = self
             .lose_create_answers
@@ -531,6 +559,7 @@ impl<M: MailboxStore + Clone> MailboxStore for Spy<M> {
         mailbox: &MailboxAddress,
         writes: &[ItemWrite],
     ) -> Result<Vec<Result<ItemRef, ItemFailure>>, MailboxError> {
+        self.check_access(mailbox)?;
         for w in writes {
             let n = self.table.updates(&w.from, &w.to).len();
             if n > 0 {
@@ -554,6 +583,7 @@ impl<M: MailboxStore + Clone> MailboxStore for Spy<M> {
         mailbox: &MailboxAddress,
         items: &[ItemRef],
     ) -> Result<Vec<Result<(), ItemFailure>>, MailboxError> {
+        self.check_access(mailbox)?;
         self.deletes.fetch_add(items.len(), Ordering::SeqCst);
         gated!(self, self.inner.delete(mailbox, items))
     }
@@ -563,6 +593,7 @@ impl<M: MailboxStore + Clone> MailboxStore for Spy<M> {
         mailbox: &MailboxAddress,
         items: &[FetchRequest],
     ) -> Result<Vec<Result<MailboxItem, ItemFailure>>, MailboxError> {
+        self.check_access(mailbox)?;
         self.fetches.fetch_add(items.len(), Ordering::SeqCst);
         if self
             .fail_fetches
@@ -582,6 +613,7 @@ impl<M: MailboxStore + Clone> MailboxStore for Spy<M> {
         sync_state: Option<&str>,
         zones: &std::collections::HashMap<String, chrono_tz::Tz>,
     ) -> Result<ChangePage, MailboxError> {
+        self.check_access(mailbox)?;
         gated!(self, self.inner.changes(mailbox, sync_state, zones))
     }
 
