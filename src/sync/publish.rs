@@ -114,9 +114,9 @@ struct Listed {
     desired: Vec<AssignmentUid>,
     /// Assignments with a task here that are no units any more.
     leaving: Vec<AssignmentUid>,
-    /// Rows of units whose resource's address changed, read when the plan was made: the new
-    /// mailbox may record its new task (the same key) before this mailbox's turn, and the old
-    /// task must still go.
+    /// Rows of units whose resource's address changed, read when the plan was made (they are
+    /// no rows of `leaving`): their tasks here go, in the first wave, before the new mailbox
+    /// makes new ones.
     moved_out: Vec<AssignmentState>,
     /// Of `desired`, the assignments moving here from another mailbox.
     moved_in: Vec<AssignmentUid>,
