@@ -279,6 +279,15 @@ async fn people_report_progress(h: &Harness) {
     }
 }
 
+/// The plan imported again with Bob's address changed to Ann's: his tasks move to her mailbox.
+async fn bob_takes_anns_address(h: &Harness) {
+    let plan = sample().replace(
+        "<EmailAddress>bob@example.com</EmailAddress>",
+        "<EmailAddress>ann@example.com</EmailAddress>",
+    );
+    import_text(&h.host, h.dir.path(), "moved.xml", &plan).await;
+}
+
 /// The text of the first `<name>` child of the record `<kind><UID>uid</UID>...` in `doc`.
 fn element_of(doc: &str, kind: &str, uid: i64, name: &str) -> Option<String> {
     let open = format!("<{kind}><UID>{uid}</UID>");
@@ -1038,11 +1047,7 @@ async fn a_move_the_delete_guard_refuses_is_held_whole_until_a_forced_publish() 
     for listed in [true, false] {
         let h = published_sample().await;
         people_report_progress(&h).await;
-        let plan = sample().replace(
-            "<EmailAddress>bob@example.com</EmailAddress>",
-            "<EmailAddress>ann@example.com</EmailAddress>",
-        );
-        import_text(&h.host, h.dir.path(), "moved.xml", &plan).await;
+        bob_takes_anns_address(&h).await;
         let strict = SyncConfig {
             max_delete_floor: 1,
             max_delete_share: 0.0,
@@ -1161,11 +1166,7 @@ async fn a_move_killed_at_every_step_leaves_no_task_behind_after_a_restart() {
     async fn moved() -> Harness {
         let h = published_sample().await;
         people_report_progress(&h).await;
-        let plan = sample().replace(
-            "<EmailAddress>bob@example.com</EmailAddress>",
-            "<EmailAddress>ann@example.com</EmailAddress>",
-        );
-        import_text(&h.host, h.dir.path(), "moved.xml", &plan).await;
+        bob_takes_anns_address(&h).await;
         h
     }
     let calls = |h: &Harness| {
@@ -1315,19 +1316,14 @@ async fn two_resources_swapping_addresses_end_with_each_task_once_in_its_new_mai
 /// Bob's address becomes Ann's while his old mailbox can no longer be reached (gone, or no
 /// access). His tasks cannot be deleted, so they are not made in Ann's mailbox either: the
 /// publish reports the failed deletions and leaves the move to the next publish, and his rows
-/// keep tracking the old tasks. A forced publish makes the move anyway, leaving the old tasks
-/// behind; when the mailbox comes back, nothing tracks them (the operator chose that).
+/// keep tracking the old tasks. Reachable again, the next publish makes the move.
 #[tokio::test]
 async fn a_move_out_of_a_mailbox_that_cannot_be_reached_waits_unless_forced() {
     use taskbridge::state::{SqliteStore, StateStore};
 
     let h = published_sample().await;
     people_report_progress(&h).await;
-    let plan = sample().replace(
-        "<EmailAddress>bob@example.com</EmailAddress>",
-        "<EmailAddress>ann@example.com</EmailAddress>",
-    );
-    import_text(&h.host, h.dir.path(), "moved.xml", &plan).await;
+    bob_takes_anns_address(&h).await;
     h.spy.deny("bob@example.com", true);
     let state = || SqliteStore::open(&h.dir.path().join("state.sqlite")).expect("state");
     let bobs_rows = || async {
@@ -1370,17 +1366,14 @@ async fn a_move_out_of_a_mailbox_that_cannot_be_reached_waits_unless_forced() {
     assert_eq!(h.tasks("ann@example.com").await.len(), 4);
 }
 
-/// As above, but the operator gives up on the old mailbox: `--force` makes the move.
+/// As above, but the operator gives up on the old mailbox: `--force` makes the move, leaving
+/// the old tasks behind, and nothing tracks them any more (the operator chose that).
 #[tokio::test]
 async fn a_forced_publish_moves_tasks_out_of_a_mailbox_that_cannot_be_reached() {
     use taskbridge::state::{SqliteStore, StateStore};
 
     let h = published_sample().await;
-    let plan = sample().replace(
-        "<EmailAddress>bob@example.com</EmailAddress>",
-        "<EmailAddress>ann@example.com</EmailAddress>",
-    );
-    import_text(&h.host, h.dir.path(), "moved.xml", &plan).await;
+    bob_takes_anns_address(&h).await;
     h.spy.deny("bob@example.com", true);
     let forced = h
         .engine
