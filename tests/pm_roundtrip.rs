@@ -1411,3 +1411,195 @@ async fn a_forced_publish_moves_tasks_out_of_a_mailbox_that_cannot_be_reached() 
     assert!(again.is_clean() && again.deferred == 0, "{again:?}");
     assert_eq!((again.created, again.deleted), (0, 0), "{again:?}");
 }
+
+/// Chen's two assignments leave the plan, and the delete guard refuses their deletion, so his
+/// tasks stay in his mailbox. He reports 70 % on one of them anyway, then corrects it to 80 %;
+/// the plan then comes back with them (the removal was the mistake the guard is there for).
+/// What Chen reported last is taken by the publish that finds the assignment back, and
+/// nothing he typed is overwritten meanwhile. Before, the pass took the item's version with
+/// nothing applied, and his report never reached the plan.
+#[tokio::test]
+async fn progress_reported_on_a_task_whose_removal_was_refused_is_taken_when_it_comes_back() {
+    let h = published_sample().await;
+    let strict = SyncConfig {
+        max_delete_floor: 1,
+        max_delete_share: 0.0,
+        ..quick_sync()
+    };
+    let (engine, _) = engine(&h.sim, &h.host, h.dir.path(), strict);
+    let without_chen = sample()
+        .lines()
+        .filter(|l| {
+            !l.contains("<Assignment><UID>4</UID>") && !l.contains("<Assignment><UID>6</UID>")
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    // The two continuation lines of those records go too.
+    let without_chen = without_chen
+        .replace(
+            "\n\t\t\t<Finish>2026-03-16T17:00:00</Finish><Work>PT32H0M0S</Work></Assignment>",
+            "",
+        )
+        .replace(
+            "\n\t\t\t<Finish>2026-03-20T17:00:00</Finish><Work>PT0H0M0S</Work></Assignment>",
+            "",
+        );
+    import_text(&h.host, h.dir.path(), "without-chen.xml", &without_chen).await;
+    let refused = engine
+        .publish(guid(), PublishOptions::default())
+        .await
+        .expect("publish");
+    assert_eq!(refused.refused_deletes, 2, "{refused:?}");
+    assert_eq!(h.tasks("chen@example.com").await.len(), 2);
+
+    let (mailbox, task) = h.task_of(4).await;
+    assert_eq!(mailbox, "chen@example.com");
+    h.edit(&mailbox, &id_of(&task), json!({ "PercentComplete": 70 }))
+        .await;
+    let pass = engine
+        .sync_mailbox(&MailboxAddress::new(&mailbox))
+        .await
+        .expect("mailbox pass");
+    assert_eq!(
+        (pass.awaiting_plan, pass.applied, pass.failed),
+        (1, 0, 0),
+        "{pass:?}"
+    );
+    let state =
+        || taskbridge::state::SqliteStore::open(&h.dir.path().join("state.sqlite")).expect("state");
+    let row = || async {
+        use taskbridge::state::StateStore;
+        state()
+            .assignment(&key(4))
+            .await
+            .expect("readable")
+            .expect("still tracked")
+    };
+    assert_eq!(row().await.status.name(), "awaiting-plan");
+    // He corrects it to 80 %: that waits too, and nothing is written to his task.
+    h.edit(&mailbox, &id_of(&task), json!({ "PercentComplete": 80 }))
+        .await;
+    let again = engine
+        .sync_mailbox(&MailboxAddress::new(&mailbox))
+        .await
+        .expect("mailbox pass");
+    assert_eq!(
+        (again.awaiting_plan, again.applied, again.written),
+        (1, 0, 0),
+        "{again:?}"
+    );
+    assert_eq!(
+        h.tasks("chen@example.com")
+            .await
+            .iter()
+            .filter(|t| t["PercentComplete"].as_f64() == Some(80.0))
+            .count(),
+        1,
+        "the mailbox keeps what Chen typed"
+    );
+
+    import_text(&h.host, h.dir.path(), "back.xml", &sample()).await;
+    let preview = engine
+        .preview_publish(guid(), false)
+        .await
+        .expect("preview");
+    assert_eq!(
+        (preview.awaiting, preview.changes.len()),
+        (1, 0),
+        "{preview:?}"
+    );
+    let back = engine
+        .publish(guid(), PublishOptions::default())
+        .await
+        .expect("publish");
+    assert_eq!((back.taken, back.failed), (1, 0), "{back:?}");
+    assert_eq!(row().await.status.name(), "synced");
+    let chen = h.tasks("chen@example.com").await;
+    assert!(
+        chen.iter()
+            .any(|t| t["PercentComplete"].as_f64() == Some(80.0)),
+        "{chen:?}"
+    );
+    assert_eq!(
+        assignment(&h.host, 4).await.percent_work_complete,
+        Percent::new(80).expect("in range"),
+        "the progress Chen reported reached the plan"
+    );
+}
+
+/// As above, but the assignment comes back given to Ann: Chen's report is taken in his mailbox
+/// before his task is deleted, so Ann's new task and the plan both show it.
+#[tokio::test]
+async fn progress_that_waited_for_its_assignment_moves_with_it_to_another_mailbox() {
+    let h = published_sample().await;
+    let strict = SyncConfig {
+        max_delete_floor: 0,
+        max_delete_share: 0.0,
+        ..quick_sync()
+    };
+    let (engine, _) = engine(&h.sim, &h.host, h.dir.path(), strict);
+    let plan = sample();
+    let four = "<Assignment><UID>4</UID><TaskUID>4</TaskUID><ResourceUID>3</ResourceUID>";
+    let (start, end) = (plan.find(four).expect("record"), "</Assignment>");
+    let record = &plan[start..start + plan[start..].find(end).expect("end") + end.len()];
+    import_text(
+        &h.host,
+        h.dir.path(),
+        "without-four.xml",
+        &plan.replace(record, ""),
+    )
+    .await;
+    let refused = engine
+        .publish(guid(), PublishOptions::default())
+        .await
+        .expect("publish");
+    assert_eq!(refused.refused_deletes, 1, "{refused:?}");
+    let (mailbox, task) = h.task_of(4).await;
+    h.edit(&mailbox, &id_of(&task), json!({ "PercentComplete": 70 }))
+        .await;
+    let pass = engine
+        .sync_mailbox(&MailboxAddress::new(&mailbox))
+        .await
+        .expect("mailbox pass");
+    assert_eq!(pass.awaiting_plan, 1, "{pass:?}");
+
+    let to_ann = record.replace(
+        "<ResourceUID>3</ResourceUID>",
+        "<ResourceUID>1</ResourceUID>",
+    );
+    import_text(
+        &h.host,
+        h.dir.path(),
+        "to-ann.xml",
+        &plan.replace(record, &to_ann),
+    )
+    .await;
+    let moved = engine
+        .publish(
+            guid(),
+            PublishOptions {
+                force: true,
+                ..PublishOptions::default()
+            },
+        )
+        .await
+        .expect("publish");
+    assert_eq!(
+        (moved.taken, moved.created, moved.deleted, moved.failed),
+        (1, 1, 1, 0),
+        "{moved:?}"
+    );
+    assert_eq!(h.tasks("chen@example.com").await.len(), 1);
+    let (now_in, _) = h.task_of(4).await;
+    assert_eq!(now_in, "ann@example.com");
+    let ann = h.tasks("ann@example.com").await;
+    assert!(
+        ann.iter()
+            .any(|t| t["PercentComplete"].as_f64() == Some(70.0)),
+        "Ann's new task shows what Chen reported: {ann:?}"
+    );
+    assert_eq!(
+        assignment(&h.host, 4).await.percent_work_complete,
+        Percent::new(70).expect("in range")
+    );
+}

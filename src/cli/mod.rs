@@ -111,9 +111,9 @@ pub enum Command {
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
     /// Each assignment: task, mailbox, state (synced, pending, conflict, parked, detached,
-    /// failed), last sync, item, detail or last error; then a summary line and the last error
-    /// of each mailbox with failures. Exits 1 when an assignment failed or is parked (0 with
-    /// --json, whose states say it).
+    /// awaiting-plan, failed), last sync, item, detail or last error; then a summary line and
+    /// the last error of each mailbox with failures. Exits 1 when an assignment failed or is
+    /// parked (0 with --json, whose states say it).
     Status(sync::StatusArgs),
     /// The audit log of sync decisions: field, both values, the rule applied, the winner.
     Audit(sync::AuditArgs),

@@ -103,13 +103,22 @@ pub fn publish(args: PublishArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
                     }
                 }
                 eprintln!(
-                    "dry run: {} writes, {} unchanged{}; nothing sent",
+                    "dry run: {} writes, {} unchanged{}{}; nothing sent",
                     preview.changes.len(),
                     preview.unchanged,
                     if preview.refused_deletes > 0 {
                         format!(
                             ", {} deletions the mass-delete guard would refuse (use --force)",
                             preview.refused_deletes
+                        )
+                    } else {
+                        String::new()
+                    },
+                    if preview.awaiting > 0 {
+                        format!(
+                            ", {} mailbox edits that waited for their assignment to be read \
+                             and decided",
+                            preview.awaiting
                         )
                     } else {
                         String::new()
@@ -154,7 +163,7 @@ pub fn publish(args: PublishArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
             print_out(&to_json(&report)?)?;
         } else {
             print_out(&format!(
-                "created {}, updated {}, deleted {}, unchanged {}{}, adopted {}, failed {}{}{}",
+                "created {}, updated {}, deleted {}, unchanged {}{}, adopted {}, failed {}{}{}{}",
                 report.created,
                 report.updated,
                 report.deleted,
@@ -179,6 +188,14 @@ pub fn publish(args: PublishArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
                 },
                 if report.deferred > 0 {
                     format!(", {} left to the next publish", report.deferred)
+                } else {
+                    String::new()
+                },
+                if report.taken > 0 {
+                    format!(
+                        ", {} mailbox edits that waited for their assignment taken",
+                        report.taken
+                    )
                 } else {
                     String::new()
                 }
@@ -255,6 +272,8 @@ pub enum StateFilter {
     Parked,
     /// Deleted in the mailbox and no longer synced.
     Detached,
+    /// Edited in the mailbox while the assignment is out of the plan: the edit waits for it.
+    AwaitingPlan,
     /// The last attempt failed; retried.
     Failed,
 }
@@ -327,6 +346,10 @@ pub fn status(args: StatusArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
                             .join(", "),
                     ),
                     SyncStatus::Parked { reason } => Some(reason.clone()),
+                    SyncStatus::AwaitingPlan { since } => Some(format!(
+                        "edited in the mailbox since {}; the assignment is not in the plan",
+                        since.format("%Y-%m-%d %H:%M UTC")
+                    )),
                     _ => None,
                 };
                 all.push(StatusLine {
@@ -483,6 +506,7 @@ fn state_name(filter: StateFilter) -> &'static str {
         StateFilter::Conflict => "conflict",
         StateFilter::Parked => "parked",
         StateFilter::Detached => "detached",
+        StateFilter::AwaitingPlan => "awaiting-plan",
         StateFilter::Failed => "failed",
     }
 }
@@ -514,6 +538,12 @@ fn summary(lines: &[StatusLine]) -> String {
     let detached = count("detached");
     if detached > 0 {
         text.push_str(&format!(", {detached} detached"));
+    }
+    let waiting = count("awaiting-plan");
+    if waiting > 0 {
+        text.push_str(&format!(
+            ", {waiting} edited in the mailbox while out of the plan (the edits wait for it)"
+        ));
     }
     let mut by_mailbox: std::collections::BTreeMap<&str, (usize, &str)> = Default::default();
     for l in lines {

@@ -696,6 +696,7 @@ impl Console {
                     last_reconcile: when(m.last_reconcile),
                     last_error: m.last_error.unwrap_or_default(),
                     parked: m.parked.len(),
+                    awaiting_plan: m.awaiting_plan,
                 });
             }
         }

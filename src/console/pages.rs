@@ -193,6 +193,8 @@ pub struct MailboxRow {
     pub last_error: String,
     /// How many of its items are parked.
     pub parked: usize,
+    /// How many of its items were edited while their assignments are out of the plan.
+    pub awaiting_plan: usize,
 }
 
 /// One parked item on the sync health page, with its retry button.

@@ -31,6 +31,8 @@ pub struct MailboxHealth {
     pub last_error: Option<String>,
     /// Its parked items: (assignment key, why).
     pub parked: Vec<(AssignmentKey, String)>,
+    /// Its items edited while their assignments are out of the plan: the edits wait for them.
+    pub awaiting_plan: usize,
 }
 
 /// Why the service counts as degraded when more than half of the mailboxes have a current
@@ -114,6 +116,10 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> SyncView for Engine<H, M, S> {
                             _ => None,
                         })
                         .collect(),
+                    awaiting_plan: items
+                        .iter()
+                        .filter(|a| matches!(a.status, SyncStatus::AwaitingPlan { .. }))
+                        .count(),
                 });
             }
             out.sort_by(|a, b| a.mailbox.cmp(&b.mailbox));
@@ -135,6 +141,7 @@ mod tests {
             last_pass: None,
             last_error: error.map(str::to_owned),
             parked: Vec::new(),
+            awaiting_plan: 0,
         }
     }
 

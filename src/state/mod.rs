@@ -134,6 +134,15 @@ pub enum SyncStatus {
     },
     /// The user deleted the item in the mailbox and the rule is `detach`.
     Detached,
+    /// The item changed in the mailbox while its assignment was out of the plan (its deletion
+    /// held by the mass-delete guard): the edit has no assignment to go to, so it is not taken.
+    /// The row keeps the version it took last, and the edit waits in the mailbox; the publish
+    /// that finds the assignment in the plan again reads the item and decides it, and a forced
+    /// deletion of the task discards it (with a warning in the log).
+    AwaitingPlan {
+        /// When the first edit that waits was seen.
+        since: DateTime<Utc>,
+    },
 }
 
 impl SyncStatus {
@@ -145,6 +154,7 @@ impl SyncStatus {
             SyncStatus::Conflict { .. } => "conflict",
             SyncStatus::Parked { .. } => "parked",
             SyncStatus::Detached => "detached",
+            SyncStatus::AwaitingPlan { .. } => "awaiting-plan",
         }
     }
 }

@@ -531,7 +531,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         (mode, rejection): (Mode, Option<&str>),
     ) -> Result<Option<Decided>, SyncError> {
         let Some(sides) = self.sides(&view, &row, &item) else {
-            debug!(key = %row.key, "assignment left the project; left to the next publish");
+            self.await_plan(row, pass.report).await?;
             return Ok(None);
         };
         if awaits_approval(&row, &sides.mail) {
@@ -1329,6 +1329,40 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     }
 
     /// Settles an item whose edit already waits for approval: only its version moved.
+    /// An item edited while its assignment is out of the plan (its deletion held by the
+    /// mass-delete guard): there is no assignment to submit the edit to, and taking the
+    /// version would lose it (the baseline would then say the mailbox agrees, and the plan's
+    /// values would overwrite the edit when the assignment comes back). The row is marked
+    /// [`SyncStatus::AwaitingPlan`] and keeps the version it took last, so the edit waits in
+    /// the mailbox; the publish that finds the assignment in the plan again reads and decides
+    /// the item. A row waiting for the status manager keeps waiting: that update is the
+    /// host's to settle.
+    async fn await_plan(
+        &self,
+        mut row: AssignmentState,
+        report: &mut InboundReport,
+    ) -> Result<(), SyncError> {
+        report.awaiting_plan += 1;
+        if matches!(
+            row.status,
+            SyncStatus::AwaitingPlan { .. } | SyncStatus::PendingApproval { .. }
+        ) {
+            debug!(key = %row.key, "assignment still out of the plan; the edit waits");
+            return Ok(());
+        }
+        warn!(
+            key = %row.key,
+            "a mailbox edit waits: its assignment is no longer in the plan"
+        );
+        row.status = SyncStatus::AwaitingPlan { since: Utc::now() };
+        self.commit(Commit {
+            put: vec![row],
+            ..Commit::default()
+        })
+        .await?;
+        Ok(())
+    }
+
     async fn settle_new_version(
         &self,
         mut row: AssignmentState,

@@ -59,6 +59,10 @@ pub struct PublishPreview {
     pub unchanged: usize,
     /// Deletions the mass-delete guard would refuse (without `force`).
     pub refused_deletes: usize,
+    /// Mailbox edits that waited for their assignment to come back into the plan
+    /// ([`SyncStatus::AwaitingPlan`]): the publish reads and decides them, and what it writes
+    /// depends on the item read, so no fields are planned for them.
+    pub awaiting: usize,
 }
 
 impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
@@ -136,6 +140,11 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     } else {
                         Some((PlannedAction::Create, all_fields(&desired)))
                     }
+                }
+                Some(s) if matches!(s.status, SyncStatus::AwaitingPlan { .. }) => {
+                    per_mailbox.entry(mailbox.clone()).or_default().0 += 1;
+                    preview.awaiting += 1;
+                    continue;
                 }
                 Some(s) => {
                     per_mailbox.entry(mailbox.clone()).or_default().0 += 1;

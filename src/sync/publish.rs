@@ -629,6 +629,8 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         let rule = self.inner.config.deleted_task;
         let mut creates = Vec::new();
         let mut updates = Vec::new();
+        // Items edited while their assignment was out of the plan: read and decided below.
+        let mut waiting = Vec::new();
         let mut with_items = 0usize;
         // Assignments with no row at all when the plan was made.
         let mut unrecorded = std::collections::HashSet::new();
@@ -651,6 +653,10 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                     } else {
                         creates.push((key, desired, *s));
                     }
+                }
+                Some(s) if matches!(s.status, SyncStatus::AwaitingPlan { .. }) => {
+                    with_items += 1;
+                    waiting.push(*s);
                 }
                 Some(s) => {
                     with_items += 1;
@@ -734,8 +740,21 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             report.refused_deletes = deletes.len();
             deletes.clear();
         }
+        for s in &deletes {
+            if let SyncStatus::AwaitingPlan { since } = &s.status {
+                warn!(
+                    key = %s.key,
+                    %since,
+                    "deleting a task whose mailbox edit waited for its assignment: the edit is discarded"
+                );
+            }
+        }
         // Moves the guard let through when the plan was made (`held_moves`).
         for s in plan.moved_away {
+            if matches!(s.status, SyncStatus::AwaitingPlan { .. }) {
+                // Its edit is taken in the old mailbox first, so the new task shows it.
+                waiting.push(s.clone());
+            }
             if s.item.is_some() {
                 deletes.push(s);
             } else {
@@ -759,6 +778,16 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             self.process_rows(mailbox, stale, Mode::Normal, &mut inbound)
                 .await?;
             report.updated += n.saturating_sub(inbound.failed);
+            report.take_failures(inbound);
+        }
+        if !waiting.is_empty() {
+            // The assignment is back: the edit that waited in the mailbox is decided against
+            // the plan as a pass would, the plan's own changes written with it.
+            let mut inbound = InboundReport::default();
+            let n = waiting.len();
+            self.process_rows(mailbox, waiting, Mode::Normal, &mut inbound)
+                .await?;
+            report.taken += n.saturating_sub(inbound.failed);
             report.take_failures(inbound);
         }
         if !deletes.is_empty() {

@@ -52,6 +52,9 @@ pub struct PublishReport {
     pub deferred: usize,
     /// Items that failed (they are retried at the next publish).
     pub failed: usize,
+    /// Mailbox edits that waited for their assignment to come back into the plan
+    /// ([`crate::state::SyncStatus::AwaitingPlan`]), read and decided by this publish.
+    pub taken: usize,
     /// Of the unchanged assignments, those of mailboxes (or a whole project) a publish mark
     /// showed unchanged since the last publish, without reading them.
     pub skipped: usize,
@@ -71,6 +74,7 @@ impl PublishReport {
         self.deferred += other.deferred;
         self.failed += other.failed;
         self.skipped += other.skipped;
+        self.taken += other.taken;
         self.errors.extend(other.errors);
     }
 
@@ -128,6 +132,10 @@ pub struct InboundReport {
     /// Of the failed items, those parked: not tried again until they change or the
     /// reconciliation publishes their project.
     pub parked: usize,
+    /// Items edited while their assignment is out of the plan: the edit is not taken and waits
+    /// in the mailbox until a publish finds the assignment in the plan again
+    /// ([`crate::state::SyncStatus::AwaitingPlan`]).
+    pub awaiting_plan: usize,
     /// The failures.
     pub errors: Vec<ItemError>,
 }
@@ -156,6 +164,7 @@ impl InboundReport {
         self.deleted += other.deleted;
         self.failed += other.failed;
         self.parked += other.parked;
+        self.awaiting_plan += other.awaiting_plan;
         self.errors.extend(other.errors);
     }
 }
