@@ -1603,3 +1603,82 @@ async fn progress_that_waited_for_its_assignment_moves_with_it_to_another_mailbo
         Percent::new(70).expect("in range")
     );
 }
+
+/// Under approval: Chen's 70 % waits for the status manager when his assignment leaves the
+/// plan (the guard keeps his task). The re-import rejects the pending update, and the
+/// connector, asking the host again, finds the assignment gone: the edit waits in the
+/// mailbox. He corrects it to 80 %; the plan comes back, the publish submits the 80 % for
+/// approval, and once approved the plan shows it.
+#[tokio::test]
+async fn progress_pending_approval_when_its_assignment_left_the_plan_is_submitted_again_when_it_comes_back()
+ {
+    let h = published_sample().await;
+    h.host
+        .set_policy(guid(), Policy::Approval)
+        .await
+        .expect("policy");
+    let strict = SyncConfig {
+        max_delete_floor: 0,
+        max_delete_share: 0.0,
+        ..quick_sync()
+    };
+    let (engine, _) = engine(&h.sim, &h.host, h.dir.path(), strict);
+    let (mailbox, task) = h.task_of(4).await;
+    let chen = MailboxAddress::new(&mailbox);
+    h.edit(&mailbox, &id_of(&task), json!({ "PercentComplete": 70 }))
+        .await;
+    let pass = engine.sync_mailbox(&chen).await.expect("mailbox pass");
+    assert_eq!(pass.pending, 1, "{pass:?}");
+
+    let plan = sample();
+    let four = "<Assignment><UID>4</UID><TaskUID>4</TaskUID><ResourceUID>3</ResourceUID>";
+    let (start, end) = (plan.find(four).expect("record"), "</Assignment>");
+    let record = &plan[start..start + plan[start..].find(end).expect("end") + end.len()];
+    import_text(
+        &h.host,
+        h.dir.path(),
+        "without-four.xml",
+        &plan.replace(record, ""),
+    )
+    .await;
+    assert_eq!(
+        engine.recheck_pending().await.expect("recheck"),
+        1,
+        "the rejection is found"
+    );
+    let refused = engine
+        .publish(guid(), PublishOptions::default())
+        .await
+        .expect("publish");
+    assert_eq!(refused.refused_deletes, 1, "{refused:?}");
+    h.edit(&mailbox, &id_of(&task), json!({ "PercentComplete": 80 }))
+        .await;
+    let pass = engine.sync_mailbox(&chen).await.expect("mailbox pass");
+    assert_eq!((pass.awaiting_plan, pass.pending), (1, 0), "{pass:?}");
+
+    import_text(&h.host, h.dir.path(), "back.xml", &plan).await;
+    let back = engine
+        .publish(guid(), PublishOptions::default())
+        .await
+        .expect("publish");
+    assert_eq!((back.taken, back.failed), (1, 0), "{back:?}");
+    let waiting: Vec<_> = harness::updates(&h.host)
+        .await
+        .into_iter()
+        .filter(|u| u["state"] == "pending")
+        .collect();
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    let id = waiting[0]["id"].as_str().expect("id").to_string();
+    h.host
+        .approve(&taskbridge::pm::StatusUpdateId(id), "sm", false)
+        .await
+        .expect("approves");
+    assert_eq!(engine.recheck_pending().await.expect("recheck"), 1);
+    assert_eq!(
+        assignment(&h.host, 4).await.percent_work_complete,
+        Percent::new(80).expect("in range"),
+        "the progress Chen reported last reached the plan"
+    );
+    let (_, task) = h.task_of(4).await;
+    assert_eq!(task["PercentComplete"], 80.0);
+}
