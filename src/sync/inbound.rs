@@ -1328,7 +1328,6 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         Ok(())
     }
 
-    /// Settles an item whose edit already waits for approval: only its version moved.
     /// An item edited while its assignment is out of the plan (its deletion held by the
     /// mass-delete guard): there is no assignment to submit the edit to, and taking the
     /// version would lose it (the baseline would then say the mailbox agrees, and the plan's
@@ -1363,6 +1362,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         Ok(())
     }
 
+    /// Settles an item whose edit already waits for approval: only its version moved.
     async fn settle_new_version(
         &self,
         mut row: AssignmentState,

@@ -782,7 +782,18 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         }
         if !waiting.is_empty() {
             // The assignment is back: the edit that waited in the mailbox is decided against
-            // the plan as a pass would, the plan's own changes written with it.
+            // the plan as a pass would, the plan's own changes written with it. Rows read
+            // again under the lock (a pass may have taken an edit since the plan was made).
+            let mut current = Vec::with_capacity(waiting.len());
+            for s in waiting {
+                if let Some(now) = self.inner.state.assignment(&s.key).await?
+                    && now.mailbox == *mailbox
+                    && matches!(now.status, SyncStatus::AwaitingPlan { .. })
+                {
+                    current.push(now);
+                }
+            }
+            let waiting = current;
             let mut inbound = InboundReport::default();
             let n = waiting.len();
             self.process_rows(mailbox, waiting, Mode::Normal, &mut inbound)
