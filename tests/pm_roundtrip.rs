@@ -1682,3 +1682,39 @@ async fn progress_pending_approval_when_its_assignment_left_the_plan_is_submitte
     let (_, task) = h.task_of(4).await;
     assert_eq!(task["PercentComplete"], 80.0);
 }
+
+/// Bob reports 40 % on a task just before his address changes to Ann's and the publish moves
+/// his tasks, before any pass of his mailbox took the edit (a notification still in its
+/// debounce, or lost). The publish reads the old task before deleting it: the 40 % reaches
+/// the plan and Ann's new task shows it.
+#[tokio::test]
+async fn an_edit_not_yet_taken_moves_with_its_task_to_the_new_mailbox() {
+    let h = published_sample().await;
+    let (mailbox, task) = h.task_of(2).await;
+    assert_eq!(mailbox, "bob@example.com");
+    h.edit(&mailbox, &id_of(&task), json!({ "PercentComplete": 40 }))
+        .await;
+    bob_takes_anns_address(&h).await;
+    let moved = h
+        .engine
+        .publish(guid(), PublishOptions::default())
+        .await
+        .expect("publish");
+    assert_eq!(
+        (moved.created, moved.deleted, moved.failed),
+        (2, 2, 0),
+        "{moved:?}"
+    );
+    assert!(h.tasks("bob@example.com").await.is_empty());
+    assert_eq!(
+        assignment(&h.host, 2).await.percent_work_complete,
+        Percent::new(40).expect("in range"),
+        "what Bob reported reached the plan"
+    );
+    let ann = h.tasks("ann@example.com").await;
+    assert!(
+        ann.iter()
+            .any(|t| t["PercentComplete"].as_f64() == Some(40.0)),
+        "Ann's new task shows it: {ann:?}"
+    );
+}

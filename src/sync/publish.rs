@@ -749,13 +749,12 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 );
             }
         }
-        // Moves the guard let through when the plan was made (`held_moves`).
+        // Moves the guard let through when the plan was made (`held_moves`). Their old tasks
+        // are read before they are deleted (below).
+        let mut moving = Vec::new();
         for s in plan.moved_away {
-            if matches!(s.status, SyncStatus::AwaitingPlan { .. }) {
-                // Its edit is taken in the old mailbox first, so the new task shows it.
-                waiting.push(s.clone());
-            }
             if s.item.is_some() {
+                moving.push(s.key);
                 deletes.push(s);
             } else {
                 forget.push((s.key, s.mailbox));
@@ -780,26 +779,13 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             report.updated += n.saturating_sub(inbound.failed);
             report.take_failures(inbound);
         }
-        if !waiting.is_empty() {
-            // The assignment is back: the edit that waited in the mailbox is decided against
-            // the plan as a pass would, the plan's own changes written with it. Rows read
-            // again under the lock (a pass may have taken an edit since the plan was made).
-            let mut current = Vec::with_capacity(waiting.len());
-            for s in waiting {
-                if let Some(now) = self.inner.state.assignment(&s.key).await?
-                    && now.mailbox == *mailbox
-                    && matches!(now.status, SyncStatus::AwaitingPlan { .. })
-                {
-                    current.push(now);
-                }
-            }
-            let waiting = current;
-            let mut inbound = InboundReport::default();
-            let n = waiting.len();
-            self.process_rows(mailbox, waiting, Mode::Normal, &mut inbound)
+        if !waiting.is_empty() || !moving.is_empty() {
+            let failed = self
+                .read_before_writing(mailbox, waiting, moving, &mut report)
                 .await?;
-            report.taken += n.saturating_sub(inbound.failed);
-            report.take_failures(inbound);
+            // An old task that could not be read is not deleted: it may hold an edit. The move
+            // waits for the next publish (the new mailbox defers its task until then).
+            deletes.retain(|s| !failed.contains(&s.key));
         }
         if !deletes.is_empty() {
             self.publish_deletes(mailbox, deletes, token, &mut report)
@@ -814,6 +800,44 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             .await?;
         }
         Ok(report)
+    }
+
+    /// Reads and decides, as a pass would, the items a publish must not write or delete
+    /// unread: those whose edit waited for their assignment to come back into the plan
+    /// (`waiting`, [`SyncStatus::AwaitingPlan`]), and the old tasks of assignments moving to
+    /// another mailbox (`moving`), which may hold an edit no pass has taken yet (its
+    /// notification still in the debounce, or lost) that would otherwise be deleted with the
+    /// task. What they report goes to the plan first, and so into the new task. The rows are
+    /// read again under the lock, since a pass may have taken an edit since the plan was made.
+    /// Returns the keys whose item failed.
+    async fn read_before_writing(
+        &self,
+        mailbox: &MailboxAddress,
+        waiting: Vec<AssignmentState>,
+        moving: Vec<AssignmentKey>,
+        report: &mut PublishReport,
+    ) -> Result<std::collections::HashSet<AssignmentKey>, SyncError> {
+        let mut rows = Vec::with_capacity(waiting.len() + moving.len());
+        let mut awaiting = std::collections::HashSet::new();
+        for key in waiting.iter().map(|s| s.key).chain(moving) {
+            if let Some(now) = self.inner.state.assignment(&key).await?
+                && now.mailbox == *mailbox
+                && now.item.is_some()
+            {
+                if matches!(now.status, SyncStatus::AwaitingPlan { .. }) {
+                    awaiting.insert(key);
+                }
+                rows.push(now);
+            }
+        }
+        let mut inbound = InboundReport::default();
+        self.process_rows(mailbox, rows, Mode::Normal, &mut inbound)
+            .await?;
+        let failed: std::collections::HashSet<AssignmentKey> =
+            inbound.errors.iter().map(|e| e.key).collect();
+        report.taken += awaiting.difference(&failed).count();
+        report.take_failures(inbound);
+        Ok(failed)
     }
 
     /// Takes out of `plan` the assignments moving here whose old task is still tracked in
