@@ -82,6 +82,16 @@ impl Instance {
         self.proc.as_mut().is_some_and(Proc::running)
     }
 
+    /// The last lines of the running process's log, for a failure message.
+    fn log_tail(&self) -> String {
+        let Some(p) = &self.proc else {
+            return String::new();
+        };
+        let text = std::fs::read_to_string(&p.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
     /// A line of `/healthz` (`instance: …`, `leases: …`), once the instance answers.
     async fn health(&self, prefix: &str) -> Option<String> {
         let body = reqwest::get(format!("http://127.0.0.1:{}/healthz", self.admin_port))
@@ -349,7 +359,15 @@ async fn one_of_two_instances_killed_every_10_s_loses_and_doubles_nothing() {
         }
         let victim = round % 2;
         let Some(dead) = pair[victim].id().await else {
-            panic!("instance {victim} does not answer /healthz");
+            panic!(
+                "instance {victim} does not answer /healthz ({}); the end of its log:\n{}",
+                if pair[victim].running() {
+                    "still running"
+                } else {
+                    "exited"
+                },
+                pair[victim].log_tail()
+            );
         };
         assert!(pair[1 - victim].running(), "the other instance died");
         pair[victim].kill9();
