@@ -819,12 +819,15 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     ) -> Result<std::collections::HashSet<AssignmentKey>, SyncError> {
         let mut rows = Vec::with_capacity(waiting.len() + moving.len());
         let mut awaiting = std::collections::HashSet::new();
-        for key in waiting.iter().map(|s| s.key).chain(moving) {
-            if let Some(now) = self.inner.state.assignment(&key).await?
-                && now.mailbox == *mailbox
-                && now.item.is_some()
-            {
-                if matches!(now.status, SyncStatus::AwaitingPlan { .. }) {
+        let keys = waiting.iter().map(|s| (s.key, false));
+        for (key, moves) in keys.chain(moving.into_iter().map(|k| (k, true))) {
+            let Some(now) = self.inner.state.assignment(&key).await? else {
+                continue;
+            };
+            let waits = matches!(now.status, SyncStatus::AwaitingPlan { .. });
+            // A waiting edit a pass has taken meanwhile needs nothing more.
+            if now.mailbox == *mailbox && now.item.is_some() && (moves || waits) {
+                if waits {
                     awaiting.insert(key);
                 }
                 rows.push(now);
