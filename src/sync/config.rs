@@ -108,6 +108,15 @@ pub struct PushSettings {
     pub status_frequency: Duration,
 }
 
+impl SyncConfig {
+    /// The mass-delete guard: whether deleting `deletes` of a mailbox's `tasks` needs
+    /// `--force` (more than `max_delete_floor` and more than `max_delete_share` of them).
+    pub fn guard_refuses(&self, deletes: usize, tasks: usize) -> bool {
+        let limit = (self.max_delete_share * tasks as f64).floor() as usize;
+        deletes > self.max_delete_floor && deletes > limit
+    }
+}
+
 impl Default for SyncConfig {
     fn default() -> Self {
         SyncConfig {
@@ -127,5 +136,20 @@ impl Default for SyncConfig {
             streaming: None,
             lease: crate::state::LeaseTiming::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The starter guard: more than 10 deletions and more than half of the mailbox's tasks.
+    #[test]
+    fn the_guard_refuses_only_beyond_both_the_floor_and_the_share() {
+        let config = SyncConfig::default();
+        assert!(!config.guard_refuses(10, 10), "within the floor");
+        assert!(config.guard_refuses(11, 20), "beyond both");
+        assert!(!config.guard_refuses(11, 22), "half of 22 is 11");
+        assert!(config.guard_refuses(12, 22));
     }
 }

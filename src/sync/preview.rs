@@ -191,8 +191,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
         }
         for (_, (with_items, deletes)) in per_mailbox {
             let with_items = with_items + deletes.len();
-            let limit = (config.max_delete_share * with_items as f64).floor() as usize;
-            if !force && deletes.len() > config.max_delete_floor && deletes.len() > limit {
+            if !force && config.guard_refuses(deletes.len(), with_items) {
                 preview.refused_deletes += deletes.len();
             } else {
                 preview.changes.extend(deletes);

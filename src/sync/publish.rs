@@ -189,8 +189,7 @@ pub(super) fn held_moves(
         }
     }
     for (mailbox, (tasks, deletes, moving)) in per_mailbox {
-        let limit = (config.max_delete_share * tasks as f64).floor() as usize;
-        if !moving.is_empty() && deletes > config.max_delete_floor && deletes > limit {
+        if !moving.is_empty() && config.guard_refuses(deletes, tasks) {
             warn!(
                 %mailbox,
                 moves = moving.len(),
@@ -656,7 +655,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 }
                 Some(s) if matches!(s.status, SyncStatus::AwaitingPlan { .. }) => {
                     with_items += 1;
-                    waiting.push(*s);
+                    waiting.push(key);
                 }
                 Some(s) => {
                     with_items += 1;
@@ -727,11 +726,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             }
         }
         with_items += deletes.len();
-        let limit = (self.inner.config.max_delete_share * with_items as f64).floor() as usize;
-        if !options.force
-            && deletes.len() > self.inner.config.max_delete_floor
-            && deletes.len() > limit
-        {
+        if !options.force && self.inner.config.guard_refuses(deletes.len(), with_items) {
             warn!(
                 deletes = deletes.len(),
                 tasks = with_items,
@@ -813,13 +808,13 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
     async fn read_before_writing(
         &self,
         mailbox: &MailboxAddress,
-        waiting: Vec<AssignmentState>,
+        waiting: Vec<AssignmentKey>,
         moving: Vec<AssignmentKey>,
         report: &mut PublishReport,
     ) -> Result<std::collections::HashSet<AssignmentKey>, SyncError> {
         let mut rows = Vec::with_capacity(waiting.len() + moving.len());
         let mut awaiting = std::collections::HashSet::new();
-        let keys = waiting.iter().map(|s| (s.key, false));
+        let keys = waiting.into_iter().map(|k| (k, false));
         for (key, moves) in keys.chain(moving.into_iter().map(|k| (k, true))) {
             let Some(now) = self.inner.state.assignment(&key).await? else {
                 continue;

@@ -82,8 +82,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
                 report.detached.insert(mailbox.to_string(), n);
                 continue;
             }
-            let limit = (config.max_delete_share * n as f64).floor() as usize;
-            if !options.force && n > config.max_delete_floor && n > limit {
+            if !options.force && config.guard_refuses(n, n) {
                 report.refused_deletes += n;
                 continue;
             }
