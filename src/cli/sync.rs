@@ -106,23 +106,15 @@ pub fn publish(args: PublishArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
                     "dry run: {} writes, {} unchanged{}{}; nothing sent",
                     preview.changes.len(),
                     preview.unchanged,
-                    if preview.refused_deletes > 0 {
-                        format!(
-                            ", {} deletions the mass-delete guard would refuse (use --force)",
-                            preview.refused_deletes
-                        )
-                    } else {
-                        String::new()
-                    },
-                    if preview.awaiting > 0 {
-                        format!(
-                            ", {} mailbox edits that waited for their assignment to be read \
-                             and decided",
-                            preview.awaiting
-                        )
-                    } else {
-                        String::new()
-                    }
+                    unless_none(
+                        preview.refused_deletes,
+                        ", {} deletions the mass-delete guard would refuse (use --force)"
+                    ),
+                    unless_none(
+                        preview.awaiting,
+                        ", {} mailbox edits that waited for their assignment to be read and \
+                         decided"
+                    ),
                 );
             }
             return Ok(ExitCode::SUCCESS);
@@ -168,37 +160,21 @@ pub fn publish(args: PublishArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
                 report.updated,
                 report.deleted,
                 report.unchanged,
-                if report.skipped > 0 {
-                    format!(
-                        " ({} unread: unchanged since the last publish; --full compares them)",
-                        report.skipped
-                    )
-                } else {
-                    String::new()
-                },
+                unless_none(
+                    report.skipped,
+                    " ({} unread: unchanged since the last publish; --full compares them)"
+                ),
                 report.adopted,
                 report.failed,
-                if report.refused_deletes > 0 {
-                    format!(
-                        ", {} deletions refused by the mass-delete guard (use --force)",
-                        report.refused_deletes
-                    )
-                } else {
-                    String::new()
-                },
-                if report.deferred > 0 {
-                    format!(", {} left to the next publish", report.deferred)
-                } else {
-                    String::new()
-                },
-                if report.taken > 0 {
-                    format!(
-                        ", {} mailbox edits that waited for their assignment taken",
-                        report.taken
-                    )
-                } else {
-                    String::new()
-                }
+                unless_none(
+                    report.refused_deletes,
+                    ", {} deletions refused by the mass-delete guard (use --force)"
+                ),
+                unless_none(report.deferred, ", {} left to the next publish"),
+                unless_none(
+                    report.taken,
+                    ", {} mailbox edits that waited for their assignment taken"
+                ),
             ))?;
             print_failures(&report.errors);
         }
@@ -208,6 +184,16 @@ pub fn publish(args: PublishArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
             ExitCode::from(EXIT_FAILURE)
         })
     })
+}
+
+/// `note` with its `{}` replaced by `n`, or nothing when `n` is 0: the optional parts of a
+/// report line.
+fn unless_none(n: usize, note: &str) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        note.replacen("{}", &n.to_string(), 1)
+    }
 }
 
 /// Prints failed items once per distinct error (the mailbox address taken out of it), with how
@@ -788,6 +774,15 @@ pub fn audit(args: AuditArgs, raw: &RawConfig) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_report_note_shows_its_count_and_nothing_for_none() {
+        assert_eq!(unless_none(0, ", {} left to the next publish"), "");
+        assert_eq!(
+            unless_none(3, ", {} left to the next publish"),
+            ", 3 left to the next publish"
+        );
+    }
 
     #[test]
     fn since_takes_dates_times_and_spans() {
