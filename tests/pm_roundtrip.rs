@@ -288,6 +288,40 @@ async fn bob_takes_anns_address(h: &Harness) {
     import_text(&h.host, h.dir.path(), "moved.xml", &plan).await;
 }
 
+/// The sample's `<Assignment>` record of `uid`, as the file has it.
+fn assignment_record(plan: &str, uid: i64) -> String {
+    let open = format!("<Assignment><UID>{uid}</UID>");
+    let start = plan.find(&open).expect("record");
+    let end = "</Assignment>";
+    plan[start..start + plan[start..].find(end).expect("end") + end.len()].to_string()
+}
+
+/// An engine whose mass-delete guard refuses any deletion without `--force`.
+fn guarding_engine(h: &Harness) -> harness::TestEngine {
+    let strict = SyncConfig {
+        max_delete_floor: 0,
+        max_delete_share: 0.0,
+        ..quick_sync()
+    };
+    engine(&h.sim, &h.host, h.dir.path(), strict).0
+}
+
+/// The harness's state store, opened again.
+fn state_of(h: &Harness) -> taskbridge::state::SqliteStore {
+    taskbridge::state::SqliteStore::open(&h.dir.path().join("state.sqlite")).expect("state")
+}
+
+/// The next publish has nothing left to do: no create, no delete, nothing failed or deferred.
+async fn next_publish_is_clean(h: &Harness) {
+    let again = h
+        .engine
+        .publish(guid(), PublishOptions::default())
+        .await
+        .expect("publish");
+    assert!(again.is_clean() && again.deferred == 0, "{again:?}");
+    assert_eq!((again.created, again.deleted), (0, 0), "{again:?}");
+}
+
 /// The text of the first `<name>` child of the record `<kind><UID>uid</UID>...` in `doc`.
 fn element_of(doc: &str, kind: &str, uid: i64, name: &str) -> Option<String> {
     let open = format!("<{kind}><UID>{uid}</UID>");
@@ -645,7 +679,7 @@ async fn publish_preview_names_each_planned_write_and_sends_nothing() {
 
 #[tokio::test]
 async fn remove_project_deletes_its_tasks_and_leaves_no_row_in_either_store() {
-    use taskbridge::state::{SqliteStore, StateStore};
+    use taskbridge::state::StateStore;
     use taskbridge::sync::RemoveOptions;
 
     let h = published_sample().await;
@@ -709,7 +743,7 @@ async fn remove_project_deletes_its_tasks_and_leaves_no_row_in_either_store() {
         "a task of the project is left in a mailbox"
     );
     // No row in either store.
-    let state = SqliteStore::open(&h.dir.path().join("state.sqlite")).expect("state");
+    let state = state_of(&h);
     assert!(
         state
             .project_assignments(guid())
@@ -793,8 +827,7 @@ async fn an_edit_the_host_left_unanswered_is_applied_by_the_next_pass() {
         h.edit(mailbox, &id_of(task), json!({ "PercentComplete": 40 }))
             .await;
     }
-    let state =
-        taskbridge::state::SqliteStore::open(&h.dir.path().join("state.sqlite")).expect("state");
+    let state = state_of(&h);
     let faulty = taskbridge::sync::Engine::new(
         WholePlanHost {
             host: h.host.clone(),
@@ -838,7 +871,7 @@ async fn an_edit_the_host_left_unanswered_is_applied_by_the_next_pass() {
 /// mailbox, and the next publish sends nothing.
 #[tokio::test]
 async fn a_republish_moves_and_removes_tasks_the_same_mailbox_by_mailbox_as_from_the_whole_plan() {
-    use taskbridge::state::{SqliteStore, StateStore};
+    use taskbridge::state::StateStore;
 
     let mut outcomes = Vec::new();
     for listed in [true, false] {
@@ -859,7 +892,7 @@ async fn a_republish_moves_and_removes_tasks_the_same_mailbox_by_mailbox_as_from
             mailbox_concurrency: 1,
             ..quick_sync()
         };
-        let state = || SqliteStore::open(&h.dir.path().join("state.sqlite")).expect("state");
+        let state = || state_of(&h);
         let table = taskbridge::mapping::FieldTable::default;
         let report = if listed {
             let engine = taskbridge::sync::Engine::new(
@@ -1042,7 +1075,7 @@ async fn watch_folder_imports_a_saved_plan_and_writes_the_plan_with_progress_bes
 /// a forced publish then moves them, leaving nothing behind untracked. Both ways of planning.
 #[tokio::test]
 async fn a_move_the_delete_guard_refuses_is_held_whole_until_a_forced_publish() {
-    use taskbridge::state::{SqliteStore, StateStore};
+    use taskbridge::state::StateStore;
 
     for listed in [true, false] {
         let h = published_sample().await;
@@ -1054,7 +1087,7 @@ async fn a_move_the_delete_guard_refuses_is_held_whole_until_a_forced_publish() 
             mailbox_concurrency: 1,
             ..quick_sync()
         };
-        let state = || SqliteStore::open(&h.dir.path().join("state.sqlite")).expect("state");
+        let state = || state_of(&h);
         let whole_plan = || {
             taskbridge::sync::Engine::new(
                 WholePlanHost {
@@ -1304,13 +1337,7 @@ async fn two_resources_swapping_addresses_end_with_each_task_once_in_its_new_mai
     .map(id_of)
     .collect();
     assert!(!ids.contains(&id_of(&bobs)) && !ids.contains(&id_of(&chens)));
-    let again = h
-        .engine
-        .publish(guid(), PublishOptions::default())
-        .await
-        .expect("publish");
-    assert!(again.is_clean() && again.deferred == 0, "{again:?}");
-    assert_eq!((again.created, again.deleted), (0, 0), "{again:?}");
+    next_publish_is_clean(h).await;
 }
 
 /// Bob's address becomes Ann's while his old mailbox can no longer be reached (gone, or no
@@ -1319,13 +1346,13 @@ async fn two_resources_swapping_addresses_end_with_each_task_once_in_its_new_mai
 /// keep tracking the old tasks. Reachable again, the next publish makes the move.
 #[tokio::test]
 async fn a_move_out_of_a_mailbox_that_cannot_be_reached_waits_unless_forced() {
-    use taskbridge::state::{SqliteStore, StateStore};
+    use taskbridge::state::StateStore;
 
     let h = published_sample().await;
     people_report_progress(&h).await;
     bob_takes_anns_address(&h).await;
     h.spy.deny("bob@example.com", true);
-    let state = || SqliteStore::open(&h.dir.path().join("state.sqlite")).expect("state");
+    let state = || state_of(&h);
     let bobs_rows = || async {
         state()
             .project_assignments(guid())
@@ -1370,7 +1397,7 @@ async fn a_move_out_of_a_mailbox_that_cannot_be_reached_waits_unless_forced() {
 /// the old tasks behind, and nothing tracks them any more (the operator chose that).
 #[tokio::test]
 async fn a_forced_publish_moves_tasks_out_of_a_mailbox_that_cannot_be_reached() {
-    use taskbridge::state::{SqliteStore, StateStore};
+    use taskbridge::state::StateStore;
 
     let h = published_sample().await;
     bob_takes_anns_address(&h).await;
@@ -1392,8 +1419,7 @@ async fn a_forced_publish_moves_tasks_out_of_a_mailbox_that_cannot_be_reached() 
         "{forced:?}"
     );
     assert_eq!(h.tasks("ann@example.com").await.len(), 4);
-    let rows = SqliteStore::open(&h.dir.path().join("state.sqlite"))
-        .expect("state")
+    let rows = state_of(&h)
         .project_assignments(guid())
         .await
         .expect("rows");
@@ -1403,13 +1429,7 @@ async fn a_forced_publish_moves_tasks_out_of_a_mailbox_that_cannot_be_reached() 
         "{rows:?}"
     );
     // Nothing tracks Bob's old mailbox any more: the next publish is clean.
-    let again = h
-        .engine
-        .publish(guid(), PublishOptions::default())
-        .await
-        .expect("publish");
-    assert!(again.is_clean() && again.deferred == 0, "{again:?}");
-    assert_eq!((again.created, again.deleted), (0, 0), "{again:?}");
+    next_publish_is_clean(&h).await;
 }
 
 /// Chen's two assignments leave the plan, and the delete guard refuses their deletion, so his
@@ -1421,29 +1441,11 @@ async fn a_forced_publish_moves_tasks_out_of_a_mailbox_that_cannot_be_reached() 
 #[tokio::test]
 async fn progress_reported_on_a_task_whose_removal_was_refused_is_taken_when_it_comes_back() {
     let h = published_sample().await;
-    let strict = SyncConfig {
-        max_delete_floor: 1,
-        max_delete_share: 0.0,
-        ..quick_sync()
-    };
-    let (engine, _) = engine(&h.sim, &h.host, h.dir.path(), strict);
-    let without_chen = sample()
-        .lines()
-        .filter(|l| {
-            !l.contains("<Assignment><UID>4</UID>") && !l.contains("<Assignment><UID>6</UID>")
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    // The two continuation lines of those records go too.
-    let without_chen = without_chen
-        .replace(
-            "\n\t\t\t<Finish>2026-03-16T17:00:00</Finish><Work>PT32H0M0S</Work></Assignment>",
-            "",
-        )
-        .replace(
-            "\n\t\t\t<Finish>2026-03-20T17:00:00</Finish><Work>PT0H0M0S</Work></Assignment>",
-            "",
-        );
+    let engine = guarding_engine(&h);
+    let plan = sample();
+    let without_chen = plan
+        .replace(&assignment_record(&plan, 4), "")
+        .replace(&assignment_record(&plan, 6), "");
     import_text(&h.host, h.dir.path(), "without-chen.xml", &without_chen).await;
     let refused = engine
         .publish(guid(), PublishOptions::default())
@@ -1465,8 +1467,7 @@ async fn progress_reported_on_a_task_whose_removal_was_refused_is_taken_when_it_
         (1, 0, 0),
         "{pass:?}"
     );
-    let state =
-        || taskbridge::state::SqliteStore::open(&h.dir.path().join("state.sqlite")).expect("state");
+    let state = || state_of(&h);
     let row = || async {
         use taskbridge::state::StateStore;
         state()
@@ -1532,16 +1533,9 @@ async fn progress_reported_on_a_task_whose_removal_was_refused_is_taken_when_it_
 #[tokio::test]
 async fn progress_that_waited_for_its_assignment_moves_with_it_to_another_mailbox() {
     let h = published_sample().await;
-    let strict = SyncConfig {
-        max_delete_floor: 0,
-        max_delete_share: 0.0,
-        ..quick_sync()
-    };
-    let (engine, _) = engine(&h.sim, &h.host, h.dir.path(), strict);
+    let engine = guarding_engine(&h);
     let plan = sample();
-    let four = "<Assignment><UID>4</UID><TaskUID>4</TaskUID><ResourceUID>3</ResourceUID>";
-    let (start, end) = (plan.find(four).expect("record"), "</Assignment>");
-    let record = &plan[start..start + plan[start..].find(end).expect("end") + end.len()];
+    let record = &assignment_record(&plan, 4);
     import_text(
         &h.host,
         h.dir.path(),
@@ -1617,12 +1611,7 @@ async fn progress_pending_approval_when_its_assignment_left_the_plan_is_submitte
         .set_policy(guid(), Policy::Approval)
         .await
         .expect("policy");
-    let strict = SyncConfig {
-        max_delete_floor: 0,
-        max_delete_share: 0.0,
-        ..quick_sync()
-    };
-    let (engine, _) = engine(&h.sim, &h.host, h.dir.path(), strict);
+    let engine = guarding_engine(&h);
     let (mailbox, task) = h.task_of(4).await;
     let chen = MailboxAddress::new(&mailbox);
     h.edit(&mailbox, &id_of(&task), json!({ "PercentComplete": 70 }))
@@ -1631,9 +1620,7 @@ async fn progress_pending_approval_when_its_assignment_left_the_plan_is_submitte
     assert_eq!(pass.pending, 1, "{pass:?}");
 
     let plan = sample();
-    let four = "<Assignment><UID>4</UID><TaskUID>4</TaskUID><ResourceUID>3</ResourceUID>";
-    let (start, end) = (plan.find(four).expect("record"), "</Assignment>");
-    let record = &plan[start..start + plan[start..].find(end).expect("end") + end.len()];
+    let record = &assignment_record(&plan, 4);
     import_text(
         &h.host,
         h.dir.path(),
