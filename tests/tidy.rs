@@ -8,9 +8,13 @@ use std::path::{Path, PathBuf};
 /// `secret` are the `taskbridge-ews` crate, re-exported under those names.
 const LAYERS: &[(&str, &[&str])] = &[
     ("sqlite", &[]),
-    ("pm", &["secret", "server", "sqlite"]),
+    ("postgres", &[]),
+    ("pm", &["secret", "server", "sqlite", "postgres"]),
     ("mapping", &["ews", "pm"]),
-    ("state", &["ews", "secret", "pm", "mapping", "sqlite"]),
+    (
+        "state",
+        &["ews", "secret", "pm", "mapping", "sqlite", "postgres"],
+    ),
     ("sync", &["pm", "mapping", "state"]),
     ("exchange", &["ews", "pm", "mapping", "state", "sync"]),
     ("listener", &["ews", "secret", "server"]),
@@ -54,24 +58,97 @@ fn all_sources() -> Vec<PathBuf> {
     files
 }
 
-/// The crate modules a file names in code (comments left out).
-fn uses(text: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for line in text.lines() {
-        let code = line.split("//").next().unwrap_or_default();
-        let mut rest = code;
-        while let Some(at) = rest.find("crate::") {
-            rest = &rest[at + "crate::".len()..];
-            let name: String = rest
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            if !name.is_empty() {
-                found.push(name);
+/// A file's code with comments left out, its lines joined: a `use` group that rustfmt wraps
+/// over several lines is then read like one on a single line.
+fn code_of(text: &str) -> String {
+    text.lines()
+        .map(|line| line.split("//").next().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The identifier at the start of `s`.
+fn ident(s: &str) -> &str {
+    let end = s
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(s.len());
+    &s[..end]
+}
+
+/// Reads the path or use tree at the start of `rest` (`a::b`, `a::{b, c::{d, e as f}}`),
+/// below `path`, adding each path it names to `found`; returns what follows it.
+fn use_tree<'a>(mut path: Vec<String>, mut rest: &'a str, found: &mut Vec<Vec<String>>) -> &'a str {
+    loop {
+        rest = rest.trim_start();
+        if let Some(group) = rest.strip_prefix('{') {
+            let mut inner = group;
+            loop {
+                inner = inner.trim_start();
+                if let Some(after) = inner.strip_prefix('}') {
+                    return after;
+                }
+                let name = ident(inner);
+                if name.is_empty() {
+                    // `*`, `,` or the end of the text.
+                    match inner.chars().next() {
+                        Some(c) => inner = &inner[c.len_utf8()..],
+                        None => return inner,
+                    }
+                    continue;
+                }
+                if name == "self" {
+                    found.push(path.clone());
+                    inner = &inner[name.len()..];
+                } else {
+                    inner = use_tree(path.clone(), inner, found);
+                }
+                // A rename names nothing more.
+                if let Some(renamed) = inner.trim_start().strip_prefix("as ") {
+                    let renamed = renamed.trim_start();
+                    inner = &renamed[ident(renamed).len()..];
+                }
+            }
+        }
+        let name = ident(rest);
+        if name.is_empty() {
+            found.push(path);
+            return rest;
+        }
+        rest = &rest[name.len()..];
+        path.push(name.to_string());
+        match rest.strip_prefix("::") {
+            Some(r) => rest = r,
+            None => {
+                found.push(path);
+                return rest;
             }
         }
     }
-    found
+}
+
+/// Where `prefix` starts a path in `code`: not inside another identifier (`$crate::` counts)
+/// nor further on in a path (the second `super::` of `super::super::`).
+fn path_starts<'a>(code: &'a str, prefix: &'a str) -> impl Iterator<Item = usize> + 'a {
+    code.match_indices(prefix)
+        .map(|(at, _)| at)
+        .filter(move |&at| {
+            let before = &code[..at];
+            !before.ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+                && !before.ends_with("::")
+        })
+}
+
+/// The crate modules a file names in code (comments left out).
+fn uses(text: &str) -> Vec<String> {
+    let code = code_of(text);
+    let mut paths = Vec::new();
+    for at in path_starts(&code, "crate::") {
+        use_tree(Vec::new(), &code[at + "crate::".len()..], &mut paths);
+    }
+    paths
+        .into_iter()
+        .filter_map(|p| p.into_iter().next())
+        .collect()
 }
 
 #[test]
@@ -193,63 +270,25 @@ fn module_files(src: &Path) -> Vec<(Vec<String>, PathBuf)> {
         .collect()
 }
 
-/// The module paths a file names (`crate::a::b`, `super::c`, and `crate::a::{b, c}` groups),
-/// resolved against the file's own module path, comments left out.
+/// The module paths a file names (`crate::a::b`, `super::c`, and `crate::a::{b, c::{d}}`
+/// groups, wrapped over lines or not), resolved against the file's own module path, comments
+/// left out.
 fn named_paths(text: &str, own: &[String]) -> Vec<Vec<String>> {
-    let ident = |s: &str| -> String {
-        s.chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect()
-    };
+    let code = code_of(text);
     let mut found = Vec::new();
-    for line in text.lines() {
-        let code = line.split("//").next().unwrap_or_default();
-        for (at, _) in code
-            .match_indices("crate::")
-            .chain(code.match_indices("super::"))
-        {
-            // `$crate::` and `crate::` both start from the root; `super::` from the parent.
-            if at > 0 && code[..at].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
-                continue;
-            }
-            let (mut path, mut rest) = if code[at..].starts_with("crate::") {
-                (Vec::new(), &code[at + "crate::".len()..])
-            } else {
-                let mut parent = own.to_vec();
-                parent.pop();
-                let mut rest = &code[at + "super::".len()..];
-                while let Some(r) = rest.strip_prefix("super::") {
-                    parent.pop();
-                    rest = r;
-                }
-                (parent, rest)
-            };
-            loop {
-                if let Some(group) = rest.strip_prefix('{') {
-                    let inner = group.split('}').next().unwrap_or_default();
-                    for member in inner.split(',') {
-                        let name = ident(member.trim());
-                        if !name.is_empty() && name != "self" {
-                            let mut p = path.clone();
-                            p.push(name);
-                            found.push(p);
-                        }
-                    }
-                    break;
-                }
-                let name = ident(rest);
-                if name.is_empty() {
-                    break;
-                }
-                rest = &rest[name.len()..];
-                path.push(name);
-                match rest.strip_prefix("::") {
-                    Some(r) => rest = r,
-                    None => break,
-                }
-            }
-            found.push(path);
+    for at in path_starts(&code, "crate::") {
+        use_tree(Vec::new(), &code[at + "crate::".len()..], &mut found);
+    }
+    for at in path_starts(&code, "super::") {
+        // `super::` starts from the parent, each further `super::` from its parent.
+        let mut parent = own.to_vec();
+        parent.pop();
+        let mut rest = &code[at + "super::".len()..];
+        while let Some(r) = rest.strip_prefix("super::") {
+            parent.pop();
+            rest = r;
         }
+        use_tree(parent, rest, &mut found);
     }
     found
 }
@@ -377,4 +416,29 @@ fn tidy_the_cycle_finder_sees_a_cycle() {
     let cycles = import_cycles(&dir);
     std::fs::remove_dir_all(&dir).ok();
     assert_eq!(cycles, vec!["crate: {a, b}".to_string()]);
+}
+
+#[test]
+fn tidy_the_cycle_finder_reads_wrapped_and_nested_groups() {
+    let dir = std::env::temp_dir().join(format!("tidy-groups-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("lib.rs"), "//! x\nmod c;\nmod d;\nmod e;\n").expect("write");
+    std::fs::write(
+        dir.join("c.rs"),
+        "//! c\nuse crate::{\n    d::{self, D},\n    e as renamed,\n};\n",
+    )
+    .expect("write");
+    std::fs::write(dir.join("d.rs"), "//! d\nuse super::{\n    c::C,\n};\n").expect("write");
+    std::fs::write(dir.join("e.rs"), "//! e\n").expect("write");
+    let cycles = import_cycles(&dir);
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(cycles, vec!["crate: {c, d}".to_string()]);
+}
+
+#[test]
+fn tidy_the_layer_check_reads_groups() {
+    let mut used = uses("use crate::{\n    ews::X,\n    pm::{a, b as c}, // crate::console\n};\n");
+    used.sort();
+    used.dedup();
+    assert_eq!(used, ["ews", "pm"]);
 }
