@@ -1290,7 +1290,7 @@ async fn the_notification_of_our_own_write_is_noted_without_a_pass() {
         NotificationOutcome::Accepted
     );
     let written = wait_for("the edit was never applied and written back", async || {
-        let row = state.assignment_by_item(&mb, &id).await.unwrap()?;
+        let row = row_of_item(state, &mb, &id).await?;
         let stored = row.item?.change_key;
         let (_, now) = h.task_of(2).await;
         (stored != version_of(&edited).change_key && stored == version_of(&now).change_key)

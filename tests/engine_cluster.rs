@@ -189,10 +189,7 @@ async fn a_pass_under_a_lease_taken_over_meanwhile_commits_nothing() {
     // a2 works on a mailbox it believes it holds: the edit is read, and its commit refused.
     let (mailbox, task) = h.task_of(2).await;
     let mb = MailboxAddress::new(&mailbox);
-    let before = state
-        .assignment_by_item(&mb, &id_of(&task))
-        .await
-        .expect("row");
+    let before = row_of_item(&state, &mb, &id_of(&task)).await;
     h.edit(&mailbox, &id_of(&task), json!({"ActualWork": 120}))
         .await;
     let result = a2.sync_mailbox(&mb).await;
@@ -212,10 +209,7 @@ async fn a_pass_under_a_lease_taken_over_meanwhile_commits_nothing() {
     assert_eq!(again.examined, 0, "{again:?}");
     let _ = stop_a2.send(());
     run_a2.await.expect("a2 stops");
-    let after = state
-        .assignment_by_item(&mb, &id_of(&task))
-        .await
-        .expect("row");
+    let after = row_of_item(&state, &mb, &id_of(&task)).await;
     assert_eq!(before, after, "nothing of the stale pass was committed");
 }
 

@@ -329,9 +329,13 @@ async fn an_assignment_round_trips_every_column<S: StateStore>(store: S) {
     assert_eq!(back, a);
     assert_eq!(back.mailbox.as_str(), "ann@example.com");
     let by_item = store
-        .assignment_by_item(&MailboxAddress::new("ann@example.com"), "AAMk7")
+        .assignments_by_items(
+            &MailboxAddress::new("ann@example.com"),
+            vec!["AAMk7".into()],
+        )
         .await
         .expect("read")
+        .pop()
         .expect("row");
     assert_eq!(by_item.key, key(7));
     assert_eq!(

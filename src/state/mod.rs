@@ -454,15 +454,6 @@ pub trait StateStore: Send + Sync + 'static {
         mailbox: &MailboxAddress,
         item_ids: Vec<String>,
     ) -> impl Future<Output = Result<Vec<AssignmentState>, StateError>> + Send;
-    /// The assignment whose item this is.
-    fn assignment_by_item(
-        &self,
-        mailbox: &MailboxAddress,
-        item_id: &str,
-    ) -> impl Future<Output = Result<Option<AssignmentState>, StateError>> + Send {
-        let found = self.assignments_by_items(mailbox, vec![item_id.to_string()]);
-        async move { Ok(found.await?.pop()) }
-    }
     /// Stores assignments, closes journal entries and deletes assignments, in one transaction:
     /// a [`StateStore::transact`] with nothing else in it.
     fn commit(&self, commit: Commit) -> impl Future<Output = Result<(), StateError>> + Send {

@@ -31,7 +31,9 @@
 //!   transaction before anything else is tried (a later failure must not leave the PM's copy of
 //!   the edit looking like a PM change).
 //! - **write back**: map the attributes the status update left back to the mailbox task (the
-//!   claim's last step): `Engine::write_back`; [`Engine::map_back`] does it for an update a
+//!   claim's last step): `Engine::write_back`, with its retry in `Engine::after_write` (a
+//!   write that meets a stale change key reads the item again, `Engine::reread`, and takes it
+//!   through the steps again, `Engine::prepare`); [`Engine::map_back`] does it for an update a
 //!   person decided later.
 //! - **settle** (the engine's own): commit what the item's round left (baseline, hashes,
 //!   status, and the audit records not stored before a write back) together with the journal

@@ -47,6 +47,13 @@ impl RemoveReport {
     pub fn is_complete(&self) -> bool {
         self.refused_deletes == 0 && self.failed == 0
     }
+
+    /// Takes over the failures of a mailbox's deletions (`deleted` is counted by the caller,
+    /// per mailbox).
+    fn take_failures(&mut self, deletes: PublishReport) {
+        self.failed += deletes.failed;
+        self.errors.extend(deletes.errors);
+    }
 }
 
 impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
@@ -95,8 +102,7 @@ impl<H: PmHost, M: MailboxStore, S: StateStore> Engine<H, M, S> {
             self.publish_deletes(&mailbox, with_items, None, &mut deletes)
                 .await?;
             report.deleted.insert(mailbox.to_string(), deletes.deleted);
-            report.failed += deletes.failed;
-            report.errors.extend(deletes.errors);
+            report.take_failures(deletes);
         }
         if report.is_complete() && !options.dry_run {
             report.state_rows = self.inner.state.forget_project(project).await?;

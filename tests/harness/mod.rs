@@ -21,7 +21,7 @@ use taskbridge::pm::{
     Assignment, AssignmentKey, AssignmentUid, FieldTimes, Percent, Project, ProjectGuid, Resource,
     ResourceUid, Task, TaskUid, Work,
 };
-use taskbridge::state::{ItemRef, MailboxAddress, SqliteStore};
+use taskbridge::state::{AssignmentState, ItemRef, MailboxAddress, SqliteStore, StateStore};
 use taskbridge::sync::{
     Affinity, Backend, BatchLimits, ChangePage, Delivery, Engine, EventStream, FetchRequest,
     ItemFailure, ItemWrite, MailboxError, MailboxItem, MailboxStore, PulledEvents, Subscription,
@@ -362,6 +362,19 @@ pub fn tag_of(task: &Value) -> Option<String> {
 /// The item id of a task.
 pub fn id_of(task: &Value) -> String {
     task["ItemId"]["Id"].as_str().expect("item id").to_string()
+}
+
+/// The state row of the item `item_id` in `mailbox`, if one is stored.
+pub async fn row_of_item(
+    state: &impl StateStore,
+    mailbox: &MailboxAddress,
+    item_id: &str,
+) -> Option<AssignmentState> {
+    state
+        .assignments_by_items(mailbox, vec![item_id.to_string()])
+        .await
+        .expect("read the state row")
+        .pop()
 }
 
 /// The version (id and change key) of a task as the admin API lists it.
