@@ -12,6 +12,10 @@
 //! - `taskbridge-sim` (`crates/sim`): an Exchange-like EWS server for tests, benchmarks and
 //!   the `sim` and `demo` commands (the default `sim` feature); the library never uses it.
 //! - `taskbridge` (this crate): the connector, in layers that each use only those above:
+//!   - `sqlite` (crate-internal): what the SQLite files share: the actor thread that owns a
+//!     connection, the numbered migrations, the copy of a file before its schema changes.
+//!   - `postgres` (crate-internal): what the PostgreSQL stores share: the numbered
+//!     migrations, recorded per store in one table, under one advisory lock.
 //!   - [`pm`]: the PM side: the project model (projects, tasks, resources, assignments),
 //!     project import (MSPDI, JSON), the [`pm::PmHost`] boundary, and the embedded PM host
 //!     ([`pm::embedded`]: SQLite store, status updates with approval, PM HTTP API, webhook).
@@ -25,6 +29,8 @@
 //!   - [`exchange`]: the engine's mailbox side over EWS.
 //!   - [`listener`]: the push-notification endpoint Exchange posts to, and the admin
 //!     endpoint (`/healthz`, `/metrics`); depends only on [`ews`].
+//!   - [`console`]: the web console on the admin address (accounts, sessions, pages over
+//!     the embedded PM host and the engine).
 //!   - [`connector`]: all of it wired together, as `taskbridge serve` runs it.
 #![warn(missing_docs)]
 
@@ -42,6 +48,7 @@ pub mod exchange;
 pub mod listener;
 pub mod mapping;
 pub mod pm;
+mod postgres;
 mod sqlite;
 pub mod state;
 pub mod sync;

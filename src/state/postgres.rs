@@ -120,16 +120,6 @@ pub(super) const MIGRATIONS: &[&str] = &[
 /// holding the mailbox hears of it at once instead of at its next poll.
 pub const NOTICE_CHANNEL: &str = "taskbridge_notice";
 
-/// The advisory lock held while a store migrates ("taskbrid" in ASCII): one key for every
-/// taskbridge store in the database, so that migrations never interleave.
-const MIGRATION_LOCK: i64 = 0x7461_736b_6272_6964;
-
-/// Where the versions of every store in a database are kept.
-const VERSIONS: &str = "CREATE TABLE IF NOT EXISTS taskbridge_schema (
-    store   TEXT PRIMARY KEY,
-    version BIGINT NOT NULL
-)";
-
 /// The PostgreSQL [`StateStore`].
 #[derive(Clone)]
 pub struct PostgresStore {
@@ -290,49 +280,21 @@ impl PostgresStore {
             .map_err(|e| StateError::Database(format!("PostgreSQL: {e}")))
     }
 
-    /// Brings the schema to the latest version, one transaction per step. Instances starting
-    /// together serialise on an advisory lock; a database newer than this binary is refused.
+    /// Brings the schema to the latest version (the scheme of [`crate::postgres`]).
     async fn migrate(&self) -> Result<(), StateError> {
         let mut client = self.pooled().await?;
-        let tx = client.transaction().await.map_err(db)?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        let schema = crate::postgres::Schema {
+            store: "state",
+            shown: "state",
+            migrations: MIGRATIONS,
+        };
+        crate::postgres::migrate(&mut client, &schema, true)
             .await
-            .map_err(db)?;
-        tx.batch_execute(VERSIONS).await.map_err(db)?;
-        let current: i64 = tx
-            .query_opt(
-                "SELECT version FROM taskbridge_schema WHERE store = 'state'",
-                &[],
-            )
-            .await
-            .map_err(db)?
-            .map(|r| r.get(0))
-            .unwrap_or(0);
-        let latest = MIGRATIONS.len() as i64;
-        if current > latest {
-            return Err(StateError::Database(format!(
-                "the state database is at schema version {current}, newer than this \
-                 taskbridge knows ({latest}); upgrade taskbridge"
-            )));
-        }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-            tx.batch_execute(sql)
-                .await
-                .map_err(|e| StateError::Database(format!("state migration {}: {e}", i + 1)))?;
-        }
-        if current < latest {
-            tx.execute(
-                "INSERT INTO taskbridge_schema (store, version) VALUES ('state', $1) \
-                 ON CONFLICT (store) DO UPDATE SET version = $1",
-                &[&latest],
-            )
-            .await
-            .map_err(db)?;
-            if current > 0 {
-                tracing::info!(from = current, to = latest, "state database migrated");
-            }
-        }
-        tx.commit().await.map_err(db)
+            .map(drop)
+            .map_err(|e| match e {
+                crate::postgres::MigrateError::Database(e) => db(e),
+                other => StateError::Database(other.to_string()),
+            })
     }
 
     /// Every assignment row, ordered by key.

@@ -23,7 +23,7 @@ use tokio_postgres::types::{ToSql, Type};
 use super::EmbeddedError;
 use super::relay::{Cursors, Relay, Relaying};
 use super::schema::{self, MIGRATIONS};
-use super::sql::{Backend, Conn, Row, Tx, Value, args};
+use super::sql::{Backend, Conn, Row, Value};
 use crate::secret::Secret;
 
 /// Where a PM store on PostgreSQL is.
@@ -36,20 +36,6 @@ pub struct PostgresPm {
     /// The TLS client configuration (`sslmode` in the URL says whether it is used).
     pub tls: std::sync::Arc<rustls::ClientConfig>,
 }
-
-/// The advisory lock held while a store migrates: the key the state store takes too, so that
-/// no two migrations of one database interleave.
-const MIGRATION_LOCK: i64 = 0x7461_736b_6272_6964;
-
-/// The table where every taskbridge store of a database records its schema version (shared
-/// with the state store).
-const VERSIONS: &str = "CREATE TABLE IF NOT EXISTS taskbridge_schema (
-    store   TEXT PRIMARY KEY,
-    version BIGINT NOT NULL
-)";
-
-/// This store's row in `taskbridge_schema`.
-const STORE: &str = "pm";
 
 /// A job: runs on the store's thread with a connection (or the reason there is none), and
 /// returns the reply to send once the relay after it ran.
@@ -96,14 +82,14 @@ impl PgDb {
                     let rt = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()?;
-                    let client = rt.block_on(pool.get()).map_err(|e| {
+                    let mut client = rt.block_on(pool.get()).map_err(|e| {
                         EmbeddedError::DatabaseUnavailable(format!("PostgreSQL {shown}: {e}"))
                     })?;
+                    rt.block_on(migrate(&mut client, create, &shown))?;
                     let conn = PgConn {
                         rt: &rt,
                         client: &client,
                     };
-                    migrate(&conn, create, &shown)?;
                     let cursors = Cursors::at_end(&conn);
                     drop(client);
                     Ok((rt, cursors))
@@ -243,51 +229,31 @@ fn pool(target: &PostgresPm) -> Result<Pool, EmbeddedError> {
         .map_err(|e| EmbeddedError::Postgres(format!("PostgreSQL pool: {e}")))
 }
 
-/// Brings the schema to the latest version in one transaction, under the migration lock; a
-/// database newer than this binary is refused, and without `create` a database without the
-/// PM store is [`EmbeddedError::NoDatabaseStore`].
-fn migrate(conn: &dyn Conn, create: bool, shown: &str) -> Result<(), EmbeddedError> {
-    let tx = Tx::begin(conn)?;
-    tx.execute("SELECT pg_advisory_xact_lock(?1)", args![MIGRATION_LOCK])?;
-    tx.batch(VERSIONS)?;
-    let current: i64 = tx
-        .query_opt(
-            "SELECT version FROM taskbridge_schema WHERE store = ?1",
-            args![STORE],
-        )?
-        .map(|row| row.get(0))
-        .transpose()?
-        .unwrap_or(0);
-    let latest = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
-    if current > latest {
-        return Err(EmbeddedError::SchemaTooNew {
-            found: current,
-            supported: latest,
-        });
+/// Brings the schema to the latest version (the scheme of [`crate::postgres`], the SQLite
+/// migrations written for PostgreSQL); without `create` a database without the PM store is
+/// [`EmbeddedError::NoDatabaseStore`].
+async fn migrate(
+    client: &mut deadpool_postgres::ClientWrapper,
+    create: bool,
+    shown: &str,
+) -> Result<(), EmbeddedError> {
+    use crate::postgres::MigrateError;
+    let written: Vec<String> = MIGRATIONS.iter().map(|m| schema::postgres(m)).collect();
+    let migrations: Vec<&str> = written.iter().map(String::as_str).collect();
+    let schema = crate::postgres::Schema {
+        store: "pm",
+        shown: "PM store",
+        migrations: &migrations,
+    };
+    match crate::postgres::migrate(client, &schema, create).await {
+        Ok(_) => Ok(()),
+        Err(MigrateError::TooNew {
+            found, supported, ..
+        }) => Err(EmbeddedError::SchemaTooNew { found, supported }),
+        Err(MigrateError::Missing { .. }) => Err(EmbeddedError::NoDatabaseStore(shown.to_owned())),
+        Err(MigrateError::Database(e)) => Err(pg(e)),
+        Err(e) => Err(EmbeddedError::Postgres(e.to_string())),
     }
-    if current == 0 && !create {
-        return Err(EmbeddedError::NoDatabaseStore(shown.to_owned()));
-    }
-    if current == latest {
-        return tx.rollback();
-    }
-    for (i, sql) in MIGRATIONS
-        .iter()
-        .enumerate()
-        .skip(usize::try_from(current).unwrap_or(0))
-    {
-        tx.batch(&schema::postgres(sql))
-            .map_err(|e| EmbeddedError::Postgres(format!("PM store migration {}: {e}", i + 1)))?;
-    }
-    tx.execute(
-        "INSERT INTO taskbridge_schema (store, version) VALUES (?1, ?2)
-         ON CONFLICT (store) DO UPDATE SET version = excluded.version",
-        args![STORE, latest],
-    )?;
-    if current > 0 {
-        tracing::info!(from = current, to = latest, "PM store database migrated");
-    }
-    tx.commit()
 }
 
 /// A pooled connection seen through [`Conn`], its futures driven by the thread's runtime.
