@@ -8,60 +8,14 @@ use std::time::Duration;
 use crate::types::MessageXml;
 use crate::xml::{
     DecodeError, Element, NS_ERRORS, NS_MESSAGES, NS_SOAP, NS_TYPES, Ns, XmlElement, XmlReader,
-    XmlWriter, xml_enum, xml_struct,
+    XmlWriter,
 };
 
 /// Largest message taskbridge decodes unless told otherwise (64 MiB).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
 
-xml_enum! {
-    /// `t:ExchangeVersionType`: the schema version a request asks for.
-    /// See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/requestserverversion>.
-    #[derive(Default)]
-    pub enum ExchangeVersion {
-        /// Exchange 2007.
-        Exchange2007 = "Exchange2007",
-        /// Exchange 2007 SP1.
-        Exchange2007Sp1 = "Exchange2007_SP1",
-        /// Exchange 2010.
-        Exchange2010 = "Exchange2010",
-        /// Exchange 2010 SP1.
-        Exchange2010Sp1 = "Exchange2010_SP1",
-        /// Exchange 2010 SP2.
-        Exchange2010Sp2 = "Exchange2010_SP2",
-        /// Exchange 2013.
-        Exchange2013 = "Exchange2013",
-        /// Exchange 2013 SP1 (taskbridge's default).
-        #[default]
-        Exchange2013Sp1 = "Exchange2013_SP1",
-        /// Exchange 2016.
-        Exchange2016 = "Exchange2016",
-        /// Exchange 2016/2019 CU builds.
-        V2017_07_11 = "V2017_07_11",
-        /// Exchange Online, 2018 schema.
-        V2018_01_08 = "V2018_01_08",
-    }
-}
-
-xml_struct! {
-    /// `t:ServerVersionInfo`, the header of every response.
-    /// See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/serverversioninfo>.
-    #[derive(Clone, Debug, PartialEq, Eq, Default)]
-    pub struct ServerVersionInfo {
-        @attrs {
-            /// Major version (15 for Exchange 2013 to 2019).
-            pub major_version: opt i32 = "MajorVersion",
-            /// Minor version.
-            pub minor_version: opt i32 = "MinorVersion",
-            /// Build number.
-            pub major_build_number: opt i32 = "MajorBuildNumber",
-            /// Build revision.
-            pub minor_build_number: opt i32 = "MinorBuildNumber",
-            /// Schema version string, e.g. `V2017_07_11`.
-            pub version: opt String = "Version",
-        }
-    }
-}
+/// `t:ExchangeVersionType` and the `t:ServerVersionInfo` header, generated from `wsdl/`.
+pub use crate::types::generated::{ExchangeVersion, ServerVersionInfo};
 
 impl std::fmt::Display for ServerVersionInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -81,6 +35,8 @@ impl std::fmt::Display for ServerVersionInfo {
     }
 }
 
+// Hand-written: `t:ConnectingSIDType` is a choice of four elements (a Rust enum, which
+// `xml_struct!` cannot express).
 /// Whom a request acts for (`t:ConnectingSIDType`).
 /// See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/connectingsid>.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -116,6 +72,9 @@ impl Impersonation {
     }
 }
 
+// Hand-written: of `t:TimeZoneDefinitionType` (periods, transitions) taskbridge sends only the
+// `Id` attribute and reads nothing else; the subset keeps the definition whole, so a generated
+// type would carry the rules taskbridge never uses.
 /// The time zone the server interprets and writes local times in (`t:TimeZoneContext`).
 /// See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/timezonecontext>.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -124,6 +83,8 @@ pub struct TimeZoneContext {
     pub id: String,
 }
 
+// Hand-written: the SOAP header is not a schema type; its children are each operation's header
+// parts in the WSDL (`RequestServerVersion`, `ExchangeImpersonation`, `TimeZoneContext`).
 /// The SOAP headers of a request.
 #[derive(Clone, Debug, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "PascalCase")]

@@ -109,3 +109,33 @@ fn schema_reader_folds_groups_and_bases_into_each_element() {
             .all(|(_, p)| p.in_choice_of_many && p.occurs.min == 0)
     );
 }
+
+#[test]
+fn an_operation_the_tables_leave_out_is_generated_by_rule() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let schema = codegen::read_schema(root).expect("schema");
+    let wsdl = std::fs::read_to_string(root.join(codegen::WSDL_PATH)).expect("wsdl");
+    let services = codegen::read_operations(&wsdl, "ExchangeServicePortType").expect("operations");
+    // Every operation is in the tables today: nothing is named by rule.
+    let ruled = codegen::wire::by_rule(&schema, &services, codegen::wire::MESSAGES).expect("rule");
+    assert!(
+        ruled.is_empty(),
+        "{:?}",
+        ruled.iter().map(|e| e.rust).collect::<Vec<_>>()
+    );
+    // Without GetFolder's entries, its request and payload are named by the rule.
+    let without: Vec<codegen::wire::Emit> = codegen::wire::MESSAGES
+        .iter()
+        .filter(|e| !matches!(e.rust, "GetFolder" | "FolderPayload"))
+        .map(|e| codegen::wire::Emit { ..*e })
+        .collect();
+    let ruled = codegen::wire::by_rule(&schema, &services, &without).expect("rule");
+    let named: Vec<(&str, &str)> = ruled.iter().map(|e| (e.schema, e.rust)).collect();
+    assert_eq!(
+        named,
+        [
+            ("m:GetFolderType", "GetFolder"),
+            ("m:FolderInfoResponseMessageType", "GetFolderPayload"),
+        ]
+    );
+}

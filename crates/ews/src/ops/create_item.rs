@@ -1,14 +1,11 @@
 //! CreateItem: creates tasks in a folder.
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/createitem>.
 
-use crate::ops::operation;
-
 // Generated from wsdl/ (see `crate::ops::generated` and `crate::types::generated`).
 pub use crate::ops::generated::{CreateItem, CreateItemResponse, ItemsPayload};
 pub use crate::types::generated::MessageDisposition;
 
 // Not resent after a failure that may have reached the server: it would create the items twice.
-operation!(CreateItem => CreateItemResponse, safe_to_resend = false);
 
 #[cfg(test)]
 mod tests {

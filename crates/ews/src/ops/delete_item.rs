@@ -1,13 +1,9 @@
 //! DeleteItem: removes items.
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/deleteitem>.
 
-use crate::ops::operation;
-
 // Generated from wsdl/ (see `crate::ops::generated` and `crate::types::generated`).
 pub use crate::ops::generated::{DeleteItem, DeleteItemResponse};
 pub use crate::types::generated::{AffectedTaskOccurrences, DeleteType};
-
-operation!(DeleteItem => DeleteItemResponse);
 
 #[cfg(test)]
 mod tests {

@@ -1,13 +1,9 @@
 //! FindItem: finds items in a folder, here by the taskbridge tag extended property.
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/finditem>.
 
-use crate::ops::operation;
-
 // Generated from wsdl/ (see `crate::ops::generated` and `crate::types::generated`).
 pub use crate::ops::generated::{FindItem, FindItemPayload, FindItemResponse};
 pub use crate::types::generated::{FindItemParent, ItemTraversal};
-
-operation!(FindItem => FindItemResponse);
 
 #[cfg(test)]
 mod tests {

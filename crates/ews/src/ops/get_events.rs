@@ -1,12 +1,8 @@
 //! GetEvents: fetches the events of a pull subscription.
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/getevents>.
 
-use crate::ops::operation;
-
 // Generated from wsdl/ (see `crate::ops::generated` and `crate::types::generated`).
 pub use crate::ops::generated::{GetEvents, GetEventsResponse};
-
-operation!(GetEvents => GetEventsResponse);
 
 #[cfg(test)]
 mod tests {

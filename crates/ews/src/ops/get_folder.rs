@@ -1,12 +1,8 @@
 //! GetFolder: resolves a mailbox's Tasks folder to its id.
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/getfolder>.
 
-use crate::ops::operation;
-
 // Generated from wsdl/ (see `crate::ops::generated` and `crate::types::generated`).
 pub use crate::ops::generated::{FolderPayload, GetFolder, GetFolderResponse};
-
-operation!(GetFolder => GetFolderResponse);
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,6 @@
 //! GetItem: fetches items by id with the properties a shape names.
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/getitem>.
 
-use crate::ops::operation;
 use crate::types::ItemId;
 
 // Generated from wsdl/ (see `crate::ops::generated` and `crate::types::generated`).
@@ -14,8 +13,6 @@ impl From<Vec<ItemId>> for ItemIds {
         ItemIds { item_ids }
     }
 }
-
-operation!(GetItem => GetItemResponse);
 
 #[cfg(test)]
 mod tests {

@@ -10,15 +10,13 @@
 //! `ErrorSubscriptionIds`. [`StreamingReader`] cuts the byte stream into envelopes as the bytes
 //! arrive and decodes each one.
 
-use crate::ops::{OperationResponse, operation, read_body};
+use crate::ops::{OperationResponse, read_body};
 use crate::soap::{self, Envelope};
 use crate::xml::DecodeError;
 
 // Generated from wsdl/ (see `crate::ops::generated` and `crate::types::generated`).
 pub use crate::ops::generated::{GetStreamingEvents, GetStreamingEventsResponse, StreamingPayload};
 pub use crate::types::generated::{ConnectionStatus, Notifications, SubscriptionIds};
-
-operation!(GetStreamingEvents => GetStreamingEventsResponse);
 
 /// The most subscriptions one GetStreamingEvents connection may carry on Exchange (Microsoft's
 /// guidance for grouped subscriptions is at most 200 per group and connection).

@@ -148,11 +148,9 @@ macro_rules! response {
 }
 pub(crate) use response;
 
-/// Ties a request type to its response and names the operation.
+/// Ties a request type to its response and names the operation; whether it is safe to resend
+/// is said for each (generated from the generator's `RESEND` table into `ops::generated`).
 macro_rules! operation {
-    ($request:ident => $response:ident) => {
-        $crate::ops::operation!($request => $response, safe_to_resend = true);
-    };
     ($request:ident => $response:ident, safe_to_resend = $safe:expr) => {
         impl $crate::ops::Sealed for $request {}
         impl $crate::ops::Operation for $request {

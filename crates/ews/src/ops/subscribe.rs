@@ -1,7 +1,6 @@
 //! Subscribe: asks for push, pull or streaming notifications on folders.
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/subscribe>.
 
-use crate::ops::operation;
 use crate::xml::{DecodeError, Element, Ns, XmlContent, XmlElement, XmlReader, XmlWriter};
 
 // Generated from wsdl/ (see `crate::ops::generated` and `crate::types::generated`).
@@ -9,6 +8,10 @@ pub use crate::ops::generated::{SubscribePayload, SubscribeResponse};
 pub use crate::types::generated::{
     EventTypes, PullSubscriptionRequest, PushSubscriptionRequest, StreamingSubscriptionRequest,
 };
+
+// The request type is hand-written (below), so its tie to the response is too. Safe to resend:
+// a second subscription is unused and lapses; the caller keeps the one it heard of.
+crate::ops::operation!(Subscribe => SubscribeResponse, safe_to_resend = true);
 
 // Hand-written: the schema's `m:SubscribeType` is a choice of three elements, which is a Rust enum
 // and which `xml_struct!` cannot express.
@@ -56,8 +59,6 @@ impl XmlElement for Subscribe {
         });
     }
 }
-
-operation!(Subscribe => SubscribeResponse);
 
 // `Subscribe` is an enum, so `XmlContent` is not derived; nothing needs it.
 const _: fn() = || {

@@ -1,15 +1,11 @@
 //! SyncFolderItems: what changed in a folder since a sync state.
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/syncfolderitems>.
 
-use crate::ops::operation;
-
 // Generated from wsdl/ (see `crate::ops::generated` and `crate::types::generated`).
 pub use crate::ops::generated::{SyncFolderItems, SyncFolderItemsPayload, SyncFolderItemsResponse};
 
 // Hand-written in `types` (a list of alternatives, which the generated messages use).
 pub use crate::types::{SyncChange, SyncChanges};
-
-operation!(SyncFolderItems => SyncFolderItemsResponse);
 
 #[cfg(test)]
 mod tests {

@@ -1,12 +1,8 @@
 //! Unsubscribe: ends a pull or streaming subscription.
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/unsubscribe>.
 
-use crate::ops::operation;
-
 // Generated from wsdl/ (see `crate::ops::generated` and `crate::types::generated`).
 pub use crate::ops::generated::{Unsubscribe, UnsubscribeResponse};
-
-operation!(Unsubscribe => UnsubscribeResponse);
 
 #[cfg(test)]
 mod tests {

@@ -1,16 +1,12 @@
 //! UpdateItem: sets or deletes single properties of items, guarded by change keys.
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/updateitem>.
 
-use crate::ops::operation;
-
 // Generated from wsdl/ (see `crate::ops::generated` and `crate::types::generated`).
 pub use crate::ops::generated::{UpdateItem, UpdateItemPayload, UpdateItemResponse};
 pub use crate::types::generated::{ConflictResolution, ConflictResults, ItemChange, ItemChanges};
 
 // Hand-written in `types` (a list of alternatives, which the generated types use).
 pub use crate::types::{ItemUpdate, Updates};
-
-operation!(UpdateItem => UpdateItemResponse);
 
 #[cfg(test)]
 mod tests {

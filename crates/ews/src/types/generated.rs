@@ -10,7 +10,6 @@ use crate::types::FolderIdValue;
 use crate::types::FolderIds;
 use crate::types::ItemIdValue;
 use crate::types::Items;
-use crate::types::Mailbox;
 use crate::types::MapiPropertyType;
 use crate::types::Notification;
 use crate::types::Paths;
@@ -20,6 +19,97 @@ use crate::types::Watermark;
 use crate::xml::xml_enum;
 use crate::xml::xml_struct;
 use chrono::{DateTime, Utc};
+
+xml_enum! {
+    /// `t:ExchangeVersionType`.
+    #[derive(Default)]
+    pub enum ExchangeVersion {
+        /// `Exchange2007`.
+        Exchange2007 = "Exchange2007",
+        /// `Exchange2007_SP1`.
+        Exchange2007Sp1 = "Exchange2007_SP1",
+        /// `Exchange2009`.
+        Exchange2009 = "Exchange2009",
+        /// `Exchange2010`.
+        Exchange2010 = "Exchange2010",
+        /// `Exchange2010_SP1`.
+        Exchange2010Sp1 = "Exchange2010_SP1",
+        /// `Exchange2010_SP2`.
+        Exchange2010Sp2 = "Exchange2010_SP2",
+        /// `Exchange2012`.
+        Exchange2012 = "Exchange2012",
+        /// `Exchange2013`.
+        Exchange2013 = "Exchange2013",
+        /// `Exchange2013_SP1` (the default).
+        #[default]
+        Exchange2013Sp1 = "Exchange2013_SP1",
+        /// `Exchange2015`.
+        Exchange2015 = "Exchange2015",
+        /// `Exchange2016`.
+        Exchange2016 = "Exchange2016",
+        /// `V2015_10_05`.
+        V2015_10_05 = "V2015_10_05",
+        /// `V2016_01_06`.
+        V2016_01_06 = "V2016_01_06",
+        /// `V2016_04_13`.
+        V2016_04_13 = "V2016_04_13",
+        /// `V2016_07_13`.
+        V2016_07_13 = "V2016_07_13",
+        /// `V2016_10_10`.
+        V2016_10_10 = "V2016_10_10",
+        /// `V2017_01_07`.
+        V2017_01_07 = "V2017_01_07",
+        /// `V2017_04_14`.
+        V2017_04_14 = "V2017_04_14",
+        /// `V2017_07_11`.
+        V2017_07_11 = "V2017_07_11",
+        /// `V2017_10_09`.
+        V2017_10_09 = "V2017_10_09",
+        /// `V2018_01_08`.
+        V2018_01_08 = "V2018_01_08",
+    }
+}
+
+xml_struct! {
+    /// `t:ServerVersionInfo`.
+    #[derive(Clone, Debug, PartialEq, Eq, Default)]
+    pub struct ServerVersionInfo {
+        @attrs {
+            /// `MajorVersion` (`xs:int`).
+            pub major_version: opt i32 = "MajorVersion",
+            /// `MinorVersion` (`xs:int`).
+            pub minor_version: opt i32 = "MinorVersion",
+            /// `MajorBuildNumber` (`xs:int`).
+            pub major_build_number: opt i32 = "MajorBuildNumber",
+            /// `MinorBuildNumber` (`xs:int`).
+            pub minor_build_number: opt i32 = "MinorBuildNumber",
+            /// `Version` (`xs:string`).
+            pub version: opt String = "Version",
+        }
+    }
+}
+
+xml_struct! {
+    /// `t:NonEmptyArrayOfPropertyValuesType`.
+    #[derive(Clone, Debug, PartialEq, Eq, Default)]
+    pub struct PropertyValues {
+        /// `t:Value` (`xs:string`, repeated).
+        pub values: many String = t "Value",
+    }
+}
+
+xml_struct! {
+    /// `t:EmailAddressType`.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Mailbox {
+        /// `t:Name` (`xs:string`, optional).
+        pub name: opt String = t "Name",
+        /// `t:EmailAddress` (`t:NonEmptyStringType`, optional).
+        pub email_address: opt String = t "EmailAddress",
+        /// `t:RoutingType` (`t:NonEmptyStringType`, optional).
+        pub routing_type: opt String = t "RoutingType",
+    }
+}
 
 xml_enum! {
     /// `t:DisposalType`.

@@ -1,9 +1,7 @@
 //! Ids and opaque tokens of EWS, each its own type so they cannot be mixed up.
 
-use crate::xml::xml_struct;
-
 // Generated from wsdl/types.xsd (see `crate::types::generated`).
-pub use crate::types::generated::{DistinguishedFolderId, FolderId, ItemId};
+pub use crate::types::generated::{DistinguishedFolderId, FolderId, ItemId, Mailbox};
 
 /// Declares a newtype over an opaque server string.
 macro_rules! opaque {
@@ -89,22 +87,6 @@ impl ItemId {
     }
 }
 
-// Hand-written: our schema subset's `t:EmailAddressType` has only EmailAddress; Name and
-// RoutingType are read and written as Exchange sends them.
-xml_struct! {
-    /// A mailbox, as named inside a distinguished folder id (`t:EmailAddressType`, trimmed).
-    /// See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/mailbox>.
-    #[derive(Clone, Debug, PartialEq, Eq)]
-    pub struct Mailbox {
-        /// The display name.
-        pub name: opt String = t "Name",
-        /// The primary SMTP address.
-        pub email_address: opt String = t "EmailAddress",
-        /// The routing type, `SMTP`.
-        pub routing_type: opt String = t "RoutingType",
-    }
-}
-
 // Hand-written: a convenience constructor.
 impl Mailbox {
     /// A mailbox named by its SMTP address.
@@ -133,6 +115,8 @@ crate::xml::xml_enum! {
     }
 }
 
+// Hand-written: the members of `t:NonEmptyArrayOfBaseFolderIdsType` are a choice (a Rust enum,
+// which `xml_struct!` cannot express), read and written by element name in `FolderIds`.
 /// One of the folder id forms (`t:NonEmptyArrayOfBaseFolderIdsType` members).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum BaseFolderId {
@@ -153,6 +137,7 @@ impl BaseFolderId {
     }
 }
 
+// Hand-written: a repeated choice of `BaseFolderId` forms, which `xml_struct!` cannot express.
 /// A list of folder ids (`FolderIds`, `ParentFolderIds`, `SavedItemFolderId`).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, Default)]
 #[serde(transparent)]

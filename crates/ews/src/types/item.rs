@@ -7,7 +7,8 @@ use crate::xml::{
 
 // Generated from wsdl/types.xsd (see `crate::types::generated`).
 pub use crate::types::generated::{
-    BodyType, ExtendedFieldUri, Importance, Recipients, Sensitivity, Strings, Task, TaskStatus,
+    BodyType, ExtendedFieldUri, Importance, PropertyValues, Recipients, Sensitivity, Strings, Task,
+    TaskStatus,
 };
 
 // Hand-written: the schema lists 27 MAPI types; this names those taskbridge uses and keeps any
@@ -139,19 +140,9 @@ impl ExtendedFieldUri {
     }
 }
 
-// Hand-written: `t:NonEmptyArrayOfPropertyValuesType` is not in our schema subset (see
-// `ExtendedProperty`).
-xml_struct! {
-    /// An array of property values (`t:NonEmptyArrayOfPropertyValuesType`).
-    #[derive(Clone, Debug, PartialEq, Eq, Default)]
-    pub struct PropertyValues {
-        /// The values.
-        pub values: many String = t "Value",
-    }
-}
-
-// Hand-written: the schema's `t:ExtendedPropertyType` holds a `Value` or, for an array property,
-// `Values`; our subset leaves `Values` out, so a generated type would lack it.
+// Hand-written: the schema's `t:ExtendedPropertyType` holds a choice of a `Value` or, for an
+// array property, `Values`; `xml_struct!` cannot say a choice, so both are optional fields here,
+// at most one of them set.
 xml_struct! {
     /// An extended property and its value (`t:ExtendedPropertyType`).
     /// See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/extendedproperty>.
@@ -177,6 +168,8 @@ impl Task {
     }
 }
 
+// Hand-written: not a schema type but the element names of the choice an items array is
+// (`t:NonEmptyArrayOfAllItemsType`), by which `Items` reads each member.
 xml_enum! {
     /// The element names of the item kinds that can stand in an items array.
     pub enum ItemKind {

@@ -327,6 +327,8 @@ impl Notification {
     }
 }
 
+// Hand-written: `t:NotificationType` ends in a choice of event elements (`Notification` reads
+// them by name); this is the part before the choice, which `xml_struct!` can say.
 xml_struct! {
     /// The leading part of `t:NotificationType`; the events follow as a choice.
     struct NotificationHead {

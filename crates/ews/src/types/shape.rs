@@ -144,6 +144,8 @@ xml_struct! {
     }
 }
 
+// Hand-written: `t:IsEqualToType` is a path (a choice of FieldURI / ExtendedFieldURI) and a
+// `FieldURIOrConstant` (another choice), which `xml_struct!` cannot express.
 /// `t:IsEqualTo`: a property equals a constant.
 /// See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/isequalto>.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]

@@ -353,8 +353,8 @@ pub fn read_schema(root: &std::path::Path) -> Result<xsd::Schema, String> {
 /// crate root, content).
 pub fn generate_files(root: &std::path::Path) -> Result<Vec<(&'static str, String)>, String> {
     let schema = read_schema(root)?;
-    let (types, messages) = wire::generate(&schema)?;
     let services = read_operations(&read(root, WSDL_PATH)?, "ExchangeServicePortType")?;
+    let (types, messages) = wire::generate(&schema, &services)?;
     let notification = read_operations(
         &read(root, NOTIFICATION_WSDL_PATH)?,
         "NotificationServicePortType",

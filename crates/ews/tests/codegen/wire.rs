@@ -12,8 +12,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use super::snake_case;
 use super::xsd::{Occurs, Schema};
+use super::{WsdlOperation, snake_case};
 
 /// Which generated file a type goes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +40,9 @@ pub struct Emit {
     /// Elements the schema requires that are read as optional all the same, because servers
     /// leave them out in answers that carry nothing (an empty page, an error).
     pub lenient: &'static [&'static str],
+    /// The enumeration value that is the type's `Default` (what taskbridge asks for unless
+    /// told otherwise), if it has one.
+    pub default: Option<&'static str>,
 }
 
 const fn emit(schema: &'static str, rust: &'static str, derives: &'static str) -> Emit {
@@ -50,6 +53,7 @@ const fn emit(schema: &'static str, rust: &'static str, derives: &'static str) -
         skip: &[],
         variants: &[],
         lenient: &[],
+        default: None,
     }
 }
 
@@ -60,6 +64,28 @@ const CLONE: &str = "Clone, Debug, PartialEq";
 
 /// The `t:` types generated into `src/types/generated.rs`.
 pub const TYPES: &[Emit] = &[
+    // The version a request asks for (`RequestServerVersion`), Exchange 2013 SP1 unless
+    // configured.
+    Emit {
+        variants: &[
+            ("Exchange2007_SP1", "Exchange2007Sp1"),
+            ("Exchange2010_SP1", "Exchange2010Sp1"),
+            ("Exchange2010_SP2", "Exchange2010Sp2"),
+            ("Exchange2013_SP1", "Exchange2013Sp1"),
+        ],
+        default: Some("Exchange2013_SP1"),
+        ..emit("t:ExchangeVersionType", "ExchangeVersion", "")
+    },
+    // The header of every response (an element whose type the schema declares in place).
+    emit("t:ServerVersionInfo", "ServerVersionInfo", CLONE_EQ_DEFAULT),
+    // The values of an array extended property.
+    emit(
+        "t:NonEmptyArrayOfPropertyValuesType",
+        "PropertyValues",
+        CLONE_EQ_DEFAULT,
+    ),
+    // A mailbox, as a distinguished folder id names it.
+    emit("t:EmailAddressType", "Mailbox", CLONE_EQ),
     emit("t:DisposalType", "DeleteType", ""),
     emit(
         "t:AffectedTaskOccurrencesType",
@@ -288,8 +314,8 @@ pub const HAND_WRITTEN: &[(&str, &str)] = &[
         "t:DistinguishedPropertySetType",
         "crate::types::DistinguishedPropertySet",
     ),
-    // Hand-written: a single value or an array of values (`Values`, which our subset leaves
-    // out).
+    // Hand-written: a choice of a single value or an array of values, which `xml_struct!`
+    // cannot say (two optional fields instead, at most one of them set).
     ("t:ExtendedPropertyType", "crate::types::ExtendedProperty"),
     // Hand-written: the schema lists 71 folder names; the enum names those taskbridge uses and
     // keeps the others in `Other`.
@@ -297,8 +323,6 @@ pub const HAND_WRITTEN: &[(&str, &str)] = &[
         "t:DistinguishedFolderIdNameType",
         "crate::types::DistinguishedFolderName",
     ),
-    // Hand-written: our subset of `t:EmailAddressType` lacks Name and RoutingType.
-    ("t:EmailAddressType", "crate::types::Mailbox"),
     // A list of alternatives (FieldURI / ExtendedFieldURI).
     ("t:NonEmptyArrayOfPathsToElementType", "crate::types::Paths"),
     (
@@ -353,22 +377,151 @@ const RESPONSE_BODY: &str = "m:BaseResponseMessageType";
 const REQUEST_BODY: &str = "m:BaseRequestType";
 
 /// The source of both generated files (before rustfmt), as (types.rs, messages.rs).
-pub fn generate(schema: &Schema) -> Result<(String, String), String> {
-    let mut names: BTreeMap<&str, (String, Target)> = BTreeMap::new();
-    for (list, target) in [(TYPES, Target::Types), (MESSAGES, Target::Messages)] {
-        for e in list {
-            names.insert(e.schema, (e.rust.to_string(), target));
+/// Whether each operation of `ExchangeServicePortType` may be sent again after a failure that
+/// leaves unknown whether the server ran it (the schema cannot say it). Every operation must
+/// be listed, so that a new one is not taken as safe to resend until someone says so; one whose
+/// request is hand-written (`HAND_WRITTEN_REQUESTS`) says it in its own module, beside its type.
+pub const RESEND: &[(&str, bool)] = &[
+    // A second CreateItem would make a second item.
+    ("CreateItem", false),
+    // A repeat finds the item gone and fails harmlessly (ErrorItemNotFound).
+    ("DeleteItem", true),
+    // Reads.
+    ("FindItem", true),
+    ("GetEvents", true),
+    ("GetFolder", true),
+    ("GetItem", true),
+    ("GetStreamingEvents", true),
+    ("SyncFolderItems", true),
+    // A repeat finds the subscription gone.
+    ("Unsubscribe", true),
+    // Sent with the change key read, so a repeat meets a stale key instead of applying twice.
+    ("UpdateItem", true),
+];
+
+/// The `Operation` impls tying each WSDL operation's request body to its response body.
+fn operation_ties(services: &[WsdlOperation]) -> Result<String, String> {
+    let mut ops: Vec<&WsdlOperation> = services.iter().collect();
+    ops.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut out = String::new();
+    for op in ops {
+        if HAND_WRITTEN_REQUESTS
+            .iter()
+            .any(|(element, _)| *element == op.request_element)
+        {
+            continue;
         }
+        let Some((_, safe)) = RESEND.iter().find(|(name, _)| *name == op.name) else {
+            return Err(format!(
+                "say in RESEND whether {} is safe to resend after a failure that leaves unknown \
+                 whether the server ran it",
+                op.name
+            ));
+        };
+        let _ = writeln!(
+            out,
+            "operation!({} => {}, safe_to_resend = {safe});",
+            op.request_element, op.response_element
+        );
+    }
+    if let Some((name, _)) = RESEND
+        .iter()
+        .find(|(name, _)| !services.iter().any(|op| op.name == *name))
+    {
+        return Err(format!(
+            "RESEND names {name}, which the WSDL does not declare"
+        ));
+    }
+    Ok(out)
+}
+
+/// The message type of the response body `element` (`m:GetFolderResponse` carries
+/// `m:GetFolderResponseMessage`s of some `...ResponseMessageType`), and the message's name.
+fn response_message(schema: &Schema, element: &str) -> Result<(String, String), String> {
+    let list = schema
+        .complex
+        .get("m:ArrayOfResponseMessagesType")
+        .ok_or("m:ArrayOfResponseMessagesType is not in the schema")?;
+    let message = format!(
+        "{}ResponseMessage",
+        element.strip_suffix("Response").unwrap_or(element)
+    );
+    let ty = list
+        .particles
+        .iter()
+        .find(|p| p.name == message)
+        .and_then(|p| p.ty.clone())
+        .ok_or_else(|| format!("{element}: no {message} in ArrayOfResponseMessagesType"))?;
+    Ok((ty, message))
+}
+
+/// Whether a response message type carries nothing beyond the common part.
+fn carries_nothing(schema: &Schema, message_ty: &str) -> Result<bool, String> {
+    Ok(message_ty == RESPONSE_MESSAGE
+        || schema
+            .content(message_ty, Some(RESPONSE_MESSAGE))?
+            .0
+            .is_empty())
+}
+
+/// The message types of the operations `listed` does not name, by rule: a request is named as
+/// its body element (`GetFolder`), a response message's payload as its operation with
+/// `Payload` (`GetFolderPayload`), with the plain derives. So adding an operation to `wsdl/`
+/// needs an entry in `MESSAGES` only where it differs from the rule (a name, derives, schema
+/// content left out).
+pub fn by_rule(
+    schema: &Schema,
+    services: &[WsdlOperation],
+    listed: &[Emit],
+) -> Result<Vec<Emit>, String> {
+    // The generator runs once per test; what it names by rule lives as long as the test.
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let mut out: Vec<Emit> = Vec::new();
+    let mut wanted = Vec::new();
+    for op in services {
+        if !HAND_WRITTEN_REQUESTS
+            .iter()
+            .any(|(element, _)| *element == op.request_element)
+        {
+            let ty = schema.elements.get(&op.request_element).ok_or_else(|| {
+                format!("element m:{} is not in messages.xsd", op.request_element)
+            })?;
+            wanted.push((ty.clone(), op.request_element.clone(), CLONE));
+        }
+        let (message_ty, _) = response_message(schema, &op.response_element)?;
+        if !carries_nothing(schema, &message_ty)? {
+            wanted.push((message_ty, format!("{}Payload", op.name), CLONE_DEFAULT));
+        }
+    }
+    for (ty, rust, derives) in wanted {
+        if !listed.iter().chain(out.iter()).any(|e| e.schema == ty) {
+            out.push(emit(leak(ty), leak(rust), derives));
+        }
+    }
+    Ok(out)
+}
+
+pub fn generate(schema: &Schema, services: &[WsdlOperation]) -> Result<(String, String), String> {
+    let ruled = by_rule(schema, services, MESSAGES)?;
+    let messages_list: Vec<&Emit> = MESSAGES.iter().chain(ruled.iter()).collect();
+    let mut names: BTreeMap<&str, (String, Target)> = BTreeMap::new();
+    for e in TYPES {
+        names.insert(e.schema, (e.rust.to_string(), Target::Types));
+    }
+    for e in &messages_list {
+        names.insert(e.schema, (e.rust.to_string(), Target::Messages));
     }
     let mut types = Unit::new(Target::Types);
     for e in TYPES {
         types.emit(schema, &names, e)?;
     }
     let mut messages = Unit::new(Target::Messages);
-    for e in MESSAGES {
+    for e in messages_list {
         messages.emit(schema, &names, e)?;
     }
     messages.response_bodies(schema, &names)?;
+    messages.body.push_str(&operation_ties(services)?);
+    messages.imports.insert("crate::ops::operation".into());
     Ok((
         types.finish(
             "//! The `t:` wire types generated from `wsdl/types.xsd`: the enumerations and element \
@@ -377,8 +530,9 @@ pub fn generate(schema: &Schema) -> Result<(String, String), String> {
         ),
         messages.finish(
             "//! The message types generated from `wsdl/messages.xsd`: each operation's request, \
-             the payload of its response messages, and its response body. Each `ops` module \
-             re-exports its own and ties them with its `Operation` impl.\n",
+             the payload of its response messages, and its response body; and the `Operation` \
+             impl tying each request of `wsdl/services.wsdl` to its response. Each `ops` module \
+             re-exports its own.\n",
         ),
     ))
 }
@@ -471,6 +625,9 @@ impl Unit {
             }
             out.push_str("xml_enum! {\n");
             let _ = writeln!(out, "    /// `{}`.", e.schema);
+            if e.default.is_some() {
+                out.push_str("    #[derive(Default)]\n");
+            }
             let _ = writeln!(out, "    pub enum {} {{", e.rust);
             for v in &simple.values {
                 let variant = e
@@ -479,7 +636,15 @@ impl Unit {
                     .find(|(value, _)| value == v)
                     .map(|(_, name)| name.to_string())
                     .unwrap_or_else(|| v.clone());
-                let _ = writeln!(out, "        /// `{v}`.\n        {variant} = {v:?},");
+                let default = if e.default == Some(v.as_str()) {
+                    " (the default).\n        #[default]"
+                } else {
+                    "."
+                };
+                let _ = writeln!(
+                    out,
+                    "        /// `{v}`{default}\n        {variant} = {v:?},"
+                );
             }
             out.push_str("    }\n}\n\n");
             return self.push(e, out);
@@ -637,31 +802,13 @@ impl Unit {
         schema: &Schema,
         names: &BTreeMap<&str, (String, Target)>,
     ) -> Result<(), String> {
-        let list = schema
-            .complex
-            .get("m:ArrayOfResponseMessagesType")
-            .ok_or("m:ArrayOfResponseMessagesType is not in the schema")?;
         for (element, ty) in &schema.elements {
             if !ty.starts_with("m:") || !schema.extends(ty, RESPONSE_BODY) {
                 continue;
             }
-            let message = format!(
-                "{}ResponseMessage",
-                element.strip_suffix("Response").unwrap_or(element)
-            );
-            let message_ty = list
-                .particles
-                .iter()
-                .find(|p| p.name == message)
-                .and_then(|p| p.ty.clone())
-                .ok_or_else(|| format!("{element}: no {message} in ArrayOfResponseMessagesType"))?;
+            let (message_ty, message) = response_message(schema, element)?;
             // A message with nothing beyond the common part carries `NoPayload`.
-            let payload = if message_ty == RESPONSE_MESSAGE
-                || schema
-                    .content(&message_ty, Some(RESPONSE_MESSAGE))?
-                    .0
-                    .is_empty()
-            {
+            let payload = if carries_nothing(schema, &message_ty)? {
                 self.import("crate::types::NoPayload")
             } else {
                 self.rust_type(schema, names, &message_ty)?

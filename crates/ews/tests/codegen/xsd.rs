@@ -129,6 +129,9 @@ impl Schema {
         let mut groups: Vec<Group> = Vec::new();
         // Depth at which an element with an anonymous type began: its content is not ours.
         let mut skip_below: Option<usize> = None;
+        // A top-level element declared with an anonymous complex type (`ServerVersionInfo`):
+        // the type is read under the element's own name (`t:ServerVersionInfo`).
+        let mut anonymous_top: Option<String> = None;
         loop {
             let event = reader
                 .read_event()
@@ -141,7 +144,15 @@ impl Schema {
                     if skip_below == Some(depth) {
                         skip_below = None;
                     }
-                    if skip_below.is_none() {
+                    if local == "complexType" && depth == 3 && anonymous_top.is_some() {
+                        if let Some((name, c)) = current_complex.take()
+                            && self.complex.insert(name.clone(), c).is_some()
+                        {
+                            return Err(format!("{name} is declared twice"));
+                        }
+                    } else if local == "element" && depth == 2 {
+                        anonymous_top = None;
+                    } else if skip_below.is_none() {
                         self.close(
                             local.as_str(),
                             depth,
@@ -159,6 +170,22 @@ impl Schema {
             };
             depth += 1;
             let local = e.local_name().into_inner().to_string();
+            if local == "element" && depth == 2 && !empty && attr(&e, "type").is_none() {
+                anonymous_top = attr(&e, "name").map(|name| format!("{prefix}:{name}"));
+            }
+            if local == "complexType"
+                && depth == 3
+                && current_complex.is_none()
+                && let Some(name) = &anonymous_top
+            {
+                if empty {
+                    self.complex.insert(name.clone(), ComplexType::default());
+                    depth -= 1;
+                } else {
+                    current_complex = Some((name.clone(), ComplexType::default()));
+                }
+                continue;
+            }
             if skip_below.is_none() {
                 self.open(
                     &e,
