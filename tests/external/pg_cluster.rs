@@ -23,6 +23,8 @@ pub struct Cluster {
     run_as: Option<String>,
     /// The port it listens on (127.0.0.1).
     pub port: u16,
+    /// Server options beyond the cluster's own.
+    options: String,
 }
 
 /// The server's binaries: `TASKBRIDGE_PG_BIN`, else the newest `/usr/lib/postgresql/*/bin`
@@ -73,6 +75,11 @@ fn free_port() -> Result<u16, String> {
 impl Cluster {
     /// Creates a cluster with the server binaries in `bin` (see [`server_bin`]) and starts it.
     pub fn start_with(bin: PathBuf) -> Result<Cluster, String> {
+        Cluster::start_with_options(bin, "")
+    }
+
+    /// [`Cluster::start_with`], the server started with `options` too (`-c name=value ...`).
+    pub fn start_with_options(bin: PathBuf, options: &str) -> Result<Cluster, String> {
         let run_as = is_root().then(|| "postgres".to_string());
         let dir = tempfile::Builder::new()
             .prefix("taskbridge-pg-")
@@ -92,6 +99,7 @@ impl Cluster {
             bin,
             run_as,
             port: 0,
+            options: options.to_string(),
         };
         let data = cluster.data_dir();
         let out = cluster
@@ -125,9 +133,10 @@ impl Cluster {
 
     fn pg_ctl_start(&self) -> bool {
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 {}",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            self.options
         );
         self.command("pg_ctl")
             .args(["-D", &self.data_dir().to_string_lossy()])
@@ -184,9 +193,14 @@ impl Cluster {
         )
     }
 
+    /// The `psql` of the server's binaries.
+    pub fn psql(&self) -> PathBuf {
+        self.bin.join("psql")
+    }
+
     /// Creates an empty database and returns its URL.
     pub fn try_create_database(&self, name: &str) -> Result<String, String> {
-        let out = Command::new(self.bin.join("psql"))
+        let out = Command::new(self.psql())
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args([
                 "-U",

@@ -234,9 +234,20 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
             }
             Some(bin) => {
                 eprintln!("bench: starting a throw-away PostgreSQL cluster");
-                let cluster = pg_cluster::Cluster::start_with(bin)
-                    .map_err(|e| anyhow::anyhow!("{e}"))
-                    .context("the PostgreSQL cluster for the bench")?;
+                // With pg_stat_statements, to say which statements the server's CPU goes to;
+                // a server without it is measured all the same.
+                let cluster = match pg_cluster::Cluster::start_with_options(
+                    bin.clone(),
+                    "-c shared_preload_libraries=pg_stat_statements",
+                ) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("bench: PostgreSQL without pg_stat_statements ({e})");
+                        pg_cluster::Cluster::start_with(bin)
+                            .map_err(|e| anyhow::anyhow!("{e}"))
+                            .context("the PostgreSQL cluster for the bench")?
+                    }
+                };
                 figures.postgres_version = cluster.version();
                 Some(cluster)
             }
@@ -273,10 +284,12 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
             exchangelib = false;
         }
         if let Some(cluster) = &cluster {
+            let url = cluster
+                .try_create_database("bench")
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             let db = PgDatabase {
-                url: cluster
-                    .try_create_database("bench")
-                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+                statements: StatementProbe::enable(cluster.psql(), &url),
+                url,
                 server_pid: cluster
                     .server_pid()
                     .context("the PostgreSQL cluster wrote no postmaster.pid")?,
@@ -450,6 +463,87 @@ struct PgDatabase {
     url: String,
     /// The postmaster, whose CPU (with its backends') is the database's cost.
     server_pid: u32,
+    /// What the server ran, when it has `pg_stat_statements`.
+    statements: Option<StatementProbe>,
+}
+
+/// Reads what PostgreSQL ran (`pg_stat_statements`) between two points of a phase: which
+/// statements the server's CPU went to.
+#[derive(Clone)]
+struct StatementProbe {
+    psql: PathBuf,
+    url: String,
+}
+
+impl StatementProbe {
+    fn psql(&self, sql: &str) -> anyhow::Result<String> {
+        let out = Command::new(&self.psql)
+            .arg(&self.url)
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-F",
+                "\t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ])
+            .output()
+            .context("cannot run psql")?;
+        if !out.status.success() {
+            bail!("psql: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Makes the database count statements; `None` when the server cannot.
+    fn enable(psql: PathBuf, url: &str) -> Option<StatementProbe> {
+        let probe = StatementProbe {
+            psql,
+            url: url.to_string(),
+        };
+        match probe.psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements") {
+            Ok(_) => Some(probe),
+            Err(e) => {
+                eprintln!("bench: PostgreSQL's statements are not counted: {e}");
+                None
+            }
+        }
+    }
+
+    /// Forgets what was counted so far.
+    fn reset(&self) -> anyhow::Result<()> {
+        self.psql("SELECT pg_stat_statements_reset()").map(drop)
+    }
+
+    /// What ran since the last reset (the probe's own queries left out), most time first.
+    fn take(&self) -> anyhow::Result<report::DbStatements> {
+        let out = self.psql(
+            "SELECT calls, total_exec_time, regexp_replace(query, '\\s+', ' ', 'g') \
+             FROM pg_stat_statements \
+             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             AND query NOT LIKE '%pg_stat_statements%' ORDER BY total_exec_time DESC",
+        )?;
+        let mut taken = report::DbStatements::default();
+        for line in out.lines() {
+            let mut fields = line.splitn(3, '\t');
+            let (Some(calls), Some(ms), Some(text)) = (fields.next(), fields.next(), fields.next())
+            else {
+                continue;
+            };
+            let (Ok(calls), Ok(ms)) = (calls.parse::<u64>(), ms.parse::<f64>()) else {
+                continue;
+            };
+            taken.calls += calls;
+            taken.exec_s += ms / 1e3;
+            if taken.top.len() < 5 {
+                taken.top.push((calls, ms / 1e3, text.to_string()));
+            }
+        }
+        Ok(taken)
+    }
 }
 
 /// A simulator and a connector data directory.
@@ -464,12 +558,29 @@ struct Site {
     env: Vec<(String, String)>,
     /// The PostgreSQL server holding the stores (none: SQLite).
     db_pid: Option<u32>,
+    /// What it ran (PostgreSQL with `pg_stat_statements`).
+    statements: Option<StatementProbe>,
 }
 
 impl Site {
     /// The database server's CPU so far (PostgreSQL only).
     fn db_cpu(&self) -> Option<Duration> {
         self.db_pid.and_then(proc::family_cpu)
+    }
+
+    /// Starts counting the database's statements afresh (PostgreSQL only).
+    fn reset_statements(&self) {
+        if let Some(p) = &self.statements
+            && let Err(e) = p.reset()
+        {
+            eprintln!("bench: {e}");
+        }
+    }
+
+    /// The database's statements since [`Site::reset_statements`] (PostgreSQL only).
+    fn statements(&self) -> Option<report::DbStatements> {
+        let p = self.statements.as_ref()?;
+        p.take().inspect_err(|e| eprintln!("bench: {e}")).ok()
     }
 }
 
@@ -583,6 +694,7 @@ impl Bench<'_> {
             log,
             env,
             db_pid: db.map(|d| d.server_pid),
+            statements: db.and_then(|d| d.statements.clone()),
         })
     }
 
@@ -641,6 +753,7 @@ impl Bench<'_> {
         mailboxes: usize,
     ) -> anyhow::Result<Publish> {
         self.reset_counters(site).await?;
+        site.reset_statements();
         let db_before = site.db_cpu();
         let mut cmd = site.command(&["publish", guid, "--json"]);
         cmd.stdout(Stdio::piped());
@@ -654,6 +767,7 @@ impl Bench<'_> {
         let db_cpu_s = db_before
             .zip(site.db_cpu())
             .map(|(b, a)| a.saturating_sub(b).as_secs_f64());
+        let db_statements = site.statements();
         let requests = self.counters(site).await?;
         let batch = taskbridge::ews::transport::Limits::default().batch_size;
         // Per mailbox with tasks: GetFolder (its Tasks folder), FindItem (tasks left by an
@@ -672,6 +786,7 @@ impl Bench<'_> {
             cpu_s: usage.cpu.as_secs_f64(),
             peak_rss_mb: to_mb(usage.peak_rss),
             db_cpu_s,
+            db_statements,
             requests_total: requests.values().sum(),
             requests,
             requests_min,
@@ -951,6 +1066,7 @@ impl Bench<'_> {
         let applied_before = self.applied(serve).await?;
         self.reset_counters(site).await?;
         let cpu_before = serve.proc.cpu_now().unwrap_or_default();
+        site.reset_statements();
         let db_before = site.db_cpu();
         let phase_start = SystemTime::now();
         let t0 = tokio::time::Instant::now();
@@ -1008,6 +1124,8 @@ impl Bench<'_> {
         let db_cpu = db_before
             .zip(site.db_cpu())
             .map(|(b, a)| a.saturating_sub(b));
+        // Before the bench reads the applied updates, which are statements too.
+        let db_statements = site.statements();
         let requests = self.counters(site).await?;
         let updates = self
             .get_json(
@@ -1061,6 +1179,7 @@ impl Bench<'_> {
             max_ms: latencies.last().copied().unwrap_or(f64::NAN),
             cpu_us_per_edit: cpu.as_secs_f64() * 1e6 / n.max(1) as f64,
             db_cpu_us_per_edit: db_cpu.map(|c| c.as_secs_f64() * 1e6 / n.max(1) as f64),
+            db_statements,
             requests,
         })
     }

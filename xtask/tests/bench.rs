@@ -50,12 +50,21 @@ fn bench_at_toy_sizes_runs_every_phase_and_reports() {
         Some(pg) => {
             assert_eq!(pg["publish"]["created"], 30, "{f}");
             assert!(pg["publish"]["db_cpu_s"].as_f64().is_some(), "{f}");
+            // The server's statements are counted (Debian's server ships pg_stat_statements):
+            // a publish runs some, its top ones named.
+            let st = &pg["publish"]["db_statements"];
+            assert!(st["calls"].as_u64().is_some_and(|n| n > 0), "{f}");
+            assert!(st["top"].as_array().is_some_and(|t| !t.is_empty()), "{f}");
             assert_eq!(pg["republish"]["writes"], 0, "{f}");
             let edits = pg["edits"].as_array().expect("edit phases on PostgreSQL");
             assert_eq!(edits.len(), 2, "{f}");
             for e in edits {
                 assert_eq!(e["applied"], 6, "{e}");
                 assert!(e["db_cpu_us_per_edit"].as_f64().is_some(), "{e}");
+                assert!(
+                    e["db_statements"]["calls"].as_u64().is_some_and(|n| n > 0),
+                    "{e}"
+                );
             }
         }
         None => {
