@@ -5,6 +5,7 @@
 //! one backend has, beside it.
 
 mod external;
+mod harness;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -154,6 +155,48 @@ async fn a_postgres_database_without_the_store_is_no_store_and_a_newer_one_is_re
         matches!(newer, Err(EmbeddedError::SchemaTooNew { found: 999, .. })),
         "{newer:?}"
     );
+}
+
+/// A plan imported into a fresh database is analysed by the store itself: without statistics
+/// the planner read each key list by scanning the project's rows until autovacuum came round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_pm_store_analyses_the_tables_it_reads_by_keys_once_they_filled() {
+    let Some(cluster) = Cluster::start("PostgreSQL PM store statistics") else {
+        return;
+    };
+    let store = Store::postgres(cluster.create_database("statistics"));
+    let host = open(&store).await;
+    let project = harness::project(600);
+    let guid = project.guid;
+    host.import(project).await.expect("imports");
+    let (client, conn) =
+        tokio_postgres::connect(store.url.as_deref().expect("url"), tokio_postgres::NoTls)
+            .await
+            .expect("psql-like connection");
+    tokio::spawn(conn);
+    let analysed = async || -> bool {
+        client
+            .query_one(
+                "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables \
+                 WHERE relname = 'assignments'",
+                &[],
+            )
+            .await
+            .expect("statistics view")
+            .get(0)
+    };
+    let mut seen = false;
+    for _ in 0..60 {
+        // Jobs are what the store checks after.
+        PmHost::project(&host, guid).await.expect("reads");
+        if analysed().await {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(seen, "600 assignments imported and never analysed");
+    host.close().await;
 }
 
 /// A database restart costs the calls made while it is down (an error the connector retries,

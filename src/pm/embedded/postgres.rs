@@ -144,8 +144,10 @@ impl PgDb {
     }
 }
 
-/// The thread's loop: jobs in order, the relay after each and at every idle poll.
+/// The thread's loop: jobs in order, the relay after each and at every idle poll, and the
+/// planner's statistics kept fresh after jobs.
 fn run(rt: &Runtime, pool: &Pool, jobs: &mpsc::Receiver<Job>, mut relaying: Relaying) {
+    let mut statistics = Statistics::new();
     loop {
         match jobs.recv_timeout(relaying.poll_interval) {
             Ok(job) => match rt.block_on(pool.get()) {
@@ -156,6 +158,7 @@ fn run(rt: &Runtime, pool: &Pool, jobs: &mpsc::Receiver<Job>, mut relaying: Rela
                     };
                     let reply = std::panic::catch_unwind(AssertUnwindSafe(|| job(Ok(&conn))));
                     relaying.after_job(&conn);
+                    statistics.after_job(&conn);
                     if let Ok(reply) = reply {
                         reply();
                     }
@@ -175,6 +178,57 @@ fn run(rt: &Runtime, pool: &Pool, jobs: &mpsc::Receiver<Job>, mut relaying: Rela
             }
             Err(RecvTimeoutError::Disconnected) => return,
         }
+    }
+}
+
+/// Keeps the planner's statistics of the tables read by key lists (`rows::load_project_part`)
+/// fresh. Without statistics (a table imported or filled since its last analysis) the
+/// planner takes `project = $1` for a handful of rows and reads a key list by scanning all of
+/// the project's rows: measured in the bench's first minute on a fresh database, where
+/// autovacuum (every minute by default) had not analysed yet, as 1-10 ms per key list and half
+/// of the server's CPU per edit. So the store analyses such a table itself once a fifth of its
+/// rows (at least 500) changed since its last analysis, checking at most once a second, after
+/// a job (what autovacuum does, without waiting for its next round).
+struct Statistics {
+    checked: std::time::Instant,
+}
+
+impl Statistics {
+    /// How often the counters are looked at.
+    const EVERY: Duration = Duration::from_secs(1);
+    /// The tables whose rows jobs read by key lists, and the rule for analysing one.
+    const STALE: &'static str = "SELECT relname FROM pg_stat_user_tables \
+         WHERE schemaname = current_schema() \
+         AND relname IN ('tasks', 'resources', 'assignments', 'assignment_field_times', \
+         'status_updates') \
+         AND n_mod_since_analyze >= greatest(500, n_live_tup / 5)";
+
+    fn new() -> Statistics {
+        Statistics {
+            checked: std::time::Instant::now(),
+        }
+    }
+
+    fn after_job(&mut self, conn: &PgConn<'_>) {
+        if self.checked.elapsed() < Self::EVERY {
+            return;
+        }
+        self.checked = std::time::Instant::now();
+        if let Err(e) = Self::refresh(conn) {
+            tracing::debug!(error = %e, "PM store statistics not refreshed");
+        }
+    }
+
+    /// Analyses the tables that changed enough; the names come from [`Statistics::STALE`].
+    fn refresh(conn: &PgConn<'_>) -> Result<(), EmbeddedError> {
+        for row in conn.query(Self::STALE, &[])? {
+            let table = row.text(0)?;
+            if table.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                conn.batch(&format!("ANALYZE {table}"))?;
+                tracing::debug!(table, "PM store table analysed");
+            }
+        }
+        Ok(())
     }
 }
 
