@@ -187,7 +187,7 @@ fn run(rt: &Runtime, pool: &Pool, jobs: &mpsc::Receiver<Job>, mut relaying: Rela
 /// the project's rows: measured in the bench's first minute on a fresh database, where
 /// autovacuum (every minute by default) had not analysed yet, as 1-10 ms per key list and half
 /// of the server's CPU per edit. So the store analyses such a table itself once a fifth of its
-/// rows (at least 500) changed since its last analysis, checking at most once a second, after
+/// rows (at least 100) changed since its last analysis, checking at most once a second, after
 /// a job (what autovacuum does, without waiting for its next round).
 struct Statistics {
     checked: std::time::Instant,
@@ -201,7 +201,7 @@ impl Statistics {
          WHERE schemaname = current_schema() \
          AND relname IN ('tasks', 'resources', 'assignments', 'assignment_field_times', \
          'status_updates') \
-         AND n_mod_since_analyze >= greatest(500, n_live_tup / 5)";
+         AND n_mod_since_analyze >= greatest(100, n_live_tup / 5)";
 
     fn new() -> Statistics {
         Statistics {
