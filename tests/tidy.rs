@@ -396,42 +396,49 @@ fn tidy_no_import_cycles_between_modules() {
     );
 }
 
-#[test]
-fn tidy_the_cycle_finder_sees_a_cycle() {
-    let dir = std::env::temp_dir().join(format!("tidy-cycles-{}", std::process::id()));
-    std::fs::create_dir_all(dir.join("a")).expect("mkdir");
-    std::fs::write(dir.join("lib.rs"), "//! x\nmod a;\nmod b;\n").expect("write");
-    std::fs::write(
-        dir.join("a/mod.rs"),
-        "//! a\nuse crate::b::B;\nmod inner;\n",
-    )
-    .expect("write");
-    std::fs::write(
-        dir.join("a/inner.rs"),
-        "//! inner\nuse super::super::c::C;\n",
-    )
-    .expect("write");
-    std::fs::write(dir.join("b.rs"), "//! b\nuse crate::{c, a};\n").expect("write");
-    std::fs::write(dir.join("c.rs"), "//! c\n// use crate::a; only a comment\n").expect("write");
+/// The import cycles of a crate made of `files` (path under `src/`, text), written to a
+/// temporary folder for the finder and removed after.
+fn cycles_of(name: &str, files: &[(&str, &str)]) -> Vec<String> {
+    let dir = std::env::temp_dir().join(format!("tidy-{name}-{}", std::process::id()));
+    for (path, text) in files {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().expect("under the folder")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    }
     let cycles = import_cycles(&dir);
     std::fs::remove_dir_all(&dir).ok();
+    cycles
+}
+
+#[test]
+fn tidy_the_cycle_finder_sees_a_cycle() {
+    let cycles = cycles_of(
+        "cycles",
+        &[
+            ("lib.rs", "//! x\nmod a;\nmod b;\n"),
+            ("a/mod.rs", "//! a\nuse crate::b::B;\nmod inner;\n"),
+            ("a/inner.rs", "//! inner\nuse super::super::c::C;\n"),
+            ("b.rs", "//! b\nuse crate::{c, a};\n"),
+            ("c.rs", "//! c\n// use crate::a; only a comment\n"),
+        ],
+    );
     assert_eq!(cycles, vec!["crate: {a, b}".to_string()]);
 }
 
 #[test]
 fn tidy_the_cycle_finder_reads_wrapped_and_nested_groups() {
-    let dir = std::env::temp_dir().join(format!("tidy-groups-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    std::fs::write(dir.join("lib.rs"), "//! x\nmod c;\nmod d;\nmod e;\n").expect("write");
-    std::fs::write(
-        dir.join("c.rs"),
-        "//! c\nuse crate::{\n    d::{self, D},\n    e as renamed,\n};\n",
-    )
-    .expect("write");
-    std::fs::write(dir.join("d.rs"), "//! d\nuse super::{\n    c::C,\n};\n").expect("write");
-    std::fs::write(dir.join("e.rs"), "//! e\n").expect("write");
-    let cycles = import_cycles(&dir);
-    std::fs::remove_dir_all(&dir).ok();
+    let cycles = cycles_of(
+        "groups",
+        &[
+            ("lib.rs", "//! x\nmod c;\nmod d;\nmod e;\n"),
+            (
+                "c.rs",
+                "//! c\nuse crate::{\n    d::{self, D},\n    e as renamed,\n};\n",
+            ),
+            ("d.rs", "//! d\nuse super::{\n    c::C,\n};\n"),
+            ("e.rs", "//! e\n"),
+        ],
+    );
     assert_eq!(cycles, vec!["crate: {c, d}".to_string()]);
 }
 
