@@ -200,25 +200,12 @@ impl Cluster {
 
     /// Creates an empty database and returns its URL.
     pub fn try_create_database(&self, name: &str) -> Result<String, String> {
-        let out = Command::new(self.psql())
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args([
-                "-U",
-                "taskbridge",
-                "-d",
-                "postgres",
-                "-v",
-                "ON_ERROR_STOP=1",
-            ])
-            .args(["-c", &format!("CREATE DATABASE \"{name}\"")])
-            .output()
-            .map_err(|e| format!("cannot run psql: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "CREATE DATABASE {name}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
+        run_psql(
+            &self.psql(),
+            &self.url("postgres"),
+            &format!("CREATE DATABASE \"{name}\""),
+        )
+        .map_err(|e| format!("CREATE DATABASE {name}: {e}"))?;
         Ok(self.url(name))
     }
 
@@ -251,4 +238,28 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Runs `sql` with the `psql` at `psql` on the database at `url`, stopping at the first error;
+/// the rows it returns as lines of tab-separated fields.
+pub fn run_psql(psql: &Path, url: &str, sql: &str) -> Result<String, String> {
+    let out = Command::new(psql)
+        .arg(url)
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-F",
+            "\t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
+        .output()
+        .map_err(|e| format!("cannot run psql: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

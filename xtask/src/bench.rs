@@ -477,25 +477,7 @@ struct StatementProbe {
 
 impl StatementProbe {
     fn psql(&self, sql: &str) -> anyhow::Result<String> {
-        let out = Command::new(&self.psql)
-            .arg(&self.url)
-            .args([
-                "-X",
-                "-A",
-                "-t",
-                "-F",
-                "\t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                sql,
-            ])
-            .output()
-            .context("cannot run psql")?;
-        if !out.status.success() {
-            bail!("psql: {}", String::from_utf8_lossy(&out.stderr).trim());
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        pg_cluster::run_psql(&self.psql, &self.url, sql).map_err(|e| anyhow::anyhow!("psql: {e}"))
     }
 
     /// Makes the database count statements; `None` when the server cannot.
